@@ -1,0 +1,25 @@
+"""ipsolve: imaging inverse problems with pretrained diffusion and flow-matching priors.
+
+Every image inside ipsolve is a ``(B, C, H, W)`` tensor in [-1, 1]; the measurement noise
+``sigma`` is on that scale."""
+from __future__ import annotations
+
+from .operators import OPERATORS, make_operator
+from .priors import load_prior
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # solvers and the runner are imported on first use (they pull in more)
+    if name in ("make_solver", "solve", "SOLVERS", "Result"):
+        from . import solvers
+
+        return getattr(solvers, name)
+    if name == "reconstruct":
+        from .runner import reconstruct
+
+        return reconstruct
+    raise AttributeError(f"module 'ipsolve' has no attribute {name!r}")
+
+
+__all__ = ["make_operator", "OPERATORS", "load_prior", "make_solver", "solve", "reconstruct", "SOLVERS", "Result"]

@@ -1,0 +1,89 @@
+"""Image I/O: the only place (with metrics) where [0, 1] / uint8 meets ipsolve's [-1, 1]."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``(C,H,W)`` or ``(1,C,H,W)`` in [-1, 1] → ``(H,W)`` / ``(H,W,C)`` uint8."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected a single image (1, C, H, W), got shape {tuple(x.shape)}")
+        x = x[0]
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def load_image(path, size: int | None = None, channels: int | None = None) -> torch.Tensor:
+    """Read an image as ``(1, C, H, W)`` float32 in [-1, 1].
+
+    ``size``: centre-crop to a square and resize (anti-aliased) to ``size×size``.
+    ``channels``: 1 (luminance) or 3 (grey replicated) to match a prior."""
+    from skimage import io as skio
+    from skimage.color import rgb2gray, rgba2rgb
+    from skimage.transform import resize
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no image file at {path}")
+    try:
+        img = skio.imread(path)
+    except Exception as err:  # noqa: BLE001 - any decoder failure means the same thing here
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    if img.dtype == np.uint16:
+        img = img / 65535.0
+    elif img.dtype != np.float32 and img.dtype != np.float64:
+        img = img / 255.0
+    if img.ndim == 3 and img.shape[-1] == 4:
+        img = rgba2rgb(img)
+    if img.ndim == 2:
+        img = img[..., None]
+    if channels == 1 and img.shape[-1] == 3:
+        img = rgb2gray(img)[..., None]
+    elif channels == 3 and img.shape[-1] == 1:
+        img = np.repeat(img, 3, -1)
+    elif channels not in (None, img.shape[-1]):
+        raise ValueError(f"cannot convert {path} with {img.shape[-1]} channels to {channels}")
+    if size is not None:
+        h, w = img.shape[:2]
+        m = min(h, w)
+        img = img[(h - m) // 2:(h - m) // 2 + m, (w - m) // 2:(w - m) // 2 + m]
+        if m != size:
+            img = resize(img, (size, size), anti_aliasing=m > size)
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
+    return x.clamp(0, 1) * 2 - 1
+
+
+def save_image(x: torch.Tensor, path) -> Path:
+    """Write ``(1,C,H,W)`` / ``(C,H,W)`` in [-1, 1] as an 8-bit image, atomically
+    (temporary name, then rename) so that an interrupted run never leaves a truncated file."""
+    from skimage import io as skio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    skio.imsave(tmp, to_uint8(x), check_contrast=False)
+    os.replace(tmp, path)
+    return path
+
+
+def list_images(folder) -> list[Path]:
+    """The image files (PNG/JPEG/...) directly inside ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def load_folder(folder, size: int | None = None, channels: int | None = None) -> torch.Tensor:
+    """All images of ``folder`` as one ``(N, C, size, size)`` batch in [-1, 1]."""
+    files = list_images(folder)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return torch.cat([load_image(p, size, channels) for p in files])

@@ -1,0 +1,77 @@
+"""Image-quality metrics on [0, 1] with data range 1 (inputs are ipsolve's [-1, 1] tensors).
+
+PSNR and SSIM are scikit-image's; LPIPS is the ``lpips`` package (AlexNet by default, as
+DMPlug reports; VGG as DPS/ReSample report).  LPIPS needs torchvision's ImageNet backbone
+in the torch hub cache; offline and without it, ``lpips`` returns None and warns once."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+
+# torchvision's backbone files that lpips loads (pretrained=True) for each network.
+LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+_lpips_models: dict = {}
+_warned: set = set()
+
+
+def _to01(x: torch.Tensor) -> np.ndarray:
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+
+
+def _check_pair(x, ref):
+    if x.shape != ref.shape or x.ndim != 4:
+        raise ValueError(f"metrics need two (B, C, H, W) tensors of the same shape, got {tuple(x.shape)} "
+                         f"and {tuple(ref.shape)}")
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB, shape ``(B,)``."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    _check_pair(x, ref)
+    a, b = _to01(x), _to01(ref)
+    return torch.tensor([peak_signal_noise_ratio(r, i, data_range=1.0) for i, r in zip(a, b)])
+
+
+def ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (scikit-image, Gaussian-free 7×7 window, data range 1), shape ``(B,)``."""
+    from skimage.metrics import structural_similarity
+
+    _check_pair(x, ref)
+    a, b = _to01(x), _to01(ref)
+    return torch.tensor([structural_similarity(r, i, data_range=1.0, channel_axis=0) for i, r in zip(a, b)])
+
+
+def lpips_backbone_path(net: str = "alex") -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_BACKBONES[net])
+
+
+def lpips(x: torch.Tensor, ref: torch.Tensor, net: str = "alex") -> torch.Tensor | None:
+    """Per-image LPIPS ``(B,)``, or None (with one warning) when the backbone weights are not
+    in the torch hub cache — never a number from random weights."""
+    if net not in LPIPS_BACKBONES:
+        raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")
+    _check_pair(x, ref)
+    path = lpips_backbone_path(net)
+    if net not in _lpips_models:
+        if not os.path.isfile(path):
+            if net not in _warned:
+                _warned.add(net)
+                warnings.warn(f"LPIPS ({net}) unavailable: torchvision's ImageNet weights {LPIPS_BACKBONES[net]} "
+                              f"are not in {os.path.dirname(path)}; place the file there to enable LPIPS",
+                              stacklevel=2)
+            return None
+        import lpips as lpips_pkg
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _lpips_models[net] = lpips_pkg.LPIPS(net=net, verbose=False).eval()
+    model = _lpips_models[net].to(x.device)
+    xs, rs = x.float().clamp(-1, 1), ref.float().clamp(-1, 1)
+    if xs.shape[1] == 1:  # grey images: replicate to the RGB the network expects
+        xs, rs = xs.repeat(1, 3, 1, 1), rs.repeat(1, 3, 1, 1)
+    with torch.no_grad():
+        return model(xs, rs).flatten().cpu()  # lpips takes [-1, 1] inputs

@@ -1,0 +1,99 @@
+"""Operator base class: ``A(x)``, noise, adjoint, initial guess and input checks."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def check_image(x, name: str = "x", channels: int | None = None) -> torch.Tensor:
+    """Validate an image batch ``(B, C, H, W)``: a finite floating tensor (optionally C fixed)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have 4 dimensions (B, C, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor with values in [-1, 1], got dtype {x.dtype}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"{name} must have {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values; expected finite values in [-1, 1]")
+    return x
+
+
+class Operator(nn.Module):
+    """A forward model ``y = A(x) + n`` on images in [-1, 1].
+
+    ``forward(x)`` is the noiseless ``A(x)``; ``measure`` adds noise; ``initial_guess(y)``
+    is a cheap image-space estimate; linear operators also give ``adjoint``.
+    Random parameters (masks, kernels) are drawn once from ``seed`` and kept as buffers.
+    """
+
+    is_linear: bool = False
+    channels: int | None = None  # required channel count, None = any
+
+    # -- subclasses implement ------------------------------------------------------
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def output_shape(self, shape) -> tuple:
+        """Shape of ``A(x)`` for an image batch of ``shape`` (raises if it cannot take it)."""
+        return tuple(shape)
+
+    def initial_guess(self, y: torch.Tensor) -> torch.Tensor:
+        return y.clamp(-1, 1)
+
+    # -- shared --------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image(x, "x", self.channels)
+        self.output_shape(x.shape)
+        return self.apply(x)
+
+    def check_measurement(self, y: torch.Tensor, image_shape) -> torch.Tensor:
+        """Check that ``y`` is what this operator produces from images of ``image_shape``."""
+        check_image(y, "y")
+        expected = tuple(self.output_shape(image_shape))
+        if tuple(y.shape) != expected:
+            raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} maps images of shape "
+                             f"{tuple(image_shape)} to measurements of shape {expected}")
+        return y
+
+    def measure(self, x: torch.Tensor, sigma: float = 0.01, noise: str = "gaussian",
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """``y = A(x) + n`` with Gaussian noise of std ``sigma`` (on the [-1, 1] scale), or
+        Poisson noise whose std at white (x = 1) equals ``sigma``: with ``peak = 4 / sigma²``
+        photons at white, ``y01 = Poisson(peak · A(x)01) / peak``."""
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)) or sigma < 0:
+            raise ValueError(f"sigma must be a finite number >= 0 (noise std on the [-1, 1] scale), got {sigma!r}")
+        with torch.no_grad():
+            y = self(x)
+        if sigma == 0:
+            return y
+        if noise == "gaussian":
+            return y + sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype,
+                                           device="cpu" if generator is None else generator.device).to(y.device)
+        if noise == "poisson":
+            peak = 4.0 / sigma ** 2
+            rate = ((y + 1) / 2).clamp_min(0) * peak
+            counts = torch.poisson(rate.cpu() if generator is not None and generator.device.type == "cpu" else rate,
+                                   generator=generator).to(y.device)
+            return counts / peak * 2 - 1
+        raise ValueError(f"unknown noise model {noise!r}; expected 'gaussian' or 'poisson'")
+
+    def input_shape(self, y_shape) -> tuple:
+        """Shape of the images that give measurements of ``y_shape`` (linear operators)."""
+        return tuple(y_shape)
+
+    def adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        """``Aᵀ v``: the vector-Jacobian product of the linear map (exact for linear A)."""
+        if not self.is_linear:
+            raise TypeError(f"{type(self).__name__} is not linear and has no adjoint")
+        check_image(v, "v")
+        x0 = torch.zeros(self.input_shape(v.shape), dtype=v.dtype, device=v.device, requires_grad=True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.apply(x0), x0, grad_outputs=v)
+        return grad
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in getattr(self, "params", {}).items())

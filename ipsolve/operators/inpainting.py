@@ -1,0 +1,93 @@
+"""Inpainting: ``A(x) = m ⊙ x`` with a random, box or user-supplied mask (1 = observed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .base import Operator
+
+
+def harmonic_fill(y: torch.Tensor, mask: torch.Tensor, iters: int = 100) -> torch.Tensor:
+    """Fill the missing pixels (``mask == 0``) with a harmonic (Laplace) interpolation of the
+    observed ones: coarse-to-fine Jacobi iterations of the 4-neighbour average, keeping the
+    observed pixels fixed.  Written here because it must run batched on the tensor's device
+    (scikit-image's ``inpaint_biharmonic`` is a per-image CPU solve)."""
+    if min(y.shape[-2:]) > 8:  # initialise from a half-resolution fill
+        m_small = F.avg_pool2d(mask, 2)
+        y_small = F.avg_pool2d(y * mask, 2) / m_small.clamp_min(1e-8)
+        coarse = harmonic_fill(y_small, (m_small > 0).to(y.dtype), iters)
+        x = F.interpolate(coarse, size=y.shape[-2:], mode="bilinear", align_corners=False)
+    else:
+        x = torch.full_like(y, 0.0) + (y * mask).sum((-2, -1), keepdim=True) / mask.sum((-2, -1), keepdim=True).clamp_min(1)
+    x = torch.where(mask > 0, y, x)
+    stencil = torch.tensor([[0, 0.25, 0], [0.25, 0, 0.25], [0, 0.25, 0]], dtype=y.dtype, device=y.device)
+    stencil = stencil.expand(y.shape[1], 1, 3, 3)
+    for _ in range(iters):
+        avg = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), stencil, groups=y.shape[1])
+        x = torch.where(mask > 0, y, avg)
+    return x
+
+
+class Inpainting(Operator):
+    """Masked observation.  ``mask="random"``: a fraction ``missing`` (0.7) of the pixels is
+    missing, the same for all channels; ``"box"``: a square hole of side ``box_fraction`` (1/2,
+    i.e. 128 px at 256 px) of the image at a random position with a margin of 1/16 of the
+    size; or a path to a mask image (white = observed).  The mask is drawn from ``seed`` for
+    ``image_size`` (or for the first image size seen) and then fixed."""
+
+    is_linear = True
+
+    def __init__(self, mask: str = "random", missing: float = 0.7, box_fraction: float = 0.5,
+                 image_size: int | None = None, seed: int = 0):
+        super().__init__()
+        if not 0.0 <= missing < 1.0:
+            raise ValueError(f"missing must be a fraction in [0, 1), got {missing!r}")
+        if mask not in ("random", "box") and not Path(str(mask)).is_file():
+            raise FileNotFoundError(f"mask must be 'random', 'box' or the path of a mask image; "
+                                    f"no file at {mask!r}")
+        self.kind, self.missing, self.box_fraction, self.seed = mask, missing, box_fraction, seed
+        self.params = {"mask": mask, "missing": missing, "seed": seed}
+        self.register_buffer("mask", None)
+        if mask not in ("random", "box"):
+            from ..io import load_image
+
+            m = load_image(mask)[:, :1]
+            self.mask = (m > 0).float()
+        elif image_size is not None:
+            self.mask = self._draw(image_size, image_size)
+
+    def _draw(self, h: int, w: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed)
+        if self.kind == "random":
+            flat = torch.ones(h * w)
+            flat[torch.randperm(h * w, generator=g)[:round(self.missing * h * w)]] = 0
+            return flat.view(1, 1, h, w)
+        side_h, side_w = round(h * self.box_fraction), round(w * self.box_fraction)
+        mh, mw = h // 16, w // 16
+        i = mh + int(torch.randint(max(h - 2 * mh - side_h, 0) + 1, (1,), generator=g))
+        j = mw + int(torch.randint(max(w - 2 * mw - side_w, 0) + 1, (1,), generator=g))
+        m = torch.ones(1, 1, h, w)
+        m[..., i:i + side_h, j:j + side_w] = 0
+        return m
+
+    def mask_for(self, shape) -> torch.Tensor:
+        h, w = shape[-2:]
+        if self.mask is None:
+            self.mask = self._draw(h, w)
+        if tuple(self.mask.shape[-2:]) != (h, w):
+            raise ValueError(f"the inpainting mask is {tuple(self.mask.shape[-2:])} but the image is {(h, w)}; "
+                             f"expected images of the mask's size")
+        return self.mask
+
+    def output_shape(self, shape):
+        self.mask_for(shape)
+        return tuple(shape)
+
+    def apply(self, x):
+        return x * self.mask_for(x.shape).to(x)
+
+    def initial_guess(self, y):
+        """Harmonic fill of the missing pixels."""
+        return harmonic_fill(y, self.mask_for(y.shape).to(y).expand_as(y)).clamp(-1, 1)

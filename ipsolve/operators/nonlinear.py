@@ -1,0 +1,64 @@
+"""Non-linear blur: BKSE's learned blur network (the papers' task) or a weight-free
+blur followed by a saturating camera response."""
+from __future__ import annotations
+
+import torch
+
+from .base import Operator
+from .blur import convolve, gaussian_kernel, motion_kernel
+
+
+class NonlinearBlur(Operator):
+    """``model="camera"`` (default, offline): ``y = 2·crf(k ⋆ (x+1)/2) − 1`` with the
+    saturating response ``crf(u) = tanh(gain·u) / tanh(gain)`` and a seeded motion (or
+    Gaussian) kernel.  ``model="bkse"``: the learned blur of Tran et al. (CVPR 2021) as used
+    by DPS/DMPlug — ``y = clamp(2·G((x+1)/2, c) − 1)`` with the network ``G`` loaded strictly
+    from ``checkpoint`` (``GOPRO_wVAE.pth``) and the kernel code ``c ~ 1.2·N(0, I)`` of shape
+    ``(1, 512, H/128, W/128)`` drawn once per image size from ``seed``."""
+
+    def __init__(self, model: str = "camera", checkpoint: str | None = None, kernel: str = "motion",
+                 size: int = 61, std: float = 3.0, intensity: float = 0.5, gain: float = 2.0,
+                 code_scale: float = 1.2, seed: int = 0):
+        super().__init__()
+        self.model, self.seed, self.code_scale, self.gain = model, seed, code_scale, gain
+        self.params = {"model": model, "seed": seed}
+        if model == "camera":
+            if kernel not in ("motion", "gaussian"):
+                raise ValueError(f"kernel must be 'motion' or 'gaussian', got {kernel!r}")
+            k = motion_kernel(size, intensity, seed) if kernel == "motion" else gaussian_kernel(size, std)
+            self.register_buffer("kernel", k)
+            self.params.update(kernel=kernel, size=size, gain=gain)
+        elif model == "bkse":
+            if checkpoint is None:
+                raise ValueError("nonlinear_blur(model='bkse') needs checkpoint=<path to GOPRO_wVAE.pth>")
+            from .bkse import load_bkse_checkpoint
+
+            self.net = load_bkse_checkpoint(checkpoint).requires_grad_(False)
+            self.channels = self.net.input_nc
+            self.codes: dict[tuple[int, int], torch.Tensor] = {}
+        else:
+            raise ValueError(f"model must be 'camera' or 'bkse', got {model!r}")
+
+    def output_shape(self, shape):
+        if self.model == "bkse":
+            self.net.kernel_code_shape(shape[-2], shape[-1])
+        else:
+            k = self.kernel.shape[-1]
+            if k // 2 >= min(shape[-2:]):
+                raise ValueError(f"image size {shape[-2]}x{shape[-1]} is too small for the {k}x{k} blur kernel; "
+                                 f"expected images larger than {k // 2} pixels")
+        return tuple(shape)
+
+    def code_for(self, h: int, w: int) -> torch.Tensor:
+        if (h, w) not in self.codes:
+            g = torch.Generator().manual_seed(self.seed)
+            self.codes[(h, w)] = self.code_scale * torch.randn(self.net.kernel_code_shape(h, w), generator=g)
+        return self.codes[(h, w)]
+
+    def apply(self, x):
+        u = (x + 1) / 2
+        if self.model == "bkse":
+            code = self.code_for(*x.shape[-2:]).to(x)
+            return (self.net.adaptKernel(u, code) * 2 - 1).clamp(-1, 1)
+        blurred = convolve(u, self.kernel)
+        return 2 * torch.tanh(self.gain * blurred) / torch.tanh(torch.tensor(self.gain)) - 1

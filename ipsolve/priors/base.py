@@ -1,0 +1,241 @@
+"""Prior interfaces: stateless maps a solver writes its loop on (no ``scheduler.step()``).
+
+* ``DiffusionPrior`` — ε-network + ``alphas_cumprod`` (``x_t = √ᾱ_t x + √(1-ᾱ_t) ε``).
+* ``FlowPrior`` — velocity network, ipsolve convention t = 0 noise, t = 1 data,
+  ``x_t = t·x + (1-t)·z``, ``v = x - z``.
+* ``LatentPrior`` — an autoencoder around an inner diffusion or flow prior on latents.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _network_output(out) -> torch.Tensor:
+    """The tensor of a diffusers ``BaseOutput`` / tuple / plain tensor."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "sample"):
+        return out.sample
+    return out[0]
+
+
+class Prior(nn.Module):
+    """Common part: image shape, device/dtype handling and input checks."""
+
+    kind: str = ""
+
+    def __init__(self, image_size: int, channels: int):
+        super().__init__()
+        self.image_size, self.channels = int(image_size), int(channels)
+        self.source = ""
+
+    @property
+    def device(self) -> torch.device:
+        for t in list(self.parameters()) + list(self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    def check_image(self, x: torch.Tensor, name: str = "x") -> None:
+        """Reject images this prior cannot take, naming what it expects."""
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise ValueError(f"{name} must be a (B, C, H, W) tensor, got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, but the prior {self.source or type(self).__name__} "
+                             f"takes images of shape (B, {self.channels}, {self.image_size}, {self.image_size})")
+        if x.device.type != self.device.type:
+            raise ValueError(f"{name} is on {x.device} but the prior is on {self.device}; move it with .to()")
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}, kind={self.kind}, shape={self.shape}"
+
+
+class DiffusionPrior(Prior):
+    """A noise-prediction network with its ``alphas_cumprod`` table (DDPM, Ho et al. 2020).
+
+    ``network(x_t, t)`` may predict ``epsilon``, ``sample`` (x0) or ``v_prediction``
+    (``prediction_type`` from the scheduler config); a learned-sigma output (2C channels, ADM)
+    uses its first C channels."""
+
+    kind = "diffusion"
+
+    def __init__(self, network: nn.Module, alphas_cumprod: torch.Tensor, image_size: int, channels: int,
+                 prediction_type: str = "epsilon"):
+        super().__init__(image_size, channels)
+        if prediction_type not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+        self.network, self.prediction_type = network, prediction_type
+        self.register_buffer("alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float64))
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.alphas_cumprod)
+
+    def alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """ᾱ_t broadcast to ``like``; ``t = -1`` means ᾱ = 1 (the clean image)."""
+        t = torch.as_tensor(t, device=self.alphas_cumprod.device).long().reshape(-1)
+        a = torch.where(t >= 0, self.alphas_cumprod[t.clamp_min(0)], torch.ones_like(self.alphas_cumprod[0]))
+        return a.to(like.dtype).to(like.device).view(-1, *([1] * (like.ndim - 1)))
+
+    def _timesteps(self, t, batch: int, device) -> torch.Tensor:
+        t = torch.as_tensor(t, device=device).long().reshape(-1)
+        return t.expand(batch) if t.numel() == 1 else t
+
+    def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        """ε̂(x_t, t) — one network call for the whole batch."""
+        t = self._timesteps(t, x_t.shape[0], x_t.device)
+        p = next(self.network.parameters(), None)
+        dtype = p.dtype if p is not None else x_t.dtype
+        out = _network_output(self.network(x_t.to(dtype), t))[:, :x_t.shape[1]].to(x_t.dtype)
+        if self.prediction_type == "epsilon":
+            return out
+        a = self.alpha_bar(t, x_t)
+        if self.prediction_type == "sample":
+            return (x_t - a.sqrt() * out) / (1 - a).sqrt()
+        return a.sqrt() * out + (1 - a).sqrt() * x_t  # v = √ᾱ ε - √(1-ᾱ) x0
+
+    def x0_from_eps(self, x_t, t, eps) -> torch.Tensor:
+        """Tweedie: x̂0 = (x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t."""
+        a = self.alpha_bar(t, x_t)
+        return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+    def x0(self, x_t, t) -> torch.Tensor:
+        return self.x0_from_eps(x_t, t, self.eps(x_t, t))
+
+    def add_noise(self, x0, t, noise) -> torch.Tensor:
+        """q(x_t | x0): √ᾱ_t x0 + √(1-ᾱ_t) ε."""
+        a = self.alpha_bar(t, x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def ddim_step(self, x_t, t, t_next, eps, eta: float = 0.0, noise=None) -> torch.Tensor:
+        """DDIM update (Song et al. 2021, eq. 12) from t to t_next < t (t_next = -1: x0)."""
+        a, a_next = self.alpha_bar(t, x_t), self.alpha_bar(t_next, x_t)
+        x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        sigma = eta * ((1 - a_next) / (1 - a) * (1 - a / a_next)).clamp_min(0).sqrt()
+        x_next = a_next.sqrt() * x0 + (1 - a_next - sigma ** 2).clamp_min(0).sqrt() * eps
+        if eta > 0:
+            x_next = x_next + sigma * noise
+        return x_next
+
+    def ddpm_posterior(self, x_t, t, x0, t_prev=None):
+        """Mean and std of q(x_{t'} | x_t, x0) (Ho et al. 2020, eq. 7), t' = ``t_prev`` (default
+        t − 1); for strided steps β = 1 − ᾱ_t/ᾱ_{t'} (respaced DDPM, Nichol & Dhariwal 2021)."""
+        t = self._timesteps(t, x_t.shape[0], x_t.device)
+        t_prev = t - 1 if t_prev is None else self._timesteps(t_prev, x_t.shape[0], x_t.device)
+        a, a_prev = self.alpha_bar(t, x_t), self.alpha_bar(t_prev, x_t)
+        beta = 1 - a / a_prev
+        mean = (a_prev.sqrt() * beta / (1 - a)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a)) * x_t
+        var = beta * (1 - a_prev) / (1 - a)
+        return mean, var.clamp_min(0).sqrt()
+
+    def timesteps(self, steps: int, start: int | None = None) -> list[int]:
+        """``steps`` evenly spaced timesteps from ``start`` (default T-1) down to 0."""
+        start = self.num_timesteps - 1 if start is None else int(start)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return torch.linspace(start, 0, steps).round().long().tolist() if steps > 1 else [start]
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 50, generator: torch.Generator | None = None, eta: float = 0.0):
+        """Unconditional DDIM samples, ``(n, C, H, W)``."""
+        x = randn((n, *self.shape), generator, self.device)
+        ts = self.timesteps(steps)
+        for t, t_next in zip(ts, ts[1:] + [-1]):
+            eps = self.eps(x, t)
+            noise = randn(x.shape, generator, self.device) if eta > 0 else None
+            x = self.ddim_step(x, t, t_next, eps, eta, noise)
+        return x
+
+
+class FlowPrior(Prior):
+    """A rectified-flow / flow-matching velocity network (Liu et al. 2023; Lipman et al. 2023).
+
+    ipsolve's convention: t = 0 noise, t = 1 data, ``x_t = t·x + (1-t)·z``, ``v = x - z``.
+    ``network_convention="diffusers"``: the network follows diffusers' flow matching
+    (``FlowMatchEulerDiscreteScheduler``): it takes timestep ``σ·1000`` with ``σ = 1 - t`` and
+    predicts ``z - x``; ``"ipsolve"``: it takes ``t·1000`` and predicts ``x - z``."""
+
+    kind = "flow"
+
+    def __init__(self, network: nn.Module, image_size: int, channels: int, network_convention: str = "diffusers",
+                 timestep_scale: float = 1000.0):
+        super().__init__(image_size, channels)
+        if network_convention not in ("diffusers", "ipsolve"):
+            raise ValueError(f"network_convention must be 'diffusers' or 'ipsolve', got {network_convention!r}")
+        self.network, self.network_convention, self.timestep_scale = network, network_convention, timestep_scale
+
+    def velocity(self, x_t: torch.Tensor, t) -> torch.Tensor:
+        """v̂(x_t, t) ≈ E[x - z | x_t] — one network call for the whole batch."""
+        t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        p = next(self.network.parameters(), None)
+        dtype = p.dtype if p is not None else x_t.dtype
+        if self.network_convention == "diffusers":
+            out = _network_output(self.network(x_t.to(dtype), ((1 - t) * self.timestep_scale).to(dtype)))
+            return -out[:, :x_t.shape[1]].to(x_t.dtype)
+        return _network_output(self.network(x_t.to(dtype), (t * self.timestep_scale).to(dtype)))[:, :x_t.shape[1]].to(x_t.dtype)
+
+    @staticmethod
+    def x1_from_velocity(x_t, t, v) -> torch.Tensor:
+        """Data estimate x̂ = x_t + (1 - t)·v."""
+        t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).reshape(-1, *([1] * (x_t.ndim - 1)))
+        return x_t + (1 - t) * v
+
+    @staticmethod
+    def ode_step(x_t, t, t_next, v) -> torch.Tensor:
+        """Euler step of dx/dt = v from t to t_next."""
+        dt = torch.as_tensor(t_next, dtype=x_t.dtype, device=x_t.device) - torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
+        return x_t + dt.reshape(-1, *([1] * (x_t.ndim - 1))) * v
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 50, generator: torch.Generator | None = None):
+        """Euler integration from noise (t = 0) to data (t = 1)."""
+        x = randn((n, *self.shape), generator, self.device)
+        ts = torch.linspace(0, 1, steps + 1).tolist()
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            x = self.ode_step(x, t, t_next, self.velocity(x, t))
+        return x
+
+
+class LatentPrior(Prior):
+    """An autoencoder (``AutoencoderKL`` / ``VQModel`` or identity) around an inner prior on
+    latents (Rombach et al. 2022).  ``encode`` returns scaled latents; ``decode`` images."""
+
+    kind = "latent"
+
+    def __init__(self, autoencoder: nn.Module | None, inner: Prior, image_size: int, channels: int,
+                 scaling_factor: float = 1.0):
+        super().__init__(image_size, channels)
+        self.autoencoder, self.inner, self.scaling_factor = autoencoder, inner, float(scaling_factor)
+
+    @property
+    def latent_kind(self) -> str:
+        return self.inner.kind
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.autoencoder is None:
+            return x
+        p = next(self.autoencoder.parameters())
+        enc = self.autoencoder.encode(x.to(p.dtype))
+        z = enc.latent_dist.mean if hasattr(enc, "latent_dist") else _network_output(getattr(enc, "latents", enc))
+        return (z * self.scaling_factor).to(x.dtype)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.autoencoder is None:
+            return z
+        p = next(self.autoencoder.parameters())
+        return _network_output(self.autoencoder.decode(z.to(p.dtype) / self.scaling_factor)).to(z.dtype)
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int = 50, generator: torch.Generator | None = None):
+        return self.decode(self.inner.sample(n, steps, generator)).clamp(-1, 1)
+
+
+def randn(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Standard normal noise from an explicit generator (on the generator's device)."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(shape, generator=generator, device=gdev).to(device)

@@ -1,0 +1,182 @@
+"""``load_prior``: one entry point for every source a prior can come from."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .base import DiffusionPrior, FlowPrior, LatentPrior, Prior
+
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+SOURCE_KINDS = ("a diffusers directory or hub id (UNet2DModel + scheduler; LDM with vqvae/vae; flow matching "
+                "with FlowMatchEulerDiscreteScheduler)", "an OpenAI guided-diffusion (ADM) checkpoint file (.pt/.pth)",
+                "bundled:<name>", "gaussian", "gmm")
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "model_index.json").is_file()) if BUNDLED_DIR.is_dir() else []
+
+
+def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
+    """Load a prior.  ``source`` is one of: ``bundled:<name>``; ``gaussian`` / ``gmm`` (analytic,
+    ``kwargs`` as in :func:`make_analytic_prior`); a diffusers directory (DDPM/DDIM pipeline
+    layout, LDM layout with ``vqvae``/``vae``, or a flow-matching UNet whose scheduler is
+    ``FlowMatchEulerDiscreteScheduler``); a hub id of such a repository (from the local
+    Hugging Face cache when offline); or an ADM checkpoint file (``kwargs``: ADM config, default
+    DPS's FFHQ-256)."""
+    source = str(source)
+    if source in ("gaussian", "gmm"):
+        from .analytic import make_analytic_prior
+
+        prior = make_analytic_prior(source, **kwargs)
+    elif source.startswith("bundled:"):
+        name = source.split(":", 1)[1]
+        if not (BUNDLED_DIR / name / "model_index.json").is_file():
+            raise ValueError(f"unknown bundled prior {name!r}; bundled priors: {', '.join(bundled_names()) or 'none'}")
+        prior = _load_diffusers_dir(BUNDLED_DIR / name)
+    elif os.path.isfile(source) or source.endswith((".pt", ".pth", ".ckpt")):
+        prior = _load_adm(source, **kwargs)
+    elif os.path.isdir(source):
+        prior = _load_diffusers_dir(Path(source))
+    elif _looks_like_hub_id(source):
+        prior = _load_diffusers_dir(_hub_snapshot(source))
+    else:
+        raise ValueError(f"cannot load a prior from {source!r}: no such file or directory, and not a known source. "
+                         f"Sources: {'; '.join(SOURCE_KINDS)}")
+    prior.source = source
+    prior.eval().requires_grad_(False)
+    if device is not None or dtype is not None:
+        _place(prior, device, dtype)
+    return prior
+
+
+def save_pretrained_prior(out, pipeline_class: str, components: dict) -> Path:
+    """Write a prior in the diffusers pipeline layout ``load_prior`` reads: ``model_index.json``
+    plus one ``save_pretrained`` folder per component (``unet``, ``scheduler``, ``vqvae``/``vae``).
+    ``pipeline_class``: ``DDPMPipeline``, ``LDMPipeline`` or ``FlowMatchingPipeline``."""
+    import diffusers
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = {"_class_name": pipeline_class, "_diffusers_version": diffusers.__version__}
+    for name, obj in components.items():
+        obj.save_pretrained(out / name)
+        index[name] = ["diffusers", type(obj).__name__]
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    return out
+
+
+def _place(prior: Prior, device, dtype):
+    """Move to ``device``; cast the networks (not the schedule tables) to ``dtype``."""
+    prior.to(device=device)
+    if dtype is not None:
+        for name in ("network", "autoencoder"):
+            for mod in (getattr(prior, name, None), getattr(getattr(prior, "inner", None), name, None)):
+                if isinstance(mod, torch.nn.Module):
+                    mod.to(dtype=dtype)
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot of a hub repository; downloads only when online is allowed."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not in the cache
+        if offline:
+            raise FileNotFoundError(
+                f"prior {repo_id!r} is not available offline (HF_HUB_OFFLINE=1) and is not in the Hugging Face cache "
+                f"{HF_HUB_CACHE}. On a machine with internet run `huggingface-cli download {repo_id} --local-dir DIR`, "
+                f"copy DIR here and pass prior=DIR (or fill the cache)") from None
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as err:  # noqa: BLE001
+        raise FileNotFoundError(f"could not download prior {repo_id!r}: {err}. Download it elsewhere with "
+                                f"`huggingface-cli download {repo_id} --local-dir DIR` and pass prior=DIR") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+
+
+def _load_module(cls_name: str, path: Path):
+    import diffusers
+
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None:
+        raise ValueError(f"{path}: unknown diffusers class {cls_name!r}")
+    try:
+        # low_cpu_mem_usage=False: a missing or extra weight is an error, never a silent random init
+        return cls.from_pretrained(path, low_cpu_mem_usage=False)
+    except Exception as err:  # noqa: BLE001 - corrupt or mismatched checkpoint
+        raise ValueError(f"cannot load {cls_name} from {path}: {type(err).__name__}: {err}") from None
+
+
+def _component(root: Path, index: dict, names) -> tuple[str, Path] | None:
+    for name in names:
+        if name in index and isinstance(index[name], list) and index[name][1]:
+            return index[name][1], root / name
+        if (root / name / "config.json").is_file():
+            return _read_json(root / name / "config.json").get("_class_name"), root / name
+    return None
+
+
+def _load_diffusers_dir(root: Path) -> Prior:
+    """DDPM/DDIM pipeline, LDM pipeline, or flow-matching UNet directory (diffusers layout)."""
+    index = _read_json(root / "model_index.json") if (root / "model_index.json").is_file() else {}
+    unet = _component(root, index, ("unet", "transformer"))
+    if unet is None and (root / "config.json").is_file():  # a bare model directory
+        unet = (_read_json(root / "config.json").get("_class_name"), root)
+    if unet is None:
+        raise ValueError(f"{root} is not a diffusers prior: expected model_index.json with a 'unet', or unet/config.json")
+    network = _load_module(unet[0], unet[1])
+    sched_dir = root / "scheduler"
+    sched = _read_json(sched_dir / "scheduler_config.json") if (sched_dir / "scheduler_config.json").is_file() else {}
+    sched_class = sched.get("_class_name", "DDPMScheduler")
+    size = network.config.sample_size
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    ch = network.config.in_channels
+    if "FlowMatch" in sched_class:
+        inner: Prior = FlowPrior(network, size, ch, network_convention="diffusers",
+                                 timestep_scale=float(sched.get("num_train_timesteps", 1000)))
+    else:
+        import diffusers
+
+        scheduler = getattr(diffusers, sched_class).from_config(sched) if sched else diffusers.DDPMScheduler()
+        inner = DiffusionPrior(network, scheduler.alphas_cumprod, size, ch,
+                               prediction_type=sched.get("prediction_type", "epsilon"))
+    ae = _component(root, index, ("vqvae", "vae"))
+    if ae is None:
+        return inner
+    autoencoder = _load_module(ae[0], ae[1])
+    cfg = autoencoder.config
+    factor = 2 ** (len(cfg.block_out_channels) - 1)
+    return LatentPrior(autoencoder, inner, image_size=size * factor, channels=cfg.in_channels,
+                       scaling_factor=getattr(cfg, "scaling_factor", 1.0) or 1.0)
+
+
+def _load_adm(path: str, **config) -> Prior:
+    """An OpenAI guided-diffusion checkpoint (default: DPS's ``ffhq_10m.pt`` configuration)
+    with the linear β schedule 1e-4…0.02 over 1000 steps; ε is the first half of a
+    learned-sigma output."""
+    from .adm import adm_config, load_adm_checkpoint
+    from .analytic import linear_alphas_cumprod
+
+    schedule = {k: config.pop(k) for k in ("beta_start", "beta_end", "num_train_timesteps") if k in config}
+    net = load_adm_checkpoint(path, **config)
+    cfg = adm_config(**config)
+    ac = linear_alphas_cumprod(schedule.get("num_train_timesteps", 1000), schedule.get("beta_start", 1e-4),
+                               schedule.get("beta_end", 0.02))
+    return DiffusionPrior(net, ac, cfg["image_size"], net.in_channels if hasattr(net, "in_channels") else 3)

@@ -1,0 +1,140 @@
+"""The optimisation loop shared by DMPlug and FMPlug: Adam on the seed (and, for blind
+deblurring, on kernel logits), per-image stopping without the ground truth."""
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
+
+from ..operators import BlindBlur
+from .base import ESWMV, Result, Solver, autocast_context, residual_ratio, timer
+
+STOP_RULES = ("eswmv", "discrepancy")
+
+
+def kernel_logits_init(batch: int, size: int, device) -> torch.Tensor:
+    """Logits of a centred Gaussian bump (std size/8) — the blind solvers' starting kernel."""
+    r = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    logit = -(r[:, None] ** 2 + r[None] ** 2) / (2 * (size / 8) ** 2)
+    return logit.expand(batch, size, size).clone()
+
+
+class PlugSolver(Solver):
+    """Minimise ``ℓ(y, A(G(params)))`` = per-image mean squared error by Adam, where ``G`` is a
+    few-step deterministic sampler of the prior (subclasses define ``init_params``,
+    ``generate``, ``project``).  Stops each image by ES-WMV, the discrepancy principle
+    (‖y − A(x)‖ ≤ τ σ √m) or the ``iterations`` budget; a non-finite loss stops the image and
+    returns its last finite iterate."""
+
+    blind_capable = True
+    network_calls = 1
+
+    def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
+                 patience: int = 1000, tau: float = 1.0, kernel_lr: float = 0.1, kernel_size: int | None = None,
+                 checkpointing: bool = False, **kw):
+        super().__init__(**kw)
+        stop = tuple(stop) if not isinstance(stop, str) else (stop,)
+        unknown = [s for s in stop if s not in STOP_RULES]
+        if unknown:
+            raise ValueError(f"unknown stopping rule(s) {unknown}; known: {', '.join(STOP_RULES)} (a budget always applies)")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self.iterations, self.lr, self.stop, self.window, self.patience, self.tau = iterations, lr, stop, window, patience, tau
+        self.kernel_lr, self.kernel_size, self.checkpointing = kernel_lr, kernel_size, checkpointing
+
+    # -- subclass hooks ---------------------------------------------------------------
+    def init_params(self, y, operator, prior, gens) -> list[dict]:
+        raise NotImplementedError
+
+    def generate(self, prior) -> torch.Tensor:
+        raise NotImplementedError
+
+    def project(self) -> None:
+        pass
+
+    def network(self, fn, *args):
+        """One network call, with optional gradient checkpointing and bf16 autocast."""
+        with autocast_context(self.autocast, args[0].device):
+            if self.checkpointing and torch.is_grad_enabled():
+                return checkpoint(fn, *args, use_reentrant=False).float()
+            return fn(*args).float()
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
+        start = timer()
+        b = y.shape[0]
+        groups = self.init_params(y, operator, prior, gens)
+        blind = isinstance(operator, BlindBlur)
+        logits = None
+        if blind:
+            size = self.kernel_size or operator.kernel_size
+            logits = kernel_logits_init(b, size, y.device).requires_grad_()
+            groups.append({"params": [logits], "lr": self.kernel_lr})
+        params = [p for g in groups for p in g["params"]]
+        opt = torch.optim.Adam(groups)
+        active = torch.ones(b, dtype=torch.bool)
+        reason, iters, seconds = ["budget"] * b, [self.iterations] * b, [0.0] * b
+        out_x, out_k = None, None
+        last_x = None
+        traces = [[] for _ in range(b)]
+        es = ESWMV(b, self.window, self.patience) if "eswmv" in self.stop else None
+        bar = tqdm(range(self.iterations), desc=self.name, disable=not self.progress, leave=False)
+        for it in bar:
+            kernel = torch.softmax(logits.flatten(1), 1).view_as(logits) if blind else None
+            x = self.generate(prior)
+            ax = operator(x, kernel=kernel) if blind else operator(x)
+            per_image = (y - ax).pow(2).flatten(1).mean(1)
+            finite = (torch.isfinite(per_image) & torch.isfinite(x).flatten(1).all(1)).cpu()
+            xd = x.detach()
+            if out_x is None:
+                out_x, last_x = xd.clone(), xd.clone()
+                out_k = kernel.detach().clone() if blind else None
+            last_x[finite] = xd[finite]
+            res = residual_ratio(y, ax.detach(), sigma).cpu()
+            now = timer() - start
+
+            def finish(mask, why, value):
+                for i in torch.nonzero(mask).flatten().tolist():
+                    out_x[i] = value[i]
+                    if blind:
+                        out_k[i] = kernel[i].detach()
+                    reason[i], iters[i], seconds[i] = why, it + 1, now
+                    active[i] = False
+
+            finish(active & ~finite, "nan", last_x)
+            if "discrepancy" in self.stop:
+                finish(active & (res <= self.tau), "discrepancy", xd)
+            if es is not None:
+                triggered = es.update(torch.where(finite.view(-1, 1, 1, 1).to(xd.device), xd, last_x), it)
+                finish(active & triggered, "es-wmv", es.best_x)
+            if self.record_trace:
+                for i in range(b):
+                    traces[i].append(float(per_image[i].detach()))
+            if callback is not None:
+                callback(it, {"x": xd, "loss": per_image.detach(), "residual": res, "active": active.clone()})
+            if not active.any():
+                break
+            if it == self.iterations - 1:
+                finish(active.clone(), "budget", xd)
+                break
+            loss = per_image[active.to(per_image.device) & finite.to(per_image.device)].sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            frozen = ~active
+            saved = [p.detach()[frozen.to(p.device)].clone() for p in params] if frozen.any() else None
+            opt.step()
+            with torch.no_grad():
+                if saved is not None:  # a stopped image stops changing
+                    for p, s in zip(params, saved):
+                        p[frozen.to(p.device)] = s
+                self.project()
+            bar.set_postfix(active=int(active.sum()), loss=f"{float(per_image.detach().mean()):.2e}")
+        bar.close()
+        total = timer() - start
+        with torch.no_grad():
+            ax = operator(out_x, kernel=out_k) if blind else operator(out_x)
+            res = residual_ratio(y, ax, sigma).cpu()
+        info = [{"nfe": iters[i] * self.network_calls, "iterations": iters[i], "stop_reason": reason[i],
+                 "residual": float(res[i]), "seconds": seconds[i] or total,
+                 **({"loss_trace": traces[i]} if self.record_trace else {})} for i in range(b)]
+        return Result(x=out_x.clamp(-1, 1), info=info, kernel=out_k)

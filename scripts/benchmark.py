@@ -1,0 +1,187 @@
+"""Benchmark: quality (operator × solver on a fixed held-out set with fixed seeds) and speed
+(wall time vs NFE × the network's own cost, images/s at batch 1 vs 8, peak memory).
+
+    python scripts/benchmark.py            # prints markdown tables (≈ 15 min on 2 CPU cores)
+    python scripts/benchmark.py --quick    # fewer images / budgets, for a smoke run
+
+Solvers never see the ground truth; the metrics are computed afterwards.  LPIPS is "n/a"
+where its ImageNet backbone is not in the torch hub cache (offline machines)."""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from ipsolve import datasets, load_prior, make_operator, make_solver, solve
+from ipsolve.metrics import lpips, psnr, ssim
+
+# 32-px images: blur kernels scaled from the papers' 61 px at 256 px (÷8 → 9 px)
+OPERATORS = {
+    "super_resolution": dict(scale=4),
+    "inpainting": dict(mask="random"),
+    "nonlinear_blur": dict(size=9),
+    "blind_blur": dict(true_kernel="motion", size=9, seed=1),
+}
+SOLVERS = {  # CPU presets (see conf/solver/*_cpu.yaml)
+    "dps": ("bundled:phantom-ddpm", dict(steps=250)),
+    "dmplug": ("bundled:phantom-ddpm", dict(iterations=300, warm_start=0.25, ddim_steps=2, window=20, patience=50)),
+    "fmplug": ("bundled:phantom-flow", dict(iterations=300, ode_steps=2, window=20, patience=50)),
+    "resample": ("bundled:phantom-latent", dict(steps=100, pred_steps=1, pixel_iters=300, latent_iters=50,
+                                               warm_start=0.5)),
+}
+TABLE = [  # (operator, solver) rows of the quality table
+    *[(op, s) for op in ("super_resolution", "inpainting") for s in SOLVERS],
+    ("nonlinear_blur", "dps"), ("nonlinear_blur", "dmplug"), ("nonlinear_blur", "resample"),
+    ("blind_blur", "dps"), ("blind_blur", "dmplug"), ("blind_blur", "fmplug"),
+]
+
+
+def gens(n, base=0):
+    return [torch.Generator().manual_seed(base + i) for i in range(n)]
+
+
+def fmt(v, d=2):
+    return "n/a" if v is None else f"{v:.{d}f}"
+
+
+def quality(images, table, solvers, sigma, prior_override=None):
+    rows = []
+    priors = {}
+    for op_name, solver_name in table:
+        source, params = solvers[solver_name]
+        source = prior_override or source
+        priors.setdefault(source, load_prior(source))
+        op = make_operator(op_name, **OPERATORS[op_name])
+        y = op.measure(images, sigma, generator=torch.Generator().manual_seed(1234))
+        t0 = time.perf_counter()
+        res = solve(y, op, priors[source], make_solver(solver_name, progress=False, **params), sigma=sigma,
+                    generator=gens(len(images)))
+        secs = (time.perf_counter() - t0) / len(images)
+        guess = op.initial_guess(y)
+        lp = lpips(res.x, images)
+        reasons = {}
+        for i in res.info:
+            reasons[i["stop_reason"]] = reasons.get(i["stop_reason"], 0) + 1
+        rows.append(dict(operator=op_name, solver=solver_name, prior=source, psnr=float(psnr(res.x, images).mean()),
+                         ssim=float(ssim(res.x, images).mean()), lpips=None if lp is None else float(lp.mean()),
+                         baseline_psnr=float(psnr(guess, images).mean()),
+                         nfe=sum(i["nfe"] for i in res.info) / len(images), seconds=secs,
+                         residual=sum(i["residual"] for i in res.info) / len(images), stops=reasons))
+        print(f"  {op_name} / {solver_name}: {rows[-1]['psnr']:.2f} dB (initial guess {rows[-1]['baseline_psnr']:.2f})",
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def quality_table(rows, title):
+    out = [f"### {title}", "",
+           "| operator | solver | PSNR ↑ | SSIM ↑ | LPIPS ↓ | initial guess PSNR | NFE/image | s/image | residual/σ√m | stops |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        stops = ", ".join(f"{k} {v}" for k, v in sorted(r["stops"].items()))
+        out.append(f"| {r['operator']} | {r['solver']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {fmt(r['lpips'], 3)} | "
+                   f"{r['baseline_psnr']:.2f} | {r['nfe']:.0f} | {r['seconds']:.2f} | {r['residual']:.2f} | {stops} |")
+    return "\n".join(out)
+
+
+def network_time(prior, batch, backward: bool, repeats=5) -> float:
+    """Seconds for one network call (+ backward) on a batch at this prior's shape."""
+    inner = getattr(prior, "inner", prior)
+    x = torch.randn(batch, *inner.shape)
+    call = (lambda v: inner.eps(v, torch.full((batch,), 500))) if inner.kind == "diffusion" else \
+        (lambda v: inner.velocity(v, torch.full((batch,), 0.5)))
+    times = []
+    for _ in range(repeats + 1):
+        v = x.clone().requires_grad_(backward)
+        t0 = time.perf_counter()
+        with torch.set_grad_enabled(backward):
+            out = call(v)
+            if backward:
+                out.sum().backward()
+        times.append(time.perf_counter() - t0)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def speed_one(solver_name, batch, budget):
+    """Run in a fresh process so its peak memory is its own."""
+    source, params = SOLVERS[solver_name]
+    params = dict(params)
+    key = "steps" if solver_name in ("dps", "resample") else "iterations"
+    params[key] = budget
+    params["stop"] = () if solver_name in ("dmplug", "fmplug") else params.get("stop")
+    params = {k: v for k, v in params.items() if v is not None}
+    prior = load_prior(source)
+    op = make_operator("super_resolution", scale=4)
+    images = datasets.random_ellipses(batch, 32, torch.Generator().manual_seed(7))
+    y = op.measure(images, 0.01, generator=torch.Generator().manual_seed(0))
+    solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 2}))  # warm-up
+    t0 = time.perf_counter()
+    res = solve(y, op, prior, make_solver(solver_name, progress=False, **params), generator=gens(batch))
+    wall = time.perf_counter() - t0
+    backward = True
+    net = network_time(prior, batch, backward)
+    nfe = res.info[0]["nfe"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    return dict(solver=solver_name, batch=batch, wall=wall, nfe=nfe, net=net, ratio=wall / (nfe * net),
+                images_per_s=batch / wall, peak_mb=peak)
+
+
+def speed_table(budget):
+    rows = []
+    for name in SOLVERS:
+        for batch in (1, 8):
+            out = subprocess.run([sys.executable, __file__, "--speed-one", name, str(batch), str(budget)],
+                                 capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"  speed {name} batch {batch}: {rows[-1]['images_per_s']:.2f} img/s", file=sys.stderr, flush=True)
+    out = ["### Speed (SR×4, 32 px, budget %d steps/iterations, CPU presets otherwise)" % budget, "",
+           "| solver | batch | NFE | wall s | network fwd+bwd s | wall ÷ (NFE × network) | images/s | peak memory MB |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['solver']} | {r['batch']} | {r['nfe']} | {r['wall']:.2f} | {r['net'] * 1000:.1f} ms | "
+                   f"{r['ratio']:.2f} | {r['images_per_s']:.2f} | {r['peak_mb']:.0f} |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sigma", type=float, default=0.01)
+    ap.add_argument("--speed-one", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-photo", action="store_true")
+    args = ap.parse_args()
+    if args.speed_one:
+        name, batch, budget = args.speed_one
+        print(json.dumps(speed_one(name, int(batch), int(budget))))
+        return
+    n = 3 if args.quick else 8
+    phantoms = torch.cat([datasets.random_ellipses(n, 32, torch.Generator().manual_seed(99_999)), datasets.shepp_logan(32)])
+    table, solvers = TABLE, SOLVERS
+    if args.quick:
+        solvers = {k: (s, {**p, **({"steps": 20} if "steps" in p else {"iterations": 20})}) for k, (s, p) in SOLVERS.items()}
+    print(f"## ipsolve benchmark ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads, "
+          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, σ = {args.sigma})\n")
+    print(quality_table(quality(phantoms, table, solvers, args.sigma),
+                        f"Quality: {len(phantoms)} held-out phantoms ({n} random-ellipse phantoms of seed 99999 + "
+                        "Shepp–Logan), 32 px, bundled phantom priors"))
+    if not args.skip_photo:
+        photos = torch.cat([datasets.photo_crop(p, 32) for p in datasets.PHOTO_HELDOUT])
+        rows = quality(photos, [("super_resolution", "dps"), ("super_resolution", "dmplug"), ("inpainting", "dps"),
+                                ("inpainting", "dmplug")], solvers, args.sigma, prior_override="bundled:photo-ddpm")
+        print()
+        print(quality_table(rows, "Quality: 3 held-out photos (coffee, flower, rocket), 32 px, bundled:photo-ddpm "
+                                  "(a weak prior: see its model card)"))
+    if not args.skip_speed:
+        print()
+        print(speed_table(10 if args.quick else 50))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Operators: adjointness, agreement with the reference definitions, determinism, errors."""
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from ipsolve import make_operator
+from ipsolve.operators import OPERATORS, gaussian_kernel, motion_kernel
+
+# small kernels so 32-px images can be used; the paper defaults are checked separately
+LINEAR_CASES = [
+    ("super_resolution", {"scale": 4}),
+    ("super_resolution", {"scale": 2, "kernel": "avgpool"}),
+    ("super_resolution", {"scale": 3}),
+    ("inpainting", {"mask": "random"}),
+    ("inpainting", {"mask": "box"}),
+    ("gaussian_blur", {"size": 15, "std": 2.0}),
+    ("motion_blur", {"size": 15, "intensity": 0.5, "seed": 3}),
+    ("blind_blur", {"size": 9}),
+]
+
+
+@pytest.mark.parametrize("name,params", LINEAR_CASES)
+def test_adjointness(name, params):
+    op = make_operator(name, **params).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 36, 36, generator=g, dtype=torch.float64)
+    y = op(x)
+    v = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    lhs, rhs = (y * v).sum(), (x * op.adjoint(v)).sum()
+    assert abs(lhs - rhs) / abs(lhs) < 1e-4, (float(lhs), float(rhs))
+
+
+@pytest.mark.parametrize("name,params", LINEAR_CASES + [("nonlinear_blur", {"size": 9})])
+def test_batched_differentiable_shapes(name, params):
+    op = make_operator(name, **params)
+    x = (torch.rand(3, 3, 36, 36) * 2 - 1).requires_grad_()
+    y = op(x)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    # batching: each image is processed on its own
+    torch.testing.assert_close(op(x[1:2]), y[1:2], atol=1e-5, rtol=1e-5)
+    assert op.initial_guess(y.detach()).shape == x.shape
+
+
+def test_gaussian_blur_matches_scipy():
+    """DPS's kernel: scipy gaussian_filter of a delta; blur: correlate with mode 'mirror'."""
+    size, std = 61, 3.0
+    delta = np.zeros((size, size))
+    delta[size // 2, size // 2] = 1
+    ref_kernel = ndimage.gaussian_filter(delta, sigma=std)
+    np.testing.assert_allclose(gaussian_kernel(size, std).numpy(), ref_kernel, atol=1e-7)
+    img = np.random.default_rng(0).uniform(-1, 1, (64, 64))
+    ref = ndimage.correlate(img, ref_kernel, mode="mirror")
+    out = make_operator("gaussian_blur")(torch.from_numpy(img).float()[None, None])[0, 0].numpy()
+    assert np.abs(out - ref).max() < 1e-5
+
+
+def test_motion_blur_matches_scipy_and_kernel_properties():
+    k = motion_kernel(61, 0.5, seed=7)
+    assert k.shape == (61, 61) and abs(float(k.sum()) - 1) < 1e-5 and (k >= 0).all()
+    assert torch.equal(k, motion_kernel(61, 0.5, seed=7))
+    assert not torch.equal(k, motion_kernel(61, 0.5, seed=8))
+    img = np.random.default_rng(1).uniform(-1, 1, (64, 64))
+    op = make_operator("motion_blur", seed=7)
+    ref = ndimage.correlate(img, k.double().numpy(), mode="mirror")
+    assert np.abs(op(torch.from_numpy(img).float()[None, None])[0, 0].numpy() - ref).max() < 1e-5
+    # a straight path for intensity 0: the support is (close to) a line
+    line = motion_kernel(31, 0.0, seed=0)
+    assert (line > 1e-3).sum() < 31 * 3
+
+
+def test_sr_border_rows_differ_from_torch_antialias():
+    """The papers' resizer repeats the edge pixel; torch's antialiased bicubic does not."""
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
+    ours = make_operator("super_resolution", scale=4)(x)
+    torch_aa = torch.nn.functional.interpolate(x, scale_factor=0.25, mode="bicubic", antialias=True)
+    assert (ours - torch_aa)[..., 2:-2, 2:-2].abs().max() < 1e-5
+    # constant images stay constant (weights sum to 1, border included)
+    c = make_operator("super_resolution", scale=4)(torch.full((1, 1, 32, 32), 0.3))
+    assert torch.allclose(c, torch.full_like(c, 0.3), atol=1e-6)
+
+
+@pytest.mark.parametrize("mask,expected", [("random", 0.7), ("box", 0.25)])
+def test_inpainting_missing_fraction(mask, expected):
+    op = make_operator("inpainting", mask=mask, image_size=256)
+    missing = 1 - op.mask.mean().item()
+    assert abs(missing - expected) < 1e-3
+    if mask == "box":  # a 128x128 hole at 256 px
+        rows, cols = torch.nonzero(op.mask[0, 0] == 0, as_tuple=True)
+        assert rows.max() - rows.min() + 1 == 128 and cols.max() - cols.min() + 1 == 128
+        assert rows.min() >= 16 and rows.max() < 256 - 16
+    # same mask for all channels
+    x = torch.rand(1, 3, 256, 256) + 0.5
+    y = op(x)
+    assert torch.equal((y[:, 0] == 0), (y[:, 2] == 0))
+
+
+def test_inpainting_mask_from_file(tmp_path):
+    from ipsolve.io import save_image
+
+    m = torch.ones(1, 1, 32, 32)
+    m[..., 8:16, 8:16] = -1  # black = missing
+    save_image(m, tmp_path / "mask.png")
+    op = make_operator("inpainting", mask=str(tmp_path / "mask.png"))
+    assert float(1 - op.mask.mean()) == pytest.approx(64 / 1024)
+    with pytest.raises(ValueError, match="mask"):
+        op(torch.zeros(1, 3, 64, 64))
+
+
+def test_harmonic_fill_reproduces_smooth_images():
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    x = (0.5 * xx + 0.3 * yy)[None, None]  # harmonic (linear) image: exact fill expected
+    op = make_operator("inpainting", seed=2)
+    err = (op.initial_guess(op(x)) - x).abs()
+    # exact up to the Neumann (replicate) condition at the image border
+    assert err[..., 3:-3, 3:-3].max() < 0.03 and err.mean() < 0.01
+
+
+def test_determinism_and_noise_std():
+    a = make_operator("inpainting", seed=5, image_size=64).mask
+    b = make_operator("inpainting", seed=5, image_size=64).mask
+    c = make_operator("inpainting", seed=6, image_size=64).mask
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    op = make_operator("super_resolution", scale=2)
+    x = torch.zeros(4, 3, 128, 128)
+    y1 = op.measure(x, sigma=0.05, generator=torch.Generator().manual_seed(3))
+    y2 = op.measure(x, sigma=0.05, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(y1, y2)
+    assert abs(float(y1.std()) - 0.05) < 0.002
+    assert torch.equal(op.measure(x, sigma=0), op(x))
+    # Poisson noise: std at white equals sigma on the [-1, 1] scale
+    yp = op.measure(torch.ones(4, 3, 128, 128), sigma=0.05, noise="poisson", generator=torch.Generator().manual_seed(0))
+    assert abs(float(yp.std()) - 0.05) < 0.003 and abs(float(yp.mean()) - 1) < 0.01
+
+
+def test_nonlinear_blur_camera_is_nonlinear_and_in_range():
+    op = make_operator("nonlinear_blur", size=9)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = op(x)
+    assert y.min() >= -1 and y.max() <= 1 + 1e-6
+    # superposition fails for a saturating response
+    lhs = op(x) + op(-x)
+    rhs = 2 * op(torch.zeros_like(x))
+    assert (lhs - rhs).abs().max() > 1e-2
+    assert not op.is_linear
+    with pytest.raises(TypeError, match="not linear"):
+        op.adjoint(y)
+
+
+def test_nonlinear_blur_bkse_loads_checkpoint(tmp_path):
+    from ipsolve.operators.bkse import KernelWizard
+
+    net = KernelWizard(nf=8, front_RBs=1, back_RBs=1)
+    torch.save(net.state_dict(), tmp_path / "bkse.pth")
+    with pytest.raises(ValueError, match="bkse.pth"):  # default options do not match this small net
+        make_operator("nonlinear_blur", model="bkse", checkpoint=str(tmp_path / "bkse.pth"))
+    with pytest.raises(FileNotFoundError, match="GOPRO_wVAE.pth"):
+        make_operator("nonlinear_blur", model="bkse", checkpoint=str(tmp_path / "missing.pth"))
+
+
+def test_blind_blur_accepts_per_image_kernels():
+    op = make_operator("blind_blur", true_kernel="gaussian", size=9, std=1.5)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    k = torch.stack([op.kernel, motion_kernel(9, 0.5, 1)])
+    y = op(x, kernel=k)
+    torch.testing.assert_close(y[0:1], op(x[0:1]))
+    with pytest.raises(ValueError, match="one per image"):
+        op(x, kernel=k[:1].expand(3, 9, 9))
+
+
+# --------------------------------------------------------------------------- errors
+def test_error_messages():
+    op = make_operator("super_resolution", scale=4)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        op(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match="not divisible"):
+        op(torch.zeros(1, 3, 30, 30))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        op(torch.full((1, 3, 32, 32), float("nan")))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        op(np.zeros((1, 3, 32, 32)))
+    with pytest.raises(ValueError, match="sigma"):
+        op.measure(torch.zeros(1, 3, 32, 32), sigma=-0.1)
+    with pytest.raises(ValueError, match="too small"):
+        make_operator("gaussian_blur")(torch.zeros(1, 1, 24, 24))
+    with pytest.raises(ValueError, match="known operators: .*super_resolution"):
+        make_operator("deblur")
+    with pytest.raises(TypeError, match="it takes"):
+        make_operator("super_resolution", factor=4)
+    with pytest.raises(ValueError, match="scale"):
+        make_operator("super_resolution", scale=0)
+    with pytest.raises(FileNotFoundError, match="mask"):
+        make_operator("inpainting", mask="/nonexistent/mask.png")
+    inp = make_operator("inpainting", image_size=32)
+    with pytest.raises(ValueError, match="mask"):
+        inp(torch.zeros(1, 3, 64, 64))
+    y = op(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="shape"):
+        op.check_measurement(y, (1, 3, 64, 64))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        op.check_measurement(torch.full_like(y, float("inf")), (1, 3, 32, 32))
+
+
+def test_registry_names():
+    assert set(OPERATORS) == {"super_resolution", "inpainting", "gaussian_blur", "motion_blur", "nonlinear_blur",
+                              "blind_blur"}
