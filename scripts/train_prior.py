@@ -73,6 +73,8 @@ def main():
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-from", default=None,
+                    help="start a new run from the UNet of this prior directory (e.g. a flow prior from a DDPM one)")
     args = ap.parse_args()
 
     acc = Accelerator(mixed_precision=args.mixed_precision)
@@ -92,8 +94,11 @@ def main():
     state = {"step": 0, "ae_step": 0, "seconds": 0.0}
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     ae_opt = torch.optim.AdamW(vae.parameters(), lr=1e-3) if vae is not None else None
-    ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
     ckpt = work / "train_state.pt"
+    if args.init_from and not ckpt.exists():
+        unet.load_state_dict(UNet2DModel.from_pretrained(Path(args.init_from) / "unet").state_dict())
+        acc.print(f"initialised the UNet from {args.init_from}")
+    ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         unet.load_state_dict(saved["unet"]); opt.load_state_dict(saved["opt"]); ema.load_state_dict(saved["ema"])
