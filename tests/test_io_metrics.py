@@ -1,7 +1,6 @@
 """Image I/O round trips and metrics against scikit-image; LPIPS offline behaviour."""
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity

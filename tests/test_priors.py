@@ -1,5 +1,4 @@
 """Priors: real loading code round trips, analytic posteriors, bundled priors are trained."""
-import math
 import time
 
 import pytest

@@ -29,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..checkpoints import layout_mismatch, read_state_dict
+
 __all__ = [
     "BKSE_CHECKPOINT_NAME",
     "BKSE_CHECKPOINT_URL",
@@ -376,49 +378,6 @@ class KernelWizard(nn.Module):
 
 # --------------------------------------------------------------------------- loading
 
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "params", "netG", "net")
-
-
-def _extract_state_dict(obj: Any, path: str) -> dict[str, Tensor]:
-    """Return the tensor mapping in ``obj`` (raw state_dict or a dict wrapping one)."""
-    if isinstance(obj, Mapping):
-        if obj and all(isinstance(v, Tensor) for v in obj.values()):
-            state = dict(obj)
-        else:
-            for key in _WRAPPER_KEYS:
-                inner = obj.get(key)
-                if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
-                    state = dict(inner)
-                    break
-            else:
-                raise ValueError(
-                    f"BKSE checkpoint '{path}' is not a state_dict (a mapping of parameter names to "
-                    f"tensors, possibly under one of {list(_WRAPPER_KEYS)}); top-level keys: {list(obj)[:8]}"
-                )
-    else:
-        raise ValueError(f"BKSE checkpoint '{path}' holds a {type(obj).__name__}, expected a state_dict")
-    if all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    return state
-
-
-def _mismatch_report(model: nn.Module, state: Mapping[str, Tensor], path: str, n: int = 5) -> str | None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if not (missing or unexpected or shapes):
-        return None
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if items:
-            more = f", ... (+{len(items) - n} more)" if len(items) > n else ""
-            parts.append(f"{len(items)} {label}: {', '.join(items[:n])}{more}")
-    return f"BKSE checkpoint '{path}' does not match KernelWizard with these options: " + "; ".join(parts)
 
 
 def load_bkse_checkpoint(path: str | os.PathLike, **options: Any) -> KernelWizard:
@@ -431,24 +390,19 @@ def load_bkse_checkpoint(path: str | os.PathLike, **options: Any) -> KernelWizar
     eval mode.
     """
     path_str = os.fspath(path)
-    if not os.path.isfile(path_str):
-        raise FileNotFoundError(
-            f"BKSE checkpoint not found at '{path_str}'. The non-linear blur operator expects BKSE's "
-            f"pretrained '{BKSE_CHECKPOINT_NAME}' (download: {BKSE_CHECKPOINT_URL}, from the model zoo of "
-            f"https://github.com/VinAIResearch/blur-kernel-space-exploring) placed at this path."
-        )
-    try:
-        obj = torch.load(path_str, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt / truncated / not a torch file / disallowed pickle
-        raise ValueError(f"could not read BKSE checkpoint '{path_str}': {type(exc).__name__}: {exc}") from exc
-    state = _extract_state_dict(obj, path_str)
+    state = read_state_dict(
+        path_str, "BKSE",
+        f"The non-linear blur operator expects BKSE's pretrained '{BKSE_CHECKPOINT_NAME}' (download: "
+        f"{BKSE_CHECKPOINT_URL}, from the model zoo of https://github.com/VinAIResearch/blur-kernel-space-exploring) "
+        f"placed at this path.")
 
     # Build without initializing weights (they are all overwritten), then load strictly.
     with torch.device("meta"):
         model = KernelWizard(**options)
-    report = _mismatch_report(model, state, path_str)
-    if report is not None:
-        raise ValueError(report)
+    problems = layout_mismatch(model.state_dict(), state)
+    if problems:
+        raise ValueError(f"BKSE checkpoint '{path_str}' does not match KernelWizard with these options:\n"
+                         + "\n".join(problems))
     model = model.to_empty(device="cpu")
     try:
         model.load_state_dict(state, strict=True)

@@ -28,6 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as _grad_checkpoint
 
+from ..checkpoints import layout_mismatch, read_state_dict
+
 __all__ = [
     "ADMUNet",
     "DPS_FFHQ_CHECKPOINT_URL",
@@ -608,30 +610,6 @@ def create_adm_unet(**config: Any) -> ADMUNet:
 # --------------------------------------------------------------------------
 
 
-def _extract_state_dict(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    """Accept a raw state_dict or a dict wrapping one under 'state_dict'/'model'."""
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(
-            f"ADM checkpoint '{path}' does not contain a state_dict "
-            f"(got {type(obj).__name__}); expected a mapping of parameter names "
-            f"to tensors, or a dict with a 'state_dict' or 'model' entry"
-        )
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise ValueError(
-            f"ADM checkpoint '{path}': entries are not tensors, e.g. {bad[:5]}"
-        )
-    sd = dict(obj)
-    if all(k.startswith("module.") for k in sd):  # saved from DataParallel/DDP
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
 def _config_hints(sd: Mapping[str, torch.Tensor], model: ADMUNet) -> list[str]:
     """Config settings suggested by the checkpoint's tensors."""
     hints = []
@@ -675,28 +653,10 @@ def _config_hints(sd: Mapping[str, torch.Tensor], model: ADMUNet) -> list[str]:
 
 def _check_layout(sd: Mapping[str, torch.Tensor], model: ADMUNet, path: str) -> None:
     """Raise ``ValueError`` describing any key or shape mismatch."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and sd[k].shape != v.shape
-    ]
-    if not (missing or unexpected or shapes):
+    problems = layout_mismatch(model.state_dict(), sd)
+    if not problems:
         return
-
-    def show(title, items, n=5):
-        more = f" ... (+{len(items) - n} more)" if len(items) > n else ""
-        return f"  {title} ({len(items)}): {items[:n]}{more}"
-
-    lines = [f"ADM checkpoint '{path}' does not match the model configuration."]
-    if missing:
-        lines.append(show("missing keys", missing))
-    if unexpected:
-        lines.append(show("unexpected keys", unexpected))
-    if shapes:
-        lines.append(show("shape mismatches", shapes, 4))
+    lines = [f"ADM checkpoint '{path}' does not match the model configuration.", *problems]
     hints = _config_hints(sd, model)
     if hints:
         lines.append("  Suggested config: " + "; ".join(hints) + ".")
@@ -707,20 +667,6 @@ def _check_layout(sd: Mapping[str, torch.Tensor], model: ADMUNet, path: str) -> 
         f"current config: {getattr(model, 'config', None)}"
     )
     raise ValueError("\n".join(lines))
-
-
-def _describe_load_error(err: Exception) -> str:
-    """Short reason for a failed ``torch.load`` (drops torch's long advice text)."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    if "Weights only load failed" in str(err):
-        reason = "unsupported content"
-        for i, ln in enumerate(lines):
-            if "WeightsUnpickler error:" in ln:
-                tail = ln.split("WeightsUnpickler error:", 1)[1].strip()
-                nxt = lines[i + 1] if i + 1 < len(lines) else reason
-                reason = (tail or nxt).split(". ")[0]
-        return f"{type(err).__name__}: weights-only unpickling failed: {reason}"
-    return f"{type(err).__name__}: {lines[0] if lines else 'no details'}"[:200]
 
 
 def load_adm_checkpoint(path: str | os.PathLike, **config: Any) -> ADMUNet:
@@ -736,23 +682,11 @@ def load_adm_checkpoint(path: str | os.PathLike, **config: Any) -> ADMUNet:
         or its keys/shapes do not match ``config`` (never a partial load).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"ADM checkpoint not found: '{path}'. Expected a guided-diffusion "
-            f"UNet state_dict there; for the default (FFHQ-256) config this is "
-            f"DPS's pretrained 'ffhq_10m.pt', downloadable from "
-            f"{DPS_FFHQ_CHECKPOINT_URL} (see the DPS README), to be placed at "
-            f"that path."
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated, or not a weights-only file
-        raise ValueError(
-            f"could not read ADM checkpoint '{path}' ({_describe_load_error(err)}); "
-            f"the file is corrupt, truncated, not a PyTorch file, or pickles "
-            f"Python objects other than tensors (it is read with weights_only=True)"
-        ) from err
-    sd = _extract_state_dict(obj, path)
+    sd = read_state_dict(
+        path, "ADM",
+        f"Expected a guided-diffusion UNet state_dict there; for the default (FFHQ-256) config this is DPS's "
+        f"pretrained 'ffhq_10m.pt', downloadable from {DPS_FFHQ_CHECKPOINT_URL} (see the DPS README), to be "
+        f"placed at that path.")
     model = create_adm_unet(**config)
     _check_layout(sd, model, path)
     try:
