@@ -23,9 +23,10 @@ DATA = {
 }
 COMMANDS = {
     "phantom-ddpm": "python scripts/train_prior.py --kind ddpm --data phantom --out ipsolve/priors/bundled/phantom-ddpm",
-    "phantom-flow": "python scripts/train_prior.py --kind flow --data phantom --out ipsolve/priors/bundled/phantom-flow",
-    "phantom-latent": ("python scripts/train_prior.py --kind latent --data phantom --ae-steps 600 --widths 64,128,128 "
-                       "--out ipsolve/priors/bundled/phantom-latent"),
+    "phantom-flow": ("python scripts/train_prior.py --kind flow --data phantom --init-from "
+                     "ipsolve/priors/bundled/phantom-ddpm --out ipsolve/priors/bundled/phantom-flow"),
+    "phantom-latent": ("python scripts/train_prior.py --kind latent --data phantom --ae-steps 300 --widths 64,128,128 "
+                       "--export-fp16 --out ipsolve/priors/bundled/phantom-latent"),
     "photo-ddpm": "python scripts/train_prior.py --kind ddpm --data photo --out ipsolve/priors/bundled/photo-ddpm",
 }
 
@@ -71,7 +72,9 @@ def main(names):
         kind = {"ddpm": "ε-prediction, DDPM linear β 1e-4…0.02, 1000 steps",
                 "flow": "rectified flow, diffusers convention (timestep σ·1000, target z − x)",
                 "latent": "latent ε-prediction on the autoencoder's 4×16×16 latents, DDPM linear β"}[train["kind"]]
-        lines += [f"**Model.** {arch}; {kind}."]
+        lines += [f"**Model.** {arch}; {kind}."
+                  + (" Initialised from bundled:phantom-ddpm's UNet." if train.get("init_from") else "")
+                  + (" Weights stored in float16 (loaded as float32)." if train.get("export_fp16") else "")]
         if isinstance(prior, LatentPrior):
             ae_params = sum(p.numel() for p in prior.autoencoder.parameters())
             rec = prior.decode(prior.encode(images))

@@ -73,6 +73,8 @@ def main():
     ap.add_argument("--save-every", type=int, default=200)
     ap.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--export-fp16", action="store_true",
+                    help="store the exported UNet weights in float16 (half the size; loaded as float32)")
     ap.add_argument("--init-from", default=None,
                     help="start a new run from the UNet of this prior directory (e.g. a flow prior from a DDPM one)")
     args = ap.parse_args()
@@ -124,6 +126,8 @@ def main():
             payload.update(vae=raw_vae.state_dict(), ae_opt=ae_opt.state_dict())
         torch.save(payload, str(ckpt) + ".tmp"); os.replace(str(ckpt) + ".tmp", ckpt)
         export = copy.deepcopy(raw_unet); ema.copy_to(export.parameters())
+        if args.export_fp16:
+            export = export.half()
         out.mkdir(parents=True, exist_ok=True)
         if args.kind == "ddpm":
             save_pretrained_prior(out, "DDPMPipeline", {"unet": export, "scheduler": sched})

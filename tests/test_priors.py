@@ -186,7 +186,7 @@ def test_all_bundled_priors_present():
 def test_bundled_phantom_ddpm_denoises():
     prior = load_prior("bundled:phantom-ddpm")
     gain = denoising_gain(prior, HELD_OUT, t=200)  # noise std ≈ 0.3 on the [-1, 1] scale
-    assert gain > 8.0, gain  # measured: see the model card
+    assert gain > 8.0, gain  # measured +11.3 dB (model card)
 
 
 def test_bundled_phantom_flow_denoises():
@@ -199,7 +199,7 @@ def test_bundled_phantom_flow_denoises():
     with torch.no_grad():
         x1 = prior.x1_from_velocity(x_t, t, prior.velocity(x_t, torch.tensor(t)))
     gain = float(psnr(x1.clamp(-1, 1), HELD_OUT).mean() - psnr((x_t / t).clamp(-1, 1), HELD_OUT).mean())
-    assert gain > 6.0, gain
+    assert gain > 6.0, gain  # measured +9.6 dB (model card)
 
 
 def test_bundled_phantom_latent_round_trip_and_denoiser():
@@ -208,7 +208,7 @@ def test_bundled_phantom_latent_round_trip_and_denoiser():
     prior = load_prior("bundled:phantom-latent")
     with torch.no_grad():
         rec = prior.decode(prior.encode(HELD_OUT))
-    assert float(psnr(rec.clamp(-1, 1), HELD_OUT).mean()) > 24.0
+    assert float(psnr(rec.clamp(-1, 1), HELD_OUT).mean()) > 27.0  # measured 30.4 dB
     z = prior.encode(HELD_OUT)
     gain = denoising_gain(prior.inner, z, t=200)  # in latent space (latents are scaled to unit std)
     assert gain > 3.0, gain
@@ -217,4 +217,4 @@ def test_bundled_phantom_latent_round_trip_and_denoiser():
 def test_bundled_photo_ddpm_denoises_held_out_photos():
     prior = load_prior("bundled:photo-ddpm")
     photos = torch.cat([datasets.photo_crop(n, 32) for n in datasets.PHOTO_HELDOUT])
-    assert denoising_gain(prior, photos, t=200) > 3.0
+    assert denoising_gain(prior, photos, t=200) > 7.0  # measured +9.3 dB

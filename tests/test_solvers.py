@@ -68,11 +68,12 @@ def test_plug_solvers_minimise_data_term_in_prior_range(solver, kind):
 HELD_OUT = torch.cat([datasets.random_ellipses(2, 32, torch.Generator().manual_seed(99_999)), datasets.shepp_logan(32)])
 OPERATORS = {"super_resolution": dict(scale=4), "inpainting": dict(mask="random")}
 SOLVER_CASES = {
-    "dps": ("bundled:phantom-ddpm", dict(steps=200)),
+    "dps": ("bundled:phantom-ddpm", dict(steps=200, zeta=1.0)),  # ζ for 5× fewer steps than the paper
     "dmplug": ("bundled:phantom-ddpm", dict(iterations=150, warm_start=0.25, ddim_steps=2, window=15, patience=30)),
     "fmplug": ("bundled:phantom-flow", dict(iterations=150, ode_steps=2, window=15, patience=30)),
-    "resample": ("bundled:phantom-latent", dict(steps=60, pred_steps=1, pixel_iters=200, latent_iters=30,
-                                               warm_start=0.5)),
+    # ReSample with the pixel prior (identity autoencoder); the latent prior is exercised by the benchmark
+    "resample": ("bundled:phantom-ddpm", dict(steps=60, pred_steps=1, pixel_iters=200, latent_iters=30,
+                                             warm_start=0.5)),
 }
 _priors = {}
 
