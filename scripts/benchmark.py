@@ -119,7 +119,7 @@ def speed_one(solver_name, batch, budget):
     op = make_operator("super_resolution", scale=4)
     images = datasets.random_ellipses(batch, 32, torch.Generator().manual_seed(7))
     y = op.measure(images, 0.01, generator=torch.Generator().manual_seed(0))
-    solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 2}))  # warm-up
+    solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}))  # warm-up
     t0 = time.perf_counter()
     res = solve(y, op, prior, make_solver(solver_name, progress=False, **params), generator=gens(batch))
     wall = time.perf_counter() - t0
