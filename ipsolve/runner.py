@@ -79,6 +79,24 @@ def _plain(spec) -> dict:
     return dict(spec)
 
 
+def _named_params(group: str, spec, registry: Mapping) -> tuple[str, dict]:
+    """``(registry name, params)`` from a registry name (its defaults), a preset name
+    (``conf/<group>/<name>.yaml``) or a mapping ``{name: <registry name>, **params}``."""
+    if isinstance(spec, str):
+        preset = load_preset(group, spec)
+        if preset is None:
+            if spec not in registry:
+                raise RunError(f"unknown {group} {spec!r}; known {group}s: {', '.join(sorted(registry))} "
+                               f"(or a preset in conf/{group}/)")
+            preset = {"name": spec}
+        spec = preset
+    params = _plain(spec)
+    name = params.pop("name", None)
+    if name is None:
+        raise RunError(f"{group} settings need a 'name' (one of {', '.join(sorted(registry))}), got {params}")
+    return name, params
+
+
 def build_operator(spec):
     """An :class:`~ipsolve.operators.Operator` from an operator object, a registry / preset name,
     or a mapping ``{name: <registry name>, **params}`` (a ``conf/operator`` node)."""
@@ -86,17 +104,7 @@ def build_operator(spec):
 
     if isinstance(spec, Operator):
         return spec
-    if isinstance(spec, str):
-        preset = load_preset("operator", spec)
-        if preset is None:
-            if spec not in OPERATORS:
-                raise RunError(f"unknown operator {spec!r}; known operators: {', '.join(sorted(OPERATORS))}")
-            return make_operator(spec)
-        spec = preset
-    params = _plain(spec)
-    name = params.pop("name", None)
-    if name is None:
-        raise RunError(f"operator settings need a 'name' (one of {', '.join(sorted(OPERATORS))}), got {params}")
+    name, params = _named_params("operator", spec, OPERATORS)
     try:
         return make_operator(name, **params)
     except (TypeError, ValueError, FileNotFoundError) as err:
@@ -111,18 +119,7 @@ def build_solver(spec, progress: bool | None = None):
 
     if isinstance(spec, Solver):
         return spec
-    if isinstance(spec, str):
-        preset = load_preset("solver", spec)
-        if preset is None:
-            if spec not in SOLVERS:
-                raise RunError(f"unknown solver {spec!r}; known solvers: {', '.join(sorted(SOLVERS))} "
-                               f"(or a preset in conf/solver/)")
-            preset = {"name": spec}
-        spec = preset
-    params = _plain(spec)
-    name = params.pop("name", None)
-    if name is None:
-        raise RunError(f"solver settings need a 'name' (one of {', '.join(sorted(SOLVERS))}), got {params}")
+    name, params = _named_params("solver", spec, SOLVERS)
     if progress is not None:
         params["progress"] = progress
     try:
