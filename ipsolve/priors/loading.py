@@ -163,8 +163,10 @@ def _load_diffusers_dir(root: Path) -> Prior:
     autoencoder = _load_module(ae[0], ae[1])
     cfg = autoencoder.config
     factor = 2 ** (len(cfg.block_out_channels) - 1)
-    return LatentPrior(autoencoder, inner, image_size=size * factor, channels=cfg.in_channels,
-                       scaling_factor=getattr(cfg, "scaling_factor", 1.0) or 1.0)
+    # diffusers' LDMPipeline passes VQModel latents unscaled (VQModel's config default 0.18215 is
+    # not used there, e.g. CompVis/ldm-celebahq-256); AutoencoderKL latents are scaled.
+    scaling = (getattr(cfg, "scaling_factor", 1.0) or 1.0) if type(autoencoder).__name__ == "AutoencoderKL" else 1.0
+    return LatentPrior(autoencoder, inner, image_size=size * factor, channels=cfg.in_channels, scaling_factor=scaling)
 
 
 def _load_adm(path: str, **config) -> Prior:
