@@ -13,6 +13,7 @@ the shared directory.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import shutil
@@ -22,9 +23,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
+from .runner.settings import missing_source_message
 
 log = logging.getLogger("ipsolve")
 CONF_DIR = conf_dir()
@@ -113,17 +115,45 @@ def pin_run_dir(state) -> Path:
     return shared
 
 
+def _log_file_only(message: str) -> None:
+    """Record ``message`` in the run's log file without echoing it on the console (the console
+    gets it once, from :func:`fail`)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def fail(message: str, run_dir: Path | None = None) -> None:
+    """One line on stderr, exit code 2.  A run directory that holds nothing but Hydra's own
+    files (the run failed before writing anything) is removed instead of left behind."""
+    _log_file_only(message)
+    print(f"ipsolve: error: {message}", file=sys.stderr)
+    try:
+        folder = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
+        if _hydra_files_only(folder, HydraConfig.get().job.name):
+            logging.shutdown()
+            shutil.rmtree(folder, ignore_errors=True)
+    except (ValueError, OSError):  # no Hydra config (called outside a Hydra run)
+        pass
+    sys.exit(2)
+
+
 def run(cfg: DictConfig) -> dict | None:
     """The Hydra task: pin the run directory, run, print where the results are."""
     from .runner import process_state
 
-    state = None
+    state, out = None, None
     try:
         state = process_state(cfg.get("device", "auto"))
         out = pin_run_dir(state)
         hc = HydraConfig.get()
+        if OmegaConf.is_missing(cfg.prior, "source"):
+            raise RunError(missing_source_message(hc.runtime.choices.get("prior")))
         extra = {"overrides": list(hc.overrides.task), "job": hc.job.get("num") if hc.mode.name == "MULTIRUN" else None}
-        result = run_config(cfg, out, state=state, extra_summary=extra)
+        given = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
+        explicit = [key.split(".", 1)[1] for key in given if key.startswith("operator.")]
+        result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit)
         if result.summary["num_finished"] == 0 and result.summary["num_skipped"]:
             raise RunError(f"none of the {result.summary['num_skipped']} image(s) could be read (see {out / 'summary.json'})")
         if state.is_main_process:
@@ -132,9 +162,7 @@ def run(cfg: DictConfig) -> dict | None:
             print("  grid.png, summary.json, metrics.csv, config.yaml; recon/, measurement/, initial/, records/")
         return result.summary
     except RunError as err:
-        log.error("%s", err)
-        print(f"ipsolve: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err), out)
     finally:
         if state is not None and state.num_processes > 1:
             import torch.distributed as dist
@@ -150,8 +178,95 @@ else:  # pragma: no cover - an installation without its config files
         sys.exit("ipsolve: cannot find the configuration directory conf/ (config.yaml); reinstall ipsolve")
 
 
+def _group_choice(args: list[str], group: str) -> str | None:
+    """The preset chosen for ``group`` on the command line, else the default of config.yaml
+    (None for a sweep over several)."""
+    for arg in args:
+        if arg.startswith(f"{group}="):
+            value = arg.split("=", 1)[1]
+            return None if "," in value or "(" in value else value
+    from omegaconf import OmegaConf
+
+    for entry in OmegaConf.load(CONF_DIR / "config.yaml").defaults:
+        if isinstance(entry, dict) or OmegaConf.is_dict(entry):
+            if group in entry:
+                return entry[group]
+    return None
+
+
+GROUPS = ("operator", "solver", "prior", "data")
+
+
+def _top_level_settings() -> list[str]:
+    from omegaconf import OmegaConf
+
+    return [k for k in OmegaConf.load(CONF_DIR / "config.yaml") if k not in ("defaults", "hydra")]
+
+
+def _registry(group: str) -> dict:
+    if group == "solver":
+        from .solvers import SOLVERS
+
+        return SOLVERS
+    from .operators import OPERATORS
+
+    return OPERATORS
+
+
+def check_overrides(args: list[str]) -> list[str]:
+    """Check and normalise the command line before Hydra sees it, so that a mistake gets one
+    line naming what exists (Hydra's own errors suggest ``+key=`` and end in a bare TypeError):
+
+    * ``solver.X=v`` / ``operator.X=v``: X must be a parameter of the chosen solver/operator
+      (closest name suggested); a valid X missing from the preset's yaml is added (``++``).
+    * ``prior=PATH`` (not a preset name) means ``prior.source=PATH``.
+    * ``solver=NAME`` etc.: NAME must be a preset in ``conf/<group>/``.
+    """
+    from .runner import load_preset
+
+    out = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            out.append(arg)
+            continue
+        key, value = arg.split("=", 1)
+        bare = key.lstrip("+~")
+        group, _, param = bare.partition(".")
+        sweep = "," in value
+        if group in GROUPS and not param and not key.startswith(("+", "~")) \
+                and not sweep:
+            presets = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+            if value not in presets:
+                if group == "prior":  # a source: a directory, a hub id, a checkpoint, bundled:<name>
+                    out.append(f"prior.source={value}")
+                    continue
+                fail(f"unknown {group} {value!r}; {group}s: {', '.join(presets)} (conf/{group}/)")
+        if not param and group not in GROUPS and not key.startswith(("+", "~")):
+            settings = _top_level_settings()
+            if group not in settings:
+                close = difflib.get_close_matches(group, settings + list(GROUPS), n=1)
+                fail(f"unknown setting {group!r}" + (f"; did you mean {close[0]!r}?" if close else ";")
+                     + f" settings: {', '.join(settings)}; groups: {', '.join(GROUPS)} (ipsolve --help)")
+        if group in ("solver", "operator") and param and "." not in param:
+            choice = _group_choice(args, group)
+            preset = load_preset(group, choice) if choice else None
+            if preset is not None and param != "name":
+                cls = _registry(group).get(preset.get("name"))
+                from .parameters import unknown_parameters_message
+
+                message = cls and unknown_parameters_message(group, preset["name"], cls, [param])
+                if message:
+                    fail(f"{message} (preset {group}={choice})")
+                if not key.startswith(("+", "~")):
+                    arg = f"++{bare}={value}"  # valid, maybe absent from the preset's yaml
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     """Console entry point (``ipsolve``) and ``python -m ipsolve``."""
+    if CONF_DIR is not None:
+        sys.argv[1:] = check_overrides(sys.argv[1:])
     _main()
 
 

@@ -51,6 +51,160 @@ def random_ellipses(n: int, size: int = 32, generator: torch.Generator | None = 
     return img * 2 - 1
 
 
+# --- The broad phantom family (training) and the held-out family --------------------------
+#
+# Every phantom is painted shape by shape at ``supersample``× resolution on a background, in
+# [0, 1], then average-pooled and mapped to [-1, 1].  Training draws the families in
+# ``PHANTOM_TRAIN_FAMILIES``; ``blobs`` (smooth, non-convex star-shaped curves) is never drawn
+# in training: it is the held-out *distribution* every quality figure and test uses (DESIGN §8).
+PHANTOM_TRAIN_FAMILIES = ("ellipses", "polygons", "nested", "head")
+PHANTOM_HELDOUT_FAMILY = "blobs"
+HELDOUT_SEED = 99_999
+
+# Shepp–Logan (modified, Toft) ellipses: intensity, a, b, x0, y0, angle (degrees); as scikit-image.
+_SHEPP_LOGAN = ((1.0, .69, .92, 0, 0, 0), (-.8, .6624, .874, 0, -.0184, 0), (-.2, .11, .31, .22, 0, -18),
+                (-.2, .16, .41, -.22, 0, 18), (.1, .21, .25, 0, .35, 0), (.1, .046, .046, 0, .1, 0),
+                (.1, .046, .046, 0, -.1, 0), (.1, .046, .023, -.08, -.605, 0), (.1, .023, .023, 0, -.606, 0),
+                (.1, .023, .046, .06, -.605, 0))
+
+
+class _Canvas:
+    """One phantom being painted on a ``res``×``res`` grid over [-1, 1]² (y down, as images)."""
+
+    def __init__(self, res: int, rand):
+        lin = (torch.arange(res, dtype=torch.float32) + 0.5) / res * 2 - 1
+        self.yy, self.xx = torch.meshgrid(lin, lin, indexing="ij")
+        self.rand = rand
+        self.img = torch.zeros(res, res)
+
+    def polar(self, cx, cy, angle):
+        dx, dy = self.xx - cx, self.yy - cy
+        return torch.sqrt(dx * dx + dy * dy), torch.atan2(dy, dx) - angle
+
+    def ellipse(self, cx, cy, ax, ay, angle):
+        c, s = math.cos(angle), math.sin(angle)
+        dx, dy = self.xx - cx, self.yy - cy
+        return ((dx * c + dy * s) / ax) ** 2 + ((-dx * s + dy * c) / ay) ** 2 <= 1
+
+    def polygon(self, cx, cy, radius, vertices, angle, irregular):
+        """Star-shaped polygon: ``vertices`` corners at sorted random angles and radii, straight edges."""
+        r = self.rand
+        # corners on a jittered regular grid of angles: every angular gap stays below π, so each
+        # ray from the centre meets exactly one edge
+        jitter = torch.tensor([r() - 0.5 for _ in range(vertices)]) * 0.4 * (irregular > 0)
+        theta = (torch.arange(vertices, dtype=torch.float32) + jitter) * 2 * math.pi / vertices
+        rad = radius * (1 - irregular * torch.tensor([r() for _ in range(vertices)]))
+        px, py = rad * torch.cos(theta), rad * torch.sin(theta)
+        rho, phi = self.polar(cx, cy, angle)
+        phi = torch.remainder(phi, 2 * math.pi)
+        inside = torch.zeros_like(rho, dtype=torch.bool)
+        for i in range(vertices):  # the edge whose angular sector holds phi bounds the radius there
+            j = (i + 1) % vertices
+            t0, t1 = float(theta[i]), float(theta[j]) + (2 * math.pi if j == 0 else 0.0)
+            sector = ((phi >= t0) & (phi < t1)) | ((phi + 2 * math.pi >= t0) & (phi + 2 * math.pi < t1))
+            ex, ey = float(px[j] - px[i]), float(py[j] - py[i])
+            nx, ny = ey, -ex                                   # normal of the edge line n·p = d
+            d = nx * float(px[i]) + ny * float(py[i])
+            denom = nx * torch.cos(phi) + ny * torch.sin(phi)
+            limit = torch.where(denom.abs() > 1e-9, d / denom, torch.full_like(phi, 1e9))
+            inside |= sector & (rho <= limit)
+        return inside
+
+    def blob(self, cx, cy, radius, angle):
+        """Smooth star-shaped curve ρ ≤ r(φ) = radius·(1 + Σ_k a_k cos(kφ + φ_k)), k = 2..5 (held out)."""
+        r = self.rand
+        rho, phi = self.polar(cx, cy, angle)
+        bound = torch.ones_like(phi)
+        amps = torch.tensor([r() for _ in range(4)])
+        amps = amps / amps.sum() * (0.2 + 0.35 * r())         # total modulation 0.2–0.55: non-convex
+        for k, a in zip(range(2, 6), amps):
+            bound = bound + a * torch.cos(k * phi + 2 * math.pi * r())
+        return rho <= radius * bound
+
+    def paint(self, mask, value, additive):
+        self.img = self.img + mask.float() * value if additive else torch.where(mask, torch.tensor(value), self.img)
+
+
+def _shape(canvas: _Canvas, family: str, cx, cy, size, angle):
+    r = canvas.rand
+    if family == "blobs":
+        return canvas.blob(cx, cy, size, angle)
+    if family == "polygons" or (family == "nested" and r() < 0.5):
+        return canvas.polygon(cx, cy, size, 3 + int(r() * 6), angle, irregular=0.5 * r())
+    return canvas.ellipse(cx, cy, size * (0.3 + 0.7 * r()), size, angle)
+
+
+def _paint_phantom(canvas: _Canvas, family: str):
+    r = canvas.rand
+    u = lambda a, b: a + (b - a) * r()  # noqa: E731
+    if family == "head":  # Shepp–Logan with every ellipse parameter perturbed
+        for val, a, b, x0, y0, ang in _SHEPP_LOGAN:
+            mask = canvas.ellipse(x0 * 0.9 + u(-.04, .04), -y0 * 0.9 + u(-.04, .04), a * 0.9 * u(.8, 1.2),
+                                  b * 0.9 * u(.8, 1.2), math.radians(-ang + u(-15, 15)) + math.pi / 2)
+            canvas.paint(mask, val * u(0.7, 1.3) if abs(val) < 0.5 else val, additive=True)
+        for _ in range(int(u(0, 4))):  # a few extra lesions
+            canvas.paint(canvas.ellipse(u(-.4, .4), u(-.5, .5), u(.02, .1), u(.02, .1), u(0, math.pi)),
+                         u(-.15, .25), additive=True)
+        return
+    if r() < 0.75:  # a body
+        canvas.paint(_shape(canvas, family, u(-.1, .1), u(-.1, .1), u(.6, .92), u(0, math.pi)), u(.3, 1.0), False)
+    count = int(u(2, 13))
+    for _ in range(count):
+        size = u(.04, .45) if family != "nested" else u(.15, .5)
+        cx, cy, angle = u(-.6, .6), u(-.6, .6), u(0, 2 * math.pi)
+        additive = r() < 0.5
+        value = u(-.4, .5) if additive else u(0, 1)
+        canvas.paint(_shape(canvas, family, cx, cy, size, angle), value, additive)
+        if family == "nested" or r() < 0.15:  # a structure inside the last one
+            for depth in range(int(u(1, 3))):
+                size *= u(.3, .7)
+                canvas.paint(_shape(canvas, family, cx + u(-.3, .3) * size, cy + u(-.3, .3) * size, size,
+                                    u(0, 2 * math.pi)), u(0, 1), additive=False)
+
+
+def phantoms(n: int, size: int = 32, generator: torch.Generator | None = None,
+             families=PHANTOM_TRAIN_FAMILIES, supersample: int = 2) -> torch.Tensor:
+    """The broad phantom family, ``(n, 1, size, size)`` in [-1, 1].
+
+    Each image draws one of ``families``: ``ellipses`` (random ellipses, painted or added),
+    ``polygons`` (regular and irregular star-shaped polygons, 3–8 corners), ``nested`` (shapes
+    holding shapes), ``head`` (Shepp–Logan with every ellipse parameter perturbed, plus
+    lesions), or the held-out ``blobs`` (smooth non-convex curves). On top: a background
+    level (0–0.3, half the images), a smooth intensity gradient (half) and mild smoothed
+    texture (a third); clipped to [0, 1], rendered at ``supersample``× and average-pooled.
+    """
+    families = (families,) if isinstance(families, str) else tuple(families)
+    unknown = set(families) - set(PHANTOM_TRAIN_FAMILIES) - {PHANTOM_HELDOUT_FAMILY}
+    if unknown:
+        raise ValueError(f"unknown phantom families {sorted(unknown)}; expected some of "
+                         f"{list(PHANTOM_TRAIN_FAMILIES) + [PHANTOM_HELDOUT_FAMILY]}")
+    rand = lambda: float(torch.rand((), generator=generator))  # noqa: E731
+    res = size * supersample
+    out = []
+    for _ in range(n):
+        canvas = _Canvas(res, rand)
+        family = families[min(int(rand() * len(families)), len(families) - 1)]
+        _paint_phantom(canvas, family)
+        img = canvas.img
+        if rand() < 0.5:  # smooth gradient across the object
+            a = rand() * 2 * math.pi
+            img = img * (1 + 0.3 * rand() * (canvas.xx * math.cos(a) + canvas.yy * math.sin(a)))
+        if rand() < 0.33:  # mild texture inside the object
+            noise = torch.randn(1, 1, res, res, generator=generator)
+            noise = F.avg_pool2d(noise, 5, stride=1, padding=2, count_include_pad=False)[0, 0]
+            img = img + (img > 0.02).float() * noise * 0.1 * rand()
+        if rand() < 0.5:  # background level
+            img = img + (img <= 0.02).float() * 0.3 * rand()
+        out.append(img.clamp(0, 1))
+    img = F.avg_pool2d(torch.stack(out)[:, None], supersample)
+    return img * 2 - 1
+
+
+def heldout_phantoms(n: int = 16, size: int = 32, seed: int = HELDOUT_SEED) -> torch.Tensor:
+    """The held-out set: ``n`` phantoms of the ``blobs`` family (never seen in training)."""
+    return phantoms(n, size, torch.Generator().manual_seed(seed), families=PHANTOM_HELDOUT_FAMILY)
+
+
 def shepp_logan(size: int = 32) -> torch.Tensor:
     """scikit-image's Shepp–Logan phantom, anti-aliased to ``size``, ``(1, 1, size, size)`` in [-1, 1]."""
     from skimage.data import shepp_logan_phantom

@@ -60,6 +60,20 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
     return x.clamp(0, 1) * 2 - 1
 
 
+def image_channels(path) -> int | None:
+    """The channel count of an image file from its header (1 grey, 3 colour; alpha not
+    counted), or None if it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            bands = img.getbands()
+    except (OSError, UnidentifiedImageError):
+        return None
+    colour = [b for b in bands if b != "A"]
+    return 1 if len(colour) == 1 else 3
+
+
 def save_image(x: torch.Tensor, path) -> Path:
     """Write ``(1,C,H,W)`` / ``(C,H,W)`` in [-1, 1] as an 8-bit image, atomically
     (temporary name, then rename) so that an interrupted run never leaves a truncated file."""

@@ -6,6 +6,7 @@ in the torch hub cache; offline and without it, ``lpips`` returns None and warns
 from __future__ import annotations
 
 import os
+import logging
 import warnings
 
 import numpy as np
@@ -49,20 +50,28 @@ def lpips_backbone_path(net: str = "alex") -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_BACKBONES[net])
 
 
+def lpips_available(net: str = "alex") -> bool:
+    """Whether LPIPS can run offline: its ImageNet backbone is in the torch hub cache."""
+    return os.path.isfile(lpips_backbone_path(net))
+
+
+def lpips_unavailable_message(net: str = "alex") -> str:
+    path = lpips_backbone_path(net)
+    return (f"LPIPS ({net}) unavailable: torchvision's ImageNet weights {LPIPS_BACKBONES[net]} are not in "
+            f"{os.path.dirname(path)}; place the file there to enable LPIPS (reported as n/a)")
+
+
 def lpips(x: torch.Tensor, ref: torch.Tensor, net: str = "alex") -> torch.Tensor | None:
     """Per-image LPIPS ``(B,)``, or None (with one warning) when the backbone weights are not
     in the torch hub cache — never a number from random weights."""
     if net not in LPIPS_BACKBONES:
         raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")
     _check_pair(x, ref)
-    path = lpips_backbone_path(net)
     if net not in _lpips_models:
-        if not os.path.isfile(path):
-            if net not in _warned:
+        if not lpips_available(net):
+            if net not in _warned:  # a log line (no source line), once per process
                 _warned.add(net)
-                warnings.warn(f"LPIPS ({net}) unavailable: torchvision's ImageNet weights {LPIPS_BACKBONES[net]} "
-                              f"are not in {os.path.dirname(path)}; place the file there to enable LPIPS",
-                              stacklevel=2)
+                logging.getLogger("ipsolve").warning(lpips_unavailable_message(net))
             return None
         import lpips as lpips_pkg
 

@@ -48,7 +48,9 @@ def make_vae(channels, latent_channels):
 
 
 def batches(data, size, batch_size, generator):
-    if data == "phantom":
+    if data == "phantom":  # the broad family; its held-out family (blobs) is never drawn
+        return lambda: datasets.phantoms(batch_size, size, generator)
+    if data == "ellipses":  # the first bundled priors' narrow generator
         return lambda: datasets.random_ellipses(batch_size, size, generator)
     if data == "photo":
         return lambda: datasets.random_photo_crops(batch_size, size, generator)
@@ -60,7 +62,8 @@ def batches(data, size, batch_size, generator):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=["ddpm", "flow", "latent"], required=True)
-    ap.add_argument("--data", default="phantom", help="phantom | photo | path to an image folder")
+    ap.add_argument("--data", default="phantom",
+                    help="phantom (broad family) | ellipses (narrow) | photo | path to an image folder")
     ap.add_argument("--out", required=True, help="export directory (the prior loaded by ipsolve)")
     ap.add_argument("--work", default=None, help="training state directory (default outputs/training/<out name>)")
     ap.add_argument("--size", type=int, default=32)
@@ -84,7 +87,7 @@ def main():
     work = Path(args.work or Path("outputs/training") / out.name)
     work.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed + acc.process_index)
-    channels = 1 if args.data == "phantom" else 3
+    channels = 1 if args.data in ("phantom", "ellipses") else 3
     widths = tuple(int(w) for w in args.widths.split(","))
     next_batch = batches(args.data, args.size, args.batch_size, gen)
 
@@ -99,7 +102,9 @@ def main():
     ckpt = work / "train_state.pt"
     if args.init_from and not ckpt.exists():
         unet.load_state_dict(UNet2DModel.from_pretrained(Path(args.init_from) / "unet").state_dict())
-        acc.print(f"initialised the UNet from {args.init_from}")
+        if vae is not None and (Path(args.init_from) / "vqvae").is_dir():
+            vae.load_state_dict(AutoencoderKL.from_pretrained(Path(args.init_from) / "vqvae").state_dict())
+        acc.print(f"initialised the networks from {args.init_from}")
     ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)

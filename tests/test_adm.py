@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerance import assert_matches_float32_reference, in_dtype
 
 from ipsolve.priors.adm import (
     ADMUNet,
@@ -200,15 +201,15 @@ def test_forward_matches_reference(variant):
     with torch.device("meta"):
         ours = create_adm_unet(**cfg)
     _load_recorded_weights(ours, case)
-    with torch.no_grad():
-        got = ours(case["x"], case["t"], case["y"])
     expected = case["out"]
-    assert got.shape == (2, 6 if cfg["learn_sigma"] else 3, 32, 32)
+    assert expected.shape == (2, 6 if cfg["learn_sigma"] else 3, 32, 32)
     assert expected.abs().mean() > 1e-2  # non-trivial output
-    diff = _max_diff(got, expected)
-    print(f"ADM {variant}: max |ours - reference| = {diff:.3g}")
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5,
-                               msg=lambda m: f"{variant}: max |diff| {diff:.3g}: {m}")
+
+    @torch.no_grad()
+    def run(dtype):
+        return in_dtype(ours, dtype)(case["x"].to(dtype), case["t"], case["y"])
+
+    assert_matches_float32_reference(run, expected, f"ADM {variant}")
 
 
 def test_input_gradient_matches_reference():
@@ -219,12 +220,15 @@ def test_input_gradient_matches_reference():
         ours = create_adm_unet(**case["config"])
     _load_recorded_weights(ours, case)
     x, t = rec["x"], rec["t"]
+
+    def run(dtype):
+        xr = x.to(dtype).requires_grad_(True)
+        in_dtype(ours, dtype)(xr, t)[:, :3].square().sum().backward()
+        return xr.grad
+
+    assert_matches_float32_reference(run, rec["grad"], "ADM input gradient")
     xr = x.clone().requires_grad_(True)
     ours(xr, t)[:, :3].square().sum().backward()
-    diff = _max_diff(xr.grad, rec["grad"])
-    print(f"ADM input gradient: max |ours - reference| = {diff:.3g}")
-    torch.testing.assert_close(xr.grad, rec["grad"], atol=1e-5, rtol=1e-4,
-                               msg=lambda m: f"max |diff| {diff:.3g}: {m}")
     grad = xr.grad
 
     # Gradient checkpointing does not change values or gradients.

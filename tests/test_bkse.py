@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerance import assert_matches_float32_reference, in_dtype
 
 from ipsolve.operators.bkse import BKSE_CHECKPOINT_NAME, KernelWizard, load_bkse_checkpoint
 
@@ -90,12 +91,6 @@ def image(name: str) -> torch.Tensor:
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
-
-
-def assert_matches(got, expected, what, rtol=1e-5, atol=1e-5):
-    diff = max_diff(got, expected)
-    print(f"BKSE {what}: max |ours - reference| = {diff:.3g} (max |reference| {expected.abs().max():.3g})")
-    torch.testing.assert_close(got, expected, rtol=rtol, atol=atol, msg=lambda m: f"{what}: max |diff| {diff:.3g}: {m}")
 
 
 # ------------------------------------------------------------------ architecture parity
@@ -153,17 +148,22 @@ def test_fixture_cases_use_the_test_options():
     assert REF["cases"]["default"]["options"] == {}
 
 
-@torch.no_grad()
 def test_adapt_kernel_matches_reference_default_options():
     case = REF["cases"]["default"]
     ours = recorded_model("default")  # the default.yml network, ~115M parameters
     x = image("x_u8")[:1, :, :128, :]
     code = case["code"]
     assert code.shape == ours.kernel_code_shape(128, 128) == (1, 512, 1, 1)
-    got = ours.adaptKernel(x, code)
-    assert_matches(got, case["adapt_out"], "default adaptKernel")
-    assert (got - x).abs().mean() > 1e-3  # the network does something ...
-    other = ours.adaptKernel(x, -code)
+
+    @torch.no_grad()
+    def run(dtype):
+        return in_dtype(ours, dtype).adaptKernel(x.to(dtype), code.to(dtype))
+
+    assert_matches_float32_reference(run, case["adapt_out"], "BKSE default adaptKernel")
+    with torch.no_grad():
+        got = ours.adaptKernel(x, code)
+        assert (got - x).abs().mean() > 1e-3  # the network does something ...
+        other = ours.adaptKernel(x, -code)
     assert (other - got).abs().max() > 1e-3  # ... and the kernel code matters
 
 
@@ -172,34 +172,47 @@ def test_adapt_kernel_matches_reference_batch_and_gradient():
     ours = recorded_model("small")
     x = image("x_u8")
     assert x.shape == (2, 3, 256, 128) and case["code"].shape == (2, 64, 2, 1)
-    code = case["code"].clone().requires_grad_(True)
-    out = ours.adaptKernel(x, code)
-    assert_matches(out.detach(), case["adapt_out"], "small adaptKernel")
-    assert (out - x).abs().mean() > 1e-2
-    out.square().sum().backward()
-    assert_matches(code.grad, case["grad_code"], "small d/dcode adaptKernel(x, code).square().sum()")
-    # The first image's output does not depend on the second image's code.
+
+    @torch.no_grad()
+    def forward(dtype):
+        return in_dtype(ours, dtype).adaptKernel(x.to(dtype), case["code"].to(dtype))
+
+    def grad(dtype):
+        code = case["code"].to(dtype).requires_grad_(True)
+        in_dtype(ours, dtype).adaptKernel(x.to(dtype), code).square().sum().backward()
+        return code.grad
+
+    assert_matches_float32_reference(forward, case["adapt_out"], "BKSE small adaptKernel")
+    assert_matches_float32_reference(grad, case["grad_code"], "BKSE small d/dcode adaptKernel(x, code).square().sum()")
     with torch.no_grad():
+        out = ours.adaptKernel(x, case["code"])
+        assert (out - x).abs().mean() > 1e-2
+        # The first image's output does not depend on the second image's code.
         code2 = case["code"].clone()
         code2[1] = -code2[1]
         other = ours.adaptKernel(x, code2)
-    torch.testing.assert_close(other[0], out[0].detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(other[0], out[0], rtol=1e-5, atol=1e-6)
     assert (other[1] - out[1]).abs().max() > 1e-3
 
 
 # Instance norm is built with the reference's (unused, affine=False) num_features, which
 # differs from the channel count for some layers; torch warns about it.
 @pytest.mark.filterwarnings("ignore:input's size at dim=1 does not match num_features")
-@torch.no_grad()
 @pytest.mark.parametrize("case_name", ["small", "small_instance_zero"])
 def test_encode_matches_reference(case_name):
     case = REF["cases"][case_name]
     ours = recorded_model(case_name)
     sharp, blur = (image(name) for name in case["encode_inputs"])
-    mean, sigma = ours(sharp, blur)
+    with torch.no_grad():
+        mean, sigma = ours(sharp, blur)
     assert mean.shape == sigma.shape == (1, 64, 2, 2)
-    assert_matches(mean, case["encode_mean"], f"{case_name} encoder mean")
-    assert_matches(sigma, case["encode_sigma"], f"{case_name} encoder sigma")
+
+    @torch.no_grad()
+    def run(dtype):
+        return torch.stack(in_dtype(ours, dtype)(sharp.to(dtype), blur.to(dtype)))
+
+    assert_matches_float32_reference(run, torch.stack([case["encode_mean"], case["encode_sigma"]]),
+                                     f"BKSE {case_name} encoder mean and sigma")
 
 
 @torch.no_grad()
@@ -237,9 +250,13 @@ def test_load_checkpoint_roundtrip(small_ckpt):
     for k, v in state.items():
         assert torch.equal(loaded[k], v), k
     assert all(p.device.type == "cpu" for p in model.parameters())
-    with torch.no_grad():  # the loaded network reproduces the recorded reference output
-        case = REF["cases"]["small"]
-        assert_matches(model.adaptKernel(image("x_u8"), case["code"]), case["adapt_out"], "loaded adaptKernel")
+    case = REF["cases"]["small"]  # the loaded network reproduces the recorded reference output
+
+    @torch.no_grad()
+    def run(dtype):
+        return in_dtype(model, dtype).adaptKernel(image("x_u8").to(dtype), case["code"].to(dtype))
+
+    assert_matches_float32_reference(run, case["adapt_out"], "loaded adaptKernel")
 
 
 def test_load_checkpoint_wrapped_and_prefixed(small_ckpt, tmp_path):

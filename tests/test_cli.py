@@ -77,7 +77,9 @@ def check_run_dir(run: Path, names: list[str], ground_truth=True):
         read_png(run / "recon" / f"{name}.png")
     grid = read_png(run / "grid.png")
     cols = 4 if ground_truth else 3  # one row per image: [truth |] measurement | initial guess | reconstruction
-    assert grid.shape[:2] == (2 + len(names) * 34, 2 + cols * 34)  # 32 px images, 2 px gaps
+    # 32 px images enlarged ×3 (nearest), 2 px gaps, a 14 px header naming the columns
+    assert grid.shape[:2] == (14 + 2 + len(names) * 98, 2 + cols * 98)
+    assert (grid[:14] < 128).any()  # the header has text
     return summary
 
 
@@ -146,22 +148,22 @@ def test_kill_and_resume(tmp_path):
     records = run / "records"
     deadline = time.time() + 240
     try:
-        while not (records.is_dir() and any(records.glob("*.json"))):
+        while not (records.is_dir() and any(records.glob("[!.]*.json"))):  # a finished record, not a temp file
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.time() < deadline, "no record appeared"
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    done_before = {p.name: p.read_bytes() for p in records.glob("*.json")}
+    done_before = {p.name: p.read_bytes() for p in records.glob("[!.]*.json")}
     assert 1 <= len(done_before) < 3, "kill must happen mid-run"
     # what a kill during a write would leave: a temporary file and an image without its record
     (run / "recon").mkdir(exist_ok=True)
     (run / "recon" / ".ellipses_2.tmp.png").write_bytes(b"\x89PNG truncated")
-    proc = check_ok(ipsolve(*args, cwd=tmp_path))
-    assert "already finished" in proc.stderr + proc.stdout + (run / "ipsolve.log").read_text()
+    check_ok(ipsolve(*args, cwd=tmp_path))
     names = sorted(p.stem for p in DEMO.glob("*.png"))[:3]
     summary = check_run_dir(run, names)
+    assert summary["num_resumed"] == len(done_before)
     for name, content in done_before.items():  # finished images were skipped, not redone
         assert (records / name).read_bytes() == content
     assert summary["num_finished"] == 3 and summary["num_skipped"] == 0
@@ -175,6 +177,69 @@ def test_measurements_only(single_run, tmp_path):
                      "data.max_images=2", *TINY, f"hydra.run.dir={run}", cwd=tmp_path))
     names = sorted(p.stem for p in (single / "measurement").glob("*.png"))[:2]
     check_run_dir(run, names, ground_truth=False)
+
+
+def test_measurements_need_the_operator_state_that_made_them(tmp_path):
+    """Inpainting measurements: the mask is hidden state.  ipsolve's own measurement folder
+    names it (its run's summary); foreign files need operator.seed or operator.mask, and holes
+    stored in any colour are ignored (the measurement is projected onto the mask)."""
+    made = tmp_path / "made"
+    check_ok(ipsolve("operator=inpainting", "operator.seed=3", "data.max_images=2", *TINY, f"hydra.run.dir={made}",
+                     cwd=tmp_path))
+    # ipsolve's own folder with other settings: refused, naming both
+    check_error(ipsolve("data=folder", f"data.path={made / 'measurement'}", "data.measurements=true",
+                        "operator=inpainting", f"hydra.run.dir={tmp_path / 'x'}", cwd=tmp_path), "'seed': 3")
+    # the same files elsewhere, holes painted black: no provenance → the seed must be given
+    from skimage import io as skio
+
+    from ipsolve.operators import make_operator
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    mask = make_operator("inpainting", seed=3, image_size=32).mask[0, 0].numpy() > 0
+    for p in sorted((made / "measurement").glob("*.png")):
+        img = skio.imread(p)
+        img[~mask] = 0
+        skio.imsave(foreign / p.name, img, check_contrast=False)
+    check_error(ipsolve("data=folder", f"data.path={foreign}", "data.measurements=true", "operator=inpainting",
+                        f"hydra.run.dir={tmp_path / 'y'}", cwd=tmp_path), "operator.seed", "operator.mask")
+    own, other = tmp_path / "own", tmp_path / "other"
+    check_ok(ipsolve("data=folder", f"data.path={made / 'measurement'}", "data.measurements=true",
+                     "operator=inpainting", "operator.seed=3", *TINY, f"hydra.run.dir={own}", cwd=tmp_path))
+    check_ok(ipsolve("data=folder", f"data.path={foreign}", "data.measurements=true", "operator=inpainting",
+                     "operator.seed=3", *TINY, f"hydra.run.dir={other}", cwd=tmp_path))
+    for p in (own / "recon").glob("*.png"):  # black holes are ignored: the same measurement, the same result
+        assert np.array_equal(read_png(p), read_png(other / "recon" / p.name))
+
+
+def test_residual_far_above_the_noise_level_is_reported(tmp_path):
+    """Measurements of seed 3's inpainting mask solved with the right mask fit to the noise level;
+    solved with seed 4's mask they cannot, and the run says so in its log, summary and report."""
+    made = tmp_path / "made"
+    check_ok(ipsolve("operator=inpainting", "operator.seed=3", "data.max_images=1", *TINY, f"hydra.run.dir={made}",
+                     cwd=tmp_path))
+    dps = ["solver=dps_cpu", "progress=false", "data=folder", "data.measurements=true", "operator=inpainting"]
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    proc = check_ok(ipsolve(*dps, f"data.path={made / 'measurement'}", "operator.seed=3", f"hydra.run.dir={right}",
+                            cwd=tmp_path))
+    summary = json.loads((right / "summary.json").read_text())
+    assert summary["residual"]["max"] < 3 and not summary["residual_warnings"] and "warning" not in proc.stdout
+    proc = check_ok(ipsolve(*dps, f"data.path={made / 'measurement'}", "operator.seed=4", f"hydra.run.dir={wrong}",
+                            cwd=tmp_path))
+    summary = json.loads((wrong / "summary.json").read_text())
+    assert summary["residual"]["min"] > 5 and summary["residual_warnings"]
+    assert "far from the noise level" in proc.stdout and "does not fit" in (wrong / "ipsolve.log").read_text()
+
+
+def test_colour_images_for_a_grey_prior_are_flagged(tmp_path):
+    data = tmp_path / "photos"
+    shutil.copytree(ROOT / "ipsolve" / "demo_data" / "photo", data)
+    run = tmp_path / "run"
+    proc = check_ok(ipsolve("data=folder", f"data.path={data}", "data.max_images=1", *TINY, f"hydra.run.dir={run}",
+                            cwd=tmp_path))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["warnings"] and "converted to grey" in summary["warnings"][0]
+    assert "photo_ddpm" in proc.stdout + proc.stderr
 
 
 def test_sweep_writes_comparison(tmp_path):
@@ -215,12 +280,48 @@ def test_corrupt_image_is_skipped(tmp_path):
     assert sorted(p.stem for p in (run / "records").glob("*.json")) == ["ellipses_0", "ellipses_1"]
 
 
+def check_error(proc, *needles):
+    """A command-line error: exit code 2, one line on stderr, printed once, no traceback."""
+    assert proc.returncode == 2, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("ipsolve: error: "), errors
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
 def test_unknown_config_option(tmp_path):
-    proc = ipsolve("no_such_option=1", cwd=tmp_path)
-    assert proc.returncode != 0 and "Could not override 'no_such_option'" in proc.stderr
-    proc = ipsolve("solver=no_such_solver", cwd=tmp_path)
-    assert proc.returncode != 0 and "Could not find 'solver/no_such_solver'" in proc.stderr
-    assert "dmplug_cpu" in proc.stderr  # Hydra lists the options
+    check_error(ipsolve("no_such_option=1", cwd=tmp_path), "no_such_option", "sigma")
+    check_error(ipsolve("solver=no_such_solver", cwd=tmp_path), "no_such_solver", "dmplug_cpu")
+
+
+def test_misspelt_solver_parameter_names_the_valid_ones(tmp_path):
+    line = check_error(ipsolve("solver.iteration=5", cwd=tmp_path), "'iteration'", "did you mean 'iterations'")
+    assert "window" in line and "patience" in line  # the full list of the solver's parameters
+    check_error(ipsolve("operator=inpainting", "operator.missng=0.5", cwd=tmp_path), "did you mean 'missing'")
+
+
+def test_valid_parameter_missing_from_the_preset_and_prior_as_a_path(tmp_path):
+    """``solver.window=`` is a DMPlug parameter that dmplug_cpu.yaml does not list; ``prior=DIR``
+    takes a prior directory (here the bundled one's folder)."""
+    run = tmp_path / "run"
+    prior_dir = ROOT / "ipsolve" / "priors" / "bundled" / "phantom-flow"
+    check_ok(ipsolve(f"prior={prior_dir}", "solver=fmplug_cpu", "solver.window=7", "data.max_images=1", *TINY,
+                     f"hydra.run.dir={run}", cwd=tmp_path))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["solver"]["window"] == 7 and summary["prior"]["source"] == str(prior_dir)
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    check_error(ipsolve("prior=ffhq_adm", f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path),
+                "prior.source=PATH", "ffhq_10m.pt")
+    check_error(ipsolve("sigma=-1", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path), "sigma", ">= 0")
+    assert not (tmp_path / "b").exists()  # a failed run leaves no directory of Hydra files behind
+    import torch
+
+    if not torch.cuda.is_available():
+        check_error(ipsolve("device=cuda", f"hydra.run.dir={tmp_path / 'c'}", cwd=tmp_path), "device=cuda", "CUDA")
 
 
 def test_unwritable_output_directory(tmp_path):

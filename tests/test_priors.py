@@ -99,9 +99,17 @@ def test_unknown_sources_fail_fast(monkeypatch):
     with pytest.raises(ValueError, match="Sources:"):
         load_prior("not a prior")
     t0 = time.time()
-    with pytest.raises(FileNotFoundError, match="google/ddpm-celebahq-256.*huggingface-cli download"):
+    with pytest.raises(FileNotFoundError, match="google/ddpm-celebahq-256.*hf download"):
         load_prior("google/ddpm-celebahq-256")
     assert time.time() - t0 < 5
+    # the advised command exists in this environment (huggingface-cli is gone from huggingface_hub 1.x)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    hf = Path(sys.executable).parent / "hf"
+    help_text = subprocess.run([str(hf), "download", "--help"], capture_output=True, text=True, timeout=60)
+    assert help_text.returncode == 0 and "--local-dir" in help_text.stdout
 
 
 def test_image_checks():

@@ -1,6 +1,7 @@
 """Forward models ``A`` and measurement noise (the bottom layer: knows no priors or solvers)."""
 from __future__ import annotations
 
+from ..parameters import unknown_parameters_message
 from .base import Operator, check_image
 from .blur import BlindBlur, GaussianBlur, MotionBlur, convolve, gaussian_kernel, motion_kernel
 from .inpainting import Inpainting, harmonic_fill
@@ -21,14 +22,10 @@ def make_operator(name: str, **params) -> Operator:
     """Build an operator by its registry name (the same names as ``conf/operator/*.yaml``)."""
     if name not in OPERATORS:
         raise ValueError(f"unknown operator {name!r}; known operators: {', '.join(sorted(OPERATORS))}")
-    try:
-        return OPERATORS[name](**params)
-    except TypeError as err:  # an unknown keyword: say which ones exist
-        import inspect
-
-        known = [p for p in inspect.signature(OPERATORS[name]).parameters]
-        raise TypeError(f"bad parameters for operator {name!r}: {err}; it takes {', '.join(known)}") from None
-
+    message = unknown_parameters_message("operator", name, OPERATORS[name], params)
+    if message:
+        raise TypeError(message)
+    return OPERATORS[name](**params)
 
 __all__ = ["OPERATORS", "Operator", "make_operator", "check_image", "SuperResolution", "Inpainting",
            "GaussianBlur", "MotionBlur", "NonlinearBlur", "BlindBlur", "convolve", "gaussian_kernel",

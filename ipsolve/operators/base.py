@@ -44,6 +44,17 @@ class Operator(nn.Module):
     def initial_guess(self, y: torch.Tensor) -> torch.Tensor:
         return y.clamp(-1, 1)
 
+    def seeded_state(self) -> str | None:
+        """What this operator draws from its ``seed`` that measurements depend on (a mask, a
+        kernel), for the error when measurements of unknown provenance meet it; None if nothing."""
+        return None
+
+    def project_measurement(self, y: torch.Tensor) -> torch.Tensor:
+        """A measurement read from a file, mapped onto what ``A`` can produce (identity unless
+        ``A`` discards part of the image: inpainting sets the holes to 0, whatever a file
+        stored there)."""
+        return y
+
     # -- shared --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image(x, "x", self.channels)

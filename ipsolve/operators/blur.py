@@ -105,6 +105,9 @@ class MotionBlur(_KernelBlur):
         self.params = {"size": size, "intensity": intensity, "seed": seed}
         self.register_buffer("kernel", motion_kernel(size, intensity, seed))
 
+    def seeded_state(self):
+        return "its motion kernel"
+
 
 class BlindBlur(_KernelBlur):
     """Blur with an unknown kernel: ``A(x; k)``.  ``forward(x, kernel=None)`` uses the true

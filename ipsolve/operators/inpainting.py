@@ -88,6 +88,12 @@ class Inpainting(Operator):
     def apply(self, x):
         return x * self.mask_for(x.shape).to(x)
 
+    def seeded_state(self):
+        return f"its {self.kind} mask" if self.kind in ("random", "box") else None
+
+    def project_measurement(self, y):
+        return self.apply(y)
+
     def initial_guess(self, y):
         """Harmonic fill of the missing pixels."""
         return harmonic_fill(y, self.mask_for(y.shape).to(y).expand_as(y)).clamp(-1, 1)

@@ -39,6 +39,11 @@ class NonlinearBlur(Operator):
         else:
             raise ValueError(f"model must be 'camera' or 'bkse', got {model!r}")
 
+    def seeded_state(self):
+        if self.model == "bkse":
+            return "its BKSE kernel code"
+        return "its motion kernel" if self.params["kernel"] == "motion" else None
+
     def output_shape(self, shape):
         if self.model == "bkse":
             self.net.kernel_code_shape(shape[-2], shape[-1])

@@ -81,13 +81,19 @@ _DEFAULT_CHANNEL_MULT = {
 # --------------------------------------------------------------------------
 
 
+def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16 (as the reference), float64 stays float64 (for validation)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm evaluated in float32 and cast back to the input dtype."""
+    """GroupNorm evaluated in (at least) float32 and cast back to the input dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        out = F.group_norm(x.float(), self.num_groups, weight, bias, self.eps)
+        dt = _at_least_float32(x.dtype)
+        weight = None if self.weight is None else self.weight.to(dt)
+        bias = None if self.bias is None else self.bias.to(dt)
+        out = F.group_norm(x.to(dt), self.num_groups, weight, bias, self.eps)
         return out.to(x.dtype)
 
 
@@ -291,7 +297,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ch: int) -> torch
     """softmax(q^T k / sqrt(ch)) applied to v; (B, C, T) layout, softmax in float32."""
     scale = 1 / math.sqrt(math.sqrt(ch))  # split between q and k, as the reference
     weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
-    weight = torch.softmax(weight.float(), dim=-1).to(weight.dtype)
+    weight = torch.softmax(weight.to(_at_least_float32(weight.dtype)), dim=-1).to(weight.dtype)
     return torch.einsum("bts,bcs->bct", weight, v)
 
 

@@ -95,13 +95,13 @@ def _hub_snapshot(repo_id: str) -> Path:
         if offline:
             raise FileNotFoundError(
                 f"prior {repo_id!r} is not available offline (HF_HUB_OFFLINE=1) and is not in the Hugging Face cache "
-                f"{HF_HUB_CACHE}. On a machine with internet run `huggingface-cli download {repo_id} --local-dir DIR`, "
-                f"copy DIR here and pass prior=DIR (or fill the cache)") from None
+                f"{HF_HUB_CACHE}. On a machine with internet run `hf download {repo_id} --local-dir DIR`, "
+                f"copy DIR here and use it as the source (ipsolve prior=DIR, or load_prior('DIR'))") from None
     try:
         return Path(snapshot_download(repo_id))
     except Exception as err:  # noqa: BLE001
         raise FileNotFoundError(f"could not download prior {repo_id!r}: {err}. Download it elsewhere with "
-                                f"`huggingface-cli download {repo_id} --local-dir DIR` and pass prior=DIR") from None
+                                f"`hf download {repo_id} --local-dir DIR` and use DIR as the source (ipsolve prior=DIR)") from None
 
 
 def _read_json(path: Path) -> dict:

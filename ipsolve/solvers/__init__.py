@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..operators import Operator
+from ..parameters import unknown_parameters_message
 from ..priors import Prior
 from .base import ESWMV, Result, Solver, generators_for
 from .dmplug import DMPlug
@@ -18,10 +19,10 @@ def make_solver(name: str, **params) -> Solver:
     """Build a solver by registry name (the same names as ``conf/solver/*.yaml``)."""
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(sorted(SOLVERS))}")
-    try:
-        return SOLVERS[name](**params)
-    except TypeError as err:
-        raise TypeError(f"bad parameters for solver {name!r}: {err}") from None
+    message = unknown_parameters_message("solver", name, SOLVERS[name], params)
+    if message:
+        raise TypeError(message)
+    return SOLVERS[name](**params)
 
 
 def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = 0.01,

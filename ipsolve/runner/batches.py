@@ -1,0 +1,168 @@
+"""The batch loop: load a batch (skipping unreadable images with a reason), measure it with
+per-image seeds, solve, score the reconstruction and the initial guess, and record every image."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RunError
+from .grid import _display, _kernel_image
+from .inputs import Item, derive_seed, load_measurement, load_truth
+from .rundir import write_image_outputs
+
+log = logging.getLogger("ipsolve")
+# ‖y − A(x)‖/(σ√m) above this is far from the noise level (≈ 1 ± √(2/m) for the true image)
+RESIDUAL_WARNING = 5.0
+
+
+@dataclass
+class Job:
+    """What every batch of a run shares: the models, the settings, the process and the output."""
+
+    operator: object
+    solver: object
+    prior: object
+    sigma: float
+    noise: str
+    seed: int
+    measurements: bool
+    metrics: list[str]
+    lpips_net: str
+    device: object
+    rank: int
+    world: int
+    fingerprint: str
+    out: Path | None
+
+
+def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
+                return_images: bool) -> tuple[list[dict], list[dict], dict]:
+    """This process's images batch by batch: ``(records, skipped, reconstructions by name if return_images)``."""
+    from tqdm.auto import tqdm
+
+    desc = "ipsolve" if job.world == 1 else f"ipsolve (rank 0 of {job.world})"
+    bar = tqdm(total=len(local), unit="img", desc=desc, disable=not progress or job.rank != 0, dynamic_ncols=True)
+    records, skipped, images = [], [], {}
+    for b0 in range(0, len(local), batch_size):
+        batch = local[b0:b0 + batch_size]
+        ok, inputs, unreadable = load_batch(job, batch)
+        skipped += unreadable
+        if ok:
+            for rec, x in run_batch(job, ok, inputs):
+                records.append(rec)
+                if return_images:
+                    images[rec["name"]] = x
+        bar.update(len(batch))
+    bar.close()
+    return records, skipped, images
+
+
+def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict]]:
+    """``(readable items, their truths or measurements on the device, unreadable ones with the reason)``."""
+    ok, tensors, skipped = [], [], []
+    for it in batch:
+        try:
+            if job.measurements:
+                y = load_measurement(it, job.operator, job.prior).to(job.device)
+                tensors.append(job.operator.project_measurement(y))
+            else:
+                tensors.append(load_truth(it, job.prior).to(job.device))
+            ok.append(it)
+        except (OSError, ValueError) as err:
+            log.warning("skipping %s: %s", it.path or it.name, err)
+            skipped.append({"name": it.name, "file": str(it.path) if it.path else None, "reason": str(err)})
+    return ok, tensors, skipped
+
+
+def run_batch(job: Job, ok: list[Item], inputs: list) -> list[tuple[dict, object]]:
+    """Measure (unless given), solve, score and write one batch: ``[(record, reconstruction on the CPU)]``."""
+    import torch
+
+    seeds = image_seeds(job.seed, ok)
+    y = torch.cat(inputs if job.measurements else measure(job, inputs, seeds))
+    result = solve_batch(job, y, seeds)
+    init = initial_guess(job.operator, y)
+    scores = {} if job.measurements else score(job, result.x, init, torch.cat(inputs))
+    finished = []
+    for i, it in enumerate(ok):
+        rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i])
+        x = result.x[i:i + 1].detach().cpu()
+        if job.out is not None:
+            write_image_outputs(job.out, rec, output_images(job, x, y[i:i + 1], init[i:i + 1], result.kernel, i))
+        finished.append((rec, x))
+    return finished
+
+
+def image_seeds(seed: int, items: list[Item]) -> list[dict]:
+    """Each image's noise and solver seeds, from the run seed and its name."""
+    return [{"noise": derive_seed(seed, it.name, "noise"), "solver": derive_seed(seed, it.name, "solver")}
+            for it in items]
+
+
+def measure(job: Job, xs: list, seeds: list[dict]) -> list:
+    """The noisy measurements of the ground truths ``xs``, each with its own noise seed."""
+    import torch
+
+    return [job.operator.measure(x, job.sigma, job.noise, generator=torch.Generator().manual_seed(s["noise"]))
+            for x, s in zip(xs, seeds)]
+
+
+def solve_batch(job: Job, y, seeds: list[dict]):
+    """The solver's :class:`~ipsolve.solvers.Result` for the batch ``y``, each image with its own solver seed."""
+    import torch
+
+    from ..solvers import solve
+
+    gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
+    try:
+        return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+
+
+def initial_guess(operator, y):
+    """The operator's initial guess from ``y``, clamped to [-1, 1]."""
+    import torch
+
+    with torch.no_grad():
+        return operator.initial_guess(y).clamp(-1, 1)
+
+
+def score(job: Job, x, init, truth) -> dict:
+    """``{metric: (values for x, values for the initial guess)}`` against the ground truth."""
+    from .. import metrics as M
+
+    scores = {}
+    for m in job.metrics:
+        fn = getattr(M, m)
+        kw = {"net": job.lpips_net} if m == "lpips" else {}
+        scores[m] = (fn(x, truth, **kw), fn(init, truth, **kw))
+    return scores
+
+
+def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict, i: int, info: dict) -> dict:
+    """The record of ``it``, the ``i``-th image of its batch (its outputs are added when written)."""
+    rec = {"name": it.name, "file": str(it.path) if it.path else None, "rank": job.rank,
+           "num_processes": job.world, "seed": seed, "run_seed": int(job.seed), "batch": batch,
+           "device": str(job.device), "fingerprint": job.fingerprint}
+    if not job.measurements:
+        rec["metrics"] = {m: (None if v[0] is None else float(v[0][i])) for m, v in scores.items()}
+        rec["initial_metrics"] = {m: (None if v[1] is None else float(v[1][i])) for m, v in scores.items()}
+    rec["info"] = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
+    residual = rec["info"].get("residual")
+    if residual is not None and math.isfinite(residual) and residual > RESIDUAL_WARNING:
+        rec["warning"] = (f"residual {residual:.1f}× the noise level: the reconstruction does not fit the "
+                          f"measurement (check the operator's settings — mask, kernel, scale — and sigma)")
+        log.warning("%s: %s", it.name, rec["warning"])
+    return rec
+
+
+def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
+    """One image's files to write, by folder: reconstruction, measurement (shown at the image
+    size), initial guess and, from a blind solver, the estimated kernel."""
+    images = {"recon": x, "measurement": _display(y.cpu(), job.prior.shape[-2:]), "initial": init.cpu()}
+    if kernels is not None:
+        images["kernel"] = _kernel_image(kernels[i])
+    return images

@@ -1,0 +1,92 @@
+"""Images for viewing: measurements at the image size, blur kernels, and the run's grid."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .inputs import Item, load_truth
+
+
+def _display(y, size: tuple[int, int]):
+    """A measurement at the image size for viewing (nearest upsampling if it is smaller)."""
+    import torch.nn.functional as F
+
+    if tuple(y.shape[-2:]) == tuple(size):
+        return y
+    return F.interpolate(y.float(), size=size, mode="nearest")
+
+
+def make_grid(rows: list[list], pad: int = 2):
+    """Images ``(1, C, H, W)`` in rows → one image with ``pad`` white pixels between them."""
+    import torch
+
+    c = max(t.shape[1] for row in rows for t in row)
+    h = max(t.shape[-2] for row in rows for t in row)
+    w = max(t.shape[-1] for row in rows for t in row)
+    ncol = max(len(r) for r in rows)
+    grid = torch.ones(1, c, pad + len(rows) * (h + pad), pad + ncol * (w + pad))
+    for i, row in enumerate(rows):
+        for j, t in enumerate(row):
+            t = t.float().cpu().expand(1, c, *t.shape[-2:])
+            top, left = pad + i * (h + pad), pad + j * (w + pad)
+            grid[:, :, top:top + t.shape[-2], left:left + t.shape[-1]] = t
+    return grid
+
+
+def _kernel_image(k):
+    k = k.detach().float().cpu()
+    return (k / k.max().clamp_min(1e-12) * 2 - 1)[None, None]
+
+
+GRID_MIN_SIDE = 96  # small images are enlarged (nearest neighbour, pixels stay visible) to at least this
+
+
+def labelled(grid, labels: Sequence[str], tile: int, pad: int):
+    """``grid`` (``(C, H, W)`` in [-1, 1]) with a white header naming each column, as an 8-bit PIL image."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ..io import to_uint8
+
+    body = Image.fromarray(to_uint8(grid)).convert("RGB")
+    font = ImageFont.load_default()
+    header = 14
+    canvas = Image.new("RGB", (body.width, body.height + header), "white")
+    canvas.paste(body, (0, header))
+    draw = ImageDraw.Draw(canvas)
+    for j, text in enumerate(labels):
+        left = pad + j * (tile + pad)
+        width = draw.textlength(text, font=font)
+        draw.text((left + max((tile - width) / 2, 0), 1), text, fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, measurements: bool,
+               grid_max: int) -> None:
+    """``grid.png``: one row per image (the first ``grid_max``): [truth |] measurement | initial
+    guess | reconstruction, read back from the run directory; labelled columns, small images
+    enlarged (nearest) so that they can be seen."""
+    import math
+    import os
+
+    import torch.nn.functional as F
+    from skimage import io as skio
+
+    from ..io import load_image
+
+    by_name = {it.name: it for it in items}
+    rows = []
+    for rec in records[:max(int(grid_max), 0)]:
+        row = [] if measurements else [load_truth(by_name[rec["name"]], prior)]
+        row += [load_image(out / rec["outputs"][k]) for k in ("measurement", "initial", "recon")]
+        rows.append(row)
+    if not rows:
+        return
+    factor = max(1, math.ceil(GRID_MIN_SIDE / prior.image_size))
+    rows = [[F.interpolate(t, scale_factor=factor, mode="nearest") for t in row] for row in rows]
+    pad = 2
+    labels = ([] if measurements else ["truth"]) + ["measurement", "initial guess", "reconstruction"]
+    image = labelled(make_grid(rows, pad)[0], labels, prior.image_size * factor, pad)
+    tmp = out / ".grid.tmp.png"
+    skio.imsave(tmp, image, check_contrast=False)
+    os.replace(tmp, out / "grid.png")

@@ -1,0 +1,190 @@
+"""The inputs of a run and their names: folders, image lists or tensors as :class:`Item` s,
+loading an image's ground truth or measurement, and the per-image seeds."""
+from __future__ import annotations
+
+import os
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RunError
+
+DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
+
+
+@dataclass
+class Item:
+    """One input image: a file (``path``) or an in-memory tensor (``tensor``, ``(1, C, H, W)``)."""
+
+    name: str
+    path: Path | None = None
+    tensor: object = None
+
+
+def resolve_data_path(path) -> Path:
+    """``bundled:<name>`` → the demo folder shipped with ipsolve; otherwise the path itself."""
+    text = str(path)
+    if text.startswith("bundled:"):
+        name = text.split(":", 1)[1]
+        folder = DEMO_DATA / name
+        if not folder.is_dir():
+            known = sorted(p.name for p in DEMO_DATA.iterdir() if p.is_dir()) if DEMO_DATA.is_dir() else []
+            raise RunError(f"unknown bundled data set {name!r}; bundled: {', '.join(known) or 'none'} "
+                           f"(the demo images are made by scripts/make_demo_data.py)")
+        return folder
+    return Path(text).expanduser()
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    stems = Counter(p.stem for p in paths)
+    return [p.stem if stems[p.stem] == 1 else p.name.replace(".", "_") for p in paths]
+
+
+def collect_items(source, max_images: int | None = None, names: Sequence[str] | None = None) -> list[Item]:
+    """The inputs of a run: a folder (path or ``bundled:<name>``), a list of image paths, or a
+    tensor ``(N, C, H, W)`` in [-1, 1] (``names`` optional, default ``image_0000`` ...)."""
+    import torch
+
+    from ..io import IMAGE_SUFFIXES, list_images
+
+    if isinstance(source, torch.Tensor):
+        if source.ndim == 3:
+            source = source[None]
+        if source.ndim != 4:
+            raise RunError(f"an image tensor must be (N, C, H, W) in [-1, 1], got shape {tuple(source.shape)}")
+        n = source.shape[0]
+        names = list(names) if names is not None else [f"image_{i:04d}" for i in range(n)]
+        if len(names) != n or len(set(names)) != n:
+            raise RunError(f"need {n} distinct names for {n} images, got {names}")
+        items = [Item(nm, tensor=source[i:i + 1].detach().float().cpu()) for i, nm in enumerate(names)]
+    else:
+        if isinstance(source, (str, os.PathLike)):
+            folder = resolve_data_path(source)
+            if folder.is_file():
+                paths = [folder]
+            elif not folder.is_dir():
+                raise RunError(f"data folder {folder} does not exist (data.path={source})")
+            else:
+                paths = list_images(folder)
+                if not paths:
+                    raise RunError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in data folder {folder}")
+        else:
+            paths = [Path(p).expanduser() for p in source]
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise RunError(f"image files not found: {', '.join(missing)}")
+        if not paths:
+            raise RunError("no images given")
+        names = list(names) if names is not None else _unique_names(paths)
+        if len(names) != len(paths) or len(set(names)) != len(paths):
+            raise RunError(f"need {len(paths)} distinct names, got {names}")
+        items = [Item(nm, path=p) for nm, p in zip(names, paths)]
+    if max_images is not None:
+        if int(max_images) < 1:
+            raise RunError(f"max_images must be >= 1 or null, got {max_images}")
+        items = items[:int(max_images)]
+    return items
+
+
+def load_truth(item: Item, prior):
+    """The ground-truth image of ``item`` as ``(1, C, S, S)`` for the prior's size and channels."""
+    from ..io import load_image
+
+    if item.tensor is not None:
+        x = item.tensor
+        if tuple(x.shape[1:]) != tuple(prior.shape):
+            raise ValueError(f"image {item.name} has shape {tuple(x.shape[1:])}, the prior needs {tuple(prior.shape)}")
+        return x
+    return load_image(item.path, size=prior.image_size, channels=prior.channels)
+
+
+def load_measurement(item: Item, operator, prior):
+    """A measurement ``y`` at the operator's output size.  An image at the image size whose
+    pixels repeat in ``f×f`` blocks (ipsolve's own ``measurement/`` display of a smaller y) is
+    taken back to the output size."""
+    from ..io import load_image
+
+    y = item.tensor if item.tensor is not None else load_image(item.path, channels=prior.channels)
+    expected = tuple(operator.output_shape((1, *prior.shape)))
+    if tuple(y.shape) == expected:
+        return y
+    h, w = expected[-2:]
+    if tuple(y.shape[-2:]) == tuple(prior.shape[-2:]) and y.shape[-2] % h == 0 and y.shape[-1] % w == 0:
+        fh, fw = y.shape[-2] // h, y.shape[-1] // w
+        small = y[..., ::fh, ::fw]
+        if torch_equal(small.repeat_interleave(fh, -2).repeat_interleave(fw, -1), y):
+            return small
+    raise ValueError(f"measurement {item.name} has shape {tuple(y.shape)}; the operator makes {expected} from "
+                     f"images of {tuple(prior.shape)}")
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def derive_seed(seed: int, name: str, purpose: str) -> int:
+    """A per-image seed from the run seed and the image name (independent of rank and batch)."""
+    return zlib.crc32(f"{int(seed)}:{name}:{purpose}".encode())
+
+
+def check_measurement_provenance(items: Sequence[Item], operator, explicit: Sequence[str],
+                                 made_by: dict | None) -> None:
+    """Measurements meet an operator with hidden state (a mask, a kernel drawn from ``seed``):
+    that state must be the one that made them.  It is, when the user set it explicitly
+    (``explicit`` names the operator settings given: ``seed``, ``mask``, or ``*`` for an
+    operator object), or when the measurements come from an ipsolve run whose recorded operator
+    (``made_by``, from its ``summary.json``) equals this one.  Otherwise :class:`RunError`."""
+    hidden = operator.seeded_state()
+    if hidden is None or {"seed", "mask", "*"} & set(explicit):
+        return
+    from .settings import describe_operator
+
+    ours = describe_operator(operator)
+    if made_by is not None:
+        if made_by == ours:
+            return
+        raise RunError(f"these measurements were made by an ipsolve run with the operator {made_by}, but this run's "
+                       f"operator is {ours}: use the same operator settings")
+    name = ours["name"]
+    hint = " or the mask that made them (operator.mask=PATH, white = observed)" if name == "inpainting" else ""
+    raise RunError(f"operator {name} draws {hidden} from operator.seed, and nothing says which made these "
+                   f"measurements: give the seed explicitly (operator.seed=N; ipsolve writes it in the config.yaml "
+                   f"of the run that made them){hint}")
+
+
+def measurement_origin(items: Sequence[Item]) -> dict | None:
+    """The operator settings recorded by the ipsolve run whose ``measurement/`` folder holds the
+    items (its ``summary.json`` or a record beside it), else None."""
+    import json
+
+    folders = {it.path.parent for it in items if it.path is not None}
+    if len(folders) != 1:
+        return None
+    (folder,) = folders
+    if folder.name != "measurement":
+        return None
+    for candidate in (folder.parent / "summary.json", *sorted((folder.parent / "records").glob("[!.]*.json"))[:1]):
+        try:
+            data = json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data.get("operator"), dict):
+            return data["operator"]
+    return None
+
+
+def converted_channels(items: Sequence[Item], channels: int) -> list[str]:
+    """The image files whose channel count differs from ``channels`` (read from the header only)."""
+    from ..io import image_channels
+
+    converted = []
+    for it in items:
+        if it.path is not None:
+            c = image_channels(it.path)
+            if c is not None and c != channels:
+                converted.append(it.name)
+    return converted

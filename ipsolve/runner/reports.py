@@ -1,0 +1,177 @@
+"""Summaries, reports and sweep tables: mean ± std per metric, ``metrics.csv``, the lines
+printed after a run, and the comparison of a sweep's runs."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+from .rundir import atomic_write_text
+
+METRICS = ("psnr", "ssim", "lpips")
+
+
+def _stats(values) -> dict | None:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(vals), "min": min(vals), "max": max(vals)}
+
+
+def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_processes: int,
+              wall_seconds: float, extra: dict | None = None) -> dict:
+    """Mean ± std (sample std; ``n`` images) per metric and per solver statistic."""
+    has_truth = any("metrics" in r for r in records)
+    metrics = {}
+    if has_truth:
+        for m in METRICS:
+            metrics[m] = _stats(r["metrics"].get(m) for r in records)
+            metrics[f"{m}_initial"] = _stats(r.get("initial_metrics", {}).get(m) for r in records)
+    return {
+        "num_images": len(records) + len(skipped),
+        "num_finished": len(records),
+        "num_skipped": len(skipped),
+        "skipped": skipped,
+        "ground_truth": has_truth,
+        "metrics": metrics,
+        "nfe": {**(_stats(r["info"]["nfe"] for r in records) or {}),
+                "total": sum(int(r["info"]["nfe"]) for r in records)},
+        "iterations": _stats(r["info"].get("iterations") for r in records),
+        "seconds": _stats(r["info"]["seconds"] for r in records),
+        "residual": _stats(r["info"]["residual"] for r in records),
+        "stop_reasons": dict(Counter(r["info"]["stop_reason"] for r in records)),
+        "residual_warnings": {r["name"]: r["warning"] for r in records if "warning" in r},
+        "seeds": {r["name"]: r["seed"] for r in records},
+        "num_processes": num_processes,
+        "rank": {r["name"]: r["rank"] for r in records},
+        "wall_seconds": wall_seconds,
+        **settings,
+        **(extra or {}),
+    }
+
+
+CSV_INFO = ("nfe", "iterations", "stop_reason", "residual", "seconds")
+
+
+def metrics_csv(records: list[dict]) -> str:
+    has_truth = any("metrics" in r for r in records)
+    cols = ["name", "rank"]
+    if has_truth:
+        cols += list(METRICS) + [f"{m}_initial" for m in METRICS]
+    cols += list(CSV_INFO) + ["seed_noise", "seed_solver"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+
+    def fmt(v):
+        if v is None:
+            return "n/a"
+        return f"{v:.6g}" if isinstance(v, float) else v
+
+    for r in records:
+        row = [r["name"], r["rank"]]
+        if has_truth:
+            row += [fmt(r["metrics"].get(m)) for m in METRICS]
+            row += [fmt(r.get("initial_metrics", {}).get(m)) for m in METRICS]
+        row += [fmt(r["info"].get(k)) for k in CSV_INFO]
+        row += [r["seed"]["noise"], r["seed"]["solver"]]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def format_stats(s: dict | None, digits: int = 2) -> str:
+    return "n/a" if not s else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def report(summary: dict) -> str:
+    """A few human-readable lines about a finished run."""
+    lines = []
+    op, sv, pr = summary["operator"], summary["solver"], summary["prior"]
+    lines.append(f"ipsolve: {summary['num_finished']} image(s) reconstructed"
+                 + (f", {summary['num_skipped']} skipped (unreadable: "
+                    f"{', '.join(str(s['file'] or s['name']) for s in summary['skipped'])})" if summary["skipped"] else "")
+                 + f" | operator {op['name']} | solver {sv['name']} | prior {pr['source']} | sigma {summary['sigma']}"
+                 + f" | {summary['num_processes']} process(es)")
+    m = summary["metrics"]
+    if m:
+        lines.append(f"  PSNR {format_stats(m.get('psnr'))} dB (initial guess {format_stats(m.get('psnr_initial'))})"
+                     f" | SSIM {format_stats(m.get('ssim'), 3)} (initial {format_stats(m.get('ssim_initial'), 3)})"
+                     f" | LPIPS {format_stats(m.get('lpips'), 3)}")
+    if summary["num_finished"]:
+        lines.append(f"  NFE {format_stats(summary['nfe'], 0)} | residual/(sigma*sqrt(m)) "
+                     f"{format_stats(summary['residual'])} | seconds {format_stats(summary['seconds'], 1)} | "
+                     f"stop: {', '.join(f'{k} {v}' for k, v in summary['stop_reasons'].items())}")
+    for text in summary.get("warnings", []):
+        lines.append(f"  warning: {text}")
+    far = summary.get("residual_warnings", {})
+    if far:
+        lines.append(f"  warning: {len(far)} image(s) far from the noise level (residual > 5× σ√m): "
+                     f"{', '.join(list(far)[:5])}{', ...' if len(far) > 5 else ''} — see summary.json")
+    return "\n".join(lines)
+
+
+def summarize_sweep(sweep_dir) -> tuple[Path, Path] | None:
+    """Compare the runs of a sweep (every ``*/summary.json`` under ``sweep_dir``): writes
+    ``sweep_summary.md`` and ``sweep_summary.csv`` there."""
+    sweep_dir = Path(sweep_dir)
+    runs = []
+    for p in sweep_dir.glob("*/summary.json"):
+        try:
+            runs.append((p.parent.name, json.loads(p.read_text())))
+        except (OSError, json.JSONDecodeError):
+            continue
+    if not runs:
+        return None
+    runs.sort(key=lambda r: (0, int(r[0])) if r[0].isdigit() else (1, r[0]))
+    cols = ["job", "overrides", "operator", "solver", "prior", "images", "psnr", "psnr_std", "ssim", "ssim_std",
+            "lpips", "psnr_initial", "nfe", "seconds", "residual", "stop_reasons"]
+    overrides = [s.get("overrides", []) for _, s in runs]
+    common = [o for o in overrides[0] if all(o in other for other in overrides[1:])] if len(runs) > 1 else []
+    rows = []
+    for job, s in runs:
+        m = s.get("metrics") or {}
+
+        def g(key, part="mean"):
+            v = (m.get(key) or {}).get(part)
+            return None if v is None else round(v, 4)
+
+        rows.append({"job": job, "overrides": " ".join(o for o in s.get("overrides", []) if o not in common), "operator": s["operator"]["name"],
+                     "solver": s["solver"]["name"], "prior": s["prior"]["source"], "images": s["num_finished"],
+                     "psnr": g("psnr"), "psnr_std": g("psnr", "std"), "ssim": g("ssim"), "ssim_std": g("ssim", "std"),
+                     "lpips": g("lpips"), "psnr_initial": g("psnr_initial"),
+                     "nfe": round((s.get("nfe") or {}).get("mean", 0), 1),
+                     "seconds": round((s.get("seconds") or {}).get("mean", 0), 2),
+                     "residual": round((s.get("residual") or {}).get("mean", 0), 3),
+                     "stop_reasons": " ".join(f"{k}:{v}" for k, v in s.get("stop_reasons", {}).items())})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("n/a" if v is None else v) for k, v in r.items()})
+    csv_path, md_path = sweep_dir / "sweep_summary.csv", sweep_dir / "sweep_summary.md"
+    atomic_write_text(csv_path, buf.getvalue())
+
+    def pm(r, k, d):
+        return "n/a" if r[k] is None else (f"{r[k]:.{d}f} ± {r[k + '_std']:.{d}f}" if r.get(k + "_std") is not None
+                                          else f"{r[k]:.{d}f}")
+
+    md = [f"# Sweep summary: {sweep_dir}", "",
+          "PSNR/SSIM: mean ± std over the images (data range 1); PSNR (initial): the operator's initial guess; "
+          "residual: ‖y − A(x)‖ / (σ√m), ≈ 1 at the noise level; seconds: solver time of the image's batch.",
+          f"Overrides common to all runs: {' '.join(common) or '(none)'}", "",
+          "| job | overrides | images | PSNR (dB) | SSIM | LPIPS | PSNR (initial) | NFE | seconds | residual | stop |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    def num(v, d):
+        return "n/a" if v is None else f"{v:.{d}f}"
+
+    for r in rows:
+        md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | {r['images']} | {pm(r, 'psnr', 2)} | "
+                  f"{pm(r, 'ssim', 3)} | {num(r['lpips'], 3)} | {num(r['psnr_initial'], 2)} | {r['nfe']:g} | "
+                  f"{r['seconds']:g} | {r['residual']:g} | {r['stop_reasons']} |")
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+    return md_path, csv_path

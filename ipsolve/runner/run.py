@@ -1,0 +1,238 @@
+"""The run: :func:`execute` and its two doors, the Python API (:func:`reconstruct`) and the
+command line's job (:func:`run_config`)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .batches import Job, run_batches
+from .errors import RunError
+from .grid import write_grid
+from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels,
+                     measurement_origin)
+from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
+from .reports import METRICS, metrics_csv, summarize
+from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
+from .settings import build_models, check_fits, run_settings
+
+log = logging.getLogger("ipsolve")
+
+
+@dataclass
+class Reconstruction:
+    """What a run returns: ``x`` (``(N, C, H, W)`` in [-1, 1], CPU; None with
+    ``return_images=False``), one record per finished image (same order), the names, the
+    images skipped as unreadable, the summary and the output directory (or None).
+    Unpacks as ``x, records = ipsolve.reconstruct(...)``."""
+
+    x: object
+    records: list[dict]
+    names: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    output_dir: Path | None = None
+
+    def __iter__(self):
+        return iter((self.x, self.records))
+
+
+def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, noise: str = "gaussian",
+            seed: int = 0, batch_size: int = 4, measurements: bool = False, output_dir=None,
+            metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8, progress: bool = True,
+            state=None, device=None, config_yaml: str | None = None, extra_summary: dict | None = None,
+            return_images: bool = True, explicit_operator: Sequence[str] = ()) -> Reconstruction:
+    """Reconstruct ``items``: split across processes, batched within each, every image seeded
+    from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
+
+    ``operator`` / ``solver`` / ``prior``: objects, names or config mappings (see
+    :func:`build_operator`, :func:`build_solver`, :func:`build_prior`).  Unreadable images are
+    skipped with a logged reason.  Rank 0 writes ``metrics.csv``, ``summary.json`` and
+    ``grid.png``; every rank returns the full list of records.  ``explicit_operator``: the
+    operator settings the user gave (``seed``, ``mask``; ``*`` for an operator object), which
+    measurements need when the operator draws hidden state from its seed."""
+    start = time.perf_counter()
+    progress = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)  # no bar frames in log files
+    batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
+    out = check_writable(Path(output_dir)) if output_dir is not None else None
+    if state is None:
+        state = process_state(device)
+    device = process_device(device, state)
+    operator, solver, prior = build_models(operator, solver, prior, state=state, device=device, progress=progress)
+    check_fits(solver, operator, prior)
+    if measurements:
+        check_measurement_provenance(items, operator, explicit_operator, measurement_origin(items))
+    warnings = input_warnings(items, prior, measurements, state.process_index)
+    settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
+    job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
+              measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
+              rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out)
+    names = [it.name for it in items]
+    done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
+    log_start(job, settings, names, done, pending)
+    local = local_items(state, items, pending)
+    records, skipped, images = run_batches(job, local, batch_size, progress, return_images)
+    state.wait_for_everyone()
+    ordered, skipped = gather_records(state, names, records, skipped, done)
+    summary = summarize(ordered, settings=settings, skipped=skipped, num_processes=job.world,
+                        wall_seconds=time.perf_counter() - start,
+                        extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
+                               "warnings": warnings, **(extra_summary or {})})
+    if job.rank == 0:
+        log.info("finished %d of %d image(s) (%d skipped) in %.1f s", len(ordered), len(names), len(skipped),
+                 summary["wall_seconds"])
+    if job.rank == 0 and out is not None:
+        write_run_files(job, ordered, summary, items, grid_max)
+    x = gather_images(state, images, ordered, out) if return_images else None
+    return Reconstruction(x=x, records=ordered, names=[r["name"] for r in ordered], skipped=skipped,
+                          summary=summary, output_dir=out)
+
+
+def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tuple[int, float]:
+    """``(batch_size, sigma)`` as numbers, or :class:`RunError` for an invalid argument."""
+    if int(batch_size) < 1:
+        raise RunError(f"batch_size must be >= 1, got {batch_size}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise RunError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
+    if noise not in ("gaussian", "poisson"):
+        raise RunError(f"noise must be 'gaussian' or 'poisson', got {noise!r}")
+    try:
+        sigma = float(sigma)
+    except (TypeError, ValueError):
+        sigma = float("nan")
+    if not math.isfinite(sigma) or sigma < 0:
+        raise RunError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] image scale, e.g. 0.01), "
+                       f"got {sigma!r}")
+    return int(batch_size), sigma
+
+
+def input_warnings(items: list[Item], prior, measurements: bool, rank: int) -> list[str]:
+    """What the user should know about the inputs before trusting the results (logged by rank 0)."""
+    warnings = []
+    converted = [] if measurements else converted_channels(items, prior.channels)
+    if converted:
+        source = getattr(prior, "source", type(prior).__name__)
+        if prior.channels == 1:
+            warnings.append(f"{len(converted)} colour image(s) converted to grey for the 1-channel prior {source} "
+                            f"({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''}); the bundled "
+                            f"phantom priors suit CT-like grey images, natural photos need a colour photo prior "
+                            f"(prior=photo_ddpm, or a diffusers model: prior.source=DIR)")
+        else:
+            warnings.append(f"{len(converted)} grey image(s) replicated to {prior.channels} channels for the prior "
+                            f"{source} ({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''})")
+    if rank == 0:
+        for w in warnings:
+            log.warning("%s", w)
+    return warnings
+
+
+def decide_resume(state, out: Path | None, names: list[str], fp: str,
+                  config_yaml: str | None) -> tuple[dict[str, dict], list[str]]:
+    """``(records finished by an earlier run, names left to do)``: decided by rank 0, the same on every rank."""
+    # resume: rank 0 cleans up and decides what is left to do; every rank gets the same list
+    done, error = {}, None
+    if state.process_index == 0 and out is not None:
+        done, error = prepare_resume(out, names, fp, config_yaml)
+    pending, error = broadcast(([nm for nm in names if nm not in done], error) if state.process_index == 0 else None,
+                               state)
+    if error is not None:  # every rank stops, none waits for the others
+        raise RunError(error)
+    return done, pending
+
+
+def log_start(job: Job, settings: dict, names: list[str], done: dict, pending: list[str]) -> None:
+    """Rank 0's log lines: what runs where, and how much an earlier run already finished."""
+    if job.rank != 0:
+        return
+    prior, out = job.prior, job.out
+    log.info("%d image(s) | operator %s | solver %s | prior %s (%s, %d px, %d channel(s)) | sigma %g | "
+             "seed %d | %d process(es) | device %s%s", len(names), settings["operator"]["name"],
+             settings["solver"]["name"], settings["prior"]["source"], prior.kind, prior.image_size,
+             prior.channels, job.sigma, int(job.seed), job.world, job.device, f" | output {out}" if out else "")
+    if done:
+        log.info("resuming in %s: %d of %d images already finished, %d to do", out, len(done), len(names),
+                 len(pending))
+
+
+def write_run_files(job: Job, records: list[dict], summary: dict, items: list[Item], grid_max: int) -> None:
+    """Rank 0's files about the whole run: ``metrics.csv``, ``summary.json`` and ``grid.png``."""
+    atomic_write_text(job.out / "metrics.csv", metrics_csv(records))
+    atomic_write_text(job.out / "summary.json", json.dumps(summary, indent=1, default=str))
+    write_grid(job.out, records, items, job.prior, job.measurements, grid_max)
+
+
+def gather_images(state, images: dict, records: list[dict], out: Path | None):
+    """Every process's reconstructions (earlier runs' read from ``out``) in the order of ``records``, or None."""
+    import torch
+
+    from ..io import load_image
+
+    merged = {k: v for part in all_gather(images, state) for k, v in part.items()}
+    for rec in records:
+        if rec["name"] not in merged and out is not None:  # finished in an earlier run
+            merged[rec["name"]] = load_image(out / rec["outputs"]["recon"])
+    return torch.cat([merged[r["name"]] for r in records]) if records else None
+
+
+# ----------------------------------------------------------------------------------------
+# the Python API
+# ----------------------------------------------------------------------------------------
+def reconstruct(images_or_folder, operator="super_resolution", solver="dmplug_cpu", prior="phantom_ddpm",
+                output_dir=None, *, sigma: float = 0.01, noise: str = "gaussian", seed: int = 0,
+                batch_size: int = 4, measurements: bool = False, max_images: int | None = None, names=None,
+                device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
+                progress: bool = True, return_images: bool = True) -> Reconstruction:
+    """Reconstruct a folder of images (a path or ``bundled:phantom`` / ``bundled:photo``), a
+    list of image paths, or a tensor ``(N, C, H, W)`` in [-1, 1] (the prior's size and
+    channels).  Files are centre-cropped and resized to the prior's size.
+
+    ``operator``, ``solver``, ``prior``: objects, registry names (``"super_resolution"``,
+    ``"dps"``, ...), config preset names (``"dmplug_cpu"``, ``"phantom_ddpm"``) or prior sources
+    (``"bundled:phantom-ddpm"``, a diffusers directory, ...).  ``measurements=True``: the
+    inputs are measurements ``y`` (no ground truth; no PSNR/SSIM/LPIPS).  Each image's noise and
+    solver seeds derive from (``seed``, its name), so results do not depend on batching or on the
+    number of processes.  With ``output_dir`` the same files as the command line are written
+    and a rerun resumes.  Under ``accelerate launch`` / ``torchrun`` the images are split across
+    the processes.  Returns a :class:`Reconstruction` (``x, records = reconstruct(...)``)."""
+    if output_dir is not None:
+        check_writable(Path(output_dir))  # before any work
+    items = collect_items(images_or_folder, max_images=max_images, names=names)
+    if isinstance(operator, str):
+        explicit = ()
+    elif isinstance(operator, Mapping):
+        explicit = tuple(operator)
+    else:  # an operator object: the user built it
+        explicit = ("*",)
+    return execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
+                   batch_size=batch_size, measurements=measurements, output_dir=output_dir, metrics=metrics,
+                   lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
+                   return_images=return_images, explicit_operator=explicit)
+
+
+# ----------------------------------------------------------------------------------------
+# the command line's job
+# ----------------------------------------------------------------------------------------
+def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = None,
+               explicit_operator: Sequence[str] = ()) -> Reconstruction:
+    """Run the job described by a composed ``conf/config.yaml`` into ``output_dir``
+    (``explicit_operator``: the operator settings given on the command line)."""
+    from omegaconf import OmegaConf
+
+    check_writable(output_dir)
+    data = cfg.data
+    if OmegaConf.is_missing(data, "path"):
+        raise RunError("data.path is required with data=folder: ipsolve data=folder data.path=DIR")
+    items = collect_items(data.path, max_images=data.get("max_images"))
+    return execute(items, operator=cfg.operator, solver=cfg.solver, prior=cfg.prior, sigma=cfg.sigma,
+                   noise=cfg.get("noise", "gaussian"), seed=cfg.seed, batch_size=data.get("batch_size", 4),
+                   measurements=bool(data.get("measurements", False)), output_dir=output_dir,
+                   metrics=list(cfg.get("metrics", METRICS)), lpips_net=cfg.get("lpips_net", "alex"),
+                   grid_max=cfg.get("grid_max", 8), progress=bool(cfg.get("progress", True)), state=state,
+                   device=cfg.get("device", "auto"), config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+                   extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator)

@@ -1,0 +1,110 @@
+"""The run directory: atomic writes, one image's output files and record, and resume (which
+images an interrupted run already finished)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import RunError
+
+log = logging.getLogger("ipsolve")
+
+TEMP_MARK = ".tmp"  # temporary files are ".<name>.tmp<suffix>"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}{TEMP_MARK}{path.suffix}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check_writable(folder: Path) -> Path:
+    """Create ``folder`` and prove that files can be written there, or raise :class:`RunError`."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test", suffix=TEMP_MARK)
+        os.close(fd)
+        Path(probe).unlink(missing_ok=True)  # (another rank's clean-up may have removed it already)
+    except OSError as err:
+        raise RunError(f"cannot write to the output directory {folder}: {err.strerror or err}") from None
+    return folder.resolve()
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete what an interrupted run left under temporary names (``.<name>.tmp<suffix>``)."""
+    removed = []
+    for p in Path(folder).rglob(f".*{TEMP_MARK}*"):
+        if p.is_file() and ".hydra" not in p.parts:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def read_record(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) and rec.get("name") else None
+
+
+def is_finished(out: Path, name: str) -> dict | None:
+    """The record of an image whose outputs are all written, else None."""
+    rec = read_record(out / "records" / f"{name}.json")
+    if rec is None:
+        return None
+    if not all((out / rel).is_file() for rel in rec.get("outputs", {}).values()):
+        return None
+    return rec
+
+
+def fingerprint(settings: dict) -> str:
+    return f"{zlib.crc32(json.dumps(settings, sort_keys=True, default=str).encode()):08x}"
+
+
+def prepare_resume(out: Path, names: Sequence[str], fp: str,
+                   config_yaml: str | None = None) -> tuple[dict[str, dict], str | None]:
+    """Rank 0's look at the run directory: ``(finished records by name, error or None)``.
+
+    Removes what an interrupted run left under temporary names, takes the records of the
+    finished images, stops at the first one made with other settings (fingerprint other than
+    ``fp``: the error), and writes ``config.yaml`` when there is no error."""
+    for p in remove_temp_files(out):
+        log.info("removed the temporary file %s left by an interrupted run", p)
+    done: dict[str, dict] = {}
+    for nm in names:
+        rec = is_finished(out, nm)
+        if rec is None:
+            continue
+        if rec.get("fingerprint") != fp:
+            return done, (f"{out} holds results of different settings ({out / 'records' / (nm + '.json')}: "
+                          f"fingerprint {rec.get('fingerprint')} != {fp}); use another output directory "
+                          f"(hydra.run.dir=...) or remove it")
+        done[nm] = rec
+    if config_yaml is not None:
+        atomic_write_text(out / "config.yaml", config_yaml)
+    return done, None
+
+
+def write_image_outputs(out: Path, rec: dict, images: Mapping[str, object]) -> None:
+    """Write one image's files (``images``: folder → ``(1, C, H, W)``, e.g. ``recon``) and then
+    its record, which lists them under ``outputs`` (last: the record marks the image finished)."""
+    from ..io import save_image
+
+    name = rec["name"]
+    outputs = {}
+    for folder, image in images.items():
+        outputs[folder] = f"{folder}/{name}.png"
+        save_image(image, out / outputs[folder])
+    rec["outputs"] = outputs
+    atomic_write_text(out / "records" / f"{name}.json", json.dumps(rec, indent=1, default=str))

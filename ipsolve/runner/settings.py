@@ -1,0 +1,198 @@
+"""Names and configs → objects: operators, solvers and priors from objects, registry names,
+``conf/`` presets or config mappings (the same functions serve the CLI, the API and the config
+test), and the description of a run's settings."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import RunError
+
+
+def conf_dir() -> Path | None:
+    """The Hydra config directory: ``conf/`` next to the package (a source checkout or an
+    editable install) or ``ipsolve/conf`` inside an installed package."""
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here / "conf", here.parent / "conf"):
+        if (cand / "config.yaml").is_file():
+            return cand
+    return None
+
+
+def load_preset(group: str, name: str) -> dict | None:
+    """The contents of ``conf/<group>/<name>.yaml`` as a dict, or None if there is none."""
+    root = conf_dir()
+    if root is None or "/" in name or not (root / group / f"{name}.yaml").is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(root / group / f"{name}.yaml"), resolve=False)
+    data.pop("defaults", None)
+    return data
+
+
+def _plain(spec) -> dict:
+    """An OmegaConf node or mapping as a plain dict (``???`` → a clear error)."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    if isinstance(spec, DictConfig):
+        try:
+            return OmegaConf.to_container(spec, resolve=True, throw_on_missing=True)
+        except MissingMandatoryValue as err:
+            raise RunError(f"a required setting is missing: {err.full_key} (set it on the command line, "
+                           f"e.g. {err.full_key}=...)") from None
+    return dict(spec)
+
+
+def _named_params(group: str, spec, registry: Mapping) -> tuple[str, dict]:
+    """``(registry name, params)`` from a registry name (its defaults), a preset name
+    (``conf/<group>/<name>.yaml``) or a mapping ``{name: <registry name>, **params}``."""
+    if isinstance(spec, str):
+        preset = load_preset(group, spec)
+        if preset is None:
+            if spec not in registry:
+                raise RunError(f"unknown {group} {spec!r}; known {group}s: {', '.join(sorted(registry))} "
+                               f"(or a preset in conf/{group}/)")
+            preset = {"name": spec}
+        spec = preset
+    params = _plain(spec)
+    name = params.pop("name", None)
+    if name is None:
+        raise RunError(f"{group} settings need a 'name' (one of {', '.join(sorted(registry))}), got {params}")
+    return name, params
+
+
+def build_operator(spec):
+    """An :class:`~ipsolve.operators.Operator` from an operator object, a registry / preset name,
+    or a mapping ``{name: <registry name>, **params}`` (a ``conf/operator`` node)."""
+    from ..operators import OPERATORS, Operator, make_operator
+
+    if isinstance(spec, Operator):
+        return spec
+    name, params = _named_params("operator", spec, OPERATORS)
+    try:
+        return make_operator(name, **params)
+    except (TypeError, ValueError, FileNotFoundError) as err:
+        raise RunError(f"cannot build operator {name!r}: {err}") from None
+
+
+def build_solver(spec, progress: bool | None = None):
+    """A :class:`~ipsolve.solvers.Solver` from a solver object, a registry name (paper defaults),
+    a preset name (``conf/solver/<name>.yaml``, e.g. ``dmplug_cpu``) or a mapping
+    ``{name: <registry name>, **params}``.  ``progress`` sets the solver's own progress bar."""
+    from ..solvers import SOLVERS, Solver, make_solver
+
+    if isinstance(spec, Solver):
+        return spec
+    name, params = _named_params("solver", spec, SOLVERS)
+    if progress is not None:
+        params["progress"] = progress
+    try:
+        return make_solver(name, **params)
+    except (TypeError, ValueError) as err:
+        raise RunError(f"cannot build solver {name!r}: {err}") from None
+
+
+def is_solver(obj) -> bool:
+    from ..solvers import Solver
+
+    return isinstance(obj, Solver)
+
+
+def missing_source_message(preset: str) -> str:
+    """The error for a prior preset whose ``source`` must be given, with the preset's own
+    explanation (its header comment) of where the file comes from."""
+    path = conf_dir() / "prior" / f"{preset}.yaml"
+    comment = " ".join(line.lstrip("# ").strip() for line in path.read_text().splitlines()
+                       if line.startswith("#") and not line.lstrip("# ").startswith("usage:"))
+    return (f"prior={preset} needs its source: ipsolve prior={preset} prior.source=PATH"
+            + (f" ({comment})" if comment else f" (see conf/prior/{preset}.yaml)"))
+
+
+def prior_source(spec) -> tuple[str, dict]:
+    """``(source, kwargs)`` for :func:`ipsolve.load_prior` from a source string, a preset name
+    (``conf/prior/<name>.yaml``) or a mapping ``{source: ..., **kwargs}``."""
+    if isinstance(spec, str):
+        preset = load_preset("prior", spec)
+        if preset is None:
+            return spec, {}
+        if preset.get("source") == "???":
+            raise RunError(missing_source_message(spec))
+        spec = preset
+    params = _plain(spec)
+    if "source" not in params or params["source"] in (None, "???"):
+        raise RunError("prior settings need a 'source' (bundled:<name>, a diffusers directory or hub id, "
+                       "an ADM .pt file, gaussian or gmm)")
+    source = str(params.pop("source"))
+    return source, params
+
+
+def build_prior(spec, device=None):
+    """A :class:`~ipsolve.priors.Prior` from a prior object or anything :func:`prior_source` takes."""
+    from ..priors import Prior, load_prior
+
+    if isinstance(spec, Prior):
+        return spec.to(device) if device is not None else spec
+    source, kwargs = prior_source(spec)
+    try:
+        return load_prior(source, device=device, **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        raise RunError(f"cannot load prior {source!r}: {err}") from None
+
+
+def registry_name(obj, registry: Mapping) -> str:
+    for name, cls in registry.items():
+        if type(obj) is cls:
+            return name
+    return type(obj).__name__
+
+
+def describe_operator(operator) -> dict:
+    """The operator's registry name and settings (as recorded in ``summary.json``)."""
+    from ..operators import OPERATORS
+
+    return {"name": registry_name(operator, OPERATORS), **getattr(operator, "params", {})}
+
+
+def describe(operator, solver, prior) -> dict:
+    """What defines the results of a run (also its resume fingerprint)."""
+    from ..solvers import SOLVERS
+
+    sp = {k: v for k, v in solver.params().items() if k not in ("progress",)}
+    params = list(prior.parameters())
+    weights = {"parameters": sum(p.numel() for p in params),  # which weights made the results
+               "checksum": f"{float(sum(p.detach().double().sum() for p in params)) if params else 0.0:.12g}"}
+    return {"operator": describe_operator(operator),
+            "solver": {"name": registry_name(solver, SOLVERS), **sp},
+            "prior": {"source": getattr(prior, "source", type(prior).__name__), "kind": prior.kind,
+                      "image_size": prior.image_size, "channels": prior.channels, "weights": weights}}
+
+
+def build_models(operator, solver, prior, *, state, device, progress: bool):
+    """``(operator, solver, prior)`` of a run as objects, the operator and prior on ``device``."""
+    # the first process of each machine first: a download or cache fill happens once per machine
+    with state.local_main_process_first():
+        prior = build_prior(prior, device)
+    operator = build_operator(operator).to(device)
+    solver = build_solver(solver, progress=(progress and state.process_index == 0) if not is_solver(solver) else None)
+    return operator, solver, prior
+
+
+def check_fits(solver, operator, prior) -> None:
+    """Raise :class:`RunError` (naming the solvers that fit) unless ``solver`` takes ``operator`` and ``prior``."""
+    try:
+        solver.check(operator, prior)
+    except ValueError as err:
+        from ..solvers import SOLVERS
+        from ..solvers.base import prior_key
+
+        fits = [n for n, cls in SOLVERS.items() if prior_key(prior) in cls.accepts]
+        raise RunError(f"{err}" + (f" (solvers for this prior: {', '.join(fits)}, or their *_cpu presets)"
+                                   if fits else "")) from None
+
+
+def run_settings(operator, solver, prior, *, sigma: float, noise: str, seed: int, measurements: bool) -> dict:
+    """What defines the results of a run: :func:`describe` plus the noise, the seed and the kind of input."""
+    return {**describe(operator, solver, prior), "sigma": sigma, "noise": noise, "seed": int(seed),
+            "measurements": bool(measurements)}
