@@ -65,7 +65,8 @@ def test_plug_solvers_minimise_data_term_in_prior_range(solver, kind):
 
 
 # ------------------------------------------------------------------ bundled priors
-HELD_OUT = torch.cat([datasets.random_ellipses(2, 32, torch.Generator().manual_seed(99_999)), datasets.shepp_logan(32)])
+# the held-out family (never drawn in training, see the model cards) and Shepp–Logan
+HELD_OUT = torch.cat([datasets.heldout_phantoms(2, 32), datasets.shepp_logan(32)])
 OPERATORS = {"super_resolution": dict(scale=4), "inpainting": dict(mask="random")}
 SOLVER_CASES = {
     "dps": ("bundled:phantom-ddpm", dict(steps=200, zeta=1.0)),  # ζ for 5× fewer steps than the paper
@@ -222,3 +223,54 @@ def test_bad_inputs():
         make_solver("dmplug", stop=("oracle",))
     with pytest.raises(ValueError, match="one per image"):
         solve(torch.zeros(2, 1, 8, 8), op, ddpm, make_solver("dps", steps=2, progress=False), generator=gens(3))
+
+
+@pytest.mark.parametrize("m", [16, 64, 717, 3072])
+def test_discrepancy_tau_lets_the_true_image_pass_95_percent_of_the_time(m):
+    """Monte Carlo: with y = A(x) + n, the true image's residual ‖n‖/(σ√m) is below the default
+    τ in 95 % of draws (20000 draws: ±0.5 % at 3 standard errors); with τ = 1, about half."""
+    from ipsolve.solvers.base import discrepancy_tau
+
+    tau = discrepancy_tau(m)
+    sigma = 0.01
+    n = sigma * torch.randn(20000, m, generator=torch.Generator().manual_seed(m), dtype=torch.float64)
+    ratio = n.norm(dim=1) / (sigma * m ** 0.5)
+    assert abs(float((ratio <= tau).double().mean()) - 0.95) < 0.005
+    assert 0.4 < float((ratio <= 1.0).double().mean()) < 0.6  # the old τ = 1 rejects x_true ~half the time
+    assert tau > 1 and abs(tau - (1 + 1.645 / (2 * m) ** 0.5)) < 0.05  # the large-m approximation
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_dmplug_reverse_is_diffusers_ddim(clip, tmp_path):
+    """DMPlug's R(z) equals a loop over diffusers' DDIMScheduler as the reference code runs it:
+    set_timesteps(3) (t = 666, 333, 0; the last step to ᾱ = 1), clip_sample=True and
+    step(..., eta=0, use_clipped_model_output=True); then clamp to [-1, 1]."""
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+    from ipsolve.priors import save_pretrained_prior
+    from ipsolve.solvers import DMPlug
+
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       norm_num_groups=4, down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+    with torch.no_grad():
+        for i, p in enumerate(unet.parameters()):  # outputs large enough that x̂0 leaves [-1, 1]
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) * 0.3)
+    save_pretrained_prior(tmp_path, "DDPMPipeline", {"unet": unet, "scheduler": DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)})
+    prior = load_prior(str(tmp_path))
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                          clip_sample=clip, set_alpha_to_one=True, steps_offset=0)
+    sched.set_timesteps(3)
+    assert sched.timesteps.tolist() == [666, 333, 0]
+    z = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = z.clone()
+        for t in sched.timesteps:
+            eps = unet(x, t).sample
+            x = sched.step(eps, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
+        expected = x.clamp(-1, 1)
+        ours = DMPlug(ddim_steps=3, clip_x0=clip, progress=False).reverse(prior, z)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    if clip:  # clipping changes R here, so the test tells the two apart
+        unclipped = DMPlug(ddim_steps=3, clip_x0=False, progress=False).reverse(prior, z)
+        assert (unclipped - ours).abs().max() > 1e-2

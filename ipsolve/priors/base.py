@@ -112,10 +112,15 @@ class DiffusionPrior(Prior):
         a = self.alpha_bar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def ddim_step(self, x_t, t, t_next, eps, eta: float = 0.0, noise=None) -> torch.Tensor:
-        """DDIM update (Song et al. 2021, eq. 12) from t to t_next < t (t_next = -1: x0)."""
+    def ddim_step(self, x_t, t, t_next, eps, eta: float = 0.0, noise=None, clip_x0: bool = False) -> torch.Tensor:
+        """DDIM update (Song et al. 2021, eq. 12) from t to t_next < t (t_next = -1: x0).
+        ``clip_x0``: clamp x̂0 to [-1, 1] and re-derive ε from the clamped x̂0, as diffusers'
+        ``DDIMScheduler(clip_sample=True).step(..., use_clipped_model_output=True)``."""
         a, a_next = self.alpha_bar(t, x_t), self.alpha_bar(t_next, x_t)
         x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+            eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
         sigma = eta * ((1 - a_next) / (1 - a) * (1 - a / a_next)).clamp_min(0).sqrt()
         x_next = a_next.sqrt() * x0 + (1 - a_next - sigma ** 2).clamp_min(0).sqrt() * eps
         if eta > 0:

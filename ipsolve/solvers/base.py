@@ -55,6 +55,18 @@ def residual_ratio(y, ax, sigma: float) -> torch.Tensor:
     return r / (max(sigma, 1e-12) * math.sqrt(m))
 
 
+def discrepancy_tau(m: int, level: float = 0.95) -> float:
+    """Morozov's factor τ for ``‖y − A(x)‖ ≤ τ σ √m``, chosen so that the true image passes with
+    probability ``level``: ‖n‖²/σ² ~ χ²_m, hence τ = √(χ²_m quantile(level) / m)
+    (≈ 1 + 1.645/√(2m) for large m; 1.14 for m = 64, 1.04 for m = 3072).  τ = 1 rejects the
+    true image about half the time, since ‖n‖ ≈ σ√m (1 ± √(2/m))."""
+    from scipy.stats import chi2
+
+    if m < 1 or not 0 < level < 1:
+        raise ValueError(f"need m >= 1 and 0 < level < 1, got m={m}, level={level}")
+    return math.sqrt(float(chi2.ppf(level, m)) / m)
+
+
 def prior_key(prior: Prior) -> str:
     """``diffusion``, ``flow``, ``latent-diffusion`` or ``latent-flow``."""
     return f"latent-{prior.inner.kind}" if isinstance(prior, LatentPrior) else prior.kind

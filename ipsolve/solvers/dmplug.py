@@ -14,16 +14,21 @@ class DMPlug(PlugSolver):
     priors; minimise ``ℓ(y, A(R(z)))`` over the seed ``z`` by Adam (lr 1e-2; the paper runs
     5000 iterations, 10000 for non-linear blur).  ``warm_start=s``: ``R`` starts at
     t0 = s·(T−1) with ``ddim_steps`` evenly spaced steps and ``z`` is the operator's initial
-    guess noised to t0.  Blind: ``(z, kernel logits)`` jointly (kernel lr 0.1)."""
+    guess noised to t0.  Blind: ``(z, kernel logits)`` jointly (kernel lr 0.1).
+
+    ``clip_x0=True`` (the reference, sun-umn/DMPlug ``ddim_sampler.py``: diffusers' DDIM with
+    ``clip_sample=True``, ``use_clipped_model_output=True``): every DDIM step clamps x̂0 to
+    [-1, 1] and re-derives ε from it — that clipped map *is* the R the paper optimises.
+    Latent priors are never clipped (latents are not images in [-1, 1])."""
 
     name = "dmplug"
     accepts = ("diffusion", "latent-diffusion")
 
-    def __init__(self, iterations: int = 5000, ddim_steps: int = 3, **kw):
+    def __init__(self, iterations: int = 5000, ddim_steps: int = 3, clip_x0: bool = True, **kw):
         super().__init__(iterations=iterations, **kw)
         if ddim_steps < 1:
             raise ValueError(f"ddim_steps must be >= 1, got {ddim_steps}")
-        self.ddim_steps = ddim_steps
+        self.ddim_steps, self.clip_x0 = ddim_steps, clip_x0
         self.network_calls = ddim_steps
 
     def reverse_timesteps(self, num_timesteps: int) -> list[int]:
@@ -35,8 +40,7 @@ class DMPlug(PlugSolver):
 
     def init_params(self, y, operator, prior, gens):
         inner = prior.inner if isinstance(prior, LatentPrior) else prior
-        self._prior, self._inner = prior, inner
-        self._ts = self.reverse_timesteps(inner.num_timesteps)
+        first_t = self.reverse_timesteps(inner.num_timesteps)[0]
         with torch.no_grad():
             if isinstance(prior, LatentPrior):
                 init_image = operator.initial_guess(y) if self.warm_start is not None else None
@@ -46,15 +50,24 @@ class DMPlug(PlugSolver):
                 shape = (y.shape[0], *prior.shape)
                 init = operator.initial_guess(y) if self.warm_start is not None else None
             noise = randn_like_batch(shape, gens, y.device)
-            z = noise if init is None else inner.add_noise(init, self._ts[0], noise)
+            z = noise if init is None else inner.add_noise(init, first_t, noise)
         self.z = z.requires_grad_()
         return [{"params": [self.z], "lr": self.lr}]
 
     def generate(self, prior):
-        x = self.z
-        for t, t_next in zip(self._ts, self._ts[1:] + [-1]):
-            eps = self.network(self._inner.eps, x, torch.full((x.shape[0],), t, device=x.device))
-            x = self._inner.ddim_step(x, t, t_next, eps)
-        if isinstance(prior, LatentPrior):
+        return self.reverse(prior, self.z)
+
+    def reverse(self, prior, z: torch.Tensor) -> torch.Tensor:
+        """``R(z)``, the function DMPlug optimises: deterministic DDIM (η = 0) from the seed ``z``
+        through :meth:`reverse_timesteps` (x̂0 clipped per step for pixel priors, see the class
+        docstring), decoded for latent priors, clamped to [-1, 1]."""
+        latent = isinstance(prior, LatentPrior)
+        inner = prior.inner if latent else prior
+        x = z
+        ts = self.reverse_timesteps(inner.num_timesteps)
+        for t, t_next in zip(ts, ts[1:] + [-1]):
+            eps = self.network(inner.eps, x, torch.full((x.shape[0],), t, device=x.device))
+            x = inner.ddim_step(x, t, t_next, eps, clip_x0=self.clip_x0 and not latent)
+        if latent:
             x = prior.decode(x)
         return x.clamp(-1, 1)

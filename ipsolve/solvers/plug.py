@@ -7,7 +7,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from ..operators import BlindBlur
-from .base import ESWMV, Result, Solver, autocast_context, residual_ratio, timer
+from .base import ESWMV, Result, Solver, autocast_context, discrepancy_tau, residual_ratio, timer
 
 STOP_RULES = ("eswmv", "discrepancy")
 
@@ -23,14 +23,15 @@ class PlugSolver(Solver):
     """Minimise ``ℓ(y, A(G(params)))`` = per-image mean squared error by Adam, where ``G`` is a
     few-step deterministic sampler of the prior (subclasses define ``init_params``,
     ``generate``, ``project``).  Stops each image by ES-WMV, the discrepancy principle
-    (‖y − A(x)‖ ≤ τ σ √m) or the ``iterations`` budget; a non-finite loss stops the image and
-    returns its last finite iterate."""
+    (‖y − A(x)‖ ≤ τ σ √m; ``tau=None``: the χ²_m 95 % quantile, :func:`discrepancy_tau`) or
+    the ``iterations`` budget; a non-finite loss stops the image and returns its last finite
+    iterate."""
 
     blind_capable = True
     network_calls = 1
 
     def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
-                 patience: int = 1000, tau: float = 1.0, kernel_lr: float = 0.1, kernel_size: int | None = None,
+                 patience: int = 1000, tau: float | None = None, kernel_lr: float = 0.1, kernel_size: int | None = None,
                  checkpointing: bool = False, **kw):
         super().__init__(**kw)
         stop = tuple(stop) if not isinstance(stop, str) else (stop,)
@@ -78,6 +79,7 @@ class PlugSolver(Solver):
         last_x = None
         traces = [[] for _ in range(b)]
         es = ESWMV(b, self.window, self.patience) if "eswmv" in self.stop else None
+        tau = self.tau if self.tau is not None else discrepancy_tau(y[0].numel())
         bar = tqdm(range(self.iterations), desc=self.name, disable=not self.progress, leave=False)
         for it in bar:
             kernel = torch.softmax(logits.flatten(1), 1).view_as(logits) if blind else None
@@ -103,7 +105,7 @@ class PlugSolver(Solver):
 
             finish(active & ~finite, "nan", last_x)
             if "discrepancy" in self.stop:
-                finish(active & (res <= self.tau), "discrepancy", xd)
+                finish(active & (res <= tau), "discrepancy", xd)
             if es is not None:
                 triggered = es.update(torch.where(finite.view(-1, 1, 1, 1).to(xd.device), xd, last_x), it)
                 finish(active & triggered, "es-wmv", es.best_x)

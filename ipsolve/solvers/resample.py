@@ -6,12 +6,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..priors import LatentPrior
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, discrepancy_tau, randn_like_batch, residual_ratio, timer
 
 
 def fit_measurement(init, forward, y, lr: float, max_iters: int, target: torch.Tensor) -> torch.Tensor:
     """AdamW on ``‖y − forward(v)‖²`` per image from ``init``, each image stopping once its
-    squared residual is below ``target`` (σ²·m, the noise level) or after ``max_iters``."""
+    squared residual is below ``target`` (τ²σ²m, the noise level) or after ``max_iters``."""
     v = init.detach().clone().requires_grad_()
     opt = torch.optim.AdamW([v], lr=lr)
     active = torch.ones(v.shape[0], dtype=torch.bool, device=v.device)
@@ -67,7 +67,8 @@ class ReSample(Solver):
         if self.warm_start is not None:
             with torch.no_grad():
                 z = inner.add_noise(encode(operator.initial_guess(y)), t_start, z)
-        target = torch.full((b,), sigma ** 2 * y[0].numel(), device=y.device)
+        m = y[0].numel()  # fits stop at the noise level: ‖y − A(x)‖ ≤ τσ√m, τ from the χ²_m 95 % quantile
+        target = torch.full((b,), (discrepancy_tau(m) * sigma) ** 2 * m, device=y.device)
         nfe = 0
         n = len(ts)
         for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):

@@ -1,0 +1,39 @@
+"""The phantom families: seeded, in range, and the held-out family really kept out of training."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ipsolve import datasets
+
+
+def test_phantoms_are_seeded_and_in_range():
+    a = datasets.phantoms(6, 32, torch.Generator().manual_seed(3))
+    b = datasets.phantoms(6, 32, torch.Generator().manual_seed(3))
+    assert a.shape == (6, 1, 32, 32) and torch.equal(a, b)
+    assert a.min() >= -1 and a.max() <= 1
+    assert not torch.equal(a, datasets.phantoms(6, 32, torch.Generator().manual_seed(4)))
+    assert (a.flatten(1).std(1) > 0.05).float().mean() > 0.5  # mostly images with structure, not blank
+
+
+@pytest.mark.parametrize("family", [*datasets.PHANTOM_TRAIN_FAMILIES, datasets.PHANTOM_HELDOUT_FAMILY])
+def test_each_family_draws(family):
+    x = datasets.phantoms(4, 32, torch.Generator().manual_seed(0), families=family)
+    assert x.shape == (4, 1, 32, 32) and torch.isfinite(x).all() and x.std() > 0.05
+
+
+def test_held_out_family_is_not_a_training_family():
+    assert datasets.PHANTOM_HELDOUT_FAMILY not in datasets.PHANTOM_TRAIN_FAMILIES
+    held = datasets.heldout_phantoms(4, 32)
+    assert torch.equal(held, datasets.phantoms(4, 32, torch.Generator().manual_seed(datasets.HELDOUT_SEED),
+                                               families="blobs"))
+    with pytest.raises(ValueError, match="unknown phantom families"):
+        datasets.phantoms(1, 32, families="circles")
+
+
+def test_training_draws_no_blobs(monkeypatch):
+    """The default family set never reaches the held-out shape painter."""
+    calls = []
+    monkeypatch.setattr(datasets._Canvas, "blob", lambda self, *a: calls.append(a))
+    datasets.phantoms(32, 16, torch.Generator().manual_seed(0))
+    assert not calls

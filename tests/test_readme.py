@@ -1,0 +1,62 @@
+"""README.md's examples run as written: its Python blocks execute, and every ``ipsolve ...``
+line of its command-line block passes ipsolve's own checks and composes with Hydra."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def command_lines() -> list[list[str]]:
+    """The ``ipsolve ...`` lines of the README's bash blocks (comments dropped)."""
+    lines = []
+    for block in blocks("bash"):
+        for line in block.splitlines():
+            line = line.split(" #")[0].strip()
+            if line.startswith("ipsolve ") or line == "ipsolve":
+                lines.append(shlex.split(line)[1:])
+    return lines
+
+
+def test_readme_has_examples():
+    assert len(blocks("python")) >= 1 and len(command_lines()) >= 5
+
+
+@pytest.mark.parametrize("args", command_lines(), ids=lambda a: " ".join(a) or "(no arguments)")
+def test_command_line_composes(args):
+    from hydra import compose, initialize_config_dir
+
+    from ipsolve.cli import CONF_DIR, check_overrides
+
+    overrides = check_overrides(list(args))  # exits (SystemExit 2) with a one-line error on a bad argument
+    sweep = "-m" in overrides
+    overrides = [o for o in overrides if not o.startswith("-")]
+    if sweep:  # each combination of the sweep
+        choices = [o.split("=", 1)[1].split(",") if "," in o else [o.split("=", 1)[1]] for o in overrides]
+        keys = [o.split("=", 1)[0] for o in overrides]
+        import itertools
+
+        combos = [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*choices)]
+    else:
+        combos = [overrides]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for combo in combos:
+            cfg = compose("config", overrides=[o for o in combo if not o.startswith("hydra.")])
+            assert cfg.solver.name and cfg.operator.name
+
+
+@pytest.mark.slow
+def test_python_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for code in blocks("python"):
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert (tmp_path / "out" / "summary.json").is_file()
