@@ -25,32 +25,74 @@ def gaussian_kernel(size: int = 61, std: float = 3.0, truncate: float = 4.0) -> 
     return torch.from_numpy(ndimage.gaussian_filter(delta, std, mode="reflect", truncate=truncate)).float()
 
 
-def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0, steps: int = 400) -> torch.Tensor:
-    """A random camera-shake trajectory rendered as a ``size×size`` kernel (sums to 1).
+MOTION_MIN_SIZE = 54  # below this the reference draws a zero-width line and returns NaN
+MOTION_SMALL_FROM = 61  # small kernels: the reference kernel at the papers' 61 px, area-resized
 
-    A point moves with a velocity that turns randomly; ``intensity`` in [0, 1] sets how
-    erratic the path is (0: a straight line, 1: a tangled path) in the spirit of the
-    ``motionblur`` package DPS uses.  The path is scaled to fit 3/4 of the kernel,
-    splatted bilinearly, centred on its centre of mass and lightly smoothed."""
+
+def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """The papers' motion-blur kernel: what LeviBorodenko/motionblur's
+    ``Kernel(size=(size, size), intensity=intensity).kernelMatrix`` returns after
+    ``np.random.seed(seed)`` (the generator DPS, ReSample, DMPlug and BlindDPS use), ``size×size``,
+    summing to 1.
+
+    The algorithm (motionblur.py ``_createPath`` / ``_createKernel``), on a canvas of twice the
+    size with diagonal D: a path length L = 0.75·D·(U(0,1) + U(0, intensity²)); steps
+    beta(1, 30)·(1 − intensity + 0.1)·D added while their sum is below L (a step longer than L is
+    redrawn); a maximal angle U(0, intensity·π), a jitter probability beta(2, 20), a first angle
+    U(−max, max) and then |angle| ~ triangular(0, intensity·max, max + 0.1) with the previous
+    angle's sign, flipped with the jitter probability; the path is the cumulative sum of the
+    steps as complex numbers, centred on its mean, rotated by U(0, π) and moved to the canvas
+    centre; PIL draws it as a white line of width int(D/150), blurs it (GaussianBlur radius
+    int(0.01·D)), resizes it to ``size`` (Lanczos), converts to grey and normalises.  numpy's
+    legacy generator (``RandomState(seed)``, the stream ``np.random.seed`` sets) and Pillow make
+    it bit-for-bit the reference's (tests/fixtures/motionblur_reference.npz).
+
+    Below 54 px the reference draws a zero-width line and returns NaN, so a smaller kernel is
+    the 61-px reference kernel (same seed and intensity) area-resized to ``size`` and
+    renormalised — one rule used by every operator and solver.
+    """
     if not 0.0 <= intensity <= 1.0:
         raise ValueError(f"intensity must be in [0, 1], got {intensity}")
-    g = torch.Generator().manual_seed(seed)
-    angle = torch.rand(1, generator=g).item() * 2 * math.pi
-    turn = intensity * 0.6 * torch.randn(steps, generator=g)
-    turn = turn + 0.15 * intensity * torch.randn(1, generator=g)  # slight drift: curved paths
-    angles = angle + torch.cumsum(turn, 0)
-    pos = torch.cumsum(torch.stack([torch.cos(angles), torch.sin(angles)], 1), 0)
-    pos = pos - pos.mean(0)
-    extent = pos.abs().max().clamp_min(1e-6)
-    pos = pos / extent * (0.375 * (size - 1)) + (size - 1) / 2
-    k = torch.zeros(size, size, dtype=torch.float64)
-    i0, j0 = pos[:, 1].floor().long(), pos[:, 0].floor().long()
-    fi, fj = pos[:, 1] - i0, pos[:, 0] - j0
-    for di, dj, wgt in ((0, 0, (1 - fi) * (1 - fj)), (1, 0, fi * (1 - fj)), (0, 1, (1 - fi) * fj), (1, 1, fi * fj)):
-        ii, jj = (i0 + di).clamp(0, size - 1), (j0 + dj).clamp(0, size - 1)
-        k.index_put_((ii, jj), wgt.double(), accumulate=True)
-    k = F.conv2d(F.pad(k[None, None], (1, 1, 1, 1)), gaussian_kernel(3, 0.5).double()[None, None])[0, 0]
-    return (k / k.sum()).float()
+    if int(size) != size or size < 1:
+        raise ValueError(f"size must be an integer >= 1, got {size}")
+    size = int(size)
+    if size < MOTION_MIN_SIZE:
+        big = motion_kernel(MOTION_SMALL_FROM, intensity, seed).double()
+        small = F.interpolate(big[None, None], size=(size, size), mode="area")[0, 0]
+        return (small / small.sum()).float()
+    return torch.from_numpy(_motionblur_kernel(size, float(intensity), np.random.RandomState(seed)))
+
+
+def _motionblur_kernel(size: int, intensity: float, rng: np.random.RandomState) -> np.ndarray:
+    """LeviBorodenko/motionblur's kernel, drawn from ``rng`` (see :func:`motion_kernel`)."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    eps = 0.1
+    canvas = 2 * size
+    diagonal = (2 * canvas ** 2) ** 0.5
+    # path length and step lengths
+    max_len = 0.75 * diagonal * (rng.uniform() + rng.uniform(0, intensity ** 2))
+    steps: list[float] = []
+    while sum(steps) < max_len:
+        step = rng.beta(1, 30) * (1 - intensity + eps) * diagonal
+        if step < max_len:
+            steps.append(step)
+    # angles: a random walk of signs with jitter
+    max_angle = rng.uniform(0, intensity * math.pi)
+    jitter = rng.beta(2, 20)
+    angles = [rng.uniform(low=-max_angle, high=max_angle)]
+    while len(angles) < len(steps):
+        angle = rng.triangular(0, intensity * max_angle, max_angle + eps)
+        angles.append(angle * (-np.sign(angles[-1]) if rng.uniform() < jitter else np.sign(angles[-1])))
+    path = np.cumsum(np.asarray(steps) * np.exp(1j * np.asarray(angles)))
+    path = path - sum(path) / len(steps)
+    path = path * np.exp(1j * rng.uniform(0, math.pi)) + (canvas + 1j * canvas) / 2
+    image = Image.new("RGB", (canvas, canvas))
+    ImageDraw.Draw(image).line(xy=[(p.real, p.imag) for p in path], width=int(diagonal / 150))
+    image = image.filter(ImageFilter.GaussianBlur(radius=int(diagonal * 0.01)))
+    image = image.resize((size, size), resample=Image.LANCZOS).convert("L")
+    kernel = np.asarray(image, dtype=np.float32)
+    return kernel / np.sum(kernel)
 
 
 def convolve(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
