@@ -32,7 +32,7 @@ SOLVERS = {  # CPU presets (see conf/solver/*_cpu.yaml)
     "dps": ("bundled:phantom-ddpm", dict(steps=250, zeta=1.0)),  # = conf/solver/dps_cpu.yaml
     "dmplug": ("bundled:phantom-ddpm", dict(iterations=300, warm_start=0.25, ddim_steps=2, window=20, patience=50)),
     "fmplug": ("bundled:phantom-flow", dict(iterations=300, ode_steps=2, window=20, patience=50)),
-    "resample": ("bundled:phantom-latent", dict(steps=100, pred_steps=1, pixel_iters=300, latent_iters=50,
+    "resample": ("bundled:phantom-latent", dict(steps=100, lookahead=5, pixel_iters=100, latent_iters=50, stagnation=20,
                                                warm_start=0.5)),
 }
 TABLE = [  # (operator, solver) rows of the quality table

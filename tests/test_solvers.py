@@ -73,7 +73,7 @@ SOLVER_CASES = {
     "dmplug": ("bundled:phantom-ddpm", dict(iterations=150, warm_start=0.25, ddim_steps=2, window=15, patience=30)),
     "fmplug": ("bundled:phantom-flow", dict(iterations=150, ode_steps=2, window=15, patience=30)),
     # ReSample with the pixel prior (identity autoencoder); the latent prior is exercised by the benchmark
-    "resample": ("bundled:phantom-ddpm", dict(steps=60, pred_steps=1, pixel_iters=200, latent_iters=30,
+    "resample": ("bundled:phantom-ddpm", dict(steps=60, lookahead=5, pixel_iters=100, latent_iters=30, stagnation=20,
                                              warm_start=0.5)),
 }
 _priors = {}

@@ -9,56 +9,124 @@ from ..priors import LatentPrior
 from .base import Result, Solver, autocast_context, discrepancy_tau, randn_like_batch, residual_ratio, timer
 
 
-def fit_measurement(init, forward, y, lr: float, max_iters: int, target: torch.Tensor) -> torch.Tensor:
-    """AdamW on ``‖y − forward(v)‖²`` per image from ``init``, each image stopping once its
-    squared residual is below ``target`` (τ²σ²m, the noise level) or after ``max_iters``."""
+FIT_STOPS = ("reference", "noise_level")
+
+
+def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, target: torch.Tensor,
+                    stagnation: int | None = None) -> torch.Tensor:
+    """AdamW (lr ``lr``, torch's default weight decay as the reference) on each image's
+    ``mean((y − forward(v))²)`` from ``init``, at most ``max_iters`` steps, each image frozen when
+    it stops.  ``stop="reference"`` (soominkwon/resample ``ddim.py`` ``pixel_optimization`` /
+    ``latent_optimization``): the loss is below 1e-6 (never at σ = 0.01, so the budget runs out)
+    or, with ``stagnation=W``, the loss exceeds the loss W iterations earlier (checked after the
+    step, as the reference).  ``stop="noise_level"`` (ipsolve's option): the squared residual
+    ‖y − forward(v)‖² is at or below ``target`` (τ²σ²m)."""
+    if stop not in FIT_STOPS:
+        raise ValueError(f"unknown stop {stop!r}; expected one of {FIT_STOPS}")
     v = init.detach().clone().requires_grad_()
     opt = torch.optim.AdamW([v], lr=lr)
-    active = torch.ones(v.shape[0], dtype=torch.bool, device=v.device)
-    for _ in range(max_iters):
-        err = (y - forward(v)).pow(2).flatten(1).sum(1)
-        active &= (err.detach() > target) & torch.isfinite(err.detach())
+    b, m = v.shape[0], y[0].numel()
+    active = torch.ones(b, dtype=torch.bool, device=v.device)
+    history: list[torch.Tensor] = []
+    for it in range(max_iters):
+        sse = (y - forward(v)).pow(2).flatten(1).sum(1)
+        mse = sse.detach() / m
+        active &= torch.isfinite(mse)
+        if stop == "noise_level":
+            active &= sse.detach() > target
         if not active.any():
             break
         opt.zero_grad(set_to_none=True)
-        err[active].sum().backward()
+        (sse[active] / m).sum().backward()
         saved = v.detach()[~active].clone()
         opt.step()
         with torch.no_grad():
             v[~active] = saved
+        if stop == "reference":
+            done = mse < 1e-6
+            if stagnation is not None:
+                history.append(mse)
+                if it >= stagnation:
+                    done |= history.pop(0) < mse
+            active &= ~done
     return v.detach()
 
 
 class ReSample(Solver):
-    """DDIM (``steps`` = 500, η = 0) on latents with a latent DPS step every step
-    (``z ← z − 0.5·ᾱ_t ∇_z ‖y − A(D(ẑ0))‖``); every ``hdc_every``-th step outside the first
-    third, *hard data consistency*: predict ẑ0 with ``pred_steps`` unconditional DDIM steps,
-    fit it to ``y`` — in pixel space in the middle third (AdamW lr 1e-2, ≤ 2000 iterations,
-    then re-encode), in latent space in the last third (AdamW lr 5e-3, ≤ 500 iterations) —
-    then *stochastic resampling* back to the current time:
-    ``z ~ N((γ√ᾱ ẑ0 + (1−ᾱ) z')/(γ + 1 − ᾱ), 1/(1/γ + 1/(1−ᾱ)))``,
-    ``γ = 40 (1−ᾱ_prev)/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_prev)``.  A pixel diffusion prior runs with an
-    identity autoencoder."""
+    """ReSample, as soominkwon/resample's ``DDIMSampler.resample_sampling`` runs it (ddim.py):
+    DDIM (``steps`` = 500, η = 0) on latents with a latent DPS step at every step,
+    ``z ← z − 0.5·ᾱ_t ∇_z ‖y − A(D(ẑ0))‖``; at step index ``k = n−1−i`` with
+    ``0 < k ≤ n − n//3`` and ``k % hdc_every == 0`` *hard data consistency*: a look-ahead of
+    ``lookahead`` (5) unconditional DDIM steps along the grid gives ẑ0, which is fitted to ``y`` —
+    in pixel space while ``k ≥ n//3`` (AdamW lr 1e-2, ``pixel_iters`` = 2000, then re-encoded),
+    in latent space below (AdamW lr 5e-3, ≤ ``latent_iters`` = 500, 200-iteration stagnation
+    rule) — then *stochastic resampling* back to the current time:
+    ``z ~ N((γ√ᾱ' ẑ0 + (1−ᾱ') z')/(γ + 1 − ᾱ'), 1/(1/γ + 1/(1−ᾱ')))``,
+    ``γ = 40 (1−ᾱ')/(1−ᾱ_t) (1 − ᾱ_t/ᾱ')``, ᾱ' = ᾱ of the next step; after the loop the final
+    latent gets one more latent fit (``final_fit``) before decoding.
+
+    Reference details kept by default, each with ipsolve's alternative as an option:
+    ``x0_estimate="reference"`` — the code's x̂0 = (z − (1−ᾱ)ε)/√ᾱ (not Tweedie's
+    √(1−ᾱ)), used in the DPS term and for ẑ0, whose look-ahead steps evaluate the network at
+    the next timestep with ᾱ of the current one (an off-by-one of the code); ``"tweedie"``:
+    Tweedie's x̂0 and ``lookahead`` ordinary DDIM steps from the next time to t = 0.
+    ``fit_stop="reference"`` (full budgets, see :func:`fit_measurement`) or ``"noise_level"``
+    (stop at ‖y − A(x)‖ ≤ τσ√m).  ``clamp_decoded=False`` (the code does not clamp D(ẑ0)).
+    ``final_fit=True``.  A pixel diffusion prior runs with an identity autoencoder."""
 
     name = "resample"
     accepts = ("latent-diffusion", "diffusion")
 
-    def __init__(self, steps: int = 500, hdc_every: int = 10, pred_steps: int = 3, pixel_lr: float = 1e-2,
+    def __init__(self, steps: int = 500, hdc_every: int = 10, lookahead: int = 5, pixel_lr: float = 1e-2,
                  pixel_iters: int = 2000, latent_lr: float = 5e-3, latent_iters: int = 500, gamma_scale: float = 40.0,
-                 dps_scale: float = 0.5, **kw):
+                 dps_scale: float = 0.5, x0_estimate: str = "reference", fit_stop: str = "reference",
+                 stagnation: int = 200, clamp_decoded: bool = False, final_fit: bool = True, **kw):
         super().__init__(**kw)
         if steps < 3:
             raise ValueError(f"steps must be >= 3, got {steps}")
-        self.steps, self.hdc_every, self.pred_steps = steps, hdc_every, pred_steps
+        if x0_estimate not in ("reference", "tweedie"):
+            raise ValueError(f"x0_estimate must be 'reference' or 'tweedie', got {x0_estimate!r}")
+        if fit_stop not in FIT_STOPS:
+            raise ValueError(f"fit_stop must be one of {FIT_STOPS}, got {fit_stop!r}")
+        if lookahead < 1:
+            raise ValueError(f"lookahead must be >= 1, got {lookahead}")
+        self.steps, self.hdc_every, self.lookahead = steps, hdc_every, lookahead
         self.pixel_lr, self.pixel_iters, self.latent_lr, self.latent_iters = pixel_lr, pixel_iters, latent_lr, latent_iters
-        self.gamma_scale, self.dps_scale = gamma_scale, dps_scale
+        self.gamma_scale, self.dps_scale, self.x0_estimate, self.fit_stop = gamma_scale, dps_scale, x0_estimate, fit_stop
+        self.stagnation, self.clamp_decoded, self.final_fit = stagnation, clamp_decoded, final_fit
+
+    def x0_hat(self, inner, z, t, eps):
+        """ReSample's x̂0 (``pseudo_x0``, ddim.py ``p_sample_ddim``) or Tweedie's."""
+        a = inner.alpha_bar(t, z)
+        coeff = (1 - a) if self.x0_estimate == "reference" else (1 - a).sqrt()
+        return (z - coeff * eps) / a.sqrt()
+
+    def lookahead_x0(self, inner, z, ts, i, b):
+        """ẑ0 for hard data consistency from the post-DPS latent ``z`` (at ``ts[i+1]``), and the NFE spent."""
+        eps_at = lambda v, s: inner.eps(v, torch.full((b,), s, device=v.device))  # noqa: E731
+        if self.x0_estimate == "reference":  # the code's "time travel" (ddim.py L274-285)
+            zz, nfe = z, 0
+            for k in range(i, min(i + self.lookahead, len(ts) - 1)):
+                eps = eps_at(zz, ts[k + 1])  # network at the next timestep, ᾱ of this one
+                x0 = self.x0_hat(inner, zz, ts[k], eps)
+                a_prev = inner.alpha_bar(ts[k + 1], zz)
+                zz = a_prev.sqrt() * ((zz - (1 - inner.alpha_bar(ts[k], zz)).sqrt() * eps)
+                                      / inner.alpha_bar(ts[k], zz).sqrt()) + (1 - a_prev).sqrt() * eps
+                nfe += 1
+            return x0, nfe
+        sub = inner.timesteps(self.lookahead, start=ts[i + 1])
+        zz = z
+        for s, s_next in zip(sub, sub[1:] + [-1]):
+            zz = inner.ddim_step(zz, s, s_next, eps_at(zz, s))
+        return zz, len(sub)
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
         latent = isinstance(prior, LatentPrior)
         inner = prior.inner if latent else prior
         encode = prior.encode if latent else (lambda v: v)
-        decode = prior.decode if latent else (lambda v: v)
+        decode_raw = prior.decode if latent else (lambda v: v)
+        decode = (lambda v: decode_raw(v).clamp(-1, 1)) if self.clamp_decoded else decode_raw
         b = y.shape[0]
         t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
         ts = inner.timesteps(self.steps, start=t_start)
@@ -67,48 +135,53 @@ class ReSample(Solver):
         if self.warm_start is not None:
             with torch.no_grad():
                 z = inner.add_noise(encode(operator.initial_guess(y)), t_start, z)
-        m = y[0].numel()  # fits stop at the noise level: ‖y − A(x)‖ ≤ τσ√m, τ from the χ²_m 95 % quantile
+        m = y[0].numel()  # noise_level fits stop at ‖y − A(x)‖ ≤ τσ√m, τ from the χ²_m 95 % quantile
         target = torch.full((b,), (discrepancy_tau(m) * sigma) ** 2 * m, device=y.device)
-        nfe = 0
-        n = len(ts)
+
+        def latent_fit(init):
+            return fit_measurement(init, lambda v: operator(decode(v)), y, self.latent_lr, self.latent_iters,
+                                   self.fit_stop, target, self.stagnation)
+
+        nfe, n, split = 0, len(ts), len(ts) // 3
         for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
             t_next = ts[i + 1] if i + 1 < n else -1
             z = z.detach().requires_grad_()
             with autocast_context(self.autocast, y.device):
                 eps = inner.eps(z, torch.full((b,), t, device=y.device)).float()
             nfe += 1
-            z0 = inner.x0_from_eps(z, t, eps)
-            norm = (y - operator(decode(z0).clamp(-1, 1))).flatten(1).norm(dim=1)
+            z0 = self.x0_hat(inner, z, t, eps)
+            norm = (y - operator(decode(z0))).flatten(1).norm(dim=1)
             (grad,) = torch.autograd.grad(norm.sum(), z)
             with torch.no_grad():
                 a_t = inner.alpha_bar(t, z)
                 z_next = inner.ddim_step(z, t, t_next, eps) - self.dps_scale * a_t * grad
-            if t_next >= 0 and i % self.hdc_every == 0 and i >= n // 3:
-                with torch.no_grad():  # ẑ0: a few unconditional DDIM steps from t_next
-                    sub = inner.timesteps(self.pred_steps, start=t_next)
-                    zz = z_next
-                    for s, s_next in zip(sub, sub[1:] + [-1]):
-                        zz = inner.ddim_step(zz, s, s_next, inner.eps(zz, torch.full((b,), s, device=y.device)))
-                        nfe += 1
+            index = n - 1 - i
+            if 0 < index <= n - split and index % self.hdc_every == 0:
+                with torch.no_grad():
+                    zz, spent = self.lookahead_x0(inner, z_next, ts, i, b)
+                nfe += spent
                 with torch.enable_grad():
-                    if i < 2 * n // 3:  # middle third: pixel space, then re-encode
-                        x_fit = fit_measurement(decode(zz).clamp(-1, 1), operator, y, self.pixel_lr, self.pixel_iters, target)
+                    if index >= split:  # pixel space, then re-encode
+                        x_fit = fit_measurement(decode(zz), operator, y, self.pixel_lr, self.pixel_iters,
+                                                self.fit_stop, target)
                         with torch.no_grad():
                             z0_hat = encode(x_fit)
-                    else:  # last third: latent space, through the decoder
-                        z0_hat = fit_measurement(zz, lambda v: operator(decode(v)), y, self.latent_lr, self.latent_iters,
-                                                 target)
+                    else:  # latent space, through the decoder
+                        z0_hat = latent_fit(zz)
                 with torch.no_grad():
-                    a_prev, a_cur = inner.alpha_bar(t_next, z), a_t
-                    gamma = self.gamma_scale * (1 - a_prev) / (1 - a_cur) * (1 - a_cur / a_prev)
+                    a_prev = inner.alpha_bar(t_next, z)
+                    gamma = self.gamma_scale * (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
                     mean = (gamma * a_prev.sqrt() * z0_hat + (1 - a_prev) * z_next) / (gamma + 1 - a_prev)
                     var = 1 / (1 / gamma + 1 / (1 - a_prev))
                     z_next = mean + var.sqrt() * randn_like_batch(shape, gens, y.device)
             z = z_next
             if callback is not None:
-                callback(i, {"x": decode(z0.detach()).clamp(-1, 1), "loss": norm.detach() ** 2 / y[0].numel()})
+                callback(i, {"x": decode_raw(z0.detach()).clamp(-1, 1), "loss": norm.detach() ** 2 / m})
+        if self.final_fit:  # the reference ends with a latent fit of the final latent (ddim.py L329-332)
+            with torch.enable_grad():
+                z = latent_fit(z.detach())
         with torch.no_grad():
-            x = decode(z).clamp(-1, 1)
+            x = decode_raw(z).clamp(-1, 1)
             res = residual_ratio(y, operator(x), sigma).cpu()
             finite = torch.isfinite(x).flatten(1).all(1)
         seconds = timer() - start
