@@ -1,8 +1,9 @@
 """Write the demo images bundled with ipsolve (``ipsolve/demo_data/``), all held out from
 the bundled priors' training data:
 
-* ``phantom/``: 7 random-ellipse phantoms drawn from ``torch.Generator().manual_seed(10_000)``
-  (``ellipses_0.png`` … ``ellipses_6.png``) and ``shepp_logan.png``; 32×32 grayscale PNG.
+* ``phantom/``: 7 phantoms of the held-out ``blobs`` family (never drawn in training) from
+  ``torch.Generator().manual_seed(10_000)`` (``blobs_0.png`` … ``blobs_6.png``) and
+  ``shepp_logan.png``; 32×32 grayscale PNG.
 * ``photo/``: the held-out photos ``coffee``, ``flower``, ``rocket`` (``PHOTO_HELDOUT``),
   centre crops resized to 32×32 RGB PNG.
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ipsolve.datasets import PHOTO_HELDOUT, photo_crop, random_ellipses, shepp_logan
+from ipsolve.datasets import PHANTOM_HELDOUT_FAMILY, PHOTO_HELDOUT, phantoms, photo_crop, shepp_logan
 from ipsolve.io import save_image
 
 DEMO_SEED = 10_000  # the training data never uses this generator seed
@@ -27,9 +28,11 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=32)
     args = ap.parse_args(argv)
     out = Path(args.out)
-    phantoms = random_ellipses(7, args.size, torch.Generator().manual_seed(DEMO_SEED))
-    for i, x in enumerate(phantoms):
-        save_image(x[None], out / "phantom" / f"ellipses_{i}.png")
+    for old in (out / "phantom").glob("*.png"):
+        old.unlink()
+    held_out = phantoms(7, args.size, torch.Generator().manual_seed(DEMO_SEED), families=PHANTOM_HELDOUT_FAMILY)
+    for i, x in enumerate(held_out):
+        save_image(x[None], out / "phantom" / f"blobs_{i}.png")
     save_image(shepp_logan(args.size), out / "phantom" / "shepp_logan.png")
     for name in PHOTO_HELDOUT:
         save_image(photo_crop(name, args.size), out / "photo" / f"{name}.png")

@@ -159,7 +159,7 @@ def test_kill_and_resume(tmp_path):
     assert 1 <= len(done_before) < 3, "kill must happen mid-run"
     # what a kill during a write would leave: a temporary file and an image without its record
     (run / "recon").mkdir(exist_ok=True)
-    (run / "recon" / ".ellipses_2.tmp.png").write_bytes(b"\x89PNG truncated")
+    (run / "recon" / ".blobs_2.tmp.png").write_bytes(b"\x89PNG truncated")
     check_ok(ipsolve(*args, cwd=tmp_path))
     names = sorted(p.stem for p in DEMO.glob("*.png"))[:3]
     summary = check_run_dir(run, names)
@@ -267,7 +267,7 @@ def test_missing_data_folder(tmp_path):
 def test_corrupt_image_is_skipped(tmp_path):
     data = tmp_path / "images"
     data.mkdir()
-    for name in ("ellipses_0.png", "ellipses_1.png"):
+    for name in ("blobs_0.png", "blobs_1.png"):
         shutil.copy(DEMO / name, data / name)
     (data / "broken.png").write_bytes(b"this is not a png")
     run = tmp_path / "run"
@@ -277,7 +277,7 @@ def test_corrupt_image_is_skipped(tmp_path):
     assert summary["skipped"][0]["file"].endswith("broken.png") and summary["skipped"][0]["reason"]
     assert "broken.png" in (run / "ipsolve.log").read_text()
     assert "broken.png" in proc.stdout + proc.stderr
-    assert sorted(p.stem for p in (run / "records").glob("*.json")) == ["ellipses_0", "ellipses_1"]
+    assert sorted(p.stem for p in (run / "records").glob("*.json")) == ["blobs_0", "blobs_1"]
 
 
 def check_error(proc, *needles):

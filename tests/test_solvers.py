@@ -69,7 +69,7 @@ def test_plug_solvers_minimise_data_term_in_prior_range(solver, kind):
 HELD_OUT = torch.cat([datasets.heldout_phantoms(2, 32), datasets.shepp_logan(32)])
 OPERATORS = {"super_resolution": dict(scale=4), "inpainting": dict(mask="random")}
 SOLVER_CASES = {
-    "dps": ("bundled:phantom-ddpm", dict(steps=200, zeta=1.0)),  # ζ for 5× fewer steps than the paper
+    "dps": ("bundled:phantom-ddpm", dict(steps=200, rescale_zeta=True)),  # ζ·1000/steps (paper ζ at 1000 steps)
     "dmplug": ("bundled:phantom-ddpm", dict(iterations=150, warm_start=0.25, ddim_steps=2, window=15, patience=30)),
     "fmplug": ("bundled:phantom-flow", dict(iterations=150, ode_steps=2, window=15, patience=30)),
     # ReSample with the pixel prior (identity autoencoder); the latent prior is exercised by the benchmark

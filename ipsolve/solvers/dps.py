@@ -26,7 +26,9 @@ class DPS(Solver):
     ``x̂0 = clamp(x0(x_t))``, ``x'_{t−1} ~ q(x_{t−1} | x_t, x̂0)``,
     ``x_{t−1} = x'_{t−1} − ζ ∇_{x_t} ‖y − A(x̂0)‖₂`` (unsquared norm).  One network forward and
     one backward per step.  ``steps`` < 1000 uses respaced DDPM.  ``zeta`` defaults to 0.5 for
-    inpainting and 0.3 otherwise (the paper's configs).  Latent priors: the same on latents
+    inpainting and 0.3 otherwise (the paper's configs, tuned for 1000 steps).  ``rescale_zeta``:
+    multiply ζ by 1000/``steps`` (ipsolve's option): ζ is a step size per DDPM step, so with k×
+    fewer steps the same total guidance needs k× larger steps.  Latent priors: the same on latents
     with ``A(D(ẑ0))``.  Blind: the kernel takes projected gradient steps (lr ``kernel_lr``)
     on the simplex."""
 
@@ -34,17 +36,17 @@ class DPS(Solver):
     accepts = ("diffusion", "latent-diffusion")
     blind_capable = True
 
-    def __init__(self, steps: int = 1000, zeta: float | None = None, kernel_lr: float = 1e-3,
-                 kernel_size: int | None = None, **kw):
+    def __init__(self, steps: int = 1000, zeta: float | None = None, rescale_zeta: bool = False,
+                 kernel_lr: float = 1e-3, kernel_size: int | None = None, **kw):
         super().__init__(**kw)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self.steps, self.zeta, self.kernel_lr, self.kernel_size = steps, zeta, kernel_lr, kernel_size
+        self.steps, self.zeta, self.rescale_zeta, self.kernel_lr, self.kernel_size = \
+            steps, zeta, rescale_zeta, kernel_lr, kernel_size
 
     def step_size(self, operator) -> float:
-        if self.zeta is not None:
-            return float(self.zeta)
-        return 0.5 if isinstance(operator, Inpainting) else 0.3
+        zeta = float(self.zeta) if self.zeta is not None else (0.5 if isinstance(operator, Inpainting) else 0.3)
+        return zeta * 1000 / self.steps if self.rescale_zeta else zeta
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
