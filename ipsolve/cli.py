@@ -241,7 +241,8 @@ def check_overrides(args: list[str]) -> list[str]:
                     out.append(f"prior.source={value}")
                     continue
                 fail(f"unknown {group} {value!r}; {group}s: {', '.join(presets)} (conf/{group}/)")
-        if not param and group not in GROUPS and not key.startswith(("+", "~")):
+        if not param and group not in GROUPS and not key.startswith(("+", "~")) and "/" not in group \
+                and group != "hydra":
             settings = _top_level_settings()
             if group not in settings:
                 close = difflib.get_close_matches(group, settings + list(GROUPS), n=1)

@@ -19,8 +19,7 @@ DATA = {
                 "random ellipses, star-shaped polygons, nested structures and perturbed Shepp–Logan heads, with "
                 "background levels, smooth gradients and mild texture; 1 channel, 32 px. **Held out** (never drawn in "
                 "training): the `blobs` family — smooth non-convex curves — as `datasets.heldout_phantoms(16)` "
-                "(seed 99999), plus scikit-image's Shepp–Logan phantom. Fine-tuned from the first bundled prior, which "
-                "was trained on the narrow random-ellipse generator (`datasets.random_ellipses`)."),
+                "(seed 99999), plus scikit-image's Shepp–Logan phantom."),
     "photo": ("Multi-scale random crops of the photos bundled with scikit-image / scikit-learn "
               f"({', '.join(datasets.PHOTO_TRAIN)}); held out: {', '.join(datasets.PHOTO_HELDOUT)} (centre crops), "
               "3 channels, 32 px."),
@@ -31,8 +30,10 @@ CARD_SOLVERS = {"phantom-ddpm": ("dps_cpu", "dmplug_cpu"), "phantom-flow": ("fmp
                 "phantom-latent": ("resample_cpu",)}
 CARD_OPERATORS = {"SR ×4": ("super_resolution", dict(scale=4)), "inpainting 70 %": ("inpainting", dict(missing=0.7)),
                   "Gaussian blur 9 px, std 1": ("gaussian_blur", dict(size=9, std=1.0))}
-FIRST_PRIOR = {"phantom-ddpm": "1600 steps", "phantom-flow": "600 steps from the first DDPM",
-               "phantom-latent": "300 autoencoder + 300 UNet steps"}
+FIRST_PRIOR = {  # where each broad-family fine-tune started
+    "phantom-ddpm": "the first bundled phantom-ddpm (1600 steps on the narrow random-ellipse generator)",
+    "phantom-flow": "the UNet of the broad-family phantom-ddpm above (a DDPM turned into a flow by fine-tuning)",
+    "phantom-latent": "the first bundled phantom-latent (300 autoencoder + 300 UNet steps on the narrow ellipses)"}
 COMMANDS = {
     "phantom-ddpm": "python scripts/train_prior.py --kind ddpm --data phantom --out ipsolve/priors/bundled/phantom-ddpm",
     "phantom-flow": ("python scripts/train_prior.py --kind flow --data phantom --init-from "
@@ -104,7 +105,7 @@ def main(names):
                 "flow": "rectified flow, diffusers convention (timestep σ·1000, target z − x)",
                 "latent": "latent ε-prediction on the autoencoder's 4×16×16 latents, DDPM linear β"}[train["kind"]]
         lines += [f"**Model.** {arch}; {kind}."
-                  + (" Initialised from bundled:phantom-ddpm's UNet." if train.get("init_from") else "")
+
                   + (" Weights stored in float16 (loaded as float32)." if train.get("export_fp16") else "")]
         if isinstance(prior, LatentPrior):
             ae_params = sum(p.numel() for p in prior.autoencoder.parameters())
@@ -115,8 +116,8 @@ def main(names):
                                                    else ""))
         if name.startswith("phantom"):
             lines += ["", f"**Training.** Fine-tuned on the broad family for {steps}, {train['seconds'] / 60:.0f} min "
-                      "on one CPU thread (fp32, batch 64), starting from the first bundled prior (narrow ellipses: "
-                      f"{FIRST_PRIOR[name]}). Reproduce (resumes from `outputs/training/{name}-broad/`):", "",
+                      f"on one CPU thread (fp32, batch 64), starting from {FIRST_PRIOR[name]}. Reproduce (resumes "
+                      f"from `outputs/training/{name}-broad/`):", "",
                       f"    OMP_NUM_THREADS=1 scripts/train_bundled.sh {'latent' if 'latent' in name else 'ddpm'}", ""]
         else:
             lines += ["", f"**Training.** {steps}, {train['seconds'] / 60:.0f} min on 2 CPU cores (fp32). Reproduce "

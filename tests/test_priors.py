@@ -200,7 +200,7 @@ def test_all_bundled_priors_present():
 def test_bundled_phantom_ddpm_denoises():
     prior = load_prior("bundled:phantom-ddpm")
     gain = denoising_gain(prior, HELD_OUT, t=200)  # noise std ≈ 0.3 on the [-1, 1] scale
-    assert gain > 8.0, gain  # measured +11.3 dB (model card)
+    assert gain > 8.0, gain  # measured +9.10 dB on the held-out family (model card; the first prior: +7.92)
 
 
 def test_bundled_phantom_flow_denoises():
@@ -213,7 +213,7 @@ def test_bundled_phantom_flow_denoises():
     with torch.no_grad():
         x1 = prior.x1_from_velocity(x_t, t, prior.velocity(x_t, torch.tensor(t)))
     gain = float(psnr(x1.clamp(-1, 1), HELD_OUT).mean() - psnr((x_t / t).clamp(-1, 1), HELD_OUT).mean())
-    assert gain > 6.0, gain  # measured +9.6 dB (model card)
+    assert gain > 6.0, gain  # measured +7.89 dB on the held-out family (model card)
 
 
 def test_bundled_phantom_latent_round_trip_and_denoiser():
@@ -222,7 +222,7 @@ def test_bundled_phantom_latent_round_trip_and_denoiser():
     prior = load_prior("bundled:phantom-latent")
     with torch.no_grad():
         rec = prior.decode(prior.encode(HELD_OUT))
-    assert float(psnr(rec.clamp(-1, 1), HELD_OUT).mean()) > 27.0  # measured 30.4 dB
+    assert float(psnr(rec.clamp(-1, 1), HELD_OUT).mean()) > 29.5  # measured 30.64 dB on the held-out family
     z = prior.encode(HELD_OUT)
     gain = denoising_gain(prior.inner, z, t=200)  # in latent space (latents are scaled to unit std)
     assert gain > 3.0, gain
