@@ -1,7 +1,7 @@
 """Benchmark: quality (operator × solver on a fixed held-out set with fixed seeds) and speed
 (wall time vs NFE × the network's own cost, images/s at batch 1 vs 8, peak memory).
 
-    python scripts/benchmark.py --images 3 --speed-budget 20   # the README's tables (≈ 12 min on 2 CPU cores)
+    python scripts/benchmark.py --images 3 --speed-budget 20   # a shorter run (≈ 15 min on 2 CPU cores)
     python scripts/benchmark.py            # 8 + 1 held-out phantoms, longer
     python scripts/benchmark.py --quick    # fewer images / budgets, for a smoke run
 

@@ -213,19 +213,18 @@ def test_measurements_need_the_operator_state_that_made_them(tmp_path):
 
 
 def test_residual_far_above_the_noise_level_is_reported(tmp_path):
-    """Measurements of seed 3's inpainting mask solved with the right mask fit to the noise level;
-    solved with seed 4's mask they cannot, and the run says so in its log, summary and report."""
+    """Measurements of a 9-px Gaussian blur of std 1 solved with the right blur fit to the noise
+    level (measured: residual 1.75 σ√m); solved with std 3 they cannot (10–17 σ√m), and the run
+    says so in its log, summary and report."""
     made = tmp_path / "made"
-    check_ok(ipsolve("operator=inpainting", "operator.seed=3", "data.max_images=1", *TINY, f"hydra.run.dir={made}",
-                     cwd=tmp_path))
-    dps = ["solver=dps_cpu", "progress=false", "data=folder", "data.measurements=true", "operator=inpainting"]
+    blur = ["operator=gaussian_blur", "operator.size=9"]
+    check_ok(ipsolve(*blur, "operator.std=1.0", "data.max_images=1", *TINY, f"hydra.run.dir={made}", cwd=tmp_path))
+    dps = ["solver=dps_cpu", "progress=false", "data=folder", "data.measurements=true", f"data.path={made / 'measurement'}"]
     right, wrong = tmp_path / "right", tmp_path / "wrong"
-    proc = check_ok(ipsolve(*dps, f"data.path={made / 'measurement'}", "operator.seed=3", f"hydra.run.dir={right}",
-                            cwd=tmp_path))
+    proc = check_ok(ipsolve(*dps, *blur, "operator.std=1.0", f"hydra.run.dir={right}", cwd=tmp_path))
     summary = json.loads((right / "summary.json").read_text())
     assert summary["residual"]["max"] < 3 and not summary["residual_warnings"] and "warning" not in proc.stdout
-    proc = check_ok(ipsolve(*dps, f"data.path={made / 'measurement'}", "operator.seed=4", f"hydra.run.dir={wrong}",
-                            cwd=tmp_path))
+    proc = check_ok(ipsolve(*dps, *blur, "operator.std=3.0", f"hydra.run.dir={wrong}", cwd=tmp_path))
     summary = json.loads((wrong / "summary.json").read_text())
     assert summary["residual"]["min"] > 5 and summary["residual_warnings"]
     assert "far from the noise level" in proc.stdout and "does not fit" in (wrong / "ipsolve.log").read_text()
