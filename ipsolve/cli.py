@@ -185,8 +185,6 @@ def _group_choice(args: list[str], group: str) -> str | None:
         if arg.startswith(f"{group}="):
             value = arg.split("=", 1)[1]
             return None if "," in value or "(" in value else value
-    from omegaconf import OmegaConf
-
     for entry in OmegaConf.load(CONF_DIR / "config.yaml").defaults:
         if isinstance(entry, dict) or OmegaConf.is_dict(entry):
             if group in entry:
@@ -198,8 +196,6 @@ GROUPS = ("operator", "solver", "prior", "data")
 
 
 def _top_level_settings() -> list[str]:
-    from omegaconf import OmegaConf
-
     return [k for k in OmegaConf.load(CONF_DIR / "config.yaml") if k not in ("defaults", "hydra")]
 
 
@@ -233,8 +229,7 @@ def check_overrides(args: list[str]) -> list[str]:
         bare = key.lstrip("+~")
         group, _, param = bare.partition(".")
         sweep = "," in value
-        if group in GROUPS and not param and not key.startswith(("+", "~")) \
-                and not sweep:
+        if group in GROUPS and not param and not key.startswith(("+", "~")) and not sweep:
             presets = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
             if value not in presets:
                 if group == "prior":  # a source: a directory, a hub id, a checkpoint, bundled:<name>
