@@ -6,7 +6,7 @@ Kinds (all diffusers networks, saved with ``save_pretrained``):
           rectified-flow convention: timestep = σ·1000, x_σ = (1-σ)x + σz, target z - x)
   latent  ``AutoencoderKL`` (stage 1) + latent ε-prediction UNet (stage 2) (LDMPipeline layout)
 
-Data: ``phantom`` (random ellipses, unlimited), ``photo`` (bundled natural photos,
+Data: ``phantom`` (the broad phantom family, unlimited; its held-out family is never drawn), ``ellipses`` (the narrow generator), ``photo`` (bundled natural photos,
 multi-scale crops) or a folder of images.  Training resumes from ``<work>/train_state.pt``;
 ``--steps`` is the total to reach, ``--max-minutes`` stops early (state saved, model
 exported), so the job can run in the background and be continued later.
