@@ -8,6 +8,24 @@ import numpy as np
 import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+ARRAY_SUFFIX = ".npy"  # exact values: an image on the [-1, 1] scale, or a measurement as the operator makes it
+
+
+def load_array(path) -> torch.Tensor:
+    """A ``.npy`` array ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)`` as a float32 ``(1, C, H, W)`` tensor."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read array {path}: {err}") from None
+    if np.iscomplexobj(arr) or arr.dtype.kind not in "fiu":
+        raise ValueError(f"{path} holds {arr.dtype} values; expected real numbers (complex data as real channels)")
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"{path} has shape {arr.shape}; expected (H, W), (C, H, W) or (1, C, H, W)")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -32,10 +50,16 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
-    try:
-        img = skio.imread(path)
-    except Exception as err:  # noqa: BLE001 - any decoder failure means the same thing here
-        raise ValueError(f"cannot read image {path}: {err}") from None
+    if path.suffix.lower() == ARRAY_SUFFIX:
+        arr = load_array(path)
+        if arr.abs().max() > 1:
+            raise ValueError(f"{path} has values outside [-1, 1]; an image array must be on ipsolve's [-1, 1] scale")
+        img = ((arr[0].permute(1, 2, 0).numpy() + 1) / 2).astype(np.float64)
+    else:
+        try:
+            img = skio.imread(path)
+        except Exception as err:  # noqa: BLE001 - any decoder failure means the same thing here
+            raise ValueError(f"cannot read image {path}: {err}") from None
     if img.dtype == np.uint16:
         img = img / 65535.0
     elif img.dtype != np.float32 and img.dtype != np.float64:
@@ -88,11 +112,16 @@ def save_image(x: torch.Tensor, path) -> Path:
 
 
 def list_images(folder) -> list[Path]:
-    """The image files (PNG/JPEG/...) directly inside ``folder``, sorted by name."""
+    """The image files (PNG/JPEG/... and ``.npy`` arrays) directly inside ``folder``, sorted by
+    name; a picture with a ``.npy`` of the same name beside it (a run's ``measurement/`` folder:
+    the picture shows the data) is left out for the array."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    files = [p for p in folder.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, ARRAY_SUFFIX)
+             and not p.name.startswith(".")]
+    arrays = {p.stem for p in files if p.suffix.lower() == ARRAY_SUFFIX}
+    return sorted(p for p in files if p.suffix.lower() == ARRAY_SUFFIX or p.stem not in arrays)
 
 
 def load_folder(folder, size: int | None = None, channels: int | None = None) -> torch.Tensor:

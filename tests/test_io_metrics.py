@@ -76,3 +76,25 @@ def test_lpips_with_backbone_in_cache(tmp_path, monkeypatch):
     assert d is not None and d.shape == (2,) and torch.isfinite(d).all()
     assert float(metrics.lpips(x, x).abs().max()) < 1e-6
     metrics._lpips_models.clear()
+
+
+def test_npy_arrays_images_and_measurement_folders(tmp_path):
+    """A .npy holds exact values; a picture with a .npy of the same name beside it (a run's
+    measurement/ folder) is left out for the array."""
+    import numpy as np
+
+    from ipsolve.io import load_array
+
+    x = torch.rand(1, 1, 8, 8) * 2 - 1
+    np.save(tmp_path / "a.npy", x[0].numpy())
+    save_image(x, tmp_path / "a.png")
+    save_image(x, tmp_path / "b.png")
+    assert [p.name for p in list_images(tmp_path)] == ["a.npy", "b.png"]
+    assert torch.allclose(load_image(tmp_path / "a.npy"), x, atol=1e-6)
+    np.save(tmp_path / "big.npy", np.full((8, 8), 3.0))
+    with pytest.raises(ValueError, match="outside \\[-1, 1\\]"):
+        load_image(tmp_path / "big.npy")
+    assert load_array(tmp_path / "big.npy").shape == (1, 1, 8, 8)  # a measurement: any values
+    np.save(tmp_path / "c.npy", np.zeros((8, 8), dtype=np.complex64))
+    with pytest.raises(ValueError, match="expected real numbers"):
+        load_array(tmp_path / "c.npy")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from ..parameters import unknown_parameters_message
 from .base import Operator, check_image
+from .ct import CT, filtered_back_projection
+from .deepinv_adapter import DeepinvOperator, from_deepinv
+from .mri import MRI, column_mask, fft2c, ifft2c
+from .phase_retrieval import PhaseRetrieval, hio_er
 from .blur import BlindBlur, GaussianBlur, MotionBlur, convolve, gaussian_kernel, motion_kernel
 from .inpainting import Inpainting, harmonic_fill
 from .nonlinear import NonlinearBlur
@@ -15,6 +19,9 @@ OPERATORS = {
     "motion_blur": MotionBlur,
     "nonlinear_blur": NonlinearBlur,
     "blind_blur": BlindBlur,
+    "ct": CT,
+    "mri": MRI,
+    "phase_retrieval": PhaseRetrieval,
 }
 
 
@@ -29,4 +36,5 @@ def make_operator(name: str, **params) -> Operator:
 
 __all__ = ["OPERATORS", "Operator", "make_operator", "check_image", "SuperResolution", "Inpainting",
            "GaussianBlur", "MotionBlur", "NonlinearBlur", "BlindBlur", "convolve", "gaussian_kernel",
-           "motion_kernel", "harmonic_fill", "resize_matrix"]
+           "motion_kernel", "harmonic_fill", "resize_matrix", "CT", "MRI", "PhaseRetrieval", "filtered_back_projection",
+           "column_mask", "fft2c", "ifft2c", "hio_er", "DeepinvOperator", "from_deepinv"]

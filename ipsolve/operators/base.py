@@ -32,6 +32,7 @@ class Operator(nn.Module):
 
     is_linear: bool = False
     channels: int | None = None  # required channel count, None = any
+    measurement_is_image: bool = True  # False: y is data (sinogram, k-space...), shown via display()
 
     # -- subclasses implement ------------------------------------------------------
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,6 +55,18 @@ class Operator(nn.Module):
         ``A`` discards part of the image: inpainting sets the holes to 0, whatever a file
         stored there)."""
         return y
+
+    def display(self, y: torch.Tensor, size) -> torch.Tensor:
+        """``y`` as an image of ``size`` in [-1, 1] for viewing: nearest upsampling of a smaller
+        measurement (operators whose ``y`` is not an image override this)."""
+        if tuple(y.shape[-2:]) == tuple(size):
+            return y
+        return torch.nn.functional.interpolate(y.float(), size=tuple(size), mode="nearest")
+
+    def align(self, x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """``x`` moved by the operator's true ambiguities (none here; phase retrieval: translation
+        and conjugate inversion) to the element closest to ``truth``, for metrics only."""
+        return x
 
     # -- shared --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,12 @@ class AnalyticDiffusionNetwork(nn.Module):
         self.register_buffer("ac", alphas_cumprod.double())
 
     def forward(self, x_t, t):
-        ac = self.ac[t.long()].to(x_t.device)
+        # fractional t (EDM-style samplers such as DAPS): ᾱ interpolated log-linearly between entries
+        t = torch.as_tensor(t, device=self.ac.device).double().reshape(-1).clamp(0, len(self.ac) - 1)
+        i0 = t.floor().long()
+        i1 = (i0 + 1).clamp(max=len(self.ac) - 1)
+        w = t - i0
+        ac = torch.exp((1 - w) * self.ac[i0].log() + w * self.ac[i1].log()).to(x_t.device)
         a, b = ac.sqrt(), (1 - ac).sqrt()
         x0 = self.dist.posterior_mean(x_t, a, b)
         return (x_t - a.view(-1, 1, 1, 1).to(x_t.dtype) * x0) / b.view(-1, 1, 1, 1).to(x_t.dtype)

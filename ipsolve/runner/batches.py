@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RunError
-from .grid import _display, _kernel_image
+from .grid import _kernel_image
 from .inputs import Item, derive_seed, load_measurement, load_truth
 from .rundir import write_image_outputs
 
@@ -35,6 +35,7 @@ class Job:
     world: int
     fingerprint: str
     out: Path | None
+    samples: int = 1
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -90,7 +91,10 @@ def run_batch(job: Job, ok: list[Item], inputs: list) -> list[tuple[dict, object
         rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i])
         x = result.x[i:i + 1].detach().cpu()
         if job.out is not None:
-            write_image_outputs(job.out, rec, output_images(job, x, y[i:i + 1], init[i:i + 1], result.kernel, i))
+            images = output_images(job, x, y[i:i + 1], init[i:i + 1], result.kernel, i)
+            if result.samples is not None:
+                images.update(sample_images(result, i))
+            write_image_outputs(job.out, rec, images)
         finished.append((rec, x))
     return finished
 
@@ -117,7 +121,7 @@ def solve_batch(job: Job, y, seeds: list[dict]):
 
     gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
     try:
-        return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens)
+        return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens, samples=job.samples)
     except ValueError as err:
         raise RunError(str(err)) from None
 
@@ -135,6 +139,8 @@ def score(job: Job, x, init, truth) -> dict:
     from .. import metrics as M
 
     scores = {}
+    # modulo the operator's true ambiguities (phase retrieval: translation, twin image); identity otherwise
+    x, init = job.operator.align(x, truth.to(x)), job.operator.align(init, truth.to(init))
     for m in job.metrics:
         fn = getattr(M, m)
         kw = {"net": job.lpips_net} if m == "lpips" else {}
@@ -151,6 +157,7 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
         rec["metrics"] = {m: (None if v[0] is None else float(v[0][i])) for m, v in scores.items()}
         rec["initial_metrics"] = {m: (None if v[1] is None else float(v[1][i])) for m, v in scores.items()}
     rec["info"] = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
+    rec["reliability"] = rec["info"].get("reliability")
     residual = rec["info"].get("residual")
     if residual is not None and math.isfinite(residual) and residual > RESIDUAL_WARNING:
         rec["warning"] = (f"residual {residual:.1f}× the noise level: the reconstruction does not fit the "
@@ -161,8 +168,36 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
 
 def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
     """One image's files to write, by folder: reconstruction, measurement (shown at the image
-    size), initial guess and, from a blind solver, the estimated kernel."""
-    images = {"recon": x, "measurement": _display(y.cpu(), job.prior.shape[-2:]), "initial": init.cpu()}
+    size: ``operator.display``), initial guess and, from a blind solver, the estimated kernel.
+    A measurement that is data rather than an image (sinogram, k-space) is also kept exactly,
+    as ``measurement/<name>.npy`` (what ``data.measurements=true`` reads back)."""
+    images = {"recon": x, "measurement": job.operator.display(y.cpu(), job.prior.shape[-2:]), "initial": init.cpu()}
+    if not job.operator.measurement_is_image:
+        images["measurement_data"] = y.detach().cpu()
     if kernels is not None:
         images["kernel"] = _kernel_image(kernels[i])
     return images
+
+
+def sample_images(result, i: int) -> dict:
+    """With k > 1 samples: ``mean/``, ``std/`` (colour-mapped, see :func:`std_image`) and one
+    file per sample (``samples/<name>_s<j>``)."""
+    images = {"mean": result.x[i:i + 1].detach().cpu(), "std": std_image(result.std[i:i + 1].detach().cpu())}
+    for j in range(result.samples.shape[1]):
+        images[f"samples/_s{j}"] = result.samples[i:i + 1, j].detach().cpu()
+    return images
+
+
+STD_RANGE = 0.25  # std (on the [-1, 1] scale) shown at the top of the colour map
+
+
+def std_image(std):
+    """Per-pixel std ``(1, C, H, W)`` → an RGB image in [-1, 1] (matplotlib's ``magma``, 0 … 0.25
+    fixed so that maps of different images and runs compare; channels averaged)."""
+    import matplotlib
+
+    import torch
+
+    v = (std.float().mean(1)[0] / STD_RANGE).clamp(0, 1).numpy()
+    rgb = matplotlib.colormaps["magma"](v)[..., :3]
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() * 2 - 1

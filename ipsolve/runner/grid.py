@@ -7,15 +7,6 @@ from pathlib import Path
 from .inputs import Item, load_truth
 
 
-def _display(y, size: tuple[int, int]):
-    """A measurement at the image size for viewing (nearest upsampling if it is smaller)."""
-    import torch.nn.functional as F
-
-    if tuple(y.shape[-2:]) == tuple(size):
-        return y
-    return F.interpolate(y.float(), size=size, mode="nearest")
-
-
 def make_grid(rows: list[list], pad: int = 2):
     """Images ``(1, C, H, W)`` in rows → one image with ``pad`` white pixels between them."""
     import torch
@@ -64,7 +55,7 @@ def labelled(grid, labels: Sequence[str], tile: int, pad: int):
 def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, measurements: bool,
                grid_max: int) -> None:
     """``grid.png``: one row per image (the first ``grid_max``): [truth |] measurement | initial
-    guess | reconstruction, read back from the run directory; labelled columns, small images
+    guess | reconstruction [| uncertainty, with samples], read back from the run directory; labelled columns, small images
     enlarged (nearest) so that they can be seen."""
     import math
     import os
@@ -79,6 +70,8 @@ def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, mea
     for rec in records[:max(int(grid_max), 0)]:
         row = [] if measurements else [load_truth(by_name[rec["name"]], prior)]
         row += [load_image(out / rec["outputs"][k]) for k in ("measurement", "initial", "recon")]
+        if "std" in rec["outputs"]:  # samples=k: the uncertainty map
+            row.append(load_image(out / rec["outputs"]["std"]))
         rows.append(row)
     if not rows:
         return
@@ -86,6 +79,8 @@ def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, mea
     rows = [[F.interpolate(t, scale_factor=factor, mode="nearest") for t in row] for row in rows]
     pad = 2
     labels = ([] if measurements else ["truth"]) + ["measurement", "initial guess", "reconstruction"]
+    if any(len(r) > len(labels) for r in rows):
+        labels.append("std (0-0.25)")
     image = labelled(make_grid(rows, pad)[0], labels, prior.image_size * factor, pad)
     tmp = out / ".grid.tmp.png"
     skio.imsave(tmp, image, check_contrast=False)

@@ -104,9 +104,14 @@ def load_measurement(item: Item, operator, prior):
     """A measurement ``y`` at the operator's output size.  An image at the image size whose
     pixels repeat in ``f×f`` blocks (ipsolve's own ``measurement/`` display of a smaller y) is
     taken back to the output size."""
-    from ..io import load_image
+    from ..io import ARRAY_SUFFIX, load_array, load_image
 
-    y = item.tensor if item.tensor is not None else load_image(item.path, channels=prior.channels)
+    if item.tensor is not None:
+        y = item.tensor
+    elif item.path.suffix.lower() == ARRAY_SUFFIX:
+        y = load_array(item.path)  # exact values, as the operator makes them
+    else:
+        y = load_image(item.path, channels=prior.channels)
     expected = tuple(operator.output_shape((1, *prior.shape)))
     if tuple(y.shape) == expected:
         return y
@@ -116,8 +121,11 @@ def load_measurement(item: Item, operator, prior):
         small = y[..., ::fh, ::fw]
         if torch_equal(small.repeat_interleave(fh, -2).repeat_interleave(fw, -1), y):
             return small
+    hint = ("" if operator.measurement_is_image else
+            f"; {type(operator).__name__} measurements are data, read from .npy files (a run's measurement/*.npy), "
+            f"not from pictures")
     raise ValueError(f"measurement {item.name} has shape {tuple(y.shape)}; the operator makes {expected} from "
-                     f"images of {tuple(prior.shape)}")
+                     f"images of {tuple(prior.shape)}{hint}")
 
 
 def torch_equal(a, b) -> bool:

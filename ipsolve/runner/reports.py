@@ -44,6 +44,7 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
         "iterations": _stats(r["info"].get("iterations") for r in records),
         "seconds": _stats(r["info"]["seconds"] for r in records),
         "residual": _stats(r["info"]["residual"] for r in records),
+        "reliability": _stats(r["info"].get("reliability") for r in records),
         "stop_reasons": dict(Counter(r["info"]["stop_reason"] for r in records)),
         "residual_warnings": {r["name"]: r["warning"] for r in records if "warning" in r},
         "seeds": {r["name"]: r["seed"] for r in records},
@@ -58,12 +59,12 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
 CSV_INFO = ("nfe", "iterations", "stop_reason", "residual", "seconds")
 
 
-def metrics_csv(records: list[dict]) -> str:
+def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
     has_truth = any("metrics" in r for r in records)
     cols = ["name", "rank"]
     if has_truth:
         cols += list(METRICS) + [f"{m}_initial" for m in METRICS]
-    cols += list(CSV_INFO) + ["seed_noise", "seed_solver"]
+    cols += list(CSV_INFO) + ["reliability", "reliability_reason", "decision", "seed_noise", "seed_solver"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -79,6 +80,8 @@ def metrics_csv(records: list[dict]) -> str:
             row += [fmt(r["metrics"].get(m)) for m in METRICS]
             row += [fmt(r.get("initial_metrics", {}).get(m)) for m in METRICS]
         row += [fmt(r["info"].get(k)) for k in CSV_INFO]
+        row += [fmt(r["info"].get("reliability")), fmt(r["info"].get("reliability_reason")),
+                (decisions or {}).get(r["name"], "accept")]
         row += [r["seed"]["noise"], r["seed"]["solver"]]
         w.writerow(row)
     return buf.getvalue()
@@ -108,6 +111,12 @@ def report(summary: dict) -> str:
                      f"stop: {', '.join(f'{k} {v}' for k, v in summary['stop_reasons'].items())}")
     for text in summary.get("warnings", []):
         lines.append(f"  warning: {text}")
+    review = summary.get("review") or {}
+    if review.get("review_below") is not None or review.get("review_coverage") is not None:
+        why = Counter(review["flagged"].values())
+        lines.append(f"  review: {review['num_flagged']} of {summary['num_finished']} image(s) flagged"
+                     + (f" ({', '.join(f'{k} {v}' for k, v in why.items())})" if why else "")
+                     + (f": {', '.join(list(review['flagged'])[:5])}" if review["flagged"] else ""))
     far = summary.get("residual_warnings", {})
     if far:
         lines.append(f"  warning: {len(far)} image(s) far from the noise level (residual > 5× σ√m): "

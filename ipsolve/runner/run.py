@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .batches import Job, run_batches
 from .errors import RunError
+from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table
 from .grid import write_grid
 from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels,
                      measurement_origin)
@@ -46,7 +47,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             seed: int = 0, batch_size: int = 4, measurements: bool = False, output_dir=None,
             metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8, progress: bool = True,
             state=None, device=None, config_yaml: str | None = None, extra_summary: dict | None = None,
-            return_images: bool = True, explicit_operator: Sequence[str] = ()) -> Reconstruction:
+            return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
+            review_below: float | None = None, review_coverage: float | None = None) -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -55,10 +57,16 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     skipped with a logged reason.  Rank 0 writes ``metrics.csv``, ``summary.json`` and
     ``grid.png``; every rank returns the full list of records.  ``explicit_operator``: the
     operator settings the user gave (``seed``, ``mask``; ``*`` for an operator object), which
-    measurements need when the operator draws hidden state from its seed."""
+    measurements need when the operator draws hidden state from its seed.  ``samples=k``: k
+    posterior samples per image (``mean/``, ``std/``, ``samples/``).  ``review_below`` (a
+    reliability threshold) or ``review_coverage`` (the fraction to accept, most reliable first)
+    flags the other images for review in ``summary.json`` and ``metrics.csv``."""
     start = time.perf_counter()
     progress = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)  # no bar frames in log files
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise RunError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
+    review_decisions([], review_below, review_coverage)  # checks the two settings before any work
     out = check_writable(Path(output_dir)) if output_dir is not None else None
     if state is None:
         state = process_state(device)
@@ -69,9 +77,12 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
         check_measurement_provenance(items, operator, explicit_operator, measurement_origin(items))
     warnings = input_warnings(items, prior, measurements, state.process_index)
     settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
+    if samples > 1:
+        settings["samples"] = samples
     job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
-              rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out)
+              rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out,
+              samples=samples)
     names = [it.name for it in items]
     done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
     log_start(job, settings, names, done, pending)
@@ -82,7 +93,9 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     summary = summarize(ordered, settings=settings, skipped=skipped, num_processes=job.world,
                         wall_seconds=time.perf_counter() - start,
                         extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
-                               "warnings": warnings, **(extra_summary or {})})
+                               "warnings": warnings, "samples": samples,
+                               "review": review_summary(ordered, review_below, review_coverage),
+                               **(extra_summary or {})})
     if job.rank == 0:
         log.info("finished %d of %d image(s) (%d skipped) in %.1f s", len(ordered), len(names), len(skipped),
                  summary["wall_seconds"])
@@ -162,9 +175,23 @@ def log_start(job: Job, settings: dict, names: list[str], done: dict, pending: l
 
 def write_run_files(job: Job, records: list[dict], summary: dict, items: list[Item], grid_max: int) -> None:
     """Rank 0's files about the whole run: ``metrics.csv``, ``summary.json`` and ``grid.png``."""
-    atomic_write_text(job.out / "metrics.csv", metrics_csv(records))
+    atomic_write_text(job.out / "metrics.csv", metrics_csv(records, summary["review"]["decisions"]))
+    curves, aurc = risk_coverage_table(records)
+    if curves:  # ground truth present: how well the score ranks the reconstructions
+        summary["review"]["risk_coverage"] = aurc
+        atomic_write_text(job.out / "risk_coverage.csv", curves)
+        plot_risk_coverage(curves, job.out / "risk_coverage.png")
     atomic_write_text(job.out / "summary.json", json.dumps(summary, indent=1, default=str))
     write_grid(job.out, records, items, job.prior, job.measurements, grid_max)
+
+
+def review_summary(records: list[dict], review_below, review_coverage) -> dict:
+    """Accept / review per image from the reliability scores (never the ground truth)."""
+    scores = [r["info"].get("reliability", float("-inf")) for r in records]
+    decisions = review_decisions(scores, review_below, review_coverage)
+    flagged = {r["name"]: r["info"].get("reliability_reason") for r, d in zip(records, decisions) if d == "review"}
+    return {"review_below": review_below, "review_coverage": review_coverage, "num_flagged": len(flagged),
+            "flagged": flagged, "decisions": {r["name"]: d for r, d in zip(records, decisions)}}
 
 
 def gather_images(state, images: dict, records: list[dict], out: Path | None):
@@ -187,7 +214,8 @@ def reconstruct(images_or_folder, operator="super_resolution", solver="dmplug_cp
                 output_dir=None, *, sigma: float = 0.01, noise: str = "gaussian", seed: int = 0,
                 batch_size: int = 4, measurements: bool = False, max_images: int | None = None, names=None,
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
-                progress: bool = True, return_images: bool = True) -> Reconstruction:
+                progress: bool = True, return_images: bool = True, samples: int = 1,
+                review_below: float | None = None, review_coverage: float | None = None) -> Reconstruction:
     """Reconstruct a folder of images (a path or ``bundled:phantom`` / ``bundled:photo``), a
     list of image paths, or a tensor ``(N, C, H, W)`` in [-1, 1] (the prior's size and
     channels).  Files are centre-cropped and resized to the prior's size.
@@ -212,7 +240,8 @@ def reconstruct(images_or_folder, operator="super_resolution", solver="dmplug_cp
     return execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
                    batch_size=batch_size, measurements=measurements, output_dir=output_dir, metrics=metrics,
                    lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
-                   return_images=return_images, explicit_operator=explicit)
+                   return_images=return_images, explicit_operator=explicit, samples=samples,
+                   review_below=review_below, review_coverage=review_coverage)
 
 
 # ----------------------------------------------------------------------------------------
@@ -235,4 +264,6 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
                    metrics=list(cfg.get("metrics", METRICS)), lpips_net=cfg.get("lpips_net", "alex"),
                    grid_max=cfg.get("grid_max", 8), progress=bool(cfg.get("progress", True)), state=state,
                    device=cfg.get("device", "auto"), config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-                   extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator)
+                   extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
+                   samples=int(cfg.get("samples", 1)), review_below=cfg.get("review_below"),
+                   review_coverage=cfg.get("review_coverage"))

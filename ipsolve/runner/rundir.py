@@ -96,6 +96,16 @@ def prepare_resume(out: Path, names: Sequence[str], fp: str,
     return done, None
 
 
+def save_array(array, path: Path) -> None:
+    """``np.save`` atomically (temporary name, then rename)."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
 def write_image_outputs(out: Path, rec: dict, images: Mapping[str, object]) -> None:
     """Write one image's files (``images``: folder → ``(1, C, H, W)``, e.g. ``recon``) and then
     its record, which lists them under ``outputs`` (last: the record marks the image finished)."""
@@ -104,7 +114,14 @@ def write_image_outputs(out: Path, rec: dict, images: Mapping[str, object]) -> N
     name = rec["name"]
     outputs = {}
     for folder, image in images.items():
-        outputs[folder] = f"{folder}/{name}.png"
+        if folder == "measurement_data":  # exact values, beside the measurement's picture
+            outputs[folder] = f"measurement/{name}.npy"
+            save_array(image[0].numpy(), out / outputs[folder])
+            continue
+        if folder.startswith("samples/"):  # samples/_s<j> → samples/<name>_s<j>.png
+            outputs[folder] = f"samples/{name}{folder[len('samples/'):]}.png"
+        else:
+            outputs[folder] = f"{folder}/{name}.png"
         save_image(image, out / outputs[folder])
     rec["outputs"] = outputs
     atomic_write_text(out / "records" / f"{name}.json", json.dumps(rec, indent=1, default=str))

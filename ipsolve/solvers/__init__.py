@@ -7,12 +7,14 @@ from ..operators import Operator
 from ..parameters import unknown_parameters_message
 from ..priors import Prior
 from .base import ESWMV, Result, Solver, generators_for
+from .daps import DAPS
 from .dmplug import DMPlug
 from .dps import DPS, project_simplex
 from .fmplug import FMPlug
 from .resample import ReSample
+from .sampling import combine_samples, reliability, sample_generators
 
-SOLVERS = {"dps": DPS, "resample": ReSample, "dmplug": DMPlug, "fmplug": FMPlug}
+SOLVERS = {"dps": DPS, "resample": ReSample, "dmplug": DMPlug, "fmplug": FMPlug, "daps": DAPS}
 
 
 def make_solver(name: str, **params) -> Solver:
@@ -26,11 +28,15 @@ def make_solver(name: str, **params) -> Solver:
 
 
 def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = 0.01,
-          generator=None, callback=None) -> Result:
+          generator=None, callback=None, samples: int = 1) -> Result:
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
-    runs with the same generators), or an int seed.  Never sees the ground truth."""
+    runs with the same generators), or an int seed.  ``samples=k``: k independent runs per
+    image (sample j of image i seeded from (i's generator, j); the batch is solved once per
+    sample, so memory stays that of one run); ``Result.samples``, ``.x`` = their mean, ``.std``.
+    Every image gets a ``reliability`` score in its ``info`` (:mod:`ipsolve.solvers.sampling`).
+    Never sees the ground truth."""
     if isinstance(solver, str):
         solver = make_solver(solver)
     if not isinstance(operator, Operator):
@@ -43,9 +49,18 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     operator.check_measurement(y, (y.shape[0], *prior.shape))
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
     gens = generators_for(generator, y.shape[0])
-    return solver.run(y, operator, prior, gens, sigma, callback)
+    if samples == 1:
+        result = solver.run(y, operator, prior, gens, sigma, callback)
+    else:
+        runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]
+        result = combine_samples(runs, y, operator, sigma)
+    for info, rel in zip(result.info, reliability(y, prior, result, sigma)):
+        info.update(rel)
+    return result
 
 
-__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "DPS", "ReSample", "DMPlug", "FMPlug",
+__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "DPS", "ReSample", "DMPlug", "FMPlug", "DAPS",
            "project_simplex"]

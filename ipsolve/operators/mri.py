@@ -1,0 +1,208 @@
+"""Cartesian MRI: undersampled k-space of a magnitude image, single- or multi-coil, with the
+fastMRI conventions (facebookresearch/fastMRI ``fastmri/fftc.py`` and ``fastmri/data/subsample.py``).
+
+Written in torch rather than wrapped from deepinv: the operator is one centred FFT and a column
+selection, and the fastMRI masks (which deepinv draws differently) are the convention the MRI
+papers' numbers use.  deepinv's ``MRI``/``MultiCoilMRI`` still work through
+:func:`ipsolve.operators.from_deepinv`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Operator
+
+MASK_KINDS = ("random", "equispaced", "equispaced_fraction")
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal centred 2-D FFT, fastMRI's ``fft2c_new``: ``fftshift(fft2(ifftshift(x)), norm="ortho")``."""
+    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+
+
+def ifft2c(k: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`fft2c` (fastMRI's ``ifft2c_new``)."""
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+
+
+def column_mask(width: int, acceleration: float, center_fraction: float, kind: str = "random",
+                seed: int = 0) -> np.ndarray:
+    """A boolean column mask of length ``width`` — fastMRI 0.3's ``RandomMaskFunc``,
+    ``EquiSpacedMaskFunc`` or ``EquispacedMaskFractionFunc`` (``fastmri/data/subsample.py``) called
+    with ``seed`` — the ``round(width · center_fraction)`` central columns plus: columns kept with
+    probability ``(width / acceleration − low) / (width − low)`` (random); every
+    ``acceleration``-th column from a random offset (equispaced, GRAPPA-style: more than
+    ``width / acceleration`` in all); or every ``adjusted``-th, rounded, with ``adjusted`` chosen
+    so that the total is ``width / acceleration`` (equispaced_fraction)."""
+    rng = np.random.RandomState(seed)
+    rng.randint(1)  # MaskFunc.choose_acceleration draws its (center_fraction, acceleration) pair first
+    low = round(width * center_fraction)
+    if low >= width:  # fully sampled (fastMRI's formulas divide by width − low)
+        return np.ones(width, dtype=bool)
+    if kind == "random":
+        mask = rng.uniform(size=width) < (width / acceleration - low) / (width - low)
+    elif kind == "equispaced":
+        offset = rng.randint(0, high=round(acceleration))
+        mask = np.zeros(width, dtype=bool)
+        mask[offset::int(acceleration)] = True
+    else:
+        adjusted = (acceleration * (low - width)) / (low * acceleration - width)
+        offset = rng.randint(0, high=round(adjusted))
+        mask = np.zeros(width, dtype=bool)
+        mask[np.around(np.arange(offset, width - 1, adjusted)).astype(np.uint)] = True
+    pad = (width - low + 1) // 2
+    mask[pad:pad + low] = True
+    return mask
+
+
+def synthetic_sensitivities(coils: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Smooth complex coil sensitivities ``(coils, size, size)``: coil c sits on a circle of
+    radius 1.5 (the image spans [-1, 1]²) at angle 2πc/coils, with a Gaussian magnitude profile
+    (width 1.2) and a smooth linear phase drawn from ``seed``; normalised so that
+    Σ_c |S_c|² = 1 at every pixel (then the root-sum-of-squares of the coil images is |x|)."""
+    g = torch.Generator().manual_seed(seed)
+    lin = (torch.arange(size, dtype=torch.float64) + 0.5) / size * 2 - 1
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    maps = []
+    for c in range(coils):
+        a = 2 * np.pi * c / coils
+        mag = torch.exp(-((xx - 1.5 * np.cos(a)) ** 2 + (yy - 1.5 * np.sin(a)) ** 2) / (2 * 1.2 ** 2))
+        kx, ky, p0 = (torch.rand(3, generator=g, dtype=torch.float64) * 2 - 1) * torch.tensor([1.0, 1.0, np.pi])
+        maps.append(mag * torch.exp(1j * (kx * xx + ky * yy + p0)))
+    s = torch.stack(maps)
+    return (s / s.abs().pow(2).sum(0, keepdim=True).sqrt()).to(torch.complex64)
+
+
+class MRI(Operator):
+    """Cartesian k-space undersampling: ``y = M · F(S_c · x₀₁)``.
+
+    The real image ``x`` in [-1, 1] is the magnitude image ``x₀₁ = (x + 1) / 2`` ≥ 0 with zero
+    phase; coil ``c`` sees ``S_c · x₀₁`` (single-coil: S = 1); ``F`` is the orthonormal centred FFT
+    (:func:`fft2c`) and ``M`` keeps the columns of a fixed mask (phase encodes along the width).
+    Complex data are stored as real channels: ``y`` is ``(B, 2·coils, H, K)`` — channel
+    ``2c`` the real and ``2c + 1`` the imaginary part of coil ``c`` — holding only the ``K``
+    sampled columns (the unsampled ones carry no data, so ``sigma`` and the discrepancy
+    rules count only measured values); ``kspace(y)`` gives the zero-filled full k-space.
+
+    ``mask``: ``random`` or ``equispaced`` (fastMRI, :func:`column_mask`, drawn from ``seed`` once
+    for ``image_size`` or the first width seen), or the path of a ``.npy`` boolean column mask.
+    ``coils``: 1, or the number of synthetic smooth coils (:func:`synthetic_sensitivities`);
+    ``sensitivities``: a ``.npy`` file of complex maps ``(coils, H, W)`` instead.
+    ``initial_guess`` = zero-filled inverse FFT, its magnitude (root-sum-of-squares over coils).
+    """
+
+    is_linear = True
+    measurement_is_image = False
+
+    def __init__(self, acceleration: float = 4, center_fraction: float = 0.08, mask: str = "random",
+                 coils: int = 1, sensitivities: str | None = None, image_size: int | None = None, seed: int = 0):
+        super().__init__()
+        if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float)) or not acceleration >= 1:
+            raise ValueError(f"acceleration must be a number >= 1 (1 = fully sampled), got {acceleration!r}")
+        if not 0 < center_fraction <= 1:
+            raise ValueError(f"center_fraction must be in (0, 1], got {center_fraction!r}")
+        if center_fraction * acceleration > 1 + 1e-9:
+            raise ValueError(f"center_fraction {center_fraction} keeps more than 1/acceleration = "
+                             f"{1 / acceleration:.3f} of the columns; expected center_fraction <= 1/acceleration")
+        if mask not in MASK_KINDS and not Path(str(mask)).is_file():
+            raise FileNotFoundError(f"mask must be 'random', 'equispaced' or the path of a .npy column mask; "
+                                    f"no file at {mask!r}")
+        if isinstance(coils, bool) or not isinstance(coils, int) or coils < 1:
+            raise ValueError(f"coils must be an integer >= 1, got {coils!r}")
+        self.acceleration, self.center_fraction, self.kind, self.seed = float(acceleration), center_fraction, mask, seed
+        self.params = {"acceleration": acceleration, "center_fraction": center_fraction, "mask": mask,
+                       "coils": coils, "seed": seed}
+        self.register_buffer("mask", None)
+        self.register_buffer("sens", None)
+        self.coils = coils
+        if mask not in MASK_KINDS:
+            m = np.load(mask)
+            if m.ndim == 2:
+                if not (m == m[:1]).all():
+                    raise ValueError(f"mask {mask} is 2-D but not constant along each column; expected a "
+                                     f"Cartesian column mask (1-D, length W, or 2-D with identical rows)")
+                m = m[0]
+            if m.ndim != 1:
+                raise ValueError(f"mask {mask} has shape {m.shape}; expected a 1-D column mask of length W")
+            self.mask = torch.as_tensor(m != 0)
+        elif image_size is not None:
+            self.mask = torch.as_tensor(column_mask(image_size, acceleration, center_fraction, mask, seed))
+        if sensitivities is not None:
+            s = torch.as_tensor(np.load(sensitivities))
+            if not s.is_complex() or s.ndim != 3:
+                raise ValueError(f"sensitivities {sensitivities} must be a complex array (coils, H, W), "
+                                 f"got {s.dtype} {tuple(s.shape)}")
+            self.sens, self.coils = s.to(torch.complex64), s.shape[0]
+            self.params["coils"] = self.coils
+
+    # -- geometry -------------------------------------------------------------------
+    def mask_for(self, shape) -> torch.Tensor:
+        h, w = shape[-2:]
+        if self.mask is None:
+            self.mask = torch.as_tensor(column_mask(w, self.acceleration, self.center_fraction, self.kind, self.seed))
+        if self.mask.shape[0] != w:
+            raise ValueError(f"the MRI mask has {self.mask.shape[0]} columns but the image is {w} px wide; "
+                             f"expected a mask of the image width")
+        if self.sens is not None and tuple(self.sens.shape[-2:]) != (h, w):
+            raise ValueError(f"the coil sensitivities are {tuple(self.sens.shape[-2:])} but the image is {(h, w)}")
+        return self.mask
+
+    def sensitivities(self, h: int, w: int, device) -> torch.Tensor | None:
+        if self.coils == 1 and self.sens is None:
+            return None
+        if self.sens is None:
+            if h != w:
+                raise ValueError(f"synthetic coil sensitivities need square images, got {h}×{w}")
+            self.sens = synthetic_sensitivities(self.coils, h, self.seed)
+        return self.sens.to(device)
+
+    def output_shape(self, shape):
+        m = self.mask_for(shape)
+        if shape[1] != 1:
+            raise ValueError(f"MRI takes single-channel (magnitude) images, got {shape[1]} channels")
+        return (shape[0], 2 * self.coils, shape[-2], int(m.sum()))
+
+    def input_shape(self, y_shape):
+        if self.mask is None:
+            raise ValueError("MRI cannot tell the image width before its mask is drawn; apply it to an image first")
+        return (y_shape[0], 1, y_shape[-2], self.mask.shape[0])
+
+    # -- complex ↔ real channels ----------------------------------------------------
+    def coil_images(self, x01: torch.Tensor) -> torch.Tensor:
+        """``(B, coils, H, W)`` complex coil images of the magnitude image ``x01`` ``(B, 1, H, W)``."""
+        s = self.sensitivities(*x01.shape[-2:], x01.device)
+        xc = x01.to(torch.complex128 if x01.dtype == torch.float64 else torch.complex64)
+        return xc if s is None else xc * s.to(xc.dtype)[None]
+
+    def apply(self, x):
+        cols = self.mask_for(x.shape).to(x.device).nonzero().squeeze(1)
+        k = fft2c(self.coil_images((x + 1) / 2))[..., cols]
+        return torch.stack([k.real, k.imag], 2).flatten(1, 2)
+
+    def kspace(self, y: torch.Tensor) -> torch.Tensor:
+        """Zero-filled complex k-space ``(B, coils, H, W)`` from ``y``."""
+        b, _, h, _ = y.shape
+        w = self.mask.shape[0]
+        k = torch.zeros(b, self.coils, h, w, dtype=torch.complex128 if y.dtype == torch.float64 else torch.complex64,
+                        device=y.device)
+        yc = y.reshape(b, self.coils, 2, h, -1)
+        k[..., self.mask.to(y.device)] = torch.complex(yc[:, :, 0], yc[:, :, 1]).to(k.dtype)
+        return k
+
+    def initial_guess(self, y):
+        """Zero-filled reconstruction: |F⁻¹(zero-filled k-space)|, root-sum-of-squares over coils."""
+        magnitude = ifft2c(self.kspace(y)).abs().pow(2).sum(1, keepdim=True).sqrt()
+        return (magnitude.to(y.dtype) * 2 - 1).clamp(-1, 1)
+
+    def seeded_state(self):
+        return f"its {self.kind} column mask" if self.kind in MASK_KINDS else None
+
+    def display(self, y, size):
+        """log(1 + |k|) of the zero-filled k-space (root-sum-of-squares over coils), min–max scaled."""
+        mag = self.kspace(y).abs().pow(2).sum(1, keepdim=True).sqrt().log1p().float()
+        lo, hi = mag.amin((-2, -1), keepdim=True), mag.amax((-2, -1), keepdim=True)
+        return F.interpolate((mag - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1, size=tuple(size), mode="nearest")

@@ -1,0 +1,148 @@
+"""Fourier phase retrieval (coherent diffraction imaging): ``y = |F(pad(x₀₁))|``.
+
+Written in torch (deepinv 0.5 has random-matrix and ptychography phase retrieval, not the
+oversampled-Fourier CDI model of DPS and DAPS); a deepinv phase-retrieval physics still works
+through :func:`ipsolve.operators.from_deepinv`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Operator
+from .mri import fft2c, ifft2c
+
+
+def canvas_padding(size: int, oversampling: float) -> tuple[int, int]:
+    """``(before, after)`` zero padding per side that puts a ``size``-px image in the centre
+    of a ``round(oversampling · size)``-px canvas."""
+    total = int(round(oversampling * size)) - size
+    return total // 2, total - total // 2
+
+
+def hio_er(magnitude: torch.Tensor, support: torch.Tensor, hio_iterations: int = 500, er_iterations: int = 100,
+           beta: float = 0.9, restarts: int = 8, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fienup's hybrid input–output (β = ``beta``) followed by error reduction (Fienup 1982,
+    Appl. Opt. 21:2758, eqs. 37 and 11) for a real image in [0, 1] inside ``support`` (a
+    ``(P, P)`` boolean canvas mask), from ``restarts`` random starts per measurement; the start
+    whose final Fourier-magnitude misfit ‖|F(x)| − y‖ is smallest is kept (the data decide,
+    never the ground truth).  ``magnitude``: ``(B, C, P, P)`` → ``(B, C, P, P)`` canvases."""
+    b, c, p, _ = magnitude.shape
+    y = magnitude.clamp_min(0).double().repeat_interleave(restarts, 0)
+    s = support.to(y.device)
+    g = torch.rand(y.shape, generator=generator, dtype=torch.float64).to(y.device) * s
+
+    def fourier_projection(x):
+        k = fft2c(x.to(torch.complex128))
+        return ifft2c(y * torch.exp(1j * torch.angle(k))).real
+
+    for _ in range(hio_iterations):
+        gp = fourier_projection(g)
+        ok = s & (gp >= 0) & (gp <= 1)
+        g = torch.where(ok, gp, g - beta * gp)
+    for _ in range(er_iterations):
+        g = fourier_projection(g).clamp(0, 1) * s
+    misfit = (fft2c(g.to(torch.complex128)).abs() - y).pow(2).sum((-3, -2, -1)).view(b, restarts)
+    best = misfit.argmin(1)
+    return g.view(b, restarts, c, p, p)[torch.arange(b), best].to(magnitude.dtype)
+
+
+def align_to_reference(x: torch.Tensor, truth: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+    """``x`` moved by the element of phase retrieval's ambiguity group closest to ``truth``:
+    conjugate inversion (for a real image: the 180° rotation of the canvas) and circular
+    translations of the canvas.  The metric is then the distance *modulo* the group,
+    d(x, t) = min_g ‖g·x − t‖, the standard way to score phase retrieval: every g·x fits the
+    measurement equally well.  (The global sign flip x₀₁ → −x₀₁ is also an ambiguity of
+    |F(·)|, but it leaves [0, 1] and cannot occur here.)  This is never a choice among
+    several reconstructions."""
+    n = x.shape[-1]
+    x01 = F.pad((x + 1) / 2, (*pad, *pad))
+    t01 = F.pad((truth.to(x) + 1) / 2, (*pad, *pad))
+    best, best_err = None, None
+    for cand in (x01, torch.flip(x01, (-2, -1))):
+        corr = torch.fft.ifft2(torch.fft.fft2(t01) * torch.fft.fft2(cand).conj()).real.sum(1)  # (B, P, P)
+        shift = corr.flatten(1).argmax(1)
+        rows, cols = shift // corr.shape[-1], shift % corr.shape[-1]
+        moved = torch.stack([torch.roll(cand[i], (int(rows[i]), int(cols[i])), (-2, -1)) for i in range(len(cand))])
+        err = (moved - t01).pow(2).flatten(1).sum(1)
+        if best is None:
+            best, best_err = moved, err
+        else:
+            take = err < best_err
+            best = torch.where(take[:, None, None, None], moved, best)
+            best_err = torch.minimum(err, best_err)
+    return best[..., pad[0]:pad[0] + n, pad[0]:pad[0] + n] * 2 - 1
+
+
+class PhaseRetrieval(Operator):
+    """``y = |F(pad(x₀₁))|``: the Fourier magnitude (orthonormal centred FFT) of the image
+    ``x₀₁ = (x + 1) / 2`` ∈ [0, 1] in the centre of a canvas ``oversampling``× its side
+    (2 = the Nyquist rate of the autocorrelation, the usual CDI oversampling).  DPS's and
+    DAPS's code pad ``oversample / 8 · 256`` px per side of a 256-px image, so their
+    ``oversample=2.0`` is ``oversampling=1.5`` here; DAPS maps [-1, 1] → [0, 1] first, as here
+    (a non-negative density: the support and positivity constraints of CDI apply), DPS
+    (``guided_diffusion/measurements.py`` L169–172) takes |F| of the [-1, 1] image itself.
+
+    ``initial_guess``: HIO followed by error reduction (:func:`hio_er`) with the support
+    (the image's box on the canvas) and [0, 1] constraints, best of ``restarts`` random starts
+    by the measurement misfit — the classical CDI algorithm, chosen over a spectral
+    initialisation because that one is built for random (not Fourier) measurements and
+    knows no support.  ``align(x, truth)`` resolves the ambiguities (translation, conjugate
+    inversion) before metrics are computed (:func:`align_to_reference`)."""
+
+    measurement_is_image = False
+
+    def __init__(self, oversampling: float = 2.0, hio_iterations: int = 500, er_iterations: int = 100,
+                 beta: float = 0.9, restarts: int = 8, seed: int = 0):
+        super().__init__()
+        if isinstance(oversampling, bool) or not isinstance(oversampling, (int, float)) or not oversampling >= 1:
+            raise ValueError(f"oversampling must be a number >= 1 (canvas side / image side), got {oversampling!r}")
+        for name, v in (("hio_iterations", hio_iterations), ("er_iterations", er_iterations)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+            raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+        self.oversampling, self.seed = float(oversampling), seed
+        self.hio = dict(hio_iterations=hio_iterations, er_iterations=er_iterations, beta=beta, restarts=restarts)
+        self.params = {"oversampling": oversampling, **self.hio, "seed": seed}
+        self._image_sizes: dict[int, int] = {}
+
+    def padding(self, n: int) -> tuple[int, int]:
+        pad = canvas_padding(n, self.oversampling)
+        self._image_sizes[n + sum(pad)] = n
+        return pad
+
+    def output_shape(self, shape):
+        h, w = shape[-2:]
+        if h != w:
+            raise ValueError(f"phase retrieval needs square images, got {h}×{w}")
+        return (*shape[:-2], h + sum(self.padding(h)), w + sum(self.padding(w)))
+
+    def input_shape(self, y_shape):
+        if y_shape[-1] not in self._image_sizes:
+            raise ValueError(f"phase retrieval cannot tell the image size of a {y_shape[-1]}-px measurement; "
+                             f"apply the operator to an image first")
+        n = self._image_sizes[y_shape[-1]]
+        return (*y_shape[:-2], n, n)
+
+    def apply(self, x):
+        pad = self.padding(x.shape[-1])
+        canvas = F.pad((x + 1) / 2, (*pad, *pad))
+        return fft2c(canvas.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)).abs()
+
+    def initial_guess(self, y):
+        n = self.input_shape(y.shape)[-1]
+        pad = self.padding(n)
+        support = torch.zeros(y.shape[-2:], dtype=torch.bool)
+        support[pad[0]:pad[0] + n, pad[0]:pad[0] + n] = True
+        canvas = hio_er(y, support, generator=torch.Generator().manual_seed(self.seed), **self.hio)
+        return (canvas[..., pad[0]:pad[0] + n, pad[0]:pad[0] + n] * 2 - 1).clamp(-1, 1)
+
+    def align(self, x, truth):
+        return align_to_reference(x, truth, self.padding(x.shape[-1]))
+
+    def display(self, y, size):
+        """log(1 + |F|), min–max scaled, at ``size``."""
+        mag = y.log1p().float()
+        lo, hi = mag.amin((-2, -1), keepdim=True), mag.amax((-2, -1), keepdim=True)
+        return F.interpolate((mag - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1, size=tuple(size), mode="area")

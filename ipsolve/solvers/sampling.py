@@ -1,0 +1,118 @@
+"""k posterior samples per image and the per-image reliability score built from what a user
+has — the measurement, the noise level, the samples and the prior — never the ground truth."""
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+
+from ..operators import BlindBlur
+from .base import Result, discrepancy_tau, residual_ratio
+
+
+def sample_generators(gens, j: int):
+    """The generators of sample ``j``: sample 0 uses ``gens`` itself (so ``samples=1`` is the
+    plain run); sample j ≥ 1 of image i is seeded from (image i's seed, j), so a sample does
+    not depend on batching or on the other images.  One shared generator is shared on."""
+    if j == 0 or not isinstance(gens, list):
+        return gens
+    return [torch.Generator(device=g.device).manual_seed(
+        zlib.crc32(f"{g.initial_seed()}/sample{j}".encode()) & 0x7FFF_FFFF) for g in gens]
+
+
+def combine_samples(runs: list[Result], y, operator, sigma: float) -> Result:
+    """``Result`` of k runs: ``samples`` ``(B, k, C, H, W)``, ``x`` their mean, ``std`` the
+    per-pixel standard deviation (population, over the k samples); per image ``info`` sums the
+    NFE and seconds, keeps each sample's stop reason and residual and gives the mean's residual."""
+    samples = torch.stack([r.x for r in runs], 1)
+    x = samples.mean(1)
+    std = samples.std(1, unbiased=False)
+    if isinstance(operator, BlindBlur):  # A depends on each sample's own kernel estimate
+        residual = torch.tensor([[r.info[i]["residual"] for r in runs] for i in range(x.shape[0])]).mean(1)
+    else:
+        with torch.no_grad():
+            residual = residual_ratio(y, operator(x.to(y)), sigma)
+    info = []
+    for i in range(x.shape[0]):
+        per = [r.info[i] for r in runs]
+        info.append({**per[0], "nfe": sum(p["nfe"] for p in per), "seconds": sum(p["seconds"] for p in per),
+                     "iterations": sum(p["iterations"] for p in per) / len(per),
+                     "stop_reason": per[0]["stop_reason"] if len({p["stop_reason"] for p in per}) == 1 else
+                     ",".join(p["stop_reason"] for p in per),
+                     "residual": float(residual[i]), "sample_residuals": [float(p["residual"]) for p in per],
+                     "samples": len(runs)})
+    kernels = [r.kernel for r in runs if r.kernel is not None]
+    kernel = torch.stack(kernels).mean(0) if kernels else None
+    return Result(x=x, info=info, kernel=kernel, samples=samples, std=std)
+
+
+# ---------------------------------------------------------------------------------------------
+# reliability
+# ---------------------------------------------------------------------------------------------
+RELIABILITY_TERMS = ("feasibility", "disagreement", "prior_consistency")
+
+
+def feasibility_term(residual: torch.Tensor, m: int) -> torch.Tensor:
+    """How far the fit misses the noise level: ``max(0, r/τ − 1)`` with ``r = ‖y − A(x)‖/(σ√m)``
+    and τ the χ²_m 95 % factor (:func:`discrepancy_tau`) — 0 whenever the residual is one the
+    true image could have; 1 when it is twice that.  Catches wrong operator settings, a prior
+    that cannot produce the image, and solvers that did not converge."""
+    return (residual / discrepancy_tau(m) - 1).clamp_min(0)
+
+
+def disagreement_term(std: torch.Tensor, sigma: float) -> torch.Tensor:
+    """How much the k samples disagree: the RMS over pixels of their per-pixel std, in units
+    of ``10 σ`` (σ the noise std on the same [-1, 1] scale; 0.01 at least).  Catches images
+    the measurement leaves undetermined *and* the prior cannot settle (they vary between samples)."""
+    return std.pow(2).flatten(1).mean(1).sqrt() / (10 * max(sigma, 0.01))
+
+
+@torch.no_grad()
+def prior_consistency_term(x: torch.Tensor, prior, level: float = 0.2, draws: int = 2, seed: int = 0) -> torch.Tensor | None:
+    """How far the prior's denoiser moves the reconstruction: noise ``x`` to std ``level`` (on
+    the [-1, 1] scale), denoise, and measure RMS(x̂ − x) / ``level``; averaged over ``draws``
+    fixed noise draws.  An image like the prior's training data comes back close (≈ 0.2–0.4);
+    one the prior was never meant for is pulled towards what it knows (→ 1).  Pixel and latent
+    diffusion and flow priors (latent: in latent space after ``encode``); None otherwise."""
+    from ..priors import DiffusionPrior, FlowPrior, LatentPrior
+
+    inner, v = prior, x.to(prior.device, torch.float32)
+    if isinstance(prior, LatentPrior):
+        inner, v = prior.inner, prior.encode(v)
+    g = torch.Generator().manual_seed(seed)
+    total = torch.zeros(v.shape[0], device=v.device)
+    for _ in range(draws):
+        noise = torch.randn(v.shape, generator=g).to(v)
+        if isinstance(inner, DiffusionPrior):
+            abar = inner.alphas_cumprod.to(v.device, torch.float64)
+            t = int(torch.argmin((((1 - abar) / abar).sqrt() - level).abs()))  # x-space noise std = level
+            a = abar[t].float()
+            x_t = a.sqrt() * v + (1 - a).sqrt() * noise
+            est = inner.x0(x_t, torch.full((v.shape[0],), t, device=v.device))
+        elif isinstance(inner, FlowPrior):
+            s = 1 / (1 + level)  # x_s = s·x + (1 − s)·z: noise std (1 − s)/s = level on x's scale
+            x_t = s * v + (1 - s) * noise
+            est = inner.x1_from_velocity(x_t, s, inner.velocity(x_t, torch.tensor(s)))
+        else:
+            return None
+        total += (est - v).pow(2).flatten(1).mean(1).sqrt() / level
+    return total / draws
+
+
+def reliability(y, prior, result: Result, sigma: float) -> list[dict]:
+    """Per image: the terms (``None`` where they need what is missing: samples, a prior with a
+    denoiser) and ``reliability = −(feasibility + disagreement + prior_consistency)`` over the
+    available terms (higher = more reliable; 0 at best), and the largest term as ``reason``."""
+    residual = torch.tensor([float(i["residual"]) for i in result.info])  # each solver's own ‖y − A(x)‖/(σ√m)
+    terms = {"feasibility": feasibility_term(residual, y[0].numel()),
+             "disagreement": disagreement_term(result.std, sigma).cpu() if result.std is not None else None,
+             "prior_consistency": prior_consistency_term(result.x, prior)}
+    out = []
+    for i in range(result.x.shape[0]):
+        vals = {k: (None if v is None else float(v[i])) for k, v in terms.items()}
+        present = {k: v for k, v in vals.items() if v is not None and math.isfinite(v)}
+        score = -sum(present.values())
+        out.append({"reliability": score, "reliability_terms": vals,
+                    "reliability_reason": max(present, key=present.get) if present else None})
+    return out
