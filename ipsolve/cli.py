@@ -159,7 +159,11 @@ def run(cfg: DictConfig) -> dict | None:
         if state.is_main_process:
             print(report(result.summary))
             print(f"ipsolve: results written to {out}")
-            print("  grid.png, summary.json, metrics.csv, config.yaml; recon/, measurement/, initial/, records/")
+            files = ["grid.png", "summary.json", "metrics.csv", "config.yaml"]
+            files += ["risk_coverage.png", "risk_coverage.csv"] if (out / "risk_coverage.csv").is_file() else []
+            folders = ["recon/", "measurement/", "initial/", "records/"]
+            folders += ["mean/", "std/", "samples/"] if result.summary.get("samples", 1) > 1 else []
+            print(f"  {', '.join(files)}; {', '.join(folders)}")
         return result.summary
     except RunError as err:
         fail(str(err), out)

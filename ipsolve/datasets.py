@@ -243,6 +243,31 @@ def photo_crop(name: str, size: int = 32) -> torch.Tensor:
     return torch.from_numpy(img).float().permute(2, 0, 1)[None] * 2 - 1
 
 
+# --- inputs the phantom priors were never meant for (uncertainty / selective-reconstruction tests) ----
+GREY_PHOTOS = ("camera", "coins", "moon", "page")  # scikit-image grey photos: none is a phantom
+
+
+def grey_photo(name: str, size: int = 32) -> torch.Tensor:
+    """Centre crop of a scikit-image grey photo (:data:`GREY_PHOTOS`), ``(1, 1, size, size)`` in [-1, 1]."""
+    from skimage.transform import resize
+
+    img = photo(name)[..., 0].astype(np.float64)
+    img = img / max(img.max(), 1e-12)
+    h, w = img.shape
+    m = min(h, w)
+    img = img[(h - m) // 2:(h - m) // 2 + m, (w - m) // 2:(w - m) // 2 + m]
+    return torch.from_numpy(resize(img, (size, size), anti_aliasing=True)).float()[None, None] * 2 - 1
+
+
+def unseen_structures(n: int, size: int = 32, seed: int = 4242) -> torch.Tensor:
+    """Held-out phantoms overlaid with a checkerboard (4-px squares, even i) or stripes (3 px, odd
+    i) of contrast 0.6: textures no training family has, ``(n, 1, size, size)`` in [-1, 1]."""
+    base = heldout_phantoms(n, size, seed=seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    patterns = (((yy // 4 + xx // 4) % 2).float(), ((xx // 3) % 2).float())
+    return torch.stack([(base[i] + 0.6 * (patterns[i % 2] - 0.5)).clamp(-1, 1) for i in range(n)])
+
+
 def random_photo_crops(n: int, size: int = 32, generator: torch.Generator | None = None,
                        names=PHOTO_TRAIN, _cache: dict = {}) -> torch.Tensor:
     """Multi-scale random crops (side 1–8× ``size``, random flips) of the training photos."""

@@ -112,6 +112,8 @@ def main():
         if vae is not None:
             vae.load_state_dict(saved["vae"]); ae_opt.load_state_dict(saved["ae_opt"])
         state = saved["state"]; gen.set_state(saved["gen"])
+        if vae is not None and "scaling_factor" in state:  # the factor the UNet's latents were scaled by
+            vae.register_to_config(scaling_factor=state["scaling_factor"])
         acc.print(f"resumed from {ckpt} at step {state['step']} (ae {state['ae_step']})")
     acc.print(f"unet parameters: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M")
     unet, opt = acc.prepare(unet, opt)
@@ -160,6 +162,7 @@ def main():
         with torch.no_grad():
             z = acc.unwrap_model(vae).encode(torch.cat([next_batch() for _ in range(4)]).to(acc.device)).latent_dist.mean
         acc.unwrap_model(vae).register_to_config(scaling_factor=float(1.0 / z.std()))
+        state["scaling_factor"] = acc.unwrap_model(vae).config.scaling_factor  # restored on resume
         save_and_export()
         if state["ae_step"] < args.ae_steps:
             return

@@ -317,6 +317,9 @@ def test_bad_settings_are_one_line_errors(tmp_path):
                 "prior.source=PATH", "ffhq_10m.pt")
     check_error(ipsolve("sigma=-1", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path), "sigma", ">= 0")
     assert not (tmp_path / "b").exists()  # a failed run leaves no directory of Hydra files behind
+    check_error(ipsolve("samples=0", f"hydra.run.dir={tmp_path / 'd'}", cwd=tmp_path), "samples must be an integer >= 1")
+    check_error(ipsolve("review_coverage=2", f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path),
+                "review_coverage must be a fraction in (0, 1]")
     import torch
 
     if not torch.cuda.is_available():

@@ -36,18 +36,13 @@ def _compose(overrides=(), hydra=False):
 
 def test_conf_found_and_groups_match_registries():
     assert CONF is not None and (CONF / "config.yaml").is_file()
-    operator_files = {p.stem: OmegaConf.load(p) for p in (CONF / "operator").glob("*.yaml")}
-    assert set(OPERATORS) <= set(operator_files), "every registry operator has a config of the same name"
-    for stem, cfg in operator_files.items():
-        assert cfg.name in OPERATORS, f"operator/{stem}.yaml builds unknown operator {cfg.name!r}"
-        if stem in OPERATORS:
-            assert cfg.name == stem
-    solver_files = {p.stem: OmegaConf.load(p) for p in (CONF / "solver").glob("*.yaml")}
-    assert set(SOLVERS) <= set(solver_files), "every registry solver has a config of the same name"
-    for stem, cfg in solver_files.items():
-        assert cfg.name in SOLVERS, f"solver/{stem}.yaml builds unknown solver {cfg.name!r}"
-        if stem in SOLVERS:
-            assert cfg.name == stem
+    for group, registry in (("operator", OPERATORS), ("solver", SOLVERS)):  # presets name what they build
+        files = {p.stem: OmegaConf.load(p) for p in (CONF / group).glob("*.yaml")}
+        assert set(registry) <= set(files), f"every registry {group} has a config of the same name"
+        for stem, cfg in files.items():
+            assert cfg.name in registry, f"{group}/{stem}.yaml builds unknown {group} {cfg.name!r}"
+            if stem in registry:
+                assert cfg.name == stem
 
 
 @pytest.mark.parametrize("rel", FILES)

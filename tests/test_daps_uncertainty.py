@@ -145,3 +145,36 @@ def test_cli_samples_write_uncertainty_outputs(tmp_path):
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"reliability", "reliability_reason", "decision"} <= set(header)
     assert "review: 1 of 3 image(s) flagged" in proc.stdout
+
+
+# ------------------------------------------------------------- evidence (held-out data only)
+def test_uncertainty_and_reliability_evidence():
+    """DPS (60 steps, ζ rescaled), 3 samples, SR ×4, σ = 0.01 on held-out phantoms (3 blobs +
+    Shepp–Logan) and inputs the phantom prior was never meant for (2 grey photos, 2 phantoms with
+    unseen textures).  Nothing in the score reads the ground truth; only the checks here do.
+    Measured (2026-11-25): Spearman ρ(per-pixel std,
+    |error|) on the phantoms 0.75; mean reliability phantoms −1.66, the others −3.58 (the two
+    textured phantoms and one photo least reliable); PSNR of all 19.26 dB, of the most reliable
+    half 20.49 dB (+1.23).  Asserted: ρ > 0.5, the others' mean below the phantoms', +0.5 dB."""
+    from scipy.stats import spearmanr
+
+    from ipsolve.metrics import psnr
+
+    phantoms = torch.cat([datasets.heldout_phantoms(3, 32), datasets.shepp_logan(32)])
+    x = torch.cat([phantoms, datasets.grey_photo("camera"), datasets.grey_photo("coins"),
+                   datasets.unseen_structures(2)])
+    op = make_operator("super_resolution", scale=4)
+    y = op.measure(x, 0.01, generator=torch.Generator().manual_seed(1234))
+    res = solve(y, op, load_prior("bundled:phantom-ddpm"), make_solver("dps", steps=60, rescale_zeta=True,
+                                                                        progress=False),
+                sigma=0.01, generator=[torch.Generator().manual_seed(i) for i in range(len(x))], samples=3)
+    n = len(phantoms)
+    rho = spearmanr(res.std[:n].flatten().numpy(), (res.x - x)[:n].abs().flatten().numpy()).statistic
+    rel = torch.tensor([i["reliability"] for i in res.info])
+    p = psnr(res.x, x)
+    half = rel.argsort(descending=True)[:len(x) // 2]
+    print(f"rho {rho:.3f}; reliability phantoms {rel[:n].tolist()} others {rel[n:].tolist()}; "
+          f"PSNR all {p.mean():.2f}, most reliable half {p[half].mean():.2f}")
+    assert rho > 0.5
+    assert rel[:n].mean() > rel[n:].mean()  # out-of-distribution inputs rank as less reliable on average
+    assert p[half].mean() > p.mean() + 0.5

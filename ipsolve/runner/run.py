@@ -66,7 +66,10 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise RunError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
-    review_decisions([], review_below, review_coverage)  # checks the two settings before any work
+    try:
+        review_decisions([], review_below, review_coverage)  # checks the two settings before any work
+    except ValueError as err:
+        raise RunError(str(err)) from None
     out = check_writable(Path(output_dir)) if output_dir is not None else None
     if state is None:
         state = process_state(device)

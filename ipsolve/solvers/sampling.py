@@ -105,7 +105,7 @@ def reliability(y, prior, result: Result, sigma: float) -> list[dict]:
     denoiser) and ``reliability = −(feasibility + disagreement + prior_consistency)`` over the
     available terms (higher = more reliable; 0 at best), and the largest term as ``reason``."""
     residual = torch.tensor([float(i["residual"]) for i in result.info])  # each solver's own ‖y − A(x)‖/(σ√m)
-    terms = {"feasibility": feasibility_term(residual, y[0].numel()),
+    terms = {"feasibility": feasibility_term(residual, y[0].numel()) if sigma > 0 else None,  # σ = 0: no noise level
              "disagreement": disagreement_term(result.std, sigma).cpu() if result.std is not None else None,
              "prior_consistency": prior_consistency_term(result.x, prior)}
     out = []
