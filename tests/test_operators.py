@@ -243,4 +243,4 @@ def test_error_messages():
 
 def test_registry_names():
     assert set(OPERATORS) == {"super_resolution", "inpainting", "gaussian_blur", "motion_blur", "nonlinear_blur",
-                              "blind_blur"}
+                              "blind_blur", "ct", "mri", "phase_retrieval"}
