@@ -12,6 +12,7 @@ import torch
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
 from ipsolve.selective import review_decisions, risk_coverage
 from ipsolve.solvers.daps import annealing_sigmas, karras_sigmas, lr_multiplier, vp_timestep
+from test_solvers import gaussian_posterior  # the closed-form posterior the DPS test uses
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Recorded by running the reference's cores/scheduler.py, cores/mcmc.py and model/precond.py
@@ -41,15 +42,6 @@ def test_daps_vp_timesteps_match_reference():
 
 
 # ------------------------------------------------------------- Gaussian prior, exact posterior
-def exact_gaussian_posterior(prior, op, y, sigma):
-    dist = prior.distribution
-    d = dist.mean.numel()
-    a = torch.stack([op(e.view(1, *prior.shape).float()).double().flatten() for e in torch.eye(d, dtype=torch.float64)], 1)
-    cov = torch.linalg.inv(torch.linalg.inv(dist.cov) + a.T @ a / sigma ** 2)
-    mean = cov @ (torch.linalg.solve(dist.cov, dist.mean) + a.T @ y.double().flatten() / sigma ** 2)
-    return mean, cov
-
-
 def test_daps_and_dps_against_the_exact_gaussian_posterior():
     """2×2 Gaussian prior (std 0.5, correlation 0.8), 50 % inpainting, σ = 0.05, 512 samples.
     Measured (2026-11-25): DPS (200 steps, ζ 0.1) mean error 0.064 of the prior-mean error,
@@ -63,7 +55,7 @@ def test_daps_and_dps_against_the_exact_gaussian_posterior():
     sigma = 0.05
     y1 = op.measure(x, sigma, generator=torch.Generator().manual_seed(0))
     y = y1.expand(512, -1, -1, -1).contiguous()
-    mean, cov = exact_gaussian_posterior(prior, op, y1, sigma)
+    mean, cov = gaussian_posterior(prior, op, y1, sigma)
     prior_err = (prior.distribution.mean - mean).norm()
     observed = op.mask_for(x.shape).flatten().bool()
     res = solve(y, op, prior, make_solver("daps", annealing_steps=50, ode_steps=2, mcmc_steps=100, progress=False),

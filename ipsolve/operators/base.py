@@ -22,6 +22,14 @@ def check_image(x, name: str = "x", channels: int | None = None) -> torch.Tensor
     return x
 
 
+def display_scaled(v: torch.Tensor, size, mode: str = "nearest") -> torch.Tensor:
+    """A non-image measurement (already reduced to ``(B, 1, h, w)``: a sinogram, log-magnitudes)
+    min–max scaled per image to [-1, 1] and resized to ``size`` for viewing."""
+    v = v.float()
+    lo, hi = v.amin((-2, -1), keepdim=True), v.amax((-2, -1), keepdim=True)
+    return torch.nn.functional.interpolate((v - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1, size=tuple(size), mode=mode)
+
+
 class Operator(nn.Module):
     """A forward model ``y = A(x) + n`` on images in [-1, 1].
 

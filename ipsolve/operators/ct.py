@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Operator
+from .base import Operator, display_scaled
 
 FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann", "none")
 
@@ -189,5 +189,4 @@ class CT(Operator):
 
     def display(self, y, size):
         """The sinogram (detector × angle) stretched to ``size`` for viewing, min–max scaled."""
-        lo, hi = y.amin((-2, -1), keepdim=True), y.amax((-2, -1), keepdim=True)
-        return F.interpolate(((y - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1).float(), size=tuple(size), mode="nearest")
+        return display_scaled(y, size)

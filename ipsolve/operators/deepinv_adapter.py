@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Operator
+from .base import Operator, display_scaled
 
 
 class DeepinvOperator(Operator):
@@ -97,9 +97,7 @@ class DeepinvOperator(Operator):
         v = y.float()
         if v.shape[1] > 1:
             v = v.pow(2).sum(1, keepdim=True).sqrt()
-        lo, hi = v.amin((-2, -1), keepdim=True), v.amax((-2, -1), keepdim=True)
-        return torch.nn.functional.interpolate((v - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1, size=tuple(size),
-                                               mode="nearest")
+        return display_scaled(v, size)
 
 
 def from_deepinv(physics, image_range=(0.0, 1.0), complex_image: bool = False,

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .base import Operator
+from .base import Operator, display_scaled
 
 MASK_KINDS = ("random", "equispaced", "equispaced_fraction")
 
@@ -203,6 +202,4 @@ class MRI(Operator):
 
     def display(self, y, size):
         """log(1 + |k|) of the zero-filled k-space (root-sum-of-squares over coils), min–max scaled."""
-        mag = self.kspace(y).abs().pow(2).sum(1, keepdim=True).sqrt().log1p().float()
-        lo, hi = mag.amin((-2, -1), keepdim=True), mag.amax((-2, -1), keepdim=True)
-        return F.interpolate((mag - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1, size=tuple(size), mode="nearest")
+        return display_scaled(self.kspace(y).abs().pow(2).sum(1, keepdim=True).sqrt().log1p(), size)

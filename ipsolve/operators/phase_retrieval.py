@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Operator
+from .base import Operator, display_scaled
 from .mri import fft2c, ifft2c
 
 
@@ -143,6 +143,4 @@ class PhaseRetrieval(Operator):
 
     def display(self, y, size):
         """log(1 + |F|), min–max scaled, at ``size``."""
-        mag = y.log1p().float()
-        lo, hi = mag.amin((-2, -1), keepdim=True), mag.amax((-2, -1), keepdim=True)
-        return F.interpolate((mag - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1, size=tuple(size), mode="area")
+        return display_scaled(y.log1p(), size, mode="area")
