@@ -219,7 +219,8 @@ def check_overrides(args: list[str]) -> list[str]:
 
     * ``solver.X=v`` / ``operator.X=v``: X must be a parameter of the chosen solver/operator
       (closest name suggested); a valid X missing from the preset's yaml is added (``++``).
-    * ``prior=PATH`` (not a preset name) means ``prior.source=PATH``.
+    * ``prior=PATH`` (not a preset name) means ``prior.source=PATH``; ``prior.X=v`` is passed on
+      to ``load_prior`` (which names the options a prior takes).
     * ``solver=NAME`` etc.: NAME must be a preset in ``conf/<group>/``.
     """
     from .runner import load_preset
@@ -259,6 +260,8 @@ def check_overrides(args: list[str]) -> list[str]:
                     fail(f"{message} (preset {group}={choice})")
                 if not key.startswith(("+", "~")):
                     arg = f"++{bare}={value}"  # valid, maybe absent from the preset's yaml
+        if group == "prior" and param and not key.startswith(("+", "~")):
+            arg = f"++{bare}={value}"  # prior options (prompt, image_size, dtype, ...): load_prior checks the names
         out.append(arg)
     return out
 

@@ -244,3 +244,20 @@ def test_error_messages():
 def test_registry_names():
     assert set(OPERATORS) == {"super_resolution", "inpainting", "gaussian_blur", "motion_blur", "nonlinear_blur",
                               "blind_blur", "ct", "mri", "phase_retrieval"}
+
+
+@pytest.mark.parametrize("k", [8, 9])
+def test_blind_blur_zero_padding_is_dmplugs_conv2d_same(k):
+    """``padding="zero"`` is DMPlug's BlindBlurOperator: per channel ``F.conv2d(x, k, padding="same")``
+    (even kernels: one pixel more padding after than before)."""
+    import torch.nn.functional as F
+
+    op = make_operator("blind_blur", true_kernel="gaussian", size=k, std=1.5, padding="zero")
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 2 - 1
+    kern = torch.rand(k, k, dtype=torch.float64)
+    ref = torch.cat([F.conv2d(x[:, i:i + 1], kern[None, None], padding="same") for i in range(3)], 1)
+    assert torch.allclose(op(x, kernel=kern), ref, atol=1e-12)
+    assert torch.allclose(op(x), torch.cat([F.conv2d(x[:, i:i + 1], op.kernel[None, None].double(), padding="same")
+                                            for i in range(3)], 1), atol=1e-6)
+    with pytest.raises(ValueError, match="padding must be"):
+        make_operator("blind_blur", padding="circular")

@@ -54,6 +54,23 @@ def test_command_line_composes(args):
             assert cfg.solver.name and cfg.operator.name
 
 
+def test_foundation_example_runs_on_a_tiny_sd3_pipeline(tmp_path):
+    """The SD3 block as written, with the tiny SD3 pipeline of the foundation tests in place of the
+    gated weights, 32 px, CPU, float32 and 2 iterations."""
+    from tiny_pipelines import make_sd3
+
+    (code,) = blocks("python-sd3")
+    folder = make_sd3(tmp_path / "sd3")
+    swaps = {'"sd3-medium", 512, "cuda"': f'"{folder}", 32, "cpu"', 'dtype="fp16"': 'dtype="float32"',
+             "iterations=1000": "iterations=2"}
+    for old, new in swaps.items():
+        assert old in code, old
+        code = code.replace(old, new)
+    scope = {"__name__": "readme"}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["res"].x.shape == (1, 3, 32, 32)
+
+
 @pytest.mark.slow
 def test_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -169,6 +169,15 @@ def test_blind_deblurring_returns_kernels_on_the_simplex():
         assert torch.allclose(res.kernel.sum((1, 2)), torch.ones(2), atol=1e-5) and (res.kernel >= 0).all()
     with pytest.raises(ValueError, match="kernel"):
         solve(y, op, prior, make_solver("resample", steps=3, progress=False))
+    # the starting kernel (a 1-iteration budget returns it): DMPlug's N(0, 1) logits, per image from its
+    # generator, or ipsolve's centred bump
+    start = {init: solve(y, op, prior, make_solver("dmplug", iterations=1, kernel_init=init, progress=False),
+                         generator=gens(2)).kernel for init in ("randn", "bump")}
+    again = solve(y, op, prior, make_solver("dmplug", iterations=1, progress=False), generator=gens(2)).kernel
+    assert torch.equal(start["randn"], again) and not torch.allclose(start["randn"][0], start["randn"][1])
+    assert (start["bump"].flatten(1).argmax(1) == 4 * 9 + 4).all() and start["bump"].max() < 0.2
+    with pytest.raises(ValueError, match="kernel_init"):
+        make_solver("dmplug", kernel_init="zeros")
 
 
 def test_project_simplex():

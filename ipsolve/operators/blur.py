@@ -95,16 +95,24 @@ def _motionblur_kernel(size: int, intensity: float, rng: np.random.RandomState) 
     return kernel / np.sum(kernel)
 
 
-def convolve(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Correlate each image with a kernel (``(k,k)`` shared, or ``(B,k,k)`` one per image) with
-    reflection padding (``scipy.ndimage.correlate(mode="mirror")``), so the size is kept."""
+def convolve(x: torch.Tensor, kernel: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
+    """Correlate each image with a kernel (``(k,k)`` shared, or ``(B,k,k)`` one per image), keeping
+    the size.  ``padding="reflect"``: reflection (``scipy.ndimage.correlate(mode="mirror")``);
+    ``"zero"``: zeros placed as ``F.conv2d(padding="same")`` (for even k one pixel more after than
+    before — DMPlug's ``BlindBlurOperator``, guided_diffusion/measurements.py line 170)."""
     b, c, h, w = x.shape
     kh, kw = kernel.shape[-2:]
-    pad = (kw // 2, kw - 1 - kw // 2, kh // 2, kh - 1 - kh // 2)
-    if max(pad) >= min(h, w):
-        raise ValueError(f"image size {h}x{w} is too small for a {kh}x{kw} kernel with reflection padding; "
-                         f"expected images larger than {max(pad)} pixels per side")
-    xp = F.pad(x, pad, mode="reflect")
+    if padding == "zero":
+        pad = ((kw - 1) // 2, kw - 1 - (kw - 1) // 2, (kh - 1) // 2, kh - 1 - (kh - 1) // 2)
+        xp = F.pad(x, pad)
+    elif padding == "reflect":
+        pad = (kw // 2, kw - 1 - kw // 2, kh // 2, kh - 1 - kh // 2)
+        if max(pad) >= min(h, w):
+            raise ValueError(f"image size {h}x{w} is too small for a {kh}x{kw} kernel with reflection padding; "
+                             f"expected images larger than {max(pad)} pixels per side")
+        xp = F.pad(x, pad, mode="reflect")
+    else:
+        raise ValueError(f"padding must be 'reflect' or 'zero', got {padding!r}")
     kernel = kernel.to(x)
     if kernel.ndim == 2:
         return F.conv2d(xp, kernel.expand(c, 1, kh, kw), groups=c)
@@ -157,8 +165,11 @@ class BlindBlur(_KernelBlur):
     is_linear = True  # linear in x for a fixed kernel
 
     def __init__(self, true_kernel: str = "motion", size: int = 61, std: float = 3.0, intensity: float = 0.5,
-                 seed: int = 0, kernel_size: int | None = None):
+                 seed: int = 0, kernel_size: int | None = None, padding: str = "reflect"):
         super().__init__()
+        if padding not in ("reflect", "zero"):
+            raise ValueError(f"padding must be 'reflect' (DPS, BlindDPS) or 'zero' (DMPlug), got {padding!r}")
+        self.padding = padding
         if true_kernel == "gaussian":
             k = gaussian_kernel(size, std)
         elif true_kernel == "motion":
@@ -166,8 +177,15 @@ class BlindBlur(_KernelBlur):
         else:
             raise ValueError(f"true_kernel must be 'gaussian' or 'motion', got {true_kernel!r}")
         self.kernel_size = kernel_size or size
-        self.params = {"true_kernel": true_kernel, "size": size, "seed": seed, "kernel_size": self.kernel_size}
+        self.params = {"true_kernel": true_kernel, "size": size, "seed": seed, "kernel_size": self.kernel_size,
+                       "padding": padding}
         self.register_buffer("kernel", k)
+
+    def apply(self, x):
+        return convolve(x, self.kernel, self.padding)
+
+    def output_shape(self, shape):
+        return tuple(shape) if self.padding == "zero" else super().output_shape(shape)
 
     def forward(self, x, kernel: torch.Tensor | None = None):
         if kernel is None:
@@ -175,4 +193,4 @@ class BlindBlur(_KernelBlur):
         from .base import check_image
 
         check_image(x, "x")
-        return convolve(x, kernel)
+        return convolve(x, kernel, self.padding)

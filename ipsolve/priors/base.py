@@ -168,11 +168,20 @@ class FlowPrior(Prior):
     kind = "flow"
 
     def __init__(self, network: nn.Module, image_size: int, channels: int, network_convention: str = "diffusers",
-                 timestep_scale: float = 1000.0):
+                 timestep_scale: float = 1000.0, sigma_schedule=None):
         super().__init__(image_size, channels)
         if network_convention not in ("diffusers", "ipsolve"):
             raise ValueError(f"network_convention must be 'diffusers' or 'ipsolve', got {network_convention!r}")
         self.network, self.network_convention, self.timestep_scale = network, network_convention, timestep_scale
+        self.sigma_schedule = sigma_schedule  # steps -> diffusers σ grid (1 → 0), e.g. SD3's shifted grid
+
+    def time_grid(self, steps: int) -> list[float]:
+        """``steps + 1`` ipsolve times from 0 (noise) to 1 (data) for sampling: the pipeline's own
+        σ grid (``t = 1 − σ``; SD3's ``shift``, FLUX's resolution-dependent shift) when the prior
+        came from one, else uniform."""
+        if self.sigma_schedule is None:
+            return torch.linspace(0, 1, steps + 1).tolist()
+        return (1 - torch.as_tensor(self.sigma_schedule(steps), dtype=torch.float64)).tolist()
 
     def velocity(self, x_t: torch.Tensor, t) -> torch.Tensor:
         """v̂(x_t, t) ≈ E[x - z | x_t] — one network call for the whole batch."""
@@ -200,7 +209,7 @@ class FlowPrior(Prior):
     def sample(self, n: int, steps: int = 50, generator: torch.Generator | None = None):
         """Euler integration from noise (t = 0) to data (t = 1)."""
         x = randn((n, *self.shape), generator, self.device)
-        ts = torch.linspace(0, 1, steps + 1).tolist()
+        ts = self.time_grid(steps)
         for t, t_next in zip(ts[:-1], ts[1:]):
             x = self.ode_step(x, t, t_next, self.velocity(x, t))
         return x
@@ -208,14 +217,16 @@ class FlowPrior(Prior):
 
 class LatentPrior(Prior):
     """An autoencoder (``AutoencoderKL`` / ``VQModel`` or identity) around an inner prior on
-    latents (Rombach et al. 2022).  ``encode`` returns scaled latents; ``decode`` images."""
+    latents (Rombach et al. 2022).  ``encode`` returns ``(z − shift_factor) · scaling_factor``
+    and ``decode`` inverts it, as the diffusers pipelines do (SD3/FLUX have a shift, SD none)."""
 
     kind = "latent"
 
     def __init__(self, autoencoder: nn.Module | None, inner: Prior, image_size: int, channels: int,
-                 scaling_factor: float = 1.0):
+                 scaling_factor: float = 1.0, shift_factor: float = 0.0):
         super().__init__(image_size, channels)
-        self.autoencoder, self.inner, self.scaling_factor = autoencoder, inner, float(scaling_factor)
+        self.autoencoder, self.inner = autoencoder, inner
+        self.scaling_factor, self.shift_factor = float(scaling_factor), float(shift_factor or 0.0)
 
     @property
     def latent_kind(self) -> str:
@@ -227,13 +238,14 @@ class LatentPrior(Prior):
         p = next(self.autoencoder.parameters())
         enc = self.autoencoder.encode(x.to(p.dtype))
         z = enc.latent_dist.mean if hasattr(enc, "latent_dist") else _network_output(getattr(enc, "latents", enc))
-        return (z * self.scaling_factor).to(x.dtype)
+        return ((z - self.shift_factor) * self.scaling_factor).to(x.dtype)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         if self.autoencoder is None:
             return z
         p = next(self.autoencoder.parameters())
-        return _network_output(self.autoencoder.decode(z.to(p.dtype) / self.scaling_factor)).to(z.dtype)
+        z = z / self.scaling_factor + self.shift_factor
+        return _network_output(self.autoencoder.decode(z.to(p.dtype))).to(z.dtype)
 
     @torch.no_grad()
     def sample(self, n: int, steps: int = 50, generator: torch.Generator | None = None):

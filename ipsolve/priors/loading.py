@@ -19,14 +19,33 @@ def bundled_names() -> list[str]:
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "model_index.json").is_file()) if BUNDLED_DIR.is_dir() else []
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+DIFFUSERS_OPTIONS = ("gradient_checkpointing", "vae_tiling", "vae_slicing")
+TEXT_OPTIONS = ("prompt", "negative_prompt", "guidance_scale", "image_size", "use_t5", "max_sequence_length")
+
+
+def as_dtype(dtype) -> torch.dtype | None:
+    """A torch dtype from a dtype or its name (``bf16``, ``float16``, ... as configs write it)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).removeprefix("torch.").lower()
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
 def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     """Load a prior.  ``source`` is one of: ``bundled:<name>``; ``gaussian`` / ``gmm`` (analytic,
     ``kwargs`` as in :func:`make_analytic_prior`); a diffusers directory (DDPM/DDIM pipeline
-    layout, LDM layout with ``vqvae``/``vae``, or a flow-matching UNet whose scheduler is
-    ``FlowMatchEulerDiscreteScheduler``); a hub id of such a repository (from the local
+    layout, LDM layout with ``vqvae``/``vae``, a flow-matching UNet whose scheduler is
+    ``FlowMatchEulerDiscreteScheduler``, or a Stable Diffusion 1.x/2.x, SD3 or FLUX pipeline —
+    ``kwargs`` then as in :func:`ipsolve.priors.foundation.load_foundation`: ``prompt``,
+    ``guidance_scale``, ``image_size``, ...); a hub id of such a repository (from the local
     Hugging Face cache when offline); or an ADM checkpoint file (``kwargs``: ADM config, default
-    DPS's FFHQ-256)."""
+    DPS's FFHQ-256).  ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``)."""
     source = str(source)
+    dtype = as_dtype(dtype)
     if source in ("gaussian", "gmm"):
         from .analytic import make_analytic_prior
 
@@ -35,13 +54,13 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
         name = source.split(":", 1)[1]
         if not (BUNDLED_DIR / name / "model_index.json").is_file():
             raise ValueError(f"unknown bundled prior {name!r}; bundled priors: {', '.join(bundled_names()) or 'none'}")
-        prior = _load_diffusers_dir(BUNDLED_DIR / name)
+        prior = _load_diffusers_dir(BUNDLED_DIR / name, source, device, dtype, kwargs)
     elif os.path.isfile(source) or source.endswith((".pt", ".pth", ".ckpt")):
         prior = _load_adm(source, **kwargs)
     elif os.path.isdir(source):
-        prior = _load_diffusers_dir(Path(source))
+        prior = _load_diffusers_dir(Path(source), source, device, dtype, kwargs)
     elif _looks_like_hub_id(source):
-        prior = _load_diffusers_dir(_hub_snapshot(source))
+        prior = _load_diffusers_dir(_hub_snapshot(source), source, device, dtype, kwargs)
     else:
         raise ValueError(f"cannot load a prior from {source!r}: no such file or directory, and not a known source. "
                          f"Sources: {'; '.join(SOURCE_KINDS)}")
@@ -133,9 +152,45 @@ def _component(root: Path, index: dict, names) -> tuple[str, Path] | None:
     return None
 
 
-def _load_diffusers_dir(root: Path) -> Prior:
-    """DDPM/DDIM pipeline, LDM pipeline, or flow-matching UNet directory (diffusers layout)."""
+def _load_diffusers_dir(root: Path, source: str, device, dtype, options: dict) -> Prior:
+    """A diffusers directory: a text-conditioned foundation pipeline (SD, SD3, FLUX), or a DDPM/DDIM
+    pipeline, LDM pipeline or flow-matching UNet (unconditional, ``options`` as ``DIFFUSERS_OPTIONS``)."""
+    from .foundation import family_of, load_foundation
+
     index = _read_json(root / "model_index.json") if (root / "model_index.json").is_file() else {}
+    if family_of(index) is not None:
+        return load_foundation(root, index, dtype=dtype, device=device, **_check_options(source, options, True))
+    _check_options(source, options, False)
+    prior = _load_unconditional_dir(root, index)
+    if options.get("gradient_checkpointing"):
+        for module in (getattr(prior, "network", None), getattr(prior, "autoencoder", None),
+                       getattr(getattr(prior, "inner", None), "network", None)):
+            if getattr(module, "_supports_gradient_checkpointing", False):
+                module.enable_gradient_checkpointing()
+    ae = getattr(prior, "autoencoder", None)
+    for option, method in (("vae_tiling", "enable_tiling"), ("vae_slicing", "enable_slicing")):
+        if options.get(option):
+            if not hasattr(ae, method):
+                raise ValueError(f"{option} needs a prior with an AutoencoderKL; {source} has none")
+            getattr(ae, method)()
+    return prior
+
+
+def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
+    """Reject options the prior cannot take: text options on unconditional priors, unknown names."""
+    allowed = DIFFUSERS_OPTIONS + (TEXT_OPTIONS if text_conditioned else ())
+    text = [k for k in options if k in TEXT_OPTIONS]
+    if text and not text_conditioned:
+        raise ValueError(f"{', '.join(text)} applies only to text-conditioned pipelines (Stable Diffusion, SD3, FLUX); "
+                         f"the prior {source} is unconditional")
+    unknown = [k for k in options if k not in allowed]
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for the prior {source}; options: {', '.join(allowed)}")
+    return options
+
+
+def _load_unconditional_dir(root: Path, index: dict) -> Prior:
+    """DDPM/DDIM pipeline, LDM pipeline, or flow-matching UNet directory (diffusers layout)."""
     unet = _component(root, index, ("unet", "transformer"))
     if unet is None and (root / "config.json").is_file():  # a bare model directory
         unet = (_read_json(root / "config.json").get("_class_name"), root)

@@ -166,7 +166,8 @@ def describe(operator, solver, prior) -> dict:
     return {"operator": describe_operator(operator),
             "solver": {"name": registry_name(solver, SOLVERS), **sp},
             "prior": {"source": getattr(prior, "source", type(prior).__name__), "kind": prior.kind,
-                      "image_size": prior.image_size, "channels": prior.channels, "weights": weights}}
+                      "image_size": prior.image_size, "channels": prior.channels, "weights": weights,
+                      **({"conditioning": prior.conditioning} if getattr(prior, "conditioning", None) else {})}}
 
 
 def build_models(operator, solver, prior, *, state, device, progress: bool):

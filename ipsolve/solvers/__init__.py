@@ -57,8 +57,11 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     else:
         runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]
         result = combine_samples(runs, y, operator, sigma)
+    per_call = (getattr(prior, "conditioning", None) or {}).get("evaluations_per_call", 1)
     for info, rel in zip(result.info, reliability(y, prior, result, sigma)):
         info.update(rel)
+        if per_call > 1:  # classifier-free guidance: each network call evaluates the network twice
+            info["nfe"] *= per_call
     return result
 
 

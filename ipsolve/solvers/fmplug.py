@@ -16,7 +16,12 @@ class FMPlug(PlugSolver):
     ``ode_steps`` Euler steps (3); minimise ``ℓ(y, A(G(z, t0)))`` over ``(z, t0)`` by Adam.  After
     every step ``z`` is projected onto the shell ``(1−ε)√d ≤ ‖z‖ ≤ (1+ε)√d`` (ε = 0.025).
     ``warm_start`` initialises ``t0`` (default 0.5, ipsolve's choice); ``t0`` is kept in
-    [0, ``max_time``]."""
+    [0, ``max_time``].
+
+    Time grid: uniform from ``t0`` to 1, also for priors that sample on a shifted grid (SD3's
+    ``shift``, FLUX's resolution shift; :meth:`FlowPrior.time_grid`): the FMPlug code runs SD3 on
+    ``linspace(1000, 0, N+1)`` with no shift (``fmplug/tasks/super_resolution_v3.py``), and the
+    learnable start ``t0`` already chooses where the few steps are spent."""
 
     name = "fmplug"
     accepts = ("flow", "latent-flow")

@@ -7,7 +7,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from ..operators import BlindBlur
-from .base import ESWMV, Result, Solver, autocast_context, discrepancy_tau, residual_ratio, timer
+from .base import ESWMV, Result, Solver, autocast_context, discrepancy_tau, randn_like_batch, residual_ratio, timer
 
 STOP_RULES = ("eswmv", "discrepancy")
 
@@ -25,14 +25,16 @@ class PlugSolver(Solver):
     ``generate``, ``project``).  Stops each image by ES-WMV, the discrepancy principle
     (‖y − A(x)‖ ≤ τ σ √m; ``tau=None``: the χ²_m 95 % quantile, :func:`discrepancy_tau`) or
     the ``iterations`` budget; a non-finite loss stops the image and returns its last finite
-    iterate."""
+    iterate.  Blind deblurring: the kernel is ``softmax`` of ``kernel_size²`` logits, drawn
+    N(0, 1) (``kernel_init="randn"``, DMPlug ``bid.py`` line 54) or a centred bump (``"bump"``,
+    ipsolve's option), optimised jointly at ``kernel_lr`` (0.1, ``bid.py``'s ``lrk``)."""
 
     blind_capable = True
     network_calls = 1
 
     def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
                  patience: int = 1000, tau: float | None = None, kernel_lr: float = 0.1, kernel_size: int | None = None,
-                 checkpointing: bool = False, **kw):
+                 kernel_init: str = "randn", checkpointing: bool = False, **kw):
         super().__init__(**kw)
         stop = tuple(stop) if not isinstance(stop, str) else (stop,)
         unknown = [s for s in stop if s not in STOP_RULES]
@@ -41,7 +43,9 @@ class PlugSolver(Solver):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.iterations, self.lr, self.stop, self.window, self.patience, self.tau = iterations, lr, stop, window, patience, tau
-        self.kernel_lr, self.kernel_size, self.checkpointing = kernel_lr, kernel_size, checkpointing
+        if kernel_init not in ("randn", "bump"):
+            raise ValueError(f"kernel_init must be 'randn' (DMPlug's N(0, 1) logits) or 'bump', got {kernel_init!r}")
+        self.kernel_lr, self.kernel_size, self.kernel_init, self.checkpointing = kernel_lr, kernel_size, kernel_init, checkpointing
 
     # -- subclass hooks ---------------------------------------------------------------
     def init_params(self, y, operator, prior, gens) -> list[dict]:
@@ -69,7 +73,8 @@ class PlugSolver(Solver):
         logits = None
         if blind:
             size = self.kernel_size or operator.kernel_size
-            logits = kernel_logits_init(b, size, y.device).requires_grad_()
+            logits = (randn_like_batch((b, size, size), gens, y.device) if self.kernel_init == "randn"
+                      else kernel_logits_init(b, size, y.device)).requires_grad_()
             groups.append({"params": [logits], "lr": self.kernel_lr})
         params = [p for g in groups for p in g["params"]]
         opt = torch.optim.Adam(groups)

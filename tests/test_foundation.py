@@ -1,0 +1,230 @@
+"""Foundation priors (Stable Diffusion 1.x/2.x, SD3, FLUX) loaded from pipeline folders: ipsolve's
+ε / velocity and samplers equal the pipelines' own, the latent convention is the pipelines',
+every solver that accepts the family runs end to end (API and command line), bad input gets a
+clear error.  The pipelines are tiny random-weight ones built locally (tests/tiny_pipelines.py)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+import ipsolve
+from ipsolve import load_prior, make_operator, make_solver
+
+from tiny_pipelines import IMAGE_SIZE, make_flux, make_sd, make_sd3
+
+PROMPT = "a cat on a mat"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipelines")
+    return {"sd": make_sd(root / "sd"), "sd_v": make_sd(root / "sd_v", "v_prediction"), "sd3": make_sd3(root / "sd3"),
+            "sd3_no_t5": make_sd3(root / "sd3_no_t5", with_t5=False), "flux": make_flux(root / "flux")}
+
+
+def pipeline(folder, cls):
+    import diffusers
+
+    kw = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} if cls == "StableDiffusionPipeline" else {}
+    pipe = getattr(diffusers, cls).from_pretrained(folder, **kw)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def latents(shape, seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# -- equivalence with the pipelines ------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["sd", "sd_v"])
+def test_sd_eps_equals_the_unet_with_the_pipelines_prompt_embedding(folders, variant):
+    pipe = pipeline(folders[variant], "StableDiffusionPipeline")
+    prior = load_prior(str(folders[variant]), prompt=PROMPT, image_size=IMAGE_SIZE)
+    z = latents((2, 4, 16, 16))
+    with torch.no_grad():
+        emb, _ = pipe.encode_prompt(PROMPT, "cpu", 1, False)
+        for t in (999, 500, 20):
+            out = pipe.unet(z, t, encoder_hidden_states=emb.expand(2, -1, -1)).sample
+            ours = prior.inner.eps(z, t)
+            if variant == "sd_v":  # ε from v, as DDIMScheduler.step converts it
+                a = pipe.scheduler.alphas_cumprod[t]
+                out = a.sqrt() * out + (1 - a).sqrt() * z
+            torch.testing.assert_close(ours, out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant,guidance", [("sd", 1.0), ("sd_v", 1.0), ("sd", 4.0)])
+def test_sd_ddim_sampling_equals_the_pipeline(folders, variant, guidance):
+    """The pipeline's DDIM loop (4 steps, CFG when guidance > 1) from the same latents, step by step
+    with ipsolve's ``ddim_step`` on the scheduler's timesteps (ᾱ_prev = ᾱ_0 at the end:
+    ``set_alpha_to_one=False``)."""
+    pipe = pipeline(folders[variant], "StableDiffusionPipeline")
+    prior = load_prior(str(folders[variant]), prompt=PROMPT, negative_prompt="blurry" if guidance > 1 else "",
+                       guidance_scale=guidance, image_size=IMAGE_SIZE)
+    z = latents((1, 4, 16, 16), 1)
+    with torch.no_grad():
+        ref = pipe(PROMPT, negative_prompt="blurry" if guidance > 1 else None, num_inference_steps=4,
+                   guidance_scale=guidance, latents=z.clone(), output_type="latent", height=IMAGE_SIZE,
+                   width=IMAGE_SIZE).images
+        x, stride = z.clone(), 1000 // 4
+        for t in pipe.scheduler.timesteps.tolist():
+            x = prior.inner.ddim_step(x, t, max(t - stride, 0), prior.inner.eps(x, t))
+    torch.testing.assert_close(x, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_sd3_sampling_equals_the_pipeline(folders, guidance):
+    """SD3's own Euler loop on its shifted σ grid (shift 3) with the pipeline's prompt embeddings:
+    ipsolve's velocity (t = 1 − σ, v = data − noise), ``time_grid`` and ``ode_step`` give the same latents."""
+    pipe = pipeline(folders["sd3"], "StableDiffusion3Pipeline")
+    prior = load_prior(str(folders["sd3"]), prompt=PROMPT, negative_prompt="blurry" if guidance > 1 else "",
+                       guidance_scale=guidance, image_size=IMAGE_SIZE)
+    z = latents((1, 4, 16, 16), 2)
+    with torch.no_grad():
+        ref = pipe(PROMPT, negative_prompt="blurry" if guidance > 1 else None, num_inference_steps=4,
+                   guidance_scale=guidance, latents=z.clone(), output_type="latent", height=IMAGE_SIZE,
+                   width=IMAGE_SIZE).images
+        ts = prior.inner.time_grid(4)
+        x = z.clone()
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            x = prior.inner.ode_step(x, t, t_next, prior.inner.velocity(x, t))
+    assert ts[0] == 0.0 and ts[-1] == 1.0 and 1 - ts[1] == pytest.approx(3 * 0.667 / (1 + 2 * 0.667), abs=1e-3)
+    torch.testing.assert_close(x, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_flux_sampling_equals_the_pipeline(folders):
+    """FLUX's loop: packed 2×2 latents, position ids, embedded guidance 3.5, resolution-shifted σ grid."""
+    from diffusers import FluxPipeline
+
+    pipe = pipeline(folders["flux"], "FluxPipeline")
+    prior = load_prior(str(folders["flux"]), prompt=PROMPT, image_size=IMAGE_SIZE)
+    z = latents((1, 4, 16, 16), 3)
+    with torch.no_grad():
+        ref = pipe(PROMPT, num_inference_steps=4, guidance_scale=3.5, latents=FluxPipeline._pack_latents(z, 1, 4, 16, 16),
+                   output_type="latent", height=IMAGE_SIZE, width=IMAGE_SIZE).images
+        x = z.clone()
+        ts = prior.inner.time_grid(4)
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            x = prior.inner.ode_step(x, t, t_next, prior.inner.velocity(x, t))
+    torch.testing.assert_close(FluxPipeline._pack_latents(x, 1, 4, 16, 16), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,cls", [("sd", "StableDiffusionPipeline"), ("sd3", "StableDiffusion3Pipeline"),
+                                      ("flux", "FluxPipeline")])
+def test_latents_follow_the_pipelines_shift_and_scale(folders, name, cls):
+    """``encode`` = (mean − shift)·scale, ``decode`` = VAE(z/scale + shift), as the pipelines; the text
+    encoders are gone after loading."""
+    pipe = pipeline(folders[name], cls)
+    prior = load_prior(str(folders[name]), image_size=IMAGE_SIZE)
+    vae = pipe.vae
+    scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
+    assert prior.scaling_factor == scale and prior.shift_factor == shift and (shift != 0) == (name != "sd")
+    x = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(prior.encode(x), (vae.encode(x).latent_dist.mean - shift) * scale)
+        z = latents((2, 4, 16, 16), 4)
+        torch.testing.assert_close(prior.decode(z), vae.decode(z / scale + shift).sample)
+    kept = {type(m).__name__ for m in prior.modules()}
+    assert not kept & {"CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel"}, kept
+
+
+def test_sd3_without_t5_and_the_default_size(folders):
+    prior = load_prior(str(folders["sd3_no_t5"]), prompt=PROMPT)
+    assert prior.image_size == 16 * 2 and prior.inner.shape == (4, 16, 16)  # transformer sample_size × VAE factor
+    assert torch.isfinite(prior.inner.velocity(latents((1, 4, 16, 16)), 0.5)).all()
+
+
+# -- solvers end to end --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,solver", [("sd", "dps"), ("sd", "resample"), ("sd", "dmplug"), ("sd", "daps"),
+                                         ("sd3", "fmplug"), ("flux", "fmplug")])
+def test_solvers_run_on_foundation_priors(folders, name, solver):
+    prior = load_prior(str(folders[name]), prompt=PROMPT, image_size=IMAGE_SIZE, gradient_checkpointing=True)
+    op = make_operator("super_resolution", scale=4)
+    x = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE) * 2 - 1
+    y = op.measure(x, 0.03, generator=torch.Generator().manual_seed(0))
+    settings = {"dps": {"steps": 4}, "resample": {"steps": 4, "hdc_every": 2, "pixel_iters": 3, "latent_iters": 3, "stagnation": 2},
+                "dmplug": {"iterations": 3}, "daps": {"annealing_steps": 3, "ode_steps": 2, "mcmc_steps": 2},
+                "fmplug": {"iterations": 3}}[solver]
+    result = ipsolve.solve(y, op, prior, make_solver(solver, progress=False, **settings), sigma=0.03, generator=0)
+    assert result.x.shape == x.shape and torch.isfinite(result.x).all()
+    assert all(i["nfe"] > 0 for i in result.info)
+
+
+def test_guidance_counts_two_evaluations_per_call(folders):
+    prior = load_prior(str(folders["sd"]), prompt=PROMPT, negative_prompt="blurry", guidance_scale=3.0,
+                       image_size=IMAGE_SIZE)
+    op = make_operator("inpainting")
+    y = op.measure(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE), 0.03, generator=torch.Generator().manual_seed(0))
+    result = ipsolve.solve(y, op, prior, make_solver("dps", steps=4, progress=False), sigma=0.03, generator=0)
+    assert result.info[0]["nfe"] == 8 and prior.conditioning["evaluations_per_call"] == 2
+
+
+def test_command_line_runs_fmplug_on_an_sd3_folder(folders, tmp_path):
+    from test_cli import check_ok, ipsolve as run_cli
+
+    proc = run_cli(f"prior={folders['sd3']}", "prior.image_size=32", f"prior.prompt={PROMPT!r}", "solver=fmplug_cpu",
+                   "solver.iterations=2", "data=photo_demo", "data.max_images=2", "data.batch_size=2", "progress=false", "samples=1",
+                   "hydra.run.dir=run", cwd=tmp_path)
+    check_ok(proc)
+    assert len(list((tmp_path / "run" / "recon").glob("*.png"))) == 2
+
+
+# -- bad input --------------------------------------------------------------------------------------------
+
+def test_missing_text_encoder_or_tokenizer_is_named(folders, tmp_path):
+    for missing in ("tokenizer_2", "text_encoder"):
+        broken = tmp_path / missing
+        shutil.copytree(folders["flux"], broken)
+        shutil.rmtree(broken / missing)
+        with pytest.raises(ValueError, match=f"missing {missing}"):
+            load_prior(str(broken))
+    broken = tmp_path / "no_t5"
+    shutil.copytree(folders["sd3"], broken)
+    shutil.rmtree(broken / "text_encoder_3")
+    with pytest.raises(ValueError, match="text_encoder_3.*use_t5=False"):
+        load_prior(str(broken))
+    assert load_prior(str(broken), use_t5=False, image_size=IMAGE_SIZE).inner.kind == "flow"
+
+
+def test_bad_options(folders):
+    with pytest.raises(ValueError, match="prompt applies only to text-conditioned pipelines"):
+        load_prior("bundled:phantom-latent", prompt="a phantom")
+    with pytest.raises(ValueError, match="unknown option.*sampling_steps"):
+        load_prior(str(folders["sd"]), sampling_steps=3)
+    with pytest.raises(ValueError, match="image_size 30 .*multiple of 4"):
+        load_prior(str(folders["sd3"]), image_size=30)
+    with pytest.raises(ValueError, match="image_size 31 .*multiple of 2"):
+        load_prior(str(folders["sd"]), image_size=31)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_prior(str(folders["sd"]), dtype="float8")
+    prior = load_prior(str(folders["sd3"]), image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match="cannot use a latent flow prior.*accepts: diffusion, latent diffusion"):
+        make_solver("dps").check(make_operator("super_resolution", scale=4), prior)
+    x = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"takes images of shape \(B, 3, 32, 32\)"):
+        prior.check_image(x)
+
+
+def test_bf16_loading(folders):
+    prior = load_prior(str(folders["sd3"]), image_size=IMAGE_SIZE, dtype="bf16")
+    assert next(prior.inner.network.parameters()).dtype == torch.bfloat16
+    v = prior.inner.velocity(latents((1, 4, 16, 16)), 0.5)
+    assert v.dtype == torch.float32 and torch.isfinite(v).all()
+
+
+@pytest.mark.parametrize("preset,family", [("sd15", "sd"), ("sd3_medium", "sd3"), ("flux_dev", "flux")])
+def test_presets_load_on_a_pipeline_of_their_family(folders, preset, family):
+    """Every option of conf/prior/<preset>.yaml is one load_prior takes (the source and size swapped
+    for the tiny pipeline of the same family)."""
+    from ipsolve.runner.settings import prior_source
+
+    source, kwargs = prior_source(preset)
+    assert "/" in source and kwargs["image_size"] == 512
+    prior = load_prior(str(folders[family]), **{**kwargs, "image_size": IMAGE_SIZE})
+    assert prior.conditioning["prompt"] == kwargs["prompt"] and prior.image_size == IMAGE_SIZE
+    z = latents((1, *prior.inner.shape))
+    out = prior.inner.eps(z, 500) if prior.inner.kind == "diffusion" else prior.inner.velocity(z, 0.5)
+    assert torch.isfinite(out).all()
