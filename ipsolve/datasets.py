@@ -289,3 +289,24 @@ def random_photo_crops(n: int, size: int = 32, generator: torch.Generator | None
             crop = crop.flip(-1)
         out.append(crop)
     return torch.cat(out).clamp(-1, 1)
+
+
+# --- blur kernels (BlindDPS's kernel prior) --------------------------------------------------------
+KERNEL_TRAIN_SEEDS = (1_000_000, 2**31 - 1)  # training draws motion-kernel seeds here; smaller seeds are held out
+
+
+def motion_kernels(n: int, size: int = 8, generator: torch.Generator | None = None,
+                   intensity: tuple[float, float] = (0.0, 1.0), seeds=None) -> torch.Tensor:
+    """``n`` motion-blur kernels (:func:`ipsolve.operators.blur.motion_kernel`, the papers'
+    generator) of random intensity, as ``(n, 1, size, size)`` images in [-1, 1]: each kernel is
+    divided by its maximum and mapped ``2k − 1`` — the inverse of BlindDPS's ``(k̂ + 1)/2``
+    followed by normalisation to sum 1.  Seeds are drawn from :data:`KERNEL_TRAIN_SEEDS` unless
+    given (held-out kernels: seeds below 1,000,000)."""
+    from .operators.blur import motion_kernel
+
+    if seeds is None:
+        seeds = torch.randint(*KERNEL_TRAIN_SEEDS, (n,), generator=generator).tolist()
+    lo, hi = intensity
+    strengths = (lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)).tolist()
+    kernels = torch.stack([motion_kernel(size, s, int(seed)) for s, seed in zip(strengths, seeds)])
+    return (kernels / kernels.amax((-2, -1), keepdim=True) * 2 - 1)[:, None].float()

@@ -26,10 +26,13 @@ A generation script (kept outside the repository) did, with torch 2.14 on CPU, f
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tolerance import assert_matches_float32_reference, in_dtype
 
+from ipsolve.operators import make_operator
+from ipsolve.priors import DiffusionPrior, linear_alphas_cumprod
 from ipsolve.priors.adm import (
     ADMUNet,
     adm_config,
@@ -37,6 +40,7 @@ from ipsolve.priors.adm import (
     load_adm_checkpoint,
     timestep_embedding,
 )
+from ipsolve.solvers import DPS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REF_LAYOUT = json.loads((FIXTURES / "adm_layout.json").read_text())
@@ -159,7 +163,7 @@ def test_ffhq_default_layout_matches_reference():
 
 
 def test_adm_config_defaults_and_overrides():
-    assert adm_config() == DPS_FFHQ
+    assert adm_config() == {**DPS_FFHQ, "grayscale": False}  # grayscale: BlindDPS's fork (its kernel model)
     cfg = adm_config(num_channels=64, learn_sigma=False)
     assert cfg["num_channels"] == 64 and cfg["learn_sigma"] is False
     assert cfg["image_size"] == 256
@@ -354,3 +358,126 @@ def test_load_checkpoint_corrupt_file(tmp_path):
     with pytest.raises(ValueError) as err:
         load_adm_checkpoint(not_a_state_dict, **TINY)
     assert str(not_a_state_dict) in str(err.value)
+
+
+# ------------------------------------------- learned-range variance (DPS) ----
+# tests/fixtures/dps_learned_variance.npz was recorded by a script kept outside the repository
+# that imports DPS's own guided_diffusion/gaussian_diffusion.py and posterior_mean_variance.py
+# (DPS2022/diffusion-posterior-sampling @ effbde7; util/img_utils stubbed, as it imports the
+# uninstalled motionblur package and only its clear_color / dynamic_thresholding are named)
+# and calls `create_sampler(**configs/diffusion_config.yaml, timestep_respacing=R)
+# .p_mean_variance(model, x, t)` (ddpm, linear β 1e-4..0.02, 1000 steps, epsilon,
+# learned_range, clip_denoised) for R = "1000" ("full"), "250" and "50" (SpacedDiffusion), with
+# a fake model that returns a fixed float64 output (B = 8, 6 channels, 2×2: ε = randn, v
+# uniform in [-1.2, 1.2]) whatever its input, x = randn (Generator seed 20240601), one t per
+# image: chain indices `{R}_index`, original timesteps `{R}_t` (what the model received),
+# `{R}_t_prev` / `{R}_t_next` (neighbouring retained timesteps, -1 / -2 past the chain ends).
+# `{R}_mean|variance|log_variance|pred_xstart`: with the reference's `extract_and_expand`
+# patched to skip its `.float()` cast (its float64 tables as they are), so the formulas can be
+# compared at float64 precision; `{R}_asis_mean|log_variance`: the reference unmodified
+# (float32-rounded tables).
+LV = np.load(FIXTURES / "dps_learned_variance.npz")
+ADM_TINY_DPS = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2",
+                    attention_resolutions="16", num_heads=4, num_head_channels=16,
+                    use_scale_shift_norm=True, resblock_updown=True)
+
+
+class _FixedOutput(torch.nn.Module):
+    """The fixture's fake network: the same recorded output whatever x and t."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.register_buffer("out", torch.as_tensor(out))
+
+    def forward(self, x, t):
+        return self.out
+
+
+def _fixture_prior():
+    return DiffusionPrior(_FixedOutput(LV["model_output"]), linear_alphas_cumprod(1000, 1e-4, 0.02),
+                          image_size=2, channels=3)
+
+
+@pytest.mark.parametrize("chain,pass_t_next", [("full", True), ("full", False), ("r250", True), ("r50", True)])
+def test_learned_range_variance_matches_reference(chain, pass_t_next):
+    """ipsolve's learned-range std, posterior mean and clipped x̂0 equal DPS's p_mean_variance,
+    full and respaced chains, to float64 rounding (and to float32 rounding of the unmodified
+    reference).  ``t_next`` matters only at a respaced chain's first step (default t + 1)."""
+    prior = _fixture_prior()
+    x = torch.as_tensor(LV["x"])
+    t, t_prev = torch.as_tensor(LV[f"{chain}_t"]), torch.as_tensor(LV[f"{chain}_t_prev"])
+    t_next = torch.as_tensor(LV[f"{chain}_t_next"]) if pass_t_next else None
+    eps, v = prior.eps_and_variance(x, t)
+    assert eps.dtype == v.dtype == torch.float64 and v.shape == x.shape
+    torch.testing.assert_close(prior.eps(x, t), eps, rtol=0, atol=0)
+    x0 = prior.x0_from_eps(x, t, eps).clamp(-1, 1)
+    mean, std = prior.ddpm_posterior(x, t, x0, t_prev, variance_output=v, t_next=t_next)
+    ref = {k: torch.as_tensor(LV[f"{chain}_{k}"]) for k in ("pred_xstart", "mean", "variance", "log_variance")}
+    torch.testing.assert_close(x0, ref["pred_xstart"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(mean, ref["mean"], rtol=0, atol=1e-12)
+    torch.testing.assert_close(2 * std.log(), ref["log_variance"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(std ** 2, ref["variance"], rtol=1e-10, atol=0)
+    # the unmodified reference rounds its float64 tables to float32 (|Δ log σ²| ≤ 4.4e-7 here)
+    torch.testing.assert_close(2 * std.log(), torch.as_tensor(LV[f"{chain}_asis_log_variance"]), rtol=0, atol=2e-6)
+    torch.testing.assert_close(mean, torch.as_tensor(LV[f"{chain}_asis_mean"]), rtol=0, atol=2e-6)
+    # the range's ends: v = -1 → the fixed posterior std √β̃ (t' ≥ 0), v = +1 → √β
+    inner = t_prev >= 0
+    _, fixed = prior.ddpm_posterior(x, t, x0, t_prev)
+    _, low = prior.ddpm_posterior(x, t, x0, t_prev, variance_output=-torch.ones_like(v), t_next=t_next)
+    _, high = prior.ddpm_posterior(x, t, x0, t_prev, variance_output=torch.ones_like(v), t_next=t_next)
+    torch.testing.assert_close(low[inner], fixed.expand_as(low)[inner], rtol=1e-10, atol=0)
+    beta = 1 - prior.alpha_bar(t, x) / prior.alpha_bar(t_prev, x)
+    torch.testing.assert_close(high, beta.sqrt().expand_as(high), rtol=1e-10, atol=0)
+
+
+@pytest.fixture
+def one_thread():
+    """These tiny networks gain nothing from intra-op threads; on a loaded machine the conftest's
+    2 threads made each DPS run ~50× slower (OpenMP waits), so run them on one, then restore."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny_adm_prior(learn_sigma, seed=0):
+    net = create_adm_unet(**ADM_TINY_DPS, learn_sigma=learn_sigma).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # the output conv is zero-initialised: small random weights (v within ≈ ±1)
+        for p in net.out[-1].parameters():
+            p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+    return DiffusionPrior(net, linear_alphas_cumprod(1000, 1e-4, 0.02), image_size=32, channels=3)
+
+
+def _run_dps(prior, variance, steps=4):
+    op = make_operator("super_resolution", scale=2)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    y = op(x)
+    calls = []
+    hook = prior.network.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        res = DPS(steps=steps, zeta=0.3, variance=variance, progress=False).run(
+            y, op, prior, [torch.Generator().manual_seed(5)], 0.01)
+    finally:
+        hook.remove()
+    assert len(calls) == steps  # one network call per step, learned variance included
+    return res.x
+
+
+def test_dps_learned_variance_on_learned_sigma_network(one_thread):
+    """On a learn_sigma ADM network, ``variance="learned"`` (the default) changes the ancestral
+    steps' std, so the sample differs from ``variance="fixed"``."""
+    assert DPS().variance == "learned"
+    with pytest.raises(ValueError, match="variance"):
+        DPS(variance="large")
+    prior = _tiny_adm_prior(learn_sigma=True)
+    fixed, learned = _run_dps(prior, "fixed"), _run_dps(prior, "learned")
+    assert torch.isfinite(learned).all() and torch.isfinite(fixed).all()
+    assert (learned - fixed).abs().max() > 1e-3
+
+
+def test_dps_variance_option_without_learned_sigma(one_thread):
+    """A network without learned sigma: both options give the fixed std, bit for bit."""
+    prior = _tiny_adm_prior(learn_sigma=False)
+    assert prior.eps_and_variance(torch.zeros(1, 3, 32, 32), 10)[1] is None
+    assert torch.equal(_run_dps(prior, "fixed"), _run_dps(prior, "learned"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ipsolve import OPERATORS
 from ipsolve.runner import (RunError, build_operator, build_prior, build_solver, collect_items, conf_dir,
@@ -71,6 +71,10 @@ def test_config_composes_and_instantiates(rel):
         op = build_operator(node)
         assert type(op) is OPERATORS[node.name]
     elif group == "solver":
+        if isinstance(node.get("kernel_prior"), DictConfig) and OmegaConf.is_missing(node.kernel_prior, "source"):
+            with pytest.raises(RunError, match="kernel_prior.source"):  # BlindDPS's kernel checkpoint path
+                build_solver(node, progress=False)
+            node.kernel_prior.source = "kernel_checkpoint.pt"  # loaded at the first solve, not here
         solver = build_solver(node, progress=False)
         assert type(solver) is SOLVERS[node.name]
     elif group == "data":

@@ -37,3 +37,16 @@ def test_training_draws_no_blobs(monkeypatch):
     monkeypatch.setattr(datasets._Canvas, "blob", lambda self, *a: calls.append(a))
     datasets.phantoms(32, 16, torch.Generator().manual_seed(0))
     assert not calls
+
+
+def test_motion_kernels_for_training_never_use_held_out_seeds(monkeypatch):
+    """bundled:kernel-ddpm's training kernels come from seeds ≥ 1,000,000; the operators' seeds
+    (0, 1, ...) and the model card's held-out kernels are below."""
+    import ipsolve.operators.blur as blur
+
+    seen = []
+    real = blur.motion_kernel
+    monkeypatch.setattr(blur, "motion_kernel", lambda size, intensity, seed: seen.append(seed) or real(size, intensity, seed))
+    k = datasets.motion_kernels(32, 8, torch.Generator().manual_seed(0))
+    assert min(seen) >= datasets.KERNEL_TRAIN_SEEDS[0] and len(set(seen)) == 32  # (8 px: drawn at 61 px, resized)
+    assert k.shape == (32, 1, 8, 8) and float(k.amax()) == 1.0 and float(k.amin()) == -1.0

@@ -55,19 +55,27 @@ def test_sd_eps_equals_the_unet_with_the_pipelines_prompt_embedding(folders, var
             torch.testing.assert_close(ours, out, atol=1e-5, rtol=1e-5)
 
 
+def pipeline_and_prior(folder, cls, guidance, seed):
+    """The pipeline, ipsolve's prior of the same folder (same prompt and guidance), start latents
+    and the pipeline's own 4-step latents from them."""
+    pipe = pipeline(folder, cls)
+    prior = load_prior(str(folder), prompt=PROMPT, negative_prompt="blurry" if guidance > 1 else "",
+                       guidance_scale=guidance, image_size=IMAGE_SIZE)
+    z = latents((1, 4, 16, 16), seed)
+    with torch.no_grad():
+        ref = pipe(PROMPT, negative_prompt="blurry" if guidance > 1 else None, num_inference_steps=4,
+                   guidance_scale=guidance, latents=z.clone(), output_type="latent", height=IMAGE_SIZE,
+                   width=IMAGE_SIZE).images
+    return pipe, prior, z, ref
+
+
 @pytest.mark.parametrize("variant,guidance", [("sd", 1.0), ("sd_v", 1.0), ("sd", 4.0)])
 def test_sd_ddim_sampling_equals_the_pipeline(folders, variant, guidance):
     """The pipeline's DDIM loop (4 steps, CFG when guidance > 1) from the same latents, step by step
     with ipsolve's ``ddim_step`` on the scheduler's timesteps (ᾱ_prev = ᾱ_0 at the end:
     ``set_alpha_to_one=False``)."""
-    pipe = pipeline(folders[variant], "StableDiffusionPipeline")
-    prior = load_prior(str(folders[variant]), prompt=PROMPT, negative_prompt="blurry" if guidance > 1 else "",
-                       guidance_scale=guidance, image_size=IMAGE_SIZE)
-    z = latents((1, 4, 16, 16), 1)
+    pipe, prior, z, ref = pipeline_and_prior(folders[variant], "StableDiffusionPipeline", guidance, 1)
     with torch.no_grad():
-        ref = pipe(PROMPT, negative_prompt="blurry" if guidance > 1 else None, num_inference_steps=4,
-                   guidance_scale=guidance, latents=z.clone(), output_type="latent", height=IMAGE_SIZE,
-                   width=IMAGE_SIZE).images
         x, stride = z.clone(), 1000 // 4
         for t in pipe.scheduler.timesteps.tolist():
             x = prior.inner.ddim_step(x, t, max(t - stride, 0), prior.inner.eps(x, t))
@@ -78,14 +86,8 @@ def test_sd_ddim_sampling_equals_the_pipeline(folders, variant, guidance):
 def test_sd3_sampling_equals_the_pipeline(folders, guidance):
     """SD3's own Euler loop on its shifted σ grid (shift 3) with the pipeline's prompt embeddings:
     ipsolve's velocity (t = 1 − σ, v = data − noise), ``time_grid`` and ``ode_step`` give the same latents."""
-    pipe = pipeline(folders["sd3"], "StableDiffusion3Pipeline")
-    prior = load_prior(str(folders["sd3"]), prompt=PROMPT, negative_prompt="blurry" if guidance > 1 else "",
-                       guidance_scale=guidance, image_size=IMAGE_SIZE)
-    z = latents((1, 4, 16, 16), 2)
+    _, prior, z, ref = pipeline_and_prior(folders["sd3"], "StableDiffusion3Pipeline", guidance, 2)
     with torch.no_grad():
-        ref = pipe(PROMPT, negative_prompt="blurry" if guidance > 1 else None, num_inference_steps=4,
-                   guidance_scale=guidance, latents=z.clone(), output_type="latent", height=IMAGE_SIZE,
-                   width=IMAGE_SIZE).images
         ts = prior.inner.time_grid(4)
         x = z.clone()
         for t, t_next in zip(ts[:-1], ts[1:]):
@@ -208,9 +210,12 @@ def test_bad_options(folders):
         prior.check_image(x)
 
 
-def test_bf16_loading(folders):
-    prior = load_prior(str(folders["sd3"]), image_size=IMAGE_SIZE, dtype="bf16")
+def test_bf16_loading_and_memory_options(folders):
+    prior = load_prior(str(folders["sd3"]), image_size=IMAGE_SIZE, dtype="bf16", gradient_checkpointing=True,
+                       vae_slicing=True, vae_tiling=True)
     assert next(prior.inner.network.parameters()).dtype == torch.bfloat16
+    assert prior.autoencoder.use_slicing and prior.autoencoder.use_tiling
+    assert prior.inner.network.network.gradient_checkpointing and prior.autoencoder.decoder.gradient_checkpointing
     v = prior.inner.velocity(latents((1, 4, 16, 16)), 0.5)
     assert v.dtype == torch.float32 and torch.isfinite(v).all()
 

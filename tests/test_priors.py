@@ -194,7 +194,7 @@ def denoising_gain(prior, images, t, seed=0):
 
 
 def test_all_bundled_priors_present():
-    assert {"phantom-ddpm", "phantom-flow", "phantom-latent", "photo-ddpm"} <= set(bundled_names())
+    assert {"phantom-ddpm", "phantom-flow", "phantom-latent", "photo-ddpm", "kernel-ddpm"} <= set(bundled_names())
 
 
 def test_bundled_phantom_ddpm_denoises():

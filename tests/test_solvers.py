@@ -180,6 +180,38 @@ def test_blind_deblurring_returns_kernels_on_the_simplex():
         make_solver("dmplug", kernel_init="zeros")
 
 
+def test_blind_dps_with_a_kernel_prior_recovers_image_and_kernel():
+    """BlindDPS (the bundled 8-px motion-kernel prior reverse-diffused with the image, blind_dps_cpu's
+    250 rescaled steps) on held-out phantoms blurred by a held-out kernel (seed 0, never drawn in
+    training): far above the blurred input (measured +11.2 dB on these 3 images: 28.6 vs 17.4; the
+    prior-free blind DPS reaches 18.9, see the model card of bundled:kernel-ddpm), and a kernel much
+    nearer the truth than the uniform kernel."""
+    prior = prior_of("bundled:phantom-ddpm")
+    op = make_operator("blind_blur", true_kernel="motion", size=8, seed=0, padding="zero")
+    x = HELD_OUT
+    y = op.measure(x, 0.01, generator=torch.Generator().manual_seed(0))
+    res = solve(y, op, prior, make_solver("dps", steps=250, rescale_zeta=True, kernel_prior="bundled:kernel-ddpm",
+                                          progress=False), sigma=0.01, generator=gens(3))
+    assert torch.allclose(res.kernel.sum((1, 2)), torch.ones(3), atol=1e-5) and (res.kernel >= 0).all()
+    gain = float(psnr(res.x, x).mean() - psnr(y.clamp(-1, 1), x).mean())
+    uniform = torch.full_like(op.kernel, 1 / op.kernel.numel())
+    kerr = ((res.kernel - op.kernel).flatten(1).norm(dim=1) / op.kernel.norm()).mean()
+    assert gain > 6.0, gain
+    assert kerr < 0.8 * (uniform - op.kernel).norm() / op.kernel.norm(), float(kerr)
+
+
+def test_blind_dps_kernel_prior_errors():
+    prior = prior_of("bundled:phantom-ddpm")
+    y = torch.zeros(1, 1, 32, 32)
+    op = make_operator("blind_blur", true_kernel="motion", size=9, padding="zero")
+    with pytest.raises(ValueError, match=r"kernel prior makes 8×8 kernels but 9×9 .*operator.kernel_size=8"):
+        solve(y, op, prior, make_solver("dps", steps=2, kernel_prior="bundled:kernel-ddpm", progress=False))
+    with pytest.raises(ValueError, match="1-channel pixel diffusion prior"):
+        solve(y, op, prior, make_solver("dps", steps=2, kernel_prior="bundled:phantom-flow", progress=False))
+    with pytest.raises(ValueError, match="blind_scale"):
+        make_solver("dps", blind_scale="constant")
+
+
 def test_project_simplex():
     k = torch.tensor([[0.5, 0.5, 0.5], [2.0, -1.0, 0.0], [0.2, 0.3, 0.5]])
     p = project_simplex(k)

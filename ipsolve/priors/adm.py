@@ -65,6 +65,7 @@ _DEFAULTS: dict[str, Any] = dict(
     resblock_updown=True,
     use_fp16=False,
     use_new_attention_order=False,
+    grayscale=False,  # BlindDPS's create_model (guided_diffusion/unet.py L42-49): 1 channel, e.g. its kernel model
 )
 
 # Channel multipliers chosen by ``create_model`` when ``channel_mult == ""``.
@@ -578,7 +579,8 @@ def create_adm_unet(**config: Any) -> ADMUNet:
     ``config`` overrides :func:`adm_config` defaults (DPS FFHQ-256).
     ``channel_mult=""`` picks the reference default for ``image_size``;
     ``attention_resolutions`` are pixel resolutions converted to rates
-    ``image_size // res``; ``learn_sigma`` gives 6 output channels, else 3;
+    ``image_size // res``; ``learn_sigma`` gives 6 output channels, else 3
+    (``grayscale``: 1 input channel, 2 or 1 outputs, as BlindDPS's fork);
     ``class_cond`` adds a 1000-class label embedding.  Parameters follow the
     reference initialisation (PyTorch defaults, zeroed output convs).
     """
@@ -589,11 +591,12 @@ def create_adm_unet(**config: Any) -> ADMUNet:
             "it afterwards (e.g. model.half()); checkpoints are stored in float32"
         )
     image_size = int(cfg["image_size"])
+    channels = 1 if cfg["grayscale"] else 3
     model = ADMUNet(
         image_size=image_size,
-        in_channels=3,
+        in_channels=channels,
         model_channels=int(cfg["num_channels"]),
-        out_channels=6 if cfg["learn_sigma"] else 3,
+        out_channels=2 * channels if cfg["learn_sigma"] else channels,
         num_res_blocks=int(cfg["num_res_blocks"]),
         attention_resolutions=_parse_attention_ds(cfg["attention_resolutions"], image_size),
         dropout=float(cfg["dropout"]),

@@ -60,16 +60,19 @@ class DiffusionPrior(Prior):
 
     ``network(x_t, t)`` may predict ``epsilon``, ``sample`` (x0) or ``v_prediction``
     (``prediction_type`` from the scheduler config); a learned-sigma output (2C channels, ADM)
-    uses its first C channels."""
+    uses its first C channels for ε and its last C for the learned-range variance
+    (:meth:`eps_and_variance`, ``ddpm_posterior(..., variance_output=v)``)."""
 
     kind = "diffusion"
 
     def __init__(self, network: nn.Module, alphas_cumprod: torch.Tensor, image_size: int, channels: int,
-                 prediction_type: str = "epsilon"):
+                 prediction_type: str = "epsilon", variance_type: str | None = "learned_range"):
         super().__init__(image_size, channels)
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"unsupported prediction_type {prediction_type!r}")
-        self.network, self.prediction_type = network, prediction_type
+        # variance_type: what a 2C-channel output's second half means; only "learned_range" (ADM;
+        # diffusers' scheduler config) is used as a variance, anything else is ignored
+        self.network, self.prediction_type, self.variance_type = network, prediction_type, variance_type
         self.register_buffer("alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float64))
 
     @property
@@ -88,10 +91,23 @@ class DiffusionPrior(Prior):
 
     def eps(self, x_t: torch.Tensor, t) -> torch.Tensor:
         """ε̂(x_t, t) — one network call for the whole batch."""
+        return self.eps_and_variance(x_t, t)[0]
+
+    def eps_and_variance(self, x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(ε̂, v)`` from ONE network call: ``v`` is the learned-sigma half of a 2C-channel
+        output (ADM ``learn_sigma=True``; split as DPS ``guided_diffusion/gaussian_diffusion.py``
+        L215-217), ``None`` when the network has C output channels or its second half is not
+        a learned-range variance (``variance_type``).  ``v`` feeds
+        ``ddpm_posterior(..., variance_output=v)``."""
         t = self._timesteps(t, x_t.shape[0], x_t.device)
         p = next(self.network.parameters(), None)
         dtype = p.dtype if p is not None else x_t.dtype
-        out = _network_output(self.network(x_t.to(dtype), t))[:, :x_t.shape[1]].to(x_t.dtype)
+        full = _network_output(self.network(x_t.to(dtype), t))
+        c = x_t.shape[1]
+        v = full[:, c:].to(x_t.dtype) if full.shape[1] == 2 * c and self.variance_type == "learned_range" else None
+        return self._eps_from_output(x_t, t, full[:, :c].to(x_t.dtype)), v
+
+    def _eps_from_output(self, x_t, t, out) -> torch.Tensor:
         if self.prediction_type == "epsilon":
             return out
         a = self.alpha_bar(t, x_t)
@@ -127,16 +143,38 @@ class DiffusionPrior(Prior):
             x_next = x_next + sigma * noise
         return x_next
 
-    def ddpm_posterior(self, x_t, t, x0, t_prev=None):
+    def ddpm_posterior(self, x_t, t, x0, t_prev=None, variance_output=None, t_next=None):
         """Mean and std of q(x_{t'} | x_t, x0) (Ho et al. 2020, eq. 7), t' = ``t_prev`` (default
-        t − 1); for strided steps β = 1 − ᾱ_t/ᾱ_{t'} (respaced DDPM, Nichol & Dhariwal 2021)."""
+        t − 1); for strided steps β = 1 − ᾱ_t/ᾱ_{t'} (respaced DDPM, Nichol & Dhariwal 2021).
+
+        ``variance_output`` (the v of :meth:`eps_and_variance`): the std is the learned-range one
+        of DPS's ``model_var_type: learned_range`` (``guided_diffusion/posterior_mean_variance.py``
+        L211-242; Nichol & Dhariwal 2021, eq. 15): ``frac = (v + 1)/2``,
+        ``log σ² = frac·log β + (1 − frac)·log β̃`` with the step's (respaced, ``SpacedDiffusion``
+        ``gaussian_diffusion.py`` L310-317) β and posterior variance β̃, std ``exp(½ log σ²)``
+        (``DDPM.p_sample`` L371).  ``log β̃`` is clipped as ``posterior_log_variance_clipped``
+        (L224-228): at the chain's first step (``t_prev`` = −1, β̃ = 0) it is β̃ of the next
+        step, t_next → t, with ``t_next`` the next timestep of the chain (default t + 1; the
+        sampler adds no noise there anyway).  These terms are computed in float64."""
         t = self._timesteps(t, x_t.shape[0], x_t.device)
         t_prev = t - 1 if t_prev is None else self._timesteps(t_prev, x_t.shape[0], x_t.device)
         a, a_prev = self.alpha_bar(t, x_t), self.alpha_bar(t_prev, x_t)
         beta = 1 - a / a_prev
         mean = (a_prev.sqrt() * beta / (1 - a)) * x0 + ((1 - beta).sqrt() * (1 - a_prev) / (1 - a)) * x_t
-        var = beta * (1 - a_prev) / (1 - a)
-        return mean, var.clamp_min(0).sqrt()
+        if variance_output is None:
+            var = beta * (1 - a_prev) / (1 - a)
+            return mean, var.clamp_min(0).sqrt()
+        v = variance_output.to(device=x_t.device, dtype=torch.float64)
+        a, a_prev = self.alpha_bar(t, v), self.alpha_bar(t_prev, v)
+        beta = 1 - a / a_prev
+        t_next = t + 1 if t_next is None else self._timesteps(t_next, x_t.shape[0], x_t.device)
+        a_next = self.alpha_bar(t_next.clamp_max(self.num_timesteps - 1), v)
+        first = t_prev.view(-1, *([1] * (v.ndim - 1))) < 0
+        var_next = (1 - a_next / a) * (1 - a) / (1 - a_next)  # β̃ of the step t_next → t
+        min_log = torch.where(first, var_next, beta * (1 - a_prev) / (1 - a)).log()
+        frac = (v + 1) / 2
+        log_var = frac * beta.log() + (1 - frac) * min_log
+        return mean, (0.5 * log_var).exp().to(x_t.dtype)
 
     def timesteps(self, steps: int, start: int | None = None) -> list[int]:
         """``steps`` evenly spaced timesteps from ``start`` (default T-1) down to 0."""

@@ -211,7 +211,8 @@ def _load_unconditional_dir(root: Path, index: dict) -> Prior:
 
         scheduler = getattr(diffusers, sched_class).from_config(sched) if sched else diffusers.DDPMScheduler()
         inner = DiffusionPrior(network, scheduler.alphas_cumprod, size, ch,
-                               prediction_type=sched.get("prediction_type", "epsilon"))
+                               prediction_type=sched.get("prediction_type", "epsilon"),
+                               variance_type=sched.get("variance_type"))
     ae = _component(root, index, ("vqvae", "vae"))
     if ae is None:
         return inner

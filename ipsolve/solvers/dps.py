@@ -21,6 +21,13 @@ def project_simplex(k: torch.Tensor) -> torch.Tensor:
     return (k - theta).clamp_min(0)
 
 
+def kernel_from_state(k: torch.Tensor) -> torch.Tensor:
+    """BlindDPS's kernel from a kernel-prior state in [-1, 1]: ``(k + 1)/2`` normalised to sum 1 per
+    image (gaussian_diffusion.py L441-444), ``(B, 1, K, K)`` → ``(B, K, K)``."""
+    k = (k[:, 0] + 1) / 2
+    return k / k.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+
+
 def default_zeta(operator) -> float:
     """ζ for 1000 steps when none is given (see :class:`DPS`)."""
     for kind, zeta in ((Inpainting, 0.5), (PhaseRetrieval, 1.0), (CT, 1.0), (MRI, 0.6)):
@@ -41,20 +48,79 @@ class DPS(Solver):
     zero-filled).  ``rescale_zeta``:
     multiply ζ by 1000/``steps`` (ipsolve's option): ζ is a step size per DDPM step, so with k×
     fewer steps the same total guidance needs k× larger steps.  Latent priors: the same on latents
-    with ``A(D(ẑ0))``.  Blind: the kernel takes projected gradient steps (lr ``kernel_lr``)
-    on the simplex."""
+    with ``A(D(ẑ0))``.
+
+    Blind deblurring, ``kernel_prior`` given — BlindDPS (Chung et al., CVPR 2023; BlindDPS/blind-dps
+    ``guided_diffusion/gaussian_diffusion.py`` L410-466, ``blind_condition_methods.py``): the
+    kernel is a second diffusion state ``k_t`` under its own prior (a 1-channel pixel diffusion
+    prior whose image size is the kernel size, e.g. ``bundled:kernel-ddpm``), reverse-diffused
+    jointly with the image; its x̂0 is clipped and mapped to a kernel ``K = (k̂0 + 1)/2``
+    normalised to sum 1; the loss is ``‖y − A(x̂0; K)‖ + kernel_reg·‖K‖_ord`` (run_deblur.sh:
+    ord 1, weight 1.0 — for a normalised non-negative kernel ‖K‖₁ = 1, so that term has no
+    gradient, as in the reference) and both states step by ``−scale·∇`` with
+    ``scale = √ᾱ_t`` (the reference's "gradually increasing scale", which replaces ζ; times
+    1000/``steps`` with ``rescale_zeta``).  ``blind_scale="zeta"`` uses ζ instead (ipsolve's
+    option).  Without ``kernel_prior`` (ipsolve's own blind DPS, from no paper): the kernel takes
+    simplex-projected gradient steps (lr ``kernel_lr``) from a centred bump.
+
+    ``variance``: the std of the image's ancestral step.  ``"learned"`` (default, the reference's
+    ``model_var_type: learned_range``, ``configs/diffusion_config.yaml`` L5): when the network
+    outputs learned sigma (2C channels, e.g. ADM checkpoints such as ffhq_10m.pt), the
+    learned-range std of :meth:`DiffusionPrior.ddpm_posterior`, from the same network call as ε;
+    networks without learned sigma fall back to fixed.  ``"fixed"``: the posterior std √β̃
+    (ipsolve's earlier behaviour)."""
 
     name = "dps"
     accepts = ("diffusion", "latent-diffusion")
     blind_capable = True
 
     def __init__(self, steps: int = 1000, zeta: float | None = None, rescale_zeta: bool = False,
-                 kernel_lr: float = 1e-3, kernel_size: int | None = None, **kw):
+                 kernel_lr: float = 1e-3, kernel_size: int | None = None, kernel_prior=None,
+                 kernel_reg: float = 1.0, kernel_reg_ord: int = 1, blind_scale: str = "sqrt_alpha_bar",
+                 variance: str = "learned", **kw):
         super().__init__(**kw)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if variance not in ("learned", "fixed"):
+            raise ValueError(f"variance must be 'learned' (learned range when the network has it) or 'fixed', got {variance!r}")
+        self.variance = variance
+        if blind_scale not in ("sqrt_alpha_bar", "zeta"):
+            raise ValueError(f"blind_scale must be 'sqrt_alpha_bar' (BlindDPS) or 'zeta', got {blind_scale!r}")
         self.steps, self.zeta, self.rescale_zeta, self.kernel_lr, self.kernel_size = \
             steps, zeta, rescale_zeta, kernel_lr, kernel_size
+        self.kernel_prior, self.kernel_reg, self.kernel_reg_ord, self.blind_scale = \
+            kernel_prior, kernel_reg, kernel_reg_ord, blind_scale
+        self._kernel_prior = None
+
+    def kernel_prior_for(self, operator, device):
+        """The kernel diffusion prior (loaded once), checked against the kernel size to estimate."""
+        from ..priors import DiffusionPrior, Prior, load_prior
+
+        if self._kernel_prior is None:
+            spec = self.kernel_prior
+            if isinstance(spec, Prior):
+                kp = spec
+            elif hasattr(spec, "keys"):  # {source: ..., **load_prior options}, e.g. an ADM kernel model's config
+                spec = dict(spec)
+                kp = load_prior(str(spec.pop("source")), **spec)
+            else:
+                kp = load_prior(str(spec))
+            if not isinstance(kp, DiffusionPrior) or kp.channels != 1:
+                raise ValueError(f"kernel_prior must be a 1-channel pixel diffusion prior (e.g. bundled:kernel-ddpm), "
+                                 f"got a {kp.kind} prior of shape {kp.shape}")
+            self._kernel_prior = kp
+        kp = self._kernel_prior.to(device)
+        size = self.kernel_size or operator.kernel_size
+        if size != kp.image_size:
+            raise ValueError(f"the kernel prior makes {kp.image_size}×{kp.image_size} kernels but {size}×{size} kernels are "
+                             f"to be estimated; set operator.kernel_size={kp.image_size} (or solver.kernel_size)")
+        return kp
+
+    def params(self) -> dict:
+        out = super().params()
+        if not isinstance(out.get("kernel_prior"), (str, dict, type(None))):
+            out["kernel_prior"] = getattr(self.kernel_prior, "source", type(self.kernel_prior).__name__)
+        return out
 
     def step_size(self, operator) -> float:
         zeta = float(self.zeta) if self.zeta is not None else default_zeta(operator)
@@ -76,33 +142,57 @@ class DPS(Solver):
                 init = operator.initial_guess(y)
                 x = inner.add_noise(prior.encode(init) if latent else init, t_start, x)
         blind = isinstance(operator, BlindBlur)
-        kernel = None
-        if blind:
+        kprior = self.kernel_prior_for(operator, y.device) if blind and self.kernel_prior is not None else None
+        kernel = kx = None
+        if kprior is not None:  # BlindDPS: the kernel's own diffusion state, x_start = randn
+            kshape = (b, 1, kprior.image_size, kprior.image_size)
+            kx = randn_like_batch(kshape, gens, y.device)
+        elif blind:
             size = self.kernel_size or operator.kernel_size
             kernel = torch.softmax(kernel_logits_init(b, size, y.device).flatten(1), 1).view(b, size, size)
         last_image = None
         for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             x = x.detach().requires_grad_()
-            if blind:
-                kernel = kernel.detach().requires_grad_()
             with autocast_context(self.autocast, y.device):
-                eps = inner.eps(x, torch.full((b,), t, device=y.device)).float()
+                eps, var_out = inner.eps_and_variance(x, torch.full((b,), t, device=y.device))
+                eps = eps.float()
+            var_out = var_out.detach().float() if var_out is not None and self.variance == "learned" else None
             x0 = inner.x0_from_eps(x, t, eps)
             if not latent:
                 x0 = x0.clamp(-1, 1)  # DPS's clip_denoised
             image = decode(x0).clamp(-1, 1) if latent else x0
+            if kprior is not None:
+                kx = kx.detach().requires_grad_()
+                k0 = kprior.x0(kx, torch.full((b,), t, device=y.device)).clamp(-1, 1)
+                kernel = kernel_from_state(k0)
+            elif blind:
+                kernel = kernel.detach().requires_grad_()
             ax = operator(image, kernel=kernel) if blind else operator(image)
             norm = (y - ax).flatten(1).norm(dim=1)
-            grads = torch.autograd.grad(norm.sum(), [x, kernel] if blind else [x])
+            if kprior is not None and self.kernel_reg:
+                norm = norm + self.kernel_reg * torch.linalg.vector_norm(kernel.flatten(1), ord=self.kernel_reg_ord, dim=1)
+            wrt = [x] + ([kx] if kprior is not None else [kernel] if blind else [])
+            grads = torch.autograd.grad(norm.sum(), wrt)
             with torch.no_grad():
                 if t_prev >= 0:
-                    mean, std = inner.ddpm_posterior(x, t, x0, t_prev)
+                    mean, std = inner.ddpm_posterior(x, t, x0, t_prev, variance_output=var_out)
                     x_prev = mean + std * randn_like_batch(shape, gens, y.device)
                 else:
                     x_prev = x0
-                x = x_prev - zeta * grads[0]
-                if blind:
+                if kprior is not None:
+                    scale = zeta if self.blind_scale == "zeta" else \
+                        float(inner.alpha_bar(t, x).flatten()[0].sqrt()) * (1000 / self.steps if self.rescale_zeta else 1)
+                    x = x_prev - scale * grads[0]
+                    if t_prev >= 0:
+                        kmean, kstd = kprior.ddpm_posterior(kx, t, k0, t_prev)
+                        kx = kmean + kstd * randn_like_batch(kshape, gens, y.device) - scale * grads[1]
+                    else:
+                        kx = k0 - scale * grads[1]
+                    kernel = kernel_from_state(kx.clamp(-1, 1))
+                else:
+                    x = x_prev - zeta * grads[0]
+                if blind and kprior is None:
                     kernel = project_simplex((kernel - self.kernel_lr * grads[1]).flatten(1)).view_as(kernel)
                 finite = torch.isfinite(x).flatten(1).all(1)
                 if last_image is None:
