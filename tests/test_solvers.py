@@ -184,8 +184,8 @@ def test_blind_dps_with_a_kernel_prior_recovers_image_and_kernel():
     """BlindDPS (the bundled 8-px motion-kernel prior reverse-diffused with the image, blind_dps_cpu's
     250 rescaled steps) on held-out phantoms blurred by a held-out kernel (seed 0, never drawn in
     training): far above the blurred input (measured +11.2 dB on these 3 images: 28.6 vs 17.4; the
-    prior-free blind DPS reaches 18.9, see the model card of bundled:kernel-ddpm), and a kernel much
-    nearer the truth than the uniform kernel."""
+    prior-free blind DPS reaches 18.9; over 4 kernels see the model card of bundled:kernel-ddpm),
+    and a kernel much nearer the truth than the uniform kernel."""
     prior = prior_of("bundled:phantom-ddpm")
     op = make_operator("blind_blur", true_kernel="motion", size=8, seed=0, padding="zero")
     x = HELD_OUT

@@ -168,7 +168,7 @@ class BlindBlur(_KernelBlur):
                  seed: int = 0, kernel_size: int | None = None, padding: str = "reflect"):
         super().__init__()
         if padding not in ("reflect", "zero"):
-            raise ValueError(f"padding must be 'reflect' (DPS, BlindDPS) or 'zero' (DMPlug), got {padding!r}")
+            raise ValueError(f"padding must be 'reflect' (DPS's non-blind blurs) or 'zero' (DMPlug, BlindDPS: conv2d padding='same'), got {padding!r}")
         self.padding = padding
         if true_kernel == "gaussian":
             k = gaussian_kernel(size, std)
