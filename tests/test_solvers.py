@@ -206,6 +206,10 @@ def test_blind_dps_kernel_prior_errors():
         solve(y, op, prior, make_solver("dps", steps=2, kernel_prior="bundled:phantom-flow", progress=False))
     with pytest.raises(ValueError, match="blind_scale"):
         make_solver("dps", blind_scale="constant")
+    with pytest.raises(ValueError, match="blind_dps needs a kernel_prior"):
+        make_solver("blind_dps")
+    with pytest.raises(ValueError, match="takes only blind_blur"):
+        solve(y, make_operator("inpainting"), prior, make_solver("blind_dps", kernel_prior="bundled:kernel-ddpm"))
 
 
 def test_project_simplex():

@@ -9,12 +9,12 @@ from ..priors import Prior
 from .base import ESWMV, Result, Solver, generators_for
 from .daps import DAPS
 from .dmplug import DMPlug
-from .dps import DPS, project_simplex
+from .dps import DPS, BlindDPS, project_simplex
 from .fmplug import FMPlug
 from .resample import ReSample
 from .sampling import combine_samples, reliability, sample_generators
 
-SOLVERS = {"dps": DPS, "resample": ReSample, "dmplug": DMPlug, "fmplug": FMPlug, "daps": DAPS}
+SOLVERS = {"dps": DPS, "resample": ReSample, "dmplug": DMPlug, "fmplug": FMPlug, "daps": DAPS, "blind_dps": BlindDPS}
 
 
 def make_solver(name: str, **params) -> Solver:
@@ -65,5 +65,6 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     return result
 
 
-__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "DPS", "ReSample", "DMPlug", "FMPlug", "DAPS",
+__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "DPS", "BlindDPS", "ReSample", "DMPlug",
+           "FMPlug", "DAPS",
            "project_simplex"]

@@ -210,3 +210,26 @@ class DPS(Solver):
         info = [{"nfe": len(ts), "iterations": len(ts), "stop_reason": "budget" if finite[i] else "nan",
                  "residual": float(res[i]), "seconds": seconds} for i in range(b)]
         return Result(x=final, info=info, kernel=k_out)
+
+
+class BlindDPS(DPS):
+    """BlindDPS (Chung et al., CVPR 2023): :class:`DPS` on ``blind_blur`` with a kernel diffusion
+    prior, which is required — image and kernel reverse-diffused jointly, kernel x̂0 mapped
+    ``(k̂0 + 1)/2`` and normalised, ``kernel_reg``·‖K‖₁, step scale √ᾱ_t (see :class:`DPS`).
+    ``kernel_prior``: ``bundled:kernel-ddpm`` (8-px motion kernels, for 32-px images) or BlindDPS's
+    ``kernel_checkpoint.pt`` as ``{source: PATH, grayscale: true, image_size: 64, ...}``
+    (``conf/solver/blind_dps.yaml``)."""
+
+    name = "blind_dps"
+
+    def __init__(self, kernel_prior=None, steps: int = 1000, **kw):
+        if kernel_prior is None:
+            raise ValueError("blind_dps needs a kernel_prior: bundled:kernel-ddpm (8-px kernels) or BlindDPS's "
+                             "kernel_checkpoint.pt with its ADM config (conf/solver/blind_dps.yaml)")
+        super().__init__(steps=steps, kernel_prior=kernel_prior, **kw)
+
+    def check(self, operator, prior) -> None:
+        super().check(operator, prior)
+        if not isinstance(operator, BlindBlur):
+            raise ValueError(f"blind_dps estimates a blur kernel and takes only blind_blur, not {type(operator).__name__}; "
+                             f"use dps for other operators")
