@@ -15,6 +15,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -112,20 +113,28 @@ def quality_table(rows, title):
     return "\n".join(out)
 
 
+def sync():
+    """Wait for the GPU, so wall-clock timers measure its work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def network_time(prior, batch, backward: bool, repeats=5) -> float:
     """Seconds for one network call (+ backward) on a batch at this prior's shape."""
     inner = getattr(prior, "inner", prior)
-    x = torch.randn(batch, *inner.shape)
-    call = (lambda v: inner.eps(v, torch.full((batch,), 500))) if inner.kind == "diffusion" else \
-        (lambda v: inner.velocity(v, torch.full((batch,), 0.5)))
+    x = torch.randn(batch, *inner.shape, device=prior.device)
+    t = torch.full((batch,), 500 if inner.kind == "diffusion" else 0.5, device=prior.device)
+    call = (lambda v: inner.eps(v, t)) if inner.kind == "diffusion" else (lambda v: inner.velocity(v, t))
     times = []
     for _ in range(repeats + 1):
         v = x.clone().requires_grad_(backward)
+        sync()
         t0 = time.perf_counter()
         with torch.set_grad_enabled(backward):
             out = call(v)
             if backward:
                 out.sum().backward()
+        sync()
         times.append(time.perf_counter() - t0)
     return sorted(times[1:])[len(times[1:]) // 2]
 
@@ -139,13 +148,15 @@ def speed_one(solver_name, batch, budget):
     params[key] = budget
     params["stop"] = () if solver_name in ("dmplug", "fmplug") else params.get("stop")
     params = {k: v for k, v in params.items() if v is not None}
-    prior = load_prior(source)
+    prior = load_prior(source, device="cuda" if torch.cuda.is_available() else "cpu")
     op = make_operator("super_resolution", scale=4)
     images = datasets.random_ellipses(batch, 32, torch.Generator().manual_seed(7))
     y = op.measure(images, 0.01, generator=torch.Generator().manual_seed(0))
     solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}))  # warm-up
+    sync()
     t0 = time.perf_counter()
     res = solve(y, op, prior, make_solver(solver_name, progress=False, **params), generator=gens(batch))
+    sync()
     wall = time.perf_counter() - t0
     backward = True
     net = network_time(prior, batch, backward)
@@ -165,7 +176,8 @@ def speed_table(budget):
                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"  speed {name} batch {batch}: {rows[-1]['images_per_s']:.2f} img/s", file=sys.stderr, flush=True)
-    out = ["### Speed (SR×4, 32 px, budget %d steps/iterations, CPU presets otherwise)" % budget, "",
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    out = [f"### Speed (SR×4, 32 px, budget {budget} steps/iterations, CPU presets otherwise; {device})", "",
            "| solver | batch | NFE | wall s | network fwd+bwd s | wall ÷ (NFE × network) | images/s | peak memory MB |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -184,28 +196,48 @@ def main():
     ap.add_argument("--same-generator", action="store_true", help="also the narrow ellipse generator's phantoms")
     ap.add_argument("--images", type=int, default=8, help="random phantoms in the held-out set (+ Shepp–Logan)")
     ap.add_argument("--science-only", action="store_true", help="only the CT / MRI / phase-retrieval table")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed table")
+    ap.add_argument("--skip-science", action="store_true")
+    ap.add_argument("--solvers", nargs="+", help="only these solvers' rows of the quality tables")
+    ap.add_argument("--stopping", action="store_true",
+                    help="only the stopping study: gap to the best iterate and iterations used, per solver, operator "
+                         "and σ (scripts/stopping_study.py record + analyse; minutes on a GPU, hours on 2 CPU cores)")
     ap.add_argument("--speed-budget", type=int, default=50, help="steps/iterations in the speed table")
     args = ap.parse_args()
     if args.speed_one:
         name, batch, budget = args.speed_one
         print(json.dumps(speed_one(name, int(batch), int(budget))))
         return
+    if args.stopping:
+        study = [sys.executable, str(Path(__file__).with_name("stopping_study.py"))]
+        traces = "outputs/stopping/stopping.npz"
+        subprocess.run([*study, "record", "--out", traces, "--operators", "super_resolution", "inpainting",
+                        "gaussian_blur"], check=True)
+        subprocess.run([*study, "analyse", traces], check=True)
+        return
+    if args.speed_only:
+        print(speed_table(10 if args.quick else args.speed_budget))
+        return
     n = 3 if args.quick else args.images
     phantoms = torch.cat([datasets.heldout_phantoms(n, 32), datasets.shepp_logan(32)])
     table, solvers = TABLE, QUALITY_SOLVERS
+    if args.solvers:
+        table = [(op, s) for op, s in TABLE if s in args.solvers]
     if args.quick:
         solvers = {k: (s, {**p, **({"steps": 20} if "steps" in p else {"iterations": 20})})
                    for k, (s, p) in QUALITY_SOLVERS.items()}
     print(f"## ipsolve benchmark ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, σ = {args.sigma})\n")
-    science = [(op, s) for op in SCIENCE_OPERATORS for s in ("dps", "dmplug", "fmplug")]
-    print(quality_table(quality(phantoms, science, solvers, args.sigma),
-                        f"Science operators: {len(phantoms)} held-out phantoms ({n} `blobs` + Shepp–Logan), 32 px; "
-                        "initial guess = the classical baseline: " + ", ".join(f"{k} {v}" for k, v in SCIENCE_BASELINE.items())
-                        + "; phase retrieval scored modulo translation and twin image"))
+    science = [(op, s) for op in SCIENCE_OPERATORS for s in ("dps", "dmplug", "fmplug") if s in (args.solvers or [s])]
+    if not args.skip_science:
+        print(quality_table(quality(phantoms, science, solvers, args.sigma),
+                            f"Science operators: {len(phantoms)} held-out phantoms ({n} `blobs` + Shepp–Logan), 32 px; "
+                            "initial guess = the classical baseline: "
+                            + ", ".join(f"{k} {v}" for k, v in SCIENCE_BASELINE.items())
+                            + "; phase retrieval scored modulo translation and twin image"))
+        print()
     if args.science_only:
         return
-    print()
     print(quality_table(quality(phantoms, table, solvers, args.sigma),
                         f"Quality: {len(phantoms)} held-out phantoms ({n} of the held-out `blobs` family, never seen in "
                         "training, + Shepp–Logan), 32 px, bundled phantom priors"))

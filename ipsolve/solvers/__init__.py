@@ -6,7 +6,8 @@ import torch
 from ..operators import Operator
 from ..parameters import unknown_parameters_message
 from ..priors import Prior
-from .base import ESWMV, Result, Solver, generators_for
+from .base import Result, Solver, generators_for
+from .stopping import ESWMV, StoppingRule, discrepancy_tau
 from .daps import DAPS
 from .dmplug import DMPlug
 from .dps import DPS, BlindDPS, project_simplex
@@ -65,6 +66,6 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     return result
 
 
-__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "DPS", "BlindDPS", "ReSample", "DMPlug",
+__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS", "ReSample", "DMPlug",
            "FMPlug", "DAPS",
            "project_simplex"]

@@ -1,5 +1,5 @@
 """What every solver shares: the result record, per-image randomness, warm starts,
-residuals and the stopping rules (ES-WMV, discrepancy principle, budget)."""
+residuals (the stopping rules are in :mod:`.stopping`)."""
 from __future__ import annotations
 
 import contextlib
@@ -60,57 +60,9 @@ def residual_ratio(y, ax, sigma: float) -> torch.Tensor:
     return r / (max(sigma, 1e-12) * math.sqrt(m))
 
 
-def discrepancy_tau(m: int, level: float = 0.95) -> float:
-    """Morozov's factor τ for ``‖y − A(x)‖ ≤ τ σ √m``, chosen so that the true image passes with
-    probability ``level``: ‖n‖²/σ² ~ χ²_m, hence τ = √(χ²_m quantile(level) / m)
-    (≈ 1 + 1.645/√(2m) for large m; 1.14 for m = 64, 1.04 for m = 3072).  τ = 1 rejects the
-    true image about half the time, since ‖n‖ ≈ σ√m (1 ± √(2/m))."""
-    from scipy.stats import chi2
-
-    if m < 1 or not 0 < level < 1:
-        raise ValueError(f"need m >= 1 and 0 < level < 1, got m={m}, level={level}")
-    return math.sqrt(float(chi2.ppf(level, m)) / m)
-
-
 def prior_key(prior: Prior) -> str:
     """``diffusion``, ``flow``, ``latent-diffusion`` or ``latent-flow``."""
     return f"latent-{prior.inner.kind}" if isinstance(prior, LatentPrior) else prior.kind
-
-
-class ESWMV:
-    """Early stopping by windowed moving variance (Wang et al., "Early stopping for deep image
-    prior", TMLR 2023; cited by DMPlug): the variance of the last ``window`` iterates,
-    ``VAR_t = 1/W Σ_i ‖x_i − x̄‖² / d``; stop when it has not reached a new minimum for
-    ``patience`` iterations and return the iterate at the minimum.  Batched: one state per image."""
-
-    def __init__(self, batch: int, window: int = 100, patience: int = 1000):
-        if window < 2 or patience < 1:
-            raise ValueError(f"ES-WMV needs window >= 2 and patience >= 1, got {window}, {patience}")
-        self.window, self.patience = window, patience
-        self.buffer: list[torch.Tensor] = []
-        self.best = torch.full((batch,), math.inf)
-        self.best_iter = torch.zeros(batch, dtype=torch.long)
-        self.wait = torch.zeros(batch, dtype=torch.long)
-        self.best_x: torch.Tensor | None = None
-
-    def update(self, x: torch.Tensor, it: int) -> torch.Tensor:
-        """Add iterate ``x``; returns a bool ``(B,)`` of images whose patience ran out."""
-        x = x.detach()
-        self.buffer.append(x)
-        if len(self.buffer) > self.window:
-            self.buffer.pop(0)
-        if self.best_x is None:
-            self.best_x = x.clone()
-        if len(self.buffer) < self.window:
-            return torch.zeros(x.shape[0], dtype=torch.bool)
-        stack = torch.stack(self.buffer)
-        var = (stack - stack.mean(0)).pow(2).flatten(2).mean(2).mean(0).cpu()
-        better = var < self.best
-        self.best = torch.where(better, var, self.best)
-        self.best_iter = torch.where(better, torch.full_like(self.best_iter, it), self.best_iter)
-        self.wait = torch.where(better, torch.zeros_like(self.wait), self.wait + 1)
-        self.best_x[better.to(x.device)] = x[better.to(x.device)]
-        return self.wait >= self.patience
 
 
 def autocast_context(enabled: bool, device: torch.device):

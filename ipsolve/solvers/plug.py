@@ -7,9 +7,8 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from ..operators import BlindBlur
-from .base import ESWMV, Result, Solver, autocast_context, discrepancy_tau, randn_like_batch, residual_ratio, timer
-
-STOP_RULES = ("eswmv", "discrepancy")
+from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .stopping import RULES as STOP_RULES, StoppingRule
 
 
 def kernel_logits_init(batch: int, size: int, device) -> torch.Tensor:
@@ -22,10 +21,11 @@ def kernel_logits_init(batch: int, size: int, device) -> torch.Tensor:
 class PlugSolver(Solver):
     """Minimise ``ℓ(y, A(G(params)))`` = per-image mean squared error by Adam, where ``G`` is a
     few-step deterministic sampler of the prior (subclasses define ``init_params``,
-    ``generate``, ``project``).  Stops each image by ES-WMV, the discrepancy principle
-    (‖y − A(x)‖ ≤ τ σ √m; ``tau=None``: the χ²_m 95 % quantile, :func:`discrepancy_tau`) or
-    the ``iterations`` budget; a non-finite loss stops the image and returns its last finite
-    iterate.  Blind deblurring: the kernel is ``softmax`` of ``kernel_size²`` logits, drawn
+    ``generate``, ``project``).  Stops each image by :class:`~.stopping.StoppingRule`
+    (``stop``, ``window``, ``patience``, ``tau``, ``combine``: ES-WMV, the discrepancy principle
+    ‖y − A(x)‖ ≤ τ σ √m with ``tau=None`` the χ²_m 95 % quantile, either first or ES-WMV armed
+    by the discrepancy) or the ``iterations`` budget; a non-finite loss stops the image and
+    returns its last finite iterate.  Blind deblurring: the kernel is ``softmax`` of ``kernel_size²`` logits, drawn
     N(0, 1) (``kernel_init="randn"``, DMPlug ``bid.py`` line 54) or a centred bump (``"bump"``,
     ipsolve's option), optimised jointly at ``kernel_lr`` (0.1, ``bid.py``'s ``lrk``)."""
 
@@ -33,16 +33,14 @@ class PlugSolver(Solver):
     network_calls = 1
 
     def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
-                 patience: int = 1000, tau: float | None = None, kernel_lr: float = 0.1, kernel_size: int | None = None,
+                 patience: int = 1000, tau: float | None = None, combine: str = "first", kernel_lr: float = 0.1, kernel_size: int | None = None,
                  kernel_init: str = "randn", checkpointing: bool = False, **kw):
         super().__init__(**kw)
-        stop = tuple(stop) if not isinstance(stop, str) else (stop,)
-        unknown = [s for s in stop if s not in STOP_RULES]
-        if unknown:
-            raise ValueError(f"unknown stopping rule(s) {unknown}; known: {', '.join(STOP_RULES)} (a budget always applies)")
+        self.stopping = StoppingRule(stop, window, patience, tau, combine)
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
-        self.iterations, self.lr, self.stop, self.window, self.patience, self.tau = iterations, lr, stop, window, patience, tau
+        self.iterations, self.lr = iterations, lr
+        self.stop, self.window, self.patience, self.tau, self.combine = self.stopping.rules, window, patience, tau, combine
         if kernel_init not in ("randn", "bump"):
             raise ValueError(f"kernel_init must be 'randn' (DMPlug's N(0, 1) logits) or 'bump', got {kernel_init!r}")
         self.kernel_lr, self.kernel_size, self.kernel_init, self.checkpointing = kernel_lr, kernel_size, kernel_init, checkpointing
@@ -83,8 +81,7 @@ class PlugSolver(Solver):
         out_x, out_k = None, None
         last_x = None
         traces = [[] for _ in range(b)]
-        es = ESWMV(b, self.window, self.patience) if "eswmv" in self.stop else None
-        tau = self.tau if self.tau is not None else discrepancy_tau(y[0].numel())
+        monitor = self.stopping.monitor(b, y[0].numel())
         bar = tqdm(range(self.iterations), desc=self.name, disable=not self.progress, leave=False)
         for it in bar:
             kernel = torch.softmax(logits.flatten(1), 1).view_as(logits) if blind else None
@@ -109,11 +106,9 @@ class PlugSolver(Solver):
                     active[i] = False
 
             finish(active & ~finite, "nan", last_x)
-            if "discrepancy" in self.stop:
-                finish(active & (res <= tau), "discrepancy", xd)
-            if es is not None:
-                triggered = es.update(torch.where(finite.view(-1, 1, 1, 1).to(xd.device), xd, last_x), it)
-                finish(active & triggered, "es-wmv", es.best_x)
+            stop, why, value = monitor.update(torch.where(finite.view(-1, 1, 1, 1).to(xd.device), xd, last_x), res, it)
+            for rule in ("discrepancy", "es-wmv"):
+                finish(active & stop & torch.tensor([w == rule for w in why]), rule, value)
             if self.record_trace:
                 for i in range(b):
                     traces[i].append(float(per_image[i].detach()))

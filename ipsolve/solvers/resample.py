@@ -6,7 +6,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..priors import LatentPrior
-from .base import Result, Solver, autocast_context, discrepancy_tau, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .stopping import discrepancy_tau
 
 
 FIT_STOPS = ("reference", "noise_level")

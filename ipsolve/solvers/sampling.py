@@ -8,7 +8,8 @@ import zlib
 import torch
 
 from ..operators import BlindBlur
-from .base import Result, discrepancy_tau, residual_ratio
+from .base import Result, residual_ratio
+from .stopping import discrepancy_tau
 
 
 def sample_generators(gens, j: int):
