@@ -395,3 +395,21 @@ def test_science_operator_demo_and_exact_measurements(preset, tmp_path):
     proc = ipsolve(f"operator={preset}", "data=folder", f"data.path={pictures}", "data.measurements=true", *TINY,
                    *seed, f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path)
     assert "measurements are data, read from .npy files" in proc.stdout + proc.stderr
+
+
+def test_per_image_inpainting_masks_follow_the_images_across_batches(tmp_path):
+    """operator=inpainting_dps_random (DPS's per-image U(0.3, 0.7) masks): each image's mask comes from
+    operator.seed and its name, so batch size 1 and 2 measure the same images identically."""
+    runs = {}
+    for b in (1, 2):
+        runs[b] = tmp_path / f"b{b}"
+        check_ok(ipsolve("operator=inpainting_dps_random", "data.max_images=2", f"data.batch_size={b}",
+                         "solver.iterations=1", "progress=false", f"hydra.run.dir={runs[b]}", cwd=tmp_path))
+    names = sorted(p.stem for p in (runs[1] / "measurement").glob("*.png"))
+    assert len(names) == 2
+    holes = []
+    for name in names:
+        one, two = read_png(runs[1] / "measurement" / f"{name}.png"), read_png(runs[2] / "measurement" / f"{name}.png")
+        assert np.array_equal(one, two), name
+        holes.append(float((one == 0).mean()))
+    assert len(set(holes)) == 2  # every image its own mask

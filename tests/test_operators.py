@@ -135,6 +135,36 @@ def test_inpainting_missing_fraction(mask, expected):
     assert torch.equal((y[:, 0] == 0), (y[:, 2] == 0))
 
 
+def test_inpainting_per_image_missing_fraction():
+    """missing=[0.3, 0.7]: DPS's per-image U(0.3, 0.7) random masks, each drawn from (seed, image key)."""
+    op = make_operator("inpainting", missing=[0.3, 0.7], seed=3)
+    keys = [f"img{i}" for i in range(40)]
+    op.set_images(keys)
+    masks = op.mask_for((40, 1, 32, 32))
+    fractions = 1 - masks.flatten(1).mean(1)
+    assert masks.shape == (40, 1, 32, 32) and set(masks.unique().tolist()) == {0.0, 1.0}
+    assert fractions.min() >= 0.3 - 1e-3 and fractions.max() <= 0.7 + 1e-3
+    assert fractions.std() > 0.08  # uniform on [0.3, 0.7]: std 0.115
+    # a mask follows its image: the same key gives the same mask in any batch, another seed another mask
+    op.set_images(["img7"])
+    assert torch.equal(op.mask_for((1, 1, 32, 32))[0], masks[7])
+    other = make_operator("inpainting", missing=[0.3, 0.7], seed=4)
+    other.set_images(["img7"])
+    assert not torch.equal(other.mask_for((1, 1, 32, 32))[0], masks[7])
+    # without keys the images of a batch are keyed by position; the same for all channels
+    fresh = make_operator("inpainting", missing=[0.3, 0.7], seed=3)
+    y = fresh(torch.rand(2, 3, 32, 32) + 0.5)
+    assert torch.equal(y[:, 0] == 0, y[:, 2] == 0) and not torch.equal(y[0, 0] == 0, y[1, 0] == 0)
+    fresh.set_images(["a", "b", "c"])
+    with pytest.raises(ValueError, match="3 image keys"):
+        fresh(torch.zeros(2, 1, 32, 32))
+    for bad in ([0.7, 0.3], [0.3, 1.0], [0.1, 0.2, 0.3]):
+        with pytest.raises(ValueError, match="missing"):
+            make_operator("inpainting", missing=bad)
+    with pytest.raises(ValueError, match="mask='random'"):
+        make_operator("inpainting", mask="box", missing=[0.3, 0.7])
+
+
 def test_inpainting_mask_from_file(tmp_path):
     from ipsolve.io import save_image
 

@@ -17,11 +17,9 @@ entry's source lines are listed in the fixture's ``description``.
 
 What is compared, and where ipsolve differs (``docs/fidelity.md`` §2):
 
-* the 500-step DDIM grid: ipsolve's ``DiffusionPrior.timesteps`` differs by one in 250 places
-  (documented "differs (not yet implemented)"), so this file checks that documented claim, and the
-  run test below drives ``ReSample.run`` on the reference's grid;
-* the last DDIM step: the reference ends at ᾱ_0, ipsolve at ᾱ = 1 (documented "differs"); the run
-  test compares every network call either way and the final output with the reference's ᾱ_0.
+* the DDIM grid and its last step: ``ReSample``'s default ``grid="reference"`` is the reference's
+  (LDM's ``make_ddim_timesteps``, last step to ᾱ_0); ipsolve's evenly spaced grid is the option
+  ``grid="uniform"``.
 """
 from __future__ import annotations
 
@@ -88,26 +86,6 @@ def prior500() -> DiffusionPrior:
     return DiffusionPrior(StandInEps(), T["alphas_cumprod"], image_size=4, channels=2)
 
 
-class ReferenceGridPrior(DiffusionPrior):
-    """A DiffusionPrior on the reference's grid (``util.py`` L46-60: ``range(0, 1000, 1000//S) + 1``,
-    descending); ``reference_last_alpha``: also take ᾱ_0 for ipsolve's t = −1 (``util.py`` L66),
-    the reference's last DDIM step."""
-
-    def __init__(self, grid, reference_last_alpha: bool):
-        super().__init__(StandInEps(), T["alphas_cumprod"], image_size=4, channels=2)
-        self.grid, self.reference_last_alpha = [int(v) for v in grid], reference_last_alpha
-
-    def timesteps(self, steps, start=None):
-        if steps == len(self.grid) and start in (None, self.num_timesteps - 1):
-            return list(self.grid)
-        return super().timesteps(steps, start)  # e.g. the look-ahead of x0_estimate="tweedie"
-
-    def alpha_bar(self, t, like):
-        if self.reference_last_alpha:
-            t = torch.as_tensor(t).clamp_min(0)
-        return super().alpha_bar(t, like)
-
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     """These tensors are tiny: intra-op threads only add overhead (10× on a busy 2-core machine)."""
@@ -134,18 +112,17 @@ def test_fixture_provenance():
 
 def test_ddim_grid_500_as_documented():
     """Reference grid: ``ldm/modules/diffusionmodules/util.py`` L46-60 (``make_ddim_timesteps``,
-    'uniform', 500 of 1000: 1, 3, …, 999), called by ``ddim.py`` ``make_schedule`` L28-29.
-    ipsolve: ``DiffusionPrior.timesteps(500)`` = round(linspace(999, 0, 500)).  docs/fidelity.md
-    §2 "timestep grid" claims "differs (not yet implemented) … 250 of the 500 timesteps differ by 1";
-    this pins that claim (update the ledger row if the grid changes)."""
+    'uniform', 500 of 1000: 1, 3, …, 999), called by ``ddim.py`` ``make_schedule`` L28-29, its last
+    step to ᾱ_0 (L66).  ipsolve: ``ReSample.timesteps`` with ``grid="reference"`` (the default);
+    ``grid="uniform"`` is ipsolve's round(linspace(999, 0, 500)), 250 of whose 500 steps differ by 1."""
     ref = T["ddim_timesteps_500"].long()
     assert ref.tolist() == list(range(1, 1000, 2))
-    ours = torch.tensor(prior500().timesteps(500))
-    ref_desc = ref.flip(0)
-    assert len(ours) == 500 and ours[0] == 999
-    diff = ours - ref_desc
-    assert diff.abs().max() <= 1
-    assert int((diff != 0).sum()) == 250
+    ours, last = ReSample().timesteps(prior500(), 999)
+    assert ours == ref.flip(0).tolist() and last == 0
+    assert ReSample(steps=50).timesteps(prior500(), 999)[0] == T["run_grid"].long().tolist()
+    uniform, last = ReSample(grid="uniform").timesteps(prior500(), 999)
+    diff = torch.tensor(uniform) - ref.flip(0)
+    assert last == -1 and uniform[0] == 999 and diff.abs().max() <= 1 and int((diff != 0).sum()) == 250
 
 
 def test_alpha_tables_500():
@@ -268,7 +245,7 @@ def _stub_fit(log):
     return stub
 
 
-def _run(monkeypatch, reference_last_alpha: bool, **options):
+def _run(monkeypatch, **options):
     noise = [T["run_noise"][k:k + 1] for k in range(len(T["run_noise"]))]
 
     def reference_noise(shape, gens, device, dtype=torch.float32):
@@ -278,7 +255,7 @@ def _run(monkeypatch, reference_last_alpha: bool, **options):
     fits: list = []
     monkeypatch.setattr(resample_mod, "randn_like_batch", reference_noise)
     monkeypatch.setattr(resample_mod, "fit_measurement", _stub_fit(fits))
-    inner = ReferenceGridPrior(FIX["run_grid"], reference_last_alpha)
+    inner = prior500()
     inner.network.calls = []
     prior = LatentPrior(StandInAutoencoder(), inner, image_size=8, channels=2)
     solver = ReSample(steps=int(FIX["run_steps"]), progress=False, **options)
@@ -313,31 +290,28 @@ def test_run_matches_reference_loop(monkeypatch):
     (L289, L318), stochastic resampling (L435-441, around the post-DPS latent, L269), and the final
     latent fit (L329-332).  The AdamW fits are replaced on both sides by the same smooth stub (they
     are compared on their own above); the noise is the reference run's.  ipsolve: ``ReSample.run``
-    with its defaults (``steps=50``) on a ``ReferenceGridPrior``.  Compared: the timestep and input
-    of every network call (65: 50 steps + 3×5 look-ahead), and the final output.  With ipsolve's own
-    last step (ᾱ = 1) the calls still agree; the final output is compared with the reference's ᾱ_0."""
-    for reference_last_alpha in (False, True):
-        result, calls, fits, noise = _run(monkeypatch, reference_last_alpha)
-        assert not noise, "ipsolve drew a different number of noise tensors"
-        rs = ReSample()
-        assert fits == [(rs.pixel_lr, rs.pixel_iters, "reference", None)] * 2 + \
-                      [(rs.latent_lr, rs.latent_iters, "reference", rs.stagnation)] * 2  # 2 pixel, 1 latent HDC, final fit
-        err = _trace_error(calls)
-        print(f"run (reference last alpha: {reference_last_alpha}): max |trace diff| = {err.max():.3g}, "
-              f"max |latent| = {T['run_call_x'].abs().max():.3g}")
-        assert err.max() <= RUN_TOL, f"first network call off by > {RUN_TOL}: #{int((err > RUN_TOL).nonzero()[0])}"
-        if reference_last_alpha:
-            expected = StandInAutoencoder().decode(T["run_final_latent"])
-            assert expected.abs().max() < 1  # so ipsolve's clamp to [-1, 1] is inactive
-            assert_close(result.x, expected, "final output", rel=RUN_TOL)
+    with its defaults (``steps=50``, hence the reference grid and last step to ᾱ_0).  Compared: the
+    timestep and input of every network call (65: 50 steps + 3×5 look-ahead), and the final output."""
+    result, calls, fits, noise = _run(monkeypatch)
+    assert not noise, "ipsolve drew a different number of noise tensors"
+    rs = ReSample()
+    assert fits == [(rs.pixel_lr, rs.pixel_iters, "reference", None)] * 2 + \
+                  [(rs.latent_lr, rs.latent_iters, "reference", rs.stagnation)] * 2  # 2 pixel, 1 latent HDC, final fit
+    err = _trace_error(calls)
+    print(f"run: max |trace diff| = {err.max():.3g}, max |latent| = {T['run_call_x'].abs().max():.3g}")
+    assert err.max() <= RUN_TOL, f"first network call off by > {RUN_TOL}: #{int((err > RUN_TOL).nonzero()[0])}"
+    expected = StandInAutoencoder().decode(T["run_final_latent"])
+    assert expected.abs().max() < 1  # so ipsolve's clamp to [-1, 1] is inactive
+    assert_close(result.x, expected, "final output", rel=RUN_TOL)
 
 
 @pytest.mark.parametrize("option", [{"gamma_scale": 40.4}, {"dps_scale": 0.505}, {"lookahead": 4},
-                                    {"x0_estimate": "tweedie"}])
+                                    {"x0_estimate": "tweedie"}, {"grid": "uniform"}])
 def test_run_trace_detects_changes(monkeypatch, option):
     """Sensitivity of ``test_run_matches_reference_loop``: changing γ or the DPS scale by 1 %, the
-    look-ahead length or the x̂0 estimate moves the trace far beyond ``RUN_TOL``."""
-    _, calls, _, _ = _run(monkeypatch, False, **option)
+    look-ahead length, the x̂0 estimate or the grid moves the trace far beyond ``RUN_TOL`` (or changes
+    the calls' timesteps)."""
+    _, calls, _, _ = _run(monkeypatch, **option)
     ts = [t for t, _ in calls]
     if ts != FIX["run_call_t"].tolist():
         return  # a different call sequence is detected by the t comparison already

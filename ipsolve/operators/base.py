@@ -58,6 +58,10 @@ class Operator(nn.Module):
         kernel), for the error when measurements of unknown provenance meet it; None if nothing."""
         return None
 
+    def set_images(self, keys) -> None:
+        """Name the images of the next batches, for operators whose hidden state differs per image
+        (per-image inpainting masks); a no-op for the others."""
+
     def project_measurement(self, y: torch.Tensor) -> torch.Tensor:
         """A measurement read from a file, mapped onto what ``A`` can produce (identity unless
         ``A`` discards part of the image: inpainting sets the holes to 0, whatever a file

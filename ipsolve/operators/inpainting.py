@@ -1,6 +1,7 @@
 """Inpainting: ``A(x) = m ⊙ x`` with a random, box or user-supplied mask (1 = observed)."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import torch
@@ -35,14 +36,28 @@ class Inpainting(Operator):
     missing, the same for all channels; ``"box"``: a square hole of side ``box_fraction`` (1/2,
     i.e. 128 px at 256 px) of the image at a random position with a margin of 1/16 of the
     size; or a path to a mask image (white = observed).  The mask is drawn from ``seed`` for
-    ``image_size`` (or for the first image size seen) and then fixed."""
+    ``image_size`` (or for the first image size seen) and then fixed.
+
+    ``missing=[lo, hi]`` (random masks only): every image gets its own mask, its missing fraction
+    drawn from U(lo, hi) — DPS's random inpainting (``util/img_utils.py`` ``mask_generator``,
+    ``mask_prob_range=(0.3, 0.7)``).  Image ``k``'s mask is drawn from (``seed``, key ``k``): the
+    runner sets each image's name as its key (:meth:`set_images`), so a mask follows its image
+    whatever the batch; without keys, the images of a batch are keyed by position 0, 1, …"""
 
     is_linear = True
 
     def __init__(self, mask: str = "random", missing: float = 0.7, box_fraction: float = 0.5,
                  image_size: int | None = None, seed: int = 0):
         super().__init__()
-        if not 0.0 <= missing < 1.0:
+        self.per_image = isinstance(missing, (list, tuple)) or (hasattr(missing, "__len__") and not isinstance(missing, str))
+        if self.per_image:
+            missing = [float(v) for v in missing]
+            if len(missing) != 2 or not 0.0 <= missing[0] <= missing[1] < 1.0:
+                raise ValueError(f"missing must be a fraction in [0, 1) or a range [lo, hi] with 0 <= lo <= hi < 1, "
+                                 f"got {missing!r}")
+            if mask != "random":
+                raise ValueError(f"missing=[lo, hi] (a per-image missing fraction) needs mask='random', got {mask!r}")
+        elif not isinstance(missing, (int, float)) or not 0.0 <= missing < 1.0:
             raise ValueError(f"missing must be a fraction in [0, 1), got {missing!r}")
         if mask not in ("random", "box") and not Path(str(mask)).is_file():
             raise FileNotFoundError(f"mask must be 'random', 'box' or the path of a mask image; "
@@ -50,7 +65,11 @@ class Inpainting(Operator):
         self.kind, self.missing, self.box_fraction, self.seed = mask, missing, box_fraction, seed
         self.params = {"mask": mask, "missing": missing, "seed": seed}
         self.register_buffer("mask", None)
-        if mask not in ("random", "box"):
+        self.image_keys: list[str] | None = None
+        self._masks: dict = {}
+        if self.per_image:
+            pass
+        elif mask not in ("random", "box"):
             from ..io import load_image
 
             m = load_image(mask)[:, :1]
@@ -58,11 +77,15 @@ class Inpainting(Operator):
         elif image_size is not None:
             self.mask = self._draw(image_size, image_size)
 
-    def _draw(self, h: int, w: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed)
+    def _draw(self, h: int, w: int, key: str | None = None) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed if key is None else zlib.crc32(f"{self.seed}:{key}:mask".encode()))
         if self.kind == "random":
+            missing = self.missing
+            if self.per_image:
+                lo, hi = self.missing
+                missing = lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
             flat = torch.ones(h * w)
-            flat[torch.randperm(h * w, generator=g)[:round(self.missing * h * w)]] = 0
+            flat[torch.randperm(h * w, generator=g)[:round(missing * h * w)]] = 0
             return flat.view(1, 1, h, w)
         side_h, side_w = round(h * self.box_fraction), round(w * self.box_fraction)
         mh, mw = h // 16, w // 16
@@ -72,8 +95,23 @@ class Inpainting(Operator):
         m[..., i:i + side_h, j:j + side_w] = 0
         return m
 
+    def set_images(self, keys) -> None:
+        """Name the images of the next batches (their masks are drawn from these keys); ``None``:
+        key by position in the batch."""
+        self.image_keys = None if keys is None else [str(k) for k in keys]
+
     def mask_for(self, shape) -> torch.Tensor:
         h, w = shape[-2:]
+        if self.per_image:
+            b = shape[0] if len(shape) == 4 else 1
+            keys = self.image_keys if self.image_keys is not None else [str(i) for i in range(b)]
+            if len(keys) != b:
+                raise ValueError(f"per-image inpainting masks: {len(keys)} image keys were set (set_images) but the "
+                                 f"batch has {b} images; expected one key per image")
+            for k in keys:
+                if (k, h, w) not in self._masks:
+                    self._masks[(k, h, w)] = self._draw(h, w, k)
+            return torch.cat([self._masks[(k, h, w)] for k in keys])
         if self.mask is None:
             self.mask = self._draw(h, w)
         if tuple(self.mask.shape[-2:]) != (h, w):
@@ -89,6 +127,8 @@ class Inpainting(Operator):
         return x * self.mask_for(x.shape).to(x)
 
     def seeded_state(self):
+        if self.per_image:
+            return "its per-image random masks (from the seed and each image's name)"
         return f"its {self.kind} mask" if self.kind in ("random", "box") else None
 
     def project_measurement(self, y):

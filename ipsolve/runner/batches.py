@@ -66,6 +66,7 @@ def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict
     for it in batch:
         try:
             if job.measurements:
+                job.operator.set_images([it.name])
                 y = load_measurement(it, job.operator, job.prior).to(job.device)
                 tensors.append(job.operator.project_measurement(y))
             else:
@@ -82,7 +83,8 @@ def run_batch(job: Job, ok: list[Item], inputs: list) -> list[tuple[dict, object
     import torch
 
     seeds = image_seeds(job.seed, ok)
-    y = torch.cat(inputs if job.measurements else measure(job, inputs, seeds))
+    y = torch.cat(inputs if job.measurements else measure(job, inputs, seeds, [it.name for it in ok]))
+    job.operator.set_images([it.name for it in ok])  # per-image operator state (masks) follows the image names
     result = solve_batch(job, y, seeds)
     init = initial_guess(job.operator, y)
     scores = {} if job.measurements else score(job, result.x, init, torch.cat(inputs))
@@ -105,12 +107,15 @@ def image_seeds(seed: int, items: list[Item]) -> list[dict]:
             for it in items]
 
 
-def measure(job: Job, xs: list, seeds: list[dict]) -> list:
+def measure(job: Job, xs: list, seeds: list[dict], names: list[str]) -> list:
     """The noisy measurements of the ground truths ``xs``, each with its own noise seed."""
     import torch
 
-    return [job.operator.measure(x, job.sigma, job.noise, generator=torch.Generator().manual_seed(s["noise"]))
-            for x, s in zip(xs, seeds)]
+    out = []
+    for x, s, name in zip(xs, seeds, names):
+        job.operator.set_images([name])
+        out.append(job.operator.measure(x, job.sigma, job.noise, generator=torch.Generator().manual_seed(s["noise"])))
+    return out
 
 
 def solve_batch(job: Job, y, seeds: list[dict]):

@@ -73,7 +73,11 @@ class ReSample(Solver):
     Tweedie's x̂0 and ``lookahead`` ordinary DDIM steps from the next time to t = 0.
     ``fit_stop="reference"`` (full budgets, see :func:`fit_measurement`) or ``"noise_level"``
     (stop at ‖y − A(x)‖ ≤ τσ√m).  ``clamp_decoded=False`` (the code does not clamp D(ẑ0)).
-    ``final_fit=True``.  A pixel diffusion prior runs with an identity autoencoder."""
+    ``final_fit=True``.  ``grid="reference"``: LDM's DDIM grid (``util.py`` ``make_ddim_timesteps``
+    "uniform": ``range(0, T, T // steps) + 1`` descending, so 999, 997, …, 1 for 500 steps; the
+    last step goes to ᾱ_0, ``util.py`` L66); ``"uniform"``: ipsolve's evenly spaced grid from
+    ``T−1`` (or the warm start) to 0 with a last step to ᾱ = 1 — warm starts always use it.
+    A pixel diffusion prior runs with an identity autoencoder."""
 
     name = "resample"
     accepts = ("latent-diffusion", "diffusion")
@@ -81,10 +85,13 @@ class ReSample(Solver):
     def __init__(self, steps: int = 500, hdc_every: int = 10, lookahead: int = 5, pixel_lr: float = 1e-2,
                  pixel_iters: int = 2000, latent_lr: float = 5e-3, latent_iters: int = 500, gamma_scale: float = 40.0,
                  dps_scale: float = 0.5, x0_estimate: str = "reference", fit_stop: str = "reference",
-                 stagnation: int = 200, clamp_decoded: bool = False, final_fit: bool = True, **kw):
+                 stagnation: int = 200, clamp_decoded: bool = False, final_fit: bool = True, grid: str = "reference",
+                 **kw):
         super().__init__(**kw)
         if steps < 3:
             raise ValueError(f"steps must be >= 3, got {steps}")
+        if grid not in ("reference", "uniform"):
+            raise ValueError(f"grid must be 'reference' (LDM's DDIM grid) or 'uniform', got {grid!r}")
         if x0_estimate not in ("reference", "tweedie"):
             raise ValueError(f"x0_estimate must be 'reference' or 'tweedie', got {x0_estimate!r}")
         if fit_stop not in FIT_STOPS:
@@ -94,7 +101,16 @@ class ReSample(Solver):
         self.steps, self.hdc_every, self.lookahead = steps, hdc_every, lookahead
         self.pixel_lr, self.pixel_iters, self.latent_lr, self.latent_iters = pixel_lr, pixel_iters, latent_lr, latent_iters
         self.gamma_scale, self.dps_scale, self.x0_estimate, self.fit_stop = gamma_scale, dps_scale, x0_estimate, fit_stop
-        self.stagnation, self.clamp_decoded, self.final_fit = stagnation, clamp_decoded, final_fit
+        self.stagnation, self.clamp_decoded, self.final_fit, self.grid = stagnation, clamp_decoded, final_fit, grid
+
+    def timesteps(self, inner, t_start: int) -> tuple[list[int], int]:
+        """The DDIM grid and the timestep its last step goes to (0: ᾱ_0; −1: ᾱ = 1)."""
+        if self.grid == "reference" and self.warm_start is None:
+            c = inner.num_timesteps // self.steps
+            if c < 1:
+                raise ValueError(f"steps must be <= the prior's {inner.num_timesteps} timesteps, got {self.steps}")
+            return [k + 1 for k in range(0, inner.num_timesteps, c)][::-1], 0
+        return inner.timesteps(self.steps, start=t_start), -1
 
     def x0_hat(self, inner, z, t, eps):
         """ReSample's x̂0 (``pseudo_x0``, ddim.py ``p_sample_ddim``) or Tweedie's."""
@@ -130,7 +146,7 @@ class ReSample(Solver):
         decode = (lambda v: decode_raw(v).clamp(-1, 1)) if self.clamp_decoded else decode_raw
         b = y.shape[0]
         t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
-        ts = inner.timesteps(self.steps, start=t_start)
+        ts, t_last = self.timesteps(inner, t_start)
         shape = (b, inner.channels, inner.image_size, inner.image_size)
         z = randn_like_batch(shape, gens, y.device)
         if self.warm_start is not None:
@@ -145,7 +161,7 @@ class ReSample(Solver):
 
         nfe, n, split = 0, len(ts), len(ts) // 3
         for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
-            t_next = ts[i + 1] if i + 1 < n else -1
+            t_next = ts[i + 1] if i + 1 < n else t_last
             z = z.detach().requires_grad_()
             with autocast_context(self.autocast, y.device):
                 eps = inner.eps(z, torch.full((b,), t, device=y.device)).float()
