@@ -310,3 +310,27 @@ def motion_kernels(n: int, size: int = 8, generator: torch.Generator | None = No
     strengths = (lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)).tolist()
     kernels = torch.stack([motion_kernel(size, s, int(seed)) for s, seed in zip(strengths, seeds)])
     return (kernels / kernels.amax((-2, -1), keepdim=True) * 2 - 1)[:, None].float()
+
+
+def gaussian_kernels(n: int, size: int = 8, generator: torch.Generator | None = None,
+                     std: tuple[float, float] = (0.4, 2.0)) -> torch.Tensor:
+    """``n`` anisotropic Gaussian blur kernels, centred, each axis' std U(``std``) px and a random
+    orientation, as ``(n, 1, size, size)`` images in [-1, 1] mapped like :func:`motion_kernels`."""
+    lo, hi = std
+    sx, sy = (lo + (hi - lo) * torch.rand(2, n, generator=generator, dtype=torch.float64))
+    theta = torch.pi * torch.rand(n, generator=generator, dtype=torch.float64)
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    c, s = theta.cos()[:, None, None], theta.sin()[:, None, None]
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    k = torch.exp(-0.5 * ((u / sx[:, None, None]) ** 2 + (v / sy[:, None, None]) ** 2))
+    return (k / k.amax((-2, -1), keepdim=True) * 2 - 1)[:, None].float()
+
+
+def blur_kernels(n: int, size: int = 8, generator: torch.Generator | None = None,
+                 gaussian_fraction: float = 0.25) -> torch.Tensor:
+    """The kernel prior's training data: a ``gaussian_fraction`` of :func:`gaussian_kernels`, the
+    rest :func:`motion_kernels` (training seeds only), in random order."""
+    n_gauss = round(gaussian_fraction * n)
+    kernels = torch.cat([gaussian_kernels(n_gauss, size, generator), motion_kernels(n - n_gauss, size, generator)])
+    return kernels[torch.randperm(n, generator=generator)]

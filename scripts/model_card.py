@@ -20,11 +20,13 @@ DATA = {
                 "background levels, smooth gradients and mild texture; 1 channel, 32 px. **Held out** (never drawn in "
                 "training): the `blobs` family — smooth non-convex curves — as `datasets.heldout_phantoms(16)` "
                 "(seed 99999), plus scikit-image's Shepp–Logan phantom."),
-    "kernel": ("Motion-blur kernels from the papers' generator (`ipsolve.operators.blur.motion_kernel`: "
-               "LeviBorodenko/motionblur's 61-px kernel area-resized to 8 px), intensity U(0, 1), seeds drawn from "
-               "[1,000,000, 2³¹) (`datasets.motion_kernels`), each divided by its maximum and mapped to [-1, 1]; 1 channel, "
-               "8 px, a pool of 8000 resampled. **Held out:** kernels of seeds 0–15 (below 1,000,000, never drawn in "
-               "training) — the seeds the `blind_blur` operator uses by default."),
+    "kernel": ("Blur kernels, 8 px, 1 channel, each divided by its maximum and mapped to [-1, 1] "
+               "(`datasets.blur_kernels`, a pool of 8000 resampled): 75 % motion kernels from the papers' generator "
+               "(`ipsolve.operators.blur.motion_kernel`: LeviBorodenko/motionblur's 61-px kernel area-resized to 8 px), "
+               "intensity U(0, 1), seeds drawn from [1,000,000, 2³¹) (`datasets.motion_kernels`); 25 % anisotropic "
+               "Gaussians (`datasets.gaussian_kernels`: each axis' std U(0.4, 2.0) px, random orientation). "
+               "**Held out:** motion kernels of seeds 0–15 (below 1,000,000, never drawn in training) — the seeds the "
+               "`blind_blur` operator uses by default; Gaussian kernels drawn from another generator (seed 4242)."),
     "photo": ("Multi-scale random crops of the photos bundled with scikit-image / scikit-learn "
               f"({', '.join(datasets.PHOTO_TRAIN)}); held out: {', '.join(datasets.PHOTO_HELDOUT)} (centre crops), "
               "3 channels, 32 px."),
@@ -72,10 +74,11 @@ def held_out(name, n=16):
     return torch.cat([datasets.heldout_phantoms(n, 32), datasets.shepp_logan(32)])
 
 
-def blind_rows(images, sigma=0.01, sizes=(0, 1, 2, 3)):
+def blind_rows(images, sigma=0.01, kernels=tuple(dict(true_kernel="motion", seed=s) for s in range(4))):
     """BlindDPS (``blind_dps_cpu``: this kernel prior + bundled:phantom-ddpm) against ipsolve's
-    prior-free blind DPS, DMPlug (CPU preset) and the blurred measurement, on held-out phantoms blurred by held-out
-    8-px motion kernels (seeds ``sizes``), zero padding; PSNR and kernel error ‖k̂ − k‖/‖k‖."""
+    prior-free blind DPS, DMPlug (CPU preset) and the blurred measurement, on held-out phantoms blurred by
+    8-px ``kernels`` (``blind_blur`` settings; default the held-out motion kernels of seeds 0–3), zero
+    padding; PSNR and kernel error ‖k̂ − k‖/‖k‖, means over the kernels."""
     from ipsolve import make_operator, solve
     from ipsolve.runner import build_solver
 
@@ -85,9 +88,9 @@ def blind_rows(images, sigma=0.01, sizes=(0, 1, 2, 3)):
                         ("dps_cpu (ipsolve's prior-free blind DPS)", "dps_cpu"),
                         ("dmplug_cpu (DMPlug, randn kernel logits)", "dmplug_cpu")):
         psnrs, base, kerr = [], [], []
-        for seed in sizes:
-            op = make_operator("blind_blur", true_kernel="motion", size=8, seed=seed, padding="zero")
-            y = op.measure(images, sigma, generator=torch.Generator().manual_seed(1234 + seed))
+        for j, kernel in enumerate(kernels):
+            op = make_operator("blind_blur", size=8, padding="zero", **kernel)
+            y = op.measure(images, sigma, generator=torch.Generator().manual_seed(1234 + j))
             res = solve(y, op, image_prior, build_solver(spec, progress=False), sigma=sigma,
                         generator=[torch.Generator().manual_seed(i) for i in range(len(images))])
             psnrs.append(float(psnr(res.x, images).mean()))
@@ -164,7 +167,8 @@ def main(names):
                                                    else ""))
         if name.startswith("kernel"):
             lines += ["", f"**Training.** {steps}, {train['seconds'] / 60:.0f} min on one CPU thread (fp32, batch 64), from "
-                      f"scratch. Reproduce (resumes from `outputs/training/kernel-ddpm/`, `--work` there):", "",
+                      f"scratch: 3000 steps on motion kernels alone, then on the motion + Gaussian pool. Reproduce "
+                      f"(resumes from `outputs/training/kernel-ddpm/`, `--work` there):", "",
                       f"    {COMMANDS[name]} --steps {train['step']} --work outputs/training/kernel-ddpm", ""]
         elif name.startswith("phantom"):
             lines += ["", f"**Training.** Fine-tuned on the broad family for {steps}, {train['seconds'] / 60:.0f} min "
@@ -181,6 +185,11 @@ def main(names):
         target_images = prior.encode(images) if isinstance(prior, LatentPrior) else images
         for lbl, pn, pe in gains(target_prior, target_images):
             lines.append(f"| {lbl} | {pn:.2f} | {pe:.2f} | **{pe - pn:+.2f}** |")
+        if name.startswith("kernel"):  # the held-out images above are motion kernels; Gaussians too
+            lines += ["", "Held-out Gaussian kernels (16, seed 4242):", "",
+                      "| noise level | noisy input | denoised | gain |", "|---|---|---|---|"]
+            gauss = datasets.gaussian_kernels(16, 8, torch.Generator().manual_seed(4242))
+            lines += [f"| {lbl} | {pn:.2f} | {pe:.2f} | **{pe - pn:+.2f}** |" for lbl, pn, pe in gains(prior, gauss)]
         if isinstance(prior, LatentPrior):
             lines += ["", "(denoising measured on the latents of the held-out images)", "",
                       f"Autoencoder round trip on the held-out images: **{float(psnr(rec.clamp(-1, 1), images).mean()):.2f} dB**."]
@@ -191,6 +200,11 @@ def main(names):
                       "intensity 0.5, zero padding, σ = 0.01; means over the 4 kernels):", "",
                       "| solver | PSNR | blurred input | gain | kernel error ‖k̂ − k‖/‖k‖ |", "|---|---|---|---|---|"]
             lines += [f"| {s} | {a:.2f} | {b:.2f} | **{a - b:+.2f}** | {k:.2f} |" for s, a, b, k in blind_rows(images)]
+            gauss = tuple(dict(true_kernel="gaussian", std=v) for v in (0.7, 1.4))
+            lines += ["", "The same on isotropic Gaussian kernels (8 px, std 0.7 and 1.4 px; means over the 2):", "",
+                      "| solver | PSNR | blurred input | gain | kernel error ‖k̂ − k‖/‖k‖ |", "|---|---|---|---|---|"]
+            lines += [f"| {s} | {a:.2f} | {b:.2f} | **{a - b:+.2f}** | {k:.2f} |"
+                      for s, a, b, k in blind_rows(images, kernels=gauss)]
         rows = solver_rows(name, prior, held_out(name, 8))
         if rows:
             lines += ["", "**Solvers on the held-out family** (8 `blobs` phantoms + Shepp–Logan, σ = 0.01, CPU presets; "

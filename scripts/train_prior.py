@@ -54,8 +54,8 @@ def batches(data, size, batch_size, generator):
         return lambda: datasets.random_ellipses(batch_size, size, generator)
     if data == "photo":
         return lambda: datasets.random_photo_crops(batch_size, size, generator)
-    if data == "kernels":  # BlindDPS's kernel prior: a pool of motion kernels (5 ms each to draw), resampled
-        pool = datasets.motion_kernels(8000, size, generator)
+    if data == "kernels":  # BlindDPS's kernel prior: a pool of motion (75 %) and Gaussian (25 %) kernels, resampled
+        pool = datasets.blur_kernels(8000, size, generator)
         return lambda: pool[torch.randint(len(pool), (batch_size,), generator=generator)]
     from ipsolve.io import load_folder
     images = load_folder(data, size=size)
@@ -66,7 +66,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=["ddpm", "flow", "latent"], required=True)
     ap.add_argument("--data", default="phantom",
-                    help="phantom (broad family) | ellipses (narrow) | photo | kernels (motion kernels, BlindDPS kernel prior) | path to an image folder")
+                    help="phantom (broad family) | ellipses (narrow) | photo | kernels (motion + Gaussian kernels, BlindDPS kernel prior) | path to an image folder")
     ap.add_argument("--out", required=True, help="export directory (the prior loaded by ipsolve)")
     ap.add_argument("--work", default=None, help="training state directory (default outputs/training/<out name>)")
     ap.add_argument("--size", type=int, default=32)

@@ -50,3 +50,18 @@ def test_motion_kernels_for_training_never_use_held_out_seeds(monkeypatch):
     k = datasets.motion_kernels(32, 8, torch.Generator().manual_seed(0))
     assert min(seen) >= datasets.KERNEL_TRAIN_SEEDS[0] and len(set(seen)) == 32  # (8 px: drawn at 61 px, resized)
     assert k.shape == (32, 1, 8, 8) and float(k.amax()) == 1.0 and float(k.amin()) == -1.0
+    seen.clear()  # the training mixture (75 % motion, 25 % Gaussian) too
+    mix = datasets.blur_kernels(40, 8, torch.Generator().manual_seed(0))
+    assert mix.shape == (40, 1, 8, 8) and len(set(seen)) == 30 and min(seen) >= datasets.KERNEL_TRAIN_SEEDS[0]
+
+
+def test_gaussian_kernels_are_centred_gaussians():
+    k = datasets.gaussian_kernels(6, 8, torch.Generator().manual_seed(1), std=(1.0, 1.0))  # isotropic: std 1 px
+    w = (k + 1) / 2
+    w = w / w.sum((-2, -1), keepdim=True)
+    r = torch.arange(8.0) - 3.5
+    mean_x = (w.sum(-2) * r).sum(-1)
+    var_x = (w.sum(-2) * r ** 2).sum(-1)
+    assert torch.allclose(mean_x, torch.zeros_like(mean_x), atol=1e-6)  # centred
+    assert torch.allclose(var_x, torch.full_like(var_x, 1.0), atol=0.02)  # std 1 px (8 px window: little cut off)
+    assert torch.allclose(k, k.flip(-1), atol=1e-6) and float(k.amax()) == 1.0

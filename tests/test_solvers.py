@@ -88,8 +88,9 @@ def prior_of(source):
 
 # Measured on these 3 held-out images (σ = 0.01; gain over bicubic / harmonic fill): DPS 250 steps
 # +0.56 / +2.49 dB, DMPlug +1.90 / +1.70, FMPlug +1.76 / +0.73, ReSample (latent prior, 200 steps,
-# Tweedie) +1.02 / +3.15 (at 100-120 steps it lost on SR: −0.47; with the reference x̂0 at 100 steps
-# −0.12 / −0.31 on 5 images — see conf/solver/resample_cpu.yaml).
+# Tweedie) +1.03 / +3.10 on the reference DDIM grid (+1.02 / +3.15 on the uniform grid; at 100-120
+# steps it lost on SR: −0.47; with the reference x̂0 at 100 steps −0.12 / −0.31 on 5 images — see
+# conf/solver/resample_cpu.yaml).
 
 
 @pytest.mark.parametrize("op_name", list(OPERATORS))
@@ -198,6 +199,7 @@ def test_stopping_rule_errors():
         StoppingRule(combine="both")
     with pytest.raises(ValueError, match="armed"):
         StoppingRule(("eswmv",), combine="armed")
+    assert StoppingRule((), combine="armed").describe() == "budget"  # solver.stop=[] on an armed preset
     with pytest.raises(ValueError, match="tau"):
         StoppingRule(tau=0)
     with pytest.raises(ValueError, match="unknown stopping"):
@@ -236,10 +238,11 @@ def test_blind_deblurring_returns_kernels_on_the_simplex():
 
 
 def test_blind_dps_with_a_kernel_prior_recovers_image_and_kernel():
-    """BlindDPS (the bundled 8-px motion-kernel prior reverse-diffused with the image, blind_dps_cpu's
-    250 rescaled steps) on held-out phantoms blurred by a held-out kernel (seed 0, never drawn in
-    training): far above the blurred input (measured +11.2 dB on these 3 images: 28.6 vs 17.4; the
-    prior-free blind DPS reaches 18.9; over 4 kernels see the model card of bundled:kernel-ddpm),
+    """BlindDPS (the bundled 8-px kernel prior reverse-diffused with the image, blind_dps_cpu's
+    250 rescaled steps) on held-out phantoms blurred by a held-out motion kernel (seed 0, never drawn
+    in training): far above the blurred input (measured +10.8 dB on these 3 images: 28.2 vs 17.4,
+    kernel error 0.46; with the motion-only prior before the Gaussian kernels joined its training
+    +11.2; the prior-free blind DPS reaches 18.9; over 4 kernels see the model card of bundled:kernel-ddpm),
     and a kernel much nearer the truth than the uniform kernel."""
     prior = prior_of("bundled:phantom-ddpm")
     op = make_operator("blind_blur", true_kernel="motion", size=8, seed=0, padding="zero")

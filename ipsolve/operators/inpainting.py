@@ -49,7 +49,7 @@ class Inpainting(Operator):
     def __init__(self, mask: str = "random", missing: float = 0.7, box_fraction: float = 0.5,
                  image_size: int | None = None, seed: int = 0):
         super().__init__()
-        self.per_image = isinstance(missing, (list, tuple)) or (hasattr(missing, "__len__") and not isinstance(missing, str))
+        self.per_image = hasattr(missing, "__len__") and not isinstance(missing, str)  # a list, tuple or ListConfig
         if self.per_image:
             missing = [float(v) for v in missing]
             if len(missing) != 2 or not 0.0 <= missing[0] <= missing[1] < 1.0:
@@ -68,7 +68,7 @@ class Inpainting(Operator):
         self.image_keys: list[str] | None = None
         self._masks: dict = {}
         if self.per_image:
-            pass
+            pass  # drawn per image key in mask_for
         elif mask not in ("random", "box"):
             from ..io import load_image
 

@@ -7,7 +7,7 @@ from ..operators import Operator
 from ..parameters import unknown_parameters_message
 from ..priors import Prior
 from .base import Result, Solver, generators_for
-from .stopping import ESWMV, StoppingRule, discrepancy_tau
+from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
 from .dmplug import DMPlug
 from .dps import DPS, BlindDPS, project_simplex
@@ -66,6 +66,5 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     return result
 
 
-__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS", "ReSample", "DMPlug",
-           "FMPlug", "DAPS",
-           "project_simplex"]
+__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS",
+           "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex"]

@@ -25,22 +25,22 @@ class PlugSolver(Solver):
     (``stop``, ``window``, ``patience``, ``tau``, ``combine``: ES-WMV, the discrepancy principle
     ‖y − A(x)‖ ≤ τ σ √m with ``tau=None`` the χ²_m 95 % quantile, either first or ES-WMV armed
     by the discrepancy) or the ``iterations`` budget; a non-finite loss stops the image and
-    returns its last finite iterate.  Blind deblurring: the kernel is ``softmax`` of ``kernel_size²`` logits, drawn
-    N(0, 1) (``kernel_init="randn"``, DMPlug ``bid.py`` line 54) or a centred bump (``"bump"``,
+    returns its last finite iterate.  Blind deblurring: the kernel is ``softmax`` of
+    ``kernel_size²`` logits, drawn N(0, 1) (``kernel_init="randn"``, DMPlug ``bid.py`` line 54) or a centred bump (``"bump"``,
     ipsolve's option), optimised jointly at ``kernel_lr`` (0.1, ``bid.py``'s ``lrk``)."""
 
     blind_capable = True
     network_calls = 1
 
     def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
-                 patience: int = 1000, tau: float | None = None, combine: str = "first", kernel_lr: float = 0.1, kernel_size: int | None = None,
-                 kernel_init: str = "randn", checkpointing: bool = False, **kw):
+                 patience: int = 1000, tau: float | None = None, combine: str = "first", kernel_lr: float = 0.1,
+                 kernel_size: int | None = None, kernel_init: str = "randn", checkpointing: bool = False, **kw):
         super().__init__(**kw)
-        self.stopping = StoppingRule(stop, window, patience, tau, combine)
+        self._stopping = StoppingRule(stop, window, patience, tau, combine)
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.iterations, self.lr = iterations, lr
-        self.stop, self.window, self.patience, self.tau, self.combine = self.stopping.rules, window, patience, tau, combine
+        self.stop, self.window, self.patience, self.tau, self.combine = self._stopping.rules, window, patience, tau, combine
         if kernel_init not in ("randn", "bump"):
             raise ValueError(f"kernel_init must be 'randn' (DMPlug's N(0, 1) logits) or 'bump', got {kernel_init!r}")
         self.kernel_lr, self.kernel_size, self.kernel_init, self.checkpointing = kernel_lr, kernel_size, kernel_init, checkpointing
@@ -81,7 +81,7 @@ class PlugSolver(Solver):
         out_x, out_k = None, None
         last_x = None
         traces = [[] for _ in range(b)]
-        monitor = self.stopping.monitor(b, y[0].numel())
+        monitor = self._stopping.monitor(b, y[0].numel())
         bar = tqdm(range(self.iterations), desc=self.name, disable=not self.progress, leave=False)
         for it in bar:
             kernel = torch.softmax(logits.flatten(1), 1).view_as(logits) if blind else None

@@ -109,7 +109,10 @@ class ReSample(Solver):
             c = inner.num_timesteps // self.steps
             if c < 1:
                 raise ValueError(f"steps must be <= the prior's {inner.num_timesteps} timesteps, got {self.steps}")
-            return [k + 1 for k in range(0, inner.num_timesteps, c)][::-1], 0
+            # as LDM: ⌈T/c⌉ points, so e.g. 12 steps give 13; a point at T (c | T−1, e.g. 3 steps)
+            # would index past the schedule (the reference fails there) and is dropped
+            grid = [k + 1 for k in range(0, inner.num_timesteps, c) if k + 1 < inner.num_timesteps]
+            return grid[::-1], 0
         return inner.timesteps(self.steps, start=t_start), -1
 
     def x0_hat(self, inner, z, t, eps):

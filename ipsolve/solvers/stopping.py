@@ -87,7 +87,7 @@ class StoppingRule:
             raise ValueError(f"unknown stopping rule(s) {unknown}; known: {', '.join(RULES)} (a budget always applies)")
         if combine not in COMBINE:
             raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
-        if combine == "armed" and set(rules) != set(RULES):
+        if combine == "armed" and rules and set(rules) != set(RULES):  # (no rules: the budget alone)
             raise ValueError("combine='armed' needs both stopping rules: stop=[eswmv, discrepancy]")
         if window < 2 or patience < 1:
             raise ValueError(f"ES-WMV needs window >= 2 and patience >= 1, got {window}, {patience}")
@@ -133,7 +133,7 @@ class StopMonitor:
         b = x.shape[0]
         met = (residual <= self.tau) if "discrepancy" in self.rule.rules else torch.zeros(b, dtype=torch.bool)
         stop, reason, value = torch.zeros(b, dtype=torch.bool), [None] * b, x.detach().clone()
-        if self.rule.combine == "armed":
+        if self.rule.combine == "armed" and self.es is not None:
             self.armed |= met
             fired = self.es.update(x, it, mask=self.armed)
             for i in torch.nonzero(fired).flatten().tolist():
