@@ -120,6 +120,9 @@ def test_ddim_grid_500_as_documented():
     ours, last = ReSample().timesteps(prior500(), 999)
     assert ours == ref.flip(0).tolist() and last == 0
     assert ReSample(steps=50).timesteps(prior500(), 999)[0] == T["run_grid"].long().tolist()
+    # LDM's rule gives ⌈T/c⌉ points (13 for 12 steps); a point at T (3 steps: 1, 334, 667, 1000) is dropped
+    assert len(ReSample(steps=12).timesteps(prior500(), 999)[0]) == 13
+    assert ReSample(steps=3).timesteps(prior500(), 999)[0] == [667, 334, 1]
     uniform, last = ReSample(grid="uniform").timesteps(prior500(), 999)
     diff = torch.tensor(uniform) - ref.flip(0)
     assert last == -1 and uniform[0] == 999 and diff.abs().max() <= 1 and int((diff != 0).sum()) == 250
