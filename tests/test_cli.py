@@ -407,9 +407,14 @@ def test_per_image_inpainting_masks_follow_the_images_across_batches(tmp_path):
                          "solver.iterations=1", "progress=false", f"hydra.run.dir={runs[b]}", cwd=tmp_path))
     names = sorted(p.stem for p in (runs[1] / "measurement").glob("*.png"))
     assert len(names) == 2
-    holes = []
+    from ipsolve import make_operator
+
+    op, fractions = make_operator("inpainting", missing=[0.3, 0.7], seed=0), []
     for name in names:
         one, two = read_png(runs[1] / "measurement" / f"{name}.png"), read_png(runs[2] / "measurement" / f"{name}.png")
         assert np.array_equal(one, two), name
-        holes.append(float((one == 0).mean()))
-    assert len(set(holes)) == 2  # every image its own mask
+        op.set_images([name])  # the mask keyed by the image's name: its holes show 0 + noise (mid-grey)
+        hole = op.mask_for((1, 1, 32, 32))[0, 0].numpy() == 0
+        assert np.abs(one[hole] - 127.5).max() <= 7, name  # σ = 0.01 → 1.3 grey levels
+        fractions.append(float(hole.mean()))
+    assert len(set(fractions)) == 2 and all(0.3 <= f <= 0.7 for f in fractions), fractions
