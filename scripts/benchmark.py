@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import torch
 
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
 from ipsolve.metrics import lpips, psnr, ssim
+from ipsolve.profiling import autoencoder_seconds, network_seconds, peak_memory_bytes, synchronize
 from ipsolve.runner import load_preset
 
 # 32-px images: blur kernels scaled from the papers' 61 px at 256 px (÷8 → 9 px)
@@ -113,32 +113,6 @@ def quality_table(rows, title):
     return "\n".join(out)
 
 
-def sync():
-    """Wait for the GPU, so wall-clock timers measure its work."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def network_time(prior, batch, backward: bool, repeats=5) -> float:
-    """Seconds for one network call (+ backward) on a batch at this prior's shape."""
-    inner = getattr(prior, "inner", prior)
-    x = torch.randn(batch, *inner.shape, device=prior.device)
-    t = torch.full((batch,), 500 if inner.kind == "diffusion" else 0.5, device=prior.device)
-    call = (lambda v: inner.eps(v, t)) if inner.kind == "diffusion" else (lambda v: inner.velocity(v, t))
-    times = []
-    for _ in range(repeats + 1):
-        v = x.clone().requires_grad_(backward)
-        sync()
-        t0 = time.perf_counter()
-        with torch.set_grad_enabled(backward):
-            out = call(v)
-            if backward:
-                out.sum().backward()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return sorted(times[1:])[len(times[1:]) // 2]
-
-
 def speed_one(solver_name, batch, budget):
     """Run in a fresh process so its peak memory is its own."""
     source, params = SOLVERS[solver_name]
@@ -153,19 +127,18 @@ def speed_one(solver_name, batch, budget):
     images = datasets.random_ellipses(batch, 32, torch.Generator().manual_seed(7))
     y = op.measure(images, 0.01, generator=torch.Generator().manual_seed(0))
     solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}))  # warm-up
-    sync()
+    synchronize()
     t0 = time.perf_counter()
     res = solve(y, op, prior, make_solver(solver_name, progress=False, **params), generator=gens(batch))
-    sync()
+    synchronize()
     wall = time.perf_counter() - t0
-    backward = True
-    net = network_time(prior, batch, backward)
+    net = network_seconds(prior, batch, backward=True)
     nfe = res.info[0]["nfe"]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available():
-        peak = torch.cuda.max_memory_allocated() / 2 ** 20
-    return dict(solver=solver_name, batch=batch, wall=wall, nfe=nfe, net=net, ratio=wall / (nfe * net),
-                images_per_s=batch / wall, peak_mb=peak)
+    peak = peak_memory_bytes(prior.device) / 2 ** 20
+    # ReSample also runs the autoencoder (counted in its info): that is network time too
+    auto = sum(res.info[0].get(k, 0) * secs for k, secs in autoencoder_seconds(prior, batch).items())
+    return dict(solver=solver_name, batch=batch, wall=wall, nfe=nfe, net=net, autoencoder_s=auto,
+                ratio=wall / (nfe * net + auto), images_per_s=batch / wall, peak_mb=peak)
 
 
 def speed_table(budget):
@@ -178,7 +151,7 @@ def speed_table(budget):
             print(f"  speed {name} batch {batch}: {rows[-1]['images_per_s']:.2f} img/s", file=sys.stderr, flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     out = [f"### Speed (SR×4, 32 px, budget {budget} steps/iterations, CPU presets otherwise; {device})", "",
-           "| solver | batch | NFE | wall s | network fwd+bwd s | wall ÷ (NFE × network) | images/s | peak memory MB |",
+           "| solver | batch | NFE | wall s | network fwd+bwd s | wall ÷ (NFE × network + autoencoder) | images/s | peak memory MB |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['solver']} | {r['batch']} | {r['nfe']} | {r['wall']:.2f} | {r['net'] * 1000:.1f} ms | "
@@ -203,7 +176,18 @@ def main():
                     help="only the stopping study: gap to the best iterate and iterations used, per solver, operator "
                          "and σ (scripts/stopping_study.py record + analyse; minutes on a GPU, hours on 2 CPU cores)")
     ap.add_argument("--speed-budget", type=int, default=50, help="steps/iterations in the speed table")
-    args = ap.parse_args()
+    ap.add_argument("--scale", choices=("paper", "tiny"),
+                    help="the paper-scale speed and memory tables instead (scripts/scale_benchmark.py; "
+                         "further arguments are passed on to it)")
+    args, rest = ap.parse_known_args()
+    if args.scale:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import scale_benchmark
+
+        scale_benchmark.main(["--scale", args.scale, *rest])
+        return
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.speed_one:
         name, batch, budget = args.speed_one
         print(json.dumps(speed_one(name, int(batch), int(budget))))

@@ -208,8 +208,11 @@ def test_fit_measurement_matches_reference_fits(case):
     the stop rule does not need them): ``pixel`` consistent y, stops early (MSE < 1e-6, 57 of
     2000); ``pixel_incons`` full budget (300); ``latent`` full budget (300, past the 200-iteration
     window); ``latent_b`` starts near the least-squares minimiser and stops by the 200-iteration
-    rule (319 of 500).  float64; ipsolve's AdamW trajectories reproduce the reference's exactly
-    here (max difference 0), tolerance 1e-10."""
+    rule (319 of 500).  float64; ipsolve's AdamW trajectories reproduced the reference's exactly on
+    the recording machine (max difference 0) but not on every CPU: torch's float64 AdamW kernels
+    round differently with another vector width, and over ``latent_b``'s 319 iterations that grew
+    to 5.5e-8 on a second machine — tolerance 1e-6, far below what a wrong learning rate, weight
+    decay, β or stopping iteration changes."""
     rs = ReSample()
     assert rs.pixel_iters == int(FIX["fit_pixel_default_max_iters"]) == 2000
     assert rs.latent_iters == int(FIX["fit_latent_default_max_iters"]) == 500
@@ -228,7 +231,7 @@ def test_fit_measurement_matches_reference_fits(case):
     expected_calls = {"pixel": range(2, iters), "pixel_incons": [iters], "latent": [iters],
                       "latent_b": range(rs.stagnation + 1, iters)}[case]
     assert calls in expected_calls  # the fixture exercises the stopping rule it claims to
-    assert_close(got, T[f"fit_{case}_out"], f"{case} fit ({calls} reference iterations)", rel=1e-10)
+    assert_close(got, T[f"fit_{case}_out"], f"{case} fit ({calls} reference iterations)", rel=1e-6)
 
 
 # ---- the whole loop -------------------------------------------------------------------------------

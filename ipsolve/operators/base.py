@@ -7,8 +7,11 @@ import torch
 from torch import nn
 
 
-def check_image(x, name: str = "x", channels: int | None = None) -> torch.Tensor:
-    """Validate an image batch ``(B, C, H, W)``: a finite floating tensor (optionally C fixed)."""
+def check_image(x, name: str = "x", channels: int | None = None, finite: bool | None = True) -> torch.Tensor:
+    """Validate an image batch ``(B, C, H, W)``: a floating tensor (optionally C fixed) with finite
+    values — with ``finite=None`` only where reading them is free, a CPU tensor: on an accelerator
+    that would make every operator call inside a solver's loop wait for the device (solvers handle
+    non-finite iterates themselves)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4:
@@ -17,7 +20,7 @@ def check_image(x, name: str = "x", channels: int | None = None) -> torch.Tensor
         raise TypeError(f"{name} must be a floating-point tensor with values in [-1, 1], got dtype {x.dtype}")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
-    if not torch.isfinite(x).all():
+    if (finite or (finite is None and x.device.type == "cpu")) and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf values; expected finite values in [-1, 1]")
     return x
 
@@ -82,7 +85,7 @@ class Operator(nn.Module):
 
     # -- shared --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, "x", self.channels)
+        check_image(x, "x", self.channels, finite=None)  # measure() checks its input's values everywhere
         self.output_shape(x.shape)
         return self.apply(x)
 
@@ -102,6 +105,7 @@ class Operator(nn.Module):
         photons at white, ``y01 = Poisson(peak · A(x)01) / peak``."""
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)) or sigma < 0:
             raise ValueError(f"sigma must be a finite number >= 0 (noise std on the [-1, 1] scale), got {sigma!r}")
+        check_image(x, "x", self.channels)
         with torch.no_grad():
             y = self(x)
         if sigma == 0:

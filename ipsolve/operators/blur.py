@@ -192,5 +192,5 @@ class BlindBlur(_KernelBlur):
             return super().forward(x)
         from .base import check_image
 
-        check_image(x, "x")
+        check_image(x, "x", finite=None)  # see Operator.forward
         return convolve(x, kernel, self.padding)

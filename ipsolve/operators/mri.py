@@ -157,7 +157,9 @@ class MRI(Operator):
             if h != w:
                 raise ValueError(f"synthetic coil sensitivities need square images, got {h}×{w}")
             self.sens = synthetic_sensitivities(self.coils, h, self.seed)
-        return self.sens.to(device)
+        if self.sens.device != torch.device(device):
+            self.sens = self.sens.to(device)  # kept there: no copy per operator call
+        return self.sens
 
     def output_shape(self, shape):
         m = self.mask_for(shape)
@@ -178,7 +180,8 @@ class MRI(Operator):
         return xc if s is None else xc * s.to(xc.dtype)[None]
 
     def apply(self, x):
-        cols = self.mask_for(x.shape).to(x.device).nonzero().squeeze(1)
+        mask = self.mask_for(x.shape)  # a host tensor: its nonzero() needs no device synchronisation
+        cols = (mask if mask.device.type == "cpu" else mask.cpu()).nonzero().squeeze(1).to(x.device)
         k = fft2c(self.coil_images((x + 1) / 2))[..., cols]
         return torch.stack([k.real, k.imag], 2).flatten(1, 2)
 

@@ -54,6 +54,32 @@ class Prior(nn.Module):
     def extra_repr(self) -> str:
         return f"source={self.source!r}, kind={self.kind}, shape={self.shape}"
 
+    def networks(self) -> list[tuple[nn.Module, str]]:
+        """``(owner, attribute)`` of each network module this prior calls (the denoiser; an
+        autoencoder for latent priors)."""
+        return [(self, name) for name in ("network", "autoencoder") if isinstance(getattr(self, name, None), nn.Module)]
+
+    def optimize(self, channels_last: bool = False, compile: bool | str = False) -> "Prior":
+        """Speed options for the networks (DESIGN.md §13), applied in place; outputs agree with the
+        plain networks' to float rounding.  ``channels_last``: NHWC memory format for the
+        convolutional networks (faster convolutions on tensor cores; a convolution with a
+        channels-last weight returns channels-last activations, so inputs need no conversion).
+        ``compile``: ``torch.compile`` the denoising network (``True``: the default mode, or a mode
+        name: ``"max-autotune"``, ``"reduce-overhead"`` for CUDA graphs); the first calls compile
+        (tens of seconds at paper scale).  A text-conditioned network compiles its diffusers model."""
+        if compile not in (False, True, None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ValueError(f"compile must be true/false or a torch.compile mode (default, reduce-overhead, "
+                             f"max-autotune), got {compile!r}")
+        for owner, name in self.networks():
+            module = getattr(owner, name)
+            if channels_last:
+                module.to(memory_format=torch.channels_last)
+            if compile and name == "network":
+                target, attr = (module, "network") if isinstance(getattr(module, "network", None), nn.Module) else (owner, name)
+                mode = None if compile in (True, "default") else compile
+                setattr(target, attr, torch.compile(getattr(target, attr), mode=mode, dynamic=False))
+        return self
+
 
 class DiffusionPrior(Prior):
     """A noise-prediction network with its ``alphas_cumprod`` table (DDPM, Ho et al. 2020).
@@ -84,6 +110,17 @@ class DiffusionPrior(Prior):
         t = torch.as_tensor(t, device=self.alphas_cumprod.device).long().reshape(-1)
         a = torch.where(t >= 0, self.alphas_cumprod[t.clamp_min(0)], torch.ones_like(self.alphas_cumprod[0]))
         return a.to(like.dtype).to(like.device).view(-1, *([1] * (like.ndim - 1)))
+
+    def alphas_cumprod_host(self) -> torch.Tensor:
+        """The ᾱ table on the host (float64, cached), so that a solver's loop reads schedule values
+        without waiting for the device."""
+        if getattr(self, "_alphas_cumprod_host", None) is None:
+            self._alphas_cumprod_host = self.alphas_cumprod.detach().to("cpu", torch.float64)
+        return self._alphas_cumprod_host
+
+    def alpha_bar_value(self, t: int) -> float:
+        """ᾱ_t as a Python number (``t = -1``: 1), from :meth:`alphas_cumprod_host`."""
+        return 1.0 if int(t) < 0 else float(self.alphas_cumprod_host()[int(t)])
 
     def _timesteps(self, t, batch: int, device) -> torch.Tensor:
         t = torch.as_tensor(t, device=device).long().reshape(-1)
@@ -269,6 +306,9 @@ class LatentPrior(Prior):
     @property
     def latent_kind(self) -> str:
         return self.inner.kind
+
+    def networks(self) -> list[tuple[nn.Module, str]]:
+        return self.inner.networks() + super().networks()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.autoencoder is None:

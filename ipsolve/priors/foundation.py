@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +63,19 @@ def family_of(index: dict) -> Family | None:
     return None
 
 
+def attention_backends(device: torch.device):
+    """Scaled-dot-product attention without cuDNN's fused kernel on CUDA: its backward failed on
+    FLUX.1-dev's shapes at 512 px (bf16, 24 heads × 128, 1536 tokens; torch 2.11 / CUDA 13 on an
+    H200, 2026-12-04: "mha_graph.execute(...).is_good()", then an illegal memory access), which
+    every solver that back-propagates through the network hits.  Flash and memory-efficient
+    attention compute the same function; the backward uses the kernel the forward chose."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if torch.device(device).type != "cuda":
+        return nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 class TextConditionedNetwork(nn.Module):
     """``forward(x, timestep)`` of a diffusers denoiser with prompt embeddings fixed at load.
 
@@ -92,6 +105,10 @@ class TextConditionedNetwork(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        with attention_backends(x.device):
+            return self._forward(x, timestep)
+
+    def _forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         timestep = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
         if not self.guided:

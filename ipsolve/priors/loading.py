@@ -22,6 +22,7 @@ def bundled_names() -> list[str]:
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
 DIFFUSERS_OPTIONS = ("gradient_checkpointing", "vae_tiling", "vae_slicing")
+SPEED_OPTIONS = ("channels_last", "compile")  # any prior: Prior.optimize
 TEXT_OPTIONS = ("prompt", "negative_prompt", "guidance_scale", "image_size", "use_t5", "max_sequence_length")
 
 
@@ -43,9 +44,11 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     ``kwargs`` then as in :func:`ipsolve.priors.foundation.load_foundation`: ``prompt``,
     ``guidance_scale``, ``image_size``, ...); a hub id of such a repository (from the local
     Hugging Face cache when offline); or an ADM checkpoint file (``kwargs``: ADM config, default
-    DPS's FFHQ-256).  ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``)."""
+    DPS's FFHQ-256).  ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``).
+    ``channels_last`` / ``compile``: speed options for any prior (:meth:`Prior.optimize`)."""
     source = str(source)
     dtype = as_dtype(dtype)
+    speed = {k: kwargs.pop(k) for k in SPEED_OPTIONS if k in kwargs}
     if source in ("gaussian", "gmm"):
         from .analytic import make_analytic_prior
 
@@ -68,6 +71,8 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     prior.eval().requires_grad_(False)
     if device is not None or dtype is not None:
         _place(prior, device, dtype)
+    if speed:
+        prior.optimize(**speed)
     return prior
 
 

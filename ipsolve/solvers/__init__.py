@@ -6,7 +6,7 @@ import torch
 from ..operators import Operator
 from ..parameters import unknown_parameters_message
 from ..priors import Prior
-from .base import Result, Solver, generators_for
+from .base import Result, Solver, generators_for, generators_on
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
 from .dmplug import DMPlug
@@ -52,7 +52,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
-    gens = generators_for(generator, y.shape[0])
+    gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
     if samples == 1:
         result = solver.run(y, operator, prior, gens, sigma, callback)
     else:

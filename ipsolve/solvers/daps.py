@@ -14,6 +14,7 @@ from ..operators import GaussianBlur, Inpainting, MotionBlur, NonlinearBlur, Pha
 from ..priors import LatentPrior
 from ..priors.base import _network_output
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .stopping import _per_image
 
 # Per-task MCMC settings of the reference configs (configs/task/*.yaml, mcmc_sampler_config):
 # pixel priors, Langevin: (steps, lr); latent priors, HMC: (steps, lr, lr_min_ratio, momentum).
@@ -138,7 +139,7 @@ class DAPS(Solver):
     def denoise(self, inner, x: torch.Tensor, sigma: float) -> torch.Tensor:
         """EDM's VPPrecond denoiser D(x, σ) on a VE-scaled x (one network call)."""
         t = vp_timestep(sigma, steps=inner.num_timesteps) if self.timestep == "vp" else \
-            schedule_timestep(inner.alphas_cumprod, sigma)
+            schedule_timestep(inner.alphas_cumprod_host(), sigma)
         x_in = x / math.sqrt(sigma ** 2 + 1)
         p = next(inner.network.parameters(), None)
         dtype = p.dtype if p is not None else x.dtype
@@ -184,7 +185,7 @@ class DAPS(Solver):
         mc = self.mcmc_settings(operator, latent)
         sigmas = annealing_sigmas(self.annealing_steps, self.sigma_max, self.sigma_min)
         x = randn_like_batch(shape, gens, y.device) * self.sigma_max
-        nan_resets = torch.zeros(y.shape[0], dtype=torch.long)
+        nan_resets = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         steps = range(self.annealing_steps)
         for k in tqdm(steps, desc="daps", leave=False, disable=not self.progress):
             s, s_next = float(sigmas[k]), float(sigmas[k + 1])
@@ -202,19 +203,19 @@ class DAPS(Solver):
                     m = mc["momentum"]
                     velocity = m * velocity + math.sqrt(lr) * score + math.sqrt(2 * (1 - m)) * noise
                     x0 = x0 + math.sqrt(lr) * velocity
-            bad = ~torch.isfinite(x0.flatten(1)).all(1)
-            if bad.any():  # the reference restarts a NaN sample as zeros (mcmc.py L158-159)
-                x0[bad] = 0
-                nan_resets += bad.cpu().long()
+            bad = ~torch.isfinite(x0.flatten(1)).all(1)  # the reference restarts a NaN sample as zeros (mcmc.py L158-159)
+            x0 = torch.where(_per_image(bad, x0), torch.zeros_like(x0), x0)
+            nan_resets = nan_resets + bad.long()
             x = x0 + s_next * randn_like_batch(shape, gens, y.device) if s_next > 0 else x0
             if callback is not None:
                 callback(k, {"x": (prior.decode(x0) if latent else x0).detach(), "sigma": s})
         with torch.no_grad():
             image = (prior.decode(x) if latent else x).clamp(-1, 1)
-            residual = residual_ratio(y, operator(image), sigma)
+            residual = residual_ratio(y, operator(image), sigma).cpu()
+        nan_resets = nan_resets.cpu().tolist()
         secs = timer() - start
         nfe = self.annealing_steps * self.ode_steps
         info = [{"nfe": nfe, "iterations": self.annealing_steps, "stop_reason": "budget", "residual": float(residual[i]),
                  "seconds": secs, "mcmc": f"{mc['kind']} {mc['steps']} steps, lr {mc['lr']:g}",
-                 "nan_resets": int(nan_resets[i])} for i in range(y.shape[0])]
+                 "nan_resets": nan_resets[i]} for i in range(y.shape[0])]
         return Result(x=image.detach(), info=info)

@@ -1,6 +1,8 @@
 """DPS: diffusion posterior sampling (Chung et al., ICLR 2023)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm.auto import tqdm
 
@@ -8,6 +10,7 @@ from ..operators import CT, MRI, BlindBlur, Inpainting, PhaseRetrieval
 from ..priors import LatentPrior
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from .plug import kernel_logits_init
+from .stopping import _per_image
 
 
 def project_simplex(k: torch.Tensor) -> torch.Tensor:
@@ -182,7 +185,7 @@ class DPS(Solver):
                     x_prev = x0
                 if kprior is not None:
                     scale = zeta if self.blind_scale == "zeta" else \
-                        float(inner.alpha_bar(t, x).flatten()[0].sqrt()) * (1000 / self.steps if self.rescale_zeta else 1)
+                        math.sqrt(inner.alpha_bar_value(t)) * (1000 / self.steps if self.rescale_zeta else 1)
                     x = x_prev - scale * grads[0]
                     if t_prev >= 0:
                         kmean, kstd = kprior.ddpm_posterior(kx, t, k0, t_prev)
@@ -195,15 +198,15 @@ class DPS(Solver):
                 if blind and kprior is None:
                     kernel = project_simplex((kernel - self.kernel_lr * grads[1]).flatten(1)).view_as(kernel)
                 finite = torch.isfinite(x).flatten(1).all(1)
-                if last_image is None:
-                    last_image = image.detach().clone()
-                last_image[finite] = image.detach()[finite]
+                last_image = image.detach() if last_image is None else \
+                    torch.where(_per_image(finite, image), image.detach(), last_image)
             if callback is not None:
                 callback(i, {"x": image.detach(), "loss": norm.detach() ** 2 / y[0].numel()})
         with torch.no_grad():
             final = (decode(x) if latent else x).clamp(-1, 1)
             finite = torch.isfinite(final).flatten(1).all(1)
-            final[~finite] = last_image[~finite].clamp(-1, 1)
+            final = torch.where(_per_image(finite, final), final, last_image.clamp(-1, 1))
+            finite = finite.cpu()
             k_out = kernel.detach() if blind else None
             res = residual_ratio(y, operator(final, kernel=k_out) if blind else operator(final), sigma).cpu()
         seconds = timer() - start

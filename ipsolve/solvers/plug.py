@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from ..operators import BlindBlur
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
-from .stopping import RULES as STOP_RULES, StoppingRule
+from .stopping import RULES as STOP_RULES, STOP_CODES, StoppingRule, _per_image
 
 
 def kernel_logits_init(batch: int, size: int, device) -> torch.Tensor:
@@ -34,7 +34,8 @@ class PlugSolver(Solver):
 
     def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
                  patience: int = 1000, tau: float | None = None, combine: str = "first", kernel_lr: float = 0.1,
-                 kernel_size: int | None = None, kernel_init: str = "randn", checkpointing: bool = False, **kw):
+                 kernel_size: int | None = None, kernel_init: str = "randn", checkpointing: bool = False,
+                 sync_every: int | None = None, **kw):
         super().__init__(**kw)
         self._stopping = StoppingRule(stop, window, patience, tau, combine)
         if iterations < 1:
@@ -44,6 +45,9 @@ class PlugSolver(Solver):
         if kernel_init not in ("randn", "bump"):
             raise ValueError(f"kernel_init must be 'randn' (DMPlug's N(0, 1) logits) or 'bump', got {kernel_init!r}")
         self.kernel_lr, self.kernel_size, self.kernel_init, self.checkpointing = kernel_lr, kernel_size, kernel_init, checkpointing
+        if sync_every is not None and sync_every < 1:
+            raise ValueError(f"sync_every must be >= 1 (or null: 1 on a CPU, 25 on an accelerator), got {sync_every}")
+        self.sync_every = sync_every
 
     # -- subclass hooks ---------------------------------------------------------------
     def init_params(self, y, operator, prior, gens) -> list[dict]:
@@ -64,79 +68,89 @@ class PlugSolver(Solver):
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
+        """The loop keeps its per-image bookkeeping (stop decisions, returned iterates, reason
+        codes) on the device and waits for it only every ``sync_every`` iterations, to leave the
+        loop once every image has stopped: a stopped image is frozen, so the extra iterations
+        change nothing that is returned."""
         start = timer()
-        b = y.shape[0]
+        b, dev = y.shape[0], y.device
         groups = self.init_params(y, operator, prior, gens)
         blind = isinstance(operator, BlindBlur)
         logits = None
         if blind:
             size = self.kernel_size or operator.kernel_size
-            logits = (randn_like_batch((b, size, size), gens, y.device) if self.kernel_init == "randn"
-                      else kernel_logits_init(b, size, y.device)).requires_grad_()
+            logits = (randn_like_batch((b, size, size), gens, dev) if self.kernel_init == "randn"
+                      else kernel_logits_init(b, size, dev)).requires_grad_()
             groups.append({"params": [logits], "lr": self.kernel_lr})
         params = [p for g in groups for p in g["params"]]
         opt = torch.optim.Adam(groups)
-        active = torch.ones(b, dtype=torch.bool)
-        reason, iters, seconds = ["budget"] * b, [self.iterations] * b, [0.0] * b
-        out_x, out_k = None, None
-        last_x = None
-        traces = [[] for _ in range(b)]
+        sync_every = self.sync_every or (1 if dev.type == "cpu" else 25)
+        active = torch.ones(b, dtype=torch.bool, device=dev)
+        code = torch.zeros(b, dtype=torch.long, device=dev)  # STOP_CODES index: budget until stopped
+        iters = torch.full((b,), self.iterations, dtype=torch.long, device=dev)
+        out_x = out_k = last_x = None
+        traces = []
         monitor = self._stopping.monitor(b, y[0].numel())
         bar = tqdm(range(self.iterations), desc=self.name, disable=not self.progress, leave=False)
+        run_iters = 0
+
+        def finish(mask, why, value, it):
+            """Images in ``mask`` stop after iteration ``it`` with reason codes ``why``, returning ``value``."""
+            nonlocal out_x, out_k, code, iters, active
+            out_x = torch.where(_per_image(mask, value), value, out_x)
+            if blind:
+                out_k = torch.where(_per_image(mask, out_k), kernel.detach(), out_k)
+            code = torch.where(mask, why, code)
+            iters = torch.where(mask, torch.full_like(iters, it + 1), iters)
+            active = active & ~mask
+
         for it in bar:
+            run_iters = it + 1
             kernel = torch.softmax(logits.flatten(1), 1).view_as(logits) if blind else None
             x = self.generate(prior)
             ax = operator(x, kernel=kernel) if blind else operator(x)
             per_image = (y - ax).pow(2).flatten(1).mean(1)
-            finite = (torch.isfinite(per_image) & torch.isfinite(x).flatten(1).all(1)).cpu()
+            finite = torch.isfinite(per_image) & torch.isfinite(x).flatten(1).all(1)
             xd = x.detach()
             if out_x is None:
                 out_x, last_x = xd.clone(), xd.clone()
                 out_k = kernel.detach().clone() if blind else None
-            last_x[finite] = xd[finite]
-            res = residual_ratio(y, ax.detach(), sigma).cpu()
-            now = timer() - start
+            last_x = torch.where(_per_image(finite, xd), xd, last_x)
+            res = residual_ratio(y, ax.detach(), sigma)
 
-            def finish(mask, why, value):
-                for i in torch.nonzero(mask).flatten().tolist():
-                    out_x[i] = value[i]
-                    if blind:
-                        out_k[i] = kernel[i].detach()
-                    reason[i], iters[i], seconds[i] = why, it + 1, now
-                    active[i] = False
-
-            finish(active & ~finite, "nan", last_x)
-            stop, why, value = monitor.update(torch.where(finite.view(-1, 1, 1, 1).to(xd.device), xd, last_x), res, it)
-            for rule in ("discrepancy", "es-wmv"):
-                finish(active & stop & torch.tensor([w == rule for w in why]), rule, value)
+            finish(active & ~finite, torch.full_like(code, STOP_CODES.index("nan")), last_x, it)
+            stop, why, value = monitor.update(torch.where(_per_image(finite, xd), xd, last_x), res, it)
+            finish(active & stop, why, value, it)
             if self.record_trace:
-                for i in range(b):
-                    traces[i].append(float(per_image[i].detach()))
+                traces.append(per_image.detach())
             if callback is not None:
                 callback(it, {"x": xd, "loss": per_image.detach(), "residual": res, "active": active.clone()})
-            if not active.any():
-                break
             if it == self.iterations - 1:
-                finish(active.clone(), "budget", xd)
+                finish(active, torch.full_like(code, STOP_CODES.index("budget")), xd, it)
                 break
-            loss = per_image[active.to(per_image.device) & finite.to(per_image.device)].sum()
+            if (it + 1) % sync_every == 0:
+                if not bool(active.any()):  # the one host synchronisation, every sync_every iterations
+                    break
+                if self.progress:
+                    bar.set_postfix(active=int(active.sum()), loss=f"{float(per_image.detach().mean()):.2e}")
+            loss = torch.where(active & finite, per_image, torch.zeros_like(per_image)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            frozen = ~active
-            saved = [p.detach()[frozen.to(p.device)].clone() for p in params] if frozen.any() else None
+            saved = [p.detach().clone() for p in params]
             opt.step()
-            with torch.no_grad():
-                if saved is not None:  # a stopped image stops changing
-                    for p, s in zip(params, saved):
-                        p[frozen.to(p.device)] = s
+            with torch.no_grad():  # a stopped image stops changing
+                for p, s in zip(params, saved):
+                    p.copy_(torch.where(_per_image(active, p), p, s))  # every parameter is per image
                 self.project()
-            bar.set_postfix(active=int(active.sum()), loss=f"{float(per_image.detach().mean()):.2e}")
         bar.close()
         total = timer() - start
         with torch.no_grad():
             ax = operator(out_x, kernel=out_k) if blind else operator(out_x)
             res = residual_ratio(y, ax, sigma).cpu()
-        info = [{"nfe": iters[i] * self.network_calls, "iterations": iters[i], "stop_reason": reason[i],
-                 "residual": float(res[i]), "seconds": seconds[i] or total,
-                 **({"loss_trace": traces[i]} if self.record_trace else {})} for i in range(b)]
+        iters, code = iters.cpu().tolist(), code.cpu().tolist()
+        trace = torch.stack(traces, 1).cpu() if traces else None
+        # per-image seconds: the batch's wall time prorated by the iterations each image ran
+        info = [{"nfe": iters[i] * self.network_calls, "iterations": iters[i], "stop_reason": STOP_CODES[code[i]],
+                 "residual": float(res[i]), "seconds": total * iters[i] / max(run_iters, 1),
+                 **({"loss_trace": trace[i, :iters[i]].tolist()} if trace is not None else {})} for i in range(b)]
         return Result(x=out_x.clamp(-1, 1), info=info, kernel=out_k)

@@ -14,7 +14,7 @@ FIT_STOPS = ("reference", "noise_level")
 
 
 def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, target: torch.Tensor,
-                    stagnation: int | None = None) -> torch.Tensor:
+                    stagnation: int | None = None, sync_every: int = 25) -> torch.Tensor:
     """AdamW (lr ``lr``, torch's default weight decay as the reference) on each image's
     ``mean((y − forward(v))²)`` from ``init``, at most ``max_iters`` steps, each image frozen when
     it stops.  ``stop="reference"`` (soominkwon/resample ``ddim.py`` ``pixel_optimization`` /
@@ -32,24 +32,26 @@ def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, targ
     for it in range(max_iters):
         sse = (y - forward(v)).pow(2).flatten(1).sum(1)
         mse = sse.detach() / m
-        active &= torch.isfinite(mse)
+        active = active & torch.isfinite(mse)
         if stop == "noise_level":
-            active &= sse.detach() > target
-        if not active.any():
+            active = active & (sse.detach() > target)
+        # leave once every image has stopped; on an accelerator only every `sync_every` iterations
+        # (frozen images do not change, so the extra iterations alter nothing)
+        if (v.device.type == "cpu" or it % sync_every == 0) and not bool(active.any()):
             break
         opt.zero_grad(set_to_none=True)
-        (sse[active] / m).sum().backward()
-        saved = v.detach()[~active].clone()
+        (torch.where(active, sse, torch.zeros_like(sse)) / m).sum().backward()
+        saved = v.detach().clone()
         opt.step()
         with torch.no_grad():
-            v[~active] = saved
+            v.copy_(torch.where(active.view(-1, *([1] * (v.ndim - 1))), v, saved))
         if stop == "reference":
             done = mse < 1e-6
             if stagnation is not None:
                 history.append(mse)
                 if it >= stagnation:
-                    done |= history.pop(0) < mse
-            active &= ~done
+                    done = done | (history.pop(0) < mse)
+            active = active & ~done
     return v.detach()
 
 
@@ -115,6 +117,15 @@ class ReSample(Solver):
             return grid[::-1], 0
         return inner.timesteps(self.steps, start=t_start), -1
 
+    def hdc_kind(self, i: int, n: int) -> str | None:
+        """What step ``i`` of ``n`` does after its DPS step: hard data consistency in ``"pixel"`` or
+        ``"latent"`` space, or nothing (ddim.py: index ``k = n−1−i``, ``0 < k ≤ n − n//3``,
+        ``k % hdc_every == 0``; pixel space while ``k ≥ n//3``)."""
+        index, split = n - 1 - i, n // 3
+        if not (0 < index <= n - split and index % self.hdc_every == 0):
+            return None
+        return "pixel" if index >= split else "latent"
+
     def x0_hat(self, inner, z, t, eps):
         """ReSample's x̂0 (``pseudo_x0``, ddim.py ``p_sample_ddim``) or Tweedie's."""
         a = inner.alpha_bar(t, z)
@@ -144,8 +155,18 @@ class ReSample(Solver):
         start = timer()
         latent = isinstance(prior, LatentPrior)
         inner = prior.inner if latent else prior
-        encode = prior.encode if latent else (lambda v: v)
-        decode_raw = prior.decode if latent else (lambda v: v)
+        calls = {"decoder_backward": 0, "decoder_forward": 0, "encoder": 0}  # autoencoder work beside the NFE
+
+        def counted(fn, what):
+            def call(v):
+                if latent:
+                    calls[what if what == "encoder" else
+                          "decoder_backward" if torch.is_grad_enabled() and v.requires_grad else "decoder_forward"] += 1
+                return fn(v)
+            return call
+
+        encode = counted(prior.encode if latent else (lambda v: v), "encoder")
+        decode_raw = counted(prior.decode if latent else (lambda v: v), "decoder")
         decode = (lambda v: decode_raw(v).clamp(-1, 1)) if self.clamp_decoded else decode_raw
         b = y.shape[0]
         t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
@@ -162,7 +183,7 @@ class ReSample(Solver):
             return fit_measurement(init, lambda v: operator(decode(v)), y, self.latent_lr, self.latent_iters,
                                    self.fit_stop, target, self.stagnation)
 
-        nfe, n, split = 0, len(ts), len(ts) // 3
+        nfe, n = 0, len(ts)
         for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
             t_next = ts[i + 1] if i + 1 < n else t_last
             z = z.detach().requires_grad_()
@@ -175,13 +196,13 @@ class ReSample(Solver):
             with torch.no_grad():
                 a_t = inner.alpha_bar(t, z)
                 z_next = inner.ddim_step(z, t, t_next, eps) - self.dps_scale * a_t * grad
-            index = n - 1 - i
-            if 0 < index <= n - split and index % self.hdc_every == 0:
+            kind = self.hdc_kind(i, n)
+            if kind is not None:
                 with torch.no_grad():
                     zz, spent = self.lookahead_x0(inner, z_next, ts, i, b)
                 nfe += spent
                 with torch.enable_grad():
-                    if index >= split:  # pixel space, then re-encode
+                    if kind == "pixel":  # pixel space, then re-encode
                         x_fit = fit_measurement(decode(zz), operator, y, self.pixel_lr, self.pixel_iters,
                                                 self.fit_stop, target)
                         with torch.no_grad():
@@ -205,6 +226,8 @@ class ReSample(Solver):
             res = residual_ratio(y, operator(x), sigma).cpu()
             finite = torch.isfinite(x).flatten(1).all(1)
         seconds = timer() - start
+        # nfe: denoiser calls; the autoencoder calls are counted apart (decoder_backward: forward +
+        # backward, in the DPS steps and the latent fits)
         info = [{"nfe": nfe, "iterations": n, "stop_reason": "budget" if finite[i] else "nan",
-                 "residual": float(res[i]), "seconds": seconds} for i in range(b)]
+                 "residual": float(res[i]), "seconds": seconds, **(calls if latent else {})} for i in range(b)]
         return Result(x=x, info=info)

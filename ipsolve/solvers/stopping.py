@@ -31,12 +31,13 @@ class ESWMV:
     """Early stopping by windowed moving variance (Wang et al., "Early stopping for deep image
     prior", TMLR 2023; cited by DMPlug): the variance of the last ``window`` iterates,
     ``VAR_t = 1/W Σ_i ‖x_i − x̄‖² / d``; stop when it has not reached a new minimum for
-    ``patience`` iterations and return the iterate at the minimum.  Batched: one state per image."""
+    ``patience`` iterations and return the iterate at the minimum.  Batched: one state per image,
+    kept on the iterates' device (no host synchronisation per update)."""
 
     def __init__(self, batch: int, window: int = 100, patience: int = 1000):
         if window < 2 or patience < 1:
             raise ValueError(f"ES-WMV needs window >= 2 and patience >= 1, got {window}, {patience}")
-        self.window, self.patience = window, patience
+        self.window, self.patience, self.batch = window, patience, batch
         self.buffer: list[torch.Tensor] = []
         self.best = torch.full((batch,), math.inf)
         self.best_iter = torch.zeros(batch, dtype=torch.long)
@@ -44,24 +45,25 @@ class ESWMV:
         self.best_x: torch.Tensor | None = None
 
     def update(self, x: torch.Tensor, it: int, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Add iterate ``x``; returns a bool ``(B,)`` of images whose patience ran out.  ``mask``
-        (bool ``(B,)``): only these images track their minimum and patience this time."""
+        """Add iterate ``x``; returns a bool ``(B,)`` (on ``x``'s device) of images whose patience
+        ran out.  ``mask`` (bool ``(B,)``): only these images track their minimum and patience this time."""
         x = x.detach()
         self.buffer.append(x)
         if len(self.buffer) > self.window:
             self.buffer.pop(0)
         if self.best_x is None:
             self.best_x = x.clone()
+            self.best, self.best_iter, self.wait = (v.to(x.device) for v in (self.best, self.best_iter, self.wait))
         if len(self.buffer) < self.window:
-            return torch.zeros(x.shape[0], dtype=torch.bool)
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         stack = torch.stack(self.buffer)
-        var = (stack - stack.mean(0)).pow(2).flatten(2).mean(2).mean(0).cpu()
-        track = torch.ones_like(self.best, dtype=torch.bool) if mask is None else mask.cpu()
+        var = (stack - stack.mean(0)).pow(2).flatten(2).mean(2).mean(0)
+        track = torch.ones_like(self.best, dtype=torch.bool) if mask is None else mask.to(x.device)
         better = track & (var < self.best)
         self.best = torch.where(better, var, self.best)
         self.best_iter = torch.where(better, torch.full_like(self.best_iter, it), self.best_iter)
         self.wait = torch.where(better, torch.zeros_like(self.wait), self.wait + track.long())
-        self.best_x[better.to(x.device)] = x[better.to(x.device)]
+        self.best_x = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x, self.best_x)
         return track & (self.wait >= self.patience)
 
 
@@ -119,8 +121,12 @@ class StoppingRule:
         return StopMonitor(self, batch, m)
 
 
+STOP_CODES = ("budget", "nan", "discrepancy", "es-wmv")  # the reason codes :class:`StopMonitor` returns
+
+
 class StopMonitor:
-    """The online state of a :class:`StoppingRule` over a batch."""
+    """The online state of a :class:`StoppingRule` over a batch, on the iterates' device: an
+    update launches a few small kernels and never waits for the device."""
 
     def __init__(self, rule: StoppingRule, batch: int, m: int):
         self.rule, self.tau = rule, rule.tau_for(m)
@@ -128,24 +134,30 @@ class StopMonitor:
         self.armed = torch.zeros(batch, dtype=torch.bool)
 
     def update(self, x: torch.Tensor, residual: torch.Tensor, it: int):
-        """Feed iterate ``x`` and its residual ratio (``(B,)``, CPU).  Returns ``(stop, reason, value)``:
-        a bool ``(B,)``, a reason per image (``None`` where it goes on) and the iterates to return."""
-        b = x.shape[0]
-        met = (residual <= self.tau) if "discrepancy" in self.rule.rules else torch.zeros(b, dtype=torch.bool)
-        stop, reason, value = torch.zeros(b, dtype=torch.bool), [None] * b, x.detach().clone()
+        """Feed iterate ``x`` and its residual ratio ``(B,)``.  Returns ``(stop, code, value)`` on
+        ``x``'s device: a bool ``(B,)``, a reason code ``(B,)`` (an index into :data:`STOP_CODES`,
+        meaningful where ``stop``) and the iterates to return."""
+        b, dev = x.shape[0], x.device
+        residual = residual.to(dev)
+        met = (residual <= self.tau) if "discrepancy" in self.rule.rules else torch.zeros(b, dtype=torch.bool, device=dev)
+        discrepancy, eswmv = STOP_CODES.index("discrepancy"), STOP_CODES.index("es-wmv")
+        x = x.detach()
         if self.rule.combine == "armed" and self.es is not None:
-            self.armed |= met
+            self.armed = self.armed.to(dev) | met
             fired = self.es.update(x, it, mask=self.armed)
-            for i in torch.nonzero(fired).flatten().tolist():
-                stop[i], reason[i], value[i] = True, "es-wmv", self.es.best_x[i]
-            return stop, reason, value
-        for i in torch.nonzero(met).flatten().tolist():
-            stop[i], reason[i] = True, "discrepancy"
+            return fired, torch.full((b,), eswmv, device=dev), torch.where(_per_image(fired, x), self.es.best_x, x)
+        stop, code, value = met, torch.full((b,), discrepancy, device=dev), x
         if self.es is not None:
-            fired = self.es.update(x, it) & ~stop
-            for i in torch.nonzero(fired).flatten().tolist():
-                stop[i], reason[i], value[i] = True, "es-wmv", self.es.best_x[i]
-        return stop, reason, value
+            fired = self.es.update(x, it) & ~met
+            stop = stop | fired
+            code = torch.where(fired, torch.full_like(code, eswmv), code)
+            value = torch.where(_per_image(fired, x), self.es.best_x, x)
+        return stop, code, value
+
+
+def _per_image(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ``(B,)`` mask shaped to broadcast over ``like`` ``(B, ...)``."""
+    return mask.view(-1, *([1] * (like.ndim - 1)))
 
 
 def windowed_variance(xs: torch.Tensor, window: int) -> torch.Tensor:

@@ -1,0 +1,102 @@
+"""Timing and memory measurement shared by the benchmarks (``scripts/benchmark.py``,
+``scripts/scale_benchmark.py``): device-synchronised wall clocks, peak memory, and the cost of
+one network call — the unit of the overhead ratio wall ÷ (NFE × network)."""
+from __future__ import annotations
+
+import resource
+import time
+
+import torch
+
+
+def synchronize(device=None) -> None:
+    """Wait for the accelerator, so that host timers measure its work (a no-op on a CPU)."""
+    device = torch.device(device) if device is not None else None
+    if (device is None or device.type == "cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device) -> int:
+    """``torch.cuda.max_memory_allocated`` on CUDA; the process's peak resident set elsewhere."""
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def timed(fn, device, repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls, the device
+    synchronised around each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def denoiser_call(prior, batch: int, backward: bool):
+    """A function running one call of ``prior``'s denoising network (the inner one of a latent
+    prior) on a random batch at its shape — with a backward pass to the input if ``backward``,
+    as the guided solvers do — and the device it runs on."""
+    inner = getattr(prior, "inner", prior)
+    device = prior.device
+    x = torch.randn(batch, *inner.shape, device=device)
+    t = torch.full((batch,), 500 if inner.kind == "diffusion" else 0.5, device=device)
+    net = (lambda v: inner.eps(v, t)) if inner.kind == "diffusion" else (lambda v: inner.velocity(v, t))
+
+    def call():
+        v = x.clone().requires_grad_(backward)
+        with torch.set_grad_enabled(backward):
+            out = net(v)
+            if backward:
+                out.float().sum().backward()
+        return out
+
+    return call, device
+
+
+def network_seconds(prior, batch: int, backward: bool = True, repeats: int = 5, autocast: bool = False) -> float:
+    """Median seconds of one network call (+ backward) at ``batch`` — the denominator of the
+    overhead ratio (optionally under bf16 autocast, as a solver with ``autocast=True`` runs it)."""
+    call, device = denoiser_call(prior, batch, backward)
+
+    def run():
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
+            call()
+
+    return timed(run, device, repeats=repeats, warmup=1)
+
+
+def autoencoder_seconds(prior, batch: int, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of a latent prior's autoencoder calls at ``batch``: ``decoder_backward``
+    (decode + backward to the latent), ``decoder_forward`` and ``encoder`` — the units ReSample
+    reports beside its NFE (``info``'s counts of the same names); ``{}`` for a pixel prior."""
+    if getattr(prior, "autoencoder", None) is None:
+        return {}
+    inner, device = prior.inner, prior.device
+    z = torch.randn(batch, inner.channels, inner.image_size, inner.image_size, device=device)
+    x = torch.rand(batch, *prior.shape, device=device) * 2 - 1
+
+    def decode_backward():
+        v = z.clone().requires_grad_()
+        prior.decode(v).float().sum().backward()
+
+    def decode_forward():
+        with torch.no_grad():
+            prior.decode(z)
+
+    def encode():
+        with torch.no_grad():
+            prior.encode(x)
+
+    return {name: timed(fn, device, repeats=repeats) for name, fn in
+            (("decoder_backward", decode_backward), ("decoder_forward", decode_forward), ("encoder", encode))}
