@@ -177,14 +177,14 @@ def test_reddiff_matches_reference(tag, params):
 
 # ---- PnP-Flow ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("tag, params", [
-    ("default", dict(steps=20)),  # lr 1, alpha_1_minus_t, α = 1, 5 samples
+    ("default", dict(steps=20, alpha=1.0)),  # the config: lr 1, alpha_1_minus_t, α = 1, 5 samples
     ("sr_task", dict(steps=15, alpha=0.3, num_samples=2)),
 ])
 def test_pnp_flow_matches_reference(tag, params):
     assert str(PNP["reference_commit"]).startswith("ee5b159")
     prior = FlowPrior(StandInVelocity(t64(PNP["K_vel"])), 4, 1, network_convention="ipsolve", timestep_scale=1.0)
     op = MatrixOperator(t64(PNP["A"]), (1, 4, 4))
-    res = PnPFlow(progress=False, **params).run(t64(PNP[f"{tag}_y"]), op, prior, gen(21), 0.05)
+    res = PnPFlow(progress=False, lipschitz=False, **params).run(t64(PNP[f"{tag}_y"]), op, prior, gen(21), 0.05)
     assert_close(res.x, np.clip(PNP[f"{tag}_final"], -1, 1), f"pnp_flow {tag}")
 
 
@@ -227,7 +227,7 @@ def test_flowdps_matches_reference(tag, space, monkeypatch):
                         shift_factor=float(FDPS["shift_factor"]))
     op = MatrixOperator(t64(FDPS["A"]), (1, 8, 8))
     y = t64(FDPS["y"]).view(1, 1, 1, -1)
-    solver = FlowDPS(steps=int(FDPS[f"{tag}_nfe"]), step_size=float(FDPS[f"{tag}_step_size"]), loss_space=space,
+    solver = FlowDPS(steps=int(FDPS[f"{tag}_nfe"]), step_size=float(FDPS[f"{tag}_step_size"]), loss_space=space, lipschitz=False,
                      progress=False)
     res = solver.run(y, op, prior, gen(51), 0.03)
     assert_close(res.x, np.clip(FDPS[f"{tag}_image"], -1, 1), f"flowdps {tag} ({space})")

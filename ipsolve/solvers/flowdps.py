@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from ..operators import SuperResolution
 from ..priors import LatentPrior
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
-from .linalg import gram_solve, jacobian_map
+from .linalg import gram_norm, gram_solve, jacobian_map
 
 LOSS_SPACES = ("auto", "pinv", "adjoint", "measurement")
 
@@ -49,16 +49,21 @@ class FlowDPS(Solver):
     runs SD3 with ``cfg_scale`` 2, in ipsolve ``prior.guidance_scale=2``).  Defaults: ``solve.py``
     (28 steps, ``step_size`` 15, σ = 0.03 there), shift 4.  Differences from the code: the gradient
     is not rounded to fp16 (``.half()``, L257: the reference runs SD3 in fp16); ``A⁺`` enters
-    through ``(JJᵀ)⁻¹`` by CG (:func:`~.linalg.gram_solve`, to 1e-10)
-    — the gradient of ``‖J⁺r‖`` is ``−Jᵀ(JJᵀ)⁻¹r / ‖J⁺r‖``; the norm is per image (the reference
-    takes it over the batch tensor and runs B = 1).  The result is clamped to [−1, 1]."""
+    through ``(JJᵀ)⁻¹`` by CG (:func:`~.linalg.gram_solve`, to 1e-10) — the gradient of ``‖J⁺r‖``
+    is ``−Jᵀ(JJᵀ)⁻¹r / ‖J⁺r‖``; the norm is per image (the reference takes it over the batch tensor
+    and runs B = 1).  In the adjoint space the gradient, which scales with L = ‖JᵀJ‖, is divided
+    by L (``lipschitz=True``, power iteration): the reference's adjoint-space operators (Gaussian
+    and motion blur, inpainting) have L = 1, so this changes nothing there and keeps the step size's
+    meaning on ipsolve's CT (L ≈ 0.12) and MRI (0.25); ``lipschitz=False``: as is.  (The pinv
+    space is scale-free.)  The result is clamped to [−1, 1]."""
 
     name = "flowdps"
     accepts = ("flow", "latent-flow")
     search_space = {"step_size": (0.1, 100.0)}  # reference: 15 (solve.py) / 30 (sample's default)
 
     def __init__(self, steps: int = 28, step_size: float = 15.0, dc_steps: int = 3, shift: float = 4.0,
-                 train_shift: float = 3.0, loss_space: str = "auto", cg_iters: int = 100, **kw):
+                 train_shift: float = 3.0, loss_space: str = "auto", cg_iters: int = 100, lipschitz: bool = True,
+                 power_iters: int = 20, **kw):
         super().__init__(**kw)
         if steps < 1 or dc_steps < 0:
             raise ValueError(f"need steps >= 1 and dc_steps >= 0, got {steps}, {dc_steps}")
@@ -69,7 +74,7 @@ class FlowDPS(Solver):
         if self.warm_start is not None:
             raise ValueError("flowdps has no warm start (it starts from noise at σ = 1, as the reference)")
         self.steps, self.step_size, self.dc_steps, self.shift, self.train_shift = steps, step_size, dc_steps, shift, train_shift
-        self.loss_space, self.cg_iters = loss_space, cg_iters
+        self.loss_space, self.cg_iters, self.lipschitz, self.power_iters = loss_space, cg_iters, lipschitz, power_iters
 
     def space(self, operator) -> str:
         if self.loss_space != "auto":
@@ -81,7 +86,7 @@ class FlowDPS(Solver):
             return "measurement"
         return "pinv" if isinstance(operator, SuperResolution) else "adjoint"
 
-    def data_gradient(self, x0, y, operator, decode, space: str) -> torch.Tensor:
+    def data_gradient(self, x0, y, operator, decode, space: str, scale=None) -> torch.Tensor:
         """∇ of the unsquared residual norm in ``space`` w.r.t. ``x0`` (the latent for latent priors):
         with ``r = y − A(x)`` and a fixed metric M (I, JJᵀ or (JJᵀ)⁻¹), ∇‖r‖_M = −Jᵀ M r / ‖r‖_M,
         taken by autograd on the surrogate ⟨r, (M r)⟩ / ‖r‖_M with M r and the norm held fixed."""
@@ -100,6 +105,8 @@ class FlowDPS(Solver):
                         jv, jt, _ = jacobian_map(operator, image.shape, rd)
                         mr = jv(jt(rd))
                     norm = (rd * mr).flatten(1).sum(1).clamp_min(0).sqrt().clamp_min(1e-30)
+                if scale is not None:
+                    norm = norm / scale  # ∇ / L
                 loss = ((r * mr).flatten(1).sum(1) / norm).sum()
             (grad,) = torch.autograd.grad(loss, v)
         return grad
@@ -112,6 +119,9 @@ class FlowDPS(Solver):
         b = y.shape[0]
         shape = (b, *inner.shape)
         space = self.space(operator)
+        scale = None
+        if space == "adjoint" and self.lipschitz:
+            scale = 1 / gram_norm(operator, (b, *prior.shape), y, self.power_iters)
         sigmas = flowdps_sigmas(self.steps, self.shift, self.train_shift)
         x = randn_like_batch(shape, gens, y.device).to(y.dtype)  # initialize_latent (L106-114)
         for i in tqdm(range(self.steps), desc=self.name, disable=not self.progress, leave=False):
@@ -123,7 +133,7 @@ class FlowDPS(Solver):
             eps = x - t * v  # z1t = z + (1 − σ)·v_sd3
             x1_dc = x1
             for _ in range(self.dc_steps):
-                x1_dc = x1_dc - self.step_size * self.data_gradient(x1_dc, y, operator, decode, space)
+                x1_dc = x1_dc - self.step_size * self.data_gradient(x1_dc, y, operator, decode, space, scale)
             x1_y = (1 - s) * x1 + s * x1_dc
             noise = s_next ** 0.5 * eps + (1 - s_next) ** 0.5 * randn_like_batch(shape, gens, y.device).to(x.dtype)
             x = x1_y + s_next * (noise - x1_y)  # z0y + (σ − δ)(noise − z0y), σ − δ = σ'
@@ -134,5 +144,6 @@ class FlowDPS(Solver):
             res = residual_ratio(y, operator(image), sigma).cpu()
         seconds = timer() - start
         info = [{"nfe": self.steps, "iterations": self.steps, "stop_reason": "budget", "residual": float(res[i]),
-                 "seconds": seconds, "loss_space": space} for i in range(b)]
+                 "seconds": seconds, "loss_space": space,
+                 "lipschitz_constant": None if scale is None else float(1 / scale[i])} for i in range(b)]
         return Result(x=image, info=info)

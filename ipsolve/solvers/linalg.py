@@ -79,3 +79,19 @@ def gram_solve(operator, r: torch.Tensor, image_shape, iters: int = 100, tol: fl
     ``Jᵀu = J⁺ r`` and ``‖J⁺ r‖² = ⟨r, u⟩``."""
     jv, jt, _ = jacobian_map(operator, image_shape, r)
     return conjugate_gradient(lambda w: jv(jt(w)), r, iters, tol)
+
+
+@torch.no_grad()
+def gram_norm(operator, image_shape, like: torch.Tensor, iters: int = 20) -> torch.Tensor:
+    """‖JᵀJ‖ per image (``(B,)``) by power iteration from fixed noise (the same start for every
+    image and every call, so the images' own generators are not touched)."""
+    jv, jt, _ = jacobian_map(operator, image_shape, like)
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(tuple(image_shape[1:]), generator=g).to(like).expand(image_shape).clone()
+    lam = torch.ones(image_shape[0], dtype=like.dtype, device=like.device)
+    for _ in range(iters):
+        v = v / _bcast(v.flatten(1).norm(dim=1).clamp_min(1e-30), v)
+        w = jt(jv(v))
+        lam = _dot(w, v)
+        v = w
+    return lam.clamp_min(1e-12)

@@ -6,10 +6,25 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from ..operators import GaussianBlur, Inpainting, SuperResolution
 from ..priors import LatentPrior
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 
 GAMMA_STYLES = ("1_minus_t", "sqrt_1_minus_t", "constant", "alpha_1_minus_t")
+# α of ``scripts/script_test.sh`` per problem (the paper's tables); the config's 1.0 for the others
+TASK_ALPHA = {"super_resolution": 0.3, "inpainting_random": 0.01, "inpainting_box": 0.5, "gaussian_blur": 0.01}
+DEFAULT_ALPHA = 1.0  # config/method_config/pnp_flow.yaml
+
+
+def task_alpha(operator) -> float:
+    """The reference's α for this operator (``alpha=None``)."""
+    if isinstance(operator, Inpainting):
+        return TASK_ALPHA["inpainting_box" if operator.kind == "box" else "inpainting_random"]
+    if isinstance(operator, SuperResolution):
+        return TASK_ALPHA["super_resolution"]
+    if isinstance(operator, GaussianBlur):
+        return TASK_ALPHA["gaussian_blur"]
+    return DEFAULT_ALPHA
 
 
 def step_size(lr: float, t: float, style: str, alpha: float) -> float:
@@ -35,20 +50,23 @@ class PnPFlow(Solver):
     (L47-48) — ipsolve's convention, no mapping.  The start ``H_adj(1)`` (L93) is multiplied by
     t_0 = 0 in the first interpolation, so it never matters; ipsolve starts from zeros.  The
     gradient is autograd's VJP of the data term (``Aᵀ(Ax − y)`` for linear A).  Defaults:
-    ``config/method_config/pnp_flow.yaml`` (100 steps, lr 1, ``alpha_1_minus_t``, α = 1, 5 samples:
-    500 NFE); ``scripts/script_test.sh`` sets α per task (denoising 0.8, Gaussian deblurring 0.01,
-    SR 0.3, box inpainting 0.5, random inpainting 0.01).  The reference's operators all have
-    ‖AᵀA‖ = 1 (decimation, masks, a normalised blur); ``lipschitz=True`` (ipsolve's option) divides
-    γ by ‖JᵀJ‖ estimated by ``power_iters`` power iterations (for ipsolve's bicubic SR ×4,
-    ‖AᵀA‖ ≈ 0.1).  Latent flow priors (ipsolve's extension): x is the latent and the data term is
-    ``A(decode(x))``.  The result is clamped to [−1, 1]."""
+    ``config/method_config/pnp_flow.yaml`` (100 steps, lr 1, ``alpha_1_minus_t``, 5 samples: 500
+    NFE); ``alpha=None``: α per task as ``scripts/script_test.sh`` runs the paper's problems
+    (:data:`TASK_ALPHA`: SR 0.3, random inpainting 0.01, box inpainting 0.5, Gaussian deblurring
+    0.01; the config's 1.0 for operators it has no problem for).  Step size: the reference's
+    operators all have ‖AᵀA‖ = 1 (decimation, masks, a normalised blur), where forward-backward
+    needs γ < 2/L; ``lipschitz=True`` (default) divides γ by L = ‖JᵀJ‖, estimated per image by
+    ``power_iters`` power iterations — the same γ on the reference's operators, and the same γ·L
+    on ipsolve's bicubic SR ×4, whose L ≈ 0.1 (``lipschitz=False``: lr as is).  Latent flow
+    priors (ipsolve's extension): x is the latent and the data term is ``A(decode(x))``.  The
+    result is clamped to [−1, 1]."""
 
     name = "pnp_flow"
     accepts = ("flow", "latent-flow")
     search_space = {"lr": (0.1, 10.0)}  # reference: 1.0
 
-    def __init__(self, steps: int = 100, lr: float = 1.0, gamma_style: str = "alpha_1_minus_t", alpha: float = 1.0,
-                 num_samples: int = 5, lipschitz: bool = False, power_iters: int = 20, **kw):
+    def __init__(self, steps: int = 100, lr: float = 1.0, gamma_style: str = "alpha_1_minus_t", alpha: float | None = None,
+                 num_samples: int = 5, lipschitz: bool = True, power_iters: int = 20, **kw):
         super().__init__(**kw)
         if steps < 1 or num_samples < 1:
             raise ValueError(f"steps and num_samples must be >= 1, got {steps}, {num_samples}")
@@ -69,10 +87,11 @@ class PnPFlow(Solver):
             (grad,) = torch.autograd.grad(loss, v)
         return grad
 
-    def lipschitz_constant(self, x, y, operator, decode, gens) -> torch.Tensor:
+    def lipschitz_constant(self, x, y, operator, decode) -> torch.Tensor:
         """‖JᵀJ‖ per image by power iteration on the data term's Hessian-vector products
-        (exact for linear A), started from seeded noise."""
-        v = randn_like_batch(x.shape, gens, x.device).to(x.dtype)
+        (exact for linear A), started from fixed noise (the same for every image)."""
+        g = torch.Generator().manual_seed(0)  # a fixed start: the images' own generators stay the reference's
+        v = torch.randn(x.shape[1:], generator=g, dtype=torch.float32).to(x).expand_as(x).clone()
         lam = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
         base = self.data_gradient(x, y, operator, decode)
         for _ in range(self.power_iters):
@@ -90,12 +109,13 @@ class PnPFlow(Solver):
         b = y.shape[0]
         shape = (b, *inner.shape)
         x = torch.zeros(shape, dtype=y.dtype, device=y.device)
+        alpha = task_alpha(operator) if self.alpha is None else float(self.alpha)
         scale = torch.ones(b, dtype=y.dtype, device=y.device)
         if self.lipschitz:
-            scale = 1 / self.lipschitz_constant(x, y, operator, decode, gens)
+            scale = 1 / self.lipschitz_constant(x, y, operator, decode)
         for k in tqdm(range(self.steps), desc=self.name, disable=not self.progress, leave=False):
             t = k / self.steps  # delta * iteration (L59, L107-108)
-            gamma = step_size(self.lr, t, self.gamma_style, self.alpha) * scale.view(-1, 1, 1, 1)
+            gamma = step_size(self.lr, t, self.gamma_style, alpha) * scale.view(-1, 1, 1, 1)
             z = x - gamma * self.data_gradient(x, y, operator, decode)
             x_new = torch.zeros_like(x)
             with torch.no_grad():
@@ -113,5 +133,6 @@ class PnPFlow(Solver):
         seconds = timer() - start
         nfe = self.steps * self.num_samples
         info = [{"nfe": nfe, "iterations": self.steps, "stop_reason": "budget", "residual": float(res[i]),
-                 "seconds": seconds} for i in range(b)]
+                 "seconds": seconds, "alpha": alpha,
+                 "lipschitz_constant": float(1 / scale[i]) if self.lipschitz else None} for i in range(b)]
         return Result(x=image, info=info)
