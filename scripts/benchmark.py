@@ -45,6 +45,14 @@ SCIENCE_OPERATORS = {
 SCIENCE_BASELINE = {"ct": "FBP (ramp)", "mri": "zero-filled", "phase_retrieval": "HIO + ER"}
 PRESETS = {"dps": ("bundled:phantom-ddpm", "dps_cpu"), "dmplug": ("bundled:phantom-ddpm", "dmplug_cpu"),
            "fmplug": ("bundled:phantom-flow", "fmplug_cpu"), "resample": ("bundled:phantom-latent", "resample_cpu")}
+# the standard baselines of issue 20 (variational diffusion; flow priors)
+PRESETS.update({"reddiff": ("bundled:phantom-ddpm", "reddiff_cpu"), "pnp_flow": ("bundled:phantom-flow", "pnp_flow_cpu"),
+                "dflow": ("bundled:phantom-flow", "dflow_cpu"), "flowdps": ("bundled:phantom-flow", "flowdps_cpu")})
+# the parameter that sets each solver's budget (--quick, the speed table); "iterations" otherwise
+BUDGET_KEY = {"dps": "steps", "resample": "steps", "reddiff": "steps", "pnp_flow": "steps", "flowdps": "steps",
+              "dflow": "max_iter"}
+SCIENCE_SOLVERS = ("dps", "dmplug", "fmplug", "reddiff", "pnp_flow", "dflow", "flowdps")
+NEW_SCIENCE_ROWS = ("CT 16 views", "MRI 4×")  # the science rows run for the issue-20 solvers
 BLIND_PRESETS = {"blind_dps": ("bundled:phantom-ddpm", "blind_dps_cpu")}  # quality table only
 
 
@@ -118,15 +126,16 @@ def speed_one(solver_name, batch, budget):
     source, params = SOLVERS[solver_name]
     params = dict(params)
     params.pop("name")
-    key = "steps" if solver_name in ("dps", "resample") else "iterations"
-    params[key] = budget
+    key = BUDGET_KEY.get(solver_name, "iterations")
+    # D-Flow's budget is in LBFGS calls of lbfgs_iter iterations each: `budget` LBFGS iterations in all
+    params[key] = max(1, budget // params.get("lbfgs_iter", 1)) if solver_name == "dflow" else budget
     params["stop"] = () if solver_name in ("dmplug", "fmplug") else params.get("stop")
     params = {k: v for k, v in params.items() if v is not None}
     prior = load_prior(source, device="cuda" if torch.cuda.is_available() else "cpu")
     op = make_operator("super_resolution", scale=4)
     images = datasets.random_ellipses(batch, 32, torch.Generator().manual_seed(7))
     y = op.measure(images, 0.01, generator=torch.Generator().manual_seed(0))
-    solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}))  # warm-up
+    solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}))  # warm-up (ReSample needs 3)
     synchronize()
     t0 = time.perf_counter()
     res = solve(y, op, prior, make_solver(solver_name, progress=False, **params), generator=gens(batch))
@@ -208,11 +217,12 @@ def main():
     if args.solvers:
         table = [(op, s) for op, s in TABLE if s in args.solvers]
     if args.quick:
-        solvers = {k: (s, {**p, **({"steps": 20} if "steps" in p else {"iterations": 20})})
+        solvers = {k: (s, {**p, BUDGET_KEY.get(k, "iterations"): 2 if k == "dflow" else 20})
                    for k, (s, p) in QUALITY_SOLVERS.items()}
     print(f"## ipsolve benchmark ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, σ = {args.sigma})\n")
-    science = [(op, s) for op in SCIENCE_OPERATORS for s in ("dps", "dmplug", "fmplug") if s in (args.solvers or [s])]
+    science = [(op, s) for op in SCIENCE_OPERATORS for s in SCIENCE_SOLVERS if s in (args.solvers or [s])
+               and (s in ("dps", "dmplug", "fmplug") or op in NEW_SCIENCE_ROWS)]
     if not args.skip_science:
         print(quality_table(quality(phantoms, science, solvers, args.sigma),
                             f"Science operators: {len(phantoms)} held-out phantoms ({n} `blobs` + Shepp–Logan), 32 px; "

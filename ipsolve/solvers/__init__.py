@@ -17,6 +17,14 @@ from .sampling import combine_samples, reliability, sample_generators
 
 SOLVERS = {"dps": DPS, "resample": ReSample, "dmplug": DMPlug, "fmplug": FMPlug, "daps": DAPS, "blind_dps": BlindDPS}
 
+# the field's standard baselines for diffusion (RED-diff) and flow priors (issue 20)
+from .dflow import DFlow  # noqa: E402
+from .flowdps import FlowDPS  # noqa: E402
+from .pnp_flow import PnPFlow  # noqa: E402
+from .reddiff import REDDiff  # noqa: E402
+
+SOLVERS.update({"reddiff": REDDiff, "pnp_flow": PnPFlow, "dflow": DFlow, "flowdps": FlowDPS})
+
 
 def make_solver(name: str, **params) -> Solver:
     """Build a solver by registry name (the same names as ``conf/solver/*.yaml``)."""
@@ -67,4 +75,4 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
 
 
 __all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS",
-           "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex"]
+           "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex", "REDDiff", "PnPFlow", "DFlow", "FlowDPS"]
