@@ -45,6 +45,12 @@ SCIENCE_OPERATORS = {
 SCIENCE_BASELINE = {"ct": "FBP (ramp)", "mri": "zero-filled", "phase_retrieval": "HIO + ER"}
 PRESETS = {"dps": ("bundled:phantom-ddpm", "dps_cpu"), "dmplug": ("bundled:phantom-ddpm", "dmplug_cpu"),
            "fmplug": ("bundled:phantom-flow", "fmplug_cpu"), "resample": ("bundled:phantom-latent", "resample_cpu")}
+# issue 20: the SVD / pseudo-inverse baselines (DDRM needs a decomposable operator; ΠGDM and DiffPIR also run
+# on linear operators without one, through conjugate gradients)
+SVD_SOLVERS = {"ddrm": ("super_resolution", "inpainting", "gaussian_blur", "mri"),
+               "pigdm": ("super_resolution", "inpainting", "gaussian_blur", "mri", "ct"),
+               "diffpir": ("super_resolution", "inpainting", "gaussian_blur", "mri", "ct")}
+PRESETS.update({name: ("bundled:phantom-ddpm", f"{name}_cpu") for name in SVD_SOLVERS})
 BLIND_PRESETS = {"blind_dps": ("bundled:phantom-ddpm", "blind_dps_cpu")}  # quality table only
 
 
@@ -61,6 +67,13 @@ TABLE = [  # (operator, solver) rows of the quality table
     ("nonlinear_blur", "dps"), ("nonlinear_blur", "dmplug"), ("nonlinear_blur", "resample"),
     ("blind_blur", "dps"), ("blind_blur", "blind_dps"), ("blind_blur", "dmplug"),
 ]
+SCIENCE_SOLVERS = ("dps", "dmplug", "fmplug", *SVD_SOLVERS)
+
+
+def applies(op_name: str, solver: str) -> bool:
+    """Whether a quality-table row makes sense (the SVD solvers only where they apply)."""
+    registry = SCIENCE_OPERATORS[op_name][0] if op_name in SCIENCE_OPERATORS else op_name
+    return solver not in SVD_SOLVERS or registry in SVD_SOLVERS[solver]
 
 
 def gens(n, base=0):
@@ -144,7 +157,7 @@ def speed_one(solver_name, batch, budget):
     source, params = SOLVERS[solver_name]
     params = dict(params)
     params.pop("name")
-    key = "steps" if solver_name in ("dps", "resample") else "iterations"
+    key = "iterations" if "iterations" in params else "steps"
     params[key] = budget
     params["stop"] = () if solver_name in ("dmplug", "fmplug") else params.get("stop")
     params = {k: v for k, v in params.items() if v is not None}
@@ -228,7 +241,8 @@ def main():
                    for k, (s, p) in QUALITY_SOLVERS.items()}
     print(f"## ipsolve benchmark ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, σ = {args.sigma})\n")
-    science = [(op, s) for op in SCIENCE_OPERATORS for s in ("dps", "dmplug", "fmplug") if s in (args.solvers or [s])]
+    science = [(op, s) for op in SCIENCE_OPERATORS for s in SCIENCE_SOLVERS
+               if s in (args.solvers or SCIENCE_SOLVERS) and applies(op, s)]
     if not args.skip_science:
         print(quality_table(quality(phantoms, science, solvers, args.sigma),
                             f"Science operators: {len(phantoms)} held-out phantoms ({n} `blobs` + Shepp–Logan), 32 px; "
