@@ -69,19 +69,29 @@ class Decomposition:
     # -- shared ----------------------------------------------------------------------
     def _copy(self) -> "Decomposition":
         out = object.__new__(type(self))
-        out.__dict__.update(self.__dict__)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_cache"})
         return out
 
+    def on(self, name: str, like: torch.Tensor, keep_dtype: bool = False) -> torch.Tensor:
+        """Attribute ``name`` on ``like``'s device (in ``like``'s dtype unless ``keep_dtype``),
+        converted once and cached: the solvers' loops then copy nothing to the device per step."""
+        cache = self.__dict__.setdefault("_cache", {})
+        value = getattr(self, name)
+        key = (name, like.device, None if keep_dtype else like.dtype, id(value))
+        if key not in cache:
+            cache[key] = value.to(like.device) if keep_dtype else value.to(device=like.device, dtype=like.dtype)
+        return cache[key]
+
     def singulars(self, like: torch.Tensor) -> torch.Tensor:
-        return self.s.to(device=like.device, dtype=like.dtype)
+        return self.on("s", like)
 
     def minus_offset(self, y: torch.Tensor) -> torch.Tensor:
-        return y if self.offset is None else y - self.offset.to(device=y.device, dtype=y.dtype)
+        return y if self.offset is None else y - self.on("offset", y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``A(x)`` through the decomposition."""
         y = self.U(self.singulars(x) * self.Vt(x))
-        return y if self.offset is None else y + self.offset.to(device=y.device, dtype=y.dtype)
+        return y if self.offset is None else y + self.on("offset", y)
 
     def pinv(self, y: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
         """``A⁺(y − b)``: singular values ≤ ``rcond``·max(s) count as 0 (default n·eps of y's
@@ -99,10 +109,6 @@ class Decomposition:
         rho = torch.as_tensor(rho, dtype=z.dtype, device=z.device).reshape(-1, 1)
         s = self.singulars(z)
         return self.V((s * self.Ut(self.minus_offset(y)) + rho * self.Vt(z)) / (s * s + rho))
-
-
-def _mat(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return m.to(device=like.device, dtype=like.dtype)
 
 
 class SeparableDecomposition(Decomposition):
@@ -141,21 +147,21 @@ class SeparableDecomposition(Decomposition):
         return out
 
     def Vt(self, x):
-        return torch.einsum("hi,bchw,wj->bcij", _mat(self.v_h, x), x, _mat(self.v_w, x)).flatten(1)
+        return torch.einsum("hi,bchw,wj->bcij", self.on("v_h", x), x, self.on("v_w", x)).flatten(1)
 
     def V(self, z):
         zz = z.reshape(z.shape[0], *self.shape[1:])
-        return torch.einsum("hi,bcij,wj->bchw", _mat(self.v_h, z), zz, _mat(self.v_w, z))
+        return torch.einsum("hi,bcij,wj->bchw", self.on("v_h", z), zz, self.on("v_w", z))
 
     def Ut(self, y):
-        small = torch.einsum("ih,bcij,jw->bchw", _mat(self.u_h, y), y, _mat(self.u_w, y))
+        small = torch.einsum("ih,bcij,jw->bchw", self.on("u_h", y), y, self.on("u_w", y))
         out = y.new_zeros(y.shape[0], *self.shape[1:])
         out[..., :self.m_h, :self.m_w] = small
         return out.flatten(1)
 
     def U(self, z):
         zz = z.reshape(z.shape[0], *self.shape[1:])[..., :self.m_h, :self.m_w]
-        return torch.einsum("hi,bcij,wj->bchw", _mat(self.u_h, z), zz, _mat(self.u_w, z))
+        return torch.einsum("hi,bcij,wj->bchw", self.on("u_h", z), zz, self.on("u_w", z))
 
 
 class MaskDecomposition(Decomposition):
@@ -172,10 +178,10 @@ class MaskDecomposition(Decomposition):
         return z.reshape(z.shape[0], *self.shape[1:])
 
     def Ut(self, y):
-        return y.flatten(1) * self.support.to(y.device, y.dtype)
+        return y.flatten(1) * self.on("support", y)
 
     def U(self, z):
-        return (z * self.support.to(z.device, z.dtype)).reshape(z.shape[0], *self.shape[1:])
+        return (z * self.on("support", z)).reshape(z.shape[0], *self.shape[1:])
 
 
 def partner_index(n: int) -> torch.Tensor:
@@ -220,7 +226,7 @@ class HermitianFourierDecomposition(Decomposition):
         sampled = cols.bool()[None, :].expand(h, w).flatten().double()
         m = sampled + sampled[self.partner]
         s = torch.where(self.self_conj, 0.5 * sampled, 0.5 * (m / 2).sqrt())
-        self.m = m
+        self.sampled, self.root = sampled, m.clamp_min(1).sqrt()
         super().__init__(shape, s[None], offset=offset)
 
     def _kspace(self, x):
@@ -232,14 +238,14 @@ class HermitianFourierDecomposition(Decomposition):
     def Vt(self, x):
         k = self._kspace(x)
         r2 = 2 ** 0.5
-        canon, sc = self.canon.to(x.device), self.self_conj.to(x.device)
+        canon, sc = self.on("canon", x, True), self.on("self_conj", x, True)
         return torch.where(sc, k.real, torch.where(canon, r2 * k.real, -r2 * k.imag)).to(x.dtype)
 
     def V(self, z):
         from .mri import ifft2c
 
-        p = self.partner.to(z.device)
-        canon, sc = self.canon.to(z.device), self.self_conj.to(z.device)
+        p = self.on("partner", z, True)
+        canon, sc = self.on("canon", z, True), self.on("self_conj", z, True)
         zp = z[:, p]
         r2 = 2 ** 0.5
         k = torch.where(sc, torch.complex(z, torch.zeros_like(z)),
@@ -250,35 +256,30 @@ class HermitianFourierDecomposition(Decomposition):
         """Zero-filled complex k-space ``(B, H·W)`` from y ``(B, 2, H, K)``."""
         k = torch.zeros(y.shape[0], self.h, self.w, dtype=torch.complex128 if y.dtype == torch.float64 else torch.complex64,
                         device=y.device)
-        k[..., self.cols.to(y.device)] = torch.complex(y[:, 0], y[:, 1]).to(k.dtype)
+        k[..., self.on("cols", y, True)] = torch.complex(y[:, 0], y[:, 1]).to(k.dtype)
         return k.flatten(1)
 
     def Ut(self, y):
         k = self._full_kspace(y)
-        p = self.partner.to(y.device)
-        canon, sc = self.canon.to(y.device), self.self_conj.to(y.device)
-        m = self.m.to(device=y.device, dtype=y.dtype)
-        root = m.clamp_min(1).sqrt()
+        p = self.on("partner", y, True)
+        canon, sc = self.on("canon", y, True), self.on("self_conj", y, True)
+        root = self.on("root", y)
         re, im = k.real.to(y.dtype), k.imag.to(y.dtype)  # unsampled positions are 0
         pair_re = (re + re[:, p]) / root  # at canonical p: (m_p Re K[p] + m_p' Re K[p'])/√m
         pair_im = (im[:, p] - im) / root  # at p' (non-canonical): (m_p Im K[p] − m_p' Im K[p'])/√m
         out = torch.where(sc, re, torch.where(canon, pair_re, pair_im))
-        return out * self.support.to(y.device)
+        return out * self.on("support", y)
 
     def U(self, z):
-        p = self.partner.to(z.device)
-        canon, sc = self.canon.to(z.device), self.self_conj.to(z.device)
-        m = self.m.to(device=z.device, dtype=z.dtype)
-        root = m.clamp_min(1).sqrt()
-        z = z * self.support.to(z.device)
-        sampled = torch.zeros(self.h, self.w, dtype=z.dtype, device=z.device)
-        sampled[:, self.cols.to(z.device)] = 1
-        sampled = sampled.flatten()
+        p = self.on("partner", z, True)
+        canon, sc = self.on("canon", z, True), self.on("self_conj", z, True)
+        root, sampled = self.on("root", z), self.on("sampled", z)
+        z = z * self.on("support", z)
         # K[p] (canonical) = (z_re + i z_im)/√m, K[p'] = (z_re − i z_im)/√m; self: z
         re = torch.where(sc, z, torch.where(canon, z / root, z[:, p] / root))
         im = torch.where(sc, torch.zeros_like(z), torch.where(canon, z[:, p] / root, -z / root))
         re, im = re * sampled, im * sampled
-        cols = self.cols.to(z.device)
+        cols = self.on("cols", z, True)
         return torch.stack([re.view(-1, self.h, self.w)[..., cols], im.view(-1, self.h, self.w)[..., cols]], 1)
 
 
@@ -306,12 +307,12 @@ class DeepinvDecomposition(Decomposition):
         return self.physics.V(self._coeffs(z))
 
     def Ut(self, y):
-        sign = self.sign.to(y.device, y.dtype).reshape(self.sign.shape[0], -1)
-        return self.physics.U_adjoint(y).reshape(y.shape[0], -1) * sign * self.support.to(y.device)
+        sign = self.on("sign", y).reshape(self.sign.shape[0], -1)
+        return self.physics.U_adjoint(y).reshape(y.shape[0], -1) * sign * self.on("support", y)
 
     def U(self, z):
-        sign = self.sign.to(z.device, z.dtype).reshape(self.sign.shape[0], -1)
-        return self.physics.U(self._coeffs(z * sign * self.support.to(z.device)))
+        sign = self.on("sign", z).reshape(self.sign.shape[0], -1)
+        return self.physics.U(self._coeffs(z * sign * self.on("support", z)))
 
 
 # ------------------------------------------------------------------ operators without an SVD

@@ -127,8 +127,8 @@ class PiGDM(Solver):
             x0 = (x - eps * math.sqrt(1 - a_t)) / math.sqrt(a_t)
             with torch.no_grad():
                 alive &= torch.isfinite(x0.detach()).flatten(1).all(1)
-                last_good[alive] = x0.detach()[alive]
-                x0_safe = torch.where(alive.view(-1, 1, 1, 1), x0.detach(), last_good)
+                last_good = torch.where(alive.view(-1, 1, 1, 1), x0.detach(), last_good)  # no host sync
+                x0_safe = last_good
                 mat = self.gain(dec, operator, y - operator(x0_safe), 1 - a_t, float(sigma))
                 mat = torch.where(alive.view(-1, 1, 1, 1), mat, torch.zeros_like(mat))
             (g,) = torch.autograd.grad((mat * x0).sum(), x)
