@@ -295,6 +295,19 @@ def test_batch_equals_single_runs(name, params):
         assert batch.info[0]["nfe"] == one.info[0]["nfe"]
 
 
+def test_search_spaces_contain_the_reference_values():
+    """The log ranges the ground-truth-free calibration searches hold the reference values."""
+    from ipsolve.solvers import DDRM, DiffPIR, PiGDM
+    from ipsolve.solvers.diffpir import TASKS
+
+    assert DDRM.search_space == {}  # no guidance strength (η, η_b are mixing weights in [0, 1])
+    lo, hi = PiGDM.search_space["weight"]
+    assert 0 < lo < 1.0 < hi
+    for _, lam, zeta in TASKS.values():
+        assert DiffPIR.search_space["lam"][0] <= lam <= DiffPIR.search_space["lam"][1]
+        assert DiffPIR.search_space["zeta"][0] <= zeta <= DiffPIR.search_space["zeta"][1]
+
+
 # ------------------------------------------------------------------ command line
 def test_cli_runs_the_cpu_presets(tmp_path):
     """The three CPU presets from the command line, one sweep process, a 3-step budget."""

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..operators.decomposition import NotDecomposable, cg_solve, linear_part, pinv_cg
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
-from .svd_common import decomposition, skip_grid
+from .svd_common import skip_grid
 
 
 class PiGDM(Solver):
