@@ -90,7 +90,7 @@ class DeepinvOperator(Operator):
 
     def svd(self, shape):
         """deepinv's own SVD where the physics is a ``DecomposablePhysics`` (``A = U·mask·Vᵀ``:
-        Inpainting, Denoising, Decolorize, …) whose ``V_adjoint`` is a real orthogonal transform of
+        Inpainting, Denoising, SinglePixelCamera; not Decolorize, whose V maps 3 channels to 1) whose ``V_adjoint`` is a real orthogonal transform of
         the image (checked on a random probe) with a real mask; none otherwise (``BlurFFT``'s V is
         a half-spectrum rfft, ``complex_image=True`` embeds the real image in a complex one)."""
         import deepinv
