@@ -89,10 +89,11 @@ class DeepinvOperator(Operator):
                          f"{tuple(y_shape)}; apply the operator to an image first")
 
     def svd(self, shape):
-        """deepinv's own SVD where the physics is a ``DecomposablePhysics`` (``A = U·mask·Vᵀ``:
-        Inpainting, Denoising, SinglePixelCamera; not Decolorize, whose V maps 3 channels to 1) whose ``V_adjoint`` is a real orthogonal transform of
-        the image (checked on a random probe) with a real mask; none otherwise (``BlurFFT``'s V is
-        a half-spectrum rfft, ``complex_image=True`` embeds the real image in a complex one)."""
+        """deepinv's own SVD where the physics is a ``DecomposablePhysics`` (``A = U·mask·Vᵀ``)
+        whose ``V_adjoint`` is a real orthogonal transform of the image (checked on a random
+        probe) with a real mask: Inpainting, Denoising, SinglePixelCamera.  None otherwise:
+        ``Decolorize`` (its V maps 3 channels to 1), ``BlurFFT`` (its V is a half-spectrum rfft),
+        ``complex_image=True`` (the real image embedded in a complex one)."""
         import deepinv
 
         name = f"deepinv {type(self.physics).__name__}"
