@@ -109,7 +109,7 @@ class PiGDM(Solver):
         abar = lambda t: float(table[t]) if t >= 0 else 1.0  # noqa: E731
         ts = skip_grid(prior.num_timesteps, self.steps)
         ss = [-1] + ts[:-1]
-        with torch.no_grad():  # x_T = √ᾱ_T A⁺y + √(1 − ᾱ_T) z  (initialize, L94-103)
+        with torch.no_grad():  # x_T = √ᾱ_T A⁺y + √(1 − ᾱ_T) z  (initialize, L103-112)
             a_big = abar(ts[-1])
             pinv_y = dec.pinv(y) if dec is not None else pinv_cg(operator, y, self.pinv_iters)
             x = math.sqrt(a_big) * pinv_y + math.sqrt(1 - a_big) * randn_like_batch(shape, gens, y.device)
