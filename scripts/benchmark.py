@@ -45,14 +45,20 @@ SCIENCE_OPERATORS = {
 SCIENCE_BASELINE = {"ct": "FBP (ramp)", "mri": "zero-filled", "phase_retrieval": "HIO + ER"}
 PRESETS = {"dps": ("bundled:phantom-ddpm", "dps_cpu"), "dmplug": ("bundled:phantom-ddpm", "dmplug_cpu"),
            "fmplug": ("bundled:phantom-flow", "fmplug_cpu"), "resample": ("bundled:phantom-latent", "resample_cpu")}
-# the standard baselines of issue 20 (variational diffusion; flow priors)
+# the standard baselines of issue 20: variational diffusion and flow priors
 PRESETS.update({"reddiff": ("bundled:phantom-ddpm", "reddiff_cpu"), "pnp_flow": ("bundled:phantom-flow", "pnp_flow_cpu"),
                 "dflow": ("bundled:phantom-flow", "dflow_cpu"), "flowdps": ("bundled:phantom-flow", "flowdps_cpu")})
+# ... and the SVD / pseudo-inverse baselines (DDRM needs a decomposable operator; ΠGDM and DiffPIR also run
+# on linear operators without one, through conjugate gradients)
+SVD_SOLVERS = {"ddrm": ("super_resolution", "inpainting", "gaussian_blur", "mri"),
+               "pigdm": ("super_resolution", "inpainting", "gaussian_blur", "mri", "ct"),
+               "diffpir": ("super_resolution", "inpainting", "gaussian_blur", "mri", "ct")}
+PRESETS.update({name: ("bundled:phantom-ddpm", f"{name}_cpu") for name in SVD_SOLVERS})
 # the parameter that sets each solver's budget (--quick, the speed table); "iterations" otherwise
 BUDGET_KEY = {"dps": "steps", "resample": "steps", "reddiff": "steps", "pnp_flow": "steps", "flowdps": "steps",
-              "dflow": "max_iter"}
-SCIENCE_SOLVERS = ("dps", "dmplug", "fmplug", "reddiff", "pnp_flow", "dflow", "flowdps")
-NEW_SCIENCE_ROWS = ("CT 16 views", "MRI 4×")  # the science rows run for the issue-20 solvers
+              "dflow": "max_iter", "ddrm": "steps", "pigdm": "steps", "diffpir": "steps"}
+SCIENCE_SOLVERS = ("dps", "dmplug", "fmplug", "reddiff", "pnp_flow", "dflow", "flowdps", *SVD_SOLVERS)
+NEW_SCIENCE_ROWS = ("CT 16 views", "MRI 4×")  # the science rows run for the flow / RED-diff baselines
 BLIND_PRESETS = {"blind_dps": ("bundled:phantom-ddpm", "blind_dps_cpu")}  # quality table only
 
 
@@ -69,6 +75,17 @@ TABLE = [  # (operator, solver) rows of the quality table
     ("nonlinear_blur", "dps"), ("nonlinear_blur", "dmplug"), ("nonlinear_blur", "resample"),
     ("blind_blur", "dps"), ("blind_blur", "blind_dps"), ("blind_blur", "dmplug"),
 ]
+
+
+def applies(op_name: str, solver: str) -> bool:
+    """Whether a quality-table row is run: the SVD solvers only where they apply, the flow / RED-diff
+    baselines on the science operators only for CT 16 views and MRI 4×."""
+    registry = SCIENCE_OPERATORS[op_name][0] if op_name in SCIENCE_OPERATORS else op_name
+    if solver in SVD_SOLVERS:
+        return registry in SVD_SOLVERS[solver]
+    if op_name in SCIENCE_OPERATORS and solver not in ("dps", "dmplug", "fmplug"):
+        return op_name in NEW_SCIENCE_ROWS
+    return True
 
 
 def gens(n, base=0):
@@ -221,8 +238,8 @@ def main():
                    for k, (s, p) in QUALITY_SOLVERS.items()}
     print(f"## ipsolve benchmark ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, σ = {args.sigma})\n")
-    science = [(op, s) for op in SCIENCE_OPERATORS for s in SCIENCE_SOLVERS if s in (args.solvers or [s])
-               and (s in ("dps", "dmplug", "fmplug") or op in NEW_SCIENCE_ROWS)]
+    science = [(op, s) for op in SCIENCE_OPERATORS for s in SCIENCE_SOLVERS
+               if s in (args.solvers or SCIENCE_SOLVERS) and applies(op, s)]
     if not args.skip_science:
         print(quality_table(quality(phantoms, science, solvers, args.sigma),
                             f"Science operators: {len(phantoms)} held-out phantoms ({n} `blobs` + Shepp–Logan), 32 px; "

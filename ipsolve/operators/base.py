@@ -6,6 +6,8 @@ import math
 import torch
 from torch import nn
 
+from .decomposition import Decomposition, NotDecomposable, not_decomposable, pinv_cg
+
 
 def check_image(x, name: str = "x", channels: int | None = None, finite: bool | None = True) -> torch.Tensor:
     """Validate an image batch ``(B, C, H, W)``: a floating tensor (optionally C fixed) with finite
@@ -134,6 +136,34 @@ class Operator(nn.Module):
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(self.apply(x0), x0, grad_outputs=v)
         return grad
+
+    # -- decomposable operators (DDRM, ΠGDM, DiffPIR) ------------------------------
+    def svd(self, shape) -> Decomposition:
+        """``A(x) = U(s · Vᵀx) + b`` as fast transforms for image batches of ``shape``
+        ``(B, C, H, W)`` (:mod:`ipsolve.operators.decomposition`); operators without one raise
+        :class:`NotDecomposable`, one line naming the operators that have one."""
+        raise not_decomposable(type(self).__name__)
+
+    def has_svd(self, shape) -> bool:
+        try:
+            self.svd(tuple(shape))
+        except NotDecomposable:
+            return False
+        return True
+
+    def pinv(self, y: torch.Tensor, iters: int = 20) -> torch.Tensor:
+        """The pseudo-inverse ``A⁺(y − A(0))``: exact through :meth:`svd` where the operator has
+        one; otherwise ``iters`` conjugate-gradient iterations on the normal equations
+        (:func:`~ipsolve.operators.decomposition.pinv_cg`, linear operators such as CT); nonlinear
+        operators have none."""
+        check_image(y, "y")
+        shape = self.input_shape(y.shape)
+        try:
+            return self.svd(shape).pinv(y)
+        except NotDecomposable:
+            if not self.is_linear:
+                raise TypeError(f"{type(self).__name__} is not linear and has no pseudo-inverse") from None
+            return pinv_cg(self, y, iters)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in getattr(self, "params", {}).items())

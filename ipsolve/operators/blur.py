@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Operator
+from .decomposition import SeparableDecomposition, not_decomposable
 
 
 def gaussian_kernel(size: int = 61, std: float = 3.0, truncate: float = 4.0) -> torch.Tensor:
@@ -95,6 +96,31 @@ def _motionblur_kernel(size: int, intensity: float, rng: np.random.RandomState) 
     return kernel / np.sum(kernel)
 
 
+def gaussian_kernel_1d(size: int = 61, std: float = 3.0, truncate: float = 4.0) -> np.ndarray:
+    """The 1-D factor g of :func:`gaussian_kernel` (float64): scipy filters a delta along each axis
+    in turn, so the 2-D kernel is exactly ``g gᵀ`` with g the 1-D filtered delta."""
+    from scipy import ndimage
+
+    delta = np.zeros(int(size))
+    delta[size // 2] = 1.0
+    return ndimage.gaussian_filter1d(delta, std, mode="reflect", truncate=truncate)
+
+
+def correlation_matrix(kernel_1d: np.ndarray, n: int) -> np.ndarray:
+    """Dense ``(n, n)`` matrix of 1-D correlation with ``kernel_1d`` after reflection padding
+    (``F.pad(mode="reflect")``: k//2 before, k − 1 − k//2 after, the edge not repeated) — one axis
+    of :func:`convolve`, whose 2-D reflection padding and separable kernel factor per axis."""
+    k = len(kernel_1d)
+    before = k // 2
+    mat = np.zeros((n, n))
+    for i in range(n):
+        for j in range(k):
+            idx = i + j - before
+            idx = -idx if idx < 0 else (2 * (n - 1) - idx if idx >= n else idx)
+            mat[i, idx] += kernel_1d[j]
+    return mat
+
+
 def convolve(x: torch.Tensor, kernel: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
     """Correlate each image with a kernel (``(k,k)`` shared, or ``(B,k,k)`` one per image), keeping
     the size.  ``padding="reflect"``: reflection (``scipy.ndimage.correlate(mode="mirror")``);
@@ -135,6 +161,9 @@ class _KernelBlur(Operator):
     def apply(self, x):
         return convolve(x, self.kernel)
 
+    def svd(self, shape):
+        raise not_decomposable(type(self).__name__, "its kernel is not separable")
+
 
 class GaussianBlur(_KernelBlur):
     """Gaussian blur, ``size×size`` kernel of std ``std`` (DPS: 61, 3.0), reflection padding."""
@@ -143,6 +172,15 @@ class GaussianBlur(_KernelBlur):
         super().__init__()
         self.params = {"size": size, "std": std}
         self.register_buffer("kernel", gaussian_kernel(size, std))
+
+    def svd(self, shape):
+        """Separable: per axis the 1-D blur matrix with the reflection padding included
+        (:func:`correlation_matrix` of :func:`gaussian_kernel_1d`), SVD'd exactly, as DDRM's
+        ``Deblurring`` (``functions/svd_replacement.py`` L397-464, which pads with zeros)."""
+        self.output_shape(shape)
+        g = gaussian_kernel_1d(self.params["size"], self.params["std"])
+        return SeparableDecomposition(shape, torch.from_numpy(correlation_matrix(g, shape[-2])),
+                                      torch.from_numpy(correlation_matrix(g, shape[-1])))
 
 
 class MotionBlur(_KernelBlur):
@@ -183,6 +221,9 @@ class BlindBlur(_KernelBlur):
 
     def apply(self, x):
         return convolve(x, self.kernel, self.padding)
+
+    def svd(self, shape):
+        raise not_decomposable(type(self).__name__, "its kernel is unknown")
 
     def output_shape(self, shape):
         return tuple(shape) if self.padding == "zero" else super().output_shape(shape)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import Operator, display_scaled
+from .decomposition import DeepinvDecomposition, not_decomposable
 
 
 class DeepinvOperator(Operator):
@@ -86,6 +87,37 @@ class DeepinvOperator(Operator):
                 return (y_shape[0], *image)
         raise ValueError(f"{type(self.physics).__name__}: no image shape known for measurements of shape "
                          f"{tuple(y_shape)}; apply the operator to an image first")
+
+    def svd(self, shape):
+        """deepinv's own SVD where the physics is a ``DecomposablePhysics`` (``A = U·mask·Vᵀ``)
+        whose ``V_adjoint`` is a real orthogonal transform of the image (checked on a random
+        probe) with a real mask: Inpainting, Denoising, SinglePixelCamera.  None otherwise:
+        ``Decolorize`` (its V maps 3 channels to 1), ``BlurFFT`` (its V is a half-spectrum rfft),
+        ``complex_image=True`` (the real image embedded in a complex one)."""
+        import deepinv
+
+        name = f"deepinv {type(self.physics).__name__}"
+        if not isinstance(self.physics, deepinv.physics.DecomposablePhysics):
+            raise not_decomposable(name, "it is not a deepinv DecomposablePhysics")
+        if self.complex_image:
+            raise not_decomposable(name, "complex_image=True restricts its SVD to real images")
+        mask = torch.as_tensor(self.physics.mask)
+        if mask.is_complex():
+            raise not_decomposable(name, "its singular values (mask) are complex")
+        self.output_shape(shape)
+        g = torch.Generator().manual_seed(0)
+        probe = torch.randn(1, *shape[1:], generator=g).to(mask.device)
+        with torch.no_grad():
+            coeff = self.physics.V_adjoint(probe)
+            back = self.physics.V(coeff) if not coeff.is_complex() else None
+        if coeff.is_complex() or coeff.numel() != probe.numel() or back is None or \
+                not torch.allclose(back, probe, atol=1e-4 * float(probe.abs().max())) or \
+                abs(float(coeff.norm() / probe.norm()) - 1) > 1e-4:
+            raise not_decomposable(name, "its V is not a real orthogonal transform of the image")
+        scale = (self.hi - self.lo) / 2
+        with torch.no_grad():
+            offset = self.physics.A(torch.full((1, *shape[1:]), self.lo + (self.hi - self.lo) / 2, device=mask.device))
+        return DeepinvDecomposition(shape, self.physics, scale, offset, coeff.shape[1:])
 
     def initial_guess(self, y):
         if self.guess == "zeros":

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Operator
+from .decomposition import MaskDecomposition
 
 
 def harmonic_fill(y: torch.Tensor, mask: torch.Tensor, iters: int = 100) -> torch.Tensor:
@@ -125,6 +126,10 @@ class Inpainting(Operator):
 
     def apply(self, x):
         return x * self.mask_for(x.shape).to(x)
+
+    def svd(self, shape):
+        """V = U = I and the mask as singular values (per image with per-image masks)."""
+        return MaskDecomposition(tuple(shape), self.mask_for(shape))
 
     def seeded_state(self):
         if self.per_image:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .base import Operator, display_scaled
+from .decomposition import HermitianFourierDecomposition, not_decomposable
 
 MASK_KINDS = ("random", "equispaced", "equispaced_fraction")
 
@@ -199,6 +200,19 @@ class MRI(Operator):
         """Zero-filled reconstruction: |F⁻¹(zero-filled k-space)|, root-sum-of-squares over coils."""
         magnitude = ifft2c(self.kspace(y)).abs().pow(2).sum(1, keepdim=True).sqrt()
         return (magnitude.to(y.dtype) * 2 - 1).clamp(-1, 1)
+
+    def svd(self, shape):
+        """Single coil: the exact real-linear SVD of x ↦ sampled columns of fft2c((x + 1)/2) as
+        [real, imag] (:class:`~ipsolve.operators.decomposition.HermitianFourierDecomposition`).
+        Multi-coil: none — the sensitivities mix every pixel into every coil, so AᵀA is not
+        diagonal in any fixed fast basis; :meth:`pinv` uses conjugate gradients."""
+        self.output_shape(shape)
+        if self.coils != 1 or self.sens is not None:
+            raise not_decomposable(f"MRI with {self.coils} coil(s) and sensitivities",
+                                   "the sensitivities couple the pixels (pinv uses conjugate gradients)")
+        with torch.no_grad():
+            offset = self.apply(torch.zeros(1, *shape[1:], dtype=torch.float64))
+        return HermitianFourierDecomposition(shape, self.mask_for(shape).cpu(), offset)
 
     def seeded_state(self):
         return f"its {self.kind} column mask" if self.kind in MASK_KINDS else None

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Operator
+from .decomposition import SeparableDecomposition
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -13,6 +14,15 @@ def _cubic(x: np.ndarray) -> np.ndarray:
     ax = np.abs(x)
     return ((1.5 * ax ** 3 - 2.5 * ax ** 2 + 1) * (ax <= 1)
             + (-0.5 * ax ** 3 + 2.5 * ax ** 2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+
+
+def avgpool_matrix(in_length: int, scale: int) -> np.ndarray:
+    """Dense ``(in_length // scale, in_length)`` matrix of 1-D average pooling by ``scale``."""
+    out = in_length // scale
+    mat = np.zeros((out, in_length))
+    for i in range(out):
+        mat[i, i * scale:(i + 1) * scale] = 1.0 / scale
+    return mat
 
 
 def resize_matrix(in_length: int, scale: int) -> np.ndarray:
@@ -72,6 +82,14 @@ class SuperResolution(Operator):
             return F.avg_pool2d(x, self.scale)
         wh, ww = self._matrix(x.shape[-2], x), self._matrix(x.shape[-1], x)
         return torch.einsum("ih,bchw,jw->bcij", wh, x, ww)
+
+    def svd(self, shape):
+        """Separable: the SVD of the two 1-D factors (:func:`resize_matrix` or
+        :func:`avgpool_matrix`), as DDRM's ``SRConv`` (``functions/svd_replacement.py`` L314-395)."""
+        self.output_shape(shape)
+        mat = avgpool_matrix if self.kernel == "avgpool" else resize_matrix
+        return SeparableDecomposition(shape, torch.from_numpy(mat(shape[-2], self.scale)),
+                                      torch.from_numpy(mat(shape[-1], self.scale)))
 
     def initial_guess(self, y):
         """Bicubic upsampling of ``y``."""

@@ -14,8 +14,12 @@ from .dps import DPS, BlindDPS, project_simplex
 from .fmplug import FMPlug
 from .resample import ReSample
 from .sampling import combine_samples, reliability, sample_generators
+from .ddrm import DDRM
+from .diffpir import DiffPIR
+from .pigdm import PiGDM
 
 SOLVERS = {"dps": DPS, "resample": ReSample, "dmplug": DMPlug, "fmplug": FMPlug, "daps": DAPS, "blind_dps": BlindDPS}
+SOLVERS.update({"ddrm": DDRM, "pigdm": PiGDM, "diffpir": DiffPIR})  # decomposable-operator baselines (issue 20)
 
 # the field's standard baselines for diffusion (RED-diff) and flow priors (issue 20)
 from .dflow import DFlow  # noqa: E402
@@ -75,4 +79,5 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
 
 
 __all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS",
-           "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex", "REDDiff", "PnPFlow", "DFlow", "FlowDPS"]
+           "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex", "REDDiff", "PnPFlow", "DFlow", "FlowDPS",
+           "DDRM", "PiGDM", "DiffPIR"]

@@ -1,0 +1,25 @@
+"""What the SVD-based solvers (DDRM, ΠGDM, DiffPIR) share: the prior check, the operator's
+decomposition with the one-line error, and DDRM's / RED-diff's timestep grid."""
+from __future__ import annotations
+
+from ..operators.decomposition import NotDecomposable
+
+
+def decomposition(solver_name: str, operator, shape, cutoff: float | None = None):
+    """``operator.svd(shape)`` (with singular values below ``cutoff`` zeroed), or a one-line
+    ``ValueError`` naming the operators that have one."""
+    try:
+        dec = operator.svd(tuple(shape))
+    except NotDecomposable as err:
+        raise ValueError(f"solver {solver_name!r} needs a decomposable operator (U, singular values, Vᵀ): {err}") from None
+    return dec.truncated(cutoff) if cutoff else dec
+
+
+def skip_grid(num_timesteps: int, steps: int) -> list[int]:
+    """``range(0, T, T // steps)`` — DDRM ``runners/diffusion.py`` L334-335 and RED-diff
+    ``utils/functions.py`` L20-24 (``get_timesteps``): ascending; the sampler runs it backwards
+    from its last entry (T − T//steps, e.g. 950 for 20 steps), each step to the previous entry
+    and the last to t = −1 (ᾱ = 1)."""
+    if steps < 1 or steps > num_timesteps:
+        raise ValueError(f"steps must be in [1, {num_timesteps}], got {steps}")
+    return list(range(0, num_timesteps, num_timesteps // steps))
