@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):  # solvers and the runner are imported on first use (they pull in more)
-    if name in ("make_solver", "solve", "SOLVERS", "Result"):
+    if name in ("make_solver", "solve", "calibrate", "Calibration", "SOLVERS", "Result"):
         from . import solvers
 
         return getattr(solvers, name)
@@ -22,4 +22,5 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
     raise AttributeError(f"module 'ipsolve' has no attribute {name!r}")
 
 
-__all__ = ["make_operator", "OPERATORS", "load_prior", "make_solver", "solve", "reconstruct", "SOLVERS", "Result"]
+__all__ = ["make_operator", "OPERATORS", "load_prior", "make_solver", "solve", "calibrate", "Calibration", "reconstruct",
+           "SOLVERS", "Result"]

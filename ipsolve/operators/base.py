@@ -46,6 +46,7 @@ class Operator(nn.Module):
     is_linear: bool = False
     channels: int | None = None  # required channel count, None = any
     measurement_is_image: bool = True  # False: y is data (sinogram, k-space...), shown via display()
+    holdout_fill: str = "harmonic"  # how measurement entries held out for validation are filled in (restrict.py)
 
     # -- subclasses implement ------------------------------------------------------
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,6 +62,11 @@ class Operator(nn.Module):
     def seeded_state(self) -> str | None:
         """What this operator draws from its ``seed`` that measurements depend on (a mask, a
         kernel), for the error when measurements of unknown provenance meet it; None if nothing."""
+        return None
+
+    def observed_entries(self, y_shape) -> torch.Tensor | None:
+        """A bool mask over one image's flattened measurement of the entries that carry
+        information, for measurement-splitting validation (None: all of them)."""
         return None
 
     def set_images(self, keys) -> None:

@@ -131,6 +131,12 @@ class Inpainting(Operator):
         """V = U = I and the mask as singular values (per image with per-image masks)."""
         return MaskDecomposition(tuple(shape), self.mask_for(shape))
 
+    def observed_entries(self, y_shape):
+        """The observed pixels (all channels) of a shared mask; per-image masks: None (all entries)."""
+        if self.per_image:
+            return None
+        return self.mask_for(y_shape)[0].expand(y_shape[-3], -1, -1).flatten() > 0
+
     def seeded_state(self):
         if self.per_image:
             return "its per-image random masks (from the seed and each image's name)"

@@ -97,6 +97,7 @@ class MRI(Operator):
 
     is_linear = True
     measurement_is_image = False
+    holdout_fill = "zero"  # held-out k-space samples: zero-filled, like the unsampled ones
 
     def __init__(self, acceleration: float = 4, center_fraction: float = 0.08, mask: str = "random",
                  coils: int = 1, sensitivities: str | None = None, image_size: int | None = None, seed: int = 0):

@@ -7,6 +7,7 @@ from ..operators import Operator
 from ..parameters import unknown_parameters_message
 from ..priors import Prior
 from .base import Result, Solver, generators_for, generators_on
+from .calibration import Calibration, apply_auto, calibrate, fresh_generators as _copies
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
 from .dmplug import DMPlug
@@ -31,17 +32,27 @@ SOLVERS.update({"reddiff": REDDiff, "pnp_flow": PnPFlow, "dflow": DFlow, "flowdp
 
 
 def make_solver(name: str, **params) -> Solver:
-    """Build a solver by registry name (the same names as ``conf/solver/*.yaml``)."""
+    """Build a solver by registry name (the same names as ``conf/solver/*.yaml``).  A parameter the
+    solver declares in its ``search_space`` may be given as ``"auto"``: :func:`solve` then chooses it
+    from the measurement (:func:`ipsolve.calibrate`) before solving."""
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(sorted(SOLVERS))}")
     message = unknown_parameters_message("solver", name, SOLVERS[name], params)
     if message:
         raise TypeError(message)
-    return SOLVERS[name](**params)
+    auto = tuple(k for k, v in params.items() if isinstance(v, str) and v == "auto")
+    declared = getattr(SOLVERS[name], "search_space", {}) or {}
+    undeclared = [k for k in auto if k not in declared]
+    if undeclared:
+        raise ValueError(f"solver {name!r} cannot choose {', '.join(map(repr, undeclared))} automatically; "
+                         f"parameters that accept 'auto': {', '.join(declared) or 'none'}")
+    solver = SOLVERS[name](**{k: v for k, v in params.items() if k not in auto})
+    solver.auto_params = auto
+    return solver
 
 
 def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = 0.01,
-          generator=None, callback=None, samples: int = 1) -> Result:
+          generator=None, callback=None, samples: int = 1, calibrate: bool | dict = False) -> Result:
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
@@ -49,7 +60,9 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     image (sample j of image i seeded from (i's generator, j); the batch is solved once per
     sample, so memory stays that of one run); ``Result.samples``, ``.x`` = their mean, ``.std``.
     Every image gets a ``reliability`` score in its ``info`` (:mod:`ipsolve.solvers.sampling`).
-    Never sees the ground truth."""
+    ``calibrate=True`` (or a dict of :func:`ipsolve.calibrate` options) — and any parameter given
+    as ``"auto"`` to :func:`make_solver` — first chooses the solver's declared parameters from
+    ``y`` (``Result.calibration``).  Never sees the ground truth."""
     if isinstance(solver, str):
         solver = make_solver(solver)
     if not isinstance(operator, Operator):
@@ -65,11 +78,18 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
     gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
+    options = dict(calibrate) if isinstance(calibrate, dict) else {}
+    solver, calibration = apply_auto(solver, y, operator, prior, sigma, _copies(gens), calibrate_all=bool(calibrate),
+                                     **options)
     if samples == 1:
         result = solver.run(y, operator, prior, gens, sigma, callback)
     else:
         runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]
         result = combine_samples(runs, y, operator, sigma)
+    result.calibration = calibration
+    if calibration is not None:
+        for info in result.info:
+            info["calibrated"] = dict(calibration.params)
     per_call = (getattr(prior, "conditioning", None) or {}).get("evaluations_per_call", 1)
     for info, rel in zip(result.info, reliability(y, prior, result, sigma)):
         info.update(rel)
@@ -78,6 +98,6 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     return result
 
 
-__all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS",
+__all__ = ["SOLVERS", "make_solver", "solve", "calibrate", "Calibration", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS",
            "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex", "REDDiff", "PnPFlow", "DFlow", "FlowDPS",
            "DDRM", "PiGDM", "DiffPIR"]

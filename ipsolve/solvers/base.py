@@ -28,6 +28,7 @@ class Result:
     kernel: torch.Tensor | None = None
     samples: torch.Tensor | None = None
     std: torch.Tensor | None = None
+    calibration: object | None = None  # the Calibration that chose the solver's parameters, if any
 
 
 def generators_for(generator, batch: int) -> list[torch.Generator] | torch.Generator:
@@ -97,6 +98,12 @@ class Solver:
     name = ""
     accepts: tuple[str, ...] = ()
     blind_capable = False
+    # parameters ipsolve.calibrate may choose from the measurement: name -> (low, high), searched on
+    # a log scale; the ranges contain the papers' values
+    search_space: dict[str, tuple[float, float]] = {}
+    # for the discrepancy principle: +1 where a larger value fits the data more strongly, −1 where weaker
+    guidance_direction: dict[str, int] = {}
+    auto_params: tuple[str, ...] = ()  # parameters given as "auto" (make_solver): chosen by solve()
 
     def __init__(self, warm_start: float | None = None, autocast: bool = False, progress: bool = True,
                  record_trace: bool = False):

@@ -102,6 +102,9 @@ class DAPS(Solver):
 
     name = "daps"
     accepts = ("diffusion", "latent-diffusion")
+    # τ 0.01 in every reference config; Langevin lr 1e-5 … 1e-4 per task (PIXEL_TASKS)
+    search_space = {"tau": (1e-3, 0.1), "lr": (1e-6, 1e-3)}
+    guidance_direction = {"tau": -1, "lr": 1}  # a larger τ trusts the measurement less
 
     def __init__(self, annealing_steps: int = 200, ode_steps: int = 5, sigma_max: float = 100.0,
                  sigma_min: float = 0.1, ode_sigma_min: float = 0.01, mcmc: str | None = None,

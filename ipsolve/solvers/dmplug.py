@@ -22,6 +22,7 @@ class DMPlug(PlugSolver):
     Latent priors are never clipped (latents are not images in [-1, 1])."""
 
     name = "dmplug"
+    search_space = {"lr": (1e-3, 1e-1)}  # Adam lr 1e-2 in the reference; the iteration count by calibration's held-out curve
     accepts = ("diffusion", "latent-diffusion")
 
     def __init__(self, iterations: int = 5000, ddim_steps: int = 3, clip_x0: bool = True, **kw):

@@ -62,7 +62,8 @@ class DPS(Solver):
     ord 1, weight 1.0 — for a normalised non-negative kernel ‖K‖₁ = 1, so that term has no
     gradient, as in the reference) and both states step by ``−scale·∇`` with
     ``scale = √ᾱ_t`` (the reference's "gradually increasing scale", which replaces ζ; times
-    1000/``steps`` with ``rescale_zeta``).  ``blind_scale="zeta"`` uses ζ instead (ipsolve's
+    1000/``steps`` with ``rescale_zeta``; times ``blind_step``, 1 in the reference — the factor
+    calibration searches).  ``blind_scale="zeta"`` uses ζ instead (ipsolve's
     option).  Without ``kernel_prior`` (ipsolve's own blind DPS, from no paper): the kernel takes
     simplex-projected gradient steps (lr ``kernel_lr``) from a centred bump.
 
@@ -76,11 +77,12 @@ class DPS(Solver):
     name = "dps"
     accepts = ("diffusion", "latent-diffusion")
     blind_capable = True
+    search_space = {"zeta": (0.05, 5.0)}  # the papers' 0.3 / 0.5 / 1.0 (per 1000 steps; ×1000/steps with rescale_zeta)
 
     def __init__(self, steps: int = 1000, zeta: float | None = None, rescale_zeta: bool = False,
                  kernel_lr: float = 1e-3, kernel_size: int | None = None, kernel_prior=None,
                  kernel_reg: float = 1.0, kernel_reg_ord: int = 1, blind_scale: str = "sqrt_alpha_bar",
-                 variance: str = "learned", **kw):
+                 blind_step: float = 1.0, variance: str = "learned", **kw):
         super().__init__(**kw)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -93,6 +95,9 @@ class DPS(Solver):
             steps, zeta, rescale_zeta, kernel_lr, kernel_size
         self.kernel_prior, self.kernel_reg, self.kernel_reg_ord, self.blind_scale = \
             kernel_prior, kernel_reg, kernel_reg_ord, blind_scale
+        if not blind_step > 0:
+            raise ValueError(f"blind_step must be > 0 (a factor on BlindDPS's step), got {blind_step!r}")
+        self.blind_step = blind_step
         self._kernel_prior = None
 
     def kernel_prior_for(self, operator, device):
@@ -184,8 +189,8 @@ class DPS(Solver):
                 else:
                     x_prev = x0
                 if kprior is not None:
-                    scale = zeta if self.blind_scale == "zeta" else \
-                        math.sqrt(inner.alpha_bar_value(t)) * (1000 / self.steps if self.rescale_zeta else 1)
+                    scale = self.blind_step * (zeta if self.blind_scale == "zeta" else
+                                               math.sqrt(inner.alpha_bar_value(t)) * (1000 / self.steps if self.rescale_zeta else 1))
                     x = x_prev - scale * grads[0]
                     if t_prev >= 0:
                         kmean, kstd = kprior.ddpm_posterior(kx, t, k0, t_prev)
@@ -224,6 +229,7 @@ class BlindDPS(DPS):
     (``conf/solver/blind_dps.yaml``)."""
 
     name = "blind_dps"
+    search_space = {"blind_step": (0.1, 10.0)}  # a factor on the reference's √ᾱ_t step (1.0)
 
     def __init__(self, kernel_prior=None, steps: int = 1000, **kw):
         if kernel_prior is None:

@@ -24,6 +24,7 @@ class FMPlug(PlugSolver):
     learnable start ``t0`` already chooses where the few steps are spent."""
 
     name = "fmplug"
+    search_space = {"lr": (1e-3, 1e-1)}  # Adam lr 1e-2 (FMPlug's code); the iteration count by calibration's held-out curve
     accepts = ("flow", "latent-flow")
 
     def __init__(self, iterations: int = 5000, ode_steps: int = 3, time_lr: float = 1e-2, shell_eps: float = 0.025,

@@ -82,6 +82,7 @@ class ReSample(Solver):
     A pixel diffusion prior runs with an identity autoencoder."""
 
     name = "resample"
+    search_space = {"gamma_scale": (4.0, 400.0)}  # the reference's γ factor 40
     accepts = ("latent-diffusion", "diffusion")
 
     def __init__(self, steps: int = 500, hdc_every: int = 10, lookahead: int = 5, pixel_lr: float = 1e-2,

@@ -1,0 +1,99 @@
+"""Any operator restricted to a subset of its measurement's entries — the generic wrapper behind
+measurement-splitting validation (self-validation, Li et al. 2021; SSDU, Yaman et al. 2020;
+Noise2Inverse, Hendriksen et al. 2020): a solver reconstructs from the kept entries, the held-out
+ones score the reconstruction.  The restricted operator masks the full operator's output and
+keeps what solvers ask of an operator (its kind for per-operator defaults, blind kernels, initial
+guesses), so it works for every operator, the deepinv adapter included."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .base import Operator, check_image
+from .decomposition import not_decomposable
+
+FILLS = ("harmonic", "zero")
+
+
+def split_entries(m: int, fraction: float, generator: torch.Generator, observed: torch.Tensor | None = None):
+    """``(kept, held)``: sorted indices into a measurement's ``m`` flattened entries, with
+    ``round(fraction · n)`` held out at random among the ``n`` observed entries (all of them when
+    ``observed`` is None; an inpainting operator's holes carry no information and are never held
+    out).  The same split serves every image of a batch."""
+    if not 0.0 < float(fraction) <= 0.5:
+        raise ValueError(f"the hold-out fraction must be in (0, 0.5], got {fraction!r}")
+    candidates = torch.arange(m) if observed is None else torch.nonzero(observed.flatten().cpu()).flatten()
+    n_held = round(float(fraction) * len(candidates))
+    if n_held < 1 or n_held >= len(candidates):
+        raise ValueError(f"cannot hold out {fraction:g} of {len(candidates)} measurement entries")
+    held = candidates[torch.randperm(len(candidates), generator=generator)[:n_held]].sort().values
+    keep = torch.ones(m, dtype=torch.bool)
+    keep[held] = False
+    return torch.nonzero(keep).flatten(), held
+
+
+class _Restricted:
+    """Mixin placed before the operator's own class (see :func:`restrict`): ``A_K(x)`` = the kept
+    entries of ``A(x)`` as a ``(B, 1, 1, m_K)`` measurement."""
+
+    _kept: torch.Tensor
+    _full_shape: tuple
+
+    def forward(self, x, **kw):  # noqa: D401 - the wrapped operator's forward, then the kept entries
+        full = super().forward(x, **kw)
+        return full.flatten(1)[:, self._kept.to(full.device)].view(full.shape[0], 1, 1, -1)
+
+    def output_shape(self, shape):
+        super().output_shape(shape)
+        return (shape[0], 1, 1, len(self._kept))
+
+    def input_shape(self, y_shape):
+        return super().input_shape((y_shape[0], *self._full_shape))
+
+    def scatter(self, y_kept: torch.Tensor) -> torch.Tensor:
+        """The full-shape measurement with the kept entries in place and the others filled
+        (``holdout_fill``: harmonic interpolation of the kept entries for image-like
+        measurements and sinograms, zeros for k-space), as the initial guess and display need."""
+        b = y_kept.shape[0]
+        full = torch.zeros(b, int(torch.tensor(self._full_shape).prod()), dtype=y_kept.dtype, device=y_kept.device)
+        full[:, self._kept.to(y_kept.device)] = y_kept.flatten(1)
+        full = full.view(b, *self._full_shape)
+        if self.holdout_fill == "zero":
+            return full
+        from .inpainting import harmonic_fill
+
+        mask = torch.zeros(int(torch.tensor(self._full_shape).prod()), dtype=y_kept.dtype, device=y_kept.device)
+        mask[self._kept.to(y_kept.device)] = 1
+        return harmonic_fill(full, mask.view(1, *self._full_shape).expand_as(full))
+
+    def initial_guess(self, y):
+        return super().initial_guess(self.scatter(y))
+
+    def display(self, y, size):
+        return super().display(self.scatter(y), size)
+
+    def project_measurement(self, y):
+        return y
+
+    def svd(self, shape):
+        raise not_decomposable(f"{type(self).__name__} (restricted to part of its measurement)")
+
+
+def restrict(operator: Operator, kept: torch.Tensor, full_shape) -> Operator:
+    """``operator`` restricted to the measurement entries ``kept`` (indices into one image's
+    flattened measurement of shape ``full_shape`` = ``(C, h, w)``).  The result is an instance of
+    the operator's own class (so solvers' per-operator defaults and blind-kernel handling apply)
+    sharing its parameters and buffers."""
+    cls = type(operator)
+    restricted_cls = type(f"Restricted{cls.__name__}", (_Restricted, cls), {})
+    out = copy.copy(operator)
+    out.__class__ = restricted_cls
+    out._kept, out._full_shape = kept.clone(), tuple(int(s) for s in full_shape)
+    return out
+
+
+def gather(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The entries ``index`` of each image's flattened measurement, ``(B, 1, 1, len(index))``."""
+    check_image(y, "y", finite=None)
+    return y.flatten(1)[:, index.to(y.device)].view(y.shape[0], 1, 1, -1)

@@ -1,0 +1,323 @@
+"""Tuning without the ground truth (DESIGN.md §12): choose a solver's guidance, step size and
+stopping from the measurement alone.
+
+Two criteria, each a small function of what a user has:
+
+* :func:`holdout_error` — measurement-splitting validation: hold out a seeded fraction of the
+  measurement's entries (pixels of y, sinogram bins, k-space samples), reconstruct from the rest
+  with the operator restricted to the kept entries (:func:`ipsolve.operators.restrict.restrict`),
+  and score how well the reconstruction predicts the held-out entries against the noise-only
+  expectation: ``‖y_H − A_H(x̂)‖² / (m_H σ²)`` is 1 for a reconstruction that predicts them to
+  the noise level and grows with its error there (self-validation, Li et al. 2021; SSDU, Yaman
+  et al. 2020; Noise2Inverse, Hendriksen et al. 2020).  The chosen value is then used on all
+  entries.
+* :func:`discrepancy_ratio` — Morozov's discrepancy principle: the weakest guidance whose residual
+  ``‖y − A(x̂)‖/(σ√m)`` is within the χ²_m 95 % level (:func:`~.stopping.discrepancy_tau`), for
+  measurements too small to split.
+
+The search runs on a log range per parameter (each solver's ``search_space``) by golden-section
+search (coordinate-wise for several parameters), one solve of the calibration images per
+candidate, at most ``budget`` candidates (default 5: five times the network evaluations of one
+uncalibrated solve); every candidate's values, score and cost go into ``Calibration.table``.
+The plug-in solvers (DMPlug, FMPlug) also get their iteration count from the held-out error:
+each candidate runs to its budget and the iterate with the smallest held-out error sets
+``iterations`` (and the budget becomes the stopping rule).  Nothing here sees the ground truth.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..operators import BlindBlur, Operator
+from ..operators.restrict import gather, restrict, split_entries
+from ..parameters import accepted_parameters
+from .base import Solver, generators_for, generators_on, residual_ratio
+from .plug import PlugSolver
+from .stopping import discrepancy_tau
+
+METHODS = ("auto", "holdout", "discrepancy")
+MIN_SPLIT = 64  # measurement entries per image below which nothing is held out (auto: discrepancy)
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+@dataclass
+class Calibration:
+    """What :func:`calibrate` chose: ``params`` (name → value), ``solver`` (a copy with them set),
+    ``table`` (one dict per candidate: its values, ``score``, ``nfe`` per image, ``seconds``),
+    ``method`` (``holdout`` or ``discrepancy``), ``nfe`` (network evaluations per image spent in
+    all), ``seconds`` and ``note`` (why this method; any fallback)."""
+
+    params: dict
+    solver: Solver
+    table: list[dict] = field(default_factory=list)
+    method: str = ""
+    nfe: float = 0.0
+    seconds: float = 0.0
+    note: str = ""
+
+    def summary(self) -> dict:
+        return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
+                "seconds": round(self.seconds, 2), "candidates": len(self.table), "note": self.note}
+
+
+# ---------------------------------------------------------------------------------- criteria
+def holdout_error(y_held: torch.Tensor, predicted: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Per image ``‖y_H − A_H(x̂)‖² / (m_H σ²)``: its expectation is 1 + ‖A_H(x − x̂)‖²/(m_H σ²) for a
+    reconstruction that did not see the held-out noise, so 1 means "predicts the held-out entries
+    to the noise level" (σ = 0: the mean squared error)."""
+    sse = (y_held - predicted).flatten(1).pow(2).sum(1)
+    return sse / (y_held[0].numel() * (sigma ** 2 if sigma > 0 else 1.0))
+
+
+def discrepancy_ratio(y: torch.Tensor, ax: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Per image ``‖y − A(x̂)‖ / (τ σ √m)`` with τ the χ²_m 95 % factor: ≤ 1 means the fit is one the
+    true image could have produced."""
+    return residual_ratio(y, ax, sigma) / discrepancy_tau(y[0].numel())
+
+
+# ---------------------------------------------------------------------------------- solver copies
+def declared_space(solver: Solver, params=None) -> dict[str, tuple[float, float]]:
+    """The search ranges to use: the solver's declared ``search_space``, or the named subset of it
+    (an undeclared name is a one-line error naming the declared ones)."""
+    space = dict(getattr(type(solver), "search_space", {}) or {})
+    if params is None:
+        if not space:
+            raise ValueError(f"solver {solver.name!r} declares no parameters to calibrate")
+        return space
+    names = [params] if isinstance(params, str) else list(params)
+    unknown = [p for p in names if p not in space]
+    if unknown:
+        raise ValueError(f"solver {solver.name!r} cannot calibrate {', '.join(map(repr, unknown))}; "
+                         f"its calibrated parameters: {', '.join(space) or 'none'}")
+    return {p: space[p] for p in names}
+
+
+def with_params(solver: Solver, **params) -> Solver:
+    """A new solver of the same class and settings with ``params`` changed (validated by its
+    constructor); loaded helpers (a kernel prior) are shared, not reloaded."""
+    kwargs = {k: getattr(solver, k) for k in accepted_parameters(type(solver)) if hasattr(solver, k)}
+    kwargs.update(params)
+    new = type(solver)(**kwargs)
+    for k, v in vars(solver).items():  # loaded helpers, e.g. BlindDPS's kernel prior
+        if k.startswith("_") and k != "_stopping" and v is not None and getattr(new, k, None) is None:
+            setattr(new, k, v)
+    new.auto_params = ()
+    return new
+
+
+def fresh_generators(gens):
+    """Copies of ``gens`` at their current state, so every candidate draws the same noise."""
+    def clone(g):
+        c = torch.Generator(device=g.device)
+        c.set_state(g.get_state())
+        return c
+
+    return [clone(g) for g in gens] if isinstance(gens, list) else clone(gens)
+
+
+# ---------------------------------------------------------------------------------- search
+def golden_section(evaluate, lo: float, hi: float, evaluations: int):
+    """Minimise ``evaluate(value)`` over ``[lo, hi]`` on a log scale with ``evaluations`` calls
+    (golden-section search: after the first two interior points each call shrinks the bracket by
+    0.618).  Returns the best value evaluated."""
+    a, b = math.log(lo), math.log(hi)
+    if evaluations < 2:
+        raise ValueError(f"a search needs at least two candidates per parameter, got {evaluations}")
+    c, d = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
+    fc, fd = evaluate(math.exp(c)), evaluate(math.exp(d))
+    best = min((fc, math.exp(c)), (fd, math.exp(d)))
+    for _ in range(evaluations - 2):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - GOLDEN * (b - a)
+            fc = evaluate(math.exp(c))
+            best = min(best, (fc, math.exp(c)))
+        else:
+            a, c, fc = c, d, fd
+            d = a + GOLDEN * (b - a)
+            fd = evaluate(math.exp(d))
+            best = min(best, (fd, math.exp(d)))
+    return best[1]
+
+
+def discrepancy_search(evaluate, lo: float, hi: float, evaluations: int, direction: int):
+    """The weakest guidance whose discrepancy ratio is ≤ 1: bisection on a log scale between ``lo``
+    and ``hi`` (``direction`` +1: a larger value guides more strongly).  ``evaluate(value)`` returns
+    the median ratio.  If no candidate fits, the best-fitting one."""
+    a, b = math.log(lo), math.log(hi)
+    tried = []
+    for _ in range(evaluations):
+        mid = (a + b) / 2
+        ratio = evaluate(math.exp(mid))
+        tried.append((mid, ratio))
+        fits = ratio <= 1.0
+        if (direction > 0) == fits:  # fits: move towards weaker guidance
+            b = mid
+        else:
+            a = mid
+    fitting = [m for m, r in tried if r <= 1.0]
+    if fitting:
+        return math.exp(min(fitting) if direction > 0 else max(fitting))
+    return math.exp(min(tried, key=lambda t: t[1])[0])
+
+
+# ---------------------------------------------------------------------------------- calibrate
+def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sigma: float = 0.01, params=None,
+              budget: int | None = None, method: str = "auto", holdout: float = 0.2, seed: int = 0,
+              generator=None, progress: bool = False) -> Calibration:
+    """Choose ``solver``'s parameters for this measurement batch ``y`` without the ground truth.
+
+    ``params``: names of declared parameters (default: all of ``solver.search_space``);
+    ``budget``: candidates in all (default 5, i.e. five solves of ``y``; at least two per
+    parameter); ``method``: ``holdout``, ``discrepancy`` or ``auto`` (holdout when each image has
+    at least 64 measurement entries to split, else the discrepancy principle — the choice and why
+    are in ``Calibration.note``); ``holdout``: the fraction of entries held out, in (0, 0.5];
+    ``seed``: the split; ``generator``: the solver's randomness (as :func:`ipsolve.solve`), the same
+    for every candidate."""
+    from . import make_solver
+
+    start = time.perf_counter()
+    if isinstance(solver, str):
+        solver = make_solver(solver)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not 0.0 < float(holdout) <= 0.5:
+        raise ValueError(f"holdout must be a fraction in (0, 0.5], got {holdout!r}")
+    space = declared_space(solver, params)
+    budget = 5 if budget is None else int(budget)
+    if budget < 2 * len(space):
+        raise ValueError(f"budget {budget} is below two candidates per calibrated parameter "
+                         f"({', '.join(space)}): give at least {2 * len(space)}")
+    solver.check(operator, prior)
+    y = y.to(prior.device, torch.float32)
+    operator.to(prior.device)
+    operator.check_measurement(y, (y.shape[0], *prior.shape))
+    gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
+    full_shape = tuple(y.shape[1:])
+    observed = operator.observed_entries(y.shape)
+    n_split = y[0].numel() if observed is None else int(observed.sum())
+    note = ""
+    if method == "auto":
+        method = "holdout" if n_split >= MIN_SPLIT else "discrepancy"
+        note = (f"auto: holdout ({n_split} measurement entries per image, {holdout:g} held out)" if method == "holdout"
+                else f"auto: discrepancy principle (only {n_split} measurement entries per image; "
+                     f"at least {MIN_SPLIT} are needed to hold some out)")
+    elif method == "holdout" and n_split < MIN_SPLIT:
+        method = "discrepancy"
+        note = (f"fell back to the discrepancy principle: only {n_split} measurement entries per image "
+                f"(at least {MIN_SPLIT} are needed to hold some out)")
+    plug = isinstance(solver, PlugSolver)
+    blind = isinstance(operator, BlindBlur)
+    table: list[dict] = []
+    chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
+    best_iterations: dict[tuple, int] = {}
+
+    if method == "holdout":
+        kept, held = split_entries(y[0].numel(), holdout, torch.Generator().manual_seed(seed), observed)
+        op_kept = restrict(operator, kept, full_shape)
+        y_kept, y_held = gather(y, kept), gather(y, held)
+
+        def score(values: dict) -> float:
+            cand = with_params(solver, **values, **({"stop": ()} if plug else {}))
+            curve = []
+
+            def track(it, state):  # the held-out error of every iterate (plug-in solvers, not blind)
+                if not blind:
+                    with torch.no_grad():
+                        curve.append(holdout_error(y_held, gather(operator(state["x"]), held), sigma).mean())
+
+            t0 = time.perf_counter()
+            res = cand.run(y_kept, op_kept, prior, fresh_generators(gens), sigma, track if plug else None)
+            with torch.no_grad():
+                full = operator(res.x, kernel=res.kernel) if blind else operator(res.x)
+            errors = holdout_error(y_held, gather(full, held), sigma)
+            value = float(errors.mean())
+            row = {**values, "score": value, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0}
+            if plug and curve:
+                smooth = _moving_average(torch.stack(curve).tolist(), 5)
+                it = int(min(range(len(smooth)), key=smooth.__getitem__))
+                best_iterations[tuple(sorted(values.items()))] = it + 1
+                row.update(score=smooth[it], iterations=it + 1)
+                value = smooth[it]
+            table.append(row)
+            return value
+    else:
+        def score(values: dict) -> float:
+            extra = {"stop": ("discrepancy",), "tau": None, "combine": "first"} if plug else {}
+            cand = with_params(solver, **values, **extra)
+            t0 = time.perf_counter()
+            res = cand.run(y, operator, prior, fresh_generators(gens), sigma, None)
+            with torch.no_grad():
+                ax = operator(res.x, kernel=res.kernel) if blind else operator(res.x)
+            ratio = float(discrepancy_ratio(y, ax, sigma).median())
+            table.append({**values, "score": ratio, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0})
+            return ratio
+
+    per_param = _split_budget(budget, len(space))
+    for (name, (lo, hi)), n in zip(space.items(), per_param):
+        def evaluate(value, name=name):
+            return score({**chosen, name: value})
+
+        if method == "holdout":
+            chosen[name] = golden_section(evaluate, lo, hi, n)
+        else:
+            direction = getattr(type(solver), "guidance_direction", {}).get(name, 1)
+            chosen[name] = discrepancy_search(evaluate, lo, hi, n, direction)
+    final = dict(chosen)
+    if method == "holdout" and plug:
+        final["iterations"] = best_iterations.get(tuple(sorted(chosen.items())), solver.iterations)
+        calibrated = with_params(solver, **final, stop=())
+    elif method == "discrepancy" and plug:
+        calibrated = with_params(solver, **final, stop=("discrepancy",), tau=None, combine="first")
+    else:
+        calibrated = with_params(solver, **final)
+    total_nfe = sum(r["nfe"] for r in table)
+    return Calibration(params=final, solver=calibrated, table=table, method=method, nfe=total_nfe,
+                       seconds=time.perf_counter() - start, note=note)
+
+
+def _current(solver, name, lo, hi) -> float:
+    """The solver's present value of ``name`` (a start for coordinate-wise search), or the range's
+    geometric middle when it has none (e.g. DPS's per-operator ζ)."""
+    value = getattr(solver, name, None)
+    return float(value) if isinstance(value, (int, float)) and value > 0 else math.sqrt(lo * hi)
+
+
+def _split_budget(budget: int, n: int) -> list[int]:
+    base, extra = divmod(budget, n)
+    return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+def _mean_nfe(res) -> float:
+    return sum(i.get("nfe", 0) for i in res.info) / max(len(res.info), 1)
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing moving average (the first entries average what there is)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def apply_auto(solver: Solver, y, operator, prior, sigma: float, generator, calibrate_all: bool = False,
+               **options) -> tuple[Solver, Calibration | None]:
+    """The solver to run: calibrated on ``y`` when some of its parameters were given as ``"auto"``
+    (or all declared ones with ``calibrate_all``), else itself."""
+    names = tuple(getattr(solver, "auto_params", ()) or ())
+    if calibrate_all:
+        names = tuple(declared_space(solver))
+    if not names:
+        return solver, None
+    cal = calibrate(y, operator, prior, solver, sigma=sigma, params=list(names), generator=generator, **options)
+    return cal.solver, cal
+
+
+__all__ = ["Calibration", "calibrate", "holdout_error", "discrepancy_ratio", "golden_section", "discrepancy_search",
+           "declared_space", "with_params", "METHODS", "MIN_SPLIT"]

@@ -1,0 +1,177 @@
+"""Tuning without the ground truth: the restricted operator, the held-out criterion against the
+Bayes-optimal answer of an analytic Gaussian prior, the search, and the errors."""
+import math
+
+import pytest
+import torch
+
+import ipsolve
+from ipsolve import datasets, load_prior, make_operator, make_solver, solve
+from ipsolve.operators.restrict import gather, restrict, split_entries
+from ipsolve.solvers import Result, Solver
+from ipsolve.solvers.calibration import (calibrate, discrepancy_search, golden_section, holdout_error,
+                                         with_params)
+
+
+def dense(op, shape):
+    """The matrix of a linear operator (columns A e_i), float64."""
+    d = int(torch.tensor(shape).prod())
+    return op(torch.eye(d, dtype=torch.float64).view(d, *shape)).flatten(1).T
+
+
+class PosteriorMean(Solver):
+    """Test solver: the exact posterior mean of the prior's Gaussian for an assumed noise std
+    ``noise`` — the Bayes-optimal (minimum-MSE) estimator exactly when ``noise`` is the true σ."""
+
+    name = "posterior_mean"
+    accepts = ("diffusion",)
+    search_space = {"noise": (0.003, 0.3)}
+    guidance_direction = {"noise": -1}
+
+    def __init__(self, noise: float = 0.03, **kw):
+        super().__init__(**kw)
+        self.noise = noise
+
+    def run(self, y, operator, prior, gens, sigma, callback=None):
+        dist = prior.distribution
+        a = dense(operator, prior.shape)
+        s = dist.cov
+        gain = s @ a.T @ torch.linalg.inv(a @ s @ a.T + self.noise ** 2 * torch.eye(a.shape[0], dtype=torch.float64))
+        x = dist.mean + (y.double().flatten(1) - dist.mean @ a.T) @ gain.T
+        x = x.float().view(y.shape[0], *prior.shape)
+        return Result(x=x, info=[{"nfe": 1, "iterations": 1, "stop_reason": "budget", "residual": 0.0, "seconds": 0.0}
+                                 for _ in range(y.shape[0])])
+
+
+@pytest.fixture(scope="module")
+def gaussian_problem():
+    prior = load_prior("gaussian", image_size=16, channels=1, mean=0.0, std=0.5, correlation=0.9)
+    op = make_operator("super_resolution", scale=2)  # 16 px → 8 × 8 = 64 entries per image
+    x = prior.distribution.sample(48, torch.Generator().manual_seed(0)).float().view(48, 1, 16, 16)
+    sigma = 0.05
+    y = op.measure(x, sigma, generator=torch.Generator().manual_seed(1))
+    return prior, op, x, y, sigma
+
+
+def test_holdout_score_is_minimal_at_the_bayes_optimal_value(gaussian_problem):
+    """With an exact Gaussian prior the posterior mean for the true σ is the minimum-MSE estimator.
+    The held-out error, computed from the measurement alone, is minimal on a grid at that value
+    (within one grid step), where the ground-truth error (this test only) is minimal too, and
+    calibrate() picks it within the golden-section search's resolution."""
+    prior, op, x, y, sigma = gaussian_problem
+    kept, held = split_entries(y[0].numel(), 0.2, torch.Generator().manual_seed(0))
+    op_kept = restrict(op, kept, tuple(y.shape[1:]))
+    grid = torch.logspace(math.log10(0.01), math.log10(0.25), 9).tolist()  # ×1.5 steps, σ = 0.05 in between
+    scores, errors = [], []
+    for noise in grid:
+        res = PosteriorMean(noise=noise).run(gather(y, kept), op_kept, prior, None, sigma)
+        scores.append(float(holdout_error(gather(y, held), gather(op(res.x), held), sigma).mean()))
+        full = PosteriorMean(noise=noise).run(y, op, prior, None, sigma)
+        errors.append(float((full.x - x).pow(2).mean()))
+    best_score, best_error = grid[scores.index(min(scores))], grid[errors.index(min(errors))]
+    print("noise", [f"{v:.3f}" for v in grid], "\nholdout", [f"{v:.3f}" for v in scores], "\nmse", errors)
+    assert abs(math.log(best_error / sigma)) <= math.log(1.5)  # the oracle: the true σ (sanity of the test)
+    assert abs(math.log(best_score / sigma)) <= math.log(1.5) + 1e-9
+    assert min(scores) > 0.9  # predicting held-out entries cannot beat their noise
+    cal = calibrate(y, op, prior, PosteriorMean(), sigma=sigma, budget=8)
+    print(cal.params, cal.method, [round(r["noise"], 4) for r in cal.table])
+    assert cal.method == "holdout" and len(cal.table) == 8
+    assert abs(math.log(cal.params["noise"] / sigma)) <= math.log(1.6)
+    # the discrepancy principle: the weakest fit within the χ² level — here 0.12, over-regularised
+    # against the Bayes-optimal 0.05 (a posterior mean fits less than the noise: why holdout is the default)
+    disc = calibrate(y, op, prior, PosteriorMean(), sigma=sigma, budget=6, method="discrepancy")
+    ratio = {r["noise"]: r["score"] for r in disc.table}
+    assert disc.method == "discrepancy" and ratio[disc.params["noise"]] <= 1
+    assert all(r > 1 for v, r in ratio.items() if v > disc.params["noise"] * 1.1)
+
+
+def test_calibrate_is_deterministic_and_falls_back_on_small_measurements(gaussian_problem):
+    prior, op, x, y, sigma = gaussian_problem
+    a = calibrate(y[:8], op, prior, PosteriorMean(), sigma=sigma, seed=3)
+    b = calibrate(y[:8], op, prior, PosteriorMean(), sigma=sigma, seed=3)
+    assert a.params == b.params and [r["score"] for r in a.table] == [r["score"] for r in b.table]
+    assert isinstance(a.solver, PosteriorMean) and a.solver.noise == a.params["noise"]
+    small = make_operator("super_resolution", scale=4)  # 4 × 4 = 16 entries: nothing to hold out
+    y_small = small.measure(x[:4], sigma, generator=torch.Generator().manual_seed(2))
+    cal = calibrate(y_small, small, prior, PosteriorMean(), sigma=sigma, method="holdout")
+    assert cal.method == "discrepancy" and "16 measurement entries" in cal.note
+
+
+def test_search_routines():
+    """Golden-section search finds the minimum of a unimodal function of log(value) to its
+    bracket's resolution; the discrepancy search the boundary of a monotone ratio."""
+    seen = []
+    best = golden_section(lambda v: (seen.append(v), (math.log(v) - math.log(0.7)) ** 2)[1], 0.01, 10.0, 10)
+    assert abs(math.log(best / 0.7)) < 0.1 and len(seen) == 10
+    boundary = discrepancy_search(lambda v: v / 0.3, 0.01, 10.0, 10, direction=-1)  # fits (≤ 1) below 0.3
+    assert 0.25 < boundary <= 0.3
+
+
+@pytest.mark.parametrize("name,params", [
+    ("super_resolution", dict(scale=4)), ("inpainting", dict(missing=0.7)), ("gaussian_blur", dict(size=9, std=1.0)),
+    ("ct", dict(views=8)), ("mri", dict(acceleration=4)), ("phase_retrieval", dict()),
+    ("blind_blur", dict(true_kernel="gaussian", size=5, std=1.0)),
+])
+def test_restricted_operator_masks_the_full_operator(name, params):
+    """The restricted operator equals the kept entries of the full operator's output, keeps the
+    operator's class (per-operator solver defaults, blind kernels), and its initial guess and
+    display run on the filled-in measurement."""
+    op = make_operator(name, **params)
+    x = datasets.heldout_phantoms(2, 32)
+    y = op(x)
+    kept, held = split_entries(y[0].numel(), 0.25, torch.Generator().manual_seed(0), op.observed_entries(y.shape))
+    sub = restrict(op, kept, tuple(y.shape[1:]))
+    assert isinstance(sub, type(op))
+    torch.testing.assert_close(sub(x), y.flatten(1)[:, kept].view(2, 1, 1, -1))
+    assert sub.output_shape(x.shape) == (2, 1, 1, len(kept)) and len(kept) + len(held) == y[0].numel()
+    if name != "phase_retrieval":  # (its HIO + ER initial guess is slow; it runs on the filled-in y alike)
+        guess = sub.initial_guess(sub(x))
+        assert guess.shape == x.shape and torch.isfinite(guess).all()
+    if name == "blind_blur":
+        k = torch.full((2, 5, 5), 1 / 25)
+        torch.testing.assert_close(sub(x, kernel=k), op(x, kernel=k).flatten(1)[:, kept].view(2, 1, 1, -1))
+    if name == "inpainting":  # the holes carry no information and are never held out
+        assert op.mask_for(x.shape).flatten()[held].min() == 1
+
+
+def test_restricted_deepinv_operator():
+    deepinv = pytest.importorskip("deepinv")
+    op = ipsolve.operators.from_deepinv(deepinv.physics.Tomography(angles=8, img_width=32))
+    x = datasets.heldout_phantoms(1, 32)
+    y = op(x)
+    kept, _ = split_entries(y[0].numel(), 0.2, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(restrict(op, kept, tuple(y.shape[1:]))(x), y.flatten(1)[:, kept].view(1, 1, 1, -1))
+
+
+def test_auto_parameters_and_errors(gaussian_problem):
+    prior, op, x, y, sigma = gaussian_problem
+    with pytest.raises(ValueError, match=r"cannot choose 'steps' automatically; parameters that accept 'auto': zeta"):
+        make_solver("dps", steps="auto")
+    solver = make_solver("dps", zeta="auto", steps=4, progress=False)
+    assert solver.auto_params == ("zeta",)
+    with pytest.raises(ValueError, match=r"hold-out fraction|holdout must be a fraction in \(0, 0.5\]"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, holdout=0.7)
+    with pytest.raises(ValueError, match="budget 1 is below two candidates"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, budget=1)
+    with pytest.raises(ValueError, match="cannot calibrate 'lr'; its calibrated parameters: noise"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, params=["lr"])
+    with pytest.raises(ValueError, match="method must be one of"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, method="sure")
+
+
+def test_solve_with_auto_zeta_calibrates_dps():
+    """``make_solver("dps", zeta="auto")``: solve() chooses ζ from y (never the truth), reports what
+    it chose and what it cost, and the result equals solving with the chosen ζ."""
+    prior = load_prior("bundled:phantom-ddpm")
+    op = make_operator("inpainting", missing=0.5)
+    x = datasets.heldout_phantoms(2, 32)
+    y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    res = solve(y, op, prior, make_solver("dps", zeta="auto", steps=8, progress=False), sigma=0.05, generator=gens,
+                calibrate={"budget": 3})
+    cal = res.calibration
+    assert set(cal.params) == {"zeta"} and len(cal.table) == 3 and cal.nfe == 3 * 8
+    assert res.info[0]["calibrated"] == cal.params
+    again = solve(y, op, prior, with_params(make_solver("dps", steps=8, progress=False), zeta=cal.params["zeta"]),
+                  sigma=0.05, generator=[torch.Generator().manual_seed(i) for i in range(2)])
+    torch.testing.assert_close(res.x, again.x)
