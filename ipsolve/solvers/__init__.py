@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..operators import Operator
-from ..parameters import unknown_parameters_message
+from ..parameters import parameter_type_message, unknown_parameters_message
 from ..priors import Prior
 from .base import Result, Solver, generators_for
 from .stopping import ESWMV, StoppingRule
@@ -22,7 +22,8 @@ def make_solver(name: str, **params) -> Solver:
     """Build a solver by registry name (the same names as ``conf/solver/*.yaml``)."""
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(sorted(SOLVERS))}")
-    message = unknown_parameters_message("solver", name, SOLVERS[name], params)
+    message = (unknown_parameters_message("solver", name, SOLVERS[name], params)
+               or parameter_type_message("solver", name, SOLVERS[name], params))
     if message:
         raise TypeError(message)
     return SOLVERS[name](**params)
