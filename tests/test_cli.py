@@ -246,26 +246,26 @@ def test_measurements_only(single_run, tmp_path):
 
 def test_measurements_need_the_operator_state_that_made_them(tmp_path):
     """Inpainting measurements: the mask is hidden state.  ipsolve's own measurement folder
-    names it (its run's summary); foreign files need operator.seed or operator.mask, and holes
-    stored in any colour are ignored (the measurement is projected onto the mask)."""
+    names it (its run's summary) and refuses another; foreign files need operator.seed or
+    operator.mask, and holes stored with any value are ignored (the measurement is projected onto
+    the mask)."""
     made = tmp_path / "made"
     check_ok(ipsolve("operator=inpainting", "operator.seed=3", "data.max_images=2", *TINY, f"hydra.run.dir={made}",
                      cwd=tmp_path))
     # ipsolve's own folder with other settings: refused, naming both
     check_error(ipsolve("data=folder", f"data.path={made / 'measurement'}", "data.measurements=true",
-                        "operator=inpainting", f"hydra.run.dir={tmp_path / 'x'}", cwd=tmp_path), "'seed': 3")
-    # the same files elsewhere, holes painted black: no provenance → the seed must be given
-    from skimage import io as skio
-
+                        "operator=inpainting", f"hydra.run.dir={tmp_path / 'x'}", cwd=tmp_path),
+                "made by the operator inpainting (mask='random', missing=0.7, seed=3)", "seed=0)")
+    # the same exact measurements elsewhere, holes painted white: no provenance → the seed must be given
     from ipsolve.operators import make_operator
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
-    mask = make_operator("inpainting", seed=3, image_size=32).mask[0, 0].numpy() > 0
-    for p in sorted((made / "measurement").glob("*.png")):
-        img = skio.imread(p)
-        img[~mask] = 0
-        skio.imsave(foreign / p.name, img, check_contrast=False)
+    mask = make_operator("inpainting", seed=3, image_size=32).mask[0].numpy() > 0
+    for p in sorted((made / "measurement").glob("*.npy")):
+        y = np.load(p)
+        y[~np.broadcast_to(mask, y.shape)] = 1.0
+        np.save(foreign / p.name, y)
     check_error(ipsolve("data=folder", f"data.path={foreign}", "data.measurements=true", "operator=inpainting",
                         f"hydra.run.dir={tmp_path / 'y'}", cwd=tmp_path), "operator.seed", "operator.mask")
     own, other = tmp_path / "own", tmp_path / "other"
@@ -478,7 +478,8 @@ def test_science_operator_demo_and_exact_measurements(preset, tmp_path):
                             f"hydra.run.dir={again}", cwd=tmp_path))
     check_run_dir(again, names, ground_truth=False)
     if not extra:
-        assert f"i.e. operator={preset} and sigma 0.01 read from {run / 'config.yaml'}" in proc.stdout
+        (line,) = [x for x in proc.stdout.splitlines() if "measurements only:" in x]
+        assert preset in line and f"and sigma 0.01 read from {run / 'config.yaml'}" in line
     if preset == "ct_sparse":  # another preset than the one that made them: refused, naming it; no run left behind
         check_error(ipsolve("operator=ct_limited", "data=folder", f"data.path={run / 'measurement'}",
                             "data.measurements=true", *TINY, f"hydra.run.dir={tmp_path / 'wrong'}", cwd=tmp_path),

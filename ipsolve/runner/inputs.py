@@ -146,11 +146,12 @@ def derive_seed(seed: int, name: str, purpose: str) -> int:
 def describe_spec(spec: dict) -> str:
     """``ct (views=16, angles=[0, 180], ...)`` from a recorded operator description, with the
     ``conf/operator`` preset it equals when there is one."""
-    from .settings import matching_preset
+    from .settings import matching_presets
 
     params = ", ".join(f"{k}={v!r}" for k, v in spec.items() if k != "name")
-    preset = matching_preset(spec)
-    return f"{spec.get('name')} ({params})" + (f", i.e. operator={preset}" if preset else "")
+    presets = matching_presets(spec)
+    same = f" (same as {', '.join(presets[1:])})" if len(presets) > 1 else ""
+    return f"{spec.get('name')} ({params})" + (f", i.e. operator={presets[0]}{same}" if presets else "")
 
 
 def check_measurement_provenance(items: Sequence[Item], operator, explicit: Sequence[str],

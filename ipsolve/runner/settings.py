@@ -148,23 +148,25 @@ def registry_name(obj, registry: Mapping) -> str:
     return type(obj).__name__
 
 
-def matching_preset(spec: dict) -> str | None:
-    """The ``conf/operator`` preset whose settings all equal those of the operator description
-    ``spec`` (``{"name": ..., **params}``; the one that sets the most of them), or None."""
+def matching_presets(spec: dict) -> list[str]:
+    """The ``conf/operator`` presets whose settings all equal those of the operator description
+    ``spec`` (``{"name": ..., **params}``), the ones that set the most of them (several when
+    presets are the same, e.g. ``mri`` and ``mri_4x``); [] when none."""
     import json
 
     root = conf_dir()
     if root is None or not isinstance(spec, dict):
-        return None
+        return []
     norm = json.loads(json.dumps(spec, default=str))
-    best, best_keys = None, -1
+    best, best_keys = [], -1
     for path in sorted((root / "operator").glob("*.yaml")):
-        preset = load_preset("operator", path.stem) or {}
-        preset = json.loads(json.dumps(preset, default=str))
-        if preset.get("name") != norm.get("name"):
+        preset = json.loads(json.dumps(load_preset("operator", path.stem) or {}, default=str))
+        if preset.get("name") != norm.get("name") or not all(norm.get(k) == v for k, v in preset.items() if k in norm):
             continue
-        if all(norm.get(k) == v for k, v in preset.items() if k in norm) and len(preset) > best_keys:
-            best, best_keys = path.stem, len(preset)
+        if len(preset) > best_keys:
+            best, best_keys = [path.stem], len(preset)
+        elif len(preset) == best_keys:
+            best.append(path.stem)
     return best
 
 
