@@ -19,6 +19,10 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
         from .runner import reconstruct
 
         return reconstruct
+    if name in ("datasets", "solvers", "runner", "metrics", "io"):  # ipsolve.datasets.heldout_phantoms(...)
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'ipsolve' has no attribute {name!r}")
 
 

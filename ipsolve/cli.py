@@ -14,6 +14,7 @@ the shared directory.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import shutil
@@ -47,9 +48,15 @@ def _writable_target(path: Path) -> str | None:
     return None
 
 
+# the run directory as it was before Hydra created it: (path, existed, its entries) — a failed
+# start removes only what the run added
+_BEFORE_RUN: dict = {}
+
+
 class Callbacks(Callback):
-    """Hydra callbacks: check the output directory before any work; after a ``-m`` sweep,
-    write ``sweep_summary.md`` / ``.csv`` comparing its runs."""
+    """Hydra callbacks: check the output directory before any work (and note what it held);
+    after a ``-m`` sweep, write ``sweep_summary.md`` / ``.csv`` comparing its runs, failed jobs
+    included, and exit with status 1 if any failed."""
 
     def _check(self, folder) -> None:
         why = _writable_target(Path(str(folder)))
@@ -59,6 +66,9 @@ class Callbacks(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.run.dir)
+        folder = Path(str(config.hydra.run.dir)).absolute()
+        _BEFORE_RUN.update(path=folder, existed=folder.is_dir(), parent_existed=folder.parent.is_dir(),
+                           entries={p.name for p in folder.iterdir()} if folder.is_dir() else set())
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.sweep.dir)
@@ -70,6 +80,10 @@ class Callbacks(Callback):
             return
         print(f"ipsolve: sweep summary written to {paths[0]} and {paths[1]}")
         print(paths[0].read_text())
+        failed = sorted(Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}"))
+        if failed:
+            print(f"ipsolve: {len(failed)} sweep job(s) failed (reasons in {paths[0]})", file=sys.stderr)
+            sys.exit(1)
 
 
 def _hydra_files_only(folder: Path, job_name: str) -> bool:
@@ -124,19 +138,86 @@ def _log_file_only(message: str) -> None:
             handler.handle(record)
 
 
+FAILED_FILE = "failed.json"  # a sweep job's one-line reason, read by the sweep summary
+RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "grid.png", "risk_coverage.csv", "risk_coverage.png")
+
+
+def _multirun() -> bool:
+    try:
+        return HydraConfig.get().mode.name == "MULTIRUN"
+    except ValueError:  # no Hydra config (called outside a Hydra run)
+        return False
+
+
+def _remove_failed_start(folder: Path, job_name: str) -> None:
+    """After a run that finished no image: remove what it added to ``folder`` (Hydra's files, the
+    log, ``config.yaml`` and the run's summaries, empty output folders) — never what was there
+    before it started — and the folder itself (and an empty date folder above it) if that leaves
+    it empty.  A run directory with finished images is kept: it resumes."""
+    folder = Path(folder).absolute()
+    if not folder.is_dir() or any((folder / "records").glob("[!.]*.json")):
+        return
+    before = _BEFORE_RUN.get("entries", set()) if _BEFORE_RUN.get("path") == folder else set()
+    ours = {".hydra", f"{job_name}.log", *RUN_FILES}
+    logging.shutdown()
+    for p in folder.iterdir():
+        if p.name in before:
+            continue
+        if p.name in ours or p.name.startswith(f"{job_name}_rank"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        elif p.is_dir() and not any(f.is_file() and not f.name.startswith(".") for f in p.rglob("*")):
+            shutil.rmtree(p, ignore_errors=True)  # an output folder without a finished file
+    if _BEFORE_RUN.get("path") != folder:  # not the directory noted at the start: leave it
+        return
+    for level, existed in ((folder, _BEFORE_RUN["existed"]), (folder.parent, _BEFORE_RUN["parent_existed"])):
+        if existed:
+            break
+        try:
+            level.rmdir()  # only if empty
+        except OSError:
+            break
+
+
 def fail(message: str, run_dir: Path | None = None) -> None:
-    """One line on stderr, exit code 2.  A run directory that holds nothing but Hydra's own
-    files (the run failed before writing anything) is removed instead of left behind."""
+    """One line on stderr, exit code 2; what the failed run added to its run directory is
+    removed (:func:`_remove_failed_start`) unless it finished images.  In a ``-m`` sweep the job
+    instead records its reason (``failed.json``, read by the sweep summary) and the sweep goes on."""
     _log_file_only(message)
+    if _multirun():
+        hc = HydraConfig.get()
+        folder = Path(run_dir) if run_dir is not None else Path(hc.runtime.output_dir)
+        print(f"ipsolve: error: sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): {message}", file=sys.stderr)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / FAILED_FILE).write_text(json.dumps({"job": hc.job.num, "overrides": list(hc.overrides.task),
+                                                          "reason": message}, indent=1))
+        except OSError:
+            pass
+        return
     print(f"ipsolve: error: {message}", file=sys.stderr)
     try:
         folder = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
-        if _hydra_files_only(folder, HydraConfig.get().job.name):
-            logging.shutdown()
-            shutil.rmtree(folder, ignore_errors=True)
+        _remove_failed_start(folder, HydraConfig.get().job.name)
     except (ValueError, OSError):  # no Hydra config (called outside a Hydra run)
         pass
     sys.exit(2)
+
+
+def interrupted(run_dir: Path | None) -> None:
+    """Ctrl-C: one line saying how to resume (the run directory, unless the user chose it), exit 130."""
+    where = ""
+    try:
+        hc = HydraConfig.get()
+        chose = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hc.overrides.hydra)
+        folder = Path(run_dir) if run_dir is not None else Path(hc.runtime.output_dir)
+        if not any((folder / "records").glob("[!.]*.json")):
+            _remove_failed_start(folder, hc.job.name)
+        elif not chose and hc.mode.name != "MULTIRUN":
+            where = f" with hydra.run.dir={folder}"
+    except (ValueError, OSError):
+        pass
+    print(f"\nipsolve: interrupted; run the same command again{where} to resume", file=sys.stderr)
+    sys.exit(130)
 
 
 def run(cfg: DictConfig) -> dict | None:
@@ -153,9 +234,12 @@ def run(cfg: DictConfig) -> dict | None:
         extra = {"overrides": list(hc.overrides.task), "job": hc.job.get("num") if hc.mode.name == "MULTIRUN" else None}
         given = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
         explicit = [key.split(".", 1)[1] for key in given if key.startswith("operator.")]
-        result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit)
+        result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit,
+                            given={key.split(".", 1)[0] for key in given})
         if result.summary["num_finished"] == 0 and result.summary["num_skipped"]:
-            raise RunError(f"none of the {result.summary['num_skipped']} image(s) could be read (see {out / 'summary.json'})")
+            first = result.summary["skipped"][0]
+            raise RunError(f"none of the {result.summary['num_skipped']} image(s) could be read; "
+                           f"{first['name']}: {first['reason']}")
         if state.is_main_process:
             print(report(result.summary))
             print(f"ipsolve: results written to {out}")
@@ -167,6 +251,13 @@ def run(cfg: DictConfig) -> dict | None:
         return result.summary
     except RunError as err:
         fail(str(err), out)
+    except KeyboardInterrupt:
+        interrupted(out)
+    except Exception as err:  # noqa: BLE001 - a sweep records a job's crash and goes on
+        if not _multirun():
+            raise
+        log.exception("sweep job failed")
+        fail(f"{type(err).__name__}: {err}".splitlines()[0], out)
     finally:
         if state is not None and state.num_processes > 1:
             import torch.distributed as dist
@@ -240,7 +331,7 @@ def check_overrides(args: list[str]) -> list[str]:
                 if group == "prior":  # a source: a directory, a hub id, a checkpoint, bundled:<name>
                     out.append(f"prior.source={value}")
                     continue
-                fail(f"unknown {group} {value!r}; {group}s: {', '.join(presets)} (conf/{group}/)")
+                fail(f"unknown {group} {value!r}; {group} presets: {', '.join(presets)} (conf/{group}/)")
         if not param and group not in GROUPS and not key.startswith(("+", "~")) and "/" not in group \
                 and group != "hydra":
             settings = _top_level_settings()
@@ -253,9 +344,10 @@ def check_overrides(args: list[str]) -> list[str]:
             preset = load_preset(group, choice) if choice else None
             if preset is not None and param != "name":
                 cls = _registry(group).get(preset.get("name"))
-                from .parameters import unknown_parameters_message
+                from .parameters import parameter_type_message, parse_value, unknown_parameters_message
 
-                message = cls and unknown_parameters_message(group, preset["name"], cls, [param])
+                message = cls and (unknown_parameters_message(group, preset["name"], cls, [param])
+                                   or parameter_type_message(group, preset["name"], cls, {param: parse_value(value)}))
                 if message:
                     fail(f"{message} (preset {group}={choice})")
                 if not key.startswith(("+", "~")):
@@ -268,9 +360,13 @@ def check_overrides(args: list[str]) -> list[str]:
 
 def main() -> None:
     """Console entry point (``ipsolve``) and ``python -m ipsolve``."""
-    if CONF_DIR is not None:
-        sys.argv[1:] = check_overrides(sys.argv[1:])
-    _main()
+    try:
+        if CONF_DIR is not None:
+            sys.argv[1:] = check_overrides(sys.argv[1:])
+        _main()
+    except KeyboardInterrupt:  # before or after the run (the run itself reports its directory)
+        print("\nipsolve: interrupted; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -98,6 +98,26 @@ def image_channels(path) -> int | None:
     return 1 if len(colour) == 1 else 3
 
 
+def image_size(path) -> tuple[int, int] | None:
+    """``(height, width)`` of an image file from its header (a ``.npy`` from its array header),
+    or None if it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if path.suffix.lower() == ARRAY_SUFFIX:
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError):
+            return None
+        return (int(shape[-2]), int(shape[-1])) if len(shape) >= 2 else None
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (OSError, UnidentifiedImageError):
+        return None
+    return h, w
+
+
 def save_image(x: torch.Tensor, path) -> Path:
     """Write ``(1,C,H,W)`` / ``(C,H,W)`` in [-1, 1] as an 8-bit image, atomically
     (temporary name, then rename) so that an interrupted run never leaves a truncated file."""

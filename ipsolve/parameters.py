@@ -24,6 +24,61 @@ def accepted_parameters(cls) -> list[str]:
     return names
 
 
+def expected_types(cls) -> dict[str, set[str]]:
+    """Per keyword of ``cls(...)``: the type names its annotation allows (``{"float", "None"}``
+    for ``float | None``), or the type of its default where it has no annotation."""
+    types: dict[str, set[str]] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            if p.name in types or p.name == "self" or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                continue
+            if p.annotation is not p.empty:
+                text = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+                types[p.name] = {part.strip() for part in str(text).split("|")}
+            elif p.default is not p.empty and p.default is not None:
+                types[p.name] = {type(p.default).__name__}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return types
+
+
+def parameter_type_message(kind: str, name: str, cls, given: dict) -> str | None:
+    """``None`` unless a numeric parameter of ``cls`` in ``given`` holds a string; then one line
+    naming the parameter and what it takes (``solver.zeta=abc`` → "... 'zeta' must be a number",
+    where the constructor would only say "could not convert string to float")."""
+    types = expected_types(cls)
+    for key, value in given.items():
+        allowed = types.get(key)
+        if not allowed or not allowed & {"int", "float"} or allowed - {"int", "float", "None", "bool"}:
+            continue  # not a plain number parameter
+        if not isinstance(value, str):  # numbers, and lists some take as well (inpainting's missing=[0.3, 0.7])
+            continue
+        what = "an integer" if "float" not in allowed else "a number"
+        return (f"{kind} {name!r}: parameter {key!r} must be {what}{' or null' if 'None' in allowed else ''}, "
+                f"got {value!r}")
+    return None
+
+
+def parse_value(text: str):
+    """A command-line value as Hydra reads a plain scalar: ``null`` → None, numbers → int / float,
+    ``true``/``false`` → bool, anything else (lists, strings) unchanged."""
+    low = text.strip().lower()
+    if low in ("null", "~"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def unknown_parameters_message(kind: str, name: str, cls, given) -> str | None:
     """``None`` if every key of ``given`` is a parameter of ``cls``; else one line naming the
     first unknown key, the closest known one and the full list."""

@@ -59,7 +59,7 @@ def check_run_dir(run: Path, names: list[str], ground_truth=True):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["num_finished"] == len(names) and sorted(summary["rank"]) == sorted(names)
     assert sorted(summary["seeds"]) == sorted(names)
-    for key in ("nfe", "seconds", "residual", "stop_reasons"):
+    for key in ("nfe", "seconds_per_image", "residual", "stop_reasons", "threads"):
         assert summary[key], key
     if ground_truth:
         for m in ("psnr", "ssim"):
@@ -85,10 +85,12 @@ def check_run_dir(run: Path, names: list[str], ground_truth=True):
 
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory):
-    """The default job (SR ×4, dmplug_cpu, phantom prior, demo data) on 4 images, 1 process."""
+    """The default job (SR ×4, dmplug_cpu, phantom prior, demo data) on 4 images, 1 process,
+    progress on (its output is a pipe, not a terminal: progress comes as log lines)."""
     base = tmp_path_factory.mktemp("cli")
     run = base / "single"
-    proc = check_ok(ipsolve("data.max_images=4", *TINY, f"hydra.run.dir={run}", cwd=base))
+    proc = check_ok(ipsolve("data.max_images=4", *[a for a in TINY if a != "progress=false"], f"hydra.run.dir={run}",
+                            cwd=base))
     return run, proc
 
 
@@ -111,6 +113,21 @@ def test_default_command_writes_every_output(single_run):
     assert read_png(run / "measurement" / f"{names[0]}.png").shape == read_png(run / "recon" / f"{names[0]}.png").shape
     cfg = (run / "config.yaml").read_text()
     assert "super_resolution" in cfg and "dmplug" in cfg
+    # every measurement kept exactly beside its picture (an 8-bit picture clips and rounds y)
+    assert sorted(p.stem for p in (run / "measurement").glob("*.npy")) == names
+    assert np.load(run / "measurement" / f"{names[0]}.npy").shape == (1, 8, 8)
+    # threads: chosen at the start, logged with the reason, recorded (the tests' environment sets OMP_NUM_THREADS=1)
+    log = (run / "ipsolve.log").read_text()
+    assert summary["threads"] == {"setting": "auto", "threads": 1, "reason": "OMP_NUM_THREADS=1 in the environment"}
+    assert "torch threads: 1 per process (OMP_NUM_THREADS=1 in the environment)" in log
+    # no terminal: a progress line per batch with the images done, elapsed time and what is left
+    assert "progress: batch 1/2 finished | 2/4 images done |" in log and "left" in log
+    assert "progress: batch 2/2 finished | 4/4 images done |" in log
+    # honest times: the batch's time divided by its images; medians beside the means
+    rec = json.loads((run / "records" / f"{names[0]}.json").read_text())
+    assert rec["seconds_per_image"] == pytest.approx(rec["batch_seconds"] / 2)
+    assert "median" in summary["metrics"]["psnr"] and ", median " in proc.stdout
+    assert "seconds per image" in proc.stdout
 
 
 def test_two_processes_equal_one(single_run, tmp_path):
@@ -169,38 +186,86 @@ def test_kill_and_resume(tmp_path):
     assert summary["num_finished"] == 3 and summary["num_skipped"] == 0
 
 
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    """SIGINT (Ctrl-C) mid-run: one line saying how to resume, exit status 130, no traceback; the
+    finished images stay and the same command resumes."""
+    run = tmp_path / "run"
+    args = ["data.max_images=2", "data.batch_size=1", "solver.iterations=40", "solver.stop=[]", "progress=false",
+            f"hydra.run.dir={run}"]
+    proc = subprocess.Popen([sys.executable, "-m", "ipsolve", *args], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    try:
+        while not any((run / "records").glob("[!.]*.json")):  # interrupt after the first image
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "no record appeared"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out[-2000:], err[-3000:])
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert err.strip().splitlines()[-1] == "ipsolve: interrupted; run the same command again to resume"
+    assert len(list((run / "records").glob("[!.]*.json"))) == 1
+
+
+def test_reconstruction_worse_than_the_initial_guess_is_flagged(tmp_path):
+    """The first CLI example of the README's past (inpainting with a short DPS) fits the data worse
+    than the harmonic fill it starts from: flagged in the log, report, metrics.csv and summary.json,
+    and marked for review although no review setting was given."""
+    run = tmp_path / "run"
+    proc = check_ok(ipsolve("operator=inpainting", "solver=dps_cpu", "solver.steps=10", "data.max_images=1",
+                            "progress=false", f"hydra.run.dir={run}", cwd=tmp_path))
+    summary = json.loads((run / "summary.json").read_text())
+    (name,) = summary["worse_than_initial"]
+    rec = json.loads((run / "records" / f"{name}.json").read_text())
+    assert rec["info"]["residual"] > max(rec["initial_residual"], 1.0)  # measurable without the ground truth
+    assert summary["review"]["decisions"] == {name: "review"}
+    assert "fit the measurement worse than the initial guess" in proc.stdout
+    assert "explains the measurement worse than the initial guess" in (run / "ipsolve.log").read_text()
+    row = next(csv.DictReader(open(run / "metrics.csv")))
+    assert row["worse_than_initial"] == "yes" and row["decision"] == "review"
+
+
 def test_measurements_only(single_run, tmp_path):
-    """Measurements alone (ipsolve's own measurement/ folder): no ground truth, no PSNR/SSIM/LPIPS."""
+    """Measurements alone (ipsolve's own measurement/ folder): no ground truth, no PSNR/SSIM/LPIPS.
+    The exact .npy files are read (not the 8-bit pictures) and the operator and sigma come from
+    the run that made them, so the reconstructions equal that run's."""
     single, _ = single_run
     run = tmp_path / "ymode"
     check_ok(ipsolve("data=folder", f"data.path={single / 'measurement'}", "data.measurements=true",
                      "data.max_images=2", *TINY, f"hydra.run.dir={run}", cwd=tmp_path))
     names = sorted(p.stem for p in (single / "measurement").glob("*.png"))[:2]
     check_run_dir(run, names, ground_truth=False)
+    log = (run / "ipsolve.log").read_text()
+    assert "measurements only: operator super_resolution (scale=4, kernel='bicubic'), i.e. " \
+           "operator=super_resolution and sigma 0.01 read from" in log
+    for name in names:  # a measurement read from its rounded 8-bit picture would change these
+        assert np.array_equal(read_png(run / "recon" / f"{name}.png"), read_png(single / "recon" / f"{name}.png"))
 
 
 def test_measurements_need_the_operator_state_that_made_them(tmp_path):
     """Inpainting measurements: the mask is hidden state.  ipsolve's own measurement folder
-    names it (its run's summary); foreign files need operator.seed or operator.mask, and holes
-    stored in any colour are ignored (the measurement is projected onto the mask)."""
+    names it (its run's summary) and refuses another; foreign files need operator.seed or
+    operator.mask, and holes stored with any value are ignored (the measurement is projected onto
+    the mask)."""
     made = tmp_path / "made"
     check_ok(ipsolve("operator=inpainting", "operator.seed=3", "data.max_images=2", *TINY, f"hydra.run.dir={made}",
                      cwd=tmp_path))
     # ipsolve's own folder with other settings: refused, naming both
     check_error(ipsolve("data=folder", f"data.path={made / 'measurement'}", "data.measurements=true",
-                        "operator=inpainting", f"hydra.run.dir={tmp_path / 'x'}", cwd=tmp_path), "'seed': 3")
-    # the same files elsewhere, holes painted black: no provenance → the seed must be given
-    from skimage import io as skio
-
+                        "operator=inpainting", f"hydra.run.dir={tmp_path / 'x'}", cwd=tmp_path),
+                "made by the operator inpainting (mask='random', missing=0.7, seed=3)", "seed=0)")
+    # the same exact measurements elsewhere, holes painted white: no provenance → the seed must be given
     from ipsolve.operators import make_operator
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
-    mask = make_operator("inpainting", seed=3, image_size=32).mask[0, 0].numpy() > 0
-    for p in sorted((made / "measurement").glob("*.png")):
-        img = skio.imread(p)
-        img[~mask] = 0
-        skio.imsave(foreign / p.name, img, check_contrast=False)
+    mask = make_operator("inpainting", seed=3, image_size=32).mask[0].numpy() > 0
+    for p in sorted((made / "measurement").glob("*.npy")):
+        y = np.load(p)
+        y[~np.broadcast_to(mask, y.shape)] = 1.0
+        np.save(foreign / p.name, y)
     check_error(ipsolve("data=folder", f"data.path={foreign}", "data.measurements=true", "operator=inpainting",
                         f"hydra.run.dir={tmp_path / 'y'}", cwd=tmp_path), "operator.seed", "operator.mask")
     own, other = tmp_path / "own", tmp_path / "other"
@@ -219,7 +284,10 @@ def test_residual_far_above_the_noise_level_is_reported(tmp_path):
     made = tmp_path / "made"
     blur = ["operator=gaussian_blur", "operator.size=9"]
     check_ok(ipsolve(*blur, "operator.std=1.0", "data.max_images=1", *TINY, f"hydra.run.dir={made}", cwd=tmp_path))
-    dps = ["solver=dps_cpu", "progress=false", "data=folder", "data.measurements=true", f"data.path={made / 'measurement'}"]
+    # ipsolve's own folder refuses another operator (naming its own); as foreign files they are taken as given
+    foreign = tmp_path / "foreign"
+    shutil.copytree(made / "measurement", foreign)
+    dps = ["solver=dps_cpu", "progress=false", "data=folder", "data.measurements=true", f"data.path={foreign}"]
     right, wrong = tmp_path / "right", tmp_path / "wrong"
     proc = check_ok(ipsolve(*dps, *blur, "operator.std=1.0", f"hydra.run.dir={right}", cwd=tmp_path))
     summary = json.loads((right / "summary.json").read_text())
@@ -242,15 +310,23 @@ def test_colour_images_for_a_grey_prior_are_flagged(tmp_path):
 
 
 def test_sweep_writes_comparison(tmp_path):
+    """Every combination runs; one that cannot (FMPlug with the default diffusion prior) is
+    recorded with its one-line reason — naming the prior that fits — and the others still run."""
     sweep = tmp_path / "sweep"
-    proc = check_ok(ipsolve("-m", "operator=super_resolution,inpainting", "data.max_images=1", *TINY,
-                            f"hydra.sweep.dir={sweep}", cwd=tmp_path))
+    proc = ipsolve("-m", "operator=super_resolution,inpainting", "solver=dmplug_cpu,fmplug_cpu", "data.max_images=1",
+                   *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a failed job fails the sweep, after the others ran
+    assert "Traceback" not in proc.stderr + proc.stdout
     assert (sweep / "sweep_summary.md").is_file() and (sweep / "sweep_summary.csv").is_file()
     rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
-    assert sorted(r["operator"] for r in rows) == ["inpainting", "super_resolution"]
-    assert all(r["psnr"] not in ("", "n/a") for r in rows)
-    assert "operator=inpainting" in (sweep / "sweep_summary.md").read_text()
-    assert "sweep summary written" in proc.stdout
+    ok = [r for r in rows if not r["error"]]
+    assert sorted(r["operator"] for r in ok) == ["inpainting", "super_resolution"]
+    assert all(r["psnr"] not in ("", "n/a") and r["solver"] == "dmplug" for r in ok)
+    failed = [r for r in rows if r["error"]]
+    assert len(failed) == 2 and all("fmplug" in r["overrides"] and "prior=phantom_flow" in r["error"] for r in failed)
+    md = (sweep / "sweep_summary.md").read_text()
+    assert "operator=inpainting" in md and md.count("failed: solver 'fmplug' cannot use a diffusion prior") == 2
+    assert "sweep summary written" in proc.stdout and "2 sweep job(s) failed" in proc.stderr
 
 
 # -- bad input ------------------------------------------------------------------------
@@ -269,14 +345,21 @@ def test_corrupt_image_is_skipped(tmp_path):
     for name in ("blobs_0.png", "blobs_1.png"):
         shutil.copy(DEMO / name, data / name)
     (data / "broken.png").write_bytes(b"this is not a png")
+    from skimage import io as skio  # an own image not at the prior's size: resized, and said so
+
+    skio.imsave(data / "wide.png", np.tile(read_png(DEMO / "blobs_2.png").astype(np.uint8), (2, 3))[:40, :56],
+                check_contrast=False)
     run = tmp_path / "run"
     proc = check_ok(ipsolve("data=folder", f"data.path={data}", *TINY, f"hydra.run.dir={run}", cwd=tmp_path))
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["num_finished"] == 2 and summary["num_skipped"] == 1
+    assert summary["num_finished"] == 3 and summary["num_skipped"] == 1
+    assert summary["resized"] == {"to": [32, 32], "count": 1, "from": {"40x56": 1}, "images": ["wide"]}
+    assert "metrics are at the prior's size 32×32: 1 image(s) were centre-cropped and resized from 40×56" in proc.stdout
+    assert (run / "ipsolve.log").read_text().count("centre-cropped to a square and resized") == 1
     assert summary["skipped"][0]["file"].endswith("broken.png") and summary["skipped"][0]["reason"]
     assert "broken.png" in (run / "ipsolve.log").read_text()
     assert "broken.png" in proc.stdout + proc.stderr
-    assert sorted(p.stem for p in (run / "records").glob("*.json")) == ["blobs_0", "blobs_1"]
+    assert sorted(p.stem for p in (run / "records").glob("*.json")) == ["blobs_0", "blobs_1", "wide"]
 
 
 def check_error(proc, *needles):
@@ -293,6 +376,10 @@ def check_error(proc, *needles):
 def test_unknown_config_option(tmp_path):
     check_error(ipsolve("no_such_option=1", cwd=tmp_path), "no_such_option", "sigma")
     check_error(ipsolve("solver=no_such_solver", cwd=tmp_path), "no_such_solver", "dmplug_cpu")
+    line = check_error(ipsolve("data=no_such_data", cwd=tmp_path), "unknown data 'no_such_data'; data presets:")
+    assert "datas" not in line
+    check_error(ipsolve("solver=dps_cpu", "solver.zeta=abc", cwd=tmp_path),
+                "solver 'dps': parameter 'zeta' must be a number or null, got 'abc'")
 
 
 def test_misspelt_solver_parameter_names_the_valid_ones(tmp_path):
@@ -320,6 +407,8 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     check_error(ipsolve("samples=0", f"hydra.run.dir={tmp_path / 'd'}", cwd=tmp_path), "samples must be an integer >= 1")
     check_error(ipsolve("review_coverage=2", f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path),
                 "review_coverage must be a fraction in (0, 1]")
+    check_error(ipsolve("threads=many", f"hydra.run.dir={tmp_path / 'f'}", cwd=tmp_path), "threads must be auto")
+    assert not any((tmp_path / d).exists() for d in "bdef")
     import torch
 
     if not torch.cuda.is_available():
@@ -382,9 +471,20 @@ def test_science_operator_demo_and_exact_measurements(preset, tmp_path):
     rec = json.loads((run / "records" / f"{names[0]}.json").read_text())
     assert rec["outputs"]["measurement_data"] == f"measurement/{names[0]}.npy"
     again = tmp_path / "again"
-    check_ok(ipsolve(f"operator={preset}", "data=folder", f"data.path={run / 'measurement'}", "data.measurements=true",
-                     *TINY, *extra, f"hydra.run.dir={again}", cwd=tmp_path))
+    # the operator is read from the run that made the measurements (phase retrieval's HIO settings are
+    # given here, and with them its preset)
+    given = [f"operator={preset}", *extra] if extra else []
+    proc = check_ok(ipsolve("data=folder", f"data.path={run / 'measurement'}", "data.measurements=true", *TINY, *given,
+                            f"hydra.run.dir={again}", cwd=tmp_path))
     check_run_dir(again, names, ground_truth=False)
+    if not extra:
+        (line,) = [x for x in proc.stdout.splitlines() if "measurements only:" in x]
+        assert preset in line and f"and sigma 0.01 read from {run / 'config.yaml'}" in line
+    if preset == "ct_sparse":  # another preset than the one that made them: refused, naming it; no run left behind
+        check_error(ipsolve("operator=ct_limited", "data=folder", f"data.path={run / 'measurement'}",
+                            "data.measurements=true", *TINY, f"hydra.run.dir={tmp_path / 'wrong'}", cwd=tmp_path),
+                    "made by the operator ct (views=16", "i.e. operator=ct_sparse", "operator=ct_limited")
+        assert not (tmp_path / "wrong").exists()
     for name in names:
         assert (read_png(again / "recon" / f"{name}.png") == read_png(run / "recon" / f"{name}.png")).all()
     # a picture of the data is not the data

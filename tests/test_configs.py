@@ -115,3 +115,24 @@ def test_config_composes_and_instantiates(rel):
 ])
 def test_paper_defaults(rel, key, value):
     assert OmegaConf.load(CONF / rel)[key] == value
+
+
+def test_conf_readme_option_tables_match_the_configs():
+    """conf/README.md's preset and setting tables are what scripts/conf_table.py generates from the
+    config files (so a new preset or setting cannot be missing from them)."""
+    import importlib.util
+
+    path = CONF.parent / "scripts" / "conf_table.py"
+    if not path.is_file():
+        pytest.skip("scripts/ is not installed with the package")
+    spec = importlib.util.spec_from_file_location("conf_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (CONF / "README.md").read_text()
+    assert module.tables() in readme, "conf/README.md's tables are stale: run python scripts/conf_table.py --write"
+    for group in module.GROUPS:
+        for preset in (CONF / group).glob("*.yaml"):
+            assert f"| `{group}` | `{preset.stem}` |" in readme
+    for key in OmegaConf.load(CONF / "config.yaml"):
+        if key not in ("defaults", "hydra"):
+            assert f"| `{key}` |" in readme, key

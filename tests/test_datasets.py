@@ -65,3 +65,37 @@ def test_gaussian_kernels_are_centred_gaussians():
     assert torch.allclose(mean_x, torch.zeros_like(mean_x), atol=1e-6)  # centred
     assert torch.allclose(var_x, torch.full_like(var_x, 1.0), atol=0.02)  # std 1 px (8 px window: little cut off)
     assert torch.allclose(k, k.flip(-1), atol=1e-6) and float(k.amax()) == 1.0
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_phantoms_are_what_the_script_makes_and_none_is_near_empty():
+    """ipsolve/demo_data/phantom holds scripts/make_demo_data.py's output (the seeded held-out
+    draws, near-empty ones rejected) and no image is mostly background: one 98 %-black phantom
+    once scored 40 dB and moved the demo's mean by 1.5 dB."""
+    from ipsolve.io import list_images, load_image
+    from ipsolve.runner import DEMO_DATA
+
+    make = _script("make_demo_data")
+    files = list_images(DEMO_DATA / "phantom")
+    blobs = [p for p in files if p.stem.startswith("blobs_")]
+    assert len(files) == 8 and len(blobs) == 7 and (DEMO_DATA / "phantom" / "shepp_logan.png").is_file()
+    expected, rejected = make.demo_phantoms(len(blobs))
+    assert rejected >= 1  # the seed's second draw is the near-empty one
+    for i, x in enumerate(expected):
+        img = load_image(DEMO_DATA / "phantom" / f"blobs_{i}.png")
+        assert (img - x).abs().max() <= 1 / 127.5 + 1e-6, i  # the same image, up to 8-bit rounding
+        assert make.object_fraction(img[0]) >= make.MIN_OBJECT
+    # the rule rejects what it should: a 98 %-background image
+    empty = -torch.ones(1, 32, 32)
+    empty[:, 10:14, 10:14] = 0.5
+    assert make.object_fraction(empty) < 0.02

@@ -1,7 +1,7 @@
 """Forward models ``A`` and measurement noise (the bottom layer: knows no priors or solvers)."""
 from __future__ import annotations
 
-from ..parameters import unknown_parameters_message
+from ..parameters import parameter_type_message, unknown_parameters_message
 from .base import Operator, check_image
 from .ct import CT, filtered_back_projection
 from .deepinv_adapter import DeepinvOperator, from_deepinv
@@ -29,7 +29,8 @@ def make_operator(name: str, **params) -> Operator:
     """Build an operator by its registry name (the same names as ``conf/operator/*.yaml``)."""
     if name not in OPERATORS:
         raise ValueError(f"unknown operator {name!r}; known operators: {', '.join(sorted(OPERATORS))}")
-    message = unknown_parameters_message("operator", name, OPERATORS[name], params)
+    message = (unknown_parameters_message("operator", name, OPERATORS[name], params)
+               or parameter_type_message("operator", name, OPERATORS[name], params))
     if message:
         raise TypeError(message)
     return OPERATORS[name](**params)

@@ -7,6 +7,7 @@ record is written last, so an image counts as finished only when all its files e
 
     recon/<name>.png          reconstruction
     measurement/<name>.png    the measurement y (shown at the image size: nearest upsampling for SR)
+    measurement/<name>.npy    the measurement y exactly (what data.measurements=true reads first)
     initial/<name>.png        the operator's initial guess from y (bicubic for SR, ...)
     kernel/<name>.png         estimated blur kernel (blind deblurring; scaled to its maximum)
     records/<name>.json       metrics, solver info, seeds, rank
@@ -15,7 +16,8 @@ record is written last, so an image counts as finished only when all its files e
 The parts: :mod:`.settings` (names and configs → objects), :mod:`.inputs` (images and their
 names), :mod:`.rundir` (the run directory and resume), :mod:`.processes` (process state and
 gathering), :mod:`.batches` (the batch loop), :mod:`.reports` and :mod:`.grid` (summaries,
-reports, sweep tables and images), :mod:`.run` (:func:`execute` and its doors).
+reports, sweep tables and images), :mod:`.threads` (torch's thread count), :mod:`.progress`
+(progress as log lines), :mod:`.run` (:func:`execute` and its doors).
 """
 from __future__ import annotations
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RunError
 from .grid import _kernel_image
 from .inputs import Item, derive_seed, load_measurement, load_truth
+from .progress import ProgressLog, iteration_budget, num_batches
 from .rundir import write_image_outputs
 
 log = logging.getLogger("ipsolve")
@@ -39,23 +41,34 @@ class Job:
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
-                return_images: bool) -> tuple[list[dict], list[dict], dict]:
-    """This process's images batch by batch: ``(records, skipped, reconstructions by name if return_images)``."""
+                return_images: bool, log_progress: bool = False) -> tuple[list[dict], list[dict], dict]:
+    """This process's images batch by batch: ``(records, skipped, reconstructions by name if return_images)``.
+
+    ``progress``: a tqdm bar (a terminal); ``log_progress``: log lines instead (output to a
+    file: one per batch and one every ~20 s of solver iterations, :mod:`.progress`)."""
     from tqdm.auto import tqdm
 
     desc = "ipsolve" if job.world == 1 else f"ipsolve (rank 0 of {job.world})"
     bar = tqdm(total=len(local), unit="img", desc=desc, disable=not progress or job.rank != 0, dynamic_ncols=True)
+    lines = None
+    if log_progress and job.rank == 0 and local:
+        lines = ProgressLog(len(local), num_batches(len(local), batch_size), iteration_budget(job.solver),
+                            samples=job.samples, label="" if job.world == 1 else f"rank 0 of {job.world}: ")
     records, skipped, images = [], [], {}
     for b0 in range(0, len(local), batch_size):
         batch = local[b0:b0 + batch_size]
+        if lines is not None:
+            lines.start_batch(len(batch))
         ok, inputs, unreadable = load_batch(job, batch)
         skipped += unreadable
         if ok:
-            for rec, x in run_batch(job, ok, inputs):
+            for rec, x in run_batch(job, ok, inputs, callback=lines.callback if lines is not None else None):
                 records.append(rec)
                 if return_images:
                     images[rec["name"]] = x
         bar.update(len(batch))
+        if lines is not None:
+            lines.end_batch(len(batch))
     bar.close()
     return records, skipped, images
 
@@ -78,19 +91,27 @@ def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict
     return ok, tensors, skipped
 
 
-def run_batch(job: Job, ok: list[Item], inputs: list) -> list[tuple[dict, object]]:
-    """Measure (unless given), solve, score and write one batch: ``[(record, reconstruction on the CPU)]``."""
+def run_batch(job: Job, ok: list[Item], inputs: list, callback=None) -> list[tuple[dict, object]]:
+    """Measure (unless given), solve, score and write one batch: ``[(record, reconstruction on the CPU)]``.
+    ``callback``: the solver's per-iteration callback."""
     import torch
 
+    start = time.perf_counter()
     seeds = image_seeds(job.seed, ok)
     y = torch.cat(inputs if job.measurements else measure(job, inputs, seeds, [it.name for it in ok]))
     job.operator.set_images([it.name for it in ok])  # per-image operator state (masks) follows the image names
-    result = solve_batch(job, y, seeds)
+    result = solve_batch(job, y, seeds, callback)
     init = initial_guess(job.operator, y)
+    init_residual = initial_residual(job.operator, y, init, job.sigma)
     scores = {} if job.measurements else score(job, result.x, init, torch.cat(inputs))
+    batch_seconds = time.perf_counter() - start
     finished = []
     for i, it in enumerate(ok):
         rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i])
+        rec["batch_seconds"] = batch_seconds
+        rec["seconds_per_image"] = batch_seconds / len(ok)  # the batch's images share its time
+        flag_against_initial(rec, None if init_residual is None else float(init_residual[i]), y[0].numel(),
+                             job.sigma)
         x = result.x[i:i + 1].detach().cpu()
         if job.out is not None:
             images = output_images(job, x, y[i:i + 1], init[i:i + 1], result.kernel, i)
@@ -118,7 +139,7 @@ def measure(job: Job, xs: list, seeds: list[dict], names: list[str]) -> list:
     return out
 
 
-def solve_batch(job: Job, y, seeds: list[dict]):
+def solve_batch(job: Job, y, seeds: list[dict], callback=None):
     """The solver's :class:`~ipsolve.solvers.Result` for the batch ``y``, each image with its own solver seed."""
     import torch
 
@@ -126,7 +147,8 @@ def solve_batch(job: Job, y, seeds: list[dict]):
 
     gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
     try:
-        return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens, samples=job.samples)
+        return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens, samples=job.samples,
+                     callback=callback)
     except ValueError as err:
         raise RunError(str(err)) from None
 
@@ -137,6 +159,39 @@ def initial_guess(operator, y):
 
     with torch.no_grad():
         return operator.initial_guess(y).clamp(-1, 1)
+
+
+def initial_residual(operator, y, init, sigma: float):
+    """‖y − A(x₀)‖/(σ√m) per image for the initial guess x₀ — what a reconstruction should at least
+    match, known without the ground truth; None for a blind operator (its A needs the unknown kernel)."""
+    import torch
+
+    from ..operators import BlindBlur
+    from ..solvers.base import residual_ratio
+
+    if isinstance(operator, BlindBlur):
+        return None
+    with torch.no_grad():
+        return residual_ratio(y, operator(init.to(y)), sigma).cpu()
+
+
+def flag_against_initial(rec: dict, init_residual: float | None, m: int, sigma: float) -> None:
+    """Record the initial guess's residual and flag a reconstruction that fits the measurement
+    worse than the initial guess does: residual above the initial guess's *and* above the noise
+    level (the χ²_m 95 % factor τ — below it both fit as well as the true image could, and an
+    initial guess that interpolates y, such as inpainting's fill, has residual ≈ 0)."""
+    from ..solvers.stopping import discrepancy_tau
+
+    rec["initial_residual"] = init_residual
+    residual = rec["info"].get("residual")
+    if init_residual is None or residual is None or not math.isfinite(residual):
+        return
+    level = discrepancy_tau(m) if sigma > 0 else 0.0
+    if residual > max(init_residual, level) and math.isfinite(init_residual):
+        rec["worse_than_initial"] = (f"residual {residual:.2f}× the noise level, above the initial guess's "
+                                     f"{init_residual:.2f}× (and the noise level's {level:.2f}): the reconstruction "
+                                     f"explains the measurement worse than the initial guess")
+        log.warning("%s: %s", rec["name"], rec["worse_than_initial"])
 
 
 def score(job: Job, x, init, truth) -> dict:
@@ -174,11 +229,10 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
 def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
     """One image's files to write, by folder: reconstruction, measurement (shown at the image
     size: ``operator.display``), initial guess and, from a blind solver, the estimated kernel.
-    A measurement that is data rather than an image (sinogram, k-space) is also kept exactly,
-    as ``measurement/<name>.npy`` (what ``data.measurements=true`` reads back)."""
-    images = {"recon": x, "measurement": job.operator.display(y.cpu(), job.prior.shape[-2:]), "initial": init.cpu()}
-    if not job.operator.measurement_is_image:
-        images["measurement_data"] = y.detach().cpu()
+    Every measurement is also kept exactly, as ``measurement/<name>.npy`` beside its picture (an
+    8-bit picture clips and rounds y; ``data.measurements=true`` reads the array first)."""
+    images = {"recon": x, "measurement": job.operator.display(y.cpu(), job.prior.shape[-2:]), "initial": init.cpu(),
+              "measurement_data": y.detach().cpu()}
     if kernels is not None:
         images["kernel"] = _kernel_image(kernels[i])
     return images

@@ -121,9 +121,13 @@ def load_measurement(item: Item, operator, prior):
         small = y[..., ::fh, ::fw]
         if torch_equal(small.repeat_interleave(fh, -2).repeat_interleave(fw, -1), y):
             return small
-    hint = ("" if operator.measurement_is_image else
-            f"; {type(operator).__name__} measurements are data, read from .npy files (a run's measurement/*.npy), "
-            f"not from pictures")
+    from_array = item.tensor is not None or item.path.suffix.lower() == ARRAY_SUFFIX
+    if not from_array and not operator.measurement_is_image:
+        hint = (f"; {type(operator).__name__} measurements are data, read from .npy files (a run's "
+                f"measurement/*.npy), not from pictures")
+    else:
+        hint = ("; were they made by another operator or preset? (the summary.json of the run that made them names "
+                "its operator)")
     raise ValueError(f"measurement {item.name} has shape {tuple(y.shape)}; the operator makes {expected} from "
                      f"images of {tuple(prior.shape)}{hint}")
 
@@ -139,24 +143,39 @@ def derive_seed(seed: int, name: str, purpose: str) -> int:
     return zlib.crc32(f"{int(seed)}:{name}:{purpose}".encode())
 
 
+def describe_spec(spec: dict) -> str:
+    """``ct (views=16, angles=[0, 180], ...)`` from a recorded operator description, with the
+    ``conf/operator`` preset it equals when there is one."""
+    from .settings import matching_presets
+
+    params = ", ".join(f"{k}={v!r}" for k, v in spec.items() if k != "name")
+    presets = matching_presets(spec)
+    same = f" (same as {', '.join(presets[1:])})" if len(presets) > 1 else ""
+    return f"{spec.get('name')} ({params})" + (f", i.e. operator={presets[0]}{same}" if presets else "")
+
+
 def check_measurement_provenance(items: Sequence[Item], operator, explicit: Sequence[str],
                                  made_by: dict | None) -> None:
-    """Measurements meet an operator with hidden state (a mask, a kernel drawn from ``seed``):
-    that state must be the one that made them.  It is, when the user set it explicitly
-    (``explicit`` names the operator settings given: ``seed``, ``mask``, or ``*`` for an
-    operator object), or when the measurements come from an ipsolve run whose recorded operator
-    (``made_by``, from its ``summary.json``) equals this one.  Otherwise :class:`RunError`."""
-    hidden = operator.seeded_state()
-    if hidden is None or {"seed", "mask", "*"} & set(explicit):
-        return
+    """Measurements from an ipsolve run's ``measurement/`` folder meet the operator that made
+    them (``made_by``: its recorded operator, from the run's ``summary.json``), or
+    :class:`RunError` naming that operator.  Measurements of unknown provenance meeting an
+    operator with hidden state (a mask, a kernel drawn from ``seed``) need that state given
+    explicitly (``explicit`` names the operator settings given: ``seed``, ``mask``, or ``*`` for
+    an operator object), else :class:`RunError`."""
     from .settings import describe_operator
 
-    ours = describe_operator(operator)
+    import json
+
+    ours = json.loads(json.dumps(describe_operator(operator), default=str))  # as summary.json records it
     if made_by is not None:
         if made_by == ours:
             return
-        raise RunError(f"these measurements were made by an ipsolve run with the operator {made_by}, but this run's "
-                       f"operator is {ours}: use the same operator settings")
+        raise RunError(f"these measurements were made by the operator {describe_spec(made_by)} (recorded in the "
+                       f"summary.json beside them), but this run's operator is {describe_spec(ours)}: leave out the "
+                       f"operator settings to use the recorded ones")
+    hidden = operator.seeded_state()
+    if hidden is None or {"seed", "mask", "*"} & set(explicit):
+        return
     name = ours["name"]
     hint = " or the mask that made them (operator.mask=PATH, white = observed)" if name == "inpainting" else ""
     raise RunError(f"operator {name} draws {hidden} from operator.seed, and nothing says which made these "
@@ -164,25 +183,42 @@ def check_measurement_provenance(items: Sequence[Item], operator, explicit: Sequ
                    f"of the run that made them){hint}")
 
 
-def measurement_origin(items: Sequence[Item]) -> dict | None:
-    """The operator settings recorded by the ipsolve run whose ``measurement/`` folder holds the
-    items (its ``summary.json`` or a record beside it), else None."""
+def recorded_settings(items: Sequence[Item]) -> dict | None:
+    """What the ipsolve run whose ``measurement/`` folder holds the items recorded about how it
+    measured them, else None: ``{"operator": its description (summary.json), "config": its
+    ``operator`` config node (config.yaml; None for a Python-API run), "sigma", "noise", "file"}``."""
     import json
 
     folders = {it.path.parent for it in items if it.path is not None}
-    if len(folders) != 1:
+    if len(folders) != 1 or any(it.path is None for it in items):
         return None
     (folder,) = folders
     if folder.name != "measurement":
         return None
-    for candidate in (folder.parent / "summary.json", *sorted((folder.parent / "records").glob("[!.]*.json"))[:1]):
-        try:
-            data = json.loads(candidate.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data.get("operator"), dict):
-            return data["operator"]
-    return None
+    summary = folder.parent / "summary.json"
+    try:
+        data = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("operator"), dict):
+        return None
+    config = None
+    try:
+        from omegaconf import OmegaConf
+
+        node = OmegaConf.load(folder.parent / "config.yaml").get("operator")
+        config = OmegaConf.to_container(node, resolve=True) if node is not None else None
+    except Exception:  # noqa: BLE001 - no config.yaml (an API run), or not one ipsolve wrote
+        config = None
+    return {"operator": data["operator"], "config": config, "sigma": data.get("sigma"),
+            "noise": data.get("noise"), "file": str(summary)}
+
+
+def measurement_origin(items: Sequence[Item]) -> dict | None:
+    """The operator settings recorded by the ipsolve run whose ``measurement/`` folder holds the
+    items (its ``summary.json``), else None."""
+    recorded = recorded_settings(items)
+    return recorded["operator"] if recorded else None
 
 
 def converted_channels(items: Sequence[Item], channels: int) -> list[str]:

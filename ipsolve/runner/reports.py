@@ -15,17 +15,24 @@ METRICS = ("psnr", "ssim", "lpips")
 
 
 def _stats(values) -> dict | None:
+    import statistics
+
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
         return None
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return {"mean": mean, "std": std, "n": len(vals), "min": min(vals), "max": max(vals)}
+    return {"mean": mean, "std": std, "median": statistics.median(vals), "n": len(vals), "min": min(vals),
+            "max": max(vals)}
 
 
 def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_processes: int,
               wall_seconds: float, extra: dict | None = None) -> dict:
-    """Mean ± std (sample std; ``n`` images) per metric and per solver statistic."""
+    """Mean ± std (sample std; ``n`` images) and median per metric and per solver statistic.
+
+    Times: ``seconds_per_image`` is the wall time of an image's batch (measure, solve, score)
+    divided by the images in it; ``batch_seconds`` the batch's whole time; ``solver_seconds`` the
+    solver's time until the image stopped (its ``info["seconds"]``: the batch's time, not the image's)."""
     has_truth = any("metrics" in r for r in records)
     metrics = {}
     if has_truth:
@@ -42,11 +49,15 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
         "nfe": {**(_stats(r["info"]["nfe"] for r in records) or {}),
                 "total": sum(int(r["info"]["nfe"]) for r in records)},
         "iterations": _stats(r["info"].get("iterations") for r in records),
-        "seconds": _stats(r["info"]["seconds"] for r in records),
+        "seconds_per_image": _stats(r.get("seconds_per_image") for r in records),
+        "batch_seconds": _stats(r.get("batch_seconds") for r in records),
+        "solver_seconds": _stats(r["info"]["seconds"] for r in records),
         "residual": _stats(r["info"]["residual"] for r in records),
+        "initial_residual": _stats(r.get("initial_residual") for r in records),
         "reliability": _stats(r["info"].get("reliability") for r in records),
         "stop_reasons": dict(Counter(r["info"]["stop_reason"] for r in records)),
         "residual_warnings": {r["name"]: r["warning"] for r in records if "warning" in r},
+        "worse_than_initial": {r["name"]: r["worse_than_initial"] for r in records if r.get("worse_than_initial")},
         "seeds": {r["name"]: r["seed"] for r in records},
         "num_processes": num_processes,
         "rank": {r["name"]: r["rank"] for r in records},
@@ -56,15 +67,20 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
     }
 
 
-CSV_INFO = ("nfe", "iterations", "stop_reason", "residual", "seconds")
+CSV_INFO = ("nfe", "iterations", "stop_reason", "residual")
+CSV_TIMES = ("seconds_per_image", "batch_seconds")
 
 
 def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
+    """One row per image: metrics (with ground truth), solver statistics, the initial guess's
+    residual and whether the reconstruction fits worse (``worse_than_initial``), times, the
+    reliability score and the accept / review decision, seeds."""
     has_truth = any("metrics" in r for r in records)
     cols = ["name", "rank"]
     if has_truth:
         cols += list(METRICS) + [f"{m}_initial" for m in METRICS]
-    cols += list(CSV_INFO) + ["reliability", "reliability_reason", "decision", "seed_noise", "seed_solver"]
+    cols += list(CSV_INFO) + ["initial_residual", "worse_than_initial", *CSV_TIMES, "reliability",
+                              "reliability_reason", "decision", "seed_noise", "seed_solver"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -80,6 +96,8 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
             row += [fmt(r["metrics"].get(m)) for m in METRICS]
             row += [fmt(r.get("initial_metrics", {}).get(m)) for m in METRICS]
         row += [fmt(r["info"].get(k)) for k in CSV_INFO]
+        row += [fmt(r.get("initial_residual")), "yes" if r.get("worse_than_initial") else "no"]
+        row += [fmt(r.get(k)) for k in CSV_TIMES]
         row += [fmt(r["info"].get("reliability")), fmt(r["info"].get("reliability_reason")),
                 (decisions or {}).get(r["name"], "accept")]
         row += [r["seed"]["noise"], r["seed"]["solver"]]
@@ -87,8 +105,14 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
     return buf.getvalue()
 
 
-def format_stats(s: dict | None, digits: int = 2) -> str:
-    return "n/a" if not s else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+def format_stats(s: dict | None, digits: int = 2, median: bool = False) -> str:
+    """``mean ± std`` (``median: True``: and the median, which one outlying image cannot move)."""
+    if not s:
+        return "n/a"
+    text = f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+    if median and s.get("median") is not None:
+        text += f", median {s['median']:.{digits}f}"
+    return text
 
 
 def report(summary: dict) -> str:
@@ -102,17 +126,35 @@ def report(summary: dict) -> str:
                  + f" | {summary['num_processes']} process(es)")
     m = summary["metrics"]
     if m:
-        lines.append(f"  PSNR {format_stats(m.get('psnr'))} dB (initial guess {format_stats(m.get('psnr_initial'))})"
-                     f" | SSIM {format_stats(m.get('ssim'), 3)} (initial {format_stats(m.get('ssim_initial'), 3)})"
+        lines.append(f"  PSNR {format_stats(m.get('psnr'), median=True)} dB (initial guess "
+                     f"{format_stats(m.get('psnr_initial'), median=True)})"
+                     f" | SSIM {format_stats(m.get('ssim'), 3, median=True)} (initial "
+                     f"{format_stats(m.get('ssim_initial'), 3, median=True)})"
                      f" | LPIPS {format_stats(m.get('lpips'), 3)}")
+        resized = summary.get("resized")
+        if resized:
+            size = "×".join(str(v) for v in resized["to"])
+            lines.append(f"  metrics are at the prior's size {size}: {resized['count']} image(s) were centre-cropped "
+                         f"and resized from {', '.join(k.replace('x', '×') for k in resized['from'])}")
     if summary["num_finished"]:
+        per_image = summary.get("seconds_per_image")
         lines.append(f"  NFE {format_stats(summary['nfe'], 0)} | residual/(sigma*sqrt(m)) "
-                     f"{format_stats(summary['residual'])} | seconds {format_stats(summary['seconds'], 1)} | "
+                     f"{format_stats(summary['residual'])} (initial guess "
+                     f"{format_stats(summary.get('initial_residual'))}) | seconds per image "
+                     f"{format_stats(per_image, 1)} (batch time / batch size) | "
                      f"stop: {', '.join(f'{k} {v}' for k, v in summary['stop_reasons'].items())}")
+    threads = summary.get("threads")
+    if threads:
+        lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})")
     for text in summary.get("warnings", []):
         lines.append(f"  warning: {text}")
+    worse = summary.get("worse_than_initial") or {}
+    if worse:
+        lines.append(f"  warning: {len(worse)} of {summary['num_finished']} reconstruction(s) fit the measurement "
+                     f"worse than the initial guess (residual above its residual and the noise level; marked for "
+                     f"review): {', '.join(list(worse)[:5])}{', ...' if len(worse) > 5 else ''}")
     review = summary.get("review") or {}
-    if review.get("review_below") is not None or review.get("review_coverage") is not None:
+    if review.get("review_below") is not None or review.get("review_coverage") is not None or review.get("flagged"):
         why = Counter(review["flagged"].values())
         lines.append(f"  review: {review['num_flagged']} of {summary['num_finished']} image(s) flagged"
                      + (f" ({', '.join(f'{k} {v}' for k, v in why.items())})" if why else "")
@@ -125,62 +167,84 @@ def report(summary: dict) -> str:
 
 
 def summarize_sweep(sweep_dir) -> tuple[Path, Path] | None:
-    """Compare the runs of a sweep (every ``*/summary.json`` under ``sweep_dir``): writes
-    ``sweep_summary.md`` and ``sweep_summary.csv`` there."""
+    """Compare the runs of a sweep (every ``*/summary.json`` under ``sweep_dir``; a job that
+    failed left ``*/failed.json`` with its one-line reason): writes ``sweep_summary.md`` and
+    ``sweep_summary.csv`` there."""
     sweep_dir = Path(sweep_dir)
     runs = []
-    for p in sweep_dir.glob("*/summary.json"):
+    for p in [*sweep_dir.glob("*/summary.json"), *sweep_dir.glob("*/failed.json")]:
         try:
-            runs.append((p.parent.name, json.loads(p.read_text())))
+            data = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        if p.name == "failed.json" and (p.parent / "summary.json").is_file():
+            continue  # failed after finishing images: its summary says what it did
+        runs.append((p.parent.name, data, p.name == "failed.json"))
     if not runs:
         return None
     runs.sort(key=lambda r: (0, int(r[0])) if r[0].isdigit() else (1, r[0]))
-    cols = ["job", "overrides", "operator", "solver", "prior", "images", "psnr", "psnr_std", "ssim", "ssim_std",
-            "lpips", "psnr_initial", "nfe", "seconds", "residual", "stop_reasons"]
-    overrides = [s.get("overrides", []) for _, s in runs]
+    cols = ["job", "overrides", "operator", "solver", "prior", "images", "psnr", "psnr_median", "psnr_std", "ssim",
+            "ssim_std", "lpips", "psnr_initial", "psnr_initial_median", "nfe", "seconds_per_image", "residual",
+            "stop_reasons", "error"]
+    overrides = [s.get("overrides", []) for _, s, _ in runs]
     common = [o for o in overrides[0] if all(o in other for other in overrides[1:])] if len(runs) > 1 else []
     rows = []
-    for job, s in runs:
+    for job, s, failed in runs:
+        shown = " ".join(o for o in s.get("overrides", []) if o not in common)
+        if failed:
+            rows.append({**{c: None for c in cols}, "job": job, "overrides": shown, "error": s.get("reason")})
+            continue
         m = s.get("metrics") or {}
 
         def g(key, part="mean"):
             v = (m.get(key) or {}).get(part)
             return None if v is None else round(v, 4)
 
-        rows.append({"job": job, "overrides": " ".join(o for o in s.get("overrides", []) if o not in common), "operator": s["operator"]["name"],
+        per_image = s.get("seconds_per_image") or s.get("seconds") or {}  # "seconds": summaries before 2026-12
+        rows.append({"job": job, "overrides": shown, "operator": s["operator"]["name"],
                      "solver": s["solver"]["name"], "prior": s["prior"]["source"], "images": s["num_finished"],
-                     "psnr": g("psnr"), "psnr_std": g("psnr", "std"), "ssim": g("ssim"), "ssim_std": g("ssim", "std"),
-                     "lpips": g("lpips"), "psnr_initial": g("psnr_initial"),
+                     "psnr": g("psnr"), "psnr_median": g("psnr", "median"), "psnr_std": g("psnr", "std"),
+                     "ssim": g("ssim"), "ssim_std": g("ssim", "std"), "lpips": g("lpips"),
+                     "psnr_initial": g("psnr_initial"), "psnr_initial_median": g("psnr_initial", "median"),
                      "nfe": round((s.get("nfe") or {}).get("mean", 0), 1),
-                     "seconds": round((s.get("seconds") or {}).get("mean", 0), 2),
+                     "seconds_per_image": round(per_image.get("mean", 0), 2),
                      "residual": round((s.get("residual") or {}).get("mean", 0), 3),
-                     "stop_reasons": " ".join(f"{k}:{v}" for k, v in s.get("stop_reasons", {}).items())})
+                     "stop_reasons": " ".join(f"{k}:{v}" for k, v in s.get("stop_reasons", {}).items()),
+                     "error": None})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("n/a" if v is None else v) for k, v in r.items()})
+        w.writerow({k: ("" if k == "error" and v is None else "n/a" if v is None else v) for k, v in r.items()})
     csv_path, md_path = sweep_dir / "sweep_summary.csv", sweep_dir / "sweep_summary.md"
     atomic_write_text(csv_path, buf.getvalue())
 
     def pm(r, k, d):
-        return "n/a" if r[k] is None else (f"{r[k]:.{d}f} ± {r[k + '_std']:.{d}f}" if r.get(k + "_std") is not None
-                                          else f"{r[k]:.{d}f}")
+        if r[k] is None:
+            return "n/a"
+        text = f"{r[k]:.{d}f} ± {r[k + '_std']:.{d}f}" if r.get(k + "_std") is not None else f"{r[k]:.{d}f}"
+        return text + (f" (median {r[k + '_median']:.{d}f})" if r.get(k + "_median") is not None else "")
 
-    md = [f"# Sweep summary: {sweep_dir}", "",
-          "PSNR/SSIM: mean ± std over the images (data range 1); PSNR (initial): the operator's initial guess; "
-          "residual: ‖y − A(x)‖ / (σ√m), ≈ 1 at the noise level; seconds: solver time of the image's batch.",
-          f"Overrides common to all runs: {' '.join(common) or '(none)'}", "",
-          "| job | overrides | images | PSNR (dB) | SSIM | LPIPS | PSNR (initial) | NFE | seconds | residual | stop |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
     def num(v, d):
         return "n/a" if v is None else f"{v:.{d}f}"
 
+    md = [f"# Sweep summary: {sweep_dir}", "",
+          "PSNR/SSIM: mean ± std (median) over the images (data range 1); PSNR (initial): the operator's initial "
+          "guess; residual: ‖y − A(x)‖ / (σ√m), ≈ 1 at the noise level; s/image: the batch's time divided by its "
+          "images.",
+          f"Overrides common to all runs: {' '.join(common) or '(none)'}", "",
+          "| job | overrides | images | PSNR (dB) | SSIM | LPIPS | PSNR (initial) | NFE | s/image | residual | stop |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r["error"] is not None:
+            md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | failed: {r['error'].replace('|', '/')} "
+                      f"| | | | | | | | |")
+            continue
         md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | {r['images']} | {pm(r, 'psnr', 2)} | "
                   f"{pm(r, 'ssim', 3)} | {num(r['lpips'], 3)} | {num(r['psnr_initial'], 2)} | {r['nfe']:g} | "
-                  f"{r['seconds']:g} | {r['residual']:g} | {r['stop_reasons']} |")
+                  f"{r['seconds_per_image']:g} | {r['residual']:g} | {r['stop_reasons']} |")
+    failed = [r for r in rows if r["error"] is not None]
+    if failed:
+        md += ["", f"{len(failed)} job(s) failed; each job's folder holds failed.json with the reason."]
     atomic_write_text(md_path, "\n".join(md) + "\n")
     return md_path, csv_path

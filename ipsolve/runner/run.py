@@ -15,12 +15,13 @@ from .batches import Job, run_batches
 from .errors import RunError
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table
 from .grid import write_grid
-from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels,
-                     measurement_origin)
+from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels, describe_spec,
+                     measurement_origin, recorded_settings)
 from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
 from .reports import METRICS, metrics_csv, summarize
 from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
 from .settings import build_models, check_fits, run_settings
+from .threads import torch_threads
 
 log = logging.getLogger("ipsolve")
 
@@ -48,7 +49,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8, progress: bool = True,
             state=None, device=None, config_yaml: str | None = None, extra_summary: dict | None = None,
             return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
-            review_below: float | None = None, review_coverage: float | None = None) -> Reconstruction:
+            review_below: float | None = None, review_coverage: float | None = None,
+            threads="auto") -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -60,9 +62,10 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     measurements need when the operator draws hidden state from its seed.  ``samples=k``: k
     posterior samples per image (``mean/``, ``std/``, ``samples/``).  ``review_below`` (a
     reliability threshold) or ``review_coverage`` (the fraction to accept, most reliable first)
-    flags the other images for review in ``summary.json`` and ``metrics.csv``."""
+    flags the other images for review in ``summary.json`` and ``metrics.csv``; a reconstruction
+    that fits the measurement worse than the initial guess is never accepted.  ``threads``:
+    torch's CPU threads per process during the run, ``"auto"`` (:mod:`.threads`) or a number."""
     start = time.perf_counter()
-    progress = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)  # no bar frames in log files
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise RunError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
@@ -73,12 +76,31 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     out = check_writable(Path(output_dir)) if output_dir is not None else None
     if state is None:
         state = process_state(device)
+    with torch_threads(threads, state.num_processes) as chosen:
+        if state.process_index == 0:
+            log.info("torch threads: %d per process (%s)", chosen["threads"], chosen["reason"])
+        return _execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
+                        batch_size=batch_size, measurements=measurements, out=out, metrics=metrics,
+                        lpips_net=lpips_net, grid_max=grid_max, progress=progress, state=state, device=device,
+                        config_yaml=config_yaml, extra_summary={"threads": chosen, **(extra_summary or {})},
+                        return_images=return_images, explicit_operator=explicit_operator, samples=samples,
+                        review_below=review_below, review_coverage=review_coverage, start=start)
+
+
+def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, measurements, out, metrics, lpips_net,
+             grid_max, progress, state, device, config_yaml, extra_summary, return_images, explicit_operator, samples,
+             review_below, review_coverage, start) -> Reconstruction:
+    """:func:`execute` once its arguments are checked and the thread count is set."""
+    terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
+    log_progress = progress and not terminal  # output to a file: log lines instead of bar frames
+    progress = progress and terminal
     device = process_device(device, state)
     operator, solver, prior = build_models(operator, solver, prior, state=state, device=device, progress=progress)
     check_fits(solver, operator, prior)
     if measurements:
         check_measurement_provenance(items, operator, explicit_operator, measurement_origin(items))
     warnings = input_warnings(items, prior, measurements, state.process_index)
+    resized = None if measurements else resized_inputs(items, prior, state.process_index)
     settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
     if samples > 1:
         settings["samples"] = samples
@@ -90,13 +112,13 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
     log_start(job, settings, names, done, pending)
     local = local_items(state, items, pending)
-    records, skipped, images = run_batches(job, local, batch_size, progress, return_images)
+    records, skipped, images = run_batches(job, local, batch_size, progress, return_images, log_progress)
     state.wait_for_everyone()
     ordered, skipped = gather_records(state, names, records, skipped, done)
     summary = summarize(ordered, settings=settings, skipped=skipped, num_processes=job.world,
                         wall_seconds=time.perf_counter() - start,
                         extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
-                               "warnings": warnings, "samples": samples,
+                               "warnings": warnings, "samples": samples, "resized": resized,
                                "review": review_summary(ordered, review_below, review_coverage),
                                **(extra_summary or {})})
     if job.rank == 0:
@@ -148,6 +170,31 @@ def input_warnings(items: list[Item], prior, measurements: bool, rank: int) -> l
     return warnings
 
 
+def resized_inputs(items: list[Item], prior, rank: int) -> dict | None:
+    """Image files not at the prior's size are centre-cropped to a square and resized to it
+    (:func:`ipsolve.io.load_image`), and scored there: logged once (rank 0) and recorded in
+    ``summary.json`` — ``{"to": [S, S], "count": n, "from": {"HxW": images}, "images": [names]}``,
+    or None when every file already has the prior's size."""
+    from ..io import image_size
+
+    size = (prior.image_size, prior.image_size)
+    sizes: dict[str, int] = {}
+    names = []
+    for it in items:
+        hw = image_size(it.path) if it.path is not None else None
+        if hw is not None and tuple(hw) != size:
+            key = f"{hw[0]}x{hw[1]}"
+            sizes[key] = sizes.get(key, 0) + 1
+            names.append(it.name)
+    if not names:
+        return None
+    if rank == 0:
+        log.warning("%d image(s) centre-cropped to a square and resized to the prior's %d×%d (%s); reconstructions "
+                    "and metrics are at %d×%d", len(names), *size,
+                    ", ".join(f"{k.replace('x', '×')} → {size[0]}×{size[1]}: {n}" for k, n in sizes.items()), *size)
+    return {"to": list(size), "count": len(names), "from": sizes, "images": names}
+
+
 def decide_resume(state, out: Path | None, names: list[str], fp: str,
                   config_yaml: str | None) -> tuple[dict[str, dict], list[str]]:
     """``(records finished by an earlier run, names left to do)``: decided by rank 0, the same on every rank."""
@@ -188,11 +235,18 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
     write_grid(job.out, records, items, job.prior, job.measurements, grid_max)
 
 
+WORSE_THAN_INITIAL = "residual above the initial guess's"
+
+
 def review_summary(records: list[dict], review_below, review_coverage) -> dict:
-    """Accept / review per image from the reliability scores (never the ground truth)."""
+    """Accept / review per image from the reliability scores (never the ground truth).  A
+    reconstruction that fits the measurement worse than the initial guess
+    (``worse_than_initial``, :func:`~.batches.flag_against_initial`) is never accepted."""
     scores = [r["info"].get("reliability", float("-inf")) for r in records]
     decisions = review_decisions(scores, review_below, review_coverage)
-    flagged = {r["name"]: r["info"].get("reliability_reason") for r, d in zip(records, decisions) if d == "review"}
+    decisions = ["review" if r.get("worse_than_initial") else d for r, d in zip(records, decisions)]
+    flagged = {r["name"]: (WORSE_THAN_INITIAL if r.get("worse_than_initial") else r["info"].get("reliability_reason"))
+               for r, d in zip(records, decisions) if d == "review"}
     return {"review_below": review_below, "review_coverage": review_coverage, "num_flagged": len(flagged),
             "flagged": flagged, "decisions": {r["name"]: d for r, d in zip(records, decisions)}}
 
@@ -211,14 +265,48 @@ def gather_images(state, images: dict, records: list[dict], out: Path | None):
 
 
 # ----------------------------------------------------------------------------------------
+# measurements made by an ipsolve run: its operator and noise
+# ----------------------------------------------------------------------------------------
+def recorded_operator(items: list[Item], operator, sigma, noise, *, keep_operator: bool, keep_sigma: bool,
+                      keep_noise: bool):
+    """``(operator, sigma, noise)`` for measurements: the ones the run that made them recorded
+    (its ``config.yaml`` / ``summary.json`` beside ``measurement/``) where the user gave none
+    (``keep_*`` False), else the given ones; logs what was read, and where from."""
+    recorded = recorded_settings(items)
+    if recorded is None:
+        return operator, sigma, noise
+    taken = []
+    if not keep_operator:
+        operator = recorded["config"] or dict(recorded["operator"])
+        taken.append(f"operator {describe_spec(recorded['operator'])}")
+    if not keep_sigma and recorded.get("sigma") is not None:
+        sigma = recorded["sigma"]
+        taken.append(f"sigma {sigma:g}")
+    elif keep_sigma and recorded.get("sigma") is not None and float(recorded["sigma"]) != float(sigma):
+        log.warning("sigma %g given; the measurements were made with sigma %g (%s)", float(sigma),
+                    float(recorded["sigma"]), recorded["file"])
+    if not keep_noise and recorded.get("noise"):
+        noise = recorded["noise"]
+        if noise != "gaussian":
+            taken.append(f"noise {noise}")
+    if taken:
+        source = recorded["file"] if recorded["config"] is None or keep_operator else \
+            str(Path(recorded["file"]).with_name("config.yaml"))
+        log.info("measurements only: %s read from %s (the run that made these measurements)", " and ".join(taken),
+                 source)
+    return operator, sigma, noise
+
+
+# ----------------------------------------------------------------------------------------
 # the Python API
 # ----------------------------------------------------------------------------------------
-def reconstruct(images_or_folder, operator="super_resolution", solver="dmplug_cpu", prior="phantom_ddpm",
-                output_dir=None, *, sigma: float = 0.01, noise: str = "gaussian", seed: int = 0,
+def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="phantom_ddpm",
+                output_dir=None, *, sigma: float | None = None, noise: str | None = None, seed: int = 0,
                 batch_size: int = 4, measurements: bool = False, max_images: int | None = None, names=None,
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
                 progress: bool = True, return_images: bool = True, samples: int = 1,
-                review_below: float | None = None, review_coverage: float | None = None) -> Reconstruction:
+                review_below: float | None = None, review_coverage: float | None = None,
+                threads="auto") -> Reconstruction:
     """Reconstruct a folder of images (a path or ``bundled:phantom`` / ``bundled:photo``), a
     list of image paths, or a tensor ``(N, C, H, W)`` in [-1, 1] (the prior's size and
     channels).  Files are centre-cropped and resized to the prior's size.
@@ -230,10 +318,21 @@ def reconstruct(images_or_folder, operator="super_resolution", solver="dmplug_cp
     solver seeds derive from (``seed``, its name), so results do not depend on batching or on the
     number of processes.  With ``output_dir`` the same files as the command line are written
     and a rerun resumes.  Under ``accelerate launch`` / ``torchrun`` the images are split across
-    the processes.  Returns a :class:`Reconstruction` (``x, records = reconstruct(...)``)."""
+    the processes.  Returns a :class:`Reconstruction` (``x, records = reconstruct(...)``).
+
+    ``operator=None``, ``sigma=None``, ``noise=None``: with measurements from an ipsolve run's
+    ``measurement/`` folder, the ones that run recorded; otherwise ``"super_resolution"``,
+    0.01 and ``"gaussian"``.  ``threads``: torch's CPU threads during the run (``"auto"``: see
+    :mod:`ipsolve.runner.threads`; restored afterwards)."""
     if output_dir is not None:
         check_writable(Path(output_dir))  # before any work
     items = collect_items(images_or_folder, max_images=max_images, names=names)
+    if measurements:
+        operator, sigma, noise = recorded_operator(items, operator, sigma, noise, keep_operator=operator is not None,
+                                                   keep_sigma=sigma is not None, keep_noise=noise is not None)
+    operator = "super_resolution" if operator is None else operator
+    sigma = 0.01 if sigma is None else sigma
+    noise = "gaussian" if noise is None else noise
     if isinstance(operator, str):
         explicit = ()
     elif isinstance(operator, Mapping):
@@ -244,16 +343,18 @@ def reconstruct(images_or_folder, operator="super_resolution", solver="dmplug_cp
                    batch_size=batch_size, measurements=measurements, output_dir=output_dir, metrics=metrics,
                    lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
                    return_images=return_images, explicit_operator=explicit, samples=samples,
-                   review_below=review_below, review_coverage=review_coverage)
+                   review_below=review_below, review_coverage=review_coverage, threads=threads)
 
 
 # ----------------------------------------------------------------------------------------
 # the command line's job
 # ----------------------------------------------------------------------------------------
 def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = None,
-               explicit_operator: Sequence[str] = ()) -> Reconstruction:
+               explicit_operator: Sequence[str] = (), given: Sequence[str] = ("operator", "sigma", "noise")) -> Reconstruction:
     """Run the job described by a composed ``conf/config.yaml`` into ``output_dir``
-    (``explicit_operator``: the operator settings given on the command line)."""
+    (``explicit_operator``: the operator settings given on the command line; ``given``: the
+    top-level settings and groups given there — measurements from an ipsolve run take its
+    operator, sigma and noise where these were not given)."""
     from omegaconf import OmegaConf
 
     check_writable(output_dir)
@@ -261,12 +362,16 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
     if OmegaConf.is_missing(data, "path"):
         raise RunError("data.path is required with data=folder: ipsolve data=folder data.path=DIR")
     items = collect_items(data.path, max_images=data.get("max_images"))
-    return execute(items, operator=cfg.operator, solver=cfg.solver, prior=cfg.prior, sigma=cfg.sigma,
-                   noise=cfg.get("noise", "gaussian"), seed=cfg.seed, batch_size=data.get("batch_size", 4),
+    operator, sigma, noise = cfg.operator, cfg.sigma, cfg.get("noise", "gaussian")
+    if data.get("measurements", False):
+        operator, sigma, noise = recorded_operator(items, operator, sigma, noise, keep_operator="operator" in given,
+                                                   keep_sigma="sigma" in given, keep_noise="noise" in given)
+    return execute(items, operator=operator, solver=cfg.solver, prior=cfg.prior, sigma=sigma,
+                   noise=noise, seed=cfg.seed, batch_size=data.get("batch_size", 4),
                    measurements=bool(data.get("measurements", False)), output_dir=output_dir,
                    metrics=list(cfg.get("metrics", METRICS)), lpips_net=cfg.get("lpips_net", "alex"),
                    grid_max=cfg.get("grid_max", 8), progress=bool(cfg.get("progress", True)), state=state,
                    device=cfg.get("device", "auto"), config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
                    extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
                    samples=int(cfg.get("samples", 1)), review_below=cfg.get("review_below"),
-                   review_coverage=cfg.get("review_coverage"))
+                   review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"))

@@ -148,6 +148,51 @@ def registry_name(obj, registry: Mapping) -> str:
     return type(obj).__name__
 
 
+def matching_presets(spec: dict) -> list[str]:
+    """The ``conf/operator`` presets whose settings all equal those of the operator description
+    ``spec`` (``{"name": ..., **params}``), the ones that set the most of them (several when
+    presets are the same, e.g. ``mri`` and ``mri_4x``); [] when none."""
+    import json
+
+    root = conf_dir()
+    if root is None or not isinstance(spec, dict):
+        return []
+    norm = json.loads(json.dumps(spec, default=str))
+    best, best_keys = [], -1
+    for path in sorted((root / "operator").glob("*.yaml")):
+        preset = json.loads(json.dumps(load_preset("operator", path.stem) or {}, default=str))
+        if preset.get("name") != norm.get("name") or not all(norm.get(k) == v for k, v in preset.items() if k in norm):
+            continue
+        if len(preset) > best_keys:
+            best, best_keys = [path.stem], len(preset)
+        elif len(preset) == best_keys:
+            best.append(path.stem)
+    return best
+
+
+def prior_kind_of_preset(name: str) -> str | None:
+    """The prior kind (``diffusion``, ``flow``, ``latent-diffusion``, ``latent-flow``) of a
+    ``conf/prior`` preset whose source is bundled, read from its ``model_index.json`` without
+    loading it; None for other presets."""
+    import json
+
+    from ..priors.loading import BUNDLED_DIR
+
+    preset = load_preset("prior", name) or {}
+    source = str(preset.get("source", ""))
+    if not source.startswith("bundled:"):
+        return None
+    folder = BUNDLED_DIR / source.split(":", 1)[1]
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    flow = "FlowMatch" in str(index.get("scheduler", ""))
+    inner = "flow" if flow or index.get("_class_name") == "FlowMatchingPipeline" else "diffusion"
+    latent = any(k in index for k in ("vqvae", "vae"))
+    return f"latent-{inner}" if latent else inner
+
+
 def describe_operator(operator) -> dict:
     """The operator's registry name and settings (as recorded in ``summary.json``)."""
     from ..operators import OPERATORS
@@ -189,8 +234,13 @@ def check_fits(solver, operator, prior) -> None:
         from ..solvers.base import prior_key
 
         fits = [n for n, cls in SOLVERS.items() if prior_key(prior) in cls.accepts]
-        raise RunError(f"{err}" + (f" (solvers for this prior: {', '.join(fits)}, or their *_cpu presets)"
-                                   if fits else "")) from None
+        root = conf_dir()
+        presets = sorted(p.stem for p in (root / "prior").glob("*.yaml")) if root is not None else []
+        priors = [p for p in presets if prior_kind_of_preset(p) in getattr(solver, "accepts", ())]
+        raise RunError(f"{err}" + (f"; the bundled prior that fits: {' or '.join(f'prior={p}' for p in priors)}"
+                                   if priors else "")
+                       + (f" (solvers for this prior: {', '.join(fits)}, or their *_cpu presets)"
+                          if fits else "")) from None
 
 
 def run_settings(operator, solver, prior, *, sigma: float, noise: str, seed: int, measurements: bool) -> dict:

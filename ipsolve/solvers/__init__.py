@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..operators import Operator
-from ..parameters import unknown_parameters_message
+from ..parameters import parameter_type_message, unknown_parameters_message
 from ..priors import Prior
 from .base import Result, Solver, generators_for, generators_on
 from .calibration import Calibration, apply_auto, calibrate, fresh_generators as _copies
@@ -37,7 +37,8 @@ def make_solver(name: str, **params) -> Solver:
     from the measurement (:func:`ipsolve.calibrate`) before solving."""
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(sorted(SOLVERS))}")
-    message = unknown_parameters_message("solver", name, SOLVERS[name], params)
+    message = (unknown_parameters_message("solver", name, SOLVERS[name], params)
+               or parameter_type_message("solver", name, SOLVERS[name], params))
     if message:
         raise TypeError(message)
     auto = tuple(k for k, v in params.items() if isinstance(v, str) and v == "auto")

@@ -1,0 +1,97 @@
+"""Progress as log lines, for runs whose output goes to a file (nohup, CI, SLURM): a terminal
+gets tqdm bars instead, which a log file would fill with frames.
+
+One line per finished batch and one every N solver iterations, N chosen from the measured time
+per iteration so that a line comes every ~:data:`TARGET_SECONDS`; each line says how many images
+are done, the elapsed time and an estimate of the rest (from the images and iterations done so
+far; solvers that stop early finish sooner than estimated)."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+log = logging.getLogger("ipsolve")
+
+TARGET_SECONDS = 20.0  # aim: a line every 10–30 s
+MEASURE_SECONDS = 2.0  # time per iteration measured over at least this long before N is fixed
+
+
+def duration(seconds: float) -> str:
+    """``'45 s'``, ``'3 min 05 s'``, ``'1 h 02 min'``."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def iteration_budget(solver) -> int | None:
+    """The callbacks a solver makes per run at most (iterations / annealing steps / steps), or None."""
+    for attr in ("iterations", "annealing_steps", "steps"):
+        value = getattr(solver, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class ProgressLog:
+    """Log lines about a run of ``total`` images in batches (this process's share).
+
+    Use :meth:`start_batch` before a batch, pass :meth:`callback` to the solver, and call
+    :meth:`end_batch` after it.  ``clock`` is replaceable for tests."""
+
+    def __init__(self, total: int, num_batches: int, budget: int | None, samples: int = 1, label: str = "",
+                 target: float = TARGET_SECONDS, clock=time.perf_counter):
+        self.total, self.num_batches, self.samples, self.label = total, num_batches, samples, label
+        self.budget = budget * samples if budget else None  # a batch with k samples is solved k times
+        self.target, self.clock = target, clock
+        self.start = clock()
+        self.done, self.batch, self.batch_size = 0, 0, 0
+        self.every: int | None = None  # N, once measured
+        self.calls, self.batch_start = 0, self.start
+
+    def start_batch(self, size: int) -> None:
+        self.batch += 1
+        self.batch_size, self.calls, self.batch_start = size, 0, self.clock()
+
+    def _eta(self, fraction_of_batch: float) -> str:
+        elapsed = self.clock() - self.start
+        finished = self.done + self.batch_size * min(max(fraction_of_batch, 0.0), 1.0)
+        if finished <= 0:
+            return "time left unknown yet"
+        left = elapsed * (self.total - finished) / finished
+        return f"about {duration(left)} left"
+
+    def callback(self, iteration: int, state=None) -> None:
+        """The solver's per-iteration callback: counts, fixes N once the time per iteration is
+        known, and logs every N iterations."""
+        self.calls += 1
+        now = self.clock()
+        if self.every is None:
+            spent = now - self.batch_start
+            if spent < MEASURE_SECONDS:
+                return
+            per_iteration = spent / self.calls
+            self.every = max(1, round(self.target / per_iteration))
+            log.info("%sprogress: %.2f s per solver iteration; a line every %d iterations (~%s)", self.label,
+                     per_iteration, self.every, duration(self.every * per_iteration))
+        if self.calls % self.every:
+            return
+        of = f"/{self.budget}" if self.budget else ""
+        fraction = self.calls / self.budget if self.budget else 0.0
+        log.info("%sprogress: batch %d/%d at iteration %d%s | %d/%d images done | %s elapsed | %s", self.label,
+                 self.batch, self.num_batches, self.calls, of, self.done, self.total,
+                 duration(self.clock() - self.start), self._eta(fraction))
+
+    def end_batch(self, finished: int) -> None:
+        self.done += finished
+        self.batch_size = 0
+        log.info("%sprogress: batch %d/%d finished | %d/%d images done | %s elapsed | %s", self.label, self.batch,
+                 self.num_batches, self.done, self.total, duration(self.clock() - self.start),
+                 "done" if self.done >= self.total else self._eta(0.0))
+
+
+def num_batches(count: int, batch_size: int) -> int:
+    return max(1, math.ceil(count / max(1, batch_size)))

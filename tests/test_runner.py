@@ -1,0 +1,219 @@
+"""The runner's first-contact behaviour, in-process: the thread count a run chooses, progress
+lines without a terminal, the flag on reconstructions that fit worse than the initial guess
+(never accepted), medians in the summary, the per-image time, failed sweep jobs in the sweep
+summary, and one-line errors for a parameter of the wrong type."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from ipsolve.runner import progress as P
+from ipsolve.runner import threads as T
+from ipsolve.runner.batches import flag_against_initial
+from ipsolve.runner.errors import RunError
+from ipsolve.runner.reports import metrics_csv, report, summarize, summarize_sweep
+from ipsolve.runner.run import review_summary
+from ipsolve.solvers.stopping import discrepancy_tau
+
+
+# -- threads -------------------------------------------------------------------------------
+@pytest.fixture
+def machine(monkeypatch):
+    """A machine of ``cores`` cores with ``busy`` cores used by other work, no OMP_NUM_THREADS."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+
+    def set_machine(cores, busy=0.0):
+        monkeypatch.setattr(T, "usable_cores", lambda: cores)
+        monkeypatch.setattr(T, "busy_cores", lambda c, interval=0.3: (min(busy, c), f"{busy} busy"))
+
+    return set_machine
+
+
+def test_threads_auto_is_one_per_process_on_a_small_or_shared_machine(machine, monkeypatch):
+    machine(2)
+    assert T.choose_threads("auto")[0] == 1                       # 2 cores: never more than one thread
+    machine(16)
+    assert T.choose_threads("auto")[0] == T.MAX_AUTO_THREADS == 8  # an idle large machine: capped
+    machine(16, busy=13.2)
+    n, why = T.choose_threads("auto")
+    assert n == 3 and "13.2" in why                                # what other work leaves free
+    machine(8, busy=0.0)
+    assert T.choose_threads("auto", num_processes=2)[0] == 4       # shared between this run's processes
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert T.choose_threads("auto", num_processes=8)[0] == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")                     # the user's own choice wins over auto
+    assert T.choose_threads("auto") == (3, "OMP_NUM_THREADS=3 in the environment")
+    assert T.choose_threads(2)[0] == 2 and T.choose_threads("5")[0] == 5
+    for bad in ("abc", 0, -1, True):
+        with pytest.raises(RunError, match="threads must be auto or an integer >= 1"):
+            T.choose_threads(bad)
+
+
+def test_busy_cores_sees_a_busy_process():
+    """The /proc/stat sample counts other processes' CPU use, not this (sleeping) one's."""
+    import subprocess
+    import sys
+
+    if T._cpu_times() is None:
+        pytest.skip("no /proc/stat on this system")
+    idle_busy, _ = T.busy_cores(T.usable_cores(), interval=0.3)
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        busy, why = T.busy_cores(T.usable_cores(), interval=0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert "busy with other work" in why
+    assert busy >= min(0.6, T.usable_cores() * 0.3) or busy > idle_busy + 0.5, (idle_busy, busy)
+
+
+def test_run_records_its_thread_count_and_restores_torchs():
+    import ipsolve
+
+    x = ipsolve.datasets.heldout_phantoms(1, 32)
+    solver = ipsolve.make_solver("dmplug", iterations=2, ddim_steps=2, warm_start=0.25, progress=False)
+    before = torch.get_num_threads()
+    run = ipsolve.reconstruct(x, solver=solver, prior="bundled:phantom-ddpm", progress=False, threads=1,
+                              metrics=["psnr"])
+    assert torch.get_num_threads() == before
+    assert run.summary["threads"] == {"setting": "1", "threads": 1, "reason": "threads=1 (set)"}
+
+
+# -- progress lines ------------------------------------------------------------------------
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_lines_every_n_iterations_sized_from_the_measured_time(caplog):
+    """0.5 s per iteration → a line every 40 iterations (~20 s); batch lines with images done,
+    elapsed time and an estimate of the rest from the work done so far."""
+    clock = FakeClock()
+    lines = P.ProgressLog(total=4, num_batches=2, budget=100, clock=clock)
+    with caplog.at_level(logging.INFO, logger="ipsolve"):
+        for _ in range(2):
+            lines.start_batch(2)
+            for it in range(100):
+                clock.t += 0.5
+                lines.callback(it, None)
+            lines.end_batch(2)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "a line every 40 iterations" in msgs[0]
+    at = [m for m in msgs if "at iteration" in m]
+    assert [m.split("at iteration ")[1].split(" ")[0] for m in at] == ["40/100", "80/100", "40/100", "80/100"]
+    # iteration 40 of the first batch: 20 s for 0.4 of 2 images out of 4 → 0.8 done, 80 s left
+    assert "0/4 images done | 20 s elapsed | about 1 min 20 s left" in at[0]
+    batch = [m for m in msgs if "finished" in m]
+    assert "batch 1/2 finished | 2/4 images done | 50 s elapsed | about 50 s left" in batch[0]
+    assert batch[1].endswith("4/4 images done | 1 min 40 s elapsed | done")
+    assert P.duration(3725) == "1 h 02 min" and P.iteration_budget(type("S", (), {"steps": 250})()) == 250
+
+
+# -- worse than the initial guess ----------------------------------------------------------
+def record(name, residual, reliability=-0.1):
+    return {"name": name, "rank": 0, "seed": {"noise": 1, "solver": 2}, "metrics": {"psnr": 20.0},
+            "initial_metrics": {"psnr": 21.0},
+            "info": {"nfe": 10, "iterations": 5, "stop_reason": "budget", "residual": residual, "seconds": 4.0,
+                     "reliability": reliability, "reliability_reason": "feasibility"},
+            "seconds_per_image": 2.0, "batch_seconds": 4.0}
+
+
+def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_never_accepted():
+    m = 64
+    tau = discrepancy_tau(m)
+    recs = [record("fits", 1.0), record("worse", 3.0, reliability=0.0), record("both_bad", 3.0),
+            record("below_noise", 0.9 * tau)]
+    for rec, init in zip(recs, (2.0, 0.0, 4.0, 0.0)):
+        flag_against_initial(rec, init, m, sigma=0.01)
+    # above the initial guess's residual AND the noise level: flagged; an initial guess that
+    # interpolates y (residual 0) does not flag a reconstruction at the noise level
+    assert [bool(r.get("worse_than_initial")) for r in recs] == [False, True, False, False]
+    assert recs[1]["initial_residual"] == 0.0 and "above the initial guess's" in recs[1]["worse_than_initial"]
+    for below, coverage in ((None, None), (-1.0, None), (None, 1.0)):  # accept-all settings accept it not
+        review = review_summary(recs, below, coverage)
+        assert review["decisions"]["worse"] == "review" and review["decisions"]["fits"] == "accept"
+        assert review["flagged"]["worse"] == "residual above the initial guess's"
+    summary = summarize(recs, settings={"operator": {"name": "inpainting"}, "solver": {"name": "dps"},
+                                        "prior": {"source": "p"}, "sigma": 0.01},
+                        skipped=[], num_processes=1, wall_seconds=9.0,
+                        extra={"review": review_summary(recs, None, None), "warnings": []})
+    assert list(summary["worse_than_initial"]) == ["worse"]
+    text = report(summary)
+    assert "1 of 4 reconstruction(s) fit the measurement worse than the initial guess" in text and "worse" in text
+    rows = metrics_csv(recs, summary["review"]["decisions"]).splitlines()
+    head = rows[0].split(",")
+    worse = dict(zip(head, rows[2].split(",")))
+    assert worse["worse_than_initial"] == "yes" and worse["decision"] == "review" and worse["initial_residual"] == "0"
+    flag_against_initial(rec := record("blind", 3.0), None, m, 0.01)  # blind operators: no initial residual
+    assert rec["initial_residual"] is None and "worse_than_initial" not in rec
+
+
+def test_summary_has_medians_and_honest_per_image_seconds():
+    recs = [record(f"im{i}", 1.0) for i in range(3)]
+    for r, p in zip(recs, (20.0, 21.0, 40.0)):  # one near-empty image scores 40 dB
+        r["metrics"]["psnr"] = p
+    summary = summarize(recs, settings={"operator": {"name": "super_resolution"}, "solver": {"name": "dmplug"},
+                                        "prior": {"source": "p"}, "sigma": 0.01},
+                        skipped=[], num_processes=1, wall_seconds=9.0, extra={"warnings": []})
+    assert summary["metrics"]["psnr"]["median"] == 21.0 and summary["metrics"]["psnr"]["mean"] == pytest.approx(27.0)
+    assert summary["seconds_per_image"]["mean"] == 2.0 and summary["batch_seconds"]["mean"] == 4.0
+    assert "seconds" not in summary  # the old key held the batch's time, not the image's
+    text = report(summary)
+    assert "PSNR 27.00 ± 11.27, median 21.00 dB" in text and "seconds per image 2.0" in text
+
+
+def test_sweep_summary_lists_failed_jobs_with_their_reason(tmp_path):
+    ok = tmp_path / "0"
+    ok.mkdir()
+    base = record("a", 1.0)
+    summary = summarize([base], settings={"operator": {"name": "super_resolution"}, "solver": {"name": "dmplug"},
+                                          "prior": {"source": "bundled:phantom-ddpm"}, "sigma": 0.01},
+                        skipped=[], num_processes=1, wall_seconds=9.0,
+                        extra={"overrides": ["solver=dmplug_cpu", "data.max_images=1"]})
+    (ok / "summary.json").write_text(json.dumps(summary))
+    bad = tmp_path / "1"
+    bad.mkdir()
+    (bad / "failed.json").write_text(json.dumps({"job": 1, "overrides": ["solver=fmplug_cpu", "data.max_images=1"],
+                                                 "reason": "solver 'fmplug' cannot use a diffusion prior; "
+                                                           "the bundled prior that fits: prior=phantom_flow"}))
+    md, csv_path = summarize_sweep(tmp_path)
+    text = md.read_text()
+    assert "| 1 | solver=fmplug_cpu | failed: solver 'fmplug' cannot use a diffusion prior" in text
+    assert "prior=phantom_flow" in text and "| 0 | solver=dmplug_cpu | 1 | 20.00" in text
+    import csv
+
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["error"] != "" for r in rows] == [False, True] and rows[0]["seconds_per_image"] == "2.0"
+
+
+# -- parameters of the wrong type ----------------------------------------------------------
+def test_a_non_number_for_a_number_parameter_names_the_parameter():
+    import ipsolve
+
+    with pytest.raises(TypeError, match=r"solver 'dps': parameter 'zeta' must be a number or null, got 'abc'"):
+        ipsolve.make_solver("dps", zeta="abc")
+    with pytest.raises(TypeError, match=r"parameter 'steps' must be an integer, got 'many'"):
+        ipsolve.make_solver("dps", steps="many")
+    with pytest.raises(TypeError, match=r"operator 'inpainting': parameter 'missing' must be a number"):
+        ipsolve.make_operator("inpainting", missing="most")
+    assert ipsolve.make_operator("inpainting", missing=[0.3, 0.7]).params["missing"] == [0.3, 0.7]  # lists pass
+
+
+def test_solver_prior_mismatch_suggests_the_prior_that_fits():
+    import ipsolve
+    from ipsolve.runner.settings import check_fits
+
+    prior = ipsolve.load_prior("bundled:phantom-ddpm")
+    with pytest.raises(RunError, match=r"cannot use a diffusion prior.*the bundled prior that fits: prior=phantom_flow"):
+        check_fits(ipsolve.make_solver("fmplug"), ipsolve.make_operator("super_resolution"), prior)
