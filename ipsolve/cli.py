@@ -245,6 +245,7 @@ def run(cfg: DictConfig) -> dict | None:
             print(f"ipsolve: results written to {out}")
             files = ["grid.png", "summary.json", "metrics.csv", "config.yaml"]
             files += ["risk_coverage.png", "risk_coverage.csv"] if (out / "risk_coverage.csv").is_file() else []
+            files += ["calibration.csv", "calibration.png"] if (out / "calibration.csv").is_file() else []
             folders = ["recon/", "measurement/", "initial/", "records/"]
             folders += ["mean/", "std/", "samples/"] if result.summary.get("samples", 1) > 1 else []
             print(f"  {', '.join(files)}; {', '.join(folders)}")
@@ -322,6 +323,9 @@ def check_overrides(args: list[str]) -> list[str]:
             out.append(arg)
             continue
         key, value = arg.split("=", 1)
+        if key in ("calibrate", "+calibrate", "++calibrate") and value.lower() in ("true", "false"):
+            out.append(f"calibrate.enabled={value.lower()}")  # calibrate=true is short for calibrate.enabled=true
+            continue
         bare = key.lstrip("+~")
         group, _, param = bare.partition(".")
         sweep = "," in value

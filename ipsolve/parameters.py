@@ -57,6 +57,8 @@ def parameter_type_message(kind: str, name: str, cls, given: dict) -> str | None
             continue  # not a plain number parameter
         if not isinstance(value, str):  # numbers, and lists some take as well (inpainting's missing=[0.3, 0.7])
             continue
+        if value == "auto" and key in (getattr(cls, "search_space", None) or {}):
+            continue  # chosen from the measurement (ipsolve.calibrate)
         what = "an integer" if "float" not in allowed else "a number"
         return (f"{kind} {name!r}: parameter {key!r} must be {what}{' or null' if 'None' in allowed else ''}, "
                 f"got {value!r}")

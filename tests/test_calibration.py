@@ -175,3 +175,64 @@ def test_solve_with_auto_zeta_calibrates_dps():
     again = solve(y, op, prior, with_params(make_solver("dps", steps=8, progress=False), zeta=cal.params["zeta"]),
                   sigma=0.05, generator=[torch.Generator().manual_seed(i) for i in range(2)])
     torch.testing.assert_close(res.x, again.x)
+
+
+# ------------------------------------------------------------------------------- the runner
+def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
+    """``calibrate=True``: the runner calibrates on the first images' measurements — exactly the y
+    it saves and solves, never the ground truth — writes calibration.csv/.json/.png, records the
+    choice in summary.json and the report, solves every image with it, and reuses it on resume."""
+    import numpy as np
+
+    import ipsolve.solvers.calibration as calibration_module
+    from ipsolve.runner import report
+
+    seen = []
+    real = calibration_module.calibrate
+
+    def spy(y, operator, prior, solver, **kw):
+        seen.append(y.clone())
+        assert not any(torch.is_tensor(v) and v.shape == (2, 1, 32, 32) for v in kw.values())
+        return real(y, operator, prior, solver, **kw)
+
+    monkeypatch.setattr(calibration_module, "calibrate", spy)
+    fast = {"name": "dps", "steps": 20, "rescale_zeta": True}
+    run = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
+                              max_images=3, sigma=0.05, calibrate={"images": 2, "budget": 2},
+                              progress=False, return_images=False, metrics=["psnr"])
+    (y,) = seen
+    truth = torch.cat([ipsolve.io.load_image(p)[:, :1] for p in sorted(datasets_demo())[:2]])
+    assert y.shape == (2, 1, 32, 32) and not torch.allclose(y, truth, atol=0.02)
+    saved = torch.stack([torch.from_numpy(np.load(tmp_path / "measurement" / f"{n}.npy")).view(1, 32, 32)
+                         for n in run.names[:2]])
+    torch.testing.assert_close(y, saved)  # the very measurements the batch loop made and solved
+    cal = run.summary["calibration"]
+    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 2
+    assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
+    assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
+    again = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
+                                max_images=4, sigma=0.05, calibrate={"images": 2, "budget": 2},
+                                progress=False, return_images=False, metrics=["psnr"])
+    assert len(seen) == 1 and again.summary["calibration"]["params"] == cal["params"]  # resumed: reused
+
+
+def datasets_demo():
+    from ipsolve.runner import DEMO_DATA
+
+    return list((DEMO_DATA / "phantom").glob("*.png"))
+
+
+def test_runner_calibration_errors(tmp_path):
+    from ipsolve.runner import RunError
+
+    y = make_operator("inpainting").measure(datasets.heldout_phantoms(2, 32), 0.01,
+                                            generator=torch.Generator().manual_seed(0))
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    for i in range(2):
+        ipsolve.io.save_image(y[i:i + 1], folder / f"y{i}.png")
+    with pytest.raises(RunError, match="operator.seed"):
+        ipsolve.reconstruct(folder, operator="inpainting", solver="dps_cpu", measurements=True,
+                            calibrate=True, progress=False)
+    with pytest.raises(RunError, match="unknown calibrate option"):
+        ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1, calibrate={"image": 2})

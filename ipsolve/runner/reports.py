@@ -143,6 +143,14 @@ def report(summary: dict) -> str:
                      f"{format_stats(summary.get('initial_residual'))}) | seconds per image "
                      f"{format_stats(per_image, 1)} (batch time / batch size) | "
                      f"stop: {', '.join(f'{k} {v}' for k, v in summary['stop_reasons'].items())}")
+    calibration = summary.get("calibration")
+    if calibration:
+        values = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                           for k, v in calibration["params"].items())
+        lines.append(f"  calibrated on {len(calibration['images'])} image(s) without the ground truth: {values} "
+                     f"({calibration['method']}, {calibration['candidates']} candidates, "
+                     f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
+                     f"; calibration.csv)")
     threads = summary.get("threads")
     if threads:
         lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .batches import Job, run_batches
+from .calibration import calibrate_job, calibration_options
 from .errors import RunError
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table
 from .grid import write_grid
@@ -50,7 +51,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             state=None, device=None, config_yaml: str | None = None, extra_summary: dict | None = None,
             return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
             review_below: float | None = None, review_coverage: float | None = None,
-            threads="auto") -> Reconstruction:
+            threads="auto", calibrate=False) -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -64,9 +65,13 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     reliability threshold) or ``review_coverage`` (the fraction to accept, most reliable first)
     flags the other images for review in ``summary.json`` and ``metrics.csv``; a reconstruction
     that fits the measurement worse than the initial guess is never accepted.  ``threads``:
-    torch's CPU threads per process during the run, ``"auto"`` (:mod:`.threads`) or a number."""
+    torch's CPU threads per process during the run, ``"auto"`` (:mod:`.threads`) or a number.
+    ``calibrate``: ``True`` or a mapping (``images``, ``method``, ``budget``, ``holdout``,
+    ``params``; :mod:`.calibration`) — choose the solver's parameters from the first images'
+    measurements, never their ground truth, then solve all."""
     start = time.perf_counter()
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
+    calibrate = calibration_options(calibrate)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise RunError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
     try:
@@ -84,12 +89,13 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                         lpips_net=lpips_net, grid_max=grid_max, progress=progress, state=state, device=device,
                         config_yaml=config_yaml, extra_summary={"threads": chosen, **(extra_summary or {})},
                         return_images=return_images, explicit_operator=explicit_operator, samples=samples,
-                        review_below=review_below, review_coverage=review_coverage, start=start)
+                        review_below=review_below, review_coverage=review_coverage, start=start,
+                        calibrate=calibrate)
 
 
 def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, measurements, out, metrics, lpips_net,
              grid_max, progress, state, device, config_yaml, extra_summary, return_images, explicit_operator, samples,
-             review_below, review_coverage, start) -> Reconstruction:
+             review_below, review_coverage, start, calibrate) -> Reconstruction:
     """:func:`execute` once its arguments are checked and the thread count is set."""
     terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
     log_progress = progress and not terminal  # output to a file: log lines instead of bar frames
@@ -111,6 +117,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     names = [it.name for it in items]
     done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
     log_start(job, settings, names, done, pending)
+    calibration = calibrate_job(job, items, calibrate, state) if pending else None
     local = local_items(state, items, pending)
     records, skipped, images = run_batches(job, local, batch_size, progress, return_images, log_progress)
     state.wait_for_everyone()
@@ -120,6 +127,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                         extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
                                "warnings": warnings, "samples": samples, "resized": resized,
                                "review": review_summary(ordered, review_below, review_coverage),
+                               "calibration": calibration,
                                **(extra_summary or {})})
     if job.rank == 0:
         log.info("finished %d of %d image(s) (%d skipped) in %.1f s", len(ordered), len(names), len(skipped),
@@ -306,7 +314,7 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
                 progress: bool = True, return_images: bool = True, samples: int = 1,
                 review_below: float | None = None, review_coverage: float | None = None,
-                threads="auto") -> Reconstruction:
+                threads="auto", calibrate=False) -> Reconstruction:
     """Reconstruct a folder of images (a path or ``bundled:phantom`` / ``bundled:photo``), a
     list of image paths, or a tensor ``(N, C, H, W)`` in [-1, 1] (the prior's size and
     channels).  Files are centre-cropped and resized to the prior's size.
@@ -323,7 +331,9 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
     ``operator=None``, ``sigma=None``, ``noise=None``: with measurements from an ipsolve run's
     ``measurement/`` folder, the ones that run recorded; otherwise ``"super_resolution"``,
     0.01 and ``"gaussian"``.  ``threads``: torch's CPU threads during the run (``"auto"``: see
-    :mod:`ipsolve.runner.threads`; restored afterwards)."""
+    :mod:`ipsolve.runner.threads`; restored afterwards).  ``calibrate=True`` (or a mapping of
+    options): choose the solver's parameters from the first images' measurements first
+    (:mod:`ipsolve.runner.calibration`)."""
     if output_dir is not None:
         check_writable(Path(output_dir))  # before any work
     items = collect_items(images_or_folder, max_images=max_images, names=names)
@@ -343,7 +353,7 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
                    batch_size=batch_size, measurements=measurements, output_dir=output_dir, metrics=metrics,
                    lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
                    return_images=return_images, explicit_operator=explicit, samples=samples,
-                   review_below=review_below, review_coverage=review_coverage, threads=threads)
+                   review_below=review_below, review_coverage=review_coverage, threads=threads, calibrate=calibrate)
 
 
 # ----------------------------------------------------------------------------------------
@@ -374,4 +384,12 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
                    device=cfg.get("device", "auto"), config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
                    extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
                    samples=int(cfg.get("samples", 1)), review_below=cfg.get("review_below"),
-                   review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"))
+                   review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"),
+                   calibrate=_plain(cfg.get("calibrate")))
+
+
+def _plain(value):
+    """An OmegaConf node as plain Python (for the runner's option checks)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -37,16 +37,16 @@ def make_solver(name: str, **params) -> Solver:
     from the measurement (:func:`ipsolve.calibrate`) before solving."""
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(sorted(SOLVERS))}")
-    message = (unknown_parameters_message("solver", name, SOLVERS[name], params)
-               or parameter_type_message("solver", name, SOLVERS[name], params))
-    if message:
-        raise TypeError(message)
     auto = tuple(k for k, v in params.items() if isinstance(v, str) and v == "auto")
     declared = getattr(SOLVERS[name], "search_space", {}) or {}
     undeclared = [k for k in auto if k not in declared]
     if undeclared:
         raise ValueError(f"solver {name!r} cannot choose {', '.join(map(repr, undeclared))} automatically; "
                          f"parameters that accept 'auto': {', '.join(declared) or 'none'}")
+    message = (unknown_parameters_message("solver", name, SOLVERS[name], params)
+               or parameter_type_message("solver", name, SOLVERS[name], {k: v for k, v in params.items() if k not in auto}))
+    if message:
+        raise TypeError(message)
     solver = SOLVERS[name](**{k: v for k, v in params.items() if k not in auto})
     solver.auto_params = auto
     return solver

@@ -48,7 +48,9 @@ class Calibration:
     """What :func:`calibrate` chose: ``params`` (name → value), ``solver`` (a copy with them set),
     ``table`` (one dict per candidate: its values, ``score``, ``nfe`` per image, ``seconds``),
     ``method`` (``holdout`` or ``discrepancy``), ``nfe`` (network evaluations per image spent in
-    all), ``seconds`` and ``note`` (why this method; any fallback)."""
+    all), ``seconds``, ``note`` (why this method; any fallback) and ``changes`` (the settings that
+    turn the original solver into ``solver``: the chosen values, and for the plug-in solvers
+    their iteration count and stopping rule)."""
 
     params: dict
     solver: Solver
@@ -57,6 +59,7 @@ class Calibration:
     nfe: float = 0.0
     seconds: float = 0.0
     note: str = ""
+    changes: dict = field(default_factory=dict)  # the settings that make ``solver`` from the original one
 
     def summary(self) -> dict:
         return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
@@ -267,16 +270,15 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             direction = getattr(type(solver), "guidance_direction", {}).get(name, 1)
             chosen[name] = discrepancy_search(evaluate, lo, hi, n, direction)
     final = dict(chosen)
+    changes = dict(final)
     if method == "holdout" and plug:
         final["iterations"] = best_iterations.get(tuple(sorted(chosen.items())), solver.iterations)
-        calibrated = with_params(solver, **final, stop=())
+        changes.update(iterations=final["iterations"], stop=())
     elif method == "discrepancy" and plug:
-        calibrated = with_params(solver, **final, stop=("discrepancy",), tau=None, combine="first")
-    else:
-        calibrated = with_params(solver, **final)
+        changes.update(stop=("discrepancy",), tau=None, combine="first")
     total_nfe = sum(r["nfe"] for r in table)
-    return Calibration(params=final, solver=calibrated, table=table, method=method, nfe=total_nfe,
-                       seconds=time.perf_counter() - start, note=note)
+    return Calibration(params=final, solver=with_params(solver, **changes), table=table, method=method, nfe=total_nfe,
+                       seconds=time.perf_counter() - start, note=note, changes=changes)
 
 
 def _current(solver, name, lo, hi) -> float:

@@ -1,0 +1,135 @@
+"""``calibrate=true``: choose the solver's parameters from the first images' measurements
+(:func:`ipsolve.calibrate` — never their ground truth), then solve every image with them.
+
+Rank 0 calibrates and every rank receives the chosen settings; the choice is written to
+``calibration.json`` / ``calibration.csv`` / ``calibration.png`` in the run directory, and a
+resumed run reuses ``calibration.json`` instead of calibrating again."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import RunError
+from .rundir import atomic_write_text
+
+log = logging.getLogger("ipsolve")
+OPTIONS = ("enabled", "images", "method", "budget", "holdout", "params")
+DEFAULTS = {"enabled": False, "images": 4, "method": "auto", "budget": 5, "holdout": 0.2, "params": None}
+
+
+def calibration_options(value) -> dict:
+    """``calibrate`` as given (``True``/``False`` or a mapping of :data:`OPTIONS`) → a full dict."""
+    if value is None or isinstance(value, bool):
+        return {**DEFAULTS, "enabled": bool(value)}
+    if not isinstance(value, Mapping):
+        raise RunError(f"calibrate must be true/false or a mapping of {', '.join(OPTIONS)}, got {value!r}")
+    unknown = [k for k in value if k not in OPTIONS]
+    if unknown:
+        raise RunError(f"unknown calibrate option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
+    out = {**DEFAULTS, "enabled": True, **dict(value)}  # a mapping turns it on unless it says enabled: false
+    if out["params"] is not None:
+        out["params"] = [out["params"]] if isinstance(out["params"], str) else list(out["params"])
+    if int(out["images"]) < 1:
+        raise RunError(f"calibrate.images must be >= 1, got {out['images']}")
+    return out
+
+
+def calibrate_job(job, items, options: dict, state) -> dict | None:
+    """Calibrate ``job.solver`` on the first ``options["images"]`` items and set the calibrated
+    solver on ``job`` (every rank).  Returns the record for ``summary.json`` (None when off)."""
+    from ..solvers.calibration import with_params
+    from .processes import broadcast
+
+    if not options["enabled"]:
+        return None
+    record, error = None, None
+    if state.process_index == 0:
+        previous = job.out / "calibration.json" if job.out is not None else None
+        try:
+            if previous is not None and previous.is_file():
+                record = json.loads(previous.read_text())
+                log.info("calibration: reusing %s (%s)", previous, _describe(record))
+            else:
+                record = _calibrate(job, items, options)
+        except (ValueError, RunError) as err:
+            error = str(err)
+    record, error = broadcast((record, error), state)
+    if error is not None:
+        raise RunError(f"calibration failed: {error}")
+    job.solver = with_params(job.solver, **record["changes"])
+    return record
+
+
+def _calibrate(job, items, options: dict) -> dict:
+    """Rank 0's calibration: the measurements of the first images, exactly as the batch loop makes
+    them (same per-image seeds), and the solver's seeds; the truths only simulate ``y``."""
+    import torch
+
+    from ..solvers.calibration import calibrate
+    from .batches import image_seeds, load_batch, measure
+
+    chosen = items[:int(options["images"])]
+    ok, inputs, _ = load_batch(job, chosen)
+    if not ok:
+        raise RunError("none of the calibration images could be read")
+    seeds = image_seeds(job.seed, ok)
+    names = [it.name for it in ok]
+    y = torch.cat(inputs if job.measurements else measure(job, inputs, seeds, names))
+    del inputs  # calibration sees the measurements only
+    job.operator.set_images(names)
+    gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
+    cal = calibrate(y, job.operator, job.prior, job.solver, sigma=job.sigma, params=options["params"],
+                    budget=options["budget"], method=options["method"], holdout=options["holdout"], seed=job.seed,
+                    generator=gens)
+    record = {**cal.summary(), "images": names, "changes": cal.changes, "table": cal.table}
+    log.info("calibration on %d image(s): %s", len(names), _describe(record))
+    if job.out is not None:
+        write_calibration_files(job.out, record)
+    return record
+
+
+def _describe(record: dict) -> str:
+    values = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in record["params"].items())
+    return (f"{values} by {record['method']} ({record['candidates']} candidates, {record['nfe_per_image']:.0f} "
+            f"network evaluations per image, {record['seconds']:.0f} s){'; ' + record['note'] if record['note'] else ''}")
+
+
+def write_calibration_files(out: Path, record: dict) -> None:
+    """``calibration.json`` (what was chosen and how), ``calibration.csv`` (one row per candidate:
+    its values, ground-truth-free score, network evaluations per image, seconds) and
+    ``calibration.png`` (score against each calibrated parameter, the chosen value marked)."""
+    atomic_write_text(out / "calibration.json", json.dumps(record, indent=1, default=str))
+    rows = record["table"]
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "calibration.csv", buf.getvalue())
+    plot_calibration(rows, record["params"], record["method"], out / "calibration.png")
+
+
+def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [k for k in chosen if k != "iterations"]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        pts = sorted((r[name], r["score"]) for r in rows if name in r)
+        ax.plot(*zip(*pts), "o-", color="0.4")
+        ax.axvline(chosen[name], color="tab:red", label=f"chosen {chosen[name]:.3g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("held-out error / noise level" if method == "holdout" else "residual / χ² level")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
