@@ -236,3 +236,20 @@ def test_runner_calibration_errors(tmp_path):
                             calibrate=True, progress=False)
     with pytest.raises(RunError, match="unknown calibrate option"):
         ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1, calibrate={"image": 2})
+
+
+def test_best_of_k_by_residual():
+    """``samples=k, select="residual"``: each image gets the sample with the smallest data misfit,
+    chosen from the measurement alone; the mean is still available as the default."""
+    prior = load_prior("bundled:phantom-ddpm")
+    op = make_operator("super_resolution", scale=4)
+    x = datasets.heldout_phantoms(2, 32)
+    y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
+    res = solve(y, op, prior, make_solver("dps", steps=6, progress=False), sigma=0.05, samples=3, select="residual",
+                generator=[torch.Generator().manual_seed(i) for i in range(2)])
+    for i, info in enumerate(res.info):
+        j = info["selected_sample"]
+        assert info["residual"] == min(info["sample_residuals"]) == info["sample_residuals"][j]
+        torch.testing.assert_close(res.x[i], res.samples[i, j])
+    with pytest.raises(ValueError, match="select must be one of"):
+        solve(y, op, prior, make_solver("dps", steps=2, progress=False), sigma=0.05, samples=2, select="psnr")

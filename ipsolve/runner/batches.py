@@ -38,6 +38,7 @@ class Job:
     fingerprint: str
     out: Path | None
     samples: int = 1
+    select: str = "mean"
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -148,7 +149,7 @@ def solve_batch(job: Job, y, seeds: list[dict], callback=None):
     gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
     try:
         return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens, samples=job.samples,
-                     callback=callback)
+                     select=job.select, callback=callback)
     except ValueError as err:
         raise RunError(str(err)) from None
 

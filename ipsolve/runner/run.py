@@ -51,7 +51,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             state=None, device=None, config_yaml: str | None = None, extra_summary: dict | None = None,
             return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
             review_below: float | None = None, review_coverage: float | None = None,
-            threads="auto", calibrate=False) -> Reconstruction:
+            threads="auto", calibrate=False, select: str = "mean") -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -72,6 +72,9 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     start = time.perf_counter()
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
     calibrate = calibration_options(calibrate)
+    if select not in ("mean", "residual"):
+        raise RunError(f"select must be 'mean' or 'residual' (with samples=k: the mean, or each image's sample of "
+                       f"smallest residual), got {select!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise RunError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
     try:
@@ -90,12 +93,12 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                         config_yaml=config_yaml, extra_summary={"threads": chosen, **(extra_summary or {})},
                         return_images=return_images, explicit_operator=explicit_operator, samples=samples,
                         review_below=review_below, review_coverage=review_coverage, start=start,
-                        calibrate=calibrate)
+                        calibrate=calibrate, select=select)
 
 
 def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, measurements, out, metrics, lpips_net,
              grid_max, progress, state, device, config_yaml, extra_summary, return_images, explicit_operator, samples,
-             review_below, review_coverage, start, calibrate) -> Reconstruction:
+             review_below, review_coverage, start, calibrate, select) -> Reconstruction:
     """:func:`execute` once its arguments are checked and the thread count is set."""
     terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
     log_progress = progress and not terminal  # output to a file: log lines instead of bar frames
@@ -110,10 +113,11 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
     if samples > 1:
         settings["samples"] = samples
+        settings["select"] = select
     job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out,
-              samples=samples)
+              samples=samples, select=select)
     names = [it.name for it in items]
     done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
     log_start(job, settings, names, done, pending)
@@ -314,7 +318,7 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
                 progress: bool = True, return_images: bool = True, samples: int = 1,
                 review_below: float | None = None, review_coverage: float | None = None,
-                threads="auto", calibrate=False) -> Reconstruction:
+                threads="auto", calibrate=False, select: str = "mean") -> Reconstruction:
     """Reconstruct a folder of images (a path or ``bundled:phantom`` / ``bundled:photo``), a
     list of image paths, or a tensor ``(N, C, H, W)`` in [-1, 1] (the prior's size and
     channels).  Files are centre-cropped and resized to the prior's size.
@@ -353,7 +357,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
                    batch_size=batch_size, measurements=measurements, output_dir=output_dir, metrics=metrics,
                    lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
                    return_images=return_images, explicit_operator=explicit, samples=samples,
-                   review_below=review_below, review_coverage=review_coverage, threads=threads, calibrate=calibrate)
+                   review_below=review_below, review_coverage=review_coverage, threads=threads, calibrate=calibrate,
+                   select=select)
 
 
 # ----------------------------------------------------------------------------------------
@@ -385,7 +390,7 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
                    extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
                    samples=int(cfg.get("samples", 1)), review_below=cfg.get("review_below"),
                    review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"),
-                   calibrate=_plain(cfg.get("calibrate")))
+                   calibrate=_plain(cfg.get("calibrate")), select=cfg.get("select", "mean"))
 
 
 def _plain(value):

@@ -53,13 +53,15 @@ def make_solver(name: str, **params) -> Solver:
 
 
 def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = 0.01,
-          generator=None, callback=None, samples: int = 1, calibrate: bool | dict = False) -> Result:
+          generator=None, callback=None, samples: int = 1, select: str = "mean",
+          calibrate: bool | dict = False) -> Result:
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
     runs with the same generators), or an int seed.  ``samples=k``: k independent runs per
     image (sample j of image i seeded from (i's generator, j); the batch is solved once per
-    sample, so memory stays that of one run); ``Result.samples``, ``.x`` = their mean, ``.std``.
+    sample, so memory stays that of one run); ``Result.samples``, ``.x`` = their mean (or with
+    ``select="residual"`` each image's sample of smallest misfit ‖y − A(x)‖), ``.std``.
     Every image gets a ``reliability`` score in its ``info`` (:mod:`ipsolve.solvers.sampling`).
     ``calibrate=True`` (or a dict of :func:`ipsolve.calibrate` options) — and any parameter given
     as ``"auto"`` to :func:`make_solver` — first chooses the solver's declared parameters from
@@ -86,7 +88,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         result = solver.run(y, operator, prior, gens, sigma, callback)
     else:
         runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]
-        result = combine_samples(runs, y, operator, sigma)
+        result = combine_samples(runs, y, operator, sigma, select)
     result.calibration = calibration
     if calibration is not None:
         for info in result.info:

@@ -22,14 +22,26 @@ def sample_generators(gens, j: int):
         zlib.crc32(f"{g.initial_seed()}/sample{j}".encode()) & 0x7FFF_FFFF) for g in gens]
 
 
-def combine_samples(runs: list[Result], y, operator, sigma: float) -> Result:
-    """``Result`` of k runs: ``samples`` ``(B, k, C, H, W)``, ``x`` their mean, ``std`` the
-    per-pixel standard deviation (population, over the k samples); per image ``info`` sums the
-    NFE and seconds, keeps each sample's stop reason and residual and gives the mean's residual."""
+SELECT = ("mean", "residual")
+
+
+def combine_samples(runs: list[Result], y, operator, sigma: float, select: str = "mean") -> Result:
+    """``Result`` of k runs: ``samples`` ``(B, k, C, H, W)``, ``x`` their mean (``select="mean"``)
+    or, per image, the sample with the smallest data misfit ‖y − A(x_j)‖ (``select="residual"``:
+    best-of-k measurable without the ground truth — the phase-retrieval papers pick the best of
+    4–5 runs by ground-truth PSNR); ``std`` the per-pixel standard deviation (population, over the
+    k samples); per image ``info`` sums the NFE and seconds, keeps each sample's stop reason and
+    residual (``selected_sample`` with ``select="residual"``) and gives the returned x's residual."""
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
     samples = torch.stack([r.x for r in runs], 1)
-    x = samples.mean(1)
     std = samples.std(1, unbiased=False)
-    if isinstance(operator, BlindBlur):  # A depends on each sample's own kernel estimate
+    per_sample = torch.tensor([[float(r.info[i]["residual"]) for r in runs] for i in range(samples.shape[0])])
+    picked = per_sample.nan_to_num(float("inf")).argmin(1) if select == "residual" else None
+    x = samples.mean(1) if picked is None else samples[torch.arange(samples.shape[0]), picked.to(samples.device)]
+    if picked is not None:
+        residual = per_sample[torch.arange(samples.shape[0]), picked]
+    elif isinstance(operator, BlindBlur):  # A depends on each sample's own kernel estimate
         residual = torch.tensor([[r.info[i]["residual"] for r in runs] for i in range(x.shape[0])]).mean(1)
     else:
         with torch.no_grad():
@@ -42,9 +54,12 @@ def combine_samples(runs: list[Result], y, operator, sigma: float) -> Result:
                      "stop_reason": per[0]["stop_reason"] if len({p["stop_reason"] for p in per}) == 1 else
                      ",".join(p["stop_reason"] for p in per),
                      "residual": float(residual[i]), "sample_residuals": [float(p["residual"]) for p in per],
-                     "samples": len(runs)})
+                     "samples": len(runs), **({"selected_sample": int(picked[i])} if picked is not None else {})})
     kernels = [r.kernel for r in runs if r.kernel is not None]
-    kernel = torch.stack(kernels).mean(0) if kernels else None
+    kernel = None
+    if kernels:
+        stacked = torch.stack(kernels, 1)
+        kernel = stacked.mean(1) if picked is None else stacked[torch.arange(stacked.shape[0]), picked.to(stacked.device)]
     return Result(x=x, info=info, kernel=kernel, samples=samples, std=std)
 
 
