@@ -253,3 +253,33 @@ def test_best_of_k_by_residual():
         torch.testing.assert_close(res.x[i], res.samples[i, j])
     with pytest.raises(ValueError, match="select must be one of"):
         solve(y, op, prior, make_solver("dps", steps=2, progress=False), sigma=0.05, samples=2, select="psnr")
+
+
+def test_validation_stopping_rule_replays_the_online_rule():
+    """``stop: [validation]`` (DMPlug/FMPlug): the solver fits part of y, stops each image when the
+    moving average of its held-out error has not improved for ``patience`` iterations and returns
+    the iterate there; ``stopping.replay`` reproduces it from a recorded trace (as the stopping study
+    uses it), and the reported residual is on the whole measurement."""
+    import numpy as np
+
+    from ipsolve.solvers.stopping import StoppingRule, replay
+
+    prior = load_prior("bundled:phantom-ddpm")
+    op = make_operator("super_resolution", scale=4)
+    x = datasets.heldout_phantoms(3, 32)
+    y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(1))
+    params = dict(warm_start=0.25, ddim_steps=2, progress=False, stop=["validation"], window=3)
+    xs, vals = [], []
+    solve(y, op, prior, make_solver("dmplug", iterations=40, patience=1000, **params), sigma=0.05,
+          generator=[torch.Generator().manual_seed(i) for i in range(3)],
+          callback=lambda it, s: (xs.append(s["x"].clone()), vals.append(s["validation"].clone())))
+    rule = StoppingRule(("validation",), window=3, patience=4)
+    stop, ret = replay(rule, {"residual": np.zeros((40, 3)), "validation": torch.stack(vals).numpy(), "m": 64}, 40)
+    online = solve(y, op, prior, make_solver("dmplug", iterations=40, patience=4, **params), sigma=0.05,
+                   generator=[torch.Generator().manual_seed(i) for i in range(3)])
+    assert [i["iterations"] for i in online.info] == (stop + 1).tolist()
+    assert any(i["stop_reason"] == "validation" for i in online.info)
+    expected = torch.cat([xs[r][i:i + 1] for i, r in enumerate(ret)]).clamp(-1, 1)
+    torch.testing.assert_close(online.x, expected)
+    full = ipsolve.solvers.base.residual_ratio(y, op(online.x), 0.05)
+    assert [round(i["residual"], 4) for i in online.info] == [round(float(v), 4) for v in full]

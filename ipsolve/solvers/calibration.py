@@ -34,9 +34,9 @@ import torch
 from ..operators import BlindBlur, Operator
 from ..operators.restrict import gather, restrict, split_entries
 from ..parameters import accepted_parameters
-from .base import Solver, generators_for, generators_on, residual_ratio
+from .base import Solver, generators_for, generators_on
+from .criteria import discrepancy_ratio, holdout_error
 from .plug import PlugSolver
-from .stopping import discrepancy_tau
 
 METHODS = ("auto", "holdout", "discrepancy")
 MIN_SPLIT = 64  # measurement entries per image below which nothing is held out (auto: discrepancy)
@@ -64,21 +64,6 @@ class Calibration:
     def summary(self) -> dict:
         return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
                 "seconds": round(self.seconds, 2), "candidates": len(self.table), "note": self.note}
-
-
-# ---------------------------------------------------------------------------------- criteria
-def holdout_error(y_held: torch.Tensor, predicted: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Per image ``‖y_H − A_H(x̂)‖² / (m_H σ²)``: its expectation is 1 + ‖A_H(x − x̂)‖²/(m_H σ²) for a
-    reconstruction that did not see the held-out noise, so 1 means "predicts the held-out entries
-    to the noise level" (σ = 0: the mean squared error)."""
-    sse = (y_held - predicted).flatten(1).pow(2).sum(1)
-    return sse / (y_held[0].numel() * (sigma ** 2 if sigma > 0 else 1.0))
-
-
-def discrepancy_ratio(y: torch.Tensor, ax: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Per image ``‖y − A(x̂)‖ / (τ σ √m)`` with τ the χ²_m 95 % factor: ≤ 1 means the fit is one the
-    true image could have produced."""
-    return residual_ratio(y, ax, sigma) / discrepancy_tau(y[0].numel())
 
 
 # ---------------------------------------------------------------------------------- solver copies

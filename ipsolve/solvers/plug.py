@@ -8,6 +8,8 @@ from tqdm.auto import tqdm
 
 from ..operators import BlindBlur
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from ..operators.restrict import gather, restrict, split_entries
+from .criteria import holdout_error
 from .stopping import RULES as STOP_RULES, STOP_CODES, StoppingRule, _per_image
 
 
@@ -25,7 +27,9 @@ class PlugSolver(Solver):
     (``stop``, ``window``, ``patience``, ``tau``, ``combine``: ES-WMV, the discrepancy principle
     ‖y − A(x)‖ ≤ τ σ √m with ``tau=None`` the χ²_m 95 % quantile, either first or ES-WMV armed
     by the discrepancy) or the ``iterations`` budget; a non-finite loss stops the image and
-    returns its last finite iterate.  Blind deblurring: the kernel is ``softmax`` of
+    returns its last finite iterate.  ``stop`` may include ``validation``: a seeded fraction
+    ``holdout`` of the measurement's entries is held out, the rest fitted, and each image stops
+    when its held-out error stops improving (:class:`~.stopping.StoppingRule`).  Blind deblurring: the kernel is ``softmax`` of
     ``kernel_size²`` logits, drawn N(0, 1) (``kernel_init="randn"``, DMPlug ``bid.py`` line 54) or a centred bump (``"bump"``,
     ipsolve's option), optimised jointly at ``kernel_lr`` (0.1, ``bid.py``'s ``lrk``)."""
 
@@ -35,7 +39,7 @@ class PlugSolver(Solver):
     def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
                  patience: int = 1000, tau: float | None = None, combine: str = "first", kernel_lr: float = 0.1,
                  kernel_size: int | None = None, kernel_init: str = "randn", checkpointing: bool = False,
-                 sync_every: int | None = None, **kw):
+                 sync_every: int | None = None, holdout: float = 0.2, **kw):
         super().__init__(**kw)
         self._stopping = StoppingRule(stop, window, patience, tau, combine)
         if iterations < 1:
@@ -48,6 +52,10 @@ class PlugSolver(Solver):
         if sync_every is not None and sync_every < 1:
             raise ValueError(f"sync_every must be >= 1 (or null: 1 on a CPU, 25 on an accelerator), got {sync_every}")
         self.sync_every = sync_every
+        if not 0.0 < float(holdout) <= 0.5:
+            raise ValueError(f"holdout must be a fraction in (0, 0.5] (the measurement entries the validation "
+                             f"stopping rule holds out), got {holdout!r}")
+        self.holdout = holdout
 
     # -- subclass hooks ---------------------------------------------------------------
     def init_params(self, y, operator, prior, gens) -> list[dict]:
@@ -74,6 +82,13 @@ class PlugSolver(Solver):
         change nothing that is returned."""
         start = timer()
         b, dev = y.shape[0], y.device
+        full_operator, full_y, validation = operator, y, None
+        if "validation" in self._stopping.rules:  # fit part of y, predict the rest (self-validation)
+            kept, held = split_entries(y[0].numel(), self.holdout, torch.Generator().manual_seed(0),
+                                       operator.observed_entries(y.shape))
+            operator, y, y_held = restrict(operator, kept, tuple(y.shape[1:])), gather(y, kept), gather(y, held)
+            validation = lambda x, k: holdout_error(  # noqa: E731
+                y_held, gather(full_operator(x, kernel=k) if k is not None else full_operator(x), held), sigma)
         groups = self.init_params(y, operator, prior, gens)
         blind = isinstance(operator, BlindBlur)
         logits = None
@@ -119,12 +134,17 @@ class PlugSolver(Solver):
             res = residual_ratio(y, ax.detach(), sigma)
 
             finish(active & ~finite, torch.full_like(code, STOP_CODES.index("nan")), last_x, it)
-            stop, why, value = monitor.update(torch.where(_per_image(finite, xd), xd, last_x), res, it)
+            val = None
+            if validation is not None:
+                with torch.no_grad():
+                    val = validation(xd, kernel.detach() if blind else None)
+            stop, why, value = monitor.update(torch.where(_per_image(finite, xd), xd, last_x), res, it, val)
             finish(active & stop, why, value, it)
             if self.record_trace:
                 traces.append(per_image.detach())
             if callback is not None:
-                callback(it, {"x": xd, "loss": per_image.detach(), "residual": res, "active": active.clone()})
+                callback(it, {"x": xd, "loss": per_image.detach(), "residual": res, "active": active.clone(),
+                              **({"validation": val} if val is not None else {})})
             if it == self.iterations - 1:
                 finish(active, torch.full_like(code, STOP_CODES.index("budget")), xd, it)
                 break
@@ -144,9 +164,9 @@ class PlugSolver(Solver):
                 self.project()
         bar.close()
         total = timer() - start
-        with torch.no_grad():
-            ax = operator(out_x, kernel=out_k) if blind else operator(out_x)
-            res = residual_ratio(y, ax, sigma).cpu()
+        with torch.no_grad():  # the residual on the whole measurement, also when part was held out
+            ax = full_operator(out_x, kernel=out_k) if blind else full_operator(out_x)
+            res = residual_ratio(full_y, ax, sigma).cpu()
         iters, code = iters.cpu().tolist(), code.cpu().tolist()
         trace = torch.stack(traces, 1).cpu() if traces else None
         # per-image seconds: the batch's wall time prorated by the iterations each image ran

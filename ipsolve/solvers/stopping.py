@@ -9,7 +9,8 @@ import math
 import numpy as np
 import torch
 
-RULES = ("eswmv", "discrepancy")
+RULES = ("eswmv", "discrepancy")  # the default rules
+KNOWN_RULES = RULES + ("validation",)  # validation: the held-out measurement entries (PlugSolver holds them out)
 COMBINE = ("first", "armed")
 WINDOWS = (5, 10, 20, 50, 100)  # the windows the stopping study records
 
@@ -78,18 +79,24 @@ class StoppingRule:
       principle (its variance minimum and patience are tracked from there), so the returned
       iterate fits the data to the noise level and is the steadiest one after that.
 
+    ``"validation"`` (self-validation, Li et al. 2021): the solver fits only part of the
+    measurement's entries and predicts the others (:func:`holdout_error`); the rule stops an image
+    when the moving average over ``window`` iterations of that error has not reached a new minimum
+    for ``patience`` iterations and returns the iterate at the minimum.  It fires on its own,
+    whichever other rules are combined.
+
     ``tau=None``: :func:`discrepancy_tau` for the measurement size.  At the budget the current
     iterate is returned."""
 
     def __init__(self, rules=RULES, window: int = 100, patience: int = 1000, tau: float | None = None,
                  combine: str = "first"):
         rules = (rules,) if isinstance(rules, str) else tuple(rules)
-        unknown = [r for r in rules if r not in RULES]
+        unknown = [r for r in rules if r not in KNOWN_RULES]
         if unknown:
-            raise ValueError(f"unknown stopping rule(s) {unknown}; known: {', '.join(RULES)} (a budget always applies)")
+            raise ValueError(f"unknown stopping rule(s) {unknown}; known: {', '.join(KNOWN_RULES)} (a budget always applies)")
         if combine not in COMBINE:
             raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
-        if combine == "armed" and rules and set(rules) != set(RULES):  # (no rules: the budget alone)
+        if combine == "armed" and set(rules) - {"validation"} and not set(RULES) <= set(rules):  # (none: the budget)
             raise ValueError("combine='armed' needs both stopping rules: stop=[eswmv, discrepancy]")
         if window < 2 or patience < 1:
             raise ValueError(f"ES-WMV needs window >= 2 and patience >= 1, got {window}, {patience}")
@@ -112,7 +119,10 @@ class StoppingRule:
             parts.append(f"ES-WMV {self.window}/{self.patience}")
         if "discrepancy" in self.rules:
             parts.append("discrepancy τ " + ("χ²95" if self.tau is None else f"{self.tau:g}"))
-        return (" armed by " if self.combine == "armed" else " or ").join(parts)
+        text = (" armed by " if self.combine == "armed" else " or ").join(parts)
+        if "validation" in self.rules:
+            text = " or ".join(p for p in (text, f"held-out error {self.window}/{self.patience}") if p)
+        return text
 
     def tau_for(self, m: int) -> float:
         return self.tau if self.tau is not None else discrepancy_tau(m)
@@ -121,7 +131,7 @@ class StoppingRule:
         return StopMonitor(self, batch, m)
 
 
-STOP_CODES = ("budget", "nan", "discrepancy", "es-wmv")  # the reason codes :class:`StopMonitor` returns
+STOP_CODES = ("budget", "nan", "discrepancy", "es-wmv", "validation")  # the reason codes :class:`StopMonitor` returns
 
 
 class StopMonitor:
@@ -132,16 +142,28 @@ class StopMonitor:
         self.rule, self.tau = rule, rule.tau_for(m)
         self.es = ESWMV(batch, rule.window, rule.patience) if "eswmv" in rule.rules else None
         self.armed = torch.zeros(batch, dtype=torch.bool)
+        self.validation = HeldOutMinimum(batch, rule.window, rule.patience) if "validation" in rule.rules else None
 
-    def update(self, x: torch.Tensor, residual: torch.Tensor, it: int):
-        """Feed iterate ``x`` and its residual ratio ``(B,)``.  Returns ``(stop, code, value)`` on
-        ``x``'s device: a bool ``(B,)``, a reason code ``(B,)`` (an index into :data:`STOP_CODES`,
-        meaningful where ``stop``) and the iterates to return."""
+    def update(self, x: torch.Tensor, residual: torch.Tensor, it: int, validation: torch.Tensor | None = None):
+        """Feed iterate ``x``, its residual ratio ``(B,)`` and (rule ``validation``) its held-out
+        error ``(B,)``.  Returns ``(stop, code, value)`` on ``x``'s device: a bool ``(B,)``, a reason
+        code ``(B,)`` (an index into :data:`STOP_CODES`, meaningful where ``stop``) and the iterates
+        to return."""
+        stop, code, value = self._residual_rules(x.detach(), residual, it)
+        if self.validation is not None:
+            if validation is None:
+                raise ValueError("the validation stopping rule needs each iterate's held-out error")
+            fired = self.validation.update(x.detach(), validation, it) & ~stop
+            stop = stop | fired
+            code = torch.where(fired, torch.full_like(code, STOP_CODES.index("validation")), code)
+            value = torch.where(_per_image(fired, x), self.validation.best_x, value)
+        return stop, code, value
+
+    def _residual_rules(self, x, residual, it):
         b, dev = x.shape[0], x.device
         residual = residual.to(dev)
         met = (residual <= self.tau) if "discrepancy" in self.rule.rules else torch.zeros(b, dtype=torch.bool, device=dev)
         discrepancy, eswmv = STOP_CODES.index("discrepancy"), STOP_CODES.index("es-wmv")
-        x = x.detach()
         if self.rule.combine == "armed" and self.es is not None:
             self.armed = self.armed.to(dev) | met
             fired = self.es.update(x, it, mask=self.armed)
@@ -153,6 +175,31 @@ class StopMonitor:
             code = torch.where(fired, torch.full_like(code, eswmv), code)
             value = torch.where(_per_image(fired, x), self.es.best_x, x)
         return stop, code, value
+
+
+class HeldOutMinimum:
+    """The validation rule's state: the moving average over ``window`` iterations of each
+    image's held-out error, its minimum, the iterate there and the iterations since."""
+
+    def __init__(self, batch: int, window: int, patience: int):
+        self.window, self.patience = window, patience
+        self.recent: list[torch.Tensor] = []
+        self.best = self.best_x = self.wait = None
+
+    def update(self, x: torch.Tensor, error: torch.Tensor, it: int) -> torch.Tensor:
+        self.recent.append(error.to(x.device, torch.float32))
+        if len(self.recent) > self.window:
+            self.recent.pop(0)
+        smooth = torch.stack(self.recent).mean(0)
+        if self.best is None:
+            self.best, self.best_x = smooth.clone(), x.clone()
+            self.wait = torch.zeros_like(smooth, dtype=torch.long)
+            return torch.zeros_like(smooth, dtype=torch.bool)
+        better = smooth < self.best
+        self.best = torch.where(better, smooth, self.best)
+        self.best_x = torch.where(_per_image(better, x), x, self.best_x)
+        self.wait = torch.where(better, torch.zeros_like(self.wait), self.wait + 1)
+        return self.wait >= self.patience
 
 
 def _per_image(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -173,9 +220,9 @@ def windowed_variance(xs: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def replay(rule: StoppingRule, trace: dict, budget: int):
-    """Run ``rule`` on recorded traces (``residual`` and ``var<window>`` arrays of shape ``(T, B)``,
-    ``m``), exactly as :class:`StopMonitor` would online.  Returns per image the iteration index
-    at which it stops and the index of the iterate it returns."""
+    """Run ``rule`` on recorded traces (``residual``, ``var<window>`` and, for the validation rule,
+    ``validation`` arrays of shape ``(T, B)``; ``m``), exactly as :class:`StopMonitor` would online.
+    Returns per image the iteration index at which it stops and the index of the iterate it returns."""
     res = trace["residual"][:budget]
     t_max, b = res.shape
     tau = rule.tau_for(int(trace["m"]))
@@ -186,6 +233,11 @@ def replay(rule: StoppingRule, trace: dict, budget: int):
     done = np.zeros(b, dtype=bool)
     armed = np.zeros(b, dtype=bool) if rule.combine == "armed" else np.ones(b, dtype=bool)
     best, best_it, wait = np.full(b, np.inf), np.zeros(b, dtype=int), np.zeros(b, dtype=int)
+    use_v = "validation" in rule.rules
+    if use_v:
+        val = np.asarray(trace["validation"][:budget], dtype=np.float64)
+        csum = np.concatenate([np.zeros((1, b)), np.cumsum(val, 0)])
+        v_best, v_it, v_wait = np.full(b, np.inf), np.zeros(b, dtype=int), np.zeros(b, dtype=int)
     for t in range(t_max):
         met = (res[t] <= tau) if use_d else np.zeros(b, dtype=bool)
         if rule.combine == "first":
@@ -201,6 +253,14 @@ def replay(rule: StoppingRule, trace: dict, budget: int):
             wait[better] = 0
             fired = track & (wait >= rule.patience)
             stop[fired], ret[fired], done[fired] = t, best_it[fired], True
+        if use_v:  # HeldOutMinimum: moving average over the last `window` errors
+            lo = max(0, t + 1 - rule.window)
+            smooth = (csum[t + 1] - csum[lo]) / (t + 1 - lo)
+            better = smooth < v_best if t else np.ones(b, dtype=bool)
+            v_best[better], v_it[better] = smooth[better], t
+            v_wait = np.where(better, 0, v_wait + 1)
+            fired = ~done & (v_wait >= rule.patience)
+            stop[fired], ret[fired], done[fired] = t, v_it[fired], True
         if done.all():
             break
     return stop, ret
