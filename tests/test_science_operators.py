@@ -195,6 +195,18 @@ def test_signed_phase_retrieval_is_dps_operator():
     assert np.abs(default.flatten()[DPS_PR["y_index"]].numpy() - DPS_PR["y_values"]).max() > 0.1 * scale
 
 
+def test_dps_zeta_on_phase_retrieval():
+    """DPS's ζ = 1.0 on its own (signed) operator; 5.0 on ipsolve's (x + 1)/2 one, the ζ whose step matches
+    DPS's median step (docs/fidelity.md §1 "ζ on phase retrieval"); explicit ζ is kept."""
+    from ipsolve.solvers import DPS
+    from ipsolve.solvers.dps import default_zeta
+
+    assert default_zeta(make_operator("phase_retrieval", oversampling=1.5, signed=True)) == 1.0
+    assert default_zeta(make_operator("phase_retrieval")) == 5.0
+    assert DPS(steps=250, rescale_zeta=True).step_size(make_operator("phase_retrieval")) == 20.0
+    assert DPS(zeta=1.0).step_size(make_operator("phase_retrieval")) == 1.0
+
+
 def test_signed_phase_retrieval_ambiguities_and_hio(images64):
     """DPS's signed operator: the sign flip joins translation and the twin image as an ambiguity
     (align removes it); HIO + ER in [-1, 1] (shortened: 150 + 50 iterations, 2 starts) fits the
