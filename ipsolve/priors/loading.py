@@ -45,7 +45,8 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     ``guidance_scale``, ``image_size``, ...); a hub id of such a repository (from the local
     Hugging Face cache when offline); an ADM checkpoint file (``kwargs``: ADM config, default
     DPS's FFHQ-256); or a CompVis latent-diffusion checkpoint (``kwargs``: ``config``, the LDM yaml,
-    default beside the file or the FFHQ/CelebA-HQ VQ-f4 config; ``ema``), told apart by its keys.  ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``)."""
+    default beside the file or the FFHQ/CelebA-HQ VQ-f4 config; ``ema``), told apart by its keys.
+    ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``)."""
     source = str(source)
     dtype = as_dtype(dtype)
     if source in ("gaussian", "gmm"):
