@@ -54,6 +54,43 @@ def read_state_dict(path: str | os.PathLike, kind: str, not_found: str) -> dict[
     return state
 
 
+LIGHTNING_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+
+
+def _inert_class(qualified: str) -> type:
+    """A stand-in for a pickled training-time class (e.g. Lightning's ``ModelCheckpoint``, the key
+    of a PL 1.x checkpoint's ``callbacks`` entry): it only stores the state it is given."""
+    module, _, name = qualified.rpartition(".")
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __setstate__(self, state):
+        self.state = state
+
+    return type(name, (), {"__module__": module, "__qualname__": name, "__init__": __init__,
+                           "__setstate__": __setstate__})
+
+
+def read_lightning_state_dict(path: str | os.PathLike, kind: str, not_found: str) -> dict[str, torch.Tensor]:
+    """:func:`read_state_dict` for a PyTorch Lightning checkpoint (``.ckpt``, e.g. CompVis
+    latent-diffusion's): such files also pickle Lightning classes (``callbacks`` keyed by
+    ``ModelCheckpoint``), which the weights-only unpickler refuses.  Those classes — and only
+    those, any other non-tensor global is still refused — are resolved to inert stand-ins
+    (``torch.serialization.safe_globals``), so nothing from the file is executed."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{kind} checkpoint not found: '{path}'. {not_found}")
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: read_state_dict reports it
+        names = []
+    if names and all(n.startswith(LIGHTNING_MODULES) for n in names):
+        with torch.serialization.safe_globals([_inert_class(n) for n in names]):
+            return read_state_dict(path, kind, not_found)
+    return read_state_dict(path, kind, not_found)
+
+
 def layout_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], n: int = 5) -> list[str]:
     """Lines naming missing, unexpected and shape-mismatched keys (empty if the layouts agree)."""
     missing = [k for k in expected if k not in state]

@@ -136,3 +136,17 @@ def test_conf_readme_option_tables_match_the_configs():
     for key in OmegaConf.load(CONF / "config.yaml"):
         if key not in ("defaults", "hydra"):
             assert f"| `{key}` |" in readme, key
+
+
+def test_blind_blur_dmplug_is_the_kernel_dmplug_blurs_with():
+    """DMPlug's ``bid.py`` calls ``torch_seed(123)`` (numpy seed 123, L198) before each run and draws
+    ``Kernel((64, 64), 0.5)`` first (L40): every image gets that kernel (BlindDPS's
+    ``blind_deblur_demo.py`` seeds 123 once, L111, so its first image).  The preset's true kernel
+    equals the one recorded from LeviBorodenko/motionblur with ``np.random.seed(123)``
+    (tests/fixtures/motionblur_reference.npz, see test_operators.py)."""
+    import numpy as np
+
+    node = _compose(["operator=blind_blur_dmplug"]).operator
+    assert (node.seed, node.size, node.intensity, node.padding) == (123, 64, 0.5, "zero")
+    recorded = np.load(Path(__file__).parent / "fixtures" / "motionblur_reference.npz")["s123_n64_i0.5"]
+    assert np.abs(build_operator(node).kernel.double().numpy() - recorded).max() <= 1e-6

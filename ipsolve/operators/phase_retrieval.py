@@ -1,4 +1,5 @@
-"""Fourier phase retrieval (coherent diffraction imaging): ``y = |F(pad(x₀₁))|``.
+"""Fourier phase retrieval (coherent diffraction imaging): ``y = |F(pad(x₀₁))|`` (or DPS's
+``|F(pad(x))|`` of the [-1, 1] image itself, ``signed=True``).
 
 Written in torch (deepinv 0.5 has random-matrix and ptychography phase retrieval, not the
 oversampled-Fourier CDI model of DPS and DAPS); a deepinv phase-retrieval physics still works
@@ -21,16 +22,19 @@ def canvas_padding(size: int, oversampling: float) -> tuple[int, int]:
 
 
 def hio_er(magnitude: torch.Tensor, support: torch.Tensor, hio_iterations: int = 500, er_iterations: int = 100,
-           beta: float = 0.9, restarts: int = 8, generator: torch.Generator | None = None) -> torch.Tensor:
+           beta: float = 0.9, restarts: int = 8, generator: torch.Generator | None = None,
+           bounds: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """Fienup's hybrid input–output (β = ``beta``) followed by error reduction (Fienup 1982,
-    Appl. Opt. 21:2758, eqs. 37 and 11) for a real image in [0, 1] inside ``support`` (a
-    ``(P, P)`` boolean canvas mask), from ``restarts`` random starts per measurement; the start
-    whose final Fourier-magnitude misfit ‖|F(x)| − y‖ is smallest is kept (the data decide,
-    never the ground truth).  ``magnitude``: ``(B, C, P, P)`` → ``(B, C, P, P)`` canvases."""
+    Appl. Opt. 21:2758, eqs. 37 and 11) for a real image in ``bounds`` ([0, 1]; [-1, 1] for a
+    signed image) inside ``support`` (a ``(P, P)`` boolean canvas mask), from ``restarts`` random
+    starts per measurement; the start whose final Fourier-magnitude misfit ‖|F(x)| − y‖ is
+    smallest is kept (the data decide, never the ground truth).  ``magnitude``: ``(B, C, P, P)``
+    → ``(B, C, P, P)`` canvases."""
     b, c, p, _ = magnitude.shape
+    lo, hi = bounds
     y = magnitude.clamp_min(0).double().repeat_interleave(restarts, 0)
     s = support.to(y.device)
-    g = torch.rand(y.shape, generator=generator, dtype=torch.float64).to(y.device) * s
+    g = (lo + (hi - lo) * torch.rand(y.shape, generator=generator, dtype=torch.float64).to(y.device)) * s
 
     def fourier_projection(x):
         k = fft2c(x.to(torch.complex128))
@@ -38,28 +42,30 @@ def hio_er(magnitude: torch.Tensor, support: torch.Tensor, hio_iterations: int =
 
     for _ in range(hio_iterations):
         gp = fourier_projection(g)
-        ok = s & (gp >= 0) & (gp <= 1)
+        ok = s & (gp >= lo) & (gp <= hi)
         g = torch.where(ok, gp, g - beta * gp)
     for _ in range(er_iterations):
-        g = fourier_projection(g).clamp(0, 1) * s
+        g = fourier_projection(g).clamp(lo, hi) * s
     misfit = (fft2c(g.to(torch.complex128)).abs() - y).pow(2).sum((-3, -2, -1)).view(b, restarts)
     best = misfit.argmin(1)
     return g.view(b, restarts, c, p, p)[torch.arange(b), best].to(magnitude.dtype)
 
 
-def align_to_reference(x: torch.Tensor, truth: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
+def align_to_reference(x: torch.Tensor, truth: torch.Tensor, pad: tuple[int, int], signed: bool = False) -> torch.Tensor:
     """``x`` moved by the element of phase retrieval's ambiguity group closest to ``truth``:
     conjugate inversion (for a real image: the 180° rotation of the canvas) and circular
     translations of the canvas.  The metric is then the distance *modulo* the group,
     d(x, t) = min_g ‖g·x − t‖, the standard way to score phase retrieval: every g·x fits the
-    measurement equally well.  (The global sign flip x₀₁ → −x₀₁ is also an ambiguity of
-    |F(·)|, but it leaves [0, 1] and cannot occur here.)  This is never a choice among
-    several reconstructions."""
+    measurement equally well.  The global sign flip of the measured image is also an ambiguity
+    of |F(·)|: for x₀₁ it leaves [0, 1] and cannot occur; for a ``signed`` operator (DPS's |F(x)|)
+    −x is a candidate too.  This is never a choice among several reconstructions."""
     n = x.shape[-1]
-    x01 = F.pad((x + 1) / 2, (*pad, *pad))
-    t01 = F.pad((truth.to(x) + 1) / 2, (*pad, *pad))
+    to_canvas = (lambda v: v) if signed else (lambda v: (v + 1) / 2)
+    x01 = F.pad(to_canvas(x), (*pad, *pad))
+    t01 = F.pad(to_canvas(truth.to(x)), (*pad, *pad))
     best, best_err = None, None
-    for cand in (x01, torch.flip(x01, (-2, -1))):
+    flips = (x01, torch.flip(x01, (-2, -1)))
+    for cand in flips + ((-flips[0], -flips[1]) if signed else ()):
         corr = torch.fft.ifft2(torch.fft.fft2(t01) * torch.fft.fft2(cand).conj()).real.sum(1)  # (B, P, P)
         shift = corr.flatten(1).argmax(1)
         rows, cols = shift // corr.shape[-1], shift % corr.shape[-1]
@@ -71,7 +77,8 @@ def align_to_reference(x: torch.Tensor, truth: torch.Tensor, pad: tuple[int, int
             take = err < best_err
             best = torch.where(take[:, None, None, None], moved, best)
             best_err = torch.minimum(err, best_err)
-    return best[..., pad[0]:pad[0] + n, pad[0]:pad[0] + n] * 2 - 1
+    best = best[..., pad[0]:pad[0] + n, pad[0]:pad[0] + n]
+    return best if signed else best * 2 - 1
 
 
 class PhaseRetrieval(Operator):
@@ -81,7 +88,9 @@ class PhaseRetrieval(Operator):
     DAPS's code pad ``oversample / 8 · 256`` px per side of a 256-px image, so their
     ``oversample=2.0`` is ``oversampling=1.5`` here; DAPS maps [-1, 1] → [0, 1] first, as here
     (a non-negative density: the support and positivity constraints of CDI apply), DPS
-    (``guided_diffusion/measurements.py`` L169–172) takes |F| of the [-1, 1] image itself.
+    (``guided_diffusion/measurements.py`` L169–172) takes |F| of the [-1, 1] image itself:
+    ``signed=True`` (with ``oversampling=1.5``, ``operator=phase_retrieval_dps``, that is DPS's
+    operator; then the sign flip x → −x is an ambiguity too, and HIO works in [-1, 1]).
 
     ``initial_guess``: HIO followed by error reduction (:func:`hio_er`) with the support
     (the image's box on the canvas) and [0, 1] constraints, best of ``restarts`` random starts
@@ -93,7 +102,7 @@ class PhaseRetrieval(Operator):
     measurement_is_image = False
 
     def __init__(self, oversampling: float = 2.0, hio_iterations: int = 500, er_iterations: int = 100,
-                 beta: float = 0.9, restarts: int = 8, seed: int = 0):
+                 beta: float = 0.9, restarts: int = 8, seed: int = 0, signed: bool = False):
         super().__init__()
         if isinstance(oversampling, bool) or not isinstance(oversampling, (int, float)) or not oversampling >= 1:
             raise ValueError(f"oversampling must be a number >= 1 (canvas side / image side), got {oversampling!r}")
@@ -102,9 +111,11 @@ class PhaseRetrieval(Operator):
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
             raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
-        self.oversampling, self.seed = float(oversampling), seed
+        if not isinstance(signed, bool):
+            raise ValueError(f"signed must be true (DPS: |F| of the [-1, 1] image) or false (|F| of (x + 1)/2), got {signed!r}")
+        self.oversampling, self.seed, self.signed = float(oversampling), seed, signed
         self.hio = dict(hio_iterations=hio_iterations, er_iterations=er_iterations, beta=beta, restarts=restarts)
-        self.params = {"oversampling": oversampling, **self.hio, "seed": seed}
+        self.params = {"oversampling": oversampling, **self.hio, "seed": seed, "signed": signed}
         self._image_sizes: dict[int, int] = {}
 
     def padding(self, n: int) -> tuple[int, int]:
@@ -127,7 +138,7 @@ class PhaseRetrieval(Operator):
 
     def apply(self, x):
         pad = self.padding(x.shape[-1])
-        canvas = F.pad((x + 1) / 2, (*pad, *pad))
+        canvas = F.pad(x if self.signed else (x + 1) / 2, (*pad, *pad))
         return fft2c(canvas.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)).abs()
 
     def initial_guess(self, y):
@@ -135,11 +146,13 @@ class PhaseRetrieval(Operator):
         pad = self.padding(n)
         support = torch.zeros(y.shape[-2:], dtype=torch.bool)
         support[pad[0]:pad[0] + n, pad[0]:pad[0] + n] = True
-        canvas = hio_er(y, support, generator=torch.Generator().manual_seed(self.seed), **self.hio)
-        return (canvas[..., pad[0]:pad[0] + n, pad[0]:pad[0] + n] * 2 - 1).clamp(-1, 1)
+        canvas = hio_er(y, support, generator=torch.Generator().manual_seed(self.seed),
+                        bounds=(-1.0, 1.0) if self.signed else (0.0, 1.0), **self.hio)
+        crop = canvas[..., pad[0]:pad[0] + n, pad[0]:pad[0] + n]
+        return (crop if self.signed else crop * 2 - 1).clamp(-1, 1)
 
     def align(self, x, truth):
-        return align_to_reference(x, truth, self.padding(x.shape[-1]))
+        return align_to_reference(x, truth, self.padding(x.shape[-1]), self.signed)
 
     def display(self, y, size):
         """log(1 + |F|), min–max scaled, at ``size``."""

@@ -678,12 +678,13 @@ def _check_layout(sd: Mapping[str, torch.Tensor], model: ADMUNet, path: str) -> 
     raise ValueError("\n".join(lines))
 
 
-def load_adm_checkpoint(path: str | os.PathLike, **config: Any) -> ADMUNet:
+def load_adm_checkpoint(path: str | os.PathLike, state_dict: dict | None = None, **config: Any) -> ADMUNet:
     """Build an ADM UNet (see :func:`create_adm_unet`) and strictly load ``path``.
 
     ``path`` holds a raw state_dict (as DPS's ``ffhq_10m.pt``) or a dict with a
     ``state_dict``/``model`` entry; it is read with
-    ``torch.load(map_location="cpu", weights_only=True)``.  The returned model
+    ``torch.load(map_location="cpu", weights_only=True)`` (``state_dict``: its tensors, already
+    read).  The returned model
     is in float32, in eval mode, on the CPU.
 
     :raises FileNotFoundError: ``path`` does not exist (with download hints).
@@ -691,7 +692,7 @@ def load_adm_checkpoint(path: str | os.PathLike, **config: Any) -> ADMUNet:
         or its keys/shapes do not match ``config`` (never a partial load).
     """
     path = os.fspath(path)
-    sd = read_state_dict(
+    sd = state_dict if state_dict is not None else read_state_dict(
         path, "ADM",
         f"Expected a guided-diffusion UNet state_dict there; for the default (FFHQ-256) config this is DPS's "
         f"pretrained 'ffhq_10m.pt', downloadable from {DPS_FFHQ_CHECKPOINT_URL} (see the DPS README), to be "

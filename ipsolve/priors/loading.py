@@ -12,6 +12,7 @@ from .base import DiffusionPrior, FlowPrior, LatentPrior, Prior
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SOURCE_KINDS = ("a diffusers directory or hub id (UNet2DModel + scheduler; LDM with vqvae/vae; flow matching "
                 "with FlowMatchEulerDiscreteScheduler)", "an OpenAI guided-diffusion (ADM) checkpoint file (.pt/.pth)",
+                "a CompVis latent-diffusion checkpoint (.ckpt, VQ first stage)",
                 "bundled:<name>", "gaussian", "gmm")
 
 
@@ -43,8 +44,10 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     ``FlowMatchEulerDiscreteScheduler``, or a Stable Diffusion 1.x/2.x, SD3 or FLUX pipeline —
     ``kwargs`` then as in :func:`ipsolve.priors.foundation.load_foundation`: ``prompt``,
     ``guidance_scale``, ``image_size``, ...); a hub id of such a repository (from the local
-    Hugging Face cache when offline); or an ADM checkpoint file (``kwargs``: ADM config, default
-    DPS's FFHQ-256).  ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``).
+    Hugging Face cache when offline); an ADM checkpoint file (``kwargs``: ADM config, default
+    DPS's FFHQ-256); or a CompVis latent-diffusion checkpoint (``kwargs``: ``config``, the LDM yaml,
+    default beside the file or the FFHQ/CelebA-HQ VQ-f4 config; ``ema``), told apart by its keys.
+    ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``).
     ``channels_last`` / ``compile``: speed options for any prior (:meth:`Prior.optimize`)."""
     source = str(source)
     dtype = as_dtype(dtype)
@@ -59,7 +62,7 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
             raise ValueError(f"unknown bundled prior {name!r}; bundled priors: {', '.join(bundled_names()) or 'none'}")
         prior = _load_diffusers_dir(BUNDLED_DIR / name, source, device, dtype, kwargs)
     elif os.path.isfile(source) or source.endswith((".pt", ".pth", ".ckpt")):
-        prior = _load_adm(source, **kwargs)
+        prior = _load_checkpoint_file(source, kwargs)
     elif os.path.isdir(source):
         prior = _load_diffusers_dir(Path(source), source, device, dtype, kwargs)
     elif _looks_like_hub_id(source):
@@ -230,7 +233,27 @@ def _load_unconditional_dir(root: Path, index: dict) -> Prior:
     return LatentPrior(autoencoder, inner, image_size=size * factor, channels=cfg.in_channels, scaling_factor=scaling)
 
 
-def _load_adm(path: str, **config) -> Prior:
+def _load_checkpoint_file(path: str, kwargs: dict) -> Prior:
+    """A checkpoint file: a CompVis latent-diffusion ``LatentDiffusion`` (``model.diffusion_model.*`` and
+    ``first_stage_model.*`` keys; :func:`ipsolve.priors.ldm.load_compvis_ldm`) or an ADM UNet."""
+    from ..checkpoints import read_lightning_state_dict
+    from .adm import DPS_FFHQ_CHECKPOINT_URL
+    from .ldm import is_compvis_ldm, load_compvis_ldm
+
+    if not os.path.isfile(path):
+        return _load_adm(path, **kwargs)  # its error names what to download
+    state = read_lightning_state_dict(path, "diffusion", f"Expected an ADM UNet (e.g. DPS's ffhq_10m.pt, "
+                                      f"{DPS_FFHQ_CHECKPOINT_URL}) or a CompVis latent-diffusion .ckpt")
+    if is_compvis_ldm(state):
+        unknown = [k for k in kwargs if k not in ("config", "ema")]
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} for the latent-diffusion checkpoint {path}; "
+                             f"options: config (the LDM yaml), ema")
+        return load_compvis_ldm(path, state, config=kwargs.get("config"), ema=bool(kwargs.get("ema", False)))
+    return _load_adm(path, state_dict=state, **kwargs)
+
+
+def _load_adm(path: str, state_dict: dict | None = None, **config) -> Prior:
     """An OpenAI guided-diffusion checkpoint (default: DPS's ``ffhq_10m.pt`` configuration)
     with the linear β schedule 1e-4…0.02 over 1000 steps; ε is the first half of a
     learned-sigma output."""
@@ -238,7 +261,7 @@ def _load_adm(path: str, **config) -> Prior:
     from .analytic import linear_alphas_cumprod
 
     schedule = {k: config.pop(k) for k in ("beta_start", "beta_end", "num_train_timesteps") if k in config}
-    net = load_adm_checkpoint(path, **config)
+    net = load_adm_checkpoint(path, state_dict=state_dict, **config)
     cfg = adm_config(**config)
     ac = linear_alphas_cumprod(schedule.get("num_train_timesteps", 1000), schedule.get("beta_start", 1e-4),
                                schedule.get("beta_end", 0.02))

@@ -88,7 +88,7 @@ class DAPS(Solver):
     probability-flow ODE down to ``ode_sigma_min`` 0.01 (x̂0 is that ODE state: no final
     denoise) — 1000 network evaluations — then ``mcmc_steps`` Langevin steps on x0 with the
     score ``−∇‖A(x0) − y‖²/τ² + (x̂0 − x0)/σ_k²`` (τ = 0.01 in every reference config,
-    independent of the true noise), step size ``lr · (1 + k/(K+1)(lr_min_ratio − 1))``.
+    independent of the true noise; those configs measure at σ = 0.05), step size ``lr · (1 + k/(K+1)(lr_min_ratio − 1))``.
 
     ``lr``, ``mcmc_steps``, ``lr_min_ratio``, ``momentum``: None = the reference's per-task values
     (:data:`PIXEL_TASKS`; latent priors :data:`LATENT_TASKS`, with HMC, as LatentDAPS).  The VP
@@ -96,8 +96,8 @@ class DAPS(Solver):
     fractional timestep of :func:`vp_timestep` (``timestep="vp"``, the reference, which assumes
     DDPM's linear β schedule) or ``timestep="schedule"`` (ipsolve's option: the prior's own ᾱ,
     :func:`schedule_timestep` — right for the LDMs, whose schedules differ).  Latent priors: the
-    ODE and the MCMC run on z, the data term on ``A(decode(z))`` with its image-space gradient
-    clamped to [−1, 1] (``LatentWrapper``).  The output is clamped to [−1, 1] (the reference
+    ODE and the MCMC run on z, the data term on ``A(decode(z))`` with its gradient with respect
+    to z clamped to [−1, 1] (``LatentWrapper.gradient``).  The output is clamped to [−1, 1] (the reference
     clamps only when saving); an image that turns NaN restarts as zeros, as the reference does."""
 
     name = "daps"
@@ -165,20 +165,15 @@ class DAPS(Solver):
         return x
 
     def data_gradient(self, x0, y, operator, prior, latent: bool) -> torch.Tensor:
-        """∇‖A(x0) − y‖² (summed squared error, no ½, per image); latent: through the decoder
-        with the image-space gradient clamped to [−1, 1]."""
+        """∇‖A(x0) − y‖² (summed squared error, no ½, per image); latent priors: the gradient with
+        respect to the latent, through the decoder, clamped to [−1, 1] elementwise — what the
+        reference's ``LatentWrapper.gradient`` clamps (``forward_operator/__init__.py`` L396-402)."""
         with torch.enable_grad():
             v = x0.detach().requires_grad_()
             image = prior.decode(v) if latent else v
-            if latent:
-                img = image.detach().requires_grad_()
-                loss = (operator(img) - y).pow(2).sum()
-                (g_img,) = torch.autograd.grad(loss, img)
-                (grad,) = torch.autograd.grad(image, v, grad_outputs=g_img.clamp(-1, 1))
-            else:
-                loss = (operator(image) - y).pow(2).sum()
-                (grad,) = torch.autograd.grad(loss, v)
-        return grad
+            loss = (operator(image) - y).pow(2).sum()
+            (grad,) = torch.autograd.grad(loss, v)
+        return grad.clamp(-1, 1) if latent else grad
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
@@ -193,7 +188,7 @@ class DAPS(Solver):
         for k in tqdm(steps, desc="daps", leave=False, disable=not self.progress):
             s, s_next = float(sigmas[k]), float(sigmas[k + 1])
             with torch.no_grad(), autocast_context(self.autocast, y.device):
-                x0_hat = self.ode_x0(inner, x, s).float()
+                x0_hat = self.ode_x0(inner, x, s).to(x.dtype)  # the state's dtype (float32 unless run in float64)
             lr = mc["lr"] * lr_multiplier(k, self.annealing_steps, mc["lr_min_ratio"])
             x0 = x0_hat.clone()
             velocity = randn_like_batch(shape, gens, y.device) if mc["kind"] == "hmc" else None

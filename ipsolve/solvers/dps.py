@@ -33,10 +33,10 @@ def kernel_from_state(k: torch.Tensor) -> torch.Tensor:
 
 def default_zeta(operator) -> float:
     """ζ for 1000 steps when none is given (see :class:`DPS`)."""
-    for kind, zeta in ((Inpainting, 0.5), (PhaseRetrieval, 1.0), (CT, 1.0), (MRI, 0.6)):
-        if isinstance(operator, kind):
-            return zeta
-    return 0.3
+    # phase retrieval: DPS's 1.0 belongs to its signed operator; on (x+1)/2, 5.0 gives DPS's median step (fidelity.md §1)
+    pr = 1.0 if getattr(operator, "signed", True) else 5.0
+    return next((zeta for kind, zeta in ((Inpainting, 0.5), (PhaseRetrieval, pr), (CT, 1.0), (MRI, 0.6))
+                 if isinstance(operator, kind)), 0.3)
 
 
 class DPS(Solver):
@@ -44,11 +44,11 @@ class DPS(Solver):
     ``x̂0 = clamp(x0(x_t))``, ``x'_{t−1} ~ q(x_{t−1} | x_t, x̂0)``,
     ``x_{t−1} = x'_{t−1} − ζ ∇_{x_t} ‖y − A(x̂0)‖₂`` (unsquared norm).  One network forward and
     one backward per step.  ``steps`` < 1000 uses respaced DDPM.  ``zeta`` defaults per operator
-    (:func:`default_zeta`, for 1000 steps): the reference configs — 0.5 inpainting, 1.0 phase
-    retrieval, 0.3 otherwise — and, where the paper has none, ipsolve's measured values: CT 1.0,
-    MRI 0.6 (held-out phantoms, σ = 0.01, 250 steps rescaled: CT 16 views ζ·4 = 1.2 / 3 / 6 / 12 →
-    −3.9 / +1.2 / +4.5 / +2.8 dB over FBP; MRI 4× 1.2 / 2.4 / 4.8 → +3.5 / +4.8 / +2.5 dB over
-    zero-filled).  ``rescale_zeta``:
+    (:func:`default_zeta`, for 1000 steps): the reference configs — 0.5 inpainting, 1.0 phase retrieval
+    on DPS's operator (``signed``; on ipsolve's (x+1)/2 operator 5.0, which gives DPS's median step), 0.3
+    otherwise — and, where the paper has none, ipsolve's measured values: CT 1.0, MRI 0.6 (held-out phantoms,
+    σ = 0.01, 250 steps rescaled: CT 16 views ζ·4 = 1.2 / 3 / 6 / 12 → −3.9 / +1.2 / +4.5 / +2.8 dB over FBP;
+    MRI 4× 1.2 / 2.4 / 4.8 → +3.5 / +4.8 / +2.5 dB over zero-filled).  ``rescale_zeta``:
     multiply ζ by 1000/``steps`` (ipsolve's option): ζ is a step size per DDPM step, so with k×
     fewer steps the same total guidance needs k× larger steps.  Latent priors: the same on latents
     with ``A(D(ẑ0))``.

@@ -18,10 +18,10 @@ def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, targ
     """AdamW (lr ``lr``, torch's default weight decay as the reference) on each image's
     ``mean((y − forward(v))²)`` from ``init``, at most ``max_iters`` steps, each image frozen when
     it stops.  ``stop="reference"`` (soominkwon/resample ``ddim.py`` ``pixel_optimization`` /
-    ``latent_optimization``): the loss is below 1e-6 (never at σ = 0.01, so the budget runs out)
-    or, with ``stagnation=W``, the loss exceeds the loss W iterations earlier (checked after the
-    step, as the reference).  ``stop="noise_level"`` (ipsolve's option): the squared residual
-    ‖y − forward(v)‖² is at or below ``target`` (τ²σ²m)."""
+    ``latent_optimization``): the loss is below 1e-6 (reached where the fit absorbs the noise, e.g. SR
+    ×4 after 100–600 pixel steps, never on inpainting or blur: docs/fidelity.md §2) or, with ``stagnation=W``,
+    the loss exceeds the loss W iterations earlier (checked after the step, as the reference).
+    ``stop="noise_level"`` (ipsolve's option): ‖y − forward(v)‖² is at or below ``target`` (τ²σ²m)."""
     if stop not in FIT_STOPS:
         raise ValueError(f"unknown stop {stop!r}; expected one of {FIT_STOPS}")
     v = init.detach().clone().requires_grad_()
@@ -73,7 +73,7 @@ class ReSample(Solver):
     √(1−ᾱ)), used in the DPS term and for ẑ0, whose look-ahead steps evaluate the network at
     the next timestep with ᾱ of the current one (an off-by-one of the code); ``"tweedie"``:
     Tweedie's x̂0 and ``lookahead`` ordinary DDIM steps from the next time to t = 0.
-    ``fit_stop="reference"`` (full budgets, see :func:`fit_measurement`) or ``"noise_level"``
+    ``fit_stop="reference"`` (MSE < 1e-6, budget, stagnation: :func:`fit_measurement`) or ``"noise_level"``
     (stop at ‖y − A(x)‖ ≤ τσ√m).  ``clamp_decoded=False`` (the code does not clamp D(ẑ0)).
     ``final_fit=True``.  ``grid="reference"``: LDM's DDIM grid (``util.py`` ``make_ddim_timesteps``
     "uniform": ``range(0, T, T // steps) + 1`` descending, so 999, 997, …, 1 for 500 steps; the
