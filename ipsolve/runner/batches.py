@@ -36,6 +36,8 @@ class Job:
     fingerprint: str
     out: Path | None
     samples: int = 1
+    keep_arrays: bool = False  # also write recon/initial/std as float32 .npy (volume runs reassemble them)
+    coupling: float | None = None  # z-coupling weight: a volume's slices are solved together (see ipsolve.solvers.coupling)
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -46,8 +48,7 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
     desc = "ipsolve" if job.world == 1 else f"ipsolve (rank 0 of {job.world})"
     bar = tqdm(total=len(local), unit="img", desc=desc, disable=not progress or job.rank != 0, dynamic_ncols=True)
     records, skipped, images = [], [], {}
-    for b0 in range(0, len(local), batch_size):
-        batch = local[b0:b0 + batch_size]
+    for batch in make_batches(job, local, batch_size):
         ok, inputs, unreadable = load_batch(job, batch)
         skipped += unreadable
         if ok:
@@ -58,6 +59,16 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
         bar.update(len(batch))
     bar.close()
     return records, skipped, images
+
+
+def make_batches(job: Job, local: list[Item], batch_size: int) -> list[list[Item]]:
+    """``batch_size`` images at a time; with z-coupling, one volume (all its slices, in z order) at a time."""
+    if job.coupling is None:
+        return [local[b0:b0 + batch_size] for b0 in range(0, len(local), batch_size)]
+    volumes: dict = {}
+    for it in local:
+        volumes.setdefault(it.volume, []).append(it)
+    return [sorted(v, key=lambda it: it.z if it.z is not None else 0) for v in volumes.values()]
 
 
 def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict]]:
@@ -85,17 +96,20 @@ def run_batch(job: Job, ok: list[Item], inputs: list) -> list[tuple[dict, object
     seeds = image_seeds(job.seed, ok)
     y = torch.cat(inputs if job.measurements else measure(job, inputs, seeds, [it.name for it in ok]))
     job.operator.set_images([it.name for it in ok])  # per-image operator state (masks) follows the image names
-    result = solve_batch(job, y, seeds)
+    result = solve_batch(job, y, seeds, ok)
     init = initial_guess(job.operator, y)
-    scores = {} if job.measurements else score(job, result.x, init, torch.cat(inputs))
+    # ground truth: the images themselves, or the truths that came with the measurements (e.g. a fastMRI target)
+    truth = torch.cat(inputs) if not job.measurements else \
+        (torch.cat([it.truth for it in ok]).to(result.x) if all(it.truth is not None for it in ok) else None)
+    scores = score(job, result.x, init, truth) if truth is not None else {}
     finished = []
     for i, it in enumerate(ok):
-        rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i])
+        rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i], truth is not None)
         x = result.x[i:i + 1].detach().cpu()
         if job.out is not None:
             images = output_images(job, x, y[i:i + 1], init[i:i + 1], result.kernel, i)
             if result.samples is not None:
-                images.update(sample_images(result, i))
+                images.update(sample_images(result, i, job.keep_arrays))
             write_image_outputs(job.out, rec, images)
         finished.append((rec, x))
     return finished
@@ -118,15 +132,21 @@ def measure(job: Job, xs: list, seeds: list[dict], names: list[str]) -> list:
     return out
 
 
-def solve_batch(job: Job, y, seeds: list[dict]):
-    """The solver's :class:`~ipsolve.solvers.Result` for the batch ``y``, each image with its own solver seed."""
+def solve_batch(job: Job, y, seeds: list[dict], items: list[Item] | None = None):
+    """The solver's :class:`~ipsolve.solvers.Result` for the batch ``y``, each image with its own
+    solver seed; with z-coupling, the penalty couples neighbouring slices of the batch's volume."""
     import torch
 
     from ..solvers import solve
+    from ..solvers.coupling import ZCoupling, neighbour_pairs
 
     gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
+    penalty = None
+    if job.coupling is not None and items is not None:
+        penalty = ZCoupling(job.coupling, neighbour_pairs([(it.volume, it.z) for it in items]))
     try:
-        return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens, samples=job.samples)
+        return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens, samples=job.samples,
+                     penalty=penalty)
     except ValueError as err:
         raise RunError(str(err)) from None
 
@@ -153,12 +173,15 @@ def score(job: Job, x, init, truth) -> dict:
     return scores
 
 
-def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict, i: int, info: dict) -> dict:
+def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict, i: int, info: dict,
+                 has_truth: bool | None = None) -> dict:
     """The record of ``it``, the ``i``-th image of its batch (its outputs are added when written)."""
     rec = {"name": it.name, "file": str(it.path) if it.path else None, "rank": job.rank,
            "num_processes": job.world, "seed": seed, "run_seed": int(job.seed), "batch": batch,
            "device": str(job.device), "fingerprint": job.fingerprint}
-    if not job.measurements:
+    if it.volume is not None:
+        rec["volume"], rec["z"] = it.volume, it.z
+    if (not job.measurements) if has_truth is None else has_truth:
         rec["metrics"] = {m: (None if v[0] is None else float(v[0][i])) for m, v in scores.items()}
         rec["initial_metrics"] = {m: (None if v[1] is None else float(v[1][i])) for m, v in scores.items()}
     rec["info"] = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
@@ -179,15 +202,19 @@ def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
     images = {"recon": x, "measurement": job.operator.display(y.cpu(), job.prior.shape[-2:]), "initial": init.cpu()}
     if not job.operator.measurement_is_image:
         images["measurement_data"] = y.detach().cpu()
+    if job.keep_arrays:  # float values for the volume files (the PNGs are 8-bit)
+        images["recon_data"], images["initial_data"] = x, init.cpu()
     if kernels is not None:
         images["kernel"] = _kernel_image(kernels[i])
     return images
 
 
-def sample_images(result, i: int) -> dict:
-    """With k > 1 samples: ``mean/``, ``std/`` (colour-mapped, see :func:`std_image`) and one
-    file per sample (``samples/<name>_s<j>``)."""
+def sample_images(result, i: int, keep_arrays: bool = False) -> dict:
+    """With k > 1 samples: ``mean/``, ``std/`` (colour-mapped, see :func:`std_image`; with
+    ``keep_arrays`` also its values, ``std/<name>.npy``) and one file per sample (``samples/<name>_s<j>``)."""
     images = {"mean": result.x[i:i + 1].detach().cpu(), "std": std_image(result.std[i:i + 1].detach().cpu())}
+    if keep_arrays:
+        images["std_data"] = result.std[i:i + 1].detach().cpu()
     for j in range(result.samples.shape[1]):
         images[f"samples/_s{j}"] = result.samples[i:i + 1, j].detach().cpu()
     return images

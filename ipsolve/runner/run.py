@@ -48,7 +48,9 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8, progress: bool = True,
             state=None, device=None, config_yaml: str | None = None, extra_summary: dict | None = None,
             return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
-            review_below: float | None = None, review_coverage: float | None = None) -> Reconstruction:
+            review_below: float | None = None, review_coverage: float | None = None,
+            input_settings: dict | None = None, keep_arrays: bool = False,
+            coupling: float | None = None) -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -60,7 +62,11 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     measurements need when the operator draws hidden state from its seed.  ``samples=k``: k
     posterior samples per image (``mean/``, ``std/``, ``samples/``).  ``review_below`` (a
     reliability threshold) or ``review_coverage`` (the fraction to accept, most reliable first)
-    flags the other images for review in ``summary.json`` and ``metrics.csv``."""
+    flags the other images for review in ``summary.json`` and ``metrics.csv``.  ``input_settings``:
+    how the inputs were made (e.g. a volume's window), part of the settings and the resume
+    fingerprint.  ``keep_arrays``: also write float ``.npy`` reconstructions (volume runs).
+    ``coupling``: a z-coupling weight; the items' ``volume``/``z`` say which slices are neighbours,
+    each volume is solved in one batch and handed to one process (see :mod:`ipsolve.solvers.coupling`)."""
     start = time.perf_counter()
     progress = progress and (sys.stderr.isatty() or "ipykernel" in sys.modules)  # no bar frames in log files
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
@@ -82,14 +88,23 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
     if samples > 1:
         settings["samples"] = samples
+    if input_settings:
+        settings["inputs"] = input_settings
+    if coupling is not None:
+        coupling = check_coupling(coupling, items, solver)
+        settings["z_coupling"] = coupling
     job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out,
-              samples=samples)
+              samples=samples, keep_arrays=keep_arrays, coupling=coupling)
     names = [it.name for it in items]
     done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
+    if coupling is not None:  # a coupled volume is redone whole: its slices are solved together
+        unfinished = {it.volume for it in items if it.name in pending}
+        pending = [it.name for it in items if it.volume in unfinished]
+        done = {nm: rec for nm, rec in done.items() if nm not in set(pending)}
     log_start(job, settings, names, done, pending)
-    local = local_items(state, items, pending)
+    local = local_items(state, items, pending, by_volume=coupling is not None)
     records, skipped, images = run_batches(job, local, batch_size, progress, return_images)
     state.wait_for_everyone()
     ordered, skipped = gather_records(state, names, records, skipped, done)
@@ -107,6 +122,26 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     x = gather_images(state, images, ordered, out) if return_images else None
     return Reconstruction(x=x, records=ordered, names=[r["name"] for r in ordered], skipped=skipped,
                           summary=summary, output_dir=out)
+
+
+def check_coupling(coupling, items: list[Item], solver) -> float:
+    """The z-coupling weight as a number >= 0, or :class:`RunError` (no volumes, or a solver without a data term to extend)."""
+    from ..solvers.coupling import check_solver
+
+    try:
+        weight = float(coupling)
+    except (TypeError, ValueError):
+        weight = float("nan")
+    if not math.isfinite(weight) or weight < 0:
+        raise RunError(f"data.z_coupling must be a number >= 0 (the weight of total variation along z) or null, "
+                       f"got {coupling!r}")
+    if any(it.volume is None or it.z is None for it in items):
+        raise RunError("z-coupling needs volumes (data=dicom, nifti or fastmri), not a folder of images")
+    try:
+        check_solver(solver)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    return weight
 
 
 def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tuple[int, float]:
@@ -258,6 +293,11 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
 
     check_writable(output_dir)
     data = cfg.data
+    if data.get("format") is not None:  # DICOM, NIfTI, fastMRI volumes: slices through execute, then reassembled
+        from .volumes import run_volume_config
+
+        return run_volume_config(cfg, output_dir, state=state, extra_summary=extra_summary,
+                                 explicit_operator=explicit_operator)
     if OmegaConf.is_missing(data, "path"):
         raise RunError("data.path is required with data=folder: ipsolve data=folder data.path=DIR")
     items = collect_items(data.path, max_images=data.get("max_images"))

@@ -7,6 +7,7 @@ from ..operators import Operator
 from ..parameters import unknown_parameters_message
 from ..priors import Prior
 from .base import Result, Solver, generators_for
+from .coupling import ZCoupling, check_solver
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
 from .dmplug import DMPlug
@@ -29,7 +30,7 @@ def make_solver(name: str, **params) -> Solver:
 
 
 def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = 0.01,
-          generator=None, callback=None, samples: int = 1) -> Result:
+          generator=None, callback=None, samples: int = 1, penalty=None) -> Result:
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
@@ -37,6 +38,8 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     image (sample j of image i seeded from (i's generator, j); the batch is solved once per
     sample, so memory stays that of one run); ``Result.samples``, ``.x`` = their mean, ``.std``.
     Every image gets a ``reliability`` score in its ``info`` (:mod:`ipsolve.solvers.sampling`).
+    ``penalty``: a per-image energy ``x → (B,)`` added to the solver's data term (z-coupling of a
+    volume's slices, :class:`ipsolve.solvers.coupling.ZCoupling`; DPS, DMPlug, FMPlug).
     Never sees the ground truth."""
     if isinstance(solver, str):
         solver = make_solver(solver)
@@ -53,11 +56,17 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
     gens = generators_for(generator, y.shape[0])
-    if samples == 1:
-        result = solver.run(y, operator, prior, gens, sigma, callback)
-    else:
-        runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]
-        result = combine_samples(runs, y, operator, sigma)
+    if penalty is not None:
+        check_solver(solver)
+        solver._penalty = penalty
+    try:
+        if samples == 1:
+            result = solver.run(y, operator, prior, gens, sigma, callback)
+        else:
+            runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]
+            result = combine_samples(runs, y, operator, sigma)
+    finally:
+        solver._penalty = None
     per_call = (getattr(prior, "conditioning", None) or {}).get("evaluations_per_call", 1)
     for info, rel in zip(result.info, reliability(y, prior, result, sigma)):
         info.update(rel)
@@ -67,4 +76,4 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
 
 
 __all__ = ["SOLVERS", "make_solver", "solve", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS",
-           "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex"]
+           "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex", "ZCoupling"]

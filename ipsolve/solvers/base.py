@@ -78,6 +78,8 @@ class Solver:
     name = ""
     accepts: tuple[str, ...] = ()
     blind_capable = False
+    accepts_penalty = False  # adds ``_penalty(x)`` (per-image energy, e.g. z-coupling) to its data term
+    _penalty = None
 
     def __init__(self, warm_start: float | None = None, autocast: bool = False, progress: bool = True,
                  record_trace: bool = False):

@@ -31,6 +31,7 @@ class PlugSolver(Solver):
 
     blind_capable = True
     network_calls = 1
+    accepts_penalty = True  # z-coupling: minimises (‖y − A(x)‖² + penalty(x)) / m
 
     def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
                  patience: int = 1000, tau: float | None = None, combine: str = "first", kernel_lr: float = 0.1,
@@ -88,6 +89,7 @@ class PlugSolver(Solver):
             x = self.generate(prior)
             ax = operator(x, kernel=kernel) if blind else operator(x)
             per_image = (y - ax).pow(2).flatten(1).mean(1)
+            objective = per_image if self._penalty is None else per_image + self._penalty(x) / y[0].numel()
             finite = (torch.isfinite(per_image) & torch.isfinite(x).flatten(1).all(1)).cpu()
             xd = x.detach()
             if out_x is None:
@@ -119,7 +121,7 @@ class PlugSolver(Solver):
             if it == self.iterations - 1:
                 finish(active.clone(), "budget", xd)
                 break
-            loss = per_image[active.to(per_image.device) & finite.to(per_image.device)].sum()
+            loss = objective[active.to(per_image.device) & finite.to(per_image.device)].sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             frozen = ~active
