@@ -301,6 +301,56 @@ def example_nifti(dest, name: str = "anatomical.nii"):
     return dest / name
 
 
+def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleration: float = 4,
+                         center_fraction: float = 0.08, sigma: float = 0.0, seed: int = 0, scale: float = 1e-4,
+                         undersample: bool = True):
+    """Write ``volume`` ``(slices, 1, H, W)`` in [-1, 1] as a file in fastMRI's HDF5 layout
+    (``fastmri/data/mri_data.py``): ``kspace`` (slices, coils, H, W) complex64 =
+    ``scale ·`` :func:`~ipsolve.operators.fft2c` of the coil images ``S_c · (x + 1)/2``
+    (:func:`~ipsolve.operators.mri.synthetic_sensitivities`; ``coils=1`` writes single-coil
+    ``(slices, H, W)``), plus complex Gaussian noise of std ``sigma·scale`` per real/imaginary part;
+    with ``undersample`` the columns outside a fastMRI random mask (``acceleration``,
+    ``center_fraction``, ``seed``) are zero, as in fastMRI's test sets.  ``reconstruction_rss``
+    (``reconstruction_esc`` single-coil) = ``scale · (x + 1)/2`` (the RSS of the coil images, since
+    Σ_c |S_c|² = 1); a minimal ``ismrmrd_header`` (1 mm pixels).  Returns ``(path, mask)``."""
+    from pathlib import Path
+
+    from .io import require
+    from .operators.mri import column_mask, fft2c, synthetic_sensitivities
+
+    h5py = require("h5py")
+    x01 = ((volume[:, 0].double() + 1) / 2).clamp(0, 1)
+    n, h, w = x01.shape
+    sens = synthetic_sensitivities(coils, h, seed).to(torch.complex128) if coils > 1 else torch.ones(1, h, w,
+                                                                                                 dtype=torch.complex128)
+    k = fft2c(x01[:, None].to(torch.complex128) * sens[None]) * scale
+    g = torch.Generator().manual_seed(seed + 1)
+    if sigma > 0:
+        k = k + sigma * scale * torch.complex(torch.randn(k.shape, generator=g, dtype=torch.float64),
+                                              torch.randn(k.shape, generator=g, dtype=torch.float64))
+    mask = column_mask(w, acceleration, center_fraction, "random", seed) if undersample else np.ones(w, dtype=bool)
+    k = k * torch.from_numpy(mask)
+    kspace = k.numpy().astype(np.complex64)
+    header = ("<?xml version='1.0'?><ismrmrdHeader xmlns='http://www.ismrm.org/ISMRMRD'><encoding>"
+              f"<encodedSpace><matrixSize><x>{h}</x><y>{w}</y><z>1</z></matrixSize><fieldOfView_mm><x>{h}</x>"
+              f"<y>{w}</y><z>1</z></fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>{h}</x><y>{w}</y>"
+              f"<z>1</z></matrixSize><fieldOfView_mm><x>{h}</x><y>{w}</y><z>1</z></fieldOfView_mm></reconSpace>"
+              "</encoding></ismrmrdHeader>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=kspace if coils > 1 else kspace[:, 0])
+        f.create_dataset("reconstruction_rss" if coils > 1 else "reconstruction_esc",
+                         data=(x01.numpy() * scale).astype(np.float32))
+        f.create_dataset("ismrmrd_header", data=header.encode())
+        f.attrs["acquisition"] = "ipsolve phantom"
+        f.attrs["max"] = float(x01.max() * scale)
+        if undersample:
+            f.attrs["acceleration"] = float(acceleration)
+            f.attrs["num_low_frequency"] = int(round(w * center_fraction))
+    return path, mask
+
+
 def shepp_logan(size: int = 32) -> torch.Tensor:
     """scikit-image's Shepp–Logan phantom, anti-aliased to ``size``, ``(1, 1, size, size)`` in [-1, 1]."""
     from skimage.data import shepp_logan_phantom

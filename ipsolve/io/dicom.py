@@ -410,7 +410,9 @@ def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: 
     dr, dc = float(np.linalg.norm(col_dir)), float(np.linalg.norm(row_dir))
     iop = [*(row_dir / dc), *(col_dir / dr)]
     dz = float(np.linalg.norm(lps[:3, 2]))
-    slope = (window.hi - window.lo) / 65535.0
+    # the values as written (DS strings): quantise with exactly what a reader will apply
+    slope_text, intercept_text = f"{(window.hi - window.lo) / 65535.0:.10g}", f"{window.lo:.10g}"
+    slope, intercept = float(slope_text), float(intercept_text)
     series_uid = generate_uid()
     written = []
     for k, target in enumerate(targets):
@@ -444,9 +446,9 @@ def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: 
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = int(values.shape[0]), int(values.shape[1])
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{window.lo:.10g}"
+        ds.RescaleSlope, ds.RescaleIntercept = slope_text, intercept_text
         ds.WindowCenter, ds.WindowWidth = f"{(window.lo + window.hi) / 2:.6g}", f"{window.hi - window.lo:.6g}"
-        stored = np.clip(np.round((values[:, :, k] - window.lo) / slope), 0, 65535).astype("<u2")
+        stored = np.clip(np.round((values[:, :, k] - intercept) / slope), 0, 65535).astype("<u2")
         ds.PixelData = stored.tobytes()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID

@@ -53,13 +53,13 @@ def _lowpass_target(target: np.ndarray, size: int) -> np.ndarray:
     return np.abs(ifft2c(square_kspace(fft2c(target.astype(np.complex128))[None], size)[0]))
 
 
-def kspace_items(data, prior, op_spec, explicit: tuple, out: Path):
-    """``(items, plans, skipped, operator, measurements, explicit operator settings)`` for the
-    fastMRI files of ``data.path``."""
+def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
+    """``(items, plans, operator, measurements, explicit operator settings)`` for the fastMRI
+    ``files`` (:func:`ipsolve.io.read_fastmri`) of ``data.path``."""
     import torch
 
-    from ..io.fastmri import (acs_columns, crop_mask, estimate_sensitivities, read_fastmri, read_slice,
-                              rss_image, sampled_columns, square_kspace, voxel_sizes)
+    from ..io.fastmri import (acs_columns, crop_mask, estimate_sensitivities, read_slice, rss_image,
+                              sampled_columns, square_kspace, voxel_sizes)
     from ..io.volume import select_slices
     from .settings import _named_params, build_operator
     from ..operators import MRI, OPERATORS
@@ -73,7 +73,6 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path):
     mode = str(data.get("mask", "auto"))
     if mode not in MASK_MODES:
         raise ValueError(f"data.mask must be one of {', '.join(MASK_MODES)}, got {mode!r}")
-    files, skipped = read_fastmri(data.path)
     size = prior.image_size
     coils = {kf.coils for kf in files}
     if len(coils) > 1:
@@ -181,7 +180,7 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path):
                           truth=x_truth, warnings=warnings))
     if maps:
         operator.set_sensitivity_maps(maps, "estimated per slice from the calibration columns (ACS / RSS)")
-    return items, plans, skipped, operator, use_file, explicit
+    return items, plans, operator, use_file, explicit
 
 
 class _SliceCount:

@@ -56,16 +56,22 @@ class Plan:
 # ----------------------------------------------------------------------------------------
 # DICOM / NIfTI → slice items
 # ----------------------------------------------------------------------------------------
-def image_volume_items(data, prior) -> tuple[list[Item], list[Plan], list[dict]]:
-    """Items and plans of every DICOM/NIfTI volume of ``data.path`` (``data.series``,
-    ``data.volume``, ``data.window``, ``data.slices``)."""
+def read_volumes(data):
+    """``(volumes, skipped files)`` of ``data.path`` (``data.series``, ``data.volume``); a bad
+    ``data.window`` fails first, before any file is read."""
     from ..io import parse_window
-    from ..io.sources import describe_volume, load_volumes
+    from ..io.sources import load_volumes
+
+    parse_window(data.get("window", "auto"))
+    return load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume", 0))
+
+
+def image_volume_items(data, prior, volumes) -> tuple[list[Item], list[Plan]]:
+    """Items and plans of the DICOM/NIfTI ``volumes`` (``data.window``, ``data.slices``)."""
+    from ..io.sources import describe_volume
     from ..io.volume import resized_affine, resolve_window, select_slices, slice_images
 
     spec = data.get("window", "auto")
-    parse_window(spec)  # a bad window fails before any file is read
-    volumes, skipped = load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume", 0))
     items, plans = [], []
     size = prior.image_size
     for v in volumes:
@@ -84,7 +90,7 @@ def image_volume_items(data, prior) -> tuple[list[Item], list[Plan], list[dict]]
         plans.append(Plan(name=v.name, kind=v.kind, window=window, first=first, last=last, size=size,
                           affine=resized_affine(v.affine, crop, size, first), slice_names=names, files=list(v.files),
                           source=describe_volume(v), crop=crop, headers=headers, truth=x, warnings=warnings))
-    return items, plans, skipped
+    return items, plans
 
 
 # ----------------------------------------------------------------------------------------
@@ -123,6 +129,16 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
     if write_dicom and fmt != "dicom":
         raise RunError(f"data.write_dicom=true writes a DICOM series with the input's patient and study; data={fmt} "
                        f"has none (the NIfTI output volumes/<name>.nii.gz is written in any case)")
+    try:  # the files first: a wrong path, series or window fails before the prior is loaded
+        if fmt == "fastmri":
+            from ..io import parse_window, read_fastmri
+
+            parse_window(data.get("window", "auto"))
+            volumes, skipped = read_fastmri(data.path)
+        else:
+            volumes, skipped = read_volumes(data)
+    except (ValueError, FileNotFoundError, MissingDependency) as err:
+        raise RunError(str(err)) from None
     if state is None:
         state = process_state(cfg.get("device", "auto"))
     device = process_device(cfg.get("device", "auto"), state)
@@ -133,10 +149,10 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
         if fmt == "fastmri":
             from .kspace import kspace_items
 
-            items, plans, skipped, operator, measurements, explicit = kspace_items(data, prior, cfg.operator,
-                                                                                   explicit, out)
+            items, plans, operator, measurements, explicit = kspace_items(data, prior, cfg.operator, explicit, out,
+                                                                          volumes)
         else:
-            items, plans, skipped = image_volume_items(data, prior)
+            items, plans = image_volume_items(data, prior, volumes)
         for plan in plans:  # nothing may be written over an input, checked before any work
             check_not_inputs(output_paths(out, plan, samples, write_dicom), plan.files)
     except (ValueError, FileNotFoundError, MissingDependency) as err:
@@ -241,3 +257,33 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
         info["metrics"] = volume_metrics(recon, truth)
         info["initial_metrics"] = volume_metrics(initial, truth)
     return info
+
+
+# ----------------------------------------------------------------------------------------
+# the Python API
+# ----------------------------------------------------------------------------------------
+def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", solver="dmplug_cpu",
+                        prior="phantom_ddpm", sigma: float = 0.01, seed: int = 0, samples: int = 1, device=None,
+                        progress: bool = False, metrics=("psnr", "ssim"), **data_options):
+    """Reconstruct the volumes of ``path`` (``format``: dicom, nifti or fastmri) into
+    ``output_dir``, as ``ipsolve data=<format> data.path=<path>`` does; ``data_options`` are the
+    ``conf/data/<format>.yaml`` settings (``window``, ``series``, ``volume``, ``slices``,
+    ``z_coupling``, ``write_dicom``, ``mask``, ``batch_size``).  ``operator`` / ``solver`` /
+    ``prior``: preset names or mappings.  Returns the :class:`~ipsolve.runner.Reconstruction`
+    (``summary["volumes"]`` says what was written where)."""
+    from omegaconf import OmegaConf
+
+    from .settings import load_preset
+
+    if format not in FORMATS:
+        raise RunError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    data = load_preset("data", format) or {"format": format}
+    unknown = sorted(set(data_options) - set(data))
+    if unknown:
+        raise RunError(f"unknown data option(s) {unknown} for {format}; options: {', '.join(sorted(data))}")
+    data.update(data_options, path=str(path))
+    cfg = OmegaConf.create({"data": data, "operator": operator, "solver": solver, "prior": prior, "sigma": sigma,
+                            "seed": seed, "samples": samples, "device": device or "auto", "progress": progress,
+                            "metrics": list(metrics)})
+    return run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
+                             else ())
