@@ -15,11 +15,12 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
         from . import solvers
 
         return getattr(solvers, name)
-    if name == "reconstruct":
-        from .runner import reconstruct
+    if name in ("reconstruct", "reconstruct_volumes"):
+        from . import runner
 
-        return reconstruct
+        return getattr(runner, name)
     raise AttributeError(f"module 'ipsolve' has no attribute {name!r}")
 
 
-__all__ = ["make_operator", "OPERATORS", "load_prior", "make_solver", "solve", "reconstruct", "SOLVERS", "Result"]
+__all__ = ["make_operator", "OPERATORS", "load_prior", "make_solver", "solve", "reconstruct", "reconstruct_volumes",
+           "SOLVERS", "Result"]

@@ -291,6 +291,31 @@ def test_missing_package_through_the_runner(monkeypatch, tmp_path):
         reconstruct_volumes(folder, "dicom", tmp_path / "run", solver=CHEAP_DPS)
 
 
+def test_calibration_columns_match_fastmri():
+    """``acs_columns`` = fastMRI's ``SensitivityModel.get_pad_and_num_low_freqs``.  Fixture
+    recorded from facebookresearch/fastMRI at 91f2df4, ``fastmri/models/varnet.py`` lines 181-201
+    (the method's source executed alone with torch), on 36 fastMRI masks (ipsolve's
+    ``column_mask``: widths 32/64/368, 4×/8%, 8×/4%, random and equispaced, seeds 0-2) and two
+    hand-made asymmetric centres (widths 32 and 31): its ``pad`` and ``num_low_frequencies``."""
+    from ipsolve.io.fastmri import acs_columns, estimate_sensitivities, fft2c
+
+    ref = np.load(ROOT / "tests" / "fixtures" / "fastmri_acs.npz")
+    for m, w, pad, num in zip(ref["masks"], ref["widths"], ref["pad"], ref["num_low"]):
+        expected = np.zeros(w, bool)
+        expected[pad:pad + num] = True
+        np.testing.assert_array_equal(acs_columns(m[:w]), expected)
+    # the maps: unit root-sum-of-squares everywhere, and exact for smooth maps of a constant image
+    from ipsolve.operators.mri import synthetic_sensitivities
+
+    s = synthetic_sensitivities(4, 32, 0).numpy().astype(np.complex128)
+    k = fft2c(s * 0.7)
+    acs = np.zeros(32, bool)
+    acs[8:24] = True
+    est = estimate_sensitivities(k, acs)
+    np.testing.assert_allclose((np.abs(est) ** 2).sum(0), 1.0, atol=1e-12)
+    assert np.abs(est - s)[:, 4:-4, 4:-4].max() < 0.05
+
+
 @pytest.fixture(scope="module")
 def fastmri_file(tmp_path_factory):
     """Two slices of a held-out phantom volume as a 4-coil fastMRI file, 4× random mask, noise σ = 0.01."""

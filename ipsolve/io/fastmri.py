@@ -211,17 +211,24 @@ def sampled_columns(k: np.ndarray) -> np.ndarray:
 
 
 def acs_columns(mask: np.ndarray) -> np.ndarray:
-    """The fully sampled centre: the contiguous run of sampled columns around ``W // 2``
-    (fastMRI ``SensitivityModel.get_pad_and_num_low_freqs``: left and right of the centre up to
-    the first unsampled column)."""
+    """The fully sampled centre, as fastMRI finds it (``fastmri/models/varnet.py``
+    ``SensitivityModel.get_pad_and_num_low_freqs``, lines 181-201): ``left`` / ``right`` = the
+    sampled columns next to ``cent = W // 2`` on each side up to the first unsampled one (a running
+    argmin), ``num_low = max(2 min(left, right), 1)`` (a symmetric centre), columns
+    ``pad … pad + num_low`` with ``pad = (W − num_low + 1) // 2``.  A fully sampled mask gives every
+    column (there fastMRI's argmin finds no zero and returns 1 column)."""
     mask = np.asarray(mask, dtype=bool)
     w = mask.size
-    cent = w // 2
-    left = int(np.argmin(mask[:cent][::-1])) if not mask[:cent].all() else cent
-    right = int(np.argmin(mask[cent:])) if not mask[cent:].all() else w - cent
     out = np.zeros(w, dtype=bool)
-    out[cent - left:cent + right] = True
-    return out & mask
+    if mask.all():
+        out[:] = True
+        return out
+    cent = w // 2
+    left, right = int(np.argmin(mask[:cent][::-1])), int(np.argmin(mask[cent:]))
+    num_low = max(2 * min(left, right), 1)
+    pad = (w - num_low + 1) // 2
+    out[pad:pad + num_low] = True
+    return out
 
 
 def estimate_sensitivities(k: np.ndarray, acs: np.ndarray, floor: float = 1e-6) -> np.ndarray:
