@@ -126,6 +126,52 @@ def test_dicom_slices_ordered_by_position_hu_rescaled_affine_as_nibabel(tmp_path
     np.testing.assert_allclose(vol.affine[:3, 2], (LPS_TO_RAS[:3, :3] @ w0.slice_normal) * dz, atol=1e-5)
 
 
+def test_instance_number_orders_slices_without_positions(tmp_path):
+    files, expected = write_series(tmp_path / "s", n=4, oblique=False)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        del ds.ImagePositionPatient
+        ds.save_as(f)
+    (vol,), _ = read_dicom(tmp_path / "s")
+    numbers = [int(pydicom.dcmread(f).InstanceNumber) for f in files]
+    np.testing.assert_array_equal(vol.data, expected[..., np.argsort(numbers)])
+    assert vol.meta["ordered_by"] == "InstanceNumber" and "InstanceNumber" in vol.meta["warnings"][0]
+
+
+def test_enhanced_multiframe_orders_frames_by_position(tmp_path):
+    """An enhanced multi-frame file (per-frame PlanePositionSequence, shared orientation, spacing and
+    rescale) whose frames are stored out of position order."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    raw = ds.pixel_array.astype(np.int16)
+    stored = [2, 0, 1]  # frame f holds slice stored[f]
+    ds.NumberOfFrames = 3
+    ds.PixelData = np.stack([raw + 7 * k for k in stored]).astype("<i2").tobytes()
+    shared = Dataset()
+    ori, meas, pvt = Dataset(), Dataset(), Dataset()
+    ori.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    meas.PixelSpacing, meas.SliceThickness = [0.5, 0.5], 3.0
+    pvt.RescaleSlope, pvt.RescaleIntercept = 1.0, -1024.0
+    shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = Sequence([ori]), Sequence([meas])
+    shared.PixelValueTransformationSequence = Sequence([pvt])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in stored:
+        pos, item = Dataset(), Dataset()
+        pos.ImagePositionPatient = [0.0, 0.0, -3.0 * k]  # nibabel's normal (column × row cosine) is −z
+        item.PlanePositionSequence = Sequence([pos])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept"):
+        del ds[tag]
+    ds.save_as(tmp_path / "enhanced.dcm")
+    (vol,), _ = read_dicom(tmp_path / "enhanced.dcm")
+    np.testing.assert_array_equal(vol.data, np.stack([raw + 7 * k - 1024.0 for k in range(3)], -1))
+    np.testing.assert_allclose(vol.affine, np.array([[0, -0.5, 0, 0], [-0.5, 0, 0, 0], [0, 0, -3, 0], [0, 0, 0, 1]]))
+
+
 def test_single_slice_affine_equals_nibabel_and_hu(tmp_path):
     (vol,), _ = read_dicom(example_dicom_folder(tmp_path / "ct"))
     ds = pydicom.dcmread(tmp_path / "ct" / "CT_small.dcm")
@@ -383,6 +429,26 @@ def test_nifti_volume_resumes_and_keeps_its_affine(tmp_path):
     recon = out.get_fdata()
     w = vol["window"]
     assert w["lo"] - 1e-3 <= recon.min() and recon.max() <= w["hi"] + 1e-3  # inverted into the file's units
+
+
+def test_processes_split_coupled_volumes_whole():
+    from contextlib import contextmanager
+
+    from ipsolve.runner.inputs import Item
+    from ipsolve.runner.processes import local_items
+
+    class TwoProcesses:  # accelerate's split_between_processes for rank 1 of 2 (the second half)
+        num_processes, process_index = 2, 1
+
+        @contextmanager
+        def split_between_processes(self, things):
+            things = list(things)
+            yield things[(len(things) + 1) // 2:]
+
+    items = [Item(f"{v}_z{z:03d}", volume=v, z=z) for v in ("a", "b", "c") for z in range(3)]
+    names = [it.name for it in items]
+    assert [it.name for it in local_items(TwoProcesses(), items, names, by_volume=True)] == ["c_z000", "c_z001", "c_z002"]
+    assert len(local_items(TwoProcesses(), items, names)) == 4  # slice by slice: any split
 
 
 def test_z_coupling_term():

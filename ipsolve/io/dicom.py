@@ -164,6 +164,21 @@ def _modality_lut(ds, arr: np.ndarray, slope=None, intercept=None) -> np.ndarray
     return out
 
 
+def _header(ds):
+    """The dataset without its pixel data and per-frame groups (a new dataset sharing the
+    elements: ``Dataset.copy`` is shallow, deleting from it would delete from ``ds``)."""
+    from pydicom.dataset import Dataset
+
+    skip = {"PixelData", "FloatPixelData", "DoubleFloatPixelData", "PerFrameFunctionalGroupsSequence"}
+    header = Dataset()
+    for elem in ds:
+        if elem.keyword not in skip:
+            header.add(elem)
+    if hasattr(ds, "file_meta"):
+        header.file_meta = ds.file_meta
+    return header
+
+
 def _slices_of(ds, path: Path) -> list[dict]:
     """One dict per frame: pixels, position, orientation, spacings, instance number, header."""
     arr = _pixels(ds, path)
@@ -172,10 +187,7 @@ def _slices_of(ds, path: Path) -> list[dict]:
     ipp = _floats(getattr(ds, "ImagePositionPatient", None), 3)
     spacing = _floats(getattr(ds, "PixelSpacing", None), 2)
     thickness = getattr(ds, "SpacingBetweenSlices", None) or getattr(ds, "SliceThickness", None)
-    header = ds.copy()
-    for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "PerFrameFunctionalGroupsSequence"):
-        if tag in header:
-            del header[tag]
+    header = _header(ds)
     out = []
     offsets = _floats(getattr(ds, "GridFrameOffsetVector", None), frames) if frames > 1 else None
     for f in range(frames):

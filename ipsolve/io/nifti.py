@@ -1,6 +1,6 @@
 """NIfTI volumes in and out (nibabel): ``.nii`` / ``.nii.gz``, 3-D or 4-D (one chosen volume), the
 affine kept (nibabel's ``img.affine``: the sform when set, else the qform), scl_slope/scl_inter
-applied (``get_fdata``)."""
+applied (nibabel's array proxy scales what it reads)."""
 from __future__ import annotations
 
 import os
