@@ -91,7 +91,8 @@ def main():
             for mode, w in (("slice", None), ("coupled", entry["weight"])):
                 if mode in entry:
                     continue
-                runs = [run(t, work / key / f"{t.stem}_{mode}", op, solver, w, args.depth) for t in tests]
+                runs = [run(t, work / key / f"{t.stem}_{mode}{'' if w is None else w}", op, solver, w, args.depth)
+                        for t in tests]
                 entry[mode] = runs
                 results[key] = entry
                 out_path.write_text(json.dumps(results, indent=1))

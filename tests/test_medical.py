@@ -119,9 +119,13 @@ def test_dicom_slices_ordered_by_position_hu_rescaled_affine_as_nibabel(tmp_path
     first = pydicom.dcmread(files[0])
     ref = nibabel_affine(first)
     np.testing.assert_allclose(vol.affine[:, [0, 1, 3]], ref[:, [0, 1, 3]], atol=1e-5)
-    from nibabel.nicom import dicomwrappers
+    import warnings
 
-    w0, w1 = (dicomwrappers.wrapper_from_data(pydicom.dcmread(f)) for f in files[:2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+        from nibabel.nicom import dicomwrappers
+
+        w0, w1 = (dicomwrappers.wrapper_from_data(pydicom.dcmread(f)) for f in files[:2])
     dz = w1.slice_indicator - w0.slice_indicator
     np.testing.assert_allclose(vol.affine[:3, 2], (LPS_TO_RAS[:3, :3] @ w0.slice_normal) * dz, atol=1e-5)
 
@@ -394,6 +398,7 @@ def test_kspace_that_does_not_fit_the_operator(fastmri_file, tmp_path):
         reconstruct_volumes(path, "fastmri", tmp_path / "b", operator="ct_sparse", solver=CHEAP_DPS)
     with pytest.raises(RunError, match="undersampled"):
         reconstruct_volumes(path, "fastmri", tmp_path / "c", operator="mri", mask="operator", solver=CHEAP_DPS)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing half-written
 
 
 # ----------------------------------------------------------------------------------------

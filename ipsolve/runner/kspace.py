@@ -108,24 +108,35 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
                              f"run them separately")
         if "mask" in explicit:
             raise ValueError("the k-space is undersampled: its own sampled columns are the mask; drop operator.mask")
+        from .rundir import save_array
+
         mask_path = out / "inputs" / "fastmri_mask.npy"
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(mask_path, first_mask)
+        save_array(first_mask, mask_path)  # atomic: every process writes the same mask
         params["mask"] = str(mask_path)
         explicit = (*explicit, "mask")
     if "sensitivities" not in explicit:
         params["sensitivities"] = None
         params["coils"] = 1  # the per-slice maps below set the coil count
-    operator = build_operator({"name": "mri", **params})
-    if not isinstance(operator, MRI):  # pragma: no cover - the registry maps mri to MRI
-        raise ValueError("data=fastmri needs the MRI operator")
     try:
-        mask = operator.mask_for((1, 1, size, size))
-    except ValueError as err:
-        raise ValueError(f"the k-space ({ncoils} coil(s), {size}×{size} on the prior's grid) does not fit the "
-                         f"operator: {err}") from None
-    if operator.sens is not None and operator.sens.shape[0] != ncoils:
-        raise ValueError(f"operator.sensitivities has {operator.sens.shape[0]} coil maps but the k-space has {ncoils} coils")
+        operator = build_operator({"name": "mri", **params})
+        if not isinstance(operator, MRI):  # pragma: no cover - the registry maps mri to MRI
+            raise ValueError("data=fastmri needs the MRI operator")
+        try:
+            mask = operator.mask_for((1, 1, size, size))
+        except ValueError as err:
+            raise ValueError(f"the k-space ({ncoils} coil(s), {size}×{size} on the prior's grid) does not fit the "
+                             f"operator: {err}") from None
+        if operator.sens is not None and operator.sens.shape[0] != ncoils:
+            raise ValueError(f"operator.sensitivities has {operator.sens.shape[0]} coil maps but the k-space has "
+                             f"{ncoils} coils")
+    except Exception:  # nothing half-written: the mask file goes with the failed run
+        if use_file:
+            mask_path.unlink(missing_ok=True)
+            try:
+                mask_path.parent.rmdir()
+            except OSError:
+                pass
+        raise
     acs = acs_columns(mask.numpy())
     items, plans, maps = [], [], {}
     for kf, first, last, raw, ks, _, _ in prepared:
