@@ -531,6 +531,10 @@ def test_readme_dicom_command(tmp_path):
     assert out.shape == (32, 32, 1)
     (derived,), _ = read_dicom(run / "dicom" / "CT_series1")
     np.testing.assert_allclose(derived.affine, expected, atol=1e-4)
+    # a run directory inside the input folder: its own DICOM output is not a second input series on a rerun
+    for _ in range(2):
+        res = reconstruct_volumes(folder, "dicom", folder / "run", solver=CHEAP_DPS, write_dicom=True)
+    assert res.summary["num_resumed"] == 1 and len(read_dicom(folder, series="all")[0]) == 2
     summary = json.loads((run / "summary.json").read_text())
     assert summary["inputs"]["volumes"]["CT_series1"]["window"] == pytest.approx(
         [summary["volumes"]["CT_series1"]["window"]["lo"], summary["volumes"]["CT_series1"]["window"]["hi"]])

@@ -47,13 +47,16 @@ class DicomError(ValueError):
 # ----------------------------------------------------------------------------------------
 # reading
 # ----------------------------------------------------------------------------------------
-def _files(path: Path) -> list[Path]:
+def _files(path: Path, exclude=()) -> list[Path]:
+    """The files under ``path`` (hidden ones and those under an ``exclude`` folder left out)."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"no DICOM file or folder at {path}")
-    return sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                                                                         p.relative_to(path).parts))
+    skip = [Path(e).resolve() for e in exclude]
+    return sorted(p for p in path.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                  and not any(p.resolve().is_relative_to(e) for e in skip))
 
 
 def _floats(value, n: int | None = None) -> np.ndarray | None:
@@ -332,11 +335,12 @@ def _assemble(series: dict, name: str) -> Volume:
                   headers=[s["header"] for s in slices])
 
 
-def read_dicom(path, series=None) -> tuple[list[Volume], list[dict]]:
+def read_dicom(path, series=None, exclude=()) -> tuple[list[Volume], list[dict]]:
     """The volumes of a DICOM folder (searched recursively) or file: ``(volumes, skipped)`` with
     ``skipped`` one ``{"file", "reason"}`` per file that is not a usable DICOM image.
     ``series``: a SeriesInstanceUID or series number when the folder holds several series, or
-    ``"all"`` (one volume each); several series and none chosen → :class:`DicomError` listing them."""
+    ``"all"`` (one volume each); several series and none chosen → :class:`DicomError` listing them.
+    ``exclude``: folders not to search (a run directory inside the input folder: its own DICOM output)."""
     pydicom = require("pydicom")
     from pydicom.errors import InvalidDicomError
 
@@ -344,7 +348,7 @@ def read_dicom(path, series=None) -> tuple[list[Volume], list[dict]]:
     groups: "OrderedDict[str, dict]" = OrderedDict()
     skipped = []
     headers = []
-    for f in _files(path):
+    for f in _files(path, exclude):
         try:
             ds = pydicom.dcmread(f)
         except InvalidDicomError:

@@ -29,12 +29,13 @@ def guess_format(path) -> str:
     raise FileNotFoundError(f"no file or folder at {path}")
 
 
-def load_volumes(kind: str, path, series=None, volume: int = 0) -> tuple[list[Volume], list[dict]]:
-    """``(volumes, skipped files)`` of a DICOM folder/file or NIfTI file/folder."""
+def load_volumes(kind: str, path, series=None, volume: int = 0, exclude=()) -> tuple[list[Volume], list[dict]]:
+    """``(volumes, skipped files)`` of a DICOM folder/file or NIfTI file/folder (``exclude``: folders
+    a DICOM search skips)."""
     if kind == "dicom":
         from .dicom import read_dicom
 
-        return read_dicom(path, series=series)
+        return read_dicom(path, series=series, exclude=exclude)
     if kind == "nifti":
         from .nifti import read_nifti
 

@@ -56,14 +56,16 @@ class Plan:
 # ----------------------------------------------------------------------------------------
 # DICOM / NIfTI → slice items
 # ----------------------------------------------------------------------------------------
-def read_volumes(data):
-    """``(volumes, skipped files)`` of ``data.path`` (``data.series``, ``data.volume``); a bad
-    ``data.window`` fails first, before any file is read."""
+def read_volumes(data, exclude=()):
+    """``(volumes, skipped files)`` of ``data.path`` (``data.series``, ``data.volume``; ``exclude``:
+    the run directory, when it sits inside a DICOM input folder); a bad ``data.window`` fails
+    first, before any file is read."""
     from ..io import parse_window
     from ..io.sources import load_volumes
 
     parse_window(data.get("window", "auto"))
-    return load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume", 0))
+    return load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume", 0),
+                        exclude=exclude)
 
 
 def image_volume_items(data, prior, volumes) -> tuple[list[Item], list[Plan]]:
@@ -136,7 +138,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
             parse_window(data.get("window", "auto"))
             volumes, skipped = read_fastmri(data.path)
         else:
-            volumes, skipped = read_volumes(data)
+            volumes, skipped = read_volumes(data, exclude=[out])
     except (ValueError, FileNotFoundError, MissingDependency) as err:
         raise RunError(str(err)) from None
     if state is None:
