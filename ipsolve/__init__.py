@@ -15,10 +15,10 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
         from . import solvers
 
         return getattr(solvers, name)
-    if name == "reconstruct":
-        from .runner import reconstruct
+    if name in ("reconstruct", "reconstruct_volumes"):
+        from . import runner
 
-        return reconstruct
+        return getattr(runner, name)
     if name in ("datasets", "solvers", "runner", "metrics", "io"):  # ipsolve.datasets.heldout_phantoms(...)
         import importlib
 
@@ -27,4 +27,5 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
 
 
 __all__ = ["make_operator", "OPERATORS", "load_prior", "make_solver", "solve", "calibrate", "Calibration", "reconstruct",
+           "reconstruct_volumes",
            "SOLVERS", "Result"]

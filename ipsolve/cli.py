@@ -248,6 +248,8 @@ def run(cfg: DictConfig) -> dict | None:
             files += ["calibration.csv", "calibration.png"] if (out / "calibration.csv").is_file() else []
             folders = ["recon/", "measurement/", "initial/", "records/"]
             folders += ["mean/", "std/", "samples/"] if result.summary.get("samples", 1) > 1 else []
+            folders += ["volumes/"] if result.summary.get("volumes") else []
+            folders += ["dicom/"] if (out / "dicom").is_dir() else []
             print(f"  {', '.join(files)}; {', '.join(folders)}")
         return result.summary
     except RunError as err:

@@ -205,6 +205,152 @@ def heldout_phantoms(n: int = 16, size: int = 32, seed: int = HELDOUT_SEED) -> t
     return phantoms(n, size, torch.Generator().manual_seed(seed), families=PHANTOM_HELDOUT_FAMILY)
 
 
+def _fixed_blob(canvas: _Canvas, cx, cy, radius, angle, amps, phases):
+    """:meth:`_Canvas.blob` with its modulation given (so that a shape keeps it from slice to slice)."""
+    rho, phi = canvas.polar(cx, cy, angle)
+    bound = torch.ones_like(phi)
+    for k, a, p in zip(range(2, 6), amps, phases):
+        bound = bound + a * torch.cos(k * phi + p)
+    return rho <= radius * bound
+
+
+def heldout_volume(depth: int = 16, size: int = 32, seed: int = HELDOUT_SEED + 1, supersample: int = 2) -> torch.Tensor:
+    """A volume of the held-out ``blobs`` family whose shapes vary smoothly along z, ``(depth, 1,
+    size, size)`` in [-1, 1] (slice z at index z) — the test volume of the z-coupling measurements.
+
+    A body blob spans every slice (its radius shrinks by up to 15 % towards the ends); 4–9 inner
+    blobs are 3-D objects: each has a centre slice and a half-height (0.3–1 × depth), its
+    cross-section radius follows an ellipsoid's, √(1 − ((z − z_c)/h)²), and its centre, angle
+    and intensity are fixed or drift linearly with z; the modulation of each outline is drawn once."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda: float(torch.rand((), generator=g))  # noqa: E731
+    u = lambda a, b: a + (b - a) * r()  # noqa: E731
+
+    def outline():
+        amps = torch.tensor([r() for _ in range(4)])
+        return amps / amps.sum() * (0.2 + 0.35 * r()), [2 * math.pi * r() for _ in range(4)]
+
+    body = {"cx": u(-.1, .1), "cy": u(-.1, .1), "radius": u(.6, .85), "angle": u(0, 2 * math.pi),
+            "value": u(.3, .9), "outline": outline()}
+    inner = []
+    for _ in range(int(u(4, 10))):
+        inner.append({"cx": u(-.5, .5), "cy": u(-.5, .5), "radius": u(.1, .35), "zc": u(0, depth - 1),
+                      "h": u(.3, 1.0) * depth, "vx": u(-.15, .15), "vy": u(-.15, .15), "angle": u(0, 2 * math.pi),
+                      "spin": u(-.6, .6), "additive": r() < 0.5, "value": None, "outline": outline()})
+        inner[-1]["value"] = u(-.4, .5) if inner[-1]["additive"] else u(0, 1)
+    res = size * supersample
+    out = []
+    for z in range(depth):
+        canvas = _Canvas(res, r)
+        t = (z - (depth - 1) / 2) / depth
+        canvas.paint(_fixed_blob(canvas, body["cx"], body["cy"], body["radius"] * (1 - 0.6 * t * t), body["angle"],
+                                 *body["outline"]), body["value"], additive=False)
+        for b in inner:
+            q = 1 - ((z - b["zc"]) / b["h"]) ** 2
+            if q <= 0.05:
+                continue
+            tz = (z - b["zc"]) / depth
+            mask = _fixed_blob(canvas, b["cx"] + b["vx"] * tz, b["cy"] + b["vy"] * tz, b["radius"] * math.sqrt(q),
+                               b["angle"] + b["spin"] * tz, *b["outline"])
+            canvas.paint(mask, b["value"], b["additive"])
+        out.append(canvas.img.clamp(0, 1))
+    img = F.avg_pool2d(torch.stack(out)[:, None], supersample)
+    return img * 2 - 1
+
+
+def example_dicom_folder(dest, kind: str = "ct"):
+    """A small DICOM folder made from a scan pydicom ships with its package (for the README
+    commands and tests; nothing is downloaded): ``kind="ct"`` — ``CT_small.dcm`` (one real
+    128×128 CT slice, HU via RescaleIntercept −1024); ``"mr"`` — ``MR_small.dcm`` (one real 64×64
+    MR slice).  Returns ``dest``."""
+    import shutil
+    from pathlib import Path
+
+    from .io import require
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    files = {"ct": "CT_small.dcm", "mr": "MR_small.dcm"}
+    if kind not in files:
+        raise ValueError(f"kind must be 'ct' or 'mr', got {kind!r}")
+    require("pydicom")
+    from pydicom.data import get_testdata_file
+
+    shutil.copyfile(get_testdata_file(files[kind]), dest / files[kind])
+    return dest
+
+
+def example_nifti(dest, name: str = "anatomical.nii"):
+    """A NIfTI file that nibabel ships (``nibabel.testing.data_path``) copied to ``dest`` (a folder):
+    ``anatomical.nii`` (a real structural MRI, 33×41×25 at 2 mm, 3-D), ``example4d.nii.gz``
+    (128×96×24, 2 volumes) or ``functional.nii`` (17×21×3, 20 volumes).  Returns the file's path."""
+    import shutil
+    from pathlib import Path
+
+    from .io import require
+
+    require("nibabel")
+    from nibabel.testing import data_path
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    src = Path(data_path) / name
+    if not src.is_file():
+        raise FileNotFoundError(f"nibabel has no test file {name} (in {data_path})")
+    shutil.copyfile(src, dest / name)
+    return dest / name
+
+
+def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleration: float = 4,
+                         center_fraction: float = 0.08, sigma: float = 0.0, seed: int = 0, scale: float = 1e-4,
+                         undersample: bool = True):
+    """Write ``volume`` ``(slices, 1, H, W)`` in [-1, 1] as a file in fastMRI's HDF5 layout
+    (``fastmri/data/mri_data.py``): ``kspace`` (slices, coils, H, W) complex64 =
+    ``scale ·`` :func:`~ipsolve.operators.fft2c` of the coil images ``S_c · (x + 1)/2``
+    (:func:`~ipsolve.operators.mri.synthetic_sensitivities`; ``coils=1`` writes single-coil
+    ``(slices, H, W)``), plus complex Gaussian noise of std ``sigma·scale`` per real/imaginary part;
+    with ``undersample`` the columns outside a fastMRI random mask (``acceleration``,
+    ``center_fraction``, ``seed``) are zero, as in fastMRI's test sets.  ``reconstruction_rss``
+    (``reconstruction_esc`` single-coil) = ``scale · (x + 1)/2`` (the RSS of the coil images, since
+    Σ_c |S_c|² = 1); a minimal ``ismrmrd_header`` (1 mm pixels).  Returns ``(path, mask)``."""
+    from pathlib import Path
+
+    from .io import require
+    from .operators.mri import column_mask, fft2c, synthetic_sensitivities
+
+    h5py = require("h5py")
+    x01 = ((volume[:, 0].double() + 1) / 2).clamp(0, 1)
+    n, h, w = x01.shape
+    sens = synthetic_sensitivities(coils, h, seed).to(torch.complex128) if coils > 1 else torch.ones(1, h, w,
+                                                                                                 dtype=torch.complex128)
+    k = fft2c(x01[:, None].to(torch.complex128) * sens[None]) * scale
+    g = torch.Generator().manual_seed(seed + 1)
+    if sigma > 0:
+        k = k + sigma * scale * torch.complex(torch.randn(k.shape, generator=g, dtype=torch.float64),
+                                              torch.randn(k.shape, generator=g, dtype=torch.float64))
+    mask = column_mask(w, acceleration, center_fraction, "random", seed) if undersample else np.ones(w, dtype=bool)
+    k = k * torch.from_numpy(mask)
+    kspace = k.numpy().astype(np.complex64)
+    header = ("<?xml version='1.0'?><ismrmrdHeader xmlns='http://www.ismrm.org/ISMRMRD'><encoding>"
+              f"<encodedSpace><matrixSize><x>{h}</x><y>{w}</y><z>1</z></matrixSize><fieldOfView_mm><x>{h}</x>"
+              f"<y>{w}</y><z>1</z></fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>{h}</x><y>{w}</y>"
+              f"<z>1</z></matrixSize><fieldOfView_mm><x>{h}</x><y>{w}</y><z>1</z></fieldOfView_mm></reconSpace>"
+              "</encoding></ismrmrdHeader>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=kspace if coils > 1 else kspace[:, 0])
+        f.create_dataset("reconstruction_rss" if coils > 1 else "reconstruction_esc",
+                         data=(x01.numpy() * scale).astype(np.float32))
+        f.create_dataset("ismrmrd_header", data=header.encode())
+        f.attrs["acquisition"] = "ipsolve phantom"
+        f.attrs["max"] = float(x01.max() * scale)
+        if undersample:
+            f.attrs["acceleration"] = float(acceleration)
+            f.attrs["num_low_frequency"] = int(round(w * center_fraction))
+    return path, mask
+
+
 def shepp_logan(size: int = 32) -> torch.Tensor:
     """scikit-image's Shepp–Logan phantom, anti-aliased to ``size``, ``(1, 1, size, size)`` in [-1, 1]."""
     from skimage.data import shepp_logan_phantom

@@ -7,7 +7,8 @@ Kinds (all diffusers networks, saved with ``save_pretrained``):
   latent  ``AutoencoderKL`` (stage 1) + latent ε-prediction UNet (stage 2) (LDMPipeline layout)
 
 Data: ``phantom`` (the broad phantom family, unlimited; its held-out family is never drawn), ``ellipses`` (the narrow generator), ``photo`` (bundled natural photos,
-multi-scale crops) or a folder of images.  Training resumes from ``<work>/train_state.pt``;
+multi-scale crops), a folder of images, or DICOM / NIfTI scans (a DICOM folder with any number of
+series, a NIfTI file or folder: every slice of every volume, windowed per volume with ``--window``).  Training resumes from ``<work>/train_state.pt``;
 ``--steps`` is the total to reach, ``--max-minutes`` stops early (state saved, model
 exported), so the job can run in the background and be continued later.
 
@@ -47,26 +48,34 @@ def make_vae(channels, latent_channels):
                          block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=16)
 
 
-def batches(data, size, batch_size, generator):
+def batches(data, size, batch_size, generator, window="auto"):
+    """``(next_batch, channels)``: a function drawing a training batch in [-1, 1], and its channel count."""
     if data == "phantom":  # the broad family; its held-out family (blobs) is never drawn
-        return lambda: datasets.phantoms(batch_size, size, generator)
+        return (lambda: datasets.phantoms(batch_size, size, generator)), 1
     if data == "ellipses":  # the first bundled priors' narrow generator
-        return lambda: datasets.random_ellipses(batch_size, size, generator)
+        return (lambda: datasets.random_ellipses(batch_size, size, generator)), 1
     if data == "photo":
-        return lambda: datasets.random_photo_crops(batch_size, size, generator)
+        return (lambda: datasets.random_photo_crops(batch_size, size, generator)), 3
     if data == "kernels":  # BlindDPS's kernel prior: a pool of motion (75 %) and Gaussian (25 %) kernels, resampled
         pool = datasets.blur_kernels(8000, size, generator)
-        return lambda: pool[torch.randint(len(pool), (batch_size,), generator=generator)]
-    from ipsolve.io import load_folder
-    images = load_folder(data, size=size)
-    return lambda: images[torch.randint(len(images), (batch_size,), generator=generator)]
+        return (lambda: pool[torch.randint(len(pool), (batch_size,), generator=generator)]), 1
+    # a folder of images, DICOM series or NIfTI volumes (every slice, each volume windowed as a whole:
+    # reconstruct with the same data.window)
+    from ipsolve.io import load_training_slices
+    images = load_training_slices(data, size, window=window)
+    print(f"training data: {len(images)} slice(s)/image(s) of {data}, {images.shape[1]} channel(s)")
+    return (lambda: images[torch.randint(len(images), (batch_size,), generator=generator)]), images.shape[1]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=["ddpm", "flow", "latent"], required=True)
     ap.add_argument("--data", default="phantom",
-                    help="phantom (broad family) | ellipses (narrow) | photo | kernels (motion + Gaussian kernels, BlindDPS kernel prior) | path to an image folder")
+                    help="phantom (broad family) | ellipses (narrow) | photo | kernels (motion + Gaussian kernels, "
+                         "BlindDPS kernel prior) | a folder of images, a DICOM folder or NIfTI file/folder (every slice)")
+    ap.add_argument("--window", default="auto",
+                    help="DICOM/NIfTI intensity window per volume: auto | ct_soft_tissue | lo,hi (use the same "
+                         "data.window when reconstructing)")
     ap.add_argument("--out", required=True, help="export directory (the prior loaded by ipsolve)")
     ap.add_argument("--work", default=None, help="training state directory (default outputs/training/<out name>)")
     ap.add_argument("--size", type=int, default=32)
@@ -90,9 +99,8 @@ def main():
     work = Path(args.work or Path("outputs/training") / out.name)
     work.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed + acc.process_index)
-    channels = 1 if args.data in ("phantom", "ellipses", "kernels") else 3
     widths = tuple(int(w) for w in args.widths.split(","))
-    next_batch = batches(args.data, args.size, args.batch_size, gen)
+    next_batch, channels = batches(args.data, args.size, args.batch_size, gen, args.window)
 
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                           clip_sample=False)

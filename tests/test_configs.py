@@ -46,7 +46,7 @@ def test_conf_found_and_groups_match_registries():
 
 
 @pytest.mark.parametrize("rel", FILES)
-def test_config_composes_and_instantiates(rel):
+def test_config_composes_and_instantiates(rel, tmp_path):
     if rel == "config.yaml":
         cfg = _compose()
         assert (cfg.prior.source, cfg.data.path, cfg.operator.name, cfg.solver.name) == \
@@ -77,6 +77,24 @@ def test_config_composes_and_instantiates(rel):
             node.kernel_prior.source = "kernel_checkpoint.pt"  # loaded at the first solve, not here
         solver = build_solver(node, progress=False)
         assert type(solver) is SOLVERS[node.name]
+    elif group == "data" and node.get("format"):  # scans: read a bundled example through the same reader
+        if not all(_importable(m) for m in ("pydicom", "nibabel", "h5py")):
+            pytest.skip('the medical formats need pip install "ipsolve[medical]"')
+        from ipsolve import datasets
+        from ipsolve.io import read_fastmri
+        from ipsolve.runner.volumes import read_volumes
+
+        assert OmegaConf.is_missing(node, "path")
+        if node.format == "fastmri":
+            node.path = str(datasets.fastmri_phantom_file(tmp_path / "f.h5", datasets.heldout_volume(2, 32))[0])
+            files, _ = read_fastmri(node.path)
+            assert files[0].coils == 4 and node.mask == "auto"
+        else:
+            node.path = str(datasets.example_dicom_folder(tmp_path) if node.format == "dicom"
+                            else datasets.example_nifti(tmp_path))
+            volumes, _ = read_volumes(node)
+            assert volumes and volumes[0].data.ndim == 3
+        assert node.window == "auto" and node.z_coupling is None and node.batch_size >= 1
     elif group == "data":
         if OmegaConf.is_missing(node, "path"):  # data=folder: path required
             node.path = str(resolve_data_path("bundled:phantom"))

@@ -93,6 +93,9 @@ class MRI(Operator):
     ``coils``: 1, or the number of synthetic smooth coils (:func:`synthetic_sensitivities`);
     ``sensitivities``: a ``.npy`` file of complex maps ``(coils, H, W)`` instead.
     ``initial_guess`` = zero-filled inverse FFT, its magnitude (root-sum-of-squares over coils).
+    Per-image maps (each slice of a scan has its own, e.g. estimated from a fastMRI file's
+    calibration columns): :meth:`set_sensitivity_maps`, selected by the image names the runner
+    sets (:meth:`set_images`).
     """
 
     is_linear = True
@@ -120,6 +123,8 @@ class MRI(Operator):
         self.register_buffer("mask", None)
         self.register_buffer("sens", None)
         self.coils = coils
+        self._image_sens: dict = {}
+        self._keys: list | None = None
         if mask not in MASK_KINDS:
             m = np.load(mask)
             if m.ndim == 2:
@@ -152,7 +157,30 @@ class MRI(Operator):
             raise ValueError(f"the coil sensitivities are {tuple(self.sens.shape[-2:])} but the image is {(h, w)}")
         return self.mask
 
+    def set_sensitivity_maps(self, maps: dict, description: str = "per-image") -> None:
+        """Per-image coil maps: image name → complex ``(coils, H, W)`` (Σ_c |S_c|² = 1), used for the
+        images named by :meth:`set_images`."""
+        coils = {int(m.shape[0]) for m in maps.values()}
+        if len(coils) != 1:
+            raise ValueError(f"per-image sensitivities must all have the same number of coils, got {sorted(coils)}")
+        self._image_sens = {k: torch.as_tensor(m).to(torch.complex64) for k, m in maps.items()}
+        self.coils = coils.pop()
+        self.params["coils"] = self.coils
+        self.params["sensitivities"] = description
+
+    def set_images(self, keys) -> None:
+        self._keys = None if keys is None else list(keys)
+
     def sensitivities(self, h: int, w: int, device) -> torch.Tensor | None:
+        if self._image_sens:
+            if self._keys is None or any(k not in self._image_sens for k in self._keys):
+                missing = "no images named (set_images)" if self._keys is None else \
+                    f"none for {[k for k in self._keys if k not in self._image_sens][:3]}"
+                raise ValueError(f"MRI has per-image coil sensitivities but {missing}")
+            s = torch.stack([self._image_sens[k] for k in self._keys])
+            if tuple(s.shape[-2:]) != (h, w):
+                raise ValueError(f"the coil sensitivities are {tuple(s.shape[-2:])} but the image is {(h, w)}")
+            return s.to(device)
         if self.coils == 1 and self.sens is None:
             return None
         if self.sens is None:
@@ -179,7 +207,9 @@ class MRI(Operator):
         """``(B, coils, H, W)`` complex coil images of the magnitude image ``x01`` ``(B, 1, H, W)``."""
         s = self.sensitivities(*x01.shape[-2:], x01.device)
         xc = x01.to(torch.complex128 if x01.dtype == torch.float64 else torch.complex64)
-        return xc if s is None else xc * s.to(xc.dtype)[None]
+        if s is not None and s.ndim == 4 and s.shape[0] != xc.shape[0]:
+            raise ValueError(f"{s.shape[0]} images are named (set_images) but the batch holds {xc.shape[0]}")
+        return xc if s is None else xc * s.to(xc.dtype)[None if s.ndim == 3 else slice(None)]
 
     def apply(self, x):
         mask = self.mask_for(x.shape)  # a host tensor: its nonzero() needs no device synchronisation

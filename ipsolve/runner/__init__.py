@@ -12,12 +12,15 @@ record is written last, so an image counts as finished only when all its files e
     kernel/<name>.png         estimated blur kernel (blind deblurring; scaled to its maximum)
     records/<name>.json       metrics, solver info, seeds, rank
     metrics.csv, summary.json, grid.png, config.yaml
+    volumes/<volume>.nii.gz   (data=dicom|nifti|fastmri) each volume reassembled from recon/<slice>.npy
 
 The parts: :mod:`.settings` (names and configs → objects), :mod:`.inputs` (images and their
 names), :mod:`.rundir` (the run directory and resume), :mod:`.processes` (process state and
 gathering), :mod:`.batches` (the batch loop), :mod:`.reports` and :mod:`.grid` (summaries,
 reports, sweep tables and images), :mod:`.threads` (torch's thread count), :mod:`.progress`
-(progress as log lines), :mod:`.run` (:func:`execute` and its doors).
+(progress as log lines), :mod:`.calibration` (``calibrate=true``), :mod:`.run` (:func:`execute` and
+its doors), :mod:`.volumes` and :mod:`.kspace` (DICOM/NIfTI/fastMRI volumes as slice items and
+back, :func:`reconstruct_volumes`).
 """
 from __future__ import annotations
 
@@ -29,9 +32,11 @@ from .reports import CSV_INFO, METRICS, format_stats, metrics_csv, report, summa
 from .run import Reconstruction, execute, reconstruct, run_config
 from .rundir import atomic_write_text, check_writable, fingerprint, is_finished, read_record, remove_temp_files
 from .settings import build_operator, build_prior, build_solver, conf_dir, describe, load_preset, prior_source
+from .volumes import reconstruct_volumes
 
 __all__ = ["RunError", "conf_dir", "load_preset", "build_operator", "build_solver", "build_prior", "prior_source",
            "describe", "Item", "collect_items", "resolve_data_path", "load_truth", "load_measurement", "derive_seed",
            "DEMO_DATA", "atomic_write_text", "check_writable", "remove_temp_files", "read_record", "is_finished",
            "fingerprint", "process_state", "Reconstruction", "execute", "reconstruct", "run_config", "report",
-           "format_stats", "summarize", "summarize_sweep", "metrics_csv", "CSV_INFO", "make_grid", "METRICS"]
+           "format_stats", "summarize", "summarize_sweep", "metrics_csv", "CSV_INFO", "make_grid", "METRICS",
+           "reconstruct_volumes"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import RunError
 from .grid import _kernel_image
 from .inputs import Item, derive_seed, load_measurement, load_truth
-from .progress import ProgressLog, iteration_budget, num_batches
+from .progress import ProgressLog, iteration_budget
 from .rundir import write_image_outputs
 
 log = logging.getLogger("ipsolve")
@@ -39,6 +39,8 @@ class Job:
     out: Path | None
     samples: int = 1
     select: str = "mean"
+    keep_arrays: bool = False  # also write recon/initial/std as float32 .npy (volume runs reassemble them)
+    coupling: float | None = None  # z-coupling weight: a volume's slices are solved together (see ipsolve.solvers.coupling)
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -52,12 +54,12 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
     desc = "ipsolve" if job.world == 1 else f"ipsolve (rank 0 of {job.world})"
     bar = tqdm(total=len(local), unit="img", desc=desc, disable=not progress or job.rank != 0, dynamic_ncols=True)
     lines = None
+    batches = make_batches(job, local, batch_size)
     if log_progress and job.rank == 0 and local:
-        lines = ProgressLog(len(local), num_batches(len(local), batch_size), iteration_budget(job.solver),
+        lines = ProgressLog(len(local), len(batches), iteration_budget(job.solver),
                             samples=job.samples, label="" if job.world == 1 else f"rank 0 of {job.world}: ")
     records, skipped, images = [], [], {}
-    for b0 in range(0, len(local), batch_size):
-        batch = local[b0:b0 + batch_size]
+    for batch in batches:
         if lines is not None:
             lines.start_batch(len(batch))
         ok, inputs, unreadable = load_batch(job, batch)
@@ -72,6 +74,16 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
             lines.end_batch(len(batch))
     bar.close()
     return records, skipped, images
+
+
+def make_batches(job: Job, local: list[Item], batch_size: int) -> list[list[Item]]:
+    """``batch_size`` images at a time; with z-coupling, one volume (all its slices, in z order) at a time."""
+    if job.coupling is None:
+        return [local[b0:b0 + batch_size] for b0 in range(0, len(local), batch_size)]
+    volumes: dict = {}
+    for it in local:
+        volumes.setdefault(it.volume, []).append(it)
+    return [sorted(v, key=lambda it: it.z if it.z is not None else 0) for v in volumes.values()]
 
 
 def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict]]:
@@ -101,14 +113,17 @@ def run_batch(job: Job, ok: list[Item], inputs: list, callback=None) -> list[tup
     seeds = image_seeds(job.seed, ok)
     y = torch.cat(inputs if job.measurements else measure(job, inputs, seeds, [it.name for it in ok]))
     job.operator.set_images([it.name for it in ok])  # per-image operator state (masks) follows the image names
-    result = solve_batch(job, y, seeds, callback)
+    result = solve_batch(job, y, seeds, ok, callback)
     init = initial_guess(job.operator, y)
     init_residual = initial_residual(job.operator, y, init, job.sigma)
-    scores = {} if job.measurements else score(job, result.x, init, torch.cat(inputs))
+    # ground truth: the images themselves, or the truths that came with the measurements (e.g. a fastMRI target)
+    truth = torch.cat(inputs) if not job.measurements else \
+        (torch.cat([it.truth for it in ok]).to(result.x) if all(it.truth is not None for it in ok) else None)
+    scores = score(job, result.x, init, truth) if truth is not None else {}
     batch_seconds = time.perf_counter() - start
     finished = []
     for i, it in enumerate(ok):
-        rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i])
+        rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i], truth is not None)
         rec["batch_seconds"] = batch_seconds
         rec["seconds_per_image"] = batch_seconds / len(ok)  # the batch's images share its time
         flag_against_initial(rec, None if init_residual is None else float(init_residual[i]), y[0].numel(),
@@ -117,7 +132,7 @@ def run_batch(job: Job, ok: list[Item], inputs: list, callback=None) -> list[tup
         if job.out is not None:
             images = output_images(job, x, y[i:i + 1], init[i:i + 1], result.kernel, i)
             if result.samples is not None:
-                images.update(sample_images(result, i))
+                images.update(sample_images(result, i, job.keep_arrays))
             write_image_outputs(job.out, rec, images)
         finished.append((rec, x))
     return finished
@@ -140,16 +155,21 @@ def measure(job: Job, xs: list, seeds: list[dict], names: list[str]) -> list:
     return out
 
 
-def solve_batch(job: Job, y, seeds: list[dict], callback=None):
-    """The solver's :class:`~ipsolve.solvers.Result` for the batch ``y``, each image with its own solver seed."""
+def solve_batch(job: Job, y, seeds: list[dict], items: list[Item] | None = None, callback=None):
+    """The solver's :class:`~ipsolve.solvers.Result` for the batch ``y``, each image with its own
+    solver seed; with z-coupling, the penalty couples neighbouring slices of the batch's volume."""
     import torch
 
     from ..solvers import solve
+    from ..solvers.coupling import ZCoupling, neighbour_pairs
 
     gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
+    penalty = None
+    if job.coupling is not None and items is not None:
+        penalty = ZCoupling(job.coupling, neighbour_pairs([(it.volume, it.z) for it in items]))
     try:
         return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens, samples=job.samples,
-                     select=job.select, callback=callback)
+                     select=job.select, callback=callback, penalty=penalty)
     except ValueError as err:
         raise RunError(str(err)) from None
 
@@ -209,12 +229,15 @@ def score(job: Job, x, init, truth) -> dict:
     return scores
 
 
-def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict, i: int, info: dict) -> dict:
+def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict, i: int, info: dict,
+                 has_truth: bool | None = None) -> dict:
     """The record of ``it``, the ``i``-th image of its batch (its outputs are added when written)."""
     rec = {"name": it.name, "file": str(it.path) if it.path else None, "rank": job.rank,
            "num_processes": job.world, "seed": seed, "run_seed": int(job.seed), "batch": batch,
            "device": str(job.device), "fingerprint": job.fingerprint}
-    if not job.measurements:
+    if it.volume is not None:
+        rec["volume"], rec["z"] = it.volume, it.z
+    if (not job.measurements) if has_truth is None else has_truth:
         rec["metrics"] = {m: (None if v[0] is None else float(v[0][i])) for m, v in scores.items()}
         rec["initial_metrics"] = {m: (None if v[1] is None else float(v[1][i])) for m, v in scores.items()}
     rec["info"] = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
@@ -234,15 +257,19 @@ def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
     8-bit picture clips and rounds y; ``data.measurements=true`` reads the array first)."""
     images = {"recon": x, "measurement": job.operator.display(y.cpu(), job.prior.shape[-2:]), "initial": init.cpu(),
               "measurement_data": y.detach().cpu()}
+    if job.keep_arrays:  # float values for the volume files (the PNGs are 8-bit)
+        images["recon_data"], images["initial_data"] = x, init.cpu()
     if kernels is not None:
         images["kernel"] = _kernel_image(kernels[i])
     return images
 
 
-def sample_images(result, i: int) -> dict:
-    """With k > 1 samples: ``mean/``, ``std/`` (colour-mapped, see :func:`std_image`) and one
-    file per sample (``samples/<name>_s<j>``)."""
+def sample_images(result, i: int, keep_arrays: bool = False) -> dict:
+    """With k > 1 samples: ``mean/``, ``std/`` (colour-mapped, see :func:`std_image`; with
+    ``keep_arrays`` also its values, ``std/<name>.npy``) and one file per sample (``samples/<name>_s<j>``)."""
     images = {"mean": result.x[i:i + 1].detach().cpu(), "std": std_image(result.std[i:i + 1].detach().cpu())}
+    if keep_arrays:
+        images["std_data"] = result.std[i:i + 1].detach().cpu()
     for j in range(result.samples.shape[1]):
         images[f"samples/_s{j}"] = result.samples[i:i + 1, j].detach().cpu()
     return images

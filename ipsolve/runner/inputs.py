@@ -16,11 +16,17 @@ DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 
 @dataclass
 class Item:
-    """One input image: a file (``path``) or an in-memory tensor (``tensor``, ``(1, C, H, W)``)."""
+    """One input image: a file (``path``) or an in-memory tensor (``tensor``, ``(1, C, H, W)``).
+    A slice of a volume also names its ``volume`` and index ``z`` (z-coupling batches a volume's
+    slices together); a measurement may carry its ground ``truth`` (``(1, C, H, W)``, for metrics
+    only — e.g. a fastMRI file's ``reconstruction_rss``)."""
 
     name: str
     path: Path | None = None
     tensor: object = None
+    volume: str | None = None
+    z: int | None = None
+    truth: object = None
 
 
 def resolve_data_path(path) -> Path:

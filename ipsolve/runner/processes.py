@@ -62,9 +62,18 @@ def all_gather(obj, state) -> list:
     return out
 
 
-def local_items(state, items: Sequence, pending: Sequence[str]) -> list:
-    """This process's share of the ``pending`` items (by name)."""
+def local_items(state, items: Sequence, pending: Sequence[str], by_volume: bool = False) -> list:
+    """This process's share of the ``pending`` items (by name; ``by_volume``: whole volumes, for
+    z-coupling, which solves a volume's slices together)."""
     by_name = {it.name: it for it in items}
+    if by_volume:
+        volumes = list(dict.fromkeys(by_name[nm].volume for nm in pending))
+        with state.split_between_processes(volumes) as local_volumes:
+            mine = set(local_volumes)
+        local = [by_name[nm] for nm in pending if by_name[nm].volume in mine]
+        log.debug("rank %d/%d: %d volume(s), %d slices", state.process_index, state.num_processes, len(mine),
+                  len(local))
+        return local
     with state.split_between_processes(pending) as local_names:
         local = [by_name[nm] for nm in local_names]
     log.debug("rank %d/%d: %d images", state.process_index, state.num_processes, len(local))

@@ -167,6 +167,18 @@ def report(summary: dict) -> str:
         lines.append(f"  review: {review['num_flagged']} of {summary['num_finished']} image(s) flagged"
                      + (f" ({', '.join(f'{k} {v}' for k, v in why.items())})" if why else "")
                      + (f": {', '.join(list(review['flagged'])[:5])}" if review["flagged"] else ""))
+    for name, vol in (summary.get("volumes") or {}).items():
+        m, m0 = vol.get("metrics"), vol.get("initial_metrics")
+        lines.append(f"  volume {name}: slices {vol['slices'][0]}-{vol['slices'][1]} at {vol['size']} px, window "
+                     f"[{vol['window']['lo']:g}, {vol['window']['hi']:g}] ({vol['window']['spec']}) -> "
+                     f"{vol['outputs'].get('recon', 'not written')}"
+                     + (f" | volume PSNR {m['psnr']:.2f} dB (initial {m0['psnr']:.2f})" if m and m0 else ""))
+        for text in vol.get("warnings", []):
+            lines.append(f"    note: {text}")
+    if summary.get("input_skipped"):
+        lines.append(f"  input files skipped: " + "; ".join(f"{Path(s['file']).name} ({s['reason']})"
+                                                         for s in summary["input_skipped"][:5])
+                     + (" ..." if len(summary["input_skipped"]) > 5 else ""))
     far = summary.get("residual_warnings", {})
     if far:
         lines.append(f"  warning: {len(far)} image(s) far from the noise level (residual > 5× σ√m): "

@@ -51,7 +51,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             state=None, device=None, config_yaml: str | None = None, extra_summary: dict | None = None,
             return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
             review_below: float | None = None, review_coverage: float | None = None,
-            threads="auto", calibrate=False, select: str = "mean") -> Reconstruction:
+            threads="auto", calibrate=False, select: str = "mean", input_settings: dict | None = None,
+            keep_arrays: bool = False, coupling: float | None = None) -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -68,7 +69,11 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     torch's CPU threads per process during the run, ``"auto"`` (:mod:`.threads`) or a number.
     ``calibrate``: ``True`` or a mapping (``images``, ``method``, ``budget``, ``holdout``,
     ``params``; :mod:`.calibration`) — choose the solver's parameters from the first images'
-    measurements, never their ground truth, then solve all."""
+    measurements, never their ground truth, then solve all.  ``input_settings``: how the inputs
+    were made (e.g. a volume's window), part of the settings and the resume fingerprint.
+    ``keep_arrays``: also write float ``.npy`` reconstructions (volume runs).  ``coupling``: a
+    z-coupling weight; the items' ``volume``/``z`` say which slices are neighbours, each volume is
+    solved in one batch and handed to one process (see :mod:`ipsolve.solvers.coupling`)."""
     start = time.perf_counter()
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
     calibrate = calibration_options(calibrate)
@@ -93,12 +98,14 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                         config_yaml=config_yaml, extra_summary={"threads": chosen, **(extra_summary or {})},
                         return_images=return_images, explicit_operator=explicit_operator, samples=samples,
                         review_below=review_below, review_coverage=review_coverage, start=start,
-                        calibrate=calibrate, select=select)
+                        calibrate=calibrate, select=select, input_settings=input_settings,
+                        keep_arrays=keep_arrays, coupling=coupling)
 
 
 def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, measurements, out, metrics, lpips_net,
              grid_max, progress, state, device, config_yaml, extra_summary, return_images, explicit_operator, samples,
-             review_below, review_coverage, start, calibrate, select) -> Reconstruction:
+             review_below, review_coverage, start, calibrate, select, input_settings, keep_arrays,
+             coupling) -> Reconstruction:
     """:func:`execute` once its arguments are checked and the thread count is set."""
     terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
     log_progress = progress and not terminal  # output to a file: log lines instead of bar frames
@@ -114,15 +121,24 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     if samples > 1:
         settings["samples"] = samples
         settings["select"] = select
+    if input_settings:
+        settings["inputs"] = input_settings
+    if coupling is not None:
+        coupling = check_coupling(coupling, items, solver)
+        settings["z_coupling"] = coupling
     job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out,
-              samples=samples, select=select)
+              samples=samples, select=select, keep_arrays=keep_arrays, coupling=coupling)
     names = [it.name for it in items]
     done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
+    if coupling is not None:  # a coupled volume is redone whole: its slices are solved together
+        unfinished = {it.volume for it in items if it.name in pending}
+        pending = [it.name for it in items if it.volume in unfinished]
+        done = {nm: rec for nm, rec in done.items() if nm not in set(pending)}
     log_start(job, settings, names, done, pending)
     calibration = calibrate_job(job, items, calibrate, state) if pending else None
-    local = local_items(state, items, pending)
+    local = local_items(state, items, pending, by_volume=coupling is not None)
     records, skipped, images = run_batches(job, local, batch_size, progress, return_images, log_progress)
     state.wait_for_everyone()
     ordered, skipped = gather_records(state, names, records, skipped, done)
@@ -141,6 +157,26 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     x = gather_images(state, images, ordered, out) if return_images else None
     return Reconstruction(x=x, records=ordered, names=[r["name"] for r in ordered], skipped=skipped,
                           summary=summary, output_dir=out)
+
+
+def check_coupling(coupling, items: list[Item], solver) -> float:
+    """The z-coupling weight as a number >= 0, or :class:`RunError` (no volumes, or a solver without a data term to extend)."""
+    from ..solvers.coupling import check_solver
+
+    try:
+        weight = float(coupling)
+    except (TypeError, ValueError):
+        weight = float("nan")
+    if not math.isfinite(weight) or weight < 0:
+        raise RunError(f"data.z_coupling must be a number >= 0 (the weight of total variation along z) or null, "
+                       f"got {coupling!r}")
+    if any(it.volume is None or it.z is None for it in items):
+        raise RunError("z-coupling needs volumes (data=dicom, nifti or fastmri), not a folder of images")
+    try:
+        check_solver(solver)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    return weight
 
 
 def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tuple[int, float]:
@@ -374,6 +410,11 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
 
     check_writable(output_dir)
     data = cfg.data
+    if data.get("format") is not None:  # DICOM, NIfTI, fastMRI volumes: slices through execute, then reassembled
+        from .volumes import run_volume_config
+
+        return run_volume_config(cfg, output_dir, state=state, extra_summary=extra_summary,
+                                 explicit_operator=explicit_operator)
     if OmegaConf.is_missing(data, "path"):
         raise RunError("data.path is required with data=folder: ipsolve data=folder data.path=DIR")
     items = collect_items(data.path, max_images=data.get("max_images"))

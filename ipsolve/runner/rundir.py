@@ -114,8 +114,8 @@ def write_image_outputs(out: Path, rec: dict, images: Mapping[str, object]) -> N
     name = rec["name"]
     outputs = {}
     for folder, image in images.items():
-        if folder == "measurement_data":  # exact values, beside the measurement's picture
-            outputs[folder] = f"measurement/{name}.npy"
+        if folder.endswith("_data"):  # exact values (float32 .npy) beside the picture: measurement_data → measurement/
+            outputs[folder] = f"{folder[:-len('_data')]}/{name}.npy"
             save_array(image[0].numpy(), out / outputs[folder])
             continue
         if folder.startswith("samples/"):  # samples/_s<j> → samples/<name>_s<j>.png

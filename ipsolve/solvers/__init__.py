@@ -8,6 +8,7 @@ from ..parameters import parameter_type_message, unknown_parameters_message
 from ..priors import Prior
 from .base import Result, Solver, generators_for, generators_on
 from .calibration import Calibration, apply_auto, calibrate, fresh_generators as _copies
+from .coupling import ZCoupling, check_solver
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
 from .dmplug import DMPlug
@@ -54,7 +55,7 @@ def make_solver(name: str, **params) -> Solver:
 
 def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = 0.01,
           generator=None, callback=None, samples: int = 1, select: str = "mean",
-          calibrate: bool | dict = False) -> Result:
+          calibrate: bool | dict = False, penalty=None) -> Result:
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
@@ -65,7 +66,9 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     Every image gets a ``reliability`` score in its ``info`` (:mod:`ipsolve.solvers.sampling`).
     ``calibrate=True`` (or a dict of :func:`ipsolve.calibrate` options) — and any parameter given
     as ``"auto"`` to :func:`make_solver` — first chooses the solver's declared parameters from
-    ``y`` (``Result.calibration``).  Never sees the ground truth."""
+    ``y`` (``Result.calibration``).  ``penalty``: a per-image energy ``x → (B,)`` added to the
+    solver's data term (z-coupling of a volume's slices, :class:`ipsolve.solvers.coupling.ZCoupling`;
+    DPS, DMPlug, FMPlug).  Never sees the ground truth."""
     if isinstance(solver, str):
         solver = make_solver(solver)
     if not isinstance(operator, Operator):
@@ -84,11 +87,17 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     options = dict(calibrate) if isinstance(calibrate, dict) else {}
     solver, calibration = apply_auto(solver, y, operator, prior, sigma, _copies(gens), calibrate_all=bool(calibrate),
                                      **options)
-    if samples == 1:
-        result = solver.run(y, operator, prior, gens, sigma, callback)
-    else:
-        runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]
-        result = combine_samples(runs, y, operator, sigma, select)
+    if penalty is not None:
+        check_solver(solver)
+        solver._penalty = penalty
+    try:
+        if samples == 1:
+            result = solver.run(y, operator, prior, gens, sigma, callback)
+        else:
+            runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]
+            result = combine_samples(runs, y, operator, sigma, select)
+    finally:
+        solver._penalty = None
     result.calibration = calibration
     if calibration is not None:
         for info in result.info:
@@ -101,6 +110,6 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     return result
 
 
-__all__ = ["SOLVERS", "make_solver", "solve", "calibrate", "Calibration", "Result", "Solver", "ESWMV", "StoppingRule", "DPS", "BlindDPS",
-           "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex", "REDDiff", "PnPFlow", "DFlow", "FlowDPS",
-           "DDRM", "PiGDM", "DiffPIR"]
+__all__ = ["SOLVERS", "make_solver", "solve", "calibrate", "Calibration", "Result", "Solver", "ESWMV", "StoppingRule",
+           "DPS", "BlindDPS", "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex", "REDDiff", "PnPFlow", "DFlow",
+           "FlowDPS", "DDRM", "PiGDM", "DiffPIR", "ZCoupling"]

@@ -104,6 +104,8 @@ class Solver:
     # for the discrepancy principle: +1 where a larger value fits the data more strongly, −1 where weaker
     guidance_direction: dict[str, int] = {}
     auto_params: tuple[str, ...] = ()  # parameters given as "auto" (make_solver): chosen by solve()
+    accepts_penalty = False  # adds ``_penalty(x)`` (per-image energy, e.g. z-coupling) to its data term
+    _penalty = None
 
     def __init__(self, warm_start: float | None = None, autocast: bool = False, progress: bool = True,
                  record_trace: bool = False):

@@ -78,6 +78,7 @@ class DPS(Solver):
     accepts = ("diffusion", "latent-diffusion")
     blind_capable = True
     search_space = {"zeta": (0.05, 5.0)}  # the papers' 0.3 / 0.5 / 1.0 (per 1000 steps; ×1000/steps with rescale_zeta)
+    accepts_penalty = True  # z-coupling: ‖y − A(x̂0)‖ becomes √(‖y − A(x̂0)‖² + penalty(x̂0))
 
     def __init__(self, steps: int = 1000, zeta: float | None = None, rescale_zeta: bool = False,
                  kernel_lr: float = 1e-3, kernel_size: int | None = None, kernel_prior=None,
@@ -178,6 +179,8 @@ class DPS(Solver):
                 kernel = kernel.detach().requires_grad_()
             ax = operator(image, kernel=kernel) if blind else operator(image)
             norm = (y - ax).flatten(1).norm(dim=1)
+            if self._penalty is not None:  # ipsolve.solvers.coupling: the augmented residual's norm
+                norm = torch.sqrt(norm.pow(2) + self._penalty(image))
             if kprior is not None and self.kernel_reg:
                 norm = norm + self.kernel_reg * torch.linalg.vector_norm(kernel.flatten(1), ord=self.kernel_reg_ord, dim=1)
             wrt = [x] + ([kx] if kprior is not None else [kernel] if blind else [])

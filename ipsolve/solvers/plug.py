@@ -35,6 +35,7 @@ class PlugSolver(Solver):
 
     blind_capable = True
     network_calls = 1
+    accepts_penalty = True  # z-coupling: minimises (‖y − A(x)‖² + penalty(x)) / m
 
     def __init__(self, iterations: int = 5000, lr: float = 1e-2, stop=STOP_RULES, window: int = 100,
                  patience: int = 1000, tau: float | None = None, combine: str = "first", kernel_lr: float = 0.1,
@@ -125,6 +126,7 @@ class PlugSolver(Solver):
             x = self.generate(prior)
             ax = operator(x, kernel=kernel) if blind else operator(x)
             per_image = (y - ax).pow(2).flatten(1).mean(1)
+            objective = per_image if self._penalty is None else per_image + self._penalty(x) / y[0].numel()
             finite = torch.isfinite(per_image) & torch.isfinite(x).flatten(1).all(1)
             xd = x.detach()
             if out_x is None:
@@ -153,7 +155,7 @@ class PlugSolver(Solver):
                     break
                 if self.progress:
                     bar.set_postfix(active=int(active.sum()), loss=f"{float(per_image.detach().mean()):.2e}")
-            loss = torch.where(active & finite, per_image, torch.zeros_like(per_image)).sum()
+            loss = torch.where(active & finite, objective, torch.zeros_like(objective)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             saved = [p.detach().clone() for p in params]

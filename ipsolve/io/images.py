@@ -45,7 +45,6 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
     ``channels``: 1 (luminance) or 3 (grey replicated) to match a prior."""
     from skimage import io as skio
     from skimage.color import rgb2gray, rgba2rgb
-    from skimage.transform import resize
 
     path = Path(path)
     if not path.is_file():
@@ -75,13 +74,30 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
     elif channels not in (None, img.shape[-1]):
         raise ValueError(f"cannot convert {path} with {img.shape[-1]} channels to {channels}")
     if size is not None:
-        h, w = img.shape[:2]
-        m = min(h, w)
-        img = img[(h - m) // 2:(h - m) // 2 + m, (w - m) // 2:(w - m) // 2 + m]
-        if m != size:
-            img = resize(img, (size, size), anti_aliasing=m > size)
+        img, _ = square_crop_resize(img, size)
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
     return x.clamp(0, 1) * 2 - 1
+
+
+def square_crop(h: int, w: int) -> tuple[int, int, int]:
+    """``(row0, col0, side)`` of the centred square crop of an ``h×w`` image."""
+    m = min(h, w)
+    return (h - m) // 2, (w - m) // 2, m
+
+
+def square_crop_resize(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The runner's resizing of an input image ``(H, W[, C])`` to the prior's ``size×size``:
+    centre-crop to a square, then scikit-image's ``resize`` (anti-aliased when shrinking).
+    Returns the image and the crop ``(row0, col0, side)``; output pixel centre ``i`` sits at input
+    index ``row0 + (i + 0.5)·side/size − 0.5`` (scikit-image's pixel-centre convention), which is
+    what :func:`ipsolve.io.volume.resized_affine` uses to keep a volume's geometry."""
+    from skimage.transform import resize
+
+    r0, c0, m = square_crop(*img.shape[:2])
+    img = img[r0:r0 + m, c0:c0 + m]
+    if m != size:
+        img = resize(img, (size, size), anti_aliasing=m > size)
+    return img, (r0, c0, m)
 
 
 def image_channels(path) -> int | None:

@@ -1,0 +1,120 @@
+"""NIfTI volumes in and out (nibabel): ``.nii`` / ``.nii.gz``, 3-D or 4-D (one chosen volume), the
+affine kept (nibabel's ``img.affine``: the sform when set, else the qform), scl_slope/scl_inter
+applied (nibabel's array proxy scales what it reads)."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .optional import require
+from .volume import Volume, check_not_inputs
+
+SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[:-len(suffix)]
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name) or "volume"
+
+
+def nifti_files(path: Path) -> list[Path]:
+    path = Path(path).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"no NIfTI file or folder at {path}")
+    return sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
+
+
+def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
+    """The volumes of a NIfTI file, or of every ``.nii``/``.nii.gz`` file in a folder:
+    ``(volumes, skipped)``.  A 4-D file gives its volume number ``volume`` (0-based); files nibabel
+    cannot read are skipped with their name."""
+    nib = require("nibabel")
+    files = nifti_files(path)
+    if not files:
+        raise ValueError(f"no NIfTI files (.nii, .nii.gz) in {path}")
+    volumes, skipped, taken = [], [], set()
+    for f in files:
+        try:
+            img = nib.load(str(f))
+            shape = img.shape
+        except Exception as err:  # noqa: BLE001 - nibabel's errors for a damaged file vary
+            skipped.append({"file": str(f), "reason": f"not a readable NIfTI file ({type(err).__name__}: {err})"})
+            continue
+        if len(shape) == 2:
+            shape = (*shape, 1)
+        if len(shape) == 3:
+            if volume not in (0, None):
+                raise ValueError(f"{f.name} is 3-D {tuple(shape)}: it has one volume, data.volume={volume} asks for another")
+            index = None
+        elif len(shape) == 4:
+            index = int(volume or 0)
+            if not 0 <= index < shape[3]:
+                raise ValueError(f"{f.name} is 4-D {tuple(shape)} with {shape[3]} volumes; data.volume must be "
+                                 f"0 … {shape[3] - 1}, got {volume}")
+        else:
+            raise ValueError(f"{f.name} has {len(shape)} dimensions {tuple(shape)}; ipsolve reads 3-D and 4-D NIfTI")
+        try:
+            data = np.asarray(img.dataobj[..., index] if index is not None else img.dataobj, dtype=np.float64)
+            slope, inter = img.dataobj.slope, img.dataobj.inter  # the proxy already applied them
+        except Exception as err:  # noqa: BLE001
+            skipped.append({"file": str(f), "reason": f"broken NIfTI data ({type(err).__name__}: {err})"})
+            continue
+        if data.ndim == 2:
+            data = data[:, :, None]
+        if np.iscomplexobj(data) or not np.isfinite(data).all():
+            data = np.nan_to_num(np.abs(data) if np.iscomplexobj(data) else data)
+        name = _stem(f) + (f"_t{index}" if index is not None else "")
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        units = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else None
+        meta = {"modality": "", "units": "", "shape_4d": list(img.shape) if index is not None else None,
+                "volume_index": index, "spatial_units": units, "scl_slope": float(slope), "scl_inter": float(inter),
+                "warnings": []}
+        volumes.append(Volume(name=name, data=data, affine=np.asarray(img.affine, dtype=np.float64), kind="nifti",
+                              files=[f], meta=meta, headers=[img.header]))
+    if not volumes:
+        raise ValueError(f"no readable NIfTI volumes in {path}: " + "; ".join(f"{Path(s['file']).name}: {s['reason']}"
+                                                                          for s in skipped))
+    return volumes, skipped
+
+
+def write_nifti(path, values: np.ndarray, affine: np.ndarray, description: str = "", template=None,
+                protected=()) -> Path:
+    """Write ``values`` (float32) with ``affine`` to ``path`` (``.nii`` or ``.nii.gz``), under a
+    temporary name then renamed; units and codes copied from ``template`` (an input NIfTI header)
+    when given, else millimetres and the scanner-based sform/qform (NIfTI code 1).  A ``path`` that
+    is one of ``protected`` raises ValueError before anything is written."""
+    nib = require("nibabel")
+    path = Path(path)
+    check_not_inputs([path], protected)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(values, dtype=np.float32), affine)
+    hdr = img.header
+    code = 1
+    if template is not None and hasattr(template, "get_xyzt_units"):
+        space, time = template.get_xyzt_units()
+        hdr.set_xyzt_units(space or "mm", time or "unknown")
+        code = int(template["sform_code"]) or int(template["qform_code"]) or 1
+    else:
+        hdr.set_xyzt_units("mm", "sec")
+    img.set_sform(affine, code=code)
+    img.set_qform(affine, code=code)
+    hdr["descrip"] = description[:79].encode("ascii", "replace")
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
+    tmp = path.with_name(f".{path.name[:-len(suffix)]}.tmp{suffix}")
+    nib.save(img, str(tmp))
+    os.replace(tmp, path)
+    return path

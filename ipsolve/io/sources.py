@@ -1,0 +1,86 @@
+"""Volumes from a path, whatever the format: DICOM folders, NIfTI files, and the 2-D slices of
+either (or an image folder) for training a prior (``scripts/train_prior.py --data DIR``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .images import IMAGE_SUFFIXES, list_images, load_folder
+from .nifti import is_nifti
+from .volume import Volume, resolve_window, slice_images
+
+FORMATS = ("dicom", "nifti")
+
+
+def guess_format(path) -> str:
+    """``nifti`` for ``.nii``/``.nii.gz`` files (or a folder holding them), ``images`` for a
+    folder of pictures, else ``dicom`` (DICOM files often have no suffix)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return "nifti" if is_nifti(path) else ("images" if path.suffix.lower() in IMAGE_SUFFIXES else "dicom")
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        if files and any(is_nifti(p) for p in files):
+            return "nifti"
+        if files and all(p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy") for p in files):
+            return "images"
+        return "dicom"
+    raise FileNotFoundError(f"no file or folder at {path}")
+
+
+def load_volumes(kind: str, path, series=None, volume: int = 0, exclude=()) -> tuple[list[Volume], list[dict]]:
+    """``(volumes, skipped files)`` of a DICOM folder/file or NIfTI file/folder (``exclude``: folders
+    a DICOM search skips)."""
+    if kind == "dicom":
+        from .dicom import read_dicom
+
+        return read_dicom(path, series=series, exclude=exclude)
+    if kind == "nifti":
+        from .nifti import read_nifti
+
+        return read_nifti(path, volume=volume)
+    raise ValueError(f"unknown volume format {kind!r}; expected one of {', '.join(FORMATS)}")
+
+
+def load_training_slices(path, size: int, window="auto", series="all", volume=None):
+    """Training images ``(N, 1, size, size)`` in [-1, 1] from ``path``: every slice of every
+    DICOM series or NIfTI volume (all volumes of a 4-D file unless ``volume`` is given), each
+    volume windowed as a whole (``window``: auto, ct_soft_tissue or [lo, hi] — use the same one
+    when reconstructing), resized like the runner's inputs; or a folder of images
+    (:func:`ipsolve.io.load_folder`, 1 or 3 channels as stored)."""
+    import torch
+
+    kind = guess_format(path)
+    if kind == "images":
+        if not list_images(path):
+            raise ValueError(f"no images in {path}")
+        return load_folder(path, size=size)
+    if kind == "nifti" and volume is None:
+        vols = []
+        from .nifti import nifti_files, read_nifti
+        from .optional import require
+
+        nib = require("nibabel")
+        for f in nifti_files(path):
+            n = nib.load(str(f)).shape
+            for t in range(n[3] if len(n) == 4 else 1):
+                vols += read_nifti(f, volume=t)[0]
+    else:
+        vols = load_volumes(kind, path, series=series, volume=volume or 0)[0]
+    out = []
+    for v in vols:
+        w = resolve_window(window, v)
+        x, _ = slice_images(v, w, size, 0, v.shape[2] - 1)
+        out.append(x)
+    if not out:
+        raise ValueError(f"no slices in {path}")
+    return torch.cat(out)
+
+
+def describe_volume(v: Volume) -> dict:
+    """What ``summary.json`` records about an input volume."""
+    return {"kind": v.kind, "shape": list(v.shape), "voxel_sizes_mm": v.voxel_sizes(),
+            "affine": np.round(v.affine, 6).tolist(), "files": [str(f) for f in v.files[:20]] +
+            ([f"... {len(v.files) - 20} more"] if len(v.files) > 20 else []),
+            **{k: val for k, val in v.meta.items() if k not in ("slice_files",)}}

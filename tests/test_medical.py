@@ -1,0 +1,540 @@
+"""Medical and volume data (issue 21): DICOM / NIfTI / fastMRI HDF5 readers and writers, the
+intensity window, volumes through the runner (slices → items → volumes), z-coupling, and
+one-line errors on bad input.  Every scan comes from pydicom's and nibabel's bundled test files
+or is built here; nothing is downloaded."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pydicom = pytest.importorskip("pydicom")
+nib = pytest.importorskip("nibabel")
+pytest.importorskip("h5py")
+
+from pydicom.data import get_testdata_file  # noqa: E402
+
+from ipsolve.datasets import example_dicom_folder, example_nifti, fastmri_phantom_file, heldout_volume  # noqa: E402
+from ipsolve.io import MissingDependency, Window, parse_window, read_dicom, read_fastmri, read_nifti  # noqa: E402
+from ipsolve.io.dicom import DicomError, write_dicom_series  # noqa: E402
+from ipsolve.io.nifti import write_nifti  # noqa: E402
+from ipsolve.io.volume import LPS_TO_RAS, resized_affine, resolve_window  # noqa: E402
+from ipsolve.runner import RunError  # noqa: E402
+from ipsolve.runner.volumes import reconstruct_volumes  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+CHEAP_DPS = {"name": "dps", "steps": 5, "rescale_zeta": True}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread, as the CLI subprocesses run (measured: on the shared 2-core machine, 2
+    threads made a 100-step DPS volume 15× slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def nibabel_affine(ds) -> np.ndarray:
+    """nibabel's own DICOM → RAS affine of one slice (``nibabel.nicom.dicomwrappers``, LPS → RAS)."""
+    import warnings
+
+    from nibabel.nicom import dicomwrappers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LPS_TO_RAS @ dicomwrappers.wrapper_from_data(ds).affine
+
+
+def rotation(a: float, b: float, c: float) -> np.ndarray:
+    ca, sa, cb, sb, cc, sc = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(c), np.sin(c)
+    rz = np.array([[ca, -sa, 0], [sa, ca, 0], [0, 0, 1]])
+    ry = np.array([[cb, 0, sb], [0, 1, 0], [-sb, 0, cb]])
+    rx = np.array([[1, 0, 0], [0, cc, -sc], [0, sc, cc]])
+    return rz @ ry @ rx
+
+
+def write_series(folder: Path, n: int = 5, spacing: float = 2.5, slope: float = 2.0, intercept: float = -1000.0,
+                 oblique: bool = True, uid: str | None = None, size: int | None = None) -> tuple[list[Path], np.ndarray]:
+    """A CT series built from pydicom's CT_small.dcm: slice k's stored pixels are CT_small's + 7k
+    (so each slice is identifiable), positions k·spacing along the slice normal of an oblique
+    orientation, InstanceNumbers and file names shuffled (neither follows the positions).
+    Returns the files in position order and the expected HU volume (rows, cols, n)."""
+    from pydicom.uid import generate_uid
+
+    src = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    raw = src.pixel_array.astype(np.int16)
+    if size is not None:
+        raw = raw[:size, :size]
+    r = rotation(0.3, -0.2, 0.15) if oblique else np.eye(3)
+    x_dir, y_dir = r[:, 0], r[:, 1]
+    normal = np.cross(y_dir, x_dir)  # nibabel's slice normal
+    origin = np.array([-158.1, -179.0, -75.7])
+    series_uid = uid or generate_uid()
+    rng = np.random.default_rng(3)
+    order = rng.permutation(n)
+    folder.mkdir(parents=True, exist_ok=True)
+    files, expected = [None] * n, []
+    for k in range(n):
+        ds = src.copy()
+        pix = raw + 7 * k
+        ds.Rows, ds.Columns = pix.shape
+        ds.PixelData = pix.astype("<i2").tobytes()
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.ImageOrientationPatient = [f"{v:.10f}" for v in (*x_dir, *y_dir)]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in origin + k * spacing * normal]
+        ds.InstanceNumber = int(order[k]) + 1
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.SliceThickness = spacing
+        f = folder / f"img{series_uid[-1]}_{int(order[(k + 2) % n]):02d}{rng.integers(1000)}"  # names unrelated to position
+        ds.save_as(f)
+        files[k] = f
+        expected.append(pix * slope + intercept)
+    return files, np.stack(expected, -1)
+
+
+# ----------------------------------------------------------------------------------------
+# DICOM reading
+# ----------------------------------------------------------------------------------------
+def test_dicom_slices_ordered_by_position_hu_rescaled_affine_as_nibabel(tmp_path):
+    files, expected = write_series(tmp_path / "s")
+    (vol,), skipped = read_dicom(tmp_path / "s")
+    assert skipped == [] and vol.meta["ordered_by"] == "ImagePositionPatient"
+    assert vol.meta["units"] == "HU"
+    np.testing.assert_array_equal(vol.data, expected)  # order from positions, slope 2 / intercept -1000 applied
+    assert [Path(f.split("#")[0]) for f in vol.meta["slice_files"]] == files
+    # in-plane axes and origin: nibabel's affine of the first slice; third axis: its slice normal ×
+    # the spacing nibabel's slice indicator measures between consecutive slices
+    first = pydicom.dcmread(files[0])
+    ref = nibabel_affine(first)
+    np.testing.assert_allclose(vol.affine[:, [0, 1, 3]], ref[:, [0, 1, 3]], atol=1e-5)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+        from nibabel.nicom import dicomwrappers
+
+        w0, w1 = (dicomwrappers.wrapper_from_data(pydicom.dcmread(f)) for f in files[:2])
+    dz = w1.slice_indicator - w0.slice_indicator
+    np.testing.assert_allclose(vol.affine[:3, 2], (LPS_TO_RAS[:3, :3] @ w0.slice_normal) * dz, atol=1e-5)
+
+
+def test_instance_number_orders_slices_without_positions(tmp_path):
+    files, expected = write_series(tmp_path / "s", n=4, oblique=False)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        del ds.ImagePositionPatient
+        ds.save_as(f)
+    (vol,), _ = read_dicom(tmp_path / "s")
+    numbers = [int(pydicom.dcmread(f).InstanceNumber) for f in files]
+    np.testing.assert_array_equal(vol.data, expected[..., np.argsort(numbers)])
+    assert vol.meta["ordered_by"] == "InstanceNumber" and "InstanceNumber" in vol.meta["warnings"][0]
+
+
+def test_enhanced_multiframe_orders_frames_by_position(tmp_path):
+    """An enhanced multi-frame file (per-frame PlanePositionSequence, shared orientation, spacing and
+    rescale) whose frames are stored out of position order."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    raw = ds.pixel_array.astype(np.int16)
+    stored = [2, 0, 1]  # frame f holds slice stored[f]
+    ds.NumberOfFrames = 3
+    ds.PixelData = np.stack([raw + 7 * k for k in stored]).astype("<i2").tobytes()
+    shared = Dataset()
+    ori, meas, pvt = Dataset(), Dataset(), Dataset()
+    ori.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    meas.PixelSpacing, meas.SliceThickness = [0.5, 0.5], 3.0
+    pvt.RescaleSlope, pvt.RescaleIntercept = 1.0, -1024.0
+    shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = Sequence([ori]), Sequence([meas])
+    shared.PixelValueTransformationSequence = Sequence([pvt])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in stored:
+        pos, item = Dataset(), Dataset()
+        pos.ImagePositionPatient = [0.0, 0.0, -3.0 * k]  # nibabel's normal (column × row cosine) is −z
+        item.PlanePositionSequence = Sequence([pos])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept"):
+        del ds[tag]
+    ds.save_as(tmp_path / "enhanced.dcm")
+    (vol,), _ = read_dicom(tmp_path / "enhanced.dcm")
+    np.testing.assert_array_equal(vol.data, np.stack([raw + 7 * k - 1024.0 for k in range(3)], -1))
+    np.testing.assert_allclose(vol.affine, np.array([[0, -0.5, 0, 0], [-0.5, 0, 0, 0], [0, 0, -3, 0], [0, 0, 0, 1]]))
+
+
+def test_single_slice_affine_equals_nibabel_and_hu(tmp_path):
+    (vol,), _ = read_dicom(example_dicom_folder(tmp_path / "ct"))
+    ds = pydicom.dcmread(tmp_path / "ct" / "CT_small.dcm")
+    np.testing.assert_allclose(vol.affine, nibabel_affine(ds), atol=1e-9)
+    np.testing.assert_array_equal(vol.data[:, :, 0], ds.pixel_array.astype(np.float64) - 1024)  # RescaleIntercept
+
+
+def test_corrupt_dicom_files_are_skipped_with_their_name(tmp_path):
+    files, expected = write_series(tmp_path / "s", n=4, oblique=False)
+    (tmp_path / "s" / "notes.dcm").write_bytes(b"not a dicom file at all")
+    broken = tmp_path / "s" / "broken_slice"
+    ds = pydicom.dcmread(files[-1])
+    ds.ImagePositionPatient = [str(float(v) + 0 * 1) for v in ds.ImagePositionPatient]
+    ds.save_as(broken)
+    data = broken.read_bytes()
+    broken.write_bytes(data[:-5000])  # pixel data cut short
+    (vol,), skipped = read_dicom(tmp_path / "s")
+    reasons = {Path(s["file"]).name: s["reason"] for s in skipped}
+    assert set(reasons) == {"notes.dcm", "broken_slice"}
+    assert "not a DICOM" in reasons["notes.dcm"] and "pixel data" in reasons["broken_slice"]
+    np.testing.assert_array_equal(vol.data, expected)
+
+
+def test_two_series_need_a_choice(tmp_path):
+    write_series(tmp_path / "mixed", n=2, uid="1.2.826.0.1.3680043.8.498.1")
+    write_series(tmp_path / "mixed", n=3, uid="1.2.826.0.1.3680043.8.498.2")
+    with pytest.raises(DicomError) as err:
+        read_dicom(tmp_path / "mixed")
+    text = str(err.value)
+    assert "\n" not in text and "data.series" in text
+    assert "1.2.826.0.1.3680043.8.498.1" in text and "1.2.826.0.1.3680043.8.498.2" in text
+    (vol,), _ = read_dicom(tmp_path / "mixed", series="1.2.826.0.1.3680043.8.498.2")
+    assert vol.shape[2] == 3
+    assert sorted(v.shape[2] for v in read_dicom(tmp_path / "mixed", series="all")[0]) == [2, 3]
+    # through the runner: one line, nothing written
+    out = tmp_path / "run"
+    with pytest.raises(RunError, match="2 DICOM series"):
+        reconstruct_volumes(tmp_path / "mixed", "dicom", out, solver=CHEAP_DPS)
+    assert not (out / "records").exists()
+
+
+def test_compressed_transfer_syntaxes(tmp_path):
+    from pydicom.pixels import get_decoder
+
+    plain = read_dicom(get_testdata_file("MR_small.dcm"))[0][0]
+    rle = read_dicom(get_testdata_file("MR_small_RLE.dcm"))[0][0]  # pydicom's own RLE decoder
+    np.testing.assert_array_equal(rle.data, plain.data)
+    jls = pydicom.dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+    if get_decoder(jls.file_meta.TransferSyntaxUID).is_available:
+        pytest.skip("a JPEG-LS plugin is installed here")
+    with pytest.raises(DicomError) as err:
+        read_dicom(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+    assert "\n" not in str(err.value) and "JPEG-LS" in str(err.value) and "pylibjpeg" in str(err.value)
+
+
+def test_multiframe_rtdose_frames_become_slices():
+    path = get_testdata_file("rtdose.dcm")
+    (vol,), _ = read_dicom(path)
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array.astype(np.float64) * float(ds.DoseGridScaling)
+    offsets = np.array([float(v) for v in ds.GridFrameOffsetVector])
+    assert vol.shape == (10, 10, 15) and vol.meta["units"] == "Gy"
+    # GridFrameOffsetVector runs along row × column cosine; the volume ascends along nibabel's normal
+    order = np.argsort(-offsets)
+    np.testing.assert_allclose(vol.data, np.moveaxis(frames[order], 0, -1))
+    assert abs(np.linalg.norm(vol.affine[:3, 2]) - abs(offsets[1] - offsets[0])) < 1e-6
+
+
+# ----------------------------------------------------------------------------------------
+# windows, NIfTI, round trips
+# ----------------------------------------------------------------------------------------
+def test_window_settings():
+    assert parse_window("auto") == "auto" and parse_window("ct_soft_tissue") == "ct_soft_tissue"
+    assert parse_window([-160, 240]) == (-160.0, 240.0) and parse_window("[0, 1]") == (0.0, 1.0)
+    for bad in ([240, -160], [5, 5], "loud", [0, float("nan")]):
+        with pytest.raises(ValueError) as err:
+            parse_window(bad)
+        assert "\n" not in str(err.value) and "data.window" in str(err.value)
+    w = Window("x", -160.0, 240.0)
+    v = np.array([-1000.0, -160.0, 40.0, 240.0, 3000.0])
+    np.testing.assert_allclose(w.apply(v), [-1, -1, 0, 1, 1])
+    np.testing.assert_allclose(w.invert(w.apply(v)), np.clip(v, -160, 240))
+
+
+def test_window_lo_above_hi_through_the_runner_writes_nothing(tmp_path):
+    folder = example_dicom_folder(tmp_path / "ct")
+    with pytest.raises(RunError) as err:
+        reconstruct_volumes(folder, "dicom", tmp_path / "run", window=[240, -160], solver=CHEAP_DPS)
+    assert "\n" not in str(err.value) and "lo < hi" in str(err.value)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == []
+
+
+def test_ct_window_needs_hu(tmp_path):
+    (vol,), _ = read_nifti(example_nifti(tmp_path))
+    with pytest.raises(ValueError, match="Hounsfield"):
+        resolve_window("ct_soft_tissue", vol)
+
+
+def test_nifti_4d_picks_the_asked_volume(tmp_path):
+    path = example_nifti(tmp_path, "functional.nii")
+    img = nib.load(path)
+    (vol,), _ = read_nifti(path, volume=7)
+    np.testing.assert_allclose(vol.data, np.asarray(img.dataobj[..., 7], dtype=np.float64))
+    np.testing.assert_array_equal(vol.affine, img.affine)
+    assert vol.name == "functional_t7"
+    with pytest.raises(ValueError) as err:
+        read_nifti(path, volume=20)
+    assert "\n" not in str(err.value) and "0 … 19" in str(err.value)
+
+
+def test_dicom_to_nifti_to_volume_and_dicom_round_trips(tmp_path):
+    files, _ = write_series(tmp_path / "s", n=3)
+    (vol,), _ = read_dicom(tmp_path / "s")
+    window = resolve_window("ct_soft_tissue", vol)
+    assert (window.lo, window.hi) == (-160.0, 240.0)
+    x = window.apply(vol.data)  # what the prior sees
+    # NIfTI: float32 values, the DICOM-derived affine
+    nii = write_nifti(tmp_path / "out" / "v.nii.gz", window.invert(x), vol.affine, "test", protected=vol.files)
+    (back,), _ = read_nifti(nii)
+    np.testing.assert_allclose(window.apply(back.data), x, atol=1e-6)  # float32 of HU, within the window
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-4)  # stored as float32
+    # DICOM series: new UIDs, the patient and study kept, 16-bit quantisation of the window
+    written = write_dicom_series(tmp_path / "out" / "dcm", window.invert(x), vol.affine, vol.headers, window,
+                                 "ipsolve test derivation", "ipsolve test", protected=vol.files)
+    (again,), _ = read_dicom(tmp_path / "out" / "dcm")
+    step = (window.hi - window.lo) / 65535
+    assert np.abs(window.invert(x) - again.data).max() <= step / 2 * (1 + 1e-6)  # (slope written with 10 digits)
+    np.testing.assert_allclose(again.affine, vol.affine, atol=1e-5)
+    src, out = pydicom.dcmread(files[0]), pydicom.dcmread(written[0])
+    assert out.SeriesInstanceUID != src.SeriesInstanceUID and out.SOPInstanceUID != src.SOPInstanceUID
+    assert len({pydicom.dcmread(f).SOPInstanceUID for f in written}) == 3
+    for tag in ("PatientName", "PatientID", "StudyInstanceUID", "FrameOfReferenceUID"):
+        assert out[tag].value == src[tag].value, tag
+    assert out.DerivationDescription == "ipsolve test derivation"
+    assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+
+
+def test_resized_affine_keeps_pixel_centres():
+    aff = np.diag([0.5, 0.5, 2.0, 1.0])
+    aff[:3, 3] = [10, 20, 30]
+    out = resized_affine(aff, (0, 16, 128), 32, first_slice=3)
+    # output pixel (0, 0) covers input pixels 0..3 (rows) and 16..19 (columns): its centre is at 1.5 / 17.5
+    np.testing.assert_allclose(out @ [0, 0, 0, 1], aff @ [1.5, 17.5, 3, 1])
+    np.testing.assert_allclose(np.linalg.norm(out[:3, :3], axis=0), [2.0, 2.0, 2.0])
+
+
+# ----------------------------------------------------------------------------------------
+# missing packages, fastMRI
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("module, call", [
+    ("pydicom", lambda p: read_dicom(p)), ("nibabel", lambda p: read_nifti(p)), ("h5py", lambda p: read_fastmri(p))])
+def test_missing_package_names_the_extra(monkeypatch, tmp_path, module, call):
+    monkeypatch.setitem(sys.modules, module, None)  # "import module" now fails
+    with pytest.raises(MissingDependency) as err:
+        call(tmp_path)
+    assert "\n" not in str(err.value) and 'pip install "ipsolve[medical]"' in str(err.value) and module in str(err.value)
+
+
+def test_missing_package_through_the_runner(monkeypatch, tmp_path):
+    folder = example_dicom_folder(tmp_path / "ct")
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    with pytest.raises(RunError, match=r'pip install "ipsolve\[medical\]"'):
+        reconstruct_volumes(folder, "dicom", tmp_path / "run", solver=CHEAP_DPS)
+
+
+def test_calibration_columns_match_fastmri():
+    """``acs_columns`` = fastMRI's ``SensitivityModel.get_pad_and_num_low_freqs``.  Fixture
+    recorded from facebookresearch/fastMRI at 91f2df4, ``fastmri/models/varnet.py`` lines 181-201
+    (the method's source executed alone with torch), on 36 fastMRI masks (ipsolve's
+    ``column_mask``: widths 32/64/368, 4×/8%, 8×/4%, random and equispaced, seeds 0-2) and two
+    hand-made asymmetric centres (widths 32 and 31): its ``pad`` and ``num_low_frequencies``."""
+    from ipsolve.io.fastmri import acs_columns, estimate_sensitivities, fft2c
+
+    ref = np.load(ROOT / "tests" / "fixtures" / "fastmri_acs.npz")
+    for m, w, pad, num in zip(ref["masks"], ref["widths"], ref["pad"], ref["num_low"]):
+        expected = np.zeros(w, bool)
+        expected[pad:pad + num] = True
+        np.testing.assert_array_equal(acs_columns(m[:w]), expected)
+    # the maps: unit root-sum-of-squares everywhere, and exact for smooth maps of a constant image
+    from ipsolve.operators.mri import synthetic_sensitivities
+
+    s = synthetic_sensitivities(4, 32, 0).numpy().astype(np.complex128)
+    k = fft2c(s * 0.7)
+    acs = np.zeros(32, bool)
+    acs[8:24] = True
+    est = estimate_sensitivities(k, acs)
+    np.testing.assert_allclose((np.abs(est) ** 2).sum(0), 1.0, atol=1e-12)
+    assert np.abs(est - s)[:, 4:-4, 4:-4].max() < 0.05
+
+
+@pytest.fixture(scope="module")
+def fastmri_file(tmp_path_factory):
+    """Two slices of a held-out phantom volume as a 4-coil fastMRI file, 4× random mask, noise σ = 0.01."""
+    folder = tmp_path_factory.mktemp("fastmri")
+    path, mask = fastmri_phantom_file(folder / "knee_phantom.h5", heldout_volume(2, 32, seed=5), coils=4,
+                                      acceleration=4, sigma=0.01, seed=0)
+    return path, mask
+
+
+def test_fastmri_file_reconstructs_better_than_zero_filled(fastmri_file, tmp_path):
+    path, mask = fastmri_file
+    result = reconstruct_volumes(path, "fastmri", tmp_path / "run", operator="mri",
+                                 solver={"name": "dps", "steps": 100, "rescale_zeta": True})
+    vol = result.summary["volumes"]["knee_phantom"]
+    assert vol["input"]["mask"] == "file" and vol["input"]["sampled_columns"] == int(mask.sum())
+    assert result.summary["measurements"] and result.summary["operator"]["coils"] == 4
+    assert vol["metrics"]["psnr"] > vol["initial_metrics"]["psnr"] + 1.0  # measured: 15.73 vs 13.75 dB
+    for rec in result.records:  # measured: +1.8 and +2.2 dB
+        assert rec["metrics"]["psnr"] > rec["initial_metrics"]["psnr"] + 0.5
+    img = nib.load(tmp_path / "run" / vol["outputs"]["recon"])
+    assert img.shape == (32, 32, 2)
+
+
+def test_kspace_that_does_not_fit_the_operator(fastmri_file, tmp_path):
+    path, _ = fastmri_file
+    with pytest.raises(RunError) as err:
+        reconstruct_volumes(path, "fastmri", tmp_path / "a", operator={"name": "mri", "coils": 8}, solver=CHEAP_DPS)
+    assert "\n" not in str(err.value) and "4 coil(s)" in str(err.value) and "operator.coils=8" in str(err.value)
+    with pytest.raises(RunError, match="operator=mri"):
+        reconstruct_volumes(path, "fastmri", tmp_path / "b", operator="ct_sparse", solver=CHEAP_DPS)
+    with pytest.raises(RunError, match="undersampled"):
+        reconstruct_volumes(path, "fastmri", tmp_path / "c", operator="mri", mask="operator", solver=CHEAP_DPS)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing half-written
+
+
+# ----------------------------------------------------------------------------------------
+# the runner: outputs in the input's geometry, never over an input, resume, z-coupling
+# ----------------------------------------------------------------------------------------
+def test_nothing_is_written_over_an_input(tmp_path):
+    run = tmp_path / "run"
+    img = nib.load(example_nifti(tmp_path))
+    src = run / "volumes" / "anatomical.nii.gz"  # the input sits where the output volume would go
+    src.parent.mkdir(parents=True)
+    nib.save(img, src)
+    before = src.read_bytes()
+    with pytest.raises(RunError, match="input file"):
+        reconstruct_volumes(src, "nifti", run, operator="ct_sparse", solver=CHEAP_DPS, slices=[10, 11])
+    assert src.read_bytes() == before
+    assert not (run / "records").exists() and not (run / "summary.json").exists()
+
+
+def test_nifti_volume_resumes_and_keeps_its_affine(tmp_path):
+    src = example_nifti(tmp_path / "in")
+    kw = dict(operator="ct_sparse", solver=CHEAP_DPS, slices=[10, 12], samples=2)
+    first = reconstruct_volumes(src, "nifti", tmp_path / "run", **kw)
+    again = reconstruct_volumes(src, "nifti", tmp_path / "run", **kw)
+    assert again.summary["num_resumed"] == 3 and first.summary["num_finished"] == 3
+    vol = again.summary["volumes"]["anatomical"]
+    out = nib.load(tmp_path / "run" / vol["outputs"]["recon"])
+    img = nib.load(src)
+    # anatomical.nii is 33×41: centre crop 33×33 (columns 4..36), resized to 32; slices from 10
+    np.testing.assert_allclose(out.affine, resized_affine(img.affine, (0, 4, 33), 32, 10), atol=1e-4)
+    assert vol["crop"] == {"row0": 0, "col0": 4, "side": 33} and out.shape == (32, 32, 3)
+    std = nib.load(tmp_path / "run" / vol["outputs"]["std"]).get_fdata()
+    assert std.shape == (32, 32, 3) and std.max() > 0
+    recon = out.get_fdata()
+    w = vol["window"]
+    assert w["lo"] - 1e-3 <= recon.min() and recon.max() <= w["hi"] + 1e-3  # inverted into the file's units
+
+
+def test_processes_split_coupled_volumes_whole():
+    from contextlib import contextmanager
+
+    from ipsolve.runner.inputs import Item
+    from ipsolve.runner.processes import local_items
+
+    class TwoProcesses:  # accelerate's split_between_processes for rank 1 of 2 (the second half)
+        num_processes, process_index = 2, 1
+
+        @contextmanager
+        def split_between_processes(self, things):
+            things = list(things)
+            yield things[(len(things) + 1) // 2:]
+
+    items = [Item(f"{v}_z{z:03d}", volume=v, z=z) for v in ("a", "b", "c") for z in range(3)]
+    names = [it.name for it in items]
+    assert [it.name for it in local_items(TwoProcesses(), items, names, by_volume=True)] == ["c_z000", "c_z001", "c_z002"]
+    assert len(local_items(TwoProcesses(), items, names)) == 4  # slice by slice: any split
+
+
+def test_z_coupling_term():
+    from ipsolve.solvers.coupling import ZCoupling, neighbour_pairs
+
+    pairs = neighbour_pairs([("a", 3), ("a", 4), ("b", 5), ("a", 5), ("b", 6)])
+    assert sorted(pairs) == [(0, 1), (1, 3), (2, 4)]  # within a volume, z and z + 1 only
+    x = torch.randn(5, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    e = ZCoupling(2.0, pairs, eps=1e-9)(x)
+    total = sum(2.0 * (x[j] - x[i]).abs().sum() for i, j in pairs)
+    assert torch.allclose(e.sum(), total, rtol=1e-6)
+    (g,) = torch.autograd.grad(e.sum(), x)
+    assert g[0].abs().sum() > 0 and g[4].abs().sum() > 0
+
+
+def test_z_coupling_makes_neighbouring_slices_agree(tmp_path):
+    """The same 4-slice volume with and without a strong coupling: the reconstruction's variation
+    along z shrinks (DPS, 20 steps) and the coupled volume was solved in one batch."""
+    vol = heldout_volume(4, 32, seed=5)
+    img = nib.Nifti1Image(((vol[:, 0].permute(1, 2, 0).numpy() + 1) * 500).astype(np.float32), np.eye(4))
+    nib.save(img, tmp_path / "v.nii.gz")
+    kw = dict(operator="ct_sparse", solver={"name": "dps", "steps": 20, "rescale_zeta": True}, window=[0, 1000],
+              batch_size=2)
+    tv = {}
+    for weight in (None, 0.05):
+        res = reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / f"run{weight}", z_coupling=weight, **kw)
+        x = nib.load(tmp_path / f"run{weight}" / "volumes" / "v.nii.gz").get_fdata()
+        tv[weight] = np.abs(np.diff(x, axis=2)).mean()
+        batches = {tuple(r["batch"]) for r in res.records}
+        assert len(batches) == (1 if weight else 2)
+    assert tv[0.05] < 0.7 * tv[None]
+    with pytest.raises(RunError, match="dps, dmplug, fmplug"):
+        reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "daps", z_coupling=0.05,
+                            operator="ct_sparse", solver="daps_cpu", window=[0, 1000])
+
+
+def test_training_slices_from_dicom_and_nifti(tmp_path):
+    from ipsolve.io import load_training_slices
+
+    write_series(tmp_path / "dcm", n=3, oblique=False)
+    x = load_training_slices(tmp_path / "dcm", 32, window="ct_soft_tissue")
+    assert x.shape == (3, 1, 32, 32) and x.min() >= -1 and x.max() <= 1
+    y = load_training_slices(example_nifti(tmp_path / "nii", "functional.nii"), 16)
+    assert y.shape == (3 * 20, 1, 16, 16)  # every slice of every volume of the 4-D file
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_prior", ROOT / "scripts" / "train_prior.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    next_batch, channels = train.batches(str(tmp_path / "dcm"), 32, 5, torch.Generator().manual_seed(0))
+    assert channels == 1 and next_batch().shape == (5, 1, 32, 32)
+
+
+# ----------------------------------------------------------------------------------------
+# the README command
+# ----------------------------------------------------------------------------------------
+def test_readme_dicom_command(tmp_path):
+    """``ipsolve data=dicom data.path=<folder> operator=ct_sparse`` on the folder made by
+    :func:`example_dicom_folder` (5 DPS steps): the NIfTI output sits where the input slice is
+    (nibabel's affine of CT_small.dcm, composed with the 128 → 32 px resize), and the DICOM
+    output series carries the same geometry."""
+    folder = example_dicom_folder(tmp_path / "ct")
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "ipsolve", "data=dicom", f"data.path={folder}", "operator=ct_sparse",
+                           "solver=dps_cpu", "solver.steps=5", "data.write_dicom=true", f"hydra.run.dir={run}",
+                           "progress=false", "metrics=[psnr,ssim]"], cwd=tmp_path, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "volumes/CT_series1.nii.gz" in proc.stdout
+    expected = nibabel_affine(pydicom.dcmread(folder / "CT_small.dcm")) @ np.diag([4.0, 4.0, 1.0, 1.0])
+    expected[:2, 3] = nibabel_affine(pydicom.dcmread(folder / "CT_small.dcm"))[:2, :3] @ [1.5, 1.5, 0] + \
+        nibabel_affine(pydicom.dcmread(folder / "CT_small.dcm"))[:2, 3]
+    out = nib.load(run / "volumes" / "CT_series1.nii.gz")
+    np.testing.assert_allclose(out.affine, expected, atol=1e-4)
+    assert out.shape == (32, 32, 1)
+    (derived,), _ = read_dicom(run / "dicom" / "CT_series1")
+    np.testing.assert_allclose(derived.affine, expected, atol=1e-4)
+    # a run directory inside the input folder: its own DICOM output is not a second input series on a rerun
+    for _ in range(2):
+        res = reconstruct_volumes(folder, "dicom", folder / "run", solver=CHEAP_DPS, write_dicom=True)
+    assert res.summary["num_resumed"] == 1 and len(read_dicom(folder, series="all")[0]) == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["inputs"]["volumes"]["CT_series1"]["window"] == pytest.approx(
+        [summary["volumes"]["CT_series1"]["window"]["lo"], summary["volumes"]["CT_series1"]["window"]["hi"]])
