@@ -438,8 +438,8 @@ def test_reconstruct_api_matches_cli(single_run, tmp_path, request):
     request.addfinalizer(lambda: torch.set_num_threads(threads))
     files = sorted(DEMO.glob("*.png"))[:2]
     x, records = ipsolve.reconstruct(files, operator="super_resolution",
-                                     solver={"name": "dmplug", "iterations": 3, "ddim_steps": 2, "warm_start": 0.25,
-                                             "window": 20, "patience": 50},
+                                     solver={"name": "dmplug", "iterations": 3, "ddim_steps": 1, "warm_start": 0.25,
+                                             "window": 5, "patience": 10, "tau": 1.0, "combine": "armed"},  # dmplug_quick
                                      prior="phantom_ddpm", output_dir=tmp_path / "api", batch_size=2, progress=False)
     assert x.shape == (2, 1, 32, 32) and [r["name"] for r in records] == [f.stem for f in files]
     for xi, f in zip(x, files):  # the same numbers as the command line (same per-image seeds)

@@ -56,7 +56,7 @@ def test_config_composes_and_instantiates(rel, tmp_path):
         op, solver = build_operator(cfg.operator), build_solver(cfg.solver, progress=False)
         prior = build_prior(cfg.prior)
         solver.check(op, prior)
-        assert len(items) == 8
+        assert len(items) == 4  # the main job: the first 4 of the 8 demo phantoms (data.max_images)
         return
     group, name = rel[:-len(".yaml")].rsplit("/", 1)
     if group == "hydra/launcher":

@@ -331,7 +331,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="NaN"):
         solve(torch.full((1, 1, 8, 8), float("nan")), op, ddpm, make_solver("dps", steps=2, progress=False))
     with pytest.raises(ValueError, match="known solvers"):
-        make_solver("ddrm")
+        make_solver("mcg")
     with pytest.raises(ValueError, match="warm_start"):
         make_solver("dmplug", warm_start=1.5)
     with pytest.raises(ValueError, match="stopping rule"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..operators import Operator
-from ..parameters import parameter_type_message, unknown_parameters_message
+from ..parameters import expected_types, parameter_type_message, unknown_parameters_message
 from ..priors import Prior
 from .base import Result, Solver, generators_for, generators_on
 from .calibration import Calibration, apply_auto, calibrate, fresh_generators as _copies
@@ -38,8 +38,11 @@ def make_solver(name: str, **params) -> Solver:
     from the measurement (:func:`ipsolve.calibrate`) before solving."""
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(sorted(SOLVERS))}")
-    auto = tuple(k for k, v in params.items() if isinstance(v, str) and v == "auto")
     declared = getattr(SOLVERS[name], "search_space", {}) or {}
+    types = expected_types(SOLVERS[name])
+    # "auto" = calibrate: for the declared parameters; a string option may have its own "auto" (FlowDPS's loss_space)
+    auto = tuple(k for k, v in params.items() if isinstance(v, str) and v == "auto"
+                 and (k in declared or "str" not in types.get(k, set())))
     undeclared = [k for k in auto if k not in declared]
     if undeclared:
         raise ValueError(f"solver {name!r} cannot choose {', '.join(map(repr, undeclared))} automatically; "
