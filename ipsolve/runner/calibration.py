@@ -40,10 +40,15 @@ def calibration_options(value) -> dict:
 
 def calibrate_job(job, items, options: dict, state) -> dict | None:
     """Calibrate ``job.solver`` on the first ``options["images"]`` items and set the calibrated
-    solver on ``job`` (every rank).  Returns the record for ``summary.json`` (None when off)."""
+    solver on ``job`` (every rank).  Returns the record for ``summary.json`` (None when off).
+    Parameters given as ``"auto"`` (in a preset or as ``solver.X=auto``) are calibrated once here,
+    on the first images, rather than on every batch."""
     from ..solvers.calibration import with_params
     from .processes import broadcast
 
+    auto = tuple(getattr(job.solver, "auto_params", ()) or ())
+    if auto and not options["enabled"]:
+        options = {**options, "enabled": True, "params": list(auto)}
     if not options["enabled"]:
         return None
     record, error = None, None
