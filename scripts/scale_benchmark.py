@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from ipsolve import make_operator, make_solver, solve
+from ipsolve.priors.architectures import FLUX_DEV, SD3_MEDIUM, SD15_UNET, VAE_SD
 from ipsolve.priors.base import DiffusionPrior, FlowPrior, LatentPrior
 from ipsolve.profiling import autoencoder_seconds, network_seconds, peak_memory_bytes, reset_peak_memory, synchronize
 
@@ -45,20 +46,7 @@ GIB = 2 ** 30
 START = time.time()
 
 # ---------------------------------------------------------------- architectures
-# published configurations (diffusers / guided-diffusion vocabulary); foundation_memory.py uses the same
-SD15_UNET = dict(in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                 cross_attention_dim=768, attention_head_dim=8,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD3_MEDIUM = dict(patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64, num_attention_heads=24,
-                  joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
-                  pos_embed_max_size=192)
-FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-                axes_dims_rope=(16, 56, 56))
-VAE_SD = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-VAE_16 = dict(VAE_SD, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False)
+# published configurations: ipsolve.priors.architectures (foundation_memory.py uses the same)
 # text tokens and pooled width each family conditions on: (sequence, width, pooled)
 TEXT = {"sd15": (77, 768, None), "sd3": (333, 4096, 2048), "flux": (512, 4096, 768)}
 # tiny stand-ins: the same classes (a few thousand parameters), for tests and CPU smoke runs

@@ -22,12 +22,6 @@ def bundled(source: str):
     return _PRIORS[source]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def gaussian_case(kind):

@@ -148,12 +148,6 @@ def gen(seed):
     return [torch.Generator().manual_seed(seed)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---- RED-diff --------------------------------------------------------------------------------------

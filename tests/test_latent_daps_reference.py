@@ -47,13 +47,6 @@ T = {k: torch.from_numpy(v) for k, v in FIX.items() if v.dtype.kind in "fiu"}
 MIX_EPS, MIX_DEC, A, Y = T["mix_eps"], T["mix_dec"], T["A"], T["y"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: intra-op threads only add overhead (measured 35× on the busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class StandInEps(nn.Module):

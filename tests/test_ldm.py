@@ -50,13 +50,6 @@ REF = torch.load(FIXTURES / "ldm_reference_outputs.pt", weights_only=True)
 TINY_UNET, TINY_VQ = LAYOUT["tiny_unet_config"], LAYOUT["tiny_vq_config"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: intra-op threads only add overhead (measured 35× on the busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def deterministic_state_dict(layout, seed, scale):

@@ -86,13 +86,6 @@ def prior500() -> DiffusionPrior:
     return DiffusionPrior(StandInEps(), T["alphas_cumprod"], image_size=4, channels=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add overhead (10× on a busy 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def assert_close(got, expected, what, rel=F64_TOL):

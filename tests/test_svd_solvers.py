@@ -136,12 +136,6 @@ def close(got, ref, what, rel=REL):
     assert err <= tol, f"{what}: max |ipsolve − reference| = {err:.3g} > {tol:.3g}"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def record_steps(solver, y, op, prior, sigma):
