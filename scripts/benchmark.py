@@ -202,6 +202,9 @@ def main():
                     help="only the stopping study: gap to the best iterate and iterations used, per solver, operator "
                          "and σ (scripts/stopping_study.py record + analyse; minutes on a GPU, hours on 2 CPU cores)")
     ap.add_argument("--speed-budget", type=int, default=50, help="steps/iterations in the speed table")
+    ap.add_argument("--calibration", action="store_true",
+                    help="only tuning without the ground truth: preset vs calibrated vs oracle per solver, operator and σ "
+                         "(scripts/calibration_study.py run + report + curves; hours on 2 CPU cores)")
     ap.add_argument("--scale", choices=("paper", "tiny"),
                     help="the paper-scale speed and memory tables instead (scripts/scale_benchmark.py; "
                          "further arguments are passed on to it)")
@@ -217,6 +220,13 @@ def main():
     if args.speed_one:
         name, batch, budget = args.speed_one
         print(json.dumps(speed_one(name, int(batch), int(budget))))
+        return
+    if args.calibration:
+        study = [sys.executable, str(Path(__file__).with_name("calibration_study.py"))]
+        rows = "outputs/calibration/rows.jsonl"
+        subprocess.run([*study, "run", "--out", rows], check=True)
+        subprocess.run([*study, "report", rows, "--out", "docs"], check=True)
+        subprocess.run([*study, "curves", "--out", "docs"], check=True)
         return
     if args.stopping:
         study = [sys.executable, str(Path(__file__).with_name("stopping_study.py"))]

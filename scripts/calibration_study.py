@@ -4,7 +4,8 @@ measurement alone, and (c) an ORACLE — the best value on the same search space
 ground truth (only this study computes it; no solver, stopping rule or score ever does).
 
     python scripts/calibration_study.py run --out outputs/calibration/rows.jsonl [--solvers dps ...] [--shard 0/2]
-    python scripts/calibration_study.py report outputs/calibration/rows.jsonl --out docs   # docs/calibration.md + figures
+    python scripts/calibration_study.py report outputs/calibration/rows*.jsonl --out docs   # the table + figures/calibration_rows.json
+    python scripts/calibration_study.py curves --out docs      # score vs PSNR curves for a few rows
     python scripts/benchmark.py --calibration                                             # both
 
 Images: 3 held-out ``blobs`` phantoms + Shepp–Logan (32 px; the family the priors never saw),
@@ -150,8 +151,68 @@ def run(args):
               f"({row['oracle_values']}) — {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+CURVE_ROWS = [("dps", "SR ×4", 0.01), ("dps", "inpainting 70 %", 0.05), ("dps", "MRI 4×", 0.01)]
+
+
+def curves(args):
+    """Score curve vs PSNR curve: for a few rows, the held-out score (ground-truth free, on the
+    calibration split) and the PSNR (ground truth, this study only) of the same values, 7 per
+    decade-spanning range — ``calibration_curves.csv`` / ``.png``."""
+    import csv as csvlib
+
+    from ipsolve.operators.restrict import gather, restrict, split_entries
+    from ipsolve.solvers.calibration import fresh_generators, holdout_error
+
+    out = Path(args.out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for solver_name, op_label, sigma in CURVE_ROWS:
+        truth = images()
+        registry, params = OPERATORS[op_label]
+        op = make_operator(registry, **params)
+        y = op.measure(truth, sigma, generator=torch.Generator().manual_seed(1234))
+        prior = prior_of(SOLVERS[solver_name][0])
+        solver = preset_solver(solver_name)
+        (name, (lo, hi)), = list(type(solver).search_space.items())[:1]
+        kept, held = split_entries(y[0].numel(), 0.2, torch.Generator().manual_seed(0), op.observed_entries(y.shape))
+        op_kept = restrict(op, kept, tuple(y.shape[1:]))
+        for v in torch.logspace(math.log10(lo), math.log10(hi), 7).tolist():
+            cand = with_params(solver, **{name: v})
+            part = cand.run(gather(y, kept), op_kept, prior, fresh_generators(gens(len(y))), sigma)
+            score = float(holdout_error(gather(y, held), gather(op(part.x), held), sigma).mean())
+            full = solve(y, op, prior, cand, sigma=sigma, generator=gens(len(y)))
+            rows.append({"solver": solver_name, "operator": op_label, "sigma": sigma, "parameter": name, "value": v,
+                         "holdout_score": score, "psnr": mean_psnr(full.x, truth)})
+            print(rows[-1], flush=True)
+    with open(out / "figures" / "calibration_curves.csv", "w", newline="") as f:
+        w = csvlib.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVE_ROWS), figsize=(4.2 * len(CURVE_ROWS), 3.2))
+    for ax, (solver_name, op_label, sigma) in zip(axes, CURVE_ROWS):
+        pts = [r for r in rows if (r["solver"], r["operator"], r["sigma"]) == (solver_name, op_label, sigma)]
+        xs = [r["value"] for r in pts]
+        ax.plot(xs, [r["holdout_score"] for r in pts], "o-", color="tab:blue", label="held-out score (no truth)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(pts[0]["parameter"])
+        ax.set_ylabel("held-out error / noise level", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(xs, [r["psnr"] for r in pts], "s--", color="tab:red", label="PSNR (ground truth)")
+        twin.set_ylabel("PSNR dB", color="tab:red")
+        ax.set_title(f"{solver_name}, {op_label}, σ {sigma}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "figures" / "calibration_curves.png", dpi=110)
+    plt.close(fig)
+
+
 def report(args):
-    rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines()]
+    rows = [json.loads(line) for path in args.rows for line in Path(path).read_text().splitlines()]
     out = Path(args.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     lines = ["| solver | operator | σ | initial guess | (a) preset | (b) calibrated | (c) oracle | (b) − (a) | (c) − (b) | "
@@ -184,11 +245,13 @@ def main(argv=None):
     r.add_argument("--operators", nargs="+", default=list(OPERATORS), choices=list(OPERATORS))
     r.add_argument("--shard", default="0/1", help="k/n: this process runs every n-th row from the k-th")
     p = sub.add_parser("report")
-    p.add_argument("rows")
+    p.add_argument("rows", nargs="+")
     p.add_argument("--out", default="docs")
+    c = sub.add_parser("curves")
+    c.add_argument("--out", default="docs")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    (run if args.cmd == "run" else report)(args)
+    {"run": run, "report": report, "curves": curves}[args.cmd](args)
 
 
 if __name__ == "__main__":
