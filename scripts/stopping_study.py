@@ -46,26 +46,33 @@ def record(args):
     tune, report = image_sets(args.images)
     x = torch.cat([tune, report]).to(device)
     out = {}
-    for op_name, preset, sigma in itertools.product(args.operators, args.presets, args.sigmas):
+    modes = ("full", "validation") if args.validation else ("full",)
+    for op_name, preset, sigma, mode in itertools.product(args.operators, args.presets, args.sigmas, modes):
         params = dict(load_preset("solver", preset))
         name = params.pop("name")
         params.update(iterations=args.iterations, stop=[], progress=False)
+        if mode == "validation":  # fit 80 % of y, record the held-out error of every iterate (never stopping)
+            params.update(stop=["validation"], window=2, patience=10 ** 9, combine="first")
         prior = load_prior(PRESETS[preset], device=device)
         op = make_operator(op_name, **OPERATORS[op_name])
         op.to(device)
         y = op.measure(x, sigma, generator=torch.Generator().manual_seed(1234))
-        trace = {"psnr": [], "residual": [], "x": []}
+        trace = {"psnr": [], "residual": [], "x": [], "validation": []}
 
         def keep(it, s):
             trace["psnr"].append(psnr(s["x"].clamp(-1, 1), x).cpu())
             trace["residual"].append(s["residual"].cpu())
             trace["x"].append(s["x"].flatten(1).double())
+            if "validation" in s:
+                trace["validation"].append(s["validation"].cpu())
 
         t0 = time.perf_counter()
         solve(y, op, prior, make_solver(name, **params), sigma=sigma,
               generator=[torch.Generator().manual_seed(i) for i in range(len(x))], callback=keep)
-        key = f"{preset}|{op_name}|{sigma}"
+        key = f"{preset}{'+validation' if mode == 'validation' else ''}|{op_name}|{sigma}"
         xs = torch.stack(trace["x"])  # (T, B, d)
+        if trace["validation"]:
+            out[f"{key}|validation"] = torch.stack(trace["validation"]).numpy()
         out[f"{key}|psnr"] = torch.stack(trace["psnr"]).numpy()
         out[f"{key}|residual"] = torch.stack(trace["residual"]).numpy()
         for w in WINDOWS:
@@ -108,7 +115,7 @@ def analyse(args):
     for path in args.traces:
         with np.load(path) as f:
             data.update({k: f[k] for k in f.files})
-    keys = sorted({k.rsplit("|", 1)[0] for k in data})
+    keys = sorted({k.rsplit("|", 1)[0] for k in data if "+validation" not in k})
     n = args.images
 
     def traces(split):
@@ -146,6 +153,49 @@ def analyse(args):
             preset, op, sigma = key.split("|")
             print(f"| {preset} | {op} | {sigma} | {tr['psnr'].max(0).mean():.2f} | {cells[0]} | {cells[1]} |")
         print(f"| mean gap | | | | {np.mean(gaps[0]):.2f} | | {np.mean(gaps[1]):.2f} | |")
+    if any("+validation" in k for k in data):
+        validation_report(data, keys, n, full, chosen, args.preset_budget)
+
+
+def validation_candidates():
+    for w, p in itertools.product((2, 5, 20), (10, 25, 50, 100, 200)):
+        yield StoppingRule(("validation",), window=w, patience=p)
+
+
+def validation_report(data, keys, n, full, chosen, preset_budget):
+    """The validation rule (fit 80 % of y, stop at the held-out error's minimum): chosen on the
+    tuning images, reported on the report images, against the best iterate of the full-data run and
+    the chosen residual rule there."""
+    def split(key, sl):
+        return {k.rsplit("|", 1)[1]: (v[:, sl] if v.ndim == 2 else v) for k, v in data.items() if k.startswith(key + "|")}
+
+    pairs = [(k, k.replace("|", "+validation|", 1)) for k in keys if f"{k.replace('|', '+validation|', 1)}|psnr" in data]
+
+    def gap(rule, full_tr, val_tr, budget):
+        stop, ret = replay(rule, val_tr, budget)
+        return full_tr["psnr"].max(0) - val_tr["psnr"][ret, np.arange(len(ret))], stop + 1
+
+    tune = [(split(a, slice(0, n)), split(b, slice(0, n))) for a, b in pairs]
+    scored = sorted(((float(np.mean([gap(r, f, v, full)[0].mean() for f, v in tune])), r) for r in validation_candidates()),
+                    key=lambda t: t[0])
+    best = scored[0][1]
+    print(f"\n# Stopping by validation (20 % of y held out): chosen on the tuning set: {best.describe()}")
+    for budget in (full, preset_budget):
+        print(f"\nThe rules may run {budget} iterations; returned dB (gap to the best iterate of the full-data run):\n")
+        print(f"| solver | operator | σ | best iterate, all of y | residual rule ({chosen.describe()}) | validation rule "
+              f"| its iterations median / max |\n|---|---|---|---|---|---|---|")
+        means = [[], []]
+        for a, b in pairs:
+            f, v = split(a, slice(n, 2 * n)), split(b, slice(n, 2 * n))
+            g_res, _ = score(chosen, f, budget)
+            g_val, it = gap(best, f, v, budget)
+            means[0].append(g_res.mean())
+            means[1].append(g_val.mean())
+            top = f["psnr"].max(0).mean()
+            preset, op, sigma = a.split("|")
+            print(f"| {preset} | {op} | {sigma} | {top:.2f} | {top - g_res.mean():.2f} ({g_res.mean():.2f}) | "
+                  f"{top - g_val.mean():.2f} ({g_val.mean():.2f}) | {np.median(it):.0f} / {it.max():.0f} |")
+        print(f"| mean gap | | | | {np.mean(means[0]):.2f} | {np.mean(means[1]):.2f} | |")
 
 
 def main():
@@ -158,6 +208,8 @@ def main():
     r.add_argument("--sigmas", nargs="+", type=float, default=[0.01, 0.05])
     r.add_argument("--iterations", type=int, default=1500)
     r.add_argument("--images", type=int, default=8, help="images per set (tuning and report)")
+    r.add_argument("--validation", action="store_true",
+                   help="also record runs that hold out 20 %% of y and track the held-out error (stop: [validation])")
     a = sub.add_parser("analyse")
     a.add_argument("traces", nargs="+", help="one or more .npz files from record")
     a.add_argument("--images", type=int, default=8)
