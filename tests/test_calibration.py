@@ -73,7 +73,7 @@ def test_holdout_score_is_minimal_at_the_bayes_optimal_value(gaussian_problem):
     assert abs(math.log(best_error / sigma)) <= math.log(1.5)  # the oracle: the true σ (sanity of the test)
     assert abs(math.log(best_score / sigma)) <= math.log(1.5) + 1e-9
     assert min(scores) > 0.9  # predicting held-out entries cannot beat their noise
-    cal = calibrate(y, op, prior, PosteriorMean(), sigma=sigma, budget=8)
+    cal = calibrate(y, op, prior, PosteriorMean(), sigma=sigma, budget=8, keep_preset=False)
     print(cal.params, cal.method, [round(r["noise"], 4) for r in cal.table])
     assert cal.method == "holdout" and len(cal.table) == 8
     assert abs(math.log(cal.params["noise"] / sigma)) <= math.log(1.6)
@@ -83,6 +83,18 @@ def test_holdout_score_is_minimal_at_the_bayes_optimal_value(gaussian_problem):
     ratio = {r["noise"]: r["score"] for r in disc.table}
     assert disc.method == "discrepancy" and ratio[disc.params["noise"]] <= 1
     assert all(r > 1 for v, r in ratio.items() if v > disc.params["noise"] * 1.1)
+
+
+def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem):
+    """keep_preset: the solver as given is one candidate and stays unless the best candidate's
+    held-out error is lower by more than one standard error — a near-optimal preset stays, a bad one
+    is replaced."""
+    prior, op, x, y, sigma = gaussian_problem
+    near = calibrate(y, op, prior, PosteriorMean(noise=0.045), sigma=sigma, budget=5)
+    assert near.table[0]["preset"] and near.params == {"noise": 0.045} and near.changes == {}
+    assert "kept the solver's own values" in near.note
+    bad = calibrate(y, op, prior, PosteriorMean(noise=0.3), sigma=sigma, budget=5)
+    assert bad.params["noise"] < 0.15 and bad.solver.noise == bad.params["noise"]
 
 
 def test_calibrate_is_deterministic_and_falls_back_on_small_measurements(gaussian_problem):
@@ -198,7 +210,7 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     monkeypatch.setattr(calibration_module, "calibrate", spy)
     fast = {"name": "dps", "steps": 20, "rescale_zeta": True}
     run = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
-                              max_images=3, sigma=0.05, calibrate={"images": 2, "budget": 2},
+                              max_images=3, sigma=0.05, calibrate={"images": 2, "budget": 3},
                               progress=False, return_images=False, metrics=["psnr"])
     (y,) = seen
     truth = torch.cat([ipsolve.io.load_image(p)[:, :1] for p in sorted(datasets_demo())[:2]])
@@ -207,11 +219,11 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
                          for n in run.names[:2]])
     torch.testing.assert_close(y, saved)  # the very measurements the batch loop made and solved
     cal = run.summary["calibration"]
-    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 2
+    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 3
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
     again = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
-                                max_images=4, sigma=0.05, calibrate={"images": 2, "budget": 2},
+                                max_images=4, sigma=0.05, calibrate={"images": 2, "budget": 3},
                                 progress=False, return_images=False, metrics=["psnr"])
     assert len(seen) == 1 and again.summary["calibration"]["params"] == cal["params"]  # resumed: reused
 

@@ -127,9 +127,14 @@ def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path) ->
     names = [k for k in chosen if k != "iterations"]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
     for ax, name in zip(axes[0], names):
-        pts = sorted((r[name], r["score"]) for r in rows if name in r)
-        ax.plot(*zip(*pts), "o-", color="0.4")
-        ax.axvline(chosen[name], color="tab:red", label=f"chosen {chosen[name]:.3g}")
+        pts = sorted((r[name], r["score"]) for r in rows if isinstance(r.get(name), (int, float)) and not r.get("preset"))
+        if pts:
+            ax.plot(*zip(*pts), "o-", color="0.4", label="candidates")
+        for r in rows:
+            if r.get("preset"):  # the solver as given (its value may be a per-operator default, None)
+                ax.axhline(r["score"], color="tab:blue", ls="--", label=f"as given ({r.get(name)})")
+        if isinstance(chosen.get(name), (int, float)):
+            ax.axvline(chosen[name], color="tab:red", label=f"chosen {chosen[name]:.3g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(name)

@@ -155,7 +155,7 @@ def discrepancy_search(evaluate, lo: float, hi: float, evaluations: int, directi
 # ---------------------------------------------------------------------------------- calibrate
 def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sigma: float = 0.01, params=None,
               budget: int | None = None, method: str = "auto", holdout: float = 0.2, seed: int = 0,
-              generator=None, progress: bool = False) -> Calibration:
+              generator=None, keep_preset: bool = True) -> Calibration:
     """Choose ``solver``'s parameters for this measurement batch ``y`` without the ground truth.
 
     ``params``: names of declared parameters (default: all of ``solver.search_space``);
@@ -164,7 +164,10 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     at least 64 measurement entries to split, else the discrepancy principle — the choice and why
     are in ``Calibration.note``); ``holdout``: the fraction of entries held out, in (0, 0.5];
     ``seed``: the split; ``generator``: the solver's randomness (as :func:`ipsolve.solve`), the same
-    for every candidate."""
+    for every candidate.  ``keep_preset`` (holdout): the solver's own values are one of the
+    candidates, and are kept unless the best candidate's held-out error is lower by more than one
+    standard error of the paired per-entry differences — the one-standard-error rule of
+    cross-validation, so that a noisy score (few entries, high σ) does not move a good preset."""
     from . import make_solver
 
     start = time.perf_counter()
@@ -176,9 +179,10 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         raise ValueError(f"holdout must be a fraction in (0, 0.5], got {holdout!r}")
     space = declared_space(solver, params)
     budget = 5 if budget is None else int(budget)
-    if budget < 2 * len(space):
-        raise ValueError(f"budget {budget} is below two candidates per calibrated parameter "
-                         f"({', '.join(space)}): give at least {2 * len(space)}")
+    needed = 2 * len(space) + int(keep_preset and method != "discrepancy")
+    if budget < needed:
+        raise ValueError(f"budget {budget} is below two candidates per calibrated parameter ({', '.join(space)})"
+                         f"{' and the solver as given' if needed % 2 else ''}: give at least {needed}")
     solver.check(operator, prior)
     y = y.to(prior.device, torch.float32)
     operator.to(prior.device)
@@ -202,38 +206,47 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     table: list[dict] = []
     chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
     best_iterations: dict[tuple, int] = {}
+    entries: dict[tuple, torch.Tensor] = {}  # per candidate: each held-out entry's squared error / σ²
 
     if method == "holdout":
         kept, held = split_entries(y[0].numel(), holdout, torch.Generator().manual_seed(seed), observed)
         op_kept = restrict(operator, kept, full_shape)
         y_kept, y_held = gather(y, kept), gather(y, held)
+        noise_var = sigma ** 2 if sigma > 0 else 1.0
 
-        def score(values: dict) -> float:
+        def entry_errors(x, kernel=None) -> torch.Tensor:
+            full = operator(x, kernel=kernel) if blind else operator(x)
+            return (y_held - gather(full, held)).flatten(1).pow(2) / noise_var  # (B, m_H); its mean: holdout_error
+
+        def score(values: dict, preset: bool = False) -> float:
             cand = with_params(solver, **values, **({"stop": ()} if plug else {}))
             curve = []
 
-            def track(it, state):  # the held-out error of every iterate (plug-in solvers, not blind)
+            def track(it, state):  # every iterate's held-out errors (plug-in solvers, not blind)
                 if not blind:
                     with torch.no_grad():
-                        curve.append(holdout_error(y_held, gather(operator(state["x"]), held), sigma).mean())
+                        curve.append(entry_errors(state["x"]))
 
             t0 = time.perf_counter()
             res = cand.run(y_kept, op_kept, prior, fresh_generators(gens), sigma, track if plug else None)
             with torch.no_grad():
-                full = operator(res.x, kernel=res.kernel) if blind else operator(res.x)
-            errors = holdout_error(y_held, gather(full, held), sigma)
-            value = float(errors.mean())
-            row = {**values, "score": value, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0}
+                errors = entry_errors(res.x, res.kernel)
+            key = tuple(sorted(values.items()))
+            shown = values if not preset else {n: getattr(solver, n, None) for n in space}
+            row = {**shown, "score": float(errors.mean()), "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0,
+                   **({"preset": True} if preset else {})}
             if plug and curve:
-                smooth = _moving_average(torch.stack(curve).tolist(), 5)
+                stacked = torch.stack(curve)  # (T, B, m_H)
+                smooth = _moving_average(stacked.mean((1, 2)).tolist(), 5)
                 it = int(min(range(len(smooth)), key=smooth.__getitem__))
-                best_iterations[tuple(sorted(values.items()))] = it + 1
+                best_iterations[key] = it + 1
+                errors = stacked[it]
                 row.update(score=smooth[it], iterations=it + 1)
-                value = smooth[it]
+            entries[key] = errors.detach()
             table.append(row)
-            return value
+            return row["score"]
     else:
-        def score(values: dict) -> float:
+        def score(values: dict, preset: bool = False) -> float:
             extra = {"stop": ("discrepancy",), "tau": None, "combine": "first"} if plug else {}
             cand = with_params(solver, **values, **extra)
             t0 = time.perf_counter()
@@ -244,7 +257,10 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             table.append({**values, "score": ratio, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0})
             return ratio
 
-    per_param = _split_budget(budget, len(space))
+    keep_preset = keep_preset and method == "holdout"
+    if keep_preset:
+        score({}, preset=True)  # the solver as given: the reference to beat
+    per_param = _split_budget(budget - int(keep_preset), len(space))
     for (name, (lo, hi)), n in zip(space.items(), per_param):
         def evaluate(value, name=name):
             return score({**chosen, name: value})
@@ -254,8 +270,15 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         else:
             direction = getattr(type(solver), "guidance_direction", {}).get(name, 1)
             chosen[name] = discrepancy_search(evaluate, lo, hi, n, direction)
-    final = dict(chosen)
-    changes = dict(final)
+    final, changes = dict(chosen), dict(chosen)
+    if keep_preset:
+        d = (entries[tuple(sorted(chosen.items()))] - entries[()]).flatten()
+        gain, se = float(-d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.inf
+        if not gain > se:  # not better than the preset by more than one standard error: keep the preset
+            note = "; ".join(p for p in (note, f"kept the solver's own values: the best candidate's held-out error was "
+                                               f"lower by {gain:.3g} (one standard error {se:.3g})") if p)
+            final, changes = {n: getattr(solver, n, None) for n in space}, {}
+            chosen = {}
     if method == "holdout" and plug:
         final["iterations"] = best_iterations.get(tuple(sorted(chosen.items())), solver.iterations)
         changes.update(iterations=final["iterations"], stop=())
