@@ -97,6 +97,29 @@ def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem)
     assert bad.params["noise"] < 0.15 and bad.solver.noise == bad.params["noise"]
 
 
+class DivergesBelow(PosteriorMean):
+    """Diverges (NaN iterates reach the operator, as DAPS's Langevin steps do with too large a
+    step) for an assumed noise below 0.04."""
+
+    def run(self, y, operator, prior, gens, sigma, callback=None):
+        res = super().run(y, operator, prior, gens, sigma, callback)
+        if self.noise < 0.04:
+            operator(res.x * float("nan"))  # the operator's input check raises, as inside a solver's loop
+        return res
+
+
+def test_a_diverging_candidate_scores_worst_instead_of_stopping_calibration(gaussian_problem):
+    prior, op, x, y, sigma = gaussian_problem
+    for method in ("holdout", "discrepancy"):
+        cal = calibrate(y[:8], op, prior, DivergesBelow(noise=0.1), sigma=sigma, budget=6, method=method)
+        diverged = [r for r in cal.table if r.get("diverged")]
+        assert diverged and all(r["noise"] < 0.04 and r["score"] == math.inf for r in diverged), cal.table
+        assert cal.params["noise"] >= 0.04 and math.isfinite(cal.nfe)
+    # the solver as given diverges: any finite candidate replaces it
+    cal = calibrate(y[:8], op, prior, DivergesBelow(noise=0.01), sigma=sigma, budget=5)
+    assert cal.table[0]["diverged"] and cal.params["noise"] >= 0.04
+
+
 def test_calibrate_is_deterministic_and_falls_back_on_small_measurements(gaussian_problem):
     prior, op, x, y, sigma = gaussian_problem
     a = calibrate(y[:8], op, prior, PosteriorMean(), sigma=sigma, seed=3)

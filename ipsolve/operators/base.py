@@ -9,6 +9,11 @@ from torch import nn
 from .decomposition import Decomposition, NotDecomposable, not_decomposable, pinv_cg
 
 
+class NonFiniteError(ValueError):
+    """An image with NaN or inf values: bad input, or — inside a solver's loop — a diverged iterate
+    (calibration scores such a candidate as infinitely bad instead of stopping)."""
+
+
 def check_image(x, name: str = "x", channels: int | None = None, finite: bool | None = True) -> torch.Tensor:
     """Validate an image batch ``(B, C, H, W)``: a floating tensor (optionally C fixed) with finite
     values — with ``finite=None`` only where reading them is free, a CPU tensor: on an accelerator
@@ -23,7 +28,7 @@ def check_image(x, name: str = "x", channels: int | None = None, finite: bool | 
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
     if (finite or (finite is None and x.device.type == "cpu")) and not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf values; expected finite values in [-1, 1]")
+        raise NonFiniteError(f"{name} contains NaN or inf values; expected finite values in [-1, 1]")
     return x
 
 

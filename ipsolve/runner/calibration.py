@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,10 +128,11 @@ def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path) ->
     names = [k for k in chosen if k != "iterations"]
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3), squeeze=False)
     for ax, name in zip(axes[0], names):
-        pts = sorted((r[name], r["score"]) for r in rows if isinstance(r.get(name), (int, float)) and not r.get("preset"))
+        finite = [r for r in rows if math.isfinite(r["score"])]  # a diverged candidate is listed in the CSV, not drawn
+        pts = sorted((r[name], r["score"]) for r in finite if isinstance(r.get(name), (int, float)) and not r.get("preset"))
         if pts:
             ax.plot(*zip(*pts), "o-", color="0.4", label="candidates")
-        for r in rows:
+        for r in finite:
             if r.get("preset"):  # the solver as given (its value may be a per-operator default, None)
                 ax.axhline(r["score"], color="tab:blue", ls="--", label=f"as given ({r.get(name)})")
         if isinstance(chosen.get(name), (int, float)):

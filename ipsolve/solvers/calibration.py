@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..operators import BlindBlur, Operator
+from ..operators.base import NonFiniteError
 from ..operators.restrict import gather, restrict, split_entries
 from ..parameters import accepted_parameters
 from .base import Solver, generators_for, generators_on
@@ -134,19 +135,20 @@ def golden_section(evaluate, lo: float, hi: float, evaluations: int):
 def discrepancy_search(evaluate, lo: float, hi: float, evaluations: int, direction: int):
     """The weakest guidance whose discrepancy ratio is ≤ 1: bisection on a log scale between ``lo``
     and ``hi`` (``direction`` +1: a larger value guides more strongly).  ``evaluate(value)`` returns
-    the median ratio.  If no candidate fits, the best-fitting one."""
+    the median ratio, ``inf`` for a value that made the solver diverge (too strong: the search
+    moves towards weaker guidance).  If no candidate fits, the best-fitting one."""
     a, b = math.log(lo), math.log(hi)
     tried = []
     for _ in range(evaluations):
         mid = (a + b) / 2
         ratio = evaluate(math.exp(mid))
         tried.append((mid, ratio))
-        fits = ratio <= 1.0
+        fits = ratio <= 1.0 or not math.isfinite(ratio)  # (diverged: weaker, as after a fit)
         if (direction > 0) == fits:  # fits: move towards weaker guidance
             b = mid
         else:
             a = mid
-    fitting = [m for m, r in tried if r <= 1.0]
+    fitting = [m for m, r in tried if r <= 1.0]  # (inf never fits)
     if fitting:
         return math.exp(min(fitting) if direction > 0 else max(fitting))
     return math.exp(min(tried, key=lambda t: t[1])[0])
@@ -228,11 +230,18 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                         curve.append(entry_errors(state["x"]))
 
             t0 = time.perf_counter()
-            res = cand.run(y_kept, op_kept, prior, fresh_generators(gens), sigma, track if plug else None)
-            with torch.no_grad():
-                errors = entry_errors(res.x, res.kernel)
             key = tuple(sorted(values.items()))
             shown = values if not preset else {n: getattr(solver, n, None) for n in space}
+            try:
+                res = cand.run(y_kept, op_kept, prior, fresh_generators(gens), sigma, track if plug else None)
+                with torch.no_grad():
+                    errors = entry_errors(res.x, res.kernel)
+                if not torch.isfinite(errors).all():
+                    raise NonFiniteError("non-finite reconstruction")
+            except NonFiniteError:  # this value makes the solver diverge: the worst possible score
+                table.append({**shown, "score": math.inf, "nfe": math.nan, "seconds": time.perf_counter() - t0,
+                              "diverged": True, **({"preset": True} if preset else {})})
+                return math.inf
             row = {**shown, "score": float(errors.mean()), "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0,
                    **({"preset": True} if preset else {})}
             if plug and curve:
@@ -250,10 +259,15 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             extra = {"stop": ("discrepancy",), "tau": None, "combine": "first"} if plug else {}
             cand = with_params(solver, **values, **extra)
             t0 = time.perf_counter()
-            res = cand.run(y, operator, prior, fresh_generators(gens), sigma, None)
-            with torch.no_grad():
-                ax = operator(res.x, kernel=res.kernel) if blind else operator(res.x)
-            ratio = float(discrepancy_ratio(y, ax, sigma).median())
+            try:
+                res = cand.run(y, operator, prior, fresh_generators(gens), sigma, None)
+                with torch.no_grad():
+                    ax = operator(res.x, kernel=res.kernel) if blind else operator(res.x)
+                ratio = float(discrepancy_ratio(y, ax, sigma).median())
+            except NonFiniteError:  # diverged: never the weakest value that fits
+                table.append({**values, "score": math.inf, "nfe": math.nan, "seconds": time.perf_counter() - t0,
+                              "diverged": True})
+                return math.inf
             table.append({**values, "score": ratio, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0})
             return ratio
 
@@ -272,8 +286,12 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             chosen[name] = discrepancy_search(evaluate, lo, hi, n, direction)
     final, changes = dict(chosen), dict(chosen)
     if keep_preset:
-        d = (entries[tuple(sorted(chosen.items()))] - entries[()]).flatten()
-        gain, se = float(-d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.inf
+        best_key = tuple(sorted(chosen.items()))
+        if best_key in entries and () in entries:
+            d = (entries[best_key] - entries[()]).flatten()
+            gain, se = float(-d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.inf
+        else:  # the best candidate diverged (all did), or the solver as given did and a candidate did not
+            gain, se = (math.inf, 0.0) if best_key in entries else (-math.inf, 0.0)
         if not gain > se:  # not better than the preset by more than one standard error: keep the preset
             note = "; ".join(p for p in (note, f"kept the solver's own values: the best candidate's held-out error was "
                                                f"lower by {gain:.3g} (one standard error {se:.3g})") if p)
@@ -284,7 +302,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         changes.update(iterations=final["iterations"], stop=())
     elif method == "discrepancy" and plug:
         changes.update(stop=("discrepancy",), tau=None, combine="first")
-    total_nfe = sum(r["nfe"] for r in table)
+    total_nfe = sum(r["nfe"] for r in table if not r.get("diverged"))  # a diverged run's partial cost is not known
     return Calibration(params=final, solver=with_params(solver, **changes), table=table, method=method, nfe=total_nfe,
                        seconds=time.perf_counter() - start, note=note, changes=changes)
 
