@@ -1,7 +1,7 @@
 """Offline image data: random-ellipse phantoms, the Shepp–Logan phantom and the
 natural photos bundled with scikit-image / scikit-learn.
 
-All functions return tensors in [-1, 1] (the ipsolve convention, DESIGN.md §2).
+All functions return tensors in [-1, 1] (the ipsolve convention).
 """
 from __future__ import annotations
 

@@ -98,13 +98,13 @@ def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem)
 
 
 class DivergesBelow(PosteriorMean):
-    """Diverges (NaN iterates reach the operator, as DAPS's Langevin steps do with too large a
+    """Diverges (a NaN reconstruction, as a solver without NaN handling returns with too large a
     step) for an assumed noise below 0.04."""
 
     def run(self, y, operator, prior, gens, sigma, callback=None):
         res = super().run(y, operator, prior, gens, sigma, callback)
         if self.noise < 0.04:
-            operator(res.x * float("nan"))  # the operator's input check raises, as inside a solver's loop
+            res.x = res.x * float("nan")
         return res
 
 
@@ -118,6 +118,8 @@ def test_a_diverging_candidate_scores_worst_instead_of_stopping_calibration(gaus
     # the solver as given diverges: any finite candidate replaces it
     cal = calibrate(y[:8], op, prior, DivergesBelow(noise=0.01), sigma=sigma, budget=5)
     assert cal.table[0]["diverged"] and cal.params["noise"] >= 0.04
+    with pytest.raises(ValueError, match="diverged: non-finite reconstruction of image"):  # solve() says so
+        solve(y[:2], op, prior, DivergesBelow(noise=0.01), sigma=sigma)
 
 
 def test_calibrate_is_deterministic_and_falls_back_on_small_measurements(gaussian_problem):
@@ -167,6 +169,21 @@ def test_restricted_operator_masks_the_full_operator(name, params):
         torch.testing.assert_close(sub(x, kernel=k), op(x, kernel=k).flatten(1)[:, kept].view(2, 1, 1, -1))
     if name == "inpainting":  # the holes carry no information and are never held out
         assert op.mask_for(x.shape).flatten()[held].min() == 1
+    if op.is_linear:  # the adjoint and the CG pseudo-inverse are those of A_K: <A_K u − A_K 0, v> = <u, A_Kᵀ v>
+        u, v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)), torch.randn(2, 1, 1, len(kept))
+        lhs = ((sub(u) - sub(torch.zeros_like(u))) * v).sum()
+        assert torch.allclose(lhs, (u * sub.adjoint(v)).sum(), rtol=1e-4, atol=1e-3)
+        assert sub.pinv(sub(x)).shape == x.shape
+
+
+def test_calibrate_runs_solvers_that_need_the_adjoint_or_a_pseudo_inverse():
+    """ΠGDM, DiffPIR (CG proximal step) and RED-diff (pseudo-inverse start) on CT calibrate through
+    the restricted operator's adjoint."""
+    op, prior = make_operator("ct", views=8), load_prior("bundled:phantom-ddpm")
+    y = op.measure(datasets.heldout_phantoms(1, 32), 0.05, generator=torch.Generator().manual_seed(0))
+    for name, params in (("pigdm", dict(steps=4)), ("diffpir", dict(steps=4)), ("reddiff", dict(steps=4))):
+        cal = calibrate(y, op, prior, make_solver(name, progress=False, **params), sigma=0.05, budget=5)
+        assert cal.method == "holdout" and all(math.isfinite(r["score"]) for r in cal.table), (name, cal.table)
 
 
 def test_restricted_deepinv_operator():
@@ -318,3 +335,29 @@ def test_validation_stopping_rule_replays_the_online_rule():
     torch.testing.assert_close(online.x, expected)
     full = ipsolve.solvers.base.residual_ratio(y, op(online.x), 0.05)
     assert [round(i["residual"], 4) for i in online.info] == [round(float(v), 4) for v in full]
+
+
+def test_held_out_curve_tracks_the_moving_average_minimum():
+    """HeldOutCurve (O(1) memory, no host sync) equals the plain computation: the first minimum of
+    the trailing 5-iteration moving average of the mean error, and that iterate's entries."""
+    from ipsolve.solvers.calibration import HeldOutCurve
+
+    errors = torch.rand(40, 2, 7, generator=torch.Generator().manual_seed(0)) + torch.linspace(2, 0, 40).view(-1, 1, 1)
+    errors[25:] += torch.linspace(0, 3, 15).view(-1, 1, 1)  # a minimum near iteration 25
+    curve = HeldOutCurve(window=5)
+    for e in errors:
+        curve.add(e)
+    means = errors.mean((1, 2)).tolist()
+    smooth = [sum(means[max(0, i - 4):i + 1]) / min(i + 1, 5) for i in range(len(means))]
+    it = min(range(len(smooth)), key=smooth.__getitem__)
+    assert int(curve.best_iteration) == it and abs(float(curve.best) - smooth[it]) < 1e-5
+    torch.testing.assert_close(curve.best_errors, errors[it])
+
+
+def test_calibrating_dmplug_sets_its_iteration_count():
+    op, prior = make_operator("super_resolution", scale=2), load_prior("bundled:phantom-ddpm")
+    y = op.measure(datasets.heldout_phantoms(1, 32), 0.05, generator=torch.Generator().manual_seed(0))
+    solver = make_solver("dmplug", iterations=12, warm_start=0.25, ddim_steps=1, progress=False)
+    cal = calibrate(y, op, prior, solver, sigma=0.05, budget=3, keep_preset=False)
+    assert all(1 <= r["iterations"] <= 12 for r in cal.table)
+    assert cal.solver.iterations == cal.params["iterations"] and tuple(cal.solver.stop) == ()

@@ -92,6 +92,17 @@ def test_dflow_fits_the_observed_pixels_and_samples_the_rest():
     assert ((ratio[~observed] > 0.4) & (ratio[~observed] < 1.6)).all(), ratio
 
 
+def test_dflow_stop_reasons_are_names():
+    """With a stopping rule, each image's stop reason is a name from STOP_CODES (not a code tensor)."""
+    prior, op, y1, mean, cov, observed = gaussian_case("flow")
+    y = y1.expand(2, -1, -1, -1).contiguous()
+    res = solve(y, op, prior, make_solver("dflow", max_iter=4, lbfgs_iter=3, stop=["discrepancy"], tau=50.0,
+                                          progress=False), sigma=SIGMA, generator=gens(2))
+    assert all(isinstance(i["stop_reason"], str) for i in res.info)
+    assert {i["stop_reason"] for i in res.info} <= {"budget", "discrepancy"}
+    assert any(i["stop_reason"] == "discrepancy" for i in res.info), res.info
+
+
 def test_pseudo_inverse_and_gram_solve_by_cg():
     """CGLS gives A⁺y (minimum norm) for an operator without an SVD; (AAᵀ)⁻¹ by CG; a batch
     equals single images (each image stops on its own)."""

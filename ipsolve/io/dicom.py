@@ -347,7 +347,6 @@ def read_dicom(path, series=None, exclude=()) -> tuple[list[Volume], list[dict]]
     path = Path(path).expanduser()
     groups: "OrderedDict[str, dict]" = OrderedDict()
     skipped = []
-    headers = []
     for f in _files(path, exclude):
         try:
             ds = pydicom.dcmread(f)
@@ -361,7 +360,6 @@ def read_dicom(path, series=None, exclude=()) -> tuple[list[Volume], list[dict]]
             skipped.append({"file": str(f), "reason": f"no pixel data (truncated, or not an image: "
                                                       f"{getattr(ds, 'SOPClassUID', None) and ds.SOPClassUID.name})"})
             continue
-        headers.append((f, ds))
         label = _series_label(ds)
         groups.setdefault(label["uid"], {"label": label, "files": [], "datasets": []})
         groups[label["uid"]]["files"].append(f)

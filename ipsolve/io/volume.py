@@ -1,5 +1,5 @@
 """A 3-D volume with its geometry, the intensity window that maps it to ipsolve's [-1, 1], and
-its slices at the prior's size (DESIGN.md §15).
+its slices at the prior's size.
 
 Geometry: ``affine`` maps voxel indices ``(row, column, slice)`` of ``data`` to millimetres in
 the NIfTI world (RAS+: x to the patient's left→right, y posterior→anterior, z inferior→superior).

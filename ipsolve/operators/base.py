@@ -98,7 +98,10 @@ class Operator(nn.Module):
 
     # -- shared --------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image(x, "x", self.channels, finite=None)  # measure() checks its input's values everywhere
+        # no finiteness check here, on any device: measure() checks its input; inside a solver's loop a
+        # non-finite iterate is the solver's to handle (DPS/DMPlug/FMPlug/ReSample return the last finite
+        # iterate, DAPS restarts it as its reference does) and solve() reports a non-finite result
+        check_image(x, "x", self.channels, finite=False)
         self.output_shape(x.shape)
         return self.apply(x)
 
@@ -154,13 +157,6 @@ class Operator(nn.Module):
         ``(B, C, H, W)`` (:mod:`ipsolve.operators.decomposition`); operators without one raise
         :class:`NotDecomposable`, one line naming the operators that have one."""
         raise not_decomposable(type(self).__name__)
-
-    def has_svd(self, shape) -> bool:
-        try:
-            self.svd(tuple(shape))
-        except NotDecomposable:
-            return False
-        return True
 
     def pinv(self, y: torch.Tensor, iters: int = 20) -> torch.Tensor:
         """The pseudo-inverse ``A⁺(y − A(0))``: exact through :meth:`svd` where the operator has

@@ -233,5 +233,5 @@ class BlindBlur(_KernelBlur):
             return super().forward(x)
         from .base import check_image
 
-        check_image(x, "x", finite=None)  # see Operator.forward
+        check_image(x, "x", finite=False)  # see Operator.forward
         return convolve(x, kernel, self.padding)

@@ -238,7 +238,7 @@ class MRI(Operator):
         Multi-coil: none — the sensitivities mix every pixel into every coil, so AᵀA is not
         diagonal in any fixed fast basis; :meth:`pinv` uses conjugate gradients."""
         self.output_shape(shape)
-        if self.coils != 1 or self.sens is not None:
+        if self.coils != 1 or self.sens is not None or self._image_sens:
             raise not_decomposable(f"MRI with {self.coils} coil(s) and sensitivities",
                                    "the sensitivities couple the pixels (pinv uses conjugate gradients)")
         with torch.no_grad():

@@ -3,7 +3,8 @@ measurement-splitting validation (self-validation, Li et al. 2021; SSDU, Yaman e
 Noise2Inverse, Hendriksen et al. 2020): a solver reconstructs from the kept entries, the held-out
 ones score the reconstruction.  The restricted operator masks the full operator's output and
 keeps what solvers ask of an operator (its kind for per-operator defaults, blind kernels, initial
-guesses), so it works for every operator, the deepinv adapter included."""
+guesses, the adjoint and the CG pseudo-inverse of linear operators), so it works for every
+operator, the deepinv adapter included; only an SVD is not kept (one line: not decomposable)."""
 from __future__ import annotations
 
 import copy
@@ -12,9 +13,6 @@ import torch
 
 from .base import Operator, check_image
 from .decomposition import not_decomposable
-
-FILLS = ("harmonic", "zero")
-
 
 def split_entries(m: int, fraction: float, generator: torch.Generator, observed: torch.Tensor | None = None):
     """``(kept, held)``: sorted indices into a measurement's ``m`` flattened entries, with
@@ -35,17 +33,33 @@ def split_entries(m: int, fraction: float, generator: torch.Generator, observed:
 
 class _Restricted:
     """Mixin placed before the operator's own class (see :func:`restrict`): ``A_K(x)`` = the kept
-    entries of ``A(x)`` as a ``(B, 1, 1, m_K)`` measurement."""
+    entries of ``A(x)`` as a ``(B, 1, 1, m_K)`` measurement.  The restriction is applied in
+    ``apply``, so everything built on it — ``forward``, the autograd adjoint, ``pinv`` by conjugate
+    gradients, DiffPIR's CG proximal step — is that of ``A_K``."""
 
     _kept: torch.Tensor
     _full_shape: tuple
+    _probing = False  # True while the wrapped class probes its own output shape with apply
 
-    def forward(self, x, **kw):  # noqa: D401 - the wrapped operator's forward, then the kept entries
-        full = super().forward(x, **kw)
+    def apply(self, x):
+        full = super().apply(x)
+        return full if self._probing else self._gather(full)
+
+    def _gather(self, full):
         return full.flatten(1)[:, self._kept.to(full.device)].view(full.shape[0], 1, 1, -1)
 
+    def forward(self, x, **kw):  # noqa: D401 - the wrapped operator's forward, restricted
+        out = super().forward(x, **kw)
+        if tuple(out.shape[1:]) == self._full_shape:  # a forward that bypasses apply (a blind kernel given)
+            out = self._gather(out)
+        return out
+
     def output_shape(self, shape):
-        super().output_shape(shape)
+        self._probing = True  # e.g. the deepinv adapter runs apply on zeros to learn its shape
+        try:
+            super().output_shape(shape)
+        finally:
+            self._probing = False
         return (shape[0], 1, 1, len(self._kept))
 
     def input_shape(self, y_shape):

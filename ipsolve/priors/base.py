@@ -60,7 +60,7 @@ class Prior(nn.Module):
         return [(self, name) for name in ("network", "autoencoder") if isinstance(getattr(self, name, None), nn.Module)]
 
     def optimize(self, channels_last: bool = False, compile: bool | str = False) -> "Prior":
-        """Speed options for the networks (DESIGN.md §13), applied in place; outputs agree with the
+        """Speed options for the networks (docs/performance.md), applied in place; outputs agree with the
         plain networks' to float rounding.  ``channels_last``: NHWC memory format for the
         convolutional networks (faster convolutions on tensor cores; a convolution with a
         channels-last weight returns channels-last activations, so inputs need no conversion).

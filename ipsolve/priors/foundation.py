@@ -1,5 +1,5 @@
 """Text-conditioned foundation priors from diffusers pipeline folders: Stable Diffusion 1.x/2.x,
-Stable Diffusion 3 and FLUX (DESIGN.md §9).
+Stable Diffusion 3 and FLUX.
 
 The pipeline is loaded with its own diffusers class, the prompt is embedded once with the
 pipeline's own ``encode_prompt``, and the text encoders and tokenizers are then released (a

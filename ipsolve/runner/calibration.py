@@ -56,13 +56,21 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
     if state.process_index == 0:
         previous = job.out / "calibration.json" if job.out is not None else None
         try:
+            reusable = None
             if previous is not None and previous.is_file():
-                record = json.loads(previous.read_text())
+                reusable = json.loads(previous.read_text())
+                if reusable.get("options") != json.loads(json.dumps(options, default=str)):
+                    log.info("calibration: %s was made with other calibrate options; calibrating again", previous)
+                    reusable = None
+            if reusable is not None:
+                record = reusable
                 log.info("calibration: reusing %s (%s)", previous, _describe(record))
             else:
                 record = _calibrate(job, items, options)
-        except (ValueError, RunError) as err:
+        except (ValueError, TypeError, RunError) as err:
             error = str(err)
+        except Exception as err:  # noqa: BLE001 - any failure must reach the other ranks, not leave them waiting
+            error = f"{type(err).__name__}: {err}"
     record, error = broadcast((record, error), state)
     if error is not None:
         raise RunError(f"calibration failed: {error}")
@@ -91,7 +99,8 @@ def _calibrate(job, items, options: dict) -> dict:
     cal = calibrate(y, job.operator, job.prior, job.solver, sigma=job.sigma, params=options["params"],
                     budget=options["budget"], method=options["method"], holdout=options["holdout"], seed=job.seed,
                     generator=gens)
-    record = {**cal.summary(), "images": names, "changes": cal.changes, "table": cal.table}
+    record = {**cal.summary(), "images": names, "changes": cal.changes, "table": cal.table,
+              "options": json.loads(json.dumps(options, default=str))}
     log.info("calibration on %d image(s): %s", len(names), _describe(record))
     if job.out is not None:
         write_calibration_files(job.out, record)

@@ -91,7 +91,3 @@ class ProgressLog:
         log.info("%sprogress: batch %d/%d finished | %d/%d images done | %s elapsed | %s", self.label, self.batch,
                  self.num_batches, self.done, self.total, duration(self.clock() - self.start),
                  "done" if self.done >= self.total else self._eta(0.0))
-
-
-def num_batches(count: int, batch_size: int) -> int:
-    return max(1, math.ceil(count / max(1, batch_size)))

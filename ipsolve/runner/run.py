@@ -126,6 +126,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     if coupling is not None:
         coupling = check_coupling(coupling, items, solver)
         settings["z_coupling"] = coupling
+    if calibrate["enabled"] or getattr(solver, "auto_params", ()):  # a resume must calibrate the same way
+        settings["calibrate"] = {**calibrate, "auto": list(getattr(solver, "auto_params", ()) or ())}
     job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out,

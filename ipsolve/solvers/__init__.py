@@ -7,7 +7,8 @@ from ..operators import Operator
 from ..parameters import expected_types, parameter_type_message, unknown_parameters_message
 from ..priors import Prior
 from .base import Result, Solver, generators_for, generators_on
-from .calibration import Calibration, apply_auto, calibrate, fresh_generators as _copies
+from ..operators.base import NonFiniteError
+from .calibration import Calibration, apply_auto, calibrate, declared_space, with_params, fresh_generators as _copies
 from .coupling import ZCoupling, check_solver
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
@@ -15,7 +16,7 @@ from .dmplug import DMPlug
 from .dps import DPS, BlindDPS, project_simplex
 from .fmplug import FMPlug
 from .resample import ReSample
-from .sampling import combine_samples, reliability, sample_generators
+from .sampling import SELECT, combine_samples, reliability, sample_generators
 from .ddrm import DDRM
 from .diffpir import DiffPIR
 from .pigdm import PiGDM
@@ -86,9 +87,26 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
     gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
-    options = dict(calibrate) if isinstance(calibrate, dict) else {}
-    solver, calibration = apply_auto(solver, y, operator, prior, sigma, _copies(gens), calibrate_all=bool(calibrate),
+    if isinstance(calibrate, dict):  # options of ipsolve.calibrate; {} = its defaults
+        options, calibrate_all = dict(calibrate), True
+        names = options.pop("params", None)
+        if names is not None:  # calibrate only these (all of them must be declared)
+            declared_space(solver, names)
+            solver = with_params(solver)
+            solver.auto_params = tuple([names] if isinstance(names, str) else names)
+            calibrate_all = False
+        allowed = ("budget", "method", "holdout", "seed", "keep_preset")  # the rest solve() passes itself
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown calibrate option(s) {', '.join(unknown)}; options: params, {', '.join(allowed)}")
+    elif isinstance(calibrate, bool):
+        options, calibrate_all = {}, calibrate
+    else:
+        raise TypeError(f"calibrate must be True/False or a dict of ipsolve.calibrate options, got {calibrate!r}")
+    solver, calibration = apply_auto(solver, y, operator, prior, sigma, _copies(gens), calibrate_all=calibrate_all,
                                      **options)
     if penalty is not None:
         check_solver(solver)
@@ -101,6 +119,10 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
             result = combine_samples(runs, y, operator, sigma, select)
     finally:
         solver._penalty = None
+    bad = [i for i in range(result.x.shape[0]) if not torch.isfinite(result.x[i]).all()]
+    if bad:
+        raise NonFiniteError(f"solver {solver.name!r} diverged: non-finite reconstruction of image(s) "
+                             f"{', '.join(map(str, bad))}; use a smaller step size or guidance, or calibrate=True")
     result.calibration = calibration
     if calibration is not None:
         for info in result.info:

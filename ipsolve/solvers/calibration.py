@@ -1,4 +1,4 @@
-"""Tuning without the ground truth (DESIGN.md §12): choose a solver's guidance, step size and
+"""Tuning without the ground truth: choose a solver's guidance, step size and
 stopping from the measurement alone.
 
 Two criteria, each a small function of what a user has:
@@ -18,10 +18,13 @@ Two criteria, each a small function of what a user has:
 The search runs on a log range per parameter (each solver's ``search_space``) by golden-section
 search (coordinate-wise for several parameters), one solve of the calibration images per
 candidate, at most ``budget`` candidates (default 5: five times the network evaluations of one
-uncalibrated solve); every candidate's values, score and cost go into ``Calibration.table``.
-The plug-in solvers (DMPlug, FMPlug) also get their iteration count from the held-out error:
-each candidate runs to its budget and the iterate with the smallest held-out error sets
-``iterations`` (and the budget becomes the stopping rule).  Nothing here sees the ground truth.
+uncalibrated solve run to its budget); every candidate's values, score and cost go into
+``Calibration.table``.  The plug-in solvers (DMPlug, FMPlug) also get their iteration count from
+the held-out error: each candidate runs to its budget without a stopping rule (so calibration
+costs 5× the budget, more than 5× a solve its stopping rule ends early) and the iterate with the
+smallest held-out error (5-iteration moving average) sets ``iterations`` (and the budget becomes
+the stopping rule; not for blind operators, whose kernel estimate the held-out error does not
+follow per iterate).  Nothing here sees the ground truth.
 """
 from __future__ import annotations
 
@@ -162,7 +165,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
 
     ``params``: names of declared parameters (default: all of ``solver.search_space``);
     ``budget``: candidates in all (default 5, i.e. five solves of ``y``; at least two per
-    parameter); ``method``: ``holdout``, ``discrepancy`` or ``auto`` (holdout when each image has
+    parameter, plus one for the solver as given with ``keep_preset``); ``method``: ``holdout``, ``discrepancy`` or ``auto`` (holdout when each image has
     at least 64 measurement entries to split, else the discrepancy principle — the choice and why
     are in ``Calibration.note``); ``holdout``: the fraction of entries held out, in (0, 0.5];
     ``seed``: the split; ``generator``: the solver's randomness (as :func:`ipsolve.solve`), the same
@@ -203,6 +206,9 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         method = "discrepancy"
         note = (f"fell back to the discrepancy principle: only {n_split} measurement entries per image "
                 f"(at least {MIN_SPLIT} are needed to hold some out)")
+    if method == "discrepancy" and not sigma > 0:
+        raise ValueError("the discrepancy principle needs the noise level: give sigma > 0 (or use method='holdout'"
+                         f"{'' if n_split >= MIN_SPLIT else ' on a measurement with at least 64 entries'})")
     plug = isinstance(solver, PlugSolver)
     blind = isinstance(operator, BlindBlur)
     table: list[dict] = []
@@ -222,12 +228,12 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
 
         def score(values: dict, preset: bool = False) -> float:
             cand = with_params(solver, **values, **({"stop": ()} if plug else {}))
-            curve = []
+            curve = HeldOutCurve()
 
             def track(it, state):  # every iterate's held-out errors (plug-in solvers, not blind)
                 if not blind:
                     with torch.no_grad():
-                        curve.append(entry_errors(state["x"]))
+                        curve.add(entry_errors(state["x"]))
 
             t0 = time.perf_counter()
             key = tuple(sorted(values.items()))
@@ -244,13 +250,11 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                 return math.inf
             row = {**shown, "score": float(errors.mean()), "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0,
                    **({"preset": True} if preset else {})}
-            if plug and curve:
-                stacked = torch.stack(curve)  # (T, B, m_H)
-                smooth = _moving_average(stacked.mean((1, 2)).tolist(), 5)
-                it = int(min(range(len(smooth)), key=smooth.__getitem__))
+            if plug and curve.best is not None:
+                it = int(curve.best_iteration)
                 best_iterations[key] = it + 1
-                errors = stacked[it]
-                row.update(score=smooth[it], iterations=it + 1)
+                errors = curve.best_errors
+                row.update(score=float(curve.best), iterations=it + 1)
             entries[key] = errors.detach()
             table.append(row)
             return row["score"]
@@ -264,6 +268,8 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                 with torch.no_grad():
                     ax = operator(res.x, kernel=res.kernel) if blind else operator(res.x)
                 ratio = float(discrepancy_ratio(y, ax, sigma).median())
+                if not math.isfinite(ratio):
+                    raise NonFiniteError("non-finite reconstruction")
             except NonFiniteError:  # diverged: never the weakest value that fits
                 table.append({**values, "score": math.inf, "nfe": math.nan, "seconds": time.perf_counter() - t0,
                               "diverged": True})
@@ -297,8 +303,8 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                                                f"lower by {gain:.3g} (one standard error {se:.3g})") if p)
             final, changes = {n: getattr(solver, n, None) for n in space}, {}
             chosen = {}
-    if method == "holdout" and plug:
-        final["iterations"] = best_iterations.get(tuple(sorted(chosen.items())), solver.iterations)
+    if method == "holdout" and plug and tuple(sorted(chosen.items())) in best_iterations:  # (not blind)
+        final["iterations"] = best_iterations[tuple(sorted(chosen.items()))]
         changes.update(iterations=final["iterations"], stop=())
     elif method == "discrepancy" and plug:
         changes.update(stop=("discrepancy",), tau=None, combine="first")
@@ -323,15 +329,28 @@ def _mean_nfe(res) -> float:
     return sum(i.get("nfe", 0) for i in res.info) / max(len(res.info), 1)
 
 
-def _moving_average(values: list[float], window: int) -> list[float]:
-    """Trailing moving average (the first entries average what there is)."""
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= window:
-            acc -= values[i - window]
-        out.append(acc / min(i + 1, window))
-    return out
+class HeldOutCurve:
+    """A plug-in candidate's held-out error along its iterations: the trailing ``window``-iteration
+    moving average of the mean error (the first entries average what there is), its minimum (the
+    first, on ties), the iteration there and the per-entry errors of that iterate — kept on the
+    device without a host synchronisation per iteration, in memory independent of the budget."""
+
+    def __init__(self, window: int = 5):
+        self.window, self.means = window, []
+        self.best = self.best_errors = self.best_iteration = None
+
+    def add(self, errors: torch.Tensor) -> None:
+        """One iterate's ``(B, m_H)`` held-out errors."""
+        self.means.append(errors.mean())
+        smooth = torch.stack(self.means[-self.window:]).mean()
+        it = torch.tensor(len(self.means) - 1, device=errors.device)
+        if self.best is None:
+            self.best, self.best_errors, self.best_iteration = smooth, errors, it
+            return
+        better = smooth < self.best
+        self.best = torch.where(better, smooth, self.best)
+        self.best_errors = torch.where(better, errors, self.best_errors)
+        self.best_iteration = torch.where(better, it, self.best_iteration)
 
 
 def apply_auto(solver: Solver, y, operator, prior, sigma: float, generator, calibrate_all: bool = False,

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ..priors import LatentPrior
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from .linalg import pseudo_inverse
-from .stopping import StoppingRule
+from .stopping import STOP_CODES, StoppingRule
 
 INITS = ("adjoint", "pinv", "initial_guess")
 
@@ -238,7 +238,7 @@ class DFlow(Solver):
                         image, res = coord.request(i, "eval", z.detach().clone())
                         stop, why, value = monitor.update(image, res.view(1), it)
                         if bool(stop[0]):
-                            reasons[i], outputs[i] = why[0], value
+                            reasons[i], outputs[i] = STOP_CODES[int(why[0])], value
                             return
                 outputs.setdefault(i, None)
                 current[i] = z.detach().clone()

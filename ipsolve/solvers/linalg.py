@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from ..operators.decomposition import NotDecomposable
+
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).flatten(1).sum(1)
@@ -62,12 +64,14 @@ def conjugate_gradient(apply, rhs: torch.Tensor, iters: int, tol: float) -> torc
 
 @torch.no_grad()
 def pseudo_inverse(operator, y: torch.Tensor, image_shape, iters: int = 50, tol: float = 1e-6) -> torch.Tensor:
-    """``J⁺ (y − b)``: ``operator.pinv(y)`` where the operator has one (an exact SVD), else the
-    minimum-norm least-squares solution by CG on the normal equations ``JᵀJ x = Jᵀ(y − b)`` from 0
-    (CGLS: the iterates stay in the range of ``Jᵀ``), ``iters`` at most — on an ill-conditioned
+    """``J⁺ (y − b)``: exact through the operator's SVD where it has one, else the minimum-norm
+    least-squares solution by CG on the normal equations ``JᵀJ x = Jᵀ(y − b)`` from 0 (CGLS: the
+    iterates stay in the range of ``Jᵀ``), ``iters`` at most or to ``tol`` — on an ill-conditioned
     ``J`` (blur) the truncation regularises, as DDRM's pseudo-inverse zeroes singular values < 3e-2."""
-    if hasattr(operator, "pinv"):
-        return operator.pinv(y)
+    try:
+        return operator.svd(tuple(image_shape)).pinv(y)
+    except NotDecomposable:
+        pass
     jv, jt, offset = jacobian_map(operator, image_shape, y)
     rhs = jt(y - offset)
     return conjugate_gradient(lambda v: jt(jv(v)), rhs, iters, tol)

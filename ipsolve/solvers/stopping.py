@@ -71,7 +71,8 @@ class ESWMV:
 class StoppingRule:
     """When to stop an image and which iterate to return.
 
-    ``rules`` ⊆ {``eswmv``, ``discrepancy``} (empty: the budget only).  ``combine``:
+    ``rules`` ⊆ {``eswmv``, ``discrepancy``, ``validation``} (empty: the budget only; ``validation``:
+    the held-out-entry error's minimum, :class:`HeldOutMinimum`).  ``combine``:
 
     * ``"first"`` — whichever rule fires first: the discrepancy principle (‖y − A(x)‖ ≤ τσ√m)
       returns the current iterate, ES-WMV its minimum-variance iterate;

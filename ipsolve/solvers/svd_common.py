@@ -1,5 +1,5 @@
-"""What the SVD-based solvers (DDRM, ΠGDM, DiffPIR) share: the prior check, the operator's
-decomposition with the one-line error, and DDRM's / RED-diff's timestep grid."""
+"""What the SVD-based solvers share: the operator's decomposition with the one-line error (DDRM)
+and the skip-type timestep grid of DDRM's and RED-diff's code (DDRM, ΠGDM)."""
 from __future__ import annotations
 
 from ..operators.decomposition import NotDecomposable
