@@ -28,6 +28,7 @@ import torch
 
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
 from ipsolve.metrics import psnr
+from ipsolve.operators.base import NonFiniteError
 from ipsolve.runner import load_preset
 from ipsolve.solvers.calibration import calibrate, with_params
 from ipsolve.solvers.plug import PlugSolver
@@ -98,8 +99,11 @@ def oracle(y, op, prior, solver, truth, sigma):
                 it = max(range(len(curve)), key=curve.__getitem__)
                 results.append((curve[it], {**values, "iterations": it + 1}))
             else:
-                res = solve(y, op, prior, with_params(solver, **values), sigma=sigma, generator=gens(len(y)))
-                results.append((mean_psnr(res.x, truth), values))
+                try:
+                    res = solve(y, op, prior, with_params(solver, **values), sigma=sigma, generator=gens(len(y)))
+                    results.append((mean_psnr(res.x, truth), values))
+                except NonFiniteError:  # this value diverges: the worst
+                    results.append((-math.inf, values))
         top = max(results, key=lambda r: r[0])
         chosen[name] = top[1][name]
         best = max(best, top, key=lambda r: r[0])
