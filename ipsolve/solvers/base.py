@@ -80,6 +80,13 @@ def residual_ratio(y, ax, sigma: float) -> torch.Tensor:
     return r / (max(sigma, 1e-12) * math.sqrt(m))
 
 
+def prior_parts(prior: Prior):
+    """``(latent, inner, decode)``: whether ``prior`` is a latent prior, the prior the sampler runs
+    (its inner latent prior, or itself) and the map from that prior's space to images."""
+    latent = isinstance(prior, LatentPrior)
+    return latent, (prior.inner if latent else prior), (prior.decode if latent else (lambda v: v))
+
+
 def prior_key(prior: Prior) -> str:
     """``diffusion``, ``flow``, ``latent-diffusion`` or ``latent-flow``."""
     return f"latent-{prior.inner.kind}" if isinstance(prior, LatentPrior) else prior.kind

@@ -10,8 +10,7 @@ import threading
 import torch
 from tqdm.auto import tqdm
 
-from ..priors import LatentPrior
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import pseudo_inverse
 from .stopping import STOP_CODES, StoppingRule
 
@@ -190,9 +189,7 @@ class DFlow(Solver):
     # -- the loop -------------------------------------------------------------------------------
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
-        latent = isinstance(prior, LatentPrior)
-        inner = prior.inner if latent else prior
-        decode = prior.decode if latent else (lambda v: v)
+        latent, inner, decode = prior_parts(prior)
         b = y.shape[0]
         x_init = self.start_image(y, operator, (b, *prior.shape))
         with torch.no_grad():

@@ -8,8 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..operators import SuperResolution
-from ..priors import LatentPrior
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import gram_norm, gram_solve, jacobian_map
 
 LOSS_SPACES = ("auto", "pinv", "adjoint", "measurement")
@@ -113,9 +112,7 @@ class FlowDPS(Solver):
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
-        latent = isinstance(prior, LatentPrior)
-        inner = prior.inner if latent else prior
-        decode = prior.decode if latent else (lambda v: v)
+        latent, inner, decode = prior_parts(prior)
         b = y.shape[0]
         shape = (b, *inner.shape)
         space = self.space(operator)

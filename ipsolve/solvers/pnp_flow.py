@@ -7,8 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..operators import GaussianBlur, Inpainting, SuperResolution
-from ..priors import LatentPrior
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 
 GAMMA_STYLES = ("1_minus_t", "sqrt_1_minus_t", "constant", "alpha_1_minus_t")
 # α of ``scripts/script_test.sh`` per problem (the paper's tables); the config's 1.0 for the others
@@ -103,9 +102,7 @@ class PnPFlow(Solver):
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
-        latent = isinstance(prior, LatentPrior)
-        inner = prior.inner if latent else prior
-        decode = prior.decode if latent else (lambda v: v)
+        latent, inner, decode = prior_parts(prior)
         b = y.shape[0]
         shape = (b, *inner.shape)
         x = torch.zeros(shape, dtype=y.dtype, device=y.device)

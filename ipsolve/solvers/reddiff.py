@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from ..priors import LatentPrior
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import pseudo_inverse
 
 # denoiser weightings of the reference (reddiff.py L92-105), applied to snr_inv = √(1−ᾱ_t)/√ᾱ_t
@@ -82,9 +81,7 @@ class REDDiff(Solver):
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
-        latent = isinstance(prior, LatentPrior)
-        inner = prior.inner if latent else prior
-        decode = prior.decode if latent else (lambda v: v)
+        latent, inner, decode = prior_parts(prior)
         b = y.shape[0]
         init, how = self.initial(y, operator, (b, *prior.shape))
         with torch.no_grad():
