@@ -8,7 +8,6 @@ far; solvers that stop early finish sooner than estimated)."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 log = logging.getLogger("ipsolve")

@@ -165,9 +165,9 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
 
     ``params``: names of declared parameters (default: all of ``solver.search_space``);
     ``budget``: candidates in all (default 5, i.e. five solves of ``y``; at least two per
-    parameter, plus one for the solver as given with ``keep_preset``); ``method``: ``holdout``, ``discrepancy`` or ``auto`` (holdout when each image has
-    at least 64 measurement entries to split, else the discrepancy principle — the choice and why
-    are in ``Calibration.note``); ``holdout``: the fraction of entries held out, in (0, 0.5];
+    parameter, plus one for the solver as given with ``keep_preset``); ``method``: ``holdout``,
+    ``discrepancy`` or ``auto`` (holdout when each image has at least 64 measurement entries to
+    split, else the discrepancy principle — the choice and why are in ``Calibration.note``); ``holdout``: the fraction of entries held out, in (0, 0.5];
     ``seed``: the split; ``generator``: the solver's randomness (as :func:`ipsolve.solve`), the same
     for every candidate.  ``keep_preset`` (holdout): the solver's own values are one of the
     candidates, and are kept unless the best candidate's held-out error is lower by more than one
@@ -342,7 +342,7 @@ class HeldOutCurve:
     def add(self, errors: torch.Tensor) -> None:
         """One iterate's ``(B, m_H)`` held-out errors."""
         self.means.append(errors.mean())
-        smooth = torch.stack(self.means[-self.window:]).mean()
+        smooth = torch.stack(self.means[-self.window:]).mean().nan_to_num(nan=math.inf)  # a NaN iterate: never the best
         it = torch.tensor(len(self.means) - 1, device=errors.device)
         if self.best is None:
             self.best, self.best_errors, self.best_iteration = smooth, errors, it
