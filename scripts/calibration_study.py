@@ -110,16 +110,21 @@ def oracle(y, op, prior, solver, truth, sigma):
     return best
 
 
-def run_row(solver_name: str, op_label: str, sigma: float, earlier: dict | None = None) -> dict:
-    """One row. ``earlier``: a row of a previous run on the same data; its oracle is reused when the
-    preset's PSNR reproduces to 0.01 dB (the oracle is the costliest part and does not depend on
-    calibration's code)."""
+def problem(solver_name: str, op_label: str, sigma: float):
+    """A row's data: ``(truth, operator, y, prior, preset solver)`` — the same measurement (noise seed
+    1234) for every row of an operator and σ."""
     truth = images()
     registry, params = OPERATORS[op_label]
     op = make_operator(registry, **params)
     y = op.measure(truth, sigma, generator=torch.Generator().manual_seed(1234))
-    prior = prior_of(SOLVERS[solver_name][0])
-    solver = preset_solver(solver_name)
+    return truth, op, y, prior_of(SOLVERS[solver_name][0]), preset_solver(solver_name)
+
+
+def run_row(solver_name: str, op_label: str, sigma: float, earlier: dict | None = None) -> dict:
+    """One row. ``earlier``: a row of a previous run on the same data; its oracle is reused when the
+    preset's PSNR reproduces to 0.01 dB (the oracle is the costliest part and does not depend on
+    calibration's code)."""
+    truth, op, y, prior, solver = problem(solver_name, op_label, sigma)
     row = {"solver": solver_name, "operator": op_label, "sigma": sigma,
            "initial": mean_psnr(op.initial_guess(y), truth)}
     t0 = time.perf_counter()
@@ -199,12 +204,7 @@ def curves(args):
     (out / "figures").mkdir(parents=True, exist_ok=True)
     rows = []
     for solver_name, op_label, sigma in CURVE_ROWS:
-        truth = images()
-        registry, params = OPERATORS[op_label]
-        op = make_operator(registry, **params)
-        y = op.measure(truth, sigma, generator=torch.Generator().manual_seed(1234))
-        prior = prior_of(SOLVERS[solver_name][0])
-        solver = preset_solver(solver_name)
+        truth, op, y, prior, solver = problem(solver_name, op_label, sigma)
         (name, (lo, hi)), = list(type(solver).search_space.items())[:1]
         kept, held = split_entries(y[0].numel(), 0.2, torch.Generator().manual_seed(0), op.observed_entries(y.shape))
         op_kept = restrict(op, kept, tuple(y.shape[1:]))
