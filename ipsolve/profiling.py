@@ -100,3 +100,24 @@ def autoencoder_seconds(prior, batch: int, repeats: int = 3) -> dict[str, float]
 
     return {name: timed(fn, device, repeats=repeats) for name, fn in
             (("decoder_backward", decode_backward), ("decoder_forward", decode_forward), ("encoder", encode))}
+
+
+def graph_breaks(prior, batch: int = 1) -> tuple[int, list[str]]:
+    """``(graphs, break reasons)`` of the module ``prior.optimize(compile=...)`` compiles, traced by
+    ``torch._dynamo.explain`` on one denoiser call at ``batch`` (the call's real arguments are
+    captured by a forward pre-hook).  One graph and no reasons: ``torch.compile`` sees the whole
+    network; every break splits it and adds a return to Python per call."""
+    import torch._dynamo
+
+    owner, attr = prior.compile_target()
+    module = getattr(owner, attr)
+    captured = {}
+    hook = module.register_forward_pre_hook(lambda m, args, kwargs: captured.update(args=args, kwargs=kwargs),
+                                            with_kwargs=True)
+    try:
+        with torch.no_grad():
+            denoiser_call(prior, batch, backward=False)[0]()
+    finally:
+        hook.remove()
+    explained = torch._dynamo.explain(module)(*captured["args"], **captured["kwargs"])
+    return explained.graph_count, [str(r.reason) for r in explained.break_reasons]

@@ -23,7 +23,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 start=$(date +%s)
 python3 scripts/scale_benchmark.py --scale paper --out "$OUT" --deadline "${DEADLINE:-400}" \
-  --sections adm resample sd3 flux vae small compile 2>&1 | tee "$OUT/run.log"
+  --sections compile adm small vae resample sd3 flux 2>&1 | tee "$OUT/run.log"
 echo "scale benchmark: $(( $(date +%s) - start )) s" | tee -a "$OUT/run.log"
 start=$(date +%s)
 timeout 120 python3 -m ipsolve device=cuda progress=false hydra.run.dir=/tmp/ipsolve_mainjob > "$OUT/mainjob.log" 2>&1

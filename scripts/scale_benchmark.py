@@ -40,7 +40,8 @@ import torch
 from ipsolve import make_operator, make_solver, solve
 from ipsolve.priors.architectures import FLUX_DEV, SD3_MEDIUM, SD15_UNET, VAE_SD
 from ipsolve.priors.base import DiffusionPrior, FlowPrior, LatentPrior
-from ipsolve.profiling import autoencoder_seconds, network_seconds, peak_memory_bytes, reset_peak_memory, synchronize
+from ipsolve.profiling import (autoencoder_seconds, graph_breaks, network_seconds, peak_memory_bytes, reset_peak_memory,
+                               synchronize)
 
 GIB = 2 ** 30
 START = time.time()
@@ -250,6 +251,7 @@ def compile_rows(args, device):
         try:
             prior = make()
             channels = prior.channels
+            graphs, breaks = graph_breaks(prior)  # dynamo's trace of the module compiled below
             plain = network_seconds(prior, batch, backward=True, autocast=bf16)
             k = args.budget
             wall0, _, _ = timed_solve(prior, op, "dps", dict(steps=k), batch, size, bf16, dict(steps=2), channels)
@@ -265,7 +267,7 @@ def compile_rows(args, device):
         label = "compile" if mode is True else f"compile {mode}"
         rows.append(row(model, "dps", batch, "bf16" if bf16 else "fp32", label, f"{k} of 1000 steps",
                         wall / k * 1000 / batch, net, k, wall, peak,
-                        note=f"compiled in {compile_s:.0f} s; uncompiled: network {plain * 1e3:.1f} ms, "
+                        note=f"compiled in {compile_s:.0f} s, {graphs} graph(s), {len(breaks)} break(s); uncompiled: network {plain * 1e3:.1f} ms, "
                              f"{wall0 / k * 1000 / batch:.2f} s/image, overhead {wall0 / (k * plain):.2f}"))
         log(f"  compile {model} {mode}: {compile_s:.0f} s; network {plain * 1e3:.1f} → {net * 1e3:.1f} ms; "
             f"overhead {rows[-1]['overhead']:.2f}")

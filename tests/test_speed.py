@@ -10,6 +10,7 @@ import torch
 
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
 from ipsolve.solvers.base import generators_on
+from torch.utils._python_dispatch import TorchDispatchMode
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -111,3 +112,79 @@ def test_scale_benchmark_smoke(tmp_path):
     merged = sb.main(["--merge", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "m")])
     assert len(merged) == len(rows) and (tmp_path / "m" / "scale.png").is_file()
     assert sb.resample_plan() == {"steps": 500, "pixel": 17, "latent": 16}
+
+
+@pytest.mark.parametrize("name", ["bundled:phantom-ddpm", "adm", "sd15", "sd3", "flux"])
+def test_compiled_networks_trace_without_graph_breaks(name):
+    """``prior.compile``: every network ipsolve compiles — the bundled UNet (the flow and latent
+    priors' are the same diffusers class), DPS's ADM and the SD 1.5 / SD3 / FLUX networks behind
+    their text-conditioning wrappers (tiny configurations of the same classes) — traces into one
+    graph with no break (a break would return to Python in every call and cost the CUDA-graph
+    mode its gain)."""
+    from ipsolve.profiling import graph_breaks
+
+    if name.startswith("bundled:"):
+        prior = load_prior(name)
+    else:
+        spec = importlib.util.spec_from_file_location("scale_benchmark", SCRIPTS / "scale_benchmark.py")
+        sb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sb)
+        prior = sb.build_prior(name, "tiny", 64, "cpu")
+    graphs, reasons = graph_breaks(prior)
+    assert (graphs, reasons) == (1, [])
+
+
+class _HostTensorCounter(TorchDispatchMode):
+    """Counts tensors made from Python data (``aten.lift_fresh``: ``torch.tensor`` /
+    ``torch.as_tensor`` of numbers or lists).  On a GPU each is a host-to-device copy that waits
+    for the device to finish its queued work."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten.lift_fresh.default
+        return func(*args, **(kwargs or {}))
+
+
+LOOP_CASES = [  # (solver, budget parameter, prior, operator, extra parameters)
+    ("dps", "steps", "bundled:phantom-ddpm", "super_resolution", {}),
+    ("daps", "annealing_steps", "bundled:phantom-ddpm", "inpainting", dict(ode_steps=2, mcmc_steps=2)),
+    ("daps", "annealing_steps", "bundled:phantom-latent", "super_resolution", dict(ode_steps=2, mcmc_steps=2)),
+    ("dmplug", "iterations", "bundled:phantom-ddpm", "ct", dict(ddim_steps=2, stop=("eswmv", "discrepancy"), window=2)),
+    ("fmplug", "iterations", "bundled:phantom-flow", "mri", dict(stop=("validation",))),
+    ("resample", "steps", "bundled:phantom-latent", "super_resolution", dict(hdc_every=100, final_fit=False)),  # no fits
+    # the fits' inner loops (each fit makes AdamW's host-side step counter once, not per iteration)
+    ("resample", "pixel_iters", "bundled:phantom-latent", "super_resolution", dict(steps=6, hdc_every=2, latent_iters=3)),
+    ("resample", "latent_iters", "bundled:phantom-latent", "super_resolution", dict(steps=6, hdc_every=2, pixel_iters=3,
+                                                                                    stagnation=None)),
+    ("reddiff", "steps", "bundled:phantom-ddpm", "gaussian_blur", {}),
+    ("pnp_flow", "steps", "bundled:phantom-flow", "super_resolution", {}),
+    ("flowdps", "steps", "bundled:phantom-flow", "inpainting", {}),
+    ("ddrm", "steps", "bundled:phantom-ddpm", "super_resolution", {}),
+    ("pigdm", "steps", "bundled:phantom-ddpm", "ct", {}),
+    ("diffpir", "steps", "bundled:phantom-ddpm", "gaussian_blur", {}),
+    ("dps", "steps", "bundled:phantom-ddpm", "nonlinear_blur", {}),
+]
+
+
+@pytest.mark.parametrize("name,budget,source,operator,extra", LOOP_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2].split('-')[-1]}-{c[3]}" for c in LOOP_CASES])
+def test_solver_loops_make_no_tensors_from_host_data(name, budget, source, operator, extra):
+    """No host-to-device copy per step: a solver makes no tensor from Python data inside its loop
+    (schedule values are filled in on the device), so doubling the steps adds none (counted on a
+    CPU, where the copy is free; on a GPU each would stall the pipeline).  D-Flow is not here:
+    torch's L-BFGS reads its scalars on the host by design."""
+    prior = load_prior(source)
+    kw = {"ct": dict(views=16), "mri": dict(acceleration=4)}.get(operator, {})
+    op = make_operator(operator, **kw)
+    x = datasets.heldout_phantoms(2, 32).expand(-1, prior.shape[0], -1, -1)
+    y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
+    counts = []
+    for steps in (3, 5):
+        solver = make_solver(name, progress=False, **{budget: steps, **extra})
+        with _HostTensorCounter() as counter:
+            solve(y, op, prior, solver, sigma=0.05, generator=gens(2))
+        counts.append(counter.count)
+    assert counts[0] == counts[1], f"{counts[1] - counts[0]} tensors from host data in 2 more steps"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..tensors import cached_on
 from .base import Operator, display_scaled
 
 FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann", "none")
@@ -179,7 +180,7 @@ class CT(Operator):
 
     def apply(self, x):
         grid, d, pad = self.geometry(x.shape[-1])
-        return radon((x + 1) / 2, grid, pad) / x.shape[-1]
+        return radon((x + 1) / 2, cached_on(self, f"grid{x.shape[-1]}", grid, x.device, x.dtype), pad) / x.shape[-1]
 
     def initial_guess(self, y):
         n = self.input_shape(y.shape)[-1]

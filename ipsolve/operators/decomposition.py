@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from ..tensors import on_device
+
 DECOMPOSABLE = ("super_resolution (bicubic and avgpool)", "inpainting", "gaussian_blur", "mri (single coil)",
                 "deepinv DecomposablePhysics with a real orthogonal V")
 
@@ -106,7 +108,7 @@ class Decomposition:
     def prox(self, y: torch.Tensor, z: torch.Tensor, rho) -> torch.Tensor:
         """``argmin_x ‖y − A(x)‖² + ρ‖x − z‖²`` (exact): ``V((s·Ut(y − b) + ρ·Vt(z)) / (s² + ρ))``;
         ``rho`` a number or a ``(B,)`` tensor, > 0."""
-        rho = torch.as_tensor(rho, dtype=z.dtype, device=z.device).reshape(-1, 1)
+        rho = on_device(rho, z).reshape(-1, 1)
         s = self.singulars(z)
         return self.V((s * self.Ut(self.minus_offset(y)) + rho * self.Vt(z)) / (s * s + rho))
 
@@ -369,6 +371,6 @@ def prox_cg(operator, y: torch.Tensor, z: torch.Tensor, rho, iters: int = 10) ->
     """``argmin_x ‖y − A(x)‖² + ρ‖x − z‖²`` by ``iters`` CG iterations on ``(AᵀA + ρI) x =
     Aᵀ(y − b) + ρz`` from ``z`` (linear operators without a fast SVD)."""
     forward, adjoint, b = linear_part(operator, z.shape, z)
-    rho = _bc(torch.as_tensor(rho, dtype=z.dtype, device=z.device).reshape(-1).expand(z.shape[0]), z)
+    rho = _bc(on_device(rho, z).expand(z.shape[0]), z)
     rhs = adjoint(y - b) + rho * z
     return cg_solve(lambda v: adjoint(forward(v)) + rho * v, rhs, z, iters)

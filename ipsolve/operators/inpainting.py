@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..tensors import cached_on
 from .base import Operator
 from .decomposition import MaskDecomposition
 
@@ -112,7 +113,10 @@ class Inpainting(Operator):
             for k in keys:
                 if (k, h, w) not in self._masks:
                     self._masks[(k, h, w)] = self._draw(h, w, k)
-            return torch.cat([self._masks[(k, h, w)] for k in keys])
+            batch = (tuple(keys), h, w)
+            if getattr(self, "_batch_mask", (None,))[0] != batch:  # the same tensor while the batch stays
+                self._batch_mask = (batch, torch.cat([self._masks[(k, h, w)] for k in keys]))
+            return self._batch_mask[1]
         if self.mask is None:
             self.mask = self._draw(h, w)
         if tuple(self.mask.shape[-2:]) != (h, w):
@@ -125,7 +129,7 @@ class Inpainting(Operator):
         return tuple(shape)
 
     def apply(self, x):
-        return x * self.mask_for(x.shape).to(x)
+        return x * cached_on(self, "mask", self.mask_for(x.shape), x.device, x.dtype)
 
     def svd(self, shape):
         """V = U = I and the mask as singular values (per image with per-image masks)."""

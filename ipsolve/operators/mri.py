@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tensors import cached_on
 from .base import Operator, display_scaled
 from .decomposition import HermitianFourierDecomposition, not_decomposable
 
@@ -177,10 +178,13 @@ class MRI(Operator):
                 missing = "no images named (set_images)" if self._keys is None else \
                     f"none for {[k for k in self._keys if k not in self._image_sens][:3]}"
                 raise ValueError(f"MRI has per-image coil sensitivities but {missing}")
-            s = torch.stack([self._image_sens[k] for k in self._keys])
+            batch = tuple(self._keys)
+            if getattr(self, "_batch_sens", (None,))[0] != batch:  # the same tensor while the batch stays
+                self._batch_sens = (batch, torch.stack([self._image_sens[k] for k in self._keys]))
+            s = self._batch_sens[1]
             if tuple(s.shape[-2:]) != (h, w):
                 raise ValueError(f"the coil sensitivities are {tuple(s.shape[-2:])} but the image is {(h, w)}")
-            return s.to(device)
+            return cached_on(self, "image_sensitivities", s, device)
         if self.coils == 1 and self.sens is None:
             return None
         if self.sens is None:
@@ -212,10 +216,16 @@ class MRI(Operator):
         return xc if s is None else xc * s.to(xc.dtype)[None if s.ndim == 3 else slice(None)]
 
     def apply(self, x):
-        mask = self.mask_for(x.shape)  # a host tensor: its nonzero() needs no device synchronisation
-        cols = (mask if mask.device.type == "cpu" else mask.cpu()).nonzero().squeeze(1).to(x.device)
-        k = fft2c(self.coil_images((x + 1) / 2))[..., cols]
+        k = fft2c(self.coil_images((x + 1) / 2))[..., self.sampled_columns(x.shape, x.device)]
         return torch.stack([k.real, k.imag], 2).flatten(1, 2)
+
+    def sampled_columns(self, shape, device) -> torch.Tensor:
+        """Indices of the sampled k-space columns on ``device``: found on the host (``nonzero`` of a
+        device mask waits for the device) and copied once per mask (see ``cached_on``)."""
+        mask = self.mask_for(shape)
+        if getattr(self, "_columns", (None,))[0] is not mask:
+            self._columns = (mask, (mask if mask.device.type == "cpu" else mask.cpu()).nonzero().squeeze(1))
+        return cached_on(self, "columns", self._columns[1], device)
 
     def kspace(self, y: torch.Tensor) -> torch.Tensor:
         """Zero-filled complex k-space ``(B, coils, H, W)`` from ``y``."""
@@ -224,7 +234,7 @@ class MRI(Operator):
         k = torch.zeros(b, self.coils, h, w, dtype=torch.complex128 if y.dtype == torch.float64 else torch.complex64,
                         device=y.device)
         yc = y.reshape(b, self.coils, 2, h, -1)
-        k[..., self.mask.to(y.device)] = torch.complex(yc[:, :, 0], yc[:, :, 1]).to(k.dtype)
+        k[..., cached_on(self, "mask", self.mask, y.device)] = torch.complex(yc[:, :, 0], yc[:, :, 1]).to(k.dtype)
         return k
 
     def initial_guess(self, y):

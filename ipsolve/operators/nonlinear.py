@@ -2,6 +2,8 @@
 blur followed by a saturating camera response."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import Operator
@@ -54,16 +56,21 @@ class NonlinearBlur(Operator):
                                  f"expected images larger than {k // 2} pixels")
         return tuple(shape)
 
-    def code_for(self, h: int, w: int) -> torch.Tensor:
+    def code_for(self, h: int, w: int, like: torch.Tensor | None = None) -> torch.Tensor:
+        """The kernel code for ``h × w`` images, drawn on the host from ``seed`` and kept on
+        ``like``'s device and dtype (a host copy inside a solver's loop would wait for the device)."""
         if (h, w) not in self.codes:
             g = torch.Generator().manual_seed(self.seed)
             self.codes[(h, w)] = self.code_scale * torch.randn(self.net.kernel_code_shape(h, w), generator=g)
-        return self.codes[(h, w)]
+        code = self.codes[(h, w)]
+        if like is not None and (code.device, code.dtype) != (like.device, like.dtype):
+            code = self.codes[(h, w)] = code.to(like)
+        return code
 
     def apply(self, x):
         u = (x + 1) / 2
         if self.model == "bkse":
-            code = self.code_for(*x.shape[-2:]).to(x)
+            code = self.code_for(*x.shape[-2:], like=x)
             return (self.net.adaptKernel(u, code) * 2 - 1).clamp(-1, 1)
         blurred = convolve(u, self.kernel)
-        return 2 * torch.tanh(self.gain * blurred) / torch.tanh(torch.tensor(self.gain)) - 1
+        return 2 * torch.tanh(self.gain * blurred) / math.tanh(self.gain) - 1

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..tensors import cached_on
 from .base import Operator
 from .decomposition import SeparableDecomposition
 
@@ -75,7 +76,7 @@ class SuperResolution(Operator):
     def _matrix(self, n: int, like: torch.Tensor) -> torch.Tensor:
         if n not in self._mats:  # cached per size: a pure function of (n, scale)
             self._mats[n] = torch.from_numpy(resize_matrix(n, self.scale))
-        return self._mats[n].to(device=like.device, dtype=like.dtype)
+        return cached_on(self, f"matrix{n}", self._mats[n], like.device, like.dtype)
 
     def apply(self, x):
         if self.kernel == "avgpool":

@@ -11,6 +11,7 @@ import copy
 
 import torch
 
+from ..tensors import cached_on
 from .base import Operator, check_image
 from .decomposition import not_decomposable
 
@@ -46,7 +47,7 @@ class _Restricted:
         return full if self._probing else self._gather(full)
 
     def _gather(self, full):
-        return full.flatten(1)[:, self._kept.to(full.device)].view(full.shape[0], 1, 1, -1)
+        return full.flatten(1)[:, cached_on(self, "kept", self._kept, full.device)].view(full.shape[0], 1, 1, -1)
 
     def forward(self, x, **kw):  # noqa: D401 - the wrapped operator's forward, restricted
         out = super().forward(x, **kw)
@@ -71,14 +72,14 @@ class _Restricted:
         measurements and sinograms, zeros for k-space), as the initial guess and display need."""
         b = y_kept.shape[0]
         full = torch.zeros(b, int(torch.tensor(self._full_shape).prod()), dtype=y_kept.dtype, device=y_kept.device)
-        full[:, self._kept.to(y_kept.device)] = y_kept.flatten(1)
+        full[:, cached_on(self, "kept", self._kept, y_kept.device)] = y_kept.flatten(1)
         full = full.view(b, *self._full_shape)
         if self.holdout_fill == "zero":
             return full
         from .inpainting import harmonic_fill
 
         mask = torch.zeros(int(torch.tensor(self._full_shape).prod()), dtype=y_kept.dtype, device=y_kept.device)
-        mask[self._kept.to(y_kept.device)] = 1
+        mask[cached_on(self, "kept", self._kept, y_kept.device)] = 1
         return harmonic_fill(full, mask.view(1, *self._full_shape).expand_as(full))
 
     def initial_guess(self, y):
@@ -108,6 +109,7 @@ def restrict(operator: Operator, kept: torch.Tensor, full_shape) -> Operator:
 
 
 def gather(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The entries ``index`` of each image's flattened measurement, ``(B, 1, 1, len(index))``."""
+    """The entries ``index`` of each image's flattened measurement, ``(B, 1, 1, len(index))``
+    (inside a loop, pass ``index`` on ``y``'s device: a host index is copied at every call)."""
     check_image(y, "y", finite=None)
     return y.flatten(1)[:, index.to(y.device)].view(y.shape[0], 1, 1, -1)

@@ -7,8 +7,12 @@
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
+
+from ..tensors import on_device
 
 
 def _network_output(out) -> torch.Tensor:
@@ -71,14 +75,23 @@ class Prior(nn.Module):
             raise ValueError(f"compile must be true/false or a torch.compile mode (default, reduce-overhead, "
                              f"max-autotune), got {compile!r}")
         for owner, name in self.networks():
-            module = getattr(owner, name)
             if channels_last:
-                module.to(memory_format=torch.channels_last)
-            if compile and name == "network":
-                target, attr = (module, "network") if isinstance(getattr(module, "network", None), nn.Module) else (owner, name)
-                mode = None if compile in (True, "default") else compile
-                setattr(target, attr, torch.compile(getattr(target, attr), mode=mode, dynamic=False))
+                getattr(owner, name).to(memory_format=torch.channels_last)
+        if compile:
+            target, attr = self.compile_target()
+            mode = None if compile in (True, "default") else compile
+            setattr(target, attr, torch.compile(getattr(target, attr), mode=mode, dynamic=False))
         return self
+
+    def compile_target(self) -> tuple[nn.Module, str]:
+        """``(owner, attribute)`` of the module ``optimize(compile=...)`` compiles: the denoising
+        network, or the diffusers model inside a text-conditioned wrapper (the wrapper only adds the
+        fixed text embeddings); :func:`ipsolve.profiling.graph_breaks` checks it traces whole."""
+        owner = getattr(self, "inner", self)
+        module = getattr(owner, "network", None)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"{type(self).__name__} has no denoising network to compile")
+        return (module, "network") if isinstance(getattr(module, "network", None), nn.Module) else (owner, "network")
 
 
 class DiffusionPrior(Prior):
@@ -107,9 +120,12 @@ class DiffusionPrior(Prior):
 
     def alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """ᾱ_t broadcast to ``like``; ``t = -1`` means ᾱ = 1 (the clean image)."""
+        shape = (-1, *([1] * (like.ndim - 1)))
+        if isinstance(t, numbers.Integral):  # from the host table, filled in on the device (see on_device)
+            return on_device(self.alpha_bar_value(t), like).view(shape)
         t = torch.as_tensor(t, device=self.alphas_cumprod.device).long().reshape(-1)
         a = torch.where(t >= 0, self.alphas_cumprod[t.clamp_min(0)], torch.ones_like(self.alphas_cumprod[0]))
-        return a.to(like.dtype).to(like.device).view(-1, *([1] * (like.ndim - 1)))
+        return a.to(like.dtype).to(like.device).view(shape)
 
     def alphas_cumprod_host(self) -> torch.Tensor:
         """The ᾱ table on the host (float64, cached), so that a solver's loop reads schedule values
@@ -123,6 +139,8 @@ class DiffusionPrior(Prior):
         return 1.0 if int(t) < 0 else float(self.alphas_cumprod_host()[int(t)])
 
     def _timesteps(self, t, batch: int, device) -> torch.Tensor:
+        if isinstance(t, numbers.Integral):  # no host-to-device copy (see on_device)
+            return torch.full((batch,), int(t), dtype=torch.long, device=device)
         t = torch.as_tensor(t, device=device).long().reshape(-1)
         return t.expand(batch) if t.numel() == 1 else t
 
@@ -260,7 +278,7 @@ class FlowPrior(Prior):
 
     def velocity(self, x_t: torch.Tensor, t) -> torch.Tensor:
         """v̂(x_t, t) ≈ E[x - z | x_t] — one network call for the whole batch."""
-        t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        t = on_device(t, x_t).expand(x_t.shape[0])
         p = next(self.network.parameters(), None)
         dtype = p.dtype if p is not None else x_t.dtype
         if self.network_convention == "diffusers":
@@ -271,13 +289,13 @@ class FlowPrior(Prior):
     @staticmethod
     def x1_from_velocity(x_t, t, v) -> torch.Tensor:
         """Data estimate x̂ = x_t + (1 - t)·v."""
-        t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).reshape(-1, *([1] * (x_t.ndim - 1)))
+        t = on_device(t, x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
         return x_t + (1 - t) * v
 
     @staticmethod
     def ode_step(x_t, t, t_next, v) -> torch.Tensor:
         """Euler step of dx/dt = v from t to t_next."""
-        dt = torch.as_tensor(t_next, dtype=x_t.dtype, device=x_t.device) - torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
+        dt = on_device(t_next, x_t) - on_device(t, x_t)
         return x_t + dt.reshape(-1, *([1] * (x_t.ndim - 1))) * v
 
     @torch.no_grad()

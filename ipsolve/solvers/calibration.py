@@ -218,6 +218,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
 
     if method == "holdout":
         kept, held = split_entries(y[0].numel(), holdout, torch.Generator().manual_seed(seed), observed)
+        held = held.to(y.device)  # once, not at every iterate's score
         op_kept = restrict(operator, kept, full_shape)
         y_kept, y_held = gather(y, kept), gather(y, held)
         noise_var = sigma ** 2 if sigma > 0 else 1.0
@@ -343,7 +344,7 @@ class HeldOutCurve:
         """One iterate's ``(B, m_H)`` held-out errors."""
         self.means.append(errors.mean())
         smooth = torch.stack(self.means[-self.window:]).mean().nan_to_num(nan=math.inf)  # a NaN iterate: never the best
-        it = torch.tensor(len(self.means) - 1, device=errors.device)
+        it = torch.full((), len(self.means) - 1, device=errors.device)  # filled on the device: no host copy
         if self.best is None:
             self.best, self.best_errors, self.best_iteration = smooth, errors, it
             return

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from ..tensors import cached_on
+
 SOLVERS_WITH_DATA_TERM = ("dps", "dmplug", "fmplug")
 
 
@@ -38,13 +40,15 @@ class ZCoupling:
     def __init__(self, weight: float, pairs, eps: float = 1e-3):
         self.weight, self.eps = float(weight), float(eps)
         self.pairs = list(pairs)
+        self._first = torch.tensor([p[0] for p in self.pairs], dtype=torch.long)
+        self._second = torch.tensor([p[1] for p in self.pairs], dtype=torch.long)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         energy = x.new_zeros(x.shape[0])
         if not self.pairs or self.weight == 0:
             return energy
-        i = torch.tensor([p[0] for p in self.pairs], device=x.device)
-        j = torch.tensor([p[1] for p in self.pairs], device=x.device)
+        # indices made once on the host, copied to the device once (a copy per call would wait for it)
+        i, j = cached_on(self, "first", self._first, x.device), cached_on(self, "second", self._second, x.device)
         d = x[j] - x[i]
         tv = (torch.sqrt(d * d + self.eps ** 2) - self.eps).flatten(1).sum(1)
         return self.weight * (energy.index_add(0, i, tv / 2).index_add(0, j, tv / 2))

@@ -1,0 +1,32 @@
+"""Tensors made inside solver loops without waiting for the device."""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+
+def on_device(value, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``value`` (a number or a tensor) as a 1-D tensor of ``dtype`` (default ``like``'s) on
+    ``like``'s device.  A Python number is filled in on the device: ``torch.as_tensor(number,
+    device="cuda")`` copies it from the host and then waits for the device to finish all queued
+    work (PyTorch's blocking copy, ``memcpy_and_sync``) — once per call inside a solver's loop."""
+    dtype = like.dtype if dtype is None else dtype
+    if isinstance(value, numbers.Number):
+        return torch.full((1,), value, dtype=dtype, device=like.device)
+    return torch.as_tensor(value, dtype=dtype, device=like.device).reshape(-1)
+
+
+def cached_on(owner, name: str, value: torch.Tensor, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``value`` on ``device`` (in ``dtype``, default its own), converted once and kept on
+    ``owner`` under ``name`` for as long as ``value`` is the same tensor: operators draw their
+    masks, grids and resize matrices on the host, and a host tensor copied to a GPU at every
+    call makes the host wait for the device at every step (PyTorch's blocking copy)."""
+    dtype = value.dtype if dtype is None else dtype
+    if value.device == torch.device(device) and value.dtype == dtype:
+        return value
+    copies = owner.__dict__.setdefault("_device_copies", {})
+    hit = copies.get(name)
+    if hit is None or hit[0] is not value or hit[1].device != torch.device(device) or hit[1].dtype != dtype:
+        hit = copies[name] = (value, value.to(device=device, dtype=dtype))
+    return hit[1]
