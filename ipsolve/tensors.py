@@ -18,15 +18,17 @@ def on_device(value, like: torch.Tensor, dtype: torch.dtype | None = None) -> to
 
 
 def cached_on(owner, name: str, value: torch.Tensor, device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``value`` on ``device`` (in ``dtype``, default its own), converted once and kept on
-    ``owner`` under ``name`` for as long as ``value`` is the same tensor: operators draw their
-    masks, grids and resize matrices on the host, and a host tensor copied to a GPU at every
-    call makes the host wait for the device at every step (PyTorch's blocking copy)."""
-    dtype = value.dtype if dtype is None else dtype
-    if value.device == torch.device(device) and value.dtype == dtype:
+    """``value`` on ``device`` (in ``dtype``, default its own), converted once per device and
+    dtype and kept on ``owner`` (``_device_copies``) under ``name`` for as long as ``value`` is
+    the same tensor: operators draw their masks, grids and resize matrices on the host, and a
+    host tensor copied to a GPU at every call makes the host wait for the device at every step
+    (PyTorch's blocking copy)."""
+    device, dtype = torch.device(device), value.dtype if dtype is None else dtype
+    if value.device == device and value.dtype == dtype:
         return value
     copies = owner.__dict__.setdefault("_device_copies", {})
-    hit = copies.get(name)
-    if hit is None or hit[0] is not value or hit[1].device != torch.device(device) or hit[1].dtype != dtype:
-        hit = copies[name] = (value, value.to(device=device, dtype=dtype))
+    key = (name, device, dtype)
+    hit = copies.get(key)
+    if hit is None or hit[0] is not value:
+        hit = copies[key] = (value, value.to(device=device, dtype=dtype))
     return hit[1]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..tensors import on_device
+from ..tensors import cached_on, on_device
 
 DECOMPOSABLE = ("super_resolution (bicubic and avgpool)", "inpainting", "gaussian_blur", "mri (single coil)",
                 "deepinv DecomposablePhysics with a real orthogonal V")
@@ -71,18 +71,14 @@ class Decomposition:
     # -- shared ----------------------------------------------------------------------
     def _copy(self) -> "Decomposition":
         out = object.__new__(type(self))
-        out.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_cache"})
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if k != "_device_copies"})
         return out
 
     def on(self, name: str, like: torch.Tensor, keep_dtype: bool = False) -> torch.Tensor:
         """Attribute ``name`` on ``like``'s device (in ``like``'s dtype unless ``keep_dtype``),
-        converted once and cached: the solvers' loops then copy nothing to the device per step."""
-        cache = self.__dict__.setdefault("_cache", {})
-        value = getattr(self, name)
-        key = (name, like.device, None if keep_dtype else like.dtype, id(value))
-        if key not in cache:
-            cache[key] = value.to(like.device) if keep_dtype else value.to(device=like.device, dtype=like.dtype)
-        return cache[key]
+        converted once and cached (:func:`~ipsolve.tensors.cached_on`): the solvers' loops then copy
+        nothing to the device per step."""
+        return cached_on(self, name, getattr(self, name), like.device, None if keep_dtype else like.dtype)
 
     def singulars(self, like: torch.Tensor) -> torch.Tensor:
         return self.on("s", like)
