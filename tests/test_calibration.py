@@ -122,6 +122,44 @@ def test_a_diverging_candidate_scores_worst_instead_of_stopping_calibration(gaus
         solve(y[:2], op, prior, DivergesBelow(noise=0.01), sigma=sigma)
 
 
+class UnstableOnAllEntries(PosteriorMean):
+    """Stable on the restricted operator, unstable on the full one for an assumed noise between
+    ``edge`` and 0.2 — as a step size at the edge of stability for ``A_K`` is too large for ``A``, whose
+    norm is larger (DAPS at its paper settings on SR ×4): the reconstruction blows up (finite)."""
+
+    edge = 0.03
+
+    def run(self, y, operator, prior, gens, sigma, callback=None):
+        res = super().run(y, operator, prior, gens, sigma, callback)
+        restricted = y.shape[1:3] == (1, 1)  # A_K's measurement is (B, 1, 1, m_K)
+        if self.edge < self.noise < 0.2 and not restricted:
+            res.x = res.x * 1000
+        return res
+
+
+def test_chosen_values_are_checked_on_all_entries(gaussian_problem):
+    """The best-scored candidate (noise 0.034) blows up on the full operator: calibrate rejects it
+    (its row says so, the note names the fit), checks the next best (0.026) and returns it with its
+    solve of all of y (which solve() returns as its result); when every checked candidate fails,
+    the solver's own values are kept."""
+    prior, op, x, y, sigma = gaussian_problem
+    cal = calibrate(y[:8], op, prior, UnstableOnAllEntries(noise=0.3), sigma=sigma, budget=6)
+    ranked = sorted((r for r in cal.table if not r.get("preset")), key=lambda r: r["score"])
+    assert ranked[0]["noise"] > 0.03 and ranked[1]["noise"] < 0.03  # the case described
+    assert ranked[0]["rejected"] and ranked[0]["full_fit"] > 10 * max(1.0, ranked[0]["restricted_fit"])
+    assert "rejected" in cal.note and cal.params == {"noise": ranked[1]["noise"]}, (cal.params, cal.note)
+    assert cal.result is not None and float((op(cal.result.x) - y[:8]).pow(2).mean()) < 0.05
+    res = solve(y[:8], op, prior, UnstableOnAllEntries(noise=0.3), sigma=sigma, calibrate={"budget": 6})
+    assert res.calibration.params == cal.params and torch.equal(res.x, res.calibration.result.x)
+    UnstableOnAllEntries.edge = 0.0  # every candidate fails on all entries
+    try:
+        kept = calibrate(y[:8], op, prior, UnstableOnAllEntries(noise=0.3), sigma=sigma, budget=6)
+    finally:
+        UnstableOnAllEntries.edge = 0.03
+    assert kept.params == {"noise": 0.3} and kept.changes == {} and kept.result is None
+    assert sum(bool(r.get("rejected")) for r in kept.table) == 2 and "kept the solver's own values" in kept.note
+
+
 def test_calibrate_is_deterministic_and_falls_back_on_small_measurements(gaussian_problem):
     prior, op, x, y, sigma = gaussian_problem
     a = calibrate(y[:8], op, prior, PosteriorMean(), sigma=sigma, seed=3)
@@ -132,6 +170,38 @@ def test_calibrate_is_deterministic_and_falls_back_on_small_measurements(gaussia
     y_small = small.measure(x[:4], sigma, generator=torch.Generator().manual_seed(2))
     cal = calibrate(y_small, small, prior, PosteriorMean(), sigma=sigma, method="holdout")
     assert cal.method == "discrepancy" and "16 measurement entries" in cal.note
+
+
+class ShrunkPosteriorMean(PosteriorMean):
+    """Two parameters: the posterior mean for ``noise``, its deviation from the prior mean scaled by
+    ``shrink`` — 1 (the posterior mean itself) is best, on either side worse."""
+
+    search_space = {"noise": (0.003, 0.3), "shrink": (0.5, 2.0)}
+
+    def __init__(self, noise: float = 0.03, shrink: float = 1.0, **kw):
+        super().__init__(noise=noise, **kw)
+        self.shrink = shrink
+
+    def run(self, y, operator, prior, gens, sigma, callback=None):
+        res = super().run(y, operator, prior, gens, sigma, callback)
+        mean = prior.distribution.mean.float().view(1, *prior.shape)
+        return Result(x=mean + self.shrink * (res.x - mean), info=res.info)
+
+
+def test_coordinate_search_keeps_the_best_candidate_and_budgets_two_parameters(gaussian_problem):
+    """Coordinate-wise search: the second parameter's golden-section points (shrink 0.85, 1.18) are
+    both worse than its starting value (1, scored with the first parameter's candidates), so the
+    search keeps 1 — the best candidate seen, not the best of the last coordinate's.  Without a
+    budget, two parameters get 1 + 4 each (9 candidates), one parameter 5."""
+    prior, op, x, y, sigma = gaussian_problem
+    cal = calibrate(y, op, prior, ShrunkPosteriorMean(), sigma=sigma, budget=4, keep_preset=False)
+    shrinks = [r["shrink"] for r in cal.table]
+    assert shrinks[:2] == [1.0, 1.0] and all(abs(v - 1.0) > 0.1 for v in shrinks[2:])  # as described
+    best = min(cal.table, key=lambda r: r["score"])
+    assert best["shrink"] == 1.0
+    assert cal.params == {"noise": best["noise"], "shrink": 1.0} and cal.solver.shrink == 1.0
+    assert len(calibrate(y[:8], op, prior, ShrunkPosteriorMean(), sigma=sigma).table) == 9
+    assert len(calibrate(y[:8], op, prior, PosteriorMean(), sigma=sigma).table) == 5
 
 
 def test_search_routines():
@@ -222,7 +292,8 @@ def test_solve_with_auto_zeta_calibrates_dps():
     res = solve(y, op, prior, make_solver("dps", zeta="auto", steps=8, progress=False), sigma=0.05, generator=gens,
                 calibrate={"budget": 3})
     cal = res.calibration
-    assert set(cal.params) == {"zeta"} and len(cal.table) == 3 and cal.nfe == 3 * 8
+    # 3 candidates + the check of the chosen ζ on all entries, whose solve solve() returns
+    assert set(cal.params) == {"zeta"} and len(cal.table) == 3 and cal.nfe == 4 * 8 and cal.result is not None
     assert res.info[0]["calibrated"] == cal.params
     again = solve(y, op, prior, with_params(make_solver("dps", steps=8, progress=False), zeta=cal.params["zeta"]),
                   sigma=0.05, generator=[torch.Generator().manual_seed(i) for i in range(2)])
@@ -344,14 +415,16 @@ def test_held_out_curve_tracks_the_moving_average_minimum():
 
     errors = torch.rand(40, 2, 7, generator=torch.Generator().manual_seed(0)) + torch.linspace(2, 0, 40).view(-1, 1, 1)
     errors[25:] += torch.linspace(0, 3, 15).view(-1, 1, 1)  # a minimum near iteration 25
+    kept = torch.rand(40, 2, generator=torch.Generator().manual_seed(1))
     curve = HeldOutCurve(window=5)
-    for e in errors:
-        curve.add(e)
+    for e, k in zip(errors, kept):
+        curve.add(e, k)
     means = errors.mean((1, 2)).tolist()
     smooth = [sum(means[max(0, i - 4):i + 1]) / min(i + 1, 5) for i in range(len(means))]
     it = min(range(len(smooth)), key=smooth.__getitem__)
     assert int(curve.best_iteration) == it and abs(float(curve.best) - smooth[it]) < 1e-5
     torch.testing.assert_close(curve.best_errors, errors[it])
+    torch.testing.assert_close(curve.best_kept, kept[it])  # the kept-entry fit of the same iterate
 
 
 def test_calibrating_dmplug_sets_its_iteration_count():
@@ -361,3 +434,8 @@ def test_calibrating_dmplug_sets_its_iteration_count():
     cal = calibrate(y, op, prior, solver, sigma=0.05, budget=3, keep_preset=False)
     assert all(1 <= r["iterations"] <= 12 for r in cal.table)
     assert cal.solver.iterations == cal.params["iterations"] and tuple(cal.solver.stop) == ()
+    # the check on all entries ran the chosen iteration count and compared it with the restricted
+    # solve at that same iterate (not at its last one, which fits the kept entries better)
+    checked = [r for r in cal.table if "full_fit" in r]
+    assert len(checked) == 1 and not checked[0].get("rejected") and cal.result is not None
+    assert cal.result.info[0]["iterations"] == cal.params["iterations"]

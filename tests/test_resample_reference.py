@@ -232,7 +232,7 @@ def _stub_fit(log):
     """The generation script's replacement of the two AdamW fits: ``max_iters // 500`` gradient steps
     of size 100·lr on mean((y − forward(v))²) — a smooth map, so the loop can be compared tightly."""
 
-    def stub(init, forward, y, lr, max_iters, stop, target, stagnation=None):
+    def stub(init, forward, y, lr, max_iters, stop, target, stagnation=None, taken=None):
         log.append((lr, max_iters, stop, stagnation))
         v = init.detach().clone()
         for _ in range(max_iters // 500):
@@ -317,3 +317,48 @@ def test_run_trace_detects_changes(monkeypatch, option):
     err = _trace_error(calls).max().item()
     print(f"{option}: max |trace diff| = {err:.3g}")
     assert err > 100 * RUN_TOL
+
+
+# ---- ipsolve's options around the fits ------------------------------------------------------------
+def test_noise_level_fit_stops_at_the_first_step_within_the_noise_level():
+    """``fit_measurement(stop="noise_level")`` (ipsolve's option, not the reference's): each image
+    stops at the first iterate whose ‖y − forward(v)‖² ≤ target, frozen from then on, and ``taken``
+    counts its optimiser steps — one step fewer leaves it above its target."""
+    gen = torch.Generator().manual_seed(3)
+    init = torch.randn(2, 2, 8, 8, dtype=torch.float64, generator=gen)
+    truth = torch.randn(2, 2, 8, 8, dtype=torch.float64, generator=gen)
+    sigma = 0.01
+    y = operator(truth) + sigma * torch.randn(2, A.shape[0], dtype=torch.float64, generator=gen)
+    m = y.shape[1]
+    target = torch.tensor([4.0, 1.5], dtype=torch.float64) * sigma ** 2 * m  # the second image needs more steps
+    taken = torch.zeros(2, dtype=torch.long)
+    got = fit_measurement(init, operator, y, 1e-2, 2000, "noise_level", target, taken=taken)
+    sse = (y - operator(got)).pow(2).sum(1)
+    assert (sse <= target).all(), f"stopped above the noise level: {sse.tolist()} vs {target.tolist()}"
+    assert 0 < taken[0] < taken[1] < 2000, taken.tolist()
+    for i in range(2):  # one step fewer: above the target (the stop is at the first crossing)
+        short = fit_measurement(init[i:i + 1], operator, y[i:i + 1], 1e-2, int(taken[i]) - 1, "noise_level",
+                                target[i:i + 1])
+        assert (y[i] - operator(short)[0]).pow(2).sum() > target[i]
+        alone = fit_measurement(init[i:i + 1], operator, y[i:i + 1], 1e-2, 2000, "noise_level", target[i:i + 1])
+        diff = (alone[0] - got[i]).abs().max().item()
+        assert diff < 1e-12, diff  # frozen images do not move while the other one fits (up to AdamW's vector rounding)
+
+
+def test_run_reports_fit_iterations_and_noise_level_fits_use_fewer():
+    """``info``'s ``pixel_fit_iterations`` / ``latent_fit_iterations``: each image's optimiser steps
+    over all its fits.  On the stand-in prior (the reference loop's 50-step grid: 2 pixel fits, 1
+    latent HDC fit and the final latent fit) the reference rule runs the inconsistent system's fits
+    to their budgets; ``fit_stop="noise_level"`` stops them at the noise level with fewer steps."""
+    prior = LatentPrior(StandInAutoencoder(), prior500(), image_size=8, channels=2)
+    y2 = T["y2"][:1]
+    budgets = dict(pixel_iters=60, latent_iters=40, stagnation=None)
+
+    def run(**options):
+        solver = ReSample(steps=50, progress=False, **budgets, **options)
+        return solver.run(y2, operator_twice, prior, torch.Generator().manual_seed(0), sigma=0.05).info[0]
+
+    ref = run()
+    assert ref["pixel_fit_iterations"] == 2 * 60 and ref["latent_fit_iterations"] == 2 * 40
+    fast = run(fit_stop="noise_level")
+    assert 0 < fast["pixel_fit_iterations"] + fast["latent_fit_iterations"] < 2 * 60 + 2 * 40

@@ -19,7 +19,7 @@ from .rundir import atomic_write_text
 
 log = logging.getLogger("ipsolve")
 OPTIONS = ("enabled", "images", "method", "budget", "holdout", "params")
-DEFAULTS = {"enabled": False, "images": 4, "method": "auto", "budget": 5, "holdout": 0.2, "params": None}
+DEFAULTS = {"enabled": False, "images": 4, "method": "auto", "budget": None, "holdout": 0.2, "params": None}
 
 
 def calibration_options(value) -> dict:

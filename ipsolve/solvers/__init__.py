@@ -112,7 +112,10 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         check_solver(solver)
         solver._penalty = penalty
     try:
-        if samples == 1:
+        if samples == 1 and calibration is not None and calibration.result is not None and callback is None \
+                and penalty is None:  # calibration's check already solved all of y with the chosen values
+            result = calibration.result
+        elif samples == 1:
             result = solver.run(y, operator, prior, gens, sigma, callback)
         else:
             runs = [solver.run(y, operator, prior, sample_generators(gens, j), sigma, callback) for j in range(samples)]

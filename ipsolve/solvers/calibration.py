@@ -16,9 +16,10 @@ Two criteria, each a small function of what a user has:
   measurements too small to split.
 
 The search runs on a log range per parameter (each solver's ``search_space``) by golden-section
-search (coordinate-wise for several parameters), one solve of the calibration images per
-candidate, at most ``budget`` candidates (default 5: five times the network evaluations of one
-uncalibrated solve run to its budget); every candidate's values, score and cost go into
+search (coordinate-wise for several parameters; each coordinate starts from the best candidate so
+far), one solve of the calibration images per candidate, at most ``budget`` candidates (default
+:func:`default_budget`: 5 for one parameter — five times the network evaluations of one
+uncalibrated solve run to its budget — and 9 for two); every candidate's values, score and cost go into
 ``Calibration.table``.  The plug-in solvers (DMPlug, FMPlug) also get their iteration count from
 the held-out error: each candidate runs to its budget without a stopping rule (so calibration
 costs 5× the budget, more than 5× a solve its stopping rule ends early) and the iterate with the
@@ -43,6 +44,12 @@ from .criteria import discrepancy_ratio, holdout_error
 from .plug import PlugSolver
 
 METHODS = ("auto", "holdout", "discrepancy")
+# the chosen values are checked with one solve on all entries: an image whose fit of the kept entries is
+# worse than VERIFY_FACTOR × max(1, the restricted solve's) rejects them (a step size at the edge of
+# stability for the restricted operator can diverge on the full one: DAPS at its paper settings on SR ×4,
+# kept-entry fit 0.8 → 4,800, 4 dB); at most VERIFY_CANDIDATES candidates are checked, then the preset
+VERIFY_FACTOR = 10.0
+VERIFY_CANDIDATES = 2
 MIN_SPLIT = 64  # measurement entries per image below which nothing is held out (auto: discrepancy)
 GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -54,7 +61,9 @@ class Calibration:
     ``method`` (``holdout`` or ``discrepancy``), ``nfe`` (network evaluations per image spent in
     all), ``seconds``, ``note`` (why this method; any fallback) and ``changes`` (the settings that
     turn the original solver into ``solver``: the chosen values, and for the plug-in solvers
-    their iteration count and stopping rule)."""
+    their iteration count and stopping rule); ``result``: the solve of all of ``y`` that checked
+    the chosen values (holdout; None when the solver's own values were kept) — :func:`ipsolve.solve`
+    returns it instead of solving again."""
 
     params: dict
     solver: Solver
@@ -64,6 +73,7 @@ class Calibration:
     seconds: float = 0.0
     note: str = ""
     changes: dict = field(default_factory=dict)  # the settings that make ``solver`` from the original one
+    result: object = None  # the check's solve of all of ``y`` with the chosen values (a Result), when one ran
 
     def summary(self) -> dict:
         return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
@@ -111,6 +121,14 @@ def fresh_generators(gens):
 
 
 # ---------------------------------------------------------------------------------- search
+def default_budget(n_params: int) -> int:
+    """Candidates when none is given: the solver as given + 4 per parameter (5 for one, 9 for two).
+    A golden-section search needs more than its first two points to narrow its bracket at all; with
+    two parameters sharing 5 candidates (2 each) RED-diff's λ on CT 16 views ended 7.7 dB below the
+    oracle's, with 4 each 2.0 dB (docs/calibration.md, "Measured")."""
+    return 1 + 4 * n_params
+
+
 def golden_section(evaluate, lo: float, hi: float, evaluations: int):
     """Minimise ``evaluate(value)`` over ``[lo, hi]`` on a log scale with ``evaluations`` calls
     (golden-section search: after the first two interior points each call shrinks the bracket by
@@ -164,8 +182,9 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     """Choose ``solver``'s parameters for this measurement batch ``y`` without the ground truth.
 
     ``params``: names of declared parameters (default: all of ``solver.search_space``);
-    ``budget``: candidates in all (default 5, i.e. five solves of ``y``; at least two per
-    parameter, plus one for the solver as given with ``keep_preset``); ``method``: ``holdout``,
+    ``budget``: candidates in all (default :func:`default_budget`: 5 solves of ``y`` for one
+    parameter, 9 for two; at least two per parameter, plus one for the solver as given with
+    ``keep_preset``); ``method``: ``holdout``,
     ``discrepancy`` or ``auto`` (holdout when each image has at least 64 measurement entries to
     split, else the discrepancy principle — the choice and why are in ``Calibration.note``); ``holdout``: the fraction of entries held out, in (0, 0.5];
     ``seed``: the split; ``generator``: the solver's randomness (as :func:`ipsolve.solve`), the same
@@ -183,7 +202,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     if not 0.0 < float(holdout) <= 0.5:
         raise ValueError(f"holdout must be a fraction in (0, 0.5], got {holdout!r}")
     space = declared_space(solver, params)
-    budget = 5 if budget is None else int(budget)
+    budget = default_budget(len(space)) if budget is None else int(budget)
     needed = 2 * len(space) + int(keep_preset and method != "discrepancy")
     if budget < needed:
         raise ValueError(f"budget {budget} is below two candidates per calibrated parameter ({', '.join(space)})"
@@ -215,6 +234,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
     best_iterations: dict[tuple, int] = {}
     entries: dict[tuple, torch.Tensor] = {}  # per candidate: each held-out entry's squared error / σ²
+    kept_fit: dict[tuple, torch.Tensor] = {}  # per candidate: each image's mean squared error / σ² on the kept entries
 
     if method == "holdout":
         kept, held = split_entries(y[0].numel(), holdout, torch.Generator().manual_seed(seed), observed)
@@ -223,9 +243,12 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         y_kept, y_held = gather(y, kept), gather(y, held)
         noise_var = sigma ** 2 if sigma > 0 else 1.0
 
-        def entry_errors(x, kernel=None) -> torch.Tensor:
+        def fit_errors(x, kernel=None) -> tuple[torch.Tensor, torch.Tensor]:
+            """Each held-out entry's squared error / σ² (B, m_H; its mean: holdout_error) and each
+            image's mean squared error / σ² on the kept entries (B,)."""
             full = operator(x, kernel=kernel) if blind else operator(x)
-            return (y_held - gather(full, held)).flatten(1).pow(2) / noise_var  # (B, m_H); its mean: holdout_error
+            return ((y_held - gather(full, held)).flatten(1).pow(2) / noise_var,
+                    (y_kept - gather(full, kept)).flatten(1).pow(2).mean(1) / noise_var)
 
         def score(values: dict, preset: bool = False) -> float:
             cand = with_params(solver, **values, **({"stop": ()} if plug else {}))
@@ -234,7 +257,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             def track(it, state):  # every iterate's held-out errors (plug-in solvers, not blind)
                 if not blind:
                     with torch.no_grad():
-                        curve.add(entry_errors(state["x"]))
+                        curve.add(*fit_errors(state["x"]))
 
             t0 = time.perf_counter()
             key = tuple(sorted(values.items()))
@@ -242,7 +265,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             try:
                 res = cand.run(y_kept, op_kept, prior, fresh_generators(gens), sigma, track if plug else None)
                 with torch.no_grad():
-                    errors = entry_errors(res.x, res.kernel)
+                    errors, kept_fit[key] = fit_errors(res.x, res.kernel)
                 if not torch.isfinite(errors).all():
                     raise NonFiniteError("non-finite reconstruction")
             except NonFiniteError:  # this value makes the solver diverge: the worst possible score
@@ -254,7 +277,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             if plug and curve.best is not None:
                 it = int(curve.best_iteration)
                 best_iterations[key] = it + 1
-                errors = curve.best_errors
+                errors, kept_fit[key] = curve.best_errors, curve.best_kept  # at the iterate it will stop at
                 row.update(score=float(curve.best), iterations=it + 1)
             entries[key] = errors.detach()
             table.append(row)
@@ -288,30 +311,87 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
 
         if method == "holdout":
             chosen[name] = golden_section(evaluate, lo, hi, n)
+            # the next coordinate starts from the best candidate so far, which may be one of an earlier
+            # coordinate's (its value of this parameter was the incumbent, scored but not re-tried here)
+            tried = [r for r in table if not r.get("preset") and math.isfinite(r["score"])]
+            if tried:
+                best = min(tried, key=lambda r: r["score"])
+                chosen = {n: best[n] for n in space}
         else:
             direction = getattr(type(solver), "guidance_direction", {}).get(name, 1)
             chosen[name] = discrepancy_search(evaluate, lo, hi, n, direction)
-    final, changes = dict(chosen), dict(chosen)
-    if keep_preset:
-        best_key = tuple(sorted(chosen.items()))
-        if best_key in entries and () in entries:
-            d = (entries[best_key] - entries[()]).flatten()
+
+    def beats_preset(key) -> tuple[bool, float, float]:
+        """The one-standard-error rule: ``(better, gain, standard error)`` of candidate ``key``'s
+        held-out error against the solver as given."""
+        if key in entries and () in entries:
+            d = (entries[key] - entries[()]).flatten()
             gain, se = float(-d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.inf
-        else:  # the best candidate diverged (all did), or the solver as given did and a candidate did not
-            gain, se = (math.inf, 0.0) if best_key in entries else (-math.inf, 0.0)
-        if not gain > se:  # not better than the preset by more than one standard error: keep the preset
-            note = "; ".join(p for p in (note, f"kept the solver's own values: the best candidate's held-out error was "
-                                               f"lower by {gain:.3g} (one standard error {se:.3g})") if p)
-            final, changes = {n: getattr(solver, n, None) for n in space}, {}
-            chosen = {}
-    if method == "holdout" and plug and tuple(sorted(chosen.items())) in best_iterations:  # (not blind)
-        final["iterations"] = best_iterations[tuple(sorted(chosen.items()))]
-        changes.update(iterations=final["iterations"], stop=())
-    elif method == "discrepancy" and plug:
+        else:  # the candidate diverged (all did), or the solver as given did and a candidate did not
+            gain, se = (math.inf, 0.0) if key in entries else (-math.inf, 0.0)
+        return gain > se, gain, se
+
+    def plug_changes(key) -> dict:
+        return {"iterations": best_iterations[key], "stop": ()} if plug and key in best_iterations else {}
+
+    verify_nfe, checked, accepted = 0.0, {}, None
+
+    def holds_on_all_entries(key, row) -> bool:
+        """One solve of ``y`` on all entries with candidate ``key``: every image must fit the kept
+        entries within VERIFY_FACTOR × max(1, the restricted solve's fit) (recorded in its row)."""
+        nonlocal verify_nfe
+        cand = with_params(solver, **dict(key), **plug_changes(key))
+        try:
+            res = cand.run(y, operator, prior, fresh_generators(gens), sigma, None)
+            verify_nfe += _mean_nfe(res)
+            checked[key] = res
+            with torch.no_grad():
+                fit = fit_errors(res.x, res.kernel)[1]
+        except NonFiniteError:
+            fit = torch.full_like(kept_fit[key], math.inf)
+        limit = VERIFY_FACTOR * kept_fit[key].clamp(min=1.0)
+        row.update(full_fit=float(fit.max()), restricted_fit=float(kept_fit[key].max()))
+        ok = bool((fit <= limit).all())
+        if not ok:
+            row["rejected"] = "diverged on all entries"
+        return ok
+
+    final, changes = dict(chosen), dict(chosen)
+    if method == "holdout":
+        ranked = sorted((r for r in table if not r.get("preset") and math.isfinite(r["score"])), key=lambda r: r["score"])
+        reasons = []
+        for row in ranked[:VERIFY_CANDIDATES]:
+            key = tuple(sorted((n, row[n]) for n in space))
+            if keep_preset:
+                better, gain, se = beats_preset(key)
+                if not better:  # not better than the preset by more than one standard error: keep the preset
+                    reasons.append(f"kept the solver's own values: the best {'remaining ' if reasons else ''}candidate's "
+                                   f"held-out error was lower by {gain:.3g} (one standard error {se:.3g})")
+                    break
+            if holds_on_all_entries(key, row):
+                accepted = key
+                break
+            reasons.append(f"rejected {dict(key)}: on all entries an image's fit of the kept entries rose to "
+                           f"{row['full_fit']:.3g} (restricted solve {row['restricted_fit']:.3g})")
+        if accepted is None and (keep_preset or ranked):
+            if not reasons or reasons[-1].startswith("rejected"):
+                reasons.append("kept the solver's own values")
+            final, changes = {n: getattr(solver, n, None) for n in space}, plug_changes(())
+            if "iterations" in changes:  # the solver's own values, stopped where their held-out error was least
+                final["iterations"] = changes["iterations"]
+        elif accepted is not None:
+            values = {n: dict(accepted)[n] for n in space}  # in the declared order
+            final, changes = dict(values), {**values, **plug_changes(accepted)}
+            if "iterations" in changes:
+                final["iterations"] = changes["iterations"]
+        note = "; ".join(p for p in (note, *reasons) if p)
+    elif plug:
         changes.update(stop=("discrepancy",), tau=None, combine="first")
-    total_nfe = sum(r["nfe"] for r in table if not r.get("diverged"))  # a diverged run's partial cost is not known
+    # a diverged run's partial cost is not known
+    total_nfe = sum(r["nfe"] for r in table if not r.get("diverged")) + verify_nfe
+    accepted_result = checked.get(accepted) if method == "holdout" and accepted is not None else None
     return Calibration(params=final, solver=with_params(solver, **changes), table=table, method=method, nfe=total_nfe,
-                       seconds=time.perf_counter() - start, note=note, changes=changes)
+                       seconds=time.perf_counter() - start, note=note, changes=changes, result=accepted_result)
 
 
 def _current(solver, name, lo, hi) -> float:
@@ -333,25 +413,28 @@ def _mean_nfe(res) -> float:
 class HeldOutCurve:
     """A plug-in candidate's held-out error along its iterations: the trailing ``window``-iteration
     moving average of the mean error (the first entries average what there is), its minimum (the
-    first, on ties), the iteration there and the per-entry errors of that iterate — kept on the
-    device without a host synchronisation per iteration, in memory independent of the budget."""
+    first, on ties), the iteration there and the per-entry errors of that iterate (and, when given,
+    its per-image fit of the kept entries) — kept on the device without a host synchronisation per
+    iteration, in memory independent of the budget."""
 
     def __init__(self, window: int = 5):
         self.window, self.means = window, []
-        self.best = self.best_errors = self.best_iteration = None
+        self.best = self.best_errors = self.best_iteration = self.best_kept = None
 
-    def add(self, errors: torch.Tensor) -> None:
-        """One iterate's ``(B, m_H)`` held-out errors."""
+    def add(self, errors: torch.Tensor, kept: torch.Tensor | None = None) -> None:
+        """One iterate's ``(B, m_H)`` held-out errors (and ``(B,)`` kept-entry fit)."""
         self.means.append(errors.mean())
         smooth = torch.stack(self.means[-self.window:]).mean().nan_to_num(nan=math.inf)  # a NaN iterate: never the best
         it = torch.full((), len(self.means) - 1, device=errors.device)  # filled on the device: no host copy
         if self.best is None:
-            self.best, self.best_errors, self.best_iteration = smooth, errors, it
+            self.best, self.best_errors, self.best_iteration, self.best_kept = smooth, errors, it, kept
             return
         better = smooth < self.best
         self.best = torch.where(better, smooth, self.best)
         self.best_errors = torch.where(better, errors, self.best_errors)
         self.best_iteration = torch.where(better, it, self.best_iteration)
+        if kept is not None:
+            self.best_kept = torch.where(better, kept, self.best_kept)
 
 
 def apply_auto(solver: Solver, y, operator, prior, sigma: float, generator, calibrate_all: bool = False,

@@ -14,14 +14,17 @@ FIT_STOPS = ("reference", "noise_level")
 
 
 def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, target: torch.Tensor,
-                    stagnation: int | None = None, sync_every: int = 25) -> torch.Tensor:
+                    stagnation: int | None = None, sync_every: int = 25,
+                    taken: torch.Tensor | None = None) -> torch.Tensor:
     """AdamW (lr ``lr``, torch's default weight decay as the reference) on each image's
     ``mean((y − forward(v))²)`` from ``init``, at most ``max_iters`` steps, each image frozen when
     it stops.  ``stop="reference"`` (soominkwon/resample ``ddim.py`` ``pixel_optimization`` /
     ``latent_optimization``): the loss is below 1e-6 (reached where the fit absorbs the noise, e.g. SR
     ×4 after 100–600 pixel steps, never on inpainting or blur: docs/fidelity.md §2) or, with ``stagnation=W``,
     the loss exceeds the loss W iterations earlier (checked after the step, as the reference).
-    ``stop="noise_level"`` (ipsolve's option): ‖y − forward(v)‖² is at or below ``target`` (τ²σ²m)."""
+    ``stop="noise_level"`` (ipsolve's option): ‖y − forward(v)‖² is at or below ``target`` (τ²σ²m).
+    ``taken``: a per-image integer tensor to which the optimiser steps each image took are added
+    (on the device, no synchronisation)."""
     if stop not in FIT_STOPS:
         raise ValueError(f"unknown stop {stop!r}; expected one of {FIT_STOPS}")
     v = init.detach().clone().requires_grad_()
@@ -45,6 +48,8 @@ def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, targ
         opt.step()
         with torch.no_grad():
             v.copy_(torch.where(active.view(-1, *([1] * (v.ndim - 1))), v, saved))
+            if taken is not None:
+                taken += active
         if stop == "reference":
             done = mse < 1e-6
             if stagnation is not None:
@@ -180,9 +185,12 @@ class ReSample(Solver):
         m = y[0].numel()  # noise_level fits stop at ‖y − A(x)‖ ≤ τσ√m, τ from the χ²_m 95 % quantile
         target = torch.full((b,), (discrepancy_tau(m) * sigma) ** 2 * m, device=y.device)
 
+        # optimiser steps of each image's fits, pixel and latent (info: how far the fit budgets were used)
+        fit_steps = {kind: torch.zeros(b, dtype=torch.long, device=y.device) for kind in ("pixel", "latent")}
+
         def latent_fit(init):
             return fit_measurement(init, lambda v: operator(decode(v)), y, self.latent_lr, self.latent_iters,
-                                   self.fit_stop, target, self.stagnation)
+                                   self.fit_stop, target, self.stagnation, taken=fit_steps["latent"])
 
         nfe, n = 0, len(ts)
         for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
@@ -205,7 +213,7 @@ class ReSample(Solver):
                 with torch.enable_grad():
                     if kind == "pixel":  # pixel space, then re-encode
                         x_fit = fit_measurement(decode(zz), operator, y, self.pixel_lr, self.pixel_iters,
-                                                self.fit_stop, target)
+                                                self.fit_stop, target, taken=fit_steps["pixel"])
                         with torch.no_grad():
                             z0_hat = encode(x_fit)
                     else:  # latent space, through the decoder
@@ -226,9 +234,13 @@ class ReSample(Solver):
             x = decode_raw(z).clamp(-1, 1)
             res = residual_ratio(y, operator(x), sigma).cpu()
             finite = torch.isfinite(x).flatten(1).all(1)
+            steps_taken = {kind: v.tolist() for kind, v in fit_steps.items()}
         seconds = timer() - start
         # nfe: denoiser calls; the autoencoder calls are counted apart (decoder_backward: forward +
-        # backward, in the DPS steps and the latent fits)
+        # backward, in the DPS steps and the latent fits); *_fit_iterations: each image's optimiser
+        # steps over all its pixel / latent fits (the budgets: pixel_iters / latent_iters per fit)
         info = [{"nfe": nfe, "iterations": n, "stop_reason": "budget" if finite[i] else "nan",
-                 "residual": float(res[i]), "seconds": seconds, **(calls if latent else {})} for i in range(b)]
+                 "residual": float(res[i]), "seconds": seconds, **(calls if latent else {}),
+                 "pixel_fit_iterations": steps_taken["pixel"][i], "latent_fit_iterations": steps_taken["latent"][i]}
+                for i in range(b)]
         return Result(x=x, info=info)
