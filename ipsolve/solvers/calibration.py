@@ -22,10 +22,13 @@ far), one solve of the calibration images per candidate, at most ``budget`` cand
 uncalibrated solve run to its budget — and 9 for two); every candidate's values, score and cost go into
 ``Calibration.table``.  The plug-in solvers (DMPlug, FMPlug) also get their iteration count from
 the held-out error: each candidate runs to its budget without a stopping rule (so calibration
-costs 5× the budget, more than 5× a solve its stopping rule ends early) and the iterate with the
+costs 5× the budget — plus the check below, which stops at the chosen iterate — more than 5× a
+solve its stopping rule ends early) and the iterate with the
 smallest held-out error (5-iteration moving average) sets ``iterations`` (and the budget becomes
 the stopping rule; not for blind operators, whose kernel estimate the held-out error does not
-follow per iterate).  Nothing here sees the ground truth.
+follow per iterate).  The chosen values are then checked with one solve on all entries
+(``VERIFY_FACTOR``): a value at the edge of stability for the restricted operator can diverge on
+the full one.  Nothing here sees the ground truth.
 """
 from __future__ import annotations
 
@@ -191,7 +194,10 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     for every candidate.  ``keep_preset`` (holdout): the solver's own values are one of the
     candidates, and are kept unless the best candidate's held-out error is lower by more than one
     standard error of the paired per-entry differences — the one-standard-error rule of
-    cross-validation, so that a noisy score (few entries, high σ) does not move a good preset."""
+    cross-validation, so that a noisy score (few entries, high σ) does not move a good preset.
+    The chosen values then solve all of ``y`` once and are rejected (for the next-best candidate,
+    then the solver's own values) when an image's kept-entry fit gets ``VERIFY_FACTOR`` × worse
+    than the restricted solve's; that solve is ``Calibration.result``."""
     from . import make_solver
 
     start = time.perf_counter()
