@@ -304,7 +304,8 @@ def test_solve_with_auto_zeta_calibrates_dps():
 def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     """``calibrate=True``: the runner calibrates on the first images' measurements — exactly the y
     it saves and solves, never the ground truth — writes calibration.csv/.json/.png, records the
-    choice in summary.json and the report, solves every image with it, and reuses it on resume."""
+    choice in summary.json and the report, solves every image with it — the calibration images
+    taken from the check's solve, not solved twice — and reuses it on resume."""
     import numpy as np
 
     import ipsolve.solvers.calibration as calibration_module
@@ -319,10 +320,10 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
         return real(y, operator, prior, solver, **kw)
 
     monkeypatch.setattr(calibration_module, "calibrate", spy)
-    fast = {"name": "dps", "steps": 20, "rescale_zeta": True}
+    fast = {"name": "dps", "steps": 20, "rescale_zeta": True, "zeta": 0.05}  # too weak: calibration moves it
     run = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
                               max_images=3, sigma=0.05, calibrate={"images": 2, "budget": 3},
-                              progress=False, return_images=False, metrics=["psnr"])
+                              progress=False, return_images=True, metrics=["psnr"])
     (y,) = seen
     truth = torch.cat([ipsolve.io.load_image(p)[:, :1] for p in sorted(datasets_demo())[:2]])
     assert y.shape == (2, 1, 32, 32) and not torch.allclose(y, truth, atol=0.02)
@@ -333,6 +334,13 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 3
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
+    # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again
+    assert cal["changes"] and cal["reused_solve"]
+    assert [r["info"].get("reused_from_calibration", False) for r in run.records] == [True, True, False]
+    assert all(r["seconds_per_image"] > 0.05 for r in run.records)  # the reused solve's time is still counted
+    fresh = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver={**fast, **cal["changes"]},
+                                max_images=2, sigma=0.05, progress=False, metrics=["psnr"])
+    torch.testing.assert_close(run.x[:2], fresh.x, atol=1e-3, rtol=0)
     again = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
                                 max_images=4, sigma=0.05, calibrate={"images": 2, "budget": 3},
                                 progress=False, return_images=False, metrics=["psnr"])
@@ -439,3 +447,29 @@ def test_calibrating_dmplug_sets_its_iteration_count():
     checked = [r for r in cal.table if "full_fit" in r]
     assert len(checked) == 1 and not checked[0].get("rejected") and cal.result is not None
     assert cal.result.info[0]["iterations"] == cal.params["iterations"]
+
+
+def test_calibration_plot_marks_rejected_candidates(tmp_path, monkeypatch):
+    """calibration.png: the candidates' scores, the solver as given, the chosen value and — marked
+    apart — a candidate that scored best but failed the check on all entries; a diverged one (score
+    inf) is left to the CSV."""
+    from matplotlib.axes import Axes
+
+    from ipsolve.runner.calibration import plot_calibration
+
+    drawn = []
+    real = Axes.plot
+
+    def spy(self, *args, **kw):
+        drawn.append((kw.get("label"), [list(a) for a in args if not isinstance(a, str)]))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    rows = [{"zeta": None, "score": 2.0, "preset": True}, {"zeta": 0.1, "score": 1.5},
+            {"zeta": 0.3, "score": 1.0, "rejected": "diverged on all entries", "full_fit": 5e3, "restricted_fit": 0.8},
+            {"zeta": 3.0, "score": math.inf, "diverged": True}]
+    plot_calibration(rows, {"zeta": 0.1}, "holdout", tmp_path / "calibration.png")
+    assert (tmp_path / "calibration.png").is_file()
+    labels = dict(drawn)
+    assert labels["rejected on all entries"] == [[0.3], [1.0]]
+    assert labels["candidates"] == [[0.1, 0.3], [1.5, 1.0]]

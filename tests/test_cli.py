@@ -1,6 +1,7 @@
-"""The ``ipsolve`` command line end to end (subprocesses, tiny settings, offline) and the
-Python API that shares its runner: outputs, 2 processes = 1 process, kill -9 and resume,
-sweeps, bad input."""
+"""The ``ipsolve`` command line end to end (each command its own process — forked from a warm
+server, :mod:`cli_process`, or a fresh interpreter where start-up is under test — tiny settings,
+offline) and the Python API that shares its runner: outputs, 2 processes = 1 process, kill -9
+and resume, sweeps, bad input."""
 from __future__ import annotations
 
 import csv
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_process import run_ipsolve
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "ipsolve" / "demo_data" / "phantom"
@@ -27,8 +29,12 @@ PER_RUN = ("metrics.csv", "summary.json", "grid.png", "config.yaml")
 
 
 def ipsolve(*args, cwd, timeout=300, launcher=()):
-    cmd = [*launcher, "-m", "ipsolve", *args] if launcher else [sys.executable, "-m", "ipsolve", *args]
-    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    """``python -m ipsolve *args`` in its own process (forked from a warm server, :mod:`cli_process`;
+    with a ``launcher``, a fresh interpreter started by it)."""
+    if not launcher:
+        return run_ipsolve(args, cwd=cwd, env=ENV, timeout=timeout)
+    return subprocess.run([*launcher, "-m", "ipsolve", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def check_ok(proc):

@@ -116,14 +116,11 @@ def test_selective_decisions_and_risk_coverage():
 
 
 def test_cli_samples_write_uncertainty_outputs(tmp_path):
-    import subprocess
-    import sys
+    from test_cli import ipsolve as run_cli
 
-    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "ipsolve", "solver=dps_cpu", "solver.steps=5", "samples=2",
-                           "data.max_images=3", "review_coverage=0.5", "progress=false", f"hydra.run.dir={run}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_cli("solver=dps_cpu", "solver.steps=5", "samples=2", "data.max_images=3", "review_coverage=0.5",
+                   "progress=false", f"hydra.run.dir={run}", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = sorted(p.stem for p in (run / "recon").glob("*.png"))
     assert len(names) == 3

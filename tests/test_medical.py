@@ -5,8 +5,6 @@ or is built here; nothing is downloaded."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,8 +27,6 @@ from ipsolve.runner import RunError  # noqa: E402
 from ipsolve.runner.volumes import reconstruct_volumes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
 CHEAP_DPS = {"name": "dps", "steps": 5, "rescale_zeta": True}
 
 
@@ -517,10 +513,11 @@ def test_readme_dicom_command(tmp_path):
     output series carries the same geometry."""
     folder = example_dicom_folder(tmp_path / "ct")
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "ipsolve", "data=dicom", f"data.path={folder}", "operator=ct_sparse",
-                           "solver=dps_cpu", "solver.steps=5", "data.write_dicom=true", f"hydra.run.dir={run}",
-                           "progress=false", "metrics=[psnr,ssim]"], cwd=tmp_path, env=ENV, capture_output=True,
-                          text=True, timeout=300)
+    from test_cli import ipsolve as run_cli
+
+    proc = run_cli("data=dicom", f"data.path={folder}", "operator=ct_sparse", "solver=dps_cpu", "solver.steps=5",
+                   "data.write_dicom=true", f"hydra.run.dir={run}", "progress=false", "metrics=[psnr,ssim]",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "volumes/CT_series1.nii.gz" in proc.stdout
     expected = nibabel_affine(pydicom.dcmread(folder / "CT_small.dcm")) @ np.diag([4.0, 4.0, 1.0, 1.0])

@@ -306,15 +306,11 @@ def test_search_spaces_contain_the_reference_values():
 def test_cli_runs_the_cpu_presets(tmp_path):
     """The three CPU presets from the command line, one sweep process, a 3-step budget."""
     import csv
-    import os
-    import subprocess
-    import sys
+    from test_cli import ipsolve as run_cli
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
     sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "ipsolve", "-m", "solver=ddrm_cpu,pigdm_cpu,diffpir_cpu", "++solver.steps=3",
-                           "data.max_images=1", "progress=false", f"hydra.sweep.dir={sweep}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_cli("-m", "solver=ddrm_cpu,pigdm_cpu,diffpir_cpu", "++solver.steps=3", "data.max_images=1",
+                   "progress=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
     assert sorted(r["solver"] for r in rows) == ["ddrm", "diffpir", "pigdm"]

@@ -185,7 +185,7 @@ def check_components(root: Path, index: dict, family: Family, use_t5: bool) -> N
         needed += [family.t5, family.t5.replace("text_encoder", "tokenizer")]
     missing = [n for n in needed if not (root / n).is_dir() or not isinstance(index.get(n), list) or index[n][0] is None]
     if missing:
-        hint = (f" (SD3 runs without T5: load with use_t5=False, ipsolve prior.use_t5=false)"
+        hint = (" (SD3 runs without T5: load with use_t5=False, ipsolve prior.use_t5=false)"
                 if family.t5 and any(m.endswith("_3") for m in missing) else "")
         raise ValueError(f"{root}: the {family.name} pipeline is missing {', '.join(missing)} "
                          f"(needs {', '.join(needed)}){hint}")

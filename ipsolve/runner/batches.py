@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RunError
@@ -41,6 +41,9 @@ class Job:
     select: str = "mean"
     keep_arrays: bool = False  # also write recon/initial/std as float32 .npy (volume runs reassemble them)
     coupling: float | None = None  # z-coupling weight: a volume's slices are solved together (see ipsolve.solvers.coupling)
+    # the calibration check's solve of its images with the chosen values, by name: (x, info, kernel, its seconds per
+    # image), not solved again
+    solved: dict = field(default_factory=dict)
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -78,8 +81,10 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
 
 def make_batches(job: Job, local: list[Item], batch_size: int) -> list[list[Item]]:
     """``batch_size`` images at a time; with z-coupling, one volume (all its slices, in z order) at a time."""
-    if job.coupling is None:
-        return [local[b0:b0 + batch_size] for b0 in range(0, len(local), batch_size)]
+    if job.coupling is None:  # the images calibration already solved come first, in batches of their own
+        first = [it for it in local if it.name in job.solved]
+        rest = [it for it in local if it.name not in job.solved]
+        return [part[b0:b0 + batch_size] for part in (first, rest) for b0 in range(0, len(part), batch_size)]
     volumes: dict = {}
     for it in local:
         volumes.setdefault(it.volume, []).append(it)
@@ -120,7 +125,8 @@ def run_batch(job: Job, ok: list[Item], inputs: list, callback=None) -> list[tup
     truth = torch.cat(inputs) if not job.measurements else \
         (torch.cat([it.truth for it in ok]).to(result.x) if all(it.truth is not None for it in ok) else None)
     scores = score(job, result.x, init, truth) if truth is not None else {}
-    batch_seconds = time.perf_counter() - start
+    # a reused solve (calibration's check) still cost its share of that solve's time
+    batch_seconds = time.perf_counter() - start + sum(job.solved[it.name][3] for it in ok if it.name in job.solved)
     finished = []
     for i, it in enumerate(ok):
         rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i], truth is not None)
@@ -157,12 +163,19 @@ def measure(job: Job, xs: list, seeds: list[dict], names: list[str]) -> list:
 
 def solve_batch(job: Job, y, seeds: list[dict], items: list[Item] | None = None, callback=None):
     """The solver's :class:`~ipsolve.solvers.Result` for the batch ``y``, each image with its own
-    solver seed; with z-coupling, the penalty couples neighbouring slices of the batch's volume."""
+    solver seed; with z-coupling, the penalty couples neighbouring slices of the batch's volume.
+    Images the calibration check already solved (same ``y``, seeds and values: ``job.solved``)
+    are taken from that solve instead of being solved twice."""
     import torch
 
-    from ..solvers import solve
+    from ..solvers import Result, finish, solve
     from ..solvers.coupling import ZCoupling, neighbour_pairs
 
+    if items is not None and items and all(it.name in job.solved for it in items):
+        x, info, kernel, _ = zip(*(job.solved[it.name] for it in items))
+        result = Result(x=torch.cat(x).to(y.device), info=[{**i, "reused_from_calibration": True} for i in info],
+                        kernel=None if kernel[0] is None else torch.cat(kernel).to(y.device))
+        return finish(result, y, job.prior, job.solver, job.sigma)
     gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
     penalty = None
     if job.coupling is not None and items is not None:

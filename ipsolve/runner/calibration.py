@@ -101,7 +101,17 @@ def _calibrate(job, items, options: dict) -> dict:
                     generator=gens)
     record = {**cal.summary(), "images": names, "changes": cal.changes, "table": cal.table,
               "options": json.loads(json.dumps(options, default=str))}
-    log.info("calibration on %d image(s): %s", len(names), _describe(record))
+    if cal.result is not None and job.samples == 1 and job.coupling is None:
+        # the check solved these images with the chosen values, their seeds and exactly the y the batch
+        # loop makes: the batch loop takes them from here (calibration.json records it)
+        res = cal.result
+        for i, name in enumerate(names):
+            job.solved[name] = (res.x[i:i + 1].detach(), dict(res.info[i]),
+                                None if res.kernel is None else res.kernel[i:i + 1].detach(),
+                                float(res.info[i].get("seconds", 0.0)) / len(names))
+        record["reused_solve"] = True
+    log.info("calibration on %d image(s): %s%s", len(names), _describe(record),
+             "; its check's solve of them is kept, not repeated" if record.get("reused_solve") else "")
     if job.out is not None:
         write_calibration_files(job.out, record)
     return record
@@ -115,8 +125,10 @@ def _describe(record: dict) -> str:
 
 def write_calibration_files(out: Path, record: dict) -> None:
     """``calibration.json`` (what was chosen and how), ``calibration.csv`` (one row per candidate:
-    its values, ground-truth-free score, network evaluations per image, seconds) and
-    ``calibration.png`` (score against each calibrated parameter, the chosen value marked)."""
+    its values, ground-truth-free score, network evaluations per image, seconds; for those checked
+    on all entries ``full_fit`` / ``restricted_fit`` and, when it failed, ``rejected``) and
+    ``calibration.png`` (score against each calibrated parameter, the chosen value and any
+    rejected candidate marked)."""
     atomic_write_text(out / "calibration.json", json.dumps(record, indent=1, default=str))
     rows = record["table"]
     cols = list(dict.fromkeys(k for r in rows for k in r))
@@ -141,6 +153,9 @@ def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path) ->
         pts = sorted((r[name], r["score"]) for r in finite if isinstance(r.get(name), (int, float)) and not r.get("preset"))
         if pts:
             ax.plot(*zip(*pts), "o-", color="0.4", label="candidates")
+        rejected = [(r[name], r["score"]) for r in finite if r.get("rejected") and isinstance(r.get(name), (int, float))]
+        if rejected:  # best held-out score, but the check on all entries failed (calibration.csv: full_fit)
+            ax.plot(*zip(*rejected), "x", color="tab:red", ms=9, mew=2, label="rejected on all entries")
         for r in finite:
             if r.get("preset"):  # the solver as given (its value may be a per-operator default, None)
                 ax.axhline(r["score"], color="tab:blue", ls="--", label=f"as given ({r.get(name)})")

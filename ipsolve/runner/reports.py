@@ -176,7 +176,7 @@ def report(summary: dict) -> str:
         for text in vol.get("warnings", []):
             lines.append(f"    note: {text}")
     if summary.get("input_skipped"):
-        lines.append(f"  input files skipped: " + "; ".join(f"{Path(s['file']).name} ({s['reason']})"
+        lines.append("  input files skipped: " + "; ".join(f"{Path(s['file']).name} ({s['reason']})"
                                                          for s in summary["input_skipped"][:5])
                      + (" ..." if len(summary["input_skipped"]) > 5 else ""))
     far = summary.get("residual_warnings", {})

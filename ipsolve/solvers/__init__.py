@@ -122,6 +122,13 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
             result = combine_samples(runs, y, operator, sigma, select)
     finally:
         solver._penalty = None
+    return finish(result, y, prior, solver, sigma, calibration)
+
+
+def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma: float, calibration=None) -> Result:
+    """What :func:`solve` adds to a solver's run: the divergence check, ``calibrated`` and
+    ``reliability`` in each image's ``info``, NFE counted per network evaluation (classifier-free
+    guidance: two per call).  The runner applies it to the calibration check's solve it reuses."""
     bad = [i for i in range(result.x.shape[0]) if not torch.isfinite(result.x[i]).all()]
     if bad:
         raise NonFiniteError(f"solver {solver.name!r} diverged: non-finite reconstruction of image(s) "
