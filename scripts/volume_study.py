@@ -4,8 +4,10 @@ Volumes: :func:`ipsolve.datasets.heldout_volume` — held-out ``blobs`` phantoms
 smoothly along z (never seen by the bundled prior) — written as NIfTI files (values (x+1)·500,
 window [0, 1000]) and reconstructed through the real pipeline (``data=nifti``,
 :func:`ipsolve.runner.volumes.reconstruct_volumes`).  The coupling weight is chosen per
-operator × solver on a *validation* volume (its own seed) from a small grid, then the test
-volumes (other seeds) are reconstructed slice by slice and z-coupled with that weight.
+operator × solver on a *validation* volume (its own seed) from a small grid — with the ground
+truth, as a reference — then the test volumes (other seeds) are reconstructed slice by slice,
+z-coupled with that weight, and z-coupled with ``data.z_coupling=auto`` (the weight calibrated
+on each test volume's own measurements, 4 middle slices, held-out entries: what a user can do).
 
     OMP_NUM_THREADS=1 nice python scripts/volume_study.py --out docs/figures/volume_study.json
 
@@ -52,7 +54,9 @@ def run(path: Path, out: Path, operator: str, solver: str, weight, depth: int) -
             "volume": vol["metrics"], "volume_initial": vol["initial_metrics"],
             "seconds_per_slice": sum(batches.values()) / len(res.records), "wall": wall,
             "residual": float(np.mean([r["info"]["residual"] for r in res.records])),
-            "stop": sorted({r["info"]["stop_reason"] for r in res.records})}
+            "stop": sorted({r["info"]["stop_reason"] for r in res.records}),
+            **({"weight": res.summary["calibration"]["coupling"],
+                "calibration_seconds": res.summary["calibration"]["seconds"]} if weight == "auto" else {})}
 
 
 def main():
@@ -63,6 +67,7 @@ def main():
     ap.add_argument("--operators", default="ct_sparse,mri_4x")
     ap.add_argument("--solvers", default="dps_cpu,dmplug_cpu")
     ap.add_argument("--weights", default="0.001,0.003,0.01,0.03")
+    ap.add_argument("--modes", default="slice,coupled,auto", help="test-volume runs to make (missing ones only)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     work = Path(args.work)
@@ -88,8 +93,8 @@ def main():
                 results[key] = entry
                 out_path.parent.mkdir(parents=True, exist_ok=True)
                 out_path.write_text(json.dumps(results, indent=1))
-            for mode, w in (("slice", None), ("coupled", entry["weight"])):
-                if mode in entry:
+            for mode, w in (("slice", None), ("coupled", entry["weight"]), ("auto", "auto")):
+                if mode in entry or mode not in args.modes.split(","):
                     continue
                 runs = [run(t, work / key / f"{t.stem}_{mode}{'' if w is None else w}", op, solver, w, args.depth)
                         for t in tests]
@@ -117,12 +122,17 @@ def table(results: dict) -> str:
                      f"{np.mean([r['volume_initial']['psnr'] for r in first]):.2f} | "
                      f"{np.mean([r['volume_initial']['ssim_3d'] for r in first]):.3f} | – | – |")
         base = np.concatenate([r["slice_psnr"] for r in first])
-        for mode, label in (("slice", "slice by slice"), ("coupled", f"z-coupled (weight {e['weight']:g})")):
+        modes = [("slice", "slice by slice"), ("coupled", f"z-coupled ({e['weight']:g}, chosen with ground truth)")]
+        if "auto" in e:
+            chosen = ", ".join(f"{r['weight']:.2g}" for r in e["auto"])
+            modes.append(("auto", f"z-coupled (auto: {chosen}; calibration "
+                                  f"{np.mean([r['calibration_seconds'] for r in e['auto']]):.0f} s / volume)"))
+        for mode, label in modes:
             runs = e[mode]
             sp = np.concatenate([r["slice_psnr"] for r in runs])
             gain = sp - base
             better = (f"{int((gain > 0).sum())} of {len(gain)} (gain {gain.mean():+.2f} dB, {gain.min():+.2f} … "
-                      f"{gain.max():+.2f})" if mode == "coupled" else "–")
+                      f"{gain.max():+.2f})" if mode != "slice" else "–")
             ss = np.concatenate([r["slice_ssim"] for r in runs])
             lines.append(f"| {op} | {solver} | {label} | {sp.mean():.2f} ± {sp.std():.2f} | {ss.mean():.3f} | "
                          f"{np.mean([r['volume']['psnr'] for r in runs]):.2f} | "

@@ -486,6 +486,36 @@ def test_z_coupling_makes_neighbouring_slices_agree(tmp_path):
                             operator="ct_sparse", solver="daps_cpu", window=[0, 1000])
 
 
+def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
+    """``z_coupling="auto"``: the weight is calibrated (held-out entries, never the truth) on
+    neighbouring slices from the middle of the first volume, scored coupled against slice by slice
+    (weight 0, the candidate as given), recorded in calibration.json and summary.json, and every
+    volume is then solved coupled with it in one batch; a resumed run reuses the choice."""
+    import json
+
+    vol = heldout_volume(6, 32, seed=5)
+    img = nib.Nifti1Image(((vol[:, 0].permute(1, 2, 0).numpy() + 1) * 500).astype(np.float32), np.eye(4))
+    nib.save(img, tmp_path / "v.nii.gz")
+    kw = dict(operator="ct_sparse", solver={"name": "dps", "steps": 10, "rescale_zeta": True}, window=[0, 1000],
+              calibrate={"enabled": False, "images": 3, "budget": 4})  # the weight only (5 candidates)
+    res = reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "run", z_coupling="auto", **kw)
+    cal = res.summary["calibration"]
+    assert cal["images"] == ["v_z001", "v_z002", "v_z003"]  # the middle 3 of 6 slices, neighbours
+    assert set(cal["params"]) == {"z_coupling"} and cal["coupling"] == cal["params"]["z_coupling"] >= 0
+    assert cal["table"][0]["preset"] and cal["table"][0]["z_coupling"] == 0.0 and len(cal["table"]) == 4
+    assert all(r["z_coupling"] >= 1e-4 for r in cal["table"][1:])
+    assert json.loads((tmp_path / "run" / "calibration.json").read_text())["coupling"] == cal["coupling"]
+    assert {tuple(r["batch"]) for r in res.records} == {tuple(f"v_z{z:03d}" for z in range(6))}  # one batch
+    assert (tmp_path / "run" / "calibration.png").is_file()
+    (tmp_path / "run" / "records" / "v_z004.json").unlink()  # a slice unfinished: its volume is redone whole
+    table = (tmp_path / "run" / "calibration.csv").read_text()
+    again = reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "run", z_coupling="auto", **kw)
+    assert again.summary["num_resumed"] == 0 and again.summary["calibration"]["coupling"] == cal["coupling"]
+    assert (tmp_path / "run" / "calibration.csv").read_text() == table  # reused, not calibrated again
+    with pytest.raises(RunError, match="auto"):
+        reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "bad", z_coupling="sometimes", **kw)
+
+
 def test_training_slices_from_dicom_and_nifti(tmp_path):
     from ipsolve.io import load_training_slices
 

@@ -3,7 +3,9 @@
 
 Rank 0 calibrates and every rank receives the chosen settings; the choice is written to
 ``calibration.json`` / ``calibration.csv`` / ``calibration.png`` in the run directory, and a
-resumed run reuses ``calibration.json`` instead of calibrating again."""
+resumed run reuses ``calibration.json`` instead of calibrating again.  ``data.z_coupling=auto``
+calibrates the z-coupling weight too, on neighbouring slices of the first volume, against slice
+by slice (weight 0)."""
 from __future__ import annotations
 
 import csv
@@ -44,11 +46,16 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
     solver on ``job`` (every rank).  Returns the record for ``summary.json`` (None when off).
     Parameters given as ``"auto"`` (in a preset or as ``solver.X=auto``) are calibrated once here,
     on the first images, rather than on every batch."""
-    from ..solvers.calibration import with_params
+    from ..solvers.calibration import COUPLING, declared_space, with_params
     from .processes import broadcast
 
     auto = tuple(getattr(job.solver, "auto_params", ()) or ())
-    if auto and not options["enabled"]:
+    if job.coupling == "auto":  # the z-coupling weight is calibrated with whatever else is
+        given = options["params"] if options["enabled"] else list(auto)
+        if options["enabled"] and given is None:
+            given = list(declared_space(job.solver))
+        options = {**options, "enabled": True, "params": [*given, COUPLING]}
+    elif auto and not options["enabled"]:
         options = {**options, "enabled": True, "params": list(auto)}
     if not options["enabled"]:
         return None
@@ -75,6 +82,8 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
     if error is not None:
         raise RunError(f"calibration failed: {error}")
     job.solver = with_params(job.solver, **record["changes"])
+    if job.coupling == "auto":
+        job.coupling = float(record["coupling"])
     return record
 
 
@@ -84,9 +93,10 @@ def _calibrate(job, items, options: dict) -> dict:
     import torch
 
     from ..solvers.calibration import calibrate
+    from ..solvers.coupling import ZCoupling, neighbour_pairs
     from .batches import image_seeds, load_batch, measure
 
-    chosen = items[:int(options["images"])]
+    chosen = calibration_items(job, items, int(options["images"]))
     ok, inputs, _ = load_batch(job, chosen)
     if not ok:
         raise RunError("none of the calibration images could be read")
@@ -96,11 +106,17 @@ def _calibrate(job, items, options: dict) -> dict:
     del inputs  # calibration sees the measurements only
     job.operator.set_images(names)
     gens = [torch.Generator().manual_seed(s["solver"]) for s in seeds]
+    penalty = None
+    if job.coupling is not None:  # the slices are coupled as the volume's solve couples them
+        penalty = ZCoupling(1.0 if job.coupling == "auto" else job.coupling,
+                            neighbour_pairs([(it.volume, it.z) for it in ok]))
     cal = calibrate(y, job.operator, job.prior, job.solver, sigma=job.sigma, params=options["params"],
                     budget=options["budget"], method=options["method"], holdout=options["holdout"], seed=job.seed,
-                    generator=gens)
+                    generator=gens, penalty=penalty)
     record = {**cal.summary(), "images": names, "changes": cal.changes, "table": cal.table,
               "options": json.loads(json.dumps(options, default=str))}
+    if cal.coupling is not None:
+        record["coupling"] = cal.coupling
     if cal.result is not None and job.samples == 1 and job.coupling is None:
         # the check solved these images with the chosen values, their seeds and exactly the y the batch
         # loop makes: the batch loop takes them from here (calibration.json records it)
@@ -115,6 +131,17 @@ def _calibrate(job, items, options: dict) -> dict:
     if job.out is not None:
         write_calibration_files(job.out, record)
     return record
+
+
+def calibration_items(job, items: list, count: int) -> list:
+    """The images to calibrate on: the first ``count``; with z-coupling, ``count`` neighbouring
+    slices from the middle of the first volume (its end slices are often near empty), so that the
+    candidates are scored coupled, as the volume will be solved."""
+    if job.coupling is None:
+        return items[:count]
+    first = sorted((it for it in items if it.volume == items[0].volume), key=lambda it: it.z)
+    start = max(0, (len(first) - count) // 2)
+    return first[start:start + count]
 
 
 def _describe(record: dict) -> str:
@@ -159,7 +186,7 @@ def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path) ->
         for r in finite:
             if r.get("preset"):  # the solver as given (its value may be a per-operator default, None)
                 ax.axhline(r["score"], color="tab:blue", ls="--", label=f"as given ({r.get(name)})")
-        if isinstance(chosen.get(name), (int, float)):
+        if isinstance(chosen.get(name), (int, float)) and chosen[name] > 0:  # (z_coupling 0: slice by slice)
             ax.axvline(chosen[name], color="tab:red", label=f"chosen {chosen[name]:.3g}")
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -52,7 +52,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
             review_below: float | None = None, review_coverage: float | None = None,
             threads="auto", calibrate=False, select: str = "mean", input_settings: dict | None = None,
-            keep_arrays: bool = False, coupling: float | None = None) -> Reconstruction:
+            keep_arrays: bool = False, coupling: float | str | None = None) -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -72,8 +72,9 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     measurements, never their ground truth, then solve all.  ``input_settings``: how the inputs
     were made (e.g. a volume's window), part of the settings and the resume fingerprint.
     ``keep_arrays``: also write float ``.npy`` reconstructions (volume runs).  ``coupling``: a
-    z-coupling weight; the items' ``volume``/``z`` say which slices are neighbours, each volume is
-    solved in one batch and handed to one process (see :mod:`ipsolve.solvers.coupling`)."""
+    z-coupling weight, or ``"auto"`` to choose it from the first volume's measurements
+    (:mod:`.calibration`); the items' ``volume``/``z`` say which slices are neighbours, each volume
+    is solved in one batch and handed to one process (see :mod:`ipsolve.solvers.coupling`)."""
     start = time.perf_counter()
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
     calibrate = calibration_options(calibrate)
@@ -126,7 +127,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     if coupling is not None:
         coupling = check_coupling(coupling, items, solver)
         settings["z_coupling"] = coupling
-    if calibrate["enabled"] or getattr(solver, "auto_params", ()):  # a resume must calibrate the same way
+    if calibrate["enabled"] or getattr(solver, "auto_params", ()) or coupling == "auto":  # a resume calibrates alike
         settings["calibrate"] = {**calibrate, "auto": list(getattr(solver, "auto_params", ()) or ())}
     job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
@@ -161,17 +162,19 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                           summary=summary, output_dir=out)
 
 
-def check_coupling(coupling, items: list[Item], solver) -> float:
-    """The z-coupling weight as a number >= 0, or :class:`RunError` (no volumes, or a solver without a data term to extend)."""
+def check_coupling(coupling, items: list[Item], solver) -> float | str:
+    """The z-coupling weight as a number >= 0, or ``"auto"`` (chosen from the measurements by
+    calibration, :mod:`.calibration`), or :class:`RunError` (no volumes, or a solver without a data
+    term to extend)."""
     from ..solvers.coupling import check_solver
 
     try:
-        weight = float(coupling)
+        weight = coupling if coupling == "auto" else float(coupling)
     except (TypeError, ValueError):
         weight = float("nan")
-    if not math.isfinite(weight) or weight < 0:
-        raise RunError(f"data.z_coupling must be a number >= 0 (the weight of total variation along z) or null, "
-                       f"got {coupling!r}")
+    if weight != "auto" and (not math.isfinite(weight) or weight < 0):
+        raise RunError(f"data.z_coupling must be a number >= 0 (the weight of total variation along z), auto "
+                       f"(chosen from the measurements) or null, got {coupling!r}")
     if any(it.volume is None or it.z is None for it in items):
         raise RunError("z-coupling needs volumes (data=dicom, nifti or fastmri), not a folder of images")
     try:

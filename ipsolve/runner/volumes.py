@@ -268,12 +268,13 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
 # ----------------------------------------------------------------------------------------
 def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", solver="dmplug_cpu",
                         prior="phantom_ddpm", sigma: float = 0.01, seed: int = 0, samples: int = 1, device=None,
-                        progress: bool = False, metrics=("psnr", "ssim"), **data_options):
+                        progress: bool = False, metrics=("psnr", "ssim"), calibrate=False, **data_options):
     """Reconstruct the volumes of ``path`` (``format``: dicom, nifti or fastmri) into
     ``output_dir``, as ``ipsolve data=<format> data.path=<path>`` does; ``data_options`` are the
     ``conf/data/<format>.yaml`` settings (``window``, ``series``, ``volume``, ``slices``,
     ``z_coupling``, ``write_dicom``, ``mask``, ``batch_size``).  ``operator`` / ``solver`` /
-    ``prior``: preset names or mappings.  Returns the :class:`~ipsolve.runner.Reconstruction`
+    ``prior``: preset names or mappings; ``calibrate``: as :func:`ipsolve.reconstruct`'s (with
+    ``z_coupling="auto"`` its options also size the weight's calibration).  Returns the :class:`~ipsolve.runner.Reconstruction`
     (``summary["volumes"]`` says what was written where)."""
     from omegaconf import OmegaConf
 
@@ -288,6 +289,6 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
     data.update(data_options, path=str(path))
     cfg = OmegaConf.create({"data": data, "operator": operator, "solver": solver, "prior": prior, "sigma": sigma,
                             "seed": seed, "samples": samples, "device": device or "auto", "progress": progress,
-                            "metrics": list(metrics)})
+                            "metrics": list(metrics), "calibrate": calibrate})
     return run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
                              else ())

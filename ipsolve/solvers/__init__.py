@@ -106,6 +106,8 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         options, calibrate_all = {}, calibrate
     else:
         raise TypeError(f"calibrate must be True/False or a dict of ipsolve.calibrate options, got {calibrate!r}")
+    if penalty is not None:  # calibration's candidates run with the coupling the solve uses
+        options["penalty"] = penalty
     solver, calibration = apply_auto(solver, y, operator, prior, sigma, _copies(gens), calibrate_all=calibrate_all,
                                      **options)
     if penalty is not None:
@@ -113,7 +115,8 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         solver._penalty = penalty
     try:
         if samples == 1 and calibration is not None and calibration.result is not None and callback is None \
-                and penalty is None:  # calibration's check already solved all of y with the chosen values
+                and calibration.coupling is None:  # calibration's check already solved all of y with the chosen
+            # values (and this penalty: its candidates ran with it)
             result = calibration.result
         elif samples == 1:
             result = solver.run(y, operator, prior, gens, sigma, callback)

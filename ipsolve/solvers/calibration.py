@@ -54,6 +54,10 @@ METHODS = ("auto", "holdout", "discrepancy")
 VERIFY_FACTOR = 10.0
 VERIFY_CANDIDATES = 2
 MIN_SPLIT = 64  # measurement entries per image below which nothing is held out (auto: discrepancy)
+# the z-coupling weight's search range (ZCoupling's units: ‖y − A(x)‖² per pixel of |x_{z+1} − x_z|); the
+# weights chosen with ground truth on a validation volume were 0.001–0.003 (docs/medical.md)
+COUPLING = "z_coupling"
+COUPLING_RANGE = (1e-4, 3e-2)
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
@@ -66,7 +70,8 @@ class Calibration:
     turn the original solver into ``solver``: the chosen values, and for the plug-in solvers
     their iteration count and stopping rule); ``result``: the solve of all of ``y`` that checked
     the chosen values (holdout; None when the solver's own values were kept) — :func:`ipsolve.solve`
-    returns it instead of solving again."""
+    returns it instead of solving again; ``coupling``: the z-coupling weight chosen with
+    ``params=[..., "z_coupling"]`` (0 = slice by slice), else None."""
 
     params: dict
     solver: Solver
@@ -77,6 +82,7 @@ class Calibration:
     note: str = ""
     changes: dict = field(default_factory=dict)  # the settings that make ``solver`` from the original one
     result: object = None  # the check's solve of all of ``y`` with the chosen values (a Result), when one ran
+    coupling: float | None = None  # the chosen z-coupling weight (0: slice by slice), when it was calibrated
 
     def summary(self) -> dict:
         return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
@@ -181,7 +187,7 @@ def discrepancy_search(evaluate, lo: float, hi: float, evaluations: int, directi
 # ---------------------------------------------------------------------------------- calibrate
 def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sigma: float = 0.01, params=None,
               budget: int | None = None, method: str = "auto", holdout: float = 0.2, seed: int = 0,
-              generator=None, keep_preset: bool = True) -> Calibration:
+              generator=None, keep_preset: bool = True, penalty=None) -> Calibration:
     """Choose ``solver``'s parameters for this measurement batch ``y`` without the ground truth.
 
     ``params``: names of declared parameters (default: all of ``solver.search_space``);
@@ -197,8 +203,15 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     cross-validation, so that a noisy score (few entries, high σ) does not move a good preset.
     The chosen values then solve all of ``y`` once and are rejected (for the next-best candidate,
     then the solver's own values) when an image's kept-entry fit gets ``VERIFY_FACTOR`` × worse
-    than the restricted solve's; that solve is ``Calibration.result``."""
+    than the restricted solve's; that solve is ``Calibration.result``.
+
+    ``penalty``: the :class:`~.coupling.ZCoupling` of a volume whose slices are the images of
+    ``y`` — every candidate runs with it, as the solve will; with ``"z_coupling"`` among
+    ``params`` its weight is searched too (:data:`COUPLING_RANGE`, log scale), and the solver as
+    given runs without coupling, so coupling is kept only where it predicts the held-out entries
+    better than slice by slice (``Calibration.coupling``)."""
     from . import make_solver
+    from .coupling import ZCoupling, check_solver
 
     start = time.perf_counter()
     if isinstance(solver, str):
@@ -207,7 +220,18 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not 0.0 < float(holdout) <= 0.5:
         raise ValueError(f"holdout must be a fraction in (0, 0.5], got {holdout!r}")
-    space = declared_space(solver, params)
+    names = None if params is None else [params] if isinstance(params, str) else list(params)
+    couple = names is not None and COUPLING in names
+    if couple or penalty is not None:
+        if not isinstance(penalty, ZCoupling):
+            raise ValueError("calibrating z_coupling needs the volume's slices: give penalty=ZCoupling(weight, "
+                             "neighbour_pairs(...)) for the images of y")
+        check_solver(solver)
+    if couple:
+        names = [n for n in names if n != COUPLING]
+    space = declared_space(solver, names) if names or not couple else {}
+    if couple:
+        space[COUPLING] = COUPLING_RANGE
     budget = default_budget(len(space)) if budget is None else int(budget)
     needed = 2 * len(space) + int(keep_preset and method != "discrepancy")
     if budget < needed:
@@ -237,6 +261,16 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     plug = isinstance(solver, PlugSolver)
     blind = isinstance(operator, BlindBlur)
     table: list[dict] = []
+
+    def candidate(values: dict, **extra) -> Solver:
+        """The solver with ``values`` (and ``extra``) set, and the z-coupling it runs with: the
+        candidate's weight, else the given one (none for the solver as given when it is searched)."""
+        cand = with_params(solver, **{k: v for k, v in values.items() if k != COUPLING}, **extra)
+        if penalty is not None:
+            weight = values.get(COUPLING, 0.0 if couple else penalty.weight)
+            cand._penalty = ZCoupling(weight, penalty.pairs, penalty.eps) if weight > 0 else None
+        return cand
+
     chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
     best_iterations: dict[tuple, int] = {}
     entries: dict[tuple, torch.Tensor] = {}  # per candidate: each held-out entry's squared error / σ²
@@ -257,7 +291,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                     (y_kept - gather(full, kept)).flatten(1).pow(2).mean(1) / noise_var)
 
         def score(values: dict, preset: bool = False) -> float:
-            cand = with_params(solver, **values, **({"stop": ()} if plug else {}))
+            cand = candidate(values, **({"stop": ()} if plug else {}))
             curve = HeldOutCurve()
 
             def track(it, state):  # every iterate's held-out errors (plug-in solvers, not blind)
@@ -267,7 +301,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
 
             t0 = time.perf_counter()
             key = tuple(sorted(values.items()))
-            shown = values if not preset else {n: getattr(solver, n, None) for n in space}
+            shown = values if not preset else {n: _given(solver, n, penalty, couple) for n in space}
             try:
                 res = cand.run(y_kept, op_kept, prior, fresh_generators(gens), sigma, track if plug else None)
                 with torch.no_grad():
@@ -291,7 +325,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     else:
         def score(values: dict, preset: bool = False) -> float:
             extra = {"stop": ("discrepancy",), "tau": None, "combine": "first"} if plug else {}
-            cand = with_params(solver, **values, **extra)
+            cand = candidate(values, **extra)
             t0 = time.perf_counter()
             try:
                 res = cand.run(y, operator, prior, fresh_generators(gens), sigma, None)
@@ -324,7 +358,8 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                 best = min(tried, key=lambda r: r["score"])
                 chosen = {n: best[n] for n in space}
         else:
-            direction = getattr(type(solver), "guidance_direction", {}).get(name, 1)
+            # a larger coupling weight regularises more: the strongest one that still fits
+            direction = -1 if name == COUPLING else getattr(type(solver), "guidance_direction", {}).get(name, 1)
             chosen[name] = discrepancy_search(evaluate, lo, hi, n, direction)
 
     def beats_preset(key) -> tuple[bool, float, float]:
@@ -346,7 +381,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         """One solve of ``y`` on all entries with candidate ``key``: every image must fit the kept
         entries within VERIFY_FACTOR × max(1, the restricted solve's fit) (recorded in its row)."""
         nonlocal verify_nfe
-        cand = with_params(solver, **dict(key), **plug_changes(key))
+        cand = candidate(dict(key), **plug_changes(key))
         try:
             res = cand.run(y, operator, prior, fresh_generators(gens), sigma, None)
             verify_nfe += _mean_nfe(res)
@@ -382,7 +417,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         if accepted is None and (keep_preset or ranked):
             if not reasons or reasons[-1].startswith("rejected"):
                 reasons.append("kept the solver's own values")
-            final, changes = {n: getattr(solver, n, None) for n in space}, plug_changes(())
+            final, changes = {n: _given(solver, n, penalty, couple) for n in space}, plug_changes(())
             if "iterations" in changes:  # the solver's own values, stopped where their held-out error was least
                 final["iterations"] = changes["iterations"]
         elif accepted is not None:
@@ -396,8 +431,21 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     # a diverged run's partial cost is not known
     total_nfe = sum(r["nfe"] for r in table if not r.get("diverged")) + verify_nfe
     accepted_result = checked.get(accepted) if method == "holdout" and accepted is not None else None
+    coupling = None
+    if couple:  # not a solver parameter: the weight of the penalty the solve runs with
+        coupling = float(changes.pop(COUPLING, None) or 0.0)
+        final[COUPLING] = coupling
     return Calibration(params=final, solver=with_params(solver, **changes), table=table, method=method, nfe=total_nfe,
-                       seconds=time.perf_counter() - start, note=note, changes=changes, result=accepted_result)
+                       seconds=time.perf_counter() - start, note=note, changes=changes, result=accepted_result,
+                       coupling=coupling)
+
+
+def _given(solver, name: str, penalty, couple: bool):
+    """The value of ``name`` as given: the solver's, or for the z-coupling weight being searched
+    none (0: slice by slice, the reference coupling has to beat)."""
+    if name == COUPLING:
+        return 0.0 if couple else getattr(penalty, "weight", None)
+    return getattr(solver, name, None)
 
 
 def _current(solver, name, lo, hi) -> float:
@@ -446,7 +494,8 @@ class HeldOutCurve:
 def apply_auto(solver: Solver, y, operator, prior, sigma: float, generator, calibrate_all: bool = False,
                **options) -> tuple[Solver, Calibration | None]:
     """The solver to run: calibrated on ``y`` when some of its parameters were given as ``"auto"``
-    (or all declared ones with ``calibrate_all``), else itself."""
+    (or all declared ones with ``calibrate_all``), else itself.  ``options`` go to :func:`calibrate`
+    (a ``penalty``: the candidates run with the z-coupling the solve will use)."""
     names = tuple(getattr(solver, "auto_params", ()) or ())
     if calibrate_all:
         names = tuple(declared_space(solver))
@@ -457,4 +506,4 @@ def apply_auto(solver: Solver, y, operator, prior, sigma: float, generator, cali
 
 
 __all__ = ["Calibration", "calibrate", "holdout_error", "discrepancy_ratio", "golden_section", "discrepancy_search",
-           "declared_space", "with_params", "METHODS", "MIN_SPLIT"]
+           "declared_space", "with_params", "METHODS", "MIN_SPLIT", "COUPLING", "COUPLING_RANGE"]
