@@ -16,7 +16,8 @@ logging set-up and per-process state are what a user gets.  What it does not tes
 interpreter start-up itself; the tests of that (``--help`` through the console script, the wheel
 install, the README blocks, Ctrl-C, kill -9 and resume, the multi-process launcher) still start a
 fresh interpreter.  Forking is safe here because the server never runs a torch operation, so no
-OpenMP/intra-op thread pool exists before the fork (checked: the server is single-threaded)."""
+OpenMP/intra-op thread pool exists before the fork (checked: the server is single-threaded, else
+every command runs in a fresh interpreter, as it does where there is no ``os.fork``)."""
 from __future__ import annotations
 
 import atexit
@@ -41,11 +42,13 @@ class CommandRunner:
 
     def __init__(self, env: dict):
         self.env = dict(env)
+        self.log = tempfile.TemporaryFile(mode="w+")  # the server's own stderr (a pipe nobody reads could fill)
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve"], env=self.env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
         ready = self._read(timeout=300)
         if ready.get("ready") is not True:
-            raise RuntimeError(f"the CLI test server did not start: {ready}")
+            self.close()
+            raise RuntimeError(f"the CLI test server cannot fork: {ready.get('reason', ready)}")
         self.lock = threading.Lock()
 
     def _read(self, timeout: float) -> dict:
@@ -54,7 +57,8 @@ class CommandRunner:
             raise TimeoutError
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the CLI test server exited: {self.proc.stderr.read()[-3000:]}")
+            self.log.seek(0)
+            raise RuntimeError(f"the CLI test server exited: {self.log.read()[-3000:]}")
         return json.loads(line)
 
     def run(self, args: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
@@ -90,11 +94,21 @@ _runners: dict = {}
 
 
 def run_ipsolve(args, cwd, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m ipsolve *args`` in ``cwd`` with ``env``, forked from the session's warm server."""
+    """``python -m ipsolve *args`` in ``cwd`` with ``env``, forked from the session's warm server;
+    where there is no fork (not POSIX) or the server cannot fork safely, a fresh interpreter."""
     key = json.dumps(sorted(env.items()))
     if key not in _runners:
-        _runners[key] = CommandRunner(env)
-        atexit.register(_runners[key].close)
+        try:
+            if not hasattr(os, "fork"):
+                raise RuntimeError("no os.fork on this platform")
+            _runners[key] = CommandRunner(env)
+            atexit.register(_runners[key].close)
+        except (RuntimeError, TimeoutError, OSError) as err:
+            print(f"cli_process: running each command in a fresh interpreter ({err})", file=sys.stderr)
+            _runners[key] = None
+    if _runners[key] is None:
+        return subprocess.run([sys.executable, "-m", "ipsolve", *map(str, args)], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=timeout)
     return _runners[key].run(list(args), cwd, env, timeout)
 
 
@@ -102,14 +116,19 @@ def run_ipsolve(args, cwd, env: dict, timeout: float = 300) -> subprocess.Comple
 def _serve() -> None:
     import importlib
 
-    protocol = sys.stdout
+    protocol = os.fdopen(os.dup(1), "w")  # replies only: anything else printed to stdout goes to stderr
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     for name in WARM:
         importlib.import_module(name)
     for module, attr in WARM_ATTRS:
         getattr(importlib.import_module(module), attr)
     assert "ipsolve" not in sys.modules, "the server must not import ipsolve: each command imports it afresh"
-    assert threading.active_count() == 1 and len(os.listdir("/proc/self/task")) == 1, \
-        "the server must be single-threaded to fork safely"
+    threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else threading.active_count()
+    if threads != 1:  # forking a multi-threaded process is not safe: the caller falls back to fresh interpreters
+        protocol.write(json.dumps({"ready": False, "reason": f"{threads} threads after the imports"}) + "\n")
+        protocol.flush()
+        return
     protocol.write(json.dumps({"ready": True}) + "\n")
     protocol.flush()
     for line in sys.stdin:
