@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 # what the server imports before forking: the slow third-party imports of every CLI run
@@ -44,7 +45,8 @@ class CommandRunner:
         self.env = dict(env)
         self.log = tempfile.TemporaryFile(mode="w+")  # the server's own stderr (a pipe nobody reads could fill)
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve"], env=self.env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+                                     stdout=subprocess.PIPE, stderr=self.log, bufsize=0)
+        self.pending = b""  # bytes read from the server past the last reply (the replies are read unbuffered)
         ready = self._read(timeout=300)
         if ready.get("ready") is not True:
             self.close()
@@ -52,13 +54,20 @@ class CommandRunner:
         self.lock = threading.Lock()
 
     def _read(self, timeout: float) -> dict:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError
-        line = self.proc.stdout.readline()
-        if not line:
-            self.log.seek(0)
-            raise RuntimeError(f"the CLI test server exited: {self.log.read()[-3000:]}")
+        """The server's next one-line JSON reply, waiting at most ``timeout`` seconds (os.read, not a
+        buffered readline: a second reply already read would otherwise sit unseen by select)."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.log.seek(0)
+                raise RuntimeError(f"the CLI test server exited: {self.log.read()[-3000:]}")
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
         return json.loads(line)
 
     def run(self, args: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
@@ -66,9 +75,8 @@ class CommandRunner:
             raise ValueError("a forked command runs with the server's environment; use subprocess for another one")
         with self.lock, tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            self.proc.stdin.write(json.dumps({"args": list(map(str, args)), "cwd": str(cwd), "stdout": str(out),
-                                              "stderr": str(err)}) + "\n")
-            self.proc.stdin.flush()
+            self.proc.stdin.write((json.dumps({"args": list(map(str, args)), "cwd": str(cwd), "stdout": str(out),
+                                               "stderr": str(err)}) + "\n").encode())
             pid = self._read(timeout=60)["pid"]
             try:
                 code = self._read(timeout=timeout)["returncode"]
