@@ -64,16 +64,33 @@ def denoiser_call(prior, batch: int, backward: bool):
     return call, device
 
 
+def sustained_seconds(fn, device, calls: int, warmup: int = 1) -> float:
+    """Mean wall seconds per call of ``calls`` back-to-back calls of ``fn()`` after ``warmup``
+    calls, the device synchronised before and after the loop only: the cost of a call inside a
+    loop that does nothing else — what a solver's network calls would cost without the solver."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - t0) / calls
+
+
 def network_seconds(prior, batch: int, backward: bool = True, repeats: int = 5, autocast: bool = False) -> float:
-    """Median seconds of one network call (+ backward) at ``batch`` — the denominator of the
-    overhead ratio (optionally under bf16 autocast, as a solver with ``autocast=True`` runs it)."""
+    """Seconds per network call (+ backward) at ``batch``, sustained over ``repeats`` back-to-back
+    calls — the denominator of the overhead ratio (optionally under bf16 autocast, as a solver
+    with ``autocast=True`` runs it).  Not the median of separately synchronised calls: that left
+    out the slow calls a long loop also meets (3–5 % at 32 px on a CPU) and, on a GPU, timed
+    launch latency that a solver's unsynchronised loop hides."""
     call, device = denoiser_call(prior, batch, backward)
 
     def run():
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
             call()
 
-    return timed(run, device, repeats=repeats, warmup=1)
+    return sustained_seconds(run, device, calls=repeats, warmup=1)
 
 
 def autoencoder_seconds(prior, batch: int, repeats: int = 3) -> dict[str, float]:

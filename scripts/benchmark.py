@@ -155,13 +155,13 @@ def speed_one(solver_name, batch, budget):
     solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}))  # warm-up (ReSample needs 3)
     # the network's cost is timed just before and just after the solve and averaged: on a shared
     # CPU one 5-call median drifts by ±5 %, as much as the overhead being measured
-    net_before = network_seconds(prior, batch, backward=True, repeats=10)
+    net_before = network_seconds(prior, batch, backward=True, repeats=30)
     synchronize()
     t0 = time.perf_counter()
     res = solve(y, op, prior, make_solver(solver_name, progress=False, **params), generator=gens(batch))
     synchronize()
     wall = time.perf_counter() - t0
-    net = (net_before + network_seconds(prior, batch, backward=True, repeats=10)) / 2
+    net = (net_before + network_seconds(prior, batch, backward=True, repeats=30)) / 2
     nfe = res.info[0]["nfe"]
     peak = peak_memory_bytes(prior.device) / 2 ** 20
     # ReSample also runs the autoencoder (counted in its info): that is network time too

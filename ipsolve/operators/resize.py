@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..tensors import cached_on
 from .base import Operator
-from .decomposition import SeparableDecomposition
+from .decomposition import SeparableDecomposition, sandwich
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -82,7 +82,7 @@ class SuperResolution(Operator):
         if self.kernel == "avgpool":
             return F.avg_pool2d(x, self.scale)
         wh, ww = self._matrix(x.shape[-2], x), self._matrix(x.shape[-1], x)
-        return torch.einsum("ih,bchw,jw->bcij", wh, x, ww)
+        return sandwich(wh, x, ww.mT)  # W_h · x · W_wᵀ
 
     def svd(self, shape):
         """Separable: the SVD of the two 1-D factors (:func:`resize_matrix` or

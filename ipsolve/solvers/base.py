@@ -73,6 +73,32 @@ def randn_like_batch(shape, gens, device, dtype=torch.float32) -> torch.Tensor:
     return torch.randn(shape, generator=gens, device=gens.device, dtype=dtype).to(device)
 
 
+NOISE_CHUNK_ELEMENTS = 2 ** 22  # per image: 16 MiB of float32 noise drawn ahead (256 MiB at batch 16)
+
+
+def randn_steps(shape, gens, device, steps: int, dtype=torch.float32):
+    """The noise of ``steps`` consecutive :func:`randn_like_batch` draws, yielded one step at a
+    time but drawn in chunks of up to :data:`NOISE_CHUNK_ELEMENTS` per image: one generator call
+    per image and chunk instead of one per image and step — DAPS's Langevin steps draw 100 per
+    annealing level, and at batch 16 the per-image draws were most of a step's kernel launches.
+    Each image's draws still come only from its own generator, in a chunking that does not depend
+    on the batch size, so a batch run draws what single runs draw.  On a CPU the values equal the
+    step-by-step draws when an image has a multiple of 16 entries (torch fills normals 16 at a
+    time); on an accelerator, and otherwise, they are other draws of the same distribution."""
+    per_step = math.prod(shape[1:])
+    chunk = max(1, min(steps, NOISE_CHUNK_ELEMENTS // max(per_step, 1)))
+    done = 0
+    while done < steps:
+        k = min(chunk, steps - done)
+        if isinstance(gens, list):
+            block = torch.cat([torch.randn((k, 1, *shape[1:]), generator=g, device=g.device, dtype=dtype)
+                               for g in gens], 1).to(device)
+        else:
+            block = torch.randn((k, *shape), generator=gens, device=gens.device, dtype=dtype).to(device)
+        yield from block.unbind(0)
+        done += k
+
+
 def residual_ratio(y, ax, sigma: float) -> torch.Tensor:
     """‖y − A(x)‖ / (σ √m) per image (≈ 1 when the fit is at the noise level)."""
     m = y[0].numel()

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ..operators import GaussianBlur, Inpainting, MotionBlur, NonlinearBlur, PhaseRetrieval, SuperResolution
 from ..priors import LatentPrior
 from ..priors.base import _network_output
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, randn_like_batch, randn_steps, residual_ratio, timer
 from .stopping import _per_image
 
 # Per-task MCMC settings of the reference configs (configs/task/*.yaml, mcmc_sampler_config):
@@ -192,15 +192,19 @@ class DAPS(Solver):
             lr = mc["lr"] * lr_multiplier(k, self.annealing_steps, mc["lr_min_ratio"])
             x0 = x0_hat.clone()
             velocity = randn_like_batch(shape, gens, y.device) if mc["kind"] == "hmc" else None
-            for _ in range(mc["steps"]):
-                score = -self.data_gradient(x0, y, operator, prior, latent) / self.tau ** 2 + (x0_hat - x0) / s ** 2
-                noise = randn_like_batch(shape, gens, y.device)
-                if velocity is None:  # Langevin (cores/mcmc.py L85-88)
-                    x0 = x0 + lr * score + math.sqrt(2 * lr) * noise
-                else:  # HMC (L89-92)
-                    m = mc["momentum"]
-                    velocity = m * velocity + math.sqrt(lr) * score + math.sqrt(2 * (1 - m)) * noise
-                    x0 = x0 + math.sqrt(lr) * velocity
+            m = mc["momentum"]
+            # score = −∇‖A(x0) − y‖²/τ² + (x̂0 − x0)/s², folded into the updates' coefficients (three to
+            # five fused kernels a step instead of eleven: at batch 16 on a GPU the steps are launch-bound)
+            root_lr = math.sqrt(lr)
+            for noise in randn_steps(shape, gens, y.device, mc["steps"]):
+                grad = self.data_gradient(x0, y, operator, prior, latent)
+                if velocity is None:  # Langevin (cores/mcmc.py L85-88): x0 + lr·score + √(2 lr)·ε
+                    x0 = torch.lerp(x0, x0_hat, lr / s ** 2).add_(grad, alpha=-lr / self.tau ** 2) \
+                        .add_(noise, alpha=math.sqrt(2 * lr))
+                else:  # HMC (L89-92): v ← m·v + √lr·score + √(2(1 − m))·ε; x0 + √lr·v
+                    velocity = (velocity * m).add_(x0_hat - x0, alpha=root_lr / s ** 2) \
+                        .add_(grad, alpha=-root_lr / self.tau ** 2).add_(noise, alpha=math.sqrt(2 * (1 - m)))
+                    x0 = x0.add(velocity, alpha=root_lr)
             bad = ~torch.isfinite(x0.flatten(1)).all(1)  # the reference restarts a NaN sample as zeros (mcmc.py L158-159)
             x0 = torch.where(_per_image(bad, x0), torch.zeros_like(x0), x0)
             nan_resets = nan_resets + bad.long()
