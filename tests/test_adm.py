@@ -430,6 +430,31 @@ def test_learned_range_variance_matches_reference(chain, pass_t_next):
     torch.testing.assert_close(high, beta.sqrt().expand_as(high), rtol=1e-10, atol=0)
 
 
+def test_posterior_at_one_timestep_equals_the_per_image_path():
+    """A solver's loop passes Python ints (``_ddpm_posterior_at``: the schedule terms as host
+    float64 numbers); the result equals the per-image tensor path checked against DPS above, run in
+    float64 — fixed and learned std, the chain's first step (t' = −1, clipped with t_next), x̂0 —
+    to float64 rounding, and in float32 to float32 rounding of it.  (The per-image path in float32
+    computes 1 − ᾱ in float32 too: 2e-5 off near t = 0, where the host path is 4e-8 off.)"""
+    prior = _fixture_prior()
+    x = torch.as_tensor(LV["x"])[:1]
+    v = torch.rand(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
+    x0 = x.clamp(-1, 1) * 0.7
+    as_tensor = lambda t: None if t is None else torch.tensor([t])  # noqa: E731
+    for t, t_prev, t_next in [(999, 995, None), (500, 499, None), (3, -1, 7), (0, -1, None), (4, None, None)]:
+        eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(t), dtype=torch.float64)
+        truth = [*prior.ddpm_posterior(x, as_tensor(t), x0, as_tensor(t_prev), variance_output=v, t_next=as_tensor(t_next)),
+                 *prior.ddpm_posterior(x, as_tensor(t), x0, as_tensor(t_prev)), prior.x0_from_eps(x, as_tensor(t), eps)]
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+            xt, x0t = x.to(dtype), x0.to(dtype)
+            got = [*prior.ddpm_posterior(xt, t, x0t, t_prev, variance_output=v, t_next=t_next),
+                   *prior.ddpm_posterior(xt, t, x0t, t_prev), prior.x0_from_eps(xt, t, eps.to(dtype))]
+            for name, g, want in zip(("mean", "learned std", "mean (fixed)", "fixed std", "x0"), got, truth):
+                assert g.dtype == dtype, name
+                torch.testing.assert_close(g.double(), want.expand_as(g), rtol=tol, atol=tol,
+                                           msg=lambda m: f"t={t}, t'={t_prev}, {dtype}, {name}: {m}")
+
+
 @pytest.fixture
 def one_thread():
     """These tiny networks gain nothing from intra-op threads; on a loaded machine the conftest's

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -172,6 +173,9 @@ class DiffusionPrior(Prior):
 
     def x0_from_eps(self, x_t, t, eps) -> torch.Tensor:
         """Tweedie: x̂0 = (x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t."""
+        if isinstance(t, numbers.Integral):  # one timestep for the batch: two tensor operations
+            a = self.alpha_bar_value(t)
+            return torch.sub(x_t, eps, alpha=math.sqrt(1 - a)) / math.sqrt(a)
         a = self.alpha_bar(t, x_t)
         return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
@@ -211,6 +215,8 @@ class DiffusionPrior(Prior):
         (L224-228): at the chain's first step (``t_prev`` = −1, β̃ = 0) it is β̃ of the next
         step, t_next → t, with ``t_next`` the next timestep of the chain (default t + 1; the
         sampler adds no noise there anyway).  These terms are computed in float64."""
+        if all(isinstance(v, numbers.Integral) for v in (t, t_prev, t_next) if v is not None):
+            return self._ddpm_posterior_at(x_t, int(t), x0, t_prev, variance_output, t_next)
         t = self._timesteps(t, x_t.shape[0], x_t.device)
         t_prev = t - 1 if t_prev is None else self._timesteps(t_prev, x_t.shape[0], x_t.device)
         a, a_prev = self.alpha_bar(t, x_t), self.alpha_bar(t_prev, x_t)
@@ -230,6 +236,28 @@ class DiffusionPrior(Prior):
         frac = (v + 1) / 2
         log_var = frac * beta.log() + (1 - frac) * min_log
         return mean, (0.5 * log_var).exp().to(x_t.dtype)
+
+    def _ddpm_posterior_at(self, x_t, t: int, x0, t_prev, variance_output, t_next):
+        """:meth:`ddpm_posterior` for one timestep of the whole batch (a solver's loop): the same
+        formulas with the schedule terms as host float64 numbers, so a step costs three tensor
+        operations for the mean and four for a learned std instead of some fifty on 1-element
+        tensors (each a kernel launch on a GPU)."""
+        t_prev = t - 1 if t_prev is None else int(t_prev)
+        a, a_prev = self.alpha_bar_value(t), self.alpha_bar_value(t_prev)
+        beta = 1 - a / a_prev
+        mean = torch.add(x0 * (math.sqrt(a_prev) * beta / (1 - a)), x_t, alpha=math.sqrt(1 - beta) * (1 - a_prev) / (1 - a))
+        shape = (1,) * x_t.ndim
+        if variance_output is None:
+            return mean, on_device(math.sqrt(max(beta * (1 - a_prev) / (1 - a), 0.0)), x_t).view(shape)
+        if t_prev < 0:  # β̃ of the step t_next → t (posterior_log_variance_clipped)
+            a_next = self.alpha_bar_value(min(t + 1 if t_next is None else int(t_next), self.num_timesteps - 1))
+            min_log = math.log((1 - a_next / a) * (1 - a) / (1 - a_next))
+        else:
+            min_log = math.log(beta * (1 - a_prev) / (1 - a))
+        # ½ log σ² = ½ (frac·log β + (1 − frac)·min_log), frac = (v + 1)/2
+        half_log_var = variance_output.to(device=x_t.device, dtype=torch.float64).add(1) \
+            .mul_(0.25 * (math.log(beta) - min_log)).add_(0.5 * min_log)
+        return mean, half_log_var.exp_().to(x_t.dtype)
 
     def timesteps(self, steps: int, start: int | None = None) -> list[int]:
         """``steps`` evenly spaced timesteps from ``start`` (default T-1) down to 0."""
