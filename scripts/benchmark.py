@@ -153,8 +153,8 @@ def speed_one(solver_name, batch, budget):
     images = datasets.random_ellipses(batch, 32, torch.Generator().manual_seed(7))
     y = op.measure(images, 0.01, generator=torch.Generator().manual_seed(0))
     solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}))  # warm-up (ReSample needs 3)
-    # the network's cost is timed just before and just after the solve and averaged: on a shared
-    # CPU one 5-call median drifts by ±5 %, as much as the overhead being measured
+    # the network's sustained cost is timed just before and just after the solves and averaged: on a
+    # shared CPU it drifts by a few per cent within minutes, as much as the overhead being measured
     net_before = network_seconds(prior, batch, backward=True, repeats=30)
     walls = []
     for _ in range(3):  # the median of three solves: one in a few meets a 0.2-s stall on this shared CPU

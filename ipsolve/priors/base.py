@@ -239,8 +239,8 @@ class DiffusionPrior(Prior):
 
     def _ddpm_posterior_at(self, x_t, t: int, x0, t_prev, variance_output, t_next):
         """:meth:`ddpm_posterior` for one timestep of the whole batch (a solver's loop): the same
-        formulas with the schedule terms as host float64 numbers, so a step costs three tensor
-        operations for the mean and four for a learned std instead of some fifty on 1-element
+        formulas with the schedule terms as host float64 numbers, so a step costs two tensor
+        operations for the mean and five for a learned std instead of some fifty on 1-element
         tensors (each a kernel launch on a GPU)."""
         t_prev = t - 1 if t_prev is None else int(t_prev)
         a, a_prev = self.alpha_bar_value(t), self.alpha_bar_value(t_prev)
