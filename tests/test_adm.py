@@ -455,6 +455,25 @@ def test_posterior_at_one_timestep_equals_the_per_image_path():
                                            msg=lambda m: f"t={t}, t'={t_prev}, {dtype}, {name}: {m}")
 
 
+def test_ddim_step_at_one_timestep_equals_the_per_image_path():
+    """``ddim_step`` given Python ints (DMPlug's and ReSample's loops; host float64 schedule terms)
+    equals the per-image tensor path run in float64 — with and without the x̂0 clip, η = 0 and 0.5,
+    down to t' = −1 — to float64 rounding, and in float32 to float32 rounding of it."""
+    prior = _fixture_prior()
+    x = torch.as_tensor(LV["x"])[:1] * 1.5
+    gen = torch.Generator().manual_seed(4)
+    eps, noise = (torch.randn(x.shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    for t, t_next in [(999, 949), (500, 480), (20, 0), (3, -1)]:
+        for clip in (False, True):
+            for eta in (0.0, 0.5):
+                truth = prior.ddim_step(x, torch.tensor([t]), torch.tensor([t_next]), eps, eta, noise, clip)
+                for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+                    got = prior.ddim_step(x.to(dtype), t, t_next, eps.to(dtype), eta, noise.to(dtype), clip)
+                    assert got.dtype == dtype
+                    torch.testing.assert_close(got.double(), truth, rtol=tol, atol=tol,
+                                               msg=lambda m: f"t={t}→{t_next}, clip {clip}, eta {eta}, {dtype}: {m}")
+
+
 @pytest.fixture
 def one_thread():
     """These tiny networks gain nothing from intra-op threads; on a loaded machine the conftest's
