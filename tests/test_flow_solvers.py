@@ -103,10 +103,20 @@ def test_dflow_stop_reasons_are_names():
     assert any(i["stop_reason"] == "discrepancy" for i in res.info), res.info
 
 
+def without_svd(op):
+    """``op`` with its fast SVD hidden: the solvers' conjugate-gradient paths."""
+    from ipsolve.operators.decomposition import not_decomposable
+
+    def svd(shape):
+        raise not_decomposable("this test's operator")
+    op.svd = svd
+    return op
+
+
 def test_pseudo_inverse_and_gram_solve_by_cg():
     """CGLS gives A⁺y (minimum norm) for an operator without an SVD; (AAᵀ)⁻¹ by CG; a batch
     equals single images (each image stops on its own)."""
-    op = make_operator("super_resolution", scale=4)
+    op = without_svd(make_operator("super_resolution", scale=4))
     x = datasets.heldout_phantoms(2, 16)
     y = op(x)
     a = torch.stack([op(e.view(1, 1, 16, 16)).flatten() for e in torch.eye(256)], 1).double()
@@ -117,6 +127,38 @@ def test_pseudo_inverse_and_gram_solve_by_cg():
     assert (u.flatten(1) - torch.linalg.solve(a @ a.T, y.double().flatten(1).T).T).abs().max() < 1e-6
     one = gram_solve(op, y.double()[1:], x[1:].shape)
     assert torch.equal(one, u[1:]) or (one - u[1:]).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("name, params", [("super_resolution", dict(scale=4)),
+                                          ("super_resolution", dict(scale=2, kernel="avgpool")),
+                                          ("inpainting", dict(missing=0.5, seed=3))])
+def test_gram_solve_through_the_svd_is_the_dense_inverse(name, params):
+    """Where the operator has a fast SVD, (AAᵀ)⁻¹r comes from it exactly (FlowDPS's pseudo-inverse
+    metric on super-resolution): equal to the dense solve, on the operator's measurement layout."""
+    op = make_operator(name, **params)
+    x = datasets.heldout_phantoms(2, 16).double()
+    y = op(x)
+    cols = torch.stack([op(e.view(1, 1, 16, 16)).flatten() for e in torch.eye(256, dtype=torch.float64)], 1)
+    rows = cols.abs().sum(1) > 0  # inpainting: the measurement keeps zeros where pixels are missing
+    a = cols[rows]
+    u = gram_solve(op, y, x.shape).flatten(1)
+    dense = torch.linalg.solve(a @ a.T, y.flatten(1)[:, rows].T).T
+    assert (u[:, rows] - dense).abs().max() < 1e-10 * dense.abs().max()
+    assert u[:, ~rows].abs().max() == 0 if (~rows).any() else True
+
+
+def test_flowdps_svd_and_cg_metrics_give_the_same_reconstruction():
+    """FlowDPS on super-resolution (the pseudo-inverse space): the metric from the operator's SVD
+    and by CG to 1e-10 give the same images (float64), so the exact path changes only the cost."""
+    torch.manual_seed(0)
+    prior = load_prior("gaussian", image_size=16, channels=1, mean=0.0, std=0.5, correlation=0.8, kind="flow")
+    x = datasets.heldout_phantoms(2, 16).double()
+    runs = []
+    for op in (make_operator("super_resolution", scale=4), without_svd(make_operator("super_resolution", scale=4))):
+        y = op.measure(x, SIGMA, generator=torch.Generator().manual_seed(0)).double()
+        solver = make_solver("flowdps", steps=6, progress=False)
+        runs.append(solver.run(y, op, prior, gens(2), SIGMA).x)
+    assert (runs[0] - runs[1]).abs().max() < 1e-8, (runs[0] - runs[1]).abs().max()
 
 
 # ---- batch = singles, bundled priors ---------------------------------------------------------------

@@ -101,6 +101,17 @@ class Decomposition:
         keep = s > rcond * s.amax(1, keepdim=True)
         return self.V(torch.where(keep, z / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(z)))
 
+    def gram_pinv(self, r: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
+        """``(J Jᵀ)⁺ r`` for the linear part ``J = U diag(s) Vᵀ``: ``U(Ut(r) / s²)`` on the kept
+        singular values (the :meth:`pinv` rule), so ``Jᵀ`` of it is ``J⁺ r`` and ``⟨r, (JJᵀ)⁺r⟩ =
+        ‖J⁺ r‖²`` — exact, where conjugate gradients in measurement space iterate."""
+        z = self.Ut(r)
+        s = self.singulars(z)
+        if rcond is None:
+            rcond = self.n * torch.finfo(z.dtype).eps
+        keep = s > rcond * s.amax(1, keepdim=True)
+        return self.U(torch.where(keep, z / torch.where(keep, s * s, torch.ones_like(s)), torch.zeros_like(z)))
+
     def prox(self, y: torch.Tensor, z: torch.Tensor, rho) -> torch.Tensor:
         """``argmin_x ‖y − A(x)‖² + ρ‖x − z‖²`` (exact): ``V((s·Ut(y − b) + ρ·Vt(z)) / (s² + ρ))``;
         ``rho`` a number or a ``(B,)`` tensor, > 0."""
@@ -337,23 +348,32 @@ def _bc(v, like):
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
-def cg_solve(apply, rhs: torch.Tensor, x0: torch.Tensor, iters: int) -> torch.Tensor:
-    """Conjugate gradients for ``apply(x) = rhs`` (``apply`` symmetric positive (semi-)definite),
-    per image, ``iters`` iterations from ``x0`` (stops early where the residual vanishes)."""
-    x = x0
-    r = rhs - apply(x)
+def cg_solve(apply, rhs: torch.Tensor, x0: torch.Tensor | None = None, iters: int = 20,
+             tol: float | None = None) -> torch.Tensor:
+    """Conjugate gradients for ``apply(x) = rhs`` (``apply`` symmetric positive (semi-)definite,
+    ``rhs`` in its range), per image, at most ``iters`` iterations from ``x0`` (default 0).  An
+    image stops changing once its residual vanishes or, with ``tol``, is ≤ ``tol``·‖rhs‖ (so a
+    batch equals single runs); with ``tol`` the loop also ends when every image has stopped (a
+    host synchronisation per iteration — without it, none).  The one CG of the package: the SVD-free
+    pseudo-inverses and proxes here, ΠGDM's and FlowDPS's solves (``ipsolve.solvers.linalg``)."""
+    x = torch.zeros_like(rhs) if x0 is None else x0
+    r = rhs.clone() if x0 is None else rhs - apply(x)
     p = r.clone()
     rr = _dot(r, r)
+    target = None if tol is None else tol * _dot(rhs, rhs).sqrt()
     for _ in range(iters):
+        active = rr > 0 if target is None else (rr > 0) & (rr.sqrt() > target)
+        if target is not None and not active.any():
+            break
         ap = apply(p)
         pap = _dot(p, ap)
-        alpha = torch.where(pap > 0, rr / pap.clamp_min(1e-300), torch.zeros_like(rr))
+        alpha = torch.where(active & (pap > 0), rr / pap.clamp_min(1e-300), torch.zeros_like(rr))
         x = x + _bc(alpha, x) * p
         r = r - _bc(alpha, r) * ap
         rr_new = _dot(r, r)
-        beta = torch.where(rr > 0, rr_new / rr.clamp_min(1e-300), torch.zeros_like(rr))
-        p = r + _bc(beta, p) * p
-        rr = rr_new
+        beta = torch.where(active, rr_new / rr.clamp_min(1e-300), torch.zeros_like(rr))
+        p = torch.where(_bc(active, p), r + _bc(beta, p) * p, p)
+        rr = torch.where(active, rr_new, rr)
     return x
 
 

@@ -333,13 +333,17 @@ class FlowPrior(Prior):
 
     @staticmethod
     def x1_from_velocity(x_t, t, v) -> torch.Tensor:
-        """Data estimate x̂ = x_t + (1 - t)·v."""
+        """Data estimate x̂ = x_t + (1 - t)·v (one fused operation at a Python-number t)."""
+        if isinstance(t, numbers.Real):
+            return torch.add(x_t, v, alpha=1 - float(t))
         t = on_device(t, x_t).reshape(-1, *([1] * (x_t.ndim - 1)))
         return x_t + (1 - t) * v
 
     @staticmethod
     def ode_step(x_t, t, t_next, v) -> torch.Tensor:
-        """Euler step of dx/dt = v from t to t_next."""
+        """Euler step of dx/dt = v from t to t_next (one fused operation at Python-number times)."""
+        if isinstance(t, numbers.Real) and isinstance(t_next, numbers.Real):
+            return torch.add(x_t, v, alpha=float(t_next) - float(t))
         dt = on_device(t_next, x_t) - on_device(t, x_t)
         return x_t + dt.reshape(-1, *([1] * (x_t.ndim - 1))) * v
 

@@ -88,7 +88,7 @@ class DDRM(Solver):
         for i, (t, t_next) in enumerate(tqdm(list(zip(ts, nexts)), desc=self.name, disable=not self.progress, leave=False)):
             a, a_next = abar(t), abar(t_next)
             with torch.no_grad(), autocast_context(self.autocast, y.device):
-                eps = prior.eps(x, torch.full((b,), t, device=y.device)).to(x.dtype)
+                eps = prior.eps(x, int(t)).to(x.dtype)
             with torch.no_grad():
                 x0 = (x - eps * math.sqrt(1 - a)) / math.sqrt(a)
                 sig_next = math.sqrt(1 - a_next) / math.sqrt(a_next)

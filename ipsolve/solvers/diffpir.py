@@ -153,7 +153,7 @@ class DiffPIR(Solver):
             beta = 1 - a / (float(table[t - 1]) if t > 0 else 1.0)
             rho = lam * sigma_n ** 2 / float(reduced[t]) ** 2
             with torch.no_grad(), autocast_context(self.autocast, y.device):
-                eps_net = prior.eps(x, torch.full((b,), t, device=y.device)).to(x.dtype)
+                eps_net = prior.eps(x, int(t)).to(x.dtype)
             with torch.no_grad():
                 x0 = ((x - math.sqrt(1 - a) * eps_net) / math.sqrt(a)).clamp(-1, 1)
                 x0 = x0 + self.guidance_scale * (self.data_step(dec, operator, y, x0, rho) - x0)

@@ -36,8 +36,12 @@ class DMPlug(PlugSolver):
         if self.warm_start is None:
             stride = num_timesteps // self.ddim_steps
             return [i * stride for i in reversed(range(self.ddim_steps))]
-        t0 = round(self.warm_start * (num_timesteps - 1))
-        return torch.linspace(t0, 0, self.ddim_steps).round().long().tolist() if self.ddim_steps > 1 else [t0]
+        key = (num_timesteps, self.warm_start, self.ddim_steps)
+        if getattr(self, "_reverse_key", None) != key:  # once per run, not at every iteration
+            t0 = round(self.warm_start * (num_timesteps - 1))
+            self._reverse_key = key
+            self._reverse_ts = torch.linspace(t0, 0, self.ddim_steps).round().long().tolist() if self.ddim_steps > 1 else [t0]
+        return list(self._reverse_ts)
 
     def init_params(self, y, operator, prior, gens):
         inner = prior.inner if isinstance(prior, LatentPrior) else prior
@@ -67,7 +71,7 @@ class DMPlug(PlugSolver):
         x = z
         ts = self.reverse_timesteps(inner.num_timesteps)
         for t, t_next in zip(ts, ts[1:] + [-1]):
-            eps = self.network(inner.eps, x, torch.full((x.shape[0],), t, device=x.device))
+            eps = self.network(inner.eps, x, int(t))
             x = inner.ddim_step(x, t, t_next, eps, clip_x0=self.clip_x0 and not latent)
         if latent:
             x = prior.decode(x)

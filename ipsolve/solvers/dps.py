@@ -164,7 +164,7 @@ class DPS(Solver):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             x = x.detach().requires_grad_()
             with autocast_context(self.autocast, y.device):
-                eps, var_out = inner.eps_and_variance(x, torch.full((b,), t, device=y.device))
+                eps, var_out = inner.eps_and_variance(x, int(t))
                 eps = eps.float()
             var_out = var_out.detach().float() if var_out is not None and self.variance == "learned" else None
             x0 = inner.x0_from_eps(x, t, eps)
@@ -173,7 +173,7 @@ class DPS(Solver):
             image = decode(x0).clamp(-1, 1) if latent else x0
             if kprior is not None:
                 kx = kx.detach().requires_grad_()
-                k0 = kprior.x0(kx, torch.full((b,), t, device=y.device)).clamp(-1, 1)
+                k0 = kprior.x0(kx, int(t)).clamp(-1, 1)
                 kernel = kernel_from_state(k0)
             elif blind:
                 kernel = kernel.detach().requires_grad_()

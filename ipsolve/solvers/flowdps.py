@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..operators import SuperResolution
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
-from .linalg import gram_norm, gram_solve, jacobian_map
+from .linalg import gram_inverse, gram_norm, jacobian_map
 
 LOSS_SPACES = ("auto", "pinv", "adjoint", "measurement")
 
@@ -48,7 +48,8 @@ class FlowDPS(Solver):
     runs SD3 with ``cfg_scale`` 2, in ipsolve ``prior.guidance_scale=2``).  Defaults: ``solve.py``
     (28 steps, ``step_size`` 15, σ = 0.03 there), shift 4.  Differences from the code: the gradient
     is not rounded to fp16 (``.half()``, L257: the reference runs SD3 in fp16); ``A⁺`` enters
-    through ``(JJᵀ)⁻¹`` by CG (:func:`~.linalg.gram_solve`, to 1e-10) — the gradient of ``‖J⁺r‖``
+    through ``(JJᵀ)⁻¹``, exact through the operator's SVD (super-resolution) or by CG to 1e-10
+    (:func:`~.linalg.gram_inverse`) — the gradient of ``‖J⁺r‖``
     is ``−Jᵀ(JJᵀ)⁻¹r / ‖J⁺r‖``; the norm is per image (the reference takes it over the batch tensor
     and runs B = 1).  In the adjoint space the gradient, which scales with L = ‖JᵀJ‖, is divided
     by L (``lipschitz=True``, power iteration): the reference's adjoint-space operators (Gaussian
@@ -85,10 +86,11 @@ class FlowDPS(Solver):
             return "measurement"
         return "pinv" if isinstance(operator, SuperResolution) else "adjoint"
 
-    def data_gradient(self, x0, y, operator, decode, space: str, scale=None) -> torch.Tensor:
+    def data_gradient(self, x0, y, operator, decode, space: str, scale=None, gram=None) -> torch.Tensor:
         """∇ of the unsquared residual norm in ``space`` w.r.t. ``x0`` (the latent for latent priors):
         with ``r = y − A(x)`` and a fixed metric M (I, JJᵀ or (JJᵀ)⁻¹), ∇‖r‖_M = −Jᵀ M r / ‖r‖_M,
-        taken by autograd on the surrogate ⟨r, (M r)⟩ / ‖r‖_M with M r and the norm held fixed."""
+        taken by autograd on the surrogate ⟨r, (M r)⟩ / ‖r‖_M with M r and the norm held fixed.
+        ``gram``: ``r ↦ (JJᵀ)⁻¹ r`` (:func:`~.linalg.gram_inverse`, built once per run)."""
         with torch.enable_grad():
             v = x0.detach().requires_grad_()
             image = decode(v)
@@ -99,7 +101,8 @@ class FlowDPS(Solver):
                 with torch.no_grad():
                     rd = r.detach()
                     if space == "pinv":  # M r = (JJᵀ)⁻¹ r, so ⟨r, M r⟩ = ‖J⁺r‖²
-                        mr = gram_solve(operator, rd, image.shape, self.cg_iters)
+                        gram = gram or gram_inverse(operator, image.shape, self.cg_iters)
+                        mr = gram(rd)
                     else:  # adjoint: M r = J Jᵀ r
                         jv, jt, _ = jacobian_map(operator, image.shape, rd)
                         mr = jv(jt(rd))
@@ -119,6 +122,7 @@ class FlowDPS(Solver):
         scale = None
         if space == "adjoint" and self.lipschitz:
             scale = 1 / gram_norm(operator, (b, *prior.shape), y, self.power_iters)
+        gram = gram_inverse(operator, (b, *prior.shape), self.cg_iters) if space == "pinv" else None
         sigmas = flowdps_sigmas(self.steps, self.shift, self.train_shift)
         x = randn_like_batch(shape, gens, y.device).to(y.dtype)  # initialize_latent (L106-114)
         for i in tqdm(range(self.steps), desc=self.name, disable=not self.progress, leave=False):
@@ -130,7 +134,7 @@ class FlowDPS(Solver):
             eps = x - t * v  # z1t = z + (1 − σ)·v_sd3
             x1_dc = x1
             for _ in range(self.dc_steps):
-                x1_dc = x1_dc - self.step_size * self.data_gradient(x1_dc, y, operator, decode, space, scale)
+                x1_dc = x1_dc - self.step_size * self.data_gradient(x1_dc, y, operator, decode, space, scale, gram)
             x1_y = (1 - s) * x1 + s * x1_dc
             noise = s_next ** 0.5 * eps + (1 - s_next) ** 0.5 * randn_like_batch(shape, gens, y.device).to(x.dtype)
             x = x1_y + s_next * (noise - x1_y)  # z0y + (σ − δ)(noise − z0y), σ − δ = σ'

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..operators.decomposition import NotDecomposable
+from ..operators.decomposition import NotDecomposable, cg_solve
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -38,30 +38,6 @@ def jacobian_map(operator, image_shape, like: torch.Tensor):
     return (lambda v: operator(v) - offset), operator.adjoint, offset
 
 
-def conjugate_gradient(apply, rhs: torch.Tensor, iters: int, tol: float) -> torch.Tensor:
-    """Solve ``M u = rhs`` (M symmetric positive semi-definite, ``rhs`` in its range) per image by
-    CG from 0; an image stops changing once its residual is ≤ ``tol``·‖rhs‖ (so a batch equals
-    single runs)."""
-    u = torch.zeros_like(rhs)
-    r = rhs.clone()
-    p = r.clone()
-    rr = _dot(r, r)
-    target = tol * rr.sqrt()
-    for _ in range(iters):
-        active = (rr > 0) & (rr.sqrt() > target)
-        if not active.any():
-            break
-        mp = apply(p)
-        alpha = torch.where(active, rr / _dot(p, mp).clamp_min(1e-300), torch.zeros_like(rr))
-        u = u + _bcast(alpha, u) * p
-        r = r - _bcast(alpha, r) * mp
-        rr_new = _dot(r, r)
-        beta = torch.where(active, rr_new / rr.clamp_min(1e-300), torch.zeros_like(rr))
-        p = torch.where(_bcast(active, p), r + _bcast(beta, p) * p, p)
-        rr = torch.where(active, rr_new, rr)
-    return u
-
-
 @torch.no_grad()
 def pseudo_inverse(operator, y: torch.Tensor, image_shape, iters: int = 50, tol: float = 1e-6) -> torch.Tensor:
     """``J⁺ (y − b)``: exact through the operator's SVD where it has one, else the minimum-norm
@@ -74,15 +50,32 @@ def pseudo_inverse(operator, y: torch.Tensor, image_shape, iters: int = 50, tol:
         pass
     jv, jt, offset = jacobian_map(operator, image_shape, y)
     rhs = jt(y - offset)
-    return conjugate_gradient(lambda v: jt(jv(v)), rhs, iters, tol)
+    return cg_solve(lambda v: jt(jv(v)), rhs, iters=iters, tol=tol)
 
 
-@torch.no_grad()
+def gram_inverse(operator, image_shape, iters: int = 100, tol: float = 1e-10):
+    """``r ↦ (J Jᵀ)⁻¹ r`` for images of ``image_shape``: exact through the operator's SVD where it
+    has one (:meth:`~ipsolve.operators.decomposition.Decomposition.gram_pinv`, built once here),
+    else by CG in measurement space (``r`` in the range of ``J``; ``iters`` at most, to ``tol``).
+    Then ``Jᵀu = J⁺ r`` and ``‖J⁺ r‖² = ⟨r, u⟩``."""
+    try:
+        decomposition = operator.svd(tuple(image_shape))
+    except NotDecomposable:
+        decomposition = None
+
+    @torch.no_grad()
+    def solve(r: torch.Tensor) -> torch.Tensor:
+        if decomposition is not None:
+            return decomposition.gram_pinv(r)
+        jv, jt, _ = jacobian_map(operator, image_shape, r)
+        return cg_solve(lambda w: jv(jt(w)), r, iters=iters, tol=tol)
+
+    return solve
+
+
 def gram_solve(operator, r: torch.Tensor, image_shape, iters: int = 100, tol: float = 1e-10) -> torch.Tensor:
-    """``u = (J Jᵀ)⁻¹ r`` by CG in measurement space (``r`` in the range of ``J``); then
-    ``Jᵀu = J⁺ r`` and ``‖J⁺ r‖² = ⟨r, u⟩``."""
-    jv, jt, _ = jacobian_map(operator, image_shape, r)
-    return conjugate_gradient(lambda w: jv(jt(w)), r, iters, tol)
+    """``u = (J Jᵀ)⁻¹ r`` (:func:`gram_inverse` for one ``r``)."""
+    return gram_inverse(operator, image_shape, iters, tol)(r)
 
 
 @torch.no_grad()

@@ -123,7 +123,7 @@ class PiGDM(Solver):
             c2 = math.sqrt(max((1 - a_s) - c1 ** 2, 0.0))
             x = x.detach().requires_grad_()
             with autocast_context(self.autocast, y.device):
-                eps = prior.eps(x, torch.full((b,), t, device=y.device)).to(x.dtype)
+                eps = prior.eps(x, int(t)).to(x.dtype)
             x0 = (x - eps * math.sqrt(1 - a_t)) / math.sqrt(a_t)
             with torch.no_grad():
                 alive &= torch.isfinite(x0.detach()).flatten(1).all(1)

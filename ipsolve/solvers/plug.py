@@ -151,19 +151,23 @@ class PlugSolver(Solver):
             if it == self.iterations - 1:
                 finish(active, torch.full_like(code, STOP_CODES.index("budget")), xd, it)
                 break
+            all_active = False  # known on the host only right after a synchronisation
             if (it + 1) % sync_every == 0:
-                if not bool(active.any()):  # the one host synchronisation, every sync_every iterations
+                n_active = int(active.sum())  # the one host synchronisation, every sync_every iterations
+                if n_active == 0:
                     break
+                all_active = n_active == b
                 if self.progress:
-                    bar.set_postfix(active=int(active.sum()), loss=f"{float(per_image.detach().mean()):.2e}")
+                    bar.set_postfix(active=n_active, loss=f"{float(per_image.detach().mean()):.2e}")
             loss = torch.where(active & finite, objective, torch.zeros_like(objective)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            saved = [p.detach().clone() for p in params]
+            saved = None if all_active else [p.detach().clone() for p in params]
             opt.step()
-            with torch.no_grad():  # a stopped image stops changing
-                for p, s in zip(params, saved):
-                    p.copy_(torch.where(_per_image(active, p), p, s))  # every parameter is per image
+            with torch.no_grad():
+                if saved is not None:  # a stopped image stops changing
+                    for p, s in zip(params, saved):
+                        p.copy_(torch.where(_per_image(active, p), p, s))  # every parameter is per image
                 self.project()
         bar.close()
         total = timer() - start

@@ -98,7 +98,7 @@ class REDDiff(Solver):
             x0_pred = mu + self.sigma_x0 * noise_x0
             xt = a.sqrt() * x0_pred + (1 - a).sqrt() * noise_xt
             with torch.no_grad(), autocast_context(self.autocast, y.device):
-                et = inner.eps(xt.detach(), torch.full((b,), t, device=y.device)).to(mu.dtype)
+                et = inner.eps(xt.detach(), int(t)).to(mu.dtype)
             image = decode(x0_pred)
             loss_obs = (y - operator(image)).pow(2).flatten(1).mean(1) / 2
             loss_noise = ((et - noise_xt) * x0_pred).flatten(1).mean(1)

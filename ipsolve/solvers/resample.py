@@ -140,7 +140,7 @@ class ReSample(Solver):
 
     def lookahead_x0(self, inner, z, ts, i, b):
         """ẑ0 for hard data consistency from the post-DPS latent ``z`` (at ``ts[i+1]``), and the NFE spent."""
-        eps_at = lambda v, s: inner.eps(v, torch.full((b,), s, device=v.device))  # noqa: E731
+        eps_at = lambda v, s: inner.eps(v, int(s))  # noqa: E731
         if self.x0_estimate == "reference":  # the code's "time travel" (ddim.py L274-285)
             zz, nfe = z, 0
             for k in range(i, min(i + self.lookahead, len(ts) - 1)):
@@ -197,7 +197,7 @@ class ReSample(Solver):
             t_next = ts[i + 1] if i + 1 < n else t_last
             z = z.detach().requires_grad_()
             with autocast_context(self.autocast, y.device):
-                eps = inner.eps(z, torch.full((b,), t, device=y.device)).float()
+                eps = inner.eps(z, int(t)).float()
             nfe += 1
             z0 = self.x0_hat(inner, z, t, eps)
             norm = (y - operator(decode(z0))).flatten(1).norm(dim=1)
