@@ -183,7 +183,7 @@ def test_lookahead_x0():
     p, rs = prior500(), ReSample()
     ts = T["ddim_timesteps_500"].flip(0).tolist()
     for k, i in enumerate(FIX["la_i"].tolist()):
-        x0, nfe = rs.lookahead_x0(p, T["la_z"][k:k + 1], ts, i, 1)
+        x0, nfe = rs.lookahead_x0(p, T["la_z"][k:k + 1], ts, i)
         assert nfe == int(FIX["la_nfe"][k])
         assert_close(x0, T["la_x0"][k:k + 1], f"look-ahead z0 (i {i}, {nfe} steps)")
 

@@ -138,7 +138,7 @@ class ReSample(Solver):
         coeff = (1 - a) if self.x0_estimate == "reference" else (1 - a).sqrt()
         return (z - coeff * eps) / a.sqrt()
 
-    def lookahead_x0(self, inner, z, ts, i, b):
+    def lookahead_x0(self, inner, z, ts, i):
         """ẑ0 for hard data consistency from the post-DPS latent ``z`` (at ``ts[i+1]``), and the NFE spent."""
         eps_at = lambda v, s: inner.eps(v, int(s))  # noqa: E731
         if self.x0_estimate == "reference":  # the code's "time travel" (ddim.py L274-285)
@@ -208,7 +208,7 @@ class ReSample(Solver):
             kind = self.hdc_kind(i, n)
             if kind is not None:
                 with torch.no_grad():
-                    zz, spent = self.lookahead_x0(inner, z_next, ts, i, b)
+                    zz, spent = self.lookahead_x0(inner, z_next, ts, i)
                 nfe += spent
                 with torch.enable_grad():
                     if kind == "pixel":  # pixel space, then re-encode
