@@ -105,13 +105,16 @@ def build_prior(name: str, scale: str, size: int, device, dtype=torch.float32, c
     ``size``), ``sd15`` (latent diffusion), ``sd3`` / ``flux`` (latent flow; ``size`` in pixels)."""
     import diffusers
 
-    from ipsolve.priors.adm import ADMUNet, adm_config, create_adm_unet
+    from ipsolve.priors.adm import _DEFAULT_CHANNEL_MULT as ADM_CHANNEL_MULT, ADMUNet, adm_config, create_adm_unet
     from ipsolve.priors.analytic import linear_alphas_cumprod
     from ipsolve.priors.foundation import FluxNetwork, SD3Network, StableDiffusionNetwork
 
     tiny = scale == "tiny"
     if name == "adm":
-        cfg = adm_config(image_size=size, **(TINY["adm"] if tiny else {}))
+        # guided-diffusion defines channel_mult for 64-512 px only; other sizes (a 32-px smoke run)
+        # take improved-diffusion's 32-px (1, 2, 2, 2)
+        mult = {} if size in ADM_CHANNEL_MULT else {"channel_mult": "1,2,2,2"}
+        cfg = adm_config(image_size=size, **(TINY["adm"] if tiny else {}), **mult)
         previous = torch.get_default_dtype()
         with torch.device(device):
             net = create_adm_unet(**cfg)
@@ -314,7 +317,7 @@ def resample_rows(args, device):
 
             def look():
                 with torch.no_grad(), ctx():
-                    solver.lookahead_x0(inner, z, list(range(999, 0, -2)), 0, batch)
+                    solver.lookahead_x0(inner, z, list(range(999, 0, -2)), 0)
             look_s = timed(look, device, repeats=1)
             target = torch.zeros(batch, device=device)
             with torch.no_grad(), ctx():

@@ -3,6 +3,7 @@ torch.compile agree with the plain fp32 runs; the paper-scale benchmark runs its
 with tiny stand-in networks and writes the table the GPU run writes."""
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -116,18 +117,23 @@ def test_noise_drawn_ahead_in_chunks_is_the_step_by_step_noise(monkeypatch):
 def test_scale_benchmark_smoke(tmp_path):
     """``scripts/scale_benchmark.py --scale tiny --device cpu``: the paper-scale code path with tiny
     networks writes scale.csv (every column), performance.md (with the targets) and env.json, and
-    --merge combines runs."""
+    --merge combines runs.  The ADM (DPS, DMPlug, DAPS) and ReSample sections run too, so that a
+    solver's changed signature fails here and not in a device session's one call."""
     spec = importlib.util.spec_from_file_location("scale_benchmark", SCRIPTS / "scale_benchmark.py")
     sb = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sb)
     rows = sb.main(["--scale", "tiny", "--device", "cpu", "--size", "32", "--budget", "2", "--batches", "1",
-                    "--precisions", "fp32", "--sections", "sd3", "--out", str(tmp_path / "a")])
+                    "--precisions", "fp32", "--sections", "sd3", "adm", "resample", "--out", str(tmp_path / "a")])
+    assert json.loads((tmp_path / "a" / "env.json").read_text())["failed"] == {}
     assert {r["options"] for r in rows} == {"checkpointing", "plain"}
+    assert {r["solver"] for r in rows} == {"fmplug", "dps", "dmplug", "daps", "resample"}
     with open(tmp_path / "a" / "scale.csv") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == sb.COLUMNS and all(float(r["s_per_image"]) > 0 and float(r["peak_gib"]) > 0 for r in table)
     text = (tmp_path / "a" / "performance.md").read_text()
-    assert "DPS-1000 with the ADM ≤ 15 s/image at batch 16: not measured" in text
+    for target in ("DPS-1000 with the ADM ≤ 15 s/image at batch 16: best", "DAPS-1K ≤ 6 s/image at batch ≥ 10: best",
+                   "ReSample (500 steps, SD 1.5 at 512 px) ≤ 60 s/image: best"):
+        assert target in text
     merged = sb.main(["--merge", str(tmp_path / "a"), str(tmp_path / "a"), "--out", str(tmp_path / "m")])
     assert len(merged) == len(rows) and (tmp_path / "m" / "scale.png").is_file()
     assert sb.resample_plan() == {"steps": 500, "pixel": 17, "latent": 16}

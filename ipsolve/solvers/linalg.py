@@ -13,15 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..operators.decomposition import NotDecomposable, cg_solve
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(1)
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.ndim - 1)))
+from ..operators.decomposition import NotDecomposable, cg_solve, linear_part
 
 
 def _check_linear(operator) -> None:
@@ -30,12 +22,11 @@ def _check_linear(operator) -> None:
 
 
 def jacobian_map(operator, image_shape, like: torch.Tensor):
-    """``(J, Jᵀ)`` of an affine operator: ``J v = A(v) − A(0)``, ``Jᵀ w`` = ``operator.adjoint(w)``."""
+    """``(J, Jᵀ, b)`` of an affine operator: ``J v = A(v) − A(0)``, ``Jᵀ w`` = ``operator.adjoint(w)``,
+    ``b = A(0)`` (:func:`~ipsolve.operators.decomposition.linear_part`, after checking that
+    ``operator`` is linear)."""
     _check_linear(operator)
-    zero = torch.zeros(image_shape, dtype=like.dtype, device=like.device)
-    with torch.no_grad():
-        offset = operator(zero)
-    return (lambda v: operator(v) - offset), operator.adjoint, offset
+    return linear_part(operator, image_shape, like)
 
 
 @torch.no_grad()
@@ -87,8 +78,8 @@ def gram_norm(operator, image_shape, like: torch.Tensor, iters: int = 20) -> tor
     v = torch.randn(tuple(image_shape[1:]), generator=g).to(like).expand(image_shape).clone()
     lam = torch.ones(image_shape[0], dtype=like.dtype, device=like.device)
     for _ in range(iters):
-        v = v / _bcast(v.flatten(1).norm(dim=1).clamp_min(1e-30), v)
+        v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (v.ndim - 1)))
         w = jt(jv(v))
-        lam = _dot(w, v)
+        lam = (w * v).flatten(1).sum(1)
         v = w
     return lam.clamp_min(1e-12)
