@@ -287,6 +287,12 @@ def resample_plan(steps: int = 500, hdc_every: int = 10) -> dict:
     return {"steps": steps, "pixel": kinds.count("pixel"), "latent": kinds.count("latent")}
 
 
+# ReSample's fit iterations per image with ``fit_stop="noise_level"`` (SR ×4, σ = 0.01), counted on a
+# trained latent prior by scripts/resample_fits.py (docs/performance.md, "ReSample's fits"): random
+# weights never reach the noise level, so this run can only project them onto its component times
+NOISE_LEVEL_FITS = {"pixel": 3145, "latent": 772}
+
+
 def resample_rows(args, device):
     """ReSample (500 steps) with SD 1.5's UNet + VAE at 512 px, SR ×4: per-component times in this
     run, combined by the reference's step plan (:func:`resample_plan`): 500 DPS steps (UNet
@@ -344,15 +350,20 @@ def resample_rows(args, device):
             unet_fb = network_seconds(prior, batch, backward=True, autocast=bf16)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 dec_fb = autoencoder_seconds(prior, batch)["decoder_backward"]
+            noise_level = (plan["steps"] * step + (plan["pixel"] + plan["latent"]) * look_s + plan["pixel"] * enc_s
+                           + NOISE_LEVEL_FITS["pixel"] * pix_iter + NOISE_LEVEL_FITS["latent"] * lat_iter)
             note = (f"per image: DPS step {step / batch * 1e3:.0f} ms, look-ahead {look_s / batch * 1e3:.0f} ms, "
                     f"pixel-fit iteration {pix_iter / batch * 1e3:.2f} ms, latent-fit iteration {lat_iter / batch * 1e3:.0f} ms; "
                     f"{plan['pixel']} pixel + {plan['latent']} latent HDC steps + the final fit; "
-                    f"latent fits at 500 iterations: {high / batch:.0f} s/image")
+                    f"latent fits at 500 iterations: {high / batch:.0f} s/image; projected with fit_stop=noise_level "
+                    f"({NOISE_LEVEL_FITS['pixel']} pixel- and {NOISE_LEVEL_FITS['latent']} latent-fit iterations per "
+                    f"image, counted on a trained prior): {noise_level / batch:.0f} s/image")
             rows.append(row("SD 1.5 (UNet + VAE) 512 px", "resample", batch, precision, "plain",
                             f"components ({k} DPS steps, {iters} pixel- and {lat_n} latent-fit iterations)",
                             low / batch, unet_fb, k, wall_dps, peak, note=note))
             rows[-1]["overhead"] = wall_dps / (k * (unet_fb + dec_fb))  # a DPS step: UNet + decoder, forward + backward
-            log(f"  resample b{batch} {precision}: {low / batch:.0f}–{high / batch:.0f} s/image; DPS-step overhead "
+            log(f"  resample b{batch} {precision}: {low / batch:.0f}–{high / batch:.0f} s/image "
+                f"(fit_stop=noise_level, projected: {noise_level / batch:.0f}); DPS-step overhead "
                 f"{rows[-1]['overhead']:.2f} (over UNet + decoder, forward + backward)")
         prior = None  # released before the next batch size (the closures above keep the name, not the model)
         torch.cuda.empty_cache() if device.type == "cuda" else None
