@@ -35,7 +35,15 @@ def machine(monkeypatch):
 
 def test_threads_auto_is_one_per_process_on_a_small_or_shared_machine(machine, monkeypatch):
     machine(2)
-    assert T.choose_threads("auto")[0] == 1                       # 2 cores: never more than one thread
+    n, why = T.choose_threads("auto")
+    assert n == 2 and "idle" in why                               # 2 idle cores: both
+    machine(2, busy=0.4)
+    n, why = T.choose_threads("auto")
+    assert n == 1 and "0.4" in why                                # 2 cores beside other work: one thread
+    machine(2)
+    assert T.choose_threads("auto", num_processes=2)[0] == 1     # 2 cores, 2 processes: one each
+    machine(1)
+    assert T.choose_threads("auto")[0] == 1
     machine(16)
     assert T.choose_threads("auto")[0] == T.MAX_AUTO_THREADS == 8  # an idle large machine: capped
     machine(16, busy=13.2)

@@ -6,7 +6,10 @@ a 2-core machine at load ~4.5: the main job took 16 min with torch's default, 87
 thread, bit-identical).  ``threads=auto`` therefore chooses:
 
 * the ``OMP_NUM_THREADS`` of the environment when it is set (the user already chose);
-* one thread per process on a machine with ≤ 2 usable cores, or when several processes share it;
+* one thread per process when several processes share the machine;
+* on a machine with ≤ 2 usable cores, all of them when it is idle (other work uses at most
+  :data:`IDLE_BUSY_CORES`: on 2 idle cores the main job takes 21 s with two threads, 26 s with
+  one), else one — two threads beside any other work is where the several-fold loss above happens;
 * otherwise the cores other work leaves free (sampled from ``/proc/stat`` over a fraction of a
   second; the 1-minute load average where that file does not exist), split between this
   machine's processes, at most :data:`MAX_AUTO_THREADS`.
@@ -24,7 +27,8 @@ import time
 from .errors import RunError
 
 MAX_AUTO_THREADS = 8  # the bundled 32-px networks gain nothing beyond a few threads
-SMALL_MACHINE = 2     # cores: at or below this, one thread per process
+SMALL_MACHINE = 2     # cores: at or below this, more than one thread only on an idle machine
+IDLE_BUSY_CORES = 0.25  # other work's cores at or below which a small machine counts as idle
 
 
 def usable_cores() -> int:
@@ -92,11 +96,16 @@ def choose_threads(setting="auto", num_processes: int = 1) -> tuple[int, str]:
         if env.isdigit() and int(env) >= 1:
             return int(env), f"OMP_NUM_THREADS={env} in the environment"
         cores, procs = usable_cores(), processes_here(num_processes)
-        if cores <= SMALL_MACHINE:
-            return 1, f"auto: {cores} usable CPU core(s) — one thread per process on a machine this small"
         if procs > 1 and procs >= cores:
             return 1, f"auto: {procs} processes share {cores} cores"
+        if cores == 1:
+            return 1, "auto: 1 usable CPU core"
         busy, source = busy_cores(cores)
+        if cores <= SMALL_MACHINE:
+            if busy <= IDLE_BUSY_CORES:
+                return cores, f"auto: {cores} usable CPU cores, idle ({source})"
+            return 1, (f"auto: {cores} usable CPU cores, {source} ({busy:.1f} cores) — one thread on a machine "
+                       f"this small unless it is idle")
         free = max(1, math.floor(cores - busy + 0.5))
         n = max(1, min(free // procs, MAX_AUTO_THREADS))
         return n, (f"auto: {cores} usable cores, {source} ({busy:.1f} cores), {procs} process(es) here"
