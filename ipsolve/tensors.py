@@ -1,9 +1,18 @@
-"""Tensors made inside solver loops without waiting for the device."""
+"""Tensors made inside solver loops without waiting for the device, and where a loop may read one."""
 from __future__ import annotations
 
 import numbers
 
 import torch
+
+
+def host_reads_are_free(device) -> bool:
+    """Whether reading a value of a tensor on ``device`` from Python (``bool``, ``int``, ``float``,
+    ``.item()``, ``nonzero``) costs nothing: on a CPU it does; on an accelerator it waits for every
+    queued kernel, so solver loops read device values only every ``sync_every`` steps there and
+    skip checks a CPU makes for free.  The one place that decides it, so that the tests can run a
+    CPU through an accelerator's schedule (``tests/test_speed.py``)."""
+    return torch.device(device).type == "cpu"
 
 
 def on_device(value, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from ..tensors import host_reads_are_free
 from .decomposition import Decomposition, NotDecomposable, not_decomposable, pinv_cg
 
 
@@ -27,7 +28,7 @@ def check_image(x, name: str = "x", channels: int | None = None, finite: bool | 
         raise TypeError(f"{name} must be a floating-point tensor with values in [-1, 1], got dtype {x.dtype}")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
-    if (finite or (finite is None and x.device.type == "cpu")) and not torch.isfinite(x).all():
+    if (finite or (finite is None and host_reads_are_free(x.device))) and not torch.isfinite(x).all():
         raise NonFiniteError(f"{name} contains NaN or inf values; expected finite values in [-1, 1]")
     return x
 
@@ -145,7 +146,7 @@ class Operator(nn.Module):
         """``Aᵀ v``: the vector-Jacobian product of the linear map (exact for linear A)."""
         if not self.is_linear:
             raise TypeError(f"{type(self).__name__} is not linear and has no adjoint")
-        check_image(v, "v")
+        check_image(v, "v", finite=None)  # solvers call it inside their loops: no device read per call
         x0 = torch.zeros(self.input_shape(v.shape), dtype=v.dtype, device=v.device, requires_grad=True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(self.apply(x0), x0, grad_outputs=v)

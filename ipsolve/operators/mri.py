@@ -196,10 +196,10 @@ class MRI(Operator):
         return self.sens
 
     def output_shape(self, shape):
-        m = self.mask_for(shape)
         if shape[1] != 1:
             raise ValueError(f"MRI takes single-channel (magnitude) images, got {shape[1]} channels")
-        return (shape[0], 2 * self.coils, shape[-2], int(m.sum()))
+        # the count from the host's column indices: the mask's own sum would wait for the device at every call
+        return (shape[0], 2 * self.coils, shape[-2], self.host_columns(shape).numel())
 
     def input_shape(self, y_shape):
         if self.mask is None:
@@ -219,13 +219,17 @@ class MRI(Operator):
         k = fft2c(self.coil_images((x + 1) / 2))[..., self.sampled_columns(x.shape, x.device)]
         return torch.stack([k.real, k.imag], 2).flatten(1, 2)
 
-    def sampled_columns(self, shape, device) -> torch.Tensor:
-        """Indices of the sampled k-space columns on ``device``: found on the host (``nonzero`` of a
-        device mask waits for the device) and copied once per mask (see ``cached_on``)."""
+    def host_columns(self, shape) -> torch.Tensor:
+        """Indices of the sampled k-space columns on the host, found once per mask (``nonzero``
+        of a device mask waits for the device)."""
         mask = self.mask_for(shape)
         if getattr(self, "_columns", (None,))[0] is not mask:
             self._columns = (mask, (mask if mask.device.type == "cpu" else mask.cpu()).nonzero().squeeze(1))
-        return cached_on(self, "columns", self._columns[1], device)
+        return self._columns[1]
+
+    def sampled_columns(self, shape, device) -> torch.Tensor:
+        """:meth:`host_columns` on ``device``, copied once per mask (see ``cached_on``)."""
+        return cached_on(self, "columns", self.host_columns(shape), device)
 
     def kspace(self, y: torch.Tensor) -> torch.Tensor:
         """Zero-filled complex k-space ``(B, coils, H, W)`` from ``y``."""

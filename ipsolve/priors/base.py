@@ -136,8 +136,13 @@ class DiffusionPrior(Prior):
         return self._alphas_cumprod_host
 
     def alpha_bar_value(self, t: int) -> float:
-        """ᾱ_t as a Python number (``t = -1``: 1), from :meth:`alphas_cumprod_host`."""
-        return 1.0 if int(t) < 0 else float(self.alphas_cumprod_host()[int(t)])
+        """ᾱ_t as a Python number (``t = -1``: 1), from :meth:`alphas_cumprod_host` (kept as a
+        list: reading it dispatches no tensor operation)."""
+        if int(t) < 0:
+            return 1.0
+        if getattr(self, "_alpha_bar_values", None) is None:
+            self._alpha_bar_values = self.alphas_cumprod_host().tolist()
+        return self._alpha_bar_values[int(t)]
 
     def _timesteps(self, t, batch: int, device) -> torch.Tensor:
         if isinstance(t, numbers.Integral):  # no host-to-device copy (see on_device)

@@ -72,8 +72,7 @@ class DDRM(Solver):
         sig0 = float(sigma)
         uty = dec.Ut(dec.minus_offset(y))
         seq = skip_grid(prior.num_timesteps, self.steps)
-        table = prior.alphas_cumprod.detach().double().cpu()  # on the host: no device sync per step
-        abar = lambda t: float(table[t]) if t >= 0 else 1.0  # noqa: E731
+        abar = prior.alpha_bar_value  # float64 numbers on the host: no device sync per step
         # x_T ~ p(x_T | y) (denoising.py L20-39)
         a_big = abar(seq[-1])
         sig_big = math.sqrt(1 - a_big) / math.sqrt(a_big)

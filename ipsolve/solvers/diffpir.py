@@ -147,11 +147,12 @@ class DiffPIR(Solver):
                 a_y = float(table[t_y])
                 eff = math.sqrt(a_start / a_y)
                 x = eff * guess + math.sqrt(max((1 - a_start) - eff ** 2 * (1 - a_y), 0.0)) * noise
+        abar, reduced_host = table.tolist(), reduced.tolist()  # Python numbers: no tensor read per step
         for i, t in enumerate(tqdm(ts[:-1], desc=self.name, disable=not self.progress, leave=False)):
             t_next = ts[i + 1]
-            a, a_next = float(table[t]), float(table[t_next])
-            beta = 1 - a / (float(table[t - 1]) if t > 0 else 1.0)
-            rho = lam * sigma_n ** 2 / float(reduced[t]) ** 2
+            a, a_next = abar[t], abar[t_next]
+            beta = 1 - a / (abar[t - 1] if t > 0 else 1.0)
+            rho = lam * sigma_n ** 2 / reduced_host[t] ** 2
             with torch.no_grad(), autocast_context(self.autocast, y.device):
                 eps_net = prior.eps(x, int(t)).to(x.dtype)
             with torch.no_grad():

@@ -105,8 +105,7 @@ class PiGDM(Solver):
             dec = dec.truncated(self.svd_cutoff) if self.svd_cutoff else dec
         except NotDecomposable:
             dec = None
-        table = prior.alphas_cumprod.detach().double().cpu()
-        abar = lambda t: float(table[t]) if t >= 0 else 1.0  # noqa: E731
+        abar = prior.alpha_bar_value  # float64 numbers on the host: no device sync per step
         ts = skip_grid(prior.num_timesteps, self.steps)
         ss = [-1] + ts[:-1]
         with torch.no_grad():  # x_T = √ᾱ_T A⁺y + √(1 − ᾱ_T) z  (initialize, L103-112)

@@ -7,6 +7,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from ..operators import BlindBlur
+from ..tensors import host_reads_are_free
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from ..operators.restrict import gather, restrict, split_entries
 from .criteria import holdout_error
@@ -101,7 +102,7 @@ class PlugSolver(Solver):
             groups.append({"params": [logits], "lr": self.kernel_lr})
         params = [p for g in groups for p in g["params"]]
         opt = torch.optim.Adam(groups)
-        sync_every = self.sync_every or (1 if dev.type == "cpu" else 25)
+        sync_every = self.sync_every or (1 if host_reads_are_free(dev) else 25)
         active = torch.ones(b, dtype=torch.bool, device=dev)
         code = torch.zeros(b, dtype=torch.long, device=dev)  # STOP_CODES index: budget until stopped
         iters = torch.full((b,), self.iterations, dtype=torch.long, device=dev)

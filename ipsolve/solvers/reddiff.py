@@ -102,7 +102,7 @@ class REDDiff(Solver):
             image = decode(x0_pred)
             loss_obs = (y - operator(image)).pow(2).flatten(1).mean(1) / 2
             loss_noise = ((et - noise_xt) * x0_pred).flatten(1).mean(1)
-            a0 = float(a.flatten()[0])
+            a0 = inner.alpha_bar_value(t)  # read on the host: reading it from `a` would wait for the device at every step
             w_t = self.lam * weight(((1 - a0) ** 0.5) / (a0 ** 0.5))
             loss = (w_t * loss_noise + self.obs_weight * loss_obs).sum()
             opt.zero_grad(set_to_none=True)

@@ -6,6 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..priors import LatentPrior
+from ..tensors import host_reads_are_free
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from .stopping import discrepancy_tau
 
@@ -40,7 +41,7 @@ def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, targ
             active = active & (sse.detach() > target)
         # leave once every image has stopped; on an accelerator only every `sync_every` iterations
         # (frozen images do not change, so the extra iterations alter nothing)
-        if (v.device.type == "cpu" or it % sync_every == 0) and not bool(active.any()):
+        if (host_reads_are_free(v.device) or it % sync_every == 0) and not bool(active.any()):
             break
         opt.zero_grad(set_to_none=True)
         (torch.where(active, sse, torch.zeros_like(sse)) / m).sum().backward()
