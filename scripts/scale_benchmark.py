@@ -201,9 +201,14 @@ def adm_rows(args, device):
     for batch in args.batches:
         for precision in precisions(args):
             bf16 = precision == "bf16"
-            for options in (["plain", "channels_last"] if bf16 and batch == max(args.batches) else ["plain"]):
+            # at the largest batch in bf16 also channels_last and cuDNN's autotuner (torch.backends.cudnn.benchmark:
+            # fixed shapes in a solver's loop, so each convolution's fastest algorithm is found once; off by default
+            # in torch and ipsolve — the chosen algorithms may vary between runs at rounding level)
+            for options in (["plain", "channels_last", "cudnn_benchmark"] if bf16 and batch == max(args.batches)
+                            else ["plain"]):
                 if options == "channels_last":
                     prior.optimize(channels_last=True)
+                torch.backends.cudnn.benchmark = options == "cudnn_benchmark"
                 net_fb = network_seconds(prior, batch, backward=True, autocast=bf16)
                 k = args.budget
                 wall, peak, _ = timed_solve(prior, op, "dps", dict(steps=k), batch, size, bf16, dict(steps=2))
@@ -231,6 +236,7 @@ def adm_rows(args, device):
                     prior.optimize(channels_last=False)
                     for _, name in prior.networks():
                         getattr(prior, name).to(memory_format=torch.contiguous_format)
+                torch.backends.cudnn.benchmark = False
     return rows
 
 
