@@ -196,6 +196,23 @@ LOOP_CASES = [  # (solver, budget parameter, prior, operator, extra parameters)
 ]
 
 
+def _counts_over_steps(counter_class, name, budget, source, operator, extra, callback=None) -> list[int]:
+    """What ``counter_class`` (a dispatch mode with a ``count``) counts over whole solves of 3 and
+    5 steps of the named loop, on 2 held-out phantoms measured by ``operator`` (σ = 0.05)."""
+    prior = load_prior(source)
+    kw = {"ct": dict(views=16), "mri": dict(acceleration=4), "blind_blur": dict(kernel_size=8)}.get(operator, {})
+    op = make_operator(operator, **kw)
+    x = datasets.heldout_phantoms(2, 32).expand(-1, prior.shape[0], -1, -1)
+    y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
+    counts = []
+    for steps in (3, 5):
+        solver = make_solver(name, progress=False, **{budget: steps, **extra})
+        with counter_class() as counter:
+            solve(y, op, prior, solver, sigma=0.05, generator=gens(2), callback=callback)
+        counts.append(counter.count)
+    return counts
+
+
 @pytest.mark.parametrize("name,budget,source,operator,extra", LOOP_CASES,
                          ids=[f"{c[0]}-{c[1]}-{c[2].split('-')[-1]}-{c[3]}" for c in LOOP_CASES])
 def test_solver_loops_make_no_tensors_from_host_data(name, budget, source, operator, extra):
@@ -203,17 +220,7 @@ def test_solver_loops_make_no_tensors_from_host_data(name, budget, source, opera
     (schedule values are filled in on the device), so doubling the steps adds none (counted on a
     CPU, where the copy is free; on a GPU each would stall the pipeline).  D-Flow is not here:
     torch's L-BFGS reads its scalars on the host by design."""
-    prior = load_prior(source)
-    kw = {"ct": dict(views=16), "mri": dict(acceleration=4)}.get(operator, {})
-    op = make_operator(operator, **kw)
-    x = datasets.heldout_phantoms(2, 32).expand(-1, prior.shape[0], -1, -1)
-    y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
-    counts = []
-    for steps in (3, 5):
-        solver = make_solver(name, progress=False, **{budget: steps, **extra})
-        with _HostTensorCounter() as counter:
-            solve(y, op, prior, solver, sigma=0.05, generator=gens(2))
-        counts.append(counter.count)
+    counts = _counts_over_steps(_HostTensorCounter, name, budget, source, operator, extra)
     assert counts[0] == counts[1], f"{counts[1] - counts[0]} tensors from host data in 2 more steps"
 
 
@@ -264,15 +271,7 @@ def test_solver_loops_read_the_device_only_every_sync_every(name, budget, source
     for module in [m for m in sys.modules.values() if getattr(m, "__name__", "").startswith("ipsolve")]:
         if getattr(module, "host_reads_are_free", None) is original:
             monkeypatch.setattr(module, "host_reads_are_free", lambda device: False)
-    prior = load_prior(source)
-    kw = {"ct": dict(views=16), "mri": dict(acceleration=4), "blind_blur": dict(kernel_size=8)}.get(operator, {})
-    op = make_operator(operator, **kw)
-    x = datasets.heldout_phantoms(2, 32).expand(-1, prior.shape[0], -1, -1)
-    y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
-    counts = []
-    for steps in (3, 5):
-        solver = make_solver(name, progress=False, **{budget: steps, **extra})
-        with _HostReadCounter() as counter:  # with a callback, as the command line's progress lines pass one
-            solve(y, op, prior, solver, sigma=0.05, generator=gens(2), callback=lambda iteration, state: None)
-        counts.append(counter.count)
+    # with a callback, as the command line's progress lines pass one
+    counts = _counts_over_steps(_HostReadCounter, name, budget, source, operator, extra,
+                                callback=lambda iteration, state: None)
     assert counts[0] == counts[1], f"{counts[1] - counts[0]} host reads of device values in 2 more steps"
