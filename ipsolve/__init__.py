@@ -4,14 +4,18 @@ Every image inside ipsolve is a ``(B, C, H, W)`` tensor in [-1, 1]; the measurem
 ``sigma`` is on that scale."""
 from __future__ import annotations
 
-from .operators import OPERATORS, make_operator
+from .operators import OPERATORS
 from .priors import load_prior
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name):  # solvers and the runner are imported on first use (they pull in more)
-    if name in ("make_solver", "solve", "calibrate", "Calibration", "SOLVERS", "Result"):
+    if name in ("make_operator", "make_solver", "solve"):  # the registries' own, also taking the command line's presets
+        from .runner import settings
+
+        return getattr(settings, name)
+    if name in ("calibrate", "Calibration", "SOLVERS", "Result"):
         from . import solvers
 
         return getattr(solvers, name)

@@ -105,7 +105,7 @@ def build_prior(name: str, scale: str, size: int, device, dtype=torch.float32, c
     ``size``), ``sd15`` (latent diffusion), ``sd3`` / ``flux`` (latent flow; ``size`` in pixels)."""
     import diffusers
 
-    from ipsolve.priors.adm import _DEFAULT_CHANNEL_MULT as ADM_CHANNEL_MULT, ADMUNet, adm_config, create_adm_unet
+    from ipsolve.priors.adm import DEFAULT_CHANNEL_MULT as ADM_CHANNEL_MULT, ADMUNet, adm_config, create_adm_unet
     from ipsolve.priors.analytic import linear_alphas_cumprod
     from ipsolve.priors.foundation import FluxNetwork, SD3Network, StableDiffusionNetwork
 

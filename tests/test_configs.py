@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -43,6 +44,32 @@ def test_conf_found_and_groups_match_registries():
             assert cfg.name in registry, f"{group}/{stem}.yaml builds unknown {group} {cfg.name!r}"
             if stem in registry:
                 assert cfg.name == stem
+
+
+def test_python_make_solver_and_operator_take_the_command_lines_preset_names():
+    """``ipsolve.make_solver("dps_cpu", steps=7)`` = ``solver=dps_cpu solver.steps=7``; registry names keep
+    the class defaults; a misspelt name gets one line with the closest name and both lists."""
+    import ipsolve
+
+    for stem in (p.stem for p in (CONF / "solver").glob("*.yaml") if p.stem != "blind_dps"):  # (needs its kernel model's file)
+        cli = build_solver(stem, progress=False)
+        api = ipsolve.make_solver(stem, progress=False)
+        assert type(api) is type(cli) and vars(api).keys() == vars(cli).keys()
+        assert all(repr(vars(api)[k]) == repr(vars(cli)[k]) for k in vars(cli) if not k.startswith("_")), stem
+    quick = ipsolve.make_solver("dps_cpu", steps=7)
+    assert quick.steps == 7 and quick.zeta == OmegaConf.load(CONF / "solver" / "dps_cpu.yaml").get("zeta", quick.zeta)
+    assert ipsolve.make_solver("dmplug").iterations == 5000  # the paper's budget, not a preset's
+    with pytest.raises(ValueError, match=r"unknown solver 'dps_cpuu' \(did you mean 'dps_cpu'\?\); known .*presets .*dmplug_quick"):
+        ipsolve.make_solver("dps_cpuu")
+    mri = ipsolve.make_operator("mri_8x", seed=3)  # operators alike: operator=mri_8x operator.seed=3
+    assert (mri.acceleration, mri.seed) == (OmegaConf.load(CONF / "operator" / "mri_8x.yaml").acceleration, 3)
+    with pytest.raises(ValueError, match=r"unknown operator 'ct_spars' \(did you mean 'ct_sparse'\?\); known operators"):
+        ipsolve.make_operator("ct_spars")
+    with pytest.raises(TypeError, match="has no parameter 'stepz'; did you mean 'steps'"):
+        ipsolve.make_solver("dps_cpu", stepz=3)
+    y = torch.zeros(1, 1, 8, 8)
+    with pytest.raises(ValueError, match="unknown solver 'nope'"):
+        ipsolve.solve(y, ipsolve.make_operator("super_resolution", scale=4), ipsolve.load_prior("gaussian"), "nope")
 
 
 @pytest.mark.parametrize("rel", FILES)

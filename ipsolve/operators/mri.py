@@ -224,7 +224,7 @@ class MRI(Operator):
         of a device mask waits for the device)."""
         mask = self.mask_for(shape)
         if getattr(self, "_columns", (None,))[0] is not mask:
-            self._columns = (mask, (mask if mask.device.type == "cpu" else mask.cpu()).nonzero().squeeze(1))
+            self._columns = (mask, mask.cpu().nonzero().squeeze(1))
         return self._columns[1]
 
     def sampled_columns(self, shape, device) -> torch.Tensor:

@@ -69,7 +69,7 @@ _DEFAULTS: dict[str, Any] = dict(
 )
 
 # Channel multipliers chosen by ``create_model`` when ``channel_mult == ""``.
-_DEFAULT_CHANNEL_MULT = {
+DEFAULT_CHANNEL_MULT = {
     512: (0.5, 1, 1, 2, 2, 4, 4),
     256: (1, 1, 2, 2, 4, 4),
     128: (1, 1, 2, 3, 4),
@@ -550,12 +550,12 @@ def adm_config(**overrides: Any) -> dict[str, Any]:
 
 def _parse_channel_mult(channel_mult: Any, image_size: int) -> tuple[float, ...]:
     if channel_mult in ("", None):
-        if image_size not in _DEFAULT_CHANNEL_MULT:
+        if image_size not in DEFAULT_CHANNEL_MULT:
             raise ValueError(
                 f"no default channel_mult for image_size={image_size}; "
                 f"pass channel_mult explicitly (e.g. '1,2,2,4')"
             )
-        return _DEFAULT_CHANNEL_MULT[image_size]
+        return DEFAULT_CHANNEL_MULT[image_size]
     if isinstance(channel_mult, str):
         channel_mult = channel_mult.split(",")
     mults = tuple(float(m) for m in channel_mult)

@@ -3,6 +3,7 @@
 test), and the description of a run's settings."""
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -92,6 +93,63 @@ def build_solver(spec, progress: bool | None = None):
         return make_solver(name, **params)
     except (TypeError, ValueError) as err:
         raise RunError(f"cannot build solver {name!r}: {err}") from None
+
+
+def presets(group: str) -> list[str]:
+    """The names of ``conf/<group>/*.yaml`` that are presets rather than registry names
+    (``dps_cpu``, ``dmplug_quick``, ``ct_sparse``, …)."""
+    root, registry = conf_dir(), _registry(group)
+    return sorted(p.stem for p in (root / group).glob("*.yaml") if p.stem not in registry) if root else []
+
+
+def _registry(group: str) -> Mapping:
+    from ..operators import OPERATORS
+    from ..solvers import SOLVERS
+
+    return {"operator": OPERATORS, "solver": SOLVERS}[group]
+
+
+def _preset_or_registered(group: str, name, params: dict) -> tuple[str, dict]:
+    """``(registry name, params)`` for the Python API's ``make_*(name, **params)``: a registry name
+    as given (the class's defaults), a preset name as its ``conf/<group>/<name>.yaml`` overridden by
+    ``params``; an unknown name gets one line with the closest name and both lists."""
+    registry = _registry(group)
+    if not isinstance(name, str) or name in registry:
+        return name, params
+    preset = load_preset(group, name)
+    if preset is None:
+        close = difflib.get_close_matches(name, [*registry, *presets(group)], n=1)
+        raise ValueError(f"unknown {group} {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; known "
+                         f"{group}s: {', '.join(sorted(registry))}; presets (conf/{group}/): {', '.join(presets(group))}")
+    return preset.pop("name"), {**preset, **params}
+
+
+def make_solver(name: str, **params):
+    """:func:`ipsolve.solvers.make_solver`, also taking the command line's preset names
+    (``conf/solver/<name>.yaml``: ``make_solver("dmplug_quick")`` is ``solver=dmplug_quick``), whose
+    settings ``params`` override.  A registry name keeps the class's defaults, the papers' settings
+    (the same values as its ``conf/solver/<name>.yaml``)."""
+    from ..solvers import make_solver as make_registered
+
+    name, params = _preset_or_registered("solver", name, params)
+    return make_registered(name, **params)
+
+
+def make_operator(name: str, **params):
+    """:func:`ipsolve.operators.make_operator`, also taking the command line's preset names
+    (``conf/operator/<name>.yaml``: ``make_operator("ct_sparse")`` is ``operator=ct_sparse``), whose
+    settings ``params`` override."""
+    from ..operators import make_operator as make_registered
+
+    name, params = _preset_or_registered("operator", name, params)
+    return make_registered(name, **params)
+
+
+def solve(y, operator, prior, solver, **options):
+    """:func:`ipsolve.solvers.solve` with ``solver`` also a preset name (:func:`make_solver`)."""
+    from ..solvers import solve as solve_registered
+
+    return solve_registered(y, operator, prior, make_solver(solver) if isinstance(solver, str) else solver, **options)
 
 
 def is_solver(obj) -> bool:
