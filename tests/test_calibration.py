@@ -533,3 +533,15 @@ def test_z_coupling_weight_is_calibrated_against_slice_by_slice(gaussian_problem
     assert (coupled.x - smooth).pow(2).mean() < (alone.x - smooth).pow(2).mean()
     with pytest.raises(ValueError, match="penalty=ZCoupling"):
         calibrate(y, op, prior, CoupledLeastSquares(), sigma=sigma, params=["z_coupling"])
+    # through solve(): the weight chosen as calibrate() chooses it, and the solve runs with it
+    auto = solve(y, op, prior, CoupledLeastSquares(), sigma=sigma, penalty=ZCoupling(1.0, pairs),
+                 calibrate={"params": ["z_coupling"]})
+    assert auto.calibration.coupling == chosen["smooth"].coupling
+    assert torch.allclose(auto.x, coupled.x, atol=1e-5)
+    y_unrelated = op.measure(unrelated, sigma, generator=torch.Generator().manual_seed(2))
+    alone_auto = solve(y_unrelated, op, prior, CoupledLeastSquares(), sigma=sigma, penalty=ZCoupling(1.0, pairs),
+                       calibrate={"params": "z_coupling"})
+    assert alone_auto.calibration.coupling == 0.0
+    assert torch.allclose(alone_auto.x, solve(y_unrelated, op, prior, CoupledLeastSquares(), sigma=sigma).x, atol=1e-5)
+    with pytest.raises(ValueError, match="penalty=ZCoupling"):
+        solve(y, op, prior, CoupledLeastSquares(), sigma=sigma, calibrate={"params": ["z_coupling"]})

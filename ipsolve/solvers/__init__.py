@@ -8,7 +8,8 @@ from ..parameters import expected_types, parameter_type_message, unknown_paramet
 from ..priors import Prior
 from .base import Result, Solver, generators_for, generators_on
 from ..operators.base import NonFiniteError
-from .calibration import Calibration, apply_auto, calibrate, declared_space, with_params, fresh_generators as _copies
+from .calibration import (COUPLING, Calibration, apply_auto, calibrate, declared_space, with_params,
+                          fresh_generators as _copies)
 from .coupling import ZCoupling, check_solver
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
@@ -72,7 +73,8 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     as ``"auto"`` to :func:`make_solver` — first chooses the solver's declared parameters from
     ``y`` (``Result.calibration``).  ``penalty``: a per-image energy ``x → (B,)`` added to the
     solver's data term (z-coupling of a volume's slices, :class:`ipsolve.solvers.coupling.ZCoupling`;
-    DPS, DMPlug, FMPlug).  Never sees the ground truth."""
+    DPS, DMPlug, FMPlug); ``calibrate={"params": [..., "z_coupling"]}`` chooses its weight too (0:
+    slice by slice; ``Result.calibration.coupling``).  Never sees the ground truth."""
     if isinstance(solver, str):
         solver = make_solver(solver)
     if not isinstance(operator, Operator):
@@ -93,10 +95,11 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if isinstance(calibrate, dict):  # options of ipsolve.calibrate; {} = its defaults
         options, calibrate_all = dict(calibrate), True
         names = options.pop("params", None)
-        if names is not None:  # calibrate only these (all of them must be declared)
-            declared_space(solver, names)
+        if names is not None:  # calibrate only these (declared ones, and the z-coupling weight of ``penalty``)
+            names = [names] if isinstance(names, str) else list(names)
+            declared_space(solver, [n for n in names if n != COUPLING])
             solver = with_params(solver)
-            solver.auto_params = tuple([names] if isinstance(names, str) else names)
+            solver.auto_params = tuple(names)
             calibrate_all = False
         allowed = ("budget", "method", "holdout", "seed", "keep_preset")  # the rest solve() passes itself
         unknown = sorted(set(options) - set(allowed))
@@ -110,13 +113,15 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         options["penalty"] = penalty
     solver, calibration = apply_auto(solver, y, operator, prior, sigma, _copies(gens), calibrate_all=calibrate_all,
                                      **options)
+    if calibration is not None and calibration.coupling is not None:  # params=[..., "z_coupling"]: its chosen weight
+        penalty = ZCoupling(calibration.coupling, penalty.pairs, penalty.eps) if calibration.coupling > 0 else None
     if penalty is not None:
         check_solver(solver)
         solver._penalty = penalty
     try:
-        if samples == 1 and calibration is not None and calibration.result is not None and callback is None \
-                and calibration.coupling is None:  # calibration's check already solved all of y with the chosen
-            # values (and this penalty: its candidates ran with it)
+        if samples == 1 and calibration is not None and calibration.result is not None and callback is None:
+            # calibration's check already solved all of y with the chosen values (and this penalty, or the
+            # chosen z-coupling weight: its candidates ran with it)
             result = calibration.result
         elif samples == 1:
             result = solver.run(y, operator, prior, gens, sigma, callback)
