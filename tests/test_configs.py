@@ -67,6 +67,14 @@ def test_python_make_solver_and_operator_take_the_command_lines_preset_names():
         ipsolve.make_operator("ct_spars")
     with pytest.raises(TypeError, match="has no parameter 'stepz'; did you mean 'steps'"):
         ipsolve.make_solver("dps_cpu", stepz=3)
+    import inspect
+
+    from ipsolve import solvers
+
+    for facade, registered in ((ipsolve.solve, solvers.solve), (ipsolve.make_solver, solvers.make_solver),
+                               (ipsolve.make_operator, ipsolve.operators.make_operator)):
+        assert [(p.name, p.kind, p.default) for p in inspect.signature(facade).parameters.values()] == \
+            [(p.name, p.kind, p.default) for p in inspect.signature(registered).parameters.values()]
     y = torch.zeros(1, 1, 8, 8)
     with pytest.raises(ValueError, match="unknown solver 'nope'"):
         ipsolve.solve(y, ipsolve.make_operator("super_resolution", scale=4), ipsolve.load_prior("gaussian"), "nope")

@@ -145,11 +145,15 @@ def make_operator(name: str, **params):
     return make_registered(name, **params)
 
 
-def solve(y, operator, prior, solver, **options):
-    """:func:`ipsolve.solvers.solve` with ``solver`` also a preset name (:func:`make_solver`)."""
+def solve(y, operator, prior, solver, *, sigma: float = 0.01, generator=None, callback=None, samples: int = 1,
+          select: str = "mean", calibrate: bool | dict = False, penalty=None):
+    """:func:`ipsolve.solvers.solve` (every argument as there), with ``solver`` also a preset name
+    (:func:`make_solver`): ``ipsolve.solve(y, op, prior, "dps_cpu", sigma=0.05)``."""
     from ..solvers import solve as solve_registered
 
-    return solve_registered(y, operator, prior, make_solver(solver) if isinstance(solver, str) else solver, **options)
+    return solve_registered(y, operator, prior, make_solver(solver) if isinstance(solver, str) else solver,
+                            sigma=sigma, generator=generator, callback=callback, samples=samples, select=select,
+                            calibrate=calibrate, penalty=penalty)
 
 
 def is_solver(obj) -> bool:
