@@ -43,20 +43,22 @@ def timed(fn, device, repeats: int = 3, warmup: int = 1) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def denoiser_call(prior, batch: int, backward: bool):
+def denoiser_call(prior, batch: int, backward: bool, time_grad: bool = False):
     """A function running one call of ``prior``'s denoising network (the inner one of a latent
     prior) on a random batch at its shape — with a backward pass to the input if ``backward``,
-    as the guided solvers do — and the device it runs on."""
+    as the guided solvers do, and also to the time if ``time_grad`` (FMPlug learns its start
+    time) — and the device it runs on."""
     inner = getattr(prior, "inner", prior)
     device = prior.device
     x = torch.randn(batch, *inner.shape, device=device)
-    t = torch.full((batch,), 500 if inner.kind == "diffusion" else 0.5, device=device)
-    net = (lambda v: inner.eps(v, t)) if inner.kind == "diffusion" else (lambda v: inner.velocity(v, t))
+    t0 = torch.full((batch,), 500 if inner.kind == "diffusion" else 0.5, device=device)
+    net = (lambda v, t: inner.eps(v, t)) if inner.kind == "diffusion" else (lambda v, t: inner.velocity(v, t))
 
     def call():
         v = x.clone().requires_grad_(backward)
+        t = t0.clone().requires_grad_(backward and time_grad)
         with torch.set_grad_enabled(backward):
-            out = net(v)
+            out = net(v, t)
             if backward:
                 out.float().sum().backward()
         return out
@@ -78,13 +80,14 @@ def sustained_seconds(fn, device, calls: int, warmup: int = 1) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def network_seconds(prior, batch: int, backward: bool = True, repeats: int = 5, autocast: bool = False) -> float:
-    """Seconds per network call (+ backward) at ``batch``, sustained over ``repeats`` back-to-back
-    calls — the denominator of the overhead ratio (optionally under bf16 autocast, as a solver
-    with ``autocast=True`` runs it).  Not the median of separately synchronised calls: that left
-    out the slow calls a long loop also meets (3–5 % at 32 px on a CPU) and, on a GPU, timed
-    launch latency that a solver's unsynchronised loop hides."""
-    call, device = denoiser_call(prior, batch, backward)
+def network_seconds(prior, batch: int, backward: bool = True, repeats: int = 5, autocast: bool = False,
+                    time_grad: bool = False) -> float:
+    """Seconds per network call (+ backward; to the time too with ``time_grad``) at ``batch``,
+    sustained over ``repeats`` back-to-back calls — the denominator of the overhead ratio
+    (optionally under bf16 autocast, as a solver with ``autocast=True`` runs it).  Not the median
+    of separately synchronised calls: that left out the slow calls a long loop also meets (3–5 %
+    at 32 px on a CPU) and, on a GPU, timed launch latency that a solver's unsynchronised loop hides."""
+    call, device = denoiser_call(prior, batch, backward, time_grad)
 
     def run():
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):

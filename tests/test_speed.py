@@ -116,6 +116,19 @@ def test_noise_drawn_ahead_in_chunks_is_the_step_by_step_noise(monkeypatch):
     assert torch.equal(torch.stack(list(randn_steps(shape, torch.Generator().manual_seed(5), "cpu", steps))), expected)
 
 
+def test_network_timing_differentiates_the_time_only_when_asked():
+    """The overhead's denominator: forward + backward to the input; with ``time_grad`` (FMPlug's
+    own call, which learns its start time) to the time as well; never without ``backward``."""
+    from ipsolve.profiling import denoiser_call
+
+    prior = load_prior("bundled:phantom-flow")
+    seen, velocity = [], prior.velocity
+    prior.velocity = lambda x, t: (seen.append((x.requires_grad, t.requires_grad)), velocity(x, t))[1]
+    for backward, time_grad in ((True, True), (True, False), (False, True)):
+        denoiser_call(prior, 2, backward, time_grad)[0]()
+    assert seen == [(True, True), (True, False), (False, False)]
+
+
 def test_scale_benchmark_smoke(tmp_path):
     """``scripts/scale_benchmark.py --scale tiny --device cpu``: the paper-scale code path with tiny
     networks writes scale.csv (every column), performance.md (with the targets) and env.json, and
