@@ -233,9 +233,7 @@ def adm_rows(args, device):
                                 note="network = forward only; the Langevin steps are operator-only"))
                 log(f"  daps b{batch} {precision} {options}: {rows[-1]['s_per_image']:.2f} s/image")
                 if options == "channels_last":
-                    prior.optimize(channels_last=False)
-                    for _, name in prior.networks():
-                        getattr(prior, name).to(memory_format=torch.contiguous_format)
+                    prior.optimize(channels_last=False)  # back to the plain layout
                 torch.backends.cudnn.benchmark = False
     return rows
 

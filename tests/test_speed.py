@@ -74,14 +74,33 @@ def test_bf16_autocast_agrees_with_fp32(problem):
 
 def test_channels_last_and_compile_keep_the_network_outputs():
     """Prior.optimize: channels_last (the bundled UNet) and torch.compile (an analytic network,
-    quick to compile) give the plain network's outputs to float rounding."""
-    prior = load_prior("bundled:phantom-ddpm")
+    quick to compile) give the plain network's outputs to float rounding; ``channels_last="auto"``
+    (load_prior's default) is NHWC on a CPU and follows the prior to another device."""
+    prior = load_prior("bundled:phantom-ddpm", channels_last=False)
+
+    def nhwc(p):
+        weights = [m.weight for m in p.modules()  # (1 input channel or a 1×1 kernel: both layouts alike)
+                   if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size != (1, 1)]
+        layouts = {w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights}
+        assert len(layouts) == 1, "every convolution in one layout"
+        return layouts.pop()
+
+    assert not nhwc(prior)
     x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([300, 700])
     with torch.no_grad():
         plain = prior.eps(x, t)
         prior.optimize(channels_last=True)
+        assert nhwc(prior)
         torch.testing.assert_close(prior.eps(x, t), plain, atol=1e-4, rtol=1e-4)
+    prior.optimize(channels_last=False)
+    assert not nhwc(prior)
+    auto = load_prior("bundled:phantom-latent")  # the default: auto, on a CPU NHWC (denoiser and autoencoder)
+    assert nhwc(auto)
+    auto.to("meta")  # another device: the plain layout
+    assert not nhwc(auto)
+    with pytest.raises(ValueError, match="channels_last must be"):
+        prior.optimize(channels_last="yes")
     gauss = load_prior("gaussian", image_size=4, channels=1, std=0.5, correlation=0.5)
     z = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

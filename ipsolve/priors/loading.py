@@ -48,10 +48,11 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     DPS's FFHQ-256); or a CompVis latent-diffusion checkpoint (``kwargs``: ``config``, the LDM yaml,
     default beside the file or the FFHQ/CelebA-HQ VQ-f4 config; ``ema``), told apart by its keys.
     ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``).
-    ``channels_last`` / ``compile``: speed options for any prior (:meth:`Prior.optimize`)."""
+    ``channels_last`` (default ``"auto"``: on a CPU) / ``compile``: speed options for any prior
+    (:meth:`Prior.optimize`)."""
     source = str(source)
     dtype = as_dtype(dtype)
-    speed = {k: kwargs.pop(k) for k in SPEED_OPTIONS if k in kwargs}
+    speed = {"channels_last": "auto", **{k: kwargs.pop(k) for k in SPEED_OPTIONS if k in kwargs}}
     if source in ("gaussian", "gmm"):
         from .analytic import make_analytic_prior
 
@@ -74,8 +75,7 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     prior.eval().requires_grad_(False)
     if device is not None or dtype is not None:
         _place(prior, device, dtype)
-    if speed:
-        prior.optimize(**speed)
+    prior.optimize(**speed)
     return prior
 
 
