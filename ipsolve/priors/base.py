@@ -95,9 +95,10 @@ class Prior(nn.Module):
         for owner, name in self.networks():
             getattr(owner, name).to(memory_format=memory_format)
 
-    def to(self, *args, **kwargs):
-        """``nn.Module.to``; ``channels_last="auto"`` follows the device (NHWC on a CPU only)."""
-        out = super().to(*args, **kwargs)
+    def _apply(self, fn, recurse=True):
+        """``nn.Module``'s ``.to`` / ``.cuda`` / ``.cpu`` / ``.half``; with ``channels_last="auto"`` the
+        layout follows the device (NHWC on a CPU only)."""
+        out = super()._apply(fn, recurse)
         if getattr(self, "_channels_last_auto", False):
             self._memory_format(torch.channels_last if self.device.type == "cpu" else torch.contiguous_format)
         return out
