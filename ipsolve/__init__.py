@@ -5,13 +5,12 @@ Every image inside ipsolve is a ``(B, C, H, W)`` tensor in [-1, 1]; the measurem
 from __future__ import annotations
 
 from .operators import OPERATORS
-from .priors import load_prior
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name):  # solvers and the runner are imported on first use (they pull in more)
-    if name in ("make_operator", "make_solver", "solve"):  # the registries' own, also taking the command line's presets
+    if name in ("make_operator", "make_solver", "load_prior", "solve"):  # also taking the command line's presets
         from .runner import settings
 
         return getattr(settings, name)
@@ -23,7 +22,7 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
         from . import runner
 
         return getattr(runner, name)
-    if name in ("datasets", "solvers", "runner", "metrics", "io"):  # ipsolve.datasets.heldout_phantoms(...)
+    if name in ("datasets", "priors", "solvers", "runner", "metrics", "io"):  # ipsolve.datasets.heldout_phantoms(...)
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

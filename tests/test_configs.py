@@ -72,12 +72,35 @@ def test_python_make_solver_and_operator_take_the_command_lines_preset_names():
     from ipsolve import solvers
 
     for facade, registered in ((ipsolve.solve, solvers.solve), (ipsolve.make_solver, solvers.make_solver),
-                               (ipsolve.make_operator, ipsolve.operators.make_operator)):
+                               (ipsolve.make_operator, ipsolve.operators.make_operator),
+                               (ipsolve.load_prior, ipsolve.priors.load_prior)):
         assert [(p.name, p.kind, p.default) for p in inspect.signature(facade).parameters.values()] == \
             [(p.name, p.kind, p.default) for p in inspect.signature(registered).parameters.values()]
     y = torch.zeros(1, 1, 8, 8)
     with pytest.raises(ValueError, match="unknown solver 'nope'"):
         ipsolve.solve(y, ipsolve.make_operator("super_resolution", scale=4), ipsolve.load_prior("gaussian"), "nope")
+
+
+def test_python_load_prior_takes_the_command_lines_prior_presets(monkeypatch):
+    """``ipsolve.load_prior("phantom_flow")`` = ``prior=phantom_flow``; a preset's settings come along
+    (``sd3_medium``: its dtype, size, checkpointing) and the arguments given override them; a preset
+    that needs a file says which; a misspelt one gets the closest name."""
+    import ipsolve
+    import ipsolve.priors
+
+    by_preset, by_source = ipsolve.load_prior("phantom_flow"), ipsolve.load_prior("bundled:phantom-flow")
+    assert by_preset.source == "bundled:phantom-flow"
+    assert all(torch.equal(a, b) for a, b in zip(by_preset.state_dict().values(), by_source.state_dict().values()))
+    seen = {}
+    monkeypatch.setattr(ipsolve.priors, "load_prior", lambda source, **kw: seen.update(source=source, **kw))
+    ipsolve.load_prior("sd3_medium", image_size=256)
+    preset = OmegaConf.to_container(OmegaConf.load(CONF / "prior" / "sd3_medium.yaml"))
+    assert seen == {**preset, "image_size": 256, "device": None}
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"load_prior\('ffhq_adm'\) needs its file: load_prior\(PATH.*ffhq_10m.pt"):
+        ipsolve.load_prior("ffhq_adm")
+    with pytest.raises(ValueError, match=r"preset of conf/prior/ \(did you mean 'phantom_flow'\?\)"):
+        ipsolve.load_prior("phantom_flw")
 
 
 @pytest.mark.parametrize("rel", FILES)

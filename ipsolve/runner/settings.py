@@ -4,6 +4,7 @@ test), and the description of a run's settings."""
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def build_solver(spec, progress: bool | None = None):
 def presets(group: str) -> list[str]:
     """The names of ``conf/<group>/*.yaml`` that are presets rather than registry names
     (``dps_cpu``, ``dmplug_quick``, ``ct_sparse``, …)."""
-    root, registry = conf_dir(), _registry(group)
+    root, registry = conf_dir(), _registry(group) if group != "prior" else {}
     return sorted(p.stem for p in (root / group).glob("*.yaml") if p.stem not in registry) if root else []
 
 
@@ -162,14 +163,42 @@ def is_solver(obj) -> bool:
     return isinstance(obj, Solver)
 
 
-def missing_source_message(preset: str) -> str:
+def missing_source_message(preset: str, python: bool = False) -> str:
     """The error for a prior preset whose ``source`` must be given, with the preset's own
-    explanation (its header comment) of where the file comes from."""
+    explanation (its header comment) of where the file comes from; ``python``: phrased for
+    :func:`load_prior` instead of the command line."""
     path = conf_dir() / "prior" / f"{preset}.yaml"
     comment = " ".join(line.lstrip("# ").strip() for line in path.read_text().splitlines()
                        if line.startswith("#") and not line.lstrip("# ").startswith("usage:"))
-    return (f"prior={preset} needs its source: ipsolve prior={preset} prior.source=PATH"
-            + (f" ({comment})" if comment else f" (see conf/prior/{preset}.yaml)"))
+    lead = (f"load_prior({preset!r}) needs its file: load_prior(PATH, ...)" if python else
+            f"prior={preset} needs its source: ipsolve prior={preset} prior.source=PATH")
+    return lead + (f" ({comment})" if comment else f" (see conf/prior/{preset}.yaml)")
+
+
+def load_prior(source: str, *, device=None, dtype=None, **kwargs):
+    """:func:`ipsolve.priors.load_prior`, also taking the command line's prior preset names
+    (``conf/prior/<name>.yaml``: ``load_prior("phantom_flow")`` is ``prior=phantom_flow``, and
+    ``load_prior("sd3_medium")`` brings that preset's dtype, size and checkpointing), whose settings
+    ``kwargs`` override.  A file or folder of that name, or a hub id, is loaded as itself."""
+    from ..priors import load_prior as load_source
+
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    bare = isinstance(source, str) and "/" not in source and ":" not in source and not os.path.exists(source)
+    preset = load_preset("prior", source) if bare else None
+    if preset is not None:
+        if preset.get("source") in (None, "???"):
+            raise ValueError(missing_source_message(source, python=True))
+        source = preset.pop("source")
+        kwargs = {**preset, **kwargs}
+    try:
+        return load_source(source, device=device, **kwargs)
+    except ValueError as err:
+        if not bare or preset is not None or source in ("gaussian", "gmm"):
+            raise
+        close = difflib.get_close_matches(source, presets("prior"), n=1)
+        raise ValueError(f"{err}; or a preset of conf/prior/{f' (did you mean {close[0]!r}?)' if close else ''}: "
+                         f"{', '.join(presets('prior'))}") from None
 
 
 def prior_source(spec) -> tuple[str, dict]:
