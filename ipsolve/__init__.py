@@ -10,11 +10,11 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):  # solvers and the runner are imported on first use (they pull in more)
-    if name in ("make_operator", "make_solver", "load_prior", "solve"):  # also taking the command line's presets
+    if name in ("make_operator", "make_solver", "load_prior", "solve", "calibrate"):  # also taking the CLI's presets
         from .runner import settings
 
         return getattr(settings, name)
-    if name in ("calibrate", "Calibration", "SOLVERS", "Result"):
+    if name in ("Calibration", "SOLVERS", "Result"):
         from . import solvers
 
         return getattr(solvers, name)

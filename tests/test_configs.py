@@ -71,14 +71,18 @@ def test_python_make_solver_and_operator_take_the_command_lines_preset_names():
 
     from ipsolve import solvers
 
-    for facade, registered in ((ipsolve.solve, solvers.solve), (ipsolve.make_solver, solvers.make_solver),
+    for facade, registered in ((ipsolve.solve, solvers.solve), (ipsolve.calibrate, solvers.calibrate),
+                               (ipsolve.make_solver, solvers.make_solver),
                                (ipsolve.make_operator, ipsolve.operators.make_operator),
                                (ipsolve.load_prior, ipsolve.priors.load_prior)):
         assert [(p.name, p.kind, p.default) for p in inspect.signature(facade).parameters.values()] == \
             [(p.name, p.kind, p.default) for p in inspect.signature(registered).parameters.values()]
     y = torch.zeros(1, 1, 8, 8)
+    sr, gauss = ipsolve.make_operator("super_resolution", scale=4), ipsolve.load_prior("gaussian")
     with pytest.raises(ValueError, match="unknown solver 'nope'"):
-        ipsolve.solve(y, ipsolve.make_operator("super_resolution", scale=4), ipsolve.load_prior("gaussian"), "nope")
+        ipsolve.solve(y, sr, gauss, "nope")
+    with pytest.raises(ValueError, match="unknown solver 'nope'"):
+        ipsolve.calibrate(y, sr, gauss, "nope")
 
 
 def test_python_load_prior_takes_the_command_lines_prior_presets(monkeypatch):
