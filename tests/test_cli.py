@@ -114,6 +114,7 @@ def test_default_command_writes_every_output(single_run):
     assert summary["num_processes"] == 1 and set(summary["rank"].values()) == {0}
     assert summary["operator"]["name"] == "super_resolution" and summary["solver"]["name"] == "dmplug"
     assert summary["prior"]["source"] == "bundled:phantom-ddpm" and summary["sigma"] == 0.01
+    assert summary["prior"]["memory_format"] == "channels_last"  # channels_last="auto" on a CPU
     assert f"results written to {run}" in proc.stdout and "PSNR" in proc.stdout
     # SR ×4: the 8×8 measurement is shown at 32×32 (nearest), like every other image
     assert read_png(run / "measurement" / f"{names[0]}.png").shape == read_png(run / "recon" / f"{names[0]}.png").shape

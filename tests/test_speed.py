@@ -83,6 +83,7 @@ def test_channels_last_and_compile_keep_the_network_outputs():
                    if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size != (1, 1)]
         layouts = {w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in weights}
         assert len(layouts) == 1, "every convolution in one layout"
+        assert p.memory_format == ("channels_last" if next(iter(layouts)) else "contiguous")  # what summaries record
         return layouts.pop()
 
     assert not nhwc(prior)

@@ -91,6 +91,18 @@ class Prior(nn.Module):
             setattr(target, attr, torch.compile(getattr(target, attr), mode=mode, dynamic=False))
         return self
 
+    @property
+    def memory_format(self) -> str:
+        """``"channels_last"`` when the networks' convolutions are NHWC (:meth:`optimize`), else
+        ``"contiguous"`` (recorded in a run's ``summary.json``)."""
+        for owner, name in self.networks():
+            for m in getattr(owner, name).modules():  # (1 input channel or a 1×1 kernel: both layouts alike)
+                if isinstance(m, nn.Conv2d) and m.in_channels > 1 and m.kernel_size != (1, 1):
+                    w = m.weight
+                    nhwc = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                    return "channels_last" if nhwc else "contiguous"
+        return "contiguous"
+
     def _memory_format(self, memory_format: torch.memory_format) -> None:
         for owner, name in self.networks():
             getattr(owner, name).to(memory_format=memory_format)

@@ -133,6 +133,9 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out,
               samples=samples, select=select, keep_arrays=keep_arrays, coupling=coupling)
+    # recorded, not fingerprinted: the networks' layout (channels_last="auto": NHWC on a CPU) changes
+    # rounding only, so a run may resume on another device
+    settings["prior"]["memory_format"] = prior.memory_format
     names = [it.name for it in items]
     done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
     if coupling is not None:  # a coupled volume is redone whole: its slices are solved together
