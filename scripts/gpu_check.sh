@@ -11,7 +11,7 @@
 #
 # A machine without this project's dependencies: carry pure-Python wheels in .whl/ (diffusers,
 # hydra-core, omegaconf, antlr4-python3-runtime, lpips, importlib_metadata, zipp); they are
-# installed into /tmp/site first.
+# installed into /tmp/site first.  `bash scripts/gpu_wheels.sh` builds .whl/ from this venv's versions.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/gpu_check}
