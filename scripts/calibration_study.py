@@ -150,7 +150,7 @@ def run_row(solver_name: str, op_label: str, sigma: float, earlier: dict | None 
     if cal.method == "holdout" and tried:
         best = min(tried, key=lambda c: c["score"])
         values = {k: best[k] for k in type(solver).search_space}
-        extra = {"iterations": best["iterations"], "stop": ()} if "iterations" in best else {}
+        extra = {"iterations": best["iterations"]} if "iterations" in best else {}  # (as calibrate: own rule kept)
         if values == cal.params and not extra:
             row.update(best_scored=row["calibrated"], best_scored_values=values)
         else:

@@ -68,7 +68,7 @@ class Calibration:
     ``method`` (``holdout`` or ``discrepancy``), ``nfe`` (network evaluations per image spent in
     all), ``seconds``, ``note`` (why this method; any fallback) and ``changes`` (the settings that
     turn the original solver into ``solver``: the chosen values, and for the plug-in solvers
-    their iteration count and stopping rule); ``result``: the solve of all of ``y`` that checked
+    their iteration budget, within which their own stopping rule stays on); ``result``: the solve of all of ``y`` that checked
     the chosen values (holdout; None when the solver's own values were kept) — :func:`ipsolve.solve`
     returns it instead of solving again; ``coupling``: the z-coupling weight chosen with
     ``params=[..., "z_coupling"]`` (0 = slice by slice), else None."""
@@ -373,7 +373,10 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         return gain > se, gain, se
 
     def plug_changes(key) -> dict:
-        return {"iterations": best_iterations[key], "stop": ()} if plug and key in best_iterations else {}
+        """A plug-in solver's budget: the candidate's held-out minimum, its own stopping rule kept (it
+        may stop earlier: held-out entries do not see the noise fitted at the kept ones where each entry
+        has local support — SR, inpainting — so at high σ their minimum comes late, docs/calibration.md)."""
+        return {"iterations": best_iterations[key]} if plug and key in best_iterations else {}
 
     verify_nfe, checked, accepted = 0.0, {}, None
 
