@@ -68,9 +68,9 @@ class Calibration:
     ``method`` (``holdout`` or ``discrepancy``), ``nfe`` (network evaluations per image spent in
     all), ``seconds``, ``note`` (why this method; any fallback) and ``changes`` (the settings that
     turn the original solver into ``solver``: the chosen values, and for the plug-in solvers
-    their iteration budget, within which their own stopping rule stays on); ``result``: the solve of all of ``y`` that checked
-    the chosen values (holdout; None when the solver's own values were kept) — :func:`ipsolve.solve`
-    returns it instead of solving again; ``coupling``: the z-coupling weight chosen with
+    their iteration budget, within which their own stopping rule stays on); ``result``: the solve of
+    all of ``y`` that checked the chosen values (holdout; None when the solver's own values were
+    kept) — :func:`ipsolve.solve` returns it instead of solving again; ``coupling``: the weight chosen with
     ``params=[..., "z_coupling"]`` (0 = slice by slice), else None."""
 
     params: dict
