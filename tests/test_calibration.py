@@ -9,7 +9,7 @@ import ipsolve
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
 from ipsolve.operators.restrict import gather, restrict, split_entries
 from ipsolve.solvers import Result, Solver
-from ipsolve.solvers.calibration import (calibrate, discrepancy_search, golden_section, holdout_error,
+from ipsolve.solvers.calibration import (COUPLING_RANGE, calibrate, discrepancy_search, golden_section, holdout_error,
                                          with_params)
 
 
@@ -191,12 +191,17 @@ class ShrunkPosteriorMean(PosteriorMean):
 def test_coordinate_search_keeps_the_best_candidate_and_budgets_two_parameters(gaussian_problem):
     """Coordinate-wise search: the second parameter's golden-section points (shrink 0.85, 1.18) are
     both worse than its starting value (1, scored with the first parameter's candidates), so the
-    search keeps 1 — the best candidate seen, not the best of the last coordinate's.  Without a
-    budget, two parameters get 1 + 4 each (9 candidates), one parameter 5."""
+    search keeps 1 — the best candidate seen, not the best of the last coordinate's.  With two
+    points per parameter the better one is always the outermost on its side, so each coordinate
+    also tries that end of its range (noise 0.3, shrink 0.5).  Without a budget, two parameters get
+    1 + 4 each (9 candidates), one parameter 5."""
     prior, op, x, y, sigma = gaussian_problem
     cal = calibrate(y, op, prior, ShrunkPosteriorMean(), sigma=sigma, budget=4, keep_preset=False)
     shrinks = [r["shrink"] for r in cal.table]
-    assert shrinks[:2] == [1.0, 1.0] and all(abs(v - 1.0) > 0.1 for v in shrinks[2:])  # as described
+    assert shrinks[:3] == [1.0, 1.0, 1.0] and all(abs(v - 1.0) > 0.1 for v in shrinks[3:])  # as described
+    assert len(cal.table) == 6 and cal.table[2]["noise"] == pytest.approx(0.3) and shrinks[5] == pytest.approx(0.5)
+    plain = calibrate(y, op, prior, ShrunkPosteriorMean(), sigma=sigma, budget=4, keep_preset=False, extend=False)
+    assert len(plain.table) == 4 and all(0.003 < r["noise"] < 0.3 and 0.5 < r["shrink"] < 2.0 for r in plain.table)
     best = min(cal.table, key=lambda r: r["score"])
     assert best["shrink"] == 1.0
     assert cal.params == {"noise": best["noise"], "shrink": 1.0} and cal.solver.shrink == 1.0
@@ -209,7 +214,14 @@ def test_search_routines():
     bracket's resolution; the discrepancy search the boundary of a monotone ratio."""
     seen = []
     best = golden_section(lambda v: (seen.append(v), (math.log(v) - math.log(0.7)) ** 2)[1], 0.01, 10.0, 10)
-    assert abs(math.log(best / 0.7)) < 0.1 and len(seen) == 10
+    assert abs(math.log(best / 0.7)) < 0.1 and len(seen) == 10  # an interior minimum: no call more
+    # a minimum at the range's end: the golden-section points stop short of it (0.051 on [0.001, 0.1]
+    # with 4), one call more evaluates the end
+    seen.clear()
+    assert golden_section(lambda v: (seen.append(v), -v)[1], 1e-3, 0.1, 4, extend=False) == pytest.approx(0.051, rel=0.01)
+    seen.clear()
+    assert golden_section(lambda v: (seen.append(v), -v)[1], 1e-3, 0.1, 4) == pytest.approx(0.1) and len(seen) == 5
+    assert golden_section(lambda v: v, 1e-3, 0.1, 4) == pytest.approx(1e-3)
     boundary = discrepancy_search(lambda v: v / 0.3, 0.01, 10.0, 10, direction=-1)  # fits (≤ 1) below 0.3
     assert 0.25 < boundary <= 0.3
 
@@ -292,8 +304,9 @@ def test_solve_with_auto_zeta_calibrates_dps():
     res = solve(y, op, prior, make_solver("dps", zeta="auto", steps=8, progress=False), sigma=0.05, generator=gens,
                 calibrate={"budget": 3})
     cal = res.calibration
-    # 3 candidates + the check of the chosen ζ on all entries, whose solve solve() returns
-    assert set(cal.params) == {"zeta"} and len(cal.table) == 3 and cal.nfe == 4 * 8 and cal.result is not None
+    # 3 candidates (ζ as given, two golden-section points), the range's end beside the better of the two,
+    # and the check of the chosen ζ on all entries, whose solve solve() returns
+    assert set(cal.params) == {"zeta"} and len(cal.table) == 4 and cal.nfe == 5 * 8 and cal.result is not None
     assert res.info[0]["calibrated"] == cal.params
     again = solve(y, op, prior, with_params(make_solver("dps", steps=8, progress=False), zeta=cal.params["zeta"]),
                   sigma=0.05, generator=[torch.Generator().manual_seed(i) for i in range(2)])
@@ -331,7 +344,7 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
                          for n in run.names[:2]])
     torch.testing.assert_close(y, saved)  # the very measurements the batch loop made and solved
     cal = run.summary["calibration"]
-    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 3
+    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 3  # ζ given (0.05, the range's end), 2 points
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
     # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again
@@ -523,7 +536,11 @@ def test_z_coupling_weight_is_calibrated_against_slice_by_slice(gaussian_problem
         cal = calibrate(y, op, prior, CoupledLeastSquares(), sigma=sigma, params=["z_coupling"],
                         penalty=ZCoupling(1.0, pairs))
         assert set(cal.params) == {"z_coupling"} and cal.coupling == cal.params["z_coupling"]
-        assert cal.changes == {} and len(cal.table) == 5 and cal.table[0]["z_coupling"] == 0.0
+        assert cal.changes == {} and cal.table[0]["z_coupling"] == 0.0
+        # 4 golden-section points inside the range, and its end where the best of them was the outermost
+        weights = [r["z_coupling"] for r in cal.table[1:]]
+        assert len(weights) in (4, 5) and all(COUPLING_RANGE[0] < w < COUPLING_RANGE[1] for w in weights[:4])
+        assert weights[4:] in ([], [pytest.approx(COUPLING_RANGE[0])], [pytest.approx(COUPLING_RANGE[1])])
         chosen[name] = cal
     assert chosen["smooth"].coupling > 0, chosen["smooth"].note
     assert chosen["unrelated"].coupling == 0.0, chosen["unrelated"].table
@@ -546,3 +563,19 @@ def test_z_coupling_weight_is_calibrated_against_slice_by_slice(gaussian_problem
     assert torch.allclose(alone_auto.x, solve(y_unrelated, op, prior, CoupledLeastSquares(), sigma=sigma).x, atol=1e-5)
     with pytest.raises(ValueError, match="penalty=ZCoupling"):
         solve(y, op, prior, CoupledLeastSquares(), sigma=sigma, calibrate={"params": ["z_coupling"]})
+
+
+def test_a_choice_at_the_range_end_is_reported(gaussian_problem):
+    """When the held-out error is least at a range's end (here the posterior mean's noise range
+    stops at 0.02, below the best value 0.05), the search tries the end, chooses it, and the note
+    says the best value may lie beyond it."""
+    prior, op, x, y, sigma = gaussian_problem
+
+    class NarrowRange(PosteriorMean):
+        search_space = {"noise": (0.003, 0.02)}
+
+    cal = calibrate(y, op, prior, NarrowRange(noise=0.003), sigma=sigma, keep_preset=False)
+    assert cal.params["noise"] == pytest.approx(0.02)
+    assert "noise = 0.02 is the upper end of its search range 0.003–0.02" in cal.note
+    inside = calibrate(y, op, prior, PosteriorMean(), sigma=sigma, keep_preset=False)
+    assert "end of its search range" not in inside.note

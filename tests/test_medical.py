@@ -497,13 +497,14 @@ def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
     img = nib.Nifti1Image(((vol[:, 0].permute(1, 2, 0).numpy() + 1) * 500).astype(np.float32), np.eye(4))
     nib.save(img, tmp_path / "v.nii.gz")
     kw = dict(operator="ct_sparse", solver={"name": "dps", "steps": 10, "rescale_zeta": True}, window=[0, 1000],
-              calibrate={"enabled": False, "images": 3, "budget": 4})  # the weight only (5 candidates)
+              calibrate={"enabled": False, "images": 3, "budget": 4})  # the weight only
     res = reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "run", z_coupling="auto", **kw)
     cal = res.summary["calibration"]
     assert cal["images"] == ["v_z001", "v_z002", "v_z003"]  # the middle 3 of 6 slices, neighbours
     assert set(cal["params"]) == {"z_coupling"} and cal["coupling"] == cal["params"]["z_coupling"] >= 0
-    assert cal["table"][0]["preset"] and cal["table"][0]["z_coupling"] == 0.0 and len(cal["table"]) == 4
-    assert all(r["z_coupling"] >= 1e-4 for r in cal["table"][1:])
+    assert cal["table"][0]["preset"] and cal["table"][0]["z_coupling"] == 0.0
+    # 3 golden-section points, and the range's end when the best of them is the outermost one
+    assert len(cal["table"]) in (4, 5) and all(r["z_coupling"] >= 1e-4 for r in cal["table"][1:])
     assert json.loads((tmp_path / "run" / "calibration.json").read_text())["coupling"] == cal["coupling"]
     assert {tuple(r["batch"]) for r in res.records} == {tuple(f"v_z{z:03d}" for z in range(6))}  # one batch
     assert (tmp_path / "run" / "calibration.png").is_file()

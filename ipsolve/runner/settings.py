@@ -159,14 +159,14 @@ def solve(y, operator, prior, solver, *, sigma: float = 0.01, generator=None, ca
 
 def calibrate(y, operator, prior, solver, *, sigma: float = 0.01, params=None, budget: int | None = None,
               method: str = "auto", holdout: float = 0.2, seed: int = 0, generator=None, keep_preset: bool = True,
-              penalty=None):
+              penalty=None, extend: bool = True):
     """:func:`ipsolve.solvers.calibrate` (every argument as there), with ``solver`` also a preset name
     (:func:`make_solver`): ``ipsolve.calibrate(y, op, prior, "dps_cpu", sigma=0.05)``."""
     from ..solvers import calibrate as calibrate_registered
 
     return calibrate_registered(y, operator, prior, make_solver(solver) if isinstance(solver, str) else solver,
                                 sigma=sigma, params=params, budget=budget, method=method, holdout=holdout, seed=seed,
-                                generator=generator, keep_preset=keep_preset, penalty=penalty)
+                                generator=generator, keep_preset=keep_preset, penalty=penalty, extend=extend)
 
 
 def is_solver(obj) -> bool:

@@ -17,16 +17,17 @@ Two criteria, each a small function of what a user has:
 
 The search runs on a log range per parameter (each solver's ``search_space``) by golden-section
 search (coordinate-wise for several parameters; each coordinate starts from the best candidate so
-far), one solve of the calibration images per candidate, at most ``budget`` candidates (default
+far), one solve of the calibration images per candidate, ``budget`` candidates (default
 :func:`default_budget`: 5 for one parameter — five times the network evaluations of one
-uncalibrated solve run to its budget — and 9 for two); every candidate's values, score and cost go into
-``Calibration.table``.  The plug-in solvers (DMPlug, FMPlug) also get their iteration count from
-the held-out error: each candidate runs to its budget without a stopping rule (so calibration
-costs 5× the budget — plus the check below, which stops at the chosen iterate — more than 5× a
-solve its stopping rule ends early) and the iterate with the
-smallest held-out error (5-iteration moving average) sets ``iterations`` (and the budget becomes
-the stopping rule; not for blind operators, whose kernel estimate the held-out error does not
-follow per iterate).  The chosen values are then checked with one solve on all entries
+uncalibrated solve run to its budget — and 9 for two) and one more per parameter whose best
+candidate is the outermost one tried (the range's end is then tried: golden-section points never
+reach it); every candidate's values, score and cost go into ``Calibration.table``.  The plug-in
+solvers (DMPlug, FMPlug) also get their iteration count from the held-out error: each candidate
+runs to its budget without a stopping rule (so calibration costs 5–6× the budget — plus the check
+below, which stops at the chosen iterate — more than 5× a solve its stopping rule ends early) and
+the iterate with the smallest held-out error (5-iteration moving average) sets ``iterations``,
+within which the solver's own stopping rule stays on (not for blind operators, whose kernel
+estimate the held-out error does not follow per iterate).  The chosen values are then checked with one solve on all entries
 (``VERIFY_FACTOR``): a value at the edge of stability for the restricted operator can diverge on
 the full one.  Nothing here sees the ground truth.
 """
@@ -138,28 +139,37 @@ def default_budget(n_params: int) -> int:
     return 1 + 4 * n_params
 
 
-def golden_section(evaluate, lo: float, hi: float, evaluations: int):
+def golden_section(evaluate, lo: float, hi: float, evaluations: int, extend: bool = True):
     """Minimise ``evaluate(value)`` over ``[lo, hi]`` on a log scale with ``evaluations`` calls
     (golden-section search: after the first two interior points each call shrinks the bracket by
-    0.618).  Returns the best value evaluated."""
+    0.618).  Golden-section points never reach the range's ends (4 points on [10⁻³, 10⁻¹] end at
+    0.051), so with ``extend`` one call more evaluates the end when the best point is the outermost
+    one on that side — the bracket then still reaches the end and the minimum may lie there.
+    Returns the best value evaluated."""
     a, b = math.log(lo), math.log(hi)
     if evaluations < 2:
         raise ValueError(f"a search needs at least two candidates per parameter, got {evaluations}")
     c, d = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
     fc, fd = evaluate(math.exp(c)), evaluate(math.exp(d))
-    best = min((fc, math.exp(c)), (fd, math.exp(d)))
+    tried = [(fc, c), (fd, d)]
     for _ in range(evaluations - 2):
         if fc <= fd:
             b, d, fd = d, c, fc
             c = b - GOLDEN * (b - a)
             fc = evaluate(math.exp(c))
-            best = min(best, (fc, math.exp(c)))
+            tried.append((fc, c))
         else:
             a, c, fc = c, d, fd
             d = a + GOLDEN * (b - a)
             fd = evaluate(math.exp(d))
-            best = min(best, (fd, math.exp(d)))
-    return best[1]
+            tried.append((fd, d))
+    best = min(tried)
+    points = [t for _, t in tried]
+    if extend and math.isfinite(best[0]):
+        end = math.log(lo) if best[1] == min(points) else math.log(hi) if best[1] == max(points) else None
+        if end is not None:
+            best = min(best, (evaluate(math.exp(end)), end))
+    return math.exp(best[1])
 
 
 def discrepancy_search(evaluate, lo: float, hi: float, evaluations: int, direction: int):
@@ -187,13 +197,14 @@ def discrepancy_search(evaluate, lo: float, hi: float, evaluations: int, directi
 # ---------------------------------------------------------------------------------- calibrate
 def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sigma: float = 0.01, params=None,
               budget: int | None = None, method: str = "auto", holdout: float = 0.2, seed: int = 0,
-              generator=None, keep_preset: bool = True, penalty=None) -> Calibration:
+              generator=None, keep_preset: bool = True, penalty=None, extend: bool = True) -> Calibration:
     """Choose ``solver``'s parameters for this measurement batch ``y`` without the ground truth.
 
     ``params``: names of declared parameters (default: all of ``solver.search_space``);
     ``budget``: candidates in all (default :func:`default_budget`: 5 solves of ``y`` for one
     parameter, 9 for two; at least two per parameter, plus one for the solver as given with
-    ``keep_preset``); ``method``: ``holdout``,
+    ``keep_preset``; holdout tries one more per parameter, its range's end, when its best point is
+    the outermost one: :func:`golden_section`, unless ``extend=False``); ``method``: ``holdout``,
     ``discrepancy`` or ``auto`` (holdout when each image has at least 64 measurement entries to
     split, else the discrepancy principle — the choice and why are in ``Calibration.note``); ``holdout``: the fraction of entries held out, in (0, 0.5];
     ``seed``: the split; ``generator``: the solver's randomness (as :func:`ipsolve.solve`), the same
@@ -347,10 +358,14 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     per_param = _split_budget(budget - int(keep_preset), len(space))
     for (name, (lo, hi)), n in zip(space.items(), per_param):
         def evaluate(value, name=name):
-            return score({**chosen, name: value})
+            values = {**chosen, name: value}
+            for row in table:  # scored already (the solver's own value at a range's end): not solved again
+                if all(isinstance(row.get(k), float) and math.isclose(row[k], v, rel_tol=1e-9) for k, v in values.items()):
+                    return row["score"]
+            return score(values)
 
         if method == "holdout":
-            chosen[name] = golden_section(evaluate, lo, hi, n)
+            chosen[name] = golden_section(evaluate, lo, hi, n, extend)
             # the next coordinate starts from the best candidate so far, which may be one of an earlier
             # coordinate's (its value of this parameter was the incumbent, scored but not re-tried here)
             tried = [r for r in table if not r.get("preset") and math.isfinite(r["score"])]
@@ -428,6 +443,10 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             final, changes = dict(values), {**values, **plug_changes(accepted)}
             if "iterations" in changes:
                 final["iterations"] = changes["iterations"]
+            reasons += [f"{n} = {v:.3g} is the {side} end of its search range {lo:g}–{hi:g}: the held-out error was "
+                        f"least there, a value beyond it may be better"
+                        for n, v in values.items() for (lo, hi) in [space[n]]
+                        for side, end in (("lower", lo), ("upper", hi)) if math.isclose(v, end, rel_tol=1e-6)]
         note = "; ".join(p for p in (note, *reasons) if p)
     elif plug:
         changes.update(stop=("discrepancy",), tau=None, combine="first")
