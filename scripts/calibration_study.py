@@ -9,6 +9,7 @@ ground truth (only this study computes it; no solver, stopping rule or score eve
     python scripts/calibration_study.py curves --out docs      # score vs PSNR curves for a few rows
     python scripts/calibration_study.py best-of-k --out docs   # phase retrieval: best of 4 runs by residual
     python scripts/calibration_study.py second-family --out outputs/calibration/second_family.jsonl [--shard 0/2]
+    python scripts/calibration_study.py second-family --compare weakest --out outputs/calibration/second_family_dps.jsonl
     python scripts/benchmark.py --calibration                                             # both
 
 Images: 3 held-out ``blobs`` phantoms + Shepp–Logan (32 px; the family the priors never saw),
@@ -289,21 +290,29 @@ def best_of_k(args):
 SECOND_FAMILY_ROWS = [("fmplug", "MRI 4×", 0.01), ("fmplug", "Gaussian blur 9 px", 0.01),
                       ("dmplug", "Gaussian blur 9 px", 0.01), ("fmplug", "CT 16 views", 0.05),
                       ("fmplug", "inpainting 70 %", 0.05), ("reddiff", "CT 16 views", 0.01)]
+# DPS's weakest guidance within one standard error (--compare weakest): every operator at σ 0.05, SR at 0.01
+WEAKEST_ROWS = [("dps", o, 0.05) for o in PRIORITY] + [("dps", "SR ×4", 0.01), ("dps@1000", "SR ×4", 0.01)]
 
 
 def second_family(args):
-    """The range's end (``calibrate(..., extend=True)``, the default) against the search without it,
-    on ``datasets.unseen_structures(4)`` (checkerboards and stripes over held-out phantoms; noise seed
-    77): PSNR of the preset, of calibration without the end, and with it.  Without the end is solved
-    only where the end was among the candidates that decided (chosen or rejected by the check);
-    elsewhere both searches return the same solve.  One JSON line per row."""
+    """A calibration change against calibration without it, on ``datasets.unseen_structures(4)``
+    (checkerboards and stripes over held-out phantoms; noise seed 77): PSNR of the preset, of
+    calibration without the change, and with it.  ``--compare end``: the range's end
+    (``calibrate(..., extend=True)``, the default); without it is solved only where the end was among
+    the candidates that decided (chosen or rejected by the check), elsewhere both searches return the
+    same solve.  ``--compare weakest``: DPS's weakest guidance within one standard error
+    (``weakest_within_one_se``), against the best-scored candidate.  One JSON line per row."""
+    from ipsolve.solvers.dps import DPS
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {(r["solver"], r["operator"], r["sigma"]) for r in map(json.loads, out.read_text().splitlines())} \
         if out.is_file() else set()
     k, n = (int(v) for v in args.shard.split("/"))
     truth = datasets.unseen_structures(4)
-    for i, (solver_name, op_label, sigma) in enumerate(SECOND_FAMILY_ROWS):
+    rows = SECOND_FAMILY_ROWS if args.compare == "end" else WEAKEST_ROWS
+    with_label, without_label = ("with_end", "without_end") if args.compare == "end" else ("with_rule", "without_rule")
+    for i, (solver_name, op_label, sigma) in enumerate(rows):
         if i % n != k or (solver_name, op_label, sigma) in done:
             continue
         t0 = time.perf_counter()
@@ -314,28 +323,41 @@ def second_family(args):
         row = {"solver": solver_name, "operator": op_label, "sigma": sigma, "family": "unseen_structures(4)",
                "initial": mean_psnr(op.initial_guess(y), truth),
                "preset": mean_psnr(solve(y, op, prior, solver, sigma=sigma, generator=gens(len(y))).x, truth)}
-        with_end = calibrate(y, op, prior, solver, sigma=sigma, generator=gens(len(y)))
-        row.update(with_end=mean_psnr(with_end.result.x, truth) if with_end.result is not None else
-                   mean_psnr(solve(y, op, prior, with_end.solver, sigma=sigma, generator=gens(len(y))).x, truth),
-                   with_end_chosen=with_end.params, candidates=len(with_end.table))
-        space = type(solver).search_space
-        ends = [r for r in with_end.table if not r.get("preset")
-                and any(math.isclose(r[p], v, rel_tol=1e-9) for p, rng in space.items() for v in rng
-                        if isinstance(r.get(p), float))]
-        decided = any(r.get("rejected") or all(r.get(p) == with_end.params.get(p) for p in space) for r in ends)
-        if decided:
-            without = calibrate(y, op, prior, solver, sigma=sigma, generator=gens(len(y)), extend=False)
-            row.update(without_end=mean_psnr(without.result.x, truth) if without.result is not None else
-                       mean_psnr(solve(y, op, prior, without.solver, sigma=sigma, generator=gens(len(y))).x, truth),
-                       without_end_chosen=without.params)
+
+        def calibrated(**kw):
+            """PSNR of calibration's result (the check's solve) and the values it chose."""
+            cal = calibrate(y, op, prior, solver, sigma=sigma, generator=gens(len(y)), **kw)
+            x = cal.result.x if cal.result is not None else \
+                solve(y, op, prior, cal.solver, sigma=sigma, generator=gens(len(y))).x
+            return mean_psnr(x, truth), cal
+
+        if args.compare == "end":
+            row["with_end"], cal = calibrated()
+            row.update(with_end_chosen=cal.params, candidates=len(cal.table))
+            space = type(solver).search_space
+            ends = [r for r in cal.table if not r.get("preset")
+                    and any(math.isclose(r[p], v, rel_tol=1e-9) for p, rng in space.items() for v in rng
+                            if isinstance(r.get(p), float))]
+            if any(r.get("rejected") or all(r.get(p) == cal.params.get(p) for p in space) for r in ends):
+                row["without_end"], without = calibrated(extend=False)
+                row["without_end_chosen"] = without.params
+            else:
+                row.update(without_end=row["with_end"], without_end_chosen=cal.params)
         else:
-            row.update(without_end=row["with_end"], without_end_chosen=with_end.params)
+            rule = DPS.weakest_within_one_se
+            row["with_rule"], cal = calibrated()
+            DPS.weakest_within_one_se = ()
+            try:
+                row["without_rule"], without = calibrated()
+            finally:
+                DPS.weakest_within_one_se = rule
+            row.update(with_rule_chosen=cal.params, without_rule_chosen=without.params)
         row["seconds"] = time.perf_counter() - t0
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"{solver_name} | {op_label} | σ {sigma}: initial {row['initial']:.2f}, preset {row['preset']:.2f}, "
-              f"without the end {row['without_end']:.2f} ({row['without_end_chosen']}), with it {row['with_end']:.2f} "
-              f"({row['with_end_chosen']}) — {row['seconds']:.0f} s", flush=True)
+              f"without {row[without_label]:.2f} ({row[without_label + '_chosen']}), with {row[with_label]:.2f} "
+              f"({row[with_label + '_chosen']}) — {row['seconds']:.0f} s", flush=True)
 
 
 def report(args):
@@ -415,6 +437,7 @@ def main(argv=None):
     s = sub.add_parser("second-family")
     s.add_argument("--out", default="outputs/calibration/second_family.jsonl")
     s.add_argument("--shard", default="0/1", help="k/n: this process runs every n-th row from the k-th")
+    s.add_argument("--compare", choices=("end", "weakest"), default="end")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     {"run": run, "report": report, "curves": curves, "best-of-k": best_of_k,

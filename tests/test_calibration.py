@@ -579,3 +579,28 @@ def test_a_choice_at_the_range_end_is_reported(gaussian_problem):
     assert "noise = 0.02 is the upper end of its search range 0.003–0.02" in cal.note
     inside = calibrate(y, op, prior, PosteriorMean(), sigma=sigma, keep_preset=False)
     assert "end of its search range" not in inside.note
+
+
+class WeakestWithinOneSE(PosteriorMean):
+    """The posterior mean with the textbook one-standard-error rule declared: a larger assumed noise
+    trusts the measurement less (weaker guidance)."""
+
+    weakest_within_one_se = ("noise",)
+    guidance_direction = {"noise": -1}
+
+
+def test_weakest_guidance_within_one_standard_error(gaussian_problem):
+    """A solver that declares ``weakest_within_one_se`` gets, of the candidates whose held-out error is
+    within one paired standard error of the best's, the weakest guidance: on 8 images (a noisy
+    score) a larger noise than the best-scored one (0.35 standard errors worse), said in the note;
+    on all 48 no weaker candidate is within one standard error (the next, 1.15) and the best-scored
+    value is kept.  Solvers that do not declare it get the best-scored."""
+    prior, op, x, y, sigma = gaussian_problem
+    plain = calibrate(y[:8], op, prior, PosteriorMean(), sigma=sigma, keep_preset=False)
+    rule = calibrate(y[:8], op, prior, WeakestWithinOneSE(), sigma=sigma, keep_preset=False)
+    assert [r["score"] for r in rule.table] == [r["score"] for r in plain.table]  # the same candidates
+    best = min(plain.table, key=lambda r: r["score"])["noise"]
+    assert plain.params["noise"] == best and rule.params["noise"] > best
+    assert "the weakest guidance whose held-out error is within one standard error" in rule.note
+    clear = calibrate(y, op, prior, WeakestWithinOneSE(), sigma=sigma, keep_preset=False)
+    assert clear.params == calibrate(y, op, prior, PosteriorMean(), sigma=sigma, keep_preset=False).params

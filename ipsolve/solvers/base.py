@@ -136,6 +136,10 @@ class Solver:
     search_space: dict[str, tuple[float, float]] = {}
     # for the discrepancy principle: +1 where a larger value fits the data more strongly, −1 where weaker
     guidance_direction: dict[str, int] = {}
+    # one-parameter searches where calibration, among the candidates whose held-out error is within one
+    # standard error of the best's, takes the weakest guidance (the textbook one-standard-error rule;
+    # declared where measured: docs/calibration.md)
+    weakest_within_one_se: tuple[str, ...] = ()
     auto_params: tuple[str, ...] = ()  # parameters given as "auto" (make_solver): chosen by solve()
     accepts_penalty = False  # adds ``_penalty(x)`` (per-image energy, e.g. z-coupling) to its data term
     _penalty = None

@@ -387,6 +387,19 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             gain, se = (math.inf, 0.0) if key in entries else (-math.inf, 0.0)
         return gain > se, gain, se
 
+    def weakest_within_one_se(ranked, name, direction) -> dict:
+        """The textbook one-standard-error rule: of the candidates whose held-out error exceeds the
+        best's by at most one standard error of the paired per-entry differences, the one with the
+        weakest guidance (smallest ``direction`` × value)."""
+        best = entries[((name, ranked[0][name]),)]
+        within = []
+        for row in ranked:
+            d = (entries[((name, row[name]),)] - best).flatten()
+            se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
+            if float(d.mean()) <= se:
+                within.append(row)
+        return min(within, key=lambda r: direction * r[name])
+
     def plug_changes(key) -> dict:
         """A plug-in solver's budget: the candidate's held-out minimum, its own stopping rule kept (it
         may stop earlier: held-out entries do not see the noise fitted at the kept ones where each entry
@@ -419,6 +432,13 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     if method == "holdout":
         ranked = sorted((r for r in table if not r.get("preset") and math.isfinite(r["score"])), key=lambda r: r["score"])
         reasons = []
+        name = next(iter(space)) if len(space) == 1 else None
+        if name in getattr(type(solver), "weakest_within_one_se", ()) and ranked:
+            pick = weakest_within_one_se(ranked, name, getattr(type(solver), "guidance_direction", {}).get(name, 1))
+            if pick is not ranked[0]:
+                reasons.append(f"{name} = {pick[name]:.3g}, the weakest guidance whose held-out error is within one "
+                               f"standard error of the best's ({name} = {ranked[0][name]:.3g})")
+            ranked = [pick, *(r for r in ranked if r is not pick)]
         for row in ranked[:VERIFY_CANDIDATES]:
             key = tuple(sorted((n, row[n]) for n in space))
             if keep_preset:

@@ -78,6 +78,7 @@ class DPS(Solver):
     accepts = ("diffusion", "latent-diffusion")
     blind_capable = True
     search_space = {"zeta": (0.05, 5.0)}  # the papers' 0.3 / 0.5 / 1.0 (per 1000 steps; ×1000/steps with rescale_zeta)
+    weakest_within_one_se = ("zeta",)  # a tie at σ 0.05 on SR ×4 (ζ 0.86 / 1.69) cost 0.83 dB (docs/calibration.md)
     accepts_penalty = True  # z-coupling: ‖y − A(x̂0)‖ becomes √(‖y − A(x̂0)‖² + penalty(x̂0))
 
     def __init__(self, steps: int = 1000, zeta: float | None = None, rescale_zeta: bool = False,
