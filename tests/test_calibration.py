@@ -344,7 +344,9 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
                          for n in run.names[:2]])
     torch.testing.assert_close(y, saved)  # the very measurements the batch loop made and solved
     cal = run.summary["calibration"]
-    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 3  # ζ given (0.05, the range's end), 2 points
+    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 3
+    # ζ as given (0.05, the range's lower end) and two golden-section points: the better of them is the lower
+    # one, so the end is tried — it was scored already as the solver as given and is not solved again
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
     # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again

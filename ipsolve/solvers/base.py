@@ -134,7 +134,8 @@ class Solver:
     # parameters ipsolve.calibrate may choose from the measurement: name -> (low, high), searched on
     # a log scale; the ranges contain the papers' values
     search_space: dict[str, tuple[float, float]] = {}
-    # for the discrepancy principle: +1 where a larger value fits the data more strongly, −1 where weaker
+    # +1 where a larger value fits the data more strongly, −1 where weaker (default +1): the discrepancy
+    # principle's search direction, and which candidate is weakest for ``weakest_within_one_se``
     guidance_direction: dict[str, int] = {}
     # one-parameter searches where calibration, among the candidates whose held-out error is within one
     # standard error of the best's, takes the weakest guidance (the textbook one-standard-error rule;
