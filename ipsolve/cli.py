@@ -245,7 +245,7 @@ def run(cfg: DictConfig) -> dict | None:
             print(f"ipsolve: results written to {out}")
             files = ["grid.png", "summary.json", "metrics.csv", "config.yaml"]
             files += ["risk_coverage.png", "risk_coverage.csv"] if (out / "risk_coverage.csv").is_file() else []
-            files += ["calibration.csv", "calibration.png"] if (out / "calibration.csv").is_file() else []
+            files += ["calibration.json", "calibration.csv", "calibration.png"] if (out / "calibration.csv").is_file() else []
             folders = ["recon/", "measurement/", "initial/", "records/"]
             folders += ["mean/", "std/", "samples/"] if result.summary.get("samples", 1) > 1 else []
             folders += ["volumes/"] if result.summary.get("volumes") else []
@@ -297,6 +297,23 @@ def _top_level_settings() -> list[str]:
     return [k for k in OmegaConf.load(CONF_DIR / "config.yaml") if k not in ("defaults", "hydra")]
 
 
+def _fixed_keys(args: list[str], group: str) -> tuple[list[str] | None, str]:
+    """The keys a ``group.X=v`` override may name where that set is fixed, and where they come from:
+    the chosen data preset's, or a dict setting of config.yaml's (``calibrate``); None elsewhere
+    (solver and operator parameters are checked against their class, prior options by ``load_prior``,
+    hydra's own by Hydra)."""
+    from .runner import load_preset
+
+    if group == "data":
+        choice = _group_choice(args, "data")
+        preset = load_preset("data", choice) if choice else None  # an unknown preset is reported by name
+        return (list(preset), f"data={choice}") if preset is not None else (None, "")
+    if group in GROUPS or group == "hydra":
+        return None, ""
+    value = OmegaConf.load(CONF_DIR / "config.yaml").get(group)
+    return (list(value), group) if isinstance(value, DictConfig) else (None, "")
+
+
 def _registry(group: str) -> dict:
     if group == "solver":
         from .solvers import SOLVERS
@@ -345,6 +362,12 @@ def check_overrides(args: list[str]) -> list[str]:
                 close = difflib.get_close_matches(group, settings + list(GROUPS), n=1)
                 fail(f"unknown setting {group!r}" + (f"; did you mean {close[0]!r}?" if close else ";")
                      + f" settings: {', '.join(settings)}; groups: {', '.join(GROUPS)} (ipsolve --help)")
+        if param and "." not in param and not key.startswith(("+", "~")):
+            keys, where = _fixed_keys(args, group)
+            if keys is not None and param not in keys:
+                close = difflib.get_close_matches(param, keys, n=1)
+                fail(f"{group} has no setting {param!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                     + f"; the settings of {where}: {', '.join(keys)}")
         if group in ("solver", "operator") and param and "." not in param:
             choice = _group_choice(args, group)
             preset = load_preset(group, choice) if choice else None

@@ -10,6 +10,7 @@ ground truth (only this study computes it; no solver, stopping rule or score eve
     python scripts/calibration_study.py best-of-k --out docs   # phase retrieval: best of 4 runs by residual
     python scripts/calibration_study.py second-family --out outputs/calibration/second_family.jsonl [--shard 0/2]
     python scripts/calibration_study.py second-family --compare weakest --out outputs/calibration/second_family_dps.jsonl
+    python scripts/calibration_study.py iteration-rules --out outputs/calibration/iteration_rules.jsonl [--shard 0/2]
     python scripts/benchmark.py --calibration                                             # both
 
 Images: 3 held-out ``blobs`` phantoms + Shepp–Logan (32 px; the family the priors never saw),
@@ -360,6 +361,99 @@ def second_family(args):
               f"({row[with_label + '_chosen']}) — {row['seconds']:.0f} s", flush=True)
 
 
+# the plug-in solvers' iteration count from the held-out curve: the rule calibration uses (trailing 5-iterate
+# mean, its first minimum) and the variants tried against it (iteration-rules)
+def _trailing(m, w):
+    return torch.stack([m[max(0, t - w + 1):t + 1].mean() for t in range(len(m))])
+
+
+def _centred(m, w):
+    return torch.stack([m[max(0, t - w // 2):t + w // 2 + 1].mean() for t in range(len(m))])
+
+
+def _first_min(s) -> int:
+    return int(torch.nonzero(s == s.min())[0])
+
+
+ITERATION_RULES = {
+    "trailing 5 (used)": lambda E: _first_min(_trailing(E.mean((1, 2)), 5)),
+    "trailing 11": lambda E: _first_min(_trailing(E.mean((1, 2)), 11)),
+    "trailing 21": lambda E: _first_min(_trailing(E.mean((1, 2)), 21)),
+    "centred 5": lambda E: _first_min(_centred(E.mean((1, 2)), 5)),
+    "centred 11": lambda E: _first_min(_centred(E.mean((1, 2)), 11)),
+    "centred 21": lambda E: _first_min(_centred(E.mean((1, 2)), 21)),
+    "no average": lambda E: _first_min(E.mean((1, 2))),
+    "median of per-image minima": lambda E: int(torch.tensor(
+        [_first_min(_trailing(E[:, b].mean(1), 5)) for b in range(E.shape[1])]).float().median()),
+}
+
+
+def iteration_rules(args):
+    """How the plug-in solvers' iteration count is read off the held-out curve, measured: for each
+    DMPlug/FMPlug row of the study (its calibrated lr, from ``--rows``) on the study's images and on
+    ``datasets.unseen_structures(4)`` (noise seed 77), one run on the kept entries to the budget
+    (every iterate's held-out errors, and — this study only — its PSNR) and one on all entries (every
+    iterate's PSNR).  Each rule of ``ITERATION_RULES`` picks an iteration from the held-out errors;
+    its PSNR is the full run's there.  One JSON line per row."""
+    from ipsolve.operators.restrict import gather, restrict, split_entries
+    from ipsolve.solvers.calibration import fresh_generators
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["family"], r["solver"], r["operator"], r["sigma"]) for r in map(json.loads, out.read_text().splitlines())} \
+        if out.is_file() else set()
+    study = [r for r in json.loads(Path(args.rows).read_text()) if r["solver"] in ("dmplug", "fmplug")]
+    jobs = [(family, r) for family in ("study", "unseen_structures(4)") for r in study]
+    k, n = (int(v) for v in args.shard.split("/"))
+    for i, (family, r) in enumerate(jobs):
+        key = (family, r["solver"], r["operator"], r["sigma"])
+        if i % n != k or key in done:
+            continue
+        t0 = time.perf_counter()
+        sigma = r["sigma"]
+        if family == "study":
+            truth, op, y, prior, solver = problem(r["solver"], r["operator"], sigma)
+        else:
+            truth = datasets.unseen_structures(4)
+            registry, params = OPERATORS[r["operator"]]
+            op = make_operator(registry, **params)
+            y = op.measure(truth, sigma, generator=torch.Generator().manual_seed(77))
+            prior, solver = prior_of(SOLVERS[r["solver"]][0]), preset_solver(r["solver"])
+        lr = r["chosen"].get("lr") or solver.lr
+        cand = with_params(solver, lr=lr, stop=())
+        kept, held = split_entries(y[0].numel(), 0.2, torch.Generator().manual_seed(0), op.observed_entries(y.shape))
+        y_held = gather(y, held)
+        errors, kept_psnr, full_psnr = [], [], []
+
+        def on_kept(it, state):
+            with torch.no_grad():
+                errors.append((y_held - gather(op(state["x"]), held)).flatten(1).pow(2) / sigma ** 2)
+            kept_psnr.append(mean_psnr(state["x"], truth))
+
+        cand.run(gather(y, kept), restrict(op, kept, tuple(y.shape[1:])), prior, fresh_generators(gens(len(y))), sigma,
+                 on_kept)
+        cand.run(y, op, prior, gens(len(y)), sigma, lambda it, state: full_psnr.append(mean_psnr(state["x"], truth)))
+        E, full = torch.stack(errors), torch.tensor(full_psnr)
+        row = {"family": family, "solver": r["solver"], "operator": r["operator"], "sigma": sigma, "lr": lr,
+               "best_iterate": int(full.argmax()) + 1, "best_psnr": float(full.max()),
+               "kept_run_best_iterate": int(torch.tensor(kept_psnr).argmax()) + 1,
+               "rules": {name: {"iterations": rule(E) + 1, "psnr": float(full[rule(E)])}
+                         for name, rule in ITERATION_RULES.items()},
+               "seconds": time.perf_counter() - t0}
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        used = row["rules"]["trailing 5 (used)"]
+        print(f"{family} | {r['solver']} | {r['operator']} | σ {sigma}: lr {lr:.3g}; best iterate {row['best_iterate']} "
+              f"({row['best_psnr']:.2f} dB; on the kept entries {row['kept_run_best_iterate']}), held-out minimum "
+              f"{used['iterations']} ({used['psnr']:.2f}) — {row['seconds']:.0f} s", flush=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]  # all shards' so far
+    for family in ("study", "unseen_structures(4)"):
+        sub = [r for r in rows if r["family"] == family]
+        print(f"{family} ({len(sub)} rows), net dB against the rule used: " + ", ".join(
+            f"{name} {sum(r['rules'][name]['psnr'] - r['rules']['trailing 5 (used)']['psnr'] for r in sub):+.2f}"
+            for name in ITERATION_RULES))
+
+
 def report(args):
     """The study's table (markdown) and its summary against the targets; ``figures/calibration_rows.json``."""
     rows = [json.loads(line) for path in args.rows for line in Path(path).read_text().splitlines()]
@@ -438,10 +532,14 @@ def main(argv=None):
     s.add_argument("--out", default="outputs/calibration/second_family.jsonl")
     s.add_argument("--shard", default="0/1", help="k/n: this process runs every n-th row from the k-th")
     s.add_argument("--compare", choices=("end", "weakest"), default="end")
+    it = sub.add_parser("iteration-rules")
+    it.add_argument("--rows", default="docs/figures/calibration_rows.json")
+    it.add_argument("--out", default="outputs/calibration/iteration_rules.jsonl")
+    it.add_argument("--shard", default="0/1", help="k/n: this process runs every n-th row from the k-th")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     {"run": run, "report": report, "curves": curves, "best-of-k": best_of_k,
-     "second-family": second_family}[args.cmd](args)
+     "second-family": second_family, "iteration-rules": iteration_rules}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Measure a bundled prior and write its model card (README.md) and unconditional samples.
 
     python scripts/model_card.py phantom-ddpm phantom-flow phantom-latent photo-ddpm kernel-ddpm
+
+Each named prior's model card (``ipsolve/priors/bundled/<name>/README.md``) and samples are rewritten; with no
+names, every bundled prior's.
 """
 from __future__ import annotations
 
@@ -229,4 +232,11 @@ def main(names):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or [p.name for p in sorted(BUNDLED_DIR.iterdir()) if (p / "model_index.json").exists()])
+    import argparse
+
+    bundled = [p.name for p in sorted(BUNDLED_DIR.iterdir()) if (p / "model_index.json").exists()]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("priors", nargs="*", choices=bundled, metavar="PRIOR",
+                    help=f"bundled priors to measure (default: all): {', '.join(bundled)}; each one's README.md "
+                         "(model card) and samples are REWRITTEN")
+    main(ap.parse_args().priors or bundled)

@@ -93,6 +93,8 @@ def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem)
     near = calibrate(y, op, prior, PosteriorMean(noise=0.045), sigma=sigma, budget=5)
     assert near.table[0]["preset"] and near.params == {"noise": 0.045} and near.changes == {}
     assert "kept the solver's own values" in near.note
+    gain = min(r["score"] for r in near.table if not r.get("preset")) - near.table[0]["score"]
+    assert f"held-out error was {'higher' if gain > 0 else 'lower'} by " in near.note and "by -" not in near.note
     bad = calibrate(y, op, prior, PosteriorMean(noise=0.3), sigma=sigma, budget=5)
     assert bad.params["noise"] < 0.15 and bad.solver.noise == bad.params["noise"]
 

@@ -346,6 +346,21 @@ def test_missing_data_folder(tmp_path):
     assert not (tmp_path / "run" / "records").exists()
 
 
+def test_a_scan_given_to_the_image_loader_names_its_data_preset(tmp_path):
+    """A NIfTI file, or a folder of suffix-less DICOM files, given as ``data=folder``: one line naming
+    ``data=nifti`` / ``data=dicom`` (not the image reader's plug-in error)."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    (tmp_path / "scan.nii.gz").write_bytes(b"\x1f\x8b")  # the suffix decides; never read
+    series = tmp_path / "series"
+    series.mkdir()
+    shutil.copy(get_testdata_file("CT_small.dcm"), series / "IM0001")
+    check_error(ipsolve("data=folder", f"data.path={tmp_path / 'scan.nii.gz'}", cwd=tmp_path), "use data=nifti")
+    check_error(ipsolve("data=folder", f"data.path={series}", cwd=tmp_path), "no images", "use data=dicom")
+
+
 def test_corrupt_image_is_skipped(tmp_path):
     data = tmp_path / "images"
     data.mkdir()
@@ -393,6 +408,11 @@ def test_misspelt_solver_parameter_names_the_valid_ones(tmp_path):
     line = check_error(ipsolve("solver.iteration=5", cwd=tmp_path), "'iteration'", "did you mean 'iterations'")
     assert "window" in line and "patience" in line  # the full list of the solver's parameters
     check_error(ipsolve("operator=inpainting", "operator.missng=0.5", cwd=tmp_path), "did you mean 'missing'")
+    # data presets and calibrate have fixed keys: Hydra's struct error (six lines) becomes one
+    check_error(ipsolve("data.max_image=8", cwd=tmp_path), "data has no setting 'max_image'",
+                "did you mean 'max_images'", "data=phantom_demo")
+    check_error(ipsolve("data=dicom", "data.windw=ct", cwd=tmp_path), "did you mean 'window'", "data=dicom")
+    check_error(ipsolve("calibrate.imags=2", cwd=tmp_path), "calibrate has no setting 'imags'", "did you mean 'images'")
 
 
 def test_valid_parameter_missing_from_the_preset_and_prior_as_a_path(tmp_path):

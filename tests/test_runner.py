@@ -223,5 +223,6 @@ def test_solver_prior_mismatch_suggests_the_prior_that_fits():
     from ipsolve.runner.settings import check_fits
 
     prior = ipsolve.load_prior("bundled:phantom-ddpm")
-    with pytest.raises(RunError, match=r"cannot use a diffusion prior.*the bundled prior that fits: prior=phantom_flow"):
+    with pytest.raises(RunError, match=r"cannot use a diffusion prior.*the bundled prior that fits: prior=phantom_flow"
+                                       r"; or keep this prior with one of its solvers: dps, .*dmplug"):
         check_fits(ipsolve.make_solver("fmplug"), ipsolve.make_operator("super_resolution"), prior)

@@ -48,12 +48,28 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return [p.stem if stems[p.stem] == 1 else p.name.replace(".", "_") for p in paths]
 
 
+# scan formats the image folder loader does not read, and the data preset that does
+SCAN_PRESETS = {".nii": "data=nifti", ".nii.gz": "data=nifti", ".dcm": "data=dicom", ".h5": "data=fastmri"}
+
+
+def _scan_hint(paths) -> str:
+    """``"; ... use data=nifti"`` when ``paths`` include a scan format (else "")."""
+    found = {preset for p in paths for suffix, preset in SCAN_PRESETS.items() if p.name.lower().endswith(suffix)}
+    for p in paths[:8]:  # DICOM files often have no suffix: the "DICM" marker at byte 128 (PS3.10 §7.1)
+        try:
+            if p.is_file() and p.open("rb").read(132)[128:] == b"DICM":
+                found.add("data=dicom")
+        except OSError:
+            pass
+    return f"; for medical scans use {' or '.join(sorted(found))} (data.path=...)" if found else ""
+
+
 def collect_items(source, max_images: int | None = None, names: Sequence[str] | None = None) -> list[Item]:
     """The inputs of a run: a folder (path or ``bundled:<name>``), a list of image paths, or a
     tensor ``(N, C, H, W)`` in [-1, 1] (``names`` optional, default ``image_0000`` ...)."""
     import torch
 
-    from ..io import IMAGE_SUFFIXES, list_images
+    from ..io import ARRAY_SUFFIX, IMAGE_SUFFIXES, list_images
 
     if isinstance(source, torch.Tensor):
         if source.ndim == 3:
@@ -69,13 +85,17 @@ def collect_items(source, max_images: int | None = None, names: Sequence[str] | 
         if isinstance(source, (str, os.PathLike)):
             folder = resolve_data_path(source)
             if folder.is_file():
+                hint = _scan_hint([folder]) if folder.suffix.lower() not in (*IMAGE_SUFFIXES, ARRAY_SUFFIX) else ""
+                if hint:  # a scan given to the image loader (other suffixes are tried by the image reader)
+                    raise RunError(f"{folder} is not an image ({', '.join(IMAGE_SUFFIXES)}, {ARRAY_SUFFIX}){hint}")
                 paths = [folder]
             elif not folder.is_dir():
                 raise RunError(f"data folder {folder} does not exist (data.path={source})")
             else:
                 paths = list_images(folder)
                 if not paths:
-                    raise RunError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in data folder {folder}")
+                    raise RunError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in data folder {folder}"
+                                   + _scan_hint(list(folder.iterdir())))
         else:
             paths = [Path(p).expanduser() for p in source]
             missing = [str(p) for p in paths if not p.is_file()]

@@ -156,8 +156,9 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                                "calibration": calibration,
                                **(extra_summary or {})})
     if job.rank == 0:
-        log.info("finished %d of %d image(s) (%d skipped) in %.1f s", len(ordered), len(names), len(skipped),
-                 summary["wall_seconds"])
+        resumed = f", {len(done)} of them by the earlier run" if done else ""  # none solved again on a resume
+        log.info("finished %d of %d image(s) (%d skipped%s) in %.1f s", len(ordered), len(names), len(skipped),
+                 resumed, summary["wall_seconds"])
     if job.rank == 0 and out is not None:
         write_run_files(job, ordered, summary, items, grid_max)
     x = gather_images(state, images, ordered, out) if return_images else None

@@ -342,7 +342,7 @@ def check_fits(solver, operator, prior) -> None:
         priors = [p for p in presets if prior_kind_of_preset(p) in getattr(solver, "accepts", ())]
         raise RunError(f"{err}" + (f"; the bundled prior that fits: {' or '.join(f'prior={p}' for p in priors)}"
                                    if priors else "")
-                       + (f" (solvers for this prior: {', '.join(fits)}, or their *_cpu presets)"
+                       + (f"; or keep this prior with one of its solvers: {', '.join(fits)} (or their *_cpu presets)"
                           if fits else "")) from None
 
 

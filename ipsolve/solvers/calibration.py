@@ -445,7 +445,8 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                 better, gain, se = beats_preset(key)
                 if not better:  # not better than the preset by more than one standard error: keep the preset
                     reasons.append(f"kept the solver's own values: the best {'remaining ' if reasons else ''}candidate's "
-                                   f"held-out error was lower by {gain:.3g} (one standard error {se:.3g})")
+                                   f"held-out error was {'lower' if gain >= 0 else 'higher'} by {abs(gain):.3g} "
+                                   f"(one standard error {se:.3g})")
                     break
             if holds_on_all_entries(key, row):
                 accepted = key
