@@ -53,6 +53,7 @@ class Operator(nn.Module):
     channels: int | None = None  # required channel count, None = any
     measurement_is_image: bool = True  # False: y is data (sinogram, k-space...), shown via display()
     holdout_fill: str = "harmonic"  # how measurement entries held out for validation are filled in (restrict.py)
+    single_run_note: str | None = None  # said to a user who runs one sample where one run is a draw (phase retrieval)
 
     # -- subclasses implement ------------------------------------------------------
     def apply(self, x: torch.Tensor) -> torch.Tensor:

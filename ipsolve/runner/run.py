@@ -117,6 +117,10 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     if measurements:
         check_measurement_provenance(items, operator, explicit_operator, measurement_origin(items))
     warnings = input_warnings(items, prior, measurements, state.process_index)
+    if samples == 1 and getattr(operator, "single_run_note", None):
+        warnings.append(operator.single_run_note)
+        if state.process_index == 0:
+            log.warning("%s", operator.single_run_note)
     resized = None if measurements else resized_inputs(items, prior, state.process_index)
     settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
     if samples > 1:
