@@ -57,8 +57,10 @@ def _scan_hint(paths) -> str:
     found = {preset for p in paths for suffix, preset in SCAN_PRESETS.items() if p.name.lower().endswith(suffix)}
     for p in paths[:8]:  # DICOM files often have no suffix: the "DICM" marker at byte 128 (PS3.10 §7.1)
         try:
-            if p.is_file() and p.open("rb").read(132)[128:] == b"DICM":
-                found.add("data=dicom")
+            if p.is_file():
+                with p.open("rb") as f:
+                    if f.read(132)[128:] == b"DICM":
+                        found.add("data=dicom")
         except OSError:
             pass
     return f"; for medical scans use {' or '.join(sorted(found))} (data.path=...)" if found else ""
