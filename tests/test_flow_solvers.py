@@ -148,6 +148,36 @@ def test_gram_solve_through_the_svd_is_the_dense_inverse(name, params):
         assert u[:, ~rows].abs().max() == 0
 
 
+def test_reddiff_starts_at_the_references_truncated_pseudo_inverse_on_a_blur():
+    """RED-diff's ``init="pinv"`` on a Gaussian blur is the reference's ``H_pinv(y)``: DDRM's
+    ``Deblurring`` SVD with 1-D singular values below 3e-2 cut and those coordinates keeping
+    ``Uᵀy`` (``utils/degredations.py`` L68-78) — dense here, in float64; not the exact pseudo-inverse,
+    which would amplify the noise by the smallest singular value's inverse."""
+    import numpy as np
+
+    from ipsolve.operators.blur import correlation_matrix, gaussian_kernel_1d
+    from ipsolve.solvers import REDDiff
+
+    n = 16
+    op = make_operator("gaussian_blur", size=9, std=1.0)
+    x = datasets.heldout_phantoms(2, n).double()
+    y = op.measure(x, 0.01, generator=torch.Generator().manual_seed(0)).double()
+    h = correlation_matrix(gaussian_kernel_1d(9, 1.0), n)  # one axis of the blur, reflection padding included
+    u, s, vt = np.linalg.svd(h)
+    s = np.where(s < 3e-2, 0.0, s)
+    assert (s == 0).any()  # the cut matters at this size
+    s2 = s[:, None] * s[None, :]
+    ref = []
+    for img in y[:, 0].numpy():
+        z = u.T @ img @ u
+        ref.append(vt.T @ np.where(s2 > 0, z / np.where(s2 > 0, s2, 1.0), z) @ vt)
+    ref = torch.from_numpy(np.stack(ref))[:, None]
+    got, how = REDDiff().initial(y, op, x.shape)
+    assert how == "pinv" and (got - ref).abs().max() < 1e-8
+    exact, _ = REDDiff(svd_cutoff=0.0).initial(y, op, x.shape)
+    assert (exact - ref).abs().max() > 1.0  # without the cut the noise is amplified: a different start
+
+
 def test_flowdps_svd_and_cg_metrics_give_the_same_reconstruction():
     """FlowDPS on super-resolution (the pseudo-inverse space): the metric from the operator's SVD
     and by CG to 1e-10 give the same images (float64), so the exact path changes only the cost."""

@@ -91,15 +91,17 @@ class Decomposition:
         y = self.U(self.singulars(x) * self.Vt(x))
         return y if self.offset is None else y + self.on("offset", y)
 
-    def pinv(self, y: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
+    def pinv(self, y: torch.Tensor, rcond: float | None = None, keep_cut: bool = False) -> torch.Tensor:
         """``A⁺(y − b)``: singular values ≤ ``rcond``·max(s) count as 0 (default n·eps of y's
-        dtype, numpy's ``matrix_rank`` rule: beyond it rounding, not signal, would be inverted)."""
+        dtype, numpy's ``matrix_rank`` rule: beyond it rounding, not signal, would be inverted).
+        ``keep_cut``: those coordinates keep ``Uᵀy`` unscaled instead of 0 — RED-diff's ``H_pinv``
+        (``utils/degredations.py`` L68-78 divides the nonzero singular values only)."""
         z = self.Ut(self.minus_offset(y))
         s = self.singulars(z)
         if rcond is None:
             rcond = self.n * torch.finfo(z.dtype).eps
         keep = s > rcond * s.amax(1, keepdim=True)
-        return self.V(torch.where(keep, z / torch.where(keep, s, torch.ones_like(s)), torch.zeros_like(z)))
+        return self.V(torch.where(keep, z / torch.where(keep, s, torch.ones_like(s)), z if keep_cut else torch.zeros_like(z)))
 
     def gram_pinv(self, r: torch.Tensor, rcond: float | None = None) -> torch.Tensor:
         """``(J Jᵀ)⁺ r`` for the linear part ``J = U diag(s) Vᵀ``: ``U(Ut(r) / s²)`` on the kept

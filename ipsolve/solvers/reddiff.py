@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from ..operators.decomposition import NotDecomposable
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import pseudo_inverse
 
@@ -51,7 +52,7 @@ class REDDiff(Solver):
 
     def __init__(self, steps: int = 1000, lam: float = 0.25, lr: float = 0.1, sigma_x0: float = 0.0,
                  obs_weight: float = 1.0, weighting: str = "linear", betas=(0.9, 0.99), init: str = "pinv",
-                 init_iters: int = 50, output: str = "x0_pred", **kw):
+                 init_iters: int = 50, output: str = "x0_pred", svd_cutoff: float = 3e-2, **kw):
         super().__init__(**kw)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -64,7 +65,10 @@ class REDDiff(Solver):
         if lr <= 0 or sigma_x0 < 0:
             raise ValueError(f"need lr > 0 and sigma_x0 >= 0, got lr={lr}, sigma_x0={sigma_x0}")
         self.steps, self.lam, self.lr, self.sigma_x0, self.obs_weight = steps, lam, lr, sigma_x0, obs_weight
+        if svd_cutoff < 0:
+            raise ValueError(f"svd_cutoff must be >= 0, got {svd_cutoff}")
         self.weighting, self.betas, self.init, self.init_iters, self.output = weighting, tuple(betas), init, init_iters, output
+        self.svd_cutoff = svd_cutoff
 
     def timesteps(self, inner) -> list[int]:
         """The reference's grid, highest first (``get_timesteps``; ``reversed(ts)`` in ``sample``)."""
@@ -74,8 +78,17 @@ class REDDiff(Solver):
         return list(reversed(range(0, start, skip)))
 
     def initial(self, y, operator, image_shape) -> tuple[torch.Tensor, str]:
+        """``H_pinv(y)`` (L132-141) where the operator is linear: through its SVD with 1-D singular
+        values below ``svd_cutoff`` cut, their coordinates keeping ``Uᵀy`` (the reference's DDRM
+        ``Deblurring``/``SRConv`` with ``ZERO = 3e-2``, ``H_pinv`` L68-78), else CGLS; otherwise the
+        operator's initial guess."""
         if self.init == "pinv" and getattr(operator, "is_linear", False):
-            return pseudo_inverse(operator, y, image_shape, iters=self.init_iters), "pinv"
+            try:
+                dec = operator.svd(tuple(image_shape))
+            except NotDecomposable:
+                return pseudo_inverse(operator, y, image_shape, iters=self.init_iters), "pinv"
+            dec = dec.truncated(self.svd_cutoff) if self.svd_cutoff else dec
+            return dec.pinv(y, keep_cut=True), "pinv"
         with torch.no_grad():
             return operator.initial_guess(y), "initial_guess"
 
