@@ -48,13 +48,14 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return [p.stem if stems[p.stem] == 1 else p.name.replace(".", "_") for p in paths]
 
 
-# scan formats the image folder loader does not read, and the data preset that does
-SCAN_PRESETS = {".nii": "data=nifti", ".nii.gz": "data=nifti", ".dcm": "data=dicom", ".h5": "data=fastmri"}
-
-
 def _scan_hint(paths) -> str:
-    """``"; ... use data=nifti"`` when ``paths`` include a scan format (else "")."""
-    found = {preset for p in paths for suffix, preset in SCAN_PRESETS.items() if p.name.lower().endswith(suffix)}
+    """``"; ... use data=nifti"`` when ``paths`` include a scan format the image loader does not
+    read (the medical readers' own suffixes; else "")."""
+    from ..io import fastmri, nifti
+
+    presets = {**{s: "data=nifti" for s in nifti.SUFFIXES}, ".dcm": "data=dicom",
+               **{s: "data=fastmri" for s in fastmri.SUFFIXES}}
+    found = {preset for p in paths for suffix, preset in presets.items() if p.name.lower().endswith(suffix)}
     for p in paths[:8]:  # DICOM files often have no suffix: the "DICM" marker at byte 128 (PS3.10 §7.1)
         try:
             if p.is_file():
