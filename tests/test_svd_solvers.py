@@ -24,6 +24,16 @@ recorded every random draw (``torch.randn_like`` patched to draw from a seeded g
   p_sample noise is not drawn), ``utils/utils_sisr.py`` L9-95 (FFT data step).  Inpainting uses
   ipsolve's ``Inpainting(missing=0.5, seed=3)`` mask on (1, 2, 8, 8) images; deblurring a
   circular 3 × 3 kernel.  Also ``data_solution`` alone for sf = 1, 2.
+
+How tests/fixtures/pigdm_blur_reference.npz was produced (2026-12-05, same way): ΠGDM — NVlabs/RED-diff
+@ 66482f2 ``algos/pgdm.py`` ``PGDM.sample`` (``'cuda'`` → ``'cpu'``, its ``DDIM`` base unused) with
+``models/diffusion.py`` (``.cuda()``, ``.float()`` removed), ``models/classifier_guidance_model.py`` and
+``utils/degredations.py`` ``Deblurring`` of a 7-tap Gaussian (std 2) on (2, 3, 8, 8) images: its 1-D
+singular values 0.0254 and 0.0218 fall below ``ZERO = 3e-2`` and are cut.  One edit to ``Deblurring``:
+``singulars()`` L500-501 ``repeat(1, 3)`` → ``repeat_interleave(3)`` — its vectors are channel-interleaved
+(``Vt`` L474-480), so unedited the singular values sit on the wrong coordinates and H is not the blur
+(see docs/fidelity.md); edited, ``H.H`` equals the truncated separable matrix to 1e-12 (asserted).
+y = H.H(x) + 0.05 z as RED-diff's ``main.py`` L102; cases (steps, η, w, awd): (20, 1, 1, on), (10, 0.5, 1, off).
 """
 from __future__ import annotations
 
@@ -39,23 +49,32 @@ import ipsolve.solvers.diffpir as diffpir_mod
 import ipsolve.solvers.pigdm as pigdm_mod
 from ipsolve import load_prior, make_operator, make_solver, solve
 from ipsolve.operators import Operator
-from ipsolve.operators.decomposition import Decomposition
+from ipsolve.operators.decomposition import Decomposition, SeparableDecomposition
 from ipsolve.priors import DiffusionPrior
 from test_solvers import gaussian_posterior
 
 FIX = dict(np.load(Path(__file__).parent / "fixtures" / "svd_solvers_reference.npz"))
 T = {k: torch.from_numpy(v) for k, v in FIX.items() if v.dtype.kind in "fiu"}
+BLUR = dict(np.load(Path(__file__).parent / "fixtures" / "pigdm_blur_reference.npz"))
+TB = {k: torch.from_numpy(v) for k, v in BLUR.items() if v.dtype.kind in "fiu"}
 MIX = torch.tensor([[0.9, -0.3], [0.4, 0.7]], dtype=torch.float64)
 REL = 1e-10  # float64 against float64: the same formulas up to summation order
 REL_PIR = 1e-9  # DiffPIR's first step divides by √ᾱ_999 = 0.0064: rounding grows ~150× (measured 2e-10)
 
 
+MIX3 = torch.tensor([[0.9, -0.3, 0.1], [0.4, 0.7, -0.2], [0.0, 0.2, 0.8]], dtype=torch.float64)
+
+
 class StandInEps(nn.Module):
     """ε(x, t) = (0.3 + 0.5 s)·Mx + 0.2 tanh(x) + 0.05 s, s = t/1000 (channel mixing M)."""
 
+    def __init__(self, mix=MIX):
+        super().__init__()
+        self.mix = mix
+
     def forward(self, x, t):
         s = torch.as_tensor(t, dtype=x.dtype).reshape(-1).expand(x.shape[0]).view(-1, 1, 1, 1) / 1000
-        return (0.3 + 0.5 * s) * torch.einsum("oc,bchw->bohw", MIX.to(x.dtype), x) + 0.2 * torch.tanh(x) + 0.05 * s
+        return (0.3 + 0.5 * s) * torch.einsum("oc,bchw->bohw", self.mix.to(x.dtype), x) + 0.2 * torch.tanh(x) + 0.05 * s
 
 
 class DenseDecomposition(Decomposition):
@@ -113,7 +132,7 @@ class DenseOperator(Operator):
 
 
 def prior_with(alphas_cumprod, channels=2, size=4):
-    return DiffusionPrior(StandInEps(), alphas_cumprod, image_size=size, channels=channels)
+    return DiffusionPrior(StandInEps(MIX3 if channels == 3 else MIX), alphas_cumprod, image_size=size, channels=channels)
 
 
 def replay(monkeypatch, module, draws):
@@ -171,6 +190,40 @@ def test_pigdm_matches_reference_loop(monkeypatch, tag):
     xs = T[f"{tag}_xs"]
     out = record_steps(solver, T[f"{tag}_y"][..., None, None], op, prior_with(T["pgdm_alphas"][1:]), 0.02)
     assert not left and len(out) == int(steps)
+    for i, (_, x_next) in enumerate(out):
+        close(x_next, xs[i + 1], f"{tag} x at step {i}")
+
+
+class SeparableBlur(Operator):
+    """``y = W X Wᵀ`` per channel (the reference's 1-D matrix W), its SVD ipsolve's own
+    :class:`SeparableDecomposition` of W — the form of ipsolve's Gaussian blur."""
+
+    is_linear = True
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = w
+
+    def apply(self, x):
+        return self.w.to(x) @ x @ self.w.to(x).T
+
+    def svd(self, shape):
+        return SeparableDecomposition(shape, self.w, self.w)
+
+
+@pytest.mark.parametrize("tag", ["pgdm_blur", "pgdm_blur_noawd"])
+def test_pigdm_matches_reference_loop_on_a_blur_with_cut_singular_values(monkeypatch, tag):
+    """RED-diff's ``Deblurring`` (1-D singular values 0.0254 and 0.0218 cut at 3e-2): its
+    ``H_pinv`` keeps Uᵀ(y − H x̂0) on the cut coordinates and its ``H`` is the truncated operator.
+    How tests/fixtures/pigdm_blur_reference.npz was produced: its ``blur_description``."""
+    steps, eta, w, awd = BLUR[f"{tag}_params"].tolist()
+    op = SeparableBlur(TB["blur_H_small"])
+    left = replay(monkeypatch, pigdm_mod, list(TB[f"{tag}_noise"]))
+    solver = make_solver("pigdm", steps=int(steps), eta=eta, weight=w, awd=bool(awd), progress=False)
+    out = record_steps(solver, TB["blur_y"], op, prior_with(TB["blur_alphas"][1:], channels=3, size=8),
+                       float(BLUR["blur_sigma0"]))
+    assert not left and len(out) == int(steps)
+    xs = TB[f"{tag}_xs"]
     for i, (_, x_next) in enumerate(out):
         close(x_next, xs[i + 1], f"{tag} x at step {i}")
 

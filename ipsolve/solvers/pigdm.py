@@ -29,11 +29,16 @@ class PiGDM(Solver):
     guidance has neither the paper's r_t² nor σ_y (``guidance="reference"``, the default).
     ``guidance="noisy"`` (ipsolve's option) replaces A⁺ by the paper's
     ``r_t² Aᵀ(r_t² AAᵀ + σ_y² I)⁻¹`` with r_t² = 1 − ᾱ_t (the VP form of σ_t²/(1 + σ_t²); on the
-    SVD: r_t² s/(r_t² s² + σ_y²) instead of 1/s), which equals the reference at σ_y = 0.
+    SVD: r_t² s/(r_t² s² + σ_y²) instead of 1/s), which equals the reference at σ_y = 0 except on
+    coordinates whose singular value was cut (see below).
 
     A⁺: through the operator's SVD (:meth:`~ipsolve.operators.Operator.svd`, singular values below
     ``svd_cutoff`` = 3e-2 zeroed per 1-D factor, as the reference's ``SRConv``/``Deblurring``,
-    RED-diff ``utils/degredations.py`` L455-456, L582-583); for linear operators without one (CT,
+    RED-diff ``utils/degredations.py`` L455-456, L582-583), as the reference uses it: the residual
+    is the truncated operator's (``H.H`` multiplies by the cut singular values) and ``H_pinv``
+    (L68-78) divides the nonzero singular values only, so a cut coordinate of A⁺y and of the
+    guidance keeps ``Uᵀ(y − A x̂0)`` unscaled (``noisy``: 0 there, the paper's formula on the
+    truncated operator); for linear operators without one (CT,
     multi-coil MRI, motion blur) by ``pinv_iters`` conjugate-gradient iterations on the normal
     equations (``noisy``: on ``(r_t² AAᵀ + σ_y² I) v = y − A(x̂0)``).  Nonlinear operators (phase
     retrieval, nonlinear blur) have no pseudo-inverse here: ΠGDM's h† for them would have to pick
@@ -80,13 +85,14 @@ class PiGDM(Solver):
             pass
 
     def gain(self, dec, operator, r: torch.Tensor, r2: float, sigma: float) -> torch.Tensor:
-        """The guidance direction for the residual ``r = y − A(x̂0)``: A⁺r (``reference``) or
+        """The guidance direction for the residual ``r = y − A(x̂0)``: A⁺r (``reference``; on an
+        SVD, ``H_pinv``'s: cut singular values, 0 inside the support, leave ``Uᵀr`` unscaled) or
         r_t² Aᵀ(r_t² AAᵀ + σ²)⁻¹ r (``noisy``)."""
         if dec is not None:
             s = dec.singulars(r)
             z = dec.Ut(r)
             if self.guidance == "reference":
-                w = torch.where(s > 0, 1 / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(s))
+                w = torch.where(s > 0, 1 / torch.where(s > 0, s, torch.ones_like(s)), torch.ones_like(s))
             else:
                 w = torch.where(s > 0, r2 * s / (r2 * s * s + sigma ** 2), torch.zeros_like(s))
             return dec.V(w * z)
@@ -110,7 +116,7 @@ class PiGDM(Solver):
         ss = [-1] + ts[:-1]
         with torch.no_grad():  # x_T = √ᾱ_T A⁺y + √(1 − ᾱ_T) z  (initialize, L103-112)
             a_big = abar(ts[-1])
-            pinv_y = dec.pinv(y) if dec is not None else pinv_cg(operator, y, self.pinv_iters)
+            pinv_y = dec.pinv(y, keep_cut=True) if dec is not None else pinv_cg(operator, y, self.pinv_iters)
             x = math.sqrt(a_big) * pinv_y + math.sqrt(1 - a_big) * randn_like_batch(shape, gens, y.device)
         steps = list(zip(reversed(ts), reversed(ss)))
         x0 = x
@@ -128,7 +134,8 @@ class PiGDM(Solver):
                 alive &= torch.isfinite(x0.detach()).flatten(1).all(1)
                 last_good = torch.where(alive.view(-1, 1, 1, 1), x0.detach(), last_good)  # no host sync
                 x0_safe = last_good
-                mat = self.gain(dec, operator, y - operator(x0_safe), 1 - a_t, float(sigma))
+                fit = dec.forward(x0_safe) if dec is not None else operator(x0_safe)  # truncated, as H.H
+                mat = self.gain(dec, operator, y - fit, 1 - a_t, float(sigma))
                 mat = torch.where(alive.view(-1, 1, 1, 1), mat, torch.zeros_like(mat))
             (g,) = torch.autograd.grad((mat * x0).sum(), x)
             coeff = math.sqrt(a_s) if self.awd else math.sqrt(a_s) - c2 * math.sqrt(a_t) / math.sqrt(1 - a_t)
