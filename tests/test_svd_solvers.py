@@ -25,7 +25,7 @@ recorded every random draw (``torch.randn_like`` patched to draw from a seeded g
   ipsolve's ``Inpainting(missing=0.5, seed=3)`` mask on (1, 2, 8, 8) images; deblurring a
   circular 3 × 3 kernel.  Also ``data_solution`` alone for sf = 1, 2.
 
-How tests/fixtures/pigdm_blur_reference.npz was produced (2026-12-05, same way): ΠGDM — NVlabs/RED-diff
+How tests/fixtures/svd_blur_reference.npz was produced (2026-12-05, same way): ΠGDM — NVlabs/RED-diff
 @ 66482f2 ``algos/pgdm.py`` ``PGDM.sample`` (``'cuda'`` → ``'cpu'``, its ``DDIM`` base unused) with
 ``models/diffusion.py`` (``.cuda()``, ``.float()`` removed), ``models/classifier_guidance_model.py`` and
 ``utils/degredations.py`` ``Deblurring`` of a 7-tap Gaussian (std 2) on (2, 3, 8, 8) images: its 1-D
@@ -34,6 +34,10 @@ singular values 0.0254 and 0.0218 fall below ``ZERO = 3e-2`` and are cut.  One e
 (``Vt`` L474-480), so unedited the singular values sit on the wrong coordinates and H is not the blur
 (see docs/fidelity.md); edited, ``H.H`` equals the truncated separable matrix to 1e-12 (asserted).
 y = H.H(x) + 0.05 z as RED-diff's ``main.py`` L102; cases (steps, η, w, awd): (20, 1, 1, on), (10, 0.5, 1, off).
+The same file: DDRM — bahjat-kawar/ddrm @ 32b6b3c ``functions/denoising.py`` as above (its three
+draws per step slices of one Z) with ``functions/svd_replacement.py`` ``Deblurring`` of the same kernel
+(the same edit, L460-461), DDPM's linear β; cases (steps, η, η_b, σ_y): (20, 0.85, 1, 0.05), (10, 0.85, 1, 0).
+Its ``ddrm_blur_V_small`` and ``ddrm_blur_perm`` map the reference's V-coordinates to ipsolve's.
 """
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ from test_solvers import gaussian_posterior
 
 FIX = dict(np.load(Path(__file__).parent / "fixtures" / "svd_solvers_reference.npz"))
 T = {k: torch.from_numpy(v) for k, v in FIX.items() if v.dtype.kind in "fiu"}
-BLUR = dict(np.load(Path(__file__).parent / "fixtures" / "pigdm_blur_reference.npz"))
+BLUR = dict(np.load(Path(__file__).parent / "fixtures" / "svd_blur_reference.npz"))
 TB = {k: torch.from_numpy(v) for k, v in BLUR.items() if v.dtype.kind in "fiu"}
 MIX = torch.tensor([[0.9, -0.3], [0.4, 0.7]], dtype=torch.float64)
 REL = 1e-10  # float64 against float64: the same formulas up to summation order
@@ -215,7 +219,7 @@ class SeparableBlur(Operator):
 def test_pigdm_matches_reference_loop_on_a_blur_with_cut_singular_values(monkeypatch, tag):
     """RED-diff's ``Deblurring`` (1-D singular values 0.0254 and 0.0218 cut at 3e-2): its
     ``H_pinv`` keeps Uᵀ(y − H x̂0) on the cut coordinates and its ``H`` is the truncated operator.
-    How tests/fixtures/pigdm_blur_reference.npz was produced: its ``blur_description``."""
+    tests/fixtures/svd_blur_reference.npz: see the module docstring."""
     steps, eta, w, awd = BLUR[f"{tag}_params"].tolist()
     op = SeparableBlur(TB["blur_H_small"])
     left = replay(monkeypatch, pigdm_mod, list(TB[f"{tag}_noise"]))
@@ -226,6 +230,41 @@ def test_pigdm_matches_reference_loop_on_a_blur_with_cut_singular_values(monkeyp
     xs = TB[f"{tag}_xs"]
     for i, (_, x_next) in enumerate(out):
         close(x_next, xs[i + 1], f"{tag} x at step {i}")
+
+
+def reference_to_ipsolve_coordinates(z_ref, v_small, perm, v_h):
+    """The reference ``Deblurring``'s V-coordinates (index 3p + c, pixel pair ``perm[p]``) in
+    ipsolve's ``SeparableDecomposition`` order ((c, i, j), flat), with the sign of each 1-D
+    singular vector as ipsolve's SVD chose it."""
+    n = v_small.shape[0]
+    sign = torch.sign((v_small * v_h).sum(0))
+    p = torch.arange(n * n).repeat_interleave(3)
+    c = torch.arange(3).repeat(n * n)
+    i, j = perm[p] // n, perm[p] % n
+    out = torch.zeros_like(z_ref)
+    out[:, c * n * n + i * n + j] = z_ref * (sign[i] * sign[j])
+    return out
+
+
+@pytest.mark.parametrize("tag", ["ddrm_blur", "ddrm_blur_clean"])
+def test_ddrm_matches_reference_loop_on_a_blur_with_cut_singular_values(monkeypatch, tag):
+    """DDRM's own ``Deblurring`` (the same two cut values): a cut coordinate is "less noisy than
+    y" when σ_y > 0 (``denoising.py`` L91-92 with s = 0) and "missing" when σ_y = 0.  Noise
+    draws are in V-coordinates, mapped from the reference's sorted, channel-interleaved order."""
+    steps, eta, eta_b, s0 = BLUR[f"{tag}_params"].tolist()
+    op = SeparableBlur(TB["blur_H_small"])
+    dec = op.svd((2, 3, 8, 8))
+    assert (dec.s_h < 3e-2).sum() == 2
+    to_ips = lambda z: reference_to_ipsolve_coordinates(z.flatten(1), TB["ddrm_blur_V_small"], TB["ddrm_blur_perm"],
+                                                          dec.v_h)
+    left = replay(monkeypatch, ddrm_mod, [to_ips(TB[f"{tag}_init_noise"]), *[to_ips(z) for z in TB[f"{tag}_step_noise"]]])
+    solver = make_solver("ddrm", steps=int(steps), eta=eta, eta_b=eta_b, progress=False)
+    ac = torch.cumprod(1 - TB["ddrm_blur_betas"], 0)
+    out = record_steps(solver, TB[f"{tag}_y"], op, prior_with(ac, channels=3, size=8), s0)
+    assert not left and len(out) == int(steps)
+    for i, (x0, x_next) in enumerate(out):
+        close(x0, TB[f"{tag}_x0s"][i], f"{tag} x̂0 at step {i}")
+        close(x_next, TB[f"{tag}_xs"][i + 1], f"{tag} x at step {i}")
 
 
 # ------------------------------------------------------------------ DiffPIR
