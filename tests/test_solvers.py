@@ -293,6 +293,9 @@ class NaNAfter(Operator):
     def output_shape(self, shape):
         return self.inner.output_shape(shape)
 
+    def input_shape(self, y_shape):
+        return self.inner.input_shape(y_shape)
+
     def apply(self, x):
         self.calls += 1
         out = self.inner.apply(x)
@@ -389,3 +392,74 @@ def test_dmplug_reverse_is_diffusers_ddim(clip, tmp_path):
     if clip:  # clipping changes R here, so the test tells the two apart
         unclipped = DMPlug(ddim_steps=3, clip_x0=False, progress=False).reverse(prior, z)
         assert (unclipped - ours).abs().max() > 1e-2
+
+
+class BoxDown(Operator):
+    """A user's own operator: 2 × 2 box average (its measurement is smaller than the image)."""
+
+    is_linear = True
+
+    def apply(self, x):
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    def output_shape(self, shape):
+        return (shape[0], shape[1], shape[2] // 2, shape[3] // 2)
+
+
+class BoxDownComplete(BoxDown):
+    def input_shape(self, y_shape):
+        return (y_shape[0], y_shape[1], 2 * y_shape[2], 2 * y_shape[3])
+
+    def initial_guess(self, y):
+        return torch.nn.functional.interpolate(y, scale_factor=2, mode="nearest")
+
+
+class BoxDownWrongSVD(BoxDownComplete):
+    def svd(self, shape):
+        from ipsolve.operators.decomposition import SeparableDecomposition
+
+        n = shape[-1]
+        w = torch.zeros(n // 2, n, dtype=torch.float64)
+        w[torch.arange(n // 2), 2 * torch.arange(n // 2)] = w[torch.arange(n // 2), 2 * torch.arange(n // 2) + 1] = 1.0
+        return SeparableDecomposition(shape, w, w)  # the sum, not the average: 4× the operator
+
+
+def test_user_input_mistakes_get_one_line_errors_and_warnings():
+    """What a user plausibly gets wrong through the Python API is named before any work: a numpy or
+    integer y, a [0, 255] measurement, σ given as None or on the [0, 255] scale, a negative step
+    size, an operator that shrinks the image without saying how to go back, a custom SVD that
+    is not its operator."""
+    import numpy as np
+
+    from ipsolve.operators.base import InputWarning
+    from ipsolve.solvers.base import ResidualWarning
+
+    ddpm = prior_of("bundled:phantom-ddpm")
+    x = HELD_OUT[:2]
+    op = BoxDownComplete()
+    y = op.measure(x, sigma=0.01, generator=torch.Generator().manual_seed(0))
+    dps = make_solver("dps", steps=2, progress=False)
+    with pytest.raises(TypeError, match="torch.from_numpy"):
+        solve(y.numpy(), op, ddpm, dps)
+    with pytest.raises(TypeError, match="floating-point"):
+        solve(((y + 1) * 127.5).to(torch.uint8), op, ddpm, dps)
+    with pytest.raises(ValueError, match=r"values up to 25[0-9].*x/127.5 − 1"):
+        solve((y + 1) * 127.5, op, ddpm, dps)
+    with pytest.raises(TypeError, match="sigma must be a number"):
+        solve(y, op, ddpm, dps, sigma=None)
+    with pytest.warns(InputWarning, match=r"\[-1, 1\] scale.*0.02"):
+        op.measure(x, sigma=np.float32(2.55))
+    with pytest.raises(ValueError, match="zeta must be a finite number >= 0"):
+        solve(y, op, ddpm, make_solver("dps", steps=2, zeta=-1.0, progress=False))
+    with pytest.raises(ValueError, match="override input_shape"):
+        solve(y, BoxDown(), ddpm, dps)
+    with pytest.raises(ValueError, match="override input_shape"):
+        BoxDown().adjoint(y)
+    with pytest.raises(ValueError, match="svd does not reproduce"):
+        solve(y, BoxDownWrongSVD(), ddpm, make_solver("ddrm", steps=2, progress=False))
+    # a run far from fitting y (two DPS steps) is named in info and in one Python warning
+    with pytest.warns(ResidualWarning, match="2 of 2 image"):
+        res = solve(y, op, ddpm, dps, sigma=0.01, generator=gens(2))
+    assert all("does not fit" in i["warning"] for i in res.info)
+    res = solve(y, op, ddpm, dps, sigma=0.0, generator=gens(2))  # no noise level: no residual ratio to report
+    assert all(i["residual"] is None and "warning" not in i for i in res.info)

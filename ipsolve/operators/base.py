@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..notices import warn
 from ..tensors import host_reads_are_free
 from .decomposition import Decomposition, NotDecomposable, not_decomposable, pinv_cg
 
@@ -23,7 +25,8 @@ def check_image(x, name: str = "x", channels: int | None = None, finite: bool | 
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4:
-        raise ValueError(f"{name} must have 4 dimensions (B, C, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must have 4 dimensions (B, C, H, W), got shape {tuple(x.shape)} "
+                         f"(one image: add a batch dimension, x[None]; a vector measurement: (B, 1, 1, m))")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor with values in [-1, 1], got dtype {x.dtype}")
     if channels is not None and x.shape[1] != channels:
@@ -31,6 +34,27 @@ def check_image(x, name: str = "x", channels: int | None = None, finite: bool | 
     if (finite or (finite is None and host_reads_are_free(x.device))) and not torch.isfinite(x).all():
         raise NonFiniteError(f"{name} contains NaN or inf values; expected finite values in [-1, 1]")
     return x
+
+
+class InputWarning(UserWarning):
+    """An input that is allowed but probably not what was meant (σ above the [-1, 1] scale's range)."""
+
+
+def as_sigma(sigma) -> float:
+    """``sigma`` as a float: a number, a numpy scalar or a one-element tensor, finite and ≥ 0;
+    above 1 (noise larger than half of [-1, 1]) a warning: it is likely on another scale."""
+    if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
+        sigma = sigma.item()
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)):
+        raise TypeError(f"sigma must be a number (the noise std on the [-1, 1] scale), got {sigma!r}")
+    sigma = float(sigma)
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] scale), got {sigma!r}")
+    if sigma > 1:
+        warn(f"sigma={sigma:g} is noise larger than half of the [-1, 1] range: ipsolve's sigma is on the "
+             f"[-1, 1] scale (a std s on [0, 255] is s/127.5: {sigma:g} there is {sigma / 127.5:.3g}; "
+             f"on [0, 1] it is 2·s)", InputWarning)
+    return sigma
 
 
 def display_scaled(v: torch.Tensor, size, mode: str = "nearest") -> torch.Tensor:
@@ -47,6 +71,12 @@ class Operator(nn.Module):
     ``forward(x)`` is the noiseless ``A(x)``; ``measure`` adds noise; ``initial_guess(y)``
     is a cheap image-space estimate; linear operators also give ``adjoint``.
     Random parameters (masks, kernels) are drawn once from ``seed`` and kept as buffers.
+
+    A subclass implements ``apply`` (differentiable) and ``output_shape``; sets ``is_linear`` where
+    A is linear; overrides ``input_shape`` and ``initial_guess`` (default: y itself) when y's shape
+    is not the image's (y is always ``(B, C, H, W)``: a vector is ``(B, 1, 1, m)``); may give
+    ``svd`` (:mod:`ipsolve.operators.decomposition`; ``solve`` checks it against ``apply``) and
+    ``measurement_is_image = False`` for data that is no picture (README, "Your own forward model").
     """
 
     is_linear: bool = False
@@ -112,7 +142,7 @@ class Operator(nn.Module):
         check_image(y, "y")
         expected = tuple(self.output_shape(image_shape))
         if tuple(y.shape) != expected:
-            raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} maps images of shape "
+            raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} maps the prior's images "
                              f"{tuple(image_shape)} to measurements of shape {expected}")
         return y
 
@@ -121,8 +151,7 @@ class Operator(nn.Module):
         """``y = A(x) + n`` with Gaussian noise of std ``sigma`` (on the [-1, 1] scale), or
         Poisson noise whose std at white (x = 1) equals ``sigma``: with ``peak = 4 / sigma²``
         photons at white, ``y01 = Poisson(peak · A(x)01) / peak``."""
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma)) or sigma < 0:
-            raise ValueError(f"sigma must be a finite number >= 0 (noise std on the [-1, 1] scale), got {sigma!r}")
+        sigma = as_sigma(sigma)
         check_image(x, "x", self.channels)
         with torch.no_grad():
             y = self(x)
@@ -148,7 +177,11 @@ class Operator(nn.Module):
         if not self.is_linear:
             raise TypeError(f"{type(self).__name__} is not linear and has no adjoint")
         check_image(v, "v", finite=None)  # solvers call it inside their loops: no device read per call
-        x0 = torch.zeros(self.input_shape(v.shape), dtype=v.dtype, device=v.device, requires_grad=True)
+        shape = tuple(self.input_shape(tuple(v.shape)))
+        if tuple(self.output_shape(shape)) != tuple(v.shape):
+            raise ValueError(f"{type(self).__name__}.input_shape{tuple(v.shape)} gives {shape}, whose measurement has "
+                             f"shape {tuple(self.output_shape(shape))}: override input_shape to return the image shape")
+        x0 = torch.zeros(shape, dtype=v.dtype, device=v.device, requires_grad=True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(self.apply(x0), x0, grad_outputs=v)
         return grad

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +16,6 @@ from .progress import ProgressLog, iteration_budget
 from .rundir import write_image_outputs
 
 log = logging.getLogger("ipsolve")
-# ‖y − A(x)‖/(σ√m) above this is far from the noise level (≈ 1 ± √(2/m) for the true image)
-RESIDUAL_WARNING = 5.0
 
 
 @dataclass
@@ -166,6 +165,14 @@ def solve_batch(job: Job, y, seeds: list[dict], items: list[Item] | None = None,
     solver seed; with z-coupling, the penalty couples neighbouring slices of the batch's volume.
     Images the calibration check already solved (same ``y``, seeds and values: ``job.solved``)
     are taken from that solve instead of being solved twice."""
+    from ..solvers.base import ResidualWarning
+
+    with warnings.catch_warnings():  # the run logs each image's residual warning itself (image_record)
+        warnings.simplefilter("ignore", ResidualWarning)
+        return _solve_batch(job, y, seeds, items, callback)
+
+
+def _solve_batch(job: Job, y, seeds: list[dict], items: list[Item] | None, callback):
     import torch
 
     from ..solvers import Result, finish, solve
@@ -255,10 +262,9 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
         rec["initial_metrics"] = {m: (None if v[1] is None else float(v[1][i])) for m, v in scores.items()}
     rec["info"] = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
     rec["reliability"] = rec["info"].get("reliability")
-    residual = rec["info"].get("residual")
-    if residual is not None and math.isfinite(residual) and residual > RESIDUAL_WARNING:
-        rec["warning"] = (f"residual {residual:.1f}× the noise level: the reconstruction does not fit the "
-                          f"measurement (check the operator's settings — mask, kernel, scale — and sigma)")
+    warning = rec["info"].pop("warning", None)  # solve()'s (ipsolve.solvers.base.residual_warning)
+    if warning:
+        rec["warning"] = warning
         log.warning("%s: %s", it.name, rec["warning"])
     return rec
 

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import torch
 
+from ..notices import warn
 from ..operators import Operator
 from ..parameters import expected_types, parameter_type_message, unknown_parameters_message
 from ..priors import Prior
-from .base import Result, Solver, generators_for, generators_on
+from .base import Result, ResidualWarning, Solver, generators_for, generators_on, residual_warning
 from ..operators.base import NonFiniteError
 from .calibration import (COUPLING, Calibration, apply_auto, calibrate, declared_space, with_params,
                           fresh_generators as _copies)
 from .coupling import ZCoupling, check_solver
+from .inputs import check_inputs
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
 from .dmplug import DMPlug
@@ -64,7 +66,10 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
-    runs with the same generators), or an int seed.  ``samples=k``: k independent runs per
+    runs with the same generators), or an int seed.  ``callback(step, state)``: called after each
+    step or iteration with its index and a dict holding at least ``"x"``, the current image estimate.
+    Inputs are checked first (:func:`ipsolve.solvers.inputs.check_inputs`); an image whose residual
+    is far above the noise level gets ``info["warning"]`` and one ``ResidualWarning``.  ``samples=k``: k independent runs per
     image (sample j of image i seeded from (i's generator, j); the batch is solved once per
     sample, so memory stays that of one run); ``Result.samples``, ``.x`` = their mean (or with
     ``select="residual"`` each image's sample of smallest misfit ‖y − A(x)‖), ``.std``.
@@ -82,11 +87,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be an ipsolve Prior (load_prior(...)), got {type(prior).__name__}")
     solver.check(operator, prior)
-    y = y.to(prior.device, torch.float32)
-    operator.to(prior.device)
-    operator.check_measurement(y, (y.shape[0], *prior.shape))
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    y, sigma = check_inputs(y, operator, prior, sigma)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
     if select not in SELECT:
@@ -150,6 +151,18 @@ def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma:
         info.update(rel)
         if per_call > 1:  # classifier-free guidance: each network call evaluates the network twice
             info["nfe"] *= per_call
+        if sigma == 0:  # no noise level to measure the misfit against
+            info["residual"] = None
+        elif residual_warning(info.get("residual")):
+            info["warning"] = residual_warning(info["residual"])
+    far = [(i, info["residual"]) for i, info in enumerate(result.info) if "warning" in info]
+    if far:
+        lo, hi = min(r for _, r in far), max(r for _, r in far)
+        span = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"
+        warn(f"{len(far)} of {len(result.info)} image(s) (index {', '.join(str(i) for i, _ in far)}) fit y only "
+             f"at {span}× the noise level (‖y − A(x̂)‖/(σ√m), ≈ 1 for a good fit): "
+             f"the reconstruction does not explain the measurement; check the operator's settings (mask, "
+             f"kernel, scale), sigma and the solver's steps (each image's info['warning'])", ResidualWarning)
     return result
 
 

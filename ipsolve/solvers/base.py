@@ -106,6 +106,22 @@ def residual_ratio(y, ax, sigma: float) -> torch.Tensor:
     return r / (max(sigma, 1e-12) * math.sqrt(m))
 
 
+# ‖y − A(x)‖/(σ√m) above this is far from the noise level (≈ 1 ± √(2/m) for the true image)
+RESIDUAL_WARNING = 5.0
+
+
+class ResidualWarning(UserWarning):
+    """A reconstruction that does not fit its measurement (residual far above the noise level)."""
+
+
+def residual_warning(residual) -> str | None:
+    """The warning for an image whose ‖y − A(x̂)‖/(σ√m) exceeds :data:`RESIDUAL_WARNING`, else None."""
+    if residual is None or not math.isfinite(residual) or residual <= RESIDUAL_WARNING:
+        return None
+    return (f"residual {residual:.1f}× the noise level: the reconstruction does not fit the measurement "
+            f"(check the operator's settings — mask, kernel, scale — and sigma)")
+
+
 def prior_parts(prior: Prior):
     """``(latent, inner, decode)``: whether ``prior`` is a latent prior, the prior the sampler runs
     (its inner latent prior, or itself) and the map from that prior's space to images."""
@@ -159,6 +175,11 @@ class Solver:
                              f"it accepts: {', '.join(a.replace('-', ' ') for a in self.accepts)} priors")
         if isinstance(operator, BlindBlur) and not self.blind_capable:
             raise ValueError(f"solver {self.name!r} does not estimate blur kernels; use dps, dmplug or fmplug for blind_blur")
+        for name, (lo, hi) in self.search_space.items():  # step sizes and weights: a negative one is a typo
+            value = getattr(self, name, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"solver {self.name!r}: {name} must be a finite number >= 0 (its calibration range is "
+                                 f"{lo:g}–{hi:g}), got {value!r}")
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         raise NotImplementedError

@@ -45,6 +45,7 @@ from ..operators.restrict import gather, restrict, split_entries
 from ..parameters import accepted_parameters
 from .base import Solver, generators_for, generators_on
 from .criteria import discrepancy_ratio, holdout_error
+from .inputs import check_inputs
 from .plug import PlugSolver
 
 METHODS = ("auto", "holdout", "discrepancy")
@@ -249,9 +250,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         raise ValueError(f"budget {budget} is below two candidates per calibrated parameter ({', '.join(space)})"
                          f"{' and the solver as given' if needed % 2 else ''}: give at least {needed}")
     solver.check(operator, prior)
-    y = y.to(prior.device, torch.float32)
-    operator.to(prior.device)
-    operator.check_measurement(y, (y.shape[0], *prior.shape))
+    y, sigma = check_inputs(y, operator, prior, sigma)
     gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
     full_shape = tuple(y.shape[1:])
     observed = operator.observed_entries(y.shape)

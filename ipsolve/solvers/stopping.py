@@ -98,7 +98,9 @@ class StoppingRule:
         if combine not in COMBINE:
             raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
         if combine == "armed" and set(rules) - {"validation"} and not set(RULES) <= set(rules):  # (none: the budget)
-            raise ValueError("combine='armed' needs both stopping rules: stop=[eswmv, discrepancy]")
+            raise ValueError(f"combine='armed' (ES-WMV stops only once the discrepancy rule has armed it) needs both "
+                             f"stopping rules, stop=[eswmv, discrepancy], got stop={list(rules)}; with one rule give "
+                             f"combine='first' too")
         if window < 2 or patience < 1:
             raise ValueError(f"ES-WMV needs window >= 2 and patience >= 1, got {window}, {patience}")
         if tau is not None and tau <= 0:

@@ -1,0 +1,80 @@
+"""What :func:`ipsolve.solve` and :func:`ipsolve.calibrate` check in a user's ``y``, ``sigma`` and
+operator before any work: one line naming what is wrong and what is expected, instead of a torch
+error deep inside a solver or a silently wrong result (a [0, 255] measurement, σ on the wrong scale,
+an operator whose measurement changes the image's shape without saying how to go back)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..operators import Operator
+from ..operators.base import as_sigma, check_image
+from ..operators.decomposition import NotDecomposable
+
+# an image-like measurement of images in [-1, 1] stays within RANGE_SLACK × the operator's response to
+# constant ±1 images (bicubic's negative lobes overshoot by ~10 %), plus RANGE_NOISE σ of noise
+RANGE_SLACK, RANGE_NOISE = 1.5, 10.0
+
+
+def is_builtin(operator: Operator) -> bool:
+    """An operator ipsolve ships (its shapes, initial guess and SVD are covered by the tests)."""
+    return type(operator).__module__.startswith("ipsolve.")
+
+
+def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, float]:
+    """``(y as float32 on the prior's device, sigma as a float)`` once ``y`` is a floating
+    ``(B, C, H, W)`` tensor of the operator's measurement shape for the prior's images, within the
+    range an image in [-1, 1] can give (image-like measurements), and the operator can map it back
+    to the prior's image shape."""
+    if isinstance(y, np.ndarray):
+        raise TypeError("y must be a torch.Tensor (B, C, H, W) in [-1, 1], got a numpy array: use torch.from_numpy(y)")
+    check_image(y, "y", finite=None)  # before the cast below: an integer y would otherwise pass as float
+    sigma = as_sigma(sigma)
+    y = y.to(prior.device, torch.float32)
+    operator.to(prior.device)
+    image_shape = (y.shape[0], *prior.shape)
+    operator.check_measurement(y, image_shape)
+    name = type(operator).__name__
+    if operator.is_linear and tuple(operator.input_shape(tuple(y.shape))) != image_shape:
+        raise ValueError(f"{name}.input_shape{tuple(y.shape)} gives {tuple(operator.input_shape(tuple(y.shape)))}, "
+                         f"not the prior's image shape {image_shape}: an operator whose measurement has another "
+                         f"shape than its image must override input_shape (and initial_guess, whose default is y)")
+    if not is_builtin(operator):
+        with torch.no_grad():
+            guess = operator.initial_guess(y)
+        if tuple(guess.shape) != image_shape:
+            raise ValueError(f"{name}.initial_guess(y) has shape {tuple(guess.shape)}, not the prior's image shape "
+                             f"{image_shape}: override initial_guess (the default returns y itself)")
+    if not is_builtin(operator) and type(operator).svd is not Operator.svd:
+        check_decomposition(operator, image_shape, y.device)
+    largest = float(y.abs().amax()) if operator.measurement_is_image else 0.0
+    if largest > RANGE_SLACK + RANGE_NOISE * sigma:  # beyond what a gain-1 operator gives: ask this one
+        with torch.no_grad():
+            ones = torch.ones(image_shape, device=y.device)
+            reach = max(float(operator(ones).abs().amax()), float(operator(-ones).abs().amax()), 1.0)
+        if largest > RANGE_SLACK * reach + RANGE_NOISE * sigma:
+            raise ValueError(f"y has values up to {largest:.4g}, more than {name} gives for images in [-1, 1] "
+                             f"(|A(±1)| ≤ {reach:.3g}): ipsolve works on [-1, 1] — from [0, 1] use 2·x − 1, "
+                             f"from [0, 255] x/127.5 − 1 (and sigma on the same scale)")
+    return y, sigma
+
+
+def check_decomposition(operator: Operator, image_shape, device) -> None:
+    """A user's ``svd()`` must reproduce its ``apply()`` (DDRM, ΠGDM, DiffPIR and RED-diff's start use
+    only the decomposition): compared on one random image, relative error ≤ 1e-3 (float32 rounding is
+    ~1e-6)."""
+    name = type(operator).__name__
+    try:
+        dec = operator.svd(tuple(image_shape))
+    except (NotDecomposable, ValueError):
+        return
+    v = (torch.rand(image_shape, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
+    with torch.no_grad():
+        want, got = operator(v).flatten(1), dec.forward(v).flatten(1).to(torch.float32)
+    if got.shape != want.shape:
+        raise ValueError(f"{name}.svd(shape).forward gives measurements of shape {tuple(got.shape)}, {name}.apply "
+                         f"{tuple(want.shape)}: U must map the singular coordinates to the measurement's shape")
+    err = float((got - want).norm() / want.norm().clamp_min(1e-12))
+    if not err <= 1e-3:
+        raise ValueError(f"{name}.svd does not reproduce {name}.apply: ‖U(s·Vᵀv) + b − A(v)‖/‖A(v)‖ = {err:.3g} on a "
+                         f"random image (expected ≤ 1e-3); check its U, singular values, V and offset")
