@@ -95,6 +95,19 @@ def test_run_records_its_thread_count_and_restores_torchs():
     assert run.summary["threads"] == {"setting": "1", "threads": 1, "reason": "threads=1 (set)"}
 
 
+def test_a_sigma_on_another_scale_is_said_once_in_the_run_and_its_summary(recwarn):
+    """σ = 2.55 (a [0, 255] std): the run logs and records the note once; no Python warning escapes
+    from each measure/solve, and the images' residual warnings stay in the run's own records."""
+    import ipsolve
+
+    x = ipsolve.datasets.heldout_phantoms(1, 32)
+    solver = ipsolve.make_solver("dmplug", iterations=2, ddim_steps=2, warm_start=0.25, progress=False)
+    run = ipsolve.reconstruct(x, solver=solver, prior="bundled:phantom-ddpm", progress=False, threads=1,
+                              metrics=["psnr"], sigma=2.55)
+    assert [w for w in run.summary["warnings"] if "[-1, 1] scale" in w and "0.02" in w]
+    assert not [w for w in recwarn if "ipsolve" in type(w.message).__module__]
+
+
 # -- progress lines ------------------------------------------------------------------------
 class FakeClock:
     def __init__(self):

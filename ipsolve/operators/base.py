@@ -50,11 +50,17 @@ def as_sigma(sigma) -> float:
     sigma = float(sigma)
     if not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] scale), got {sigma!r}")
-    if sigma > 1:
-        warn(f"sigma={sigma:g} is noise larger than half of the [-1, 1] range: ipsolve's sigma is on the "
-             f"[-1, 1] scale (a std s on [0, 255] is s/127.5: {sigma:g} there is {sigma / 127.5:.3g}; "
-             f"on [0, 1] it is 2·s)", InputWarning)
+    if sigma_scale_note(sigma):
+        warn(sigma_scale_note(sigma), InputWarning)
     return sigma
+
+
+def sigma_scale_note(sigma: float) -> str | None:
+    """What to tell a user whose σ exceeds 1 (noise larger than half of [-1, 1]): likely another scale."""
+    if not sigma > 1:
+        return None
+    return (f"sigma={sigma:g} is noise larger than half of the [-1, 1] range: ipsolve's sigma is on the "
+            f"[-1, 1] scale (a std s on [0, 255] is s/127.5: {sigma:g} there is {sigma / 127.5:.3g}; on [0, 1] it is 2·s)")
 
 
 def display_scaled(v: torch.Tensor, size, mode: str = "nearest") -> torch.Tensor:

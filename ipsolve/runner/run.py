@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,10 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     out = check_writable(Path(output_dir)) if output_dir is not None else None
     if state is None:
         state = process_state(device)
-    with torch_threads(threads, state.num_processes) as chosen:
+    from ..operators.base import InputWarning
+
+    with torch_threads(threads, state.num_processes) as chosen, warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # logged once by _execute instead of at every measure and solve
         if state.process_index == 0:
             log.info("torch threads: %d per process (%s)", chosen["threads"], chosen["reason"])
         return _execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
@@ -108,6 +112,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
              review_below, review_coverage, start, calibrate, select, input_settings, keep_arrays,
              coupling) -> Reconstruction:
     """:func:`execute` once its arguments are checked and the thread count is set."""
+    from ..operators.base import sigma_scale_note
+
     terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
     log_progress = progress and not terminal  # output to a file: log lines instead of bar frames
     progress = progress and terminal
@@ -116,11 +122,12 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     check_fits(solver, operator, prior)
     if measurements:
         check_measurement_provenance(items, operator, explicit_operator, measurement_origin(items))
-    warnings = input_warnings(items, prior, measurements, state.process_index)
-    if samples == 1 and getattr(operator, "single_run_note", None):
-        warnings.append(operator.single_run_note)
-        if state.process_index == 0:
-            log.warning("%s", operator.single_run_note)
+    notes = input_warnings(items, prior, measurements, state.process_index)
+    for note in (operator.single_run_note if samples == 1 else None, sigma_scale_note(sigma)):
+        if note:
+            notes.append(note)
+            if state.process_index == 0:
+                log.warning("%s", note)
     resized = None if measurements else resized_inputs(items, prior, state.process_index)
     settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
     if samples > 1:
@@ -155,7 +162,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     summary = summarize(ordered, settings=settings, skipped=skipped, num_processes=job.world,
                         wall_seconds=time.perf_counter() - start,
                         extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
-                               "warnings": warnings, "samples": samples, "resized": resized,
+                               "warnings": notes, "samples": samples, "resized": resized,
                                "review": review_summary(ordered, review_below, review_coverage),
                                "calibration": calibration,
                                **(extra_summary or {})})
@@ -213,22 +220,22 @@ def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tu
 
 def input_warnings(items: list[Item], prior, measurements: bool, rank: int) -> list[str]:
     """What the user should know about the inputs before trusting the results (logged by rank 0)."""
-    warnings = []
+    notes = []
     converted = [] if measurements else converted_channels(items, prior.channels)
     if converted:
         source = getattr(prior, "source", type(prior).__name__)
         if prior.channels == 1:
-            warnings.append(f"{len(converted)} colour image(s) converted to grey for the 1-channel prior {source} "
+            notes.append(f"{len(converted)} colour image(s) converted to grey for the 1-channel prior {source} "
                             f"({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''}); the bundled "
                             f"phantom priors suit CT-like grey images, natural photos need a colour photo prior "
                             f"(prior=photo_ddpm, or a diffusers model: prior.source=DIR)")
         else:
-            warnings.append(f"{len(converted)} grey image(s) replicated to {prior.channels} channels for the prior "
+            notes.append(f"{len(converted)} grey image(s) replicated to {prior.channels} channels for the prior "
                             f"{source} ({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''})")
     if rank == 0:
-        for w in warnings:
+        for w in notes:
             log.warning("%s", w)
-    return warnings
+    return notes
 
 
 def resized_inputs(items: list[Item], prior, rank: int) -> dict | None:
