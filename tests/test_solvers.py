@@ -445,6 +445,8 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
         solve(((y + 1) * 127.5).to(torch.uint8), op, ddpm, dps)
     with pytest.raises(ValueError, match=r"values up to 25[0-9].*x/127.5 − 1"):
         solve((y + 1) * 127.5, op, ddpm, dps)
+    with pytest.raises(ValueError, match=r"x has values up to 25[0-9.]*: .*x/127.5 − 1"):
+        op.measure((x + 1) * 127.5)
     with pytest.raises(TypeError, match="sigma must be a number"):
         solve(y, op, ddpm, dps, sigma=None)
     with pytest.warns(InputWarning, match=r"\[-1, 1\] scale.*0.02"):

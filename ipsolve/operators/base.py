@@ -36,6 +36,11 @@ def check_image(x, name: str = "x", channels: int | None = None, finite: bool | 
     return x
 
 
+# |values| above this are on another scale than [-1, 1] ([0, 255]); an analytic Gaussian prior's samples
+# (std up to ~1) can leave [-1, 1], so the bound is loose
+OTHER_SCALE = 8.0
+
+
 class InputWarning(UserWarning):
     """An input that is allowed but probably not what was meant (σ above the [-1, 1] scale's range)."""
 
@@ -159,6 +164,9 @@ class Operator(nn.Module):
         photons at white, ``y01 = Poisson(peak · A(x)01) / peak``."""
         sigma = as_sigma(sigma)
         check_image(x, "x", self.channels)
+        if float(x.abs().amax()) > OTHER_SCALE:  # measure() is called once per batch, outside any loop
+            raise ValueError(f"x has values up to {float(x.abs().amax()):.4g}: images are on [-1, 1] in ipsolve "
+                             f"(from [0, 1] use 2·x − 1, from [0, 255] x/127.5 − 1)")
         with torch.no_grad():
             y = self(x)
         if sigma == 0:

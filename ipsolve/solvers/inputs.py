@@ -8,12 +8,13 @@ import numpy as np
 import torch
 
 from ..operators import Operator
-from ..operators.base import as_sigma, check_image
+from ..operators.base import OTHER_SCALE, as_sigma, check_image
 from ..operators.decomposition import NotDecomposable
 
-# an image-like measurement of images in [-1, 1] stays within RANGE_SLACK × the operator's response to
-# constant ±1 images (bicubic's negative lobes overshoot by ~10 %), plus RANGE_NOISE σ of noise
-RANGE_SLACK, RANGE_NOISE = 1.5, 10.0
+# an image-like measurement of images in [-1, 1] stays within the operator's response to constant ±1
+# images (bicubic's negative lobes overshoot by ~10 %) plus noise; beyond OTHER_SCALE × that plus
+# RANGE_NOISE σ it is on another scale ([0, 255]) — loose, as analytic priors' samples leave [-1, 1]
+RANGE_NOISE = 10.0
 
 
 def is_builtin(operator: Operator) -> bool:
@@ -48,12 +49,12 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
     if not is_builtin(operator) and type(operator).svd is not Operator.svd:
         check_decomposition(operator, image_shape, y.device)
     largest = float(y.abs().amax()) if operator.measurement_is_image else 0.0
-    if largest > RANGE_SLACK + RANGE_NOISE * sigma:  # beyond what a gain-1 operator gives: ask this one
+    if largest > OTHER_SCALE + RANGE_NOISE * sigma:  # beyond what a gain-1 operator gives: ask this one
         with torch.no_grad():
             ones = torch.ones(image_shape, device=y.device)
             reach = max(float(operator(ones).abs().amax()), float(operator(-ones).abs().amax()), 1.0)
-        if largest > RANGE_SLACK * reach + RANGE_NOISE * sigma:
-            raise ValueError(f"y has values up to {largest:.4g}, more than {name} gives for images in [-1, 1] "
+        if largest > OTHER_SCALE * reach + RANGE_NOISE * sigma:
+            raise ValueError(f"y has values up to {largest:.4g}, far more than {name} gives for images in [-1, 1] "
                              f"(|A(±1)| ≤ {reach:.3g}): ipsolve works on [-1, 1] — from [0, 1] use 2·x − 1, "
                              f"from [0, 255] x/127.5 − 1 (and sigma on the same scale)")
     return y, sigma
