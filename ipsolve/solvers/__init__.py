@@ -69,7 +69,8 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     runs with the same generators), or an int seed.  ``callback(step, state)``: called after each
     step or iteration with its index and a dict holding at least ``"x"``, the current image estimate.
     Inputs are checked first (:func:`ipsolve.solvers.inputs.check_inputs`); an image whose residual
-    is far above the noise level gets ``info["warning"]`` and one ``ResidualWarning``.  ``samples=k``: k independent runs per
+    is far above the noise level gets ``info["warning"]`` and one ``ResidualWarning``.
+    ``samples=k``: k independent runs per
     image (sample j of image i seeded from (i's generator, j); the batch is solved once per
     sample, so memory stays that of one run); ``Result.samples``, ``.x`` = their mean (or with
     ``select="residual"`` each image's sample of smallest misfit ‖y − A(x)‖), ``.std``.
