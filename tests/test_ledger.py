@@ -1,0 +1,71 @@
+"""docs/fidelity.md cites ipsolve's own code by symbol and line (`DPS.run` L149): a citation whose
+lines no longer overlap the symbol's definition is stale (the ledger's line numbers drift with every
+edit; an audit on 2026-12-05 found ~70).  Checked for the first line range after every symbol in a
+table's ipsolve column that names exactly one function, method or class of ipsolve, its tests or
+scripts (drift inside a long function is not caught)."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOL = re.compile(r"`([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)?)`((?:[^`;)]*?))(?=`|;|\)|$)")
+LINES = re.compile(r"\bL(\d+)(?:-(\d+))?\b")
+
+
+def definitions() -> dict[str, list[tuple[str, int, int]]]:
+    """``name`` and ``Class.name`` → [(file, first line, last line)] over ipsolve/, tests/, scripts/."""
+    index: dict[str, list[tuple[str, int, int]]] = {}
+    for folder in ("ipsolve", "tests", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                    index.setdefault(node.name, []).append((str(path.relative_to(ROOT)), first, node.end_lineno))
+                    if isinstance(node, ast.ClassDef):
+                        for sub in node.body:
+                            if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                                first = min([sub.lineno] + [d.lineno for d in sub.decorator_list])
+                                where = (str(path.relative_to(ROOT)), first, sub.end_lineno)
+                                index.setdefault(f"{node.name}.{sub.name}", []).append(where)
+                                index.setdefault(sub.name, []).append(where)  # a bare method name is ambiguous
+    return index
+
+
+def ipsolve_cells() -> list[tuple[int, str]]:
+    """(ledger line, text) of every table cell under a header column that starts with "ipsolve"."""
+    cells, column = [], None
+    for n, line in enumerate((ROOT / "docs" / "fidelity.md").read_text().splitlines(), 1):
+        if not line.startswith("|"):
+            column = None
+            continue
+        parts = [p.strip() for p in line.strip().strip("|").split("|")]
+        if column is None:
+            column = next((i for i, p in enumerate(parts) if p.lower().startswith("ipsolve")), -1)
+            continue
+        if column >= 0 and len(parts) > column and not set(parts[column]) <= set("-: "):
+            cells.append((n, parts[column]))
+    return cells
+
+
+def test_ledger_line_citations_stay_inside_the_cited_definition():
+    index = definitions()
+    checked, stale = 0, []
+    for n, cell in ipsolve_cells():
+        for match in SYMBOL.finditer(cell):
+            name, tail = match.group(1), match.group(2)
+            where = index.get(name, [])
+            if len(where) != 1:  # not ipsolve's, or ambiguous
+                continue
+            path, first, last = where[0]
+            cited = LINES.search(tail)
+            if cited is None or cited.start() > 30:  # the symbol's own lines follow it; later ones are uses
+                continue
+            lo, hi = int(cited.group(1)), int(cited.group(2) or cited.group(1))
+            checked += 1
+            if hi < first or lo > last:  # no overlap: the definition has moved away from the cited lines
+                stale.append(f"fidelity.md:{n} `{name}` L{lo}-{hi}: {path} defines it at L{first}-{last}")
+    assert checked >= 40, checked
+    assert not stale, "stale ledger citations:\n" + "\n".join(stale)
