@@ -522,8 +522,9 @@ def write_report(path, size, params, checks, per_block, net, unet_half, dec, dec
                 add(f"| {fam} | {label} | {mode} | {gib(w)} | {gib(a)} | {gib(over)} | **{gib(w + a + over)}** | "
                     f"{gib(sim)} |")
     add("")
-    add("Solvers per family: SD 1.5 (a diffusion prior) runs DPS, ReSample, DMPlug and DAPS; SD3 and "
-        "FLUX (flow priors) run FMPlug.  Checkpointing changes nothing for sampling (no gradient).\n")
+    add("Solvers per family (memory measured or estimated for these): SD 1.5 (a diffusion prior) runs DPS, "
+        "ReSample, DMPlug and DAPS (also RED-diff); SD3 and FLUX (flow priors) run FMPlug (also PnP-Flow, D-Flow, "
+        "FlowDPS).  Checkpointing changes nothing for sampling (no gradient).\n")
 
     add("### Loading: text encoders resident\n")
     add("The prompt is embedded once and the encoders are released before solving.  `all resident` is a "

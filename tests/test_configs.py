@@ -101,7 +101,7 @@ def test_python_load_prior_takes_the_command_lines_prior_presets(monkeypatch):
     preset = OmegaConf.to_container(OmegaConf.load(CONF / "prior" / "sd3_medium.yaml"))
     assert seen == {**preset, "image_size": 256, "device": None}
     monkeypatch.undo()
-    with pytest.raises(ValueError, match=r"load_prior\('ffhq_adm'\) needs its file: load_prior\(PATH.*ffhq_10m.pt"):
+    with pytest.raises(ValueError, match=r"load_prior\('ffhq_adm'\) needs its file: load_prior\('ffhq_adm', source=PATH\).*ffhq_10m.pt"):
         ipsolve.load_prior("ffhq_adm")
     with pytest.raises(ValueError, match=r"preset of conf/prior/ \(did you mean 'phantom_flow'\?\)"):
         ipsolve.load_prior("phantom_flw")

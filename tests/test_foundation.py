@@ -233,3 +233,54 @@ def test_presets_load_on_a_pipeline_of_their_family(folders, preset, family):
     z = latents((1, *prior.inner.shape))
     out = prior.inner.eps(z, 500) if prior.inner.kind == "diffusion" else prior.inner.velocity(z, 0.5)
     assert torch.isfinite(out).all()
+
+
+def test_what_a_foundation_user_gets_wrong_is_one_line(folders, tmp_path):
+    """A pipeline component's folder, an unsupported pipeline built on a supported denoiser, a list
+    of prompts, a negative prompt that guidance would ignore, a size that is no integer, use_t5 on
+    SD, a device that is not there — each one line, at load; a preset with a local folder keeps
+    its other settings (``load_prior("sd3_medium", source=DIR)``), and fp16 loading casts once."""
+    import json
+
+    sd = folders["sd"]
+    for sub, what in (("vae", "an autoencoder"), ("unet", "text-conditioned denoiser")):
+        with pytest.raises(ValueError, match=f"pipeline component .*{what}.*model_index.json"):
+            load_prior(str(sd / sub))
+    xl = tmp_path / "sdxl_like"
+    shutil.copytree(sd, xl)
+    index = json.loads((xl / "model_index.json").read_text())
+    (xl / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionXLPipeline"}))
+    with pytest.raises(ValueError, match="holds a StableDiffusionXLPipeline; ipsolve's foundation priors load"):
+        load_prior(str(xl))
+    for kwargs, message in (({"prompt": ["a", "b"]}, "prompt must be one string"),
+                            ({"negative_prompt": "blurry"}, "negative_prompt needs classifier-free guidance"),
+                            ({"guidance_scale": -3}, "guidance_scale must be a number >= 0"),
+                            ({"image_size": "32"}, "image_size must be a positive integer"),
+                            ({"image_size": 0}, "image_size must be a positive integer"),
+                            ({"use_t5": False}, "use_t5 applies only to Stable Diffusion 3"),
+                            ({"device": "gpu"}, "unknown device 'gpu'")):
+        with pytest.raises(ValueError, match=message):
+            load_prior(str(sd), **kwargs)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is available"):
+            load_prior(str(sd), device="cuda")
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    library = logging.getLogger("diffusers")  # its messages do not reach the root logger
+    library.addHandler(handler)
+    try:
+        prior = ipsolve.load_prior("sd3_medium", source=str(folders["sd3"]), image_size=IMAGE_SIZE)
+    finally:
+        library.removeHandler(handler)
+    assert not [r for r in records if "kept in float32" in r.getMessage()]  # diffusers' note on a second cast
+    assert next(prior.autoencoder.parameters()).dtype == torch.float16  # the preset's dtype, kept
+    assert prior.conditioning["gradient_checkpointing"] is True
+    from ipsolve.runner.settings import describe
+
+    described = describe(make_operator("super_resolution", scale=4), make_solver("fmplug_sd3"), prior)["prior"]
+    assert (described["kind"], described["dtype"]) == ("latent-flow", "float16")  # summary.json's prior entry
+    with pytest.raises(ValueError, match="source= replaces a preset's source"):
+        ipsolve.load_prior(str(folders["sd3"]), source=str(folders["sd3"]))

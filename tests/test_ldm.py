@@ -238,4 +238,4 @@ def test_cli_runs_resample_on_a_compvis_checkpoint(tmp_path):
                      f"hydra.run.dir={run}", cwd=tmp_path))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["num_finished"] == 1 and summary["prior"]["source"].endswith("ffhq-ldm-vq-4.ckpt")
-    assert summary["prior"]["kind"] == "latent" and summary["prior"]["image_size"] == 16
+    assert summary["prior"]["kind"] == "latent-diffusion" and summary["prior"]["image_size"] == 16

@@ -63,6 +63,39 @@ def family_of(index: dict) -> Family | None:
     return None
 
 
+def check_pipeline_class(root: Path, index: dict, family: Family) -> None:
+    """Only the pipelines ipsolve loads: SDXL, SD-inpainting (a 9-channel UNet), img2img, ... share
+    a family's denoiser class but not its conditioning, and would fail deep inside diffusers."""
+    cls = index.get("_class_name")
+    if cls is not None and cls != family.pipeline:
+        supported = ", ".join(f"{f.pipeline} ({f.name})" for f in FAMILIES.values())
+        raise ValueError(f"{root} holds a {cls}; ipsolve's foundation priors load {supported} folders")
+
+
+def check_text_options(family: Family, prompt, negative_prompt, guidance_scale, image_size, use_t5) -> tuple[str, str]:
+    """``(prompt, negative_prompt)`` as strings (None: empty), or one line naming the bad option."""
+    out = []
+    for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise ValueError(f"{name} must be one string (the prior embeds it once; load one prior per prompt), "
+                             f"got {text!r}")
+        out.append(text)
+    if guidance_scale is not None and (isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float))
+                                       or not guidance_scale >= 0):
+        raise ValueError(f"guidance_scale must be a number >= 0 (SD/SD3: > 1 turns classifier-free guidance on), "
+                         f"got {guidance_scale!r}")
+    if out[1] and family.pipeline != "FluxPipeline" and not (guidance_scale or 1.0) > 1.0:
+        raise ValueError("negative_prompt needs classifier-free guidance, guidance_scale > 1; with "
+                         f"guidance_scale {guidance_scale if guidance_scale is not None else 1} it would be ignored")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be a positive integer (pixels, square images), got {image_size!r}")
+    if use_t5 is not True and family.t5 is None:
+        raise ValueError(f"use_t5 applies only to Stable Diffusion 3 pipelines; this is {family.name}")
+    return out[0], out[1]
+
+
 def attention_backends(device: torch.device):
     """Scaled-dot-product attention without cuDNN's fused kernel on CUDA: its backward failed on
     FLUX.1-dev's shapes at 512 px (bf16, 24 heads × 128, 1536 tokens; torch 2.11 / CUDA 13 on an
@@ -215,6 +248,8 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
     import diffusers
 
     family = family_of(index)
+    check_pipeline_class(root, index, family)
+    prompt, negative_prompt = check_text_options(family, prompt, negative_prompt, guidance_scale, image_size, use_t5)
     check_components(root, index, family, use_t5)
     extra = {}
     if family.pipeline == "StableDiffusionPipeline":
@@ -301,7 +336,8 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
                         scaling_factor=vae.config.scaling_factor, shift_factor=vae.config.shift_factor or 0.0)
     prior.conditioning = {"family": family.name, "prompt": prompt, "negative_prompt": negative_prompt,
                           "guidance_scale": getattr(net, "embedded_guidance", None) if family.pipeline == "FluxPipeline"
-                          else net.guidance_scale, "evaluations_per_call": net.evaluations_per_call}
+                          else net.guidance_scale, "evaluations_per_call": net.evaluations_per_call,
+                          "gradient_checkpointing": bool(gradient_checkpointing)}
     return prior
 
 

@@ -11,7 +11,9 @@ from .base import DiffusionPrior, FlowPrior, LatentPrior, Prior
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SOURCE_KINDS = ("a diffusers directory or hub id (UNet2DModel + scheduler; LDM with vqvae/vae; flow matching "
-                "with FlowMatchEulerDiscreteScheduler)", "an OpenAI guided-diffusion (ADM) checkpoint file (.pt/.pth)",
+                "with FlowMatchEulerDiscreteScheduler)", "a Stable Diffusion 1.x/2.x, SD3 or FLUX pipeline folder or "
+                "hub id (model_index.json; or its preset: sd15, sd3_medium, flux_dev)",
+                "an OpenAI guided-diffusion (ADM) checkpoint file (.pt/.pth)",
                 "a CompVis latent-diffusion checkpoint (.ckpt, VQ first stage)",
                 "bundled:<name>", "gaussian", "gmm")
 
@@ -37,7 +39,7 @@ def as_dtype(dtype) -> torch.dtype | None:
     return DTYPES[name]
 
 
-def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
+def load_prior(source: str, /, *, device=None, dtype=None, **kwargs) -> Prior:
     """Load a prior.  ``source`` is one of: ``bundled:<name>``; ``gaussian`` / ``gmm`` (analytic,
     ``kwargs`` as in :func:`make_analytic_prior`); a diffusers directory (DDPM/DDIM pipeline
     layout, LDM layout with ``vqvae``/``vae``, a flow-matching UNet whose scheduler is
@@ -52,6 +54,7 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     (:meth:`Prior.optimize`)."""
     source = str(source)
     dtype = as_dtype(dtype)
+    check_device(device)
     speed = {"channels_last": "auto", **{k: kwargs.pop(k) for k in SPEED_OPTIONS if k in kwargs}}
     if source in ("gaussian", "gmm"):
         from .analytic import make_analytic_prior
@@ -79,6 +82,21 @@ def load_prior(source: str, *, device=None, dtype=None, **kwargs) -> Prior:
     return prior
 
 
+def check_device(device) -> None:
+    """One line for a device torch cannot name, or a CUDA device on a machine without one."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA GPU is available here (torch.cuda.is_available() is False); "
+                         f"use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def save_pretrained_prior(out, pipeline_class: str, components: dict) -> Path:
     """Write a prior in the diffusers pipeline layout ``load_prior`` reads: ``model_index.json``
     plus one ``save_pretrained`` folder per component (``unet``, ``scheduler``, ``vqvae``/``vae``).
@@ -101,7 +119,8 @@ def _place(prior: Prior, device, dtype):
     if dtype is not None:
         for name in ("network", "autoencoder"):
             for mod in (getattr(prior, name, None), getattr(getattr(prior, "inner", None), name, None)):
-                if isinstance(mod, torch.nn.Module):
+                # a foundation pipeline was loaded in dtype already: casting diffusers' VAE again only warns
+                if isinstance(mod, torch.nn.Module) and any(p.dtype != dtype for p in mod.parameters()):
                     mod.to(dtype=dtype)
 
 
@@ -123,7 +142,9 @@ def _hub_snapshot(repo_id: str) -> Path:
             raise FileNotFoundError(
                 f"prior {repo_id!r} is not available offline (HF_HUB_OFFLINE=1) and is not in the Hugging Face cache "
                 f"{HF_HUB_CACHE}. On a machine with internet run `hf download {repo_id} --local-dir DIR`, "
-                f"copy DIR here and use it as the source (ipsolve prior=DIR, or load_prior('DIR'))") from None
+                f"copy DIR here and use it as the source (ipsolve prior=DIR, or load_prior('DIR'); for Stable "
+                f"Diffusion, SD3 or FLUX keep their preset's dtype, size and checkpointing: ipsolve prior=sd15 "
+                f"prior.source=DIR, load_prior('sd15', source='DIR'))") from None
     try:
         return Path(snapshot_download(repo_id))
     except Exception as err:  # noqa: BLE001
@@ -197,11 +218,19 @@ def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
     return options
 
 
+NOT_DENOISERS = ("AutoencoderKL", "VQModel", "AutoencoderTiny", "AutoencoderDC")
+FOUNDATION_DENOISERS = ("UNet2DConditionModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
+
+
 def _load_unconditional_dir(root: Path, index: dict) -> Prior:
     """DDPM/DDIM pipeline, LDM pipeline, or flow-matching UNet directory (diffusers layout)."""
     unet = _component(root, index, ("unet", "transformer"))
     if unet is None and (root / "config.json").is_file():  # a bare model directory
         unet = (_read_json(root / "config.json").get("_class_name"), root)
+        if unet[0] in NOT_DENOISERS or unet[0] in FOUNDATION_DENOISERS:
+            what = ("a text-conditioned denoiser" if unet[0] in FOUNDATION_DENOISERS else "an autoencoder, not a denoiser")
+            raise ValueError(f"{root} is a pipeline component ({unet[0]}: {what}); give the pipeline's folder, the one "
+                             f"with model_index.json ({root.parent} if this is one of its subfolders)")
     if unet is None:
         raise ValueError(f"{root} is not a diffusers prior: expected model_index.json with a 'unet', or unet/config.json")
     network = _load_module(unet[0], unet[1])

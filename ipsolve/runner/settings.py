@@ -182,23 +182,30 @@ def missing_source_message(preset: str, python: bool = False) -> str:
     path = conf_dir() / "prior" / f"{preset}.yaml"
     comment = " ".join(line.lstrip("# ").strip() for line in path.read_text().splitlines()
                        if line.startswith("#") and not line.lstrip("# ").startswith("usage:"))
-    lead = (f"load_prior({preset!r}) needs its file: load_prior(PATH, ...)" if python else
+    lead = (f"load_prior({preset!r}) needs its file: load_prior({preset!r}, source=PATH)" if python else
             f"prior={preset} needs its source: ipsolve prior={preset} prior.source=PATH")
     return lead + (f" ({comment})" if comment else f" (see conf/prior/{preset}.yaml)")
 
 
-def load_prior(source: str, *, device=None, dtype=None, **kwargs):
+def load_prior(source: str, /, *, device=None, dtype=None, **kwargs):
     """:func:`ipsolve.priors.load_prior`, also taking the command line's prior preset names
     (``conf/prior/<name>.yaml``: ``load_prior("phantom_flow")`` is ``prior=phantom_flow``, and
     ``load_prior("sd3_medium")`` brings that preset's dtype, size and checkpointing), whose settings
-    ``kwargs`` override.  A file or folder of that name, or a hub id, is loaded as itself."""
+    ``kwargs`` override — ``source=`` included: ``load_prior("sd3_medium", source="DIR")`` is
+    ``prior=sd3_medium prior.source=DIR``.  A file or folder of that name, or a hub id, is loaded as itself."""
     from ..priors import load_prior as load_source
 
     if dtype is not None:
         kwargs["dtype"] = dtype
+    override = kwargs.pop("source", None)
     bare = isinstance(source, str) and "/" not in source and ":" not in source and not os.path.exists(source)
     preset = load_preset("prior", source) if bare else None
+    if override is not None and preset is None:
+        raise ValueError(f"source= replaces a preset's source (load_prior('sd3_medium', source=DIR)); {source!r} is "
+                         f"not a preset of conf/prior/: {', '.join(presets('prior'))}")
     if preset is not None:
+        if override is not None:
+            preset["source"] = str(override)
         if preset.get("source") in (None, "???"):
             raise ValueError(missing_source_message(source, python=True))
         source = preset.pop("source")
@@ -241,7 +248,8 @@ def build_prior(spec, device=None):
     try:
         return load_prior(source, device=device, **kwargs)
     except (FileNotFoundError, ValueError) as err:
-        raise RunError(f"cannot load prior {source!r}: {err}") from None
+        said = repr(source) in str(err) or str(source) in str(err)  # the message names it already
+        raise RunError(str(err) if said else f"cannot load prior {source!r}: {err}") from None
 
 
 def registry_name(obj, registry: Mapping) -> str:
@@ -306,6 +314,7 @@ def describe_operator(operator) -> dict:
 def describe(operator, solver, prior) -> dict:
     """What defines the results of a run (also its resume fingerprint)."""
     from ..solvers import SOLVERS
+    from ..solvers.base import prior_key
 
     sp = {k: v for k, v in solver.params().items() if k not in ("progress",)}
     params = list(prior.parameters())
@@ -313,7 +322,8 @@ def describe(operator, solver, prior) -> dict:
                "checksum": f"{float(sum(p.detach().double().sum() for p in params)) if params else 0.0:.12g}"}
     return {"operator": describe_operator(operator),
             "solver": {"name": registry_name(solver, SOLVERS), **sp},
-            "prior": {"source": getattr(prior, "source", type(prior).__name__), "kind": prior.kind,
+            "prior": {"source": getattr(prior, "source", type(prior).__name__), "kind": prior_key(prior),
+                      "dtype": str(params[0].dtype).removeprefix("torch.") if params else None,
                       "image_size": prior.image_size, "channels": prior.channels, "weights": weights,
                       **({"conditioning": prior.conditioning} if getattr(prior, "conditioning", None) else {})}}
 
