@@ -4,6 +4,7 @@ Geifman & El-Yaniv 2017; the area under the curve, AURC, lower = better).  The s
 reads the ground truth; the curves need it and are drawn only where it exists."""
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -30,13 +31,20 @@ def review_decisions(scores: Sequence[float], threshold: float | None = None,
 def risk_coverage(scores: Sequence[float], risks: Sequence[float]) -> tuple[list[float], list[float], float]:
     """``(coverage, mean risk of the accepted, AURC)``: accept images from the most reliable
     (highest score) down; at coverage c = k/n the risk is the mean of the k accepted risks;
-    AURC is the mean over k = 1..n (the discrete area)."""
+    AURC is the mean over k = 1..n (the discrete area).  Images with equal scores are accepted
+    in no particular order: within such a tie the curve is its expectation (the tie's mean risk
+    for each image taken from it), so a term that cannot tell images apart (all 0) gives the
+    flat curve of accepting at random, not one that follows the images' order."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    coverage, risk, total = [], [], 0.0
-    for k, i in enumerate(order, 1):
-        total += risks[i]
-        coverage.append(k / len(order))
-        risk.append(total / k)
+    coverage, risk, total, k = [], [], 0.0, 0
+    for _, group in itertools.groupby(order, key=lambda i: scores[i]):
+        tie = list(group)
+        mean = sum(risks[i] for i in tie) / len(tie)
+        for _ in tie:
+            k += 1
+            total += mean
+            coverage.append(k / len(order))
+            risk.append(total / k)
     return coverage, risk, (sum(risk) / len(risk) if risk else float("nan"))
 
 

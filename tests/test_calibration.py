@@ -353,6 +353,9 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
     # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again
     assert cal["changes"] and cal["reused_solve"]
+    # summary.json's solver entry holds the values the images were solved with, and says which were calibrated
+    assert run.summary["solver"]["zeta"] == cal["changes"]["zeta"] != fast["zeta"]
+    assert run.summary["solver"]["calibrated"] == ["zeta"]
     assert [r["info"].get("reused_from_calibration", False) for r in run.records] == [True, True, False]
     assert all(r["seconds_per_image"] > 0.05 for r in run.records)  # the reused solve's time is still counted
     fresh = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver={**fast, **cal["changes"]},

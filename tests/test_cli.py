@@ -62,6 +62,7 @@ def check_run_dir(run: Path, names: list[str], ground_truth=True):
     assert not temp_files(run), temp_files(run)
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [r["name"] for r in rows] == sorted(names)  # each image exactly once
+    assert all(r["residual_warning"] in ("yes", "no") and r["worse_than_initial"] in ("yes", "no") for r in rows)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["num_finished"] == len(names) and sorted(summary["rank"]) == sorted(names)
     assert sorted(summary["seeds"]) == sorted(names)
@@ -329,6 +330,7 @@ def test_sweep_writes_comparison(tmp_path):
     ok = [r for r in rows if not r["error"]]
     assert sorted(r["operator"] for r in ok) == ["inpainting", "super_resolution"]
     assert all(r["psnr"] not in ("", "n/a") and r["solver"] == "dmplug" for r in ok)
+    assert all(r["residual_warnings"].isdigit() and r["flagged_for_review"].isdigit() for r in ok)
     failed = [r for r in rows if r["error"]]
     assert len(failed) == 2 and all("fmplug" in r["overrides"] and "prior=phantom_flow" in r["error"] for r in failed)
     md = (sweep / "sweep_summary.md").read_text()

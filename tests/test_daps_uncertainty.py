@@ -89,6 +89,8 @@ def test_samples_batched_equal_single_and_reliability(phantom_case, solver, para
     assert not torch.equal(res.samples[:, 0], res.samples[:, 1])  # independent samples
     one = solve(y[1:2], op, prior, s, sigma=0.01, generator=gens([1]), samples=3)
     assert (one.samples[0] - res.samples[1]).abs().max() < 1e-4  # per-image seeds: batching does not matter
+    for term in ("prior_consistency", "disagreement", "feasibility"):  # nor for the reliability score
+        assert one.info[0]["reliability_terms"][term] == pytest.approx(res.info[1]["reliability_terms"][term], abs=1e-3)
     plain = solve(y, op, prior, s, sigma=0.01, generator=gens(range(3)))
     assert (plain.x - res.samples[:, 0]).abs().max() < 1e-4  # sample 0 is the plain run
     for info, info1 in zip(res.info, plain.info):
@@ -113,6 +115,12 @@ def test_selective_decisions_and_risk_coverage():
     assert cov == [0.25, 0.5, 0.75, 1.0] and risk == [1.0, 1.5, 2.0, 2.5] and aurc == pytest.approx(1.75)
     _, _, worst = risk_coverage([-s for s in scores], [1.0, 4.0, 2.0, 3.0])
     assert worst > aurc
+    # a score that cannot tell the images apart (a term that is 0 everywhere) is a random order: flat
+    # at the mean risk, whatever order the images came in — not the area of their listing order
+    _, flat, blind = risk_coverage([0.0] * 4, [1.0, 4.0, 2.0, 3.0])
+    assert flat == [2.5] * 4 and blind == pytest.approx(2.5)
+    _, _, half = risk_coverage([1.0, 1.0, 0.0, 0.0], [1.0, 3.0, 5.0, 7.0])  # within a tie: its mean
+    assert half == pytest.approx((2.0 + 2.0 + 10 / 3 + 4.0) / 4)
 
 
 def test_cli_samples_write_uncertainty_outputs(tmp_path):

@@ -185,7 +185,9 @@ def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path) ->
             ax.plot(*zip(*rejected), "x", color="tab:red", ms=9, mew=2, label="rejected on all entries")
         for r in finite:
             if r.get("preset"):  # the solver as given (its value may be a per-operator default, None)
-                ax.axhline(r["score"], color="tab:blue", ls="--", label=f"as given ({r.get(name)})")
+                given = r.get(name)
+                ax.axhline(r["score"], color="tab:blue", ls="--",
+                           label=f"as given ({'its per-operator default' if given is None else given})")
         if isinstance(chosen.get(name), (int, float)) and chosen[name] > 0:  # (z_coupling 0: slice by slice)
             ax.axvline(chosen[name], color="tab:red", label=f"chosen {chosen[name]:.3g}")
         ax.set_xscale("log")

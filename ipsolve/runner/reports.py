@@ -73,13 +73,14 @@ CSV_TIMES = ("seconds_per_image", "batch_seconds")
 
 def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
     """One row per image: metrics (with ground truth), solver statistics, the initial guess's
-    residual and whether the reconstruction fits worse (``worse_than_initial``), times, the
+    residual and whether the reconstruction fits worse (``worse_than_initial``) or far from the noise
+    level (``residual_warning``), times, the
     reliability score and the accept / review decision, seeds."""
     has_truth = any("metrics" in r for r in records)
     cols = ["name", "rank"]
     if has_truth:
         cols += list(METRICS) + [f"{m}_initial" for m in METRICS]
-    cols += list(CSV_INFO) + ["initial_residual", "worse_than_initial", *CSV_TIMES, "reliability",
+    cols += list(CSV_INFO) + ["initial_residual", "worse_than_initial", "residual_warning", *CSV_TIMES, "reliability",
                               "reliability_reason", "decision", "seed_noise", "seed_solver"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -96,7 +97,8 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
             row += [fmt(r["metrics"].get(m)) for m in METRICS]
             row += [fmt(r.get("initial_metrics", {}).get(m)) for m in METRICS]
         row += [fmt(r["info"].get(k)) for k in CSV_INFO]
-        row += [fmt(r.get("initial_residual")), "yes" if r.get("worse_than_initial") else "no"]
+        row += [fmt(r.get("initial_residual")), "yes" if r.get("worse_than_initial") else "no",
+                "yes" if r.get("warning") else "no"]  # residual above 5σ√m (summary.json: residual_warnings)
         row += [fmt(r.get(k)) for k in CSV_TIMES]
         row += [fmt(r["info"].get("reliability")), fmt(r["info"].get("reliability_reason")),
                 (decisions or {}).get(r["name"], "accept")]
@@ -205,7 +207,7 @@ def summarize_sweep(sweep_dir) -> tuple[Path, Path] | None:
     runs.sort(key=lambda r: (0, int(r[0])) if r[0].isdigit() else (1, r[0]))
     cols = ["job", "overrides", "operator", "solver", "prior", "images", "psnr", "psnr_median", "psnr_std", "ssim",
             "ssim_std", "lpips", "psnr_initial", "psnr_initial_median", "nfe", "seconds_per_image", "residual",
-            "stop_reasons", "error"]
+            "residual_warnings", "worse_than_initial", "flagged_for_review", "stop_reasons", "error"]
     overrides = [s.get("overrides", []) for _, s, _ in runs]
     common = [o for o in overrides[0] if all(o in other for other in overrides[1:])] if len(runs) > 1 else []
     rows = []
@@ -216,9 +218,8 @@ def summarize_sweep(sweep_dir) -> tuple[Path, Path] | None:
             continue
         m = s.get("metrics") or {}
 
-        def g(key, part="mean"):
-            v = (m.get(key) or {}).get(part)
-            return None if v is None else round(v, 4)
+        def g(key, part="mean"):  # unrounded: the .csv rounds to 4 decimals, the .md to its own (once)
+            return (m.get(key) or {}).get(part)
 
         per_image = s.get("seconds_per_image") or s.get("seconds") or {}  # "seconds": summaries before 2026-12
         rows.append({"job": job, "overrides": shown, "operator": s["operator"]["name"],
@@ -229,13 +230,17 @@ def summarize_sweep(sweep_dir) -> tuple[Path, Path] | None:
                      "nfe": round((s.get("nfe") or {}).get("mean", 0), 1),
                      "seconds_per_image": round(per_image.get("mean", 0), 2),
                      "residual": round((s.get("residual") or {}).get("mean", 0), 3),
+                     "residual_warnings": len(s.get("residual_warnings") or {}),
+                     "worse_than_initial": len(s.get("worse_than_initial") or {}),
+                     "flagged_for_review": (s.get("review") or {}).get("num_flagged", 0),
                      "stop_reasons": " ".join(f"{k}:{v}" for k, v in s.get("stop_reasons", {}).items()),
                      "error": None})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if k == "error" and v is None else "n/a" if v is None else v) for k, v in r.items()})
+        w.writerow({k: ("" if k == "error" and v is None else "n/a" if v is None else round(v, 4) if isinstance(v, float)
+                        else v) for k, v in r.items()})
     csv_path, md_path = sweep_dir / "sweep_summary.csv", sweep_dir / "sweep_summary.md"
     atomic_write_text(csv_path, buf.getvalue())
 
@@ -253,16 +258,19 @@ def summarize_sweep(sweep_dir) -> tuple[Path, Path] | None:
           "guess; residual: ‖y − A(x)‖ / (σ√m), ≈ 1 at the noise level; s/image: the batch's time divided by its "
           "images.",
           f"Overrides common to all runs: {' '.join(common) or '(none)'}", "",
-          "| job | overrides | images | PSNR (dB) | SSIM | LPIPS | PSNR (initial) | NFE | s/image | residual | stop |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "flags: images whose residual is above 5σ√m / that fit y worse than the initial guess / flagged for review.",
+          "",
+          "| job | overrides | images | PSNR (dB) | SSIM | LPIPS | PSNR (initial) | NFE | s/image | residual | flags | stop |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["error"] is not None:
             md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | failed: {r['error'].replace('|', '/')} "
-                      f"| | | | | | | | |")
+                      f"| | | | | | | | | |")
             continue
         md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | {r['images']} | {pm(r, 'psnr', 2)} | "
                   f"{pm(r, 'ssim', 3)} | {num(r['lpips'], 3)} | {num(r['psnr_initial'], 2)} | {r['nfe']:g} | "
-                  f"{r['seconds_per_image']:g} | {r['residual']:g} | {r['stop_reasons']} |")
+                  f"{r['seconds_per_image']:g} | {r['residual']:g} | "
+                  f"{r['residual_warnings']} / {r['worse_than_initial']} / {r['flagged_for_review']} | {r['stop_reasons']} |")
     failed = [r for r in rows if r["error"] is not None]
     if failed:
         md += ["", f"{len(failed)} job(s) failed; each job's folder holds failed.json with the reason."]

@@ -128,6 +128,10 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
             notes.append(note)
             if state.process_index == 0:
                 log.warning("%s", note)
+    from ..metrics import lpips_available, lpips_unavailable_message
+
+    unavailable = ({"lpips": lpips_unavailable_message(lpips_net)}  # logged where LPIPS is first asked for
+                   if "lpips" in metrics and not measurements and not lpips_available(lpips_net) else {})
     resized = None if measurements else resized_inputs(items, prior, state.process_index)
     settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
     if samples > 1:
@@ -159,10 +163,16 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     records, skipped, images = run_batches(job, local, batch_size, progress, return_images, log_progress)
     state.wait_for_everyone()
     ordered, skipped = gather_records(state, names, records, skipped, done)
+    if calibration is not None and calibration.get("changes"):  # the values the images were solved with
+        from .settings import describe
+
+        settings = {**settings, "solver": {**describe(job.operator, job.solver, job.prior)["solver"],
+                                           "calibrated": sorted(calibration["changes"])}}
     summary = summarize(ordered, settings=settings, skipped=skipped, num_processes=job.world,
                         wall_seconds=time.perf_counter() - start,
                         extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
-                               "warnings": notes, "samples": samples, "resized": resized,
+                               "warnings": notes, "metrics_unavailable": unavailable, "samples": samples,
+                               "resized": resized,
                                "review": review_summary(ordered, review_below, review_coverage),
                                "calibration": calibration,
                                **(extra_summary or {})})

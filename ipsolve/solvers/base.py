@@ -119,7 +119,8 @@ def residual_warning(residual) -> str | None:
     if residual is None or not math.isfinite(residual) or residual <= RESIDUAL_WARNING:
         return None
     return (f"residual {residual:.1f}× the noise level: the reconstruction does not fit the measurement "
-            f"(check the operator's settings — mask, kernel, scale — and sigma)")
+            f"(check sigma, the operator's settings — mask, kernel, scale — and the solver's steps, step size or "
+            f"guidance)")
 
 
 def prior_parts(prior: Prior):

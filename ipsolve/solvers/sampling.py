@@ -90,7 +90,8 @@ def prior_consistency_term(x: torch.Tensor, prior, level: float = 0.2, draws: in
     the [-1, 1] scale), denoise, and measure RMS(x̂ − x) / ``level``; averaged over ``draws``
     fixed noise draws.  An image like the prior's training data comes back close (≈ 0.2–0.4);
     one the prior was never meant for is pulled towards what it knows (→ 1).  Pixel and latent
-    diffusion and flow priors (latent: in latent space after ``encode``); None otherwise."""
+    diffusion and flow priors (latent: in latent space after ``encode``); None otherwise.  Every
+    image gets the same draws, so its score does not depend on the batch it was solved in."""
     from ..priors import DiffusionPrior, FlowPrior, LatentPrior
 
     inner, v = prior, x.to(prior.device, torch.float32)
@@ -99,7 +100,7 @@ def prior_consistency_term(x: torch.Tensor, prior, level: float = 0.2, draws: in
     g = torch.Generator().manual_seed(seed)
     total = torch.zeros(v.shape[0], device=v.device)
     for _ in range(draws):
-        noise = torch.randn(v.shape, generator=g).to(v)
+        noise = torch.randn(v.shape[1:], generator=g).to(v).expand_as(v)
         if isinstance(inner, DiffusionPrior):
             abar = inner.alphas_cumprod.to(v.device, torch.float64)
             t = int(torch.argmin((((1 - abar) / abar).sqrt() - level).abs()))  # x-space noise std = level
