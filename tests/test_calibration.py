@@ -365,6 +365,8 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
                                 max_images=4, sigma=0.05, calibrate={"images": 2, "budget": 3},
                                 progress=False, return_images=False, metrics=["psnr"])
     assert len(seen) == 1 and again.summary["calibration"]["params"] == cal["params"]  # resumed: reused
+    assert again.summary["wall_seconds_all_runs"] == pytest.approx(again.summary["wall_seconds"]
+                                                                   + run.summary["wall_seconds_all_runs"])
 
 
 def datasets_demo():

@@ -176,6 +176,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                                "review": review_summary(ordered, review_below, review_coverage),
                                "calibration": calibration,
                                **(extra_summary or {})})
+    summary["wall_seconds_all_runs"] = summary["wall_seconds"] + (earlier_wall_seconds(out) if done else 0.0)
     if job.rank == 0:
         resumed = f", {len(done)} of them by the earlier run" if done else ""  # none solved again on a resume
         log.info("finished %d of %d image(s) (%d skipped%s) in %.1f s", len(ordered), len(names), len(skipped),
@@ -185,6 +186,16 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     x = gather_images(state, images, ordered, out) if return_images else None
     return Reconstruction(x=x, records=ordered, names=[r["name"] for r in ordered], skipped=skipped,
                           summary=summary, output_dir=out)
+
+
+def earlier_wall_seconds(out: Path | None) -> float:
+    """The wall time of the earlier runs a resume continues (their ``summary.json``; 0 if none was
+    written, e.g. a run killed before it finished)."""
+    try:
+        earlier = json.loads((out / "summary.json").read_text())
+        return float(earlier.get("wall_seconds_all_runs", earlier.get("wall_seconds", 0.0)))
+    except (OSError, TypeError, ValueError, AttributeError):
+        return 0.0
 
 
 def check_coupling(coupling, items: list[Item], solver) -> float | str:
