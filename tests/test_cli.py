@@ -441,7 +441,7 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     import torch
 
     if not torch.cuda.is_available():
-        check_error(ipsolve("device=cuda", f"hydra.run.dir={tmp_path / 'c'}", cwd=tmp_path), "device=cuda", "CUDA")
+        check_error(ipsolve("device=cuda", f"hydra.run.dir={tmp_path / 'c'}", cwd=tmp_path), "device 'cuda'", "no CUDA GPU")
 
 
 def test_unwritable_output_directory(tmp_path):

@@ -82,19 +82,21 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs) -> Prior:
     return prior
 
 
-def check_device(device) -> None:
-    """One line for a device torch cannot name, or a CUDA device on a machine without one."""
+def check_device(device) -> torch.device | None:
+    """``device`` as a torch device, or one line for a name torch does not know, or a CUDA device
+    this machine lacks (the runner's ``device=`` uses it too)."""
     if device is None:
-        return
+        return None
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: no CUDA GPU is available here (torch.cuda.is_available() is False); "
-                         f"use device='cpu'")
+        raise ValueError(f"device {device!r}: no CUDA GPU is available here (torch {torch.__version__}, "
+                         f"torch.cuda.is_available() is False); use cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def save_pretrained_prior(out, pipeline_class: str, components: dict) -> Path:

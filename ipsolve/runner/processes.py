@@ -15,29 +15,28 @@ def process_state(device=None):
     import torch
     from accelerate import PartialState
 
-    dev = None if device in (None, "auto") else torch.device(device)
+    dev = None if device in (None, "auto") else checked_device(device)
     cpu = (dev is not None and dev.type == "cpu") or not torch.cuda.is_available()
     return PartialState(cpu=cpu)
 
 
-def process_device(device, state):
-    """This process's torch device: ``device``, or accelerate's choice for None / ``"auto"``."""
-    import torch
-
+def checked_device(device):
+    """``device`` as a torch device, or :class:`RunError` with the one line of
+    :func:`ipsolve.priors.loading.check_device`."""
+    from ..priors.loading import check_device
     from .errors import RunError
 
+    try:
+        return check_device(device)
+    except ValueError as err:
+        raise RunError(f"{err} (or device=auto)") from None
+
+
+def process_device(device, state):
+    """This process's torch device: ``device``, or accelerate's choice for None / ``"auto"``."""
     if device in (None, "auto"):
         return state.device
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise RunError(f"unknown device {device!r}; expected auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device={device} but this machine has no usable CUDA device (torch {torch.__version__}); "
-                       f"use device=auto or device=cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise RunError(f"device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
+    return checked_device(device)
 
 
 def broadcast(obj, state):
