@@ -154,8 +154,8 @@ def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma:
             info["nfe"] *= per_call
         if sigma == 0:  # no noise level to measure the misfit against
             info["residual"] = None
-        elif residual_warning(info.get("residual")):
-            info["warning"] = residual_warning(info["residual"])
+        elif (text := residual_warning(info.get("residual"))) is not None:
+            info["warning"] = text
     far = [(i, info["residual"]) for i, info in enumerate(result.info) if "warning" in info]
     if far:
         lo, hi = min(r for _, r in far), max(r for _, r in far)
