@@ -157,6 +157,32 @@ def test_phase_retrieval_alignment_removes_only_the_ambiguities(images64):
     assert (psnr(op.align(other, images64), images64) < 15).all()
 
 
+def test_samples_are_lined_up_modulo_the_ambiguities(images64):
+    """k samples that are twins of one another are one answer: ``combine_samples`` moves each to
+    the element of its ambiguity group closest to the best-fitting sample before the mean, the std
+    and the disagreement term (without it the mean of a twin pair was a blur and the disagreement
+    term ranked images against PSNR: measured Spearman −0.01 → 0.62, select=mean 15.68 → 17.15 dB
+    on 12 held-out phantoms, DPS, σ = 0.01).  The best-fitting sample itself is not moved."""
+    from ipsolve.solvers.base import Result
+    from ipsolve.solvers.sampling import combine_samples, disagreement_term
+
+    op = PhaseRetrieval()
+    x = images64.float()
+    twin = torch.flip(x, (-2, -1))
+    def run(v, residual):
+        return Result(x=v, info=[{"residual": residual, "nfe": 1, "seconds": 0.0, "iterations": 1, "stop_reason": "budget"}] * len(v))
+    y = op(x)
+    for select in ("mean", "residual"):
+        res = combine_samples([run(twin, 1.2), run(x, 1.0), run(twin, 1.1)], y, op, 0.01, select)
+        assert torch.equal(res.samples[:, 1], x)  # the anchor (smallest residual) as it was
+        assert (res.samples - x[:, None]).abs().max() < 1e-5 and res.std.abs().max() < 1e-5
+        assert (res.x - x).abs().max() < 1e-5 and disagreement_term(res.std, 0.01).max() < 1e-4
+    # a different image is not lined up onto the others: the std stays
+    other = torch.roll(x, 1, 0)
+    res = combine_samples([run(x, 1.0), run(other, 1.1)], y, op, 0.01, "mean")
+    assert disagreement_term(res.std, 0.01).min() > 1
+
+
 def test_hio_baseline_recovers_noiseless_phantoms():
     x = torch.cat([heldout_phantoms(2, 32), shepp_logan(32)])
     op = PhaseRetrieval()

@@ -136,7 +136,8 @@ class Operator(nn.Module):
 
     def align(self, x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
         """``x`` moved by the operator's true ambiguities (none here; phase retrieval: translation
-        and conjugate inversion) to the element closest to ``truth``, for metrics only."""
+        and conjugate inversion) to the element closest to ``truth``: for metrics, and to line up
+        k samples with one of them (``truth`` is then that sample) before their mean and std."""
         return x
 
     # -- shared --------------------------------------------------------------------

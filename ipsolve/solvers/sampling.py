@@ -31,13 +31,19 @@ def combine_samples(runs: list[Result], y, operator, sigma: float, select: str =
     best-of-k measurable without the ground truth — the phase-retrieval papers pick the best of
     4–5 runs by ground-truth PSNR); ``std`` the per-pixel standard deviation (population, over the
     k samples); per image ``info`` sums the NFE and seconds, keeps each sample's stop reason and
-    residual (``selected_sample`` with ``select="residual"``) and gives the returned x's residual."""
+    residual (``selected_sample`` with ``select="residual"``) and gives the returned x's residual.
+
+    Where the operator has exact ambiguities (phase retrieval: translation, twin image, sign —
+    ``Operator.align``), every sample is first moved to the element of its ambiguity group closest
+    to the best-fitting sample, so the mean, the std and the disagreement term measure what the
+    metrics measure (distance modulo the group) — not the twin of one sample against another."""
     if select not in SELECT:
         raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
-    samples = torch.stack([r.x for r in runs], 1)
+    per_sample = torch.tensor([[float(r.info[i]["residual"]) for r in runs] for i in range(len(runs[0].info))])
+    best = per_sample.nan_to_num(float("inf")).argmin(1)
+    samples = aligned_samples(torch.stack([r.x for r in runs], 1), best, operator)
     std = samples.std(1, unbiased=False)
-    per_sample = torch.tensor([[float(r.info[i]["residual"]) for r in runs] for i in range(samples.shape[0])])
-    picked = per_sample.nan_to_num(float("inf")).argmin(1) if select == "residual" else None
+    picked = best if select == "residual" else None
     x = samples.mean(1) if picked is None else samples[torch.arange(samples.shape[0]), picked.to(samples.device)]
     if picked is not None:
         residual = per_sample[torch.arange(samples.shape[0]), picked]
@@ -61,6 +67,19 @@ def combine_samples(runs: list[Result], y, operator, sigma: float, select: str =
         stacked = torch.stack(kernels, 1)
         kernel = stacked.mean(1) if picked is None else stacked[torch.arange(stacked.shape[0]), picked.to(stacked.device)]
     return Result(x=x, info=info, kernel=kernel, samples=samples, std=std)
+
+
+def aligned_samples(samples: torch.Tensor, anchor: torch.Tensor, operator) -> torch.Tensor:
+    """``samples`` ``(B, k, …)`` with each moved by ``operator.align`` (its exact ambiguities; the
+    identity for most operators) to the element closest to sample ``anchor[i]`` of its image; the
+    anchor itself is kept as it is.  Uses only the samples, never the ground truth."""
+    if getattr(operator, "align", None) is None:
+        return samples
+    rows = torch.arange(samples.shape[0])
+    ref = samples[rows, anchor.to(samples.device)]
+    moved = torch.stack([operator.align(samples[:, j], ref) for j in range(samples.shape[1])], 1)
+    is_anchor = (torch.arange(samples.shape[1])[None] == anchor[:, None]).to(samples.device)
+    return torch.where(is_anchor.view(*is_anchor.shape, *([1] * (samples.dim() - 2))), samples, moved)
 
 
 # ---------------------------------------------------------------------------------------------
