@@ -12,20 +12,37 @@ from collections.abc import Sequence
 def review_decisions(scores: Sequence[float], threshold: float | None = None,
                      coverage: float | None = None) -> list[str]:
     """``"accept"`` / ``"review"`` per image: review below ``threshold``, or keep the most
-    reliable ``coverage`` fraction (ties keep their order); both None: accept all."""
+    reliable ``coverage`` fraction; both None: accept all.  Images whose score ties with the
+    first one left out are reviewed with it (the score cannot tell them apart, and accepting
+    by their listing order would be arbitrary), so the accepted fraction can fall below
+    ``coverage`` (:func:`tied_at_cut` counts them)."""
     if threshold is not None and coverage is not None:
         raise ValueError("give review_below (a reliability threshold) or review_coverage (a fraction), not both")
     n = len(scores)
     if coverage is not None:
         if not 0 < coverage <= 1:
             raise ValueError(f"review_coverage must be a fraction in (0, 1], got {coverage!r}")
-        keep = max(1, math.ceil(coverage * n)) if n else 0
+        keep = coverage_count(n, coverage)
         order = sorted(range(n), key=lambda i: -scores[i])
-        accepted = set(order[:keep])
+        cut = scores[order[keep]] if keep < n else -math.inf
+        accepted = {i for i in order[:keep] if keep == n or scores[i] > cut}
         return ["accept" if i in accepted else "review" for i in range(n)]
     if threshold is not None:
         return ["accept" if s >= threshold else "review" for s in scores]
     return ["accept"] * n
+
+
+def coverage_count(n: int, coverage: float) -> int:
+    """How many of ``n`` images ``review_coverage=coverage`` asks to accept (at least one)."""
+    return max(1, math.ceil(coverage * n)) if n else 0
+
+
+def tied_at_cut(scores: Sequence[float], coverage: float | None) -> int:
+    """How many images within the requested ``coverage`` were reviewed because their score
+    ties with the first image left out (see :func:`review_decisions`)."""
+    if coverage is None:
+        return 0
+    return coverage_count(len(scores), coverage) - review_decisions(scores, coverage=coverage).count("accept")
 
 
 def risk_coverage(scores: Sequence[float], risks: Sequence[float]) -> tuple[list[float], list[float], float]:

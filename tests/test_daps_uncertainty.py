@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
-from ipsolve.selective import review_decisions, risk_coverage
+from ipsolve.selective import review_decisions, risk_coverage, tied_at_cut
 from ipsolve.solvers.daps import annealing_sigmas, karras_sigmas, lr_multiplier, vp_timestep
 from test_solvers import gaussian_posterior  # the closed-form posterior the DPS test uses
 
@@ -109,6 +109,11 @@ def test_selective_decisions_and_risk_coverage():
     assert review_decisions(scores, threshold=-1.0) == ["accept", "review", "accept", "review"]
     assert review_decisions(scores, coverage=0.5) == ["accept", "review", "accept", "review"]
     assert review_decisions(scores) == ["accept"] * 4
+    # a tie across the cut is reviewed together, whatever the listing order (was: the first listed accepted)
+    assert review_decisions([0.0, -1.0, 0.0, 0.0], coverage=0.5) == ["review"] * 4
+    assert review_decisions([-1.0, 0.0, 0.0, -2.0], coverage=0.5) == ["review", "accept", "accept", "review"]
+    assert tied_at_cut([0.0, -1.0, 0.0, 0.0], 0.5) == 2 and tied_at_cut(scores, 0.5) == 0 and tied_at_cut(scores, None) == 0
+    assert review_decisions([0.0] * 4, coverage=1.0) == ["accept"] * 4
     with pytest.raises(ValueError, match="not both"):
         review_decisions(scores, -1.0, 0.5)
     cov, risk, aurc = risk_coverage(scores, [1.0, 4.0, 2.0, 3.0])  # a perfect ranking

@@ -168,7 +168,9 @@ def report(summary: dict) -> str:
         why = Counter(review["flagged"].values())
         lines.append(f"  review: {review['num_flagged']} of {summary['num_finished']} image(s) flagged"
                      + (f" ({', '.join(f'{k} {v}' for k, v in why.items())})" if why else "")
-                     + (f": {', '.join(list(review['flagged'])[:5])}" if review["flagged"] else ""))
+                     + (f": {', '.join(list(review['flagged'])[:5])}" if review["flagged"] else "")
+                     + (f"; {review['tied_at_cut']} of them reviewed because their reliability ties with the first "
+                        f"image left out (accepted below the requested coverage)" if review.get("tied_at_cut") else ""))
     for name, vol in (summary.get("volumes") or {}).items():
         m, m0 = vol.get("metrics"), vol.get("initial_metrics")
         lines.append(f"  volume {name}: slices {vol['slices'][0]}-{vol['slices'][1]} at {vol['size']} px, window "

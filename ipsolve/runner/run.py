@@ -15,7 +15,7 @@ from pathlib import Path
 from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options
 from .errors import RunError
-from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table
+from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
 from .grid import write_grid
 from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels, describe_spec,
                      measurement_origin, recorded_settings)
@@ -337,6 +337,7 @@ def review_summary(records: list[dict], review_below, review_coverage) -> dict:
     flagged = {r["name"]: (WORSE_THAN_INITIAL if r.get("worse_than_initial") else r["info"].get("reliability_reason"))
                for r, d in zip(records, decisions) if d == "review"}
     return {"review_below": review_below, "review_coverage": review_coverage, "num_flagged": len(flagged),
+            "tied_at_cut": tied_at_cut(scores, review_coverage),
             "flagged": flagged, "decisions": {r["name"]: d for r, d in zip(records, decisions)}}
 
 
