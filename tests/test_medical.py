@@ -309,6 +309,71 @@ def test_dicom_to_nifti_to_volume_and_dicom_round_trips(tmp_path):
     assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
 
 
+def test_written_dicom_keeps_each_slice_in_place_and_its_attributes(tmp_path):
+    """A series with a missing slice: the NIfTI side warns (one spacing), the written DICOM puts
+    every slice at its input slice's own position (was: the median grid, 2.5 mm off after the gap);
+    the input's acquisition attributes, MONOCHROME1 and — for the same result written twice — the
+    UIDs are kept; an input without geometry gets none invented."""
+    files, _ = write_series(tmp_path / "s", n=5)
+    files[2].unlink()
+    (vol,), _ = read_dicom(tmp_path / "s")
+    assert any("irregular slice spacing" in w and "misplaced" in w for w in vol.meta["warnings"])
+    window = resolve_window("ct_soft_tissue", vol)
+    values = window.invert(window.apply(vol.data))
+    def write(folder, headers=vol.headers, positions=vol.meta["positions"]):
+        return write_dicom_series(folder, values, vol.affine, headers, window, "test derivation", "ipsolve test",
+                                  protected=vol.files, positions=positions)
+    written = write(tmp_path / "a")
+    sources = [pydicom.dcmread(f) for f in files[:2] + files[3:]]
+    for out_file, src in zip(written, sources):
+        out = pydicom.dcmread(out_file)
+        np.testing.assert_allclose(np.array(out.ImagePositionPatient, float), np.array(src.ImagePositionPatient, float),
+                                   atol=1e-4)
+        for tag in ("KVP", "Manufacturer", "ExposureTime", "ConvolutionKernel"):  # acquisition attributes kept
+            if tag in src:
+                assert out[tag].value == src[tag].value, tag
+        assert out.RescaleSlope != src.RescaleSlope and "PixelPaddingValue" not in out  # pixel module: our own
+    # the same result written again: the same series (was: new UIDs on every re-run)
+    again = write(tmp_path / "b")
+    assert [pydicom.dcmread(f).SOPInstanceUID for f in again] == [pydicom.dcmread(f).SOPInstanceUID for f in written]
+    # MONOCHROME1 stays; no geometry in → none out
+    bare = []
+    for h in vol.headers:
+        h = pydicom.dataset.Dataset(h)
+        h.PhotometricInterpretation = "MONOCHROME1"
+        del h.ImagePositionPatient, h.ImageOrientationPatient
+        bare.append(h)
+    out = pydicom.dcmread(write(tmp_path / "c", bare, [None] * len(bare))[0])
+    assert out.PhotometricInterpretation == "MONOCHROME1"
+    assert "ImagePositionPatient" not in out and "ImageOrientationPatient" not in out
+
+
+def test_nifti_complex_and_nan_voxels_are_said(tmp_path):
+    data = np.full((8, 8, 2), 3 + 4j, dtype=np.complex64)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "c.nii")
+    (vol,), _ = read_nifti(tmp_path / "c.nii")
+    np.testing.assert_allclose(vol.data, 5.0)  # the magnitude (was the real part, 3)
+    assert any("complex" in w for w in vol.meta["warnings"])
+    real = np.ones((8, 8, 2), np.float32)
+    real[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(real, np.eye(4)), tmp_path / "n.nii")
+    (vol,), _ = read_nifti(tmp_path / "n.nii")
+    assert vol.data[0, 0, 0] == 0 and any("1 non-finite voxel" in w for w in vol.meta["warnings"])
+
+
+def test_input_inside_the_run_folder_is_found(tmp_path):
+    """``hydra.run.dir`` holding the data: only the run's own outputs are left out of the search."""
+    from omegaconf import OmegaConf
+
+    from ipsolve.runner.volumes import own_outputs, read_volumes
+
+    example_dicom_folder(tmp_path / "study" / "scans")
+    data = OmegaConf.create({"format": "dicom", "path": str(tmp_path / "study" / "scans")})
+    (vol,), _ = read_volumes(data, exclude=own_outputs(tmp_path / "study", data.path))
+    assert vol.shape[2] == 1
+    assert own_outputs(tmp_path / "elsewhere", data.path) == [tmp_path / "elsewhere"]
+
+
 def test_resized_affine_keeps_pixel_centres():
     aff = np.diag([0.5, 0.5, 2.0, 1.0])
     aff[:3, 3] = [10, 20, 30]

@@ -23,6 +23,7 @@ output affine, 16-bit pixels with RescaleSlope/Intercept spanning the window.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -120,6 +121,19 @@ def _check_decodable(ds, path: Path) -> None:
                          f"it; {DECODER_HINT}")
 
 
+@contextlib.contextmanager
+def _quiet_pydicom():
+    """pydicom's decoders log each failing plugin with its traceback (at ERROR) before raising;
+    the raised error becomes ipsolve's one line, so the log record is held back meanwhile."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _pixels(ds, path: Path) -> np.ndarray:
     """The stored pixel values ``(frames, rows, cols)`` (float64), or ValueError for broken data."""
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -127,7 +141,8 @@ def _pixels(ds, path: Path) -> np.ndarray:
     if compressed:
         _check_decodable(ds, path)
     try:
-        arr = ds.pixel_array
+        with _quiet_pydicom():
+            arr = ds.pixel_array
     except (RuntimeError, NotImplementedError) as err:
         if compressed:  # a plugin exists but fails on this file (e.g. 12-bit JPEG with Pillow only)
             first = str(err).strip().splitlines()[-1].strip()
@@ -298,8 +313,10 @@ def _assemble(series: dict, name: str) -> Volume:
         if len(gaps):
             dz = float(np.median(gaps))
             if np.max(np.abs(gaps - dz)) > max(1e-3, 0.01 * dz):
-                warnings.append(f"irregular slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm, a missing slice?); "
-                                f"the affine uses the median {dz:.4g} mm")
+                warnings.append(f"irregular slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm, a missing slice?): "
+                                f"the NIfTI output can hold one spacing and uses the median {dz:.4g} mm, so slices after "
+                                f"a gap are misplaced there (up to {np.max(np.abs(np.cumsum(gaps - dz))):.3g} mm; "
+                                f"z_coupling also treats them as neighbours); write_dicom keeps each slice's own position")
         else:
             dz = slices[0]["thickness"] or 1.0
         spacing = slices[0]["spacing"]
@@ -328,6 +345,8 @@ def _assemble(series: dict, name: str) -> Volume:
     meta = {"modality": modality, "units": units, "series_uid": series["label"]["uid"],
             "series_number": series["label"]["number"], "series_description": series["label"]["description"],
             "ordered_by": order_by, "warnings": warnings,
+            "positions": [None if s["position"] is None or not have_geometry else [float(v) for v in s["position"]]
+                          for s in slices],
             "slice_files": [f"{s['file']}" + (f"#frame{s['frame']}" if s["header"].get("NumberOfFrames", 1) not in (None, 1, "1") else "")
                             for s in slices]}
     files = sorted({s["file"] for s in slices})
@@ -396,20 +415,67 @@ PATIENT_STUDY_TAGS = (  # copied from the input slice: patient, study, frame of 
     "PatientSize", "PatientIdentityRemoved", "DeidentificationMethod", "StudyInstanceUID", "StudyDate", "StudyTime",
     "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "FrameOfReferenceUID",
     "PositionReferenceIndicator", "Modality", "BodyPartExamined", "PatientPosition", "SpecificCharacterSet",
-    "KVP", "SliceThickness", "RescaleType", "AcquisitionDate", "AcquisitionTime", "SeriesDate", "SeriesTime")
+    "KVP", "SliceThickness", "RescaleType", "AcquisitionDate", "AcquisitionTime", "SeriesDate", "SeriesTime",
+    "Manufacturer", "ManufacturerModelName", "InstitutionName", "StationName", "DoseUnits", "DoseType",
+    "DoseSummationType")
 SINGLE_FRAME_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128",
                         "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.7"}
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
+def _source_attributes(src, sop_class: str):
+    """The input slice's attributes a derived image keeps: for a classic single-frame source of
+    the same class, every public attribute except the pixel and presentation ones (group 0028,
+    overlays 60xx, pixel data), the instance's own identity and creation time and the geometry
+    (all set anew) — so an MR keeps ScanningSequence, EchoTime … as its class requires; for
+    an enhanced multi-frame or other source (written as classic CT/MR or Secondary Capture) only
+    :data:`PATIENT_STUDY_TAGS`."""
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    if str(getattr(src, "SOPClassUID", "")) == sop_class and sop_class in SINGLE_FRAME_CLASSES:
+        for elem in src:
+            group = elem.tag.group
+            if (elem.tag.is_private or group in (0x0002, 0x0028, 0x7FE0) or 0x6000 <= group <= 0x60FF
+                    or elem.keyword in NOT_COPIED):
+                continue
+            ds.add(elem)
+    else:
+        for tag in PATIENT_STUDY_TAGS:
+            if tag in src:
+                ds[tag] = src[tag]
+    if "RescaleType" in src:  # the units (group 0028, kept on its own)
+        ds.RescaleType = src.RescaleType
+    elif "DoseUnits" in src:  # RT Dose written as Secondary Capture: its units
+        ds.RescaleType = str(src.DoseUnits)
+    return ds
+
+
+NOT_COPIED = {  # set anew for a derived instance, or no longer true of it
+    "SOPInstanceUID", "SeriesInstanceUID", "InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime",
+    "ImagePositionPatient", "ImageOrientationPatient", "SliceLocation", "SpacingBetweenSlices", "SourceImageSequence",
+    "DerivationDescription", "DerivationCodeSequence", "ImageType", "InstanceNumber", "SeriesNumber",
+    "SeriesDescription", "ReferencedImageSequence", "IconImageSequence", "LossyImageCompression"}
+
+
 def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: list, window, description: str,
-                       series_description: str, protected=()) -> list[Path]:
+                       series_description: str, protected=(), positions: list | None = None) -> list[Path]:
     """Write ``values`` ``(rows, cols, slices)`` (physical units, inside ``window``) as a DICOM
     series in ``folder`` (one file per slice, ``IM0000.dcm`` …), geometry from ``affine`` (RAS+),
-    patient and study from ``headers`` (one per output slice: the input slice it was made from).
+    patient, study and acquisition attributes from ``headers`` (one per output slice: the input
+    slice it was made from; :func:`_source_attributes`).  ``positions`` (LPS, one per slice, or
+    None): the input slices' own ImagePositionPatient — each slice is placed at its own position
+    along the normal (a series with a missing slice is not put on the affine's regular grid); a
+    series whose input had no geometry gets none (no invented orientation or position).
     Pixels: unsigned 16 bit, RescaleSlope = (hi − lo)/65535, RescaleIntercept = lo (quantisation
-    step (hi − lo)/65535).  Files are written under temporary names and renamed; a target that is
-    one of ``protected`` (the inputs) raises ValueError before anything is written."""
+    step (hi − lo)/65535); MONOCHROME1 inputs stay MONOCHROME1 (displayed as the input was).
+    UIDs are derived from the input series, the description and the pixels, so writing the same
+    result again (a re-run of a finished run) gives the same series.  Files are written under
+    temporary names and renamed; a target that is one of ``protected`` (the inputs) raises
+    ValueError before anything is written."""
+    import datetime
+    import hashlib
+
     pydicom = require("pydicom")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
@@ -427,21 +493,26 @@ def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: 
     # the values as written (DS strings): quantise with exactly what a reader will apply
     slope_text, intercept_text = f"{(window.hi - window.lo) / 65535.0:.10g}", f"{window.lo:.10g}"
     slope, intercept = float(slope_text), float(intercept_text)
-    series_uid = generate_uid()
+    stored_all = np.clip(np.round((values - intercept) / slope), 0, 65535).astype("<u2")
+    identity = [str(getattr(h, "SeriesInstanceUID", "")) for h in headers[:1]] + [
+        description, series_description, hashlib.sha256(stored_all.tobytes()).hexdigest(), f"{slope_text}/{intercept_text}",
+        np.array2string(np.round(affine, 6))]
+    series_uid = generate_uid(entropy_srcs=identity)
+    geometry = positions is None or any(p is not None for p in positions)
+    normal = lps[:3, 2] / dz if dz > 0 else lps[:3, 2]
+    now = datetime.datetime.now()
     written = []
     for k, target in enumerate(targets):
         src = headers[k]
-        ds = Dataset()
-        for tag in PATIENT_STUDY_TAGS:
-            if tag in src:
-                ds[tag] = src[tag]
         sop_class = str(getattr(src, "SOPClassUID", SECONDARY_CAPTURE))
         if sop_class not in SINGLE_FRAME_CLASSES:  # an enhanced multi-frame source: write classic single frames
             sop_class = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}.get(
                 str(getattr(src, "Modality", "")), SECONDARY_CAPTURE)
+        ds = _source_attributes(src, sop_class)
         ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = generate_uid()
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(k)])
         ds.SeriesInstanceUID = series_uid
+        ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
         ds.SeriesNumber = int(getattr(src, "SeriesNumber", 0) or 0) + 1000
         ds.SeriesDescription = series_description[:64]
         ds.InstanceNumber = k + 1
@@ -452,18 +523,24 @@ def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: 
             ref.ReferencedSOPClassUID = src.SOPClassUID
             ref.ReferencedSOPInstanceUID = src.SOPInstanceUID
             ds.SourceImageSequence = Sequence([ref])
-        ds.ImageOrientationPatient = [f"{v:.8g}" for v in iop]
-        ds.ImagePositionPatient = [f"{v:.8g}" for v in lps[:3, 3] + k * lps[:3, 2]]
-        ds.PixelSpacing = [f"{dr:.8g}", f"{dc:.8g}"]
-        ds.SpacingBetweenSlices = f"{dz:.8g}"
+        if geometry:
+            position = lps[:3, 3] + k * lps[:3, 2]
+            own = positions[k] if positions is not None else None
+            if own is not None:  # the input slice's own place along the normal (in-plane: the output grid's)
+                position = position + normal * float(np.dot(np.asarray(own, float) - position, normal))
+            ds.ImageOrientationPatient = [f"{v:.8g}" for v in iop]
+            ds.ImagePositionPatient = [f"{v:.8g}" for v in position]
+            ds.SpacingBetweenSlices = f"{dz:.8g}"
+        if geometry or "PixelSpacing" in src:
+            ds.PixelSpacing = [f"{dr:.8g}", f"{dc:.8g}"]
         ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.PhotometricInterpretation = ("MONOCHROME1" if str(getattr(src, "PhotometricInterpretation", "")) == "MONOCHROME1"
+                                        else "MONOCHROME2")
         ds.Rows, ds.Columns = int(values.shape[0]), int(values.shape[1])
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.RescaleSlope, ds.RescaleIntercept = slope_text, intercept_text
         ds.WindowCenter, ds.WindowWidth = f"{(window.lo + window.hi) / 2:.6g}", f"{window.hi - window.lo:.6g}"
-        stored = np.clip(np.round((values[:, :, k] - intercept) / slope), 0, 65535).astype("<u2")
-        ds.PixelData = stored.tobytes()
+        ds.PixelData = np.ascontiguousarray(stored_all[:, :, k]).tobytes()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

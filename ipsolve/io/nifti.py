@@ -66,15 +66,22 @@ def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
         else:
             raise ValueError(f"{f.name} has {len(shape)} dimensions {tuple(shape)}; ipsolve reads 3-D and 4-D NIfTI")
         try:
-            data = np.asarray(img.dataobj[..., index] if index is not None else img.dataobj, dtype=np.float64)
+            data = np.asarray(img.dataobj[..., index] if index is not None else img.dataobj)
             slope, inter = img.dataobj.slope, img.dataobj.inter  # the proxy already applied them
         except Exception as err:  # noqa: BLE001
             skipped.append({"file": str(f), "reason": f"broken NIfTI data ({type(err).__name__}: {err})"})
             continue
         if data.ndim == 2:
             data = data[:, :, None]
-        if np.iscomplexobj(data) or not np.isfinite(data).all():
-            data = np.nan_to_num(np.abs(data) if np.iscomplexobj(data) else data)
+        warnings = []
+        if np.iscomplexobj(data):  # complex (MR) data: the magnitude, as a reader of magnitude images expects
+            data = np.abs(data)
+            warnings.append(f"{f.name} holds complex values: their magnitude is reconstructed")
+        data = data.astype(np.float64)
+        bad = int(data.size - np.isfinite(data).sum())
+        if bad:
+            data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+            warnings.append(f"{f.name}: {bad} non-finite voxel(s) (NaN/inf, e.g. outside a mask) set to 0")
         name = _stem(f) + (f"_t{index}" if index is not None else "")
         while name in taken:
             name += "_"
@@ -82,7 +89,7 @@ def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
         units = img.header.get_xyzt_units()[0] if hasattr(img.header, "get_xyzt_units") else None
         meta = {"modality": "", "units": "", "shape_4d": list(img.shape) if index is not None else None,
                 "volume_index": index, "spatial_units": units, "scl_slope": float(slope), "scl_inter": float(inter),
-                "warnings": []}
+                "warnings": warnings}
         volumes.append(Volume(name=name, data=data, affine=np.asarray(img.affine, dtype=np.float64), kind="nifti",
                               files=[f], meta=meta, headers=[img.header]))
     if not volumes:

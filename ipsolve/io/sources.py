@@ -83,4 +83,4 @@ def describe_volume(v: Volume) -> dict:
     return {"kind": v.kind, "shape": list(v.shape), "voxel_sizes_mm": v.voxel_sizes(),
             "affine": np.round(v.affine, 6).tolist(), "files": [str(f) for f in v.files[:20]] +
             ([f"... {len(v.files) - 20} more"] if len(v.files) > 20 else []),
-            **{k: val for k, val in v.meta.items() if k not in ("slice_files",)}}
+            **{k: val for k, val in v.meta.items() if k not in ("slice_files", "positions")}}

@@ -119,6 +119,9 @@ def select_slices(volume: Volume, slices) -> tuple[int, int]:
         first, last = (int(v) for v in slices)
     except (TypeError, ValueError):
         raise ValueError(f"data.slices must be [first, last] (inclusive slice indices) or null, got {slices!r}") from None
+    if first > last:
+        raise ValueError(f"data.slices=[{first}, {last}] is reversed: give [first, last] with first <= last "
+                         f"(inclusive indices, 0 … {n - 1} for volume {volume.name})")
     if not 0 <= first <= last < n:
         raise ValueError(f"data.slices=[{first}, {last}] is outside volume {volume.name}'s {n} slice(s) "
                          f"(0 … {n - 1})")

@@ -64,7 +64,11 @@ def _scan_hint(paths) -> str:
                         found.add("data=dicom")
         except OSError:
             pass
-    return f"; for medical scans use {' or '.join(sorted(found))} (data.path=...)" if found else ""
+    if not found:
+        return ""
+    formats = sorted(f.split("=")[1] for f in found)
+    return (f"; for medical scans use {' or '.join(sorted(found))} (data.path=...) on the command line, or "
+            f"ipsolve.reconstruct_volumes(path, {formats[0]!r}, output_dir) in Python")
 
 
 def collect_items(source, max_images: int | None = None, names: Sequence[str] | None = None) -> list[Item]:

@@ -44,6 +44,7 @@ class Plan:
     source: dict
     crop: tuple | None = None  # (row0, col0, side) of the in-plane crop (images) or None (k-space: see fastmri)
     headers: list | None = None  # DICOM: one per output slice; NIfTI: [header]
+    positions: list | None = None  # DICOM: each output slice's input ImagePositionPatient (LPS) or None
     truth: object = None  # (n, 1, S, S) in [-1, 1] or None
     warnings: list[str] = field(default_factory=list)
 
@@ -56,6 +57,14 @@ class Plan:
 # ----------------------------------------------------------------------------------------
 # DICOM / NIfTI → slice items
 # ----------------------------------------------------------------------------------------
+def own_outputs(out: Path, input_path) -> list[Path]:
+    """The folders an input search leaves out: the whole run folder when it sits inside (or beside)
+    the input; only the run's volume outputs when the input sits inside the run folder (a
+    ``hydra.run.dir`` that holds the data must not hide it)."""
+    inside = Path(input_path).expanduser().resolve().is_relative_to(Path(out).resolve())
+    return [Path(out) / "dicom", Path(out) / "volumes"] if inside else [Path(out)]
+
+
 def read_volumes(data, exclude=()):
     """``(volumes, skipped files)`` of ``data.path`` (``data.series``, ``data.volume``; ``exclude``:
     the run directory, when it sits inside a DICOM input folder); a bad ``data.window`` fails
@@ -91,7 +100,8 @@ def image_volume_items(data, prior, volumes) -> tuple[list[Item], list[Plan]]:
                             f"prior's {size}×{size}; the output volume keeps that grid (its affine says where it is)")
         plans.append(Plan(name=v.name, kind=v.kind, window=window, first=first, last=last, size=size,
                           affine=resized_affine(v.affine, crop, size, first), slice_names=names, files=list(v.files),
-                          source=describe_volume(v), crop=crop, headers=headers, truth=x, warnings=warnings))
+                          source=describe_volume(v), crop=crop, headers=headers, truth=x, warnings=warnings,
+                          positions=v.meta["positions"][first:last + 1] if "positions" in v.meta else None))
     return items, plans
 
 
@@ -138,7 +148,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
             parse_window(data.get("window", "auto"))
             volumes, skipped = read_fastmri(data.path)
         else:
-            volumes, skipped = read_volumes(data, exclude=[out])
+            volumes, skipped = read_volumes(data, exclude=own_outputs(out, data.path))
     except (ValueError, FileNotFoundError, MissingDependency) as err:
         raise RunError(str(err)) from None
     if state is None:
@@ -253,7 +263,7 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
                        f"{plan.crop[2] if plan.crop else '?'} -> {plan.size} px")
         files = write_dicom_series(out / "dicom" / plan.name, plan.window.invert(recon), plan.affine, plan.headers,
                                    plan.window, description, f"ipsolve {sv['name']} {op['name']}",
-                                   protected=plan.files)
+                                   protected=plan.files, positions=plan.positions)
         outputs["dicom"] = str((out / "dicom" / plan.name).relative_to(out))
         info["dicom_files"] = len(files)
     if plan.truth is not None:
@@ -268,13 +278,15 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
 # ----------------------------------------------------------------------------------------
 def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", solver="dmplug_cpu",
                         prior="phantom_ddpm", sigma: float = 0.01, seed: int = 0, samples: int = 1, device=None,
-                        progress: bool = False, metrics=("psnr", "ssim"), calibrate=False, **data_options):
+                        progress: bool = False, metrics=("psnr", "ssim"), calibrate=False, threads="auto",
+                        **data_options):
     """Reconstruct the volumes of ``path`` (``format``: dicom, nifti or fastmri) into
     ``output_dir``, as ``ipsolve data=<format> data.path=<path>`` does; ``data_options`` are the
     ``conf/data/<format>.yaml`` settings (``window``, ``series``, ``volume``, ``slices``,
     ``z_coupling``, ``write_dicom``, ``mask``, ``batch_size``).  ``operator`` / ``solver`` /
     ``prior``: preset names or mappings; ``calibrate``: as :func:`ipsolve.reconstruct`'s (with
-    ``z_coupling="auto"`` its options also size the weight's calibration).  Returns the :class:`~ipsolve.runner.Reconstruction`
+    ``z_coupling="auto"`` its options also size the weight's calibration); ``threads`` as
+    :func:`ipsolve.reconstruct`'s.  Returns the :class:`~ipsolve.runner.Reconstruction`
     (``summary["volumes"]`` says what was written where)."""
     from omegaconf import OmegaConf
 
@@ -289,6 +301,6 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
     data.update(data_options, path=str(path))
     cfg = OmegaConf.create({"data": data, "operator": operator, "solver": solver, "prior": prior, "sigma": sigma,
                             "seed": seed, "samples": samples, "device": device or "auto", "progress": progress,
-                            "metrics": list(metrics), "calibrate": calibrate})
+                            "metrics": list(metrics), "calibrate": calibrate, "threads": threads})
     return run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
                              else ())
