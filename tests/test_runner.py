@@ -239,3 +239,61 @@ def test_solver_prior_mismatch_suggests_the_prior_that_fits():
     with pytest.raises(RunError, match=r"cannot use a diffusion prior.*the bundled prior that fits: prior=phantom_flow"
                                        r"; or keep this prior with one of its solvers: dps, .*dmplug"):
         check_fits(ipsolve.make_solver("fmplug"), ipsolve.make_operator("super_resolution"), prior)
+
+
+# -- what a resume and a reused calibration compare ----------------------------------------
+def test_resume_refuses_another_data_set_under_the_same_names(tmp_path):
+    """A run folder's finished results are taken only for the same inputs: another folder with the
+    same file names (or an edited file) is refused in one line (was: "2 of 2 already finished")."""
+    import shutil
+
+    import ipsolve
+    from ipsolve.io import load_image, save_image
+    from ipsolve.runner.inputs import DEMO_DATA
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for p in sorted((DEMO_DATA / "phantom").glob("*.png"))[:2]:
+        shutil.copy(p, a / p.name)
+        save_image(torch.flip(load_image(p), (-1,)), b / p.name)  # same name, other picture
+    solver = ipsolve.make_solver("dmplug", iterations=2, ddim_steps=2, warm_start=0.25, progress=False)
+    kw = dict(solver=solver, prior="bundled:phantom-ddpm", progress=False, threads=1, metrics=["psnr"],
+              output_dir=tmp_path / "run")
+    first = ipsolve.reconstruct(str(a), **kw)
+    assert ipsolve.reconstruct(str(a), **kw).summary["num_resumed"] == first.summary["num_finished"] == 2
+    with pytest.raises(RunError, match="made from another input"):
+        ipsolve.reconstruct(str(b), **kw)
+
+
+def test_a_calibration_file_is_reused_only_for_the_same_settings_and_images():
+    from types import SimpleNamespace
+
+    from ipsolve.runner.calibration import stale_calibration
+    from ipsolve.runner.inputs import Item, input_digest
+
+    items = [Item(name=f"i{k}", tensor=torch.full((1, 1, 4, 4), float(k))) for k in range(2)]
+    options = {"enabled": True, "params": None}
+    record = {"options": options, "fingerprint": "f1", "input_digests": {it.name: input_digest(it) for it in items}}
+    assert stale_calibration(record, SimpleNamespace(fingerprint="f1"), items, options) is None
+    assert "other run settings" in stale_calibration(record, SimpleNamespace(fingerprint="f2"), items, options)
+    assert "other calibrate options" in stale_calibration(record, SimpleNamespace(fingerprint="f1"), items,
+                                                          {**options, "params": ["zeta"]})
+    edited = [items[0], Item(name="i1", tensor=torch.zeros(1, 1, 4, 4))]
+    assert "i1" in stale_calibration(record, SimpleNamespace(fingerprint="f1"), edited, options)
+    assert "not recorded" in stale_calibration({"options": options, "fingerprint": "f1"},
+                                               SimpleNamespace(fingerprint="f1"), items, options)
+
+
+@pytest.mark.parametrize("name, prior", [("dmplug", "bundled:phantom-ddpm"), ("fmplug", "bundled:phantom-flow")])
+def test_a_run_leaves_the_solvers_settings_as_they_were(name, prior):
+    """A solver object's ``params()`` (its settings: summary.json, the resume fingerprint) are the
+    same after a run — DMPlug/FMPlug kept the optimised seed as ``z`` (and FMPlug ``t0``, ``y_hat``)
+    among them, so a solver object used twice could not resume its own run."""
+    import ipsolve
+
+    solver = ipsolve.make_solver(name, iterations=2, **({"ddim_steps": 2} if name == "dmplug" else {}), progress=False)
+    before = repr(solver.params())
+    op = ipsolve.make_operator("super_resolution", scale=4)
+    y = op.measure(ipsolve.datasets.heldout_phantoms(1, 32), 0.01, generator=torch.Generator().manual_seed(0))
+    ipsolve.solve(y, op, ipsolve.load_prior(prior), solver, sigma=0.01)
+    assert repr(solver.params()) == before

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import RunError
 from .grid import _kernel_image
-from .inputs import Item, derive_seed, load_measurement, load_truth
+from .inputs import Item, derive_seed, input_digest, load_measurement, load_truth
 from .progress import ProgressLog, iteration_budget
 from .rundir import write_image_outputs
 
@@ -254,7 +254,7 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
     """The record of ``it``, the ``i``-th image of its batch (its outputs are added when written)."""
     rec = {"name": it.name, "file": str(it.path) if it.path else None, "rank": job.rank,
            "num_processes": job.world, "seed": seed, "run_seed": int(job.seed), "batch": batch,
-           "device": str(job.device), "fingerprint": job.fingerprint}
+           "device": str(job.device), "fingerprint": job.fingerprint, "input_digest": input_digest(it)}
     if it.volume is not None:
         rec["volume"], rec["z"] = it.volume, it.z
     if (not job.measurements) if has_truth is None else has_truth:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import RunError
+from .inputs import input_digest
 from .rundir import atomic_write_text
 
 log = logging.getLogger("ipsolve")
@@ -66,8 +67,9 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
             reusable = None
             if previous is not None and previous.is_file():
                 reusable = json.loads(previous.read_text())
-                if reusable.get("options") != json.loads(json.dumps(options, default=str)):
-                    log.info("calibration: %s was made with other calibrate options; calibrating again", previous)
+                why = stale_calibration(reusable, job, items, options)
+                if why:
+                    log.warning("calibration: %s was made %s; calibrating again", previous, why)
                     reusable = None
             if reusable is not None:
                 record = reusable
@@ -114,7 +116,8 @@ def _calibrate(job, items, options: dict) -> dict:
                     budget=options["budget"], method=options["method"], holdout=options["holdout"], seed=job.seed,
                     generator=gens, penalty=penalty)
     record = {**cal.summary(), "images": names, "changes": cal.changes, "table": cal.table,
-              "options": json.loads(json.dumps(options, default=str))}
+              "options": json.loads(json.dumps(options, default=str)), "fingerprint": job.fingerprint,
+              "input_digests": {it.name: input_digest(it) for it in ok}}
     if cal.coupling is not None:
         record["coupling"] = cal.coupling
     if cal.result is not None and job.samples == 1 and job.coupling is None:
@@ -131,6 +134,22 @@ def _calibrate(job, items, options: dict) -> dict:
     if job.out is not None:
         write_calibration_files(job.out, record)
     return record
+
+
+def stale_calibration(record: dict, job, items: list, options: dict) -> str | None:
+    """Why a ``calibration.json`` left by an earlier run does not apply to this one (None: it
+    does): other calibrate options, other run settings (operator, σ, solver, prior, seed: the
+    resume fingerprint) or other calibration images."""
+    if record.get("options") != json.loads(json.dumps(options, default=str)):
+        return "with other calibrate options"
+    if record.get("fingerprint") != job.fingerprint:
+        return f"for other run settings (fingerprint {record.get('fingerprint')} != {job.fingerprint})"
+    digests = record.get("input_digests") or {}
+    by_name = {it.name: it for it in items}
+    changed = [nm for nm, d in digests.items() if nm not in by_name or input_digest(by_name[nm]) != d]
+    if changed or not digests:
+        return f"from other images ({', '.join(changed[:3]) or 'not recorded'})"
+    return None
 
 
 def calibration_items(job, items: list, count: int) -> list:

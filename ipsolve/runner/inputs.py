@@ -29,6 +29,30 @@ class Item:
     truth: object = None
 
 
+def file_digest(path) -> str:
+    """The first 16 hex digits of a file's SHA-256 (what a resume compares, beside its path)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def input_digest(item: Item) -> str | None:
+    """What an image's result was made from: its file's digest, or an in-memory tensor's (a
+    volume slice after its window), so a resume notices another data set under the same names
+    or an edited file."""
+    import hashlib
+
+    if item.path is not None and Path(item.path).is_file():
+        return file_digest(item.path)
+    if item.tensor is not None:
+        return hashlib.sha256(item.tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    return None
+
+
 def resolve_data_path(path) -> Path:
     """``bundled:<name>`` → the demo folder shipped with ipsolve; otherwise the path itself."""
     text = str(path)

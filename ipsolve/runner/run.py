@@ -18,7 +18,7 @@ from .errors import RunError
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
 from .grid import write_grid
 from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels, describe_spec,
-                     measurement_origin, recorded_settings)
+                     input_digest, measurement_origin, recorded_settings)
 from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
 from .reports import METRICS, metrics_csv, summarize
 from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
@@ -152,7 +152,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     # rounding only, so a run may resume on another device
     settings["prior"]["memory_format"] = prior.memory_format
     names = [it.name for it in items]
-    done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml)
+    done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml,
+                                  digest_of=lambda nm, by_name={it.name: it for it in items}: input_digest(by_name[nm]))
     if coupling is not None:  # a coupled volume is redone whole: its slices are solved together
         unfinished = {it.volume for it in items if it.name in pending}
         pending = [it.name for it in items if it.volume in unfinished]
@@ -285,12 +286,12 @@ def resized_inputs(items: list[Item], prior, rank: int) -> dict | None:
 
 
 def decide_resume(state, out: Path | None, names: list[str], fp: str,
-                  config_yaml: str | None) -> tuple[dict[str, dict], list[str]]:
+                  config_yaml: str | None, digest_of=None) -> tuple[dict[str, dict], list[str]]:
     """``(records finished by an earlier run, names left to do)``: decided by rank 0, the same on every rank."""
     # resume: rank 0 cleans up and decides what is left to do; every rank gets the same list
     done, error = {}, None
     if state.process_index == 0 and out is not None:
-        done, error = prepare_resume(out, names, fp, config_yaml)
+        done, error = prepare_resume(out, names, fp, config_yaml, digest_of)
     pending, error = broadcast(([nm for nm in names if nm not in done], error) if state.process_index == 0 else None,
                                state)
     if error is not None:  # every rank stops, none waits for the others

@@ -72,13 +72,15 @@ def fingerprint(settings: dict) -> str:
     return f"{zlib.crc32(json.dumps(settings, sort_keys=True, default=str).encode()):08x}"
 
 
-def prepare_resume(out: Path, names: Sequence[str], fp: str,
-                   config_yaml: str | None = None) -> tuple[dict[str, dict], str | None]:
+def prepare_resume(out: Path, names: Sequence[str], fp: str, config_yaml: str | None = None,
+                   digest_of=None) -> tuple[dict[str, dict], str | None]:
     """Rank 0's look at the run directory: ``(finished records by name, error or None)``.
 
     Removes what an interrupted run left under temporary names, takes the records of the
     finished images, stops at the first one made with other settings (fingerprint other than
-    ``fp``: the error), and writes ``config.yaml`` when there is no error."""
+    ``fp``) or from another input (``digest_of(name)`` — the current input's digest — other than
+    the record's ``input_digest``: another data set under the same names, an edited file): the
+    error; writes ``config.yaml`` when there is no error."""
     for p in remove_temp_files(out):
         log.info("removed the temporary file %s left by an interrupted run", p)
     done: dict[str, dict] = {}
@@ -90,6 +92,11 @@ def prepare_resume(out: Path, names: Sequence[str], fp: str,
             return done, (f"{out} holds results of different settings ({out / 'records' / (nm + '.json')}: "
                           f"fingerprint {rec.get('fingerprint')} != {fp}); use another output directory "
                           f"(hydra.run.dir=...) or remove it")
+        recorded = rec.get("input_digest")
+        if digest_of is not None and recorded is not None and digest_of(nm) not in (None, recorded):
+            return done, (f"{out} holds a result for {nm} made from another input ({rec.get('file') or 'in memory'}, "
+                          f"contents {recorded}; now {digest_of(nm)}): the data changed under the same names; use "
+                          f"another output directory (hydra.run.dir=...) or remove it")
         done[nm] = rec
     if config_yaml is not None:
         atomic_write_text(out / "config.yaml", config_yaml)

@@ -308,7 +308,13 @@ def describe_operator(operator) -> dict:
     """The operator's registry name and settings (as recorded in ``summary.json``)."""
     from ..operators import OPERATORS
 
-    return {"name": registry_name(operator, OPERATORS), **getattr(operator, "params", {})}
+    from .inputs import file_digest
+
+    params = dict(getattr(operator, "params", {}))
+    for key, value in list(params.items()):  # a file setting (operator.mask=FILE): its contents count, not its name
+        if isinstance(value, (str, Path)) and Path(str(value)).is_file():
+            params[f"{key}_sha256"] = file_digest(value)
+    return {"name": registry_name(operator, OPERATORS), **params}
 
 
 def describe(operator, solver, prior) -> dict:

@@ -56,11 +56,11 @@ class DMPlug(PlugSolver):
                 init = operator.initial_guess(y) if self.warm_start is not None else None
             noise = randn_like_batch(shape, gens, y.device)
             z = noise if init is None else inner.add_noise(init, first_t, noise)
-        self.z = z.requires_grad_()
-        return [{"params": [self.z], "lr": self.lr}]
+        self._z = z.requires_grad_()
+        return [{"params": [self._z], "lr": self.lr}]
 
     def generate(self, prior):
-        return self.reverse(prior, self.z)
+        return self.reverse(prior, self._z)
 
     def reverse(self, prior, z: torch.Tensor) -> torch.Tensor:
         """``R(z)``, the function DMPlug optimises: deterministic DDIM (η = 0) from the seed ``z``

@@ -40,30 +40,30 @@ class FMPlug(PlugSolver):
         self._inner = inner
         with torch.no_grad():
             guess = operator.initial_guess(y)
-            self.y_hat = prior.encode(guess) if isinstance(prior, LatentPrior) else guess
-        self.z = randn_like_batch(self.y_hat.shape, gens, y.device)
+            self._y_hat = prior.encode(guess) if isinstance(prior, LatentPrior) else guess
+        self._z = randn_like_batch(self._y_hat.shape, gens, y.device)
         self.project()
-        self.z.requires_grad_()
+        self._z.requires_grad_()
         t0 = 0.0 if self.warm_start is None else float(self.warm_start)
-        self.t0 = torch.full((y.shape[0],), min(t0, self.max_time), device=y.device, requires_grad=True)
-        return [{"params": [self.z], "lr": self.lr}, {"params": [self.t0], "lr": self.time_lr}]
+        self._t0 = torch.full((y.shape[0],), min(t0, self.max_time), device=y.device, requires_grad=True)
+        return [{"params": [self._z], "lr": self.lr}, {"params": [self._t0], "lr": self.time_lr}]
 
     def project(self):
         """Sharp Gaussianity: rescale ``z`` onto the shell around √d; clamp ``t0``."""
         with torch.no_grad():
-            d = self.z[0].numel()
-            norm = self.z.flatten(1).norm(dim=1).clamp_min(1e-12)
+            d = self._z[0].numel()
+            norm = self._z.flatten(1).norm(dim=1).clamp_min(1e-12)
             target = norm.clamp((1 - self.shell_eps) * math.sqrt(d), (1 + self.shell_eps) * math.sqrt(d))
-            self.z.mul_((target / norm).view(-1, *([1] * (self.z.ndim - 1))))
-            if hasattr(self, "t0"):
-                self.t0.clamp_(0.0, self.max_time)
+            self._z.mul_((target / norm).view(-1, *([1] * (self._z.ndim - 1))))
+            if hasattr(self, "_t0"):
+                self._t0.clamp_(0.0, self.max_time)
 
     def generate(self, prior):
-        t0 = self.t0.view(-1, *([1] * (self.z.ndim - 1)))
-        x = t0 * self.y_hat + (1 - t0) * self.z
+        t0 = self._t0.view(-1, *([1] * (self._z.ndim - 1)))
+        x = t0 * self._y_hat + (1 - t0) * self._z
         for k in range(self.ode_steps):
-            t = self.t0 + (1 - self.t0) * k / self.ode_steps
-            t_next = self.t0 + (1 - self.t0) * (k + 1) / self.ode_steps
+            t = self._t0 + (1 - self._t0) * k / self.ode_steps
+            t_next = self._t0 + (1 - self._t0) * (k + 1) / self.ode_steps
             v = self.network(self._inner.velocity, x, t)
             x = self._inner.ode_step(x, t, t_next, v)
         if isinstance(prior, LatentPrior):
