@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -72,9 +73,15 @@ class Callbacks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.sweep.dir)
+        # this sweep's summary lists this sweep's jobs: an earlier sweep's reasons are cleared and
+        # jobs not run now (an earlier, larger sweep in the same folder) are left out
+        _SWEEP_START["time"] = time.time()
+        for old in Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}"):
+            old.unlink(missing_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        paths = summarize_sweep(Path(config.hydra.sweep.dir))
+        since = _SWEEP_START.get("time")
+        paths = summarize_sweep(Path(config.hydra.sweep.dir), since=since)
         if paths is None:
             print(f"ipsolve: no finished runs in {config.hydra.sweep.dir}", file=sys.stderr)
             return
@@ -139,6 +146,7 @@ def _log_file_only(message: str) -> None:
 
 
 FAILED_FILE = "failed.json"  # a sweep job's one-line reason, read by the sweep summary
+_SWEEP_START: dict = {}  # when this process's -m sweep started (its summary lists the jobs run since)
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "grid.png", "risk_coverage.csv", "risk_coverage.png")
 
 
@@ -243,7 +251,8 @@ def run(cfg: DictConfig) -> dict | None:
         if state.is_main_process:
             print(report(result.summary))
             print(f"ipsolve: results written to {out}")
-            files = ["grid.png", "summary.json", "metrics.csv", "config.yaml"]
+            files = ["grid.png"] if (out / "grid.png").is_file() else []
+            files += ["summary.json", "metrics.csv", "config.yaml"]
             files += ["risk_coverage.png", "risk_coverage.csv"] if (out / "risk_coverage.csv").is_file() else []
             files += ["calibration.json", "calibration.csv", "calibration.png"] if (out / "calibration.csv").is_file() else []
             folders = ["recon/", "measurement/", "initial/", "records/"]
@@ -274,6 +283,17 @@ if CONF_DIR is not None:
 else:  # pragma: no cover - an installation without its config files
     def _main():
         sys.exit("ipsolve: cannot find the configuration directory conf/ (config.yaml); reinstall ipsolve")
+
+
+def _group_choices(args: list[str], group: str) -> list[str]:
+    """The presets a ``group=a,b`` sweep (or a plain choice) names; [] for Hydra's sweep
+    functions (``range(...)``, ``choice(...)``): those are left to Hydra."""
+    for arg in args:
+        if arg.startswith(f"{group}="):
+            value = arg.split("=", 1)[1]
+            return [] if "(" in value else [v.strip() for v in value.split(",") if v.strip()]
+    choice = _group_choice(args, group)
+    return [choice] if choice else []
 
 
 def _group_choice(args: list[str], group: str) -> str | None:
@@ -348,13 +368,17 @@ def check_overrides(args: list[str]) -> list[str]:
         bare = key.lstrip("+~")
         group, _, param = bare.partition(".")
         sweep = "," in value
-        if group in GROUPS and not param and not key.startswith(("+", "~")) and not sweep:
+        if group in GROUPS and not param and not key.startswith(("+", "~")):
             presets = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-            if value not in presets:
+            if not sweep and value not in presets:
                 if group == "prior":  # a source: a directory, a hub id, a checkpoint, bundled:<name>
                     out.append(f"prior.source={value}")
                     continue
                 fail(f"unknown {group} {value!r}; {group} presets: {', '.join(presets)} (conf/{group}/)")
+            unknown = [v for v in _group_choices([arg], group) if v not in presets] if sweep and group != "prior" else []
+            if unknown:
+                fail(f"unknown {group} {unknown[0]!r} in the sweep {arg}; {group} presets: {', '.join(presets)} "
+                     f"(conf/{group}/)")
         if not param and group not in GROUPS and not key.startswith(("+", "~")) and "/" not in group \
                 and group != "hydra":
             settings = _top_level_settings()
@@ -369,16 +393,20 @@ def check_overrides(args: list[str]) -> list[str]:
                 fail(f"{group} has no setting {param!r}" + (f"; did you mean {close[0]!r}?" if close else "")
                      + f"; the settings of {where}: {', '.join(keys)}")
         if group in ("solver", "operator") and param and "." not in param:
-            choice = _group_choice(args, group)
-            preset = load_preset(group, choice) if choice else None
-            if preset is not None and param != "name":
-                cls = _registry(group).get(preset.get("name"))
+            # every preset a sweep names (solver=dps_cpu,daps_cpu): the setting must exist in each
+            choices = [(c, load_preset(group, c)) for c in _group_choices(args, group)]
+            choices = [(c, p) for c, p in choices if p is not None]
+            if choices and param != "name":
                 from .parameters import parameter_type_message, parse_value, unknown_parameters_message
 
-                message = cls and (unknown_parameters_message(group, preset["name"], cls, [param])
-                                   or parameter_type_message(group, preset["name"], cls, {param: parse_value(value)}))
-                if message:
-                    fail(f"{message} (preset {group}={choice})")
+                for choice, preset in choices:
+                    cls = _registry(group).get(preset.get("name"))
+                    values = [parse_value(v) for v in value.split(",")] if sweep else [parse_value(value)]
+                    message = cls and (unknown_parameters_message(group, preset["name"], cls, [param])
+                                       or next(filter(None, (parameter_type_message(group, preset["name"], cls,
+                                                                                    {param: v}) for v in values)), None))
+                    if message:
+                        fail(f"{message} (preset {group}={choice})")
                 if not key.startswith(("+", "~")):
                     arg = f"++{bare}={value}"  # valid, maybe absent from the preset's yaml
         if group == "prior" and param and not key.startswith(("+", "~")):

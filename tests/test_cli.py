@@ -437,6 +437,11 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     check_error(ipsolve("review_coverage=2", f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path),
                 "review_coverage must be a fraction in (0, 1]")
     check_error(ipsolve("threads=many", f"hydra.run.dir={tmp_path / 'f'}", cwd=tmp_path), "threads must be auto")
+    # a seed of 1.5 ran as seed 1; review_below=abc was a TypeError (audit 2026-12-05)
+    check_error(ipsolve("seed=1.5", "review_below=abc", f"hydra.run.dir={tmp_path / 'g'}", cwd=tmp_path),
+                "seed must be an integer", "got 1.5")
+    check_error(ipsolve("-m", "solver=dps_cpu,fmplug_cpu", "solver.steps=20", cwd=tmp_path),
+                "solver 'fmplug' has no parameter 'steps'", "(preset solver=fmplug_cpu)")
     assert not any((tmp_path / d).exists() for d in "bdef")
     import torch
 

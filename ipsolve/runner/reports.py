@@ -190,19 +190,32 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def summarize_sweep(sweep_dir) -> tuple[Path, Path] | None:
+def summarize_sweep(sweep_dir, since: float | None = None) -> tuple[Path, Path] | None:
     """Compare the runs of a sweep (every ``*/summary.json`` under ``sweep_dir``; a job that
     failed left ``*/failed.json`` with its one-line reason): writes ``sweep_summary.md`` and
-    ``sweep_summary.csv`` there."""
+    ``sweep_summary.csv`` there.  ``since`` (a time stamp: the sweep's start): only files written
+    since then — a job folder left by an earlier sweep in the same folder is not this sweep's.
+    A job with both files from this sweep is shown by its summary (it failed after finishing
+    images); without ``since``, by the newer of the two."""
     sweep_dir = Path(sweep_dir)
     runs = []
     for p in [*sweep_dir.glob("*/summary.json"), *sweep_dir.glob("*/failed.json")]:
         try:
+            mtime = p.stat().st_mtime
             data = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if p.name == "failed.json" and (p.parent / "summary.json").is_file():
-            continue  # failed after finishing images: its summary says what it did
+        if since is not None and mtime < since:
+            continue
+        other = p.parent / ("summary.json" if p.name == "failed.json" else "failed.json")
+        try:
+            other_mtime = other.stat().st_mtime if other.is_file() else None
+        except OSError:
+            other_mtime = None
+        if other_mtime is not None and (
+                (since is not None and other_mtime >= since and p.name == "failed.json")
+                or (since is None and (other_mtime > mtime or (other_mtime == mtime and p.name == "failed.json")))):
+            continue  # the job's other file says what happened
         runs.append((p.parent.name, data, p.name == "failed.json"))
     if not runs:
         return None

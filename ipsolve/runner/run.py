@@ -78,12 +78,16 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     is solved in one batch and handed to one process (see :mod:`ipsolve.solvers.coupling`)."""
     start = time.perf_counter()
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
+    seed = integer_setting("seed", seed, None, "the run's seed: each image's noise and solver seeds derive from it")
+    grid_max = integer_setting("grid_max", grid_max, 0, "the most images in grid.png; 0: no grid")
+    if review_below is not None and (isinstance(review_below, bool) or not isinstance(review_below, (int, float))):
+        raise RunError(f"review_below must be a number (a reliability threshold; reliability is <= 0) or null, "
+                       f"got {review_below!r}")
     calibrate = calibration_options(calibrate)
     if select not in ("mean", "residual"):
         raise RunError(f"select must be 'mean' or 'residual' (with samples=k: the mean, or each image's sample of "
                        f"smallest residual), got {select!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise RunError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
+    samples = integer_setting("samples", samples, 1, "posterior samples per image")
     try:
         review_decisions([], review_below, review_coverage)  # checks the two settings before any work
     except ValueError as err:
@@ -221,22 +225,32 @@ def check_coupling(coupling, items: list[Item], solver) -> float | str:
     return weight
 
 
+def integer_setting(name: str, value, minimum: int | None, meaning: str) -> int:
+    """``value`` as an int, or one line naming the setting: a whole number (``2.0`` passes, ``1.5``
+    and ``"abc"`` do not — a seed of 1.5 was silently 1) of at least ``minimum``."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise RunError(f"{name} must be an integer{bound} ({meaning}), got {value!r}")
+    return int(value)
+
+
 def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tuple[int, float]:
     """``(batch_size, sigma)`` as numbers, or :class:`RunError` for an invalid argument."""
-    if int(batch_size) < 1:
-        raise RunError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = integer_setting("batch_size", batch_size, 1, "images solved together")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise RunError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
     if noise not in ("gaussian", "poisson"):
         raise RunError(f"noise must be 'gaussian' or 'poisson', got {noise!r}")
+    given = sigma
     try:
         sigma = float(sigma)
     except (TypeError, ValueError):
         sigma = float("nan")
-    if not math.isfinite(sigma) or sigma < 0:
+    if isinstance(given, bool) or not math.isfinite(sigma) or sigma < 0:
         raise RunError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] image scale, e.g. 0.01), "
-                       f"got {sigma!r}")
+                       f"got {given!r}")
     return int(batch_size), sigma
 
 
@@ -472,7 +486,7 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
                    grid_max=cfg.get("grid_max", 8), progress=bool(cfg.get("progress", True)), state=state,
                    device=cfg.get("device", "auto"), config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
                    extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
-                   samples=int(cfg.get("samples", 1)), review_below=cfg.get("review_below"),
+                   samples=cfg.get("samples", 1), review_below=cfg.get("review_below"),
                    review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"),
                    calibrate=_plain(cfg.get("calibrate")), select=cfg.get("select", "mean"))
 

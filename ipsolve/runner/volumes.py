@@ -136,7 +136,9 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
         raise RunError(f"data.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if OmegaConf.is_missing(data, "path"):
         raise RunError(f"data.path is required with data={fmt}: ipsolve data={fmt} data.path=PATH")
-    samples = int(cfg.get("samples", 1))
+    from .run import integer_setting
+
+    samples = integer_setting("samples", cfg.get("samples", 1), 1, "posterior samples per image")
     write_dicom = bool(data.get("write_dicom", False))
     if write_dicom and fmt != "dicom":
         raise RunError(f"data.write_dicom=true writes a DICOM series with the input's patient and study; data={fmt} "
