@@ -35,6 +35,43 @@ def test_folder_reading_and_errors(tmp_path):
         list_images(tmp_path / "nowhere")
 
 
+def test_images_as_they_are_meant_to_be_seen(tmp_path, caplog):
+    """Own images a user brings (audit 2026-12-05): a phone photo's EXIF orientation is applied
+    (was solved sideways), a 1-bit image is 0/1 (was all black), grey + alpha is composited (was
+    skipped), a float TIFF outside [0, 1] is refused (was clipped to white), 12-bit data in a
+    16-bit file is said."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from ipsolve.io.images import image_channels, image_size
+
+    rgb = np.random.default_rng(0).integers(0, 255, (6, 10, 3), dtype=np.uint8)
+    for orientation in range(1, 9):
+        im = Image.fromarray(rgb)
+        exif = im.getexif()
+        exif[0x0112] = orientation
+        im.save(tmp_path / f"o{orientation}.jpg", exif=exif, quality=100)
+        shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / f"o{orientation}.jpg")))
+        x = load_image(tmp_path / f"o{orientation}.jpg")
+        assert (((x[0].permute(1, 2, 0) + 1) * 127.5).round().numpy() == shown).all(), orientation
+        assert image_size(tmp_path / f"o{orientation}.jpg") == shown.shape[:2]
+    bits = np.zeros((8, 8), bool)
+    bits[:, :4] = True
+    Image.fromarray(bits).save(tmp_path / "mask.png")
+    assert load_image(tmp_path / "mask.png")[0, 0].tolist() == [[1.0] * 4 + [-1.0] * 4] * 8
+    Image.fromarray(np.dstack([np.full((16, 16), 255, np.uint8), np.full((16, 16), 0, np.uint8)]), "LA").save(tmp_path / "la.png")
+    assert load_image(tmp_path / "la.png").shape == (1, 1, 16, 16)  # transparent: white
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    assert image_channels(tmp_path / "p.png") == 3 and load_image(tmp_path / "p.png").shape[1] == 3
+    Image.fromarray(np.full((4, 4), 409.0, np.float32), "F").save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f.tif holds floating-point values in \[409, 409\]"):
+        load_image(tmp_path / "f.tif")
+    Image.fromarray(np.full((4, 4), 4000, np.uint16)).save(tmp_path / "twelve.png")
+    with caplog.at_level("WARNING", logger="ipsolve"):
+        load_image(tmp_path / "twelve.png")
+    assert "12-bit data?" in caplog.text
+
+
 def test_psnr_ssim_equal_scikit_image():
     g = torch.Generator().manual_seed(0)
     ref = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1

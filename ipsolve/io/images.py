@@ -1,6 +1,7 @@
 """Image I/O: the only place (with metrics) where [0, 1] / uint8 meets ipsolve's [-1, 1]."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+log = logging.getLogger("ipsolve")
 ARRAY_SUFFIX = ".npy"  # exact values: an image on the [-1, 1] scale, or a measurement as the operator makes it
 
 
@@ -59,12 +61,25 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
             img = skio.imread(path)
         except Exception as err:  # noqa: BLE001 - any decoder failure means the same thing here
             raise ValueError(f"cannot read image {path}: {err}") from None
-    if img.dtype == np.uint16:
+        img = exif_oriented(img, path)
+    if img.dtype == bool:  # 1-bit images (and masks): 0/1, not 0/255
+        img = img.astype(np.float64)
+    elif img.dtype == np.uint16:
+        if 0 < img.max() <= 4095:
+            log.warning("%s is 16-bit with values up to %d only (12-bit data?): read as %d/65535 of full scale, "
+                        "so it looks dark; scale it to the 16-bit range if it is 12-bit", path.name, img.max(), img.max())
         img = img / 65535.0
-    elif img.dtype != np.float32 and img.dtype != np.float64:
+    elif img.dtype.kind == "f":
+        lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
+        if lo < -1e-3 or hi > 1 + 1e-3 or not np.isfinite(img).all():
+            raise ValueError(f"{path.name} holds floating-point values in [{lo:g}, {hi:g}]; ipsolve reads a float "
+                             f"image as [0, 1] intensities — rescale it, or save a .npy on the [-1, 1] scale")
+    else:
         img = img / 255.0
     if img.ndim == 3 and img.shape[-1] == 4:
         img = rgba2rgb(img)
+    elif img.ndim == 3 and img.shape[-1] == 2:  # grey + alpha: over white, as rgba2rgb does colour
+        img = img[..., :1] * img[..., 1:] + (1 - img[..., 1:])
     if img.ndim == 2:
         img = img[..., None]
     if channels == 1 and img.shape[-1] == 3:
@@ -77,6 +92,23 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
         img, _ = square_crop_resize(img, size)
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
     return x.clamp(0, 1) * 2 - 1
+
+
+def exif_oriented(img: np.ndarray, path: Path) -> np.ndarray:
+    """``img`` as it is meant to be seen: the EXIF Orientation tag (phone photos store the sensor's
+    rows and say how to turn them; scikit-image's reader ignores it) applied as Pillow's
+    ``ImageOps.exif_transpose`` does."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            orientation = im.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError):
+        return img
+    turns = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+             5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
+             8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(turns[orientation](img)) if orientation in turns else img
 
 
 def square_crop(h: int, w: int) -> tuple[int, int, int]:
@@ -110,6 +142,8 @@ def image_channels(path) -> int | None:
             bands = img.getbands()
     except (OSError, UnidentifiedImageError):
         return None
+    if bands == ("P",):  # a palette image is read as colour
+        return 3
     colour = [b for b in bands if b != "A"]
     return 1 if len(colour) == 1 else 3
 
@@ -129,9 +163,10 @@ def image_size(path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as img:
             w, h = img.size
+            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: read as shown (exif_oriented)
     except (OSError, UnidentifiedImageError):
         return None
-    return h, w
+    return (w, h) if turned else (h, w)
 
 
 def save_image(x: torch.Tensor, path) -> Path:
