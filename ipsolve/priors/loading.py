@@ -96,7 +96,7 @@ def check_device(device) -> torch.device | None:
                          f"torch.cuda.is_available() is False); use cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
+    return torch.device("cpu") if dev.type == "cpu" else dev  # "cpu:0" is the one CPU (its tensors say "cpu")
 
 
 def save_pretrained_prior(out, pipeline_class: str, components: dict) -> Path:

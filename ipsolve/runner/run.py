@@ -181,7 +181,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                                "review": review_summary(ordered, review_below, review_coverage),
                                "calibration": calibration,
                                **(extra_summary or {})})
-    summary["wall_seconds_all_runs"] = summary["wall_seconds"] + (earlier_wall_seconds(out) if done else 0.0)
+    summary["wall_seconds_all_runs"] = summary["wall_seconds"] + (earlier_wall_seconds(out, done) if done else 0.0)
     if job.rank == 0:
         resumed = f", {len(done)} of them by the earlier run" if done else ""  # none solved again on a resume
         log.info("finished %d of %d image(s) (%d skipped%s) in %.1f s", len(ordered), len(names), len(skipped),
@@ -193,14 +193,18 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                           summary=summary, output_dir=out)
 
 
-def earlier_wall_seconds(out: Path | None) -> float:
-    """The wall time of the earlier runs a resume continues (their ``summary.json``; 0 if none was
-    written, e.g. a run killed before it finished)."""
+def earlier_wall_seconds(out: Path | None, done: dict[str, dict]) -> float:
+    """The wall time of the earlier runs a resume continues: their ``summary.json``'s, or — where
+    that is less, as after a run killed before it wrote one — the solve time of the batches it
+    finished (each distinct batch of the resumed records counted once; start-up not included)."""
+    batches = {tuple(r.get("batch") or [r["name"]]): float(r.get("batch_seconds") or 0.0) for r in done.values()}
+    solved = sum(batches.values())
     try:
         earlier = json.loads((out / "summary.json").read_text())
-        return float(earlier.get("wall_seconds_all_runs", earlier.get("wall_seconds", 0.0)))
+        recorded = float(earlier.get("wall_seconds_all_runs", earlier.get("wall_seconds", 0.0)))
     except (OSError, TypeError, ValueError, AttributeError):
-        return 0.0
+        recorded = 0.0
+    return max(recorded, solved)
 
 
 def check_coupling(coupling, items: list[Item], solver) -> float | str:
