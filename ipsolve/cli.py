@@ -362,6 +362,16 @@ def check_overrides(args: list[str]) -> list[str]:
             out.append(arg)
             continue
         key, value = arg.split("=", 1)
+        if key.lstrip("+") == "hydra/launcher" and value == "slurm":
+            import importlib.util
+
+            try:
+                found = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+            except ModuleNotFoundError:  # no hydra_plugins package at all
+                found = False
+            if not found:
+                fail('hydra/launcher=slurm needs Hydra\'s submitit launcher: pip install -e ".[slurm]" '
+                     '(hydra-submitit-launcher)')
         if key in ("calibrate", "+calibrate", "++calibrate") and value.lower() in ("true", "false"):
             out.append(f"calibrate.enabled={value.lower()}")  # calibrate=true is short for calibrate.enabled=true
             continue
