@@ -24,6 +24,7 @@ output affine, 16-bit pixels with RescaleSlope/Intercept spanning the window.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -439,11 +440,11 @@ def _source_attributes(src, sop_class: str):
             if (elem.tag.is_private or group in (0x0002, 0x0028, 0x7FE0) or 0x6000 <= group <= 0x60FF
                     or elem.keyword in NOT_COPIED):
                 continue
-            ds.add(elem)
+            ds.add(copy.deepcopy(elem))  # a copy: setting a value on ds must not change the input's header
     else:
         for tag in PATIENT_STUDY_TAGS:
             if tag in src:
-                ds[tag] = src[tag]
+                ds[tag] = copy.deepcopy(src[tag])
     if "RescaleType" in src:  # the units (group 0028, kept on its own)
         ds.RescaleType = src.RescaleType
     elif "DoseUnits" in src:  # RT Dose written as Secondary Capture: its units
