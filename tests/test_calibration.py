@@ -83,6 +83,26 @@ def test_holdout_score_is_minimal_at_the_bayes_optimal_value(gaussian_problem):
     ratio = {r["noise"]: r["score"] for r in disc.table}
     assert disc.method == "discrepancy" and ratio[disc.params["noise"]] <= 1
     assert all(r > 1 for v, r in ratio.items() if v > disc.params["noise"] * 1.1)
+    assert "no candidate fit" not in disc.note
+    # a range that cannot fit the noise level (assumed noise 4–6× the true σ): no candidate reaches the
+    # χ² level, and the note says the best-fitting one was taken (was silent)
+    stiff = type("Stiff", (PosteriorMean,), {"search_space": {"noise": (0.2, 0.3)}})
+    miss = calibrate(y, op, prior, stiff(noise=0.25), sigma=sigma, budget=6, method="discrepancy")
+    assert min(r["score"] for r in miss.table) > 1 and "no candidate fit the noise level" in miss.note
+
+
+def test_the_one_se_rule_applies_only_once_the_best_beat_the_solver_as_given(gaussian_problem):
+    """DPS's weakest-within-one-SE pick is made only after the best candidate has beaten the solver
+    as given; otherwise the note names the best candidate's comparison (it named the weaker pick as
+    "the best remaining candidate", and the best was never compared)."""
+    prior, op, x, y, sigma = gaussian_problem
+    one_se = type("OneSE", (PosteriorMean,), {"weakest_within_one_se": ("noise",)})
+    # 8 images: a weaker candidate lies within one SE of the best, and the best does not beat 0.045
+    kept = calibrate(y[:8], op, prior, one_se(noise=0.045), sigma=sigma, budget=5)
+    assert kept.params == {"noise": 0.045} and "weakest guidance" not in kept.note
+    assert "kept the solver's own values: the best candidate's" in kept.note
+    moved = calibrate(y, op, prior, one_se(noise=0.004), sigma=sigma, budget=5)  # a bad preset: replaced
+    assert moved.changes and moved.params["noise"] > 0.01
 
 
 def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem):

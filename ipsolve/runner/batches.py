@@ -40,6 +40,9 @@ class Job:
     select: str = "mean"
     keep_arrays: bool = False  # also write recon/initial/std as float32 .npy (volume runs reassemble them)
     coupling: float | None = None  # z-coupling weight: a volume's slices are solved together (see ipsolve.solvers.coupling)
+    # measurements read from an ipsolve run's own measurement/ folder: its .npy files are y exactly as the
+    # operator made it (inpainting: with the noise in the holes), so they are not projected
+    own_measurements: bool = False
     # the calibration check's solve of its images with the chosen values, by name: (x, info, kernel, its seconds per
     # image), not solved again
     solved: dict = field(default_factory=dict)
@@ -98,7 +101,8 @@ def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict
             if job.measurements:
                 job.operator.set_images([it.name])
                 y = load_measurement(it, job.operator, job.prior).to(job.device)
-                tensors.append(job.operator.project_measurement(y))
+                exact = job.own_measurements and it.path is not None and it.path.suffix.lower() == ".npy"
+                tensors.append(y if exact else job.operator.project_measurement(y))
             else:
                 tensors.append(load_truth(it, job.prior).to(job.device))
             ok.append(it)

@@ -127,7 +127,10 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     if measurements:
         check_measurement_provenance(items, operator, explicit_operator, measurement_origin(items))
     notes = input_warnings(items, prior, measurements, state.process_index)
-    for note in (operator.single_run_note if samples == 1 else None, sigma_scale_note(sigma)):
+    from ..solvers import SELECT_ONE_SAMPLE
+
+    for note in (operator.single_run_note if samples == 1 else None, sigma_scale_note(sigma),
+                 SELECT_ONE_SAMPLE if select == "residual" and samples == 1 else None):
         if note:
             notes.append(note)
             if state.process_index == 0:
@@ -151,7 +154,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out,
-              samples=samples, select=select, keep_arrays=keep_arrays, coupling=coupling)
+              samples=samples, select=select, keep_arrays=keep_arrays, coupling=coupling,
+              own_measurements=bool(measurements and measurement_origin(items) is not None))
     # recorded, not fingerprinted: the networks' layout (channels_last="auto": NHWC on a CPU) changes
     # rounding only, so a run may resume on another device
     settings["prior"]["memory_format"] = prior.memory_format

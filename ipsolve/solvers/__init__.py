@@ -12,6 +12,9 @@ from ..operators.base import NonFiniteError
 from .calibration import (COUPLING, Calibration, apply_auto, calibrate, declared_space, with_params,
                           fresh_generators as _copies)
 from .coupling import ZCoupling, check_solver
+
+SELECT_ONE_SAMPLE = ("select='residual' picks the best of k samples and needs samples > 1 "
+                     "(with samples=1 the one run is returned)")
 from .inputs import check_inputs
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
@@ -93,6 +96,10 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
     if select not in SELECT:
         raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
+    if select == "residual" and samples == 1:
+        from ..operators.base import InputWarning
+
+        warn(SELECT_ONE_SAMPLE, InputWarning)
     gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
     if isinstance(calibrate, dict):  # options of ipsolve.calibrate; {} = its defaults
         options, calibrate_all = dict(calibrate), True

@@ -432,15 +432,19 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         ranked = sorted((r for r in table if not r.get("preset") and math.isfinite(r["score"])), key=lambda r: r["score"])
         reasons = []
         name = next(iter(space)) if len(space) == 1 else None
-        if name in getattr(type(solver), "weakest_within_one_se", ()) and ranked:
+        exempt = None  # the one-SE pick: within one SE of a best candidate that beat the solver as given
+        if name in getattr(type(solver), "weakest_within_one_se", ()) and ranked and (
+                not keep_preset or beats_preset(tuple(sorted((n, ranked[0][n]) for n in space)))[0]):
+            # only once the best candidate has beaten the solver as given (else that comparison, below,
+            # keeps the solver's own values and names the best candidate, not a weaker one)
             pick = weakest_within_one_se(ranked, name, getattr(type(solver), "guidance_direction", {}).get(name, 1))
             if pick is not ranked[0]:
                 reasons.append(f"{name} = {pick[name]:.3g}, the weakest guidance whose held-out error is within one "
                                f"standard error of the best's ({name} = {ranked[0][name]:.3g})")
-            ranked = [pick, *(r for r in ranked if r is not pick)]
+            ranked, exempt = [pick, *(r for r in ranked if r is not pick)], pick
         for row in ranked[:VERIFY_CANDIDATES]:
             key = tuple(sorted((n, row[n]) for n in space))
-            if keep_preset:
+            if keep_preset and row is not exempt:
                 better, gain, se = beats_preset(key)
                 if not better:  # not better than the preset by more than one standard error: keep the preset
                     reasons.append(f"kept the solver's own values: the best {'remaining ' if reasons else ''}candidate's "
@@ -455,9 +459,11 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         if accepted is None and (keep_preset or ranked):
             if not reasons or reasons[-1].startswith("rejected"):
                 reasons.append("kept the solver's own values")
-            final, changes = {n: _given(solver, n, penalty, couple) for n in space}, plug_changes(())
+            final, changes = {n: _given(solver, n, penalty, couple, operator) for n in space}, plug_changes(())
             if "iterations" in changes:  # the solver's own values, stopped where their held-out error was least
                 final["iterations"] = changes["iterations"]
+                reasons.append(f"its iteration count set to {changes['iterations']}, where the solver's own values' "
+                               f"held-out error was least")
         elif accepted is not None:
             values = {n: dict(accepted)[n] for n in space}  # in the declared order
             final, changes = dict(values), {**values, **plug_changes(accepted)}
@@ -470,6 +476,12 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         note = "; ".join(p for p in (note, *reasons) if p)
     elif plug:
         changes.update(stop=("discrepancy",), tau=None, combine="first")
+    if method == "discrepancy":
+        ratios = [r["score"] for r in table if math.isfinite(r["score"])]
+        if ratios and min(ratios) > 1.0:  # the principle's premise failed: say so (was silent)
+            note = "; ".join(p for p in (note, f"no candidate fit the noise level (discrepancy ratios {min(ratios):.3g}"
+                                                f"–{max(ratios):.3g}; 1 = the χ² 95 % level): the best-fitting one was "
+                                                f"chosen — the solver may need more steps or another range") if p)
     # a diverged run's partial cost is not known
     total_nfe = sum(r["nfe"] for r in table if not r.get("diverged")) + verify_nfe
     accepted_result = checked.get(accepted) if method == "holdout" and accepted is not None else None
@@ -482,12 +494,17 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                        coupling=coupling)
 
 
-def _given(solver, name: str, penalty, couple: bool):
-    """The value of ``name`` as given: the solver's, or for the z-coupling weight being searched
-    none (0: slice by slice, the reference coupling has to beat)."""
+def _given(solver, name: str, penalty, couple: bool, operator=None):
+    """The value of ``name`` as given: the solver's — where it is None, the value the solver uses
+    on ``operator`` (DPS's per-operator ζ: :meth:`~.dps.DPS.default_value`), so a kept preset
+    reports the number it ran with — or for the z-coupling weight being searched none (0: slice
+    by slice, the reference coupling has to beat)."""
     if name == COUPLING:
         return 0.0 if couple else getattr(penalty, "weight", None)
-    return getattr(solver, name, None)
+    value = getattr(solver, name, None)
+    if value is None and operator is not None and hasattr(solver, "default_value"):
+        value = solver.default_value(name, operator)
+    return value
 
 
 def _current(solver, name, lo, hi) -> float:

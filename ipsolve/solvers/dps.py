@@ -132,6 +132,10 @@ class DPS(Solver):
             out["kernel_prior"] = getattr(self.kernel_prior, "source", type(self.kernel_prior).__name__)
         return out
 
+    def default_value(self, name: str, operator):
+        """What a parameter left as None means on ``operator`` (``zeta``: :func:`default_zeta`)."""
+        return default_zeta(operator) if name == "zeta" else None
+
     def step_size(self, operator) -> float:
         zeta = float(self.zeta) if self.zeta is not None else default_zeta(operator)
         return zeta * 1000 / self.steps if self.rescale_zeta else zeta
