@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -48,9 +49,17 @@ def make_vae(channels, latent_channels):
                          block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=16)
 
 
+BUILTIN_DATA = ("phantom", "ellipses", "photo", "kernels")
+
+
 def batches(data, size, batch_size, generator, window="auto"):
-    """``(next_batch, channels)``: a function drawing a training batch in [-1, 1], and its channel count."""
-    if data == "phantom":  # the broad family; its held-out family (blobs) is never drawn
+    """``(next_batch, channels)``: a function drawing a training batch in [-1, 1], and its channel count.
+    A built-in name that is also an existing path is the path (with a note)."""
+    if data in BUILTIN_DATA and Path(data).exists():
+        print(f"note: --data {data} is a folder here: training on it, not on the built-in {data!r} data "
+              f"(give ./{data}/ to silence this, or move it to use the built-in)")
+        data = str(Path(data).resolve())
+    elif data == "phantom":  # the broad family; its held-out family (blobs) is never drawn
         return (lambda: datasets.phantoms(batch_size, size, generator)), 1
     if data == "ellipses":  # the first bundled priors' narrow generator
         return (lambda: datasets.random_ellipses(batch_size, size, generator)), 1
@@ -94,13 +103,72 @@ def main():
                     help="start a new run from the UNet of this prior directory (e.g. a flow prior from a DDPM one)")
     args = ap.parse_args()
 
+    try:
+        train(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, TrainingMismatch) as err:
+        raise SystemExit(f"train_prior: error: {err}") from None
+
+
+class TrainingMismatch(Exception):
+    """A training state or export folder that belongs to another run (one line)."""
+
+
+def work_dir(args, out: Path) -> Path:
+    """The training state's folder: ``--work``, else ``outputs/training/<out name>-<hash of the
+    absolute --out>`` — so two runs whose exports share a folder name do not share a state (the
+    old default ``outputs/training/<out name>`` is still used when its state was made for this --out)."""
+    import hashlib
+
+    if args.work:
+        return Path(args.work)
+    legacy = Path("outputs/training") / out.name
+    if (legacy / "train_state.pt").exists():
+        try:
+            saved = torch.load(legacy / "train_state.pt", map_location="cpu", weights_only=False)
+            if saved.get("settings", {}).get("out") in (None, str(out.resolve())):
+                return legacy
+        except Exception:  # noqa: BLE001 - an unreadable legacy state: not this run's
+            pass
+    digest = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:8]
+    return Path("outputs/training") / f"{out.name}-{digest}"
+
+
+def check_resume(saved: dict, settings: dict, ckpt: Path) -> None:
+    """Refuse a saved state made with other network or data settings (was: resumed silently — a
+    flow run continued a DDPM network, a 64-px run a 32-px one, new data exported old weights)."""
+    before = saved.get("settings")
+    if before is None:
+        return  # a state from before settings were recorded: taken as it is
+    differ = [f"--{k.replace('_', '-')} {before.get(k)!r} (now {v!r})" for k, v in settings.items()
+              if k != "out" and before.get(k) != v]
+    if differ:
+        raise TrainingMismatch(f"the training state {ckpt} was made with {', '.join(differ)}; continue with its "
+                               f"settings, or start afresh with another --work (or remove {ckpt.parent})")
+
+
+def train(args):
     acc = Accelerator(mixed_precision=args.mixed_precision)
     out = Path(args.out)
-    work = Path(args.work or Path("outputs/training") / out.name)
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args, out)
     gen = torch.Generator().manual_seed(args.seed + acc.process_index)
     widths = tuple(int(w) for w in args.widths.split(","))
+    if args.size % 2 ** (len(widths) - 1) or (args.kind == "latent" and args.size % 2 ** len(widths)):
+        raise ValueError(f"--size {args.size} must be divisible by {2 ** (len(widths) - (args.kind != 'latent'))} "
+                         f"for {len(widths)} UNet levels ({args.widths})")
+    ckpt = work / "train_state.pt"
+    exported = out / "training.json"
+    if not ckpt.exists() and exported.is_file():  # a prior trained before, whose state is not where we look
+        before = json.loads(exported.read_text())
+        if before.get("step", 0) > 0 and not args.init_from:
+            raise TrainingMismatch(f"{out} holds a prior trained for {before['step']} steps, but its training state is "
+                                   f"not in {work}" + (f" (it was in {before['work']})" if before.get("work") else "")
+                                   + "; pass --work with that folder to continue, or another --out (or remove it) "
+                                     "to start afresh")
     next_batch, channels = batches(args.data, args.size, args.batch_size, gen, args.window)
+    data = args.data if args.data in BUILTIN_DATA and not Path(args.data).exists() else str(Path(args.data).resolve())
+    settings = {"kind": args.kind, "size": args.size, "widths": list(widths), "channels": channels, "data": data,
+                "window": args.window, "out": str(out.resolve())}
+    work.mkdir(parents=True, exist_ok=True)
 
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                           clip_sample=False)
@@ -110,7 +178,6 @@ def main():
     state = {"step": 0, "ae_step": 0, "seconds": 0.0}
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     ae_opt = torch.optim.AdamW(vae.parameters(), lr=1e-3) if vae is not None else None
-    ckpt = work / "train_state.pt"
     if args.init_from and not ckpt.exists():
         unet.load_state_dict(UNet2DModel.from_pretrained(Path(args.init_from) / "unet").state_dict())
         if vae is not None and (Path(args.init_from) / "vqvae").is_dir():
@@ -119,6 +186,7 @@ def main():
     ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        check_resume(saved, settings, ckpt)
         unet.load_state_dict(saved["unet"]); opt.load_state_dict(saved["opt"]); ema.load_state_dict(saved["ema"])
         if vae is not None:
             vae.load_state_dict(saved["vae"]); ae_opt.load_state_dict(saved["ae_opt"])
@@ -139,7 +207,7 @@ def main():
             return
         raw_unet, raw_vae = acc.unwrap_model(unet), (acc.unwrap_model(vae) if vae is not None else None)
         payload = {"unet": raw_unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
-                   "state": state, "gen": gen.get_state()}
+                   "state": state, "gen": gen.get_state(), "settings": settings}
         if raw_vae is not None:
             payload.update(vae=raw_vae.state_dict(), ae_opt=ae_opt.state_dict())
         torch.save(payload, str(ckpt) + ".tmp"); os.replace(str(ckpt) + ".tmp", ckpt)
@@ -154,7 +222,10 @@ def main():
                         {"unet": export, "scheduler": FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)})
         else:
             save_pretrained_prior(out, "LDMPipeline", {"unet": export, "vqvae": raw_vae, "scheduler": sched})
-        (out / "training.json").write_text(json.dumps({**state, **vars(args)}, indent=2))
+        record = {**state, **vars(args), "work": str(work.resolve()), "data_resolved": data, "channels": channels,
+                  "data_kind": data_kind(args.data)}
+        record["max_minutes"] = None if math.isinf(args.max_minutes) else args.max_minutes  # JSON has no Infinity
+        (out / "training.json").write_text(json.dumps(record, indent=2))
         acc.print(f"saved step {state['step']} (ae {state['ae_step']}) after {state['seconds'] / 60:.1f} min")
 
     # Stage 1 (latent kind): the autoencoder, L1 + small KL; then fix its latent scaling.
@@ -176,6 +247,8 @@ def main():
         state["scaling_factor"] = acc.unwrap_model(vae).config.scaling_factor  # restored on resume
         save_and_export()
         if state["ae_step"] < args.ae_steps:
+            acc.print(f"stopped by --max-minutes in the autoencoder stage (step {state['ae_step']} of "
+                      f"{args.ae_steps}); the exported prior's denoiser is untrained: run the same command again")
             return
 
     unet.train()
@@ -205,6 +278,19 @@ def main():
         if state["step"] - last_save >= args.save_every:
             save_and_export(); last_save = state["step"]
     save_and_export()
+    if state["step"] < args.steps:
+        acc.print(f"stopped by --max-minutes at step {state['step']} of {args.steps}: the exported prior is "
+                  f"part-trained (its training.json says so); run the same command again to continue")
+
+
+def data_kind(data: str) -> str:
+    """``builtin`` / ``images`` / ``dicom`` / ``nifti``: what the prior was trained on (a medical
+    prior's window then matters when reconstructing; ipsolve warns when they differ)."""
+    if data in BUILTIN_DATA and not Path(data).exists():
+        return "builtin"
+    from ipsolve.io.sources import guess_format
+
+    return guess_format(data)
 
 
 if __name__ == "__main__":

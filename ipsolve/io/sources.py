@@ -13,6 +13,17 @@ from .volume import Volume, resolve_window, slice_images
 FORMATS = ("dicom", "nifti")
 
 
+def _is_dicom_file(path: Path) -> bool:
+    """The "DICM" marker at byte 128 (DICOM PS3.10 §7.1), or a ``.dcm`` suffix."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def guess_format(path) -> str:
     """``nifti`` for ``.nii``/``.nii.gz`` files (or a folder holding them), ``images`` for a
     folder of pictures, else ``dicom`` (DICOM files often have no suffix)."""
@@ -23,7 +34,9 @@ def guess_format(path) -> str:
         files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
         if files and any(is_nifti(p) for p in files):
             return "nifti"
-        if files and all(p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy") for p in files):
+        pictures = [p for p in files if p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy")]
+        # pictures and no DICOM file among the rest (a README.txt beside photos is not a scan)
+        if pictures and not any(_is_dicom_file(p) for p in files if p not in pictures):
             return "images"
         return "dicom"
     raise FileNotFoundError(f"no file or folder at {path}")

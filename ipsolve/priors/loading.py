@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
 
 from .base import DiffusionPrior, FlowPrior, LatentPrior, Prior
+
+log = logging.getLogger("ipsolve")
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SOURCE_KINDS = ("a diffusers directory or hub id (UNet2DModel + scheduler; LDM with vqvae/vae; flow matching "
@@ -193,6 +196,7 @@ def _load_diffusers_dir(root: Path, source: str, device, dtype, options: dict) -
         return load_foundation(root, index, dtype=dtype, device=device, **_check_options(source, options, True))
     _check_options(source, options, False)
     prior = _load_unconditional_dir(root, index)
+    prior.training_record = training_record(root)  # (not "training": nn.Module's train/eval flag)
     if options.get("gradient_checkpointing"):
         for module in (getattr(prior, "network", None), getattr(prior, "autoencoder", None),
                        getattr(getattr(prior, "inner", None), "network", None)):
@@ -224,6 +228,27 @@ NOT_DENOISERS = ("AutoencoderKL", "VQModel", "AutoencoderTiny", "AutoencoderDC")
 FOUNDATION_DENOISERS = ("UNet2DConditionModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
 
 
+def training_record(root: Path) -> dict | None:
+    """What ``scripts/train_prior.py`` recorded about a prior it exported (``training.json``:
+    steps done and asked, data, window), or None; a prior whose training stopped early (by
+    ``--max-minutes``) is said once here, as it would otherwise be used as if finished."""
+    path = root / "training.json"
+    if not path.is_file():
+        return None
+    try:
+        record = _read_json(path)
+    except ValueError:
+        return None
+    done, asked = record.get("step"), record.get("steps")
+    ae_done, ae_asked = record.get("ae_step"), record.get("ae_steps") if record.get("kind") == "latent" else None
+    bundled = root.resolve().is_relative_to(BUNDLED_DIR.resolve())  # their model cards give the steps they had
+    if isinstance(done, int) and isinstance(asked, int) and done < asked and not bundled:
+        log.warning("prior %s is part-trained: %d of its %d training steps%s (training.json; continue with the "
+                    "same train_prior.py command)", root, done, asked,
+                    f", autoencoder {ae_done} of {ae_asked}" if isinstance(ae_asked, int) and ae_done < ae_asked else "")
+    return record
+
+
 def _load_unconditional_dir(root: Path, index: dict) -> Prior:
     """DDPM/DDIM pipeline, LDM pipeline, or flow-matching UNet directory (diffusers layout)."""
     unet = _component(root, index, ("unet", "transformer"))
@@ -235,8 +260,11 @@ def _load_unconditional_dir(root: Path, index: dict) -> Prior:
                              f"with model_index.json ({root.parent} if this is one of its subfolders)")
     if unet is None:
         raise ValueError(f"{root} is not a diffusers prior: expected model_index.json with a 'unet', or unet/config.json")
-    network = _load_module(unet[0], unet[1])
     sched_dir = root / "scheduler"
+    if "scheduler" in index and not (sched_dir / "scheduler_config.json").is_file():
+        raise ValueError(f"{root}: model_index.json lists a scheduler but scheduler/scheduler_config.json is missing "
+                         f"(an incomplete copy?); without it a flow prior would be taken for a DDPM one")
+    network = _load_module(unet[0], unet[1])
     sched = _read_json(sched_dir / "scheduler_config.json") if (sched_dir / "scheduler_config.json").is_file() else {}
     sched_class = sched.get("_class_name", "DDPMScheduler")
     size = network.config.sample_size

@@ -171,6 +171,15 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
             check_not_inputs(output_paths(out, plan, samples, write_dicom), plan.files)
     except (ValueError, FileNotFoundError, MissingDependency) as err:
         raise RunError(str(err)) from None
+    trained = getattr(prior, "training_record", None) or {}
+    if trained.get("data_kind") in ("dicom", "nifti") and str(trained.get("window")) != str(data.get("window", "auto")):
+        note = (f"the prior was trained on scans with --window {trained.get('window')} (its training.json); this run "
+                f"maps intensities with data.window={data.get('window', 'auto')}, so the prior sees other values than "
+                f"it learned: use data.window={trained.get('window')}")
+        if state.process_index == 0:
+            log.warning("%s", note)
+        for plan in plans:
+            plan.warnings.append(note)
     inputs = {"format": fmt, "path": str(data.path), "window": str(data.get("window", "auto")),
               "volumes": {p.name: p.settings() for p in plans}}
     result = execute(items, operator=operator, solver=cfg.solver, prior=prior, sigma=cfg.sigma,

@@ -1,0 +1,66 @@
+"""``scripts/train_prior.py`` as a user runs it on their own images (audit 2026-12-05): a training
+state belongs to one run and is never resumed with other settings, a moved prior is not silently
+retrained from scratch, a part-trained export says so when loaded, a README beside the photos does
+not make the folder look like DICOM, and an incomplete prior folder is one line."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ipsolve
+from ipsolve.io import save_image
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--steps", "2", "--batch-size", "2", "--widths", "16,32"]
+
+
+def train(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train_prior.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(3):
+        save_image(ipsolve.datasets.heldout_phantoms(1, 32, seed=i), folder / f"img{i}.png")
+    (folder / "README.txt").write_text("where these came from")  # not a scan: the folder is still images
+    return folder
+
+
+def test_a_training_state_is_never_resumed_with_other_settings(photos, tmp_path):
+    ok = train("--kind", "ddpm", "--data", str(photos), "--out", "runA/prior", *TINY, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    record = json.loads((tmp_path / "runA" / "prior" / "training.json").read_text())
+    assert record["data_kind"] == "images" and record["step"] == 2 and record["max_minutes"] is None
+    # another export folder with the same name: its own state (was: the DDPM state resumed as a flow)
+    other = train("--kind", "flow", "--data", str(photos), "--out", "runB/prior", *TINY, cwd=tmp_path)
+    assert other.returncode == 0 and "resumed" not in other.stdout, other.stdout[-2000:]
+    # the same export folder with another kind: refused in one line
+    clash = train("--kind", "flow", "--data", str(photos), "--out", "runA/prior", *TINY, cwd=tmp_path)
+    assert clash.returncode != 0 and "Traceback" not in clash.stderr
+    assert "was made with --kind 'ddpm' (now 'flow')" in clash.stderr
+    # the prior moved elsewhere and continued from there: its state is not found, said instead of a fresh start
+    shutil.copytree(tmp_path / "runA" / "prior", tmp_path / "moved" / "prior")
+    moved = train("--kind", "ddpm", "--data", str(photos), "--out", "prior", *TINY, cwd=tmp_path / "moved")
+    assert moved.returncode != 0 and "trained for 2 steps, but its training state is not in" in moved.stderr
+
+
+def test_a_part_trained_or_incomplete_prior_is_said(photos, tmp_path, caplog):
+    ok = train("--kind", "flow", "--data", str(photos), "--out", "p", "--steps", "400", "--batch-size", "2",
+               "--widths", "16,32", "--max-minutes", "0.01", cwd=tmp_path)
+    assert ok.returncode == 0 and "stopped by --max-minutes" in ok.stdout, ok.stdout[-2000:]
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        prior = ipsolve.load_prior(str(tmp_path / "p"))
+    assert "is part-trained" in caplog.text and prior.training_record["steps"] == 400
+    shutil.rmtree(tmp_path / "p" / "scheduler")  # a flow prior without its scheduler was loaded as DDPM
+    with pytest.raises(ValueError, match="scheduler/scheduler_config.json is missing"):
+        ipsolve.load_prior(str(tmp_path / "p"))
