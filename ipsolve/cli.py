@@ -407,10 +407,16 @@ def check_overrides(args: list[str]) -> list[str]:
             choices = [(c, load_preset(group, c)) for c in _group_choices(args, group)]
             choices = [(c, p) for c, p in choices if p is not None]
             if choices and param != "name":
-                from .parameters import parameter_type_message, parse_value, unknown_parameters_message
+                from .parameters import expected_types, parameter_type_message, parse_value, unknown_parameters_message
 
                 for choice, preset in choices:
                     cls = _registry(group).get(preset.get("name"))
+                    declared = getattr(cls, "search_space", {}) or {}
+                    types = expected_types(cls) if cls is not None else {}
+                    if group == "solver" and value == "auto" and param in types and param not in declared \
+                            and "str" not in types[param]:
+                        fail(f"solver {preset['name']!r} cannot choose {param!r} automatically; parameters that "
+                             f"accept 'auto': {', '.join(declared) or 'none'} (preset {group}={choice})")
                     values = [parse_value(v) for v in value.split(",")] if sweep else [parse_value(value)]
                     message = cls and (unknown_parameters_message(group, preset["name"], cls, [param])
                                        or next(filter(None, (parameter_type_message(group, preset["name"], cls,

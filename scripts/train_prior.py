@@ -86,7 +86,8 @@ def main():
                     help="DICOM/NIfTI intensity window per volume: auto | ct_soft_tissue | lo,hi (use the same "
                          "data.window when reconstructing)")
     ap.add_argument("--out", required=True, help="export directory (the prior loaded by ipsolve)")
-    ap.add_argument("--work", default=None, help="training state directory (default outputs/training/<out name>)")
+    ap.add_argument("--work", default=None,
+                    help="training state directory (default outputs/training/<out name>-<hash of the --out path>)")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--widths", default="32,64,64", help="UNet block widths")
     ap.add_argument("--steps", type=int, default=3000, help="total steps to reach (UNet)")

@@ -292,3 +292,16 @@ def test_blind_blur_zero_padding_is_dmplugs_conv2d_same(k):
                                             for i in range(3)], 1), atol=1e-6)
     with pytest.raises(ValueError, match="padding must be"):
         make_operator("blind_blur", padding="circular")
+
+
+def test_per_image_masks_hold_out_only_pixels_some_image_observes():
+    """Calibration's split with per-image inpainting masks (``inpainting_dps_random``): the pixels
+    observed in at least one image of the batch — a pixel missing everywhere carries only noise
+    (was: every pixel, about half of them holes)."""
+    from ipsolve import make_operator
+
+    op = make_operator("inpainting_dps_random")
+    op.set_images(["a", "b", "c"])
+    masks = op.mask_for((3, 1, 32, 32))
+    observed = op.observed_entries((3, 1, 32, 32))
+    assert torch.equal(observed, masks.amax(0).flatten() > 0) and observed.sum() < observed.numel()

@@ -136,10 +136,13 @@ class Inpainting(Operator):
         return MaskDecomposition(tuple(shape), self.mask_for(shape))
 
     def observed_entries(self, y_shape):
-        """The observed pixels (all channels) of a shared mask; per-image masks: None (all entries)."""
+        """The observed pixels (all channels) of a shared mask; per-image masks: those observed in
+        at least one image of the batch (one split serves the batch; a pixel missing in every image
+        carries only noise and is never held out — was: all pixels)."""
+        mask = self.mask_for(y_shape)
         if self.per_image:
-            return None
-        return self.mask_for(y_shape)[0].expand(y_shape[-3], -1, -1).flatten() > 0
+            mask = mask.amax(0, keepdim=True)
+        return mask[0].expand(y_shape[-3], -1, -1).flatten() > 0
 
     def seeded_state(self):
         if self.per_image:
