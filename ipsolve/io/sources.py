@@ -2,11 +2,12 @@
 either (or an image folder) for training a prior (``scripts/train_prior.py --data DIR``)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from .images import IMAGE_SUFFIXES, list_images, load_folder
+from .images import IMAGE_SUFFIXES, image_channels, list_images, load_image
 from .nifti import is_nifti
 from .volume import Volume, resolve_window, slice_images
 
@@ -66,9 +67,15 @@ def load_training_slices(path, size: int, window="auto", series="all", volume=No
 
     kind = guess_format(path)
     if kind == "images":
-        if not list_images(path):
+        files = [Path(path)] if Path(path).is_file() else list_images(path)
+        if not files:
             raise ValueError(f"no images in {path}")
-        return load_folder(path, size=size)
+        found = [image_channels(f) for f in files]
+        channels = 3 if 3 in found else 1  # grey and colour mixed: all as colour (grey replicated), said
+        if len(set(found) - {None}) > 1:
+            logging.getLogger("ipsolve").warning("%s mixes grey and colour images: %d grey image(s) are replicated "
+                                                 "to 3 channels (a colour prior)", path, found.count(1))
+        return torch.cat([load_image(f, size, channels) for f in files])
     if kind == "nifti" and volume is None:
         vols = []
         from .nifti import nifti_files, read_nifti
