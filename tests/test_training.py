@@ -61,6 +61,10 @@ def test_a_part_trained_or_incomplete_prior_is_said(photos, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ipsolve"):
         prior = ipsolve.load_prior(str(tmp_path / "p"))
     assert "is part-trained" in caplog.text and prior.training_record["steps"] == 400
+    shutil.copytree(tmp_path / "p", tmp_path / "no_unet")
+    shutil.rmtree(tmp_path / "no_unet" / "unet")  # was: "couldn't connect to huggingface.co"
+    with pytest.raises(ValueError, match="lists unet/"):
+        ipsolve.load_prior(str(tmp_path / "no_unet"))
     shutil.rmtree(tmp_path / "p" / "scheduler")  # a flow prior without its scheduler was loaded as DDPM
     with pytest.raises(ValueError, match="scheduler/scheduler_config.json is missing"):
         ipsolve.load_prior(str(tmp_path / "p"))

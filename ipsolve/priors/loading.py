@@ -180,6 +180,9 @@ def _load_module(cls_name: str, path: Path):
 def _component(root: Path, index: dict, names) -> tuple[str, Path] | None:
     for name in names:
         if name in index and isinstance(index[name], list) and index[name][1]:
+            if not (root / name / "config.json").is_file():  # (diffusers would go looking on the Hub for it)
+                raise ValueError(f"{root}: model_index.json lists {name}/ ({index[name][1]}) but {root / name}/config.json "
+                                 f"is missing (an incomplete copy?)")
             return index[name][1], root / name
         if (root / name / "config.json").is_file():
             return _read_json(root / name / "config.json").get("_class_name"), root / name
