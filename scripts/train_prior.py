@@ -22,6 +22,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -102,7 +103,12 @@ def main():
                     help="store the exported UNet weights in float16 (half the size; loaded as float32)")
     ap.add_argument("--init-from", default=None,
                     help="start a new run from the UNet of this prior directory (e.g. a flow prior from a DDPM one)")
-    args = ap.parse_args()
+    argv = sys.argv[1:]
+    for i, a in enumerate(argv[:-1]):  # "--window -160,240": argparse would take the value for an option
+        if a == "--window" and argv[i + 1][:1] == "-" and argv[i + 1][1:2].isdigit():
+            argv[i:i + 2] = [f"--window={argv[i + 1]}"]
+            break
+    args = ap.parse_args(argv)
 
     try:
         train(args)
