@@ -186,7 +186,15 @@ def train(args):
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     ae_opt = torch.optim.AdamW(vae.parameters(), lr=1e-3) if vae is not None else None
     if args.init_from and not ckpt.exists():
-        unet.load_state_dict(UNet2DModel.from_pretrained(Path(args.init_from) / "unet").state_dict())
+        init = UNet2DModel.from_pretrained(Path(args.init_from) / "unet")
+        theirs = (init.config.sample_size, init.config.in_channels, tuple(init.config.block_out_channels))
+        ours = (unet.config.sample_size, unet.config.in_channels, tuple(unet.config.block_out_channels))
+        if theirs != ours:
+            raise TrainingMismatch(f"--init-from {args.init_from} has a UNet of size {theirs[0]}, {theirs[1]} channel(s), "
+                                   f"widths {','.join(map(str, theirs[2]))}; this run builds size {ours[0]}, {ours[1]} "
+                                   f"channel(s), widths {','.join(map(str, ours[2]))} (--size, the data's channels, "
+                                   f"--widths must match it)")
+        unet.load_state_dict(init.state_dict())
         if vae is not None and (Path(args.init_from) / "vqvae").is_dir():
             vae.load_state_dict(AutoencoderKL.from_pretrained(Path(args.init_from) / "vqvae").state_dict())
         acc.print(f"initialised the networks from {args.init_from}")
@@ -194,6 +202,11 @@ def train(args):
     if ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         check_resume(saved, settings, ckpt)
+        if vae is not None and saved["state"]["step"] > 0 and saved["state"]["ae_step"] < args.ae_steps:
+            raise TrainingMismatch(f"the denoiser in {ckpt} was trained on the autoencoder of {saved['state']['ae_step']} "
+                                   f"steps; --ae-steps {args.ae_steps} would retrain the autoencoder under it (their "
+                                   f"latents would no longer match): keep --ae-steps {saved['state']['ae_step']}, or "
+                                   f"start afresh with another --work")
         unet.load_state_dict(saved["unet"]); opt.load_state_dict(saved["opt"]); ema.load_state_dict(saved["ema"])
         if vae is not None:
             vae.load_state_dict(saved["vae"]); ae_opt.load_state_dict(saved["ae_opt"])
@@ -280,7 +293,7 @@ def train(args):
         opt.zero_grad(set_to_none=True); acc.backward(loss); opt.step()
         ema.step(acc.unwrap_model(unet).parameters())
         state["step"] += 1
-        if state["step"] % 50 == 0:
+        if state["step"] % 50 == 0 or state["step"] == args.steps:  # (and the last step: a short run shows one)
             acc.print(f"step {state['step']} loss {loss.item():.4f} ({(time.time() - t_start) / 60:.1f} min)")
         if state["step"] - last_save >= args.save_every:
             save_and_export(); last_save = state["step"]

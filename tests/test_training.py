@@ -52,6 +52,10 @@ def test_a_training_state_is_never_resumed_with_other_settings(photos, tmp_path)
     shutil.copytree(tmp_path / "runA" / "prior", tmp_path / "moved" / "prior")
     moved = train("--kind", "ddpm", "--data", str(photos), "--out", "prior", *TINY, cwd=tmp_path / "moved")
     assert moved.returncode != 0 and "trained for 2 steps, but its training state is not in" in moved.stderr
+    # a colour prior to start grey training from: one line (was a "size mismatch" traceback)
+    init = train("--kind", "ddpm", "--data", str(photos), "--out", "runC/prior", "--init-from",
+                 str(ROOT / "ipsolve" / "priors" / "bundled" / "photo-ddpm"), *TINY, cwd=tmp_path)
+    assert init.returncode != 0 and "Traceback" not in init.stderr and "3 channel(s)" in init.stderr, init.stderr[-2000:]
 
 
 def test_a_part_trained_or_incomplete_prior_is_said(photos, tmp_path, caplog):
