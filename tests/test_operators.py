@@ -305,3 +305,19 @@ def test_per_image_masks_hold_out_only_pixels_some_image_observes():
     masks = op.mask_for((3, 1, 32, 32))
     observed = op.observed_entries((3, 1, 32, 32))
     assert torch.equal(observed, masks.amax(0).flatten() > 0) and observed.sum() < observed.numel()
+
+
+def test_residual_counts_only_entries_that_carry_a_measurement():
+    """An inpainting measurement read from elsewhere has its holes set to 0 (no noise there): the
+    true image's residual ‖y − A(x)‖/(σ√m) is still ≈ 1 (was √0.3 ≈ 0.55 at 70 % missing, so every
+    fit looked feasible); ipsolve's own measurement (noise in the holes, as DPS) is unchanged."""
+    from ipsolve import datasets, make_operator
+    from ipsolve.solvers.base import residual_ratio
+
+    x = datasets.heldout_phantoms(8, 32)
+    op = make_operator("inpainting")
+    own = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
+    foreign = op.project_measurement(own)
+    for y in (own, foreign):
+        ratio = residual_ratio(y, op(x), 0.05)
+        assert 0.9 < float(ratio.mean()) < 1.1, ratio
