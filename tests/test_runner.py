@@ -310,3 +310,13 @@ def test_a_run_leaves_the_solvers_settings_as_they_were(name, prior):
     y = op.measure(ipsolve.datasets.heldout_phantoms(1, 32), 0.01, generator=torch.Generator().manual_seed(0))
     ipsolve.solve(y, op, ipsolve.load_prior(prior), solver, sigma=0.01)
     assert repr(solver.params()) == before
+
+
+def test_the_resized_count_holds_only_reconstructed_images():
+    """A file skipped as unreadable was counted among the resized images from its header."""
+    from ipsolve.runner.run import finished_only
+
+    resized = {"to": [32, 32], "count": 2, "from": {"40x56": 1, "64x64": 1}, "images": ["a", "b"],
+               "_size_of": {"a": "40x56", "b": "64x64"}}
+    assert finished_only(resized, {"a"}) == {"to": [32, 32], "count": 1, "from": {"40x56": 1}, "images": ["a"]}
+    assert finished_only(resized, set()) is None and finished_only(None, {"a"}) is None

@@ -181,7 +181,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                         wall_seconds=time.perf_counter() - start,
                         extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
                                "warnings": notes, "metrics_unavailable": unavailable, "samples": samples,
-                               "resized": resized,
+                               "resized": finished_only(resized, {r["name"] for r in ordered}),
                                "review": review_summary(ordered, review_below, review_coverage),
                                "calibration": calibration,
                                **(extra_summary or {})})
@@ -291,20 +291,35 @@ def resized_inputs(items: list[Item], prior, rank: int) -> dict | None:
 
     size = (prior.image_size, prior.image_size)
     sizes: dict[str, int] = {}
-    names = []
+    size_of: dict[str, str] = {}
     for it in items:
         hw = image_size(it.path) if it.path is not None else None
         if hw is not None and tuple(hw) != size:
             key = f"{hw[0]}x{hw[1]}"
             sizes[key] = sizes.get(key, 0) + 1
-            names.append(it.name)
+            size_of[it.name] = key
+    names = list(size_of)
     if not names:
         return None
     if rank == 0:
         log.warning("%d image(s) centre-cropped to a square and resized to the prior's %d×%d (%s); reconstructions "
                     "and metrics are at %d×%d", len(names), *size,
                     ", ".join(f"{k.replace('x', '×')} → {size[0]}×{size[1]}: {n}" for k, n in sizes.items()), *size)
-    return {"to": list(size), "count": len(names), "from": sizes, "images": names}
+    return {"to": list(size), "count": len(names), "from": sizes, "images": names, "_size_of": size_of}
+
+
+def finished_only(resized: dict | None, finished: set[str]) -> dict | None:
+    """:func:`resized_inputs`' record restricted to the images that were reconstructed (a file
+    skipped as unreadable was counted from its header)."""
+    if resized is None:
+        return None
+    names = [nm for nm in resized["images"] if nm in finished]
+    if not names:
+        return None
+    sizes: dict[str, int] = {}
+    for nm in names:
+        sizes[resized["_size_of"][nm]] = sizes.get(resized["_size_of"][nm], 0) + 1
+    return {"to": resized["to"], "count": len(names), "from": sizes, "images": names}
 
 
 def decide_resume(state, out: Path | None, names: list[str], fp: str,
