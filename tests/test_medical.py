@@ -631,3 +631,15 @@ def test_readme_dicom_command(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["inputs"]["volumes"]["CT_series1"]["window"] == pytest.approx(
         [summary["volumes"]["CT_series1"]["window"]["lo"], summary["volumes"]["CT_series1"]["window"]["hi"]])
+
+
+def test_a_folder_of_suffixless_dicom_files_points_to_the_volume_readers(tmp_path):
+    """``data=folder`` on DICOM files without a suffix: the error names ``data=dicom`` and the
+    Python call (found by the "DICM" marker, ``io.sources.is_dicom_file``)."""
+    from ipsolve.runner.inputs import collect_items
+
+    folder = example_dicom_folder(tmp_path / "ct")
+    for f in list(folder.iterdir()):
+        f.rename(folder / "IM0001")
+    with pytest.raises(RunError, match=r"data=dicom .*reconstruct_volumes\(path, 'dicom', output_dir\)"):
+        collect_items(folder)

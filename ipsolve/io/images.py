@@ -97,7 +97,9 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
 def exif_oriented(img: np.ndarray, path: Path) -> np.ndarray:
     """``img`` as it is meant to be seen: the EXIF Orientation tag (phone photos store the sensor's
     rows and say how to turn them; scikit-image's reader ignores it) applied as Pillow's
-    ``ImageOps.exif_transpose`` does."""
+    ``ImageOps.exif_transpose`` does.  Written here, not by calling it: the pixels stay scikit-
+    image's decoding (16-bit, float TIFF), so the turn is applied to that array; the test checks
+    all 8 orientations against ``exif_transpose``."""
     from PIL import Image, UnidentifiedImageError
 
     try:

@@ -14,7 +14,7 @@ from .volume import Volume, resolve_window, slice_images
 FORMATS = ("dicom", "nifti")
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
     """The "DICM" marker at byte 128 (DICOM PS3.10 §7.1), or a ``.dcm`` suffix."""
     if path.suffix.lower() == ".dcm":
         return True
@@ -37,7 +37,7 @@ def guess_format(path) -> str:
             return "nifti"
         pictures = [p for p in files if p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy")]
         # pictures and no DICOM file among the rest (a README.txt beside photos is not a scan)
-        if pictures and not any(_is_dicom_file(p) for p in files if p not in pictures):
+        if pictures and not any(is_dicom_file(p) for p in files if p not in pictures):
             return "images"
         return "dicom"
     raise FileNotFoundError(f"no file or folder at {path}")

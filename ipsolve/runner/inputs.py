@@ -76,18 +76,13 @@ def _scan_hint(paths) -> str:
     """``"; ... use data=nifti"`` when ``paths`` include a scan format the image loader does not
     read (the medical readers' own suffixes; else "")."""
     from ..io import fastmri, nifti
+    from ..io.sources import is_dicom_file
 
     presets = {**{s: "data=nifti" for s in nifti.SUFFIXES}, ".dcm": "data=dicom",
                **{s: "data=fastmri" for s in fastmri.SUFFIXES}}
     found = {preset for p in paths for suffix, preset in presets.items() if p.name.lower().endswith(suffix)}
-    for p in paths[:8]:  # DICOM files often have no suffix: the "DICM" marker at byte 128 (PS3.10 §7.1)
-        try:
-            if p.is_file():
-                with p.open("rb") as f:
-                    if f.read(132)[128:] == b"DICM":
-                        found.add("data=dicom")
-        except OSError:
-            pass
+    if any(p.is_file() and is_dicom_file(p) for p in paths[:8]):  # DICOM files often have no suffix
+        found.add("data=dicom")
     if not found:
         return ""
     formats = sorted(f.split("=")[1] for f in found)
