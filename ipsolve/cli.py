@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -28,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
+from .runner.reports import sweep_files
 from .runner.settings import missing_source_message
 
 log = logging.getLogger("ipsolve")
@@ -75,13 +75,12 @@ class Callbacks(Callback):
         self._check(config.hydra.sweep.dir)
         # this sweep's summary lists this sweep's jobs: an earlier sweep's reasons are cleared and
         # jobs not run now (an earlier, larger sweep in the same folder) are left out
-        _SWEEP_START["time"] = time.time()
         for old in Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}"):
             old.unlink(missing_ok=True)
+        _SWEEP_START["files"] = sweep_files(Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        since = _SWEEP_START.get("time")
-        paths = summarize_sweep(Path(config.hydra.sweep.dir), since=since)
+        paths = summarize_sweep(Path(config.hydra.sweep.dir), before=_SWEEP_START.get("files"))
         if paths is None:
             print(f"ipsolve: no finished runs in {config.hydra.sweep.dir}", file=sys.stderr)
             return
@@ -146,7 +145,7 @@ def _log_file_only(message: str) -> None:
 
 
 FAILED_FILE = "failed.json"  # a sweep job's one-line reason, read by the sweep summary
-_SWEEP_START: dict = {}  # when this process's -m sweep started (its summary lists the jobs run since)
+_SWEEP_START: dict = {}  # the job files as this process's -m sweep started (its summary lists the jobs it wrote)
 RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "grid.png", "risk_coverage.csv", "risk_coverage.png")
 
 

@@ -218,15 +218,12 @@ def test_sweep_summary_lists_failed_jobs_with_their_reason(tmp_path):
     assert [r["error"] != "" for r in rows] == [False, True] and rows[0]["seconds_per_image"] == "2.0"
     # a later sweep in the same folder: job 0 refused now (its old summary.json stays), job 1 not run
     # again — the summary lists this sweep's jobs only, job 0 as failed (was: the old results shown)
-    import os
-    import time
+    from ipsolve.runner.reports import sweep_files
 
-    for p in (ok / "summary.json", bad / "failed.json"):
-        os.utime(p, (time.time() - 60, time.time() - 60))
-    start = time.time() - 1
+    before = sweep_files(tmp_path)  # as the later sweep starts (it clears failed.json, then takes this)
     (ok / "failed.json").write_text(json.dumps({"job": 0, "overrides": ["solver=dps_cpu"], "reason": "holds results "
                                                 "of different settings"}))
-    md, _ = summarize_sweep(tmp_path, since=start)
+    md, _ = summarize_sweep(tmp_path, before=before)
     text = md.read_text()
     assert "failed: holds results of different settings" in text and "20.00" not in text and "fmplug" not in text
 

@@ -190,31 +190,45 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def summarize_sweep(sweep_dir, since: float | None = None) -> tuple[Path, Path] | None:
+def sweep_files(sweep_dir) -> dict[str, int]:
+    """Every job's ``summary.json`` / ``failed.json`` under ``sweep_dir`` with its modification
+    time (ns): taken when a sweep starts, so that its summary can leave out what it did not write."""
+    out = {}
+    for p in [*Path(sweep_dir).glob("*/summary.json"), *Path(sweep_dir).glob("*/failed.json")]:
+        try:
+            out[str(p)] = p.stat().st_mtime_ns
+        except OSError:
+            pass
+    return out
+
+
+def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Path, Path] | None:
     """Compare the runs of a sweep (every ``*/summary.json`` under ``sweep_dir``; a job that
     failed left ``*/failed.json`` with its one-line reason): writes ``sweep_summary.md`` and
-    ``sweep_summary.csv`` there.  ``since`` (a time stamp: the sweep's start): only files written
-    since then — a job folder left by an earlier sweep in the same folder is not this sweep's.
-    A job with both files from this sweep is shown by its summary (it failed after finishing
-    images); without ``since``, by the newer of the two."""
+    ``sweep_summary.csv`` there.  ``before`` (:func:`sweep_files` at the sweep's start): files
+    still as they were then are not this sweep's — a job folder left by an earlier sweep in the
+    same folder (compared by identity, not by clock, so jobs on other machines count alike).  A
+    job with both files from this sweep is shown by its summary (it failed after finishing
+    images); without ``before``, by the newer of the two."""
     sweep_dir = Path(sweep_dir)
+    now = sweep_files(sweep_dir)
+
+    def current(path: Path) -> bool:
+        return str(path) in now and (before is None or before.get(str(path)) != now[str(path)])
+
     runs = []
     for p in [*sweep_dir.glob("*/summary.json"), *sweep_dir.glob("*/failed.json")]:
         try:
-            mtime = p.stat().st_mtime
             data = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if since is not None and mtime < since:
+        if not current(p):
             continue
         other = p.parent / ("summary.json" if p.name == "failed.json" else "failed.json")
-        try:
-            other_mtime = other.stat().st_mtime if other.is_file() else None
-        except OSError:
-            other_mtime = None
-        if other_mtime is not None and (
-                (since is not None and other_mtime >= since and p.name == "failed.json")
-                or (since is None and (other_mtime > mtime or (other_mtime == mtime and p.name == "failed.json")))):
+        if current(other) and (
+                (before is not None and p.name == "failed.json")
+                or (before is None and (now[str(other)] > now[str(p)]
+                                        or (now[str(other)] == now[str(p)] and p.name == "failed.json")))):
             continue  # the job's other file says what happened
         runs.append((p.parent.name, data, p.name == "failed.json"))
     if not runs:
