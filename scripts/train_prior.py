@@ -10,7 +10,10 @@ Data: ``phantom`` (the broad phantom family, unlimited; its held-out family is n
 multi-scale crops), a folder of images, or DICOM / NIfTI scans (a DICOM folder with any number of
 series, a NIfTI file or folder: every slice of every volume, windowed per volume with ``--window``).  Training resumes from ``<work>/train_state.pt``;
 ``--steps`` is the total to reach, ``--max-minutes`` stops early (state saved, model
-exported), so the job can run in the background and be continued later.
+exported), so the job can run in the background and be continued later.  On a folder or scans,
+``--val-fraction`` of the images (whole volumes) is held out and the exported weights' denoising
+loss on them is compared with that on training images at every save (``README.md``, the prior's
+model card, and ``training.json``): a ratio above 1.25 means the prior memorises its images.
 
     python scripts/train_prior.py --kind ddpm --data phantom --out ipsolve/priors/bundled/phantom-ddpm
     accelerate launch --multi_gpu scripts/train_prior.py ...   # several GPUs
@@ -35,6 +38,7 @@ from diffusers.training_utils import EMAModel
 
 from ipsolve import datasets
 from ipsolve.priors import save_pretrained_prior
+from ipsolve.priors.loading import MEMORISING_RATIO
 
 
 def make_unet(size, channels, widths):
@@ -53,28 +57,111 @@ def make_vae(channels, latent_channels):
 BUILTIN_DATA = ("phantom", "ellipses", "photo", "kernels")
 
 
-def batches(data, size, batch_size, generator, window="auto"):
-    """``(next_batch, channels)``: a function drawing a training batch in [-1, 1], and its channel count.
-    A built-in name that is also an existing path is the path (with a note)."""
+def batches(data, size, batch_size, generator, window="auto", val_fraction=0.0, seed=0):
+    """``(next_batch, channels, validation, split)``: a function drawing a training batch in [-1, 1],
+    its channel count, ``(held-out images, training images to compare with)`` for validation (None
+    for the built-in generators — their data are unlimited — or too few images) and how the held-out
+    images were chosen.  A built-in name that is also an existing path is
+    the path (with a note)."""
     if data in BUILTIN_DATA and Path(data).exists():
         print(f"note: --data {data} is a folder here: training on it, not on the built-in {data!r} data "
               f"(give ./{data}/ to silence this, or move it to use the built-in)")
         data = str(Path(data).resolve())
     elif data == "phantom":  # the broad family; its held-out family (blobs) is never drawn
-        return (lambda: datasets.phantoms(batch_size, size, generator)), 1
+        return (lambda: datasets.phantoms(batch_size, size, generator)), 1, None, GENERATED
     if data == "ellipses":  # the first bundled priors' narrow generator
-        return (lambda: datasets.random_ellipses(batch_size, size, generator)), 1
+        return (lambda: datasets.random_ellipses(batch_size, size, generator)), 1, None, GENERATED
     if data == "photo":
-        return (lambda: datasets.random_photo_crops(batch_size, size, generator)), 3
+        return (lambda: datasets.random_photo_crops(batch_size, size, generator)), 3, None, GENERATED
     if data == "kernels":  # BlindDPS's kernel prior: a pool of motion (75 %) and Gaussian (25 %) kernels, resampled
         pool = datasets.blur_kernels(8000, size, generator)
-        return (lambda: pool[torch.randint(len(pool), (batch_size,), generator=generator)]), 1
+        return (lambda: pool[torch.randint(len(pool), (batch_size,), generator=generator)]), 1, None, GENERATED
     # a folder of images, DICOM series or NIfTI volumes (every slice, each volume windowed as a whole:
     # reconstruct with the same data.window)
     from ipsolve.io import load_training_slices
-    images = load_training_slices(data, size, window=window)
-    print(f"training data: {len(images)} slice(s)/image(s) of {data}, {images.shape[1]} channel(s)")
-    return (lambda: images[torch.randint(len(images), (batch_size,), generator=generator)]), images.shape[1]
+    images, sources = load_training_slices(data, size, window=window, groups=True)
+    train_images, heldout, split = split_heldout(images, sources, val_fraction, seed)
+    print(f"training data: {len(train_images)} slice(s)/image(s) of {data}, {images.shape[1]} channel(s); "
+          f"held out for validation: {split}")
+    validation = None
+    if heldout is not None:  # compared with up to 256 training images (seeded), the same for every check
+        pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed + 104729))[:256]
+        validation = (heldout, train_images[pick.sort().values])
+    return ((lambda: train_images[torch.randint(len(train_images), (batch_size,), generator=generator)]),
+            images.shape[1], validation, split)
+
+
+GENERATED = "none (generated data: every batch is new)"
+
+
+def split_heldout(images, sources, fraction: float, seed: int):
+    """``(training, held_out, description)``: whole sources (image files, volumes — neighbouring
+    slices are nearly the same image, so slices are never split from their volume) held out for
+    validation, ``fraction`` of them (at least 1, at most all but 1), seeded; one volume alone
+    gives a block of slices at its end (only one of them touches a training slice).  ``fraction``
+    0, or fewer than 2 sources and 10 slices: nothing held out."""
+    if fraction <= 0:
+        return images, None, "none (--val-fraction 0)"
+    names = list(dict.fromkeys(sources))
+    if len(names) >= 2:
+        k = min(len(names) - 1, max(1, round(fraction * len(names))))
+        order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+        held = {names[i] for i in order[:k]}
+        mask = torch.tensor([src in held for src in sources])
+        unit = "volume(s)" if names[0].startswith("volume ") else "image(s)"
+        what = f"{k} of {len(names)} {unit} ({int(mask.sum())} of {len(images)} slice(s)/image(s))"
+    elif len(images) >= 10:
+        k = max(1, round(fraction * len(images)))
+        mask = torch.zeros(len(images), dtype=torch.bool)
+        mask[-k:] = True
+        what = (f"the last {k} of the {len(images)} slices of the one volume (the first of them touches a training "
+                f"slice: the gap below is a lower bound)")
+    else:
+        return images, None, f"none ({len(images)} image(s) from one source: too few to hold any out)"
+    return images[~mask], images[mask], what
+
+
+LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # noise levels of the validation loss: DDPM t = 1000·level, flow σ = level
+
+
+@torch.no_grad()
+def denoising_loss(unet, images, kind, sched, vae=None, seed=1234, draws=200):
+    """Mean squared denoising error (the training objective) at the fixed :data:`LEVELS`, with
+    noise from a fixed seed and at least ``draws`` (image, level, noise) draws: comparable between
+    image sets and between checkpoints.  Latent priors: in the autoencoder's latent space (its mean)."""
+    g = torch.Generator().manual_seed(seed)
+    param = next(unet.parameters())
+    repeats = max(1, math.ceil(draws / (len(images) * len(LEVELS))))
+    total, count = 0.0, 0
+    for chunk in images.split(64):
+        x = chunk.to(param.device)
+        if vae is not None:
+            x = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+        for level in LEVELS * repeats:
+            noise = torch.randn(x.shape, generator=g).to(x.device)
+            if kind == "flow":
+                pred = unet(((1 - level) * x + level * noise).to(param.dtype),
+                            torch.full((len(x),), level * 1000, device=x.device)).sample.float()
+                target = noise - x
+            else:
+                t = torch.full((len(x),), int(level * 1000), device=x.device, dtype=torch.long)
+                pred = unet(sched.add_noise(x, noise, t).to(param.dtype), t).sample.float()
+                target = noise
+            total += float((pred - target).pow(2).mean(dim=(1, 2, 3)).sum())
+            count += len(x)
+    return total / count
+
+
+def validate(unet, heldout, compared, kind, sched, vae, step) -> dict:
+    """The exported (EMA) network's denoising loss on the held-out images and on as many training
+    images: a ratio well above 1 means the prior denoises the images it was trained on better
+    than new ones of the same kind — it memorises them, and would paint them into reconstructions."""
+    was_training = unet.training
+    unet.eval()
+    held, train = (denoising_loss(unet, x, kind, sched, vae) for x in (heldout, compared))
+    unet.train(was_training)
+    return {"step": step, "heldout_loss": round(held, 5), "train_loss": round(train, 5),
+            "ratio": round(held / max(train, 1e-12), 3)}
 
 
 def main():
@@ -101,6 +188,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--export-fp16", action="store_true",
                     help="store the exported UNet weights in float16 (half the size; loaded as float32)")
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="a folder or scans: the fraction of its images (whole volumes for scans) held out to check "
+                         "that the prior does not memorise its training images (0: none)")
     ap.add_argument("--init-from", default=None,
                     help="start a new run from the UNet of this prior directory (e.g. a flow prior from a DDPM one)")
     argv = sys.argv[1:]
@@ -146,8 +236,9 @@ def check_resume(saved: dict, settings: dict, ckpt: Path) -> None:
     before = saved.get("settings")
     if before is None:
         return  # a state from before settings were recorded: taken as it is
-    differ = [f"--{k.replace('_', '-')} {before.get(k)!r} (now {v!r})" for k, v in settings.items()
-              if k != "out" and before.get(k) != v]
+    legacy = {"val_fraction": 0.0}  # states from before the validation split trained on every image
+    differ = [f"--{k.replace('_', '-')} {before.get(k, legacy.get(k))!r} (now {v!r})" for k, v in settings.items()
+              if k != "out" and before.get(k, legacy.get(k)) != v]
     if differ:
         raise TrainingMismatch(f"the training state {ckpt} was made with {', '.join(differ)}; continue with its "
                                f"settings, or start afresh with another --work (or remove {ckpt.parent})")
@@ -171,10 +262,14 @@ def train(args):
                                    f"not in {work}" + (f" (it was in {before['work']})" if before.get("work") else "")
                                    + "; pass --work with that folder to continue, or another --out (or remove it) "
                                      "to start afresh")
-    next_batch, channels = batches(args.data, args.size, args.batch_size, gen, args.window)
+    if not 0 <= args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    next_batch, channels, validation, split = batches(args.data, args.size, args.batch_size, gen, args.window,
+                                                   args.val_fraction, args.seed)
     data = args.data if args.data in BUILTIN_DATA and not Path(args.data).exists() else str(Path(args.data).resolve())
     settings = {"kind": args.kind, "size": args.size, "widths": list(widths), "channels": channels, "data": data,
-                "window": args.window, "out": str(out.resolve())}
+                "window": args.window, "out": str(out.resolve()),
+                "val_fraction": args.val_fraction if validation is not None else 0.0}
     work.mkdir(parents=True, exist_ok=True)
 
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
@@ -182,7 +277,7 @@ def train(args):
     vae = make_vae(channels, 4) if args.kind == "latent" else None
     unet_size, unet_ch = (args.size // 2, 4) if vae is not None else (args.size, channels)
     unet = make_unet(unet_size, unet_ch, widths)
-    state = {"step": 0, "ae_step": 0, "seconds": 0.0}
+    state = {"step": 0, "ae_step": 0, "seconds": 0.0, "validation": []}
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=0.0)
     ae_opt = torch.optim.AdamW(vae.parameters(), lr=1e-3) if vae is not None else None
     if args.init_from and not ckpt.exists():
@@ -211,6 +306,7 @@ def train(args):
         if vae is not None:
             vae.load_state_dict(saved["vae"]); ae_opt.load_state_dict(saved["ae_opt"])
         state = saved["state"]; gen.set_state(saved["gen"])
+        state.setdefault("validation", [])  # a state from before the validation split
         if vae is not None and "scaling_factor" in state:  # the factor the UNet's latents were scaled by
             vae.register_to_config(scaling_factor=state["scaling_factor"])
         acc.print(f"resumed from {ckpt} at step {state['step']} (ae {state['ae_step']})")
@@ -226,12 +322,17 @@ def train(args):
         if not acc.is_main_process:
             return
         raw_unet, raw_vae = acc.unwrap_model(unet), (acc.unwrap_model(vae) if vae is not None else None)
+        export = copy.deepcopy(raw_unet); ema.copy_to(export.parameters())
+        if validation is not None and state["step"] > 0 and state["step"] not in [v["step"] for v in state["validation"]]:
+            check = validate(export, *validation, args.kind, sched, raw_vae, state["step"])  # the exported weights
+            state["validation"].append(check)
+            acc.print(f"validation at step {check['step']}: denoising loss held-out {check['heldout_loss']:.4f}, "
+                      f"training {check['train_loss']:.4f} (ratio {check['ratio']:.2f})")
         payload = {"unet": raw_unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
                    "state": state, "gen": gen.get_state(), "settings": settings}
         if raw_vae is not None:
             payload.update(vae=raw_vae.state_dict(), ae_opt=ae_opt.state_dict())
         torch.save(payload, str(ckpt) + ".tmp"); os.replace(str(ckpt) + ".tmp", ckpt)
-        export = copy.deepcopy(raw_unet); ema.copy_to(export.parameters())
         if args.export_fp16:
             export = export.half()
         out.mkdir(parents=True, exist_ok=True)
@@ -245,7 +346,9 @@ def train(args):
         record = {**state, **vars(args), "work": str(work.resolve()), "data_resolved": data, "channels": channels,
                   "data_kind": data_kind(args.data)}
         record["max_minutes"] = None if math.isinf(args.max_minutes) else args.max_minutes  # JSON has no Infinity
+        record["heldout"] = split
         (out / "training.json").write_text(json.dumps(record, indent=2))
+        write_model_card(out, record, sum(p.numel() for p in raw_unet.parameters()))
         acc.print(f"saved step {state['step']} (ae {state['ae_step']}) after {state['seconds'] / 60:.1f} min")
 
     # Stage 1 (latent kind): the autoencoder, L1 + small KL; then fix its latent scaling.
@@ -275,6 +378,7 @@ def train(args):
     if vae is not None:
         vae.eval()
     last_save = state["step"]
+    window_losses = []  # detached, summed at each print: no host sync per step
     while state["step"] < args.steps and time.time() < budget_end:
         x = next_batch().to(acc.device)
         if vae is not None:
@@ -293,14 +397,62 @@ def train(args):
         opt.zero_grad(set_to_none=True); acc.backward(loss); opt.step()
         ema.step(acc.unwrap_model(unet).parameters())
         state["step"] += 1
+        window_losses.append(loss.detach())
         if state["step"] % 50 == 0 or state["step"] == args.steps:  # (and the last step: a short run shows one)
-            acc.print(f"step {state['step']} loss {loss.item():.4f} ({(time.time() - t_start) / 60:.1f} min)")
+            state["loss"] = float(torch.stack(window_losses).mean())  # the mean since the last print, not one batch's
+            acc.print(f"step {state['step']} loss {state['loss']:.4f} (mean of the last {len(window_losses)} steps; "
+                      f"{(time.time() - t_start) / 60:.1f} min)")
+            window_losses = []
         if state["step"] - last_save >= args.save_every:
             save_and_export(); last_save = state["step"]
-    save_and_export()
+    if last_save != state["step"] or state["step"] == 0:  # (not saved twice at the same step)
+        save_and_export()
     if state["step"] < args.steps:
         acc.print(f"stopped by --max-minutes at step {state['step']} of {args.steps}: the exported prior is "
                   f"part-trained (its training.json says so); run the same command again to continue")
+
+
+CARD_MARK = "<!-- written by scripts/train_prior.py: rewritten at every save -->"
+
+
+def write_model_card(out: Path, record: dict, parameters: int) -> None:
+    """``README.md`` in the exported prior: what it was trained on, for how long, and whether it
+    memorises its training images (the held-out check).  A README not written here (the bundled
+    priors' model cards, made by scripts/model_card.py) is left alone."""
+    card = out / "README.md"
+    if card.is_file() and CARD_MARK not in card.read_text():
+        return
+    done, asked = record["step"], record["steps"]
+    window = f", window {record['window']}" if record.get("data_kind") in ("dicom", "nifti") else ""
+    lines = [CARD_MARK, f"# {out.name}: a {record['kind']} prior trained with ipsolve", "",
+             f"* **Data**: {record['data_resolved']} ({record['data_kind']}{window}), {record['channels']} channel(s), "
+             f"{record['size']} px.",
+             f"* **Held out for validation**: {record['heldout']}.",
+             f"* **Training**: {done} of {asked} steps" + (" — **part-trained**" if done < asked else "")
+             + (f" (autoencoder {record['ae_step']} of {record['ae_steps']})" if record["kind"] == "latent" else "")
+             + f", batch {record['batch_size']}, lr {record['lr']}, UNet widths {record['widths']} "
+             f"({parameters / 1e6:.2f} M parameters), {record['seconds'] / 60:.1f} min"
+             + (f"; last loss {record['loss']:.4f} (mean of the last steps)" if "loss" in record else "") + "."]
+    checks = record.get("validation") or []
+    if checks:
+        last = checks[-1]
+        verdict = (f"**it denoises its training images clearly better than new ones: it memorises them** (ratio above "
+                   f"{MEMORISING_RATIO}) — it would paint them into reconstructions; train on more images or for fewer steps "
+                   f"(the earliest check below with a ratio near 1)" if last["ratio"] > MEMORISING_RATIO else
+                   "no sign of memorising its training images")
+        lines += ["", f"Denoising loss of the exported (EMA) weights at noise levels {', '.join(map(str, LEVELS))} "
+                      f"with fixed noise: held-out {last['heldout_loss']:.4f}, training {last['train_loss']:.4f}, "
+                      f"ratio {last['ratio']:.2f} — {verdict}.", "",
+                  "| step | held-out loss | training loss | ratio |", "|---|---|---|---|"]
+        lines += [f"| {c['step']} | {c['heldout_loss']:.4f} | {c['train_loss']:.4f} | {c['ratio']:.2f} |" for c in checks]
+    where = str(out.resolve())
+    lines += ["", f"Use it: `ipsolve prior={where}` (or `ipsolve.load_prior({where!r})`)"
+              + (f" with `data.window={record['window']}`" if window else "") + ".",
+              "`training.json` holds every setting; the same train_prior.py command continues the training.", ""]
+    card.write_text("\n".join(lines))
+    if checks and checks[-1]["ratio"] > MEMORISING_RATIO:
+        print(f"warning: the prior denoises its training images clearly better than the held-out ones (loss ratio "
+              f"{checks[-1]['ratio']:.2f} > {MEMORISING_RATIO}): it memorises them; see {card}")
 
 
 def data_kind(data: str) -> str:

@@ -568,6 +568,8 @@ def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
     assert cal["images"] == ["v_z001", "v_z002", "v_z003"]  # the middle 3 of 6 slices, neighbours
     assert set(cal["params"]) == {"z_coupling"} and cal["coupling"] == cal["params"]["z_coupling"] >= 0
     assert cal["table"][0]["preset"] and cal["table"][0]["z_coupling"] == 0.0
+    # summary.json records the calibration that ran (calibrate.enabled was given as false)
+    assert res.summary["calibrate"]["enabled"] is True and res.summary["calibrate"]["params"] == ["z_coupling"]
     # 3 golden-section points, and the range's end when the best of them is the outermost one
     assert len(cal["table"]) in (4, 5) and all(r["z_coupling"] >= 1e-4 for r in cal["table"][1:])
     assert json.loads((tmp_path / "run" / "calibration.json").read_text())["coupling"] == cal["coupling"]
@@ -595,8 +597,22 @@ def test_training_slices_from_dicom_and_nifti(tmp_path):
     spec = importlib.util.spec_from_file_location("train_prior", ROOT / "scripts" / "train_prior.py")
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
-    next_batch, channels = train.batches(str(tmp_path / "dcm"), 32, 5, torch.Generator().manual_seed(0))
+    next_batch, channels, validation, split = train.batches(str(tmp_path / "dcm"), 32, 5, torch.Generator().manual_seed(0),
+                                                            val_fraction=0.1)
     assert channels == 1 and next_batch().shape == (5, 1, 32, 32)
+    assert validation is None and split.startswith("none (3 image(s) from one source")  # too few to hold out
+    # the 4-D file's 20 volumes: 2 held out whole (their slices are never drawn for training), not slices of each
+    nii = str(tmp_path / "nii" / "functional.nii")
+    next_batch, _, (heldout, compared), split = train.batches(nii, 16, 64, torch.Generator().manual_seed(0),
+                                                              val_fraction=0.1)
+    assert split.startswith("2 of 20 volume(s) (6 of 60") and heldout.shape == (6, 1, 16, 16)
+    assert len(compared) == 54 and not any((compared[:, None] == heldout[None]).flatten(2).all(2).any(1))
+    drawn = torch.cat([next_batch() for _ in range(10)])
+    assert not (drawn[:, None] == heldout[None]).flatten(2).all(2).any()
+    # one volume alone: a block of slices at its end
+    kept, end_block, what = train.split_heldout(y[:12], ["volume 0"] * 12, 0.25, 0)
+    torch.testing.assert_close(end_block, y[9:12])
+    assert len(kept) == 9 and "lower bound" in what
 
 
 # ----------------------------------------------------------------------------------------

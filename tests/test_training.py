@@ -41,6 +41,12 @@ def test_a_training_state_is_never_resumed_with_other_settings(photos, tmp_path)
     assert ok.returncode == 0, ok.stderr[-2000:]
     record = json.loads((tmp_path / "runA" / "prior" / "training.json").read_text())
     assert record["data_kind"] == "images" and record["step"] == 2 and record["max_minutes"] is None
+    # one of the 3 images held out; the exported weights' denoising loss checked on it against the other two
+    assert record["heldout"].startswith("1 of 3 image(s)") and "held out for validation: 1 of 3" in ok.stdout
+    (check,) = record["validation"]
+    assert check["step"] == 2 and check["ratio"] == pytest.approx(check["heldout_loss"] / check["train_loss"], rel=1e-2)
+    card = (tmp_path / "runA" / "prior" / "README.md").read_text()
+    assert "Held out for validation**: 1 of 3 image(s)" in card and "| 2 |" in card and ok.stdout.count("saved step 2 ") == 1
     # another export folder with the same name: its own state (was: the DDPM state resumed as a flow)
     other = train("--kind", "flow", "--data", str(photos), "--out", "runB/prior", *TINY, cwd=tmp_path)
     assert other.returncode == 0 and "resumed" not in other.stdout, other.stdout[-2000:]
@@ -65,6 +71,19 @@ def test_a_part_trained_or_incomplete_prior_is_said(photos, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="ipsolve"):
         prior = ipsolve.load_prior(str(tmp_path / "p"))
     assert "is part-trained" in caplog.text and prior.training_record["steps"] == 400
+    # a prior that denoises its training images clearly better than held-out ones is said to memorise them
+    record = json.loads((tmp_path / "p" / "training.json").read_text())
+    record["validation"] = [{"step": 400, "heldout_loss": 0.2, "train_loss": 0.1, "ratio": 2.0}]
+    (tmp_path / "p" / "training.json").write_text(json.dumps(record))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        ipsolve.load_prior(str(tmp_path / "p"))
+    assert "memorises its training images" in caplog.text and "2.00×" in caplog.text
+    # a model card not written by train_prior.py is left alone; its own is rewritten at each save
+    (tmp_path / "p" / "README.md").write_text("my notes")
+    again = train("--kind", "flow", "--data", str(photos), "--out", "p", "--steps", "400", "--batch-size", "2",
+                  "--widths", "16,32", "--max-minutes", "0.01", cwd=tmp_path)
+    assert again.returncode == 0 and (tmp_path / "p" / "README.md").read_text() == "my notes", again.stderr[-2000:]
     shutil.copytree(tmp_path / "p", tmp_path / "no_unet")
     shutil.rmtree(tmp_path / "no_unet" / "unet")  # was: "couldn't connect to huggingface.co"
     with pytest.raises(ValueError, match="lists unet/"):

@@ -57,12 +57,19 @@ def load_volumes(kind: str, path, series=None, volume: int = 0, exclude=()) -> t
     raise ValueError(f"unknown volume format {kind!r}; expected one of {', '.join(FORMATS)}")
 
 
-def load_training_slices(path, size: int, window="auto", series="all", volume=None):
+def load_training_slices(path, size: int, window="auto", series="all", volume=None, groups: bool = False):
     """Training images ``(N, 1, size, size)`` in [-1, 1] from ``path``: every slice of every
     DICOM series or NIfTI volume (all volumes of a 4-D file unless ``volume`` is given), each
     volume windowed as a whole (``window``: auto, ct_soft_tissue or [lo, hi] — use the same one
     when reconstructing), resized like the runner's inputs; or a folder of images
-    (:func:`ipsolve.io.load_folder`, 1 or 3 channels as stored)."""
+    (:func:`ipsolve.io.load_folder`, 1 or 3 channels as stored).  ``groups=True`` also returns
+    each image's source — its file, or its volume — so that a validation split can hold out whole
+    volumes (neighbouring slices are nearly the same image)."""
+    images, sources = _training_slices(path, size, window, series, volume)
+    return (images, sources) if groups else images
+
+
+def _training_slices(path, size, window, series, volume):
     import torch
 
     kind = guess_format(path)
@@ -75,7 +82,7 @@ def load_training_slices(path, size: int, window="auto", series="all", volume=No
         if len(set(found) - {None}) > 1:
             logging.getLogger("ipsolve").warning("%s mixes grey and colour images: %d grey image(s) are replicated "
                                                  "to 3 channels (a colour prior)", path, found.count(1))
-        return torch.cat([load_image(f, size, channels) for f in files])
+        return torch.cat([load_image(f, size, channels) for f in files]), [str(f) for f in files]
     if kind == "nifti" and volume is None:
         vols = []
         from .nifti import nifti_files, read_nifti
@@ -88,14 +95,15 @@ def load_training_slices(path, size: int, window="auto", series="all", volume=No
                 vols += read_nifti(f, volume=t)[0]
     else:
         vols = load_volumes(kind, path, series=series, volume=volume or 0)[0]
-    out = []
-    for v in vols:
+    out, sources = [], []
+    for i, v in enumerate(vols):
         w = resolve_window(window, v)
         x, _ = slice_images(v, w, size, 0, v.shape[2] - 1)
         out.append(x)
+        sources += [f"volume {i} ({v.name})"] * len(x)
     if not out:
         raise ValueError(f"no slices in {path}")
-    return torch.cat(out)
+    return torch.cat(out), sources
 
 
 def describe_volume(v: Volume) -> dict:

@@ -231,10 +231,14 @@ NOT_DENOISERS = ("AutoencoderKL", "VQModel", "AutoencoderTiny", "AutoencoderDC")
 FOUNDATION_DENOISERS = ("UNet2DConditionModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
 
 
+MEMORISING_RATIO = 1.25  # held-out ÷ training denoising loss above which a trained prior is said to memorise
+
+
 def training_record(root: Path) -> dict | None:
     """What ``scripts/train_prior.py`` recorded about a prior it exported (``training.json``:
-    steps done and asked, data, window), or None; a prior whose training stopped early (by
-    ``--max-minutes``) is said once here, as it would otherwise be used as if finished."""
+    steps done and asked, data, window, the held-out check), or None; a prior whose training
+    stopped early (by ``--max-minutes``), or that denoises its training images clearly better than
+    held-out ones (it memorises them), is said once here, as it would otherwise be used as if fine."""
     path = root / "training.json"
     if not path.is_file():
         return None
@@ -249,6 +253,11 @@ def training_record(root: Path) -> dict | None:
         log.warning("prior %s is part-trained: %d of its %d training steps%s (training.json; continue with the "
                     "same train_prior.py command)", root, done, asked,
                     f", autoencoder {ae_done} of {ae_asked}" if isinstance(ae_asked, int) and ae_done < ae_asked else "")
+    checks = record.get("validation") or []
+    if checks and isinstance(checks[-1], dict) and checks[-1].get("ratio", 0) > MEMORISING_RATIO and not bundled:
+        log.warning("prior %s memorises its training images: its denoising loss on held-out images is %.2f× that on "
+                    "its training images (README.md, training.json); reconstructions may copy training images",
+                    root, checks[-1]["ratio"])
     return record
 
 

@@ -42,22 +42,32 @@ def calibration_options(value) -> dict:
     return out
 
 
+def effective_options(options: dict, solver, coupling) -> dict:
+    """The calibration a run does: ``options`` as given, turned on for parameters given as
+    ``"auto"`` (``solver.X=auto``) and for ``data.z_coupling=auto`` (the weight searched with
+    whatever else is), so that ``summary.json`` records what ran.  Applying it twice changes nothing."""
+    from ..solvers.calibration import COUPLING, declared_space
+
+    auto = tuple(getattr(solver, "auto_params", ()) or ())
+    if coupling == "auto":
+        given = options["params"] if options["enabled"] else list(auto)
+        if options["enabled"] and given is None:
+            given = list(declared_space(solver))
+        return {**options, "enabled": True, "params": [*(p for p in given if p != COUPLING), COUPLING]}
+    if auto and not options["enabled"]:
+        return {**options, "enabled": True, "params": list(auto)}
+    return options
+
+
 def calibrate_job(job, items, options: dict, state) -> dict | None:
     """Calibrate ``job.solver`` on the first ``options["images"]`` items and set the calibrated
     solver on ``job`` (every rank).  Returns the record for ``summary.json`` (None when off).
     Parameters given as ``"auto"`` (in a preset or as ``solver.X=auto``) are calibrated once here,
     on the first images, rather than on every batch."""
-    from ..solvers.calibration import COUPLING, declared_space, with_params
+    from ..solvers.calibration import with_params
     from .processes import broadcast
 
-    auto = tuple(getattr(job.solver, "auto_params", ()) or ())
-    if job.coupling == "auto":  # the z-coupling weight is calibrated with whatever else is
-        given = options["params"] if options["enabled"] else list(auto)
-        if options["enabled"] and given is None:
-            given = list(declared_space(job.solver))
-        options = {**options, "enabled": True, "params": [*given, COUPLING]}
-    elif auto and not options["enabled"]:
-        options = {**options, "enabled": True, "params": list(auto)}
+    options = effective_options(options, job.solver, job.coupling)
     if not options["enabled"]:
         return None
     record, error = None, None
@@ -115,7 +125,7 @@ def _calibrate(job, items, options: dict) -> dict:
     cal = calibrate(y, job.operator, job.prior, job.solver, sigma=job.sigma, params=options["params"],
                     budget=options["budget"], method=options["method"], holdout=options["holdout"], seed=job.seed,
                     generator=gens, penalty=penalty)
-    record = {**cal.summary(), "images": names, "changes": cal.changes, "table": cal.table,
+    record = {**cal.summary(), "sigma": job.sigma, "images": names, "changes": cal.changes, "table": cal.table,
               "options": json.loads(json.dumps(options, default=str)), "fingerprint": job.fingerprint,
               "input_digests": {it.name: input_digest(it) for it in ok}}
     if cal.coupling is not None:
@@ -183,10 +193,12 @@ def write_calibration_files(out: Path, record: dict) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / "calibration.csv", buf.getvalue())
-    plot_calibration(rows, record["params"], record["method"], out / "calibration.png")
+    plot_calibration(rows, record["params"], record["method"], out / "calibration.png", sigma=record.get("sigma"))
 
 
-def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path) -> None:
+def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path, sigma: float | None = None) -> None:
+    """Score against each calibrated parameter; ``sigma == 0`` labels the score as the mean squared
+    error it then is (``criteria.holdout_error``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,7 +224,10 @@ def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path) ->
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(name)
-        ax.set_ylabel("held-out error / noise level" if method == "holdout" else "residual / χ² level")
+        if sigma == 0:  # noise-free: the scores are not divided by a noise level
+            ax.set_ylabel("held-out mean squared error" if method == "holdout" else "residual (σ = 0)")
+        else:
+            ax.set_ylabel("held-out error / noise level" if method == "holdout" else "residual / χ² level")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

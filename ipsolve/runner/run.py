@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .batches import Job, run_batches
-from .calibration import calibrate_job, calibration_options
+from .calibration import calibrate_job, calibration_options, effective_options
 from .errors import RunError
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
 from .grid import write_grid
@@ -149,7 +149,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     if coupling is not None:
         coupling = check_coupling(coupling, items, solver)
         settings["z_coupling"] = coupling
-    if calibrate["enabled"] or getattr(solver, "auto_params", ()) or coupling == "auto":  # a resume calibrates alike
+    calibrate = effective_options(calibrate, solver, coupling)
+    if calibrate["enabled"]:  # recorded as it runs (solver.X=auto turns it on); a resume calibrates alike
         settings["calibrate"] = {**calibrate, "auto": list(getattr(solver, "auto_params", ()) or ())}
     job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
               measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
