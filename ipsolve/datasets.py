@@ -303,7 +303,7 @@ def example_nifti(dest, name: str = "anatomical.nii"):
 
 def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleration: float = 4,
                          center_fraction: float = 0.08, sigma: float = 0.0, seed: int = 0, scale: float = 1e-4,
-                         undersample: bool = True):
+                         undersample: bool = True, phase: float = 0.0, pad_columns: int = 0):
     """Write ``volume`` ``(slices, 1, H, W)`` in [-1, 1] as a file in fastMRI's HDF5 layout
     (``fastmri/data/mri_data.py``): ``kspace`` (slices, coils, H, W) complex64 =
     ``scale ·`` :func:`~ipsolve.operators.fft2c` of the coil images ``S_c · (x + 1)/2``
@@ -312,7 +312,10 @@ def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleratio
     with ``undersample`` the columns outside a fastMRI random mask (``acceleration``,
     ``center_fraction``, ``seed``) are zero, as in fastMRI's test sets.  ``reconstruction_rss``
     (``reconstruction_esc`` single-coil) = ``scale · (x + 1)/2`` (the RSS of the coil images, since
-    Σ_c |S_c|² = 1); a minimal ``ismrmrd_header`` (1 mm pixels).  Returns ``(path, mask)``."""
+    Σ_c |S_c|² = 1); a minimal ``ismrmrd_header`` (1 mm pixels).  ``phase`` (radians): the image is
+    multiplied by a smooth phase ``exp(i·phase·(0.6 u + 0.4 v + 0.25))`` (u, v ∈ [-1, 1]), as a
+    scan's is; ``pad_columns``: that many columns at each edge set to zero (padding, as fastMRI's
+    acquisitions have).  Returns ``(path, mask)``."""
     from pathlib import Path
 
     from .io import require
@@ -323,12 +326,18 @@ def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleratio
     n, h, w = x01.shape
     sens = synthetic_sensitivities(coils, h, seed).to(torch.complex128) if coils > 1 else torch.ones(1, h, w,
                                                                                                  dtype=torch.complex128)
-    k = fft2c(x01[:, None].to(torch.complex128) * sens[None]) * scale
+    v, u = torch.meshgrid(torch.linspace(-1, 1, h, dtype=torch.float64), torch.linspace(-1, 1, w, dtype=torch.float64),
+                          indexing="ij")
+    ramp = torch.exp(1j * phase * (0.6 * u + 0.4 * v + 0.25))
+    k = fft2c(x01[:, None].to(torch.complex128) * ramp * sens[None]) * scale
     g = torch.Generator().manual_seed(seed + 1)
     if sigma > 0:
         k = k + sigma * scale * torch.complex(torch.randn(k.shape, generator=g, dtype=torch.float64),
                                               torch.randn(k.shape, generator=g, dtype=torch.float64))
     mask = column_mask(w, acceleration, center_fraction, "random", seed) if undersample else np.ones(w, dtype=bool)
+    if pad_columns:
+        mask = mask.copy()
+        mask[:pad_columns] = mask[w - pad_columns:] = False
     k = k * torch.from_numpy(mask)
     kspace = k.numpy().astype(np.complex64)
     header = ("<?xml version='1.0'?><ismrmrdHeader xmlns='http://www.ismrm.org/ISMRMRD'><encoding>"

@@ -462,6 +462,50 @@ def test_kspace_that_does_not_fit_the_operator(fastmri_file, tmp_path):
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing half-written
 
 
+def test_single_coil_kspace_with_phase(tmp_path):
+    """A scan's image is complex: one coil's phase is estimated from the calibration columns and
+    modelled (audit 2026-12-05: with a real-image model DPS ended below zero-filling — here 10.0
+    against 16.5 dB; measured with the phase 21.1); a real image keeps a global phase (22.2 dB, as
+    before).  ``operator.acceleration`` given for an undersampled file is refused (it was ignored,
+    yet recorded as the run's)."""
+    for phase, model in ((2.5, "2 slice(s) the phase of the centre image"), (0.0, "2 slice(s) a global phase")):
+        path, mask = fastmri_phantom_file(tmp_path / f"p{phase}" / "sc.h5", heldout_volume(2, 64, seed=5), coils=1,
+                                          acceleration=4, sigma=0.01, seed=0, phase=phase)
+        result = reconstruct_volumes(path, "fastmri", tmp_path / f"run{phase}", operator="mri",
+                                     solver={"name": "dps", "steps": 100, "rescale_zeta": True})
+        vol = result.summary["volumes"]["sc"]
+        assert vol["input"]["sensitivities"] == f"one coil's phase from the ACS centre image: {model}"
+        assert vol["metrics"]["psnr"] > vol["initial_metrics"]["psnr"] + 3.0  # measured +4.6 / +5.6 dB
+    with pytest.raises(RunError, match=r"drop operator.acceleration"):
+        reconstruct_volumes(path, "fastmri", tmp_path / "acc", operator={"name": "mri", "acceleration": 8},
+                            solver=CHEAP_DPS)
+
+
+def test_fully_sampled_kspace_is_undersampled_retrospectively(tmp_path):
+    """A fully sampled file (zero columns at its edges are padding, not undersampling): the
+    operator's mask, less the padding, is applied to the file's own k-space — the measurement is
+    the scan's data at those columns, not a re-simulation from its magnitude image."""
+    vol = heldout_volume(2, 40, seed=5)
+    path, _ = fastmri_phantom_file(tmp_path / "full.h5", vol, coils=4, sigma=0.01, seed=0, phase=1.0,
+                                   undersample=False, pad_columns=5)
+    result = reconstruct_volumes(path, "fastmri", tmp_path / "run", operator="mri", solver=CHEAP_DPS)
+    source = result.summary["volumes"]["full"]["input"]
+    assert source["mask"].startswith("operator") and result.summary["volumes"]["full"]["metrics"]
+    assert source["padding_columns"] == 2  # 5 zero columns at each edge of 40, 1 of them inside the central 32
+    op_mask = np.load(tmp_path / "run" / "inputs" / "fastmri_mask.npy")
+    from ipsolve.io.fastmri import open_fastmri, read_slice, square_kspace
+
+    kf = open_fastmri(path)
+    k, _ = read_slice(kf, 0)
+    ks = square_kspace(k, 32)
+    assert not op_mask[ks.any(axis=(0, 1)) == 0].any()  # no padding column counts as measured
+    hi = result.summary["volumes"]["full"]["window"]["hi"]
+    cols = ks[..., op_mask] / hi
+    expected = np.stack([cols.real, cols.imag], 1).reshape(8, 32, -1)
+    saved = np.load(tmp_path / "run" / "measurement" / "full_z000.npy")
+    np.testing.assert_allclose(saved.reshape(expected.shape), expected, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------
 # the runner: outputs in the input's geometry, never over an input, resume, z-coupling
 # ----------------------------------------------------------------------------------------

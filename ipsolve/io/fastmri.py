@@ -244,6 +244,32 @@ def estimate_sensitivities(k: np.ndarray, acs: np.ndarray, floor: float = 1e-6) 
     return maps / np.sqrt((np.abs(maps) ** 2).sum(0))[None]
 
 
+REAL_IMAGE_FRACTION = 0.02  # the centre image's imaginary energy (after a global phase) below which it is real
+
+
+def single_coil_phase(k: np.ndarray, acs: np.ndarray) -> tuple[np.ndarray, str]:
+    """The phase map ``(1, H, W)`` of one coil's image, the single-coil "sensitivity" (a scan's image
+    is complex: a real model leaves its phase as misfit), and what it is.  From the centre-only
+    image ``c`` of the calibration columns ``acs`` kept in mirror pairs ``±u``: when it is real up to a global phase
+    ``φ₀ = ½ arg Σ c²`` (imaginary energy of ``e^{-iφ₀} c`` below :data:`REAL_IMAGE_FRACTION` of its
+    energy) the map is that constant — a per-pixel phase would flip the sign where the low-pass
+    image rings below zero (measured: 3.1 dB lost on a real image) — else ``c / |c|``
+    (:func:`estimate_sensitivities` with one coil)."""
+    w = acs.size
+    mirror = (2 * (w // 2) - np.arange(w)) % w  # column u ↔ −u about the centre W // 2 (fft2c's DC)
+    symmetric = acs & acs[mirror]  # a real image's centre is real only if both of each pair are kept
+    low = ifft2c(np.where(symmetric[None, None, :], k, 0))[0]
+    phi0 = 0.5 * np.angle((low ** 2).sum())
+    rotated = low * np.exp(-1j * phi0)
+    if rotated.real.sum() < 0:  # the image is non-negative: the global phase that makes it positive
+        phi0 += np.pi
+        rotated = -rotated
+    imaginary = float((rotated.imag ** 2).sum() / max((np.abs(rotated) ** 2).sum(), 1e-300))
+    if imaginary < REAL_IMAGE_FRACTION:
+        return np.full((1, *low.shape), np.exp(1j * phi0)), f"a global phase ({imaginary:.1%} imaginary energy)"
+    return estimate_sensitivities(k, symmetric), f"the phase of the centre image ({imaginary:.1%} imaginary energy)"
+
+
 def rss_image(k: np.ndarray) -> np.ndarray:
     """Root-sum-of-squares magnitude of the coil images of ``k`` ``(coils, H, W)`` (fastMRI's
     ``rss`` of ``ifft2c``, how ``reconstruction_rss`` is made before its centre crop)."""

@@ -176,6 +176,7 @@ class Operator(nn.Module):
             return y + sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype,
                                            device="cpu" if generator is None else generator.device).to(y.device)
         if noise == "poisson":
+            check_poisson(self)
             peak = 4.0 / sigma ** 2
             rate = ((y + 1) / 2).clamp_min(0) * peak
             counts = torch.poisson(rate.cpu() if generator is not None and generator.device.type == "cpu" else rate,
@@ -224,3 +225,14 @@ class Operator(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in getattr(self, "params", {}).items())
+
+
+def check_poisson(operator) -> None:
+    """``noise=poisson`` counts photons of a measurement on the image's [-1, 1] scale (blur,
+    super-resolution, inpainting); a sinogram, k-space or Fourier amplitudes are not one — the
+    formula pinned k-space samples at −1 (audit 2026-12-05), and a CT sinogram's transmission
+    noise (Beer–Lambert) is another model — so it is refused there (ValueError, one line)."""
+    if not getattr(operator, "measurement_is_image", True):
+        raise ValueError(f"noise=poisson models photon counts of a measurement on the image's [-1, 1] scale (blur, "
+                         f"super-resolution, inpainting); operator {type(operator).__name__}'s measurement is not "
+                         f"one (a sinogram, k-space, Fourier amplitudes): use noise=gaussian")

@@ -12,6 +12,7 @@ reference numbers decided it; a deepinv user's ``Tomography`` still works throug
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from ..tensors import cached_on
 from .base import Operator, display_scaled
 
+log = logging.getLogger("ipsolve")
 FBP_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann", "none")
 
 
@@ -131,7 +133,8 @@ class CT(Operator):
 
     ``initial_guess`` = filtered back-projection (``fbp_filter``: ramp, shepp-logan, cosine,
     hamming, hann, none), each view weighted by its angular spacing ``Δθ / 2`` (scikit-image's
-    ``π / 2V`` over 180°)."""
+    ``π / 2V`` over 180°), divided by ``span / 180`` over more than 180° (every line is then
+    measured more than once: over 360° the FBP was twice too bright)."""
 
     is_linear = True
     measurement_is_image = False
@@ -152,6 +155,9 @@ class CT(Operator):
             raise ValueError(f"fbp_filter must be one of {', '.join(FBP_FILTERS)}, got {fbp_filter!r}")
         if detectors is not None and (isinstance(detectors, bool) or not isinstance(detectors, int) or detectors < 1):
             raise ValueError(f"detectors must be a positive integer or None (ceil(√2·N)), got {detectors!r}")
+        if end - start <= 2 * math.pi + 1e-6 and views > 1:  # e.g. [0, 3.14159]: radians taken as degrees
+            log.warning("CT angles %s span %.3g°: angles are in degrees (for radians multiply by 180/π, e.g. [0, 180])",
+                        [start, end], end - start)
         self.views, self.angle_range, self.detectors, self.fbp_filter = views, (start, end), detectors, fbp_filter
         self.angles = start + (end - start) * np.arange(views) / views  # [start, end), uniformly
         self.params = {"views": views, "angles": [start, end], "detectors": detectors, "fbp_filter": fbp_filter}
@@ -161,6 +167,9 @@ class CT(Operator):
         """``(grid, D, pad_before)`` for ``n``-px images (cached)."""
         if n not in self._grids:
             d, pad = radon_geometry(n, self.detectors)
+            if d < math.ceil(math.sqrt(2) * n):  # scikit-image's circle=True: it warns, so do we
+                log.warning("CT detectors=%d < ceil(√2·%d) = %d: the image's corners outside the inscribed circle are "
+                            "not measured (use detectors=null to see the whole image)", d, n, math.ceil(math.sqrt(2) * n))
             self._grids[n] = (radon_grid(self.angles, d), d, pad)  # float64, cast to the image dtype
         return self._grids[n]
 
@@ -183,9 +192,14 @@ class CT(Operator):
         return radon((x + 1) / 2, cached_on(self, f"grid{x.shape[-1]}", grid, x.device, x.dtype), pad) / x.shape[-1]
 
     def initial_guess(self, y):
+        if y.shape[-1] != self.views:
+            raise ValueError(f"the sinogram has {y.shape[-1]} views (last axis) but the operator has {self.views}; "
+                             f"expected a sinogram (B, C, detectors, {self.views})")
         n = self.input_shape(y.shape)[-1]
-        spacing = math.radians(self.angle_range[1] - self.angle_range[0]) / self.views
-        fbp = filtered_back_projection(y.double() * n, self.angles, n, self.fbp_filter, angle_weight=spacing / 2)
+        span = self.angle_range[1] - self.angle_range[0]
+        # Δθ/2 per view (scikit-image's π/2V over 180°); beyond 180° each line is measured span/180 times
+        weight = math.radians(span) / self.views / 2 * min(1.0, 180.0 / span)
+        fbp = filtered_back_projection(y.double() * n, self.angles, n, self.fbp_filter, angle_weight=weight)
         return (fbp.to(y.dtype) * 2 - 1).clamp(-1, 1)
 
     def display(self, y, size):

@@ -8,6 +8,7 @@ papers' numbers use.  deepinv's ``MRI``/``MultiCoilMRI`` still work through
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 from ..tensors import cached_on
 from .base import Operator, display_scaled
 from .decomposition import HermitianFourierDecomposition, not_decomposable
+
+log = logging.getLogger("ipsolve")
 
 MASK_KINDS = ("random", "equispaced", "equispaced_fraction")
 
@@ -108,7 +111,7 @@ class MRI(Operator):
         super().__init__()
         if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float)) or not acceleration >= 1:
             raise ValueError(f"acceleration must be a number >= 1 (1 = fully sampled), got {acceleration!r}")
-        if not 0 < center_fraction <= 1:
+        if isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float)) or not 0 < center_fraction <= 1:
             raise ValueError(f"center_fraction must be in (0, 1], got {center_fraction!r}")
         if center_fraction * acceleration > 1 + 1e-9:
             raise ValueError(f"center_fraction {center_fraction} keeps more than 1/acceleration = "
@@ -150,13 +153,28 @@ class MRI(Operator):
     def mask_for(self, shape) -> torch.Tensor:
         h, w = shape[-2:]
         if self.mask is None:
+            if round(w * self.center_fraction) == 0:
+                log.warning("MRI center_fraction %g keeps no central column at %d px: the k-space centre is sampled "
+                            "only by chance", self.center_fraction, w)
             self.mask = torch.as_tensor(column_mask(w, self.acceleration, self.center_fraction, self.kind, self.seed))
+        if not bool(self.mask.any()):
+            raise ValueError(f"the MRI mask samples no column of {w} (acceleration {self.acceleration:g}, center_fraction "
+                             f"{self.center_fraction:g}): the measurement would be empty; lower the acceleration")
         if self.mask.shape[0] != w:
             raise ValueError(f"the MRI mask has {self.mask.shape[0]} columns but the image is {w} px wide; "
                              f"expected a mask of the image width")
         if self.sens is not None and tuple(self.sens.shape[-2:]) != (h, w):
             raise ValueError(f"the coil sensitivities are {tuple(self.sens.shape[-2:])} but the image is {(h, w)}")
         return self.mask
+
+    def realised_sampling(self) -> dict | None:
+        """The mask as drawn (``summary.json`` ``operator.realised``): a random mask at a small width
+        keeps more or fewer columns than ``width / acceleration`` (at 32 px the 4× preset keeps 6,
+        5.33×; the 8× one 3, 10.67×).  None before the mask is drawn."""
+        if self.mask is None:
+            return None
+        n, w = int(self.mask.sum()), int(self.mask.numel())
+        return {"sampled_columns": n, "columns": w, "acceleration": round(w / max(n, 1), 2)}
 
     def set_sensitivity_maps(self, maps: dict, description: str = "per-image") -> None:
         """Per-image coil maps: image name → complex ``(coils, H, W)`` (Σ_c |S_c|² = 1), used for the

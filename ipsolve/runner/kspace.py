@@ -5,12 +5,16 @@ Each file is a volume and each of its slices an item.  ``data.mask``:
 * ``file`` — the file's own sampling (its ``mask`` dataset, else the columns that hold data) is
   the measurement: the items are the sampled k-space columns as :class:`~ipsolve.operators.MRI`
   makes them (``data.measurements`` implied), the operator uses that mask;
-* ``operator`` — the file must be fully sampled: its images are the ground truth and the
-  operator's own mask (``operator.acceleration``, ``center_fraction``) simulates the acquisition;
+* ``operator`` — the file must be fully sampled (zero columns at the edges are padding, not
+  undersampling: :func:`edge_padding`): its images are the ground truth and the operator's own
+  mask (``operator.acceleration``, ``center_fraction``; less any padding) is applied to the
+  file's k-space — retrospective undersampling as fastMRI does it, with the scan's own noise (no
+  noise is added: ``sigma`` is the level the solver assumes);
 * ``auto`` (default) — ``file`` when some columns are missing, else ``operator``.
 
-Multi-coil: per-slice sensitivities from the calibration columns (:mod:`ipsolve.io.fastmri`),
-set on the operator by slice name.  ``data.window``: ``auto`` = [0, 99.5th percentile of the
+Per-slice sensitivities from the calibration columns (:mod:`ipsolve.io.fastmri`), set on the
+operator by slice name: coil maps (multi-coil), or for one coil its phase — a scan's image is
+complex, and a real model would leave its phase as misfit.  ``data.window``: ``auto`` = [0, 99.5th percentile of the
 volume's magnitude] (zero-filled for ``file``, the fully sampled image for ``operator``) or
 ``[0, hi]``: k-space is linear in the image, so only a scale is possible.  Ground truth: the
 file's ``reconstruction_rss``/``reconstruction_esc`` when it covers the k-space's square field of
@@ -59,7 +63,7 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
     import torch
 
     from ..io.fastmri import (acs_columns, crop_mask, estimate_sensitivities, read_slice, rss_image,
-                              sampled_columns, square_kspace, voxel_sizes)
+                              sampled_columns, single_coil_phase, square_kspace, voxel_sizes)
     from ..io.volume import select_slices
     from .settings import _named_params, build_operator
     from ..operators import MRI, OPERATORS
@@ -87,7 +91,7 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
         first, last = select_slices(_SliceCount(kf.name, kf.slices), data.get("slices"))
         raw = [read_slice(kf, z) for z in range(first, last + 1)]
         file_mask = kf.mask if kf.mask is not None else sampled_columns(np.stack([k for k, _ in raw]))
-        undersampled = not file_mask.all()
+        undersampled = not (file_mask | edge_padding(file_mask)).all()  # zero columns at the edges: padding
         use_file = mode == "file" or (mode == "auto" and undersampled)
         if mode == "operator" and undersampled:
             raise ValueError(f"{kf.path.name} is undersampled ({int(file_mask.sum())} of {file_mask.size} columns): "
@@ -106,8 +110,10 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
         if any(not np.array_equal(m, first_mask) for m in masks.values()):
             raise ValueError(f"the files of {data.path} were sampled with different masks ({', '.join(masks)}); "
                              f"run them separately")
-        if "mask" in explicit:
-            raise ValueError("the k-space is undersampled: its own sampled columns are the mask; drop operator.mask")
+        given = [k for k in ("mask", "acceleration", "center_fraction") if k in explicit]
+        if given:  # (were ignored, yet recorded as the run's)
+            raise ValueError(f"the k-space is undersampled: its own sampled columns are the mask; drop "
+                             f"{', '.join('operator.' + k for k in given)} (or use a fully sampled file)")
         from .rundir import save_array
 
         mask_path = out / "inputs" / "fastmri_mask.npy"
@@ -137,9 +143,20 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
             except OSError:
                 pass
         raise
+    on_grid = np.logical_and.reduce([p[5] for p in prepared])  # each file's columns holding data, on the grid
+    if not use_file and not on_grid.all():  # fully sampled but padded: the operator's mask, less the padding
+        from .rundir import save_array
+
+        mask_path = out / "inputs" / "fastmri_mask.npy"
+        save_array(mask.numpy() & on_grid, mask_path)
+        operator = build_operator({"name": "mri", **params, "mask": str(mask_path)})
+        mask = operator.mask_for((1, 1, size, size))
+        explicit = (*explicit, "mask")
+    if not use_file:  # the measurements are made here, with the operator's own mask (its seed's)
+        explicit = (*explicit, "seed")
     acs = acs_columns(mask.numpy())
     items, plans, maps = [], [], {}
-    for kf, first, last, raw, ks, _, _ in prepared:
+    for kf, first, last, raw, ks, sampled_on_grid, _ in prepared:
         names = [f"{kf.name}_z{z:03d}" for z in range(first, last + 1)]
         zero_filled = np.stack([rss_image(np.where(mask.numpy()[None, None], k, 0)) for k in ks])
         full = np.stack([rss_image(k) for k in ks]) if not use_file else None
@@ -158,21 +175,25 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
             warnings.append(f"{kf.target} {tuple(kf.target_shape[-2:])} covers another field of view than the k-space "
                             f"({kf.width}×{kf.width}): no ground truth, no metrics")
         window = _window(data.get("window", "auto"), zero_filled if use_file else full, kf.name)
-        if ncoils > 1 and "sensitivities" not in explicit:
+        phases = []
+        if "sensitivities" not in explicit:  # multi-coil: coil maps; one coil: its phase (the image is complex)
             for nm, k in zip(names, ks):
-                maps[nm] = torch.from_numpy(estimate_sensitivities(k, acs))
+                if ncoils > 1:
+                    maps[nm] = torch.from_numpy(estimate_sensitivities(k, acs))
+                else:
+                    phase, what = single_coil_phase(k, acs)
+                    maps[nm] = torch.from_numpy(phase)
+                    phases.append(what.split(" (")[0])
         x_truth = None
         if truth is not None:
             x_truth = torch.from_numpy(window.apply(truth)[:, None].astype(np.float32))
         for i, nm in enumerate(names):
-            z = first + i
-            if use_file:
-                cols = ks[i][..., mask.numpy()] / window.hi  # (coils, S, K): the operator's layout
-                y = np.stack([cols.real, cols.imag], 1).reshape(2 * ncoils, size, -1)
-                items.append(Item(nm, tensor=torch.from_numpy(y.astype(np.float32))[None], volume=kf.name, z=z,
-                                  truth=None if x_truth is None else x_truth[i:i + 1]))
-            else:
-                items.append(Item(nm, tensor=x_truth[i:i + 1], volume=kf.name, z=z))
+            # the measured k-space at the sampled columns — the file's mask, or the operator's applied to
+            # fully sampled data (retrospective undersampling, as fastMRI does; not re-simulated from the magnitude)
+            cols = ks[i][..., mask.numpy()] / window.hi  # (coils, S, K): the operator's layout
+            y = np.stack([cols.real, cols.imag], 1).reshape(2 * ncoils, size, -1)
+            items.append(Item(nm, tensor=torch.from_numpy(y.astype(np.float32))[None], volume=kf.name, z=first + i,
+                              truth=None if x_truth is None else x_truth[i:i + 1]))
         dr, dc, dz = voxel_sizes(kf, size)
         affine = np.diag([dr, dc, dz, 1.0])
         affine[2, 3] = first * dz
@@ -180,18 +201,37 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
             warnings.append(f"k-space cropped to its central {size}×{size} (of {kf.width}×{kf.width} after the "
                             f"readout crop): the prior's grid; {int(mask.sum())} of {size} columns sampled")
         source = {"kind": "fastmri", "file": str(kf.path), "kspace_shape": list(kf.shape), "coils": ncoils,
-                  "target": kf.target, "mask": "file" if use_file else "operator",
+                  "target": kf.target, "mask": "file" if use_file else "operator (applied to the file's k-space)",
                   "sampled_columns": int(mask.sum()), "acs_columns": int(acs.sum()),
+                  "padding_columns": None if use_file else int((~sampled_on_grid).sum()),
                   "sensitivities": ("operator.sensitivities" if "sensitivities" in explicit else
-                                    "ACS centre / root-sum-of-squares (fastMRI VarNet's initial estimate)")
-                  if ncoils > 1 else None, "voxel_sizes_mm": [dr, dc, dz], "units": "",
+                                    "ACS centre / root-sum-of-squares (fastMRI VarNet's initial estimate)" if ncoils > 1
+                                    else "one coil's phase from the ACS centre image: "
+                                    + ", ".join(f"{n} slice(s) {w}" for w, n in
+                                                sorted({w: phases.count(w) for w in phases}.items()))),
+                  "voxel_sizes_mm": [dr, dc, dz], "units": "",
                   "header": kf.header, "attrs": {k: v for k, v in kf.attrs.items() if isinstance(v, (int, float, str))}}
         plans.append(Plan(name=kf.name, kind="fastmri", window=window, first=first, last=last, size=size,
                           affine=affine, slice_names=names, files=[kf.path], source=source, crop=None,
                           truth=x_truth, warnings=warnings))
     if maps:
-        operator.set_sensitivity_maps(maps, "estimated per slice from the calibration columns (ACS / RSS)")
-    return items, plans, operator, use_file, explicit
+        operator.set_sensitivity_maps(maps, "estimated per slice from the calibration columns (ACS / RSS)" if ncoils > 1
+                                      else "the phase of each slice's calibration-column image")
+    return items, plans, operator, True, explicit
+
+
+def edge_padding(mask: np.ndarray) -> np.ndarray:
+    """The unsampled columns outside the first and last sampled one when they are padding: the
+    columns between are all sampled and the edges hold at most a quarter of the width (fastMRI's
+    ``VarNetDataTransform`` zeroes the mask outside ``[acq_start, acq_end)``; real scans have
+    such zero columns).  None are padding otherwise (an undersampled mask)."""
+    mask = np.asarray(mask, dtype=bool)
+    sampled = np.flatnonzero(mask)
+    out = np.zeros_like(mask)
+    if sampled.size and mask[sampled[0]:sampled[-1] + 1].all() and mask.size - sampled.size <= mask.size // 4:
+        out[:sampled[0]] = True
+        out[sampled[-1] + 1:] = True
+    return out
 
 
 class _SliceCount:

@@ -124,6 +124,13 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     device = process_device(device, state)
     operator, solver, prior = build_models(operator, solver, prior, state=state, device=device, progress=progress)
     check_fits(solver, operator, prior)
+    if noise == "poisson" and not measurements:
+        from ..operators.base import check_poisson
+
+        try:
+            check_poisson(operator)
+        except ValueError as err:
+            raise RunError(str(err)) from None
     if measurements:
         check_measurement_provenance(items, operator, explicit_operator, measurement_origin(items))
     notes = input_warnings(items, prior, measurements, state.process_index)
@@ -186,6 +193,9 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                                "review": review_summary(ordered, review_below, review_coverage),
                                "calibration": calibration,
                                **(extra_summary or {})})
+    realised = getattr(job.operator, "realised_sampling", lambda: None)()
+    if realised and isinstance(summary.get("operator"), dict):  # the mask as drawn (not fingerprinted)
+        summary["operator"] = {**summary["operator"], "realised": realised}
     summary["wall_seconds_all_runs"] = summary["wall_seconds"] + (earlier_wall_seconds(out, done) if done else 0.0)
     if job.rank == 0:
         resumed = f", {len(done)} of them by the earlier run" if done else ""  # none solved again on a resume
