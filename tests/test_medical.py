@@ -492,6 +492,10 @@ def test_fully_sampled_kspace_is_undersampled_retrospectively(tmp_path):
     source = result.summary["volumes"]["full"]["input"]
     assert source["mask"].startswith("operator") and result.summary["volumes"]["full"]["metrics"]
     assert source["padding_columns"] == 2  # 5 zero columns at each edge of 40, 1 of them inside the central 32
+    from skimage import io as skio
+
+    grid = skio.imread(tmp_path / "run" / "grid.png")  # truth | measurement | initial | reconstruction
+    assert grid.shape[1] == 394  # 4 columns (without the truth, as before: 296)
     op_mask = np.load(tmp_path / "run" / "inputs" / "fastmri_mask.npy")
     from ipsolve.io.fastmri import open_fastmri, read_slice, square_kspace
 

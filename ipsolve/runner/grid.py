@@ -66,9 +66,14 @@ def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, mea
     from ..io import load_image
 
     by_name = {it.name: it for it in items}
+    shown = records[:max(int(grid_max), 0)]
+    # measurements given with their ground truth (a fastMRI file's target) show it too
+    with_truth = not measurements or (bool(shown) and all(getattr(by_name[r["name"]], "truth", None) is not None
+                                                          for r in shown))
     rows = []
-    for rec in records[:max(int(grid_max), 0)]:
-        row = [] if measurements else [load_truth(by_name[rec["name"]], prior)]
+    for rec in shown:
+        item = by_name[rec["name"]]
+        row = [] if not with_truth else [item.truth if measurements else load_truth(item, prior)]
         row += [load_image(out / rec["outputs"][k]) for k in ("measurement", "initial", "recon")]
         if "std" in rec["outputs"]:  # samples=k: the uncertainty map
             row.append(load_image(out / rec["outputs"]["std"]))
@@ -78,7 +83,7 @@ def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, mea
     factor = max(1, math.ceil(GRID_MIN_SIDE / prior.image_size))
     rows = [[F.interpolate(t, scale_factor=factor, mode="nearest") for t in row] for row in rows]
     pad = 2
-    labels = ([] if measurements else ["truth"]) + ["measurement", "initial guess", "reconstruction"]
+    labels = (["truth"] if with_truth else []) + ["measurement", "initial guess", "reconstruction"]
     if any(len(r) > len(labels) for r in rows):
         labels.append("std (0-0.25)")
     image = labelled(make_grid(rows, pad)[0], labels, prior.image_size * factor, pad)
