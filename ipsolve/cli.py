@@ -258,6 +258,8 @@ def run(cfg: DictConfig) -> dict | None:
             folders += ["mean/", "std/", "samples/"] if result.summary.get("samples", 1) > 1 else []
             folders += ["volumes/"] if result.summary.get("volumes") else []
             folders += ["dicom/"] if (out / "dicom").is_dir() else []
+            folders += ["kernel/"] if (out / "kernel").is_dir() else []  # a blind solver's kernels (.png, .npy)
+            files += ["operator_kernel.npy"] if (out / "operator_kernel.npy").is_file() else []
             print(f"  {', '.join(files)}; {', '.join(folders)}")
         return result.summary
     except RunError as err:

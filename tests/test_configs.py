@@ -7,6 +7,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -130,6 +131,11 @@ def test_config_composes_and_instantiates(rel, tmp_path):
     cfg = _compose([f"{group}={name}"])
     node = cfg[group]
     if group == "operator":
+        if OmegaConf.is_missing(node, "kernel"):  # operator=blur: the kernel file is the user's
+            with pytest.raises(RunError, match="operator.kernel"):
+                build_operator(node)
+            np.save(tmp_path / "k.npy", np.outer(np.hanning(5), np.hanning(5)))
+            node.kernel = str(tmp_path / "k.npy")
         op = build_operator(node)
         assert type(op) is OPERATORS[node.name]
     elif group == "solver":

@@ -178,6 +178,12 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
     assert worse["worse_than_initial"] == "yes" and worse["decision"] == "review" and worse["initial_residual"] == "0"
     flag_against_initial(rec := record("blind", 3.0), None, m, 0.01)  # blind operators: no initial residual
     assert rec["initial_residual"] is None and "worse_than_initial" not in rec
+    # ... so a residual warning (above 5× the noise level) flags a blind reconstruction instead
+    flag_against_initial(unfit := record("blind_unfit", 14.0), None, m, 0.01)
+    unfit["warning"] = "residual 14.0× the noise level: ..."
+    review = review_summary([rec, unfit], None, None)
+    assert review["decisions"] == {"blind": "accept", "blind_unfit": "review"}
+    assert review["flagged"]["blind_unfit"].startswith("residual above 5× the noise level")
 
 
 def test_summary_has_medians_and_honest_per_image_seconds():
@@ -317,3 +323,65 @@ def test_the_resized_count_holds_only_reconstructed_images():
                "_size_of": {"a": "40x56", "b": "64x64"}}
     assert finished_only(resized, {"a"}) == {"to": [32, 32], "count": 1, "from": {"40x56": 1}, "images": ["a"]}
     assert finished_only(resized, set()) is None and finished_only(None, {"a"}) is None
+
+
+def test_blind_runs_write_kernels_and_their_error(tmp_path):
+    """A blind run writes each estimated kernel's values (``kernel/<name>.npy``, beside the picture
+    scaled to its maximum), the operator's true kernel (``operator_kernel.npy``) and, the
+    measurement being simulated, each kernel's relative error (records, ``summary.json``)."""
+    import numpy as np
+
+    import ipsolve
+
+    run = ipsolve.reconstruct("bundled:phantom", operator={"name": "blind_blur", "size": 8, "padding": "zero"},
+                              solver={"name": "dps", "steps": 3}, max_images=2, progress=False, metrics=["psnr"],
+                              output_dir=tmp_path / "run")
+    true = np.load(tmp_path / "run" / "operator_kernel.npy")
+    assert true.shape == (8, 8) and abs(true.sum() - 1) < 1e-5
+    for rec in run.records:
+        k = np.load(tmp_path / "run" / rec["outputs"]["kernel_data"])
+        assert k.shape == (8, 8) and abs(k.sum() - 1) < 1e-4 and (tmp_path / "run" / rec["outputs"]["kernel"]).is_file()
+        assert rec["kernel_error"] == pytest.approx(np.linalg.norm(k - true) / np.linalg.norm(true), rel=1e-4)
+    assert run.summary["kernel_error"]["n"] == 2
+
+
+def test_deblurring_audit_findings(tmp_path, caplog):
+    """Audit 2026-12-05 (deblurring): every setting that shapes y is recorded (a resume at another
+    motion intensity took the old results), DiffPIR refuses nonlinear operators (it diverged below
+    the blurred image), an operator mismatch names the solvers that take the operator (not another
+    prior, nor the solver refused), a kernel wider than the image is one line before any work, the
+    papers' 61-px kernel on 32-px images is warned, and DiffPIR's per-task λ is what a kept preset
+    reports (was "lam = None")."""
+    import logging
+
+    import ipsolve
+    from ipsolve.operators import BlindBlur, GaussianBlur, NonlinearBlur
+    from ipsolve.runner import RunError
+    from ipsolve.solvers import make_solver
+
+    assert NonlinearBlur(size=9, intensity=1.0).params["intensity"] == 1.0
+    assert BlindBlur(size=8, intensity=0.3).params["intensity"] == 0.3
+    assert BlindBlur(true_kernel="gaussian", size=8, std=2.0).params["std"] == 2.0
+    with pytest.raises(ValueError, match="kernel_size must be a positive integer"):
+        BlindBlur(size=8, kernel_size=0)
+    with pytest.raises(ValueError, match="gain must be a number > 0"):
+        NonlinearBlur(size=9, gain=0)
+    cheap = dict(max_images=1, progress=False, metrics=["psnr"])
+    with pytest.raises(RunError) as err:
+        ipsolve.reconstruct("bundled:phantom", operator={"name": "nonlinear_blur", "size": 9}, solver="diffpir_cpu",
+                            **cheap)
+    assert "needs a linear operator" in str(err.value) and "prior=" not in str(err.value)
+    with pytest.raises(RunError) as err:
+        ipsolve.reconstruct("bundled:phantom", operator={"name": "motion_blur", "size": 9}, solver="ddrm_cpu", **cheap)
+    message = str(err.value)
+    assert "solvers that take this operator and prior: dps" in message and "prior=" not in message
+    assert "ddrm," not in message.split("take this operator")[1] and "diffpir" in message  # CG: DiffPIR takes it
+    with pytest.raises(RunError, match="too small for the 65x65 blur kernel") as err:
+        ipsolve.reconstruct("bundled:phantom", operator={"name": "gaussian_blur", "size": 65},
+                            solver={"name": "dps", "steps": 2}, **cheap)
+    assert "\n" not in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        ipsolve.reconstruct("bundled:phantom", operator="gaussian_blur", solver={"name": "dps", "steps": 2}, **cheap)
+    assert "61-px blur kernel is wider than half the prior's 32-px images" in caplog.text
+    diffpir = make_solver("diffpir")
+    assert diffpir.default_value("lam", GaussianBlur(9, 1.0)) == 7.0 and diffpir.default_value("steps", GaussianBlur()) == 100

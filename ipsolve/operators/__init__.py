@@ -7,7 +7,7 @@ from .ct import CT, filtered_back_projection
 from .deepinv_adapter import DeepinvOperator, from_deepinv
 from .mri import MRI, column_mask, fft2c, ifft2c
 from .phase_retrieval import PhaseRetrieval, hio_er
-from .blur import BlindBlur, GaussianBlur, MotionBlur, convolve, gaussian_kernel, motion_kernel
+from .blur import BlindBlur, Blur, GaussianBlur, MotionBlur, convolve, gaussian_kernel, motion_kernel
 from .inpainting import Inpainting, harmonic_fill
 from .nonlinear import NonlinearBlur
 from .resize import SuperResolution, resize_matrix
@@ -16,6 +16,7 @@ OPERATORS = {
     "super_resolution": SuperResolution,
     "inpainting": Inpainting,
     "gaussian_blur": GaussianBlur,
+    "blur": Blur,
     "motion_blur": MotionBlur,
     "nonlinear_blur": NonlinearBlur,
     "blind_blur": BlindBlur,
@@ -36,6 +37,6 @@ def make_operator(name: str, **params) -> Operator:
     return OPERATORS[name](**params)
 
 __all__ = ["OPERATORS", "Operator", "make_operator", "check_image", "SuperResolution", "Inpainting",
-           "GaussianBlur", "MotionBlur", "NonlinearBlur", "BlindBlur", "convolve", "gaussian_kernel",
+           "GaussianBlur", "Blur", "MotionBlur", "NonlinearBlur", "BlindBlur", "convolve", "gaussian_kernel",
            "motion_kernel", "harmonic_fill", "resize_matrix", "CT", "MRI", "PhaseRetrieval", "filtered_back_projection",
            "column_mask", "fft2c", "ifft2c", "hio_er", "DeepinvOperator", "from_deepinv"]

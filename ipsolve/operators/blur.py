@@ -1,7 +1,9 @@
-"""Convolutional blurs: Gaussian, motion and blind (kernel as an argument)."""
+"""Convolutional blurs: Gaussian, motion, your own kernel, and blind (kernel as an argument)."""
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -9,6 +11,8 @@ import torch.nn.functional as F
 
 from .base import Operator
 from .decomposition import SeparableDecomposition, not_decomposable
+
+log = logging.getLogger("ipsolve")
 
 
 def gaussian_kernel(size: int = 61, std: float = 3.0, truncate: float = 4.0) -> torch.Tensor:
@@ -21,6 +25,9 @@ def gaussian_kernel(size: int = 61, std: float = 3.0, truncate: float = 4.0) -> 
 
     if int(size) != size or size < 1 or not std > 0:
         raise ValueError(f"need an integer size >= 1 and std > 0, got size={size}, std={std}")
+    if std > 4 * size:  # the kernel is flat long before (and scipy's window of truncate·std would not fit in memory)
+        raise ValueError(f"std {std:g} is more than 4× the kernel size {size}: the kernel would be flat; "
+                         f"expected std <= {4 * size}")
     delta = np.zeros((int(size), int(size)))
     delta[size // 2, size // 2] = 1.0
     return torch.from_numpy(ndimage.gaussian_filter(delta, std, mode="reflect", truncate=truncate)).float()
@@ -148,6 +155,18 @@ def convolve(x: torch.Tensor, kernel: torch.Tensor, padding: str = "reflect") ->
     return out.view(b, c, h, w)
 
 
+def separable_factors(kernel: torch.Tensor, tol: float = 1e-6):
+    """``(rows, cols)`` 1-D factors (float64) with ``kernel = rows colsᵀ`` when the kernel has rank
+    one (second singular value ≤ ``tol`` × the first), else None."""
+    u, s, vt = torch.linalg.svd(kernel.detach().double().cpu())
+    if len(s) > 1 and s[1] > tol * s[0]:
+        return None
+    rows, cols = u[:, 0] * s[0].sqrt(), vt[0] * s[0].sqrt()
+    if rows.sum() < 0:  # a blur's factors are non-negative
+        rows, cols = -rows, -cols
+    return rows.numpy(), cols.numpy()
+
+
 class _KernelBlur(Operator):
     is_linear = True
 
@@ -162,7 +181,14 @@ class _KernelBlur(Operator):
         return convolve(x, self.kernel)
 
     def svd(self, shape):
-        raise not_decomposable(type(self).__name__, "its kernel is not separable")
+        """Separable kernels (rank one): per axis the 1-D correlation matrix with the reflection
+        padding, SVD'd exactly (:class:`SeparableDecomposition`); any other kernel has none."""
+        self.output_shape(shape)
+        factors = separable_factors(self.kernel)
+        if factors is None:
+            raise not_decomposable(type(self).__name__, "its kernel is not separable")
+        return SeparableDecomposition(shape, torch.from_numpy(correlation_matrix(factors[0], shape[-2])),
+                                      torch.from_numpy(correlation_matrix(factors[1], shape[-1])))
 
 
 class GaussianBlur(_KernelBlur):
@@ -179,8 +205,48 @@ class GaussianBlur(_KernelBlur):
         ``Deblurring`` (``functions/svd_replacement.py`` L397-464, which pads with zeros)."""
         self.output_shape(shape)
         g = gaussian_kernel_1d(self.params["size"], self.params["std"])
+        if not torch.allclose(torch.from_numpy(np.outer(g, g)).float(), self.kernel.detach().cpu().float(), atol=1e-7):
+            return super().svd(shape)  # the kernel buffer was replaced: decompose what is applied
         return SeparableDecomposition(shape, torch.from_numpy(correlation_matrix(g, shape[-2])),
                                       torch.from_numpy(correlation_matrix(g, shape[-1])))
+
+
+class Blur(_KernelBlur):
+    """Blur with your own kernel: ``kernel`` = the path of a ``.npy`` (2-D, or a tensor/array in
+    Python), correlated with each image (as DPS's ``nn.Conv2d``; deepinv's ``Blur`` convolves —
+    flip a kernel taken from it) after reflection padding.  Checked: finite, non-negative, a
+    positive sum; normalised to sum 1 (said).  A separable (rank-one) kernel has an exact SVD
+    (DDRM, ΠGDM, DiffPIR), any other is solved by conjugate gradients or gradients."""
+
+    def __init__(self, kernel=None):
+        super().__init__()
+        if kernel is None:
+            raise ValueError("blur needs kernel=<path of a 2-D .npy kernel> (operator.kernel=FILE.npy)")
+        if isinstance(kernel, (str, Path)):
+            path = Path(kernel)
+            if not path.is_file():
+                raise FileNotFoundError(f"kernel: no file at {str(kernel)!r}; expected a 2-D .npy array")
+            try:
+                k = np.load(path, allow_pickle=False)
+            except ValueError as err:
+                raise ValueError(f"kernel {path} is not a .npy array: {err}") from None
+            self.params = {"kernel": str(path)}  # its contents count in the run's fingerprint (describe_operator)
+        else:
+            k = np.asarray(kernel.detach().cpu() if torch.is_tensor(kernel) else kernel)
+            import hashlib
+
+            self.params = {"kernel": "array", "kernel_sha256": hashlib.sha256(np.ascontiguousarray(
+                k, dtype=np.float64).tobytes()).hexdigest()}
+        if k.ndim != 2 or min(k.shape) < 1:
+            raise ValueError(f"kernel must be a 2-D array (rows, columns), got shape {k.shape}")
+        if not np.issubdtype(k.dtype, np.number) or np.iscomplexobj(k):
+            raise ValueError(f"kernel must be real numbers, got dtype {k.dtype}")
+        k = k.astype(np.float64)
+        if not np.isfinite(k).all() or (k < 0).any() or not k.sum() > 0:
+            raise ValueError("kernel must be finite and non-negative with a positive sum (a blur's point spread)")
+        if abs(k.sum() - 1) > 1e-6:
+            log.info("blur kernel sums to %.6g: normalised to 1", k.sum())
+        self.register_buffer("kernel", torch.from_numpy(k / k.sum()).float())
 
 
 class MotionBlur(_KernelBlur):
@@ -214,9 +280,13 @@ class BlindBlur(_KernelBlur):
             k = motion_kernel(size, intensity, seed)
         else:
             raise ValueError(f"true_kernel must be 'gaussian' or 'motion', got {true_kernel!r}")
+        if kernel_size is not None and (isinstance(kernel_size, bool) or not isinstance(kernel_size, int)
+                                        or kernel_size < 1):
+            raise ValueError(f"kernel_size must be a positive integer (the estimated kernel's side) or null (the true "
+                             f"kernel's size), got {kernel_size!r}")
         self.kernel_size = kernel_size or size
         self.params = {"true_kernel": true_kernel, "size": size, "seed": seed, "kernel_size": self.kernel_size,
-                       "padding": padding}
+                       "padding": padding, **({"intensity": intensity} if true_kernel == "motion" else {"std": std})}
         self.register_buffer("kernel", k)
 
     def apply(self, x):

@@ -27,14 +27,19 @@ class NonlinearBlur(Operator):
         if model == "camera":
             if kernel not in ("motion", "gaussian"):
                 raise ValueError(f"kernel must be 'motion' or 'gaussian', got {kernel!r}")
+            if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
+                raise ValueError(f"gain must be a number > 0 (crf(u) = tanh(gain·u)/tanh(gain)), got {gain!r}")
             k = motion_kernel(size, intensity, seed) if kernel == "motion" else gaussian_kernel(size, std)
             self.register_buffer("kernel", k)
-            self.params.update(kernel=kernel, size=size, gain=gain)
+            # every setting that shapes y (the resume fingerprint and the measurements' provenance check)
+            self.params.update(kernel=kernel, size=size, gain=gain,
+                               **({"intensity": intensity} if kernel == "motion" else {"std": std}))
         elif model == "bkse":
             if checkpoint is None:
                 raise ValueError("nonlinear_blur(model='bkse') needs checkpoint=<path to GOPRO_wVAE.pth>")
             from .bkse import load_bkse_checkpoint
 
+            self.params.update(checkpoint=str(checkpoint), code_scale=code_scale)  # the file counts by its contents
             self.net = load_bkse_checkpoint(checkpoint).requires_grad_(False)
             self.channels = self.net.input_nc
             self.codes: dict[tuple[int, int], torch.Tensor] = {}

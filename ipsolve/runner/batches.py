@@ -133,6 +133,8 @@ def run_batch(job: Job, ok: list[Item], inputs: list, callback=None) -> list[tup
     finished = []
     for i, it in enumerate(ok):
         rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i], truth is not None)
+        if result.kernel is not None and not job.measurements:  # simulated: the true kernel is known
+            rec["kernel_error"] = kernel_error(result.kernel[i], job.operator)
         rec["batch_seconds"] = batch_seconds
         rec["seconds_per_image"] = batch_seconds / len(ok)  # the batch's images share its time
         flag_against_initial(rec, None if init_residual is None else float(init_residual[i]), y[0].numel(),
@@ -273,6 +275,16 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
     return rec
 
 
+def kernel_error(estimate, operator) -> float | None:
+    """``‖k̂ − k‖ / ‖k‖`` of a blind solver's kernel against the operator's true one (the
+    measurement was simulated with it); None when their sizes differ."""
+    true = getattr(operator, "kernel", None)
+    if true is None or tuple(true.shape[-2:]) != tuple(estimate.shape[-2:]):
+        return None
+    true = true.detach().double().cpu()
+    return float((estimate.detach().double().cpu() - true).norm() / true.norm())
+
+
 def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
     """One image's files to write, by folder: reconstruction, measurement (shown at the image
     size: ``operator.display``), initial guess and, from a blind solver, the estimated kernel.
@@ -282,8 +294,9 @@ def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
               "measurement_data": y.detach().cpu()}
     if job.keep_arrays:  # float values for the volume files (the PNGs are 8-bit)
         images["recon_data"], images["initial_data"] = x, init.cpu()
-    if kernels is not None:
+    if kernels is not None:  # the picture (scaled to its maximum) and the values (kernel/<name>.npy, sums to 1)
         images["kernel"] = _kernel_image(kernels[i])
+        images["kernel_data"] = kernels[i].detach().float().cpu()[None]
     return images
 
 

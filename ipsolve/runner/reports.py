@@ -55,6 +55,8 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
         "residual": _stats(r["info"]["residual"] for r in records),
         "initial_residual": _stats(r.get("initial_residual") for r in records),
         "reliability": _stats(r["info"].get("reliability") for r in records),
+        **({"kernel_error": _stats(r.get("kernel_error") for r in records)}  # blind, simulated: ‖k̂ − k‖/‖k‖
+           if any(r.get("kernel_error") is not None for r in records) else {}),
         "stop_reasons": dict(Counter(r["info"]["stop_reason"] for r in records)),
         "residual_warnings": {r["name"]: r["warning"] for r in records if "warning" in r},
         "worse_than_initial": {r["name"]: r["worse_than_initial"] for r in records if r.get("worse_than_initial")},

@@ -352,14 +352,28 @@ def check_fits(solver, operator, prior) -> None:
         from ..solvers import SOLVERS
         from ..solvers.base import prior_key
 
-        fits = [n for n, cls in SOLVERS.items() if prior_key(prior) in cls.accepts]
-        root = conf_dir()
-        presets = sorted(p.stem for p in (root / "prior").glob("*.yaml")) if root is not None else []
-        priors = [p for p in presets if prior_kind_of_preset(p) in getattr(solver, "accepts", ())]
-        raise RunError(f"{err}" + (f"; the bundled prior that fits: {' or '.join(f'prior={p}' for p in priors)}"
-                                   if priors else "")
-                       + (f"; or keep this prior with one of its solvers: {', '.join(fits)} (or their *_cpu presets)"
-                          if fits else "")) from None
+        if prior_key(prior) not in getattr(solver, "accepts", (prior_key(prior),)):  # the prior is the reason
+            fits = [n for n, cls in SOLVERS.items() if prior_key(prior) in cls.accepts]
+            root = conf_dir()
+            presets = sorted(p.stem for p in (root / "prior").glob("*.yaml")) if root is not None else []
+            priors = [p for p in presets if prior_kind_of_preset(p) in getattr(solver, "accepts", ())]
+            raise RunError(f"{err}" + (f"; the bundled prior that fits: {' or '.join(f'prior={p}' for p in priors)}"
+                                       if priors else "")
+                           + (f"; or keep this prior with one of its solvers: {', '.join(fits)} (or their *_cpu "
+                              f"presets)" if fits else "")) from None
+        # the operator is the reason: name the solvers that take this operator with this prior
+        takes = [n for n, cls in SOLVERS.items() if prior_key(prior) in cls.accepts and _takes(cls, operator, prior)]
+        raise RunError(f"{err}" + (f"; solvers that take this operator and prior: {', '.join(takes)} (or their *_cpu "
+                                   f"presets)" if takes else "")) from None
+
+
+def _takes(cls, operator, prior) -> bool:
+    """Whether a default ``cls`` solver accepts ``operator`` with ``prior`` (its ``check``)."""
+    try:
+        cls().check(operator, prior)
+    except Exception:  # noqa: BLE001 - any refusal (or a solver that cannot be built bare) means no
+        return False
+    return True
 
 
 def run_settings(operator, solver, prior, *, sigma: float, noise: str, seed: int, measurements: bool) -> dict:

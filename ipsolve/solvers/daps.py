@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..operators import GaussianBlur, Inpainting, MotionBlur, NonlinearBlur, PhaseRetrieval, SuperResolution
+from ..operators import Blur, GaussianBlur, Inpainting, MotionBlur, NonlinearBlur, PhaseRetrieval, SuperResolution
 from ..priors import LatentPrior
 from ..priors.base import _network_output
 from .base import Result, Solver, autocast_context, randn_like_batch, randn_steps, residual_ratio, timer
@@ -34,6 +34,7 @@ def task_of(operator) -> str:
         return "inpainting_box" if operator.kind == "box" else "inpainting_random"
     for kind, name in ((PhaseRetrieval, "phase_retrieval"), (SuperResolution, "super_resolution"),
                        (GaussianBlur, "gaussian_blur"), (MotionBlur, "motion_blur"),
+                       (Blur, "motion_blur"),
                        (NonlinearBlur, "nonlinear_blur")):
         if isinstance(operator, kind):
             return name

@@ -180,7 +180,7 @@ class DFlow(Solver):
             if self.init == "adjoint":
                 if not getattr(operator, "is_linear", False):
                     raise ValueError(f"init='adjoint' needs a linear operator; {type(operator).__name__} is not "
-                                     f"(use init=initial_guess)")
+                                     f"(solver.init=initial_guess on the command line, init='initial_guess' in Python)")
                 return operator.adjoint(y)
             if self.init == "pinv":
                 return pseudo_inverse(operator, y, image_shape)

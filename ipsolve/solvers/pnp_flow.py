@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from ..operators import GaussianBlur, Inpainting, SuperResolution
+from ..operators import Blur, GaussianBlur, Inpainting, SuperResolution
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 
 GAMMA_STYLES = ("1_minus_t", "sqrt_1_minus_t", "constant", "alpha_1_minus_t")
@@ -21,7 +21,7 @@ def task_alpha(operator) -> float:
         return TASK_ALPHA["inpainting_box" if operator.kind == "box" else "inpainting_random"]
     if isinstance(operator, SuperResolution):
         return TASK_ALPHA["super_resolution"]
-    if isinstance(operator, GaussianBlur):
+    if isinstance(operator, (GaussianBlur, Blur)):  # a kernel of your own: the blur's α
         return TASK_ALPHA["gaussian_blur"]
     return DEFAULT_ALPHA
 
