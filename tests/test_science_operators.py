@@ -402,7 +402,7 @@ def test_operator_audit_findings(tmp_path, caplog):
                             noise="poisson", max_images=1, progress=False)
     run = ipsolve.reconstruct("bundled:phantom", operator="mri_4x", solver={"name": "dps", "steps": 2},
                               max_images=1, progress=False, metrics=["psnr"], output_dir=tmp_path / "run")
-    assert run.summary["operator"]["realised"] == {"sampled_columns": 6, "columns": 32, "acceleration": 5.33}
+    assert run.summary["operator_realised"] == {"sampled_columns": 6, "columns": 32, "acceleration": 5.33}
     assert "(6 of 32 columns sampled: 5.33×)" in ipsolve.runner.report(run.summary)
 
 

@@ -138,6 +138,8 @@ class MRI(Operator):
                 m = m[0]
             if m.ndim != 1:
                 raise ValueError(f"mask {mask} has shape {m.shape}; expected a 1-D column mask of length W")
+            if not (m != 0).any():
+                raise ValueError(f"mask {mask} samples no column: the measurement would be empty")
             self.mask = torch.as_tensor(m != 0)
         elif image_size is not None:
             self.mask = torch.as_tensor(column_mask(image_size, acceleration, center_fraction, mask, seed))
@@ -156,10 +158,12 @@ class MRI(Operator):
             if round(w * self.center_fraction) == 0:
                 log.warning("MRI center_fraction %g keeps no central column at %d px: the k-space centre is sampled "
                             "only by chance", self.center_fraction, w)
-            self.mask = torch.as_tensor(column_mask(w, self.acceleration, self.center_fraction, self.kind, self.seed))
-        if not bool(self.mask.any()):
-            raise ValueError(f"the MRI mask samples no column of {w} (acceleration {self.acceleration:g}, center_fraction "
-                             f"{self.center_fraction:g}): the measurement would be empty; lower the acceleration")
+            drawn = column_mask(w, self.acceleration, self.center_fraction, self.kind, self.seed)
+            if not drawn.any():  # checked once, on the host, when drawn (not at every call: no device read)
+                raise ValueError(f"the MRI mask samples no column of {w} (acceleration {self.acceleration:g}, "
+                                 f"center_fraction {self.center_fraction:g}): the measurement would be empty; lower "
+                                 f"the acceleration")
+            self.mask = torch.as_tensor(drawn)
         if self.mask.shape[0] != w:
             raise ValueError(f"the MRI mask has {self.mask.shape[0]} columns but the image is {w} px wide; "
                              f"expected a mask of the image width")
@@ -168,7 +172,7 @@ class MRI(Operator):
         return self.mask
 
     def realised_sampling(self) -> dict | None:
-        """The mask as drawn (``summary.json`` ``operator.realised``): a random mask at a small width
+        """The mask as drawn (``summary.json`` ``operator_realised``): a random mask at a small width
         keeps more or fewer columns than ``width / acceleration`` (at 32 px the 4× preset keeps 6,
         5.33×; the 8× one 3, 10.67×).  None before the mask is drawn."""
         if self.mask is None:

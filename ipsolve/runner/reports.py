@@ -127,8 +127,8 @@ def report(summary: dict) -> str:
                  + (f", {summary['num_skipped']} skipped (unreadable: "
                     f"{', '.join(str(s['file'] or s['name']) for s in summary['skipped'])})" if summary["skipped"] else "")
                  + f" | operator {op['name']}"
-                 + (f" ({op['realised']['sampled_columns']} of {op['realised']['columns']} columns sampled: "
-                    f"{op['realised']['acceleration']:g}×)" if isinstance(op.get("realised"), dict) else "")
+                 + (f" ({drawn['sampled_columns']} of {drawn['columns']} columns sampled: {drawn['acceleration']:g}×)"
+                    if isinstance(drawn := summary.get("operator_realised"), dict) else "")
                  + f" | solver {sv['name']} | prior {pr['source']} | sigma {summary['sigma']}"
                  + f" | {summary['num_processes']} process(es)")
     m = summary["metrics"]

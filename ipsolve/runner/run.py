@@ -195,8 +195,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                                "calibration": calibration,
                                **(extra_summary or {})})
     realised = getattr(job.operator, "realised_sampling", lambda: None)()
-    if realised and isinstance(summary.get("operator"), dict):  # the mask as drawn (not fingerprinted)
-        summary["operator"] = {**summary["operator"], "realised": realised}
+    if realised:  # the mask as drawn (beside the operator's settings, which are compared with other runs')
+        summary["operator_realised"] = realised
     summary["wall_seconds_all_runs"] = summary["wall_seconds"] + (earlier_wall_seconds(out, done) if done else 0.0)
     if job.rank == 0:
         resumed = f", {len(done)} of them by the earlier run" if done else ""  # none solved again on a resume
