@@ -405,26 +405,3 @@ def test_operator_audit_findings(tmp_path, caplog):
     assert run.summary["operator_realised"] == {"sampled_columns": 6, "columns": 32, "acceleration": 5.33}
     assert "(6 of 32 columns sampled: 5.33×)" in ipsolve.runner.report(run.summary)
 
-
-def test_mri_holdout_keeps_hermitian_pairs_together():
-    """Self-validation on single-coil MRI of a real image: a sample and its mirror ``k(−u) =
-    conj k(u)`` (and a sample's real and imaginary parts) are held out together, so no held-out
-    entry is a copy of a kept one (audit 2026-12-05: 35 of 77 were at 4×)."""
-    import collections
-
-    from ipsolve.operators import make_operator
-    from ipsolve.operators.restrict import split_entries
-
-    op = make_operator("mri")
-    y = op(torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1).flatten().double()
-    groups = op.entry_groups((1, 2, 32, 6))
-    members = collections.defaultdict(list)
-    for i, g in enumerate(groups.tolist()):
-        members[g].append(i)
-    pairs = [idx for idx in members.values() if len(idx) == 4]  # re(a), re(b) | im(a), im(b)
-    assert len(pairs) == 47 and all(abs(y[a] - y[b]) < 1e-6 and abs(y[c] + y[d]) < 1e-6 for a, b, c, d in pairs)
-    kept, held = split_entries(384, 0.2, torch.Generator().manual_seed(0), None, groups)
-    assert len(held) == 76 and not set(groups[held].tolist()) & set(groups[kept].tolist())
-    coils = make_operator("mri", coils=4)  # coil images are complex: only real/imaginary parts pair up
-    coils(torch.zeros(1, 1, 32, 32))
-    assert torch.bincount(coils.entry_groups((1, 8, 32, 6))).max() == 2

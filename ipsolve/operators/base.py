@@ -117,11 +117,6 @@ class Operator(nn.Module):
         information, for measurement-splitting validation (None: all of them)."""
         return None
 
-    def entry_groups(self, y_shape) -> torch.Tensor | None:
-        """An id per flattened measurement entry of one image: entries with the same id determine
-        each other under the model and are held out together in validation (None: independent)."""
-        return None
-
     def set_images(self, keys) -> None:
         """Name the images of the next batches, for operators whose hidden state differs per image
         (per-image inpainting masks); a no-op for the others."""

@@ -241,19 +241,6 @@ class MRI(Operator):
         k = fft2c(self.coil_images((x + 1) / 2))[..., self.sampled_columns(x.shape, x.device)]
         return torch.stack([k.real, k.imag], 2).flatten(1, 2)
 
-    def entry_groups(self, y_shape) -> torch.Tensor:
-        """A k-space sample's real and imaginary parts share an id, and — for a real image (one coil,
-        no sensitivities or phase) whose k-space is Hermitian, ``k(−r, −u) = conj k(r, u)`` — so do
-        mirror samples (:func:`ipsolve.operators.restrict.split_entries`)."""
-        c2, h, k = y_shape[-3:]
-        cols = self.host_columns((1, 1, h, self.mask.shape[0] if self.mask is not None else k))
-        w = self.mask.shape[0]
-        r, u = torch.arange(h)[:, None].expand(h, k), cols[None, :].expand(h, k)
-        sample = r * w + u
-        if self.coils == 1 and self.sens is None and not self._image_sens:
-            sample = torch.minimum(sample, ((2 * (h // 2) - r) % h) * w + (2 * (w // 2) - u) % w)
-        return torch.stack([sample + c * h * w for c in range(c2 // 2) for _ in (0, 1)]).flatten()
-
     def host_columns(self, shape) -> torch.Tensor:
         """Indices of the sampled k-space columns on the host, found once per mask (``nonzero``
         of a device mask waits for the device)."""

@@ -15,29 +15,14 @@ from ..tensors import cached_on
 from .base import Operator, check_image
 from .decomposition import not_decomposable
 
-def split_entries(m: int, fraction: float, generator: torch.Generator, observed: torch.Tensor | None = None,
-                  groups: torch.Tensor | None = None):
+def split_entries(m: int, fraction: float, generator: torch.Generator, observed: torch.Tensor | None = None):
     """``(kept, held)``: sorted indices into a measurement's ``m`` flattened entries, with
     ``round(fraction · n)`` held out at random among the ``n`` observed entries (all of them when
     ``observed`` is None; an inpainting operator's holes carry no information and are never held
-    out).  ``groups`` (an id per entry, :meth:`Operator.entry_groups`): entries that determine each
-    other under the model — a k-space sample's real and imaginary parts, and a real image's
-    mirror samples ``k(−u) = conj k(u)`` — are held out together (else 45 % of MRI 4×'s held-out
-    entries were copies of kept ones, audit 2026-12-05).  The same split serves every image of a batch."""
+    out).  The same split serves every image of a batch."""
     if not 0.0 < float(fraction) <= 0.5:
         raise ValueError(f"the hold-out fraction must be in (0, 0.5], got {fraction!r}")
     candidates = torch.arange(m) if observed is None else torch.nonzero(observed.flatten().cpu()).flatten()
-    if groups is not None:  # hold out whole groups: a random share of the candidates' group ids
-        ids = groups.flatten().cpu()[candidates]
-        unique = ids.unique()
-        n_groups = round(float(fraction) * len(unique))
-        if n_groups < 1 or n_groups >= len(unique):
-            raise ValueError(f"cannot hold out {fraction:g} of {len(unique)} groups of measurement entries")
-        chosen = unique[torch.randperm(len(unique), generator=generator)[:n_groups]]
-        held = candidates[torch.isin(ids, chosen)].sort().values
-        keep = torch.ones(m, dtype=torch.bool)
-        keep[held] = False
-        return torch.nonzero(keep).flatten(), held
     n_held = round(float(fraction) * len(candidates))
     if n_held < 1 or n_held >= len(candidates):
         raise ValueError(f"cannot hold out {fraction:g} of {len(candidates)} measurement entries")

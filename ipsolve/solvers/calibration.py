@@ -287,8 +287,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     kept_fit: dict[tuple, torch.Tensor] = {}  # per candidate: each image's mean squared error / σ² on the kept entries
 
     if method == "holdout":
-        kept, held = split_entries(y[0].numel(), holdout, torch.Generator().manual_seed(seed), observed,
-                                   operator.entry_groups(tuple(y.shape)))
+        kept, held = split_entries(y[0].numel(), holdout, torch.Generator().manual_seed(seed), observed)
         held = held.to(y.device)  # once, not at every iterate's score
         op_kept = restrict(operator, kept, full_shape)
         y_kept, y_held = gather(y, kept), gather(y, held)

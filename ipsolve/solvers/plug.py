@@ -87,7 +87,7 @@ class PlugSolver(Solver):
         full_operator, full_y, validation = operator, y, None
         if "validation" in self._stopping.rules:  # fit part of y, predict the rest (self-validation)
             kept, held = split_entries(y[0].numel(), self.holdout, torch.Generator().manual_seed(0),
-                                       operator.observed_entries(y.shape), operator.entry_groups(tuple(y.shape)))
+                                       operator.observed_entries(y.shape))
             held = held.to(dev)  # once, not at every iteration's validation
             operator, y, y_held = restrict(operator, kept, tuple(y.shape[1:])), gather(y, kept), gather(y, held)
             validation = lambda x, k: holdout_error(  # noqa: E731
