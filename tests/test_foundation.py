@@ -153,6 +153,9 @@ def test_solvers_run_on_foundation_priors(folders, name, solver):
     result = ipsolve.solve(y, op, prior, make_solver(solver, progress=False, **settings), sigma=0.03, generator=0)
     assert result.x.shape == x.shape and torch.isfinite(result.x).all()
     assert all(i["nfe"] > 0 for i in result.info)
+    if solver == "daps":  # Stable Diffusion's UNet is told its own schedule's t(σ), as DAPS's SD model does
+        assert result.info[0]["timestep"] == "schedule"
+        assert make_solver("daps").timestep_for(load_prior("bundled:phantom-ddpm")) == "vp"
 
 
 def test_guidance_counts_two_evaluations_per_call(folders):

@@ -239,3 +239,56 @@ def test_cli_runs_resample_on_a_compvis_checkpoint(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["num_finished"] == 1 and summary["prior"]["source"].endswith("ffhq-ldm-vq-4.ckpt")
     assert summary["prior"]["kind"] == "latent-diffusion" and summary["prior"]["image_size"] == 16
+
+
+def test_latent_prior_audit_findings(tmp_path, caplog):
+    """Audit 2026-12-05 (latent priors): a diffusers LDM folder's VQ ``scaling_factor`` is used
+    when its config gives one (was always 1.0; diffusers 0.42 divides by it) and 1.0 when absent,
+    a KL autoencoder without one is warned; a denoiser/autoencoder latent-channel mismatch, VAE
+    tiling on a VQ model and the ldm presets on a missing, non-LDM, first-stage-free or
+    text-conditioned checkpoint are one line each (were tracebacks or pointed at DPS's ADM file)."""
+    import logging
+
+    from diffusers import DDPMScheduler, UNet2DModel, VQModel
+
+    from ipsolve.priors import save_pretrained_prior
+
+    def folder(name, latent_channels=3, scaling=None):
+        unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
+                           norm_num_groups=4, down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2)
+        vq = VQModel(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(8, 16),
+                     down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                     norm_num_groups=4, num_vq_embeddings=16)
+        save_pretrained_prior(tmp_path / name, "LDMPipeline", {"unet": unet, "vqvae": vq, "scheduler": DDPMScheduler()})
+        cfg = json.loads((tmp_path / name / "vqvae" / "config.json").read_text())
+        cfg.pop("scaling_factor", None)
+        if scaling is not None:
+            cfg["scaling_factor"] = scaling
+        (tmp_path / name / "vqvae" / "config.json").write_text(json.dumps(cfg))
+        return str(tmp_path / name)
+
+    assert load_prior(folder("scaled", scaling=0.5)).scaling_factor == 0.5
+    plain = folder("plain")
+    assert load_prior(plain).scaling_factor == 1.0  # CompVis/ldm-celebahq-256's case: no key
+    with pytest.raises(ValueError, match="takes 3-channel latents but the autoencoder"):
+        load_prior(folder("mismatch", latent_channels=4))
+    with pytest.raises(ValueError, match="vae_tiling needs a prior with an AutoencoderKL; .* has VQModel"):
+        load_prior(plain, vae_tiling=True)
+    with pytest.raises(ValueError, match="is a diffusers folder, not a CompVis .ckpt"):
+        load_prior(plain, config=None, ema=False)  # what prior=ffhq_ldm prior.source=FOLDER passes
+    with pytest.raises(FileNotFoundError, match="latent-diffusion checkpoint not found"):
+        load_prior(str(tmp_path / "missing.ckpt"), config=None, ema=False)
+    state = tiny_state()
+    torch.save({"state_dict": {k: v for k, v in state.items() if not k.startswith("first_stage_model.")}},
+               tmp_path / "unet_only.ckpt")
+    with pytest.raises(ValueError, match="without its autoencoder"):
+        load_prior(str(tmp_path / "unet_only.ckpt"), config=None, ema=False)
+    torch.save({"state_dict": {**state, "cond_stage_model.transformer.weight": torch.zeros(2)}}, tmp_path / "sd.ckpt")
+    with pytest.raises(ValueError, match=r"text-conditioned .*\(prior=sd15"):
+        load_prior(str(tmp_path / "sd.ckpt"))
+    # ReSample's steps setting: a grid without hard data consistency, or longer than asked, is said
+    from ipsolve.solvers import make_solver
+
+    assert "no hard data-consistency step" in make_solver("resample", steps=10).grid_note(10)
+    assert "steps=400 runs 500 DDIM steps" in make_solver("resample", steps=400).grid_note(500)
+    assert make_solver("resample", steps=250).grid_note(250) is None

@@ -208,9 +208,11 @@ def _load_diffusers_dir(root: Path, source: str, device, dtype, options: dict) -
     ae = getattr(prior, "autoencoder", None)
     for option, method in (("vae_tiling", "enable_tiling"), ("vae_slicing", "enable_slicing")):
         if options.get(option):
-            if not hasattr(ae, method):
-                raise ValueError(f"{option} needs a prior with an AutoencoderKL; {source} has none")
-            getattr(ae, method)()
+            try:  # (diffusers' VQModel has the method and raises NotImplementedError)
+                getattr(ae, method)()
+            except (AttributeError, NotImplementedError):
+                raise ValueError(f"{option} needs a prior with an AutoencoderKL; {source} has "
+                                 f"{type(ae).__name__ if ae is not None else 'no autoencoder'}") from None
     return prior
 
 
@@ -222,6 +224,9 @@ def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
         raise ValueError(f"{', '.join(text)} applies only to text-conditioned pipelines (Stable Diffusion, SD3, FLUX); "
                          f"the prior {source} is unconditional")
     unknown = [k for k in options if k not in allowed]
+    if unknown and set(unknown) <= {"config", "ema"}:  # prior=ffhq_ldm / ldm_celebahq's checkpoint options
+        raise ValueError(f"{source} is a diffusers folder, not a CompVis .ckpt: use it as prior={source} (the ldm "
+                         f"presets' config/ema options are for .ckpt files)")
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for the prior {source}; options: {', '.join(allowed)}")
     return options
@@ -298,10 +303,28 @@ def _load_unconditional_dir(root: Path, index: dict) -> Prior:
     autoencoder = _load_module(ae[0], ae[1])
     cfg = autoencoder.config
     factor = 2 ** (len(cfg.block_out_channels) - 1)
-    # diffusers' LDMPipeline passes VQModel latents unscaled (VQModel's config default 0.18215 is
-    # not used there, e.g. CompVis/ldm-celebahq-256); AutoencoderKL latents are scaled.
-    scaling = (getattr(cfg, "scaling_factor", 1.0) or 1.0) if type(autoencoder).__name__ == "AutoencoderKL" else 1.0
+    latent_channels = getattr(cfg, "latent_channels", None)
+    if latent_channels is not None and latent_channels != ch:
+        raise ValueError(f"{root}: the denoiser takes {ch}-channel latents but the autoencoder ({ae[1].name}/) makes "
+                         f"{latent_channels}-channel ones; expected the two of one latent-diffusion model")
+    scaling = latent_scaling(_read_json(ae[1] / "config.json"), type(autoencoder).__name__, ae[1])
     return LatentPrior(autoencoder, inner, image_size=size * factor, channels=cfg.in_channels, scaling_factor=scaling)
+
+
+def latent_scaling(raw_config: dict, cls: str, where: Path) -> float:
+    """The latent scale from the autoencoder's own ``config.json`` (not diffusers' filled-in
+    default): given → used (diffusers 0.42's LDMPipeline divides VQ latents by it too); absent
+    from a VQModel → 1.0 (CompVis/ldm-celebahq-256 has none, and diffusers' default 0.18215
+    mis-decodes it: diffusers#6725); absent from an AutoencoderKL → diffusers' default 0.18215
+    (Stable Diffusion's), with a warning."""
+    given = raw_config.get("scaling_factor")
+    if given:
+        return float(given)
+    if cls == "AutoencoderKL":
+        log.warning("%s/config.json has no scaling_factor: diffusers' default 0.18215 (Stable Diffusion's) is used; "
+                    "add the factor your latent denoiser was trained with", where)
+        return 0.18215
+    return 1.0
 
 
 def _load_checkpoint_file(path: str, kwargs: dict) -> Prior:
@@ -311,10 +334,22 @@ def _load_checkpoint_file(path: str, kwargs: dict) -> Prior:
     from .adm import DPS_FFHQ_CHECKPOINT_URL
     from .ldm import is_compvis_ldm, load_compvis_ldm
 
+    ldm = bool({"config", "ema"} & set(kwargs))  # the ldm presets' options: a latent-diffusion checkpoint is meant
     if not os.path.isfile(path):
+        if ldm:
+            raise FileNotFoundError(f"latent-diffusion checkpoint not found: {path} (the CompVis LDM's model.ckpt, e.g. "
+                                    f"from ffhq.zip of CompVis/latent-diffusion; its yaml beside it or prior.config=)")
         return _load_adm(path, **kwargs)  # its error names what to download
     state = read_lightning_state_dict(path, "diffusion", f"Expected an ADM UNet (e.g. DPS's ffhq_10m.pt, "
                                       f"{DPS_FFHQ_CHECKPOINT_URL}) or a CompVis latent-diffusion .ckpt")
+    if any(k.startswith("cond_stage_model.") for k in state):
+        raise ValueError(f"{path} is a text-conditioned latent-diffusion checkpoint (Stable Diffusion style): ipsolve "
+                         f"loads Stable Diffusion from a diffusers folder (prior=sd15 prior.source=DIR)")
+    if ldm and not is_compvis_ldm(state):
+        has_unet = any(k.startswith("model.diffusion_model.") for k in state)
+        raise ValueError(f"{path} is " + ("a latent-diffusion checkpoint without its autoencoder (no first_stage_model.* "
+                                          "keys)" if has_unet else "not a CompVis latent-diffusion checkpoint")
+                         + "; the ldm presets expect model.diffusion_model.* and first_stage_model.* keys")
     if is_compvis_ldm(state):
         unknown = [k for k in kwargs if k not in ("config", "ema")]
         if unknown:

@@ -94,9 +94,10 @@ class DAPS(Solver):
     ``lr``, ``mcmc_steps``, ``lr_min_ratio``, ``momentum``: None = the reference's per-task values
     (:data:`PIXEL_TASKS`; latent priors :data:`LATENT_TASKS`, with HMC, as LatentDAPS).  The VP
     network is used through EDM's ``VPPrecond``: D(x, σ) = x − σ ε(x/√(1+σ²), t(σ)) with the
-    fractional timestep of :func:`vp_timestep` (``timestep="vp"``, the reference, which assumes
-    DDPM's linear β schedule) or ``timestep="schedule"`` (ipsolve's option: the prior's own ᾱ,
-    :func:`schedule_timestep` — right for the LDMs, whose schedules differ).  Latent priors: the
+    fractional timestep of :func:`vp_timestep` (``timestep="vp"``, the reference for its pixel
+    and LDM models, which assumes DDPM's linear β schedule) or ``timestep="schedule"`` (the prior's
+    own ᾱ, :func:`schedule_timestep`: the reference's Stable Diffusion model; an option for the
+    LDMs, whose schedules differ); ``"auto"`` picks as the reference does (:meth:`timestep_for`).  Latent priors: the
     ODE and the MCMC run on z, the data term on ``A(decode(z))`` with its gradient with respect
     to z clamped to [−1, 1] (``LatentWrapper.gradient``).  The output is clamped to [−1, 1] (the reference
     clamps only when saving); an image that turns NaN restarts as zeros, as the reference does."""
@@ -110,7 +111,7 @@ class DAPS(Solver):
     def __init__(self, annealing_steps: int = 200, ode_steps: int = 5, sigma_max: float = 100.0,
                  sigma_min: float = 0.1, ode_sigma_min: float = 0.01, mcmc: str | None = None,
                  mcmc_steps: int | None = None, lr: float | None = None, lr_min_ratio: float | None = None,
-                 momentum: float | None = None, tau: float = 0.01, timestep: str = "vp", **kw):
+                 momentum: float | None = None, tau: float = 0.01, timestep: str = "auto", **kw):
         super().__init__(**kw)
         if annealing_steps < 1 or ode_steps < 1:
             raise ValueError(f"annealing_steps and ode_steps must be >= 1, got {annealing_steps}, {ode_steps}")
@@ -119,8 +120,9 @@ class DAPS(Solver):
                              f"{ode_sigma_min}")
         if mcmc not in (None, "langevin", "hmc"):
             raise ValueError(f"mcmc must be 'langevin', 'hmc' or null (by prior kind), got {mcmc!r}")
-        if timestep not in ("vp", "schedule"):
-            raise ValueError(f"timestep must be 'vp' (the reference) or 'schedule', got {timestep!r}")
+        if timestep not in ("auto", "vp", "schedule"):
+            raise ValueError(f"timestep must be 'auto', 'vp' (the reference's pixel and LDM models) or 'schedule', "
+                             f"got {timestep!r}")
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
         self.annealing_steps, self.ode_steps = annealing_steps, ode_steps
@@ -140,9 +142,18 @@ class DAPS(Solver):
         return {"kind": pick(self.mcmc, kind), "steps": int(pick(self.mcmc_steps, steps)), "lr": float(pick(self.lr, lr)),
                 "lr_min_ratio": float(pick(self.lr_min_ratio, ratio)), "momentum": float(pick(self.momentum, momentum))}
 
+    def timestep_for(self, prior) -> str:
+        """``timestep="auto"``: as the reference per model — ``vp`` (VPPrecond's constants) for its
+        pixel and LDM models, the pipeline's own schedule for Stable Diffusion (DAPS
+        ``model/__init__.py`` ``StableDiffusionModel``: VPScheduler from the pipeline's β, scaled_linear;
+        VPPrecond's constants would tell SD's UNet t = 675 at σ = 10 where its schedule says 934)."""
+        if self.timestep != "auto":
+            return self.timestep
+        return "schedule" if getattr(prior, "conditioning", None) else "vp"  # text-conditioned: Stable Diffusion
+
     def denoise(self, inner, x: torch.Tensor, sigma: float) -> torch.Tensor:
         """EDM's VPPrecond denoiser D(x, σ) on a VE-scaled x (one network call)."""
-        t = vp_timestep(sigma, steps=inner.num_timesteps) if self.timestep == "vp" else \
+        t = vp_timestep(sigma, steps=inner.num_timesteps) if self._timestep == "vp" else \
             schedule_timestep(inner.alphas_cumprod_host(), sigma)
         x_in = x / math.sqrt(sigma ** 2 + 1)
         p = next(inner.network.parameters(), None)
@@ -182,6 +193,7 @@ class DAPS(Solver):
         inner = prior.inner if latent else prior
         shape = (y.shape[0], inner.channels, inner.image_size, inner.image_size)
         mc = self.mcmc_settings(operator, latent)
+        self._timestep = self.timestep_for(prior)
         sigmas = annealing_sigmas(self.annealing_steps, self.sigma_max, self.sigma_min)
         x = randn_like_batch(shape, gens, y.device) * self.sigma_max
         nan_resets = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
@@ -220,5 +232,6 @@ class DAPS(Solver):
         nfe = self.annealing_steps * self.ode_steps
         info = [{"nfe": nfe, "iterations": self.annealing_steps, "stop_reason": "budget", "residual": float(residual[i]),
                  "seconds": secs, "mcmc": f"{mc['kind']} {mc['steps']} steps, lr {mc['lr']:g}",
+                 "timestep": self._timestep,
                  "nan_resets": nan_resets[i]} for i in range(y.shape[0])]
         return Result(x=image.detach(), info=info)

@@ -2,6 +2,8 @@
 stochastic resampling."""
 from __future__ import annotations
 
+import logging
+
 import torch
 from tqdm.auto import tqdm
 
@@ -9,6 +11,9 @@ from ..priors import LatentPrior
 from ..tensors import host_reads_are_free
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from .stopping import discrepancy_tau
+
+log = logging.getLogger("ipsolve")
+_NOTED: set = set()  # grid notes already logged in this process
 
 
 FIT_STOPS = ("reference", "noise_level")
@@ -178,6 +183,7 @@ class ReSample(Solver):
         b = y.shape[0]
         t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
         ts, t_last = self.timesteps(inner, t_start)
+        grid_note = self.grid_note(len(ts))
         shape = (b, inner.channels, inner.image_size, inner.image_size)
         z = randn_like_batch(shape, gens, y.device)
         if self.warm_start is not None:
@@ -242,6 +248,27 @@ class ReSample(Solver):
         # steps over all its pixel / latent fits (the budgets: pixel_iters / latent_iters per fit)
         info = [{"nfe": nfe, "iterations": n, "stop_reason": "budget" if finite[i] else "nan",
                  "residual": float(res[i]), "seconds": seconds, **(calls if latent else {}),
-                 "pixel_fit_iterations": steps_taken["pixel"][i], "latent_fit_iterations": steps_taken["latent"][i]}
+                 "pixel_fit_iterations": steps_taken["pixel"][i], "latent_fit_iterations": steps_taken["latent"][i],
+                 **({"grid_note": grid_note} if grid_note else {})}
                 for i in range(b)]
         return Result(x=x, info=info)
+
+    def grid_note(self, n: int) -> str | None:
+        """What a ``steps`` setting silently changes in the reference's rules (audit 2026-12-05),
+        logged once per setting: a grid with no hard data-consistency step (``steps`` ≤ 10 at
+        ``hdc_every`` 10 — then latent DPS plus the final fit), or one longer than asked (LDM's grid
+        c = T // steps: 400 steps run 500, 600 run 999)."""
+        hdc = sum(self.hdc_kind(i, n) is not None for i in range(n))
+        parts = []
+        if hdc == 0:
+            parts.append(f"no hard data-consistency step in its {n}-step grid (hdc_every {self.hdc_every}): it runs as "
+                         f"latent DPS plus the final fit")
+        if abs(n - self.steps) > 1:
+            parts.append(f"steps={self.steps} runs {n} DDIM steps on the reference's grid (every T // steps timesteps)")
+        if not parts:
+            return None
+        note = "ReSample: " + "; ".join(parts)
+        if note not in _NOTED:
+            _NOTED.add(note)
+            log.warning("%s", note)
+        return note
