@@ -241,14 +241,12 @@ def test_cli_runs_resample_on_a_compvis_checkpoint(tmp_path):
     assert summary["prior"]["kind"] == "latent-diffusion" and summary["prior"]["image_size"] == 16
 
 
-def test_latent_prior_audit_findings(tmp_path, caplog):
+def test_latent_prior_audit_findings(tmp_path):
     """Audit 2026-12-05 (latent priors): a diffusers LDM folder's VQ ``scaling_factor`` is used
     when its config gives one (was always 1.0; diffusers 0.42 divides by it) and 1.0 when absent,
     a KL autoencoder without one is warned; a denoiser/autoencoder latent-channel mismatch, VAE
     tiling on a VQ model and the ldm presets on a missing, non-LDM, first-stage-free or
     text-conditioned checkpoint are one line each (were tracebacks or pointed at DPS's ADM file)."""
-    import logging
-
     from diffusers import DDPMScheduler, UNet2DModel, VQModel
 
     from ipsolve.priors import save_pretrained_prior
