@@ -290,3 +290,18 @@ def test_latent_prior_audit_findings(tmp_path):
     assert "no hard data-consistency step" in make_solver("resample", steps=10).grid_note(10)
     assert "steps=400 runs 500 DDIM steps" in make_solver("resample", steps=400).grid_note(500)
     assert make_solver("resample", steps=250).grid_note(250) is None
+
+
+def test_latent_solvers_report_their_autoencoder_work(tiny_prior):
+    """The NFE counts denoiser calls; a latent solver's decoder passes (most of ReSample's and
+    LatentDAPS's work at small sizes, audit 2026-12-05) are recorded beside it and summed into
+    the run summary and its report line."""
+    from ipsolve.runner.reports import autoencoder_passes
+
+    op = make_operator("super_resolution", scale=4)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(1))
+    daps = solve(y, op, tiny_prior, make_solver("daps", annealing_steps=2, ode_steps=1, mcmc_steps=3,
+                                                progress=False), sigma=0.05, generator=0)
+    assert daps.info[0]["decoder_backward"] == 6 and autoencoder_passes(daps.info[0]) == 7
+    assert autoencoder_passes({"nfe": 10}) is None

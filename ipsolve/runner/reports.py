@@ -14,6 +14,12 @@ from .rundir import atomic_write_text
 METRICS = ("psnr", "ssim", "lpips")
 
 
+def autoencoder_passes(info: dict) -> int | None:
+    """A latent solver's autoencoder calls recorded in its ``info`` (None when it records none)."""
+    keys = ("decoder_backward", "decoder_forward", "encoder")
+    return sum(int(info[k]) for k in keys if k in info) if any(k in info for k in keys) else None
+
+
 def _stats(values) -> dict | None:
     import statistics
 
@@ -49,6 +55,10 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
         "nfe": {**(_stats(r["info"]["nfe"] for r in records) or {}),
                 "total": sum(int(r["info"]["nfe"]) for r in records)},
         "iterations": _stats(r["info"].get("iterations") for r in records),
+        # latent solvers' autoencoder work beside the NFE (ReSample: decoder forward+backward in its DPS steps
+        # and latent fits, forward passes, encodes; a batch's count, the same for its images)
+        **({"autoencoder_passes": _stats(autoencoder_passes(r["info"]) for r in records)}
+           if any(autoencoder_passes(r["info"]) for r in records) else {}),
         "seconds_per_image": _stats(r.get("seconds_per_image") for r in records),
         "batch_seconds": _stats(r.get("batch_seconds") for r in records),
         "solver_seconds": _stats(r["info"]["seconds"] for r in records),
@@ -145,7 +155,10 @@ def report(summary: dict) -> str:
                          f"and resized from {', '.join(k.replace('x', '×') for k in resized['from'])}")
     if summary["num_finished"]:
         per_image = summary.get("seconds_per_image")
-        lines.append(f"  NFE {format_stats(summary['nfe'], 0)} | residual/(sigma*sqrt(m)) "
+        ae = summary.get("autoencoder_passes")
+        lines.append(f"  NFE {format_stats(summary['nfe'], 0)}"
+                     + (f" (+ {format_stats(ae, 0)} autoencoder passes, a decoder forward+backward counting one)"
+                        if ae else "") + " | residual/(sigma*sqrt(m)) "
                      f"{format_stats(summary['residual'])} (initial guess "
                      f"{format_stats(summary.get('initial_residual'))}) | seconds per image "
                      f"{format_stats(per_image, 1)} (batch time / batch size) | "

@@ -233,5 +233,7 @@ class DAPS(Solver):
         info = [{"nfe": nfe, "iterations": self.annealing_steps, "stop_reason": "budget", "residual": float(residual[i]),
                  "seconds": secs, "mcmc": f"{mc['kind']} {mc['steps']} steps, lr {mc['lr']:g}",
                  "timestep": self._timestep,
+                 # latent priors: a decoder forward+backward per MCMC step, the final decode (callback's excepted)
+                 **({"decoder_backward": self.annealing_steps * mc["steps"], "decoder_forward": 1} if latent else {}),
                  "nan_resets": nan_resets[i]} for i in range(y.shape[0])]
         return Result(x=image.detach(), info=info)
