@@ -152,6 +152,23 @@ def denoising_loss(unet, images, kind, sched, vae=None, seed=1234, draws=200):
     return total / count
 
 
+@torch.no_grad()
+def autoencoder_psnr(vae, images) -> dict | None:
+    """Mean PSNR (dB) of ``decode(encode(x))`` (the latent mean) against ``x``: no latent prior
+    reconstructs better than its autoencoder returns the images."""
+    if images is None:
+        return None
+    from ipsolve.metrics import psnr
+
+    was_training = vae.training
+    vae.eval()
+    param = next(vae.parameters())
+    x = images.to(param.device)
+    rec = torch.cat([vae.decode(vae.encode(c).latent_dist.mean).sample.clamp(-1, 1) for c in x.split(32)])
+    vae.train(was_training)
+    return {"psnr": round(float(psnr(rec.float().cpu(), x.float().cpu()).mean()), 2), "images": len(x)}
+
+
 def validate(unet, heldout, compared, kind, sched, vae, step) -> dict:
     """The exported (EMA) network's denoising loss on the held-out images and on as many training
     images: a ratio well above 1 means the prior denoises the images it was trained on better
@@ -270,6 +287,11 @@ def train(args):
     settings = {"kind": args.kind, "size": args.size, "widths": list(widths), "channels": channels, "data": data,
                 "window": args.window, "out": str(out.resolve()),
                 "val_fraction": args.val_fraction if validation is not None else 0.0}
+    ae_images = None
+    if args.kind == "latent":  # the autoencoder's round trip: on held-out images, or a fresh draw of generated data
+        ae_images = validation[0] if validation is not None else (
+            batches(args.data, args.size, 32, torch.Generator().manual_seed(args.seed + 31337), args.window)[0]()
+            if data in BUILTIN_DATA else None)
     work.mkdir(parents=True, exist_ok=True)
 
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
@@ -347,6 +369,8 @@ def train(args):
                   "data_kind": data_kind(args.data)}
         record["max_minutes"] = None if math.isinf(args.max_minutes) else args.max_minutes  # JSON has no Infinity
         record["heldout"] = split
+        if raw_vae is not None and state["ae_step"] > 0:  # the autoencoder bounds every latent reconstruction
+            record["autoencoder_psnr"] = autoencoder_psnr(raw_vae, ae_images)
         (out / "training.json").write_text(json.dumps(record, indent=2))
         write_model_card(out, record, sum(p.numel() for p in raw_unet.parameters()))
         acc.print(f"saved step {state['step']} (ae {state['ae_step']}) after {state['seconds'] / 60:.1f} min")
@@ -362,7 +386,7 @@ def train(args):
                 loss = F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
             ae_opt.zero_grad(set_to_none=True); acc.backward(loss); ae_opt.step()
             state["ae_step"] += 1
-            if state["ae_step"] % 50 == 0:
+            if state["ae_step"] % 50 == 0 or state["ae_step"] == args.ae_steps:
                 acc.print(f"ae step {state['ae_step']} loss {loss.item():.4f}")
         with torch.no_grad():
             z = acc.unwrap_model(vae).encode(torch.cat([next_batch() for _ in range(4)]).to(acc.device)).latent_dist.mean
@@ -433,6 +457,13 @@ def write_model_card(out: Path, record: dict, parameters: int) -> None:
              + f", batch {record['batch_size']}, lr {record['lr']}, UNet widths {record['widths']} "
              f"({parameters / 1e6:.2f} M parameters), {record['seconds'] / 60:.1f} min"
              + (f"; last loss {record['loss']:.4f} (mean of the last steps)" if "loss" in record else "") + "."]
+    ae = record.get("autoencoder_psnr")
+    if ae:
+        lines.append(f"* **Autoencoder round trip**: {ae['psnr']:.2f} dB on {ae['images']} "
+                     f"{'held-out' if record['heldout'] != GENERATED and not record['heldout'].startswith('none') else 'generated'}"
+                     f" image(s) — no latent reconstruction can be better"
+                     + (" (**below 25 dB: the autoencoder, not the prior, limits every latent solver; train it longer, "
+                        "--ae-steps**)" if ae["psnr"] < 25 else "") + ".")
     checks = record.get("validation") or []
     if checks:
         last = checks[-1]
@@ -450,6 +481,9 @@ def write_model_card(out: Path, record: dict, parameters: int) -> None:
               + (f" with `data.window={record['window']}`" if window else "") + ".",
               "`training.json` holds every setting; the same train_prior.py command continues the training.", ""]
     card.write_text("\n".join(lines))
+    if ae and ae["psnr"] < 25:
+        print(f"warning: the autoencoder returns images at {ae['psnr']:.2f} dB (below 25): it, not the prior, limits every "
+              f"latent reconstruction; train it longer (--ae-steps); see {card}")
     if checks and checks[-1]["ratio"] > MEMORISING_RATIO:
         print(f"warning: the prior denoises its training images clearly better than the held-out ones (loss ratio "
               f"{checks[-1]['ratio']:.2f} > {MEMORISING_RATIO}): it memorises them; see {card}")

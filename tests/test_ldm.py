@@ -193,6 +193,7 @@ def test_bad_ldm_checkpoints_and_configs_fail_in_one_line(tmp_path, tiny_ckpt):
         (ldm_yaml(vq={**TINY_VQ, "ddconfig": {**TINY_VQ["ddconfig"], "double_z": True}}), "KL autoencoder"),
         (ldm_yaml(unet={**TINY_UNET, "use_spatial_transformer": True}), "use_spatial_transformer"),
         ({"model": {"target": "ldm.models.autoencoder.VQModel"}}, "only ldm.models.diffusion.ddpm.LatentDiffusion"),
+        (ldm_yaml(beta_schedule="cosine"), "beta_schedule 'cosine'"),  # was built as linear without a word
     ]
     for cfg, message in cases:
         (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))

@@ -91,3 +91,14 @@ def test_a_part_trained_or_incomplete_prior_is_said(photos, tmp_path, caplog):
     shutil.rmtree(tmp_path / "p" / "scheduler")  # a flow prior without its scheduler was loaded as DDPM
     with pytest.raises(ValueError, match="scheduler/scheduler_config.json is missing"):
         ipsolve.load_prior(str(tmp_path / "p"))
+
+
+def test_a_latent_prior_reports_its_autoencoder_round_trip(photos, tmp_path):
+    """A latent prior's model card gives the autoencoder's round-trip PSNR on the held-out image
+    (no latent reconstruction beats it; below 25 dB the trainer says so) — audit 2026-12-05."""
+    ok = train("--kind", "latent", "--data", str(photos), "--out", "lat", "--ae-steps", "3", *TINY, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    record = json.loads((tmp_path / "lat" / "training.json").read_text())
+    assert record["autoencoder_psnr"]["images"] == 1 and record["autoencoder_psnr"]["psnr"] < 25
+    assert "the autoencoder returns images at" in ok.stdout and "ae step 3 loss" in ok.stdout
+    assert "Autoencoder round trip**: " in (tmp_path / "lat" / "README.md").read_text()
