@@ -195,16 +195,26 @@ def _load_diffusers_dir(root: Path, source: str, device, dtype, options: dict) -
     from .foundation import family_of, load_foundation
 
     index = _read_json(root / "model_index.json") if (root / "model_index.json").is_file() else {}
+    memory = {k: True for k in ("gradient_checkpointing", "vae_tiling", "vae_slicing") if options.get(k)}
     if family_of(index) is not None:
-        return load_foundation(root, index, dtype=dtype, device=device, **_check_options(source, options, True))
+        prior = load_foundation(root, index, dtype=dtype, device=device, **_check_options(source, options, True))
+        prior.memory_options = memory  # recorded in summary.json (not in the resume fingerprint)
+        return prior
     _check_options(source, options, False)
     prior = _load_unconditional_dir(root, index)
     prior.training_record = training_record(root)  # (not "training": nn.Module's train/eval flag)
+    prior.memory_options = memory
     if options.get("gradient_checkpointing"):
         for module in (getattr(prior, "network", None), getattr(prior, "autoencoder", None),
                        getattr(getattr(prior, "inner", None), "network", None)):
+            if module is None:
+                continue
             if getattr(module, "_supports_gradient_checkpointing", False):
                 module.enable_gradient_checkpointing()
+            elif module is getattr(prior, "autoencoder", None):  # diffusers' VQModel has none
+                log.warning("gradient_checkpointing: the %s of %s does not support it (only the denoiser is "
+                            "checkpointed; the decoder's activations stay in memory)", type(module).__name__, source)
+                memory["gradient_checkpointing"] = "denoiser only"
     ae = getattr(prior, "autoencoder", None)
     for option, method in (("vae_tiling", "enable_tiling"), ("vae_slicing", "enable_slicing")):
         if options.get(option):

@@ -168,6 +168,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     # recorded, not fingerprinted: the networks' layout (channels_last="auto": NHWC on a CPU) changes
     # rounding only, so a run may resume on another device
     settings["prior"]["memory_format"] = prior.memory_format
+    if getattr(prior, "memory_options", None):  # gradient checkpointing, VAE tiling/slicing as given
+        settings["prior"]["memory_options"] = prior.memory_options
     names = [it.name for it in items]
     done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml,
                                   digest_of=lambda nm, by_name={it.name: it for it in items}: input_digest(by_name[nm]))
