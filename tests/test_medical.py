@@ -266,8 +266,18 @@ def test_window_lo_above_hi_through_the_runner_writes_nothing(tmp_path):
 
 def test_ct_window_needs_hu(tmp_path):
     (vol,), _ = read_nifti(example_nifti(tmp_path))
-    with pytest.raises(ValueError, match="Hounsfield"):
+    with pytest.raises(ValueError, match="Hounsfield.*give data.units=HU"):
         resolve_window("ct_soft_tissue", vol)
+    # data.units=HU says a NIfTI holds Hounsfield units (it records none): the named window applies
+    from omegaconf import OmegaConf
+
+    from ipsolve.runner.volumes import read_volumes
+
+    data = OmegaConf.create({"format": "nifti", "path": str(example_nifti(tmp_path)), "units": "HU"})
+    (hu,), _ = read_volumes(data)
+    assert (resolve_window("ct_soft_tissue", hu).lo, resolve_window("ct_soft_tissue", hu).hi) == (-160, 240)
+    with pytest.raises(ValueError, match="data.units must be HU"):
+        read_volumes(OmegaConf.create({**data, "units": "mm"}))
 
 
 def test_nifti_4d_picks_the_asked_volume(tmp_path):

@@ -106,8 +106,8 @@ def resolve_window(spec, volume: Volume) -> Window:
             raise ValueError(f"data.window={parsed} is in Hounsfield units, but volume {volume.name} is "
                              f"{volume.meta.get('modality') or volume.kind} data without HU (units: {units or 'none'}); "
                              f"use data.window=auto or [lo, hi]"
-                             + (f" (a NIfTI file does not record HU; if its values are HU, data.window="
-                                f"[{level - width / 2:g}, {level + width / 2:g}] is the same window)"
+                             + (f" (a NIfTI file does not record HU; if its values are HU, give data.units=HU, or "
+                                f"data.window=[{level - width / 2:g}, {level + width / 2:g}], the same window)"
                                 if volume.kind == "nifti" else ""))
         return Window(parsed, level - width / 2, level + width / 2)
     return Window(f"[{parsed[0]:g}, {parsed[1]:g}]", *parsed)

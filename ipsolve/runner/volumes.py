@@ -73,8 +73,15 @@ def read_volumes(data, exclude=()):
     from ..io.sources import load_volumes
 
     parse_window(data.get("window", "auto"))
-    return load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume", 0),
-                        exclude=exclude)
+    units = data.get("units")
+    if units not in (None, "HU"):
+        raise ValueError(f"data.units must be HU (a NIfTI holding Hounsfield units) or null, got {units!r}")
+    volumes, skipped = load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume", 0),
+                                    exclude=exclude)
+    if units:  # NIfTI stores no units: the user says the values are HU (window presets such as ct_soft_tissue apply)
+        for v in volumes:
+            v.meta["units"] = units
+    return volumes, skipped
 
 
 def image_volume_items(data, prior, volumes) -> tuple[list[Item], list[Plan]]:
