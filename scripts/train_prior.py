@@ -111,7 +111,7 @@ def split_heldout(images, sources, fraction: float, seed: int):
         unit = "volume(s)" if names[0].startswith("volume ") else "image(s)"
         what = f"{k} of {len(names)} {unit} ({int(mask.sum())} of {len(images)} slice(s)/image(s))"
     elif len(images) >= 10:
-        k = max(1, round(fraction * len(images)))
+        k = min(len(images) - 1, max(1, round(fraction * len(images))))
         mask = torch.zeros(len(images), dtype=torch.bool)
         mask[-k:] = True
         what = (f"the last {k} of the {len(images)} slices of the one volume (the first of them touches a training "
@@ -162,11 +162,11 @@ def autoencoder_psnr(vae, images) -> dict | None:
 
     was_training = vae.training
     vae.eval()
-    param = next(vae.parameters())
-    x = images.to(param.device)
-    rec = torch.cat([vae.decode(vae.encode(c).latent_dist.mean).sample.clamp(-1, 1) for c in x.split(32)])
+    device = next(vae.parameters()).device
+    rec = torch.cat([vae.decode(vae.encode(c.to(device)).latent_dist.mean).sample.clamp(-1, 1).float().cpu()
+                     for c in images.split(32)])  # a chunk at a time on the device
     vae.train(was_training)
-    return {"psnr": round(float(psnr(rec.float().cpu(), x.float().cpu()).mean()), 2), "images": len(x)}
+    return {"psnr": round(float(psnr(rec, images.float().cpu()).mean()), 2), "images": len(images)}
 
 
 def validate(unet, heldout, compared, kind, sched, vae, step) -> dict:
@@ -253,9 +253,10 @@ def check_resume(saved: dict, settings: dict, ckpt: Path) -> None:
     before = saved.get("settings")
     if before is None:
         return  # a state from before settings were recorded: taken as it is
-    legacy = {"val_fraction": 0.0}  # states from before the validation split trained on every image
-    differ = [f"--{k.replace('_', '-')} {before.get(k, legacy.get(k))!r} (now {v!r})" for k, v in settings.items()
-              if k != "out" and before.get(k, legacy.get(k)) != v]
+    legacy = {"val_fraction": 0.0, "val_seed": None}  # states from before the validation split trained on every image
+    flag = {"val_seed": "seed"}  # (the split is seeded by --seed)
+    differ = [f"--{flag.get(k, k).replace('_', '-')} {before.get(k, legacy.get(k))!r} (now {v!r})"
+              for k, v in settings.items() if k != "out" and before.get(k, legacy.get(k)) != v]
     if differ:
         raise TrainingMismatch(f"the training state {ckpt} was made with {', '.join(differ)}; continue with its "
                                f"settings, or start afresh with another --work (or remove {ckpt.parent})")
@@ -286,7 +287,8 @@ def train(args):
     data = args.data if args.data in BUILTIN_DATA and not Path(args.data).exists() else str(Path(args.data).resolve())
     settings = {"kind": args.kind, "size": args.size, "widths": list(widths), "channels": channels, "data": data,
                 "window": args.window, "out": str(out.resolve()),
-                "val_fraction": args.val_fraction if validation is not None else 0.0}
+                "val_fraction": args.val_fraction if validation is not None else 0.0,
+                "val_seed": args.seed if validation is not None else None}  # the split's seed: the same held-out images
     ae_images = None
     if args.kind == "latent":  # the autoencoder's round trip: on held-out images, or a fresh draw of generated data
         ae_images = validation[0] if validation is not None else (
@@ -339,7 +341,10 @@ def train(args):
     t_start = time.time() - state["seconds"]
     budget_end = time.time() + 60 * args.max_minutes
 
+    exported_steps = []  # the steps exported by this invocation
+
     def save_and_export():
+        exported_steps.append(state["step"])
         state["seconds"] = time.time() - t_start
         if not acc.is_main_process:
             return
@@ -429,7 +434,7 @@ def train(args):
             window_losses = []
         if state["step"] - last_save >= args.save_every:
             save_and_export(); last_save = state["step"]
-    if last_save != state["step"] or state["step"] == 0:  # (not saved twice at the same step)
+    if not exported_steps or exported_steps[-1] != state["step"]:  # (not twice at one step; a finished run is exported again)
         save_and_export()
     if state["step"] < args.steps:
         acc.print(f"stopped by --max-minutes at step {state['step']} of {args.steps}: the exported prior is "

@@ -269,6 +269,7 @@ def test_latent_prior_audit_findings(tmp_path):
     assert load_prior(folder("scaled", scaling=0.5)).scaling_factor == 0.5
     plain = folder("plain")
     assert load_prior(plain).scaling_factor == 1.0  # CompVis/ldm-celebahq-256's case: no key
+    assert load_prior(folder("resaved", scaling=0.18215)).scaling_factor == 1.0  # what save_pretrained writes
     with pytest.raises(ValueError, match="takes 3-channel latents but the autoencoder"):
         load_prior(folder("mismatch", latent_channels=4))
     with pytest.raises(ValueError, match="vae_tiling needs a prior with an AutoencoderKL; .* has VQModel"):

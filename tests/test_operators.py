@@ -351,6 +351,25 @@ def test_blur_with_your_own_kernel(tmp_path, caplog):
     gauss.kernel = torch.from_numpy(np.outer(np.hanning(9), np.hanning(9))).float()
     gauss.kernel /= gauss.kernel.sum()  # a replaced buffer: the SVD follows it (was: the Gaussian's)
     torch.testing.assert_close(gauss.svd(tuple(x.shape)).forward(x.double()).float(), gauss(x), atol=1e-5, rtol=0)
+    gauss.kernel = torch.ones(5, 5) / 25  # another size: decomposed as applied too (was a RuntimeError)
+    torch.testing.assert_close(gauss.svd(tuple(x.shape)).forward(x.double()).float(), gauss(x), atol=1e-5, rtol=0)
+    rect = make_operator("blur", kernel=np.outer([1.0, 2.0, 1.0], [1.0, 3.0, 3.0, 1.0, 0.5]))
+    wide = torch.rand(1, 1, 12, 17, generator=torch.Generator().manual_seed(1)) * 2 - 1  # per-axis orientation
+    torch.testing.assert_close(rect.svd(tuple(wide.shape)).forward(wide.double()).float(), rect(wide), atol=1e-5,
+                               rtol=0)
+    np.savez(tmp_path / "k.npz", k=box)
+    with pytest.raises(ValueError, match="npz archive"):
+        make_operator("blur", kernel=str(tmp_path / "k.npz"))
+    one, other = make_operator("blur", kernel=np.ones((3, 3))), make_operator("blur", kernel=np.eye(3) + 0.1)
+    (tmp_path / "<array>").write_text("a file named like the sentinel")  # must not replace the arrays' digests
+    import os
+
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert describe_operator(one)["kernel_sha256"] != describe_operator(other)["kernel_sha256"]
+    finally:
+        os.chdir(cwd)
     motion = make_operator("blur", kernel=torch.eye(5) + 0.1)
     with pytest.raises(NotDecomposable):
         motion.svd(tuple(x.shape))

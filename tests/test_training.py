@@ -84,6 +84,7 @@ def test_a_part_trained_or_incomplete_prior_is_said(photos, tmp_path, caplog):
     again = train("--kind", "flow", "--data", str(photos), "--out", "p", "--steps", "400", "--batch-size", "2",
                   "--widths", "16,32", "--max-minutes", "0.01", cwd=tmp_path)
     assert again.returncode == 0 and (tmp_path / "p" / "README.md").read_text() == "my notes", again.stderr[-2000:]
+    assert "saved step" in again.stdout  # (it did save: the card was left alone, not skipped)
     shutil.copytree(tmp_path / "p", tmp_path / "no_unet")
     shutil.rmtree(tmp_path / "no_unet" / "unet")  # was: "couldn't connect to huggingface.co"
     with pytest.raises(ValueError, match="lists unet/"):

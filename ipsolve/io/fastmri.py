@@ -259,6 +259,8 @@ def single_coil_phase(k: np.ndarray, acs: np.ndarray) -> tuple[np.ndarray, str]:
     mirror = (2 * (w // 2) - np.arange(w)) % w  # column u ↔ −u about the centre W // 2 (fft2c's DC)
     symmetric = acs & acs[mirror]  # a real image's centre is real only if both of each pair are kept
     low = ifft2c(np.where(symmetric[None, None, :], k, 0))[0]
+    if not (np.abs(low) ** 2).sum() > 0:  # the centre holds no data (a mask without it): nothing to estimate
+        return np.ones((1, *low.shape), dtype=complex), "zero phase (no data in the calibration columns)"
     phi0 = 0.5 * np.angle((low ** 2).sum())
     rotated = low * np.exp(-1j * phi0)
     if rotated.real.sum() < 0:  # the image is non-negative: the global phase that makes it positive

@@ -89,18 +89,22 @@ def _training_slices(path, size, window, series, volume):
         from .optional import require
 
         nib = require("nibabel")
+        files = []  # a 4-D file's frames are one scan: one source for a validation split
         for f in nifti_files(path):
             n = nib.load(str(f)).shape
             for t in range(n[3] if len(n) == 4 else 1):
-                vols += read_nifti(f, volume=t)[0]
+                new = read_nifti(f, volume=t)[0]
+                vols += new
+                files += [str(f)] * len(new)
     else:
         vols = load_volumes(kind, path, series=series, volume=volume or 0)[0]
+        files = [None] * len(vols)
     out, sources = [], []
-    for i, v in enumerate(vols):
+    for i, (v, f) in enumerate(zip(vols, files)):
         w = resolve_window(window, v)
         x, _ = slice_images(v, w, size, 0, v.shape[2] - 1)
         out.append(x)
-        sources += [f"volume {i} ({v.name})"] * len(x)
+        sources += [f"volume {i} ({v.name})" if f is None else f"volume ({Path(f).name})"] * len(x)
     if not out:
         raise ValueError(f"no slices in {path}")
     return torch.cat(out), sources

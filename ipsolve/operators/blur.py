@@ -205,7 +205,8 @@ class GaussianBlur(_KernelBlur):
         ``Deblurring`` (``functions/svd_replacement.py`` L397-464, which pads with zeros)."""
         self.output_shape(shape)
         g = gaussian_kernel_1d(self.params["size"], self.params["std"])
-        if not torch.allclose(torch.from_numpy(np.outer(g, g)).float(), self.kernel.detach().cpu().float(), atol=1e-7):
+        if tuple(self.kernel.shape) != (len(g), len(g)) or not torch.allclose(
+                torch.from_numpy(np.outer(g, g)).float(), self.kernel.detach().cpu().float(), atol=1e-7):
             return super().svd(shape)  # the kernel buffer was replaced: decompose what is applied
         return SeparableDecomposition(shape, torch.from_numpy(correlation_matrix(g, shape[-2])),
                                       torch.from_numpy(correlation_matrix(g, shape[-1])))
@@ -228,14 +229,16 @@ class Blur(_KernelBlur):
                 raise FileNotFoundError(f"kernel: no file at {str(kernel)!r}; expected a 2-D .npy array")
             try:
                 k = np.load(path, allow_pickle=False)
-            except ValueError as err:
-                raise ValueError(f"kernel {path} is not a .npy array: {err}") from None
+            except (ValueError, OSError) as err:
+                raise ValueError(f"kernel {path} is not a .npy array ({type(err).__name__})") from None
+            if not isinstance(k, np.ndarray):  # an .npz archive
+                raise ValueError(f"kernel {path} is an .npz archive; expected one 2-D array saved with np.save (.npy)")
             self.params = {"kernel": str(path)}  # its contents count in the run's fingerprint (describe_operator)
         else:
             k = np.asarray(kernel.detach().cpu() if torch.is_tensor(kernel) else kernel)
             import hashlib
 
-            self.params = {"kernel": "array", "kernel_sha256": hashlib.sha256(np.ascontiguousarray(
+            self.params = {"kernel": "<array>", "kernel_sha256": hashlib.sha256(np.ascontiguousarray(
                 k, dtype=np.float64).tobytes()).hexdigest()}
         if k.ndim != 2 or min(k.shape) < 1:
             raise ValueError(f"kernel must be a 2-D array (rows, columns), got shape {k.shape}")

@@ -142,7 +142,7 @@ class MRI(Operator):
                 raise ValueError(f"mask {mask} samples no column: the measurement would be empty")
             self.mask = torch.as_tensor(m != 0)
         elif image_size is not None:
-            self.mask = torch.as_tensor(column_mask(image_size, acceleration, center_fraction, mask, seed))
+            self.mask = torch.as_tensor(self._draw(image_size))
         if sensitivities is not None:
             s = torch.as_tensor(np.load(sensitivities))
             if not s.is_complex() or s.ndim != 3:
@@ -158,18 +158,22 @@ class MRI(Operator):
             if round(w * self.center_fraction) == 0:
                 log.warning("MRI center_fraction %g keeps no central column at %d px: the k-space centre is sampled "
                             "only by chance", self.center_fraction, w)
-            drawn = column_mask(w, self.acceleration, self.center_fraction, self.kind, self.seed)
-            if not drawn.any():  # checked once, on the host, when drawn (not at every call: no device read)
-                raise ValueError(f"the MRI mask samples no column of {w} (acceleration {self.acceleration:g}, "
-                                 f"center_fraction {self.center_fraction:g}): the measurement would be empty; lower "
-                                 f"the acceleration")
-            self.mask = torch.as_tensor(drawn)
+            self.mask = torch.as_tensor(self._draw(w))
         if self.mask.shape[0] != w:
             raise ValueError(f"the MRI mask has {self.mask.shape[0]} columns but the image is {w} px wide; "
                              f"expected a mask of the image width")
         if self.sens is not None and tuple(self.sens.shape[-2:]) != (h, w):
             raise ValueError(f"the coil sensitivities are {tuple(self.sens.shape[-2:])} but the image is {(h, w)}")
         return self.mask
+
+    def _draw(self, w: int) -> np.ndarray:
+        """The mask drawn for width ``w``, checked once on the host (not at every call: no device read)."""
+        drawn = column_mask(w, self.acceleration, self.center_fraction, self.kind, self.seed)
+        if not drawn.any():
+            raise ValueError(f"the MRI mask samples no column of {w} (acceleration {self.acceleration:g}, "
+                             f"center_fraction {self.center_fraction:g}): the measurement would be empty; lower "
+                             f"the acceleration")
+        return drawn
 
     def realised_sampling(self) -> dict | None:
         """The mask as drawn (``summary.json`` ``operator_realised``): a random mask at a small width

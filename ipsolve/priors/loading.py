@@ -313,7 +313,9 @@ def _load_unconditional_dir(root: Path, index: dict) -> Prior:
     autoencoder = _load_module(ae[0], ae[1])
     cfg = autoencoder.config
     factor = 2 ** (len(cfg.block_out_channels) - 1)
-    latent_channels = getattr(cfg, "latent_channels", None)
+    # a VQModel's latents have vq_embed_dim channels (its quant_conv's output) when it is set
+    latent_channels = (getattr(cfg, "vq_embed_dim", None) if type(autoencoder).__name__ == "VQModel" else None) \
+        or getattr(cfg, "latent_channels", None)
     if latent_channels is not None and latent_channels != ch:
         raise ValueError(f"{root}: the denoiser takes {ch}-channel latents but the autoencoder ({ae[1].name}/) makes "
                          f"{latent_channels}-channel ones; expected the two of one latent-diffusion model")
@@ -323,18 +325,19 @@ def _load_unconditional_dir(root: Path, index: dict) -> Prior:
 
 def latent_scaling(raw_config: dict, cls: str, where: Path) -> float:
     """The latent scale from the autoencoder's own ``config.json`` (not diffusers' filled-in
-    default): given → used (diffusers 0.42's LDMPipeline divides VQ latents by it too); absent
-    from a VQModel → 1.0 (CompVis/ldm-celebahq-256 has none, and diffusers' default 0.18215
-    mis-decodes it: diffusers#6725); absent from an AutoencoderKL → diffusers' default 0.18215
-    (Stable Diffusion's), with a warning."""
+    default).  VQModel: 1.0 when absent or equal to diffusers' default 0.18215 — diffusers'
+    ``save_pretrained`` writes that default into every VQ config, so it cannot be told from an
+    intended factor, and CompVis/ldm-celebahq-256 (no key) is mis-decoded with it (diffusers#6725)
+    — any other value is used (diffusers 0.42's LDMPipeline divides by it).  AutoencoderKL: the
+    value given, else diffusers' default 0.18215 (Stable Diffusion's) with a warning."""
     given = raw_config.get("scaling_factor")
+    if cls != "AutoencoderKL":
+        return float(given) if given and abs(float(given) - 0.18215) > 1e-9 else 1.0
     if given:
         return float(given)
-    if cls == "AutoencoderKL":
-        log.warning("%s/config.json has no scaling_factor: diffusers' default 0.18215 (Stable Diffusion's) is used; "
-                    "add the factor your latent denoiser was trained with", where)
-        return 0.18215
-    return 1.0
+    log.warning("%s/config.json has no usable scaling_factor (%r): diffusers' default 0.18215 (Stable Diffusion's) is "
+                "used; add the factor your latent denoiser was trained with", where, given)
+    return 0.18215
 
 
 def _load_checkpoint_file(path: str, kwargs: dict) -> Prior:

@@ -222,13 +222,15 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
 
 def edge_padding(mask: np.ndarray) -> np.ndarray:
     """The unsampled columns outside the first and last sampled one when they are padding: the
-    columns between are all sampled and the edges hold at most a quarter of the width (fastMRI's
+    columns between are all sampled, both edges have some and together at most a quarter of the
+    width — a block on one side only is partial-Fourier undersampling (fastMRI's
     ``VarNetDataTransform`` zeroes the mask outside ``[acq_start, acq_end)``; real scans have
     such zero columns).  None are padding otherwise (an undersampled mask)."""
     mask = np.asarray(mask, dtype=bool)
     sampled = np.flatnonzero(mask)
     out = np.zeros_like(mask)
-    if sampled.size and mask[sampled[0]:sampled[-1] + 1].all() and mask.size - sampled.size <= mask.size // 4:
+    both_edges = sampled.size and sampled[0] > 0 and sampled[-1] < mask.size - 1  # one side only: partial Fourier
+    if both_edges and mask[sampled[0]:sampled[-1] + 1].all() and mask.size - sampled.size <= mask.size // 4:
         out[:sampled[0]] = True
         out[sampled[-1] + 1:] = True
     return out

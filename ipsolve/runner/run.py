@@ -281,7 +281,7 @@ def check_operator_takes(operator, prior) -> None:
                        f"{prior.channels}-channel ones: use a {need}-channel prior")
     try:
         operator.output_shape((1, prior.channels, prior.image_size, prior.image_size))
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # (RuntimeError: a deepinv physics built for another size)
         raise RunError(f"operator {name} on the prior's {prior.image_size}×{prior.image_size} images: {err}") from None
 
 

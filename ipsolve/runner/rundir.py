@@ -108,7 +108,7 @@ def save_array(array, path: Path) -> None:
     import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # per process: ranks may write the same file
     np.save(tmp, array)
     os.replace(tmp, path)
 

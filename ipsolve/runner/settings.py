@@ -312,6 +312,8 @@ def describe_operator(operator) -> dict:
 
     params = dict(getattr(operator, "params", {}))
     for key, value in list(params.items()):  # a file setting (operator.mask=FILE): its contents count, not its name
+        if f"{key}_sha256" in params:  # the operator gave its digest itself (an in-memory kernel)
+            continue
         if isinstance(value, (str, Path)) and Path(str(value)).is_file():
             params[f"{key}_sha256"] = file_digest(value)
     return {"name": registry_name(operator, OPERATORS), **params}

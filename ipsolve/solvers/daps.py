@@ -129,6 +129,7 @@ class DAPS(Solver):
         self.sigma_max, self.sigma_min, self.ode_sigma_min = sigma_max, sigma_min, ode_sigma_min
         self.mcmc, self.mcmc_steps, self.lr, self.lr_min_ratio, self.momentum = mcmc, mcmc_steps, lr, lr_min_ratio, momentum
         self.tau, self.timestep = tau, timestep
+        self._timestep = "vp" if timestep == "auto" else timestep  # run() resolves "auto" for its prior
 
     def mcmc_settings(self, operator, latent: bool) -> dict:
         """The MCMC settings for this operator and prior kind (given values override the table)."""

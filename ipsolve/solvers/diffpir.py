@@ -23,7 +23,7 @@ TASKS = {"super_resolution": (100, 7.0, 0.25), "deblur": (100, 7.0, 0.3), "inpai
 
 def task_of(operator) -> str:
     """The reference script an operator corresponds to (deblurring's for every operator the
-    reference has no script for: CT, MRI, deepinv physics, nonlinear ones)."""
+    reference has no script for: CT, MRI, deepinv physics)."""
     if isinstance(operator, Inpainting):
         return "inpainting"
     if isinstance(operator, SuperResolution):
