@@ -303,7 +303,8 @@ def example_nifti(dest, name: str = "anatomical.nii"):
 
 def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleration: float = 4,
                          center_fraction: float = 0.08, sigma: float = 0.0, seed: int = 0, scale: float = 1e-4,
-                         undersample: bool = True, phase: float = 0.0, pad_columns: int = 0):
+                         undersample: bool = True, phase: float = 0.0, pad_columns: int = 0,
+                         readout_oversampling: int = 1):
     """Write ``volume`` ``(slices, 1, H, W)`` in [-1, 1] as a file in fastMRI's HDF5 layout
     (``fastmri/data/mri_data.py``): ``kspace`` (slices, coils, H, W) complex64 =
     ``scale ·`` :func:`~ipsolve.operators.fft2c` of the coil images ``S_c · (x + 1)/2``
@@ -315,7 +316,9 @@ def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleratio
     Σ_c |S_c|² = 1); a minimal ``ismrmrd_header`` (1 mm pixels).  ``phase`` (radians): the image is
     multiplied by a smooth phase ``exp(i·phase·(0.6 u + 0.4 v + 0.25))`` (u, v ∈ [-1, 1]), as a
     scan's is; ``pad_columns``: that many columns at each edge set to zero (padding, as fastMRI's
-    acquisitions have).  Returns ``(path, mask)``."""
+    acquisitions have); ``readout_oversampling``: the field of view along the readout (H) that many
+    times the image's, empty outside it (fastMRI's files: 2, 640 rows for a 320-px image), so the
+    k-space has ``readout_oversampling·H`` rows.  Returns ``(path, mask)``."""
     from pathlib import Path
 
     from .io import require
@@ -329,7 +332,11 @@ def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleratio
     v, u = torch.meshgrid(torch.linspace(-1, 1, h, dtype=torch.float64), torch.linspace(-1, 1, w, dtype=torch.float64),
                           indexing="ij")
     ramp = torch.exp(1j * phase * (0.6 * u + 0.4 * v + 0.25))
-    k = fft2c(x01[:, None].to(torch.complex128) * ramp * sens[None]) * scale
+    coil_images = x01[:, None].to(torch.complex128) * ramp * sens[None]
+    if readout_oversampling > 1:  # the object in the middle of a longer field of view along H
+        extra = (readout_oversampling - 1) * h
+        coil_images = torch.nn.functional.pad(coil_images, (0, 0, extra // 2, extra - extra // 2))
+    k = fft2c(coil_images) * scale
     g = torch.Generator().manual_seed(seed + 1)
     if sigma > 0:
         k = k + sigma * scale * torch.complex(torch.randn(k.shape, generator=g, dtype=torch.float64),
@@ -341,7 +348,8 @@ def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleratio
     k = k * torch.from_numpy(mask)
     kspace = k.numpy().astype(np.complex64)
     header = ("<?xml version='1.0'?><ismrmrdHeader xmlns='http://www.ismrm.org/ISMRMRD'><encoding>"
-              f"<encodedSpace><matrixSize><x>{h}</x><y>{w}</y><z>1</z></matrixSize><fieldOfView_mm><x>{h}</x>"
+              f"<encodedSpace><matrixSize><x>{h * readout_oversampling}</x><y>{w}</y><z>1</z></matrixSize>"
+              f"<fieldOfView_mm><x>{h * readout_oversampling}</x>"
               f"<y>{w}</y><z>1</z></fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>{h}</x><y>{w}</y>"
               f"<z>1</z></matrixSize><fieldOfView_mm><x>{h}</x><y>{w}</y><z>1</z></fieldOfView_mm></reconSpace>"
               "</encoding></ismrmrdHeader>")

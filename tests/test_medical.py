@@ -520,6 +520,31 @@ def test_fully_sampled_kspace_is_undersampled_retrospectively(tmp_path):
     np.testing.assert_allclose(saved.reshape(expected.shape), expected, atol=1e-5)
 
 
+def test_sigma_auto_measures_the_kspace_noise(tmp_path, caplog):
+    """``sigma=auto`` for fastMRI files: the noise in the readout-oversampling margin, on the
+    solver's scale (the file's noise × size/W ÷ the window's hi).  Measured: within 2.5 % of the
+    noise added (4 coils undersampled, one coil fully sampled at 64 → 32 px)."""
+    for coils, width, undersample in ((4, 32, True), (1, 64, False)):
+        path, _ = fastmri_phantom_file(tmp_path / f"os{coils}.h5", heldout_volume(2, width, seed=5), coils=coils,
+                                       sigma=0.02, seed=0, phase=1.0, undersample=undersample, readout_oversampling=2)
+        result = reconstruct_volumes(path, "fastmri", tmp_path / f"run{coils}", operator="mri", solver=CHEAP_DPS,
+                                     sigma="auto")
+        vol = result.summary["volumes"][f"os{coils}"]
+        added = 0.02 * 1e-4 * 32 / width / vol["window"]["hi"]
+        assert result.summary["sigma"] == pytest.approx(added, rel=0.1)
+        assert vol["input"]["noise_sigma"] == pytest.approx(result.summary["sigma"])
+    with caplog.at_level("WARNING", logger="ipsolve"):  # a given sigma far from the file's noise: said
+        reconstruct_volumes(path, "fastmri", tmp_path / "given", operator="mri", solver=CHEAP_DPS, sigma=0.2)
+    assert "sigma=auto takes it" in caplog.text
+    plain, _ = fastmri_phantom_file(tmp_path / "plain.h5", heldout_volume(1, 32, seed=5), coils=1, sigma=0.02)
+    with pytest.raises(RunError, match="no readout oversampling") as err:
+        reconstruct_volumes(plain, "fastmri", tmp_path / "plain", operator="mri", solver=CHEAP_DPS, sigma="auto")
+    assert "\n" not in str(err.value)
+    with pytest.raises(RunError, match="sigma=auto measures the noise of fastMRI k-space"):
+        reconstruct_volumes(example_nifti(tmp_path), "nifti", tmp_path / "nii", solver=CHEAP_DPS, sigma="auto",
+                            slices=[0, 0])
+
+
 # ----------------------------------------------------------------------------------------
 # the runner: outputs in the input's geometry, never over an input, resume, z-coupling
 # ----------------------------------------------------------------------------------------

@@ -287,3 +287,28 @@ def voxel_sizes(kf: KSpaceFile, size: int) -> tuple[float, float, float]:
         return 1.0, 1.0, float(fz or 1.0)
     # readout (x, along H) cropped to W rows: its field of view shrinks by W/H
     return fx * kf.width / kf.height / size, fy / size, float(fz or 1.0)
+
+
+def kspace_noise_std(slices: list[np.ndarray]) -> float | None:
+    """The std of one real or imaginary part of the k-space noise of ``slices`` (each ``(coils, H,
+    W)``, readout along H), from the readout-oversampling margin: the rows of the readout image
+    (inverse FFT along H, orthonormal, so white noise keeps its std) outside the central W that
+    :func:`square_kspace` crops away hold noise and little object.  Complex Gaussian noise has
+    Rayleigh-distributed magnitudes with median σ√(2 ln 2); the median of the margin's magnitudes
+    over the sampled columns (zero columns carry no noise) tolerates signal in up to half of it.
+    None without oversampling (H ≤ W): the noise is then not separable from the image here.
+    (MRI's classical estimate from a magnitude image's background, Sijbers et al. 1998, needs a
+    background that a fastMRI crop often lacks; the oversampling margin is the raw data's own.)"""
+    margins = []
+    for k in slices:
+        h, w = k.shape[-2:]
+        if h <= w:
+            return None
+        start, _ = _centre(h, w)
+        cols = sampled_columns(k)
+        hybrid = ifft2c(k[..., cols], axes=(-2,))
+        margins.append(np.abs(np.concatenate([hybrid[:, :start], hybrid[:, start + w:]], axis=1)).ravel())
+    values = np.concatenate(margins)
+    if not values.size:
+        return None
+    return float(np.median(values) / np.sqrt(2 * np.log(2)))

@@ -62,8 +62,8 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
     ``files`` (:func:`ipsolve.io.read_fastmri`) of ``data.path``."""
     import torch
 
-    from ..io.fastmri import (acs_columns, crop_mask, estimate_sensitivities, read_slice, rss_image,
-                              sampled_columns, single_coil_phase, square_kspace, voxel_sizes)
+    from ..io.fastmri import (acs_columns, crop_mask, estimate_sensitivities, kspace_noise_std, read_slice,
+                              rss_image, sampled_columns, single_coil_phase, square_kspace, voxel_sizes)
     from ..io.volume import select_slices
     from .settings import _named_params, build_operator
     from ..operators import MRI, OPERATORS
@@ -175,6 +175,9 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
             warnings.append(f"{kf.target} {tuple(kf.target_shape[-2:])} covers another field of view than the k-space "
                             f"({kf.width}×{kf.width}): no ground truth, no metrics")
         window = _window(data.get("window", "auto"), zero_filled if use_file else full, kf.name)
+        raw_noise = kspace_noise_std([k for k, _ in raw])  # per real/imaginary part, the file's units
+        # on the solver's scale: square_kspace scales by size/W, the items divide by the window's hi
+        noise_sigma = None if raw_noise is None else raw_noise * size / kf.width / window.hi
         phases = []
         if "sensitivities" not in explicit:  # multi-coil: coil maps; one coil: its phase (the image is complex)
             for nm, k in zip(names, ks):
@@ -209,6 +212,11 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
                                     else "one coil's phase from the ACS centre image: "
                                     + ", ".join(f"{n} slice(s) {w}" for w, n in
                                                 sorted({w: phases.count(w) for w in phases}.items()))),
+                  "noise_sigma": noise_sigma,
+                  "noise_estimate": (f"{noise_sigma:.4g} on the solver's scale ({raw_noise:.4g} in the file's units): "
+                                     f"the readout-oversampling margin ({kf.height} rows for {kf.width} columns)"
+                                     if noise_sigma is not None else
+                                     f"none: no readout oversampling ({kf.height} rows for {kf.width} columns)"),
                   "voxel_sizes_mm": [dr, dc, dz], "units": "",
                   "header": kf.header, "attrs": {k: v for k, v in kf.attrs.items() if isinstance(v, (int, float, str))}}
         plans.append(Plan(name=kf.name, kind="fastmri", window=window, first=first, last=last, size=size,

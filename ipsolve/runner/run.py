@@ -298,6 +298,10 @@ def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tu
         sigma = float(sigma)
     except (TypeError, ValueError):
         sigma = float("nan")
+    if str(given) == "auto":
+        raise RunError("sigma=auto measures the noise of fastMRI k-space (data=fastmri, from its readout "
+                       "oversampling); elsewhere give sigma as a number (the noise std on the [-1, 1] image scale, "
+                       "e.g. 0.01)")
     if isinstance(given, bool) or not math.isfinite(sigma) or sigma < 0:
         raise RunError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] image scale, e.g. 0.01), "
                        f"got {given!r}")

@@ -187,9 +187,10 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
             log.warning("%s", note)
         for plan in plans:
             plan.warnings.append(note)
+    sigma = kspace_sigma(cfg.sigma, plans, state.process_index == 0) if fmt == "fastmri" else cfg.sigma
     inputs = {"format": fmt, "path": str(data.path), "window": str(data.get("window", "auto")),
               "volumes": {p.name: p.settings() for p in plans}}
-    result = execute(items, operator=operator, solver=cfg.solver, prior=prior, sigma=cfg.sigma,
+    result = execute(items, operator=operator, solver=cfg.solver, prior=prior, sigma=sigma,
                      noise=cfg.get("noise", "gaussian"), seed=cfg.seed, batch_size=data.get("batch_size", 4),
                      measurements=measurements, output_dir=out, metrics=list(cfg.get("metrics", METRICS)),
                      lpips_net=cfg.get("lpips_net", "alex"), grid_max=cfg.get("grid_max", 8),
@@ -211,6 +212,40 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
                 raise RunError(str(err)) from None
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
     return result
+
+
+def kspace_sigma(sigma, plans: list, main_process: bool):
+    """The noise level of a fastMRI run: ``sigma=auto`` takes each file's estimate from its
+    readout-oversampling margin (:func:`ipsolve.io.fastmri.kspace_noise_std`, on the solver's scale;
+    the median over files, which should agree: one σ serves the run) — a one-line
+    :class:`RunError` where a file has none; a number is kept, with a warning when it is more than
+    twice or less than half the files' estimate (the residual flags and calibration assume it)."""
+    estimates = {p.name: p.source.get("noise_sigma") for p in plans}
+    known = [v for v in estimates.values() if v is not None]
+    if str(sigma) == "auto":
+        missing = [n for n, v in estimates.items() if v is None]
+        if missing:
+            raise RunError(f"sigma=auto: {', '.join(missing)} has no readout oversampling (k-space "
+                           f"{plans[0].source['kspace_shape']}) to measure the noise in; give sigma=VALUE (the std of "
+                           f"one real or imaginary part of the k-space noise divided by the window's hi)")
+        value = float(np.median(known))
+        if main_process:
+            log.info("sigma=auto: %.4g, the k-space noise in the readout-oversampling margin (%s)", value,
+                     ", ".join(f"{n} {v:.4g}" for n, v in estimates.items()))
+            if max(known) > 1.5 * min(known):
+                log.warning("sigma=auto: the files' noise levels differ (%.4g to %.4g) and one sigma serves the run: "
+                            "run them separately", min(known), max(known))
+        return value
+    if known and main_process:
+        try:
+            given, est = float(sigma), float(np.median(known))
+        except (TypeError, ValueError):
+            return sigma  # execute names what is wrong with it
+        if given > 2 * est or given < est / 2:
+            log.warning("sigma %g given; the k-space noise in the files' readout-oversampling margin is %.4g on "
+                        "this scale (sigma=auto takes it): the residual flags and calibration assume sigma",
+                        given, est)
+    return sigma
 
 
 def _stack(out: Path, records: dict, names: list[str], key: str) -> np.ndarray | None:
