@@ -242,7 +242,7 @@ def kspace_sigma(sigma, plans: list, main_process: bool):
         except (TypeError, ValueError):
             return sigma  # execute names what is wrong with it
         if given > 2 * est or given < est / 2:
-            log.warning("sigma %g given; the k-space noise in the files' readout-oversampling margin is %.4g on "
+            log.warning("sigma is %g, but the k-space noise in the files' readout-oversampling margin is %.4g on "
                         "this scale (sigma=auto takes it): the residual flags and calibration assume sigma",
                         given, est)
     return sigma
