@@ -27,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
+from .runner.run import check_some_usable
 from .runner.reports import sweep_files
 from .runner.settings import missing_source_message
 
@@ -243,10 +244,7 @@ def run(cfg: DictConfig) -> dict | None:
         explicit = [key.split(".", 1)[1] for key in given if key.startswith("operator.")]
         result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit,
                             given={key.split(".", 1)[0] for key in given})
-        if result.summary["num_finished"] == 0 and result.summary["num_skipped"]:
-            first = result.summary["skipped"][0]
-            raise RunError(f"none of the {result.summary['num_skipped']} image(s) could be read; "
-                           f"{first['name']}: {first['reason']}")
+        check_some_usable(result.summary)
         if state.is_main_process:
             print(report(result.summary))
             print(f"ipsolve: results written to {out}")

@@ -55,6 +55,8 @@ def parameter_type_message(kind: str, name: str, cls, given: dict) -> str | None
         allowed = types.get(key)
         if not allowed or not allowed & {"int", "float"} or allowed - {"int", "float", "None", "bool"}:
             continue  # not a plain number parameter
+        if isinstance(value, float) and "float" not in allowed:  # steps=2.5: a torch TypeError deep in the solve
+            return f"{kind} {name!r}: parameter {key!r} must be an integer, got {value!r}"
         if not isinstance(value, str):  # numbers, and lists some take as well (inpainting's missing=[0.3, 0.7])
             continue
         if value == "auto" and key in (getattr(cls, "search_space", None) or {}):

@@ -184,6 +184,12 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
     review = review_summary([rec, unfit], None, None)
     assert review["decisions"] == {"blind": "accept", "blind_unfit": "review"}
     assert review["flagged"]["blind_unfit"].startswith("residual above 5× the noise level")
+    # ... and so does it where the initial guess fitted even worse (audit 2026-12-06: a DMPlug image at 5.2σ√m
+    # beside an initial guess at 6σ√m was accepted)
+    flag_against_initial(better := record("better_but_unfit", 5.2), 6.0, m, 0.01)
+    better["warning"] = "residual 5.2× the noise level: ..."
+    assert "worse_than_initial" not in better
+    assert review_summary([better], None, None)["decisions"] == {"better_but_unfit": "review"}
 
 
 def test_summary_has_medians_and_honest_per_image_seconds():
@@ -242,6 +248,8 @@ def test_a_non_number_for_a_number_parameter_names_the_parameter():
         ipsolve.make_solver("dps", zeta="abc")
     with pytest.raises(TypeError, match=r"parameter 'steps' must be an integer, got 'many'"):
         ipsolve.make_solver("dps", steps="many")
+    with pytest.raises(TypeError, match=r"parameter 'steps' must be an integer, got 2.5"):  # was a torch TypeError
+        ipsolve.make_solver("dps", steps=2.5)
     with pytest.raises(TypeError, match=r"operator 'inpainting': parameter 'missing' must be a number"):
         ipsolve.make_operator("inpainting", missing="most")
     assert ipsolve.make_operator("inpainting", missing=[0.3, 0.7]).params["missing"] == [0.3, 0.7]  # lists pass
@@ -385,3 +393,58 @@ def test_deblurring_audit_findings(tmp_path, caplog):
     assert "61-px blur kernel is wider than half the prior's 32-px images" in caplog.text
     diffpir = make_solver("diffpir")
     assert diffpir.default_value("lam", GaussianBlur(9, 1.0)) == 7.0 and diffpir.default_value("steps", GaussianBlur()) == 100
+
+
+# -- the Python API (audit 2026-12-06) -----------------------------------------------------
+def test_api_audit_findings(tmp_path):
+    """An operator object keeps its own image naming after ``reconstruct`` (per-image masks keyed by
+    the run's names made a later ``solve(y, op)`` use the run's masks: 20.7 → 13.1 dB); a batch of
+    another size under positional keys is warned about; every input unusable → one line (was an
+    empty result); unsafe names and a non-integer ``max_images`` are refused; DPS ``steps`` above
+    the prior's timesteps is refused (was capped while ζ was still rescaled); ``measure`` takes an
+    int seed; a metric covering fewer images than the run (added on a resume) says so."""
+    import numpy as np
+
+    import ipsolve
+    from ipsolve import datasets
+    from ipsolve.operators.base import InputWarning
+
+    prior = ipsolve.load_prior("bundled:phantom-ddpm")
+    op = ipsolve.make_operator("inpainting", missing=[0.3, 0.7])
+    x = datasets.heldout_phantoms(2, 32)
+    y = op.measure(x, 0.01, generator=0)
+    assert torch.equal(y, ipsolve.make_operator("inpainting", missing=[0.3, 0.7]).measure(
+        x, 0.01, generator=torch.Generator().manual_seed(0)))
+    masks = op.mask_for(x.shape).clone()
+    ipsolve.reconstruct(x, operator=op, solver=ipsolve.make_solver("dps_cpu", steps=2), prior=prior, threads=1,
+                        metrics=["psnr"])
+    assert op.image_names() is None and torch.equal(op.mask_for(x.shape), masks)
+    with pytest.warns(InputWarning, match="keyed by position"):
+        op.apply(x[1:2])
+    with pytest.raises(RunError, match=r"none of the 2 image\(s\) could be used; image_0000: .*64"):
+        ipsolve.reconstruct(torch.zeros(2, 1, 64, 64), solver="dps_cpu", threads=1)
+    with pytest.raises(RunError, match="path separator"):
+        ipsolve.reconstruct(x, names=["../escape", "b"], solver="dps_cpu", threads=1)
+    with pytest.raises(RunError, match="max_images must be an integer"):
+        ipsolve.reconstruct(x, max_images="abc", solver="dps_cpu", threads=1)
+    with pytest.raises(ValueError, match="steps=2000 is more than the prior's 1000 timesteps"):
+        ipsolve.solve(y, op, prior, ipsolve.make_solver("dps", steps=2000), sigma=0.01)
+    with pytest.raises(TypeError, match="int seed, got bool"):
+        op.measure(x, 0.01, generator=True)
+    # a bad measurement file among good ones: skipped by name, the rest solved (it stopped the whole run)
+    sr = ipsolve.make_operator("super_resolution")
+    folder = tmp_path / "y"
+    folder.mkdir()
+    ys = sr.measure(x, 0.01, generator=0)
+    np.save(folder / "good.npy", ys[0].numpy())
+    np.save(folder / "bad.npy", ((ys[1] + 1) * 127.5).numpy())  # [0, 255]
+    run = ipsolve.reconstruct(folder, operator=sr, solver=ipsolve.make_solver("dps_cpu", steps=2), prior=prior,
+                              measurements=True, sigma=0.01, threads=1, batch_size=2)
+    assert [r["name"] for r in run.records] == ["good"] and "far more than" in run.skipped[0]["reason"]
+    summary = {"num_finished": 4, "num_skipped": 0, "skipped": [], "operator": {"name": "sr"}, "solver": {"name": "d"},
+               "prior": {"source": "p"}, "sigma": 0.01, "num_processes": 1, "nfe": None, "residual": None,
+               "stop_reasons": {},
+               "metrics": {"psnr": {"mean": 20.0, "std": 1.0, "median": 20.0, "n": 4},
+                           "ssim": {"mean": 0.5, "std": 0.1, "median": 0.5, "n": 2}}}
+    text = report(summary)
+    assert "SSIM 0.500 ± 0.100, median 0.500 (over 2 of 4 images)" in text and "20.00 (over" not in text

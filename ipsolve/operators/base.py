@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -121,6 +122,10 @@ class Operator(nn.Module):
         """Name the images of the next batches, for operators whose hidden state differs per image
         (per-image inpainting masks); a no-op for the others."""
 
+    def image_names(self) -> list[str] | None:
+        """The names :meth:`set_images` set last (None: by position in the batch)."""
+        return None
+
     def project_measurement(self, y: torch.Tensor) -> torch.Tensor:
         """A measurement read from a file, mapped onto what ``A`` can produce (identity unless
         ``A`` discards part of the image: inpainting sets the holes to 0, whatever a file
@@ -162,8 +167,13 @@ class Operator(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """``y = A(x) + n`` with Gaussian noise of std ``sigma`` (on the [-1, 1] scale), or
         Poisson noise whose std at white (x = 1) equals ``sigma``: with ``peak = 4 / sigma²``
-        photons at white, ``y01 = Poisson(peak · A(x)01) / peak``."""
+        photons at white, ``y01 = Poisson(peak · A(x)01) / peak``.  ``generator``: a
+        ``torch.Generator`` or an int seed."""
         sigma = as_sigma(sigma)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
+                raise TypeError(f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}")
+            generator = torch.Generator().manual_seed(int(generator))
         check_image(x, "x", self.channels)
         if float(x.abs().amax()) > OTHER_SCALE:  # measure() is called once per batch, outside any loop
             raise ValueError(f"x has values up to {float(x.abs().amax()):.4g}: images are on [-1, 1] in ipsolve "

@@ -102,11 +102,33 @@ class Inpainting(Operator):
         key by position in the batch."""
         self.image_keys = None if keys is None else [str(k) for k in keys]
 
+    def image_names(self) -> list[str] | None:
+        return None if self.image_keys is None else list(self.image_keys)
+
+    def _check_positional_batch(self, b: int) -> None:
+        """Masks keyed by position: a batch of another size than the first (e.g. ``y[1:2]`` of a
+        measured batch) gives its images other masks than they were measured with (warnings shows
+        it once per place)."""
+        first = getattr(self, "_positional_batch", None)
+        if first is None:
+            self._positional_batch = b
+        elif b != first:
+            import warnings
+
+            from .base import InputWarning
+
+            warnings.warn(f"per-image inpainting masks are keyed by position in the batch (image i gets mask i): this "
+                          f"batch has {b} image(s), the first had {first}, so a sliced or reordered batch gets other "
+                          f"masks than it was measured with; name the images with op.set_images([...]) before "
+                          f"measure and solve", InputWarning, stacklevel=3)
+
     def mask_for(self, shape) -> torch.Tensor:
         h, w = shape[-2:]
         if self.per_image:
             b = shape[0] if len(shape) == 4 else 1
             keys = self.image_keys if self.image_keys is not None else [str(i) for i in range(b)]
+            if self.image_keys is None:
+                self._check_positional_batch(b)
             if len(keys) != b:
                 raise ValueError(f"per-image inpainting masks: {len(keys)} image keys were set (set_images) but the "
                                  f"batch has {b} images; expected one key per image")

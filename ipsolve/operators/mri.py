@@ -198,6 +198,9 @@ class MRI(Operator):
     def set_images(self, keys) -> None:
         self._keys = None if keys is None else list(keys)
 
+    def image_names(self) -> list[str] | None:
+        return None if self._keys is None else list(self._keys)
+
     def sensitivities(self, h: int, w: int, device) -> torch.Tensor | None:
         if self._image_sens:
             if self._keys is None or any(k not in self._image_sens for k in self._keys):

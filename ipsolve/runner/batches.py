@@ -95,6 +95,8 @@ def make_batches(job: Job, local: list[Item], batch_size: int) -> list[list[Item
 
 def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict]]:
     """``(readable items, their truths or measurements on the device, unreadable ones with the reason)``."""
+    from ..solvers.inputs import check_range
+
     ok, tensors, skipped = [], [], []
     for it in batch:
         try:
@@ -102,7 +104,10 @@ def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict
                 job.operator.set_images([it.name])
                 y = load_measurement(it, job.operator, job.prior).to(job.device)
                 exact = job.own_measurements and it.path is not None and it.path.suffix.lower() == ".npy"
-                tensors.append(y if exact else job.operator.project_measurement(y))
+                y = y if exact else job.operator.project_measurement(y)
+                # one file on another scale is skipped by name, as an unreadable one (it stopped the whole run)
+                check_range(y, job.operator, (y.shape[0], *job.prior.shape), job.sigma)
+                tensors.append(y)
             else:
                 tensors.append(load_truth(it, job.prior).to(job.device))
             ok.append(it)
@@ -197,7 +202,8 @@ def _solve_batch(job: Job, y, seeds: list[dict], items: list[Item] | None, callb
         return solve(y, job.operator, job.prior, job.solver, sigma=job.sigma, generator=gens, samples=job.samples,
                      select=job.select, callback=callback, penalty=penalty)
     except ValueError as err:
-        raise RunError(str(err)) from None
+        names = f" (images {', '.join(it.name for it in items)})" if items else ""
+        raise RunError(f"{err}{names}") from None
 
 
 def initial_guess(operator, y):

@@ -133,11 +133,22 @@ def collect_items(source, max_images: int | None = None, names: Sequence[str] | 
         if len(names) != len(paths) or len(set(names)) != len(paths):
             raise RunError(f"need {len(paths)} distinct names, got {names}")
         items = [Item(nm, path=p) for nm, p in zip(names, paths)]
+    bad = [it.name for it in items if not _safe_name(it.name)]
+    if bad:  # output files are named after the images: "../x" left the run folder, "a/b" made subfolders
+        raise RunError(f"image names become file names: {bad[:3]} hold a path separator, '..' or nothing; "
+                       f"expected plain names such as 'scan_01'")
     if max_images is not None:
+        if isinstance(max_images, bool) or not isinstance(max_images, int) and not str(max_images).isdigit():
+            raise RunError(f"max_images must be an integer >= 1 or null, got {max_images!r}")
         if int(max_images) < 1:
             raise RunError(f"max_images must be >= 1 or null, got {max_images}")
         items = items[:int(max_images)]
     return items
+
+
+def _safe_name(name) -> bool:
+    name = str(name)
+    return bool(name.strip()) and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
 def load_truth(item: Item, prior):

@@ -119,13 +119,17 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
     return buf.getvalue()
 
 
-def format_stats(s: dict | None, digits: int = 2, median: bool = False) -> str:
-    """``mean ± std`` (``median: True``: and the median, which one outlying image cannot move)."""
+def format_stats(s: dict | None, digits: int = 2, median: bool = False, of: int | None = None) -> str:
+    """``mean ± std`` (``median: True``: and the median, which one outlying image cannot move);
+    ``of``: the run's image count, said when the statistic covers fewer (e.g. a metric added on a
+    resume: the resumed images are not rescored)."""
     if not s:
         return "n/a"
     text = f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
     if median and s.get("median") is not None:
         text += f", median {s['median']:.{digits}f}"
+    if of is not None and s.get("n") is not None and s["n"] < of:
+        text += f" (over {s['n']} of {of} images)"
     return text
 
 
@@ -134,7 +138,7 @@ def report(summary: dict) -> str:
     lines = []
     op, sv, pr = summary["operator"], summary["solver"], summary["prior"]
     lines.append(f"ipsolve: {summary['num_finished']} image(s) reconstructed"
-                 + (f", {summary['num_skipped']} skipped (unreadable: "
+                 + (f", {summary['num_skipped']} skipped (unreadable or invalid, see summary.json: "
                     f"{', '.join(str(s['file'] or s['name']) for s in summary['skipped'])})" if summary["skipped"] else "")
                  + f" | operator {op['name']}"
                  + (f" ({drawn['sampled_columns']} of {drawn['columns']} columns sampled: {drawn['acceleration']:g}×)"
@@ -143,11 +147,12 @@ def report(summary: dict) -> str:
                  + f" | {summary['num_processes']} process(es)")
     m = summary["metrics"]
     if m:
-        lines.append(f"  PSNR {format_stats(m.get('psnr'), median=True)} dB (initial guess "
-                     f"{format_stats(m.get('psnr_initial'), median=True)})"
-                     f" | SSIM {format_stats(m.get('ssim'), 3, median=True)} (initial "
-                     f"{format_stats(m.get('ssim_initial'), 3, median=True)})"
-                     f" | LPIPS {format_stats(m.get('lpips'), 3)}")
+        n = summary["num_finished"]
+        lines.append(f"  PSNR {format_stats(m.get('psnr'), median=True, of=n)} dB (initial guess "
+                     f"{format_stats(m.get('psnr_initial'), median=True, of=n)})"
+                     f" | SSIM {format_stats(m.get('ssim'), 3, median=True, of=n)} (initial "
+                     f"{format_stats(m.get('ssim_initial'), 3, median=True, of=n)})"
+                     f" | LPIPS {format_stats(m.get('lpips'), 3, of=n)}")
         resized = summary.get("resized")
         if resized:
             size = "×".join(str(v) for v in resized["to"])

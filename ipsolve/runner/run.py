@@ -2,6 +2,7 @@
 command line's job (:func:`run_config`)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -31,8 +32,10 @@ log = logging.getLogger("ipsolve")
 @dataclass
 class Reconstruction:
     """What a run returns: ``x`` (``(N, C, H, W)`` in [-1, 1], CPU; None with
-    ``return_images=False``), one record per finished image (same order), the names, the
-    images skipped as unreadable, the summary and the output directory (or None).
+    ``return_images=False``; images resumed from an earlier run are read back from their 8-bit
+    PNG, within 1/255, unless their float values were kept), one record per finished image
+    (same order), the names, the images skipped as unreadable or invalid, the summary and the
+    output directory (or None).
     Unpacks as ``x, records = ipsolve.reconstruct(...)``."""
 
     x: object
@@ -97,7 +100,13 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
         state = process_state(device)
     from ..operators.base import InputWarning
 
-    with torch_threads(threads, state.num_processes) as chosen, warnings.catch_warnings():
+    from ..operators import Operator
+
+    # the runner names each batch's images on the operator (per-image masks, coil maps): a caller's
+    # operator object gets its own naming back, or a later solve(y, op) would use the run's masks
+    names_before = operator.image_names() if isinstance(operator, Operator) else None
+    with torch_threads(threads, state.num_processes) as chosen, warnings.catch_warnings(), \
+            _restore_image_names(operator, names_before):
         warnings.simplefilter("ignore", InputWarning)  # logged once by _execute instead of at every measure and solve
         if state.process_index == 0:
             log.info("torch threads: %d per process (%s)", chosen["threads"], chosen["reason"])
@@ -109,6 +118,15 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                         review_below=review_below, review_coverage=review_coverage, start=start,
                         calibrate=calibrate, select=select, input_settings=input_settings,
                         keep_arrays=keep_arrays, coupling=coupling)
+
+
+@contextlib.contextmanager
+def _restore_image_names(operator, names):
+    try:
+        yield
+    finally:
+        if hasattr(operator, "set_images"):
+            operator.set_images(names)
 
 
 def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, measurements, out, metrics, lpips_net,
@@ -418,18 +436,20 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
 
 
 WORSE_THAN_INITIAL = "residual above the initial guess's"
-UNFIT = "residual above 5× the noise level (no initial guess to compare with)"
+UNFIT = "residual above 5× the noise level"
 
 
 def review_summary(records: list[dict], review_below, review_coverage) -> dict:
     """Accept / review per image from the reliability scores (never the ground truth).  A
     reconstruction that fits the measurement worse than the initial guess
-    (``worse_than_initial``, :func:`~.batches.flag_against_initial`) is never accepted."""
+    (``worse_than_initial``, :func:`~.batches.flag_against_initial`) or leaves a residual above 5×
+    the noise level (its residual warning: it does not explain y at the assumed σ — wrong operator
+    settings, σ or too short a solve) is never accepted."""
     scores = [r["info"].get("reliability", float("-inf")) for r in records]
     decisions = review_decisions(scores, review_below, review_coverage)
-    # a blind operator's initial guess has no residual to compare with: a residual warning (above 5× the noise
-    # level) flags it instead (audit 2026-12-05: BlindDPS images at 14–21σ√m were accepted)
-    unfit = [r.get("initial_residual", 0.0) is None and bool(r.get("warning")) for r in records]
+    # audits 2026-12-05/06: BlindDPS images at 14–21σ√m, and a DMPlug image at 5.2σ√m whose initial guess fitted
+    # even worse, were accepted
+    unfit = [bool(r.get("warning")) for r in records]
     decisions = ["review" if r.get("worse_than_initial") or bad else d for r, d, bad in zip(records, decisions, unfit)]
     flagged = {r["name"]: (WORSE_THAN_INITIAL if r.get("worse_than_initial") else UNFIT if bad
                            else r["info"].get("reliability_reason"))
@@ -441,14 +461,17 @@ def review_summary(records: list[dict], review_below, review_coverage) -> dict:
 
 def gather_images(state, images: dict, records: list[dict], out: Path | None):
     """Every process's reconstructions (earlier runs' read from ``out``) in the order of ``records``, or None."""
+    import numpy as np
     import torch
 
     from ..io import load_image
 
     merged = {k: v for part in all_gather(images, state) for k, v in part.items()}
     for rec in records:
-        if rec["name"] not in merged and out is not None:  # finished in an earlier run
-            merged[rec["name"]] = load_image(out / rec["outputs"]["recon"])
+        if rec["name"] not in merged and out is not None:  # finished in an earlier run: its float values if
+            arrays = rec["outputs"].get("recon_data")    # kept (volume runs), else its 8-bit PNG (≤ 1/255 off)
+            merged[rec["name"]] = (torch.from_numpy(np.load(out / arrays)).float()[None] if arrays
+                                   else load_image(out / rec["outputs"]["recon"]))
     return torch.cat([merged[r["name"]] for r in records]) if records else None
 
 
@@ -504,7 +527,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
     (``"bundled:phantom-ddpm"``, a diffusers directory, ...).  ``measurements=True``: the
     inputs are measurements ``y`` (no ground truth; no PSNR/SSIM/LPIPS).  Each image's noise and
     solver seeds derive from (``seed``, its name), so results do not depend on batching or on the
-    number of processes.  With ``output_dir`` the same files as the command line are written
+    number of processes beyond float32 rounding (which DPS or LBFGS can amplify to tenths of a
+    dB on one image; float64 priors give identical digits).  With ``output_dir`` the same files as the command line are written
     and a rerun resumes.  Under ``accelerate launch`` / ``torchrun`` the images are split across
     the processes.  Returns a :class:`Reconstruction` (``x, records = reconstruct(...)``).
 
@@ -529,12 +553,23 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
         explicit = tuple(operator)
     else:  # an operator object: the user built it
         explicit = ("*",)
-    return execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
-                   batch_size=batch_size, measurements=measurements, output_dir=output_dir, metrics=metrics,
-                   lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
-                   return_images=return_images, explicit_operator=explicit, samples=samples,
-                   review_below=review_below, review_coverage=review_coverage, threads=threads, calibrate=calibrate,
-                   select=select)
+    result = execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
+                     batch_size=batch_size, measurements=measurements, output_dir=output_dir, metrics=metrics,
+                     lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
+                     return_images=return_images, explicit_operator=explicit, samples=samples,
+                     review_below=review_below, review_coverage=review_coverage, threads=threads,
+                     calibrate=calibrate, select=select)
+    check_some_usable(result.summary)
+    return result
+
+
+def check_some_usable(summary: dict) -> None:
+    """:class:`RunError` naming the first reason when every input was skipped (the API returned an
+    empty result with log warnings only; the command line said so)."""
+    if summary["num_finished"] == 0 and summary["num_skipped"]:
+        first = summary["skipped"][0]
+        raise RunError(f"none of the {summary['num_skipped']} image(s) could be used; {first['name']}: "
+                       f"{first['reason']}")
 
 
 # ----------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
-    runs with the same generators), or an int seed.  ``callback(step, state)``: called after each
+    runs with the same generators, up to float32 rounding of batched network calls), or an int seed.  ``callback(step, state)``: called after each
     step or iteration with its index and a dict holding at least ``"x"``, the current image estimate.
     Inputs are checked first (:func:`ipsolve.solvers.inputs.check_inputs`); an image whose residual
     is far above the noise level gets ``info["warning"]`` and one ``ResidualWarning``.

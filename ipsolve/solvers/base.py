@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -39,8 +40,10 @@ def generators_for(generator, batch: int) -> list[torch.Generator] | torch.Gener
         if len(generator) != batch:
             raise ValueError(f"got {len(generator)} generators for a batch of {batch} images; expected one per image")
         return list(generator)
-    if isinstance(generator, int):
-        return torch.Generator().manual_seed(generator)
+    if isinstance(generator, bool):
+        raise TypeError("generator must be a torch.Generator, a list of them, or an int seed, got a bool")
+    if isinstance(generator, numbers.Integral):  # int, numpy integers
+        return torch.Generator().manual_seed(int(generator))
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, a list of them, or an int seed, got {type(generator).__name__}")
     return generator

@@ -145,6 +145,9 @@ class DPS(Solver):
         latent = isinstance(prior, LatentPrior)
         inner = prior.inner if latent else prior
         decode = prior.decode if latent else (lambda v: v)
+        if self.steps > inner.num_timesteps:  # (were capped silently while ζ was still rescaled by steps)
+            raise ValueError(f"steps={self.steps} is more than the prior's {inner.num_timesteps} timesteps: DPS takes at "
+                             f"most one step per timestep; use steps <= {inner.num_timesteps}")
         zeta = self.step_size(operator)
         b = y.shape[0]
         t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))

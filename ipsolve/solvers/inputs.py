@@ -48,16 +48,22 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
                              f"{image_shape}: override initial_guess (the default returns y itself)")
     if not is_builtin(operator) and type(operator).svd is not Operator.svd:
         check_decomposition(operator, image_shape, y.device)
+    check_range(y, operator, image_shape, sigma)
+    return y, sigma
+
+
+def check_range(y: torch.Tensor, operator: Operator, image_shape, sigma: float) -> None:
+    """ValueError when an image-like ``y`` holds values far beyond what the operator gives for
+    images in [-1, 1] (a measurement in [0, 255] or another scale)."""
     largest = float(y.abs().amax()) if operator.measurement_is_image else 0.0
     if largest > OTHER_SCALE + RANGE_NOISE * sigma:  # beyond what a gain-1 operator gives: ask this one
         with torch.no_grad():
             ones = torch.ones(image_shape, device=y.device)
             reach = max(float(operator(ones).abs().amax()), float(operator(-ones).abs().amax()), 1.0)
         if largest > OTHER_SCALE * reach + RANGE_NOISE * sigma:
-            raise ValueError(f"y has values up to {largest:.4g}, far more than {name} gives for images in [-1, 1] "
-                             f"(|A(±1)| ≤ {reach:.3g}): ipsolve works on [-1, 1] — from [0, 1] use 2·x − 1, "
-                             f"from [0, 255] x/127.5 − 1 (and sigma on the same scale)")
-    return y, sigma
+            raise ValueError(f"y has values up to {largest:.4g}, far more than {type(operator).__name__} gives for "
+                             f"images in [-1, 1] (|A(±1)| ≤ {reach:.3g}): ipsolve works on [-1, 1] — from [0, 1] use "
+                             f"2·x − 1, from [0, 255] x/127.5 − 1 (and sigma on the same scale)")
 
 
 def check_decomposition(operator: Operator, image_shape, device) -> None:

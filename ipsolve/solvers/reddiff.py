@@ -32,7 +32,7 @@ class REDDiff(Solver):
 
     ``snr⁻¹_t = √(1−ᾱ_t)/√ᾱ_t``, ``w`` = ``weighting`` (``"linear"``: the identity).  The means
     are over one image's entries (the reference runs them over the batch; at B = 1 the same; here
-    every image has its own loss, so a batch equals single runs).  Defaults:
+    every image has its own loss, so a batch equals single runs up to float32 rounding).  Defaults:
     ``_configs/algo/reddiff.yaml`` (λ = ``grad_term_weight`` 0.25, lr 0.1, σ_x0 0, obs_weight 1,
     ``linear``); ``steps`` 1000 as ``sample_batch.sh`` (the config default ``exp.num_steps`` is 50).
 
