@@ -279,11 +279,50 @@ def test_what_a_foundation_user_gets_wrong_is_one_line(folders, tmp_path):
     finally:
         library.removeHandler(handler)
     assert not [r for r in records if "kept in float32" in r.getMessage()]  # diffusers' note on a second cast
-    assert next(prior.autoencoder.parameters()).dtype == torch.float16  # the preset's dtype, kept
-    assert prior.conditioning["gradient_checkpointing"] is True
+    assert next(prior.autoencoder.parameters()).dtype == torch.bfloat16  # the preset's dtype, kept
+    assert prior.memory_options["gradient_checkpointing"] is True and "gradient_checkpointing" not in prior.conditioning
+    assert (prior.conditioning["t5"], prior.conditioning["max_sequence_length"]) == (True, 256)
     from ipsolve.runner.settings import describe
 
     described = describe(make_operator("super_resolution", scale=4), make_solver("fmplug_sd3"), prior)["prior"]
-    assert (described["kind"], described["dtype"]) == ("latent-flow", "float16")  # summary.json's prior entry
+    assert (described["kind"], described["dtype"]) == ("latent-flow", "bfloat16")  # summary.json's prior entry
     with pytest.raises(ValueError, match="source= replaces a preset's source"):
         ipsolve.load_prior(str(folders["sd3"]), source=str(folders["sd3"]))
+
+
+def test_foundation_audit_findings(folders, caplog):
+    """Audit 2026-12-06: SD3's timestep reaches the network in float32 (bf16 rounded σ·1000 to
+    multiples of 4: its time embedding 17–41 % off), as StableDiffusion3Pipeline passes it; "no" /
+    "off" are no booleans (they switched checkpointing on); guidance below 1, or with the same
+    prompt and negative prompt (the unguided result at twice the cost), a bad max_sequence_length
+    and a preset of another family are one line; T5's use is recorded (the resume fingerprint),
+    checkpointing is not (memory only); fp16 warns about decoder gradients and CPU speed."""
+    prior = load_prior(str(folders["sd3"]), prompt=PROMPT, image_size=IMAGE_SIZE, dtype="bf16")
+    seen = []
+    hook = prior.inner.network.network.register_forward_pre_hook(
+        lambda m, a, k: seen.append(k["timestep"]), with_kwargs=True)
+    prior.inner.velocity(latents((1, 4, 16, 16)), 1 - 0.98738)
+    hook.remove()
+    assert seen[0].dtype == torch.float32 and float(seen[0]) == pytest.approx(987.38, abs=1e-3)
+    for key, value in (("use_t5", "no"), ("gradient_checkpointing", "off")):
+        with pytest.raises(ValueError, match=f"{key} must be true or false, got '{value}'"):
+            load_prior(str(folders["sd3"]), image_size=IMAGE_SIZE, **{key: value})
+    with pytest.raises(ValueError, match="guidance_scale 0.5 < 1"):
+        load_prior(str(folders["sd"]), prompt=PROMPT, guidance_scale=0.5, image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match="same prompt and negative prompt"):
+        load_prior(str(folders["sd3"]), guidance_scale=2.0, image_size=IMAGE_SIZE)
+    for bad in (-5, 0, 2.5, 1000):
+        with pytest.raises(ValueError, match="max_sequence_length must be an integer in"):
+            load_prior(str(folders["sd3"]), max_sequence_length=bad, image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match="applies to T5 prompts"):
+        load_prior(str(folders["sd"]), max_sequence_length=77, image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match="holds a FLUX pipeline, but these settings are for Stable Diffusion 3"):
+        ipsolve.load_prior("sd3_medium", source=str(folders["flux"]), image_size=IMAGE_SIZE)
+    with caplog.at_level("WARNING", logger="ipsolve"):
+        no_t5 = load_prior(str(folders["sd3_no_t5"]), prompt=PROMPT, image_size=IMAGE_SIZE)
+        assert no_t5.conditioning["t5"] is False and "no T5 text encoder" in caplog.text
+        with_t5 = load_prior(str(folders["sd3"]), prompt=PROMPT, image_size=IMAGE_SIZE, use_t5=False)
+        assert with_t5.conditioning["t5"] is False
+        caplog.clear()
+        load_prior(str(folders["sd"]), prompt=PROMPT, image_size=IMAGE_SIZE, dtype="fp16")
+    assert "gradients through the fp16 decoder underflow" in caplog.text and "fp16 on a CPU" in caplog.text

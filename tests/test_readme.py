@@ -78,7 +78,7 @@ def test_foundation_example_runs_on_a_tiny_sd3_pipeline(tmp_path):
 
     (code,) = blocks("python-sd3")
     folder = make_sd3(tmp_path / "sd3")
-    swaps = {'"sd3-medium", 512, "cuda"': f'"{folder}", 32, "cpu"', 'dtype="fp16"': 'dtype="float32"',
+    swaps = {'"sd3-medium", 512, "cuda"': f'"{folder}", 32, "cpu"', 'dtype="bf16"': 'dtype="float32"',
              "iterations=1000": "iterations=2"}
     for old, new in swaps.items():
         assert old in code, old

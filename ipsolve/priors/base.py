@@ -362,10 +362,12 @@ class FlowPrior(Prior):
         t = on_device(t, x_t).expand(x_t.shape[0])
         p = next(self.network.parameters(), None)
         dtype = p.dtype if p is not None else x_t.dtype
+        # the timestep stays float32, as StableDiffusion3Pipeline passes scheduler.timesteps (in bf16 σ·1000 would
+        # be rounded to multiples of 4 above 512: SD3's time embedding 17–41 % off; FLUX's wrapper casts as its pipeline)
         if self.network_convention == "diffusers":
-            out = _network_output(self.network(x_t.to(dtype), ((1 - t) * self.timestep_scale).to(dtype)))
+            out = _network_output(self.network(x_t.to(dtype), ((1 - t) * self.timestep_scale).to(torch.float32)))
             return -out[:, :x_t.shape[1]].to(x_t.dtype)
-        return _network_output(self.network(x_t.to(dtype), (t * self.timestep_scale).to(dtype)))[:, :x_t.shape[1]].to(x_t.dtype)
+        return _network_output(self.network(x_t.to(dtype), (t * self.timestep_scale).to(torch.float32)))[:, :x_t.shape[1]].to(x_t.dtype)
 
     @staticmethod
     def x1_from_velocity(x_t, t, v) -> torch.Tensor:

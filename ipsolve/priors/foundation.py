@@ -19,6 +19,7 @@ FLUX: σ, i.e. the pipeline's ``timestep / 1000``), so ε / velocity equal the p
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -30,6 +31,8 @@ import torch
 from torch import nn
 
 from .base import DiffusionPrior, FlowPrior, LatentPrior
+
+log = logging.getLogger("ipsolve")
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,17 @@ def check_text_options(family: Family, prompt, negative_prompt, guidance_scale, 
                                        or not guidance_scale >= 0):
         raise ValueError(f"guidance_scale must be a number >= 0 (SD/SD3: > 1 turns classifier-free guidance on), "
                          f"got {guidance_scale!r}")
+    if guidance_scale is not None and family.pipeline != "FluxPipeline" and guidance_scale < 1:
+        raise ValueError(f"guidance_scale {guidance_scale} < 1: classifier-free guidance runs only above 1 (as the "
+                         f"pipelines: at or below 1 the prompt alone, unguided); use 1 (none) or > 1")
     if out[1] and family.pipeline != "FluxPipeline" and not (guidance_scale or 1.0) > 1.0:
         raise ValueError("negative_prompt needs classifier-free guidance, guidance_scale > 1; with "
                          f"guidance_scale {guidance_scale if guidance_scale is not None else 1} it would be ignored")
+    if family.pipeline != "FluxPipeline" and (guidance_scale or 1.0) > 1.0 and out[0] == out[1]:
+        # u + g(c − u) = c when the two embeddings are the same: twice the network calls for the unguided result
+        raise ValueError(f"guidance_scale {guidance_scale} with the same prompt and negative prompt ({out[0]!r}) gives "
+                         f"the unguided result at twice the cost: give a prompt (e.g. prior.prompt='a photo of a "
+                         f"face'), or guidance_scale 1")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be a positive integer (pixels, square images), got {image_size!r}")
     if use_t5 is not True and family.t5 is None:
@@ -188,7 +199,8 @@ class FluxNetwork(TextConditionedNetwork):
         img_ids = FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, x.device, x.dtype)
         guidance = (torch.full((b,), self.embedded_guidance, device=x.device, dtype=torch.float32)
                     if self.embedded_guidance is not None else None)
-        out = self.network(hidden_states=packed, timestep=timestep / 1000, guidance=guidance,
+        # FluxPipeline casts the timestep to the latents' dtype before / 1000 (bf16: σ·1000 rounded), as here
+        out = self.network(hidden_states=packed, timestep=timestep.to(x.dtype) / 1000, guidance=guidance,
                            pooled_projections=emb["pooled_prompt_embeds"], encoder_hidden_states=emb["prompt_embeds"],
                            txt_ids=self.text_ids, img_ids=img_ids, return_dict=False)[0]
         # _unpack_latents takes the image size and VAE factor; with factor 1 it is the latent size
@@ -234,7 +246,8 @@ def check_image_size(size: int, multiple: int, family: Family, max_size: int | N
 
 def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_prompt: str = "",
                     guidance_scale: float | None = None, image_size: int | None = None, use_t5: bool = True,
-                    max_sequence_length: int | None = None, dtype: torch.dtype | None = None, device=None,
+                    max_sequence_length: int | None = None, family: str | None = None,
+                    dtype: torch.dtype | None = None, device=None,
                     gradient_checkpointing: bool = False, vae_tiling: bool = False, vae_slicing: bool = False):
     """A Stable Diffusion / SD3 / FLUX pipeline folder as a latent prior (module docstring).
 
@@ -244,11 +257,28 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
     ``image_size``: pixels (default the pipeline's native size).  ``gradient_checkpointing``:
     diffusers' block-level checkpointing in the denoiser and the VAE (for solvers that
     back-propagate through them: DPS, ReSample, DMPlug, FMPlug).  ``vae_tiling`` /
-    ``vae_slicing``: the AutoencoderKL's tiled / per-image decoding."""
+    ``vae_slicing``: the AutoencoderKL's tiled / per-image decoding.  ``family``: the family a
+    preset's settings are for (``Stable Diffusion``, ``Stable Diffusion 3``, ``FLUX``); a folder of
+    another one is refused (``sd3_medium`` on a FLUX folder set FLUX's embedded guidance to 1)."""
     import diffusers
 
+    expected = family
     family = family_of(index)
     check_pipeline_class(root, index, family)
+    if expected is not None and str(expected) != family.name:
+        known = ", ".join(f.name for f in FAMILIES.values())
+        if str(expected) not in known.split(", "):
+            raise ValueError(f"family must be one of {known}, got {expected!r}")
+        raise ValueError(f"{root} holds a {family.name} pipeline, but these settings are for {expected} (its preset's "
+                         f"dtype, guidance and size): use the {family.name} preset, or prior={root} with your own")
+    t5_prompt = family.pipeline in ("StableDiffusion3Pipeline", "FluxPipeline")  # T5 tokens (SD3 optionally)
+    if max_sequence_length is not None:
+        if not t5_prompt:
+            raise ValueError(f"max_sequence_length applies to T5 prompts (SD3, FLUX); {family.name} encodes the prompt "
+                             f"with CLIP (77 tokens)")
+        if isinstance(max_sequence_length, bool) or not isinstance(max_sequence_length, int) \
+                or not 1 <= max_sequence_length <= 512:
+            raise ValueError(f"max_sequence_length must be an integer in [1, 512] (T5 tokens), got {max_sequence_length!r}")
     prompt, negative_prompt = check_text_options(family, prompt, negative_prompt, guidance_scale, image_size, use_t5)
     check_components(root, index, family, use_t5)
     extra = {}
@@ -273,6 +303,10 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
         enc = getattr(pipe, name, None)
         if isinstance(enc, nn.Module):
             enc.to(enc_device)
+    t5_used = t5_prompt and isinstance(getattr(pipe, family.t5 or "text_encoder_2", None), nn.Module)
+    if family.t5 and use_t5 and not t5_used:
+        log.warning("%s: the folder holds no T5 text encoder; the prompt is embedded without it (zeros in its place, "
+                    "as the pipeline does): say use_t5=false", root)
     with torch.no_grad():
         if family.pipeline == "StableDiffusionPipeline":
             g = 1.0 if guidance_scale is None else float(guidance_scale)
@@ -336,8 +370,17 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
                         scaling_factor=vae.config.scaling_factor, shift_factor=vae.config.shift_factor or 0.0)
     prior.conditioning = {"family": family.name, "prompt": prompt, "negative_prompt": negative_prompt,
                           "guidance_scale": getattr(net, "embedded_guidance", None) if family.pipeline == "FluxPipeline"
-                          else net.guidance_scale, "evaluations_per_call": net.evaluations_per_call,
-                          "gradient_checkpointing": bool(gradient_checkpointing)}
+                          else net.guidance_scale, "evaluations_per_call": net.evaluations_per_call}
+    if t5_prompt:  # change the prompt embedding: part of what defines the results (and the resume fingerprint)
+        prior.conditioning.update(t5=t5_used, max_sequence_length=max_sequence_length or
+                                  (512 if family.pipeline == "FluxPipeline" else 256))
+    tile = getattr(vae, "tile_sample_min_size", None)
+    if vae_tiling and tile is not None and size > tile:  # tiled decoding changes the decoded image
+        prior.conditioning["vae_tiling"] = int(tile)
+    elif vae_tiling and tile is not None:
+        log.warning("vae_tiling: the VAE tiles only images larger than its %s px (tile_sample_min_size, its config's "
+                    "sample_size); %s-px images are decoded whole, as without tiling", tile, size)
+    # (gradient checkpointing changes memory only: prior.memory_options records it, outside the fingerprint)
     return prior
 
 

@@ -29,7 +29,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.floa
           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
 DIFFUSERS_OPTIONS = ("gradient_checkpointing", "vae_tiling", "vae_slicing")
 SPEED_OPTIONS = ("channels_last", "compile")  # any prior: Prior.optimize
-TEXT_OPTIONS = ("prompt", "negative_prompt", "guidance_scale", "image_size", "use_t5", "max_sequence_length")
+TEXT_OPTIONS = ("prompt", "negative_prompt", "guidance_scale", "image_size", "use_t5", "max_sequence_length", "family")
 
 
 def as_dtype(dtype) -> torch.dtype | None:
@@ -81,8 +81,24 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs) -> Prior:
     prior.eval().requires_grad_(False)
     if device is not None or dtype is not None:
         _place(prior, device, dtype)
+    if dtype == torch.float16:
+        half_precision_notes(prior, check_device(device))
     prior.optimize(**speed)
     return prior
+
+
+def half_precision_notes(prior: Prior, device) -> None:
+    """fp16 weights: gradients through an fp16 decoder underflow — a mean squared residual over a
+    512-px image gives ~2r/m per entry, below fp16's smallest value (audit 2026-12-06: ×4 SR at
+    512 px, the latent gradient's cosine to fp32's 0.006, bf16 0.998; ReSample's latent fit did not
+    move) — and fp16 convolutions on a CPU are hundreds of times slower (340× for a 3×3 conv)."""
+    if isinstance(prior, LatentPrior) and prior.autoencoder is not None:
+        log.warning("dtype fp16: gradients through the fp16 decoder underflow for the solvers that back-propagate "
+                    "through it (DPS, ReSample, DMPlug, FMPlug, LatentDAPS): use dtype=bf16 (fp32's range, the same "
+                    "memory)")
+    if device is None or device.type == "cpu":
+        log.warning("dtype fp16 on a CPU: its convolutions run hundreds of times slower than bf16 or fp32 here; "
+                    "use dtype=bf16 or fp32")
 
 
 def check_device(device) -> torch.device | None:
@@ -233,6 +249,9 @@ def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
     if text and not text_conditioned:
         raise ValueError(f"{', '.join(text)} applies only to text-conditioned pipelines (Stable Diffusion, SD3, FLUX); "
                          f"the prior {source} is unconditional")
+    for key in ("use_t5", "gradient_checkpointing", "vae_tiling", "vae_slicing"):
+        if key in options and not isinstance(options[key], bool):  # "no" / "off" were truthy strings: switched ON
+            raise ValueError(f"{key} must be true or false, got {options[key]!r}")
     unknown = [k for k in options if k not in allowed]
     if unknown and set(unknown) <= {"config", "ema"}:  # prior=ffhq_ldm / ldm_celebahq's checkpoint options
         raise ValueError(f"{source} is a diffusers folder, not a CompVis .ckpt: use it as prior={source} (the ldm "

@@ -329,16 +329,17 @@ def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tu
 def input_warnings(items: list[Item], prior, measurements: bool, rank: int) -> list[str]:
     """What the user should know about the inputs before trusting the results (logged by rank 0)."""
     notes = []
-    converted = [] if measurements else converted_channels(items, prior.channels)
+    converted = converted_channels(items, prior.channels)  # measurements too: a grey y was replicated silently
+    what = "measurement" if measurements else "image"
     if converted:
         source = getattr(prior, "source", type(prior).__name__)
         if prior.channels == 1:
-            notes.append(f"{len(converted)} colour image(s) converted to grey for the 1-channel prior {source} "
+            notes.append(f"{len(converted)} colour {what}(s) converted to grey for the 1-channel prior {source} "
                             f"({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''}); the bundled "
                             f"phantom priors suit CT-like grey images, natural photos need a colour photo prior "
                             f"(prior=photo_ddpm, or a diffusers model: prior.source=DIR)")
         else:
-            notes.append(f"{len(converted)} grey image(s) replicated to {prior.channels} channels for the prior "
+            notes.append(f"{len(converted)} grey {what}(s) replicated to {prior.channels} channels for the prior "
                             f"{source} ({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''})")
     if rank == 0:
         for w in notes:
