@@ -353,6 +353,22 @@ def test_blind_runs_write_kernels_and_their_error(tmp_path):
     assert run.summary["kernel_error"]["n"] == 2
 
 
+def test_blind_samples_report_the_residual_of_what_they_return():
+    """``samples=k`` on a blind operator: the residual is that of the returned pair — the mean image
+    blurred by the mean kernel (it was the mean of the samples' own residuals)."""
+    import ipsolve
+    from ipsolve import datasets
+    from ipsolve.solvers.base import residual_ratio
+
+    op = ipsolve.make_operator("blind_blur", size=8, padding="zero")
+    prior = ipsolve.load_prior("bundled:phantom-ddpm")
+    y = op.measure(datasets.heldout_phantoms(1, 32), 0.02, generator=0)
+    res = ipsolve.solve(y, op, prior, ipsolve.make_solver("dps", steps=3, progress=False), sigma=0.02, samples=2)
+    expected = residual_ratio(y, op(res.x, kernel=res.kernel), 0.02)
+    assert res.info[0]["residual"] == pytest.approx(float(expected[0]), rel=1e-5)
+    assert res.info[0]["residual"] != pytest.approx(sum(res.info[0]["sample_residuals"]) / 2, rel=1e-3)
+
+
 def test_deblurring_audit_findings(tmp_path, caplog):
     """Audit 2026-12-05 (deblurring): every setting that shapes y is recorded (a resume at another
     motion intensity took the old results), DiffPIR refuses nonlinear operators (it diverged below

@@ -47,7 +47,12 @@ def combine_samples(runs: list[Result], y, operator, sigma: float, select: str =
     x = samples.mean(1) if picked is None else samples[torch.arange(samples.shape[0]), picked.to(samples.device)]
     if picked is not None:
         residual = per_sample[torch.arange(samples.shape[0]), picked]
-    elif isinstance(operator, BlindBlur):  # A depends on each sample's own kernel estimate
+    elif isinstance(operator, BlindBlur) and all(r.kernel is not None for r in runs):
+        # the returned pair: the mean image blurred by the mean kernel (was the mean of per-sample residuals)
+        with torch.no_grad():
+            kernel = torch.stack([r.kernel for r in runs], 1).mean(1)
+            residual = residual_ratio(y, operator(x.to(y), kernel=kernel.to(y)), sigma)
+    elif isinstance(operator, BlindBlur):  # no kernel estimates to blur with: the samples' own residuals
         residual = torch.tensor([[r.info[i]["residual"] for r in runs] for i in range(x.shape[0])]).mean(1)
     else:
         with torch.no_grad():
