@@ -57,7 +57,7 @@ def make_vae(channels, latent_channels):
 BUILTIN_DATA = ("phantom", "ellipses", "photo", "kernels")
 
 
-def batches(data, size, batch_size, generator, window="auto", val_fraction=0.0, seed=0):
+def batches(data, size, batch_size, generator, window="auto", val_fraction=0.0, seed=0, units=None):
     """``(next_batch, channels, validation, split)``: a function drawing a training batch in [-1, 1],
     its channel count, ``(held-out images, training images to compare with)`` for validation (None
     for the built-in generators — their data are unlimited — or too few images) and how the held-out
@@ -79,7 +79,7 @@ def batches(data, size, batch_size, generator, window="auto", val_fraction=0.0, 
     # a folder of images, DICOM series or NIfTI volumes (every slice, each volume windowed as a whole:
     # reconstruct with the same data.window)
     from ipsolve.io import load_training_slices
-    images, sources = load_training_slices(data, size, window=window, groups=True)
+    images, sources = load_training_slices(data, size, window=window, groups=True, units=units)
     train_images, heldout, split = split_heldout(images, sources, val_fraction, seed)
     print(f"training data: {len(train_images)} slice(s)/image(s) of {data}, {images.shape[1]} channel(s); "
           f"held out for validation: {split}")
@@ -190,6 +190,9 @@ def main():
     ap.add_argument("--window", default="auto",
                     help="DICOM/NIfTI intensity window per volume: auto | ct_soft_tissue | lo,hi (use the same "
                          "data.window when reconstructing)")
+    ap.add_argument("--units", default=None, choices=["HU"],
+                    help="NIfTI volumes hold Hounsfield units (NIfTI records none), so --window ct_soft_tissue "
+                         "applies; as data.units=HU when reconstructing")
     ap.add_argument("--out", required=True, help="export directory (the prior loaded by ipsolve)")
     ap.add_argument("--work", default=None,
                     help="training state directory (default outputs/training/<out name>-<hash of the --out path>)")
@@ -253,7 +256,7 @@ def check_resume(saved: dict, settings: dict, ckpt: Path) -> None:
     before = saved.get("settings")
     if before is None:
         return  # a state from before settings were recorded: taken as it is
-    legacy = {"val_fraction": 0.0, "val_seed": None}  # states from before the validation split trained on every image
+    legacy = {"val_fraction": 0.0, "val_seed": None, "units": None}  # states from before the validation split trained on every image
     flag = {"val_seed": "seed"}  # (the split is seeded by --seed)
     differ = [f"--{flag.get(k, k).replace('_', '-')} {before.get(k, legacy.get(k))!r} (now {v!r})"
               for k, v in settings.items() if k != "out" and before.get(k, legacy.get(k)) != v]
@@ -283,16 +286,17 @@ def train(args):
     if not 0 <= args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     next_batch, channels, validation, split = batches(args.data, args.size, args.batch_size, gen, args.window,
-                                                   args.val_fraction, args.seed)
+                                                   args.val_fraction, args.seed, args.units)
     data = args.data if args.data in BUILTIN_DATA and not Path(args.data).exists() else str(Path(args.data).resolve())
     settings = {"kind": args.kind, "size": args.size, "widths": list(widths), "channels": channels, "data": data,
-                "window": args.window, "out": str(out.resolve()),
+                "window": args.window, "units": args.units, "out": str(out.resolve()),
                 "val_fraction": args.val_fraction if validation is not None else 0.0,
                 "val_seed": args.seed if validation is not None else None}  # the split's seed: the same held-out images
     ae_images = None
     if args.kind == "latent":  # the autoencoder's round trip: on held-out images, or a fresh draw of generated data
         ae_images = validation[0] if validation is not None else (
-            batches(args.data, args.size, 32, torch.Generator().manual_seed(args.seed + 31337), args.window)[0]()
+            batches(args.data, args.size, 32, torch.Generator().manual_seed(args.seed + 31337), args.window,
+                    units=args.units)[0]()
             if data in BUILTIN_DATA else None)
     work.mkdir(parents=True, exist_ok=True)
 

@@ -675,6 +675,10 @@ def test_training_slices_from_dicom_and_nifti(tmp_path):
     assert x.shape == (3, 1, 32, 32) and x.min() >= -1 and x.max() <= 1
     y = load_training_slices(example_nifti(tmp_path / "nii", "functional.nii"), 16)
     assert y.shape == (3 * 20, 1, 16, 16)  # every slice of every volume of the 4-D file
+    nii = example_nifti(tmp_path / "nii3")  # NIfTI records no units: an HU window needs units="HU" (--units HU)
+    with pytest.raises(ValueError, match="Hounsfield units"):
+        load_training_slices(nii, 16, window="ct_soft_tissue")
+    assert load_training_slices(nii, 16, window="ct_soft_tissue", units="HU").shape[1:] == (1, 16, 16)
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("train_prior", ROOT / "scripts" / "train_prior.py")

@@ -57,19 +57,23 @@ def load_volumes(kind: str, path, series=None, volume: int = 0, exclude=()) -> t
     raise ValueError(f"unknown volume format {kind!r}; expected one of {', '.join(FORMATS)}")
 
 
-def load_training_slices(path, size: int, window="auto", series="all", volume=None, groups: bool = False):
+def load_training_slices(path, size: int, window="auto", series="all", volume=None, groups: bool = False,
+                         units: str | None = None):
     """Training images ``(N, 1, size, size)`` in [-1, 1] from ``path``: every slice of every
     DICOM series or NIfTI volume (all volumes of a 4-D file unless ``volume`` is given), each
     volume windowed as a whole (``window``: auto, ct_soft_tissue or [lo, hi] — use the same one
-    when reconstructing), resized like the runner's inputs; or a folder of images
+    when reconstructing; ``units="HU"``: the volumes hold Hounsfield units, for NIfTI files, which
+    record none — as the runner's ``data.units``), resized like the runner's inputs; or a folder of images
     (:func:`ipsolve.io.load_folder`, 1 or 3 channels as stored).  ``groups=True`` also returns
     each image's source — its file, or its volume — so that a validation split can hold out whole
     volumes (neighbouring slices are nearly the same image)."""
-    images, sources = _training_slices(path, size, window, series, volume)
+    if units not in (None, "HU"):
+        raise ValueError(f"units must be HU (volumes holding Hounsfield units) or None, got {units!r}")
+    images, sources = _training_slices(path, size, window, series, volume, units)
     return (images, sources) if groups else images
 
 
-def _training_slices(path, size, window, series, volume):
+def _training_slices(path, size, window, series, volume, units=None):
     import torch
 
     kind = guess_format(path)
@@ -101,6 +105,8 @@ def _training_slices(path, size, window, series, volume):
         files = [None] * len(vols)
     out, sources = [], []
     for i, (v, f) in enumerate(zip(vols, files)):
+        if units:
+            v.meta["units"] = units
         w = resolve_window(window, v)
         x, _ = slice_images(v, w, size, 0, v.shape[2] - 1)
         out.append(x)
