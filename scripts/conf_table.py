@@ -1,6 +1,7 @@
 """The option tables of ``conf/README.md``, generated from the config files themselves: one row
 per preset of each group (``conf/<group>/*.yaml``, described by the first line of its header
-comment) and one per top-level setting of ``conf/config.yaml`` (its default and inline comment).
+comment) and one per setting of ``conf/config.yaml`` and of the data presets (its default and inline
+comment).
 
     python scripts/conf_table.py           # print the tables
     python scripts/conf_table.py --write   # rewrite them in conf/README.md (between the markers)
@@ -32,14 +33,46 @@ def preset_rows() -> list[str]:
     return rows
 
 
+SETTING = re.compile(r"^( *)([a-z_0-9]+):\s*(.*?)\s*(?:#\s*(.*))?$")
+
+
+def _cell(text: str | None) -> str:
+    return (text or "").replace("|", chr(92) + "|")
+
+
 def setting_rows() -> list[str]:
+    """``conf/config.yaml``'s settings (nested ones as ``parent.key``, e.g. ``calibrate.images``),
+    then the ``data.*`` settings of the data presets, each with the presets that have it."""
     rows = ["| setting | default | meaning |", "|---|---|---|"]
+    parent = None
     for line in (CONF / "config.yaml").read_text().splitlines():
-        match = re.match(r"^([a-z_]+):\s*(.*?)\s*(?:#\s*(.*))?$", line)
-        if not match or match.group(1) in ("defaults", "hydra"):
+        match = SETTING.match(line)
+        if not match:
             continue
-        key, default, comment = match.groups()
-        rows.append(f"| `{key}` | `{default}` | {(comment or '').replace('|', chr(92) + '|')} |")
+        indent, key, default, comment = match.groups()
+        if not indent:
+            parent = key if not default else None
+            if key in ("defaults", "hydra"):
+                parent = "hydra"
+                continue
+        elif parent in (None, "hydra") or len(indent) != 2:
+            continue
+        else:
+            key = f"{parent}.{key}"
+        rows.append(f"| `{key}` | {f'`{default}`' if default else '(group)'} | {_cell(comment)} |")
+    found: dict = {}
+    for path in sorted((CONF / "data").glob("*.yaml")):
+        for line in path.read_text().splitlines():
+            match = SETTING.match(line)
+            if match and not match.group(1) and match.group(2) not in ("defaults", "format"):
+                entry = found.setdefault(match.group(2), {"defaults": {}, "comment": None})
+                entry["defaults"][path.stem] = match.group(3)
+                entry["comment"] = entry["comment"] or match.group(4)
+    for key, entry in found.items():
+        defaults = set(entry["defaults"].values())
+        default = next(iter(defaults)) if len(defaults) == 1 else "per preset"
+        presets = ", ".join(f"{k}" for k in entry["defaults"])
+        rows.append(f"| `data.{key}` | `{default}` | {_cell(entry['comment'])} (data={presets}) |")
     return rows
 
 

@@ -485,12 +485,33 @@ def main() -> None:
     log("done")
 
 
+MEASURED_MARK = "**GPU measurements"
+
+
+def measured_section(path) -> str:
+    """The GPU-measurement block of an existing page (from its ``**GPU measurements`` paragraph to
+    the estimates' first line), or "" — a rerun on a CPU keeps what a GPU measured."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    start = text.find(MEASURED_MARK)
+    if start < 0:
+        return ""
+    ends = [i for i in (text.find("**The rest of this page", start), text.find("**These are estimates", start)) if i >= 0]
+    return text[start:min(ends)].rstrip() + "\n" if ends else ""
+
+
 def write_report(path, size, params, checks, per_block, net, unet_half, dec, dec_half, rep, runtime, versions):
     """The markdown report: command, method, tables, limits."""
     L = []
     add = L.append
     add(f"# Accelerator memory of the solvers with foundation priors ({size} × {size} px)\n")
-    add("**These are estimates computed on a CPU — no GPU was available — not GPU measurements.** "
+    measured = measured_section(path)  # the GPU measurements added to the page by hand are kept, not overwritten
+    if measured:
+        add(measured)
+    add(("**The rest of this page: estimates computed on a CPU, not GPU measurements.** " if measured else
+         "**These are estimates computed on a CPU — no GPU was available — not GPU measurements.** ") +
         "They come from exact parameter counts and from the bytes autograd saves for backward, measured "
         "on fake (data-less) tensors with PyTorch's CPU dispatch.  A GPU run can differ; see *Limits*.\n")
     add("Produced by\n\n```bash\nOMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python scripts/foundation_memory.py"
@@ -594,7 +615,7 @@ def write_report(path, size, params, checks, per_block, net, unet_half, dec, dec
         "parameters counted (2 bytes each in bf16).  Activations: each model is built from the same "
         "config on `FakeTensorMode` tensors, which carry shapes, dtypes, strides and storage aliasing and "
         "go through PyTorch's CPU dispatch (the CPU flash-attention kernel is chosen, as on a real CPU "
-        "run) without data or arithmetic — on this 2-core AVX2 machine a real bf16 matmul runs at "
+        "run) without data or arithmetic — on the 2-core machine it was written on a real bf16 matmul ran at "
         "≈ 0.4 GFLOP/s, which rules out real runs at full width.  During one forward with the latent "
         "(and, for the flow models, the time) requiring grad, `torch.autograd.graph.saved_tensors_hooks` "
         "sums the bytes of every tensor saved for backward, one count per storage, weights excluded.  "

@@ -665,6 +665,10 @@ def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
     assert (tmp_path / "run" / "calibration.csv").read_text() == table  # reused, not calibrated again
     with pytest.raises(RunError, match="auto"):
         reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "bad", z_coupling="sometimes", **kw)
+    # one slice: no neighbours, so nothing is calibrated (it cost 29 s and cut DMPlug's budget to 49 iterations)
+    one = reconstruct_volumes(example_dicom_folder(tmp_path / "ct"), "dicom", tmp_path / "one", z_coupling="auto",
+                              operator="ct_sparse", solver=CHEAP_DPS)
+    assert one.summary["calibration"] is None and "none" in str(one.summary["z_coupling"])
 
 
 def test_training_slices_from_dicom_and_nifti(tmp_path):

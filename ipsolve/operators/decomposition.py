@@ -24,7 +24,8 @@ import torch
 
 from ..tensors import cached_on, on_device
 
-DECOMPOSABLE = ("super_resolution (bicubic and avgpool)", "inpainting", "gaussian_blur", "mri (single coil)",
+DECOMPOSABLE = ("super_resolution (bicubic and avgpool)", "inpainting", "gaussian_blur",
+                "blur with a separable (rank-one) kernel", "mri (single coil)",
                 "deepinv DecomposablePhysics with a real orthogonal V")
 
 

@@ -175,6 +175,12 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     if coupling is not None:
         coupling = check_coupling(coupling, items, solver)
         settings["z_coupling"] = coupling
+        if coupling == "auto" and not has_neighbours(items):  # nothing to couple: calibrating the weight (and a
+            if state.process_index == 0:                       # plug-in solver's budget with it) changes nothing
+                log.warning("data.z_coupling=auto: every volume has one slice, so there are no neighbours to couple; "
+                            "no coupling (the weight is not calibrated)")
+            coupling = None
+            settings["z_coupling"] = "auto (one slice per volume: none)"
     calibrate = effective_options(calibrate, solver, coupling)
     if calibrate["enabled"]:  # recorded as it runs (solver.X=auto turns it on); a resume calibrates alike
         settings["calibrate"] = {**calibrate, "auto": list(getattr(solver, "auto_params", ()) or ())}
@@ -241,6 +247,13 @@ def earlier_wall_seconds(out: Path | None, done: dict[str, dict]) -> float:
     except (OSError, TypeError, ValueError, AttributeError):
         recorded = 0.0
     return max(recorded, solved)
+
+
+def has_neighbours(items: list[Item]) -> bool:
+    """Some volume has two or more slices (z-coupling has a pair to act on)."""
+    from collections import Counter
+
+    return any(n > 1 for n in Counter(it.volume for it in items).values())
 
 
 def check_coupling(coupling, items: list[Item], solver) -> float | str:
