@@ -175,7 +175,7 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
             warnings.append(f"{kf.target} {tuple(kf.target_shape[-2:])} covers another field of view than the k-space "
                             f"({kf.width}×{kf.width}): no ground truth, no metrics")
         window = _window(data.get("window", "auto"), zero_filled if use_file else full, kf.name)
-        raw_noise = kspace_noise_std([k for k, _ in raw])  # per real/imaginary part, the file's units
+        raw_noise, noise_how = kspace_noise_std([k for k, _ in raw])  # per real/imaginary part, the file's units
         # on the solver's scale: square_kspace scales by size/W, the items divide by the window's hi
         noise_sigma = None if raw_noise is None else raw_noise * size / kf.width / window.hi
         phases = []
@@ -214,9 +214,8 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
                                                 sorted({w: phases.count(w) for w in phases}.items()))),
                   "noise_sigma": noise_sigma,
                   "noise_estimate": (f"{noise_sigma:.4g} on the solver's scale ({raw_noise:.4g} in the file's units): "
-                                     f"the readout-oversampling margin ({kf.height} rows for {kf.width} columns)"
-                                     if noise_sigma is not None else
-                                     f"none: no readout oversampling ({kf.height} rows for {kf.width} columns)"),
+                                     f"{noise_how}" if noise_sigma is not None else
+                                     f"none: {noise_how} (k-space {list(kf.shape)})"),
                   "voxel_sizes_mm": [dr, dc, dz], "units": "",
                   "header": kf.header, "attrs": {k: v for k, v in kf.attrs.items() if isinstance(v, (int, float, str))}}
         plans.append(Plan(name=kf.name, kind="fastmri", window=window, first=first, last=last, size=size,

@@ -223,11 +223,12 @@ def kspace_sigma(sigma, plans: list, main_process: bool):
     estimates = {p.name: p.source.get("noise_sigma") for p in plans}
     known = [v for v in estimates.values() if v is not None]
     if str(sigma) == "auto":
-        missing = [n for n, v in estimates.items() if v is None]
+        missing = [p for p in plans if p.source.get("noise_sigma") is None]
         if missing:
-            raise RunError(f"sigma=auto: {', '.join(missing)} has no readout oversampling (k-space "
-                           f"{plans[0].source['kspace_shape']}) to measure the noise in; give sigma=VALUE (the std of "
-                           f"one real or imaginary part of the k-space noise divided by the window's hi)")
+            why = missing[0].source.get("noise_estimate", "none").removeprefix("none: ")
+            raise RunError(f"sigma=auto: the noise of {', '.join(p.name for p in missing)} cannot be measured: {why}; "
+                           f"give sigma=VALUE (the std of one real or imaginary part of the k-space noise, × size/W, "
+                           f"divided by the window's hi)")
         value = float(np.median(known))
         if main_process:
             log.info("sigma=auto: %.4g, the k-space noise in the readout-oversampling margin (%s)", value,
