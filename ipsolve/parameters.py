@@ -53,6 +53,9 @@ def parameter_type_message(kind: str, name: str, cls, given: dict) -> str | None
     types = expected_types(cls)
     for key, value in given.items():
         allowed = types.get(key)
+        if allowed and "bool" in allowed and not allowed - {"bool", "None"} and not isinstance(value, (bool, type(None))):
+            # rescale_zeta=no: a string is true in Python, so it switched the option ON
+            return f"{kind} {name!r}: parameter {key!r} must be true or false, got {value!r}"
         if not allowed or not allowed & {"int", "float"} or allowed - {"int", "float", "None", "bool"}:
             continue  # not a plain number parameter
         if isinstance(value, float) and "float" not in allowed:  # steps=2.5: a torch TypeError deep in the solve

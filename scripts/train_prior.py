@@ -487,7 +487,8 @@ def write_model_card(out: Path, record: dict, parameters: int) -> None:
         lines += [f"| {c['step']} | {c['heldout_loss']:.4f} | {c['train_loss']:.4f} | {c['ratio']:.2f} |" for c in checks]
     where = str(out.resolve())
     lines += ["", f"Use it: `ipsolve prior={where}` (or `ipsolve.load_prior({where!r})`)"
-              + (f" with `data.window={record['window']}`" if window else "") + ".",
+              + (f" with `data.window={record['window']}`" if window else "")
+              + (" and `data.units=HU`" if window and record.get("units") else "") + ".",
               "`training.json` holds every setting; the same train_prior.py command continues the training.", ""]
     card.write_text("\n".join(lines))
     if ae and ae["psnr"] < 25:

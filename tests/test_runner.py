@@ -435,6 +435,7 @@ def test_api_audit_findings(tmp_path):
     ipsolve.reconstruct(x, operator=op, solver=ipsolve.make_solver("dps_cpu", steps=2), prior=prior, threads=1,
                         metrics=["psnr"])
     assert op.image_names() is None and torch.equal(op.mask_for(x.shape), masks)
+    op.apply(x)  # the batch as measured, then a slice of it: warned
     with pytest.warns(InputWarning, match="keyed by position"):
         op.apply(x[1:2])
     with pytest.raises(RunError, match=r"none of the 2 image\(s\) could be used; image_0000: .*64"):
@@ -464,3 +465,15 @@ def test_api_audit_findings(tmp_path):
                            "ssim": {"mean": 0.5, "std": 0.1, "median": 0.5, "n": 2}}}
     text = report(summary)
     assert "SSIM 0.500 ± 0.100, median 0.500 (over 2 of 4 images)" in text and "20.00 (over" not in text
+
+
+def test_a_refused_resume_says_what_changed(tmp_path):
+    """The "different settings" refusal names the settings that changed against the run directory's
+    config.yaml, or says that the same configuration was recorded by another ipsolve version."""
+    from ipsolve.runner.rundir import settings_changed
+
+    (tmp_path / "config.yaml").write_text("sigma: 0.01\nsolver:\n  name: dps\n  steps: 2\n")
+    assert settings_changed(tmp_path, "sigma: 0.01\nsolver:\n  name: dps\n  steps: 3\n") == \
+        "; changed: solver.steps (2 → 3)"
+    assert "another ipsolve version" in settings_changed(tmp_path, "sigma: 0.01\nsolver: {name: dps, steps: 2}\n")
+    assert settings_changed(tmp_path / "none", "sigma: 1") == ""

@@ -101,6 +101,7 @@ class Inpainting(Operator):
         """Name the images of the next batches (their masks are drawn from these keys); ``None``:
         key by position in the batch."""
         self.image_keys = None if keys is None else [str(k) for k in keys]
+        self._positional_batch = None  # named or renamed: position keys start afresh
 
     def image_names(self) -> list[str] | None:
         return None if self.image_keys is None else list(self.image_keys)
@@ -122,12 +123,12 @@ class Inpainting(Operator):
                           f"masks than it was measured with; name the images with op.set_images([...]) before "
                           f"measure and solve", InputWarning, stacklevel=3)
 
-    def mask_for(self, shape) -> torch.Tensor:
+    def mask_for(self, shape, data: bool = False) -> torch.Tensor:
         h, w = shape[-2:]
         if self.per_image:
             b = shape[0] if len(shape) == 4 else 1
             keys = self.image_keys if self.image_keys is not None else [str(i) for i in range(b)]
-            if self.image_keys is None:
+            if self.image_keys is None and data:  # applied to images, not a shape probe (svd, output_shape)
                 self._check_positional_batch(b)
             if len(keys) != b:
                 raise ValueError(f"per-image inpainting masks: {len(keys)} image keys were set (set_images) but the "
@@ -151,7 +152,7 @@ class Inpainting(Operator):
         return tuple(shape)
 
     def apply(self, x):
-        return x * cached_on(self, "mask", self.mask_for(x.shape), x.device, x.dtype)
+        return x * cached_on(self, "mask", self.mask_for(x.shape, data=True), x.device, x.dtype)
 
     def svd(self, shape):
         """V = U = I and the mask as singular values (per image with per-image masks)."""
@@ -176,4 +177,4 @@ class Inpainting(Operator):
 
     def initial_guess(self, y):
         """Harmonic fill of the missing pixels."""
-        return harmonic_fill(y, self.mask_for(y.shape).to(y).expand_as(y)).clamp(-1, 1)
+        return harmonic_fill(y, self.mask_for(y.shape, data=True).to(y).expand_as(y)).clamp(-1, 1)

@@ -269,8 +269,10 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
         known = ", ".join(f.name for f in FAMILIES.values())
         if str(expected) not in known.split(", "):
             raise ValueError(f"family must be one of {known}, got {expected!r}")
+        preset = {"Stable Diffusion": "sd15", "Stable Diffusion 3": "sd3_medium", "FLUX": "flux_dev"}[family.name]
         raise ValueError(f"{root} holds a {family.name} pipeline, but these settings are for {expected} (its preset's "
-                         f"dtype, guidance and size): use the {family.name} preset, or prior={root} with your own")
+                         f"dtype, guidance and size): use prior={preset} prior.source={root}, or prior={root} with "
+                         f"your own settings")
     t5_prompt = family.pipeline in ("StableDiffusion3Pipeline", "FluxPipeline")  # T5 tokens (SD3 optionally)
     if max_sequence_length is not None:
         if not t5_prompt:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import RunError
+from .errors import RunError, flag
 from .inputs import input_digest
 from .rundir import atomic_write_text
 
@@ -35,6 +35,7 @@ def calibration_options(value) -> dict:
     if unknown:
         raise RunError(f"unknown calibrate option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
     out = {**DEFAULTS, "enabled": True, **dict(value)}  # a mapping turns it on unless it says enabled: false
+    out["enabled"] = flag("calibrate.enabled", out["enabled"])
     if out["params"] is not None:
         out["params"] = [out["params"]] if isinstance(out["params"], str) else list(out["params"])
     if int(out["images"]) < 1:

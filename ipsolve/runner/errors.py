@@ -4,3 +4,13 @@ from __future__ import annotations
 
 class RunError(Exception):
     """A problem with the user's input or settings (printed without a traceback by the CLI)."""
+
+
+def flag(name: str, value) -> bool:
+    """A true/false setting, or one line naming it: Hydra reads ``no``, ``off``, ``yes`` as strings,
+    which Python takes as true (``data.measurements=no`` read images as measurements)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    raise RunError(f"{name} must be true or false, got {value!r}")

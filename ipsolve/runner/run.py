@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
-from .errors import RunError
+from .errors import RunError, flag
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
 from .grid import write_grid
 from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels, describe_spec,
@@ -104,9 +104,10 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
 
     # the runner names each batch's images on the operator (per-image masks, coil maps): a caller's
     # operator object gets its own naming back, or a later solve(y, op) would use the run's masks
-    names_before = operator.image_names() if isinstance(operator, Operator) else None
+    # (only operators that report their naming: a user's set_images need not take None)
+    restore = isinstance(operator, Operator) and type(operator).image_names is not Operator.image_names
     with torch_threads(threads, state.num_processes) as chosen, warnings.catch_warnings(), \
-            _restore_image_names(operator, names_before):
+            _restore_image_names(operator if restore else None, operator.image_names() if restore else None):
         warnings.simplefilter("ignore", InputWarning)  # logged once by _execute instead of at every measure and solve
         if state.process_index == 0:
             log.info("torch threads: %d per process (%s)", chosen["threads"], chosen["reason"])
@@ -125,7 +126,7 @@ def _restore_image_names(operator, names):
     try:
         yield
     finally:
-        if hasattr(operator, "set_images"):
+        if operator is not None:
             operator.set_images(names)
 
 
@@ -507,7 +508,7 @@ def recorded_operator(items: list[Item], operator, sigma, noise, *, keep_operato
     if not keep_sigma and recorded.get("sigma") is not None:
         sigma = recorded["sigma"]
         taken.append(f"sigma {sigma:g}")
-    elif keep_sigma and recorded.get("sigma") is not None and float(recorded["sigma"]) != float(sigma):
+    elif keep_sigma and recorded.get("sigma") is not None and _as_number(sigma) not in (None, float(recorded["sigma"])):
         log.warning("sigma %g given; the measurements were made with sigma %g (%s)", float(sigma),
                     float(recorded["sigma"]), recorded["file"])
     if not keep_noise and recorded.get("noise"):
@@ -577,6 +578,14 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
     return result
 
 
+def _as_number(value) -> float | None:
+    """``value`` as a float, or None (``sigma=auto``, a typo: :func:`check_arguments` names it)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def check_some_usable(summary: dict) -> None:
     """:class:`RunError` naming the first reason when every input was skipped (the API returned an
     empty result with log warnings only; the command line said so)."""
@@ -608,14 +617,14 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
         raise RunError("data.path is required with data=folder: ipsolve data=folder data.path=DIR")
     items = collect_items(data.path, max_images=data.get("max_images"))
     operator, sigma, noise = cfg.operator, cfg.sigma, cfg.get("noise", "gaussian")
-    if data.get("measurements", False):
+    if flag("data.measurements", data.get("measurements", False)):
         operator, sigma, noise = recorded_operator(items, operator, sigma, noise, keep_operator="operator" in given,
                                                    keep_sigma="sigma" in given, keep_noise="noise" in given)
     return execute(items, operator=operator, solver=cfg.solver, prior=cfg.prior, sigma=sigma,
                    noise=noise, seed=cfg.seed, batch_size=data.get("batch_size", 4),
-                   measurements=bool(data.get("measurements", False)), output_dir=output_dir,
+                   measurements=flag("data.measurements", data.get("measurements", False)), output_dir=output_dir,
                    metrics=list(cfg.get("metrics", METRICS)), lpips_net=cfg.get("lpips_net", "alex"),
-                   grid_max=cfg.get("grid_max", 8), progress=bool(cfg.get("progress", True)), state=state,
+                   grid_max=cfg.get("grid_max", 8), progress=flag("progress", cfg.get("progress", True)), state=state,
                    device=cfg.get("device", "auto"), config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
                    extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
                    samples=cfg.get("samples", 1), review_below=cfg.get("review_below"),

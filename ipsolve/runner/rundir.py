@@ -90,8 +90,8 @@ def prepare_resume(out: Path, names: Sequence[str], fp: str, config_yaml: str | 
             continue
         if rec.get("fingerprint") != fp:
             return done, (f"{out} holds results of different settings ({out / 'records' / (nm + '.json')}: "
-                          f"fingerprint {rec.get('fingerprint')} != {fp}); use another output directory "
-                          f"(hydra.run.dir=..., in a sweep hydra.sweep.dir=...) or remove it")
+                          f"fingerprint {rec.get('fingerprint')} != {fp}{settings_changed(out, config_yaml)}); use "
+                          f"another output directory (hydra.run.dir=..., in a sweep hydra.sweep.dir=...) or remove it")
         recorded = rec.get("input_digest")
         if digest_of is not None and recorded is not None and digest_of(nm) not in (None, recorded):
             return done, (f"{out} holds a result for {nm} made from another input ({rec.get('file') or 'in memory'}, "
@@ -101,6 +101,39 @@ def prepare_resume(out: Path, names: Sequence[str], fp: str, config_yaml: str | 
     if config_yaml is not None:
         atomic_write_text(out / "config.yaml", config_yaml)
     return done, None
+
+
+def settings_changed(out: Path, config_yaml: str | None) -> str:
+    """What differs between the run directory's ``config.yaml`` (the earlier run's) and this run's
+    configuration, as ``"; changed: key (old → new), ..."``, or — the same configuration — that the
+    earlier results were recorded by another ipsolve version (what a run records about its
+    settings changes between versions, e.g. 2026-12-06: a foundation prior's T5 use); "" when
+    either is unknown."""
+    import yaml
+
+    old_path = out / "config.yaml"
+    if config_yaml is None or not old_path.is_file():
+        return ""
+    try:
+        old, new = yaml.safe_load(old_path.read_text()), yaml.safe_load(config_yaml)
+    except yaml.YAMLError:
+        return ""
+
+    def flat(d, prefix=""):
+        if not isinstance(d, dict):
+            return {prefix.rstrip("."): d}
+        out_ = {}
+        for k, v in d.items():
+            out_.update(flat(v, f"{prefix}{k}."))
+        return out_
+
+    a, b = flat(old or {}), flat(new or {})
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if not changed:
+        return ("; the configuration is the same as the earlier run's, so its results were recorded by another "
+                "ipsolve version and cannot be resumed")
+    shown = ", ".join(f"{k} ({a.get(k)!r} → {b.get(k)!r})" for k in changed[:4])
+    return f"; changed: {shown}{f' and {len(changed) - 4} more' if len(changed) > 4 else ''}"
 
 
 def save_array(array, path: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RunError
+from .errors import RunError, flag
 from .inputs import Item
 from .rundir import atomic_write_text, check_writable
 
@@ -146,7 +146,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
     from .run import integer_setting
 
     samples = integer_setting("samples", cfg.get("samples", 1), 1, "posterior samples per image")
-    write_dicom = bool(data.get("write_dicom", False))
+    write_dicom = flag("data.write_dicom", data.get("write_dicom", False))
     if write_dicom and fmt != "dicom":
         raise RunError(f"data.write_dicom=true writes a DICOM series with the input's patient and study; data={fmt} "
                        f"has none (the NIfTI output volumes/<name>.nii.gz is written in any case)")
@@ -194,7 +194,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
                      noise=cfg.get("noise", "gaussian"), seed=cfg.seed, batch_size=data.get("batch_size", 4),
                      measurements=measurements, output_dir=out, metrics=list(cfg.get("metrics", METRICS)),
                      lpips_net=cfg.get("lpips_net", "alex"), grid_max=cfg.get("grid_max", 8),
-                     progress=bool(cfg.get("progress", True)), state=state, device=device,
+                     progress=flag("progress", cfg.get("progress", True)), state=state, device=device,
                      config_yaml=OmegaConf.to_yaml(cfg, resolve=True), extra_summary=extra_summary,
                      return_images=False, explicit_operator=explicit, samples=samples,
                      review_below=cfg.get("review_below"), review_coverage=cfg.get("review_coverage"),
@@ -356,5 +356,9 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
     cfg = OmegaConf.create({"data": data, "operator": operator, "solver": solver, "prior": prior, "sigma": sigma,
                             "seed": seed, "samples": samples, "device": device or "auto", "progress": progress,
                             "metrics": list(metrics), "calibrate": calibrate, "threads": threads})
-    return run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
-                             else ())
+    from .run import check_some_usable
+
+    result = run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
+                               else ())
+    check_some_usable(result.summary)
+    return result

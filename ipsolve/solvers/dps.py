@@ -151,7 +151,10 @@ class DPS(Solver):
         zeta = self.step_size(operator)
         b = y.shape[0]
         t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
-        ts = inner.timesteps(min(self.steps, t_start + 1), start=t_start)
+        if self.steps > t_start + 1:  # warm_start: fewer timesteps left (were capped, ζ still rescaled by steps)
+            raise ValueError(f"steps={self.steps} is more than the {t_start + 1} timesteps warm_start {self.warm_start} "
+                             f"leaves; use steps <= {t_start + 1}")
+        ts = inner.timesteps(self.steps, start=t_start)
         shape = (b, inner.channels, inner.image_size, inner.image_size)
         x = randn_like_batch(shape, gens, y.device)
         if self.warm_start is not None:

@@ -45,7 +45,8 @@ class FlowDPS(Solver):
       ``n = √σ' ε̂ + √(1 − σ') ξ``, ξ fresh noise.
 
     One network evaluation per step (two with the prior's classifier-free guidance: ``solve.py``
-    runs SD3 with ``cfg_scale`` 2, in ipsolve ``prior.guidance_scale=2``).  Defaults: ``solve.py``
+    runs SD3 with ``cfg_scale`` 2 and a prompt, in ipsolve ``prior.guidance_scale=2`` with
+    ``prior.prompt``: equal prompts are refused, their guidance being the unguided result).  Defaults: ``solve.py``
     (28 steps, ``step_size`` 15, σ = 0.03 there), shift 4.  Differences from the code: the gradient
     is not rounded to fp16 (``.half()``, L257: the reference runs SD3 in fp16); ``A⁺`` enters
     through ``(JJᵀ)⁻¹``, exact through the operator's SVD (super-resolution) or by CG to 1e-10

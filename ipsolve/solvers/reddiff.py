@@ -74,6 +74,9 @@ class REDDiff(Solver):
         """The reference's grid, highest first (``get_timesteps``; ``reversed(ts)`` in ``sample``)."""
         total = inner.num_timesteps
         start = total if self.warm_start is None else max(1, round(self.warm_start * total))
+        if self.steps > start:  # (were silently fewer)
+            raise ValueError(f"steps={self.steps} is more than the {start} timesteps it starts from (the prior's "
+                             f"{total}{'' if self.warm_start is None else f', warm_start {self.warm_start}'}); use steps <= {start}")
         skip = max(1, start // self.steps)
         return list(reversed(range(0, start, skip)))
 
