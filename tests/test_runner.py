@@ -477,3 +477,25 @@ def test_a_refused_resume_says_what_changed(tmp_path):
         "; changed: solver.steps (2 → 3)"
     assert "another ipsolve version" in settings_changed(tmp_path, "sigma: 0.01\nsolver: {name: dps, steps: 2}\n")
     assert settings_changed(tmp_path / "none", "sigma: 1") == ""
+
+
+def test_matrix_audit_findings():
+    """Audit 2026-12-06 (every operator × solver preset): PnP-Flow's step normalisation on a
+    nonlinear operator uses Gauss–Newton products (its Hessian at x = 0 on phase retrieval was not
+    positive: L clamped to 1e-12, NaN at every budget); the blind-blur refusal names the solvers
+    that take the prior; an empty batch is one line; the reliability score's network calls are
+    counted apart from the solver's."""
+    import ipsolve
+    from ipsolve import datasets
+
+    x = datasets.heldout_phantoms(2, 32)
+    op = ipsolve.make_operator("phase_retrieval")
+    y = op.measure(x, 0.05, generator=0)
+    flow = ipsolve.load_prior("bundled:phantom-flow")
+    res = ipsolve.solve(y, op, flow, ipsolve.make_solver("pnp_flow_cpu", steps=5, progress=False), sigma=0.05)
+    assert torch.isfinite(res.x).all() and all(0.1 < i["lipschitz_constant"] < 10 for i in res.info)
+    assert res.info[0]["reliability_nfe"] == 2
+    with pytest.raises(ValueError, match="with a flow prior use fmplug for blind_blur"):
+        ipsolve.make_solver("pnp_flow").check(ipsolve.make_operator("blind_blur"), flow)
+    with pytest.raises(ValueError, match="a batch of 0"):
+        ipsolve.solve(y[:0], op, flow, ipsolve.make_solver("pnp_flow_cpu", steps=2, progress=False), sigma=0.05)

@@ -364,10 +364,11 @@ class FlowPrior(Prior):
         dtype = p.dtype if p is not None else x_t.dtype
         # the timestep stays float32, as StableDiffusion3Pipeline passes scheduler.timesteps (in bf16 σ·1000 would
         # be rounded to multiples of 4 above 512: SD3's time embedding 17–41 % off; FLUX's wrapper casts as its pipeline)
+        t_dtype = torch.float64 if dtype == torch.float64 else torch.float32  # (a float64 network keeps float64)
         if self.network_convention == "diffusers":
-            out = _network_output(self.network(x_t.to(dtype), ((1 - t) * self.timestep_scale).to(torch.float32)))
+            out = _network_output(self.network(x_t.to(dtype), ((1 - t) * self.timestep_scale).to(t_dtype)))
             return -out[:, :x_t.shape[1]].to(x_t.dtype)
-        return _network_output(self.network(x_t.to(dtype), (t * self.timestep_scale).to(torch.float32)))[:, :x_t.shape[1]].to(x_t.dtype)
+        return _network_output(self.network(x_t.to(dtype), (t * self.timestep_scale).to(t_dtype)))[:, :x_t.shape[1]].to(x_t.dtype)
 
     @staticmethod
     def x1_from_velocity(x_t, t, v) -> torch.Tensor:

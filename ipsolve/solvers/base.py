@@ -184,7 +184,12 @@ class Solver:
             raise ValueError(f"solver {self.name!r} cannot use a {kind.replace('-', ' ')} prior ({prior.source}); "
                              f"it accepts: {', '.join(a.replace('-', ' ') for a in self.accepts)} priors")
         if isinstance(operator, BlindBlur) and not self.blind_capable:
-            raise ValueError(f"solver {self.name!r} does not estimate blur kernels; use dps, dmplug or fmplug for blind_blur")
+            from . import SOLVERS  # the ones that estimate kernels with this kind of prior (was: always dps, dmplug, fmplug)
+
+            fits = [n for n, cls in SOLVERS.items() if getattr(cls, "blind_capable", False) and kind in cls.accepts]
+            raise ValueError(f"solver {self.name!r} does not estimate blur kernels; with a {kind.replace('-', ' ')} "
+                             f"prior use {', '.join(fits) or 'another prior: none of the solvers that do takes it'} "
+                             f"for blind_blur")
         for name, (lo, hi) in self.search_space.items():  # step sizes and weights: a negative one is a typo
             value = getattr(self, name, None)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not (math.isfinite(value) and value >= 0):

@@ -30,6 +30,8 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
     if isinstance(y, np.ndarray):
         raise TypeError("y must be a torch.Tensor (B, C, H, W) in [-1, 1], got a numpy array: use torch.from_numpy(y)")
     check_image(y, "y", finite=None)  # before the cast below: an integer y would otherwise pass as float
+    if y.shape[0] == 0:  # (a raw torch error inside the operator or the network)
+        raise ValueError("y holds no images (a batch of 0); expected (B >= 1, C, H, W)")
     sigma = as_sigma(sigma)
     y = y.to(prior.device, torch.float32)
     operator.to(prior.device)

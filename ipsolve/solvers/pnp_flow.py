@@ -87,18 +87,32 @@ class PnPFlow(Solver):
         return grad
 
     def lipschitz_constant(self, x, y, operator, decode) -> torch.Tensor:
-        """‖JᵀJ‖ per image by power iteration on the data term's Hessian-vector products
-        (exact for linear A), started from fixed noise (the same for every image)."""
+        """‖JᵀJ‖ per image by power iteration, started from fixed noise (the same for every image):
+        on the data term's Hessian-vector products for a linear A (JᵀJ exactly); for a nonlinear A
+        on Gauss–Newton products Jᵀ(Jv) — its Hessian need not be positive (phase retrieval at x = 0
+        gave L ≤ 0, clamped to 1e-12: a step 10¹² times too long, NaN at every budget)."""
         g = torch.Generator().manual_seed(0)  # a fixed start: the images' own generators stay the reference's
         v = torch.randn(x.shape[1:], generator=g, dtype=torch.float32).to(x).expand_as(x).clone()
         lam = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-        base = self.data_gradient(x, y, operator, decode)
+        linear = getattr(operator, "is_linear", False)
+        base = self.data_gradient(x, y, operator, decode) if linear else None
         for _ in range(self.power_iters):
             v = v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (x.ndim - 1)))
-            hv = self.data_gradient(x + v, y, operator, decode) - base
+            hv = (self.data_gradient(x + v, y, operator, decode) - base if linear
+                  else self.gauss_newton_product(x, v, operator, decode))
             lam = (hv * v).flatten(1).sum(1)
             v = hv
-        return lam.clamp_min(1e-12)
+        return torch.where(torch.isfinite(lam) & (lam > 1e-12), lam, torch.ones_like(lam))  # no estimate: L = 1
+
+    @staticmethod
+    def gauss_newton_product(x, v, operator, decode, eps: float = 1e-3) -> torch.Tensor:
+        """Jᵀ(J v) of A∘decode at x: J v by a forward difference, Jᵀ by autograd."""
+        with torch.no_grad():
+            jv = (operator(decode(x + eps * v)) - operator(decode(x))) / eps
+        with torch.enable_grad():
+            xx = x.detach().requires_grad_()
+            (out,) = torch.autograd.grad(operator(decode(xx)), xx, grad_outputs=jv)
+        return out
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()

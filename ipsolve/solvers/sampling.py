@@ -155,5 +155,7 @@ def reliability(y, prior, result: Result, sigma: float) -> list[dict]:
         present = {k: v for k, v in vals.items() if v is not None and math.isfinite(v)}
         score = -sum(present.values())
         out.append({"reliability": score, "reliability_terms": vals,
-                    "reliability_reason": max(present, key=present.get) if present else None})
+                    "reliability_reason": max(present, key=present.get) if present else None,
+                    # the prior-consistency term's denoiser calls (its draws), beside the solver's own nfe
+                    "reliability_nfe": 2 if vals["prior_consistency"] is not None else 0})
     return out
