@@ -446,6 +446,9 @@ def test_api_audit_findings(tmp_path):
         ipsolve.reconstruct(x, max_images="abc", solver="dps_cpu", threads=1)
     with pytest.raises(ValueError, match="steps=2000 is more than the prior's 1000 timesteps"):
         ipsolve.solve(y, op, prior, ipsolve.make_solver("dps", steps=2000), sigma=0.01)
+    warm = ipsolve.make_solver("dps_cpu", warm_start=0.05)  # 250 steps asked, 51 timesteps left: 51 run, ζ for 51
+    res = ipsolve.solve(y[:1], op, prior, warm, sigma=0.01)
+    assert res.info[0]["nfe"] == 51 and warm.step_size(op, 51) == pytest.approx(warm.step_size(op) * 250 / 51)
     with pytest.raises(TypeError, match="int seed, got bool"):
         op.measure(x, 0.01, generator=True)
     # a bad measurement file among good ones: skipped by name, the rest solved (it stopped the whole run)
@@ -475,7 +478,9 @@ def test_a_refused_resume_says_what_changed(tmp_path):
     (tmp_path / "config.yaml").write_text("sigma: 0.01\nsolver:\n  name: dps\n  steps: 2\n")
     assert settings_changed(tmp_path, "sigma: 0.01\nsolver:\n  name: dps\n  steps: 3\n") == \
         "; changed: solver.steps (2 → 3)"
-    assert "another ipsolve version" in settings_changed(tmp_path, "sigma: 0.01\nsolver: {name: dps, steps: 2}\n")
+    assert "outside it" in settings_changed(tmp_path, "sigma: 0.01\nsolver: {name: dps, steps: 2}\n")
+    assert settings_changed(tmp_path, "sigma: 0.01\nthreads: 1\nsolver: {name: dps, steps: 3}\n") == \
+        "; changed: solver.steps (2 → 3)"  # settings that do not change results are left out
     assert settings_changed(tmp_path / "none", "sigma: 1") == ""
 
 

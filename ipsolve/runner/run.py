@@ -138,8 +138,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     from ..operators.base import sigma_scale_note
 
     terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
-    log_progress = progress and not terminal  # output to a file: log lines instead of bar frames
-    progress = progress and terminal
+    log_progress = bool(progress) and not terminal  # output to a file: log lines instead of bar frames
+    progress = bool(progress) and terminal
     device = process_device(device, state)
     operator, solver, prior = build_models(operator, solver, prior, state=state, device=device, progress=progress)
     check_fits(solver, operator, prior)

@@ -128,12 +128,23 @@ def settings_changed(out: Path, config_yaml: str | None) -> str:
         return out_
 
     a, b = flat(old or {}), flat(new or {})
-    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    if not changed:
-        return ("; the configuration is the same as the earlier run's, so its results were recorded by another "
-                "ipsolve version and cannot be resumed")
-    shown = ", ".join(f"{k} ({a.get(k)!r} → {b.get(k)!r})" for k in changed[:4])
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not k.startswith(NOT_RESULTS)]
+    if not changed:  # what defines the results but is not in config.yaml (a file's contents, the weights, ...)
+        return ("; the configuration's result-defining settings are the earlier run's: what differs is outside it — an "
+                "input file's contents (a mask, a kernel, the prior's weights), settings taken from a measurement "
+                "folder, or the ipsolve version that recorded the earlier results")
+
+    def short(v):
+        text = repr(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    shown = ", ".join(f"{k} ({short(a.get(k))} → {short(b.get(k))})" for k in changed[:4])
     return f"; changed: {shown}{f' and {len(changed) - 4} more' if len(changed) > 4 else ''}"
+
+
+# settings that do not change an image's result (not in the resume fingerprint): left out of the list
+NOT_RESULTS = ("device", "grid_max", "metrics", "threads", "progress", "lpips_net", "review_below", "review_coverage",
+               "data.batch_size", "data.max_images", "data.write_dicom", "hydra")
 
 
 def save_array(array, path: Path) -> None:

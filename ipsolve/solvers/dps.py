@@ -136,9 +136,10 @@ class DPS(Solver):
         """What a parameter left as None means on ``operator`` (``zeta``: :func:`default_zeta`)."""
         return default_zeta(operator) if name == "zeta" else None
 
-    def step_size(self, operator) -> float:
+    def step_size(self, operator, steps: int | None = None) -> float:
+        """ζ, per 1000 steps of the ``steps`` run (default ``self.steps``) with ``rescale_zeta``."""
         zeta = float(self.zeta) if self.zeta is not None else default_zeta(operator)
-        return zeta * 1000 / self.steps if self.rescale_zeta else zeta
+        return zeta * 1000 / (steps or self.steps) if self.rescale_zeta else zeta
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
@@ -148,13 +149,12 @@ class DPS(Solver):
         if self.steps > inner.num_timesteps:  # (were capped silently while ζ was still rescaled by steps)
             raise ValueError(f"steps={self.steps} is more than the prior's {inner.num_timesteps} timesteps: DPS takes at "
                              f"most one step per timestep; use steps <= {inner.num_timesteps}")
-        zeta = self.step_size(operator)
         b = y.shape[0]
         t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
-        if self.steps > t_start + 1:  # warm_start: fewer timesteps left (were capped, ζ still rescaled by steps)
-            raise ValueError(f"steps={self.steps} is more than the {t_start + 1} timesteps warm_start {self.warm_start} "
-                             f"leaves; use steps <= {t_start + 1}")
-        ts = inner.timesteps(self.steps, start=t_start)
+        # warm_start leaves t_start + 1 timesteps: at most one step each, ζ rescaled by the steps run (it was
+        # rescaled by the steps asked for)
+        ts = inner.timesteps(min(self.steps, t_start + 1), start=t_start)
+        zeta = self.step_size(operator, len(ts))
         shape = (b, inner.channels, inner.image_size, inner.image_size)
         x = randn_like_batch(shape, gens, y.device)
         if self.warm_start is not None:

@@ -74,7 +74,7 @@ class REDDiff(Solver):
         """The reference's grid, highest first (``get_timesteps``; ``reversed(ts)`` in ``sample``)."""
         total = inner.num_timesteps
         start = total if self.warm_start is None else max(1, round(self.warm_start * total))
-        if self.steps > start:  # (were silently fewer)
+        if self.steps > start and self.warm_start is None:  # (were silently fewer; warm_start: one step per timestep left)
             raise ValueError(f"steps={self.steps} is more than the {start} timesteps it starts from (the prior's "
                              f"{total}{'' if self.warm_start is None else f', warm_start {self.warm_start}'}); use steps <= {start}")
         skip = max(1, start // self.steps)

@@ -127,10 +127,7 @@ class ReSample(Solver):
             # would index past the schedule (the reference fails there) and is dropped
             grid = [k + 1 for k in range(0, inner.num_timesteps, c) if k + 1 < inner.num_timesteps]
             return grid[::-1], 0
-        if self.steps > t_start + 1:  # (timesteps would repeat)
-            raise ValueError(f"steps={self.steps} is more than the {t_start + 1} timesteps it starts from; use steps <= "
-                             f"{t_start + 1}")
-        return inner.timesteps(self.steps, start=t_start), -1
+        return inner.timesteps(min(self.steps, t_start + 1), start=t_start), -1  # one step per timestep at most
 
     def hdc_kind(self, i: int, n: int) -> str | None:
         """What step ``i`` of ``n`` does after its DPS step: hard data consistency in ``"pixel"`` or

@@ -108,8 +108,12 @@ def disagreement_term(std: torch.Tensor, sigma: float) -> torch.Tensor:
     return std.pow(2).flatten(1).mean(1).sqrt() / (10 * max(sigma, 0.01))
 
 
+CONSISTENCY_DRAWS = 2  # denoiser calls of the prior-consistency term per image
+
+
 @torch.no_grad()
-def prior_consistency_term(x: torch.Tensor, prior, level: float = 0.2, draws: int = 2, seed: int = 0) -> torch.Tensor | None:
+def prior_consistency_term(x: torch.Tensor, prior, level: float = 0.2, draws: int = CONSISTENCY_DRAWS,
+                           seed: int = 0) -> torch.Tensor | None:
     """How far the prior's denoiser moves the reconstruction: noise ``x`` to std ``level`` (on
     the [-1, 1] scale), denoise, and measure RMS(x̂ − x) / ``level``; averaged over ``draws``
     fixed noise draws.  An image like the prior's training data comes back close (≈ 0.2–0.4);
@@ -146,6 +150,7 @@ def reliability(y, prior, result: Result, sigma: float) -> list[dict]:
     denoiser) and ``reliability = −(feasibility + disagreement + prior_consistency)`` over the
     available terms (higher = more reliable; 0 at best), and the largest term as ``reason``."""
     residual = torch.tensor([float(i["residual"]) for i in result.info])  # each solver's own ‖y − A(x)‖/(σ√m)
+    per_call = (getattr(prior, "conditioning", None) or {}).get("evaluations_per_call", 1)  # guidance: 2
     terms = {"feasibility": feasibility_term(residual, y[0].numel()) if sigma > 0 else None,  # σ = 0: no noise level
              "disagreement": disagreement_term(result.std, sigma).cpu() if result.std is not None else None,
              "prior_consistency": prior_consistency_term(result.x, prior)}
@@ -157,5 +162,5 @@ def reliability(y, prior, result: Result, sigma: float) -> list[dict]:
         out.append({"reliability": score, "reliability_terms": vals,
                     "reliability_reason": max(present, key=present.get) if present else None,
                     # the prior-consistency term's denoiser calls (its draws), beside the solver's own nfe
-                    "reliability_nfe": 2 if vals["prior_consistency"] is not None else 0})
+                    "reliability_nfe": per_call * CONSISTENCY_DRAWS if vals["prior_consistency"] is not None else 0})
     return out
