@@ -105,9 +105,10 @@ def prepare_resume(out: Path, names: Sequence[str], fp: str, config_yaml: str | 
 
 def settings_changed(out: Path, config_yaml: str | None) -> str:
     """What differs between the run directory's ``config.yaml`` (the earlier run's) and this run's
-    configuration, as ``"; changed: key (old → new), ..."``, or — the same configuration — that the
-    earlier results were recorded by another ipsolve version (what a run records about its
-    settings changes between versions, e.g. 2026-12-06: a foundation prior's T5 use); "" when
+    configuration, as ``"; changed: key (old → new), ..."`` (settings that change results only:
+    :data:`NOT_RESULTS` are left out), or — the same result-defining settings — what else the
+    fingerprint covers (an input file's contents, the prior's weights, the ipsolve version that
+    recorded them: e.g. 2026-12-06 changed a foundation prior's conditioning record); "" when
     either is unknown."""
     import yaml
 
