@@ -75,8 +75,7 @@ class REDDiff(Solver):
         total = inner.num_timesteps
         start = total if self.warm_start is None else max(1, round(self.warm_start * total))
         if self.steps > start and self.warm_start is None:  # (were silently fewer; warm_start: one step per timestep left)
-            raise ValueError(f"steps={self.steps} is more than the {start} timesteps it starts from (the prior's "
-                             f"{total}{'' if self.warm_start is None else f', warm_start {self.warm_start}'}); use steps <= {start}")
+            raise ValueError(f"steps={self.steps} is more than the prior's {total} timesteps; use steps <= {total}")
         skip = max(1, start // self.steps)
         return list(reversed(range(0, start, skip)))
 
