@@ -343,6 +343,21 @@ def _registry(group: str) -> dict:
     return OPERATORS
 
 
+def _hydra_values(arg: str) -> tuple[bool, list] | None:
+    """Hydra's own reading of ``key=value`` (its override grammar: lists ``[0.3,0.7]``, quoted strings,
+    ``a,b`` and ``range(...)`` sweeps): (whether it is a sweep, its values).  None where Hydra cannot
+    enumerate it (``interval(...)``) or parse it; Hydra then reports it itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        override = OverridesParser.create().parse_override(arg)
+        if override.is_sweep_override():
+            return True, list(override.sweep_iterator())
+        return False, [override.value()]
+    except Exception:  # noqa: BLE001 - any parse failure is Hydra's to report, with its own message
+        return None
+
+
 def check_overrides(args: list[str]) -> list[str]:
     """Check and normalise the command line before Hydra sees it, so that a mistake gets one
     line naming what exists (Hydra's own errors suggest ``+key=`` and end in a bare TypeError):
@@ -376,7 +391,8 @@ def check_overrides(args: list[str]) -> list[str]:
             continue
         bare = key.lstrip("+~")
         group, _, param = bare.partition(".")
-        sweep = "," in value
+        parsed = _hydra_values(arg)
+        sweep = parsed[0] if parsed is not None else ("," in value or "(" in value)
         if group in GROUPS and not param and not key.startswith(("+", "~")):
             presets = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
             if not sweep and value not in presets:
@@ -406,7 +422,7 @@ def check_overrides(args: list[str]) -> list[str]:
             choices = [(c, load_preset(group, c)) for c in _group_choices(args, group)]
             choices = [(c, p) for c, p in choices if p is not None]
             if choices and param != "name":
-                from .parameters import expected_types, parameter_type_message, parse_value, unknown_parameters_message
+                from .parameters import expected_types, parameter_type_message, unknown_parameters_message
 
                 for choice, preset in choices:
                     cls = _registry(group).get(preset.get("name"))
@@ -416,7 +432,7 @@ def check_overrides(args: list[str]) -> list[str]:
                             and "str" not in types[param]:
                         fail(f"solver {preset['name']!r} cannot choose {param!r} automatically; parameters that "
                              f"accept 'auto': {', '.join(declared) or 'none'} (preset {group}={choice})")
-                    values = [parse_value(v) for v in value.split(",")] if sweep else [parse_value(value)]
+                    values = parsed[1] if parsed is not None else []  # interval(...) sweeps: left to Hydra
                     message = cls and (unknown_parameters_message(group, preset["name"], cls, [param])
                                        or next(filter(None, (parameter_type_message(group, preset["name"], cls,
                                                                                     {param: v}) for v in values)), None))

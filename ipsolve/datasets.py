@@ -156,7 +156,7 @@ def _paint_phantom(canvas: _Canvas, family: str):
         value = u(-.4, .5) if additive else u(0, 1)
         canvas.paint(_shape(canvas, family, cx, cy, size, angle), value, additive)
         if family == "nested" or r() < 0.15:  # a structure inside the last one
-            for depth in range(int(u(1, 3))):
+            for _ in range(int(u(1, 3))):
                 size *= u(.3, .7)
                 canvas.paint(_shape(canvas, family, cx + u(-.3, .3) * size, cy + u(-.3, .3) * size, size,
                                     u(0, 2 * math.pi)), u(0, 1), additive=False)

@@ -56,34 +56,21 @@ def parameter_type_message(kind: str, name: str, cls, given: dict) -> str | None
         if allowed and "bool" in allowed and not allowed - {"bool", "None"} and not isinstance(value, (bool, type(None))):
             # rescale_zeta=no: a string is true in Python, so it switched the option ON
             return f"{kind} {name!r}: parameter {key!r} must be true or false, got {value!r}"
-        if not allowed or not allowed & {"int", "float"} or allowed - {"int", "float", "None", "bool"}:
+        scalar = {a for a in allowed or () if not a.startswith(("list", "tuple"))}
+        if not scalar & {"int", "float"} or scalar - {"int", "float", "None", "bool"}:
             continue  # not a plain number parameter
-        if isinstance(value, float) and "float" not in allowed:  # steps=2.5: a torch TypeError deep in the solve
+        what = "an integer" if "float" not in scalar else "a number"
+        if isinstance(value, float) and "float" not in scalar:  # steps=2.5: a torch TypeError deep in the solve
             return f"{kind} {name!r}: parameter {key!r} must be an integer, got {value!r}"
-        if not isinstance(value, str):  # numbers, and lists some take as well (inpainting's missing=[0.3, 0.7])
+        if isinstance(value, (list, tuple)) and scalar == allowed:  # steps=[1,2]; missing=[0.3,0.7] takes lists
+            return f"{kind} {name!r}: parameter {key!r} must be {what}, got the list {list(value)!r}"
+        if not isinstance(value, str):
             continue
         if value == "auto" and key in (getattr(cls, "search_space", None) or {}):
             continue  # chosen from the measurement (ipsolve.calibrate)
-        what = "an integer" if "float" not in allowed else "a number"
         return (f"{kind} {name!r}: parameter {key!r} must be {what}{' or null' if 'None' in allowed else ''}, "
                 f"got {value!r}")
     return None
-
-
-def parse_value(text: str):
-    """A command-line value as Hydra reads a plain scalar: ``null`` → None, numbers → int / float,
-    ``true``/``false`` → bool, anything else (lists, strings) unchanged."""
-    low = text.strip().lower()
-    if low in ("null", "~"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def unknown_parameters_message(kind: str, name: str, cls, given) -> str | None:

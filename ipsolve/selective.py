@@ -8,6 +8,9 @@ import itertools
 import math
 from collections.abc import Sequence
 
+# the per-image reliability score's terms (ipsolve.solvers.sampling), each a badness
+RELIABILITY_TERMS = ("feasibility", "disagreement", "prior_consistency")
+
 
 def review_decisions(scores: Sequence[float], threshold: float | None = None,
                      coverage: float | None = None) -> list[str]:
@@ -76,7 +79,7 @@ def risk_coverage_table(records: list[dict]) -> tuple[str, dict]:
     psnr = [float(r["metrics"]["psnr"]) for r in rows]
     mse = [4 * 10 ** (-p / 10) for p in psnr]  # PSNR on [0, 1] → MSE on the [-1, 1] scale
     scores = {"reliability": [float(r["info"]["reliability"]) for r in rows]}
-    for term in ("feasibility", "disagreement", "prior_consistency"):
+    for term in RELIABILITY_TERMS:
         vals = [r["info"].get("reliability_terms", {}).get(term) for r in rows]
         if all(v is not None for v in vals):
             scores[term] = [-float(v) for v in vals]  # a term is a badness: its score is −term

@@ -413,6 +413,20 @@ def test_unknown_config_option(tmp_path):
                 "solver 'dps': parameter 'zeta' must be a number or null, got 'abc'")
 
 
+def test_overrides_are_read_with_hydras_grammar(capsys):
+    """A list value is one value, not a sweep (``operator.missing=[0.3,0.7]``, documented, was refused
+    as "must be a number, got '[0.3'"); sweeps and range(...) are checked value by value."""
+    from ipsolve.cli import check_overrides
+
+    assert check_overrides(["operator=inpainting", "operator.missing=[0.3,0.7]"])[1] == "++operator.missing=[0.3,0.7]"
+    assert check_overrides(["solver=dps_cpu", "solver.steps=range(10,30,10)"])[1] == "++solver.steps=range(10,30,10)"
+    for bad, needle in (("solver.zeta=0.1,abc", "'zeta' must be a number or null, got 'abc'"),
+                        ("solver.steps=[1,2]", "'steps' must be an integer")):
+        with pytest.raises(SystemExit):
+            check_overrides(["solver=dps_cpu", bad])
+        assert needle in capsys.readouterr().err
+
+
 def test_misspelt_solver_parameter_names_the_valid_ones(tmp_path):
     line = check_error(ipsolve("solver.iteration=5", cwd=tmp_path), "'iteration'", "did you mean 'iterations'")
     assert "window" in line and "patience" in line  # the full list of the solver's parameters

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
+from ipsolve.runner.progress import iteration_budget
 from ipsolve.solvers import DFlow
 from ipsolve.solvers.linalg import gram_solve, pseudo_inverse
 from test_solvers import gaussian_posterior  # the closed-form posterior the DPS test uses
@@ -84,8 +85,11 @@ def test_dflow_fits_the_observed_pixels_and_samples_the_rest():
     prior, op, y1, mean, cov, observed = gaussian_case("flow")
     n = 16
     y = y1.expand(n, -1, -1, -1).contiguous()
-    res = solve(y, op, prior, make_solver("dflow", max_iter=3, lbfgs_iter=10, inversion="midpoint", inversion_steps=20,
-                                          progress=False), sigma=SIGMA, generator=gens(n))
+    solver = make_solver("dflow", max_iter=3, lbfgs_iter=10, inversion="midpoint", inversion_steps=20, progress=False)
+    calls = []
+    res = solve(y, op, prior, solver, sigma=SIGMA, generator=gens(n), callback=lambda i, state: calls.append(i))
+    # the progress log's budget bounds the callbacks (it read the ODE's `steps`: "iteration 200/6")
+    assert 0 < len(calls) <= iteration_budget(solver) == 3 * (12 + 1)
     emp = res.x.double().flatten(1)
     assert (emp[:, observed] - y1.double().flatten()[observed]).abs().max() < 2e-3
     ratio = emp.std(0) / cov.diagonal().sqrt()

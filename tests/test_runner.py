@@ -204,6 +204,10 @@ def test_summary_has_medians_and_honest_per_image_seconds():
     assert "seconds" not in summary  # the old key held the batch's time, not the image's
     text = report(summary)
     assert "PSNR 27.00 ± 11.27, median 21.00 dB" in text and "seconds per image 2.0" in text
+    assert "images_by_process_count" not in summary
+    recs[0]["num_processes"] = 2  # resumed on one process: one image was made by a two-process run
+    resumed = summarize(recs, settings={}, skipped=[], num_processes=1, wall_seconds=1.0)
+    assert resumed["num_processes"] == 1 and resumed["images_by_process_count"] == {2: 1, 1: 2}
 
 
 def test_sweep_summary_lists_failed_jobs_with_their_reason(tmp_path):

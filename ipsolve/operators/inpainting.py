@@ -48,7 +48,7 @@ class Inpainting(Operator):
 
     is_linear = True
 
-    def __init__(self, mask: str = "random", missing: float = 0.7, box_fraction: float = 0.5,
+    def __init__(self, mask: str = "random", missing: float | list[float] = 0.7, box_fraction: float = 0.5,
                  image_size: int | None = None, seed: int = 0):
         super().__init__()
         self.per_image = hasattr(missing, "__len__") and not isinstance(missing, str)  # a list, tuple or ListConfig

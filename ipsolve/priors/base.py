@@ -409,10 +409,6 @@ class LatentPrior(Prior):
         self.autoencoder, self.inner = autoencoder, inner
         self.scaling_factor, self.shift_factor = float(scaling_factor), float(shift_factor or 0.0)
 
-    @property
-    def latent_kind(self) -> str:
-        return self.inner.kind
-
     def networks(self) -> list[tuple[nn.Module, str]]:
         return self.inner.networks() + super().networks()
 

@@ -331,7 +331,7 @@ def load_compvis_ldm(path: str | os.PathLike, state: dict | None = None, config:
     ae_state = {k[len(AE_PREFIX):]: v for k, v in state.items() if k.startswith(AE_PREFIX)}
     vq = _build(VQModel, vq_config(ae_params, scale), convert_vq, ae_state, ae_params, "autoencoder", where)
     schedule = params.get("beta_schedule", "linear")
-    if schedule != "linear" or params.get("given_betas") is not None:  # (was built as linear regardless)
+    if schedule != "linear" or params.get("given_betas") is not None:  # only the linear schedule is converted
         raise ValueError(f"{where}: beta_schedule {schedule!r}{' with given_betas' if params.get('given_betas') is not None else ''}"
                          f" — ipsolve converts LDMs with the linear schedule (the published unconditional LDMs') only")
     ac = ldm_alphas_cumprod(float(params.get("linear_start", 1e-4)), float(params.get("linear_end", 2e-2)),

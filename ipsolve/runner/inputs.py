@@ -217,7 +217,7 @@ def describe_spec(spec: dict) -> str:
     return f"{spec.get('name')} ({params})" + (f", i.e. operator={presets[0]}{same}" if presets else "")
 
 
-def check_measurement_provenance(items: Sequence[Item], operator, explicit: Sequence[str],
+def check_measurement_provenance(operator, explicit: Sequence[str],
                                  made_by: dict | None) -> None:
     """Measurements from an ipsolve run's ``measurement/`` folder meet the operator that made
     them (``made_by``: its recorded operator, from the run's ``summary.json``), or

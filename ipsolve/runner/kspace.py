@@ -111,7 +111,7 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
             raise ValueError(f"the files of {data.path} were sampled with different masks ({', '.join(masks)}); "
                              f"run them separately")
         given = [k for k in ("mask", "acceleration", "center_fraction") if k in explicit]
-        if given:  # (were ignored, yet recorded as the run's)
+        if given:  # the file's own columns decide; a given mask would be recorded but not used
             raise ValueError(f"the k-space is undersampled: its own sampled columns are the mask; drop "
                              f"{', '.join('operator.' + k for k in given)} (or use a fully sampled file)")
         from .rundir import save_array

@@ -27,7 +27,10 @@ def duration(seconds: float) -> str:
 
 
 def iteration_budget(solver) -> int | None:
-    """The callbacks a solver makes per run at most (iterations / annealing steps / steps), or None."""
+    """The callbacks a solver makes per run at most: its ``callback_budget()`` where it defines one
+    (D-Flow: closure evaluations), else iterations / annealing steps / steps; or None."""
+    if callable(getattr(solver, "callback_budget", None)):
+        return solver.callback_budget()
     for attr in ("iterations", "annealing_steps", "steps"):
         value = getattr(solver, attr, None)
         if isinstance(value, int) and value > 0:

@@ -72,6 +72,9 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
         "worse_than_initial": {r["name"]: r["worse_than_initial"] for r in records if r.get("worse_than_initial")},
         "seeds": {r["name"]: r["seed"] for r in records},
         "num_processes": num_processes,
+        # a resume on another process count: each record keeps the count (and rank) it was made with
+        **({"images_by_process_count": dict(Counter(int(r.get("num_processes", num_processes)) for r in records))}
+           if any(r.get("num_processes", num_processes) != num_processes for r in records) else {}),
         "rank": {r["name"]: r["rank"] for r in records},
         "wall_seconds": wall_seconds,
         **settings,

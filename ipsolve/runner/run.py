@@ -16,6 +16,7 @@ from pathlib import Path
 from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
 from .errors import RunError, flag
+from ..solvers.base import RESIDUAL_WARNING
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
 from .grid import write_grid
 from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels, describe_spec,
@@ -152,7 +153,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
         except ValueError as err:
             raise RunError(str(err)) from None
     if measurements:
-        check_measurement_provenance(items, operator, explicit_operator, measurement_origin(items))
+        check_measurement_provenance(operator, explicit_operator, measurement_origin(items))
     notes = input_warnings(items, prior, measurements, state.process_index)
     from ..solvers import SELECT_ONE_SAMPLE
 
@@ -451,7 +452,7 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
 
 
 WORSE_THAN_INITIAL = "residual above the initial guess's"
-UNFIT = "residual above 5× the noise level"
+UNFIT = f"residual above {RESIDUAL_WARNING:g}× the noise level"
 
 
 def review_summary(records: list[dict], review_below, review_coverage) -> dict:
@@ -462,8 +463,7 @@ def review_summary(records: list[dict], review_below, review_coverage) -> dict:
     settings, σ or too short a solve) is never accepted."""
     scores = [r["info"].get("reliability", float("-inf")) for r in records]
     decisions = review_decisions(scores, review_below, review_coverage)
-    # audits 2026-12-05/06: BlindDPS images at 14–21σ√m, and a DMPlug image at 5.2σ√m whose initial guess fitted
-    # even worse, were accepted
+    # a residual above RESIDUAL_WARNING·σ√m is reviewed whatever the score and the initial guess's fit
     unfit = [bool(r.get("warning")) for r in records]
     decisions = ["review" if r.get("worse_than_initial") or bad else d for r, d, bad in zip(records, decisions, unfit)]
     flagged = {r["name"]: (WORSE_THAN_INITIAL if r.get("worse_than_initial") else UNFIT if bad

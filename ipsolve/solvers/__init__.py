@@ -28,9 +28,9 @@ from .diffpir import DiffPIR
 from .pigdm import PiGDM
 
 SOLVERS = {"dps": DPS, "resample": ReSample, "dmplug": DMPlug, "fmplug": FMPlug, "daps": DAPS, "blind_dps": BlindDPS}
-SOLVERS.update({"ddrm": DDRM, "pigdm": PiGDM, "diffpir": DiffPIR})  # decomposable-operator baselines (issue 20)
+SOLVERS.update({"ddrm": DDRM, "pigdm": PiGDM, "diffpir": DiffPIR})  # decomposable-operator baselines (DESIGN §14)
 
-# the field's standard baselines for diffusion (RED-diff) and flow priors (issue 20)
+# the field's standard baselines for diffusion (RED-diff) and flow priors (DESIGN §14)
 from .dflow import DFlow  # noqa: E402
 from .flowdps import FlowDPS  # noqa: E402
 from .pnp_flow import PnPFlow  # noqa: E402

@@ -184,7 +184,7 @@ class Solver:
             raise ValueError(f"solver {self.name!r} cannot use a {kind.replace('-', ' ')} prior ({prior.source}); "
                              f"it accepts: {', '.join(a.replace('-', ' ') for a in self.accepts)} priors")
         if isinstance(operator, BlindBlur) and not self.blind_capable:
-            from . import SOLVERS  # the ones that estimate kernels with this kind of prior (was: always dps, dmplug, fmplug)
+            from . import SOLVERS  # the ones that estimate kernels with this kind of prior
 
             fits = [n for n, cls in SOLVERS.items() if getattr(cls, "blind_capable", False) and kind in cls.accepts]
             raise ValueError(f"solver {self.name!r} does not estimate blur kernels; with a {kind.replace('-', ' ')} "
@@ -197,6 +197,18 @@ class Solver:
                                  f"{lo:g}–{hi:g}), got {value!r}")
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
+        """The contract every solver implements (:func:`ipsolve.solvers.solve` calls it):
+
+        * ``y``: ``(B, …)`` measurements, already checked (finite, on the [-1, 1] scale, the operator's
+          shape); ``operator``, ``prior``: checked against :attr:`accepts` by :meth:`check`.
+        * ``gens``: one ``torch.Generator`` per image (or None): draw each image's noise from its own
+          (:func:`randn_like_batch`), so an image's result does not depend on its batch.
+        * ``callback(i, state)``: once per iteration, ``state["x"]`` the current images in [-1, 1] and
+          ``state["loss"]`` per image; optimisation solvers add ``residual``, ``active``, ``validation``.
+          The progress log's budget is :func:`ipsolve.runner.progress.iteration_budget` (a solver whose
+          callbacks are not its ``iterations``/``steps`` defines ``callback_budget()``).
+        * Returns :class:`Result` with ``x`` in [-1, 1] and one ``info`` dict per image holding at least
+          ``nfe``, ``iterations``, ``stop_reason``, ``residual`` (‖y − A(x)‖/(σ√m)) and ``seconds``."""
         raise NotImplementedError
 
     def params(self) -> dict:

@@ -478,7 +478,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         changes.update(stop=("discrepancy",), tau=None, combine="first")
     if method == "discrepancy":
         ratios = [r["score"] for r in table if math.isfinite(r["score"])]
-        if ratios and min(ratios) > 1.0:  # the principle's premise failed: say so (was silent)
+        if ratios and min(ratios) > 1.0:  # the principle's premise failed: say so
             note = "; ".join(p for p in (note, f"no candidate fit the noise level (discrepancy ratios {min(ratios):.3g}"
                                                 f"–{max(ratios):.3g}; 1 = the χ² 95 % level): the best-fitting one was "
                                                 f"chosen — the solver may need more steps or another range") if p)

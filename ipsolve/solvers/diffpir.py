@@ -35,7 +35,7 @@ def timestep_sequence(num_timesteps: int, steps: int, skip_type: str = "quad") -
     """The reference's ``seq`` (``main_ddpir_sisr.py`` L266-274): ``quad``: ⌊√linspace(0, T², steps)⌋
     with the last entry T − 1; ``uniform``: 0, T//steps, … plus T − 1.  Entry j means timestep
     T − 1 − j (the noise level ``sigmas[j] = reduced_alpha_cumprod[T − 1 − j]``, L229, L281-283)."""
-    if steps > num_timesteps:  # (uniform: a skip of 0 made every entry timestep 0)
+    if steps > num_timesteps:  # uniform's skip T//steps would be 0
         raise ValueError(f"steps={steps} is more than the prior's {num_timesteps} timesteps; use steps <= {num_timesteps}")
     if skip_type == "quad":
         seq = [int(v) for v in np.sqrt(np.linspace(0, num_timesteps ** 2, steps))]

@@ -146,13 +146,13 @@ class DPS(Solver):
         latent = isinstance(prior, LatentPrior)
         inner = prior.inner if latent else prior
         decode = prior.decode if latent else (lambda v: v)
-        if self.steps > inner.num_timesteps:  # (were capped silently while ζ was still rescaled by steps)
+        if self.steps > inner.num_timesteps:
             raise ValueError(f"steps={self.steps} is more than the prior's {inner.num_timesteps} timesteps: DPS takes at "
                              f"most one step per timestep; use steps <= {inner.num_timesteps}")
         b = y.shape[0]
         t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
-        # warm_start leaves t_start + 1 timesteps: at most one step each, ζ rescaled by the steps run (it was
-        # rescaled by the steps asked for)
+        # warm_start leaves t_start + 1 timesteps: at most one step each; ζ (and BlindDPS's √ᾱ scale) rescaled by
+        # the steps run
         ts = inner.timesteps(min(self.steps, t_start + 1), start=t_start)
         zeta = self.step_size(operator, len(ts))
         shape = (b, inner.channels, inner.image_size, inner.image_size)
@@ -204,7 +204,7 @@ class DPS(Solver):
                     x_prev = x0
                 if kprior is not None:
                     scale = self.blind_step * (zeta if self.blind_scale == "zeta" else
-                                               math.sqrt(inner.alpha_bar_value(t)) * (1000 / self.steps if self.rescale_zeta else 1))
+                                               math.sqrt(inner.alpha_bar_value(t)) * (1000 / len(ts) if self.rescale_zeta else 1))
                     x = x_prev - scale * grads[0]
                     if t_prev >= 0:
                         kmean, kstd = kprior.ddpm_posterior(kx, t, k0, t_prev)

@@ -1,4 +1,5 @@
-"""FMPlug (flow-matching plug-in): time-adaptive warm start and sharp Gaussianity."""
+"""FMPlug (flow-matching plug-in; code sun-umn/FMPlug, paper and line-by-line ledger in docs/fidelity.md §4):
+time-adaptive warm start and sharp Gaussianity."""
 from __future__ import annotations
 
 import math

@@ -74,7 +74,7 @@ class REDDiff(Solver):
         """The reference's grid, highest first (``get_timesteps``; ``reversed(ts)`` in ``sample``)."""
         total = inner.num_timesteps
         start = total if self.warm_start is None else max(1, round(self.warm_start * total))
-        if self.steps > start and self.warm_start is None:  # (were silently fewer; warm_start: one step per timestep left)
+        if self.steps > start and self.warm_start is None:  # warm_start: one step per timestep left
             raise ValueError(f"steps={self.steps} is more than the prior's {total} timesteps; use steps <= {total}")
         skip = max(1, start // self.steps)
         return list(reversed(range(0, start, skip)))

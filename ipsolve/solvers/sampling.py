@@ -48,7 +48,7 @@ def combine_samples(runs: list[Result], y, operator, sigma: float, select: str =
     if picked is not None:
         residual = per_sample[torch.arange(samples.shape[0]), picked]
     elif isinstance(operator, BlindBlur) and all(r.kernel is not None for r in runs):
-        # the returned pair: the mean image blurred by the mean kernel (was the mean of per-sample residuals)
+        # the residual of the returned pair: the mean image blurred by the mean kernel
         with torch.no_grad():
             kernel = torch.stack([r.kernel for r in runs], 1).mean(1)
             residual = residual_ratio(y, operator(x.to(y), kernel=kernel.to(y)), sigma)
@@ -90,9 +90,6 @@ def aligned_samples(samples: torch.Tensor, anchor: torch.Tensor, operator) -> to
 # ---------------------------------------------------------------------------------------------
 # reliability
 # ---------------------------------------------------------------------------------------------
-RELIABILITY_TERMS = ("feasibility", "disagreement", "prior_consistency")
-
-
 def feasibility_term(residual: torch.Tensor, m: int) -> torch.Tensor:
     """How far the fit misses the noise level: ``max(0, r/τ − 1)`` with ``r = ‖y − A(x)‖/(σ√m)``
     and τ the χ²_m 95 % factor (:func:`discrepancy_tau`) — 0 whenever the residual is one the
