@@ -9,7 +9,7 @@ import ipsolve
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
 from ipsolve.operators.restrict import gather, restrict, split_entries
 from ipsolve.solvers import Result, Solver
-from ipsolve.solvers.calibration import (COUPLING_RANGE, calibrate, discrepancy_search, golden_section, holdout_error,
+from ipsolve.solvers.calibration import (COUPLING_RANGE, CalibrationWarning, calibrate, discrepancy_search, golden_section, holdout_error,
                                          with_params)
 
 
@@ -117,6 +117,29 @@ def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem)
     assert f"held-out error was {'higher' if gain > 0 else 'lower'} by " in near.note and "by -" not in near.note
     bad = calibrate(y, op, prior, PosteriorMean(noise=0.3), sigma=sigma, budget=5)
     assert bad.params["noise"] < 0.15 and bad.solver.noise == bad.params["noise"]
+
+
+class FadedPosteriorMean(PosteriorMean):
+    """A solver whose prior does not fit the images: the posterior mean at a third of its contrast —
+    every candidate predicts the measurement worse than the operator's own interpolation."""
+
+    def run(self, y, operator, prior, gens, sigma, callback=None):
+        res = super().run(y, operator, prior, gens, sigma, callback)
+        res.x = res.x / 3
+        return res
+
+
+def test_a_solver_its_initial_guess_predicts_better_is_warned_about(gaussian_problem):
+    """The operator's initial guess from the kept entries is scored like a candidate: the Bayes-optimal
+    solver beats it (no warning); one that its initial guess beats on the held-out entries gets a
+    CalibrationWarning, and the run's report would say so."""
+    prior, op, x, y, sigma = gaussian_problem
+    good = calibrate(y[:8], op, prior, PosteriorMean(noise=0.05), sigma=sigma, budget=5)
+    assert good.warning == "" and good.initial_guess_score > 1.5 * good.table[0]["score"]
+    with pytest.warns(CalibrationWarning, match="does not predict the held-out measurement entries better"):
+        bad = calibrate(y[:8], op, prior, FadedPosteriorMean(noise=0.05), sigma=sigma, budget=5)
+    assert "not expected to beat its initial guess" in bad.warning and bad.summary()["warning"] == bad.warning
+    assert min(r["score"] for r in bad.table) > bad.initial_guess_score == pytest.approx(good.initial_guess_score)
 
 
 class DivergesBelow(PosteriorMean):
@@ -246,6 +269,28 @@ def test_search_routines():
     assert golden_section(lambda v: v, 1e-3, 0.1, 4) == pytest.approx(1e-3)
     boundary = discrepancy_search(lambda v: v / 0.3, 0.01, 10.0, 10, direction=-1)  # fits (≤ 1) below 0.3
     assert 0.25 < boundary <= 0.3
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_restricted_inpainting_guess_treats_held_out_pixels_as_missing(per_image):
+    """The restricted operator's initial guess is the harmonic fill with the held-out pixels missing too,
+    per image (a transfer audit: they were interpolated mostly from the holes' zeros and then kept as
+    data — 17.1 dB where this fill gives 18.4 — for every warm-started candidate and the initial-guess
+    score)."""
+    from ipsolve.operators.inpainting import harmonic_fill
+
+    op = make_operator("inpainting", missing=[0.6, 0.8] if per_image else 0.7)
+    x = datasets.heldout_phantoms(3, 32)
+    op.set_images(["a", "b", "c"])
+    y = op.measure(x, 0.01, generator=torch.Generator().manual_seed(0))
+    kept, held = split_entries(y[0].numel(), 0.2, torch.Generator().manual_seed(0), op.observed_entries(y.shape))
+    guess = restrict(op, kept, tuple(y.shape[1:])).initial_guess(gather(y, kept))
+    keep = torch.zeros(y[0].numel())
+    keep[kept] = 1
+    expected = harmonic_fill(y, op.mask_for(y.shape).expand_as(y) * keep.view(1, *y.shape[1:])).clamp(-1, 1)
+    assert (guess - expected).abs().max() < 0.02
+    truth_held, guess_held = gather(x, held), gather(guess, held)
+    assert (guess_held - truth_held).abs().mean() < 0.5 * truth_held.abs().mean()  # not pulled to the holes' 0
 
 
 @pytest.mark.parametrize("name,params", [

@@ -190,6 +190,12 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
     better["warning"] = "residual 5.2× the noise level: ..."
     assert "worse_than_initial" not in better
     assert review_summary([better], None, None)["decisions"] == {"better_but_unfit": "review"}
+    # a calibration that found the solver not beating its initial guess on held-out entries: every image reviewed,
+    # the more specific reasons first
+    review = review_summary(recs, None, None, calibration_warning="the calibrated solver does not predict ...")
+    assert set(review["decisions"].values()) == {"review"}
+    assert review["flagged"]["fits"].startswith("calibration: the initial guess predicts")
+    assert review["flagged"]["worse"] == "residual above the initial guess's"
 
 
 def test_summary_has_medians_and_honest_per_image_seconds():
@@ -413,6 +419,13 @@ def test_deblurring_audit_findings(tmp_path, caplog):
     assert "61-px blur kernel is wider than half the prior's 32-px images" in caplog.text
     diffpir = make_solver("diffpir")
     assert diffpir.default_value("lam", GaussianBlur(9, 1.0)) == 7.0 and diffpir.default_value("steps", GaussianBlur()) == 100
+    # a kept DAPS preset reports the lr it ran with (it said "lr None"): the reference's per task and prior kind
+    from ipsolve.priors import LatentPrior
+    from ipsolve.solvers.daps import LATENT_TASKS, PIXEL_TASKS
+
+    daps, latent = make_solver("daps"), LatentPrior(None, ipsolve.load_prior("gaussian", image_size=8), 8, 1)
+    assert daps.default_value("lr", GaussianBlur()) == PIXEL_TASKS["gaussian_blur"][1]
+    assert daps.default_value("lr", GaussianBlur(), latent) == LATENT_TASKS["gaussian_blur"][1]
 
 
 # -- the Python API (audit 2026-12-06) -----------------------------------------------------

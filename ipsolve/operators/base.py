@@ -118,6 +118,12 @@ class Operator(nn.Module):
         information, for measurement-splitting validation (None: all of them)."""
         return None
 
+    def observed_mask(self, y_shape) -> torch.Tensor | None:
+        """Per image: 1 where an entry of ``y`` carries information, 0 where it is a hole (``(B or 1,
+        *y_shape[1:])``; None: every entry does).  The restricted operator fills held-out entries from
+        the kept entries that carry information only."""
+        return None
+
     def set_images(self, keys) -> None:
         """Name the images of the next batches, for operators whose hidden state differs per image
         (per-image inpainting masks); a no-op for the others."""

@@ -167,6 +167,11 @@ class Inpainting(Operator):
             mask = mask.amax(0, keepdim=True)
         return mask[0].expand(y_shape[-3], -1, -1).flatten() > 0
 
+    def observed_mask(self, y_shape):
+        """The mask of each image (its holes are zeros in y), over every channel."""
+        mask = self.mask_for(y_shape)
+        return mask.expand(mask.shape[0], y_shape[-3], -1, -1)
+
     def seeded_state(self):
         if self.per_image:
             return "its per-image random masks (from the seed and each image's name)"

@@ -68,8 +68,10 @@ class _Restricted:
 
     def scatter(self, y_kept: torch.Tensor) -> torch.Tensor:
         """The full-shape measurement with the kept entries in place and the others filled
-        (``holdout_fill``: harmonic interpolation of the kept entries for image-like
-        measurements and sinograms, zeros for k-space), as the initial guess and display need."""
+        (``holdout_fill``: harmonic interpolation of the kept entries that carry information — an
+        inpainting mask's holes are zeros, not data: ``observed_mask`` — for image-like measurements
+        and sinograms, zeros for k-space), as the initial guess and display need.  For inpainting this
+        makes the restricted initial guess the harmonic fill with the held-out pixels missing too."""
         b = y_kept.shape[0]
         full = torch.zeros(b, int(torch.tensor(self._full_shape).prod()), dtype=y_kept.dtype, device=y_kept.device)
         full[:, cached_on(self, "kept", self._kept, y_kept.device)] = y_kept.flatten(1)
@@ -80,7 +82,11 @@ class _Restricted:
 
         mask = torch.zeros(int(torch.tensor(self._full_shape).prod()), dtype=y_kept.dtype, device=y_kept.device)
         mask[cached_on(self, "kept", self._kept, y_kept.device)] = 1
-        return harmonic_fill(full, mask.view(1, *self._full_shape).expand_as(full))
+        mask = mask.view(1, *self._full_shape)
+        observed = super().observed_mask((b, *self._full_shape))
+        if observed is not None:
+            mask = mask * observed.to(mask)
+        return harmonic_fill(full, mask.expand_as(full))
 
     def initial_guess(self, y):
         return super().initial_guess(self.scatter(y))

@@ -142,6 +142,8 @@ def _calibrate(job, items, options: dict) -> dict:
         record["reused_solve"] = True
     log.info("calibration on %d image(s): %s%s", len(names), _describe(record),
              "; its check's solve of them is kept, not repeated" if record.get("reused_solve") else "")
+    if cal.warning:
+        log.warning("calibration: %s", cal.warning)
     if job.out is not None:
         write_calibration_files(job.out, record)
     return record

@@ -179,6 +179,8 @@ def report(summary: dict) -> str:
                      f"({calibration['method']}, {calibration['candidates']} candidates, "
                      f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
                      f"; calibration.csv)")
+        if calibration.get("warning"):
+            lines.append(f"  warning: calibration: {calibration['warning']}")
     threads = summary.get("threads")
     if threads:
         lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})")

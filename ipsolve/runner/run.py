@@ -100,6 +100,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     if state is None:
         state = process_state(device)
     from ..operators.base import InputWarning
+    from ..solvers.calibration import CalibrationWarning
 
     from ..operators import Operator
 
@@ -110,6 +111,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     with torch_threads(threads, state.num_processes) as chosen, warnings.catch_warnings(), \
             _restore_image_names(operator if restore else None, operator.image_names() if restore else None):
         warnings.simplefilter("ignore", InputWarning)  # logged once by _execute instead of at every measure and solve
+        warnings.simplefilter("ignore", CalibrationWarning)  # logged by the calibration and in the report
         if state.process_index == 0:
             log.info("torch threads: %d per process (%s)", chosen["threads"], chosen["reason"])
         return _execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
@@ -219,7 +221,8 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                         extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
                                "warnings": notes, "metrics_unavailable": unavailable, "samples": samples,
                                "resized": finished_only(resized, {r["name"] for r in ordered}),
-                               "review": review_summary(ordered, review_below, review_coverage),
+                               "review": review_summary(ordered, review_below, review_coverage,
+                                                        (calibration or {}).get("warning")),
                                "calibration": calibration,
                                **(extra_summary or {})})
     realised = getattr(job.operator, "realised_sampling", lambda: None)()
@@ -453,21 +456,25 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
 
 WORSE_THAN_INITIAL = "residual above the initial guess's"
 UNFIT = f"residual above {RESIDUAL_WARNING:g}× the noise level"
+NOT_BEATING_INITIAL = "calibration: the initial guess predicts held-out entries as well or better"
 
 
-def review_summary(records: list[dict], review_below, review_coverage) -> dict:
+def review_summary(records: list[dict], review_below, review_coverage, calibration_warning: str | None = None) -> dict:
     """Accept / review per image from the reliability scores (never the ground truth).  A
     reconstruction that fits the measurement worse than the initial guess
     (``worse_than_initial``, :func:`~.batches.flag_against_initial`) or leaves a residual above 5×
     the noise level (its residual warning: it does not explain y at the assumed σ — wrong operator
-    settings, σ or too short a solve) is never accepted."""
+    settings, σ or too short a solve) is never accepted; nor is any image of a run whose calibration
+    found the solver not expected to beat the initial guess (``calibration_warning``: held-out entries,
+    :func:`ipsolve.solvers.calibration.initial_guess_warning`)."""
     scores = [r["info"].get("reliability", float("-inf")) for r in records]
     decisions = review_decisions(scores, review_below, review_coverage)
     # a residual above RESIDUAL_WARNING·σ√m is reviewed whatever the score and the initial guess's fit
     unfit = [bool(r.get("warning")) for r in records]
-    decisions = ["review" if r.get("worse_than_initial") or bad else d for r, d, bad in zip(records, decisions, unfit)]
+    decisions = ["review" if r.get("worse_than_initial") or bad or calibration_warning else d
+                 for r, d, bad in zip(records, decisions, unfit)]
     flagged = {r["name"]: (WORSE_THAN_INITIAL if r.get("worse_than_initial") else UNFIT if bad
-                           else r["info"].get("reliability_reason"))
+                           else NOT_BEATING_INITIAL if calibration_warning else r["info"].get("reliability_reason"))
                for r, d, bad in zip(records, decisions, unfit) if d == "review"}
     return {"review_below": review_below, "review_coverage": review_coverage, "num_flagged": len(flagged),
             "tied_at_cut": tied_at_cut(scores, review_coverage),

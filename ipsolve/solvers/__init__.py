@@ -9,7 +9,7 @@ from ..parameters import expected_types, parameter_type_message, unknown_paramet
 from ..priors import Prior
 from .base import Result, ResidualWarning, Solver, generators_for, generators_on, residual_warning
 from ..operators.base import NonFiniteError
-from .calibration import (COUPLING, Calibration, apply_auto, calibrate, declared_space, with_params,
+from .calibration import (COUPLING, Calibration, CalibrationWarning, apply_auto, calibrate, declared_space, with_params,
                           fresh_generators as _copies)
 from .coupling import ZCoupling, check_solver
 
@@ -174,6 +174,6 @@ def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma:
     return result
 
 
-__all__ = ["SOLVERS", "make_solver", "solve", "calibrate", "Calibration", "Result", "Solver", "ESWMV", "StoppingRule",
+__all__ = ["SOLVERS", "make_solver", "solve", "calibrate", "Calibration", "CalibrationWarning", "Result", "Solver", "ESWMV", "StoppingRule",
            "DPS", "BlindDPS", "ReSample", "DMPlug", "FMPlug", "DAPS", "project_simplex", "REDDiff", "PnPFlow", "DFlow",
            "FlowDPS", "DDRM", "PiGDM", "DiffPIR", "ZCoupling"]

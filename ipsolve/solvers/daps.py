@@ -131,6 +131,12 @@ class DAPS(Solver):
         self.tau, self.timestep = tau, timestep
         self._timestep = "vp" if timestep == "auto" else timestep  # run() resolves "auto" for its prior
 
+    def default_value(self, name: str, operator, prior=None):
+        """What a parameter left as None means on ``operator`` with ``prior``: the reference's per task."""
+        from ..priors import LatentPrior
+
+        return self.mcmc_settings(operator, isinstance(prior, LatentPrior)).get(name) if name == "lr" else None
+
     def mcmc_settings(self, operator, latent: bool) -> dict:
         """The MCMC settings for this operator and prior kind (given values override the table)."""
         task = task_of(operator)

@@ -120,7 +120,7 @@ class DiffPIR(Solver):
                              f"gradients): {type(operator).__name__} is nonlinear, and the reference's first-order step "
                              f"diverges at this noise level")
 
-    def default_value(self, name: str, operator):
+    def default_value(self, name: str, operator, prior=None):
         """What a parameter left as None means on ``operator``: the reference's per task (:data:`TASKS`)."""
         steps, lam, zeta = TASKS[task_of(operator)]
         return {"steps": steps, "lam": lam, "zeta": zeta}.get(name)

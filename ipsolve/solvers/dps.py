@@ -132,7 +132,7 @@ class DPS(Solver):
             out["kernel_prior"] = getattr(self.kernel_prior, "source", type(self.kernel_prior).__name__)
         return out
 
-    def default_value(self, name: str, operator):
+    def default_value(self, name: str, operator, prior=None):
         """What a parameter left as None means on ``operator`` (``zeta``: :func:`default_zeta`)."""
         return default_zeta(operator) if name == "zeta" else None
 
