@@ -192,9 +192,9 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
     assert review_summary([better], None, None)["decisions"] == {"better_but_unfit": "review"}
     # a calibration that found the solver not beating its initial guess on held-out entries: every image reviewed,
     # the more specific reasons first
-    review = review_summary(recs, None, None, calibration_warning="the calibrated solver does not predict ...")
+    review = review_summary(recs, None, None, calibration_warning="the operator's initial guess predicts ...")
     assert set(review["decisions"].values()) == {"review"}
-    assert review["flagged"]["fits"].startswith("calibration: the initial guess predicts")
+    assert review["flagged"]["fits"] == "calibration: the initial guess predicts held-out entries better"
     assert review["flagged"]["worse"] == "residual above the initial guess's"
 
 

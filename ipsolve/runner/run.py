@@ -456,7 +456,7 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
 
 WORSE_THAN_INITIAL = "residual above the initial guess's"
 UNFIT = f"residual above {RESIDUAL_WARNING:g}× the noise level"
-NOT_BEATING_INITIAL = "calibration: the initial guess predicts held-out entries as well or better"
+NOT_BEATING_INITIAL = "calibration: the initial guess predicts held-out entries better"
 
 
 def review_summary(records: list[dict], review_below, review_coverage, calibration_warning: str | None = None) -> dict:
