@@ -64,6 +64,11 @@ def parameter_type_message(kind: str, name: str, cls, given: dict) -> str | None
             return f"{kind} {name!r}: parameter {key!r} must be an integer, got {value!r}"
         if isinstance(value, (list, tuple)) and scalar == allowed:  # steps=[1,2]; missing=[0.3,0.7] takes lists
             return f"{kind} {name!r}: parameter {key!r} must be {what}, got the list {list(value)!r}"
+        if isinstance(value, (list, tuple)) and not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in value):  # missing=[0.3,abc]
+            return f"{kind} {name!r}: parameter {key!r} must be {what} or a list of numbers, got {list(value)!r}"
+        if isinstance(value, dict):  # steps={a:1}
+            return f"{kind} {name!r}: parameter {key!r} must be {what}, got {dict(value)!r}"
         if not isinstance(value, str):
             continue
         if value == "auto" and key in (getattr(cls, "search_space", None) or {}):

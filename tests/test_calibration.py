@@ -432,6 +432,11 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     assert len(seen) == 1 and again.summary["calibration"]["params"] == cal["params"]  # resumed: reused
     assert again.summary["wall_seconds_all_runs"] == pytest.approx(again.summary["wall_seconds"]
                                                                    + run.summary["wall_seconds_all_runs"])
+    # nothing left to solve: the summary written again keeps the calibration (its values, and a warning's reviews)
+    done = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
+                               max_images=4, sigma=0.05, calibrate={"images": 2, "budget": 3},
+                               progress=False, return_images=False, metrics=["psnr"])
+    assert done.summary["calibration"]["params"] == cal["params"] and done.summary["solver"]["zeta"] == cal["changes"]["zeta"]
 
 
 def datasets_demo():

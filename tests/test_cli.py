@@ -419,9 +419,13 @@ def test_overrides_are_read_with_hydras_grammar(capsys):
     from ipsolve.cli import check_overrides
 
     assert check_overrides(["operator=inpainting", "operator.missing=[0.3,0.7]"])[1] == "++operator.missing=[0.3,0.7]"
+    with pytest.raises(SystemExit):
+        check_overrides(["operator=inpainting", "operator.missing=[0.3,abc]"])
+    assert "'missing' must be a number or a list of numbers" in capsys.readouterr().err
     assert check_overrides(["solver=dps_cpu", "solver.steps=range(10,30,10)"])[1] == "++solver.steps=range(10,30,10)"
     for bad, needle in (("solver.zeta=0.1,abc", "'zeta' must be a number or null, got 'abc'"),
-                        ("solver.steps=[1,2]", "'steps' must be an integer")):
+                        ("solver.steps=[1,2]", "'steps' must be an integer"),
+                        ("solver.steps={a:1}", "'steps' must be an integer, got {'a': 1}")):
         with pytest.raises(SystemExit):
             check_overrides(["solver=dps_cpu", bad])
         assert needle in capsys.readouterr().err

@@ -206,7 +206,7 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
         pending = [it.name for it in items if it.volume in unfinished]
         done = {nm: rec for nm, rec in done.items() if nm not in set(pending)}
     log_start(job, settings, names, done, pending)
-    calibration = calibrate_job(job, items, calibrate, state) if pending else None
+    calibration = calibrate_job(job, items, calibrate, state) if pending else finished_calibration(out, job)
     local = local_items(state, items, pending, by_volume=coupling is not None)
     records, skipped, images = run_batches(job, local, batch_size, progress, return_images, log_progress)
     state.wait_for_everyone()
@@ -238,6 +238,24 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
     x = gather_images(state, images, ordered, out) if return_images else None
     return Reconstruction(x=x, records=ordered, names=[r["name"] for r in ordered], skipped=skipped,
                           summary=summary, output_dir=out)
+
+
+def finished_calibration(out: Path | None, job) -> dict | None:
+    """The calibration record of a finished run that is summarised again (nothing left to solve): its
+    chosen values, and its warning, which marks every image for review, stay in the report."""
+    path = out / "calibration.json" if out is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("fingerprint") != job.fingerprint:
+        return None
+    from ..solvers.calibration import with_params
+
+    job.solver = with_params(job.solver, **record.get("changes", {}))  # the values its images were solved with
+    return record
 
 
 def earlier_wall_seconds(out: Path | None, done: dict[str, dict]) -> float:
