@@ -190,9 +190,9 @@ class DFlow(Solver):
     # -- the loop -------------------------------------------------------------------------------
     def callback_budget(self) -> int:
         """Callbacks per run at most (the progress log's budget): one per closure evaluation — torch's LBFGS
-        evaluates at most ``lbfgs_iter·5/4`` times per call (its ``max_eval`` default) — and one per
-        stopping-rule check, over ``max_iter`` calls."""
-        return self.max_iter * (self.lbfgs_iter * 5 // 4 + 1)
+        evaluates at most ``lbfgs_iter·5/4`` times per call (its ``max_eval`` default), and its strong-Wolfe
+        search once more — and one per stopping-rule check, over ``max_iter`` calls."""
+        return self.max_iter * (self.lbfgs_iter * 5 // 4 + 2)
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
