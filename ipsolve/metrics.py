@@ -47,6 +47,8 @@ def ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def lpips_backbone_path(net: str = "alex") -> str:
+    """Where ``lpips`` loads torchvision's ImageNet weights for ``net`` (``alex``/``vgg``) from:
+    ``<torch hub dir>/checkpoints/<LPIPS_BACKBONES[net]>`` (a KeyError for another ``net``)."""
     return os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_BACKBONES[net])
 
 
@@ -56,6 +58,8 @@ def lpips_available(net: str = "alex") -> bool:
 
 
 def lpips_unavailable_message(net: str = "alex") -> str:
+    """The one-line notice when LPIPS cannot run offline: the missing backbone file and the folder to
+    place it in (LPIPS is then reported as n/a)."""
     path = lpips_backbone_path(net)
     return (f"LPIPS ({net}) unavailable: torchvision's ImageNet weights {LPIPS_BACKBONES[net]} are not in "
             f"{os.path.dirname(path)}; place the file there to enable LPIPS (reported as n/a)")

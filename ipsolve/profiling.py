@@ -17,6 +17,8 @@ def synchronize(device=None) -> None:
 
 
 def reset_peak_memory(device) -> None:
+    """Reset CUDA's peak-allocation counter (what :func:`peak_memory_bytes` reads); a no-op on other
+    devices, whose peak (the process's resident set) counts from the process's start."""
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

@@ -277,6 +277,30 @@ def test_registry_names():
                               "blind_blur", "ct", "mri", "phase_retrieval"}
 
 
+def test_every_operator_names_its_task_and_each_solver_maps_it_as_documented():
+    """``Operator.task`` is the one place an operator is mapped to a task (the registry names, with
+    inpainting split by mask kind); each solver's per-task defaults read it."""
+    from ipsolve.operators.base import TASKS
+    from ipsolve.operators.restrict import restrict
+    from ipsolve.solvers import daps, diffpir, dps, pnp_flow
+
+    kernel = torch.ones(3, 3)
+    ops = {name: make_operator(name, **({"kernel": kernel} if name == "blur" else {})) for name in OPERATORS}
+    ops["inpainting_box"] = make_operator("inpainting", mask="box")
+    tasks = {name: op.task for name, op in ops.items()}
+    assert tasks == {**{n: n for n in OPERATORS}, "inpainting": "inpainting_random", "inpainting_box": "inpainting_box"}
+    assert set(tasks.values()) == set(TASKS)
+    held = restrict(ops["inpainting_box"], torch.arange(10), (1, 8, 8))
+    assert held.task == "inpainting_box"  # a restricted operator keeps its task (calibration's held-out runs)
+    own = ops["blur"]  # a kernel of your own: DAPS's motion-blur config, PnP-Flow's one blur α, DiffPIR's deblurring
+    assert (daps.task_of(own), pnp_flow.task_alpha(own), diffpir.task_of(own)) == ("motion_blur", 0.01, "deblur")
+    for name in ("ct", "mri", "blind_blur"):  # no reference config: each solver's stated fallback
+        assert daps.task_of(ops[name]) == "super_resolution" and pnp_flow.task_alpha(ops[name]) == 1.0
+    assert [dps.default_zeta(ops[n]) for n in ("inpainting", "inpainting_box", "ct", "mri", "super_resolution")] == \
+        [0.5, 0.5, 1.0, 0.6, 0.3]
+    assert diffpir.task_of(ops["inpainting_box"]) == "inpainting"
+
+
 @pytest.mark.parametrize("k", [8, 9])
 def test_blind_blur_zero_padding_is_dmplugs_conv2d_same(k):
     """``padding="zero"`` is DMPlug's BlindBlurOperator: per channel ``F.conv2d(x, k, padding="same")``

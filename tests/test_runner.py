@@ -435,7 +435,8 @@ def test_api_audit_findings(tmp_path):
     another size under positional keys is warned about; every input unusable → one line (was an
     empty result); unsafe names and a non-integer ``max_images`` are refused; DPS ``steps`` above
     the prior's timesteps is refused (was capped while ζ was still rescaled); ``measure`` takes an
-    int seed; a metric covering fewer images than the run (added on a resume) says so."""
+    int seed; a metric covering fewer images than the run (added on a resume) says so; images that
+    are no folder, path list or float tensor/array get one line (were a TypeError from iterating)."""
     import numpy as np
 
     import ipsolve
@@ -459,6 +460,14 @@ def test_api_audit_findings(tmp_path):
         ipsolve.reconstruct(torch.zeros(2, 1, 64, 64), solver="dps_cpu", threads=1)
     with pytest.raises(RunError, match="path separator"):
         ipsolve.reconstruct(x, names=["../escape", "b"], solver="dps_cpu", threads=1)
+    from ipsolve.runner.inputs import collect_items
+
+    for bad, what in ((None, "got NoneType"), (["a.png", 3], "got a list holding int, str"),
+                      (np.zeros((1, 1, 32, 32), np.uint8), r"got an array of uint8 \(from 0…255 use x / 127.5 − 1\)")):
+        with pytest.raises(RunError, match=r"images must be a folder .*" + what):
+            ipsolve.reconstruct(bad, solver="dps_cpu", threads=1)
+    arrays = collect_items(x.numpy())  # a float array is taken as the tensor it holds
+    assert [i.name for i in arrays] == ["image_0000", "image_0001"] and torch.equal(arrays[1].tensor, x[1:2])
     with pytest.raises(RunError, match="max_images must be an integer"):
         ipsolve.reconstruct(x, max_images="abc", solver="dps_cpu", threads=1)
     with pytest.raises(ValueError, match="steps=2000 is more than the prior's 1000 timesteps"):

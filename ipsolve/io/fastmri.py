@@ -53,22 +53,28 @@ class KSpaceFile:
 
     @property
     def coils(self) -> int:
+        """Receiver coils (1 for a single-coil file)."""
         return int(self.shape[1]) if self.multicoil else 1
 
     @property
     def slices(self) -> int:
+        """Slices in the file."""
         return int(self.shape[0])
 
     @property
     def height(self) -> int:
+        """H: k-space rows (the fully sampled readout axis)."""
         return int(self.shape[-2])
 
     @property
     def width(self) -> int:
+        """W: k-space columns (the phase encodes, the undersampled axis)."""
         return int(self.shape[-1])
 
 
 def fastmri_files(path) -> list[Path]:
+    """``[path]`` for a file (whatever its suffix), else the folder's ``.h5``/``.hdf5`` files (not
+    recursive, hidden ones left out), sorted; FileNotFoundError when ``path`` is neither."""
     path = Path(path).expanduser()
     if path.is_file():
         return [path]
@@ -166,6 +172,8 @@ def fft2c(x: np.ndarray, axes=(-2, -1)) -> np.ndarray:
 
 
 def ifft2c(k: np.ndarray, axes=(-2, -1)) -> np.ndarray:
+    """Orthonormal centred inverse FFT (fastMRI's ``ifft2c``; the inverse of :func:`fft2c`), numpy,
+    along ``axes``."""
     return np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(k, axes=axes), axes=axes, norm="ortho"), axes=axes)
 
 

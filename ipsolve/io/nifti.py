@@ -16,6 +16,7 @@ SUFFIXES = (".nii", ".nii.gz")
 
 
 def is_nifti(path: Path) -> bool:
+    """Whether ``path``'s name ends in ``.nii`` or ``.nii.gz`` (any case)."""
     return path.name.lower().endswith(SUFFIXES)
 
 
@@ -28,6 +29,8 @@ def _stem(path: Path) -> str:
 
 
 def nifti_files(path: Path) -> list[Path]:
+    """``[path]`` for a file (whatever its suffix), else the folder's NIfTI files (not recursive,
+    hidden ones left out), sorted; FileNotFoundError when ``path`` is neither."""
     path = Path(path).expanduser()
     if path.is_file():
         return [path]

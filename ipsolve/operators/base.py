@@ -77,6 +77,10 @@ def display_scaled(v: torch.Tensor, size, mode: str = "nearest") -> torch.Tensor
     return torch.nn.functional.interpolate((v - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1, size=tuple(size), mode=mode)
 
 
+TASKS = ("super_resolution", "inpainting_random", "inpainting_box", "gaussian_blur", "motion_blur",
+         "blur", "blind_blur", "nonlinear_blur", "phase_retrieval", "ct", "mri")  # ``blur``: your own kernel
+
+
 class Operator(nn.Module):
     """A forward model ``y = A(x) + n`` on images in [-1, 1].
 
@@ -96,6 +100,10 @@ class Operator(nn.Module):
     measurement_is_image: bool = True  # False: y is data (sinogram, k-space...), shown via display()
     holdout_fill: str = "harmonic"  # how measurement entries held out for validation are filled in (restrict.py)
     single_run_note: str | None = None  # said to a user who runs one sample where one run is a draw (phase retrieval)
+    # Which standard problem this is (one of TASKS), for the per-task settings of the reference
+    # configs: the one place an operator is mapped to a task; each solver maps tasks to its own
+    # table.  None: an operator no paper configures (deepinv physics, your own).
+    task: str | None = None
 
     # -- subclasses implement ------------------------------------------------------
     def apply(self, x: torch.Tensor) -> torch.Tensor:

@@ -194,6 +194,8 @@ class _KernelBlur(Operator):
 class GaussianBlur(_KernelBlur):
     """Gaussian blur, ``size×size`` kernel of std ``std`` (DPS: 61, 3.0), reflection padding."""
 
+    task = "gaussian_blur"
+
     def __init__(self, size: int = 61, std: float = 3.0):
         super().__init__()
         self.params = {"size": size, "std": std}
@@ -218,6 +220,8 @@ class Blur(_KernelBlur):
     flip a kernel taken from it) after reflection padding.  Checked: finite, non-negative, a
     positive sum; normalised to sum 1 (said).  A separable (rank-one) kernel has an exact SVD
     (DDRM, ΠGDM, DiffPIR), any other is solved by conjugate gradients or gradients."""
+
+    task = "blur"
 
     def __init__(self, kernel=None):
         super().__init__()
@@ -255,6 +259,8 @@ class Blur(_KernelBlur):
 class MotionBlur(_KernelBlur):
     """Motion blur with a seeded random-trajectory kernel (DPS: 61×61, intensity 0.5)."""
 
+    task = "motion_blur"
+
     def __init__(self, size: int = 61, intensity: float = 0.5, seed: int = 0):
         super().__init__()
         self.params = {"size": size, "intensity": intensity, "seed": seed}
@@ -270,6 +276,7 @@ class BlindBlur(_KernelBlur):
     ``(k,k)`` or ``(B,k,k)`` is given; blind solvers estimate a ``kernel_size`` kernel."""
 
     is_linear = True  # linear in x for a fixed kernel
+    task = "blind_blur"
 
     def __init__(self, true_kernel: str = "motion", size: int = 61, std: float = 3.0, intensity: float = 0.5,
                  seed: int = 0, kernel_size: int | None = None, padding: str = "reflect"):

@@ -138,6 +138,7 @@ class CT(Operator):
     ``π / 2V`` over 180°), halved for views whose direction the span measures twice
     (:meth:`view_weights`: over 360° the FBP was twice too bright)."""
 
+    task = "ct"
     is_linear = True
     measurement_is_image = False
 

@@ -48,6 +48,10 @@ class Inpainting(Operator):
 
     is_linear = True
 
+    @property
+    def task(self) -> str:
+        return "inpainting_box" if self.kind == "box" else "inpainting_random"
+
     def __init__(self, mask: str = "random", missing: float | list[float] = 0.7, box_fraction: float = 0.5,
                  image_size: int | None = None, seed: int = 0):
         super().__init__()

@@ -102,6 +102,7 @@ class MRI(Operator):
     sets (:meth:`set_images`).
     """
 
+    task = "mri"
     is_linear = True
     measurement_is_image = False
     holdout_fill = "zero"  # held-out k-space samples: zero-filled, like the unsampled ones

@@ -18,6 +18,8 @@ class NonlinearBlur(Operator):
     from ``checkpoint`` (``GOPRO_wVAE.pth``) and the kernel code ``c ~ 1.2·N(0, I)`` of shape
     ``(1, 512, H/128, W/128)`` drawn once per image size from ``seed``."""
 
+    task = "nonlinear_blur"
+
     def __init__(self, model: str = "camera", checkpoint: str | None = None, kernel: str = "motion",
                  size: int = 61, std: float = 3.0, intensity: float = 0.5, gain: float = 2.0,
                  code_scale: float = 1.2, seed: int = 0):

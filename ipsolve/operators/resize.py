@@ -52,6 +52,7 @@ class SuperResolution(Operator):
     ``W_h x W_wᵀ``, border included) or ``"avgpool"``."""
 
     is_linear = True
+    task = "super_resolution"
 
     def __init__(self, scale: int = 4, kernel: str = "bicubic"):
         super().__init__()

@@ -17,6 +17,9 @@ from torch import nn
 
 
 class GaussianDistribution(nn.Module):
+    """N(μ, Σ) on flattened images: ``mean`` (d,), ``cov`` (d, d) positive semi-definite, kept in
+    float64 with its eigendecomposition Σ = U diag(λ) Uᵀ (module docstring)."""
+
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor):
         super().__init__()
         d = mean.numel()
@@ -31,6 +34,9 @@ class GaussianDistribution(nn.Module):
         self.register_buffer("u", u)
 
     def posterior_mean(self, x_t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Tweedie's E[x0 | x_t] for ``x_t = a·x0 + b·ε``, in closed form: ``μ + U g ⊙ Uᵀ(x_t − aμ)``
+        with ``g = aλ/(a²λ + b²)``, i.e. ``μ + aΣ(a²Σ + b²I)⁻¹(x_t − aμ)``; ``a``, ``b`` one per image
+        (or scalars), computed in float64, returned in ``x_t``'s shape and dtype."""
         xf = x_t.double().reshape(x_t.shape[0], -1)
         a, b = a.double().reshape(-1, 1), b.double().reshape(-1, 1)
         r = (xf - a * self.mean) @ self.u
@@ -38,11 +44,15 @@ class GaussianDistribution(nn.Module):
         return (self.mean + (gain * r) @ self.u.T).reshape(x_t.shape).to(x_t.dtype)
 
     def sample(self, n: int, generator=None) -> torch.Tensor:
+        """``n`` draws ``μ + U diag(√λ) z``, z ~ N(0, I): ``(n, d)`` float64."""
         z = torch.randn(n, self.mean.numel(), generator=generator, dtype=torch.float64)
         return self.mean + (z * self.lam.sqrt()) @ self.u.T
 
 
 class GaussianMixtureDistribution(nn.Module):
+    """Σ_k π_k N(μ_k, s_k² I) on flattened images: ``means`` (K, …) flattened to (K, d), ``stds``
+    s_k > 0 and ``weights`` π_k ≥ 0 of shape (K,), the weights normalised to sum 1; float64."""
+
     def __init__(self, means: torch.Tensor, stds: torch.Tensor, weights: torch.Tensor):
         super().__init__()
         k = means.shape[0]
@@ -55,6 +65,9 @@ class GaussianMixtureDistribution(nn.Module):
         self.register_buffer("weights", weights.double() / weights.sum())
 
     def posterior_mean(self, x_t, a, b):
+        """Tweedie's E[x0 | x_t] for ``x_t = a·x0 + b·ε``, in closed form: ``Σ_k w_k (μ_k + a s_k²/v_k
+        (x_t − aμ_k))`` with v_k = a²s_k² + b² and responsibilities ``w_k ∝ π_k N(x_t; aμ_k, v_k I)``
+        (a softmax of log-densities); float64 inside, ``x_t``'s shape and dtype out."""
         xf = x_t.double().reshape(x_t.shape[0], 1, -1)
         a, b = a.double().reshape(-1, 1, 1), b.double().reshape(-1, 1, 1)
         var = a ** 2 * self.stds.view(1, -1, 1) ** 2 + b ** 2  # (B, K, 1)
@@ -66,6 +79,7 @@ class GaussianMixtureDistribution(nn.Module):
         return (w * comp).sum(1).reshape(x_t.shape).to(x_t.dtype)
 
     def sample(self, n: int, generator=None) -> torch.Tensor:
+        """``n`` draws: a component k ~ π, then ``μ_k + s_k z``, z ~ N(0, I): ``(n, d)`` float64."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
         return self.means[k] + self.stds[k, None] * z

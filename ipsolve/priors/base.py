@@ -197,15 +197,28 @@ class DiffusionPrior(Prior):
         full = _network_output(self.network(x_t.to(dtype), t))
         c = x_t.shape[1]
         v = full[:, c:].to(x_t.dtype) if full.shape[1] == 2 * c and self.variance_type == "learned_range" else None
-        return self._eps_from_output(x_t, t, full[:, :c].to(x_t.dtype)), v
+        eps = full[:, :c].to(x_t.dtype)
+        if self.prediction_type != "epsilon":
+            eps = self._eps_from_output(x_t, self.alpha_bar(t, x_t), eps)
+        return eps, v
 
-    def _eps_from_output(self, x_t, t, out) -> torch.Tensor:
-        if self.prediction_type == "epsilon":
-            return out
-        a = self.alpha_bar(t, x_t)
+    def eps_at(self, x_t: torch.Tensor, t: float, alpha_bar: float) -> torch.Tensor:
+        """ε̂ at a real-valued timestep ``t`` whose ᾱ is ``alpha_bar`` (one network call): EDM's
+        VPPrecond as DAPS uses it, which calls the network between the integer timesteps."""
+        p = next(self.network.parameters(), None)
+        dtype = p.dtype if p is not None else x_t.dtype
+        tt = torch.full((x_t.shape[0],), float(t), device=x_t.device, dtype=torch.float32)
+        out = _network_output(self.network(x_t.to(dtype), tt))[:, :x_t.shape[1]].to(x_t.dtype)
+        return out if self.prediction_type == "epsilon" else self._eps_from_output(x_t, alpha_bar, out)
+
+    def _eps_from_output(self, x_t, a, out) -> torch.Tensor:
+        """ε̂ from an x0- or v-prediction ``out`` at ᾱ = ``a`` (a float or a broadcastable tensor):
+        ``sample``: ε = (x_t − √ᾱ x0)/√(1 − ᾱ); ``v_prediction``: ε = √ᾱ v + √(1 − ᾱ) x_t
+        (v = √ᾱ ε − √(1 − ᾱ) x0)."""
+        root, root_rest = (math.sqrt(a), math.sqrt(1 - a)) if isinstance(a, float) else (a.sqrt(), (1 - a).sqrt())
         if self.prediction_type == "sample":
-            return (x_t - a.sqrt() * out) / (1 - a).sqrt()
-        return a.sqrt() * out + (1 - a).sqrt() * x_t  # v = √ᾱ ε - √(1-ᾱ) x0
+            return (x_t - root * out) / root_rest
+        return root * out + root_rest * x_t
 
     def x0_from_eps(self, x_t, t, eps) -> torch.Tensor:
         """Tweedie: x̂0 = (x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t."""

@@ -91,12 +91,15 @@ def _scan_hint(paths) -> str:
 
 
 def collect_items(source, max_images: int | None = None, names: Sequence[str] | None = None) -> list[Item]:
-    """The inputs of a run: a folder (path or ``bundled:<name>``), a list of image paths, or a
-    tensor ``(N, C, H, W)`` in [-1, 1] (``names`` optional, default ``image_0000`` ...)."""
+    """The inputs of a run: a folder (path or ``bundled:<name>``), a list of image paths, or a float
+    tensor or array ``(N, C, H, W)`` in [-1, 1] (``names`` optional, default ``image_0000`` ...)."""
+    import numpy as np
     import torch
 
     from ..io import ARRAY_SUFFIX, IMAGE_SUFFIXES, list_images
 
+    if isinstance(source, np.ndarray) and source.dtype.kind == "f":  # (N, C, H, W) in [-1, 1], as a tensor
+        source = torch.from_numpy(source)
     if isinstance(source, torch.Tensor):
         if source.ndim == 3:
             source = source[None]
@@ -123,6 +126,13 @@ def collect_items(source, max_images: int | None = None, names: Sequence[str] | 
                     raise RunError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in data folder {folder}"
                                    + _scan_hint(list(folder.iterdir())))
         else:
+            if not isinstance(source, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in source):
+                got = (f"a list holding {', '.join(sorted({type(p).__name__ for p in source}))}"
+                       if isinstance(source, (list, tuple)) else
+                       f"an array of {source.dtype} (from 0…255 use x / 127.5 − 1)" if isinstance(source, np.ndarray)
+                       else type(source).__name__)
+                raise RunError(f"images must be a folder (a path or bundled:<name>), a list of image paths, or a "
+                               f"float tensor or array (N, C, H, W) in [-1, 1], got {got}")
             paths = [Path(p).expanduser() for p in source]
             missing = [str(p) for p in paths if not p.is_file()]
             if missing:

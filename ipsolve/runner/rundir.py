@@ -18,6 +18,9 @@ TEMP_MARK = ".tmp"  # temporary files are ".<name>.tmp<suffix>"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: to ``.<stem>.tmp<suffix>`` beside it (parent folders
+    created), fsync'd, then renamed over ``path`` — a reader sees the old file or the new one, never
+    a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}{TEMP_MARK}{path.suffix}")
     with open(tmp, "w") as f:
@@ -51,6 +54,8 @@ def remove_temp_files(folder: Path) -> list[Path]:
 
 
 def read_record(path: Path) -> dict | None:
+    """An image's JSON record at ``path``, or None when it cannot be read (``OSError``: e.g. missing),
+    is not valid JSON, is not an object or has no ``name``."""
     try:
         rec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -69,6 +74,8 @@ def is_finished(out: Path, name: str) -> dict | None:
 
 
 def fingerprint(settings: dict) -> str:
+    """The resume fingerprint of ``settings``: CRC-32 of their JSON (sorted keys, other values as
+    ``str``) as 8 hex digits — a change check, not a cryptographic hash."""
     return f"{zlib.crc32(json.dumps(settings, sort_keys=True, default=str).encode()):08x}"
 
 

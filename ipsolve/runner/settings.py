@@ -4,6 +4,7 @@ test), and the description of a run's settings."""
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,13 +52,10 @@ def _named_params(group: str, spec, registry: Mapping) -> tuple[str, dict]:
     """``(registry name, params)`` from a registry name (its defaults), a preset name
     (``conf/<group>/<name>.yaml``) or a mapping ``{name: <registry name>, **params}``."""
     if isinstance(spec, str):
-        preset = load_preset(group, spec)
-        if preset is None:
-            if spec not in registry:
-                raise RunError(f"unknown {group} {spec!r}; known {group}s: {', '.join(sorted(registry))} "
-                               f"(or a preset in conf/{group}/)")
-            preset = {"name": spec}
-        spec = preset
+        try:
+            return _preset_or_registered(group, spec, {})
+        except ValueError as err:
+            raise RunError(str(err)) from None
     params = _plain(spec)
     name = params.pop("name", None)
     if name is None:
@@ -115,13 +113,15 @@ def _preset_or_registered(group: str, name, params: dict) -> tuple[str, dict]:
     as given (the class's defaults), a preset name as its ``conf/<group>/<name>.yaml`` overridden by
     ``params``; an unknown name gets one line with the closest name and both lists."""
     registry = _registry(group)
-    if not isinstance(name, str) or name in registry:
+    preset = load_preset(group, name) if isinstance(name, str) else None
+    if preset is None and (not isinstance(name, str) or name in registry):
         return name, params
-    preset = load_preset(group, name)
     if preset is None:
         close = difflib.get_close_matches(name, [*registry, *presets(group)], n=1)
         raise ValueError(f"unknown {group} {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; known "
                          f"{group}s: {', '.join(sorted(registry))}; presets (conf/{group}/): {', '.join(presets(group))}")
+    if "name" not in preset:
+        raise ValueError(f"conf/{group}/{name}.yaml needs a 'name' (one of {', '.join(sorted(registry))})")
     return preset.pop("name"), {**preset, **params}
 
 
@@ -146,27 +146,26 @@ def make_operator(name: str, **params):
     return make_registered(name, **params)
 
 
-def solve(y, operator, prior, solver, *, sigma: float = 0.01, generator=None, callback=None, samples: int = 1,
-          select: str = "mean", calibrate: bool | dict = False, penalty=None):
-    """:func:`ipsolve.solvers.solve` (every argument as there), with ``solver`` also a preset name
-    (:func:`make_solver`): ``ipsolve.solve(y, op, prior, "dps_cpu", sigma=0.05)``."""
-    from ..solvers import solve as solve_registered
+def _taking_solver_presets(registered):
+    """``registered(y, operator, prior, solver, **kw)`` with ``solver`` also a preset name
+    (:func:`make_solver`); its signature and docstring are ``registered``'s, so an argument is added
+    in one place."""
+    @functools.wraps(registered)
+    def with_presets(y, operator, prior, solver, **kwargs):
+        return registered(y, operator, prior, make_solver(solver) if isinstance(solver, str) else solver, **kwargs)
 
-    return solve_registered(y, operator, prior, make_solver(solver) if isinstance(solver, str) else solver,
-                            sigma=sigma, generator=generator, callback=callback, samples=samples, select=select,
-                            calibrate=calibrate, penalty=penalty)
+    with_presets.__doc__ = (f"{registered.__doc__}\n\n    ``solver`` may also be a preset name (conf/solver/): "
+                            f"``ipsolve.{registered.__name__}(y, op, prior, \"dps_cpu\", sigma=0.05)``.")
+    return with_presets
 
 
-def calibrate(y, operator, prior, solver, *, sigma: float = 0.01, params=None, budget: int | None = None,
-              method: str = "auto", holdout: float = 0.2, seed: int = 0, generator=None, keep_preset: bool = True,
-              penalty=None, extend: bool = True):
-    """:func:`ipsolve.solvers.calibrate` (every argument as there), with ``solver`` also a preset name
-    (:func:`make_solver`): ``ipsolve.calibrate(y, op, prior, "dps_cpu", sigma=0.05)``."""
-    from ..solvers import calibrate as calibrate_registered
+def __getattr__(name):  # solve, calibrate: wrapped on first use (the solvers are imported lazily)
+    if name in ("solve", "calibrate"):
+        from .. import solvers
 
-    return calibrate_registered(y, operator, prior, make_solver(solver) if isinstance(solver, str) else solver,
-                                sigma=sigma, params=params, budget=budget, method=method, holdout=holdout, seed=seed,
-                                generator=generator, keep_preset=keep_preset, penalty=penalty, extend=extend)
+        globals()[name] = _taking_solver_presets(getattr(solvers, name))
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_solver(obj) -> bool:

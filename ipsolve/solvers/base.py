@@ -132,6 +132,14 @@ def residual_warning(residual) -> str | None:
             f"guidance)")
 
 
+def check_steps(steps: int, num_timesteps: int) -> None:
+    """The one error for a grid of more steps than the prior has timesteps (every sampler takes at
+    most one step per timestep)."""
+    if steps > num_timesteps:
+        raise ValueError(f"steps={steps} is more than the prior's {num_timesteps} timesteps (at most one step per "
+                         f"timestep); use steps <= {num_timesteps}")
+
+
 def prior_parts(prior: Prior):
     """``(latent, inner, decode)``: whether ``prior`` is a latent prior, the prior the sampler runs
     (its inner latent prior, or itself) and the map from that prior's space to images."""
@@ -176,6 +184,14 @@ class Solver:
         if warm_start is not None and not 0.0 < float(warm_start) <= 1.0:
             raise ValueError(f"warm_start must be None (cold start) or a fraction in (0, 1], got {warm_start!r}")
         self.warm_start, self.autocast, self.progress, self.record_trace = warm_start, autocast, progress, record_trace
+
+    def start_timestep(self, num_timesteps: int) -> int:
+        """The DDPM timestep a sampler starts from: ``T − 1`` cold, ``round(warm_start·(T − 1))`` warm
+        (x_t drawn around the operator's initial guess).  RED-diff's grid takes ``warm_start`` as
+        the reference's exclusive bound ``start_step`` instead (:meth:`REDDiff.timesteps`)."""
+        if self.warm_start is None:
+            return num_timesteps - 1
+        return round(self.warm_start * (num_timesteps - 1))
 
     def check(self, operator: Operator, prior: Prior) -> None:
         """Reject a prior kind or operator this solver cannot use, before any work."""

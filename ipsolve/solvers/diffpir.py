@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..operators import Inpainting, SuperResolution
+from ..operators import SuperResolution
 from ..operators.decomposition import NotDecomposable, prox_cg
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, check_steps, randn_like_batch, residual_ratio, timer
 
 # (steps, λ, ζ) of the reference scripts per task (yuanzhi-zhu/DiffPIR @ 111d26e):
 # SR: main_ddpir_sisr.py L38 (100 iterations), L482-486 (λ swept over 2, 3, …, 12 with ζ = 0.25:
@@ -22,21 +22,19 @@ TASKS = {"super_resolution": (100, 7.0, 0.25), "deblur": (100, 7.0, 0.3), "inpai
 
 
 def task_of(operator) -> str:
-    """The reference script an operator corresponds to (deblurring's for every operator the
-    reference has no script for: CT, MRI, deepinv physics)."""
-    if isinstance(operator, Inpainting):
+    """The reference script for ``operator.task``: inpainting's for both mask kinds, deblurring's
+    for every task the reference has no script for (CT, MRI, phase retrieval, deepinv physics)."""
+    task = getattr(operator, "task", None) or ""
+    if task.startswith("inpainting"):
         return "inpainting"
-    if isinstance(operator, SuperResolution):
-        return "super_resolution"
-    return "deblur"
+    return "super_resolution" if task == "super_resolution" else "deblur"
 
 
 def timestep_sequence(num_timesteps: int, steps: int, skip_type: str = "quad") -> list[int]:
     """The reference's ``seq`` (``main_ddpir_sisr.py`` L266-274): ``quad``: ⌊√linspace(0, T², steps)⌋
     with the last entry T − 1; ``uniform``: 0, T//steps, … plus T − 1.  Entry j means timestep
     T − 1 − j (the noise level ``sigmas[j] = reduced_alpha_cumprod[T − 1 − j]``, L229, L281-283)."""
-    if steps > num_timesteps:  # uniform's skip T//steps would be 0
-        raise ValueError(f"steps={steps} is more than the prior's {num_timesteps} timesteps; use steps <= {num_timesteps}")
+    check_steps(steps, num_timesteps)  # uniform's skip T//steps would be 0
     if skip_type == "quad":
         seq = [int(v) for v in np.sqrt(np.linspace(0, num_timesteps ** 2, steps))]
         seq[-1] = seq[-1] - 1
@@ -150,7 +148,7 @@ class DiffPIR(Solver):
         sigma_n = max(0.001, float(sigma) / 2)
         seq = timestep_sequence(big_t, steps, self.skip_type)
         ts = [big_t - 1 - j for j in seq]
-        t_start = big_t - 1 if self.warm_start is None else round(self.warm_start * (big_t - 1))
+        t_start = self.start_timestep(big_t)
         ts = [t for t in ts if t <= t_start]
         if len(ts) < 2:
             raise ValueError(f"warm_start {self.warm_start} leaves fewer than 2 of the {steps} iterations")

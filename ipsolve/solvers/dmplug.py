@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..priors import LatentPrior
-from .base import randn_like_batch
+from .base import prior_parts, randn_like_batch
 from .plug import PlugSolver
 
 
@@ -38,7 +38,7 @@ class DMPlug(PlugSolver):
             return [i * stride for i in reversed(range(self.ddim_steps))]
         key = (num_timesteps, self.warm_start, self.ddim_steps)
         if getattr(self, "_reverse_key", None) != key:  # once per run, not at every iteration
-            t0 = round(self.warm_start * (num_timesteps - 1))
+            t0 = self.start_timestep(num_timesteps)
             self._reverse_key = key
             self._reverse_ts = torch.linspace(t0, 0, self.ddim_steps).round().long().tolist() if self.ddim_steps > 1 else [t0]
         return list(self._reverse_ts)
@@ -66,8 +66,7 @@ class DMPlug(PlugSolver):
         """``R(z)``, the function DMPlug optimises: deterministic DDIM (η = 0) from the seed ``z``
         through :meth:`reverse_timesteps` (x̂0 clipped per step for pixel priors, see the class
         docstring), decoded for latent priors, clamped to [-1, 1]."""
-        latent = isinstance(prior, LatentPrior)
-        inner = prior.inner if latent else prior
+        latent, inner, _ = prior_parts(prior)
         x = z
         ts = self.reverse_timesteps(inner.num_timesteps)
         for t, t_next in zip(ts, ts[1:] + [-1]):

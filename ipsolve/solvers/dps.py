@@ -6,9 +6,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from ..operators import CT, MRI, BlindBlur, Inpainting, PhaseRetrieval
-from ..priors import LatentPrior
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from ..operators import BlindBlur
+from .base import (Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio,
+                   timer)
 from .plug import kernel_logits_init
 from .stopping import _per_image
 
@@ -31,12 +31,16 @@ def kernel_from_state(k: torch.Tensor) -> torch.Tensor:
     return k / k.sum((-2, -1), keepdim=True).clamp_min(1e-12)
 
 
+TASK_ZETA = {"inpainting_random": 0.5, "inpainting_box": 0.5, "ct": 1.0, "mri": 0.6}  # 0.3 for the other tasks
+
+
 def default_zeta(operator) -> float:
-    """ζ for 1000 steps when none is given (see :class:`DPS`)."""
-    # phase retrieval: DPS's 1.0 belongs to its signed operator; on (x+1)/2, 5.0 gives DPS's median step (fidelity.md §1)
-    pr = 1.0 if getattr(operator, "signed", True) else 5.0
-    return next((zeta for kind, zeta in ((Inpainting, 0.5), (PhaseRetrieval, pr), (CT, 1.0), (MRI, 0.6))
-                 if isinstance(operator, kind)), 0.3)
+    """ζ for 1000 steps when none is given (see :class:`DPS`), per ``operator.task``."""
+    task = getattr(operator, "task", None)
+    if task == "phase_retrieval":
+        # DPS's 1.0 belongs to its signed operator; on (x+1)/2, 5.0 gives DPS's median step (fidelity.md §1)
+        return 1.0 if getattr(operator, "signed", True) else 5.0
+    return TASK_ZETA.get(task, 0.3)
 
 
 class DPS(Solver):
@@ -143,14 +147,10 @@ class DPS(Solver):
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
-        latent = isinstance(prior, LatentPrior)
-        inner = prior.inner if latent else prior
-        decode = prior.decode if latent else (lambda v: v)
-        if self.steps > inner.num_timesteps:
-            raise ValueError(f"steps={self.steps} is more than the prior's {inner.num_timesteps} timesteps: DPS takes at "
-                             f"most one step per timestep; use steps <= {inner.num_timesteps}")
+        latent, inner, decode = prior_parts(prior)
+        check_steps(self.steps, inner.num_timesteps)
         b = y.shape[0]
-        t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
+        t_start = self.start_timestep(inner.num_timesteps)
         # warm_start leaves t_start + 1 timesteps: at most one step each; ζ (and BlindDPS's √ᾱ scale) rescaled by
         # the steps run
         ts = inner.timesteps(min(self.steps, t_start + 1), start=t_start)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from ..operators import Blur, GaussianBlur, Inpainting, SuperResolution
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 
 GAMMA_STYLES = ("1_minus_t", "sqrt_1_minus_t", "constant", "alpha_1_minus_t")
@@ -16,14 +15,11 @@ DEFAULT_ALPHA = 1.0  # config/method_config/pnp_flow.yaml
 
 
 def task_alpha(operator) -> float:
-    """The reference's α for this operator (``alpha=None``)."""
-    if isinstance(operator, Inpainting):
-        return TASK_ALPHA["inpainting_box" if operator.kind == "box" else "inpainting_random"]
-    if isinstance(operator, SuperResolution):
-        return TASK_ALPHA["super_resolution"]
-    if isinstance(operator, (GaussianBlur, Blur)):  # a kernel of your own: the blur's α
-        return TASK_ALPHA["gaussian_blur"]
-    return DEFAULT_ALPHA
+    """The reference's α for ``operator.task`` (``alpha=None``): a kernel of your own takes the
+    one blur the reference configures (Gaussian); tasks it has no script for, the config's α."""
+    task = getattr(operator, "task", None)
+    task = {"blur": "gaussian_blur"}.get(task, task)
+    return TASK_ALPHA.get(task, DEFAULT_ALPHA)
 
 
 def step_size(lr: float, t: float, style: str, alpha: float) -> float:

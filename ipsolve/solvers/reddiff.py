@@ -7,8 +7,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..operators.decomposition import NotDecomposable
-from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import pseudo_inverse
+from .svd_common import skip_grid
 
 # denoiser weightings of the reference (reddiff.py L92-105), applied to snr_inv = √(1−ᾱ_t)/√ᾱ_t
 WEIGHTINGS = {
@@ -73,11 +74,11 @@ class REDDiff(Solver):
     def timesteps(self, inner) -> list[int]:
         """The reference's grid, highest first (``get_timesteps``; ``reversed(ts)`` in ``sample``)."""
         total = inner.num_timesteps
-        start = total if self.warm_start is None else max(1, round(self.warm_start * total))
-        if self.steps > start and self.warm_start is None:  # warm_start: one step per timestep left
-            raise ValueError(f"steps={self.steps} is more than the prior's {total} timesteps; use steps <= {total}")
-        skip = max(1, start // self.steps)
-        return list(reversed(range(0, start, skip)))
+        if self.warm_start is None:
+            check_steps(self.steps, total)
+            return skip_grid(total, self.steps)[::-1]
+        start = max(1, round(self.warm_start * total))  # exp.start_step: an exclusive bound
+        return skip_grid(start, min(self.steps, start))[::-1]  # one step per timestep left at most
 
     def initial(self, y, operator, image_shape) -> tuple[torch.Tensor, str]:
         """``H_pinv(y)`` (L132-141) where the operator is linear: through its SVD with 1-D singular

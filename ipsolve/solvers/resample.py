@@ -7,9 +7,8 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
-from ..priors import LatentPrior
 from ..tensors import host_reads_are_free
-from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
+from .base import Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio, timer
 from .stopping import discrepancy_tau
 
 log = logging.getLogger("ipsolve")
@@ -120,9 +119,8 @@ class ReSample(Solver):
     def timesteps(self, inner, t_start: int) -> tuple[list[int], int]:
         """The DDIM grid and the timestep its last step goes to (0: ᾱ_0; −1: ᾱ = 1)."""
         if self.grid == "reference" and self.warm_start is None:
+            check_steps(self.steps, inner.num_timesteps)
             c = inner.num_timesteps // self.steps
-            if c < 1:
-                raise ValueError(f"steps must be <= the prior's {inner.num_timesteps} timesteps, got {self.steps}")
             # as LDM: ⌈T/c⌉ points, so e.g. 12 steps give 13; a point at T (c | T−1, e.g. 3 steps)
             # would index past the schedule (the reference fails there) and is dropped
             grid = [k + 1 for k in range(0, inner.num_timesteps, c) if k + 1 < inner.num_timesteps]
@@ -165,8 +163,7 @@ class ReSample(Solver):
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()
-        latent = isinstance(prior, LatentPrior)
-        inner = prior.inner if latent else prior
+        latent, inner, _ = prior_parts(prior)
         calls = {"decoder_backward": 0, "decoder_forward": 0, "encoder": 0}  # autoencoder work beside the NFE
 
         def counted(fn, what):
@@ -181,7 +178,7 @@ class ReSample(Solver):
         decode_raw = counted(prior.decode if latent else (lambda v: v), "decoder")
         decode = (lambda v: decode_raw(v).clamp(-1, 1)) if self.clamp_decoded else decode_raw
         b = y.shape[0]
-        t_start = inner.num_timesteps - 1 if self.warm_start is None else round(self.warm_start * (inner.num_timesteps - 1))
+        t_start = self.start_timestep(inner.num_timesteps)
         ts, t_last = self.timesteps(inner, t_start)
         grid_note = self.grid_note(len(ts))
         shape = (b, inner.channels, inner.image_size, inner.image_size)

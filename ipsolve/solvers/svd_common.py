@@ -1,8 +1,9 @@
 """What the SVD-based solvers share: the operator's decomposition with the one-line error (DDRM)
-and the skip-type timestep grid of DDRM's and RED-diff's code (DDRM, ΠGDM)."""
+and the skip-type timestep grid of DDRM's and RED-diff's code (DDRM, ΠGDM, RED-diff)."""
 from __future__ import annotations
 
 from ..operators.decomposition import NotDecomposable
+from .base import check_steps
 
 
 def decomposition(solver_name: str, operator, shape, cutoff: float | None = None):
@@ -20,6 +21,7 @@ def skip_grid(num_timesteps: int, steps: int) -> list[int]:
     ``utils/functions.py`` L20-24 (``get_timesteps``): ascending; the sampler runs it backwards
     from its last entry (T − T//steps, e.g. 950 for 20 steps), each step to the previous entry
     and the last to t = −1 (ᾱ = 1)."""
-    if steps < 1 or steps > num_timesteps:
-        raise ValueError(f"steps must be in [1, {num_timesteps}], got {steps}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_steps(steps, num_timesteps)
     return list(range(0, num_timesteps, num_timesteps // steps))

@@ -1,0 +1,99 @@
+"""Move docs/fidelity.md's line citations of ipsolve's own code along with the code.
+
+An edit shifts the lines a ledger row cites; tests/test_ledger.py then reports the citation as
+stale.  This script maps each cited line of a base revision (default HEAD) to the same line of
+the working tree (a line diff of the file, :class:`difflib.SequenceMatcher`) and rewrites the
+citation.  It moves the ``L…`` numbers that follow a symbol of ipsolve's (``DPS.run`` L149,
+used by L160) up to the next backtick, in that symbol's file; numbers after another file's
+name (``conf/…yaml`` L5) are left alone.  A cited line that was itself rewritten maps to the
+first line of its replacement: reread those rows.
+
+    python scripts/ledger_lines.py            # against HEAD: rewrite, print what changed
+    python scripts/ledger_lines.py --base HEAD~3 --dry-run
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib.util
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LEDGER = ROOT / "docs" / "fidelity.md"
+NUMBER = re.compile(r"\bL(\d+)(?:-(\d+))?\b")
+
+
+def _ledger_test():
+    """tests/test_ledger.py, which owns the citation grammar and the index of definitions."""
+    spec = importlib.util.spec_from_file_location("test_ledger", ROOT / "tests" / "test_ledger.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def line_map(path: str, base: str) -> dict[int, int]:
+    """Line ``k`` of ``path`` at ``base`` → its line in the working tree (a rewritten line: the
+    first line of what replaced it; a deleted one: the line now in its place)."""
+    old = subprocess.run(["git", "show", f"{base}:{path}"], cwd=ROOT, capture_output=True, text=True)
+    if old.returncode:
+        return {}
+    before, now = old.stdout.splitlines(), (ROOT / path).read_text().splitlines()
+    mapping = {}
+    for _tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, now, autojunk=False).get_opcodes():
+        for k in range(i1, i2):
+            mapping[k + 1] = j1 + 1 + (min(k - i1, j2 - j1 - 1) if j2 > j1 else 0)
+    return mapping
+
+
+def moved(cell: str, ledger, index: dict, base: str) -> str:
+    """``cell`` with the line numbers after each of ipsolve's symbols mapped to the working tree."""
+    out, pos = [], 0
+    for match in ledger.SYMBOL.finditer(cell):
+        where = index.get(match.group(1), [])
+        if len(where) != 1:
+            continue
+        mapping = line_map(where[0][0], base)
+        end = cell.find("`", match.end(1) + 1)
+        end = len(cell) if end < 0 else end
+        segment = cell[match.end(1) + 1:end]
+        for named in re.finditer(r"[\w/]+\.(?:py|yaml)\b", segment):  # another file: its numbers are not this one's
+            if not where[0][0].endswith(named.group(0)):
+                segment = segment[:named.start()]
+                break
+        start = match.end(1) + 1
+
+        def shift(number: re.Match) -> str:
+            lo, hi = (mapping.get(int(n), int(n)) if n else None for n in number.groups())
+            return f"L{lo}-{hi}" if hi else f"L{lo}"
+
+        out.append(cell[pos:start] + NUMBER.sub(shift, segment))
+        pos = start + len(segment)
+    return "".join(out) + cell[pos:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="HEAD", help="the revision the citations were right for")
+    parser.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+    args = parser.parse_args()
+    ledger = _ledger_test()
+    index = ledger.definitions()
+    lines = LEDGER.read_text().splitlines(keepends=True)
+    changed = 0
+    for n, cell in ledger.ipsolve_cells():  # only the ipsolve column: other columns cite the references
+        new = moved(cell, ledger, index, args.base)
+        if new != cell:
+            changed += 1
+            print(f"fidelity.md:{n}: {cell[:110]}\n  -> {new[:110]}")
+            lines[n - 1] = lines[n - 1].replace(cell, new, 1)
+    if changed and not args.dry_run:
+        LEDGER.write_text("".join(lines))
+    print(f"{changed} row(s) {'would change' if args.dry_run else 'changed'}")
+
+
+if __name__ == "__main__":
+    main()
