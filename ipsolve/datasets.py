@@ -454,6 +454,20 @@ def random_photo_crops(n: int, size: int = 32, generator: torch.Generator | None
     return torch.cat(out).clamp(-1, 1)
 
 
+def random_grey_crops(n: int, size: int = 32, generator: torch.Generator | None = None,
+                      names=PHOTO_TRAIN) -> torch.Tensor:
+    """:func:`random_photo_crops` as grey images (ITU-R BT.601 luma), ``(n, 1, size, size)`` in [-1, 1]."""
+    rgb = random_photo_crops(n, size, generator, names)
+    return (rgb * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def phantoms_and_grey_crops(n: int, size: int = 32, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Half :func:`phantoms`, half :func:`random_grey_crops` of the training photos (the grey prior's
+    family: smooth shapes and natural texture, edges and strokes)."""
+    half = n // 2
+    return torch.cat([phantoms(half, size, generator), random_grey_crops(n - half, size, generator)])
+
+
 # --- blur kernels (BlindDPS's kernel prior) --------------------------------------------------------
 KERNEL_TRAIN_SEEDS = (1_000_000, 2**31 - 1)  # training draws motion-kernel seeds here; smaller seeds are held out
 

@@ -7,7 +7,7 @@ Kinds (all diffusers networks, saved with ``save_pretrained``):
   latent  ``AutoencoderKL`` (stage 1) + latent ε-prediction UNet (stage 2) (LDMPipeline layout)
 
 Data: ``phantom`` (the broad phantom family, unlimited; its held-out family is never drawn), ``ellipses`` (the narrow generator), ``photo`` (bundled natural photos,
-multi-scale crops), a folder of images, or DICOM / NIfTI scans (a DICOM folder with any number of
+multi-scale crops), ``grey`` (half phantoms, half grey crops of those photos), a folder of images, or DICOM / NIfTI scans (a DICOM folder with any number of
 series, a NIfTI file or folder: every slice of every volume, windowed per volume with ``--window``).  Training resumes from ``<work>/train_state.pt``;
 ``--steps`` is the total to reach, ``--max-minutes`` stops early (state saved, model
 exported), so the job can run in the background and be continued later.  On a folder or scans,
@@ -54,7 +54,7 @@ def make_vae(channels, latent_channels):
                          block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=16)
 
 
-BUILTIN_DATA = ("phantom", "ellipses", "photo", "kernels")
+BUILTIN_DATA = ("phantom", "ellipses", "photo", "grey", "kernels")
 
 
 def batches(data, size, batch_size, generator, window="auto", val_fraction=0.0, seed=0, units=None):
@@ -73,6 +73,8 @@ def batches(data, size, batch_size, generator, window="auto", val_fraction=0.0, 
         return (lambda: datasets.random_ellipses(batch_size, size, generator)), 1, None, GENERATED
     if data == "photo":
         return (lambda: datasets.random_photo_crops(batch_size, size, generator)), 3, None, GENERATED
+    if data == "grey":  # half phantoms, half grey crops of the training photos
+        return (lambda: datasets.phantoms_and_grey_crops(batch_size, size, generator)), 1, None, GENERATED
     if data == "kernels":  # BlindDPS's kernel prior: a pool of motion (75 %) and Gaussian (25 %) kernels, resampled
         pool = datasets.blur_kernels(8000, size, generator)
         return (lambda: pool[torch.randint(len(pool), (batch_size,), generator=generator)]), 1, None, GENERATED
@@ -185,7 +187,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", choices=["ddpm", "flow", "latent"], required=True)
     ap.add_argument("--data", default="phantom",
-                    help="phantom (broad family) | ellipses (narrow) | photo | kernels (motion + Gaussian kernels, "
+                    help="phantom (broad family) | ellipses (narrow) | photo | grey (half phantoms, half grey photo crops) | kernels (motion + Gaussian kernels, "
                          "BlindDPS kernel prior) | a folder of images, a DICOM folder or NIfTI file/folder (every slice)")
     ap.add_argument("--window", default="auto",
                     help="DICOM/NIfTI intensity window per volume: auto | ct_soft_tissue | lo,hi (use the same "

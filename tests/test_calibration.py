@@ -293,6 +293,34 @@ def test_restricted_inpainting_guess_treats_held_out_pixels_as_missing(per_image
     assert (guess_held - truth_held).abs().mean() < 0.5 * truth_held.abs().mean()  # not pulled to the holes' 0
 
 
+def test_restricted_deepinv_inpainting_holds_out_and_fills_from_observed_pixels_only():
+    """deepinv's ``Inpainting`` physics through the adapter: held-out entries are observed pixels, and the
+    restricted measurement fills them from the kept observed pixels, not the holes' zeros (as ipsolve's
+    own inpainting)."""
+    pytest.importorskip("deepinv")
+    import deepinv
+
+    from ipsolve.operators import from_deepinv
+    from ipsolve.operators.inpainting import harmonic_fill
+
+    physics = deepinv.physics.Inpainting(img_size=(1, 32, 32), mask=0.4, rng=torch.Generator().manual_seed(1))
+    op = from_deepinv(physics)
+    x = datasets.heldout_phantoms(2, 32)
+    y = op.measure(x, 0.01, generator=torch.Generator().manual_seed(0))
+    hole = physics.mask.flatten() == 0
+    observed = op.observed_entries(y.shape)
+    assert torch.equal(observed, ~hole.cpu())
+    kept, held = split_entries(y[0].numel(), 0.2, torch.Generator().manual_seed(0), observed)
+    assert not hole[held].any()
+    filled = restrict(op, kept, tuple(y.shape[1:])).scatter(gather(y, kept))
+    keep = torch.zeros(y[0].numel())
+    keep[kept] = 1
+    expected = harmonic_fill(y, physics.mask * keep.view(1, *y.shape[1:]))
+    assert (filled - expected).abs().max() < 1e-5
+    truth_held = gather((x + 1) / 2, held)  # the default image_range (0, 1): y is on [0, 1]
+    assert (gather(filled, held) - truth_held).abs().mean() < 0.5 * truth_held.abs().mean()  # not pulled to 0
+
+
 @pytest.mark.parametrize("name,params", [
     ("super_resolution", dict(scale=4)), ("inpainting", dict(missing=0.7)), ("gaussian_blur", dict(size=9, std=1.0)),
     ("ct", dict(views=8)), ("mri", dict(acceleration=4)), ("phase_retrieval", dict()),

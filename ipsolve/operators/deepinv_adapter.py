@@ -119,6 +119,25 @@ class DeepinvOperator(Operator):
             offset = self.physics.A(torch.full((1, *shape[1:]), self.lo + (self.hi - self.lo) / 2, device=mask.device))
         return DeepinvDecomposition(shape, self.physics, scale, offset, coeff.shape[1:])
 
+    def _inpainting_mask(self) -> torch.Tensor | None:
+        """deepinv ``Inpainting``'s mask (``(1 or B, C, H, W)``, 0 where a pixel is missing), else None."""
+        import deepinv
+
+        if self.complex_image or not isinstance(self.physics, deepinv.physics.Inpainting):
+            return None
+        mask = torch.as_tensor(self.physics.mask)
+        return None if mask.is_complex() else mask if mask.ndim == 4 else mask[None]
+
+    def observed_mask(self, y_shape):
+        """Inpainting physics: 1 at the observed pixels (the holes are zeros in y, not data), per image."""
+        mask = self._inpainting_mask()
+        return None if mask is None else (mask != 0).to(torch.float32).expand(mask.shape[0], *y_shape[1:])
+
+    def observed_entries(self, y_shape):
+        """Inpainting physics: the pixels observed in at least one image (only those are held out)."""
+        mask = self.observed_mask(y_shape)
+        return None if mask is None else mask.amax(0).flatten().cpu() > 0
+
     def initial_guess(self, y):
         if self.guess == "zeros":
             return torch.zeros(self.input_shape(y.shape), dtype=y.dtype, device=y.device)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import RunError
-from .grid import _kernel_image
+from .grid import kernel_image
 from .inputs import Item, derive_seed, input_digest, load_measurement, load_truth
 from .progress import ProgressLog, iteration_budget
 from .rundir import write_image_outputs
@@ -301,7 +301,7 @@ def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
     if job.keep_arrays:  # float values for the volume files (the PNGs are 8-bit)
         images["recon_data"], images["initial_data"] = x, init.cpu()
     if kernels is not None:  # the picture (scaled to its maximum) and the values (kernel/<name>.npy, sums to 1)
-        images["kernel"] = _kernel_image(kernels[i])
+        images["kernel"] = kernel_image(kernels[i])
         images["kernel_data"] = kernels[i].detach().float().cpu()[None]
     return images
 

@@ -24,7 +24,8 @@ def make_grid(rows: list[list], pad: int = 2):
     return grid
 
 
-def _kernel_image(k):
+def kernel_image(k):
+    """A blur kernel ``(k, k)`` as a ``(1, 1, k, k)`` image in [-1, 1] scaled to its peak (white), for the grid."""
     k = k.detach().float().cpu()
     return (k / k.max().clamp_min(1e-12) * 2 - 1)[None, None]
 

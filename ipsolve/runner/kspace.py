@@ -65,10 +65,10 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
     from ..io.fastmri import (acs_columns, crop_mask, estimate_sensitivities, kspace_noise_std, read_slice,
                               rss_image, sampled_columns, single_coil_phase, square_kspace, voxel_sizes)
     from ..io.volume import select_slices
-    from .settings import _named_params, build_operator
+    from .settings import build_operator, named_params
     from ..operators import MRI, OPERATORS
 
-    name, params = _named_params("operator", op_spec, OPERATORS)
+    name, params = named_params("operator", op_spec, OPERATORS)
     if name != "mri":
         raise ValueError(f"data=fastmri holds MRI k-space: use operator=mri (or mri_4x, mri_8x), not operator={name}")
     if prior.channels != 1:

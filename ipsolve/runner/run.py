@@ -24,7 +24,7 @@ from .inputs import (Item, check_measurement_provenance, collect_items, converte
 from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
 from .reports import METRICS, metrics_csv, summarize
 from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
-from .settings import build_models, check_fits, run_settings
+from .settings import build_models, check_fits, run_settings, to_plain
 from .threads import torch_threads
 
 log = logging.getLogger("ipsolve")
@@ -654,11 +654,6 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
                    extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
                    samples=cfg.get("samples", 1), review_below=cfg.get("review_below"),
                    review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"),
-                   calibrate=_plain(cfg.get("calibrate")), select=cfg.get("select", "mean"))
+                   calibrate=to_plain(cfg.get("calibrate")), select=cfg.get("select", "mean"))
 
 
-def _plain(value):
-    """An OmegaConf node as plain Python (for the runner's option checks)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

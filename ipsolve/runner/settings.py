@@ -34,21 +34,22 @@ def load_preset(group: str, name: str) -> dict | None:
     return data
 
 
-def _plain(spec) -> dict:
-    """An OmegaConf node or mapping as a plain dict (``???`` → a clear error)."""
-    from omegaconf import DictConfig, OmegaConf
+def to_plain(value):
+    """An OmegaConf node as plain Python (``???`` left in it → one line naming the setting); any
+    other value as it is."""
+    from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue
 
-    if isinstance(spec, DictConfig):
-        try:
-            return OmegaConf.to_container(spec, resolve=True, throw_on_missing=True)
-        except MissingMandatoryValue as err:
-            raise RunError(f"a required setting is missing: {err.full_key} (set it on the command line, "
-                           f"e.g. {err.full_key}=...)") from None
-    return dict(spec)
+    if not OmegaConf.is_config(value):
+        return value
+    try:
+        return OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        raise RunError(f"a required setting is missing: {err.full_key} (set it on the command line, "
+                       f"e.g. {err.full_key}=...)") from None
 
 
-def _named_params(group: str, spec, registry: Mapping) -> tuple[str, dict]:
+def named_params(group: str, spec, registry: Mapping) -> tuple[str, dict]:
     """``(registry name, params)`` from a registry name (its defaults), a preset name
     (``conf/<group>/<name>.yaml``) or a mapping ``{name: <registry name>, **params}``."""
     if isinstance(spec, str):
@@ -56,7 +57,7 @@ def _named_params(group: str, spec, registry: Mapping) -> tuple[str, dict]:
             return _preset_or_registered(group, spec, {})
         except ValueError as err:
             raise RunError(str(err)) from None
-    params = _plain(spec)
+    params = dict(to_plain(spec))
     name = params.pop("name", None)
     if name is None:
         raise RunError(f"{group} settings need a 'name' (one of {', '.join(sorted(registry))}), got {params}")
@@ -70,7 +71,7 @@ def build_operator(spec):
 
     if isinstance(spec, Operator):
         return spec
-    name, params = _named_params("operator", spec, OPERATORS)
+    name, params = named_params("operator", spec, OPERATORS)
     try:
         return make_operator(name, **params)
     except (TypeError, ValueError, FileNotFoundError) as err:
@@ -85,7 +86,7 @@ def build_solver(spec, progress: bool | None = None):
 
     if isinstance(spec, Solver):
         return spec
-    name, params = _named_params("solver", spec, SOLVERS)
+    name, params = named_params("solver", spec, SOLVERS)
     if progress is not None:
         params["progress"] = progress
     try:
@@ -229,7 +230,7 @@ def prior_source(spec) -> tuple[str, dict]:
         if preset.get("source") == "???":
             raise RunError(missing_source_message(spec))
         spec = preset
-    params = _plain(spec)
+    params = dict(to_plain(spec))
     if "source" not in params or params["source"] in (None, "???"):
         raise RunError("prior settings need a 'source' (bundled:<name>, a diffusers directory or hub id, "
                        "an ADM .pt file, gaussian or gmm)")

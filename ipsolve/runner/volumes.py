@@ -133,7 +133,8 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
     from ..io.volume import check_not_inputs
     from .processes import process_device, process_state
     from .reports import METRICS
-    from .run import _plain, execute
+    from .run import execute
+    from .settings import to_plain
     from .settings import build_prior
 
     out = check_writable(output_dir)
@@ -199,7 +200,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
                      return_images=False, explicit_operator=explicit, samples=samples,
                      review_below=cfg.get("review_below"), review_coverage=cfg.get("review_coverage"),
                      input_settings=inputs, keep_arrays=True, coupling=data.get("z_coupling"),
-                     threads=cfg.get("threads", "auto"), calibrate=_plain(cfg.get("calibrate")),
+                     threads=cfg.get("threads", "auto"), calibrate=to_plain(cfg.get("calibrate")),
                      select=cfg.get("select", "mean"))
     if state.process_index == 0:
         summary = result.summary

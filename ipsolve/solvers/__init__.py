@@ -1,4 +1,6 @@
-"""Solvers: algorithms that combine an operator and a prior (no I/O, no config files)."""
+"""Solvers: algorithms that combine an operator and a prior (no config files; no I/O but one: BlindDPS
+loads its kernel prior from a source name on first use, so that ``make_solver("blind_dps_cpu")`` works
+from Python as on the command line — :meth:`~.dps.DPS.kernel_prior_for`)."""
 from __future__ import annotations
 
 import torch

@@ -49,6 +49,7 @@ from .criteria import discrepancy_ratio, holdout_error
 from .stopping import discrepancy_tau
 from .inputs import check_inputs
 from .plug import PlugSolver
+from .search import default_budget, discrepancy_search, golden_section, split_budget
 
 METHODS = ("auto", "holdout", "discrepancy")
 # the chosen values are checked with one solve on all entries: an image whose fit of the kept entries is
@@ -62,7 +63,6 @@ MIN_SPLIT = 64  # measurement entries per image below which nothing is held out 
 # weights chosen with ground truth on a validation volume were 0.001–0.003 (docs/medical.md)
 COUPLING = "z_coupling"
 COUPLING_RANGE = (1e-4, 3e-2)
-GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 @dataclass
@@ -142,68 +142,308 @@ def fresh_generators(gens):
     return [clone(g) for g in gens] if isinstance(gens, list) else clone(gens)
 
 
-# ---------------------------------------------------------------------------------- search
-def default_budget(n_params: int) -> int:
-    """Candidates when none is given: the solver as given + 4 per parameter (5 for one, 9 for two).
-    A golden-section search needs more than its first two points to narrow its bracket at all; with
-    two parameters sharing 5 candidates (2 each) RED-diff's λ on CT 16 views ended 7.7 dB below the
-    oracle's, with 4 each 2.0 dB (docs/calibration.md, "Measured")."""
-    return 1 + 4 * n_params
+# ---------------------------------------------------------------------------------- objectives
+class _Candidates:
+    """What every candidate run of one calibration shares: the solver as given, the measurement,
+    the per-image generators (each candidate draws the same noise), the searched space and the
+    table of scored candidates (``Calibration.table``)."""
+
+    def __init__(self, solver: Solver, operator: Operator, prior, y, sigma: float, gens, space: dict, penalty,
+                 couple: bool):
+        self.solver, self.operator, self.prior, self.y, self.sigma, self.gens = solver, operator, prior, y, sigma, gens
+        self.space, self.penalty, self.couple = space, penalty, couple
+        self.plug, self.blind = isinstance(solver, PlugSolver), isinstance(operator, BlindBlur)
+        self.table: list[dict] = []
+
+    def candidate(self, values: dict, **extra) -> Solver:
+        """The solver with ``values`` (and ``extra``) set, and the z-coupling it runs with: the
+        candidate's weight, else the given one (none for the solver as given when it is searched)."""
+        from .coupling import ZCoupling
+
+        cand = with_params(self.solver, **{k: v for k, v in values.items() if k != COUPLING}, **extra)
+        if self.penalty is not None:
+            weight = values.get(COUPLING, 0.0 if self.couple else self.penalty.weight)
+            cand._penalty = ZCoupling(weight, self.penalty.pairs, self.penalty.eps) if weight > 0 else None
+        return cand
+
+    def run(self, cand: Solver, y, operator, callback=None):
+        return cand.run(y, operator, self.prior, fresh_generators(self.gens), self.sigma, callback)
+
+    def given(self, name: str, resolved: bool = False):
+        """``name``'s value as given (:func:`_given`; ``resolved``: a None resolved on the operator)."""
+        return _given(self.solver, name, self.penalty, self.couple, *((self.operator, self.prior) if resolved else ()))
+
+    def diverged(self, shown: dict, t0: float, preset: bool = False) -> float:
+        """Record a candidate that made the solver diverge: the worst possible score."""
+        self.table.append({**shown, "score": math.inf, "nfe": math.nan, "seconds": time.perf_counter() - t0,
+                           "diverged": True, **({"preset": True} if preset else {})})
+        return math.inf
+
+    def cost(self) -> float:
+        """The candidates' network evaluations (a diverged run's partial cost is not known)."""
+        return sum(r["nfe"] for r in self.table if not r.get("diverged"))
 
 
-def golden_section(evaluate, lo: float, hi: float, evaluations: int, extend: bool = True):
-    """Minimise ``evaluate(value)`` over ``[lo, hi]`` on a log scale with ``evaluations`` calls
-    (golden-section search: after the first two interior points each call shrinks the bracket by
-    0.618).  Golden-section points never reach the range's ends (4 points on [10⁻³, 10⁻¹] end at
-    0.051), so with ``extend`` one call more evaluates the end when the best point is the outermost
-    one on that side — the bracket then still reaches the end and the minimum may lie there.
-    Returns the best value evaluated."""
-    a, b = math.log(lo), math.log(hi)
-    if evaluations < 2:
-        raise ValueError(f"a search needs at least two candidates per parameter, got {evaluations}")
-    c, d = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
-    fc, fd = evaluate(math.exp(c)), evaluate(math.exp(d))
-    tried = [(fc, c), (fd, d)]
-    for _ in range(evaluations - 2):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - GOLDEN * (b - a)
-            fc = evaluate(math.exp(c))
-            tried.append((fc, c))
+class DiscrepancyObjective(_Candidates):
+    """Morozov's discrepancy principle: a candidate's score is the median over images of its
+    residual on all entries against the χ²_m 95 % level (:func:`discrepancy_ratio`; ≤ 1 fits);
+    plug-in solvers stop at the first iterate that fits."""
+
+    def score(self, values: dict, preset: bool = False) -> float:
+        extra = {"stop": ("discrepancy",), "tau": None, "combine": "first"} if self.plug else {}
+        cand = self.candidate(values, **extra)
+        t0 = time.perf_counter()
+        try:
+            res = self.run(cand, self.y, self.operator)
+            with torch.no_grad():
+                ax = self.operator(res.x, kernel=res.kernel) if self.blind else self.operator(res.x)
+            ratio = float(discrepancy_ratio(self.y, ax, self.sigma).median())
+            if not math.isfinite(ratio):
+                raise NonFiniteError("non-finite reconstruction")
+        except NonFiniteError:  # diverged: never the weakest value that fits
+            return self.diverged(values, t0)
+        self.table.append({**values, "score": ratio, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0})
+        return ratio
+
+    def note(self) -> str:
+        """Said when the principle's premise failed: no candidate fit the noise level."""
+        ratios = [r["score"] for r in self.table if math.isfinite(r["score"])]
+        if not ratios or min(ratios) <= 1.0:
+            return ""
+        return (f"no candidate fit the noise level (discrepancy ratios {min(ratios):.3g}–{max(ratios):.3g}; 1 = the "
+                f"χ² 95 % level): the best-fitting one was chosen — the solver may need more steps or another range")
+
+
+class HoldoutObjective(_Candidates):
+    """Measurement-splitting validation: each candidate solves the kept entries (the operator
+    restricted to them) and is scored by its squared error on the held-out entries / σ², per entry
+    (:func:`holdout_error` is their mean).  The operator's initial guess from the kept entries is
+    scored alike (no network evaluations): the reference a solver should beat and, where it fits
+    the kept entries, the floor an early stop must reach.  :meth:`choose` applies the
+    one-standard-error rules and checks the choice on all entries."""
+
+    def __init__(self, *args, holdout: float, seed: int, observed):
+        super().__init__(*args)
+        y = self.y
+        full_shape = tuple(y.shape[1:])
+        self.kept, held = split_entries(y[0].numel(), holdout, torch.Generator().manual_seed(seed), observed)
+        self.held = held.to(y.device)  # once, not at every iterate's score
+        self.op_kept = restrict(self.operator, self.kept, full_shape)
+        self.y_kept, self.y_held = gather(y, self.kept), gather(y, self.held)
+        self.noise_var = self.sigma ** 2 if self.sigma > 0 else 1.0
+        # the kept entries that carry information (an inpainting mask's holes are kept but are not data)
+        self.informative = self.kept if observed is None else self.kept[observed.flatten().cpu()[self.kept]]
+        self.y_informative = gather(y, self.informative)
+        self.entries: dict[tuple, torch.Tensor] = {}  # per candidate: each held-out entry's squared error / σ²
+        self.kept_fit: dict[tuple, torch.Tensor] = {}  # per candidate: each image's mean squared error / σ², kept
+        self.best_iterations: dict[tuple, int] = {}  # plug-in candidates: the iteration of the held-out minimum
+        self.checked: dict[tuple, object] = {}  # the solves on all entries (holds_on_all_entries)
+        self.verify_nfe = 0.0
+        self.baseline_errors = baseline_kept = None  # the initial guess's held-out errors and kept-entry fit
+        if not self.blind:  # the operator's initial guess from the kept entries: the zero-NFE candidate
+            try:
+                with torch.no_grad():
+                    self.baseline_errors, baseline_kept = self.fit_errors(
+                        self.op_kept.initial_guess(self.y_kept).clamp(-1, 1))
+                if not (torch.isfinite(self.baseline_errors).all() and torch.isfinite(baseline_kept).all()):
+                    self.baseline_errors = baseline_kept = None  # a guess that is no reference (NaN, inf)
+            except Exception:  # noqa: BLE001 - a reference only: an operator whose restricted guess fails has none
+                self.baseline_errors = baseline_kept = None
+        # a held-out minimum is no place to stop where the iterate explains the kept entries worse than both the
+        # initial guess and the noise level (χ² 95 % level): the held-out curve then follows the prior's misfit,
+        # not noise-fitting (a transfer audit: DMPlug stopped at 13 of 300 iterations at 12.7σ√m, −0.83 dB)
+        self.fit_floor = None if baseline_kept is None else \
+            max(float(baseline_kept.mean()), discrepancy_tau(len(self.informative)) ** 2)
+
+    def fit_errors(self, x, kernel=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each held-out entry's squared error / σ² (B, m_H; its mean: holdout_error) and each
+        image's mean squared error / σ² on the kept entries that carry information (B,)."""
+        full = self.operator(x, kernel=kernel) if self.blind else self.operator(x)
+        return ((self.y_held - gather(full, self.held)).flatten(1).pow(2) / self.noise_var,
+                (self.y_informative - gather(full, self.informative)).flatten(1).pow(2).mean(1) / self.noise_var)
+
+    def score(self, values: dict, preset: bool = False) -> float:
+        cand = self.candidate(values, **({"stop": ()} if self.plug else {}))
+        curve = HeldOutCurve()
+
+        def track(it, state):  # every iterate's held-out errors (plug-in solvers, not blind)
+            if not self.blind:
+                with torch.no_grad():
+                    curve.add(*self.fit_errors(state["x"]))
+
+        t0 = time.perf_counter()
+        key = tuple(sorted(values.items()))
+        shown = values if not preset else {n: self.given(n) for n in self.space}
+        try:
+            res = self.run(cand, self.y_kept, self.op_kept, track if self.plug else None)
+            with torch.no_grad():
+                errors, self.kept_fit[key] = self.fit_errors(res.x, res.kernel)
+            if not torch.isfinite(errors).all():
+                raise NonFiniteError("non-finite reconstruction")
+        except NonFiniteError:  # this value makes the solver diverge: the worst possible score
+            return self.diverged(shown, t0, preset)
+        row = {**shown, "score": float(errors.mean()), "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0,
+               **({"preset": True} if preset else {})}
+        if self.plug and curve.best is not None:
+            it = int(curve.best_iteration)
+            if self.fit_floor is not None and curve.best_kept is not None and \
+                    float(curve.best_kept.mean()) > self.fit_floor:
+                row.update(iterations=len(curve.means), held_out_minimum_at=it + 1,
+                           kept_fit_there=float(curve.best_kept.mean()))  # the budget and the own stopping rule
+            else:
+                self.best_iterations[key] = it + 1
+                errors, self.kept_fit[key] = curve.best_errors, curve.best_kept  # at the iterate it will stop at
+                row.update(score=float(curve.best), iterations=it + 1)
+        self.entries[key] = errors.detach()
+        self.table.append(row)
+        return row["score"]
+
+    def cost(self) -> float:
+        return super().cost() + self.verify_nfe
+
+    def beats_preset(self, key) -> tuple[bool, float, float]:
+        """The one-standard-error rule: ``(better, gain, standard error)`` of candidate ``key``'s
+        held-out error against the solver as given."""
+        entries = self.entries
+        if key in entries and () in entries:
+            d = (entries[key] - entries[()]).flatten()
+            gain, se = float(-d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.inf
+        else:  # the candidate diverged (all did), or the solver as given did and a candidate did not
+            gain, se = (math.inf, 0.0) if key in entries else (-math.inf, 0.0)
+        return gain > se, gain, se
+
+    def weakest_within_one_se(self, ranked, name, direction) -> dict:
+        """The textbook one-standard-error rule: of the candidates whose held-out error exceeds the
+        best's by at most one standard error of the paired per-entry differences, the one with the
+        weakest guidance (smallest ``direction`` × value)."""
+        best = self.entries[((name, ranked[0][name]),)]
+        within = []
+        for row in ranked:
+            d = (self.entries[((name, row[name]),)] - best).flatten()
+            se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
+            if float(d.mean()) <= se:
+                within.append(row)
+        return min(within, key=lambda r: direction * r[name])
+
+    def plug_changes(self, key) -> dict:
+        """A plug-in solver's budget: the candidate's held-out minimum, its own stopping rule kept (it
+        may stop earlier: held-out entries do not see the noise fitted at the kept ones where each entry
+        has local support — SR, inpainting — so at high σ their minimum comes late, docs/calibration.md)."""
+        return {"iterations": self.best_iterations[key]} if self.plug and key in self.best_iterations else {}
+
+    def holds_on_all_entries(self, key, row) -> bool:
+        """One solve of ``y`` on all entries with candidate ``key``: every image must fit the kept
+        entries within VERIFY_FACTOR × max(1, the restricted solve's fit) (recorded in its row)."""
+        cand = self.candidate(dict(key), **self.plug_changes(key))
+        try:
+            res = self.run(cand, self.y, self.operator)
+            self.verify_nfe += _mean_nfe(res)
+            self.checked[key] = res
+            with torch.no_grad():
+                fit = self.fit_errors(res.x, res.kernel)[1]
+        except NonFiniteError:
+            fit = torch.full_like(self.kept_fit[key], math.inf)
+        limit = VERIFY_FACTOR * self.kept_fit[key].clamp(min=1.0)
+        row.update(full_fit=float(fit.max()), restricted_fit=float(self.kept_fit[key].max()))
+        ok = bool((fit <= limit).all())
+        if not ok:
+            row["rejected"] = "diverged on all entries"
+        return ok
+
+    def choose(self, keep_preset: bool) -> tuple[dict, dict, tuple | None, list[str]]:
+        """``(final values, changes to the solver, the accepted candidate's key or None, reasons)``: the
+        best candidate by held-out error (the one-SE pick of the weakest guidance where the solver
+        declares it), kept only if it beats the solver as given by more than one standard error
+        (``keep_preset``) and holds on all entries; else the next, then the solver's own values."""
+        space, solver = self.space, self.solver
+        ranked = sorted((r for r in self.table if not r.get("preset") and math.isfinite(r["score"])),
+                        key=lambda r: r["score"])
+        reasons, accepted = [], None
+        name = next(iter(space)) if len(space) == 1 else None
+        exempt = None  # the one-SE pick: within one SE of a best candidate that beat the solver as given
+        if name in getattr(type(solver), "weakest_within_one_se", ()) and ranked and (
+                not keep_preset or self.beats_preset(tuple(sorted((n, ranked[0][n]) for n in space)))[0]):
+            # only once the best candidate has beaten the solver as given (else that comparison, below,
+            # keeps the solver's own values and names the best candidate, not a weaker one)
+            pick = self.weakest_within_one_se(ranked, name, getattr(type(solver), "guidance_direction", {}).get(name, 1))
+            if pick is not ranked[0]:
+                reasons.append(f"{name} = {pick[name]:.3g}, the weakest guidance whose held-out error is within one "
+                               f"standard error of the best's ({name} = {ranked[0][name]:.3g})")
+            ranked, exempt = [pick, *(r for r in ranked if r is not pick)], pick
+        for row in ranked[:VERIFY_CANDIDATES]:
+            key = tuple(sorted((n, row[n]) for n in space))
+            if keep_preset and row is not exempt:
+                better, gain, se = self.beats_preset(key)
+                if not better:  # not better than the preset by more than one standard error: keep the preset
+                    reasons.append(f"kept the solver's own values: the best {'remaining ' if reasons else ''}candidate's "
+                                   f"held-out error was {'lower' if gain >= 0 else 'higher'} by {abs(gain):.3g} "
+                                   f"(one standard error {se:.3g})")
+                    break
+            if self.holds_on_all_entries(key, row):
+                accepted = key
+                break
+            reasons.append(f"rejected {dict(key)}: on all entries an image's fit of the kept entries rose to "
+                           f"{row['full_fit']:.3g} (restricted solve {row['restricted_fit']:.3g})")
+        final = changes = None
+        if accepted is None and (keep_preset or ranked):
+            if not reasons or reasons[-1].startswith("rejected"):
+                reasons.append("kept the solver's own values")
+            final, changes = {n: self.given(n, resolved=True) for n in space}, self.plug_changes(())
+            if "iterations" in changes:  # the solver's own values, stopped where their held-out error was least
+                final["iterations"] = changes["iterations"]
+                reasons.append(f"its iteration count set to {changes['iterations']}, where the solver's own values' "
+                               f"held-out error was least")
+        elif accepted is not None:
+            values = {n: dict(accepted)[n] for n in space}  # in the declared order
+            final, changes = dict(values), {**values, **self.plug_changes(accepted)}
+            if "iterations" in changes:
+                final["iterations"] = changes["iterations"]
+            reasons += [f"{n} = {v:.3g} is the {side} end of its search range {lo:g}–{hi:g}: the held-out error was "
+                        f"least there, a value beyond it may be better"
+                        for n, v in values.items() for (lo, hi) in [space[n]]
+                        for side, end in (("lower", lo), ("upper", hi)) if math.isclose(v, end, rel_tol=1e-6)]
+        final_key = accepted if accepted is not None else ()
+        final_row = next((r for r in self.table if r.get("preset")), None) if final_key == () else \
+            next((r for r in self.table if not r.get("preset") and all(r.get(n) == v for n, v in final_key)), None)
+        if final_row is not None and "held_out_minimum_at" in final_row:
+            reasons.append(f"its held-out minimum (iteration {final_row['held_out_minimum_at']}) was not made its "
+                           f"iteration count: that iterate fitted the kept entries at {final_row['kept_fit_there']:.3g}σ², "
+                           f"worse than the initial guess and the noise level, so its budget and stopping rule stay")
+        return final, changes, accepted, reasons
+
+    def warning(self, accepted) -> str:
+        """:func:`initial_guess_warning` for the chosen values (the solver's own where none was accepted)."""
+        key = accepted if accepted is not None else ()
+        if self.baseline_errors is None or key not in self.entries:
+            return ""
+        return initial_guess_warning(self.entries[key], self.baseline_errors)
+
+
+def coordinate_search(objective, chosen: dict, budget: int, method: str, extend: bool) -> dict:
+    """Coordinate-wise search of ``objective.space`` from ``chosen`` with ``budget`` candidates:
+    golden-section search of the held-out error (each coordinate starts from the best candidate so
+    far, which may be an earlier coordinate's), or the discrepancy principle's bisection towards
+    the weakest guidance that fits.  A candidate scored already is not solved again."""
+    table, space = objective.table, objective.space
+    for (name, (lo, hi)), n in zip(space.items(), split_budget(budget, len(space))):
+        def evaluate(value, name=name):
+            values = {**chosen, name: value}
+            for row in table:  # scored already (the solver's own value at a range's end): not solved again
+                if all(isinstance(row.get(k), float) and math.isclose(row[k], v, rel_tol=1e-9) for k, v in values.items()):
+                    return row["score"]
+            return objective.score(values)
+
+        if method == "holdout":
+            chosen[name] = golden_section(evaluate, lo, hi, n, extend)
+            tried = [r for r in table if not r.get("preset") and math.isfinite(r["score"])]
+            if tried:
+                best = min(tried, key=lambda r: r["score"])
+                chosen = {n: best[n] for n in space}
         else:
-            a, c, fc = c, d, fd
-            d = a + GOLDEN * (b - a)
-            fd = evaluate(math.exp(d))
-            tried.append((fd, d))
-    best = min(tried)
-    points = [t for _, t in tried]
-    if extend and math.isfinite(best[0]):
-        end = math.log(lo) if best[1] == min(points) else math.log(hi) if best[1] == max(points) else None
-        if end is not None:
-            best = min(best, (evaluate(math.exp(end)), end))
-    return math.exp(best[1])
-
-
-def discrepancy_search(evaluate, lo: float, hi: float, evaluations: int, direction: int):
-    """The weakest guidance whose discrepancy ratio is ≤ 1: bisection on a log scale between ``lo``
-    and ``hi`` (``direction`` +1: a larger value guides more strongly).  ``evaluate(value)`` returns
-    the median ratio, ``inf`` for a value that made the solver diverge (too strong: the search
-    moves towards weaker guidance).  If no candidate fits, the best-fitting one."""
-    a, b = math.log(lo), math.log(hi)
-    tried = []
-    for _ in range(evaluations):
-        mid = (a + b) / 2
-        ratio = evaluate(math.exp(mid))
-        tried.append((mid, ratio))
-        fits = ratio <= 1.0 or not math.isfinite(ratio)  # (diverged: weaker, as after a fit)
-        if (direction > 0) == fits:  # fits: move towards weaker guidance
-            b = mid
-        else:
-            a = mid
-    fitting = [m for m, r in tried if r <= 1.0]  # (inf never fits)
-    if fitting:
-        return math.exp(min(fitting) if direction > 0 else max(fitting))
-    return math.exp(min(tried, key=lambda t: t[1])[0])
+            # a larger coupling weight regularises more: the strongest one that still fits
+            direction = -1 if name == COUPLING else getattr(type(objective.solver), "guidance_direction", {}).get(name, 1)
+            chosen[name] = discrepancy_search(evaluate, lo, hi, n, direction)
+    return chosen
 
 
 # ---------------------------------------------------------------------------------- calibrate
@@ -263,9 +503,47 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     solver.check(operator, prior)
     y, sigma = check_inputs(y, operator, prior, sigma)
     gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
-    full_shape = tuple(y.shape[1:])
     observed = operator.observed_entries(y.shape)
-    n_split = y[0].numel() if observed is None else int(observed.sum())
+    method, note = choose_method(method, y[0].numel() if observed is None else int(observed.sum()), holdout, sigma)
+
+    shared = (solver, operator, prior, y, sigma, gens, space, penalty, couple)
+    objective = HoldoutObjective(*shared, holdout=holdout, seed=seed, observed=observed) if method == "holdout" \
+        else DiscrepancyObjective(*shared)
+    keep_preset = keep_preset and method == "holdout"
+    if keep_preset:
+        objective.score({}, preset=True)  # the solver as given: the reference to beat
+    chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
+    chosen = coordinate_search(objective, chosen, budget - int(keep_preset), method, extend)
+
+    final = changes = accepted = None
+    warning = ""
+    if method == "holdout":
+        final, changes, accepted, reasons = objective.choose(keep_preset)
+        note = "; ".join(p for p in (note, *reasons) if p)
+        warning = objective.warning(accepted)
+    else:
+        note = "; ".join(p for p in (note, objective.note()) if p)
+    if final is None:  # the discrepancy principle's choice (or no candidate held out at all)
+        final, changes = dict(chosen), dict(chosen)
+        if method == "discrepancy" and objective.plug:
+            changes.update(stop=("discrepancy",), tau=None, combine="first")
+    coupling = None
+    if couple:  # not a solver parameter: the weight of the penalty the solve runs with
+        coupling = float(changes.pop(COUPLING, None) or 0.0)
+        final[COUPLING] = coupling
+    if warning:
+        warn(warning, CalibrationWarning)
+    baseline = getattr(objective, "baseline_errors", None)
+    return Calibration(params=final, solver=with_params(solver, **changes), table=objective.table, method=method,
+                       nfe=objective.cost(), seconds=time.perf_counter() - start, note=note, changes=changes,
+                       result=objective.checked.get(accepted) if accepted is not None else None,
+                       coupling=coupling, warning=warning,
+                       initial_guess_score=None if baseline is None else float(baseline.mean()))
+
+
+def choose_method(method: str, n_split: int, holdout: float, sigma: float) -> tuple[str, str]:
+    """``(method, note)``: ``auto`` is holdout when each image has at least ``MIN_SPLIT`` measurement
+    entries to split, else the discrepancy principle (which needs σ > 0); the note says why."""
     note = ""
     if method == "auto":
         method = "holdout" if n_split >= MIN_SPLIT else "discrepancy"
@@ -279,265 +557,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     if method == "discrepancy" and not sigma > 0:
         raise ValueError("the discrepancy principle needs the noise level: give sigma > 0 (or use method='holdout'"
                          f"{'' if n_split >= MIN_SPLIT else ' on a measurement with at least 64 entries'})")
-    plug = isinstance(solver, PlugSolver)
-    blind = isinstance(operator, BlindBlur)
-    table: list[dict] = []
-
-    def candidate(values: dict, **extra) -> Solver:
-        """The solver with ``values`` (and ``extra``) set, and the z-coupling it runs with: the
-        candidate's weight, else the given one (none for the solver as given when it is searched)."""
-        cand = with_params(solver, **{k: v for k, v in values.items() if k != COUPLING}, **extra)
-        if penalty is not None:
-            weight = values.get(COUPLING, 0.0 if couple else penalty.weight)
-            cand._penalty = ZCoupling(weight, penalty.pairs, penalty.eps) if weight > 0 else None
-        return cand
-
-    chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
-    best_iterations: dict[tuple, int] = {}
-    entries: dict[tuple, torch.Tensor] = {}  # per candidate: each held-out entry's squared error / σ²
-    kept_fit: dict[tuple, torch.Tensor] = {}  # per candidate: each image's mean squared error / σ² on the kept entries
-    baseline_errors = None  # the initial guess's held-out errors (holdout)
-
-    if method == "holdout":
-        kept, held = split_entries(y[0].numel(), holdout, torch.Generator().manual_seed(seed), observed)
-        held = held.to(y.device)  # once, not at every iterate's score
-        op_kept = restrict(operator, kept, full_shape)
-        y_kept, y_held = gather(y, kept), gather(y, held)
-        noise_var = sigma ** 2 if sigma > 0 else 1.0
-        # the kept entries that carry information (an inpainting mask's holes are kept but are not data)
-        informative = kept if observed is None else kept[observed.flatten().cpu()[kept]]
-        y_informative = gather(y, informative)
-
-        def fit_errors(x, kernel=None) -> tuple[torch.Tensor, torch.Tensor]:
-            """Each held-out entry's squared error / σ² (B, m_H; its mean: holdout_error) and each
-            image's mean squared error / σ² on the kept entries that carry information (B,)."""
-            full = operator(x, kernel=kernel) if blind else operator(x)
-            return ((y_held - gather(full, held)).flatten(1).pow(2) / noise_var,
-                    (y_informative - gather(full, informative)).flatten(1).pow(2).mean(1) / noise_var)
-
-        baseline_kept = None  # the initial guess's fit of the kept entries (the floor an early stop must reach)
-        if not blind:  # the operator's initial guess from the kept entries: the zero-NFE candidate
-            try:
-                with torch.no_grad():
-                    baseline_errors, baseline_kept = fit_errors(op_kept.initial_guess(y_kept).clamp(-1, 1))
-                if not (torch.isfinite(baseline_errors).all() and torch.isfinite(baseline_kept).all()):
-                    baseline_errors = baseline_kept = None  # a guess that is no reference (NaN, inf)
-            except Exception:  # noqa: BLE001 - a reference only: an operator whose restricted guess fails has none
-                baseline_errors = baseline_kept = None
-        # a held-out minimum is no place to stop where the iterate explains the kept entries worse than both the
-        # initial guess and the noise level (χ² 95 % level): the held-out curve then follows the prior's misfit,
-        # not noise-fitting (a transfer audit: DMPlug stopped at 13 of 300 iterations at 12.7σ√m, −0.83 dB)
-        fit_floor = None if baseline_kept is None else \
-            max(float(baseline_kept.mean()), discrepancy_tau(len(informative)) ** 2)
-
-        def score(values: dict, preset: bool = False) -> float:
-            cand = candidate(values, **({"stop": ()} if plug else {}))
-            curve = HeldOutCurve()
-
-            def track(it, state):  # every iterate's held-out errors (plug-in solvers, not blind)
-                if not blind:
-                    with torch.no_grad():
-                        curve.add(*fit_errors(state["x"]))
-
-            t0 = time.perf_counter()
-            key = tuple(sorted(values.items()))
-            shown = values if not preset else {n: _given(solver, n, penalty, couple) for n in space}
-            try:
-                res = cand.run(y_kept, op_kept, prior, fresh_generators(gens), sigma, track if plug else None)
-                with torch.no_grad():
-                    errors, kept_fit[key] = fit_errors(res.x, res.kernel)
-                if not torch.isfinite(errors).all():
-                    raise NonFiniteError("non-finite reconstruction")
-            except NonFiniteError:  # this value makes the solver diverge: the worst possible score
-                table.append({**shown, "score": math.inf, "nfe": math.nan, "seconds": time.perf_counter() - t0,
-                              "diverged": True, **({"preset": True} if preset else {})})
-                return math.inf
-            row = {**shown, "score": float(errors.mean()), "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0,
-                   **({"preset": True} if preset else {})}
-            if plug and curve.best is not None:
-                it = int(curve.best_iteration)
-                if fit_floor is not None and curve.best_kept is not None and float(curve.best_kept.mean()) > fit_floor:
-                    row.update(iterations=len(curve.means), held_out_minimum_at=it + 1,
-                               kept_fit_there=float(curve.best_kept.mean()))  # the budget and the own stopping rule
-                else:
-                    best_iterations[key] = it + 1
-                    errors, kept_fit[key] = curve.best_errors, curve.best_kept  # at the iterate it will stop at
-                    row.update(score=float(curve.best), iterations=it + 1)
-            entries[key] = errors.detach()
-            table.append(row)
-            return row["score"]
-    else:
-        def score(values: dict, preset: bool = False) -> float:
-            extra = {"stop": ("discrepancy",), "tau": None, "combine": "first"} if plug else {}
-            cand = candidate(values, **extra)
-            t0 = time.perf_counter()
-            try:
-                res = cand.run(y, operator, prior, fresh_generators(gens), sigma, None)
-                with torch.no_grad():
-                    ax = operator(res.x, kernel=res.kernel) if blind else operator(res.x)
-                ratio = float(discrepancy_ratio(y, ax, sigma).median())
-                if not math.isfinite(ratio):
-                    raise NonFiniteError("non-finite reconstruction")
-            except NonFiniteError:  # diverged: never the weakest value that fits
-                table.append({**values, "score": math.inf, "nfe": math.nan, "seconds": time.perf_counter() - t0,
-                              "diverged": True})
-                return math.inf
-            table.append({**values, "score": ratio, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0})
-            return ratio
-
-    keep_preset = keep_preset and method == "holdout"
-    if keep_preset:
-        score({}, preset=True)  # the solver as given: the reference to beat
-    per_param = _split_budget(budget - int(keep_preset), len(space))
-    for (name, (lo, hi)), n in zip(space.items(), per_param):
-        def evaluate(value, name=name):
-            values = {**chosen, name: value}
-            for row in table:  # scored already (the solver's own value at a range's end): not solved again
-                if all(isinstance(row.get(k), float) and math.isclose(row[k], v, rel_tol=1e-9) for k, v in values.items()):
-                    return row["score"]
-            return score(values)
-
-        if method == "holdout":
-            chosen[name] = golden_section(evaluate, lo, hi, n, extend)
-            # the next coordinate starts from the best candidate so far, which may be one of an earlier
-            # coordinate's (its value of this parameter was the incumbent, scored but not re-tried here)
-            tried = [r for r in table if not r.get("preset") and math.isfinite(r["score"])]
-            if tried:
-                best = min(tried, key=lambda r: r["score"])
-                chosen = {n: best[n] for n in space}
-        else:
-            # a larger coupling weight regularises more: the strongest one that still fits
-            direction = -1 if name == COUPLING else getattr(type(solver), "guidance_direction", {}).get(name, 1)
-            chosen[name] = discrepancy_search(evaluate, lo, hi, n, direction)
-
-    def beats_preset(key) -> tuple[bool, float, float]:
-        """The one-standard-error rule: ``(better, gain, standard error)`` of candidate ``key``'s
-        held-out error against the solver as given."""
-        if key in entries and () in entries:
-            d = (entries[key] - entries[()]).flatten()
-            gain, se = float(-d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.inf
-        else:  # the candidate diverged (all did), or the solver as given did and a candidate did not
-            gain, se = (math.inf, 0.0) if key in entries else (-math.inf, 0.0)
-        return gain > se, gain, se
-
-    def weakest_within_one_se(ranked, name, direction) -> dict:
-        """The textbook one-standard-error rule: of the candidates whose held-out error exceeds the
-        best's by at most one standard error of the paired per-entry differences, the one with the
-        weakest guidance (smallest ``direction`` × value)."""
-        best = entries[((name, ranked[0][name]),)]
-        within = []
-        for row in ranked:
-            d = (entries[((name, row[name]),)] - best).flatten()
-            se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
-            if float(d.mean()) <= se:
-                within.append(row)
-        return min(within, key=lambda r: direction * r[name])
-
-    def plug_changes(key) -> dict:
-        """A plug-in solver's budget: the candidate's held-out minimum, its own stopping rule kept (it
-        may stop earlier: held-out entries do not see the noise fitted at the kept ones where each entry
-        has local support — SR, inpainting — so at high σ their minimum comes late, docs/calibration.md)."""
-        return {"iterations": best_iterations[key]} if plug and key in best_iterations else {}
-
-    verify_nfe, checked, accepted, warning = 0.0, {}, None, ""
-
-    def holds_on_all_entries(key, row) -> bool:
-        """One solve of ``y`` on all entries with candidate ``key``: every image must fit the kept
-        entries within VERIFY_FACTOR × max(1, the restricted solve's fit) (recorded in its row)."""
-        nonlocal verify_nfe
-        cand = candidate(dict(key), **plug_changes(key))
-        try:
-            res = cand.run(y, operator, prior, fresh_generators(gens), sigma, None)
-            verify_nfe += _mean_nfe(res)
-            checked[key] = res
-            with torch.no_grad():
-                fit = fit_errors(res.x, res.kernel)[1]
-        except NonFiniteError:
-            fit = torch.full_like(kept_fit[key], math.inf)
-        limit = VERIFY_FACTOR * kept_fit[key].clamp(min=1.0)
-        row.update(full_fit=float(fit.max()), restricted_fit=float(kept_fit[key].max()))
-        ok = bool((fit <= limit).all())
-        if not ok:
-            row["rejected"] = "diverged on all entries"
-        return ok
-
-    final, changes = dict(chosen), dict(chosen)
-    if method == "holdout":
-        ranked = sorted((r for r in table if not r.get("preset") and math.isfinite(r["score"])), key=lambda r: r["score"])
-        reasons = []
-        name = next(iter(space)) if len(space) == 1 else None
-        exempt = None  # the one-SE pick: within one SE of a best candidate that beat the solver as given
-        if name in getattr(type(solver), "weakest_within_one_se", ()) and ranked and (
-                not keep_preset or beats_preset(tuple(sorted((n, ranked[0][n]) for n in space)))[0]):
-            # only once the best candidate has beaten the solver as given (else that comparison, below,
-            # keeps the solver's own values and names the best candidate, not a weaker one)
-            pick = weakest_within_one_se(ranked, name, getattr(type(solver), "guidance_direction", {}).get(name, 1))
-            if pick is not ranked[0]:
-                reasons.append(f"{name} = {pick[name]:.3g}, the weakest guidance whose held-out error is within one "
-                               f"standard error of the best's ({name} = {ranked[0][name]:.3g})")
-            ranked, exempt = [pick, *(r for r in ranked if r is not pick)], pick
-        for row in ranked[:VERIFY_CANDIDATES]:
-            key = tuple(sorted((n, row[n]) for n in space))
-            if keep_preset and row is not exempt:
-                better, gain, se = beats_preset(key)
-                if not better:  # not better than the preset by more than one standard error: keep the preset
-                    reasons.append(f"kept the solver's own values: the best {'remaining ' if reasons else ''}candidate's "
-                                   f"held-out error was {'lower' if gain >= 0 else 'higher'} by {abs(gain):.3g} "
-                                   f"(one standard error {se:.3g})")
-                    break
-            if holds_on_all_entries(key, row):
-                accepted = key
-                break
-            reasons.append(f"rejected {dict(key)}: on all entries an image's fit of the kept entries rose to "
-                           f"{row['full_fit']:.3g} (restricted solve {row['restricted_fit']:.3g})")
-        if accepted is None and (keep_preset or ranked):
-            if not reasons or reasons[-1].startswith("rejected"):
-                reasons.append("kept the solver's own values")
-            final, changes = {n: _given(solver, n, penalty, couple, operator, prior) for n in space}, plug_changes(())
-            if "iterations" in changes:  # the solver's own values, stopped where their held-out error was least
-                final["iterations"] = changes["iterations"]
-                reasons.append(f"its iteration count set to {changes['iterations']}, where the solver's own values' "
-                               f"held-out error was least")
-        elif accepted is not None:
-            values = {n: dict(accepted)[n] for n in space}  # in the declared order
-            final, changes = dict(values), {**values, **plug_changes(accepted)}
-            if "iterations" in changes:
-                final["iterations"] = changes["iterations"]
-            reasons += [f"{n} = {v:.3g} is the {side} end of its search range {lo:g}–{hi:g}: the held-out error was "
-                        f"least there, a value beyond it may be better"
-                        for n, v in values.items() for (lo, hi) in [space[n]]
-                        for side, end in (("lower", lo), ("upper", hi)) if math.isclose(v, end, rel_tol=1e-6)]
-        final_key = accepted if accepted is not None else ()
-        final_row = next((r for r in table if r.get("preset")), None) if final_key == () else \
-            next((r for r in table if not r.get("preset") and all(r.get(n) == v for n, v in final_key)), None)
-        if final_row is not None and "held_out_minimum_at" in final_row:
-            reasons.append(f"its held-out minimum (iteration {final_row['held_out_minimum_at']}) was not made its "
-                           f"iteration count: that iterate fitted the kept entries at {final_row['kept_fit_there']:.3g}σ², "
-                           f"worse than the initial guess and the noise level, so its budget and stopping rule stay")
-        note = "; ".join(p for p in (note, *reasons) if p)
-        if baseline_errors is not None and final_key in entries:
-            warning = initial_guess_warning(entries[final_key], baseline_errors)
-    elif plug:
-        changes.update(stop=("discrepancy",), tau=None, combine="first")
-    if method == "discrepancy":
-        ratios = [r["score"] for r in table if math.isfinite(r["score"])]
-        if ratios and min(ratios) > 1.0:  # the principle's premise failed: say so
-            note = "; ".join(p for p in (note, f"no candidate fit the noise level (discrepancy ratios {min(ratios):.3g}"
-                                                f"–{max(ratios):.3g}; 1 = the χ² 95 % level): the best-fitting one was "
-                                                f"chosen — the solver may need more steps or another range") if p)
-    # a diverged run's partial cost is not known
-    total_nfe = sum(r["nfe"] for r in table if not r.get("diverged")) + verify_nfe
-    accepted_result = checked.get(accepted) if method == "holdout" and accepted is not None else None
-    coupling = None
-    if couple:  # not a solver parameter: the weight of the penalty the solve runs with
-        coupling = float(changes.pop(COUPLING, None) or 0.0)
-        final[COUPLING] = coupling
-    if warning:
-        warn(warning, CalibrationWarning)
-    return Calibration(params=final, solver=with_params(solver, **changes), table=table, method=method, nfe=total_nfe,
-                       seconds=time.perf_counter() - start, note=note, changes=changes, result=accepted_result,
-                       coupling=coupling, warning=warning,
-                       initial_guess_score=None if baseline_errors is None else float(baseline_errors.mean()))
+    return method, note
 
 
 def initial_guess_warning(chosen: torch.Tensor, initial: torch.Tensor) -> str:
@@ -577,11 +597,6 @@ def _current(solver, name, lo, hi) -> float:
     geometric middle when it has none (e.g. DPS's per-operator ζ)."""
     value = getattr(solver, name, None)
     return float(value) if isinstance(value, (int, float)) and value > 0 else math.sqrt(lo * hi)
-
-
-def _split_budget(budget: int, n: int) -> list[int]:
-    base, extra = divmod(budget, n)
-    return [base + (1 if i < extra else 0) for i in range(n)]
 
 
 def _mean_nfe(res) -> float:
