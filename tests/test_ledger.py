@@ -68,4 +68,5 @@ def test_ledger_line_citations_stay_inside_the_cited_definition():
             if hi < first or lo > last:  # no overlap: the definition has moved away from the cited lines
                 stale.append(f"fidelity.md:{n} `{name}` L{lo}-{hi}: {path} defines it at L{first}-{last}")
     assert checked >= 40, checked
-    assert not stale, "stale ledger citations:\n" + "\n".join(stale)
+    assert not stale, ("stale ledger citations (`python scripts/ledger_lines.py` moves them with the code, then "
+                       "reread the rows it lists):\n" + "\n".join(stale))

@@ -468,6 +468,8 @@ def test_api_audit_findings(tmp_path):
             ipsolve.reconstruct(bad, solver="dps_cpu", threads=1)
     arrays = collect_items(x.numpy())  # a float array is taken as the tensor it holds
     assert [i.name for i in arrays] == ["image_0000", "image_0001"] and torch.equal(arrays[1].tensor, x[1:2])
+    flipped = collect_items(x.numpy().astype(">f8")[:, :, ::-1])  # any byte order and strides
+    assert torch.equal(flipped[0].tensor, x[:1].flip(2))
     with pytest.raises(RunError, match="max_images must be an integer"):
         ipsolve.reconstruct(x, max_images="abc", solver="dps_cpu", threads=1)
     with pytest.raises(ValueError, match="steps=2000 is more than the prior's 1000 timesteps"):

@@ -123,7 +123,8 @@ class DeepinvOperator(Operator):
         """deepinv ``Inpainting``'s mask (``(1 or B, C, H, W)``, 0 where a pixel is missing), else None."""
         import deepinv
 
-        if self.complex_image or not isinstance(self.physics, deepinv.physics.Inpainting):
+        if self.complex_image or not isinstance(self.physics, deepinv.physics.Inpainting) or \
+                getattr(self.physics, "mask", None) is None:
             return None
         mask = torch.as_tensor(self.physics.mask)
         return None if mask.is_complex() else mask if mask.ndim == 4 else mask[None]

@@ -215,7 +215,7 @@ class DiffusionPrior(Prior):
         """ε̂ from an x0- or v-prediction ``out`` at ᾱ = ``a`` (a float or a broadcastable tensor):
         ``sample``: ε = (x_t − √ᾱ x0)/√(1 − ᾱ); ``v_prediction``: ε = √ᾱ v + √(1 − ᾱ) x_t
         (v = √ᾱ ε − √(1 − ᾱ) x0)."""
-        root, root_rest = (math.sqrt(a), math.sqrt(1 - a)) if isinstance(a, float) else (a.sqrt(), (1 - a).sqrt())
+        root, root_rest = (a.sqrt(), (1 - a).sqrt()) if torch.is_tensor(a) else (math.sqrt(a), math.sqrt(1 - a))
         if self.prediction_type == "sample":
             return (x_t - root * out) / root_rest
         return root * out + root_rest * x_t

@@ -99,7 +99,12 @@ def collect_items(source, max_images: int | None = None, names: Sequence[str] | 
     from ..io import ARRAY_SUFFIX, IMAGE_SUFFIXES, list_images
 
     if isinstance(source, np.ndarray) and source.dtype.kind == "f":  # (N, C, H, W) in [-1, 1], as a tensor
-        source = torch.from_numpy(source)
+        source = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float32))  # any byte order, strides
+    elif isinstance(source, np.ndarray) and source.dtype.kind in "US":  # an array of paths
+        source = source.tolist()
+    elif not isinstance(source, (str, os.PathLike, torch.Tensor, np.ndarray, list, tuple)) and \
+            hasattr(source, "__iter__"):  # a generator, set, Path.glob(...): a list of paths
+        source = sorted(source, key=str) if isinstance(source, (set, frozenset)) else list(source)
     if isinstance(source, torch.Tensor):
         if source.ndim == 3:
             source = source[None]
@@ -129,8 +134,8 @@ def collect_items(source, max_images: int | None = None, names: Sequence[str] | 
             if not isinstance(source, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in source):
                 got = (f"a list holding {', '.join(sorted({type(p).__name__ for p in source}))}"
                        if isinstance(source, (list, tuple)) else
-                       f"an array of {source.dtype} (from 0…255 use x / 127.5 − 1)" if isinstance(source, np.ndarray)
-                       else type(source).__name__)
+                       f"an array of {source.dtype}{' (from 0…255 use x / 127.5 − 1)' if source.dtype.kind in 'iub' else ''}"
+                       if isinstance(source, np.ndarray) else type(source).__name__)
                 raise RunError(f"images must be a folder (a path or bundled:<name>), a list of image paths, or a "
                                f"float tensor or array (N, C, H, W) in [-1, 1], got {got}")
             paths = [Path(p).expanduser() for p in source]

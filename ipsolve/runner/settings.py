@@ -54,7 +54,7 @@ def named_params(group: str, spec, registry: Mapping) -> tuple[str, dict]:
     (``conf/<group>/<name>.yaml``) or a mapping ``{name: <registry name>, **params}``."""
     if isinstance(spec, str):
         try:
-            return _preset_or_registered(group, spec, {})
+            return _preset_or_registered(group, spec, {}, registry_first=False)
         except ValueError as err:
             raise RunError(str(err)) from None
     params = dict(to_plain(spec))
@@ -109,11 +109,15 @@ def _registry(group: str) -> Mapping:
     return {"operator": OPERATORS, "solver": SOLVERS}[group]
 
 
-def _preset_or_registered(group: str, name, params: dict) -> tuple[str, dict]:
+def _preset_or_registered(group: str, name, params: dict, registry_first: bool = True) -> tuple[str, dict]:
     """``(registry name, params)`` for the Python API's ``make_*(name, **params)``: a registry name
     as given (the class's defaults), a preset name as its ``conf/<group>/<name>.yaml`` overridden by
-    ``params``; an unknown name gets one line with the closest name and both lists."""
+    ``params``; an unknown name gets one line with the closest name and both lists.
+    ``registry_first=False`` (the command line's and config mappings' reading): a registry name's own
+    ``conf/<group>/<name>.yaml`` is read as well (the same values, or ``???`` where one must be given)."""
     registry = _registry(group)
+    if registry_first and (not isinstance(name, str) or name in registry):
+        return name, params
     preset = load_preset(group, name) if isinstance(name, str) else None
     if preset is None and (not isinstance(name, str) or name in registry):
         return name, params
@@ -155,6 +159,7 @@ def _taking_solver_presets(registered):
     def with_presets(y, operator, prior, solver, **kwargs):
         return registered(y, operator, prior, make_solver(solver) if isinstance(solver, str) else solver, **kwargs)
 
+    with_presets.__module__, with_presets.__qualname__ = __name__, registered.__name__  # picklable as this module's
     with_presets.__doc__ = (f"{registered.__doc__}\n\n    ``solver`` may also be a preset name (conf/solver/): "
                             f"``ipsolve.{registered.__name__}(y, op, prior, \"dps_cpu\", sigma=0.05)``.")
     return with_presets

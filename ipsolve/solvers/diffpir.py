@@ -24,7 +24,8 @@ TASKS = {"super_resolution": (100, 7.0, 0.25), "deblur": (100, 7.0, 0.3), "inpai
 def task_of(operator) -> str:
     """The reference script for ``operator.task``: inpainting's for both mask kinds, deblurring's
     for every task the reference has no script for (CT, MRI, phase retrieval, deepinv physics)."""
-    task = getattr(operator, "task", None) or ""
+    task = getattr(operator, "task", None)
+    task = task if isinstance(task, str) else ""
     if task.startswith("inpainting"):
         return "inpainting"
     return "super_resolution" if task == "super_resolution" else "deblur"
