@@ -454,6 +454,32 @@ def random_photo_crops(n: int, size: int = 32, generator: torch.Generator | None
     return torch.cat(out).clamp(-1, 1)
 
 
+# 128-px crops (top-left corner) of scikit-image photos that none of the training photos
+# (PHOTO_TRAIN) shows: the grey prior's held-out family — texture (brick, grass, gravel), print (text,
+# page), objects (coins, clock, coffee, rocket), microscopy (cell) and the moon's surface
+GREY_HELDOUT = {"brick": (100, 100), "coins": (40, 120), "grass": (150, 150), "moon": (200, 200), "text": (20, 60),
+                "gravel": (200, 200), "page": (40, 120), "clock": (100, 150), "coffee": (100, 200),
+                "rocket": (150, 250), "cell": (250, 250)}
+
+
+def heldout_grey_crops(size: int = 32, names=tuple(GREY_HELDOUT)) -> torch.Tensor:
+    """The grey prior's held-out images (:data:`GREY_HELDOUT`): each 128-px crop anti-aliased to
+    ``size`` and stretched to the full range, ``(n, 1, size, size)`` in [-1, 1]."""
+    import skimage.data as skd
+    from skimage.color import rgb2gray
+    from skimage.transform import resize
+
+    out = []
+    for name in names:
+        img = getattr(skd, name)().astype(np.float64)
+        img = rgb2gray(img / 255.0) if img.ndim == 3 else img
+        i, j = GREY_HELDOUT[name]
+        crop = resize(img[i:i + 128, j:j + 128], (size, size), anti_aliasing=True)
+        crop = (crop - crop.min()) / max(crop.max() - crop.min(), 1e-12)
+        out.append(torch.from_numpy(crop).float()[None, None] * 2 - 1)
+    return torch.cat(out)
+
+
 def random_grey_crops(n: int, size: int = 32, generator: torch.Generator | None = None,
                       names=PHOTO_TRAIN) -> torch.Tensor:
     """:func:`random_photo_crops` as grey images (ITU-R BT.601 luma), ``(n, 1, size, size)`` in [-1, 1]."""

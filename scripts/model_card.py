@@ -30,20 +30,26 @@ DATA = {
                "Gaussians (`datasets.gaussian_kernels`: each axis' std U(0.4, 2.0) px, random orientation). "
                "**Held out:** motion kernels of seeds 0–15 (below 1,000,000, never drawn in training) — the seeds the "
                "`blind_blur` operator uses by default; Gaussian kernels drawn from another generator (seed 4242)."),
+    "grey": ("Half the broad phantom family (`ipsolve.datasets.phantoms`), half grey multi-scale random crops "
+             "(`datasets.random_grey_crops`: ITU-R BT.601 luma) of the photos bundled with scikit-image / scikit-learn "
+             f"({', '.join(datasets.PHOTO_TRAIN)}); 1 channel, 32 px. **Held out** (no training photo shows them): "
+             f"128-px crops of {', '.join(datasets.GREY_HELDOUT)}, anti-aliased to 32 px and stretched to the full "
+             "range (`datasets.heldout_grey_crops`) — texture, print, objects, microscopy."),
     "photo": ("Multi-scale random crops of the photos bundled with scikit-image / scikit-learn "
               f"({', '.join(datasets.PHOTO_TRAIN)}); held out: {', '.join(datasets.PHOTO_HELDOUT)} (centre crops), "
               "3 channels, 32 px."),
 }
 # Solvers judged per prior, with their CPU presets (conf/solver/*_cpu.yaml), on these operators
 # (32-px images: the Gaussian blur is 9 px, std 1.0 — a visible blur at this size)
-CARD_SOLVERS = {"phantom-ddpm": ("dps_cpu", "dmplug_cpu"), "phantom-flow": ("fmplug_cpu",),
+CARD_SOLVERS = {"phantom-ddpm": ("dps_cpu", "dmplug_cpu"), "grey-ddpm": ("dps_cpu", "dmplug_cpu"), "phantom-flow": ("fmplug_cpu",),
                 "phantom-latent": ("resample_cpu",)}
 CARD_OPERATORS = {"SR ×4": ("super_resolution", dict(scale=4)), "inpainting 70 %": ("inpainting", dict(missing=0.7)),
                   "Gaussian blur 9 px, std 1": ("gaussian_blur", dict(size=9, std=1.0))}
 FIRST_PRIOR = {  # where each broad-family fine-tune started
     "phantom-ddpm": "the first bundled phantom-ddpm (1600 steps on the narrow random-ellipse generator)",
     "phantom-flow": "the UNet of the broad-family phantom-ddpm above (a DDPM turned into a flow by fine-tuning)",
-    "phantom-latent": "the first bundled phantom-latent (300 autoencoder + 300 UNet steps on the narrow ellipses)"}
+    "phantom-latent": "the first bundled phantom-latent (300 autoencoder + 300 UNet steps on the narrow ellipses)",
+    "grey-ddpm": "`bundled:phantom-ddpm`"}
 NOTES = {  # what a user of a card must know beyond its figures
     "phantom-latent": ("**Latent scale.** The shipped scaling factor is diffusers' default 0.18215, not 1/std of the "
                        "latents: the fine-tune that resumed this UNet (700 → 1900 steps) did not restore the 1/std factor "
@@ -64,6 +70,8 @@ COMMANDS = {
     "phantom-latent": ("python scripts/train_prior.py --kind latent --data phantom --ae-steps 300 --widths 64,128,128 "
                        "--export-fp16 --out ipsolve/priors/bundled/phantom-latent"),
     "photo-ddpm": "python scripts/train_prior.py --kind ddpm --data photo --out ipsolve/priors/bundled/photo-ddpm",
+    "grey-ddpm": ("python scripts/train_prior.py --kind ddpm --data grey --init-from ipsolve/priors/bundled/phantom-ddpm "
+                  "--out ipsolve/priors/bundled/grey-ddpm"),
     "kernel-ddpm": ("python scripts/train_prior.py --kind ddpm --data kernels --size 8 --widths 32,64 "
                     "--out ipsolve/priors/bundled/kernel-ddpm"),
 }
@@ -74,6 +82,8 @@ def held_out(name, n=16):
         return datasets.motion_kernels(n, 8, torch.Generator().manual_seed(0), seeds=range(n))
     if name.startswith("photo"):
         return torch.cat([datasets.photo_crop(n, 32) for n in datasets.PHOTO_HELDOUT])
+    if name.startswith("grey"):
+        return datasets.heldout_grey_crops(32)
     return torch.cat([datasets.heldout_phantoms(n, 32), datasets.shepp_logan(32)])
 
 
@@ -173,6 +183,10 @@ def main(names):
                       f"scratch: 3000 steps on motion kernels alone, then on the motion + Gaussian pool. Reproduce "
                       f"(resumes from `outputs/training/kernel-ddpm/`, `--work` there):", "",
                       f"    {COMMANDS[name]} --steps {train['step']} --work outputs/training/kernel-ddpm", ""]
+        elif name.startswith("grey"):
+            lines += ["", f"**Training.** Fine-tuned for {steps}, {train['seconds'] / 60:.0f} min on one CPU thread (fp32, "
+                      f"batch 64), starting from {FIRST_PRIOR[name]}. Reproduce (resumes from its `--work` folder):", "",
+                      f"    OMP_NUM_THREADS=1 {COMMANDS[name]} --steps {train['step']} --work outputs/training/grey-ddpm", ""]
         elif name.startswith("phantom"):
             lines += ["", f"**Training.** Fine-tuned on the broad family for {steps}, {train['seconds'] / 60:.0f} min "
                       f"on one CPU thread (fp32, batch 64), starting from {FIRST_PRIOR[name]}. Reproduce (resumes "
@@ -210,10 +224,23 @@ def main(names):
                       for s, a, b, k in blind_rows(images, kernels=gauss)]
         rows = solver_rows(name, prior, held_out(name, 8))
         if rows:
-            lines += ["", "**Solvers on the held-out family** (8 `blobs` phantoms + Shepp–Logan, σ = 0.01, CPU presets; "
+            family = ("the 11 held-out grey photo crops" if name.startswith("grey") else
+                      "8 `blobs` phantoms + Shepp–Logan")
+            lines += ["", f"**Solvers on the held-out family** ({family}, σ = 0.01, CPU presets; "
                       "PSNR in dB against the operator's initial guess — bicubic, harmonic fill, the blurred image):", "",
                       "| solver | operator | PSNR | initial guess | gain |", "|---|---|---|---|---|"]
             lines += [f"| {s} | {op} | {a:.2f} | {b:.2f} | **{a - b:+.2f}** |" for s, op, a, b in rows]
+        if name.startswith("grey"):  # against the phantom prior on the same images, and its cost on the phantoms
+            phantom = solver_rows("phantom-ddpm", load_prior("bundled:phantom-ddpm"), held_out(name))
+            lines += ["", "The phantom prior (`bundled:phantom-ddpm`) with the same presets on the same images:", "",
+                      "| solver | operator | grey-ddpm | phantom-ddpm | initial guess |", "|---|---|---|---|---|"]
+            lines += [f"| {s} | {op} | **{a:.2f}** | {c:.2f} | {b:.2f} |" for (s, op, a, b), (_, _, c, _) in zip(rows, phantom)]
+            blobs = held_out("phantom-ddpm", 8)
+            mine = solver_rows(name, prior, blobs)
+            theirs = solver_rows("phantom-ddpm", load_prior("bundled:phantom-ddpm"), blobs)
+            lines += ["", "On the phantom prior's held-out family (8 `blobs` + Shepp–Logan), where it is at home:", "",
+                      "| solver | operator | grey-ddpm | phantom-ddpm | initial guess |", "|---|---|---|---|---|"]
+            lines += [f"| {s} | {op} | {a:.2f} | {c:.2f} | {b:.2f} |" for (s, op, a, b), (_, _, c, _) in zip(mine, theirs)]
         samples = prior.sample(16, steps=50, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
         side = samples.shape[-1]
         grid = samples.view(4, 4, *samples.shape[1:]).permute(2, 0, 3, 1, 4).reshape(1, samples.shape[1], 4 * side, 4 * side)

@@ -24,6 +24,10 @@ if [ "$what" = latent ] || [ "$what" = all ]; then
     --widths 64,128,128 --export-fp16 --ae-steps ${AE_STEPS:-500} --steps ${LATENT_STEPS:-500} \
     --max-minutes ${LATENT_MIN:-75} --work outputs/training/phantom-latent-broad
 fi
+if [ "$what" = grey ] || [ "$what" = all ]; then  # phantoms + grey photo crops, from the phantom-ddpm above
+  python scripts/train_prior.py --kind ddpm --data grey --out $B/grey-ddpm --init-from $B/phantom-ddpm \
+    --steps ${GREY_STEPS:-4000} --max-minutes ${GREY_MIN:-60} --work outputs/training/grey-ddpm
+fi
 if [ "$what" = photo ] || [ "$what" = all ]; then
   python scripts/train_prior.py --kind ddpm --data photo --out $B/photo-ddpm --steps 250 --max-minutes ${PHOTO_MIN:-15}
 fi
