@@ -41,3 +41,8 @@ def cached_on(owner, name: str, value: torch.Tensor, device, dtype: torch.dtype 
     if hit is None or hit[0] is not value:
         hit = copies[key] = (value, value.to(device=device, dtype=dtype))
     return hit[1]
+
+
+def per_image(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ``(B,)`` mask shaped to broadcast over ``like`` ``(B, ...)`` (``torch.where`` per image)."""
+    return mask.view(-1, *([1] * (like.ndim - 1)))

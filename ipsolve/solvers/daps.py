@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..priors import LatentPrior
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, randn_steps, residual_ratio, timer
-from .stopping import _per_image
+from ..tensors import per_image
 
 # Per-task MCMC settings of the reference configs (configs/task/*.yaml, mcmc_sampler_config):
 # pixel priors, Langevin: (steps, lr); latent priors, HMC: (steps, lr, lr_min_ratio, momentum).
@@ -206,7 +206,7 @@ class DAPS(Solver):
                         .add_(grad, alpha=-root_lr / self.tau ** 2).add_(noise, alpha=math.sqrt(2 * (1 - m)))
                     x0 = x0.add(velocity, alpha=root_lr)
             bad = ~torch.isfinite(x0.flatten(1)).all(1)  # the reference restarts a NaN sample as zeros (mcmc.py L158-159)
-            x0 = torch.where(_per_image(bad, x0), torch.zeros_like(x0), x0)
+            x0 = torch.where(per_image(bad, x0), torch.zeros_like(x0), x0)
             nan_resets = nan_resets + bad.long()
             x = x0 + s_next * randn_like_batch(shape, gens, y.device) if s_next > 0 else x0
             if callback is not None:

@@ -10,7 +10,7 @@ from ..operators import BlindBlur
 from .base import (Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio,
                    timer)
 from .plug import kernel_logits_init
-from .stopping import _per_image
+from ..tensors import per_image
 
 
 def project_simplex(k: torch.Tensor) -> torch.Tensor:
@@ -218,13 +218,13 @@ class DPS(Solver):
                     kernel = project_simplex((kernel - self.kernel_lr * grads[1]).flatten(1)).view_as(kernel)
                 finite = torch.isfinite(x).flatten(1).all(1)
                 last_image = image.detach() if last_image is None else \
-                    torch.where(_per_image(finite, image), image.detach(), last_image)
+                    torch.where(per_image(finite, image), image.detach(), last_image)
             if callback is not None:
                 callback(i, {"x": image.detach(), "loss": norm.detach() ** 2 / y[0].numel()})
         with torch.no_grad():
             final = (decode(x) if latent else x).clamp(-1, 1)
             finite = torch.isfinite(final).flatten(1).all(1)
-            final = torch.where(_per_image(finite, final), final, last_image.clamp(-1, 1))
+            final = torch.where(per_image(finite, final), final, last_image.clamp(-1, 1))
             finite = finite.cpu()
             k_out = kernel.detach() if blind else None
             res = residual_ratio(y, operator(final, kernel=k_out) if blind else operator(final), sigma).cpu()

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..priors import LatentPrior
+from ..tensors import per_image
 from .base import randn_like_batch
 from .plug import PlugSolver
 
@@ -55,12 +56,12 @@ class FMPlug(PlugSolver):
             d = self._z[0].numel()
             norm = self._z.flatten(1).norm(dim=1).clamp_min(1e-12)
             target = norm.clamp((1 - self.shell_eps) * math.sqrt(d), (1 + self.shell_eps) * math.sqrt(d))
-            self._z.mul_((target / norm).view(-1, *([1] * (self._z.ndim - 1))))
+            self._z.mul_(per_image(target / norm, self._z))
             if hasattr(self, "_t0"):
                 self._t0.clamp_(0.0, self.max_time)
 
     def generate(self, prior):
-        t0 = self._t0.view(-1, *([1] * (self._z.ndim - 1)))
+        t0 = per_image(self._t0, self._z)
         x = t0 * self._y_hat + (1 - t0) * self._z
         for k in range(self.ode_steps):
             t = self._t0 + (1 - self._t0) * k / self.ode_steps

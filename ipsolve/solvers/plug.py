@@ -11,7 +11,8 @@ from ..tensors import host_reads_are_free
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from ..operators.restrict import gather, restrict, split_entries
 from .criteria import holdout_error
-from .stopping import RULES as STOP_RULES, STOP_CODES, StoppingRule, _per_image
+from ..tensors import per_image
+from .stopping import RULES as STOP_RULES, STOP_CODES, StoppingRule
 
 
 def kernel_logits_init(batch: int, size: int, device) -> torch.Tensor:
@@ -115,9 +116,9 @@ class PlugSolver(Solver):
         def finish(mask, why, value, it):
             """Images in ``mask`` stop after iteration ``it`` with reason codes ``why``, returning ``value``."""
             nonlocal out_x, out_k, code, iters, active
-            out_x = torch.where(_per_image(mask, value), value, out_x)
+            out_x = torch.where(per_image(mask, value), value, out_x)
             if blind:
-                out_k = torch.where(_per_image(mask, out_k), kernel.detach(), out_k)
+                out_k = torch.where(per_image(mask, out_k), kernel.detach(), out_k)
             code = torch.where(mask, why, code)
             iters = torch.where(mask, torch.full_like(iters, it + 1), iters)
             active = active & ~mask
@@ -127,14 +128,14 @@ class PlugSolver(Solver):
             kernel = torch.softmax(logits.flatten(1), 1).view_as(logits) if blind else None
             x = self.generate(prior)
             ax = operator(x, kernel=kernel) if blind else operator(x)
-            per_image = (y - ax).pow(2).flatten(1).mean(1)
-            objective = per_image if self._penalty is None else per_image + self._penalty(x) / y[0].numel()
-            finite = torch.isfinite(per_image) & torch.isfinite(x).flatten(1).all(1)
+            image_mse = (y - ax).pow(2).flatten(1).mean(1)
+            objective = image_mse if self._penalty is None else image_mse + self._penalty(x) / y[0].numel()
+            finite = torch.isfinite(image_mse) & torch.isfinite(x).flatten(1).all(1)
             xd = x.detach()
             if out_x is None:
                 out_x, last_x = xd.clone(), xd.clone()
                 out_k = kernel.detach().clone() if blind else None
-            last_x = torch.where(_per_image(finite, xd), xd, last_x)
+            last_x = torch.where(per_image(finite, xd), xd, last_x)
             res = residual_ratio(y, ax.detach(), sigma)
 
             finish(active & ~finite, torch.full_like(code, STOP_CODES.index("nan")), last_x, it)
@@ -142,12 +143,12 @@ class PlugSolver(Solver):
             if validation is not None:
                 with torch.no_grad():
                     val = validation(xd, kernel.detach() if blind else None)
-            stop, why, value = monitor.update(torch.where(_per_image(finite, xd), xd, last_x), res, it, val)
+            stop, why, value = monitor.update(torch.where(per_image(finite, xd), xd, last_x), res, it, val)
             finish(active & stop, why, value, it)
             if self.record_trace:
-                traces.append(per_image.detach())
+                traces.append(image_mse.detach())
             if callback is not None:
-                callback(it, {"x": xd, "loss": per_image.detach(), "residual": res, "active": active.clone(),
+                callback(it, {"x": xd, "loss": image_mse.detach(), "residual": res, "active": active.clone(),
                               **({"validation": val} if val is not None else {})})
             if it == self.iterations - 1:
                 finish(active, torch.full_like(code, STOP_CODES.index("budget")), xd, it)
@@ -159,7 +160,7 @@ class PlugSolver(Solver):
                     break
                 all_active = n_active == b
                 if self.progress:
-                    bar.set_postfix(active=n_active, loss=f"{float(per_image.detach().mean()):.2e}")
+                    bar.set_postfix(active=n_active, loss=f"{float(image_mse.detach().mean()):.2e}")
             loss = torch.where(active & finite, objective, torch.zeros_like(objective)).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -168,7 +169,7 @@ class PlugSolver(Solver):
             with torch.no_grad():
                 if saved is not None:  # a stopped image stops changing
                     for p, s in zip(params, saved):
-                        p.copy_(torch.where(_per_image(active, p), p, s))  # every parameter is per image
+                        p.copy_(torch.where(per_image(active, p), p, s))  # every parameter is per image
                 self.project()
         bar.close()
         total = timer() - start

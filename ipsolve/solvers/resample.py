@@ -7,7 +7,7 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
-from ..tensors import host_reads_are_free
+from ..tensors import host_reads_are_free, per_image
 from .base import Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio, timer
 from .stopping import discrepancy_tau
 
@@ -52,7 +52,7 @@ def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, targ
         saved = v.detach().clone()
         opt.step()
         with torch.no_grad():
-            v.copy_(torch.where(active.view(-1, *([1] * (v.ndim - 1))), v, saved))
+            v.copy_(torch.where(per_image(active, v), v, saved))
             if taken is not None:
                 taken += active
         if stop == "reference":

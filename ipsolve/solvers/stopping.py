@@ -9,6 +9,8 @@ import math
 import numpy as np
 import torch
 
+from ..tensors import per_image
+
 RULES = ("eswmv", "discrepancy")  # the default rules
 KNOWN_RULES = RULES + ("validation",)  # validation: the held-out measurement entries (PlugSolver holds them out)
 COMBINE = ("first", "armed")
@@ -64,7 +66,7 @@ class ESWMV:
         self.best = torch.where(better, var, self.best)
         self.best_iter = torch.where(better, torch.full_like(self.best_iter, it), self.best_iter)
         self.wait = torch.where(better, torch.zeros_like(self.wait), self.wait + track.long())
-        self.best_x = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x, self.best_x)
+        self.best_x = torch.where(per_image(better, x), x, self.best_x)
         return track & (self.wait >= self.patience)
 
 
@@ -159,7 +161,7 @@ class StopMonitor:
             fired = self.validation.update(x.detach(), validation, it) & ~stop
             stop = stop | fired
             code = torch.where(fired, torch.full_like(code, STOP_CODES.index("validation")), code)
-            value = torch.where(_per_image(fired, x), self.validation.best_x, value)
+            value = torch.where(per_image(fired, x), self.validation.best_x, value)
         return stop, code, value
 
     def _residual_rules(self, x, residual, it):
@@ -170,13 +172,13 @@ class StopMonitor:
         if self.rule.combine == "armed" and self.es is not None:
             self.armed = self.armed.to(dev) | met
             fired = self.es.update(x, it, mask=self.armed)
-            return fired, torch.full((b,), eswmv, device=dev), torch.where(_per_image(fired, x), self.es.best_x, x)
+            return fired, torch.full((b,), eswmv, device=dev), torch.where(per_image(fired, x), self.es.best_x, x)
         stop, code, value = met, torch.full((b,), discrepancy, device=dev), x
         if self.es is not None:
             fired = self.es.update(x, it) & ~met
             stop = stop | fired
             code = torch.where(fired, torch.full_like(code, eswmv), code)
-            value = torch.where(_per_image(fired, x), self.es.best_x, x)
+            value = torch.where(per_image(fired, x), self.es.best_x, x)
         return stop, code, value
 
 
@@ -200,14 +202,9 @@ class HeldOutMinimum:
             return torch.zeros_like(smooth, dtype=torch.bool)
         better = smooth < self.best
         self.best = torch.where(better, smooth, self.best)
-        self.best_x = torch.where(_per_image(better, x), x, self.best_x)
+        self.best_x = torch.where(per_image(better, x), x, self.best_x)
         self.wait = torch.where(better, torch.zeros_like(self.wait), self.wait + 1)
         return self.wait >= self.patience
-
-
-def _per_image(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A ``(B,)`` mask shaped to broadcast over ``like`` ``(B, ...)``."""
-    return mask.view(-1, *([1] * (like.ndim - 1)))
 
 
 def windowed_variance(xs: torch.Tensor, window: int) -> torch.Tensor:
