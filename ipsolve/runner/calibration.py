@@ -143,7 +143,10 @@ def _calibrate(job, items, options: dict) -> dict:
     log.info("calibration on %d image(s): %s%s", len(names), _describe(record),
              "; its check's solve of them is kept, not repeated" if record.get("reused_solve") else "")
     if cal.warning:
-        log.warning("calibration: %s", cal.warning)
+        source = str(getattr(job.prior, "source", ""))
+        hint = ("; for grey images that are no phantoms: prior=grey_ddpm" if source.startswith("bundled:phantom")
+                and job.prior.channels == 1 else "")
+        log.warning("calibration: %s%s", cal.warning, hint)
     if job.out is not None:
         write_calibration_files(job.out, record)
     return record
