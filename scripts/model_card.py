@@ -51,6 +51,7 @@ FIRST_PRIOR = {  # where each broad-family fine-tune started
     "phantom-latent": "the first bundled phantom-latent (300 autoencoder + 300 UNet steps on the narrow ellipses)",
     "grey-ddpm": "`bundled:phantom-ddpm`"}
 NOTES = {  # what a user of a card must know beyond its figures
+    "grey-ddpm": ("**CT and MRI** (measured once, 2026-12-06, not by this script: `ipsolve.reconstruct(images, operator='ct_sparse' | 'mri_4x', solver='dps_cpu', prior='grey_ddpm' | 'phantom_ddpm', sigma=0.01)`; PSNR gain over FBP / zero-filled): on the 11 held-out grey crops CT 16 views +3.97 dB (phantom prior +1.95), MRI 4× +0.50 (phantom prior −1.02); on 8 `blobs` + Shepp–Logan CT +3.21 (+2.80), MRI +6.53 (+5.47)."),
     "phantom-latent": ("**Latent scale.** The shipped scaling factor is diffusers' default 0.18215, not 1/std of the "
                        "latents: the fine-tune that resumed this UNet (700 → 1900 steps) did not restore the 1/std factor "
                        "the first stage had set (0.752; fixed since in `scripts/train_prior.py`), so its last 1200 steps "
