@@ -322,7 +322,8 @@ def fastmri_phantom_file(path, volume: torch.Tensor, coils: int = 4, acceleratio
     from pathlib import Path
 
     from .io import require
-    from .operators.mri import column_mask, fft2c, synthetic_sensitivities
+    from .operators.fourier import fft2c
+    from .operators.mri import column_mask, synthetic_sensitivities
 
     h5py = require("h5py")
     x01 = ((volume[:, 0].double() + 1) / 2).clamp(0, 1)

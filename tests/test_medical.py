@@ -418,7 +418,7 @@ def test_calibration_columns_match_fastmri():
     (the method's source executed alone with torch), on 36 fastMRI masks (ipsolve's
     ``column_mask``: widths 32/64/368, 4×/8%, 8×/4%, random and equispaced, seeds 0-2) and two
     hand-made asymmetric centres (widths 32 and 31): its ``pad`` and ``num_low_frequencies``."""
-    from ipsolve.io.fastmri import acs_columns, estimate_sensitivities, fft2c
+    from ipsolve.io.fastmri import acs_columns, estimate_sensitivities, fft2c_numpy
 
     ref = np.load(ROOT / "tests" / "fixtures" / "fastmri_acs.npz")
     for m, w, pad, num in zip(ref["masks"], ref["widths"], ref["pad"], ref["num_low"]):
@@ -429,7 +429,7 @@ def test_calibration_columns_match_fastmri():
     from ipsolve.operators.mri import synthetic_sensitivities
 
     s = synthetic_sensitivities(4, 32, 0).numpy().astype(np.complex128)
-    k = fft2c(s * 0.7)
+    k = fft2c_numpy(s * 0.7)
     acs = np.zeros(32, bool)
     acs[8:24] = True
     est = estimate_sensitivities(k, acs)

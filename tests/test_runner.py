@@ -532,3 +532,24 @@ def test_matrix_audit_findings():
         ipsolve.make_solver("pnp_flow").check(ipsolve.make_operator("blind_blur"), flow)
     with pytest.raises(ValueError, match="a batch of 0"):
         ipsolve.solve(y[:0], op, flow, ipsolve.make_solver("pnp_flow_cpu", steps=2, progress=False), sigma=0.05)
+
+
+def test_api_doors_raise_one_error_type_for_the_same_bad_setting():
+    """A misspelt solver is a ValueError with the same did-you-mean line whether it reaches
+    ``ipsolve.reconstruct`` (the runner's RunError) or ``ipsolve.make_solver``; σ as the command
+    line's string is read, a bad one is named."""
+    import ipsolve
+    from ipsolve.runner.run import check_arguments
+
+    messages = []
+    for call in (lambda: ipsolve.reconstruct(torch.zeros(1, 1, 32, 32), solver="dsp_cpu", progress=False),
+                 lambda: ipsolve.make_solver("dsp_cpu")):
+        with pytest.raises(ValueError, match="did you mean 'dps_cpu'") as err:
+            call()
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert issubclass(RunError, ValueError)
+    assert check_arguments(4, ["psnr"], "gaussian", "0.02") == (4, 0.02)
+    for bad in ("abc", -1, True, None, float("nan")):
+        with pytest.raises(RunError, match=r"sigma must be a finite number >= 0 .* got "):
+            check_arguments(4, ["psnr"], "gaussian", bad)

@@ -166,13 +166,14 @@ def read_slice(kf: KSpaceFile, index: int) -> tuple[np.ndarray, np.ndarray | Non
 # ----------------------------------------------------------------------------------------
 # k-space → the prior's grid (numpy, float64): see the module docstring
 # ----------------------------------------------------------------------------------------
-def fft2c(x: np.ndarray, axes=(-2, -1)) -> np.ndarray:
-    """Orthonormal centred FFT (fastMRI's ``fft2c``), numpy, along ``axes``."""
+def fft2c_numpy(x: np.ndarray, axes=(-2, -1)) -> np.ndarray:
+    """Orthonormal centred FFT (fastMRI's ``fft2c``; numpy, for files — the operators' torch one is
+    :func:`ipsolve.operators.fft2c`), along ``axes``."""
     return np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(x, axes=axes), axes=axes, norm="ortho"), axes=axes)
 
 
-def ifft2c(k: np.ndarray, axes=(-2, -1)) -> np.ndarray:
-    """Orthonormal centred inverse FFT (fastMRI's ``ifft2c``; the inverse of :func:`fft2c`), numpy,
+def ifft2c_numpy(k: np.ndarray, axes=(-2, -1)) -> np.ndarray:
+    """Orthonormal centred inverse FFT (fastMRI's ``ifft2c``; the inverse of :func:`fft2c_numpy`), numpy,
     along ``axes``."""
     return np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(k, axes=axes), axes=axes, norm="ortho"), axes=axes)
 
@@ -203,7 +204,7 @@ def square_kspace(k: np.ndarray, size: int) -> np.ndarray:
     the module docstring)."""
     w = k.shape[-1]
     if k.shape[-2] != w:  # readout: image space along H only (fully sampled), crop/pad to W rows
-        k = fft2c(_crop_or_pad(ifft2c(k, axes=(-2,)), w, -2), axes=(-2,))
+        k = fft2c_numpy(_crop_or_pad(ifft2c_numpy(k, axes=(-2,)), w, -2), axes=(-2,))
     k = _crop_or_pad(_crop_or_pad(k, size, -2), size, -1)
     return k * (size / w)
 
@@ -243,7 +244,7 @@ def estimate_sensitivities(k: np.ndarray, acs: np.ndarray, floor: float = 1e-6) 
     """Coil maps ``(coils, H, W)`` complex from the auto-calibration columns ``acs`` of ``k``
     ``(coils, H, W)``: ``I_c / sqrt(Σ_c |I_c|² + ε)`` of the centre-only coil images (module
     docstring), renormalised to Σ_c |S_c|² = 1 where the centre holds no signal."""
-    low = ifft2c(np.where(acs[None, None, :], k, 0))
+    low = ifft2c_numpy(np.where(acs[None, None, :], k, 0))
     rss = np.sqrt((np.abs(low) ** 2).sum(0))
     maps = low / np.maximum(rss, floor * max(rss.max(), 1e-30))[None]
     norm = np.sqrt((np.abs(maps) ** 2).sum(0))
@@ -264,9 +265,9 @@ def single_coil_phase(k: np.ndarray, acs: np.ndarray) -> tuple[np.ndarray, str]:
     image rings below zero (measured: 3.1 dB lost on a real image) — else ``c / |c|``
     (:func:`estimate_sensitivities` with one coil)."""
     w = acs.size
-    mirror = (2 * (w // 2) - np.arange(w)) % w  # column u ↔ −u about the centre W // 2 (fft2c's DC)
+    mirror = (2 * (w // 2) - np.arange(w)) % w  # column u ↔ −u about the centre W // 2 (the centred FFT's DC)
     symmetric = acs & acs[mirror]  # a real image's centre is real only if both of each pair are kept
-    low = ifft2c(np.where(symmetric[None, None, :], k, 0))[0]
+    low = ifft2c_numpy(np.where(symmetric[None, None, :], k, 0))[0]
     if not (np.abs(low) ** 2).sum() > 0:  # the centre holds no data (a mask without it): nothing to estimate
         return np.ones((1, *low.shape), dtype=complex), "zero phase (no data in the calibration columns)"
     phi0 = 0.5 * np.angle((low ** 2).sum())
@@ -283,7 +284,7 @@ def single_coil_phase(k: np.ndarray, acs: np.ndarray) -> tuple[np.ndarray, str]:
 def rss_image(k: np.ndarray) -> np.ndarray:
     """Root-sum-of-squares magnitude of the coil images of ``k`` ``(coils, H, W)`` (fastMRI's
     ``rss`` of ``ifft2c``, how ``reconstruction_rss`` is made before its centre crop)."""
-    return np.sqrt((np.abs(ifft2c(k)) ** 2).sum(0))
+    return np.sqrt((np.abs(ifft2c_numpy(k)) ** 2).sum(0))
 
 
 def voxel_sizes(kf: KSpaceFile, size: int) -> tuple[float, float, float]:
@@ -320,7 +321,7 @@ def kspace_noise_std(slices: list[np.ndarray]) -> tuple[float | None, str]:
             return None, f"no readout oversampling ({h} rows for {w} columns)"
         start, _ = _centre(h, w)
         cols = sampled_columns(k)
-        hybrid = ifft2c(k[..., cols], axes=(-2,))
+        hybrid = ifft2c_numpy(k[..., cols], axes=(-2,))
         margins.append(np.abs(np.concatenate([hybrid[:, :start], hybrid[:, start + w:]], axis=1)).ravel())
     values = np.concatenate(margins)
     median = float(np.median(values)) if values.size else 0.0

@@ -5,7 +5,8 @@ from ..parameters import parameter_type_message, unknown_parameters_message
 from .base import Operator, check_image
 from .ct import CT, filtered_back_projection
 from .deepinv_adapter import DeepinvOperator, from_deepinv
-from .mri import MRI, column_mask, fft2c, ifft2c
+from .fourier import fft2c, ifft2c
+from .mri import MRI, column_mask
 from .phase_retrieval import PhaseRetrieval, hio_er
 from .blur import BlindBlur, Blur, GaussianBlur, MotionBlur, convolve, gaussian_kernel, motion_kernel
 from .inpainting import Inpainting, harmonic_fill

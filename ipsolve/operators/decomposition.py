@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..tensors import cached_on, on_device
+from .fourier import fft2c, ifft2c
 
 DECOMPOSABLE = ("super_resolution (bicubic and avgpool)", "inpainting", "gaussian_blur",
                 "blur with a separable (rank-one) kernel", "mri (single coil)",
@@ -248,8 +249,6 @@ class HermitianFourierDecomposition(Decomposition):
         super().__init__(shape, s[None], offset=offset)
 
     def _kspace(self, x):
-        from .mri import fft2c
-
         xc = x[:, 0].to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
         return fft2c(xc).flatten(1)
 
@@ -260,8 +259,6 @@ class HermitianFourierDecomposition(Decomposition):
         return torch.where(sc, k.real, torch.where(canon, r2 * k.real, -r2 * k.imag)).to(x.dtype)
 
     def V(self, z):
-        from .mri import ifft2c
-
         p = self.on("partner", z, True)
         canon, sc = self.on("canon", z, True), self.on("self_conj", z, True)
         zp = z[:, p]

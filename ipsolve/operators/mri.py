@@ -17,20 +17,11 @@ import torch
 from ..tensors import cached_on
 from .base import Operator, display_scaled
 from .decomposition import HermitianFourierDecomposition, not_decomposable
+from .fourier import fft2c, ifft2c
 
 log = logging.getLogger("ipsolve")
 
 MASK_KINDS = ("random", "equispaced", "equispaced_fraction")
-
-
-def fft2c(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal centred 2-D FFT, fastMRI's ``fft2c_new``: ``fftshift(fft2(ifftshift(x)), norm="ortho")``."""
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
-
-
-def ifft2c(k: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`fft2c` (fastMRI's ``ifft2c_new``)."""
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
 
 
 def column_mask(width: int, acceleration: float, center_fraction: float, kind: str = "random",

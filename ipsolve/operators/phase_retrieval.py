@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Operator, display_scaled
-from .mri import fft2c, ifft2c
+from .fourier import fft2c, ifft2c
 
 
 def canvas_padding(size: int, oversampling: float) -> tuple[int, int]:

@@ -29,7 +29,8 @@ from .grid import make_grid
 from .inputs import DEMO_DATA, Item, collect_items, derive_seed, load_measurement, load_truth, resolve_data_path
 from .processes import process_state
 from .reports import CSV_INFO, METRICS, format_stats, metrics_csv, report, summarize, summarize_sweep
-from .run import Reconstruction, execute, reconstruct, run_config
+from .job import run_config
+from .run import Reconstruction, execute, reconstruct
 from .rundir import atomic_write_text, check_writable, fingerprint, is_finished, read_record, remove_temp_files
 from .settings import build_operator, build_prior, build_solver, conf_dir, describe, load_preset, prior_source
 from .volumes import reconstruct_volumes

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 
-class RunError(Exception):
-    """A problem with the user's input or settings (printed without a traceback by the CLI)."""
+class RunError(ValueError):
+    """A problem with the user's input or settings (printed without a traceback by the CLI).  A
+    :class:`ValueError`, as the same problem given to ``ipsolve.solve`` raises: a caller of the API
+    catches one type whichever door the input came through."""
 
 
 def flag(name: str, value) -> bool:

@@ -6,10 +6,13 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .errors import RunError
+from .rundir import file_digest
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 
@@ -29,15 +32,30 @@ class Item:
     truth: object = None
 
 
-def file_digest(path) -> str:
-    """The first 16 hex digits of a file's SHA-256 (what a resume compares, beside its path)."""
-    import hashlib
+@dataclass
+class Plan:
+    """One input volume's trip through the runner."""
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    name: str
+    kind: str
+    window: object  # ipsolve.io.Window
+    first: int
+    last: int
+    size: int
+    affine: np.ndarray  # of the reconstructed volume (RAS+)
+    slice_names: list[str]
+    files: list[Path]
+    source: dict
+    crop: tuple | None = None  # (row0, col0, side) of the in-plane crop (images) or None (k-space: see fastmri)
+    headers: list | None = None  # DICOM: one per output slice; NIfTI: [header]
+    positions: list | None = None  # DICOM: each output slice's input ImagePositionPatient (LPS) or None
+    truth: object = None  # (n, 1, S, S) in [-1, 1] or None
+    warnings: list[str] = field(default_factory=list)
+
+    def settings(self) -> dict:
+        """What defines this volume's inputs (part of the resume fingerprint)."""
+        return {"window": [self.window.lo, self.window.hi], "slices": [self.first, self.last], "size": self.size,
+                "crop": list(self.crop) if self.crop else None}
 
 
 def input_digest(item: Item) -> str | None:
@@ -93,7 +111,6 @@ def _scan_hint(paths) -> str:
 def collect_items(source, max_images: int | None = None, names: Sequence[str] | None = None) -> list[Item]:
     """The inputs of a run: a folder (path or ``bundled:<name>``), a list of image paths, or a float
     tensor or array ``(N, C, H, W)`` in [-1, 1] (``names`` optional, default ``image_0000`` ...)."""
-    import numpy as np
     import torch
 
     from ..io import ARRAY_SUFFIX, IMAGE_SUFFIXES, list_images

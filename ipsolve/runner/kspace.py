@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .inputs import Item
-from .volumes import Plan
+from .inputs import Item, Plan
 
 MASK_MODES = ("auto", "file", "operator")
 
@@ -52,9 +51,9 @@ def _window(spec, magnitudes: np.ndarray, name: str):
 def _lowpass_target(target: np.ndarray, size: int) -> np.ndarray:
     """A target image on the k-space's ``W×W`` field of view brought to ``size`` by the same
     k-space crop as the data (magnitude)."""
-    from ..io.fastmri import fft2c, ifft2c, square_kspace
+    from ..io.fastmri import fft2c_numpy, ifft2c_numpy, square_kspace
 
-    return np.abs(ifft2c(square_kspace(fft2c(target.astype(np.complex128))[None], size)[0]))
+    return np.abs(ifft2c_numpy(square_kspace(fft2c_numpy(target.astype(np.complex128))[None], size)[0]))
 
 
 def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):

@@ -1,5 +1,5 @@
 """The run: :func:`execute` and its two doors, the Python API (:func:`reconstruct`) and the
-command line's job (:func:`run_config`)."""
+command line's job (:func:`ipsolve.runner.job.run_config`)."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
-from .errors import RunError, flag
+from .errors import RunError
 from ..solvers.base import RESIDUAL_WARNING
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
 from .grid import write_grid
@@ -24,7 +24,7 @@ from .inputs import (Item, check_measurement_provenance, collect_items, converte
 from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
 from .reports import METRICS, metrics_csv, summarize
 from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
-from .settings import build_models, check_fits, run_settings, to_plain
+from .settings import build_models, check_fits, run_settings
 from .threads import torch_threads
 
 log = logging.getLogger("ipsolve")
@@ -114,14 +114,45 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
         warnings.simplefilter("ignore", CalibrationWarning)  # logged by the calibration and in the report
         if state.process_index == 0:
             log.info("torch threads: %d per process (%s)", chosen["threads"], chosen["reason"])
-        return _execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
-                        batch_size=batch_size, measurements=measurements, out=out, metrics=metrics,
-                        lpips_net=lpips_net, grid_max=grid_max, progress=progress, state=state, device=device,
-                        config_yaml=config_yaml, extra_summary={"threads": chosen, **(extra_summary or {})},
-                        return_images=return_images, explicit_operator=explicit_operator, samples=samples,
-                        review_below=review_below, review_coverage=review_coverage, start=start,
-                        calibrate=calibrate, select=select, input_settings=input_settings,
-                        keep_arrays=keep_arrays, coupling=coupling)
+        options = _Options(sigma=sigma, noise=noise, seed=seed, batch_size=batch_size, measurements=measurements,
+                           out=out, metrics=metrics, lpips_net=lpips_net, grid_max=grid_max, progress=progress,
+                           device=device, config_yaml=config_yaml,
+                           extra_summary={"threads": chosen, **(extra_summary or {})}, return_images=return_images,
+                           explicit_operator=explicit_operator, samples=samples, review_below=review_below,
+                           review_coverage=review_coverage, start=start, calibrate=calibrate, select=select,
+                           input_settings=input_settings, keep_arrays=keep_arrays, coupling=coupling)
+        return _execute(items, operator, solver, prior, state, options)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """:func:`execute`'s settings once checked (see its docstring); ``out`` is the checked output
+    directory, ``start`` the run's start time, ``calibrate`` :func:`calibration_options`' mapping."""
+
+    sigma: float
+    noise: str
+    seed: int
+    batch_size: int
+    measurements: bool
+    out: Path | None
+    metrics: Sequence[str]
+    lpips_net: str
+    grid_max: int
+    progress: bool
+    device: object
+    config_yaml: str | None
+    extra_summary: dict
+    return_images: bool
+    explicit_operator: Sequence[str]
+    samples: int
+    review_below: float | None
+    review_coverage: float | None
+    start: float
+    calibrate: dict
+    select: str
+    input_settings: dict | None
+    keep_arrays: bool
+    coupling: float | str | None
 
 
 @contextlib.contextmanager
@@ -133,51 +164,50 @@ def _restore_image_names(operator, names):
             operator.set_images(names)
 
 
-def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, measurements, out, metrics, lpips_net,
-             grid_max, progress, state, device, config_yaml, extra_summary, return_images, explicit_operator, samples,
-             review_below, review_coverage, start, calibrate, select, input_settings, keep_arrays,
-             coupling) -> Reconstruction:
-    """:func:`execute` once its arguments are checked and the thread count is set."""
+def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstruction:
+    """:func:`execute` once its arguments are checked (``o``) and the thread count is set."""
     from ..operators.base import sigma_scale_note
 
     terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
-    log_progress = bool(progress) and not terminal  # output to a file: log lines instead of bar frames
-    progress = bool(progress) and terminal
-    device = process_device(device, state)
+    log_progress = bool(o.progress) and not terminal  # output to a file: log lines instead of bar frames
+    progress = bool(o.progress) and terminal
+    device = process_device(o.device, state)
     operator, solver, prior = build_models(operator, solver, prior, state=state, device=device, progress=progress)
     check_fits(solver, operator, prior)
     check_operator_takes(operator, prior)
-    if noise == "poisson" and not measurements:
+    if o.noise == "poisson" and not o.measurements:
         from ..operators.base import check_poisson
 
         try:
             check_poisson(operator)
         except ValueError as err:
             raise RunError(str(err)) from None
-    if measurements:
-        check_measurement_provenance(operator, explicit_operator, measurement_origin(items))
-    notes = input_warnings(items, prior, measurements, state.process_index)
+    if o.measurements:
+        check_measurement_provenance(operator, o.explicit_operator, measurement_origin(items))
+    notes = input_warnings(items, prior, o.measurements, state.process_index)
     from ..solvers import SELECT_ONE_SAMPLE
 
-    for note in (operator.single_run_note if samples == 1 else None, sigma_scale_note(sigma), kernel_note(operator, prior),
-                 SELECT_ONE_SAMPLE if select == "residual" and samples == 1 else None):
+    for note in (operator.single_run_note if o.samples == 1 else None, sigma_scale_note(o.sigma),
+                 kernel_note(operator, prior),
+                 SELECT_ONE_SAMPLE if o.select == "residual" and o.samples == 1 else None):
         if note:
             notes.append(note)
             if state.process_index == 0:
                 log.warning("%s", note)
     from ..metrics import lpips_available, lpips_unavailable_message
 
-    unavailable = ({"lpips": lpips_unavailable_message(lpips_net)}  # logged where LPIPS is first asked for
-                   if "lpips" in metrics and not measurements and not lpips_available(lpips_net) else {})
-    resized = None if measurements else resized_inputs(items, prior, state.process_index)
-    settings = run_settings(operator, solver, prior, sigma=sigma, noise=noise, seed=seed, measurements=measurements)
-    if samples > 1:
-        settings["samples"] = samples
-        settings["select"] = select
-    if input_settings:
-        settings["inputs"] = input_settings
+    unavailable = ({"lpips": lpips_unavailable_message(o.lpips_net)}  # logged where LPIPS is first asked for
+                   if "lpips" in o.metrics and not o.measurements and not lpips_available(o.lpips_net) else {})
+    resized = None if o.measurements else resized_inputs(items, prior, state.process_index)
+    settings = run_settings(operator, solver, prior, sigma=o.sigma, noise=o.noise, seed=o.seed,
+                            measurements=o.measurements)
+    if o.samples > 1:
+        settings["samples"] = o.samples
+        settings["select"] = o.select
+    if o.input_settings:
+        settings["inputs"] = o.input_settings
+    coupling = None if o.coupling is None else check_coupling(o.coupling, items, solver)
     if coupling is not None:
-        coupling = check_coupling(coupling, items, solver)
         settings["z_coupling"] = coupling
         if coupling == "auto" and not has_neighbours(items):  # nothing to couple: calibrating the weight (and a
             if state.process_index == 0:                       # plug-in solver's budget with it) changes nothing
@@ -185,30 +215,30 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
                             "no coupling (the weight is not calibrated)")
             coupling = None
             settings["z_coupling"] = "auto (one slice per volume: none)"
-    calibrate = effective_options(calibrate, solver, coupling)
+    calibrate = effective_options(o.calibrate, solver, coupling)
     if calibrate["enabled"]:  # recorded as it runs (solver.X=auto turns it on); a resume calibrates alike
         settings["calibrate"] = {**calibrate, "auto": list(getattr(solver, "auto_params", ()) or ())}
-    job = Job(operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
-              measurements=measurements, metrics=list(metrics), lpips_net=lpips_net, device=device,
-              rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=out,
-              samples=samples, select=select, keep_arrays=keep_arrays, coupling=coupling,
-              own_measurements=bool(measurements and measurement_origin(items) is not None))
+    job = Job(operator=operator, solver=solver, prior=prior, sigma=o.sigma, noise=o.noise, seed=o.seed,
+              measurements=o.measurements, metrics=list(o.metrics), lpips_net=o.lpips_net, device=device,
+              rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=o.out,
+              samples=o.samples, select=o.select, keep_arrays=o.keep_arrays, coupling=coupling,
+              own_measurements=bool(o.measurements and measurement_origin(items) is not None))
     # recorded, not fingerprinted: the networks' layout (channels_last="auto": NHWC on a CPU) changes
     # rounding only, so a run may resume on another device
     settings["prior"]["memory_format"] = prior.memory_format
     if getattr(prior, "memory_options", None):  # gradient checkpointing, VAE tiling/slicing as given
         settings["prior"]["memory_options"] = prior.memory_options
     names = [it.name for it in items]
-    done, pending = decide_resume(state, out, names, job.fingerprint, config_yaml,
+    done, pending = decide_resume(state, o.out, names, job.fingerprint, o.config_yaml,
                                   digest_of=lambda nm, by_name={it.name: it for it in items}: input_digest(by_name[nm]))
     if coupling is not None:  # a coupled volume is redone whole: its slices are solved together
         unfinished = {it.volume for it in items if it.name in pending}
         pending = [it.name for it in items if it.volume in unfinished]
         done = {nm: rec for nm, rec in done.items() if nm not in set(pending)}
     log_start(job, settings, names, done, pending)
-    calibration = calibrate_job(job, items, calibrate, state) if pending else finished_calibration(out, job)
+    calibration = calibrate_job(job, items, calibrate, state) if pending else finished_calibration(o.out, job)
     local = local_items(state, items, pending, by_volume=coupling is not None)
-    records, skipped, images = run_batches(job, local, batch_size, progress, return_images, log_progress)
+    records, skipped, images = run_batches(job, local, o.batch_size, progress, o.return_images, log_progress)
     state.wait_for_everyone()
     ordered, skipped = gather_records(state, names, records, skipped, done)
     if calibration is not None and calibration.get("changes"):  # the values the images were solved with
@@ -217,27 +247,27 @@ def _execute(items, *, operator, solver, prior, sigma, noise, seed, batch_size, 
         settings = {**settings, "solver": {**describe(job.operator, job.solver, job.prior)["solver"],
                                            "calibrated": sorted(calibration["changes"])}}
     summary = summarize(ordered, settings=settings, skipped=skipped, num_processes=job.world,
-                        wall_seconds=time.perf_counter() - start,
-                        extra={"output_dir": str(out) if out else None, "num_resumed": len(done),
-                               "warnings": notes, "metrics_unavailable": unavailable, "samples": samples,
+                        wall_seconds=time.perf_counter() - o.start,
+                        extra={"output_dir": str(o.out) if o.out else None, "num_resumed": len(done),
+                               "warnings": notes, "metrics_unavailable": unavailable, "samples": o.samples,
                                "resized": finished_only(resized, {r["name"] for r in ordered}),
-                               "review": review_summary(ordered, review_below, review_coverage,
+                               "review": review_summary(ordered, o.review_below, o.review_coverage,
                                                         (calibration or {}).get("warning")),
                                "calibration": calibration,
-                               **(extra_summary or {})})
+                               **(o.extra_summary or {})})
     realised = getattr(job.operator, "realised_sampling", lambda: None)()
     if realised:  # the mask as drawn (beside the operator's settings, which are compared with other runs')
         summary["operator_realised"] = realised
-    summary["wall_seconds_all_runs"] = summary["wall_seconds"] + (earlier_wall_seconds(out, done) if done else 0.0)
+    summary["wall_seconds_all_runs"] = summary["wall_seconds"] + (earlier_wall_seconds(o.out, done) if done else 0.0)
     if job.rank == 0:
         resumed = f", {len(done)} of them by the earlier run" if done else ""  # none solved again on a resume
         log.info("finished %d of %d image(s) (%d skipped%s) in %.1f s", len(ordered), len(names), len(skipped),
                  resumed, summary["wall_seconds"])
-    if job.rank == 0 and out is not None:
-        write_run_files(job, ordered, summary, items, grid_max)
-    x = gather_images(state, images, ordered, out) if return_images else None
+    if job.rank == 0 and o.out is not None:
+        write_run_files(job, ordered, summary, items, o.grid_max)
+    x = gather_images(state, images, ordered, o.out) if o.return_images else None
     return Reconstruction(x=x, records=ordered, names=[r["name"] for r in ordered], skipped=skipped,
-                          summary=summary, output_dir=out)
+                          summary=summary, output_dir=o.out)
 
 
 def finished_calibration(out: Path | None, job) -> dict | None:
@@ -347,18 +377,19 @@ def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tu
         raise RunError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
     if noise not in ("gaussian", "poisson"):
         raise RunError(f"noise must be 'gaussian' or 'poisson', got {noise!r}")
-    given = sigma
-    try:
-        sigma = float(sigma)
-    except (TypeError, ValueError):
-        sigma = float("nan")
-    if str(given) == "auto":
+    if str(sigma) == "auto":
         raise RunError("sigma=auto measures the noise of fastMRI k-space (data=fastmri, from its readout "
                        "oversampling); elsewhere give sigma as a number (the noise std on the [-1, 1] image scale, "
                        "e.g. 0.01)")
-    if isinstance(given, bool) or not math.isfinite(sigma) or sigma < 0:
+    from ..operators.base import InputWarning, as_sigma
+
+    try:
+        with warnings.catch_warnings():  # a sigma above 1 is logged by _execute (sigma_scale_note), not warned here
+            warnings.simplefilter("ignore", InputWarning)
+            sigma = as_sigma(_as_number(sigma) if isinstance(sigma, str) else sigma)  # a command line's "0.01"
+    except (TypeError, ValueError):
         raise RunError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] image scale, e.g. 0.01), "
-                       f"got {given!r}")
+                       f"got {sigma!r}") from None
     return int(batch_size), sigma
 
 
@@ -619,42 +650,3 @@ def check_some_usable(summary: dict) -> None:
         first = summary["skipped"][0]
         raise RunError(f"none of the {summary['num_skipped']} image(s) could be used; {first['name']}: "
                        f"{first['reason']}")
-
-
-# ----------------------------------------------------------------------------------------
-# the command line's job
-# ----------------------------------------------------------------------------------------
-def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = None,
-               explicit_operator: Sequence[str] = (), given: Sequence[str] = ("operator", "sigma", "noise")) -> Reconstruction:
-    """Run the job described by a composed ``conf/config.yaml`` into ``output_dir``
-    (``explicit_operator``: the operator settings given on the command line; ``given``: the
-    top-level settings and groups given there — measurements from an ipsolve run take its
-    operator, sigma and noise where these were not given)."""
-    from omegaconf import OmegaConf
-
-    check_writable(output_dir)
-    data = cfg.data
-    if data.get("format") is not None:  # DICOM, NIfTI, fastMRI volumes: slices through execute, then reassembled
-        from .volumes import run_volume_config
-
-        return run_volume_config(cfg, output_dir, state=state, extra_summary=extra_summary,
-                                 explicit_operator=explicit_operator)
-    if OmegaConf.is_missing(data, "path"):
-        raise RunError("data.path is required with data=folder: ipsolve data=folder data.path=DIR")
-    items = collect_items(data.path, max_images=data.get("max_images"))
-    operator, sigma, noise = cfg.operator, cfg.sigma, cfg.get("noise", "gaussian")
-    if flag("data.measurements", data.get("measurements", False)):
-        operator, sigma, noise = recorded_operator(items, operator, sigma, noise, keep_operator="operator" in given,
-                                                   keep_sigma="sigma" in given, keep_noise="noise" in given)
-    return execute(items, operator=operator, solver=cfg.solver, prior=cfg.prior, sigma=sigma,
-                   noise=noise, seed=cfg.seed, batch_size=data.get("batch_size", 4),
-                   measurements=flag("data.measurements", data.get("measurements", False)), output_dir=output_dir,
-                   metrics=list(cfg.get("metrics", METRICS)), lpips_net=cfg.get("lpips_net", "alex"),
-                   grid_max=cfg.get("grid_max", 8), progress=flag("progress", cfg.get("progress", True)), state=state,
-                   device=cfg.get("device", "auto"), config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-                   extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
-                   samples=cfg.get("samples", 1), review_below=cfg.get("review_below"),
-                   review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"),
-                   calibrate=to_plain(cfg.get("calibrate")), select=cfg.get("select", "mean"))
-
-

@@ -184,3 +184,14 @@ def write_image_outputs(out: Path, rec: dict, images: Mapping[str, object]) -> N
         save_image(image, out / outputs[folder])
     rec["outputs"] = outputs
     atomic_write_text(out / "records" / f"{name}.json", json.dumps(rec, indent=1, default=str))
+
+
+def file_digest(path) -> str:
+    """The first 16 hex digits of a file's SHA-256 (what a resume compares, beside its path)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]

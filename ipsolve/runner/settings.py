@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import RunError
+from .rundir import file_digest
 
 
 def conf_dir() -> Path | None:
@@ -312,8 +313,6 @@ def prior_kind_of_preset(name: str) -> str | None:
 def describe_operator(operator) -> dict:
     """The operator's registry name and settings (as recorded in ``summary.json``)."""
     from ..operators import OPERATORS
-
-    from .inputs import file_digest
 
     params = dict(getattr(operator, "params", {}))
     for key, value in list(params.items()):  # a file setting (operator.mask=FILE): its contents count, not its name

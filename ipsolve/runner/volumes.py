@@ -15,43 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import RunError, flag
-from .inputs import Item
+from .inputs import Item, Plan
+from .kspace import kspace_items
 from .rundir import atomic_write_text, check_writable
+from .run import check_some_usable, execute, integer_setting
 
 log = logging.getLogger("ipsolve")
 FORMATS = ("dicom", "nifti", "fastmri")
-
-
-@dataclass
-class Plan:
-    """One input volume's trip through the runner."""
-
-    name: str
-    kind: str
-    window: object  # ipsolve.io.Window
-    first: int
-    last: int
-    size: int
-    affine: np.ndarray  # of the reconstructed volume (RAS+)
-    slice_names: list[str]
-    files: list[Path]
-    source: dict
-    crop: tuple | None = None  # (row0, col0, side) of the in-plane crop (images) or None (k-space: see fastmri)
-    headers: list | None = None  # DICOM: one per output slice; NIfTI: [header]
-    positions: list | None = None  # DICOM: each output slice's input ImagePositionPatient (LPS) or None
-    truth: object = None  # (n, 1, S, S) in [-1, 1] or None
-    warnings: list[str] = field(default_factory=list)
-
-    def settings(self) -> dict:
-        """What defines this volume's inputs (part of the resume fingerprint)."""
-        return {"window": [self.window.lo, self.window.hi], "slices": [self.first, self.last], "size": self.size,
-                "crop": list(self.crop) if self.crop else None}
 
 
 # ----------------------------------------------------------------------------------------
@@ -133,9 +108,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
     from ..io.volume import check_not_inputs
     from .processes import process_device, process_state
     from .reports import METRICS
-    from .run import execute
-    from .settings import to_plain
-    from .settings import build_prior
+    from .settings import build_prior, to_plain
 
     out = check_writable(output_dir)
     data = cfg.data
@@ -144,8 +117,6 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
         raise RunError(f"data.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if OmegaConf.is_missing(data, "path"):
         raise RunError(f"data.path is required with data={fmt}: ipsolve data={fmt} data.path=PATH")
-    from .run import integer_setting
-
     samples = integer_setting("samples", cfg.get("samples", 1), 1, "posterior samples per image")
     write_dicom = flag("data.write_dicom", data.get("write_dicom", False))
     if write_dicom and fmt != "dicom":
@@ -169,8 +140,6 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
     operator, measurements, explicit = cfg.operator, False, tuple(explicit_operator)
     try:
         if fmt == "fastmri":
-            from .kspace import kspace_items
-
             items, plans, operator, measurements, explicit = kspace_items(data, prior, cfg.operator, explicit, out,
                                                                           volumes)
         else:
@@ -357,8 +326,6 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
     cfg = OmegaConf.create({"data": data, "operator": operator, "solver": solver, "prior": prior, "sigma": sigma,
                             "seed": seed, "samples": samples, "device": device or "auto", "progress": progress,
                             "metrics": list(metrics), "calibrate": calibrate, "threads": threads})
-    from .run import check_some_usable
-
     result = run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
                                else ())
     check_some_usable(result.summary)

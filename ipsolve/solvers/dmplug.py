@@ -11,8 +11,8 @@ from .plug import PlugSolver
 class DMPlug(PlugSolver):
     """``x = clamp(R(z), −1, 1)`` with ``R`` the deterministic DDIM (η = 0) through ``ddim_steps``
     timesteps (3: t = 666, 333, 0 of 1000, diffusers' "leading" spacing), decoded for latent
-    priors; minimise ``ℓ(y, A(R(z)))`` over the seed ``z`` by Adam (lr 1e-2; the paper runs
-    5000 iterations, 10000 for non-linear blur).  ``warm_start=s``: ``R`` starts at
+    priors; minimise ``ℓ(y, A(R(z)))`` over the seed ``z`` by Adam (lr 1e-2, 5000 iterations as the
+    released script; the paper says 10000 for non-linear blur).  ``warm_start=s``: ``R`` starts at
     t0 = s·(T−1) with ``ddim_steps`` evenly spaced steps and ``z`` is the operator's initial
     guess noised to t0.  Blind: ``(z, kernel logits)`` jointly (kernel lr 0.1).
 
