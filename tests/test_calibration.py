@@ -114,7 +114,7 @@ def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem)
     assert near.table[0]["preset"] and near.params == {"noise": 0.045} and near.changes == {}
     assert "kept the solver's own values" in near.note
     gain = min(r["score"] for r in near.table if not r.get("preset")) - near.table[0]["score"]
-    assert f"held-out error was {'higher' if gain > 0 else 'lower'} by " in near.note and "by -" not in near.note
+    assert f"score was {'higher' if gain > 0 else 'lower'} by " in near.note and "by -" not in near.note
     bad = calibrate(y, op, prior, PosteriorMean(noise=0.3), sigma=sigma, budget=5)
     assert bad.params["noise"] < 0.15 and bad.solver.noise == bad.params["noise"]
 
@@ -203,6 +203,42 @@ def test_chosen_values_are_checked_on_all_entries(gaussian_problem):
         UnstableOnAllEntries.edge = 0.03
     assert kept.params == {"noise": 0.3} and kept.changes == {} and kept.result is None
     assert sum(bool(r.get("rejected")) for r in kept.table) == 2 and "kept the solver's own values" in kept.note
+
+
+class ArtifactsAtTheData(PosteriorMean):
+    """The posterior mean plus an error on the pixels it was given, growing as the assumed noise
+    shrinks (as DPS's overshoot at the data grows with ζ): ``c·Aᵀp`` with ``p`` = ±1 per entry of y
+    and ``c = 0.02·(0.08 / noise)⁴`` — on inpainting the held-out pixels do not see it."""
+
+    def run(self, y, operator, prior, gens, sigma, callback=None):
+        res = super().run(y, operator, prior, gens, sigma, callback)
+        a = dense(operator, prior.shape).float()
+        p = torch.ones(a.shape[0])
+        p[1::2] = -1
+        return Result(x=res.x + 0.02 * (0.08 / self.noise) ** 4 * (p @ a).view(1, *prior.shape), info=res.info)
+
+
+def test_score_counts_kept_entries_fitted_worse_than_held_out_ones_are_predicted(gaussian_problem):
+    """A candidate's score is its held-out error plus, per image, max(kept fit − held-out error, 0)
+    × kept entries per held-out entry.  A solve that misfits the pixels it was given — unseen by the
+    held-out error, which here ranks the worst candidate (ζ-like guidance strongest) first — is not
+    chosen; the plain posterior mean, whose kept fit is below its held-out error, is scored by its
+    held-out error alone (test_holdout_score_is_minimal_at_the_bayes_optimal_value)."""
+    prior, _, x, _, sigma = gaussian_problem
+    op = make_operator("inpainting", missing=0.5, image_size=16)
+    y = op.measure(x[:16], sigma, generator=torch.Generator().manual_seed(1))
+    cal = calibrate(y, op, prior, ArtifactsAtTheData(noise=0.03), sigma=sigma, keep_preset=False)
+    rows = [r for r in cal.table if not r.get("preset")]
+    by_held_out = min(rows, key=lambda r: r["held_out"])
+    assert by_held_out["kept_fit"] > 100 * by_held_out["held_out"]  # (the artifacts: held-out pixels miss them)
+    assert all(r["score"] >= r["held_out"] - 1e-4 for r in rows)
+
+    def truth_error(noise):  # the ground truth: this test only
+        return float((ArtifactsAtTheData(noise=noise).run(y, op, prior, None, sigma).x - x[:16]).pow(2).mean())
+
+    assert truth_error(cal.params["noise"]) < 0.01 * truth_error(by_held_out["noise"])
+    plain = calibrate(y, op, prior, PosteriorMean(noise=0.03), sigma=sigma, keep_preset=False)
+    assert all(r["score"] == pytest.approx(r["held_out"]) and r["kept_fit"] < r["held_out"] for r in plain.table)
 
 
 def test_calibrate_is_deterministic_and_falls_back_on_small_measurements(gaussian_problem):
@@ -365,7 +401,7 @@ def test_calibrate_runs_solvers_that_need_the_adjoint_or_a_pseudo_inverse():
 
 def test_restricted_deepinv_operator():
     deepinv = pytest.importorskip("deepinv")
-    op = ipsolve.operators.from_deepinv(deepinv.physics.Tomography(angles=8, img_width=32))
+    op = ipsolve.operators.from_deepinv(deepinv.physics.Tomography(angles=8, img_width=32, normalize=True))
     x = datasets.heldout_phantoms(1, 32)
     y = op(x)
     kept, _ = split_entries(y[0].numel(), 0.2, torch.Generator().manual_seed(0))
@@ -397,10 +433,10 @@ def test_solve_with_auto_zeta_calibrates_dps():
     y = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
     res = solve(y, op, prior, make_solver("dps", zeta="auto", steps=8, progress=False), sigma=0.05, generator=gens,
-                calibrate={"budget": 3})
+                calibrate={"budget": 3, "keep_preset": False})  # (at 8 steps the candidates tie with ζ as given)
     cal = res.calibration
-    # 3 candidates (ζ as given, two golden-section points), the range's end beside the better of the two,
-    # and the check of the chosen ζ on all entries, whose solve solve() returns
+    # 3 candidates (golden-section points), the range's end beside the better of the first two, and the
+    # check of the chosen ζ on all entries, whose solve solve() returns
     assert set(cal.params) == {"zeta"} and len(cal.table) == 4 and cal.nfe == 5 * 8 and cal.result is not None
     assert res.info[0]["calibrated"] == cal.params
     again = solve(y, op, prior, with_params(make_solver("dps", steps=8, progress=False), zeta=cal.params["zeta"]),
@@ -428,7 +464,7 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
         return real(y, operator, prior, solver, **kw)
 
     monkeypatch.setattr(calibration_module, "calibrate", spy)
-    fast = {"name": "dps", "steps": 20, "rescale_zeta": True, "zeta": 0.05}  # too weak: calibration moves it
+    fast = {"name": "dps", "steps": 20, "rescale_zeta": True, "zeta": 2.0}  # overshoots at the data: calibration moves it
     run = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
                               max_images=3, sigma=0.05, calibrate={"images": 2, "budget": 3},
                               progress=False, return_images=True, metrics=["psnr"])
@@ -439,9 +475,8 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
                          for n in run.names[:2]])
     torch.testing.assert_close(y, saved)  # the very measurements the batch loop made and solved
     cal = run.summary["calibration"]
-    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 3
-    # ζ as given (0.05, the range's lower end) and two golden-section points: the better of them is the lower
-    # one, so the end is tried — it was scored already as the solver as given and is not solved again
+    assert set(cal["params"]) == {"zeta"} and cal["images"] == run.names[:2] and len(cal["table"]) == 4
+    # ζ as given and two golden-section points: the better of them is the lower one, so the range's end is tried
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
     # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again
@@ -695,6 +730,9 @@ def test_a_choice_at_the_range_end_is_reported(gaussian_problem):
     assert "noise = 0.02 is the upper end of its search range 0.003–0.02" in cal.note
     inside = calibrate(y, op, prior, PosteriorMean(), sigma=sigma, keep_preset=False)
     assert "end of its search range" not in inside.note
+    # the solver's own value at the range's end is scored once, as the solver as given: the end is not solved again
+    given = calibrate(y, op, prior, NarrowRange(noise=0.02), sigma=sigma, budget=3)
+    assert [r["noise"] for r in given.table].count(0.02) == 1 and len(given.table) == 3
 
 
 class WeakestWithinOneSE(PosteriorMean):
@@ -717,6 +755,6 @@ def test_weakest_guidance_within_one_standard_error(gaussian_problem):
     assert [r["score"] for r in rule.table] == [r["score"] for r in plain.table]  # the same candidates
     best = min(plain.table, key=lambda r: r["score"])["noise"]
     assert plain.params["noise"] == best and rule.params["noise"] > best
-    assert "the weakest guidance whose held-out error is within one standard error" in rule.note
+    assert "the weakest guidance whose score is within one standard error" in rule.note
     clear = calibrate(y, op, prior, WeakestWithinOneSE(), sigma=sigma, keep_preset=False)
     assert clear.params == calibrate(y, op, prior, PosteriorMean(), sigma=sigma, keep_preset=False).params

@@ -553,3 +553,37 @@ def test_api_doors_raise_one_error_type_for_the_same_bad_setting():
     for bad in ("abc", -1, True, None, float("nan")):
         with pytest.raises(RunError, match=r"sigma must be a finite number >= 0 .* got "):
             check_arguments(4, ["psnr"], "gaussian", bad)
+
+
+def test_report_warns_when_the_reconstructions_score_below_the_initial_guess():
+    """With ground truth, a run whose mean PSNR is below the initial guess's says so (a prior that does
+    not fit the images printed its numbers without a word, newcomer audit 2026-12-06); one above does not."""
+    settings = {"operator": {"name": "super_resolution"}, "solver": {"name": "dps"}, "prior": {"source": "p"},
+                "sigma": 0.01}
+
+    def run(psnr, initial):
+        recs = [{**record(f"im{i}", 1.0), "metrics": {"psnr": p}, "initial_metrics": {"psnr": q}}
+                for i, (p, q) in enumerate(zip(psnr, initial))]
+        return report(summarize(recs, settings=settings, skipped=[], num_processes=1, wall_seconds=1.0,
+                                extra={"warnings": []}))
+
+    assert "score below the operator's initial guess (mean PSNR 25.00 against 26.50 dB)" in run([24, 26], [26, 27])
+    assert "below the operator's initial guess" not in run([27, 28], [26, 27])
+
+
+def test_api_tensors_of_another_channel_count_are_converted_like_files():
+    """A grey tensor for a colour prior is replicated, a colour one for a grey prior converted by
+    skimage's luminance weights — as image files are — and the run's warnings say so (was: skipped as
+    'the prior needs (3, 32, 32)' and an error that no image could be used)."""
+    import ipsolve
+    from ipsolve.runner.inputs import convert_channels
+    from skimage.color import rgb2gray
+
+    colour = torch.rand(1, 3, 32, 32) * 2 - 1
+    grey = convert_channels(colour, 1)
+    expected = rgb2gray(((colour[0].permute(1, 2, 0).numpy() + 1) / 2)) * 2 - 1
+    torch.testing.assert_close(grey[0, 0], torch.from_numpy(expected).float(), atol=1e-5, rtol=0)
+    assert torch.equal(convert_channels(grey, 3), grey.expand(-1, 3, -1, -1))
+    fast = {"name": "dps", "steps": 2}
+    run = ipsolve.reconstruct(colour, operator="super_resolution", solver=fast, progress=False, metrics=["psnr"])
+    assert run.x.shape == (1, 1, 32, 32) and "converted to grey" in run.summary["warnings"][0]

@@ -324,7 +324,7 @@ def test_from_deepinv_tomography_runs_a_solver(images64):
     from ipsolve import load_prior, make_solver, solve
     from ipsolve.operators import from_deepinv
 
-    physics = dinv.physics.Tomography(angles=16, img_width=32)
+    physics = dinv.physics.Tomography(angles=16, img_width=32, normalize=True)
     op = from_deepinv(physics)
     x = images64[:2].float()
     y = op.measure(x, 0.01, generator=torch.Generator().manual_seed(0))

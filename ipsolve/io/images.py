@@ -60,7 +60,10 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
         try:
             img = skio.imread(path)
         except Exception as err:  # noqa: BLE001 - any decoder failure means the same thing here
-            raise ValueError(f"cannot read image {path}: {err}") from None
+            # imageio's "no backend" message suggests plugins (pyav, opencv) that cannot read a damaged file either
+            reason = "" if "Could not find a backend" in str(err) else f": {str(err).splitlines()[0]}"
+            raise ValueError(f"cannot read image {path}: not a readable {path.suffix.lstrip('.').upper() or 'image'} "
+                             f"file (damaged, empty or in another format){reason}") from None
         img = exif_oriented(img, path)
     if img.dtype == bool:  # 1-bit images (and masks): 0/1, not 0/255
         img = img.astype(np.float64)

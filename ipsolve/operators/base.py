@@ -171,7 +171,11 @@ class Operator(nn.Module):
     def check_measurement(self, y: torch.Tensor, image_shape) -> torch.Tensor:
         """Check that ``y`` is what this operator produces from images of ``image_shape``."""
         check_image(y, "y")
-        expected = tuple(self.output_shape(image_shape))
+        try:
+            expected = tuple(self.output_shape(image_shape))
+        except ValueError as err:  # (an inpainting mask drawn for y's size: y was made from other-sized images)
+            raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} cannot take the prior's images "
+                             f"{tuple(image_shape)}: {err}") from None
         if tuple(y.shape) != expected:
             raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} maps the prior's images "
                              f"{tuple(image_shape)} to measurements of shape {expected}")

@@ -100,8 +100,8 @@ class PhaseRetrieval(Operator):
     inversion) before metrics are computed (:func:`align_to_reference`)."""
 
     task = "phase_retrieval"
-    single_run_note = ("phase retrieval: one run is a draw (twin image, translation, sign: single DPS runs spread over "
-                       "8-31 dB per image); samples=4 select=residual returns each image's run of smallest misfit "
+    single_run_note = ("phase retrieval: one run of any solver is a draw (twin image, translation, sign; single DPS "
+                       "runs spread over 8-31 dB per image); samples=4 select=residual returns each image's run of smallest misfit "
                        "|y - A(x)| (the papers report the best of 4-5 by ground truth; docs/calibration.md, Best of k)")
 
     measurement_is_image = False

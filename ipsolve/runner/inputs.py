@@ -189,6 +189,9 @@ def load_truth(item: Item, prior):
 
     if item.tensor is not None:
         x = item.tensor
+        if x.ndim == 4 and tuple(x.shape[2:]) == tuple(prior.shape[1:]) and \
+                (x.shape[1], prior.channels) in ((1, 3), (3, 1)):
+            x = convert_channels(x, prior.channels)  # as image files are (load_image), with the same logged warning
         if tuple(x.shape[1:]) != tuple(prior.shape):
             raise ValueError(f"image {item.name} has shape {tuple(x.shape[1:])}, the prior needs {tuple(prior.shape)}")
         return x
@@ -317,13 +320,26 @@ def measurement_origin(items: Sequence[Item]) -> dict | None:
 
 
 def converted_channels(items: Sequence[Item], channels: int) -> list[str]:
-    """The image files whose channel count differs from ``channels`` (read from the header only)."""
+    """The images whose channel count differs from ``channels`` (files: read from the header only)."""
     from ..io import image_channels
 
     converted = []
     for it in items:
         if it.path is not None:
             c = image_channels(it.path)
-            if c is not None and c != channels:
-                converted.append(it.name)
+        else:
+            c = int(it.tensor.shape[1]) if it.tensor is not None and it.tensor.ndim == 4 else None
+        if c is not None and c != channels:
+            converted.append(it.name)
     return converted
+
+
+def convert_channels(x, channels: int):
+    """``(1, C, H, W)`` in [-1, 1] to ``channels``: grey replicated to RGB, RGB to grey by the
+    luminance weights :func:`skimage.color.rgb2gray` uses (linear, so the [-1, 1] scale is kept)."""
+    import torch
+
+    if channels == 3:
+        return x.expand(-1, 3, -1, -1).contiguous()
+    weights = torch.tensor([0.2125, 0.7154, 0.0721], dtype=x.dtype, device=x.device)  # skimage's rgb2gray
+    return (x * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)

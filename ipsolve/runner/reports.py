@@ -156,6 +156,12 @@ def report(summary: dict) -> str:
                      f" | SSIM {format_stats(m.get('ssim'), 3, median=True, of=n)} (initial "
                      f"{format_stats(m.get('ssim_initial'), 3, median=True, of=n)})"
                      f" | LPIPS {format_stats(m.get('lpips'), 3, of=n)}")
+        ours, initial = m.get("psnr"), m.get("psnr_initial")
+        if ours and initial and ours["mean"] < initial["mean"]:  # measured with the ground truth the user gave
+            lines.append(f"  warning: the reconstructions score below the operator's initial guess (mean PSNR "
+                         f"{ours['mean']:.2f} against {initial['mean']:.2f} dB): the prior does not fit these images "
+                         f"or the solver's settings do not suit them (README: Which prior for which images; "
+                         f"calibrate=true chooses the settings from the measurement)")
         resized = summary.get("resized")
         if resized:
             size = "×".join(str(v) for v in resized["to"])

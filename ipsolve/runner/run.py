@@ -401,11 +401,11 @@ def input_warnings(items: list[Item], prior, measurements: bool, rank: int) -> l
     if converted:
         source = getattr(prior, "source", type(prior).__name__)
         if prior.channels == 1:
+            which = ("" if "grey-ddpm" in str(source) else "the bundled phantom priors suit CT-like grey images, "
+                     "prior=grey_ddpm grey natural ones; ")
             notes.append(f"{len(converted)} colour {what}(s) converted to grey for the 1-channel prior {source} "
-                            f"({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''}); the bundled "
-                            f"phantom priors suit CT-like grey images, prior=grey_ddpm grey natural ones; colour "
-                            f"photos need a colour photo prior (prior=photo_ddpm, or a diffusers model: "
-                            f"prior.source=DIR)")
+                         f"({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''}); {which}colour photos "
+                         f"need a colour photo prior (prior=photo_ddpm, or a diffusers model: prior=DIR)")
         else:
             notes.append(f"{len(converted)} grey {what}(s) replicated to {prior.channels} channels for the prior "
                             f"{source} ({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''})")

@@ -58,7 +58,12 @@ def named_params(group: str, spec, registry: Mapping) -> tuple[str, dict]:
             return _preset_or_registered(group, spec, {}, registry_first=False)
         except ValueError as err:
             raise RunError(str(err)) from None
-    params = dict(to_plain(spec))
+    params = to_plain(spec)
+    if not isinstance(params, Mapping):
+        kind = {"operator": "Operator", "solver": "Solver", "prior": "Prior"}.get(group, group)
+        raise RunError(f"{group} must be a name (a registry name or a conf/{group}/ preset), a mapping "
+                       f"{{name: ..., <settings>}} or an ipsolve {kind}, got {type(spec).__name__} {spec!r}")
+    params = dict(params)
     name = params.pop("name", None)
     if name is None:
         raise RunError(f"{group} settings need a 'name' (one of {', '.join(sorted(registry))}), got {params}")
@@ -221,9 +226,14 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs):
     except ValueError as err:
         if not bare or preset is not None or source in ("gaussian", "gmm"):
             raise
-        close = difflib.get_close_matches(source, presets("prior"), n=1)
-        raise ValueError(f"{err}; or a preset of conf/prior/{f' (did you mean {close[0]!r}?)' if close else ''}: "
-                         f"{', '.join(presets('prior'))}") from None
+        raise ValueError(f"{err}{prior_preset_hint(source)}") from None
+
+
+def prior_preset_hint(source: str) -> str:
+    """``; or a preset of conf/prior/ (did you mean 'x'?): ...`` for a bare name that loaded nothing."""
+    close = difflib.get_close_matches(source, presets("prior"), n=1)
+    return (f"; or a preset of conf/prior/{f' (did you mean {close[0]!r}?)' if close else ''}: "
+            f"{', '.join(presets('prior'))}")
 
 
 def prior_source(spec) -> tuple[str, dict]:
@@ -255,7 +265,10 @@ def build_prior(spec, device=None):
         return load_prior(source, device=device, **kwargs)
     except (FileNotFoundError, ValueError) as err:
         said = repr(source) in str(err) or str(source) in str(err)  # the message names it already
-        raise RunError(str(err) if said else f"cannot load prior {source!r}: {err}") from None
+        bare = "/" not in source and ":" not in source and not os.path.exists(source) \
+            and source not in ("gaussian", "gmm")  # a misspelt preset (prior=phantom-ddpm)
+        hint = prior_preset_hint(source) if bare else ""
+        raise RunError((str(err) if said else f"cannot load prior {source!r}: {err}") + hint) from None
 
 
 def registry_name(obj, registry: Mapping) -> str:
@@ -367,6 +380,8 @@ def check_fits(solver, operator, prior) -> None:
                                        if priors else "")
                            + (f"; or keep this prior with one of its solvers: {', '.join(fits)} (or their *_cpu "
                               f"presets)" if fits else "")) from None
+        if _takes(type(solver), operator, prior):  # its settings are the reason (solver.zeta=-1): the message says so
+            raise RunError(str(err)) from None
         # the operator is the reason: name the solvers that take this operator with this prior
         takes = [n for n, cls in SOLVERS.items() if prior_key(prior) in cls.accepts and _takes(cls, operator, prior)]
         raise RunError(f"{err}" + (f"; solvers that take this operator and prior: {', '.join(takes)} (or their *_cpu "

@@ -88,6 +88,9 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     slice by slice; ``Result.calibration.coupling``).  Never sees the ground truth."""
     if isinstance(solver, str):
         solver = make_solver(solver)
+    if not isinstance(solver, Solver):
+        raise TypeError(f"solver must be an ipsolve Solver (make_solver(...)) or a solver or preset name, got "
+                        f"{type(solver).__name__}")
     if not isinstance(operator, Operator):
         raise TypeError(f"operator must be an ipsolve Operator (make_operator(...)), got {type(operator).__name__}")
     if not isinstance(prior, Prior):

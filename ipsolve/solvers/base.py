@@ -230,6 +230,10 @@ class Solver:
     def params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def __repr__(self) -> str:  # make_solver("dps_cpu") in a notebook: its name and settings, not an address
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.params().items() if k != "progress")
+        return f"{type(self).__name__}({shown})"
+
 
 def timer() -> float:
     return time.perf_counter()
