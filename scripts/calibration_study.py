@@ -464,7 +464,10 @@ def report(args):
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (list(SOLVERS).index(r["solver"]), list(OPERATORS).index(r["operator"]), r["sigma"])):
         given = next((c for c in r["scores"] if c.get("preset")), None)
-        kept = given is not None and all(given.get(k) == v for k, v in r["chosen"].items() if k != "iterations")
+        values = {k: v for k, v in r["chosen"].items() if k != "iterations"}
+        kept = given is not None and not any(  # no other candidate has the chosen values (a kept preset's None, its
+            not c.get("preset") and all(c.get(k) == v for k, v in values.items())  # per-operator default, is reported
+            for c in r["scores"])  # resolved: ζ 0.5 for inpainting)
         order = list(type(preset_solver(r["solver"])).search_space)  # the declared order
         chosen = ("as given" if kept else
                   ", ".join(f"{k} {r['chosen'][k]:.3g}" for k in order if r["chosen"].get(k) is not None))
