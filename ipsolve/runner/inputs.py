@@ -327,8 +327,9 @@ def converted_channels(items: Sequence[Item], channels: int) -> list[str]:
     for it in items:
         if it.path is not None:
             c = image_channels(it.path)
-        else:
+        else:  # a tensor: only the counts load_truth converts (another count is refused there, by name)
             c = int(it.tensor.shape[1]) if it.tensor is not None and it.tensor.ndim == 4 else None
+            c = c if (c, channels) in ((1, 3), (3, 1)) else None
         if c is not None and c != channels:
             converted.append(it.name)
     return converted
