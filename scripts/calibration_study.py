@@ -10,6 +10,7 @@ ground truth (only this study computes it; no solver, stopping rule or score eve
     python scripts/calibration_study.py best-of-k --out docs   # phase retrieval: best of 4 runs by residual
     python scripts/calibration_study.py second-family --out outputs/calibration/second_family.jsonl [--shard 0/2]
     python scripts/calibration_study.py second-family --compare weakest --out outputs/calibration/second_family_dps.jsonl
+    python scripts/calibration_study.py transfer --out outputs/calibration/transfer.jsonl [--shard 0/2] [--report]
     python scripts/calibration_study.py iteration-rules --out outputs/calibration/iteration_rules.jsonl [--shard 0/2]
     python scripts/benchmark.py --calibration                                             # both
 
@@ -26,6 +27,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -388,6 +390,86 @@ ITERATION_RULES = {
 }
 
 
+# the initial-guess warning where the prior does not fit (DESIGN §12): (family, solver, operator) at σ = 0.01
+TRANSFER_FAMILIES = {"photos": "heldout_grey_crops(names=brick, coins, grass, moon)",
+                     "textures": "unseen_structures(4)", "blobs": "the study's images"}
+TRANSFER_AUDIT_ROWS = ([(f, s, o) for f in ("photos", "textures") for o in ("SR ×4", "inpainting 70 %") for s in MAIN]
+                       + [("photos", s, o) for o in ("CT 16 views", "MRI 4×") for s in ("dps", "daps", "dmplug")]
+                       + [("blobs", s, o) for o in ("SR ×4", "inpainting 70 %") for s in ("dps", "daps", "dmplug")])
+
+
+def family_images(family: str) -> torch.Tensor:
+    if family == "photos":
+        return datasets.heldout_grey_crops(32, names=("brick", "coins", "grass", "moon"))
+    return datasets.unseen_structures(4) if family == "textures" else images()
+
+
+def transfer(args):
+    """Does calibration say when a solver will not beat the operator's initial guess?  On images the
+    priors never saw (grey photo crops, textured phantoms; the study's ``blobs`` images as the case
+    where the solvers gain), σ = 0.01, noise seed 1234: PSNR of the initial guess and of the calibrated
+    solve, the chosen values' score, the initial guess's score and whether ``Calibration.warning``
+    fired.  One JSON line per row; ``--report`` prints the table and writes
+    ``figures/calibration_transfer.json`` under ``--docs``."""
+    out = Path(args.out)
+    if args.report:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        return transfer_report(rows, Path(args.docs))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["family"], r["solver"], r["operator"]) for r in map(json.loads, out.read_text().splitlines())} \
+        if out.is_file() else set()
+    k, n = (int(v) for v in args.shard.split("/"))
+    for i, (family, solver_name, op_label) in enumerate(TRANSFER_AUDIT_ROWS):
+        if i % n != k or (family, solver_name, op_label) in done:
+            continue
+        t0 = time.perf_counter()
+        truth = family_images(family)
+        registry, params = OPERATORS[op_label]
+        op = make_operator(registry, **params)
+        y = op.measure(truth, 0.01, generator=torch.Generator().manual_seed(1234))
+        prior, solver = prior_of(SOLVERS[solver_name][0]), preset_solver(solver_name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cal = calibrate(y, op, prior, solver, sigma=0.01, generator=gens(len(y)))
+            x = cal.result.x if cal.result is not None else solve(y, op, prior, cal.solver, sigma=0.01,
+                                                                    generator=gens(len(y))).x
+        row = {"family": family, "solver": solver_name, "operator": op_label, "sigma": 0.01,
+               "initial": mean_psnr(op.initial_guess(y), truth), "calibrated": mean_psnr(x, truth),
+               "chosen": cal.params, "chosen_score": cal.score,
+               "initial_guess_score": cal.initial_guess_score, "warning": cal.warning,
+               "seconds": time.perf_counter() - t0}
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{family} | {solver_name} | {op_label}: initial {row['initial']:.2f}, calibrated {row['calibrated']:.2f}, "
+              f"score {row['chosen_score']:.4g} vs guess {row['initial_guess_score']:.4g}, "
+              f"{'WARNED' if cal.warning else 'no warning'} — {row['seconds']:.0f} s", flush=True)
+
+
+def transfer_report(rows: list[dict], docs: Path, margin: float = 0.3) -> None:
+    """The table (markdown, printed) and ``figures/calibration_transfer.json``; a loss or gain is one of
+    more than ``margin`` dB against the initial guess."""
+    lines = ["| family | operator | solver | initial guess | calibrated (gain) | score: chosen / initial guess | warned |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        gain = r["calibrated"] - r["initial"]
+        lines.append(f"| {r['family']} | {r['operator']} | {r['solver']} | {r['initial']:.2f} | "
+                     f"{r['calibrated']:.2f} ({gain:+.2f}) | {r['chosen_score']:,.4g} / {r['initial_guess_score']:,.4g} | "
+                     f"{'**yes**' if r['warning'] else 'no'} |")
+    losses = [r for r in rows if r["calibrated"] - r["initial"] < -margin]
+    gains = [r for r in rows if r["calibrated"] - r["initial"] > margin]
+    ties = len(rows) - len(losses) - len(gains)
+    summary = {"rows": len(rows), "margin_db": margin,
+               "losses": len(losses), "losses_warned": sum(bool(r["warning"]) for r in losses),
+               "gains": len(gains), "gains_warned": sum(bool(r["warning"]) for r in gains),
+               "ties": ties, "ties_warned": sum(bool(r["warning"]) for r in rows) - sum(bool(r["warning"]) for r in losses + gains)}
+    print("\n".join(lines))
+    print(f"\nlosses > {margin} dB: {summary['losses']} ({summary['losses_warned']} warned); gains > {margin} dB: "
+          f"{summary['gains']} ({summary['gains_warned']} warned); within ±{margin} dB: {ties} ({summary['ties_warned']} warned)")
+    (docs / "figures").mkdir(parents=True, exist_ok=True)
+    (docs / "figures" / "calibration_transfer.json").write_text(
+        json.dumps({"families": TRANSFER_FAMILIES, "summary": summary, "rows": rows}, indent=1) + "\n")
+
+
 def iteration_rules(args):
     """How the plug-in solvers' iteration count is read off the held-out curve, measured: for each
     DMPlug/FMPlug row of the study (its calibrated lr, from ``--rows``) on the study's images and on
@@ -535,6 +617,11 @@ def main(argv=None):
     s.add_argument("--out", default="outputs/calibration/second_family.jsonl")
     s.add_argument("--shard", default="0/1", help="k/n: this process runs every n-th row from the k-th")
     s.add_argument("--compare", choices=("end", "weakest"), default="end")
+    t = sub.add_parser("transfer")
+    t.add_argument("--out", default="outputs/calibration/transfer.jsonl")
+    t.add_argument("--shard", default="0/1", help="k/n: this process runs every n-th row from the k-th")
+    t.add_argument("--report", action="store_true", help="print the table of --out's rows, write its JSON under --docs")
+    t.add_argument("--docs", default="docs")
     it = sub.add_parser("iteration-rules")
     it.add_argument("--rows", default="docs/figures/calibration_rows.json")
     it.add_argument("--out", default="outputs/calibration/iteration_rules.jsonl")
@@ -542,7 +629,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     {"run": run, "report": report, "curves": curves, "best-of-k": best_of_k,
-     "second-family": second_family, "iteration-rules": iteration_rules}[args.cmd](args)
+     "second-family": second_family, "iteration-rules": iteration_rules, "transfer": transfer}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -136,10 +136,14 @@ def test_a_solver_its_initial_guess_predicts_better_is_warned_about(gaussian_pro
     prior, op, x, y, sigma = gaussian_problem
     good = calibrate(y[:8], op, prior, PosteriorMean(noise=0.05), sigma=sigma, budget=5)
     assert good.warning == "" and good.initial_guess_score > 1.5 * good.table[0]["score"]
+    # the returned values' score: the kept preset's row, on the initial guess's scale
+    assert good.result is None and good.score == pytest.approx(good.table[0]["score"], rel=1e-6)
+    assert good.summary()["score"] == good.score
     with pytest.warns(CalibrationWarning, match="initial guess predicts the held-out measurement entries better"):
         bad = calibrate(y[:8], op, prior, FadedPosteriorMean(noise=0.05), sigma=sigma, budget=5)
     assert "not expected to beat its initial guess" in bad.warning and bad.summary()["warning"] == bad.warning
     assert min(r["score"] for r in bad.table) > bad.initial_guess_score == pytest.approx(good.initial_guess_score)
+    assert bad.score > bad.initial_guess_score
 
 
 class DivergesBelow(PosteriorMean):
@@ -479,6 +483,8 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     # ζ as given and two golden-section points: the better of them is the lower one, so the range's end is tried
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
+    assert f"calibration score (held-out entries; lower is better): {cal['score']:.4g}, the operator's initial " \
+           f"guess {cal['initial_guess_score']:.4g}" in report(run.summary)
     # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again
     assert cal["changes"] and cal["reused_solve"]
     # summary.json's solver entry holds the values the images were solved with, and says which were calibrated

@@ -141,6 +141,20 @@ def test_progress_lines_every_n_iterations_sized_from_the_measured_time(caplog):
     assert P.duration(3725) == "1 h 02 min" and P.iteration_budget(type("S", (), {"steps": 250})()) == 250
 
 
+def test_progress_lines_count_skipped_inputs_apart_from_done_images(caplog):
+    """A batch whose inputs could not be used is not reported as images done (it read "2/2 images
+    done" for a run that solved none)."""
+    lines = P.ProgressLog(total=3, num_batches=2, budget=None, clock=FakeClock())
+    with caplog.at_level(logging.INFO, logger="ipsolve"):
+        lines.start_batch(2)
+        lines.end_batch(0, skipped=2)
+        lines.start_batch(1)
+        lines.end_batch(1)
+    batch = [r.getMessage() for r in caplog.records if "finished" in r.getMessage()]
+    assert "| 0/3 images done, 2 skipped |" in batch[0] and not batch[0].endswith("| done")
+    assert batch[1].endswith("1/3 images done, 2 skipped | 0 s elapsed | done")
+
+
 # -- worse than the initial guess ----------------------------------------------------------
 def record(name, residual, reliability=-0.1):
     return {"name": name, "rank": 0, "seed": {"noise": 1, "solver": 2}, "metrics": {"psnr": 20.0},

@@ -75,8 +75,10 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
                 if return_images:
                     images[rec["name"]] = x
         bar.update(len(batch))
+        if skipped:
+            bar.set_postfix(skipped=len(skipped))
         if lines is not None:
-            lines.end_batch(len(batch))
+            lines.end_batch(len(ok), len(unreadable))
     bar.close()
     return records, skipped, images
 

@@ -50,7 +50,7 @@ class ProgressLog:
         self.budget = budget * samples if budget else None  # a batch with k samples is solved k times
         self.target, self.clock = target, clock
         self.start = clock()
-        self.done, self.batch, self.batch_size = 0, 0, 0
+        self.done, self.skipped, self.batch, self.batch_size = 0, 0, 0, 0
         self.every: int | None = None  # N, once measured
         self.calls, self.batch_start = 0, self.start
 
@@ -58,12 +58,16 @@ class ProgressLog:
         self.batch += 1
         self.batch_size, self.calls, self.batch_start = size, 0, self.clock()
 
+    def _done(self) -> str:
+        """``'3/4 images done'``, with ``', 1 skipped'`` where inputs could not be used."""
+        return f"{self.done}/{self.total} images done" + (f", {self.skipped} skipped" if self.skipped else "")
+
     def _eta(self, fraction_of_batch: float) -> str:
         elapsed = self.clock() - self.start
-        finished = self.done + self.batch_size * min(max(fraction_of_batch, 0.0), 1.0)
+        finished = self.done + self.skipped + self.batch_size * min(max(fraction_of_batch, 0.0), 1.0)
         if finished <= 0:
             return "time left unknown yet"
-        left = elapsed * (self.total - finished) / finished
+        left = elapsed * (self.total - finished) / finished  # (a skipped input counts as handled)
         return f"about {duration(left)} left"
 
     def callback(self, iteration: int, state=None) -> None:
@@ -83,13 +87,15 @@ class ProgressLog:
             return
         of = f"/{self.budget}" if self.budget else ""
         fraction = self.calls / self.budget if self.budget else 0.0
-        log.info("%sprogress: batch %d/%d at iteration %d%s | %d/%d images done | %s elapsed | %s", self.label,
-                 self.batch, self.num_batches, self.calls, of, self.done, self.total,
+        log.info("%sprogress: batch %d/%d at iteration %d%s | %s | %s elapsed | %s", self.label,
+                 self.batch, self.num_batches, self.calls, of, self._done(),
                  duration(self.clock() - self.start), self._eta(fraction))
 
-    def end_batch(self, finished: int) -> None:
+    def end_batch(self, finished: int, skipped: int = 0) -> None:
+        """After a batch: ``finished`` images solved, ``skipped`` inputs of it that could not be used."""
         self.done += finished
+        self.skipped += skipped
         self.batch_size = 0
-        log.info("%sprogress: batch %d/%d finished | %d/%d images done | %s elapsed | %s", self.label, self.batch,
-                 self.num_batches, self.done, self.total, duration(self.clock() - self.start),
-                 "done" if self.done >= self.total else self._eta(0.0))
+        log.info("%sprogress: batch %d/%d finished | %s | %s elapsed | %s", self.label, self.batch,
+                 self.num_batches, self._done(), duration(self.clock() - self.start),
+                 "done" if self.done + self.skipped >= self.total else self._eta(0.0))

@@ -185,6 +185,9 @@ def report(summary: dict) -> str:
                      f"({calibration['method']}, {calibration['candidates']} candidates, "
                      f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
                      f"; calibration.csv)")
+        if calibration.get("score") is not None and calibration.get("initial_guess_score") is not None:
+            lines.append(f"  calibration score (held-out entries; lower is better): {calibration['score']:.4g}, the "
+                         f"operator's initial guess {calibration['initial_guess_score']:.4g}")
         if calibration.get("warning"):
             lines.append(f"  warning: calibration: {calibration['warning']}")
     threads = summary.get("threads")

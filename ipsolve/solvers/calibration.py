@@ -77,7 +77,8 @@ class Calibration:
     their iteration budget, within which their own stopping rule stays on); ``result``: the solve of
     all of ``y`` that checked the chosen values (holdout; None when the solver's own values were
     kept) — :func:`ipsolve.solve` returns it instead of solving again; ``coupling``: the weight chosen with
-    ``params=[..., "z_coupling"]`` (0 = slice by slice), else None."""
+    ``params=[..., "z_coupling"]`` (0 = slice by slice), else None; ``score`` (holdout): the returned
+    values' score, on the same scale as ``initial_guess_score``."""
 
     params: dict
     solver: Solver
@@ -91,10 +92,12 @@ class Calibration:
     coupling: float | None = None  # the chosen z-coupling weight (0: slice by slice), when it was calibrated
     initial_guess_score: float | None = None  # the operator's initial guess from the kept entries, scored alike
     warning: str = ""  # the initial guess predicts the held-out entries better than the chosen values
+    score: float | None = None  # the returned values' score (holdout), beside initial_guess_score
 
     def summary(self) -> dict:
         return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
                 "seconds": round(self.seconds, 2), "candidates": len(self.table), "note": self.note,
+                **({"score": self.score} if self.score is not None else {}),
                 **({"initial_guess_score": self.initial_guess_score} if self.initial_guess_score is not None else {}),
                 **({"warning": self.warning} if self.warning else {})}
 
@@ -446,6 +449,11 @@ class HoldoutObjective(_Candidates):
                            f"worse than the initial guess and the noise level, so its budget and stopping rule stay")
         return final, changes, accepted, reasons
 
+    def chosen_score(self, accepted) -> float | None:
+        """The score of the values returned (the solver's own where none was accepted), or None."""
+        key = accepted if accepted is not None else ()
+        return float(self.entries[key].mean()) if key in self.entries else None
+
     def warning(self, accepted) -> str:
         """:func:`initial_guess_warning` for the chosen values (the solver's own where none was accepted)."""
         key = accepted if accepted is not None else ()
@@ -550,12 +558,12 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
     chosen = coordinate_search(objective, chosen, budget - int(keep_preset), method, extend)
 
-    final = changes = accepted = None
+    final = changes = accepted = score = None
     warning = ""
     if method == "holdout":
         final, changes, accepted, reasons = objective.choose(keep_preset)
         note = "; ".join(p for p in (note, *reasons) if p)
-        warning = objective.warning(accepted)
+        warning, score = objective.warning(accepted), objective.chosen_score(accepted)
     else:
         note = "; ".join(p for p in (note, objective.note()) if p)
     if final is None:  # the discrepancy principle's choice (or no candidate held out at all)
@@ -572,7 +580,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     return Calibration(params=final, solver=with_params(solver, **changes), table=objective.table, method=method,
                        nfe=objective.cost(), seconds=time.perf_counter() - start, note=note, changes=changes,
                        result=objective.checked.get(accepted) if accepted is not None else None,
-                       coupling=coupling, warning=warning,
+                       coupling=coupling, warning=warning, score=score,
                        initial_guess_score=None if baseline is None else float(baseline.mean()))
 
 
