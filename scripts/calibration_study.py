@@ -458,13 +458,19 @@ def transfer_report(rows: list[dict], docs: Path, margin: float = 0.3) -> None:
     losses = [r for r in rows if r["calibrated"] - r["initial"] < -margin]
     gains = [r for r in rows if r["calibrated"] - r["initial"] > margin]
     ties = len(rows) - len(losses) - len(gains)
+    above = [r for r in rows if r["chosen_score"] > r["initial_guess_score"]]  # without the one-SE margin
     summary = {"rows": len(rows), "margin_db": margin,
                "losses": len(losses), "losses_warned": sum(bool(r["warning"]) for r in losses),
                "gains": len(gains), "gains_warned": sum(bool(r["warning"]) for r in gains),
-               "ties": ties, "ties_warned": sum(bool(r["warning"]) for r in rows) - sum(bool(r["warning"]) for r in losses + gains)}
+               "ties": ties, "ties_warned": sum(bool(r["warning"]) for r in rows) - sum(bool(r["warning"]) for r in losses + gains),
+               "scored_above_guess": {"losses": sum(r in above for r in losses), "gains": sum(r in above for r in gains),
+                                      "ties": len(above) - sum(r in above for r in losses + gains)}}
     print("\n".join(lines))
     print(f"\nlosses > {margin} dB: {summary['losses']} ({summary['losses_warned']} warned); gains > {margin} dB: "
           f"{summary['gains']} ({summary['gains_warned']} warned); within ±{margin} dB: {ties} ({summary['ties_warned']} warned)")
+    a = summary["scored_above_guess"]
+    print(f"scored above the initial guess at all (no one-standard-error margin): {a['losses']} of the losses, "
+          f"{a['gains']} of the gains, {a['ties']} of the ties")
     (docs / "figures").mkdir(parents=True, exist_ok=True)
     (docs / "figures" / "calibration_transfer.json").write_text(
         json.dumps({"families": TRANSFER_FAMILIES, "summary": summary, "rows": rows}, indent=1) + "\n")

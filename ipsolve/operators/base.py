@@ -100,6 +100,8 @@ class Operator(nn.Module):
     measurement_is_image: bool = True  # False: y is data (sinogram, k-space...), shown via display()
     holdout_fill: str = "harmonic"  # how measurement entries held out for validation are filled in (restrict.py)
     single_run_note: str | None = None  # said to a user who runs one sample where one run is a draw (phase retrieval)
+    # what held-out measurement entries cannot see on this operator, said with every holdout calibration (MRI)
+    holdout_blind_spot: str | None = None
     # Which standard problem this is (one of TASKS), for the per-task settings of the reference
     # configs: the one place an operator is mapped to a task; each solver maps tasks to its own
     # table.  None: an operator no paper configures (deepinv physics, your own).

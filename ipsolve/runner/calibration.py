@@ -147,6 +147,8 @@ def _calibrate(job, items, options: dict) -> dict:
         hint = ("; for grey images that are no phantoms: prior=grey_ddpm" if source.startswith("bundled:phantom")
                 and job.prior.channels == 1 else "")
         log.warning("calibration: %s%s", cal.warning, hint)
+    elif cal.blind_spot:
+        log.info("calibration: %s", cal.blind_spot)
     if job.out is not None:
         write_calibration_files(job.out, record)
     return record

@@ -190,6 +190,8 @@ def report(summary: dict) -> str:
                          f"operator's initial guess {calibration['initial_guess_score']:.4g}")
         if calibration.get("warning"):
             lines.append(f"  warning: calibration: {calibration['warning']}")
+        elif calibration.get("blind_spot"):
+            lines.append(f"  note: calibration: {calibration['blind_spot']}")
     threads = summary.get("threads")
     if threads:
         lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})")

@@ -78,7 +78,8 @@ class Calibration:
     all of ``y`` that checked the chosen values (holdout; None when the solver's own values were
     kept) — :func:`ipsolve.solve` returns it instead of solving again; ``coupling``: the weight chosen with
     ``params=[..., "z_coupling"]`` (0 = slice by slice), else None; ``score`` (holdout): the returned
-    values' score, on the same scale as ``initial_guess_score``."""
+    values' score, on the same scale as ``initial_guess_score``; ``blind_spot``: what held-out entries
+    cannot see on this operator (MRI), else ""."""
 
     params: dict
     solver: Solver
@@ -93,13 +94,15 @@ class Calibration:
     initial_guess_score: float | None = None  # the operator's initial guess from the kept entries, scored alike
     warning: str = ""  # the initial guess predicts the held-out entries better than the chosen values
     score: float | None = None  # the returned values' score (holdout), beside initial_guess_score
+    blind_spot: str = ""  # what held-out entries cannot see on this operator (Operator.holdout_blind_spot)
 
     def summary(self) -> dict:
         return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
                 "seconds": round(self.seconds, 2), "candidates": len(self.table), "note": self.note,
                 **({"score": self.score} if self.score is not None else {}),
                 **({"initial_guess_score": self.initial_guess_score} if self.initial_guess_score is not None else {}),
-                **({"warning": self.warning} if self.warning else {})}
+                **({"warning": self.warning} if self.warning else {}),
+                **({"blind_spot": self.blind_spot} if self.blind_spot else {})}
 
 
 class CalibrationWarning(UserWarning):
@@ -559,11 +562,12 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     chosen = coordinate_search(objective, chosen, budget - int(keep_preset), method, extend)
 
     final = changes = accepted = score = None
-    warning = ""
+    warning = blind_spot = ""
     if method == "holdout":
         final, changes, accepted, reasons = objective.choose(keep_preset)
         note = "; ".join(p for p in (note, *reasons) if p)
         warning, score = objective.warning(accepted), objective.chosen_score(accepted)
+        blind_spot = getattr(operator, "holdout_blind_spot", None) or ""
     else:
         note = "; ".join(p for p in (note, objective.note()) if p)
     if final is None:  # the discrepancy principle's choice (or no candidate held out at all)
@@ -580,7 +584,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     return Calibration(params=final, solver=with_params(solver, **changes), table=objective.table, method=method,
                        nfe=objective.cost(), seconds=time.perf_counter() - start, note=note, changes=changes,
                        result=objective.checked.get(accepted) if accepted is not None else None,
-                       coupling=coupling, warning=warning, score=score,
+                       coupling=coupling, warning=warning, score=score, blind_spot=blind_spot,
                        initial_guess_score=None if baseline is None else float(baseline.mean()))
 
 
