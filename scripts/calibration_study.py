@@ -581,6 +581,10 @@ def report(args):
                f"{median([r['oracle'] - r['calibrated'] for r in rows]):.2f} dB (target ≤ 0.3; preset's (c) − (a) "
                f"{median([r['oracle'] - r['preset'] for r in rows]):.2f}); rows where calibration loses > 0.5 dB to the "
                f"preset: {len(losses)}"
+               + "".join(f"; at σ {sig:g} ({len(part)} rows): median gap {median([r['oracle'] - r['calibrated'] for r in part]):.2f} "
+                         f"(presets' {median([r['oracle'] - r['preset'] for r in part]):.2f}), median (b) − (a) "
+                         f"{median([r['calibrated'] - r['preset'] for r in part]):+.2f}"
+                         for sig in sorted({r['sigma'] for r in rows}) for part in [[r for r in rows if r['sigma'] == sig]])
                + (f" ({'; '.join(r['solver'] + ' ' + r['operator'] + ' σ ' + str(r['sigma']) for r in losses)})" if losses else "")
                + "; transfer rows (target (b) ≥ (a) + 0.5): "
                + ", ".join(f"{r['solver']} {r['operator']} {r['calibrated'] - r['preset']:+.2f}" for r in transfer)
