@@ -187,7 +187,8 @@ def report(summary: dict) -> str:
                      f"; calibration.csv)")
         if calibration.get("score") is not None and calibration.get("initial_guess_score") is not None:
             lines.append(f"  calibration score (held-out entries; lower is better): {calibration['score']:.4g}, the "
-                         f"operator's initial guess {calibration['initial_guess_score']:.4g}")
+                         f"operator's initial guess {calibration['initial_guess_score']:.4g} (a warning only where the "
+                         f"guess is better by more than one standard error)")
         if calibration.get("warning"):
             lines.append(f"  warning: calibration: {calibration['warning']}")
         elif calibration.get("blind_spot"):
