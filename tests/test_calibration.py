@@ -137,7 +137,7 @@ def test_a_solver_its_initial_guess_predicts_better_is_warned_about(gaussian_pro
     good = calibrate(y[:8], op, prior, PosteriorMean(noise=0.05), sigma=sigma, budget=5)
     assert good.warning == "" and good.initial_guess_score > 1.5 * good.table[0]["score"]
     # the returned values' score: the kept preset's row, on the initial guess's scale
-    assert good.result is None and good.score == pytest.approx(good.table[0]["score"], rel=1e-6)
+    assert good.result is None and good.score == pytest.approx(good.table[0]["score"], rel=1e-5)  # one mean, two float32 orders
     assert good.summary()["score"] == good.score
     with pytest.warns(CalibrationWarning, match="initial guess predicts the held-out measurement entries better"):
         bad = calibrate(y[:8], op, prior, FadedPosteriorMean(noise=0.05), sigma=sigma, budget=5)
