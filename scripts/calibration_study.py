@@ -437,6 +437,7 @@ def transfer(args):
                "initial": mean_psnr(op.initial_guess(y), truth), "calibrated": mean_psnr(x, truth),
                "chosen": cal.params, "chosen_score": cal.score,
                "initial_guess_score": cal.initial_guess_score, "warning": cal.warning,
+               "against_initial_guess": cal.against_initial_guess, "initial_guess_se": cal.initial_guess_se,
                "seconds": time.perf_counter() - t0}
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -448,29 +449,38 @@ def transfer(args):
 def transfer_report(rows: list[dict], docs: Path, margin: float = 0.3) -> None:
     """The table (markdown, printed) and ``figures/calibration_transfer.json``; a loss or gain is one of
     more than ``margin`` dB against the initial guess."""
-    lines = ["| family | operator | solver | initial guess | calibrated (gain) | score: chosen / initial guess | warned |",
-             "|---|---|---|---|---|---|---|"]
+    shown = {"better": "better", "indistinguishable": "within 1 SE", "worse": "**worse: warned**"}
+    lines = ["| family | operator | solver | initial guess | calibrated (gain) | score: chosen / initial guess "
+             "(1 SE) | against the guess |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         gain = r["calibrated"] - r["initial"]
+        se = f" ({r['initial_guess_se']:,.3g})" if r.get("initial_guess_se") is not None else ""
         lines.append(f"| {r['family']} | {r['operator']} | {r['solver']} | {r['initial']:.2f} | "
-                     f"{r['calibrated']:.2f} ({gain:+.2f}) | {r['chosen_score']:,.4g} / {r['initial_guess_score']:,.4g} | "
-                     f"{'**yes**' if r['warning'] else 'no'} |")
+                     f"{r['calibrated']:.2f} ({gain:+.2f}) | {r['chosen_score']:,.4g} / {r['initial_guess_score']:,.4g}{se} | "
+                     f"{shown.get(r.get('against_initial_guess'), '**warned**' if r['warning'] else 'no warning')} |")
     losses = [r for r in rows if r["calibrated"] - r["initial"] < -margin]
     gains = [r for r in rows if r["calibrated"] - r["initial"] > margin]
     ties = len(rows) - len(losses) - len(gains)
     above = [r for r in rows if r["chosen_score"] > r["initial_guess_score"]]  # without the one-SE margin
+    level = [r for r in rows if r not in losses and r not in gains]
     summary = {"rows": len(rows), "margin_db": margin,
                "losses": len(losses), "losses_warned": sum(bool(r["warning"]) for r in losses),
                "gains": len(gains), "gains_warned": sum(bool(r["warning"]) for r in gains),
                "ties": ties, "ties_warned": sum(bool(r["warning"]) for r in rows) - sum(bool(r["warning"]) for r in losses + gains),
                "scored_above_guess": {"losses": sum(r in above for r in losses), "gains": sum(r in above for r in gains),
-                                      "ties": len(above) - sum(r in above for r in losses + gains)}}
+                                      "ties": len(above) - sum(r in above for r in losses + gains)},
+               # Calibration.against_initial_guess per class (rows recorded before it existed: not counted)
+               "against_initial_guess": {label: {v: sum(r.get("against_initial_guess") == v for r in group)
+                                                 for v in ("better", "indistinguishable", "worse")}
+                                         for label, group in (("losses", losses), ("gains", gains), ("ties", level))}}
     print("\n".join(lines))
     print(f"\nlosses > {margin} dB: {summary['losses']} ({summary['losses_warned']} warned); gains > {margin} dB: "
           f"{summary['gains']} ({summary['gains_warned']} warned); within ±{margin} dB: {ties} ({summary['ties_warned']} warned)")
     a = summary["scored_above_guess"]
     print(f"scored above the initial guess at all (no one-standard-error margin): {a['losses']} of the losses, "
           f"{a['gains']} of the gains, {a['ties']} of the ties")
+    for label, counts in summary["against_initial_guess"].items():
+        print(f"{label}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     (docs / "figures").mkdir(parents=True, exist_ok=True)
     (docs / "figures" / "calibration_transfer.json").write_text(
         json.dumps({"families": TRANSFER_FAMILIES, "summary": summary, "rows": rows}, indent=1) + "\n")

@@ -139,11 +139,28 @@ def test_a_solver_its_initial_guess_predicts_better_is_warned_about(gaussian_pro
     # the returned values' score: the kept preset's row, on the initial guess's scale
     assert good.result is None and good.score == pytest.approx(good.table[0]["score"], rel=1e-5)  # one mean, two float32 orders
     assert good.summary()["score"] == good.score
+    assert good.against_initial_guess == "better" and good.summary()["initial_guess_se"] == good.initial_guess_se > 0
     with pytest.warns(CalibrationWarning, match="initial guess predicts the held-out measurement entries better"):
         bad = calibrate(y[:8], op, prior, FadedPosteriorMean(noise=0.05), sigma=sigma, budget=5)
     assert "not expected to beat its initial guess" in bad.warning and bad.summary()["warning"] == bad.warning
     assert min(r["score"] for r in bad.table) > bad.initial_guess_score == pytest.approx(good.initial_guess_score)
     assert bad.score > bad.initial_guess_score
+    assert bad.against_initial_guess == "worse" and bad.score - bad.initial_guess_score > bad.initial_guess_se
+
+
+def test_the_comparison_with_the_initial_guess_has_three_outcomes():
+    """Paired per-entry differences: lower / higher by more than one standard error, or within it
+    (the run's report then says the score cannot tell: tests/test_runner.py)."""
+    from ipsolve.solvers.calibration import compare_with_initial_guess
+
+    g = torch.Generator().manual_seed(0)
+    guess = 10 + torch.rand(4, 50, generator=g)
+    noise = torch.randn(4, 50, generator=g)
+    assert compare_with_initial_guess(guess - 2 + noise, guess)[0] == "better"
+    assert compare_with_initial_guess(guess + 2 + noise, guess)[0] == "worse"
+    verdict, se = compare_with_initial_guess(guess + noise - noise.mean(), guess)
+    assert verdict == "indistinguishable" and se == pytest.approx(float(noise.std() / math.sqrt(200)), rel=1e-5)
+    assert compare_with_initial_guess(guess * float("nan"), guess)[0] == "indistinguishable"  # no claim either way
 
 
 class DivergesBelow(PosteriorMean):

@@ -585,6 +585,29 @@ def test_report_warns_when_the_reconstructions_score_below_the_initial_guess():
     assert "below the operator's initial guess" not in run([27, 28], [26, 27])
 
 
+
+def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_standard_error():
+    """The report gives both scores and one standard error of their paired difference; within it, a
+    note says the score cannot tell whether the solve beats the initial guess (no warning, no review)."""
+    settings = {"operator": {"name": "inpainting"}, "solver": {"name": "dps"}, "prior": {"source": "p"}, "sigma": 0.01}
+    calibration = {"params": {"zeta": 0.5}, "images": ["im0"], "method": "holdout", "candidates": 5,
+                   "nfe_per_image": 500.0, "seconds": 3.0, "note": "", "score": 10.4, "initial_guess_score": 10.5,
+                   "against_initial_guess": "indistinguishable", "initial_guess_se": 0.3}
+
+    def text(**changes):
+        summary = summarize([record("im0", 1.0)], settings=settings, skipped=[], num_processes=1, wall_seconds=1.0,
+                            extra={"warnings": [], "calibration": {**calibration, **changes}})
+        return report(summary)
+
+    tie = text()
+    assert "calibration score (held-out entries; lower is better): 10.4, the operator's initial guess 10.5 " \
+           "(one standard error 0.3: within that of the guess)" in tie
+    assert "note: calibration: the score cannot tell whether the solve beats the operator's initial guess" in tie
+    better = text(against_initial_guess="better", score=9.0)
+    assert "(one standard error 0.3: better than the guess by more than that)" in better and "cannot tell" not in better
+    old = text(against_initial_guess=None, initial_guess_se=None)  # a calibration.json from before 2026-12-06
+    assert "guess 10.5 (a warning only where the guess is better by more than one standard error)" in old
+
 def test_api_tensors_of_another_channel_count_are_converted_like_files():
     """A grey tensor for a colour prior is replicated, a colour one for a grey prior converted by
     skimage's luminance weights — as image files are — and the run's warnings say so (was: skipped as

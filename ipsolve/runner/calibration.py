@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import RunError, flag
 from .inputs import input_digest
+from .reports import INDISTINGUISHABLE
 from .rundir import atomic_write_text
 
 log = logging.getLogger("ipsolve")
@@ -147,8 +148,11 @@ def _calibrate(job, items, options: dict) -> dict:
         hint = ("; for grey images that are no phantoms: prior=grey_ddpm" if source.startswith("bundled:phantom")
                 and job.prior.channels == 1 else "")
         log.warning("calibration: %s%s", cal.warning, hint)
-    elif cal.blind_spot:
-        log.info("calibration: %s", cal.blind_spot)
+    else:
+        if cal.against_initial_guess == "indistinguishable":
+            log.info("calibration: %s", INDISTINGUISHABLE)
+        if cal.blind_spot:
+            log.info("calibration: %s", cal.blind_spot)
     if job.out is not None:
         write_calibration_files(job.out, record)
     return record

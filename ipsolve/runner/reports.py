@@ -13,6 +13,13 @@ from .rundir import atomic_write_text
 
 METRICS = ("psnr", "ssim", "lpips")
 
+# Calibration.against_initial_guess, as the report says it (compare_with_initial_guess)
+AGAINST_GUESS = {"better": "better than the guess by more than that",
+                 "indistinguishable": "within that of the guess",
+                 "worse": "worse than the guess by more than that"}
+INDISTINGUISHABLE = ("the score cannot tell whether the solve beats the operator's initial guess (within one standard "
+                     "error): compare them (initial/ beside recon/)")
+
 
 def autoencoder_passes(info: dict) -> int | None:
     """A latent solver's autoencoder calls recorded in its ``info`` (None when it records none)."""
@@ -186,13 +193,19 @@ def report(summary: dict) -> str:
                      f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
                      f"; calibration.csv)")
         if calibration.get("score") is not None and calibration.get("initial_guess_score") is not None:
+            verdict, se = calibration.get("against_initial_guess"), calibration.get("initial_guess_se")
             lines.append(f"  calibration score (held-out entries; lower is better): {calibration['score']:.4g}, the "
-                         f"operator's initial guess {calibration['initial_guess_score']:.4g} (a warning only where the "
-                         f"guess is better by more than one standard error)")
+                         f"operator's initial guess {calibration['initial_guess_score']:.4g}"
+                         + (f" (one standard error {se:.3g}: {AGAINST_GUESS[verdict]})" if verdict in AGAINST_GUESS
+                            and se is not None else " (a warning only where the guess is better by more than one "
+                                                    "standard error)"))  # (a calibration.json from before 2026-12-06)
         if calibration.get("warning"):
             lines.append(f"  warning: calibration: {calibration['warning']}")
-        elif calibration.get("blind_spot"):
-            lines.append(f"  note: calibration: {calibration['blind_spot']}")
+        else:
+            if calibration.get("against_initial_guess") == "indistinguishable":
+                lines.append(f"  note: calibration: {INDISTINGUISHABLE}")
+            if calibration.get("blind_spot"):
+                lines.append(f"  note: calibration: {calibration['blind_spot']}")
     threads = summary.get("threads")
     if threads:
         lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})")

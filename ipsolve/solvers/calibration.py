@@ -78,8 +78,11 @@ class Calibration:
     all of ``y`` that checked the chosen values (holdout; None when the solver's own values were
     kept) — :func:`ipsolve.solve` returns it instead of solving again; ``coupling``: the weight chosen with
     ``params=[..., "z_coupling"]`` (0 = slice by slice), else None; ``score`` (holdout): the returned
-    values' score, on the same scale as ``initial_guess_score``; ``blind_spot``: what held-out entries
-    cannot see on this operator (MRI), else ""."""
+    values' score, on the same scale as ``initial_guess_score``; ``against_initial_guess``: ``better``,
+    ``indistinguishable`` or ``worse`` (with ``warning``) — the score against the initial guess's, by
+    more than ``initial_guess_se``, one standard error of the paired per-entry differences
+    (:func:`compare_with_initial_guess`); ``blind_spot``: what held-out entries cannot see on this
+    operator (MRI), else ""."""
 
     params: dict
     solver: Solver
@@ -95,12 +98,16 @@ class Calibration:
     warning: str = ""  # the initial guess predicts the held-out entries better than the chosen values
     score: float | None = None  # the returned values' score (holdout), beside initial_guess_score
     blind_spot: str = ""  # what held-out entries cannot see on this operator (Operator.holdout_blind_spot)
+    against_initial_guess: str = ""  # better / indistinguishable / worse (compare_with_initial_guess); "" without one
+    initial_guess_se: float | None = None  # one standard error of score − initial_guess_score (paired, per entry)
 
     def summary(self) -> dict:
         return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
                 "seconds": round(self.seconds, 2), "candidates": len(self.table), "note": self.note,
                 **({"score": self.score} if self.score is not None else {}),
                 **({"initial_guess_score": self.initial_guess_score} if self.initial_guess_score is not None else {}),
+                **({"against_initial_guess": self.against_initial_guess,
+                    "initial_guess_se": self.initial_guess_se} if self.against_initial_guess else {}),
                 **({"warning": self.warning} if self.warning else {}),
                 **({"blind_spot": self.blind_spot} if self.blind_spot else {})}
 
@@ -464,6 +471,13 @@ class HoldoutObjective(_Candidates):
             return ""
         return initial_guess_warning(self.entries[key], self.baseline_errors)
 
+    def against_initial_guess(self, accepted) -> tuple[str, float | None]:
+        """:func:`compare_with_initial_guess` for the chosen values, or ``("", None)`` without a guess."""
+        key = accepted if accepted is not None else ()
+        if self.baseline_errors is None or key not in self.entries:
+            return "", None
+        return compare_with_initial_guess(self.entries[key], self.baseline_errors)
+
 
 def coordinate_search(objective, chosen: dict, budget: int, method: str, extend: bool) -> dict:
     """Coordinate-wise search of ``objective.space`` from ``chosen`` with ``budget`` candidates:
@@ -562,11 +576,13 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     chosen = coordinate_search(objective, chosen, budget - int(keep_preset), method, extend)
 
     final = changes = accepted = score = None
-    warning = blind_spot = ""
+    warning = blind_spot = verdict = ""
+    guess_se = None
     if method == "holdout":
         final, changes, accepted, reasons = objective.choose(keep_preset)
         note = "; ".join(p for p in (note, *reasons) if p)
         warning, score = objective.warning(accepted), objective.chosen_score(accepted)
+        verdict, guess_se = objective.against_initial_guess(accepted)
         blind_spot = getattr(operator, "holdout_blind_spot", None) or ""
     else:
         note = "; ".join(p for p in (note, objective.note()) if p)
@@ -585,6 +601,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
                        nfe=objective.cost(), seconds=time.perf_counter() - start, note=note, changes=changes,
                        result=objective.checked.get(accepted) if accepted is not None else None,
                        coupling=coupling, warning=warning, score=score, blind_spot=blind_spot,
+                       against_initial_guess=verdict, initial_guess_se=guess_se,
                        initial_guess_score=None if baseline is None else float(baseline.mean()))
 
 
@@ -607,6 +624,20 @@ def choose_method(method: str, n_split: int, holdout: float, sigma: float) -> tu
     return method, note
 
 
+def compare_with_initial_guess(chosen: torch.Tensor, initial: torch.Tensor) -> tuple[str, float]:
+    """``(verdict, standard error)`` of the chosen values' per-entry score against the operator's initial
+    guess's (paired differences): ``better`` (lower by more than one standard error), ``worse`` (higher by
+    more: :func:`initial_guess_warning`) or ``indistinguishable`` (within one standard error: the score
+    cannot tell whether the solve beats its initial guess — in a transfer audit the losses within one
+    standard error were DMPlug's −0.68 and −0.87 dB and ReSample's −0.71 dB, docs/calibration.md)."""
+    d = (chosen - initial).flatten()
+    se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
+    mean = float(d.mean())
+    if not (math.isfinite(mean) and math.isfinite(se)):
+        return "indistinguishable", se
+    return ("worse" if mean > se else "better" if mean < -se else "indistinguishable"), se
+
+
 def initial_guess_warning(chosen: torch.Tensor, initial: torch.Tensor) -> str:
     """A warning when the operator's initial guess (from the kept entries) scores better than the chosen
     values' solve (held-out entries, kept ones where fitted worse) by more than one standard error of the
@@ -615,9 +646,8 @@ def initial_guess_warning(chosen: torch.Tensor, initial: torch.Tensor) -> str:
     solver is then not expected to beat its initial guess on these images — a prior that does not fit
     them (a transfer audit: grey photos under the phantom prior, SR ×4: every calibrated solver scored worse
     than bicubic's 542, and every one lost 0.42–2.58 dB to it)."""
-    d = (chosen - initial).flatten()
-    se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
-    if not (math.isfinite(float(d.mean())) and math.isfinite(se)) or float(d.mean()) <= se:
+    verdict, se = compare_with_initial_guess(chosen, initial)
+    if verdict != "worse":
         return ""
     return (f"the operator's initial guess predicts the held-out measurement entries better than the calibrated "
             f"solver (score {float(chosen.mean()):.3g} against the initial guess's "
