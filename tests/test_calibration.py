@@ -140,12 +140,19 @@ def test_a_solver_its_initial_guess_predicts_better_is_warned_about(gaussian_pro
     assert good.result is None and good.score == pytest.approx(good.table[0]["score"], rel=1e-5)  # one mean, two float32 orders
     assert good.summary()["score"] == good.score
     assert good.against_initial_guess == "better" and good.summary()["initial_guess_se"] == good.initial_guess_se > 0
+    assert good.comparison_splits == 2 and good.initial_guess_difference < -good.initial_guess_se
     with pytest.warns(CalibrationWarning, match="initial guess predicts the held-out measurement entries better"):
         bad = calibrate(y[:8], op, prior, FadedPosteriorMean(noise=0.05), sigma=sigma, budget=5)
     assert "not expected to beat its initial guess" in bad.warning and bad.summary()["warning"] == bad.warning
     assert min(r["score"] for r in bad.table) > bad.initial_guess_score == pytest.approx(good.initial_guess_score)
     assert bad.score > bad.initial_guess_score
-    assert bad.against_initial_guess == "worse" and bad.score - bad.initial_guess_score > bad.initial_guess_se
+    assert bad.against_initial_guess == "worse" and bad.initial_guess_difference > bad.initial_guess_se
+    assert "on 2 fresh splits of y" in bad.warning
+    # comparison_splits=0: on the split that chose the values, their score minus the guess's
+    own = calibrate(y[:8], op, prior, FadedPosteriorMean(noise=0.05), sigma=sigma, budget=5, comparison_splits=0)
+    assert own.comparison_splits == 0 and "on the calibration's split" in own.warning
+    assert own.initial_guess_difference == pytest.approx(own.score - own.initial_guess_score, rel=1e-4)
+
 
 
 def test_the_comparison_with_the_initial_guess_has_three_outcomes():
@@ -153,14 +160,12 @@ def test_the_comparison_with_the_initial_guess_has_three_outcomes():
     (the run's report then says the score cannot tell: tests/test_runner.py)."""
     from ipsolve.solvers.calibration import compare_with_initial_guess
 
-    g = torch.Generator().manual_seed(0)
-    guess = 10 + torch.rand(4, 50, generator=g)
-    noise = torch.randn(4, 50, generator=g)
-    assert compare_with_initial_guess(guess - 2 + noise, guess)[0] == "better"
-    assert compare_with_initial_guess(guess + 2 + noise, guess)[0] == "worse"
-    verdict, se = compare_with_initial_guess(guess + noise - noise.mean(), guess)
+    noise = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    assert compare_with_initial_guess(noise - 2)[0] == "better"
+    assert compare_with_initial_guess(noise + 2)[0] == "worse"
+    verdict, se = compare_with_initial_guess(noise - noise.mean())
     assert verdict == "indistinguishable" and se == pytest.approx(float(noise.std() / math.sqrt(200)), rel=1e-5)
-    assert compare_with_initial_guess(guess * float("nan"), guess)[0] == "indistinguishable"  # no claim either way
+    assert compare_with_initial_guess(noise * float("nan"))[0] == "indistinguishable"  # no claim either way
 
 
 class DivergesBelow(PosteriorMean):
@@ -457,8 +462,10 @@ def test_solve_with_auto_zeta_calibrates_dps():
                 calibrate={"budget": 3, "keep_preset": False})  # (at 8 steps the candidates tie with ζ as given)
     cal = res.calibration
     # 3 candidates (golden-section points), the range's end beside the better of the first two, and the
-    # check of the chosen ζ on all entries, whose solve solve() returns
-    assert set(cal.params) == {"zeta"} and len(cal.table) == 4 and cal.nfe == 5 * 8 and cal.result is not None
+    # check of the chosen ζ on all entries, whose solve solve() returns, and the chosen ζ on the two fresh
+    # splits that compare it with the initial guess
+    assert set(cal.params) == {"zeta"} and len(cal.table) == 4 and cal.nfe == 7 * 8 and cal.result is not None
+    assert cal.comparison_splits == 2
     assert res.info[0]["calibrated"] == cal.params
     again = solve(y, op, prior, with_params(make_solver("dps", steps=8, progress=False), zeta=cal.params["zeta"]),
                   sigma=0.05, generator=[torch.Generator().manual_seed(i) for i in range(2)])

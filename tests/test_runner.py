@@ -592,7 +592,8 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
     settings = {"operator": {"name": "inpainting"}, "solver": {"name": "dps"}, "prior": {"source": "p"}, "sigma": 0.01}
     calibration = {"params": {"zeta": 0.5}, "images": ["im0"], "method": "holdout", "candidates": 5,
                    "nfe_per_image": 500.0, "seconds": 3.0, "note": "", "score": 10.4, "initial_guess_score": 10.5,
-                   "against_initial_guess": "indistinguishable", "initial_guess_se": 0.3}
+                   "against_initial_guess": "indistinguishable", "initial_guess_difference": 0.2,
+                   "initial_guess_se": 0.3, "comparison_splits": 2}
 
     def text(**changes):
         summary = summarize([record("im0", 1.0)], settings=settings, skipped=[], num_processes=1, wall_seconds=1.0,
@@ -600,11 +601,13 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
         return report(summary)
 
     tie = text()
-    assert "calibration score (held-out entries; lower is better): 10.4, the operator's initial guess 10.5 " \
-           "(one standard error 0.3: within that of the guess)" in tie
+    assert "calibration score (held-out entries; lower is better): 10.4, the operator's initial guess 10.5; on 2 " \
+           "fresh splits of y the solve's score is +0.2 per entry against the guess's (one standard error 0.3: " \
+           "within that of the guess)" in tie
     assert "note: calibration: the score cannot tell whether the solve beats the operator's initial guess" in tie
-    better = text(against_initial_guess="better", score=9.0)
-    assert "(one standard error 0.3: better than the guess by more than that)" in better and "cannot tell" not in better
+    better = text(against_initial_guess="better", initial_guess_difference=-1.5, comparison_splits=0)
+    assert "; on the calibration's own split the solve's score is -1.5 per entry against the guess's (one standard " \
+           "error 0.3: better than the guess by more than that)" in better and "cannot tell" not in better
     old = text(against_initial_guess=None, initial_guess_se=None)  # a calibration.json from before 2026-12-06
     assert "guess 10.5 (a warning only where the guess is better by more than one standard error)" in old
 

@@ -21,6 +21,17 @@ INDISTINGUISHABLE = ("the score cannot tell whether the solve beats the operator
                      "error): compare them (initial/ beside recon/)")
 
 
+def against_guess(calibration: dict) -> str:
+    """The comparison with the initial guess, as the report says it (``Calibration.summary``)."""
+    verdict, splits = calibration.get("against_initial_guess"), calibration.get("comparison_splits")
+    if verdict not in AGAINST_GUESS or calibration.get("initial_guess_se") is None or splits is None:
+        # a calibration.json from before 2026-12-06 (twentieth session)
+        return " (a warning only where the guess is better by more than one standard error)"
+    where = f"on {splits} fresh split{'s' if splits > 1 else ''} of y" if splits else "on the calibration's own split"
+    return (f"; {where} the solve's score is {calibration['initial_guess_difference']:+.3g} per entry against the "
+            f"guess's (one standard error {calibration['initial_guess_se']:.3g}: {AGAINST_GUESS[verdict]})")
+
+
 def autoencoder_passes(info: dict) -> int | None:
     """A latent solver's autoencoder calls recorded in its ``info`` (None when it records none)."""
     keys = ("decoder_backward", "decoder_forward", "encoder")
@@ -193,12 +204,9 @@ def report(summary: dict) -> str:
                      f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
                      f"; calibration.csv)")
         if calibration.get("score") is not None and calibration.get("initial_guess_score") is not None:
-            verdict, se = calibration.get("against_initial_guess"), calibration.get("initial_guess_se")
             lines.append(f"  calibration score (held-out entries; lower is better): {calibration['score']:.4g}, the "
                          f"operator's initial guess {calibration['initial_guess_score']:.4g}"
-                         + (f" (one standard error {se:.3g}: {AGAINST_GUESS[verdict]})" if verdict in AGAINST_GUESS
-                            and se is not None else " (a warning only where the guess is better by more than one "
-                                                    "standard error)"))  # (a calibration.json from before 2026-12-06)
+                         + against_guess(calibration))
         if calibration.get("warning"):
             lines.append(f"  warning: calibration: {calibration['warning']}")
         else:
