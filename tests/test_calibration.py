@@ -150,7 +150,7 @@ def test_a_solver_its_initial_guess_predicts_better_is_warned_about(gaussian_pro
     assert "on 2 fresh splits of y" in bad.warning
     # comparison_splits=0: on the split that chose the values, their score minus the guess's
     own = calibrate(y[:8], op, prior, FadedPosteriorMean(noise=0.05), sigma=sigma, budget=5, comparison_splits=0)
-    assert own.comparison_splits == 0 and "on the calibration's split" in own.warning
+    assert own.comparison_splits == 0 and "on the calibration's own split" in own.warning
     assert own.initial_guess_difference == pytest.approx(own.score - own.initial_guess_score, rel=1e-4)
 
 
@@ -448,6 +448,9 @@ def test_auto_parameters_and_errors(gaussian_problem):
         calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, params=["lr"])
     with pytest.raises(ValueError, match="method must be one of"):
         calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, method="sure")
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="comparison_splits must be an integer >= 0"):
+            calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, comparison_splits=bad)
 
 
 def test_solve_with_auto_zeta_calibrates_dps():

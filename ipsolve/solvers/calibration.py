@@ -550,6 +550,9 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not 0.0 < float(holdout) <= 0.5:
         raise ValueError(f"holdout must be a fraction in (0, 0.5], got {holdout!r}")
+    if isinstance(comparison_splits, bool) or not isinstance(comparison_splits, int) or comparison_splits < 0:
+        raise ValueError(f"comparison_splits must be an integer >= 0 (fresh splits on which the result is compared "
+                         f"with the initial guess; 0: the calibration's own split), got {comparison_splits!r}")
     names = None if params is None else [params] if isinstance(params, str) else list(params)
     couple = names is not None and COUPLING in names
     if couple or penalty is not None:
@@ -689,7 +692,7 @@ def initial_guess_warning(comparison: dict) -> str:
     guess on these images — usually a prior that does not fit them (a transfer audit: grey photos under
     the phantom prior, SR ×4: four of the five calibrated solvers lost 0.68–2.89 dB to bicubic)."""
     splits = comparison["comparison_splits"]
-    where = f"on {splits} fresh split{'s' if splits > 1 else ''} of y" if splits else "on the calibration's split"
+    where = f"on {splits} fresh split{'s' if splits > 1 else ''} of y" if splits else "on the calibration's own split"
     return (f"the operator's initial guess predicts the held-out measurement entries better than the calibrated "
             f"solver ({where}, by {comparison['initial_guess_difference']:.3g} per entry, one standard error "
             f"{comparison['initial_guess_se']:.3g}): on these images it is not expected to beat its initial guess "
