@@ -154,7 +154,6 @@ def test_a_solver_its_initial_guess_predicts_better_is_warned_about(gaussian_pro
     assert own.initial_guess_difference == pytest.approx(own.score - own.initial_guess_score, rel=1e-4)
 
 
-
 def test_the_comparison_with_the_initial_guess_has_three_outcomes():
     """Paired per-entry differences: lower / higher by more than one standard error, or within it
     (the run's report then says the score cannot tell: tests/test_runner.py)."""
@@ -511,7 +510,10 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
     assert f"calibration score (held-out entries; lower is better): {cal['score']:.4g}, the operator's initial " \
-           f"guess {cal['initial_guess_score']:.4g}" in report(run.summary)
+           f"guess {cal['initial_guess_score']:.4g}; on 2 fresh splits of y the solve's score is " \
+           f"{cal['initial_guess_difference']:+.3g} per entry" in report(run.summary)
+    assert cal["comparison_splits"] == 2 and cal["against_initial_guess"] in ("better", "indistinguishable", "worse")
+    assert (cal["against_initial_guess"] == "worse") == bool(cal.get("warning"))  # the warning is the worse outcome
     # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again
     assert cal["changes"] and cal["reused_solve"]
     # summary.json's solver entry holds the values the images were solved with, and says which were calibrated

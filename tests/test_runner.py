@@ -588,7 +588,7 @@ def test_report_warns_when_the_reconstructions_score_below_the_initial_guess():
 
 def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_standard_error():
     """The report gives both scores and one standard error of their paired difference; within it, a
-    note says the score cannot tell whether the solve beats the initial guess (no warning, no review)."""
+    note says the score cannot tell whether the solve beats the initial guess (a note, not a warning)."""
     settings = {"operator": {"name": "inpainting"}, "solver": {"name": "dps"}, "prior": {"source": "p"}, "sigma": 0.01}
     calibration = {"params": {"zeta": 0.5}, "images": ["im0"], "method": "holdout", "candidates": 5,
                    "nfe_per_image": 500.0, "seconds": 3.0, "note": "", "score": 10.4, "initial_guess_score": 10.5,
@@ -605,6 +605,7 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
            "fresh splits of y the solve's score is +0.2 per entry against the guess's (one standard error 0.3: " \
            "within that of the guess)" in tie
     assert "note: calibration: the score cannot tell whether the solve beats the operator's initial guess" in tie
+    assert "warning: calibration" not in tie
     better = text(against_initial_guess="better", initial_guess_difference=-1.5, comparison_splits=0)
     assert "; on the calibration's own split the solve's score is -1.5 per entry against the guess's (one standard " \
            "error 0.3: better than the guess by more than that)" in better and "cannot tell" not in better
