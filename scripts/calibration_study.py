@@ -498,7 +498,7 @@ def fresh_folds(args):
     is biased their way; fresh folds are not (what ``calibrate`` does since: ``fresh_split_differences``).
     One JSON line per row: per fold the mean paired difference (chosen − guess) and its standard
     error, and the outcome from the folds' pooled per-entry differences."""
-    from ipsolve.solvers.calibration import HoldoutObjective, compare_with_initial_guess
+    from ipsolve.solvers.calibration import HoldoutObjective, compare_with_initial_guess, paired_standard_error
 
     rows = json.loads(Path(args.rows).read_text())["rows"]
     out = Path(args.out)
@@ -528,7 +528,7 @@ def fresh_folds(args):
                 errors, kept = objective.fit_errors(res.x, res.kernel)
             d = (objective.with_kept_misfit(errors, kept) - objective.baseline_errors).flatten()
             differences.append(d)
-            folds.append({"seed": seed, "difference": float(d.mean()), "se": float(d.std() / math.sqrt(d.numel()))})
+            folds.append({"seed": seed, "difference": float(d.mean()), "se": paired_standard_error(d)})
         pooled = torch.cat(differences)
         verdict, se = compare_with_initial_guess(pooled)
         row = {**dict(zip(("family", "solver", "operator"), key)), "gain": r["calibrated"] - r["initial"],

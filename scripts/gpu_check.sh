@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Everything a session lent a GPU should measure, in one call (≈ 7 min on one H100/H200-class GPU):
 # the paper-scale speed and memory tables (scripts/scale_benchmark.py), the 32-px launch-bound
-# table, and the CLI main job on the GPU.  Writes into $OUT (default outputs/gpu_check): scale.csv,
-# performance.md, scale.png, env.json (GPU, torch, CUDA), run.log, nvidia-smi.txt, mainjob.log.
+# table, the CLI main job on the GPU, and whether a run repeats to the last bit with and without
+# deterministic=true (scripts/repeatability.py).  Writes into $OUT (default outputs/gpu_check): scale.csv,
+# performance.md, scale.png, env.json (GPU, torch, CUDA), run.log, nvidia-smi.txt, mainjob.log,
+# repeatability.json / .log.
 #
 #   bash scripts/gpu_check.sh                  # on the GPU machine, from the repository root
 #   DEADLINE=420 bash scripts/gpu_check.sh     # seconds for the scale benchmark (sections that would not fit are skipped)
@@ -28,7 +30,7 @@ start=$(date +%s)
 if [ -n "${DRY_RUN:-}" ]; then
   scale=(--scale tiny --device cpu --size 32 --budget 2 --batches 1 2) device=cpu deadline=${DEADLINE:-900}
 else
-  scale=(--scale paper) device=cuda deadline=${DEADLINE:-400}
+  scale=(--scale paper) device=cuda deadline=${DEADLINE:-380}
 fi
 "$PYTHON" scripts/scale_benchmark.py "${scale[@]}" --out "$OUT" --deadline "$deadline" \
   --sections compile adm small vae resample sd3 flux 2>&1 | tee "$OUT/run.log"
@@ -42,3 +44,9 @@ timeout 120 "$PYTHON" -m ipsolve device=$device progress=false hydra.run.dir=/tm
 rc=$?  # read before the echo's own command substitution resets it
 echo "main job on $device: $(( $(date +%s) - start )) s (exit $rc)" | tee -a "$OUT/mainjob.log"
 tail -n 20 "$OUT/mainjob.log"
+start=$(date +%s)
+if [ -n "${DRY_RUN:-}" ]; then repeat=(--steps 20 --images 2 --solvers dps); else repeat=(); fi
+timeout 120 "$PYTHON" scripts/repeatability.py --out "$OUT" --device $device ${repeat[@]+"${repeat[@]}"} > "$OUT/repeatability.log" 2>&1
+rc=$?
+echo "repeatability on $device: $(( $(date +%s) - start )) s (exit $rc)" | tee -a "$OUT/repeatability.log"
+tail -n 6 "$OUT/repeatability.log"

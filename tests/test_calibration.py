@@ -557,6 +557,47 @@ def test_runner_calibration_errors(tmp_path):
                             calibrate=True, progress=False)
     with pytest.raises(RunError, match="unknown calibrate option"):
         ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1, calibrate={"image": 2})
+    for bad in (-1, 1.5, True, "two"):
+        with pytest.raises(RunError, match=r"calibrate.comparison_splits must be an integer >= 0 .*got") as err:
+            ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1, calibrate={"comparison_splits": bad})
+        assert "\n" not in str(err.value)
+
+
+def test_runner_comparison_splits_option(tmp_path, monkeypatch):
+    """``calibrate.comparison_splits`` reaches :func:`ipsolve.calibrate` (its default is the API's), is
+    recorded with the options, and a ``calibration.json`` from before the option is reused when its
+    comparison was the one asked for."""
+    import json
+
+    from ipsolve.runner import calibration as runner_calibration, report
+    from ipsolve.solvers import calibration as calibration_module
+
+    assert runner_calibration.DEFAULTS["comparison_splits"] == calibration_module.COMPARISON_SPLITS
+    seen, real = [], calibration_module.calibrate
+    monkeypatch.setattr(calibration_module, "calibrate",
+                        lambda *a, **kw: seen.append(kw["comparison_splits"]) or real(*a, **kw))
+    fast = {"name": "dps", "steps": 10, "rescale_zeta": True, "zeta": 2.0}
+    kw = dict(operator="inpainting", solver=fast, max_images=1, sigma=0.05, progress=False, return_images=False,
+              metrics=["psnr"])
+    options = {"images": 1, "budget": 3}
+    run = ipsolve.reconstruct("bundled:phantom", output_dir=tmp_path / "own", **kw,
+                              calibrate={**options, "comparison_splits": 0})
+    cal = run.summary["calibration"]
+    assert seen == [0] and cal["comparison_splits"] == 0 and cal["options"]["comparison_splits"] == 0
+    assert "on the calibration's own split the solve's score is" in report(run.summary)
+    # a record written before the option existed (no comparison_splits among its options), made with the
+    # comparison asked for, is reused; asking for another comparison calibrates again
+    record = json.loads((tmp_path / "own" / "calibration.json").read_text())
+    del record["options"]["comparison_splits"]
+    for name in ("old", "other"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "calibration.json").write_text(json.dumps(record))
+    reused = ipsolve.reconstruct("bundled:phantom", output_dir=tmp_path / "old", **kw,
+                                 calibrate={**options, "comparison_splits": 0})
+    assert seen == [0] and reused.summary["calibration"]["params"] == cal["params"]
+    again = ipsolve.reconstruct("bundled:phantom", output_dir=tmp_path / "other", **kw,
+                                calibrate={**options, "comparison_splits": 1})
+    assert seen == [0, 1] and again.summary["calibration"]["comparison_splits"] == 1
 
 
 def test_best_of_k_by_residual():

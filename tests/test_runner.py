@@ -95,6 +95,61 @@ def test_run_records_its_thread_count_and_restores_torchs():
     assert run.summary["threads"] == {"setting": "1", "threads": 1, "reason": "threads=1 (set)"}
 
 
+# -- deterministic mode ------------------------------------------------------------------------
+def torch_determinism() -> tuple:
+    import os
+
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+
+
+def test_deterministic_mode_sets_torchs_flags_names_what_has_no_deterministic_kernel_and_restores(monkeypatch):
+    """``deterministic_algorithms``: torch's deterministic mode (warn-only), cuDNN without benchmarking,
+    cuBLAS's workspace setting; an operation torch reports without a deterministic kernel (as a CUDA
+    run would meet one: torch's own wording) is recorded once, other warnings still reach the user."""
+    import warnings
+
+    from ipsolve.runner.determinism import CUBLAS_WORKSPACE, deterministic_algorithms
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch_determinism()
+    alert = ("upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation, but you set "
+             "'torch.use_deterministic_algorithms(True, warn_only=True)'. You can file an issue at ...")
+    with deterministic_algorithms(True) as record:
+        assert torch_determinism() == (True, True, True, False, CUBLAS_WORKSPACE)
+        with pytest.warns(UserWarning, match="an ordinary warning"):
+            for _ in range(3):
+                warnings.warn(alert, UserWarning)
+            warnings.warn("an ordinary warning", UserWarning)
+            warnings.warn(alert.replace("upsample_bilinear2d", "index_put"), UserWarning)
+    assert record == {"enabled": True, "nondeterministic_ops": ["upsample_bilinear2d_backward_out_cuda",
+                                                                "index_put_backward_out_cuda"]}
+    assert torch_determinism() == before
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own setting is kept
+    with deterministic_algorithms(True):
+        assert torch_determinism()[4] == ":16:8"
+    with deterministic_algorithms(False) as record:
+        assert torch_determinism() == before[:4] + (":16:8",) and record == {"enabled": False, "nondeterministic_ops": []}
+    with pytest.raises(RunError, match="deterministic must be true or false, got 'yes'"):
+        with deterministic_algorithms("yes"):
+            pass
+
+
+def test_a_deterministic_run_records_it_and_solves_as_the_default_does_on_a_cpu():
+    import ipsolve
+
+    x = ipsolve.datasets.heldout_phantoms(2, 32)
+    kw = dict(solver={"name": "dps", "steps": 8}, prior="bundled:phantom-ddpm", progress=False, metrics=["psnr"])
+    before = torch_determinism()
+    run = ipsolve.reconstruct(x, deterministic=True, **kw)
+    assert torch_determinism() == before
+    assert run.summary["deterministic"] == {"enabled": True, "nondeterministic_ops": []}
+    assert "deterministic algorithms: on (every operation met had a deterministic kernel)" in report(run.summary)
+    default = ipsolve.reconstruct(x, **kw)
+    assert torch.equal(run.x, default.x)  # a CPU run repeats to the last bit either way
+    assert "deterministic algorithms" not in report(default.summary)
+
+
 def test_a_sigma_on_another_scale_is_said_once_in_the_run_and_its_summary(recwarn):
     """σ = 2.55 (a [0, 255] std): the run logs and records the note once; no Python warning escapes
     from each measure/solve, and the images' residual warnings stay in the run's own records."""
@@ -316,11 +371,11 @@ def test_resume_refuses_another_data_set_under_the_same_names(tmp_path):
 def test_a_calibration_file_is_reused_only_for_the_same_settings_and_images():
     from types import SimpleNamespace
 
-    from ipsolve.runner.calibration import stale_calibration
+    from ipsolve.runner.calibration import calibration_options, stale_calibration
     from ipsolve.runner.inputs import Item, input_digest
 
     items = [Item(name=f"i{k}", tensor=torch.full((1, 1, 4, 4), float(k))) for k in range(2)]
-    options = {"enabled": True, "params": None}
+    options = calibration_options(True)
     record = {"options": options, "fingerprint": "f1", "input_digests": {it.name: input_digest(it) for it in items}}
     assert stale_calibration(record, SimpleNamespace(fingerprint="f1"), items, options) is None
     assert "other run settings" in stale_calibration(record, SimpleNamespace(fingerprint="f2"), items, options)

@@ -17,7 +17,8 @@ record is written last, so an image counts as finished only when all its files e
 The parts: :mod:`.settings` (names and configs → objects), :mod:`.inputs` (images and their
 names), :mod:`.rundir` (the run directory and resume), :mod:`.processes` (process state and
 gathering), :mod:`.batches` (the batch loop), :mod:`.reports` and :mod:`.grid` (summaries,
-reports, sweep tables and images), :mod:`.threads` (torch's thread count), :mod:`.progress`
+reports, sweep tables and images), :mod:`.threads` (torch's thread count), :mod:`.determinism`
+(``deterministic=true``), :mod:`.progress`
 (progress as log lines), :mod:`.calibration` (``calibrate=true``), :mod:`.run` (:func:`execute` and
 its doors), :mod:`.volumes` and :mod:`.kspace` (DICOM/NIfTI/fastMRI volumes as slice items and
 back, :func:`reconstruct_volumes`).

@@ -22,8 +22,10 @@ from .reports import INDISTINGUISHABLE
 from .rundir import atomic_write_text
 
 log = logging.getLogger("ipsolve")
-OPTIONS = ("enabled", "images", "method", "budget", "holdout", "params")
-DEFAULTS = {"enabled": False, "images": 4, "method": "auto", "budget": None, "holdout": 0.2, "params": None}
+OPTIONS = ("enabled", "images", "method", "budget", "holdout", "params", "comparison_splits")
+# comparison_splits: ipsolve.solvers.calibration.COMPARISON_SPLITS (not imported here: the CLI starts without torch)
+DEFAULTS = {"enabled": False, "images": 4, "method": "auto", "budget": None, "holdout": 0.2, "params": None,
+            "comparison_splits": 2}
 
 
 def calibration_options(value) -> dict:
@@ -41,6 +43,10 @@ def calibration_options(value) -> dict:
         out["params"] = [out["params"]] if isinstance(out["params"], str) else list(out["params"])
     if int(out["images"]) < 1:
         raise RunError(f"calibrate.images must be >= 1, got {out['images']}")
+    splits = out["comparison_splits"]
+    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 0:
+        raise RunError(f"calibrate.comparison_splits must be an integer >= 0 (fresh splits of y on which the result "
+                       f"is compared with the operator's initial guess; 0: the calibration's own split), got {splits!r}")
     return out
 
 
@@ -126,7 +132,7 @@ def _calibrate(job, items, options: dict) -> dict:
                             neighbour_pairs([(it.volume, it.z) for it in ok]))
     cal = calibrate(y, job.operator, job.prior, job.solver, sigma=job.sigma, params=options["params"],
                     budget=options["budget"], method=options["method"], holdout=options["holdout"], seed=job.seed,
-                    generator=gens, penalty=penalty)
+                    generator=gens, penalty=penalty, comparison_splits=options["comparison_splits"])
     record = {**cal.summary(), "sigma": job.sigma, "images": names, "changes": cal.changes, "table": cal.table,
               "options": json.loads(json.dumps(options, default=str)), "fingerprint": job.fingerprint,
               "input_digests": {it.name: input_digest(it) for it in ok}}
@@ -162,7 +168,11 @@ def stale_calibration(record: dict, job, items: list, options: dict) -> str | No
     """Why a ``calibration.json`` left by an earlier run does not apply to this one (None: it
     does): other calibrate options, other run settings (operator, σ, solver, prior, seed: the
     resume fingerprint) or other calibration images."""
-    if record.get("options") != json.loads(json.dumps(options, default=str)):
+    made_with = dict(record.get("options") or {})
+    if "comparison_splits" not in made_with:  # a record from before the option: what its comparison used
+        made_with["comparison_splits"] = record.get("comparison_splits", 0 if record.get("method") == "holdout"
+                                                    else options.get("comparison_splits"))
+    if made_with != json.loads(json.dumps(options, default=str)):
         return "with other calibrate options"
     if record.get("fingerprint") != job.fingerprint:
         return f"for other run settings (fingerprint {record.get('fingerprint')} != {job.fingerprint})"

@@ -44,6 +44,7 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
                    extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,
                    samples=cfg.get("samples", 1), review_below=cfg.get("review_below"),
                    review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"),
-                   calibrate=to_plain(cfg.get("calibrate")), select=cfg.get("select", "mean"))
+                   calibrate=to_plain(cfg.get("calibrate")), select=cfg.get("select", "mean"),
+                   deterministic=cfg.get("deterministic", False))
 
 

@@ -217,6 +217,12 @@ def report(summary: dict) -> str:
     threads = summary.get("threads")
     if threads:
         lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})")
+    determinism = summary.get("deterministic") or {}
+    if determinism.get("enabled"):
+        ops = determinism.get("nondeterministic_ops") or []
+        lines.append("  deterministic algorithms: on" + (
+            f"; {len(ops)} operation(s) without a deterministic kernel ran anyway (results may differ in the last "
+            f"bits between runs): {', '.join(ops)}" if ops else " (every operation met had a deterministic kernel)"))
     for text in summary.get("warnings", []):
         lines.append(f"  warning: {text}")
     worse = summary.get("worse_than_initial") or {}

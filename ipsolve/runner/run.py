@@ -25,6 +25,7 @@ from .processes import all_gather, broadcast, gather_records, local_items, proce
 from .reports import METRICS, metrics_csv, summarize
 from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
 from .settings import build_models, check_fits, run_settings
+from .determinism import deterministic_algorithms
 from .threads import torch_threads
 
 log = logging.getLogger("ipsolve")
@@ -57,7 +58,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
             review_below: float | None = None, review_coverage: float | None = None,
             threads="auto", calibrate=False, select: str = "mean", input_settings: dict | None = None,
-            keep_arrays: bool = False, coupling: float | str | None = None) -> Reconstruction:
+            keep_arrays: bool = False, coupling: float | str | None = None, deterministic: bool = False) -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -79,7 +80,10 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     ``keep_arrays``: also write float ``.npy`` reconstructions (volume runs).  ``coupling``: a
     z-coupling weight, or ``"auto"`` to choose it from the first volume's measurements
     (:mod:`.calibration`); the items' ``volume``/``z`` say which slices are neighbours, each volume
-    is solved in one batch and handed to one process (see :mod:`ipsolve.solvers.coupling`)."""
+    is solved in one batch and handed to one process (see :mod:`ipsolve.solvers.coupling`).
+    ``deterministic``: torch's deterministic algorithms during the run, for bit-reproducible GPU
+    runs (:mod:`.determinism`; ``summary.json``'s ``deterministic`` names any operation without a
+    deterministic kernel that ran anyway, as rank 0 met them)."""
     start = time.perf_counter()
     batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
     seed = integer_setting("seed", seed, None, "the run's seed: each image's noise and solver seeds derive from it")
@@ -108,7 +112,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     # operator object gets its own naming back, or a later solve(y, op) would use the run's masks
     # (only operators that report their naming: a user's set_images need not take None)
     restore = isinstance(operator, Operator) and type(operator).image_names is not Operator.image_names
-    with torch_threads(threads, state.num_processes) as chosen, warnings.catch_warnings(), \
+    with torch_threads(threads, state.num_processes) as chosen, deterministic_algorithms(deterministic) as determinism, \
+            warnings.catch_warnings(), \
             _restore_image_names(operator if restore else None, operator.image_names() if restore else None):
         warnings.simplefilter("ignore", InputWarning)  # logged once by _execute instead of at every measure and solve
         warnings.simplefilter("ignore", CalibrationWarning)  # logged by the calibration and in the report
@@ -117,7 +122,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
         options = _Options(sigma=sigma, noise=noise, seed=seed, batch_size=batch_size, measurements=measurements,
                            out=out, metrics=metrics, lpips_net=lpips_net, grid_max=grid_max, progress=progress,
                            device=device, config_yaml=config_yaml,
-                           extra_summary={"threads": chosen, **(extra_summary or {})}, return_images=return_images,
+                           extra_summary={"threads": chosen, "deterministic": determinism, **(extra_summary or {})},
+                           return_images=return_images,
                            explicit_operator=explicit_operator, samples=samples, review_below=review_below,
                            review_coverage=review_coverage, start=start, calibrate=calibrate, select=select,
                            input_settings=input_settings, keep_arrays=keep_arrays, coupling=coupling)
@@ -589,7 +595,7 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
                 progress: bool = True, return_images: bool = True, samples: int = 1,
                 review_below: float | None = None, review_coverage: float | None = None,
-                threads="auto", calibrate=False, select: str = "mean") -> Reconstruction:
+                threads="auto", calibrate=False, select: str = "mean", deterministic: bool = False) -> Reconstruction:
     """Reconstruct a folder of images (a path or ``bundled:phantom`` / ``bundled:photo``), a
     list of image paths, or a tensor ``(N, C, H, W)`` in [-1, 1] (the prior's size and
     channels).  Files are centre-cropped and resized to the prior's size.
@@ -609,7 +615,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
     0.01 and ``"gaussian"``.  ``threads``: torch's CPU threads during the run (``"auto"``: see
     :mod:`ipsolve.runner.threads`; restored afterwards).  ``calibrate=True`` (or a mapping of
     options): choose the solver's parameters from the first images' measurements first
-    (:mod:`ipsolve.runner.calibration`)."""
+    (:mod:`ipsolve.runner.calibration`).  ``deterministic=True``: torch's deterministic algorithms
+    for the run (bit-reproducible on a GPU, slower; :mod:`ipsolve.runner.determinism`)."""
     if output_dir is not None:
         check_writable(Path(output_dir))  # before any work
     items = collect_items(images_or_folder, max_images=max_images, names=names)
@@ -630,7 +637,7 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
                      lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
                      return_images=return_images, explicit_operator=explicit, samples=samples,
                      review_below=review_below, review_coverage=review_coverage, threads=threads,
-                     calibrate=calibrate, select=select)
+                     calibrate=calibrate, select=select, deterministic=deterministic)
     check_some_usable(result.summary)
     return result
 

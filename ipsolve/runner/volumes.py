@@ -170,7 +170,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
                      review_below=cfg.get("review_below"), review_coverage=cfg.get("review_coverage"),
                      input_settings=inputs, keep_arrays=True, coupling=data.get("z_coupling"),
                      threads=cfg.get("threads", "auto"), calibrate=to_plain(cfg.get("calibrate")),
-                     select=cfg.get("select", "mean"))
+                     select=cfg.get("select", "mean"), deterministic=cfg.get("deterministic", False))
     if state.process_index == 0:
         summary = result.summary
         summary["input_skipped"] = skipped
@@ -303,14 +303,14 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
 def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", solver="dmplug_cpu",
                         prior="phantom_ddpm", sigma: float = 0.01, seed: int = 0, samples: int = 1, device=None,
                         progress: bool = False, metrics=("psnr", "ssim"), calibrate=False, threads="auto",
-                        **data_options):
+                        deterministic: bool = False, **data_options):
     """Reconstruct the volumes of ``path`` (``format``: dicom, nifti or fastmri) into
     ``output_dir``, as ``ipsolve data=<format> data.path=<path>`` does; ``data_options`` are the
     ``conf/data/<format>.yaml`` settings (``window``, ``series``, ``volume``, ``slices``,
     ``z_coupling``, ``write_dicom``, ``mask``, ``batch_size``).  ``operator`` / ``solver`` /
     ``prior``: preset names or mappings; ``calibrate``: as :func:`ipsolve.reconstruct`'s (with
-    ``z_coupling="auto"`` its options also size the weight's calibration); ``threads`` as
-    :func:`ipsolve.reconstruct`'s.  Returns the :class:`~ipsolve.runner.Reconstruction`
+    ``z_coupling="auto"`` its options also size the weight's calibration); ``threads`` and
+    ``deterministic`` as :func:`ipsolve.reconstruct`'s.  Returns the :class:`~ipsolve.runner.Reconstruction`
     (``summary["volumes"]`` says what was written where)."""
     from omegaconf import OmegaConf
 
@@ -325,7 +325,8 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
     data.update(data_options, path=str(path))
     cfg = OmegaConf.create({"data": data, "operator": operator, "solver": solver, "prior": prior, "sigma": sigma,
                             "seed": seed, "samples": samples, "device": device or "auto", "progress": progress,
-                            "metrics": list(metrics), "calibrate": calibrate, "threads": threads})
+                            "metrics": list(metrics), "calibrate": calibrate, "threads": threads,
+                            "deterministic": deterministic})
     result = run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
                                else ())
     check_some_usable(result.summary)

@@ -356,8 +356,8 @@ class HoldoutObjective(_Candidates):
         score against the solver as given."""
         entries = self.entries
         if key in entries and () in entries:
-            d = (entries[key] - entries[()]).flatten()
-            gain, se = float(-d.mean()), float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.inf
+            d = entries[key] - entries[()]
+            gain, se = float(-d.mean()), paired_standard_error(d, single=math.inf)
         else:  # the candidate diverged (all did), or the solver as given did and a candidate did not
             gain, se = (math.inf, 0.0) if key in entries else (-math.inf, 0.0)
         return gain > se, gain, se
@@ -369,9 +369,8 @@ class HoldoutObjective(_Candidates):
         best = self.entries[((name, ranked[0][name]),)]
         within = []
         for row in ranked:
-            d = (self.entries[((name, row[name]),)] - best).flatten()
-            se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
-            if float(d.mean()) <= se:
+            d = self.entries[((name, row[name]),)] - best
+            if float(d.mean()) <= paired_standard_error(d):
                 within.append(row)
         return min(within, key=lambda r: direction * r[name])
 
@@ -673,14 +672,19 @@ def fresh_split_differences(shared: tuple, objective: HoldoutObjective, changes:
     return torch.cat(pooled) if pooled else None
 
 
+def paired_standard_error(differences: torch.Tensor, single: float = 0.0) -> float:
+    """One standard error of the mean of paired per-entry score differences, ``std / √n`` (sample
+    std; ``single`` where there is one entry) — the yardstick of every one-standard-error rule here."""
+    d = differences.flatten()
+    return float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else single
+
+
 def compare_with_initial_guess(differences: torch.Tensor) -> tuple[str, float]:
     """``(outcome, standard error)`` of per-entry score differences, the returned values' minus the
     operator's initial guess's (:func:`fresh_split_differences`): ``better`` (lower by more than one
     standard error), ``worse`` (higher by more: :func:`initial_guess_warning`) or ``indistinguishable``
     (within one standard error: the score cannot tell whether the solve beats its initial guess)."""
-    d = differences.flatten()
-    se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else 0.0
-    mean = float(d.mean())
+    se, mean = paired_standard_error(differences), float(differences.mean())
     if not (math.isfinite(mean) and math.isfinite(se)):
         return "indistinguishable", se
     return ("worse" if mean > se else "better" if mean < -se else "indistinguishable"), se
