@@ -415,7 +415,7 @@ def check_overrides(args: list[str]) -> list[str]:
             keys, where = _fixed_keys(args, group)
             if keys is not None and param not in keys:
                 close = difflib.get_close_matches(param, keys, n=1)
-                fail(f"{group} has no setting {param!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                fail(f"{group} has no setting {param!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                      + f"; the settings of {where}: {', '.join(keys)}")
         if group in ("solver", "operator") and param and "." not in param:
             # every preset a sweep names (solver=dps_cpu,daps_cpu): the setting must exist in each

@@ -1,5 +1,6 @@
 """Tuning without the ground truth: the restricted operator, the held-out criterion against the
 Bayes-optimal answer of an analytic Gaussian prior, the search, and the errors."""
+import logging
 import math
 
 import pytest
@@ -100,7 +101,7 @@ def test_the_one_se_rule_applies_only_once_the_best_beat_the_solver_as_given(gau
     # 8 images: a weaker candidate lies within one SE of the best, and the best does not beat 0.045
     kept = calibrate(y[:8], op, prior, one_se(noise=0.045), sigma=sigma, budget=5)
     assert kept.params == {"noise": 0.045} and "weakest guidance" not in kept.note
-    assert "kept the solver's own values: the best candidate's" in kept.note
+    assert "kept the solver's own values (score " in kept.note and "): the best other candidate (noise = " in kept.note
     moved = calibrate(y, op, prior, one_se(noise=0.004), sigma=sigma, budget=5)  # a bad preset: replaced
     assert moved.changes and moved.params["noise"] > 0.01
 
@@ -114,7 +115,8 @@ def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem)
     assert near.table[0]["preset"] and near.params == {"noise": 0.045} and near.changes == {}
     assert "kept the solver's own values" in near.note
     gain = min(r["score"] for r in near.table if not r.get("preset")) - near.table[0]["score"]
-    assert f"score was {'higher' if gain > 0 else 'lower'} by " in near.note and "by -" not in near.note
+    assert (f"scored higher, {gain:.3g} worse" if gain > 0 else "within one standard error") in near.note
+    assert "by -" not in near.note and "-" not in near.note.split("scored")[1][:12]
     bad = calibrate(y, op, prior, PosteriorMean(noise=0.3), sigma=sigma, budget=5)
     assert bad.params["noise"] < 0.15 and bad.solver.noise == bad.params["noise"]
 
@@ -510,8 +512,8 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
     assert f"calibration score (held-out entries; lower is better): {cal['score']:.4g}, the operator's initial " \
-           f"guess {cal['initial_guess_score']:.4g}; on 2 fresh splits of y the solve's score is " \
-           f"{cal['initial_guess_difference']:+.3g} per entry" in report(run.summary)
+           f"guess {cal['initial_guess_score']:.4g}; on 2 fresh splits of y (other held-out entries) the solve scored " \
+           f"{abs(cal['initial_guess_difference']):.1f} per entry " in report(run.summary)
     assert cal["comparison_splits"] == 2 and cal["against_initial_guess"] in ("better", "indistinguishable", "worse")
     assert (cal["against_initial_guess"] == "worse") == bool(cal.get("warning"))  # the warning is the worse outcome
     # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again
@@ -563,7 +565,7 @@ def test_runner_calibration_errors(tmp_path):
         assert "\n" not in str(err.value)
 
 
-def test_runner_comparison_splits_option(tmp_path, monkeypatch):
+def test_runner_comparison_splits_option(tmp_path, monkeypatch, caplog):
     """``calibrate.comparison_splits`` reaches :func:`ipsolve.calibrate` (its default is the API's), is
     recorded with the options, and a ``calibration.json`` from before the option is reused when its
     comparison was the one asked for."""
@@ -584,7 +586,7 @@ def test_runner_comparison_splits_option(tmp_path, monkeypatch):
                               calibrate={**options, "comparison_splits": 0})
     cal = run.summary["calibration"]
     assert seen == [0] and cal["comparison_splits"] == 0 and cal["options"]["comparison_splits"] == 0
-    assert "on the calibration's own split the solve's score is" in report(run.summary)
+    assert "on the calibration's own split the solve scored" in report(run.summary)
     # a record written before the option existed (no comparison_splits among its options), made with the
     # comparison asked for, is reused; asking for another comparison calibrates again
     record = json.loads((tmp_path / "own" / "calibration.json").read_text())
@@ -598,6 +600,11 @@ def test_runner_comparison_splits_option(tmp_path, monkeypatch):
     again = ipsolve.reconstruct("bundled:phantom", output_dir=tmp_path / "other", **kw,
                                 calibrate={**options, "comparison_splits": 1})
     assert seen == [0, 1] and again.summary["calibration"]["comparison_splits"] == 1
+    # the discrepancy principle holds nothing out: no comparison, and the log says why
+    with caplog.at_level(logging.INFO, logger="ipsolve"):
+        ipsolve.reconstruct("bundled:phantom", **kw, calibrate={**options, "method": "discrepancy"})
+    assert "no comparison with the operator's initial guess (the discrepancy principle holds no entries out)" \
+        in caplog.text
 
 
 def test_best_of_k_by_residual():

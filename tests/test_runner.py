@@ -135,7 +135,7 @@ def test_deterministic_mode_sets_torchs_flags_names_what_has_no_deterministic_ke
             pass
 
 
-def test_a_deterministic_run_records_it_and_solves_as_the_default_does_on_a_cpu():
+def test_a_deterministic_run_records_it_and_solves_as_the_default_does_on_a_cpu(tmp_path):
     import ipsolve
 
     x = ipsolve.datasets.heldout_phantoms(2, 32)
@@ -143,11 +143,18 @@ def test_a_deterministic_run_records_it_and_solves_as_the_default_does_on_a_cpu(
     before = torch_determinism()
     run = ipsolve.reconstruct(x, deterministic=True, **kw)
     assert torch_determinism() == before
-    assert run.summary["deterministic"] == {"enabled": True, "nondeterministic_ops": []}
-    assert "deterministic algorithms: on (every operation met had a deterministic kernel)" in report(run.summary)
+    assert run.summary["deterministic"] == {"enabled": True, "nondeterministic_ops": [], "images": 2}
+    assert all(r["deterministic"] for r in run.records)
+    assert "deterministic algorithms: on in this run (every operation met had a deterministic kernel)" \
+        in report(run.summary)
     default = ipsolve.reconstruct(x, **kw)
     assert torch.equal(run.x, default.x)  # a CPU run repeats to the last bit either way
     assert "deterministic algorithms" not in report(default.summary)
+    # a resume may switch it (it changes no result beyond rounding): the report says how many were made with it
+    ipsolve.reconstruct(x[:1], deterministic=True, output_dir=tmp_path, names=["a"], **kw)
+    mixed = ipsolve.reconstruct(x, output_dir=tmp_path, names=["a", "b"], **kw)
+    assert [r["deterministic"] for r in mixed.records] == [True, False]
+    assert "deterministic algorithms: off in this run; 1 of 2 image(s) were made with them" in report(mixed.summary)
 
 
 def test_a_sigma_on_another_scale_is_said_once_in_the_run_and_its_summary(recwarn):
@@ -379,8 +386,8 @@ def test_a_calibration_file_is_reused_only_for_the_same_settings_and_images():
     record = {"options": options, "fingerprint": "f1", "input_digests": {it.name: input_digest(it) for it in items}}
     assert stale_calibration(record, SimpleNamespace(fingerprint="f1"), items, options) is None
     assert "other run settings" in stale_calibration(record, SimpleNamespace(fingerprint="f2"), items, options)
-    assert "other calibrate options" in stale_calibration(record, SimpleNamespace(fingerprint="f1"), items,
-                                                          {**options, "params": ["zeta"]})
+    assert "other calibrate options (calibrate.params None -> ['zeta'])" in stale_calibration(
+        record, SimpleNamespace(fingerprint="f1"), items, {**options, "params": ["zeta"]})
     edited = [items[0], Item(name="i1", tensor=torch.zeros(1, 1, 4, 4))]
     assert "i1" in stale_calibration(record, SimpleNamespace(fingerprint="f1"), edited, options)
     assert "not recorded" in stale_calibration({"options": options, "fingerprint": "f1"},
@@ -657,13 +664,17 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
 
     tie = text()
     assert "calibration score (held-out entries; lower is better): 10.4, the operator's initial guess 10.5; on 2 " \
-           "fresh splits of y the solve's score is +0.2 per entry against the guess's (one standard error 0.3: " \
-           "within that of the guess)" in tie
+           "fresh splits of y (other held-out entries) the solve scored 0.2 per entry above the guess (one standard " \
+           "error 0.3: indistinguishable from the guess)" in tie
+    assert "calibrated on 1 image(s) without the ground truth: zeta = 0.5 (holdout" in tie  # no "changes" recorded
     assert "note: calibration: the score cannot tell whether the solve beats the operator's initial guess" in tie
     assert "warning: calibration" not in tie
     better = text(against_initial_guess="better", initial_guess_difference=-1.5, comparison_splits=0)
-    assert "; on the calibration's own split the solve's score is -1.5 per entry against the guess's (one standard " \
-           "error 0.3: better than the guess by more than that)" in better and "cannot tell" not in better
+    assert "; on the calibration's own split the solve scored 1.5 per entry below the guess (one standard " \
+           "error 0.3: better than the guess)" in better and "cannot tell" not in better
+    # a value the calibration kept is marked as the solver's own; a changed one is not
+    assert "zeta = 0.5 (the solver's own, kept) (holdout" in text(changes={})
+    assert "zeta = 0.5 (holdout" in text(changes={"zeta": 0.5})
     old = text(against_initial_guess=None, initial_guess_se=None)  # a calibration.json from before 2026-12-06
     assert "guess 10.5 (a warning only where the guess is better by more than one standard error)" in old
 

@@ -46,6 +46,7 @@ class Job:
     # the calibration check's solve of its images with the chosen values, by name: (x, info, kernel, its seconds per
     # image), not solved again
     solved: dict = field(default_factory=dict)
+    deterministic: bool = False  # torch's deterministic algorithms on (recorded per image: a resume may switch it)
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -268,7 +269,8 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
     """The record of ``it``, the ``i``-th image of its batch (its outputs are added when written)."""
     rec = {"name": it.name, "file": str(it.path) if it.path else None, "rank": job.rank,
            "num_processes": job.world, "seed": seed, "run_seed": int(job.seed), "batch": batch,
-           "device": str(job.device), "fingerprint": job.fingerprint, "input_digest": input_digest(it)}
+           "device": str(job.device), "deterministic": job.deterministic, "fingerprint": job.fingerprint,
+           "input_digest": input_digest(it)}
     if it.volume is not None:
         rec["volume"], rec["z"] = it.volume, it.z
     if (not job.measurements) if has_truth is None else has_truth:

@@ -157,6 +157,10 @@ def _calibrate(job, items, options: dict) -> dict:
     else:
         if cal.against_initial_guess == "indistinguishable":
             log.info("calibration: %s", INDISTINGUISHABLE)
+        elif not cal.against_initial_guess:  # calibrate.comparison_splits had nothing to compare
+            log.info("calibration: no comparison with the operator's initial guess (%s)",
+                     "the discrepancy principle holds no entries out" if cal.method == "discrepancy"
+                     else "the operator has no initial guess to score: blind, or one that failed")
         if cal.blind_spot:
             log.info("calibration: %s", cal.blind_spot)
     if job.out is not None:
@@ -172,8 +176,11 @@ def stale_calibration(record: dict, job, items: list, options: dict) -> str | No
     if "comparison_splits" not in made_with:  # a record from before the option: what its comparison used
         made_with["comparison_splits"] = record.get("comparison_splits", 0 if record.get("method") == "holdout"
                                                     else options.get("comparison_splits"))
-    if made_with != json.loads(json.dumps(options, default=str)):
-        return "with other calibrate options"
+    asked = json.loads(json.dumps(options, default=str))
+    if made_with != asked:
+        differ = [f"calibrate.{k} {made_with.get(k)!r} -> {asked.get(k)!r}" for k in sorted(set(made_with) | set(asked))
+                  if made_with.get(k) != asked.get(k)]
+        return f"with other calibrate options ({', '.join(differ)})"
     if record.get("fingerprint") != job.fingerprint:
         return f"for other run settings (fingerprint {record.get('fingerprint')} != {job.fingerprint})"
     digests = record.get("input_digests") or {}

@@ -14,22 +14,25 @@ from .rundir import atomic_write_text
 METRICS = ("psnr", "ssim", "lpips")
 
 # Calibration.against_initial_guess, as the report says it (compare_with_initial_guess)
-AGAINST_GUESS = {"better": "better than the guess by more than that",
-                 "indistinguishable": "within that of the guess",
-                 "worse": "worse than the guess by more than that"}
+AGAINST_GUESS = {"better": "better than the guess", "indistinguishable": "indistinguishable from the guess",
+                 "worse": "worse than the guess"}
 INDISTINGUISHABLE = ("the score cannot tell whether the solve beats the operator's initial guess (within one standard "
                      "error): compare them (initial/ beside recon/)")
 
 
 def against_guess(calibration: dict) -> str:
-    """The comparison with the initial guess, as the report says it (``Calibration.summary``)."""
+    """The comparison with the initial guess, as the report says it (``Calibration.summary``).  On
+    fresh splits the entries held out are others than the two scores' before it, so the difference
+    is not theirs."""
     verdict, splits = calibration.get("against_initial_guess"), calibration.get("comparison_splits")
     if verdict not in AGAINST_GUESS or calibration.get("initial_guess_se") is None or splits is None:
         # a calibration.json from before 2026-12-06 (twentieth session)
         return " (a warning only where the guess is better by more than one standard error)"
-    where = f"on {splits} fresh split{'s' if splits > 1 else ''} of y" if splits else "on the calibration's own split"
-    return (f"; {where} the solve's score is {calibration['initial_guess_difference']:+.3g} per entry against the "
-            f"guess's (one standard error {calibration['initial_guess_se']:.3g}: {AGAINST_GUESS[verdict]})")
+    where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries)" if splits
+             else "on the calibration's own split")
+    difference = calibration["initial_guess_difference"]
+    return (f"; {where} the solve scored {abs(difference):.1f} per entry {'below' if difference < 0 else 'above'} "
+            f"the guess (one standard error {calibration['initial_guess_se']:.1f}: {AGAINST_GUESS[verdict]})")
 
 
 def autoencoder_passes(info: dict) -> int | None:
@@ -197,7 +200,10 @@ def report(summary: dict) -> str:
                      f"stop: {', '.join(f'{k} {v}' for k, v in summary['stop_reasons'].items())}")
     calibration = summary.get("calibration")
     if calibration:
-        values = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+        changed = calibration.get("changes")  # absent from a record: say nothing of kept values
+        values = ", ".join((f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}")
+                           + (" (the solver's own, kept)" if changed is not None and k not in changed
+                              and k != "z_coupling" else "")  # (the coupling weight is no solver setting)
                            for k, v in calibration["params"].items())
         lines.append(f"  calibrated on {len(calibration['images'])} image(s) without the ground truth: {values} "
                      f"({calibration['method']}, {calibration['candidates']} candidates, "
@@ -218,11 +224,16 @@ def report(summary: dict) -> str:
     if threads:
         lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})")
     determinism = summary.get("deterministic") or {}
-    if determinism.get("enabled"):
+    made, finished = determinism.get("images"), summary.get("num_finished")
+    if determinism.get("enabled") or made:
         ops = determinism.get("nondeterministic_ops") or []
-        lines.append("  deterministic algorithms: on" + (
-            f"; {len(ops)} operation(s) without a deterministic kernel ran anyway (results may differ in the last "
-            f"bits between runs): {', '.join(ops)}" if ops else " (every operation met had a deterministic kernel)"))
+        mixed = made is not None and made != finished
+        lines.append(f"  deterministic algorithms: {'on' if determinism.get('enabled') else 'off'} in this run"
+                     + (f"; {made} of {finished} image(s) were made with them (a resumed run may differ)" if mixed
+                        else "")
+                     + (f"; {len(ops)} operation(s) without a deterministic kernel ran anyway (results may differ in "
+                        f"the last bits between runs): {', '.join(ops)}" if ops else
+                        " (every operation met had a deterministic kernel)" if determinism.get("enabled") else ""))
     for text in summary.get("warnings", []):
         lines.append(f"  warning: {text}")
     worse = summary.get("worse_than_initial") or {}
@@ -234,7 +245,7 @@ def report(summary: dict) -> str:
     if review.get("review_below") is not None or review.get("review_coverage") is not None or review.get("flagged"):
         why = Counter(review["flagged"].values())
         lines.append(f"  review: {review['num_flagged']} of {summary['num_finished']} image(s) flagged"
-                     + (f" ({', '.join(f'{k} {v}' for k, v in why.items())})" if why else "")
+                     + (f" ({', '.join(f'{k}: {v}' for k, v in why.items())})" if why else "")
                      + (f": {', '.join(list(review['flagged'])[:5])}" if review["flagged"] else "")
                      + (f"; {review['tied_at_cut']} of them reviewed because their reliability ties with the first "
                         f"image left out (accepted below the requested coverage)" if review.get("tied_at_cut") else ""))

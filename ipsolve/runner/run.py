@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
+from .determinism import deterministic_algorithms
 from .errors import RunError
 from ..solvers.base import RESIDUAL_WARNING
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
@@ -25,7 +26,6 @@ from .processes import all_gather, broadcast, gather_records, local_items, proce
 from .reports import METRICS, metrics_csv, summarize
 from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
 from .settings import build_models, check_fits, run_settings
-from .determinism import deterministic_algorithms
 from .threads import torch_threads
 
 log = logging.getLogger("ipsolve")
@@ -119,6 +119,9 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
         warnings.simplefilter("ignore", CalibrationWarning)  # logged by the calibration and in the report
         if state.process_index == 0:
             log.info("torch threads: %d per process (%s)", chosen["threads"], chosen["reason"])
+            if determinism["enabled"]:
+                log.info("deterministic algorithms: on (torch.use_deterministic_algorithms, warn-only; cuDNN "
+                         "deterministic, not benchmarking)")
         options = _Options(sigma=sigma, noise=noise, seed=seed, batch_size=batch_size, measurements=measurements,
                            out=out, metrics=metrics, lpips_net=lpips_net, grid_max=grid_max, progress=progress,
                            device=device, config_yaml=config_yaml,
@@ -126,7 +129,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                            return_images=return_images,
                            explicit_operator=explicit_operator, samples=samples, review_below=review_below,
                            review_coverage=review_coverage, start=start, calibrate=calibrate, select=select,
-                           input_settings=input_settings, keep_arrays=keep_arrays, coupling=coupling)
+                           input_settings=input_settings, keep_arrays=keep_arrays, coupling=coupling,
+                           deterministic=determinism["enabled"])
         return _execute(items, operator, solver, prior, state, options)
 
 
@@ -159,6 +163,7 @@ class _Options:
     input_settings: dict | None
     keep_arrays: bool
     coupling: float | str | None
+    deterministic: bool = False
 
 
 @contextlib.contextmanager
@@ -228,7 +233,8 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
               measurements=o.measurements, metrics=list(o.metrics), lpips_net=o.lpips_net, device=device,
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=o.out,
               samples=o.samples, select=o.select, keep_arrays=o.keep_arrays, coupling=coupling,
-              own_measurements=bool(o.measurements and measurement_origin(items) is not None))
+              own_measurements=bool(o.measurements and measurement_origin(items) is not None),
+              deterministic=o.deterministic)
     # recorded, not fingerprinted: the networks' layout (channels_last="auto": NHWC on a CPU) changes
     # rounding only, so a run may resume on another device
     settings["prior"]["memory_format"] = prior.memory_format
@@ -261,6 +267,9 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
                                                         (calibration or {}).get("warning")),
                                "calibration": calibration,
                                **(o.extra_summary or {})})
+    if summary.get("deterministic"):  # per image: a resume may have switched it (records say how each was made)
+        summary["deterministic"] = {**summary["deterministic"],
+                                    "images": sum(bool(r.get("deterministic")) for r in ordered)}
     realised = getattr(job.operator, "realised_sampling", lambda: None)()
     if realised:  # the mask as drawn (beside the operator's settings, which are compared with other runs')
         summary["operator_realised"] = realised

@@ -424,9 +424,12 @@ class HoldoutObjective(_Candidates):
             if keep_preset and row is not exempt:
                 better, gain, se = self.beats_preset(key)
                 if not better:  # not better than the preset by more than one standard error: keep the preset
-                    reasons.append(f"kept the solver's own values: the best {'remaining ' if reasons else ''}candidate's "
-                                   f"score was {'lower' if gain >= 0 else 'higher'} by {abs(gain):.3g} "
-                                   f"(one standard error {se:.3g})")
+                    own = next((r["score"] for r in self.table if r.get("preset")), math.nan)
+                    values = ", ".join(f"{n} = {v:.3g}" for n, v in key)
+                    reasons.append(f"kept the solver's own values (score {own:.4g}): the best "
+                                   f"{'remaining ' if reasons else ''}other candidate ({values}) scored "
+                                   + (f"higher, {abs(gain):.3g} worse" if gain < 0 else
+                                      f"lower by {gain:.3g}, within one standard error ({se:.3g})"))
                     break
             if self.holds_on_all_entries(key, row):
                 accepted = key
@@ -700,7 +703,8 @@ def initial_guess_warning(comparison: dict) -> str:
     return (f"the operator's initial guess predicts the held-out measurement entries better than the calibrated "
             f"solver ({where}, by {comparison['initial_guess_difference']:.3g} per entry, one standard error "
             f"{comparison['initial_guess_se']:.3g}): on these images it is not expected to beat its initial guess "
-            f"— compare them (initial/ beside recon/), or use a prior trained on images like these")
+            f"— compare them (a run's initial/ beside its recon/; operator.initial_guess(y) in Python), or use a prior "
+            f"trained on images like these")
 
 
 def _given(solver, name: str, penalty, couple: bool, operator=None, prior=None):
