@@ -587,6 +587,10 @@ def test_runner_comparison_splits_option(tmp_path, monkeypatch, caplog):
     cal = run.summary["calibration"]
     assert seen == [0] and cal["comparison_splits"] == 0 and cal["options"]["comparison_splits"] == 0
     assert "on the calibration's own split the solve scored" in report(run.summary)
+    # it changes no reconstruction: a finished run resumes under another value (not refused as other settings)
+    done = ipsolve.reconstruct("bundled:phantom", output_dir=tmp_path / "own", **kw,
+                               calibrate={**options, "comparison_splits": 1})
+    assert done.summary["num_resumed"] == 1 and seen == [0]
     # a record written before the option existed (no comparison_splits among its options), made with the
     # comparison asked for, is reused; asking for another comparison calibrates again
     record = json.loads((tmp_path / "own" / "calibration.json").read_text())

@@ -228,7 +228,9 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
             settings["z_coupling"] = "auto (one slice per volume: none)"
     calibrate = effective_options(o.calibrate, solver, coupling)
     if calibrate["enabled"]:  # recorded as it runs (solver.X=auto turns it on); a resume calibrates alike
-        settings["calibrate"] = {**calibrate, "auto": list(getattr(solver, "auto_params", ()) or ())}
+        # comparison_splits changes no reconstruction, only the comparison calibration.json reports: not fingerprinted
+        settings["calibrate"] = {**{k: v for k, v in calibrate.items() if k != "comparison_splits"},
+                                 "auto": list(getattr(solver, "auto_params", ()) or ())}
     job = Job(operator=operator, solver=solver, prior=prior, sigma=o.sigma, noise=o.noise, seed=o.seed,
               measurements=o.measurements, metrics=list(o.metrics), lpips_net=o.lpips_net, device=device,
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=o.out,
