@@ -672,6 +672,8 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
     better = text(against_initial_guess="better", initial_guess_difference=-1.5, comparison_splits=0)
     assert "; on the calibration's own split the solve scored 1.5 per entry below the guess (one standard " \
            "error 0.3: better than the guess)" in better and "cannot tell" not in better
+    tiny = text(against_initial_guess="better", initial_guess_difference=-0.00012, initial_guess_se=0.00005)
+    assert "the solve scored 0.00012 per entry below the guess (one standard error 0.000050: better" in tiny  # σ = 0
     # a value the calibration kept is marked as the solver's own; a changed one is not
     assert "zeta = 0.5 (the solver's own, kept) (holdout" in text(changes={})
     assert "zeta = 0.5 (holdout" in text(changes={"zeta": 0.5})

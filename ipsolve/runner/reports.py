@@ -31,8 +31,17 @@ def against_guess(calibration: dict) -> str:
     where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries)" if splits
              else "on the calibration's own split")
     difference = calibration["initial_guess_difference"]
-    return (f"; {where} the solve scored {abs(difference):.1f} per entry {'below' if difference < 0 else 'above'} "
-            f"the guess (one standard error {calibration['initial_guess_se']:.1f}: {AGAINST_GUESS[verdict]})")
+    return (f"; {where} the solve scored {_plain(abs(difference))} per entry "
+            f"{'below' if difference < 0 else 'above'} the guess (one standard error "
+            f"{_plain(calibration['initial_guess_se'])}: {AGAINST_GUESS[verdict]})")
+
+
+def _plain(value: float) -> str:
+    """A non-negative score difference without exponent notation: one decimal, or two significant
+    digits below 0.1 (σ = 0 scores are mean squared errors, not multiples of σ²)."""
+    if not value > 0 or not math.isfinite(value):
+        return f"{value:g}"
+    return f"{value:.1f}" if value >= 0.1 else f"{value:.{1 - math.floor(math.log10(value))}f}"
 
 
 def autoencoder_passes(info: dict) -> int | None:
@@ -227,7 +236,7 @@ def report(summary: dict) -> str:
     made, finished = determinism.get("images"), summary.get("num_finished")
     if determinism.get("enabled") or made:
         ops = determinism.get("nondeterministic_ops") or []
-        mixed = made is not None and made != finished
+        mixed = made is not None and (made != finished or not determinism.get("enabled"))
         lines.append(f"  deterministic algorithms: {'on' if determinism.get('enabled') else 'off'} in this run"
                      + (f"; {made} of {finished} image(s) were made with them (a resumed run may differ)" if mixed
                         else "")
