@@ -148,7 +148,8 @@ def test_a_deterministic_run_records_it_and_solves_as_the_default_does_on_a_cpu(
     assert "deterministic algorithms: on in this run (every operation met had a deterministic kernel)" \
         in report(run.summary)
     default = ipsolve.reconstruct(x, **kw)
-    assert torch.equal(run.x, default.x)  # a CPU run repeats to the last bit either way
+    # the same result: bit-identical on the 2-core Xeon; oneDNN may pick other kernels on another CPU (rounding)
+    torch.testing.assert_close(run.x, default.x, atol=1e-4, rtol=0)
     assert "deterministic algorithms" not in report(default.summary)
     # a resume may switch it (it changes no result beyond rounding): the report says how many were made with it
     ipsolve.reconstruct(x[:1], deterministic=True, output_dir=tmp_path, names=["a"], **kw)
