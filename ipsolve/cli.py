@@ -411,11 +411,14 @@ def check_overrides(args: list[str]) -> list[str]:
                 close = difflib.get_close_matches(group, settings + list(GROUPS), n=1)
                 fail(f"unknown setting {group!r}" + (f"; did you mean {close[0]!r}?" if close else ";")
                      + f" settings: {', '.join(settings)}; groups: {', '.join(GROUPS)} (ipsolve --help)")
-        if param and "." not in param and not key.startswith(("+", "~")):
+        given = [param] if param and "." not in param else []
+        if not param and group not in GROUPS and parsed is not None:  # calibrate={images:2,...}: each key
+            given = [k for v in parsed[1] if isinstance(v, dict) for k in v]
+        if given and not key.startswith(("+", "~")):
             keys, where = _fixed_keys(args, group)
-            if keys is not None and param not in keys:
-                close = difflib.get_close_matches(param, keys, n=1)
-                fail(f"{group} has no setting {param!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            for name in (n for n in given if keys is not None and n not in keys):
+                close = difflib.get_close_matches(name, keys, n=1)
+                fail(f"{group} has no setting {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                      + f"; the settings of {where}: {', '.join(keys)}")
         if group in ("solver", "operator") and param and "." not in param:
             # every preset a sweep names (solver=dps_cpu,daps_cpu): the setting must exist in each

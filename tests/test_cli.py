@@ -425,10 +425,13 @@ def test_overrides_are_read_with_hydras_grammar(capsys):
     assert check_overrides(["solver=dps_cpu", "solver.steps=range(10,30,10)"])[1] == "++solver.steps=range(10,30,10)"
     for bad, needle in (("solver.zeta=0.1,abc", "'zeta' must be a number or null, got 'abc'"),
                         ("solver.steps=[1,2]", "'steps' must be an integer"),
-                        ("solver.steps={a:1}", "'steps' must be an integer, got {'a': 1}")):
+                        ("solver.steps={a:1}", "'steps' must be an integer, got {'a': 1}"),
+                        ("calibrate={enabled:true,comparison_split:1}",  # a dict setting given whole: its keys too
+                         "calibrate has no setting 'comparison_split' (did you mean 'comparison_splits'?)")):
         with pytest.raises(SystemExit):
             check_overrides(["solver=dps_cpu", bad])
         assert needle in capsys.readouterr().err
+    assert check_overrides(["calibrate={enabled:true,images:2}"]) == ["calibrate={enabled:true,images:2}"]
 
 
 def test_misspelt_solver_parameter_names_the_valid_ones(tmp_path):
