@@ -2,6 +2,7 @@
 (``warnings.warn``'s ``skip_file_prefixes`` does this from Python 3.12; ipsolve supports 3.10)."""
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -15,3 +16,15 @@ def warn(message: str, category: type[Warning]) -> None:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level + 1)
+
+
+def plain_number(value: float, digits: int = 3) -> str:
+    """A score or score difference as a user reads it: ``digits`` significant digits, never exponent
+    notation (1550 and 0.00005, not 1.55e+03 and 5e-05; σ = 0 scores are mean squared errors, not
+    multiples of σ²).  Shared by the calibration's notes and warning and the run report, so all say
+    the same figure."""
+    text = f"{value:.{digits}g}"
+    if "e" not in text or not math.isfinite(value):
+        return text
+    text = f"{value:.{max(0, digits - 1 - math.floor(math.log10(abs(value))))}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -10,6 +10,7 @@ import ipsolve
 from ipsolve import datasets, load_prior, make_operator, make_solver, solve
 from ipsolve.operators.restrict import gather, restrict, split_entries
 from ipsolve.solvers import Result, Solver
+from ipsolve.notices import plain_number
 from ipsolve.solvers.calibration import (COUPLING_RANGE, CalibrationWarning, calibrate, discrepancy_search, golden_section, holdout_error,
                                          with_params)
 
@@ -115,7 +116,7 @@ def test_the_solvers_own_values_are_kept_unless_clearly_beaten(gaussian_problem)
     assert near.table[0]["preset"] and near.params == {"noise": 0.045} and near.changes == {}
     assert "kept the solver's own values" in near.note
     gain = min(r["score"] for r in near.table if not r.get("preset")) - near.table[0]["score"]
-    assert (f"scored higher, {gain:.3g} worse" if gain > 0 else "within one standard error") in near.note
+    assert (f"scored higher, {plain_number(gain)} worse" if gain > 0 else "within one standard error") in near.note
     assert "by -" not in near.note and "-" not in near.note.split("scored")[1][:12]
     bad = calibrate(y, op, prior, PosteriorMean(noise=0.3), sigma=sigma, budget=5)
     assert bad.params["noise"] < 0.15 and bad.solver.noise == bad.params["noise"]

@@ -674,12 +674,19 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
     assert "; on the calibration's own split the solve scored 1.5 per entry below the guess (one standard " \
            "error 0.3: better than the guess)" in better and "cannot tell" not in better
     tiny = text(against_initial_guess="better", initial_guess_difference=-0.00012, initial_guess_se=0.00005)
-    assert "the solve scored 0.00012 per entry below the guess (one standard error 0.000050: better" in tiny  # σ = 0
+    assert "the solve scored 0.00012 per entry below the guess (one standard error 0.00005: better" in tiny  # σ = 0
     # a value the calibration kept is marked as the solver's own; a changed one is not
     assert "zeta = 0.5 (the solver's own, kept) (holdout" in text(changes={})
     assert "zeta = 0.5 (holdout" in text(changes={"zeta": 0.5})
     old = text(against_initial_guess=None, initial_guess_se=None)  # a calibration.json from before 2026-12-06
     assert "guess 10.5 (a warning only where the guess is better by more than one standard error)" in old
+    # the Python API's warning prints the same plain figures as the report, at any scale
+    from ipsolve.solvers.calibration import initial_guess_warning
+    warning = initial_guess_warning({"comparison_splits": 2, "initial_guess_difference": 1550.0,
+                                     "initial_guess_se": 585.04})
+    assert "on 2 fresh splits of y, by 1550 per entry, one standard error 585)" in warning
+    assert "by 0.00012 per entry" in initial_guess_warning({"comparison_splits": 0, "initial_guess_difference": 0.00012,
+                                                             "initial_guess_se": 0.00005})
 
 def test_api_tensors_of_another_channel_count_are_converted_like_files():
     """A grey tensor for a colour prior is replicated, a colour one for a grey prior converted by

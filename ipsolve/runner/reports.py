@@ -9,6 +9,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from ..notices import plain_number
 from .rundir import atomic_write_text
 
 METRICS = ("psnr", "ssim", "lpips")
@@ -31,17 +32,9 @@ def against_guess(calibration: dict) -> str:
     where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries)" if splits
              else "on the calibration's own split")
     difference = calibration["initial_guess_difference"]
-    return (f"; {where} the solve scored {_plain(abs(difference))} per entry "
+    return (f"; {where} the solve scored {plain_number(abs(difference))} per entry "
             f"{'below' if difference < 0 else 'above'} the guess (one standard error "
-            f"{_plain(calibration['initial_guess_se'])}: {AGAINST_GUESS[verdict]})")
-
-
-def _plain(value: float) -> str:
-    """A non-negative score difference without exponent notation: one decimal, or two significant
-    digits below 0.1 (σ = 0 scores are mean squared errors, not multiples of σ²)."""
-    if not value > 0 or not math.isfinite(value):
-        return f"{value:g}"
-    return f"{value:.1f}" if value >= 0.1 else f"{value:.{1 - math.floor(math.log10(value))}f}"
+            f"{plain_number(calibration['initial_guess_se'])}: {AGAINST_GUESS[verdict]})")
 
 
 def autoencoder_passes(info: dict) -> int | None:
@@ -219,8 +212,8 @@ def report(summary: dict) -> str:
                      f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
                      f"; calibration.csv)")
         if calibration.get("score") is not None and calibration.get("initial_guess_score") is not None:
-            lines.append(f"  calibration score (held-out entries; lower is better): {calibration['score']:.4g}, the "
-                         f"operator's initial guess {calibration['initial_guess_score']:.4g}"
+            lines.append(f"  calibration score (held-out entries; lower is better): {plain_number(calibration['score'], 4)}, "
+                         f"the operator's initial guess {plain_number(calibration['initial_guess_score'], 4)}"
                          + against_guess(calibration))
         if calibration.get("warning"):
             lines.append(f"  warning: calibration: {calibration['warning']}")

@@ -45,7 +45,7 @@ from ..operators import BlindBlur, Operator
 from ..operators.base import NonFiniteError
 from ..operators.restrict import gather, restrict, split_entries
 from ..parameters import accepted_parameters
-from ..notices import warn
+from ..notices import plain_number, warn
 from .base import Solver, generators_for, generators_on
 from .criteria import discrepancy_ratio, holdout_error
 from .stopping import discrepancy_tau
@@ -426,21 +426,23 @@ class HoldoutObjective(_Candidates):
                 if not better:  # not better than the preset by more than one standard error: keep the preset
                     own = next((r["score"] for r in self.table if r.get("preset")), math.nan)
                     values = ", ".join(f"{n} = {v:.3g}" for n, v in key)
-                    reasons.append(f"kept the solver's own values (score {own:.4g}): the best "
+                    reasons.append(f"kept the solver's own values (score {plain_number(own, 4)}): the best "
                                    f"{'remaining ' if reasons else ''}other candidate ({values}) scored "
-                                   + (f"higher, {abs(gain):.3g} worse" if gain < 0 else
-                                      f"lower by {gain:.3g}, within one standard error ({se:.3g})"))
+                                   + (f"higher, {plain_number(abs(gain))} worse" if gain < 0 else
+                                      f"lower by {plain_number(gain)}, within one standard error "
+                                      f"({plain_number(se)})"))
                     break
             if self.holds_on_all_entries(key, row):
                 accepted = key
                 if keep_preset and () in self.entries and key in self.entries:
                     own = next(r["score"] for r in self.table if r.get("preset"))
                     se = self.beats_preset(key)[2]
-                    reasons.append(f"{', '.join(f'{n} = {v:.3g}' for n, v in key)}: score {row['score']:.3g} against "
-                                   f"the solver's own values' {own:.3g} (one standard error {se:.3g})")
+                    reasons.append(f"{', '.join(f'{n} = {v:.3g}' for n, v in key)}: score {plain_number(row['score'])} "
+                                   f"against the solver's own values' {plain_number(own)} (one standard error "
+                                   f"{plain_number(se)})")
                 break
             reasons.append(f"rejected {dict(key)}: on all entries an image's fit of the kept entries rose to "
-                           f"{row['full_fit']:.3g} (restricted solve {row['restricted_fit']:.3g})")
+                           f"{plain_number(row['full_fit'])} (restricted solve {plain_number(row['restricted_fit'])})")
         final = changes = None
         if accepted is None and (keep_preset or ranked):
             if not reasons or reasons[-1].startswith("rejected"):
@@ -701,8 +703,8 @@ def initial_guess_warning(comparison: dict) -> str:
     splits = comparison["comparison_splits"]
     where = f"on {splits} fresh split{'s' if splits > 1 else ''} of y" if splits else "on the calibration's own split"
     return (f"the operator's initial guess predicts the held-out measurement entries better than the calibrated "
-            f"solver ({where}, by {comparison['initial_guess_difference']:.3g} per entry, one standard error "
-            f"{comparison['initial_guess_se']:.3g}): on these images it is not expected to beat its initial guess "
+            f"solver ({where}, by {plain_number(comparison['initial_guess_difference'])} per entry, one standard "
+            f"error {plain_number(comparison['initial_guess_se'])}): on these images it is not expected to beat its initial guess "
             f"— compare them (a run's initial/ beside its recon/; operator.initial_guess(y) in Python), or use a prior "
             f"trained on images like these")
 
