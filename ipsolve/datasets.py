@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .notices import shown
 
 # Photos held out from training the bundled photo prior (used by the demo and tests).
 PHOTO_TRAIN = ("astronaut", "chelsea", "motorcycle_left", "immunohistochemistry", "hubble_deep_field",
@@ -272,7 +273,7 @@ def example_dicom_folder(dest, kind: str = "ct"):
     dest.mkdir(parents=True, exist_ok=True)
     files = {"ct": "CT_small.dcm", "mr": "MR_small.dcm"}
     if kind not in files:
-        raise ValueError(f"kind must be 'ct' or 'mr', got {kind!r}")
+        raise ValueError(f"kind must be 'ct' or 'mr', got {shown(kind)}")
     require("pydicom")
     from pydicom.data import get_testdata_file
 

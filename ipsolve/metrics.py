@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import torch
+from .notices import shown
 
 # torchvision's backbone files that lpips loads (pretrained=True) for each network.
 LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
@@ -69,7 +70,7 @@ def lpips(x: torch.Tensor, ref: torch.Tensor, net: str = "alex") -> torch.Tensor
     """Per-image LPIPS ``(B,)``, or None (with one warning) when the backbone weights are not
     in the torch hub cache — never a number from random weights."""
     if net not in LPIPS_BACKBONES:
-        raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")
+        raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONES)}, got {shown(net)}")
     _check_pair(x, ref)
     if net not in _lpips_models:
         if not lpips_available(net):

@@ -1,5 +1,6 @@
-"""Python warnings that point at the user's own line: the first frame outside the ipsolve package
-(``warnings.warn``'s ``skip_file_prefixes`` does this from Python 3.12; ipsolve supports 3.10)."""
+"""What ipsolve tells the user, in one style: Python warnings that point at the user's own line (the
+first frame outside the ipsolve package: ``warnings.warn``'s ``skip_file_prefixes`` does this from
+Python 3.12; ipsolve supports 3.10), numbers without exponent notation, values as the user wrote them."""
 from __future__ import annotations
 
 import math
@@ -28,3 +29,11 @@ def plain_number(value: float, digits: int = 3) -> str:
         return text
     text = f"{value:.{max(0, digits - 1 - math.floor(math.log10(abs(value))))}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def shown(value) -> str:
+    """A value as the user wrote it in a setting: ``true``/``false``/``null`` for Python's
+    ``True``/``False``/``None`` (the spellings of Hydra's YAML and of the messages' "or null"),
+    ``repr`` otherwise."""
+    return {True: "true", False: "false"}.get(value, "null") if value is None or isinstance(value, bool) \
+        else repr(value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from .notices import shown
 
 # the per-image reliability score's terms (ipsolve.solvers.sampling), each a badness
 RELIABILITY_TERMS = ("feasibility", "disagreement", "prior_consistency")
@@ -24,7 +25,7 @@ def review_decisions(scores: Sequence[float], threshold: float | None = None,
     n = len(scores)
     if coverage is not None:
         if not 0 < coverage <= 1:
-            raise ValueError(f"review_coverage must be a fraction in (0, 1], got {coverage!r}")
+            raise ValueError(f"review_coverage must be a fraction in (0, 1], got {shown(coverage)}")
         keep = coverage_count(n, coverage)
         order = sorted(range(n), key=lambda i: -scores[i])
         cut = scores[order[keep]] if keep < n else -math.inf

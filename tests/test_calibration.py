@@ -564,6 +564,23 @@ def test_runner_calibration_errors(tmp_path):
         with pytest.raises(RunError, match=r"calibrate.comparison_splits must be an integer >= 0 .*got") as err:
             ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1, calibrate={"comparison_splits": bad})
         assert "\n" not in str(err.value)
+    # every option is checked before any work, also while calibration is off (a traceback or a silent
+    # pass before: images=abc raised int()'s ValueError, params=3 a TypeError, method=xyz was accepted)
+    for key, bad, needle in (("images", "abc", "calibrate.images must be an integer >= 1 (the first images"),
+                             ("images", None, "calibrate.images must be an integer >= 1"),
+                             ("images", True, "got true"), ("images", 2.5, "got 2.5"),
+                             ("budget", "abc", "calibrate.budget must be an integer >= 1 (candidate solves"),
+                             ("budget", -3, "got -3"), ("budget", True, "got true"),
+                             ("holdout", 2, "calibrate.holdout must be a fraction in (0, 0.5]"),
+                             ("holdout", "abc", "got 'abc'"),
+                             ("method", "xyz", "calibrate.method must be one of auto, holdout, discrepancy, got 'xyz'"),
+                             ("params", 3, "calibrate.params must be a parameter name, a list of them, or null"),
+                             ("params", ["zeta", 1], "got ['zeta', 1]")):
+        for enabled in (True, False):
+            with pytest.raises(RunError) as err:
+                ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1,
+                                    calibrate={"enabled": enabled, key: bad})
+            assert needle in str(err.value) and "\n" not in str(err.value), (key, bad, str(err.value))
 
 
 def test_runner_comparison_splits_option(tmp_path, monkeypatch, caplog):

@@ -426,6 +426,8 @@ def test_overrides_are_read_with_hydras_grammar(capsys):
     for bad, needle in (("solver.zeta=0.1,abc", "'zeta' must be a number or null, got 'abc'"),
                         ("solver.steps=[1,2]", "'steps' must be an integer"),
                         ("solver.steps={a:1}", "'steps' must be an integer, got {'a': 1}"),
+                        ("solver.steps=null", "'steps' must be an integer, got null"),
+                        ("solver.zeta=true", "'zeta' must be a number or null, got true"),
                         ("calibrate={enabled:true,comparison_split:1}",  # a dict setting given whole: its keys too
                          "calibrate has no setting 'comparison_split' (did you mean 'comparison_splits'?)")):
         with pytest.raises(SystemExit):

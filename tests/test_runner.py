@@ -340,6 +340,16 @@ def test_a_non_number_for_a_number_parameter_names_the_parameter():
     with pytest.raises(TypeError, match=r"operator 'inpainting': parameter 'missing' must be a number"):
         ipsolve.make_operator("inpainting", missing="most")
     assert ipsolve.make_operator("inpainting", missing=[0.3, 0.7]).params["missing"] == [0.3, 0.7]  # lists pass
+    # null where the parameter takes none (steps=null compared None with 1 inside DPS), true for a number
+    # (zeta=true ran with ζ = 1); both said as the user wrote them
+    with pytest.raises(TypeError, match=r"solver 'dps': parameter 'steps' must be an integer, got null$"):
+        ipsolve.make_solver("dps", steps=None)
+    with pytest.raises(TypeError, match=r"solver 'dps': parameter 'zeta' must be a number or null, got true$"):
+        ipsolve.make_solver("dps", zeta=True)
+    with pytest.raises(TypeError, match=r"solver 'daps': parameter 'tau' must be a number, got null$"):
+        ipsolve.make_solver("daps", tau=None)
+    assert ipsolve.make_solver("dps", zeta=None).zeta is None  # a parameter whose default is null takes null
+    assert ipsolve.make_solver("dps", rescale_zeta=True).rescale_zeta is True  # a true/false parameter takes true
 
 
 def test_solver_prior_mismatch_suggests_the_prior_that_fits():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..notices import shown
 from .images import IMAGE_SUFFIXES, image_channels, list_images, load_image
 from .nifti import is_nifti
 from .volume import Volume, resolve_window, slice_images
@@ -68,7 +69,7 @@ def load_training_slices(path, size: int, window="auto", series="all", volume=No
     each image's source — its file, or its volume — so that a validation split can hold out whole
     volumes (neighbouring slices are nearly the same image)."""
     if units not in (None, "HU"):
-        raise ValueError(f"units must be HU (volumes holding Hounsfield units) or None, got {units!r}")
+        raise ValueError(f"units must be HU (volumes holding Hounsfield units) or None, got {shown(units)}")
     images, sources = _training_slices(path, size, window, series, volume, units)
     return (images, sources) if groups else images
 

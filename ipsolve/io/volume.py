@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ..notices import shown
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 AUTO_PERCENTILES = (0.5, 99.5)  # data.window=auto: robust range of the whole volume
@@ -77,13 +78,13 @@ def parse_window(spec) -> str | tuple[float, float]:
             return text
         parts = text.strip("[]()").split(",")
         if len(parts) != 2:
-            raise ValueError(f"data.window must be auto, {', '.join(NAMED_WINDOWS)} or [lo, hi], got {spec!r}")
+            raise ValueError(f"data.window must be auto, {', '.join(NAMED_WINDOWS)} or [lo, hi], got {shown(spec)}")
         spec = parts
     try:
         lo, hi = (float(v) for v in spec)
     except (TypeError, ValueError):
         raise ValueError(f"data.window must be auto, {', '.join(NAMED_WINDOWS)} or [lo, hi] (two numbers), "
-                         f"got {spec!r}") from None
+                         f"got {shown(spec)}") from None
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
         raise ValueError(f"data.window=[{lo:g}, {hi:g}] is empty: expected [lo, hi] with lo < hi "
                          f"(in the volume's units, e.g. HU for CT)")
@@ -121,7 +122,7 @@ def select_slices(volume: Volume, slices) -> tuple[int, int]:
     try:
         first, last = (int(v) for v in slices)
     except (TypeError, ValueError):
-        raise ValueError(f"data.slices must be [first, last] (inclusive slice indices) or null, got {slices!r}") from None
+        raise ValueError(f"data.slices must be [first, last] (inclusive slice indices) or null, got {shown(slices)}") from None
     if first > last:
         raise ValueError(f"data.slices=[{first}, {last}] is reversed: give [first, last] with first <= last "
                          f"(inclusive indices, 0 … {n - 1} for volume {volume.name})")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..notices import warn
+from ..notices import shown, warn
 from ..tensors import host_reads_are_free
 from .decomposition import Decomposition, NotDecomposable, not_decomposable, pinv_cg
 
@@ -52,10 +52,10 @@ def as_sigma(sigma) -> float:
     if isinstance(sigma, torch.Tensor) and sigma.numel() == 1:
         sigma = sigma.item()
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)):
-        raise TypeError(f"sigma must be a number (the noise std on the [-1, 1] scale), got {sigma!r}")
+        raise TypeError(f"sigma must be a number (the noise std on the [-1, 1] scale), got {shown(sigma)}")
     sigma = float(sigma)
     if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] scale), got {sigma!r}")
+        raise ValueError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] scale), got {shown(sigma)}")
     if sigma_scale_note(sigma):
         warn(sigma_scale_note(sigma), InputWarning)
     return sigma

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..notices import shown
 from .base import Operator
 from .decomposition import SeparableDecomposition, not_decomposable
 
@@ -145,7 +146,7 @@ def convolve(x: torch.Tensor, kernel: torch.Tensor, padding: str = "reflect") ->
                              f"expected images larger than {max(pad)} pixels per side")
         xp = F.pad(x, pad, mode="reflect")
     else:
-        raise ValueError(f"padding must be 'reflect' or 'zero', got {padding!r}")
+        raise ValueError(f"padding must be 'reflect' or 'zero', got {shown(padding)}")
     kernel = kernel.to(x)
     if kernel.ndim == 2:
         return F.conv2d(xp, kernel.expand(c, 1, kh, kw), groups=c)
@@ -282,18 +283,18 @@ class BlindBlur(_KernelBlur):
                  seed: int = 0, kernel_size: int | None = None, padding: str = "reflect"):
         super().__init__()
         if padding not in ("reflect", "zero"):
-            raise ValueError(f"padding must be 'reflect' (DPS's non-blind blurs) or 'zero' (DMPlug, BlindDPS: conv2d padding='same'), got {padding!r}")
+            raise ValueError(f"padding must be 'reflect' (DPS's non-blind blurs) or 'zero' (DMPlug, BlindDPS: conv2d padding='same'), got {shown(padding)}")
         self.padding = padding
         if true_kernel == "gaussian":
             k = gaussian_kernel(size, std)
         elif true_kernel == "motion":
             k = motion_kernel(size, intensity, seed)
         else:
-            raise ValueError(f"true_kernel must be 'gaussian' or 'motion', got {true_kernel!r}")
+            raise ValueError(f"true_kernel must be 'gaussian' or 'motion', got {shown(true_kernel)}")
         if kernel_size is not None and (isinstance(kernel_size, bool) or not isinstance(kernel_size, int)
                                         or kernel_size < 1):
             raise ValueError(f"kernel_size must be a positive integer (the estimated kernel's side) or null (the true "
-                             f"kernel's size), got {kernel_size!r}")
+                             f"kernel's size), got {shown(kernel_size)}")
         self.kernel_size = kernel_size or size
         self.params = {"true_kernel": true_kernel, "size": size, "seed": seed, "kernel_size": self.kernel_size,
                        "padding": padding, **({"intensity": intensity} if true_kernel == "motion" else {"std": std})}

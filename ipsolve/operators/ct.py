@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..notices import shown
 from ..tensors import cached_on
 from .base import Operator, display_scaled
 
@@ -146,18 +147,18 @@ class CT(Operator):
                  fbp_filter: str = "ramp"):
         super().__init__()
         if isinstance(views, bool) or not isinstance(views, int) or views < 1:
-            raise ValueError(f"views must be an integer >= 1 (the number of projection angles), got {views!r}")
+            raise ValueError(f"views must be an integer >= 1 (the number of projection angles), got {shown(views)}")
         try:
             start, end = (float(a) for a in angles)
         except (TypeError, ValueError):
-            raise ValueError(f"angles must be a [start, end] range in degrees, got {angles!r}") from None
+            raise ValueError(f"angles must be a [start, end] range in degrees, got {shown(angles)}") from None
         if not (math.isfinite(start) and math.isfinite(end)) or not 0 < end - start <= 360:
             raise ValueError(f"angles must be a [start, end] range in degrees with 0 < end − start <= 360, "
-                             f"got {angles!r}")
+                             f"got {shown(angles)}")
         if fbp_filter not in FBP_FILTERS:
-            raise ValueError(f"fbp_filter must be one of {', '.join(FBP_FILTERS)}, got {fbp_filter!r}")
+            raise ValueError(f"fbp_filter must be one of {', '.join(FBP_FILTERS)}, got {shown(fbp_filter)}")
         if detectors is not None and (isinstance(detectors, bool) or not isinstance(detectors, int) or detectors < 1):
-            raise ValueError(f"detectors must be a positive integer or None (ceil(√2·N)), got {detectors!r}")
+            raise ValueError(f"detectors must be a positive integer or None (ceil(√2·N)), got {shown(detectors)}")
         if end - start <= 2 * math.pi + 1e-6 and views > 1:  # e.g. [0, 3.14159]: radians taken as degrees
             log.warning("CT angles %s span %.3g°: angles are in degrees (for radians multiply by 180/π, e.g. [0, 180])",
                         [start, end], end - start)

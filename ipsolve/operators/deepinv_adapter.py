@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..notices import shown
 from .base import Operator, display_scaled
 from .decomposition import DeepinvDecomposition, not_decomposable
 
@@ -33,9 +34,9 @@ class DeepinvOperator(Operator):
             raise TypeError(f"physics must be a deepinv.physics.Physics, got {type(physics).__name__}")
         lo, hi = (float(v) for v in image_range)
         if not hi > lo:
-            raise ValueError(f"image_range must be (low, high) with high > low, got {image_range!r}")
+            raise ValueError(f"image_range must be (low, high) with high > low, got {shown(image_range)}")
         if initial_guess not in ("A_dagger", "A_adjoint", "zeros"):
-            raise ValueError(f"initial_guess must be 'A_dagger', 'A_adjoint' or 'zeros', got {initial_guess!r}")
+            raise ValueError(f"initial_guess must be 'A_dagger', 'A_adjoint' or 'zeros', got {shown(initial_guess)}")
         if initial_guess == "A_adjoint" and not isinstance(physics, deepinv.physics.LinearPhysics):
             raise ValueError(f"{type(physics).__name__} is not linear: it has no A_adjoint; "
                              f"use initial_guess='A_dagger' or 'zeros'")

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..notices import shown
 from ..tensors import cached_on
 from .base import Operator
 from .decomposition import MaskDecomposition
@@ -60,11 +61,11 @@ class Inpainting(Operator):
             missing = [float(v) for v in missing]
             if len(missing) != 2 or not 0.0 <= missing[0] <= missing[1] < 1.0:
                 raise ValueError(f"missing must be a fraction in [0, 1) or a range [lo, hi] with 0 <= lo <= hi < 1, "
-                                 f"got {missing!r}")
+                                 f"got {shown(missing)}")
             if mask != "random":
-                raise ValueError(f"missing=[lo, hi] (a per-image missing fraction) needs mask='random', got {mask!r}")
+                raise ValueError(f"missing=[lo, hi] (a per-image missing fraction) needs mask='random', got {shown(mask)}")
         elif not isinstance(missing, (int, float)) or not 0.0 <= missing < 1.0:
-            raise ValueError(f"missing must be a fraction in [0, 1), got {missing!r}")
+            raise ValueError(f"missing must be a fraction in [0, 1), got {shown(missing)}")
         if mask not in ("random", "box") and not Path(str(mask)).is_file():
             raise FileNotFoundError(f"mask must be 'random', 'box' or the path of a mask image; "
                                     f"no file at {mask!r}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..notices import shown
 from ..tensors import cached_on
 from .base import Operator, display_scaled
 from .decomposition import HermitianFourierDecomposition, not_decomposable
@@ -108,9 +109,9 @@ class MRI(Operator):
                  coils: int = 1, sensitivities: str | None = None, image_size: int | None = None, seed: int = 0):
         super().__init__()
         if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float)) or not acceleration >= 1:
-            raise ValueError(f"acceleration must be a number >= 1 (1 = fully sampled), got {acceleration!r}")
+            raise ValueError(f"acceleration must be a number >= 1 (1 = fully sampled), got {shown(acceleration)}")
         if isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float)) or not 0 < center_fraction <= 1:
-            raise ValueError(f"center_fraction must be in (0, 1], got {center_fraction!r}")
+            raise ValueError(f"center_fraction must be in (0, 1], got {shown(center_fraction)}")
         if center_fraction * acceleration > 1 + 1e-9:
             raise ValueError(f"center_fraction {center_fraction} keeps more than 1/acceleration = "
                              f"{1 / acceleration:.3f} of the columns; expected center_fraction <= 1/acceleration")
@@ -118,7 +119,7 @@ class MRI(Operator):
             raise FileNotFoundError(f"mask must be 'random', 'equispaced' or the path of a .npy column mask; "
                                     f"no file at {mask!r}")
         if isinstance(coils, bool) or not isinstance(coils, int) or coils < 1:
-            raise ValueError(f"coils must be an integer >= 1, got {coils!r}")
+            raise ValueError(f"coils must be an integer >= 1, got {shown(coils)}")
         self.acceleration, self.center_fraction, self.kind, self.seed = float(acceleration), center_fraction, mask, seed
         self.params = {"acceleration": acceleration, "center_fraction": center_fraction, "mask": mask,
                        "coils": coils, "seed": seed}

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..notices import shown
 from .base import Operator
 from .blur import convolve, gaussian_kernel, motion_kernel
 
@@ -28,9 +29,9 @@ class NonlinearBlur(Operator):
         self.params = {"model": model, "seed": seed}
         if model == "camera":
             if kernel not in ("motion", "gaussian"):
-                raise ValueError(f"kernel must be 'motion' or 'gaussian', got {kernel!r}")
+                raise ValueError(f"kernel must be 'motion' or 'gaussian', got {shown(kernel)}")
             if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
-                raise ValueError(f"gain must be a number > 0 (crf(u) = tanh(gain·u)/tanh(gain)), got {gain!r}")
+                raise ValueError(f"gain must be a number > 0 (crf(u) = tanh(gain·u)/tanh(gain)), got {shown(gain)}")
             k = motion_kernel(size, intensity, seed) if kernel == "motion" else gaussian_kernel(size, std)
             self.register_buffer("kernel", k)
             # every setting that shapes y (the resume fingerprint and the measurements' provenance check)
@@ -46,7 +47,7 @@ class NonlinearBlur(Operator):
             self.channels = self.net.input_nc
             self.codes: dict[tuple[int, int], torch.Tensor] = {}
         else:
-            raise ValueError(f"model must be 'camera' or 'bkse', got {model!r}")
+            raise ValueError(f"model must be 'camera' or 'bkse', got {shown(model)}")
 
     def seeded_state(self):
         if self.model == "bkse":

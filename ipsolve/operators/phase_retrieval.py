@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..notices import shown
 from .base import Operator, display_scaled
 from .fourier import fft2c, ifft2c
 
@@ -110,14 +111,14 @@ class PhaseRetrieval(Operator):
                  beta: float = 0.9, restarts: int = 8, seed: int = 0, signed: bool = False):
         super().__init__()
         if isinstance(oversampling, bool) or not isinstance(oversampling, (int, float)) or not oversampling >= 1:
-            raise ValueError(f"oversampling must be a number >= 1 (canvas side / image side), got {oversampling!r}")
+            raise ValueError(f"oversampling must be a number >= 1 (canvas side / image side), got {shown(oversampling)}")
         for name, v in (("hio_iterations", hio_iterations), ("er_iterations", er_iterations)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+                raise ValueError(f"{name} must be an integer >= 0, got {shown(v)}")
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-            raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+            raise ValueError(f"restarts must be an integer >= 1, got {shown(restarts)}")
         if not isinstance(signed, bool):
-            raise ValueError(f"signed must be true (DPS: |F| of the [-1, 1] image) or false (|F| of (x + 1)/2), got {signed!r}")
+            raise ValueError(f"signed must be true (DPS: |F| of the [-1, 1] image) or false (|F| of (x + 1)/2), got {shown(signed)}")
         self.oversampling, self.seed, self.signed = float(oversampling), seed, signed
         self.hio = dict(hio_iterations=hio_iterations, er_iterations=er_iterations, beta=beta, restarts=restarts)
         self.params = {"oversampling": oversampling, **self.hio, "seed": seed, "signed": signed}

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..notices import shown
 from ..tensors import cached_on
 from .base import Operator
 from .decomposition import SeparableDecomposition, sandwich
@@ -57,9 +58,9 @@ class SuperResolution(Operator):
     def __init__(self, scale: int = 4, kernel: str = "bicubic"):
         super().__init__()
         if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+            raise ValueError(f"scale must be a positive integer, got {shown(scale)}")
         if kernel not in ("bicubic", "avgpool"):
-            raise ValueError(f"kernel must be 'bicubic' or 'avgpool', got {kernel!r}")
+            raise ValueError(f"kernel must be 'bicubic' or 'avgpool', got {shown(kernel)}")
         self.scale, self.kernel = scale, kernel
         self.params = {"scale": scale, "kernel": kernel}
         self._mats: dict[int, torch.Tensor] = {}

@@ -11,6 +11,7 @@ import copy
 
 import torch
 
+from ..notices import shown
 from ..tensors import cached_on
 from .base import Operator, check_image
 from .decomposition import not_decomposable
@@ -21,7 +22,7 @@ def split_entries(m: int, fraction: float, generator: torch.Generator, observed:
     ``observed`` is None; an inpainting operator's holes carry no information and are never held
     out).  The same split serves every image of a batch."""
     if not 0.0 < float(fraction) <= 0.5:
-        raise ValueError(f"the hold-out fraction must be in (0, 0.5], got {fraction!r}")
+        raise ValueError(f"the hold-out fraction must be in (0, 0.5], got {shown(fraction)}")
     candidates = torch.arange(m) if observed is None else torch.nonzero(observed.flatten().cpu()).flatten()
     n_held = round(float(fraction) * len(candidates))
     if n_held < 1 or n_held >= len(candidates):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..notices import shown
 
 
 class GaussianDistribution(nn.Module):
@@ -152,7 +153,7 @@ def make_analytic_prior(name: str, image_size: int = 4, channels: int = 1, kind:
     elif kind == "flow":
         prior = FlowPrior(AnalyticFlowNetwork(dist), image_size, channels, network_convention="ipsolve")
     else:
-        raise ValueError(f"kind must be 'diffusion' or 'flow', got {kind!r}")
+        raise ValueError(f"kind must be 'diffusion' or 'flow', got {shown(kind)}")
     prior.distribution = dist
     prior.source = name
     return prior

@@ -13,6 +13,7 @@ import numbers
 import torch
 from torch import nn
 
+from ..notices import shown
 from ..tensors import on_device
 
 
@@ -77,9 +78,9 @@ class Prior(nn.Module):
         (tens of seconds at paper scale).  A text-conditioned network compiles its diffusers model."""
         if compile not in (False, True, None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
             raise ValueError(f"compile must be true/false or a torch.compile mode (default, reduce-overhead, "
-                             f"max-autotune), got {compile!r}")
+                             f"max-autotune), got {shown(compile)}")
         if channels_last not in (True, False, None, "auto"):
-            raise ValueError(f"channels_last must be true, false or auto, got {channels_last!r}")
+            raise ValueError(f"channels_last must be true, false or auto, got {shown(channels_last)}")
         self._channels_last_auto = channels_last == "auto"
         if self._channels_last_auto:
             channels_last = self.device.type == "cpu"
@@ -358,7 +359,7 @@ class FlowPrior(Prior):
                  timestep_scale: float = 1000.0, sigma_schedule=None):
         super().__init__(image_size, channels)
         if network_convention not in ("diffusers", "ipsolve"):
-            raise ValueError(f"network_convention must be 'diffusers' or 'ipsolve', got {network_convention!r}")
+            raise ValueError(f"network_convention must be 'diffusers' or 'ipsolve', got {shown(network_convention)}")
         self.network, self.network_convention, self.timestep_scale = network, network_convention, timestep_scale
         self.sigma_schedule = sigma_schedule  # steps -> diffusers σ grid (1 → 0), e.g. SD3's shifted grid
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..notices import shown
 from .base import DiffusionPrior, FlowPrior, LatentPrior
 
 log = logging.getLogger("ipsolve")
@@ -83,12 +84,12 @@ def check_text_options(family: Family, prompt, negative_prompt, guidance_scale, 
             text = ""
         if not isinstance(text, str):
             raise ValueError(f"{name} must be one string (the prior embeds it once; load one prior per prompt), "
-                             f"got {text!r}")
+                             f"got {shown(text)}")
         out.append(text)
     if guidance_scale is not None and (isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float))
                                        or not guidance_scale >= 0):
         raise ValueError(f"guidance_scale must be a number >= 0 (SD/SD3: > 1 turns classifier-free guidance on), "
-                         f"got {guidance_scale!r}")
+                         f"got {shown(guidance_scale)}")
     if guidance_scale is not None and family.pipeline != "FluxPipeline" and guidance_scale < 1:
         raise ValueError(f"guidance_scale {guidance_scale} < 1: classifier-free guidance runs only above 1 (as the "
                          f"pipelines: at or below 1 the prompt alone, unguided); use 1 (none) or > 1")
@@ -101,7 +102,7 @@ def check_text_options(family: Family, prompt, negative_prompt, guidance_scale, 
                          f"the unguided result at twice the cost: give a prompt (e.g. prior.prompt='a photo of a "
                          f"face'), or guidance_scale 1")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be a positive integer (pixels, square images), got {image_size!r}")
+        raise ValueError(f"image_size must be a positive integer (pixels, square images), got {shown(image_size)}")
     if use_t5 is not True and family.t5 is None:
         raise ValueError(f"use_t5 applies only to Stable Diffusion 3 pipelines; this is {family.name}")
     return out[0], out[1]
@@ -268,7 +269,7 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
     if expected is not None and str(expected) != family.name:
         known = ", ".join(f.name for f in FAMILIES.values())
         if str(expected) not in known.split(", "):
-            raise ValueError(f"family must be one of {known}, got {expected!r}")
+            raise ValueError(f"family must be one of {known}, got {shown(expected)}")
         preset = {"Stable Diffusion": "sd15", "Stable Diffusion 3": "sd3_medium", "FLUX": "flux_dev"}[family.name]
         raise ValueError(f"{root} holds a {family.name} pipeline, but these settings are for {expected} (its preset's "
                          f"dtype, guidance and size): use prior={preset} prior.source={root}, or prior={root} with "
@@ -280,7 +281,7 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
                              f"with CLIP (77 tokens)")
         if isinstance(max_sequence_length, bool) or not isinstance(max_sequence_length, int) \
                 or not 1 <= max_sequence_length <= 512:
-            raise ValueError(f"max_sequence_length must be an integer in [1, 512] (T5 tokens), got {max_sequence_length!r}")
+            raise ValueError(f"max_sequence_length must be an integer in [1, 512] (T5 tokens), got {shown(max_sequence_length)}")
     prompt, negative_prompt = check_text_options(family, prompt, negative_prompt, guidance_scale, image_size, use_t5)
     check_components(root, index, family, use_t5)
     extra = {}

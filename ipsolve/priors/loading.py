@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..notices import shown
 from .base import DiffusionPrior, FlowPrior, LatentPrior, Prior
 
 log = logging.getLogger("ipsolve")
@@ -251,7 +252,7 @@ def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
                          f"the prior {source} is unconditional")
     for key in ("use_t5", "gradient_checkpointing", "vae_tiling", "vae_slicing"):
         if key in options and not isinstance(options[key], bool):  # "no" / "off" were truthy strings: switched ON
-            raise ValueError(f"{key} must be true or false, got {options[key]!r}")
+            raise ValueError(f"{key} must be true or false, got {shown(options[key])}")
     unknown = [k for k in options if k not in allowed]
     if unknown and set(unknown) <= {"config", "ema"}:  # prior=ffhq_ldm / ldm_celebahq's checkpoint options
         raise ValueError(f"{source} is a diffusers folder, not a CompVis .ckpt: use it as prior={source} (the ldm "

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..calibration_settings import COMPARISON_SPLITS, check_calibration_settings
+from ..notices import shown
 from .errors import RunError, flag
 from .inputs import input_digest
 from .reports import INDISTINGUISHABLE
@@ -23,9 +25,9 @@ from .rundir import atomic_write_text
 
 log = logging.getLogger("ipsolve")
 OPTIONS = ("enabled", "images", "method", "budget", "holdout", "params", "comparison_splits")
-# comparison_splits: ipsolve.solvers.calibration.COMPARISON_SPLITS (not imported here: the CLI starts without torch)
+CHECKED = ("method", "budget", "holdout", "comparison_splits", "params")  # check_calibration_settings'
 DEFAULTS = {"enabled": False, "images": 4, "method": "auto", "budget": None, "holdout": 0.2, "params": None,
-            "comparison_splits": 2}
+            "comparison_splits": COMPARISON_SPLITS}
 
 
 def calibration_options(value) -> dict:
@@ -33,20 +35,20 @@ def calibration_options(value) -> dict:
     if value is None or isinstance(value, bool):
         return {**DEFAULTS, "enabled": bool(value)}
     if not isinstance(value, Mapping):
-        raise RunError(f"calibrate must be true/false or a mapping of {', '.join(OPTIONS)}, got {value!r}")
+        raise RunError(f"calibrate must be true/false or a mapping of {', '.join(OPTIONS)}, got {shown(value)}")
     unknown = [k for k in value if k not in OPTIONS]
     if unknown:
         raise RunError(f"unknown calibrate option(s) {', '.join(unknown)}; options: {', '.join(OPTIONS)}")
     out = {**DEFAULTS, "enabled": True, **dict(value)}  # a mapping turns it on unless it says enabled: false
     out["enabled"] = flag("calibrate.enabled", out["enabled"])
-    if out["params"] is not None:
-        out["params"] = [out["params"]] if isinstance(out["params"], str) else list(out["params"])
-    if int(out["images"]) < 1:
-        raise RunError(f"calibrate.images must be >= 1, got {out['images']}")
-    splits = out["comparison_splits"]
-    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 0:
-        raise RunError(f"calibrate.comparison_splits must be an integer >= 0 (fresh splits of y on which the result "
-                       f"is compared with the operator's initial guess; 0: the calibration's own split), got {splits!r}")
+    images = out["images"]
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise RunError(f"calibrate.images must be an integer >= 1 (the first images of the run, on which it "
+                       f"calibrates), got {shown(images)}")
+    try:  # checked even when off: a typo waits for the day calibration is turned on
+        out.update(check_calibration_settings(**{k: out[k] for k in CHECKED}, prefix="calibrate."))
+    except ValueError as err:
+        raise RunError(str(err)) from None
     return out
 
 

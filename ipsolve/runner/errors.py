@@ -1,6 +1,8 @@
 """The runner's error (a module of its own, so that every part of the runner can raise it)."""
 from __future__ import annotations
 
+from ..notices import shown
+
 
 class RunError(ValueError):
     """A problem with the user's input or settings (printed without a traceback by the CLI).  A
@@ -15,4 +17,4 @@ def flag(name: str, value) -> bool:
         return False
     if isinstance(value, bool):
         return value
-    raise RunError(f"{name} must be true or false, got {value!r}")
+    raise RunError(f"{name} must be true or false, got {shown(value)}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..notices import shown
 from .errors import RunError
 from .rundir import file_digest
 
@@ -171,7 +172,7 @@ def collect_items(source, max_images: int | None = None, names: Sequence[str] | 
                        f"expected plain names such as 'scan_01'")
     if max_images is not None:
         if isinstance(max_images, bool) or not isinstance(max_images, int) and not str(max_images).isdigit():
-            raise RunError(f"max_images must be an integer >= 1 or null, got {max_images!r}")
+            raise RunError(f"max_images must be an integer >= 1 or null, got {shown(max_images)}")
         if int(max_images) < 1:
             raise RunError(f"max_images must be >= 1 or null, got {max_images}")
         items = items[:int(max_images)]

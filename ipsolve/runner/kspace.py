@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..notices import shown
 from .inputs import Item, Plan
 
 MASK_MODES = ("auto", "file", "operator")
@@ -75,7 +76,7 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
                          f"{prior.channels}")
     mode = str(data.get("mask", "auto"))
     if mode not in MASK_MODES:
-        raise ValueError(f"data.mask must be one of {', '.join(MASK_MODES)}, got {mode!r}")
+        raise ValueError(f"data.mask must be one of {', '.join(MASK_MODES)}, got {shown(mode)}")
     size = prior.image_size
     coils = {kf.coils for kf in files}
     if len(coils) > 1:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..notices import shown
 from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
 from .determinism import deterministic_algorithms
@@ -90,11 +91,11 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     grid_max = integer_setting("grid_max", grid_max, 0, "the most images in grid.png; 0: no grid")
     if review_below is not None and (isinstance(review_below, bool) or not isinstance(review_below, (int, float))):
         raise RunError(f"review_below must be a number (a reliability threshold; reliability is <= 0) or null, "
-                       f"got {review_below!r}")
+                       f"got {shown(review_below)}")
     calibrate = calibration_options(calibrate)
     if select not in ("mean", "residual"):
         raise RunError(f"select must be 'mean' or 'residual' (with samples=k: the mean, or each image's sample of "
-                       f"smallest residual), got {select!r}")
+                       f"smallest residual), got {shown(select)}")
     samples = integer_setting("samples", samples, 1, "posterior samples per image")
     try:
         review_decisions([], review_below, review_coverage)  # checks the two settings before any work
@@ -338,7 +339,7 @@ def check_coupling(coupling, items: list[Item], solver) -> float | str:
         weight = float("nan")
     if weight != "auto" and (not math.isfinite(weight) or weight < 0):
         raise RunError(f"data.z_coupling must be a number >= 0 (the weight of total variation along z), auto "
-                       f"(chosen from the measurements) or null, got {coupling!r}")
+                       f"(chosen from the measurements) or null, got {shown(coupling)}")
     if any(it.volume is None or it.z is None for it in items):
         raise RunError("z-coupling needs volumes (data=dicom, nifti or fastmri), not a folder of images")
     try:
@@ -354,7 +355,7 @@ def integer_setting(name: str, value, minimum: int | None, meaning: str) -> int:
     whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not whole or (minimum is not None and value < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
-        raise RunError(f"{name} must be an integer{bound} ({meaning}), got {value!r}")
+        raise RunError(f"{name} must be an integer{bound} ({meaning}), got {shown(value)}")
     return int(value)
 
 
@@ -393,7 +394,7 @@ def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tu
     if unknown:
         raise RunError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
     if noise not in ("gaussian", "poisson"):
-        raise RunError(f"noise must be 'gaussian' or 'poisson', got {noise!r}")
+        raise RunError(f"noise must be 'gaussian' or 'poisson', got {shown(noise)}")
     if str(sigma) == "auto":
         raise RunError("sigma=auto measures the noise of fastMRI k-space (data=fastmri, from its readout "
                        "oversampling); elsewhere give sigma as a number (the noise std on the [-1, 1] image scale, "
@@ -406,7 +407,7 @@ def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tu
             sigma = as_sigma(_as_number(sigma) if isinstance(sigma, str) else sigma)  # a command line's "0.01"
     except (TypeError, ValueError):
         raise RunError(f"sigma must be a finite number >= 0 (the noise std on the [-1, 1] image scale, e.g. 0.01), "
-                       f"got {sigma!r}") from None
+                       f"got {shown(sigma)}") from None
     return int(batch_size), sigma
 
 

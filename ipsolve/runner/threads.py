@@ -25,6 +25,7 @@ import os
 import time
 
 from .errors import RunError
+from ..notices import shown
 
 MAX_AUTO_THREADS = 8  # the bundled 32-px networks gain nothing beyond a few threads
 SMALL_MACHINE = 2     # cores: at or below this, more than one thread only on an idle machine
@@ -115,7 +116,7 @@ def choose_threads(setting="auto", num_processes: int = 1) -> tuple[int, str]:
     except ValueError:
         n = 0
     if n < 1 or isinstance(setting, bool):
-        raise RunError(f"threads must be auto or an integer >= 1 (torch's CPU threads per process), got {setting!r}")
+        raise RunError(f"threads must be auto or an integer >= 1 (torch's CPU threads per process), got {shown(setting)}")
     return n, f"threads={n} (set)"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..notices import shown
 from .errors import RunError, flag
 from .inputs import Item, Plan
 from .kspace import kspace_items
@@ -50,7 +51,7 @@ def read_volumes(data, exclude=()):
     parse_window(data.get("window", "auto"))
     units = data.get("units")
     if units not in (None, "HU"):
-        raise ValueError(f"data.units must be HU (a NIfTI holding Hounsfield units) or null, got {units!r}")
+        raise ValueError(f"data.units must be HU (a NIfTI holding Hounsfield units) or null, got {shown(units)}")
     volumes, skipped = load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume", 0),
                                     exclude=exclude)
     if units:  # NIfTI stores no units: the user says the values are HU (window presets such as ct_soft_tissue apply)
@@ -114,7 +115,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
     data = cfg.data
     fmt = data.format
     if fmt not in FORMATS:
-        raise RunError(f"data.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise RunError(f"data.format must be one of {', '.join(FORMATS)}, got {shown(fmt)}")
     if OmegaConf.is_missing(data, "path"):
         raise RunError(f"data.path is required with data={fmt}: ipsolve data={fmt} data.path=PATH")
     samples = integer_setting("samples", cfg.get("samples", 1), 1, "posterior samples per image")
@@ -317,7 +318,7 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
     from .settings import load_preset
 
     if format not in FORMATS:
-        raise RunError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise RunError(f"format must be one of {', '.join(FORMATS)}, got {shown(format)}")
     data = load_preset("data", format) or {"format": format}
     unknown = sorted(set(data_options) - set(data))
     if unknown:

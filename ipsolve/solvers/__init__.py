@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..notices import warn
+from ..notices import shown, warn
 from ..operators import Operator
 from ..parameters import expected_types, parameter_type_message, unknown_parameters_message
 from ..priors import Prior
@@ -98,9 +98,9 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     solver.check(operator, prior)
     y, sigma = check_inputs(y, operator, prior, sigma)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {samples!r}")
+        raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {shown(samples)}")
     if select not in SELECT:
-        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
+        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {shown(select)}")
     if select == "residual" and samples == 1:
         from ..operators.base import InputWarning
 
@@ -122,7 +122,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     elif isinstance(calibrate, bool):
         options, calibrate_all = {}, calibrate
     else:
-        raise TypeError(f"calibrate must be True/False or a dict of ipsolve.calibrate options, got {calibrate!r}")
+        raise TypeError(f"calibrate must be True/False or a dict of ipsolve.calibrate options, got {shown(calibrate)}")
     if penalty is not None:  # calibration's candidates run with the coupling the solve uses
         options["penalty"] = penalty
     solver, calibration = apply_auto(solver, y, operator, prior, sigma, _copies(gens), calibrate_all=calibrate_all,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..notices import shown
 from ..operators import Operator
 from ..operators import BlindBlur
 from ..priors import LatentPrior, Prior
@@ -182,7 +183,7 @@ class Solver:
     def __init__(self, warm_start: float | None = None, autocast: bool = False, progress: bool = True,
                  record_trace: bool = False):
         if warm_start is not None and not 0.0 < float(warm_start) <= 1.0:
-            raise ValueError(f"warm_start must be None (cold start) or a fraction in (0, 1], got {warm_start!r}")
+            raise ValueError(f"warm_start must be None (cold start) or a fraction in (0, 1], got {shown(warm_start)}")
         self.warm_start, self.autocast, self.progress, self.record_trace = warm_start, autocast, progress, record_trace
 
     def start_timestep(self, num_timesteps: int) -> int:
@@ -210,7 +211,7 @@ class Solver:
             value = getattr(self, name, None)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"solver {self.name!r}: {name} must be a finite number >= 0 (its calibration range is "
-                                 f"{lo:g}–{hi:g}), got {value!r}")
+                                 f"{lo:g}–{hi:g}), got {shown(value)}")
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         """The contract every solver implements (:func:`ipsolve.solvers.solve` calls it):

@@ -45,6 +45,7 @@ from ..operators import BlindBlur, Operator
 from ..operators.base import NonFiniteError
 from ..operators.restrict import gather, restrict, split_entries
 from ..parameters import accepted_parameters
+from ..calibration_settings import COMPARISON_SPLITS, METHODS, check_calibration_settings
 from ..notices import plain_number, warn
 from .base import Solver, generators_for, generators_on
 from .criteria import discrepancy_ratio, holdout_error
@@ -53,7 +54,6 @@ from .inputs import check_inputs
 from .plug import PlugSolver
 from .search import default_budget, discrepancy_search, golden_section, split_budget
 
-METHODS = ("auto", "holdout", "discrepancy")
 # the chosen values are checked with one solve on all entries: an image whose fit of the kept entries is
 # worse than VERIFY_FACTOR × max(1, the restricted solve's) rejects them (a step size at the edge of
 # stability for the restricted operator can diverge on the full one: DAPS at its paper settings on SR ×4,
@@ -61,8 +61,6 @@ METHODS = ("auto", "holdout", "discrepancy")
 VERIFY_FACTOR = 10.0
 VERIFY_CANDIDATES = 2
 MIN_SPLIT = 64  # measurement entries per image below which nothing is held out (auto: discrepancy)
-# fresh splits on which the returned values are compared with the initial guess (fresh_split_differences)
-COMPARISON_SPLITS = 2
 # the z-coupling weight's search range (ZCoupling's units: ‖y − A(x)‖² per pixel of |x_{z+1} − x_z|); the
 # weights chosen with ground truth on a validation volume were 0.001–0.003 (docs/medical.md)
 COUPLING = "z_coupling"
@@ -550,14 +548,9 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     start = time.perf_counter()
     if isinstance(solver, str):
         solver = make_solver(solver)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if not 0.0 < float(holdout) <= 0.5:
-        raise ValueError(f"holdout must be a fraction in (0, 0.5], got {holdout!r}")
-    if isinstance(comparison_splits, bool) or not isinstance(comparison_splits, int) or comparison_splits < 0:
-        raise ValueError(f"comparison_splits must be an integer >= 0 (fresh splits on which the result is compared "
-                         f"with the initial guess; 0: the calibration's own split), got {comparison_splits!r}")
-    names = None if params is None else [params] if isinstance(params, str) else list(params)
+    checked = check_calibration_settings(method=method, budget=budget, holdout=holdout,
+                                         comparison_splits=comparison_splits, params=params)
+    method, budget, holdout, names = checked["method"], checked["budget"], checked["holdout"], checked["params"]
     couple = names is not None and COUPLING in names
     if couple or penalty is not None:
         if not isinstance(penalty, ZCoupling):
@@ -569,7 +562,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     space = declared_space(solver, names) if names or not couple else {}
     if couple:
         space[COUPLING] = COUPLING_RANGE
-    budget = default_budget(len(space)) if budget is None else int(budget)
+    budget = default_budget(len(space)) if budget is None else budget
     needed = 2 * len(space) + int(keep_preset and method != "discrepancy")
     if budget < needed:
         raise ValueError(f"budget {budget} is below two candidates per calibrated parameter ({', '.join(space)})"

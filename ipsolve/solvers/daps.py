@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..priors import LatentPrior
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, randn_steps, residual_ratio, timer
 from ..tensors import per_image
@@ -112,10 +113,10 @@ class DAPS(Solver):
             raise ValueError(f"need sigma_max > sigma_min > 0 and ode_sigma_min > 0, got {sigma_max}, {sigma_min}, "
                              f"{ode_sigma_min}")
         if mcmc not in (None, "langevin", "hmc"):
-            raise ValueError(f"mcmc must be 'langevin', 'hmc' or null (by prior kind), got {mcmc!r}")
+            raise ValueError(f"mcmc must be 'langevin', 'hmc' or null (by prior kind), got {shown(mcmc)}")
         if timestep not in ("auto", "vp", "schedule"):
             raise ValueError(f"timestep must be 'auto', 'vp' (the reference's pixel and LDM models) or 'schedule', "
-                             f"got {timestep!r}")
+                             f"got {shown(timestep)}")
         if tau <= 0:
             raise ValueError(f"tau must be > 0, got {tau}")
         self.annealing_steps, self.ode_steps = annealing_steps, ode_steps

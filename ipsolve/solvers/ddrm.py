@@ -7,6 +7,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..operators.decomposition import NotDecomposable
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from .svd_common import decomposition, skip_grid
@@ -43,7 +44,7 @@ class DDRM(Solver):
     def __init__(self, steps: int = 20, eta: float = 0.85, eta_b: float = 1.0, svd_cutoff: float = 3e-2, **kw):
         super().__init__(**kw)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+            raise ValueError(f"steps must be an integer >= 1, got {shown(steps)}")
         if not 0.0 <= eta <= 1.0 or not 0.0 <= eta_b <= 1.0:
             raise ValueError(f"eta and eta_b must be in [0, 1], got {eta}, {eta_b}")
         if svd_cutoff < 0:

@@ -10,6 +10,7 @@ import threading
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import pseudo_inverse
 from .stopping import STOP_CODES, StoppingRule
@@ -126,9 +127,9 @@ class DFlow(Solver):
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha (the weight of the inverted start) must be in [0, 1], got {alpha}")
         if init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {shown(init)}")
         if inversion not in ("dopri5", "euler", "midpoint"):
-            raise ValueError(f"inversion must be 'dopri5' (the reference), 'euler' or 'midpoint', got {inversion!r}")
+            raise ValueError(f"inversion must be 'dopri5' (the reference), 'euler' or 'midpoint', got {shown(inversion)}")
         if not 0 <= start_time < 1:
             raise ValueError(f"start_time must be in [0, 1), got {start_time}")
         if self.warm_start is not None:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..operators import SuperResolution
 from ..operators.decomposition import NotDecomposable, prox_cg
 from .base import Result, Solver, autocast_context, check_steps, randn_like_batch, residual_ratio, timer
@@ -88,7 +89,7 @@ class DiffPIR(Solver):
                  eta: float = 0.0, skip_type: str = "quad", guidance_scale: float = 1.0, prox_iters: int = 10, **kw):
         super().__init__(**kw)
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 2):
-            raise ValueError(f"steps must be null (per task) or an integer >= 2, got {steps!r}")
+            raise ValueError(f"steps must be null (per task) or an integer >= 2, got {shown(steps)}")
         if lam is not None and not lam > 0:
             raise ValueError(f"lam must be > 0, got {lam}")
         if zeta is not None and not 0.0 <= zeta <= 1.0:
@@ -96,7 +97,7 @@ class DiffPIR(Solver):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if skip_type not in ("quad", "uniform"):
-            raise ValueError(f"skip_type must be 'quad' or 'uniform', got {skip_type!r}")
+            raise ValueError(f"skip_type must be 'quad' or 'uniform', got {shown(skip_type)}")
         if prox_iters < 1:
             raise ValueError(f"prox_iters must be >= 1, got {prox_iters}")
         self.steps, self.lam, self.zeta, self.eta = steps, lam, zeta, eta

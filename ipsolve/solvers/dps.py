@@ -6,6 +6,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..operators import BlindBlur
 from .base import (Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio,
                    timer)
@@ -93,16 +94,16 @@ class DPS(Solver):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if variance not in ("learned", "fixed"):
-            raise ValueError(f"variance must be 'learned' (learned range when the network has it) or 'fixed', got {variance!r}")
+            raise ValueError(f"variance must be 'learned' (learned range when the network has it) or 'fixed', got {shown(variance)}")
         self.variance = variance
         if blind_scale not in ("sqrt_alpha_bar", "zeta"):
-            raise ValueError(f"blind_scale must be 'sqrt_alpha_bar' (BlindDPS) or 'zeta', got {blind_scale!r}")
+            raise ValueError(f"blind_scale must be 'sqrt_alpha_bar' (BlindDPS) or 'zeta', got {shown(blind_scale)}")
         self.steps, self.zeta, self.rescale_zeta, self.kernel_lr, self.kernel_size = \
             steps, zeta, rescale_zeta, kernel_lr, kernel_size
         self.kernel_prior, self.kernel_reg, self.kernel_reg_ord, self.blind_scale = \
             kernel_prior, kernel_reg, kernel_reg_ord, blind_scale
         if not blind_step > 0:
-            raise ValueError(f"blind_step must be > 0 (a factor on BlindDPS's step), got {blind_step!r}")
+            raise ValueError(f"blind_step must be > 0 (a factor on BlindDPS's step), got {shown(blind_step)}")
         self.blind_step = blind_step
         self._kernel_prior = None
 

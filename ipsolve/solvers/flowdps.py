@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..operators import SuperResolution
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import gram_inverse, gram_norm, jacobian_map
@@ -69,7 +70,7 @@ class FlowDPS(Solver):
         if steps < 1 or dc_steps < 0:
             raise ValueError(f"need steps >= 1 and dc_steps >= 0, got {steps}, {dc_steps}")
         if loss_space not in LOSS_SPACES:
-            raise ValueError(f"loss_space must be one of {', '.join(LOSS_SPACES)}, got {loss_space!r}")
+            raise ValueError(f"loss_space must be one of {', '.join(LOSS_SPACES)}, got {shown(loss_space)}")
         if shift <= 0 or train_shift <= 0:
             raise ValueError(f"shift and train_shift must be > 0, got {shift}, {train_shift}")
         if self.warm_start is not None:

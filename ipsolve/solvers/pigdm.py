@@ -7,6 +7,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..operators.decomposition import NotDecomposable, cg_solve, linear_part, pinv_cg
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from .svd_common import skip_grid
@@ -61,11 +62,11 @@ class PiGDM(Solver):
                  guidance: str = "reference", svd_cutoff: float = 3e-2, pinv_iters: int = 20, **kw):
         super().__init__(**kw)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+            raise ValueError(f"steps must be an integer >= 1, got {shown(steps)}")
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if guidance not in ("reference", "noisy"):
-            raise ValueError(f"guidance must be 'reference' (RED-diff's A⁺) or 'noisy' (r_t², σ_y), got {guidance!r}")
+            raise ValueError(f"guidance must be 'reference' (RED-diff's A⁺) or 'noisy' (r_t², σ_y), got {shown(guidance)}")
         if pinv_iters < 1 or svd_cutoff < 0:
             raise ValueError(f"need pinv_iters >= 1 and svd_cutoff >= 0, got {pinv_iters}, {svd_cutoff}")
         if self.warm_start is not None:

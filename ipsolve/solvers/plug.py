@@ -6,6 +6,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..operators import BlindBlur
 from ..tensors import host_reads_are_free
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
@@ -50,14 +51,14 @@ class PlugSolver(Solver):
         self.iterations, self.lr = iterations, lr
         self.stop, self.window, self.patience, self.tau, self.combine = self._stopping.rules, window, patience, tau, combine
         if kernel_init not in ("randn", "bump"):
-            raise ValueError(f"kernel_init must be 'randn' (DMPlug's N(0, 1) logits) or 'bump', got {kernel_init!r}")
+            raise ValueError(f"kernel_init must be 'randn' (DMPlug's N(0, 1) logits) or 'bump', got {shown(kernel_init)}")
         self.kernel_lr, self.kernel_size, self.kernel_init, self.checkpointing = kernel_lr, kernel_size, kernel_init, checkpointing
         if sync_every is not None and sync_every < 1:
             raise ValueError(f"sync_every must be >= 1 (or null: 1 on a CPU, 25 on an accelerator), got {sync_every}")
         self.sync_every = sync_every
         if not 0.0 < float(holdout) <= 0.5:
             raise ValueError(f"holdout must be a fraction in (0, 0.5] (the measurement entries the validation "
-                             f"stopping rule holds out), got {holdout!r}")
+                             f"stopping rule holds out), got {shown(holdout)}")
         self.holdout = holdout
 
     # -- subclass hooks ---------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 
 GAMMA_STYLES = ("1_minus_t", "sqrt_1_minus_t", "constant", "alpha_1_minus_t")
@@ -66,7 +67,7 @@ class PnPFlow(Solver):
         if steps < 1 or num_samples < 1:
             raise ValueError(f"steps and num_samples must be >= 1, got {steps}, {num_samples}")
         if gamma_style not in GAMMA_STYLES:
-            raise ValueError(f"gamma_style must be one of {', '.join(GAMMA_STYLES)}, got {gamma_style!r}")
+            raise ValueError(f"gamma_style must be one of {', '.join(GAMMA_STYLES)}, got {shown(gamma_style)}")
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if self.warm_start is not None:

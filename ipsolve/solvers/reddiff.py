@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..operators.decomposition import NotDecomposable
 from .base import Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import pseudo_inverse
@@ -58,11 +59,11 @@ class REDDiff(Solver):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {shown(weighting)}")
         if init not in ("pinv", "initial_guess"):
-            raise ValueError(f"init must be 'pinv' (the reference's H_pinv(y)) or 'initial_guess', got {init!r}")
+            raise ValueError(f"init must be 'pinv' (the reference's H_pinv(y)) or 'initial_guess', got {shown(init)}")
         if output not in ("x0_pred", "mu"):
-            raise ValueError(f"output must be 'x0_pred' (the reference) or 'mu', got {output!r}")
+            raise ValueError(f"output must be 'x0_pred' (the reference) or 'mu', got {shown(output)}")
         if lr <= 0 or sigma_x0 < 0:
             raise ValueError(f"need lr > 0 and sigma_x0 >= 0, got lr={lr}, sigma_x0={sigma_x0}")
         self.steps, self.lam, self.lr, self.sigma_x0, self.obs_weight = steps, lam, lr, sigma_x0, obs_weight

@@ -7,6 +7,7 @@ import logging
 import torch
 from tqdm.auto import tqdm
 
+from ..notices import shown
 from ..tensors import host_reads_are_free, per_image
 from .base import Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio, timer
 from .stopping import discrepancy_tau
@@ -104,11 +105,11 @@ class ReSample(Solver):
         if steps < 3:
             raise ValueError(f"steps must be >= 3, got {steps}")
         if grid not in ("reference", "uniform"):
-            raise ValueError(f"grid must be 'reference' (LDM's DDIM grid) or 'uniform', got {grid!r}")
+            raise ValueError(f"grid must be 'reference' (LDM's DDIM grid) or 'uniform', got {shown(grid)}")
         if x0_estimate not in ("reference", "tweedie"):
-            raise ValueError(f"x0_estimate must be 'reference' or 'tweedie', got {x0_estimate!r}")
+            raise ValueError(f"x0_estimate must be 'reference' or 'tweedie', got {shown(x0_estimate)}")
         if fit_stop not in FIT_STOPS:
-            raise ValueError(f"fit_stop must be one of {FIT_STOPS}, got {fit_stop!r}")
+            raise ValueError(f"fit_stop must be one of {FIT_STOPS}, got {shown(fit_stop)}")
         if lookahead < 1:
             raise ValueError(f"lookahead must be >= 1, got {lookahead}")
         self.steps, self.hdc_every, self.lookahead = steps, hdc_every, lookahead

@@ -7,6 +7,7 @@ import zlib
 
 import torch
 
+from ..notices import shown
 from ..operators import BlindBlur
 from .base import Result, residual_ratio
 from .stopping import discrepancy_tau
@@ -38,7 +39,7 @@ def combine_samples(runs: list[Result], y, operator, sigma: float, select: str =
     to the best-fitting sample, so the mean, the std and the disagreement term measure what the
     metrics measure (distance modulo the group) — not the twin of one sample against another."""
     if select not in SELECT:
-        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {select!r}")
+        raise ValueError(f"select must be one of {', '.join(SELECT)}, got {shown(select)}")
     per_sample = torch.tensor([[float(r.info[i]["residual"]) for r in runs] for i in range(len(runs[0].info))])
     best = per_sample.nan_to_num(float("inf")).argmin(1)
     samples = aligned_samples(torch.stack([r.x for r in runs], 1), best, operator)

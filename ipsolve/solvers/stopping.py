@@ -9,6 +9,7 @@ import math
 import numpy as np
 import torch
 
+from ..notices import shown
 from ..tensors import per_image
 
 RULES = ("eswmv", "discrepancy")  # the default rules
@@ -98,7 +99,7 @@ class StoppingRule:
         if unknown:
             raise ValueError(f"unknown stopping rule(s) {unknown}; known: {', '.join(KNOWN_RULES)} (a budget always applies)")
         if combine not in COMBINE:
-            raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+            raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {shown(combine)}")
         if combine == "armed" and set(rules) - {"validation"} and not set(RULES) <= set(rules):  # (none: the budget)
             raise ValueError(f"combine='armed' (ES-WMV stops only once the discrepancy rule has armed it) needs both "
                              f"stopping rules, stop=[eswmv, discrepancy], got stop={list(rules)}; with one rule give "
