@@ -671,6 +671,11 @@ def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
     assert (tmp_path / "run" / "calibration.csv").read_text() == table  # reused, not calibrated again
     with pytest.raises(RunError, match="auto"):
         reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "bad", z_coupling="sometimes", **kw)
+    with pytest.raises(RunError, match="z_coupling must be a number >= 0 .*got true$"):  # it ran with weight 1
+        reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "bad", z_coupling=True, **kw)
+    with pytest.raises(ValueError, match=r"data.volume must be an integer >= 0 \(the volume of a 4-D file, 0-based\), "
+                                         r"got 'abc'$"):
+        reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "bad", volume="abc", **kw)
     # one slice: no neighbours, so nothing is calibrated (it cost 29 s and cut DMPlug's budget to 49 iterations)
     one = reconstruct_volumes(example_dicom_folder(tmp_path / "ct"), "dicom", tmp_path / "one", z_coupling="auto",
                               operator="ct_sparse", solver=CHEAP_DPS)

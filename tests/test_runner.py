@@ -636,10 +636,36 @@ def test_api_doors_raise_one_error_type_for_the_same_bad_setting():
         messages.append(str(err.value))
     assert messages[0] == messages[1]
     assert issubclass(RunError, ValueError)
-    assert check_arguments(4, ["psnr"], "gaussian", "0.02") == (4, 0.02)
+    assert check_arguments(4, "gaussian", "0.02") == (4, 0.02)
     for bad in ("abc", -1, True, None, float("nan")):
         with pytest.raises(RunError, match=r"sigma must be a finite number >= 0 .* got "):
-            check_arguments(4, ["psnr"], "gaussian", bad)
+            check_arguments(4, "gaussian", bad)
+
+
+def test_run_settings_are_checked_before_any_work():
+    """Metrics, the LPIPS backbone and the review settings are one-line errors before the first image
+    (metrics=null was list()'s TypeError, metrics=psnr was read letter by letter, lpips_net waited for
+    LPIPS to be asked for, review_coverage=abc was a TypeError and review_below with review_coverage
+    a ValueError after the whole run)."""
+    import ipsolve
+    from ipsolve.runner.run import metric_names
+
+    assert metric_names("psnr", "alex") == ["psnr"] and metric_names(("psnr", "ssim"), "vgg") == ["psnr", "ssim"]
+    assert metric_names([], "alex") == []
+    for metrics, net, needle in ((None, "alex", "metrics must be a list of psnr, ssim, lpips ([] for none), got null"),
+                                 ("abc", "alex", "unknown metric(s) 'abc'; known: psnr, ssim, lpips"),
+                                 (["psnr", 3], "alex", "got ['psnr', 3]"),
+                                 (["psnr"], "squeeze", "lpips_net must be one of alex, vgg, got 'squeeze'")):
+        with pytest.raises(RunError) as err:
+            metric_names(metrics, net)
+        assert str(err.value).endswith(needle) or needle in str(err.value), str(err.value)
+    for kw, needle in (({"review_coverage": "abc"}, "review_coverage must be a fraction in (0, 1]"),
+                       ({"review_coverage": True}, "or null, got true"),
+                       ({"review_coverage": 0.5, "review_below": -1.0}, "not both"),
+                       ({"metrics": None}, "got null")):
+        with pytest.raises(RunError) as err:
+            ipsolve.reconstruct(torch.zeros(1, 1, 32, 32), solver="dps_cpu", progress=False, **kw)
+        assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
 def test_report_warns_when_the_reconstructions_score_below_the_initial_guess():

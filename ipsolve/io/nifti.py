@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..notices import shown
 from .optional import require
 from .volume import Volume, check_not_inputs
 
@@ -44,6 +45,8 @@ def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
     ``(volumes, skipped)``.  A 4-D file gives its volume number ``volume`` (0-based); files nibabel
     cannot read are skipped with their name."""
     nib = require("nibabel")
+    if volume is not None and (isinstance(volume, bool) or not isinstance(volume, int) or volume < 0):
+        raise ValueError(f"data.volume must be an integer >= 0 (the volume of a 4-D file, 0-based), got {shown(volume)}")
     files = nifti_files(path)
     if not files:
         raise ValueError(f"no NIfTI files (.nii, .nii.gz) in {path}")

@@ -110,7 +110,7 @@ def check_device(device) -> torch.device | None:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+        raise ValueError(f"unknown device {shown(device)}; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: no CUDA GPU is available here (torch {torch.__version__}, "
                          f"torch.cuda.is_available() is False); use cpu")

@@ -38,7 +38,7 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
     return execute(items, operator=operator, solver=cfg.solver, prior=cfg.prior, sigma=sigma,
                    noise=noise, seed=cfg.seed, batch_size=data.get("batch_size", 4),
                    measurements=flag("data.measurements", data.get("measurements", False)), output_dir=output_dir,
-                   metrics=list(cfg.get("metrics", METRICS)), lpips_net=cfg.get("lpips_net", "alex"),
+                   metrics=to_plain(cfg.get("metrics", METRICS)), lpips_net=cfg.get("lpips_net", "alex"),
                    grid_max=cfg.get("grid_max", 8), progress=flag("progress", cfg.get("progress", True)), state=state,
                    device=cfg.get("device", "auto"), config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
                    extra_summary=extra_summary, return_images=False, explicit_operator=explicit_operator,

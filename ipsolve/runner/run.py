@@ -86,12 +86,19 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     runs (:mod:`.determinism`; ``summary.json``'s ``deterministic`` names any operation without a
     deterministic kernel that ran anyway, as rank 0 met them)."""
     start = time.perf_counter()
-    batch_size, sigma = check_arguments(batch_size, metrics, noise, sigma)
+    batch_size, sigma = check_arguments(batch_size, noise, sigma)
+    metrics = metric_names(metrics, lpips_net)
     seed = integer_setting("seed", seed, None, "the run's seed: each image's noise and solver seeds derive from it")
     grid_max = integer_setting("grid_max", grid_max, 0, "the most images in grid.png; 0: no grid")
     if review_below is not None and (isinstance(review_below, bool) or not isinstance(review_below, (int, float))):
         raise RunError(f"review_below must be a number (a reliability threshold; reliability is <= 0) or null, "
                        f"got {shown(review_below)}")
+    if review_coverage is not None and (isinstance(review_coverage, bool) or not isinstance(review_coverage, (int, float))
+                                        or not 0 < review_coverage <= 1):
+        raise RunError(f"review_coverage must be a fraction in (0, 1] (of the images accepted, most reliable first) "
+                       f"or null, got {shown(review_coverage)}")
+    if review_below is not None and review_coverage is not None:  # (review_decisions' check, after all the work)
+        raise RunError("give review_below (a reliability threshold) or review_coverage (a fraction), not both")
     calibrate = calibration_options(calibrate)
     if select not in ("mean", "residual"):
         raise RunError(f"select must be 'mean' or 'residual' (with samples=k: the mean, or each image's sample of "
@@ -334,8 +341,8 @@ def check_coupling(coupling, items: list[Item], solver) -> float | str:
     from ..solvers.coupling import check_solver
 
     try:
-        weight = coupling if coupling == "auto" else float(coupling)
-    except (TypeError, ValueError):
+        weight = coupling if coupling == "auto" else float("nan") if isinstance(coupling, bool) else float(coupling)
+    except (TypeError, ValueError):  # (true: a weight of 1 before)
         weight = float("nan")
     if weight != "auto" and (not math.isfinite(weight) or weight < 0):
         raise RunError(f"data.z_coupling must be a number >= 0 (the weight of total variation along z), auto "
@@ -387,12 +394,27 @@ def check_operator_takes(operator, prior) -> None:
         raise RunError(f"operator {name} on the prior's {prior.image_size}×{prior.image_size} images: {err}") from None
 
 
-def check_arguments(batch_size, metrics: Sequence[str], noise: str, sigma) -> tuple[int, float]:
-    """``(batch_size, sigma)`` as numbers, or :class:`RunError` for an invalid argument."""
-    batch_size = integer_setting("batch_size", batch_size, 1, "images solved together")
+def metric_names(metrics, lpips_net) -> list[str]:
+    """``metrics`` as a list of known names (one name alone is a list of one: ``metrics=psnr`` was
+    read letter by letter), or :class:`RunError`; ``lpips_net`` is checked even when LPIPS is not
+    asked for, so a typo does not wait for the day it is."""
+    from ..metrics import LPIPS_BACKBONES
+
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not isinstance(metrics, Sequence) or not all(isinstance(m, str) for m in metrics):
+        raise RunError(f"metrics must be a list of {', '.join(METRICS)} ([] for none), got {shown(metrics)}")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise RunError(f"unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
+        raise RunError(f"unknown metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(METRICS)}")
+    if lpips_net not in LPIPS_BACKBONES:
+        raise RunError(f"lpips_net must be one of {', '.join(LPIPS_BACKBONES)}, got {shown(lpips_net)}")
+    return list(metrics)
+
+
+def check_arguments(batch_size, noise: str, sigma) -> tuple[int, float]:
+    """``(batch_size, sigma)`` as numbers, or :class:`RunError` for an invalid argument."""
+    batch_size = integer_setting("batch_size", batch_size, 1, "images solved together")
     if noise not in ("gaussian", "poisson"):
         raise RunError(f"noise must be 'gaussian' or 'poisson', got {shown(noise)}")
     if str(sigma) == "auto":

@@ -163,7 +163,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
               "volumes": {p.name: p.settings() for p in plans}}
     result = execute(items, operator=operator, solver=cfg.solver, prior=prior, sigma=sigma,
                      noise=cfg.get("noise", "gaussian"), seed=cfg.seed, batch_size=data.get("batch_size", 4),
-                     measurements=measurements, output_dir=out, metrics=list(cfg.get("metrics", METRICS)),
+                     measurements=measurements, output_dir=out, metrics=to_plain(cfg.get("metrics", METRICS)),
                      lpips_net=cfg.get("lpips_net", "alex"), grid_max=cfg.get("grid_max", 8),
                      progress=flag("progress", cfg.get("progress", True)), state=state, device=device,
                      config_yaml=OmegaConf.to_yaml(cfg, resolve=True), extra_summary=extra_summary,
@@ -326,7 +326,7 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
     data.update(data_options, path=str(path))
     cfg = OmegaConf.create({"data": data, "operator": operator, "solver": solver, "prior": prior, "sigma": sigma,
                             "seed": seed, "samples": samples, "device": device or "auto", "progress": progress,
-                            "metrics": list(metrics), "calibrate": calibrate, "threads": threads,
+                            "metrics": metrics, "calibrate": calibrate, "threads": threads,
                             "deterministic": deterministic})
     result = run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
                                else ())
