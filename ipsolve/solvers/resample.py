@@ -99,7 +99,7 @@ class ReSample(Solver):
     def __init__(self, steps: int = 500, hdc_every: int = 10, lookahead: int = 5, pixel_lr: float = 1e-2,
                  pixel_iters: int = 2000, latent_lr: float = 5e-3, latent_iters: int = 500, gamma_scale: float = 40.0,
                  dps_scale: float = 0.5, x0_estimate: str = "reference", fit_stop: str = "reference",
-                 stagnation: int = 200, clamp_decoded: bool = False, final_fit: bool = True, grid: str = "reference",
+                 stagnation: int | None = 200, clamp_decoded: bool = False, final_fit: bool = True, grid: str = "reference",
                  **kw):
         super().__init__(**kw)
         if steps < 3:
