@@ -1,6 +1,7 @@
 """Solvers: analytic posteriors, quality against the operator's initial guess on held-out
 phantoms, batch = single runs, ES-WMV, and errors."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -447,6 +448,13 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
         solve((y + 1) * 127.5, op, ddpm, dps)
     with pytest.raises(ValueError, match=r"x has values up to 25[0-9.]*: .*x/127.5 − 1"):
         op.measure((x + 1) * 127.5)
+    # images on [0, 1] lie inside [-1, 1], so they are measured, with a warning (they were silent: grey
+    # images at a quarter of their contrast); constant images and images with any negative value are not
+    with pytest.warns(InputWarning, match=r"x lies in \[0, 1\] \(its range is \[0, 1\]\).*use 2·x − 1"):
+        op.measure((x + 1) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        op.measure(x), op.measure(torch.zeros_like(x)), op.measure(torch.ones_like(x))
     with pytest.raises(TypeError, match="sigma must be a number"):
         solve(y, op, ddpm, dps, sigma=None)
     with pytest.warns(InputWarning, match=r"\[-1, 1\] scale.*0.02"):

@@ -198,6 +198,10 @@ class Operator(nn.Module):
         if float(x.abs().amax()) > OTHER_SCALE:  # measure() is called once per batch, outside any loop
             raise ValueError(f"x has values up to {float(x.abs().amax()):.4g}: images are on [-1, 1] in ipsolve "
                              f"(from [0, 1] use 2·x − 1, from [0, 255] x/127.5 − 1)")
+        low, high = float(x.amin()), float(x.amax())
+        if 0 <= low < high <= 1:  # the field's most common slip: images on [0, 1], most datasets' scale
+            warn(f"x lies in [0, 1] (its range is [{low:.3g}, {high:.3g}]): images are on [-1, 1] in ipsolve, "
+                 f"so black is -1; if x is on [0, 1], use 2·x − 1", InputWarning)
         with torch.no_grad():
             y = self(x)
         if sigma == 0:
