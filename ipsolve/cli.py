@@ -286,8 +286,9 @@ else:  # pragma: no cover - an installation without its config files
 
 def _group_choices(args: list[str], group: str) -> list[str]:
     """The presets a ``group=a,b`` sweep (or a plain choice) names; [] for Hydra's sweep
-    functions (``range(...)``, ``choice(...)``): those are left to Hydra."""
-    for arg in args:
+    functions (``range(...)``, ``choice(...)``): those are left to Hydra.  The last one given wins,
+    as in Hydra (``solver=dps_cpu solver=daps_cpu`` runs DAPS; its settings were checked against DPS)."""
+    for arg in reversed(args):
         if arg.startswith(f"{group}="):
             value = arg.split("=", 1)[1]
             return [] if "(" in value else [v.strip() for v in value.split(",") if v.strip()]
@@ -297,8 +298,8 @@ def _group_choices(args: list[str], group: str) -> list[str]:
 
 def _group_choice(args: list[str], group: str) -> str | None:
     """The preset chosen for ``group`` on the command line, else the default of config.yaml
-    (None for a sweep over several)."""
-    for arg in args:
+    (None for a sweep over several); the last one given, as in Hydra."""
+    for arg in reversed(args):
         if arg.startswith(f"{group}="):
             value = arg.split("=", 1)[1]
             return None if "," in value or "(" in value else value

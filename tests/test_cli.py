@@ -434,6 +434,11 @@ def test_overrides_are_read_with_hydras_grammar(capsys):
             check_overrides(["solver=dps_cpu", bad])
         assert needle in capsys.readouterr().err
     assert check_overrides(["calibrate={enabled:true,images:2}"]) == ["calibrate={enabled:true,images:2}"]
+    # a group given twice: the last wins, as in Hydra, for the checks too (they used the first)
+    assert check_overrides(["solver=dps_cpu", "solver=daps_cpu", "solver.mcmc=hmc"])[-1] == "++solver.mcmc=hmc"
+    with pytest.raises(SystemExit):
+        check_overrides(["solver=daps_cpu", "solver=dps_cpu", "solver.mcmc=hmc"])
+    assert "solver 'dps' has no parameter 'mcmc'" in capsys.readouterr().err
 
 
 def test_misspelt_solver_parameter_names_the_valid_ones(tmp_path):
