@@ -368,10 +368,12 @@ def check_overrides(args: list[str]) -> list[str]:
     * ``prior=PATH`` (not a preset name) means ``prior.source=PATH``; ``prior.X=v`` is passed on
       to ``load_prior`` (which names the options a prior takes).
     * ``solver=NAME`` etc.: NAME must be a preset in ``conf/<group>/``.
+    * ``calibrate.X=v`` (X other than ``enabled``) turns calibration on, as a mapping does in Python,
+      unless ``calibrate.enabled`` is given (a budget given for a calibration that never ran was ignored).
     """
     from .runner import load_preset
 
-    out = []
+    out, calibrate_keys = [], set()
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             out.append(arg)
@@ -389,6 +391,7 @@ def check_overrides(args: list[str]) -> list[str]:
                      '(hydra-submitit-launcher)')
         if key in ("calibrate", "+calibrate", "++calibrate") and value.lower() in ("true", "false"):
             out.append(f"calibrate.enabled={value.lower()}")  # calibrate=true is short for calibrate.enabled=true
+            calibrate_keys.add("enabled")
             continue
         bare = key.lstrip("+~")
         group, _, param = bare.partition(".")
@@ -415,6 +418,8 @@ def check_overrides(args: list[str]) -> list[str]:
         given = [param] if param and "." not in param else []
         if not param and group not in GROUPS and parsed is not None:  # calibrate={images:2,...}: each key
             given = [k for v in parsed[1] if isinstance(v, dict) for k in v]
+        if group == "calibrate" and not key.startswith("~"):
+            calibrate_keys.update(given)
         if given and not key.startswith(("+", "~")):
             keys, where = _fixed_keys(args, group)
             for name in (n for n in given if keys is not None and n not in keys):
@@ -447,6 +452,8 @@ def check_overrides(args: list[str]) -> list[str]:
         if group == "prior" and param and not key.startswith(("+", "~")):
             arg = f"++{bare}={value}"  # prior options (prompt, image_size, dtype, ...): load_prior checks the names
         out.append(arg)
+    if calibrate_keys and "enabled" not in calibrate_keys:
+        out.append("calibrate.enabled=true")
     return out
 
 

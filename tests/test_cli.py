@@ -434,6 +434,14 @@ def test_overrides_are_read_with_hydras_grammar(capsys):
             check_overrides(["solver=dps_cpu", bad])
         assert needle in capsys.readouterr().err
     assert check_overrides(["calibrate={enabled:true,images:2}"]) == ["calibrate={enabled:true,images:2}"]
+    # a calibrate option turns calibration on (it was ignored while calibrate.enabled stayed false), unless
+    # enabled is given too
+    assert check_overrides(["calibrate.budget=3"]) == ["calibrate.budget=3", "calibrate.enabled=true"]
+    assert check_overrides(["calibrate={images:2}"])[-1] == "calibrate.enabled=true"
+    for off in (["calibrate=false", "calibrate.budget=3"], ["calibrate.budget=3", "calibrate.enabled=false"],
+                ["calibrate={enabled:false,budget:3}"]):
+        assert "calibrate.enabled=true" not in check_overrides(off)
+    assert check_overrides(["sigma=0.05"]) == ["sigma=0.05"]
     # a group given twice: the last wins, as in Hydra, for the checks too (they used the first)
     assert check_overrides(["solver=dps_cpu", "solver=daps_cpu", "solver.mcmc=hmc"])[-1] == "++solver.mcmc=hmc"
     with pytest.raises(SystemExit):
