@@ -225,7 +225,31 @@ def main():
     try:
         train(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, TrainingMismatch) as err:
-        raise SystemExit(f"train_prior: error: {err}") from None
+        raise SystemExit(f"train_prior: error: {as_flags(str(err))}") from None
+
+
+def as_flags(message: str) -> str:
+    """A message from ipsolve.io, which names the run's settings (``data.window=[-160, 240]``,
+    ``data.units=HU``), with this script's flags instead (``--window -160,240``, ``--units HU``)."""
+    import re
+
+    message = re.sub(r"data\.window=\[(-?[\d.]+), (-?[\d.]+)\]", r"--window \1,\2", message)
+    for setting, flag in (("data.units=", "--units "), ("data.window=", "--window "), ("data.units", "--units"),
+                          ("data.window", "--window"), ("[lo, hi]", "lo,hi")):
+        message = message.replace(setting, flag)
+    return message
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder that can be made and written, checked before any training (it was
+    checked at the first save, after the training: a traceback for a file given as --out)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the exported prior")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"--out {out}: cannot write in {existing}")
 
 
 class TrainingMismatch(Exception):
@@ -270,6 +294,10 @@ def check_resume(saved: dict, settings: dict, ckpt: Path) -> None:
 def train(args):
     acc = Accelerator(mixed_precision=args.mixed_precision)
     out = Path(args.out)
+    check_out(out)
+    if args.steps < 1 or (args.kind == "latent" and args.ae_steps < 1):
+        raise ValueError(f"--steps must be >= 1 (got {args.steps}): a prior with no training is random weights"
+                         + (f"; --ae-steps too (got {args.ae_steps})" if args.kind == "latent" else ""))
     work = work_dir(args, out)
     gen = torch.Generator().manual_seed(args.seed + acc.process_index)
     widths = tuple(int(w) for w in args.widths.split(","))

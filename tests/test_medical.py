@@ -203,6 +203,12 @@ def test_two_series_need_a_choice(tmp_path):
     text = str(err.value)
     assert "\n" not in text and "data.series" in text
     assert "1.2.826.0.1.3680043.8.498.1" in text and "1.2.826.0.1.3680043.8.498.2" in text
+    # both keep CT_small's series number: the listing asks for the UID, and the number (which took both,
+    # as data.series=all) is refused naming the two
+    number = str(pydicom.dcmread(get_testdata_file("CT_small.dcm")).SeriesNumber)
+    assert "data.series=<SeriesInstanceUID> (or data.series=all)" in text
+    with pytest.raises(DicomError, match=rf"series number {number} is shared by 2 series .*give the SeriesInstanceUID"):
+        read_dicom(tmp_path / "mixed", series=number)
     (vol,), _ = read_dicom(tmp_path / "mixed", series="1.2.826.0.1.3680043.8.498.2")
     assert vol.shape[2] == 3
     assert sorted(v.shape[2] for v in read_dicom(tmp_path / "mixed", series="all")[0]) == [2, 3]
@@ -262,6 +268,11 @@ def test_window_lo_above_hi_through_the_runner_writes_nothing(tmp_path):
         reconstruct_volumes(folder, "dicom", tmp_path / "run", window=[240, -160], solver=CHEAP_DPS)
     assert "\n" not in str(err.value) and "lo < hi" in str(err.value)
     assert [p.name for p in (tmp_path / "run").iterdir()] == []
+    # a misspelt option is named with the closest one, and the list offers only what can be passed
+    with pytest.raises(RunError, match=r"unknown data option\(s\) 'writedicom' for dicom \(did you mean "
+                                       r"'write_dicom'\?\); options: batch_size, series, slices, window, write_dicom, "
+                                       r"z_coupling$"):
+        reconstruct_volumes(folder, "DICOM", tmp_path / "run", writedicom=True, solver=CHEAP_DPS)
 
 
 def test_ct_window_needs_hu(tmp_path):
@@ -278,6 +289,15 @@ def test_ct_window_needs_hu(tmp_path):
     assert (resolve_window("ct_soft_tissue", hu).lo, resolve_window("ct_soft_tissue", hu).hi) == (-160, 240)
     with pytest.raises(ValueError, match="data.units must be HU"):
         read_volumes(OmegaConf.create({**data, "units": "mm"}))
+    # an MR volume read as HU through the soft-tissue window is nearly all clipped: said (it was silent),
+    # with the volume's own range; a window that fits it is not
+    from ipsolve.io.volume import window_clip_note
+
+    note = window_clip_note(hu, resolve_window("ct_soft_tissue", hu))
+    assert note.startswith("the window ct_soft_tissue (-160 to 240) clips ") and "data.window=auto fits" in note
+    lo, hi = np.percentile(hu.data, (0.5, 99.5))
+    assert window_clip_note(hu, resolve_window([lo, hi], hu)) is None
+    assert window_clip_note(hu, resolve_window("auto", hu)) is None
 
 
 def test_nifti_4d_picks_the_asked_volume(tmp_path):
@@ -485,6 +505,9 @@ def test_single_coil_kspace_with_phase(tmp_path):
                                      solver={"name": "dps", "steps": 100, "rescale_zeta": True})
         vol = result.summary["volumes"]["sc"]
         assert vol["input"]["sensitivities"] == f"one coil's phase from the ACS centre image: {model}"
+        # the file's own mask replaces the preset's acceleration: said (only a column count showed it)
+        assert any(w.startswith("the file's own sampled columns are the mask (") and
+                   "the operator preset's acceleration 4× is not used" in w for w in vol["warnings"]), vol["warnings"]
         assert vol["metrics"]["psnr"] > vol["initial_metrics"]["psnr"] + 3.0  # measured +4.6 / +5.6 dB
     with pytest.raises(RunError, match=r"drop operator.acceleration"):
         reconstruct_volumes(path, "fastmri", tmp_path / "acc", operator={"name": "mri", "acceleration": 8},

@@ -716,6 +716,12 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
     assert "zeta = 0.5 (holdout" in text(changes={"zeta": 0.5})
     old = text(against_initial_guess=None, initial_guess_se=None)  # a calibration.json from before 2026-12-06
     assert "guess 10.5 (a warning only where the guess is better by more than one standard error)" in old
+    # sigma=auto measures σ to 17 digits; the report's run line gives six
+    from ipsolve.runner.reports import sigma_text
+
+    assert sigma_text(0.015166305909509086) == "0.0151663" and sigma_text(0.01) == "0.01"
+    assert "| sigma 0.0151663 |" in report(summarize([record("im0", 1.0)], settings={**settings, "sigma": 0.015166305909509086},
+                                                     skipped=[], num_processes=1, wall_seconds=1.0, extra={"warnings": []}))
     # the Python API's warning prints the same plain figures as the report, at any scale
     from ipsolve.solvers.calibration import initial_guess_warning
     warning = initial_guess_warning({"comparison_splits": 2, "initial_guess_difference": 1550.0,

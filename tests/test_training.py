@@ -103,3 +103,46 @@ def test_a_latent_prior_reports_its_autoencoder_round_trip(photos, tmp_path):
     assert record["autoencoder_psnr"]["images"] == 1 and record["autoencoder_psnr"]["psnr"] < 25
     assert "the autoencoder returns images at" in ok.stdout and "ae step 3 loss" in ok.stdout
     assert "Autoencoder round trip**: " in (tmp_path / "lat" / "README.md").read_text()
+
+
+def test_what_the_training_data_and_export_folder_are_is_checked_before_training(photos, tmp_path):
+    """A folder holding two kinds of training data, or none, is one line (a NIfTI beside PNGs trained on
+    the NIfTI alone, and an empty folder was "no DICOM images"); ``--out`` that cannot be a folder is
+    refused before any training (a traceback after it, before); ``--steps 0`` (random weights, exported
+    with exit 0) is refused; messages from ipsolve.io name this script's flags."""
+    import importlib.util
+
+    from ipsolve.io.sources import guess_format
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(photos, mixed)
+    shutil.copy(example_scan("CT_small.dcm"), mixed / "ct.dcm")
+    with pytest.raises(ValueError, match=r"holds 3 image\(s\) and 1 DICOM file\(s\): one kind is read per folder"):
+        guess_format(mixed)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no images \(.png, .*\), DICOM or NIfTI files in"):
+        guess_format(tmp_path / "empty")
+    assert guess_format(photos) == "images"  # a README.txt beside the images is not a second kind
+
+    spec = importlib.util.spec_from_file_location("train_prior", ROOT / "scripts" / "train_prior.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.as_flags("use data.window=auto or [lo, hi] (… give data.units=HU, or data.window=[-160, 240])") == \
+        "use --window auto or lo,hi (… give --units HU, or --window -160,240)"
+    with pytest.raises(ValueError, match="is a file; give a folder"):
+        script.check_out(photos / "img0.png")
+    with pytest.raises(ValueError, match="img0.png is a file, not a folder"):
+        script.check_out(photos / "img0.png" / "prior")
+    script.check_out(tmp_path / "new" / "prior")  # a folder that can be made
+
+    started = train("--kind", "ddpm", "--data", str(photos), "--out", str(photos / "img0.png"), *TINY, cwd=tmp_path)
+    assert started.returncode != 0 and "Traceback" not in started.stderr and "is a file" in started.stderr
+    assert not (tmp_path / "outputs").exists()  # refused before any training state was made
+    zero = train("--kind", "ddpm", "--data", str(photos), "--out", "p", "--steps", "0", cwd=tmp_path)
+    assert zero.returncode != 0 and "--steps must be >= 1" in zero.stderr and not (tmp_path / "p").exists()
+
+
+def example_scan(name: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file(name))

@@ -242,17 +242,24 @@ def _describe(series: dict) -> str:
 
 
 def _choose(groups: "OrderedDict[str, dict]", series, path: Path) -> list[dict]:
+    numbers = [str(g["label"]["number"]) for g in groups.values() if g["label"]["number"] not in (None, "")]
+    shared = len(set(numbers)) < len(numbers)  # series numbers repeat across studies: only the UID then tells
     if series in (None, "") and len(groups) > 1:
         listing = "; ".join(_describe(g) for g in groups.values())
-        raise DicomError(f"{path} holds {len(groups)} DICOM series; choose one with data.series=<SeriesInstanceUID or "
-                         f"series number> (or data.series=all): {listing}")
+        what = "SeriesInstanceUID" if shared else "SeriesInstanceUID or series number"
+        raise DicomError(f"{path} holds {len(groups)} DICOM series; choose one with data.series=<{what}> (or "
+                         f"data.series=all): {listing}")
     if series in (None, "", "all"):
         return list(groups.values())
     text = str(series)
-    chosen = [g for uid, g in groups.items() if uid == text or str(g["label"]["number"]) == text]
+    chosen = [g for uid, g in groups.items() if uid == text]
+    chosen = chosen or [g for g in groups.values() if str(g["label"]["number"]) == text]
     if not chosen:
         listing = "; ".join(_describe(g) for g in groups.values())
         raise DicomError(f"data.series={text} matches none of the series in {path}: {listing}")
+    if len(chosen) > 1:  # they were all taken, as data.series=all does
+        raise DicomError(f"data.series={text}: series number {text} is shared by {len(chosen)} series in {path}; give "
+                         f"the SeriesInstanceUID of one: {'; '.join(_describe(g) for g in chosen)}")
     return chosen
 
 

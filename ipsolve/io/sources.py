@@ -10,7 +10,7 @@ import numpy as np
 from ..notices import shown
 from .images import IMAGE_SUFFIXES, image_channels, list_images, load_image
 from .nifti import is_nifti
-from .volume import Volume, resolve_window, slice_images
+from .volume import Volume, resolve_window, slice_images, window_clip_note
 
 FORMATS = ("dicom", "nifti")
 
@@ -28,20 +28,37 @@ def is_dicom_file(path: Path) -> bool:
 
 def guess_format(path) -> str:
     """``nifti`` for ``.nii``/``.nii.gz`` files (or a folder holding them), ``images`` for a
-    folder of pictures, else ``dicom`` (DICOM files often have no suffix)."""
+    folder of pictures, else ``dicom`` (DICOM files often have no suffix, and a DICOM search goes
+    into subfolders).  A folder holding two of these kinds, or nothing to read, is a
+    :class:`ValueError` naming what it holds: one kind is read per folder, and the others were
+    dropped without a word (a NIfTI beside PNGs trained on the NIfTI alone)."""
     path = Path(path).expanduser()
     if path.is_file():
         return "nifti" if is_nifti(path) else ("images" if path.suffix.lower() in IMAGE_SUFFIXES else "dicom")
-    if path.is_dir():
-        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
-        if files and any(is_nifti(p) for p in files):
-            return "nifti"
-        pictures = [p for p in files if p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy")]
-        # pictures and no DICOM file among the rest (a README.txt beside photos is not a scan)
-        if pictures and not any(is_dicom_file(p) for p in files if p not in pictures):
-            return "images"
-        return "dicom"
-    raise FileNotFoundError(f"no file or folder at {path}")
+    if not path.is_dir():
+        raise FileNotFoundError(f"no file or folder at {path}")
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    nifti = [p for p in files if is_nifti(p)]
+    pictures = [p for p in files if p.suffix.lower() in (*IMAGE_SUFFIXES, ".npy")]
+    dicom = [p for p in files if p not in pictures and p not in nifti and is_dicom_file(p)]
+    subfolders = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    found = {"NIfTI file(s)": nifti, "image(s)": pictures, "DICOM file(s)": dicom}
+    kinds = [f"{len(v)} {k}" for k, v in found.items() if v]
+    if len(kinds) > 1:
+        raise ValueError(f"{path} holds {' and '.join(kinds)}: one kind is read per folder; put each kind in a folder "
+                         f"of its own")
+    if (nifti or pictures) and subfolders:
+        logging.getLogger("ipsolve").warning("%s: its subfolders (%s) are not read: a folder of %s is read without "
+                                             "its subfolders", path, ", ".join(p.name for p in subfolders[:4])
+                                             + (", ..." if len(subfolders) > 4 else ""),
+                                             "NIfTI files" if nifti else "images")
+    if nifti:
+        return "nifti"
+    if pictures:
+        return "images"
+    if not dicom and not any(p.is_file() for p in path.rglob("*")):
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}), DICOM or NIfTI files in {path}")
+    return "dicom"
 
 
 def load_volumes(kind: str, path, series=None, volume: int = 0, exclude=()) -> tuple[list[Volume], list[dict]]:
@@ -109,6 +126,9 @@ def _training_slices(path, size, window, series, volume, units=None):
         if units:
             v.meta["units"] = units
         w = resolve_window(window, v)
+        clipped = window_clip_note(v, w)
+        if clipped:
+            logging.getLogger("ipsolve").warning("%s", clipped)
         x, _ = slice_images(v, w, size, 0, v.shape[2] - 1)
         out.append(x)
         sources += [f"volume {i} ({v.name})" if f is None else f"volume ({Path(f).name})"] * len(x)

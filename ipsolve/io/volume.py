@@ -114,6 +114,24 @@ def resolve_window(spec, volume: Volume) -> Window:
     return Window(f"[{parsed[0]:g}, {parsed[1]:g}]", *parsed)
 
 
+CLIPPED_NOTE = 0.5  # a window that clips more than this fraction of a volume's voxels is said
+
+
+def window_clip_note(volume: Volume, window: Window) -> str | None:
+    """One line when ``window`` clips most of ``volume`` (its slices then read nearly constant: an MR
+    volume through a CT soft-tissue window clipped 99.85 % of its voxels, silently), else None."""
+    if window.spec == "auto":
+        return None
+    data = volume.data
+    outside = float(np.mean((data < window.lo) | (data > window.hi)))
+    if outside <= CLIPPED_NOTE:
+        return None
+    lo, hi = (float(v) for v in np.percentile(data, AUTO_PERCENTILES))
+    return (f"the window {window.spec} ({window.lo:g} to {window.hi:g}) clips {100 * outside:.1f} % of volume "
+            f"{volume.name}'s voxels (its {AUTO_PERCENTILES[0]}–{AUTO_PERCENTILES[1]} % range is {lo:.4g} to {hi:.4g}): "
+            f"its slices are nearly constant; data.window=auto fits the volume")
+
+
 def select_slices(volume: Volume, slices) -> tuple[int, int]:
     """``[first, last]`` (inclusive) slice indices to reconstruct from ``data.slices`` (None: all)."""
     n = volume.shape[2]
@@ -169,4 +187,4 @@ def check_not_inputs(targets, protected) -> None:
         t = Path(t)
         if t.resolve() in resolved or (t.exists() and any(p.exists() and os.path.samefile(t, p) for p in protected)):
             raise ValueError(f"refusing to write {t}: it is an input file; choose another output directory "
-                             f"(hydra.run.dir=...)")
+                             f"(hydra.run.dir=... on the command line, output_dir=... in Python)")

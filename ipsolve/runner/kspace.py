@@ -116,6 +116,10 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
                              f"{', '.join('operator.' + k for k in given)} (or use a fully sampled file)")
         from .rundir import save_array
 
+        preset = params.get("acceleration")
+        file_mask_note = (f"the file's own sampled columns are the mask ({int(first_mask.sum())} of {first_mask.size} "
+                          f"on the prior's grid: {first_mask.size / max(int(first_mask.sum()), 1):.2f}×)"
+                          + (f"; the operator preset's acceleration {preset:g}× is not used" if preset else ""))
         mask_path = out / "inputs" / "fastmri_mask.npy"
         save_array(first_mask, mask_path)  # atomic: every process writes the same mask
         params["mask"] = str(mask_path)
@@ -147,6 +151,10 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
     if not use_file and not on_grid.all():  # fully sampled but padded: the operator's mask, less the padding
         from .rundir import save_array
 
+        preset = params.get("acceleration")
+        file_mask_note = (f"the file's own sampled columns are the mask ({int(first_mask.sum())} of {first_mask.size} "
+                          f"on the prior's grid: {first_mask.size / max(int(first_mask.sum()), 1):.2f}×)"
+                          + (f"; the operator preset's acceleration {preset:g}× is not used" if preset else ""))
         mask_path = out / "inputs" / "fastmri_mask.npy"
         save_array(mask.numpy() & on_grid, mask_path)
         operator = build_operator({"name": "mri", **params, "mask": str(mask_path)})
@@ -160,7 +168,7 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
         names = [f"{kf.name}_z{z:03d}" for z in range(first, last + 1)]
         zero_filled = np.stack([rss_image(np.where(mask.numpy()[None, None], k, 0)) for k in ks])
         full = np.stack([rss_image(k) for k in ks]) if not use_file else None
-        warnings = []
+        warnings = [file_mask_note] if use_file else []  # (logged by the caller, rank 0)
         truth = None
         target_fov = kf.target_shape is not None and tuple(kf.target_shape[-2:]) == (kf.width, kf.width)
         if target_fov:

@@ -37,6 +37,11 @@ def against_guess(calibration: dict) -> str:
             f"{plain_number(calibration['initial_guess_se'])}: {AGAINST_GUESS[verdict]})")
 
 
+def sigma_text(sigma) -> str:
+    """σ as the report prints it: six significant digits (``sigma=auto`` measures it to 17)."""
+    return f"{sigma:.6g}" if isinstance(sigma, (int, float)) and not isinstance(sigma, bool) else str(sigma)
+
+
 def autoencoder_passes(info: dict) -> int | None:
     """A latent solver's autoencoder calls recorded in its ``info`` (None when it records none)."""
     keys = ("decoder_backward", "decoder_forward", "encoder")
@@ -169,7 +174,7 @@ def report(summary: dict) -> str:
                  + f" | operator {op['name']}"
                  + (f" ({drawn['sampled_columns']} of {drawn['columns']} columns sampled: {drawn['acceleration']:g}×)"
                     if isinstance(drawn := summary.get("operator_realised"), dict) else "")
-                 + f" | solver {sv['name']} | prior {pr['source']} | sigma {summary['sigma']}"
+                 + f" | solver {sv['name']} | prior {pr['source']} | sigma {sigma_text(summary['sigma'])}"
                  + f" | {summary['num_processes']} process(es)")
     m = summary["metrics"]
     if m:

@@ -15,6 +15,8 @@ from .errors import RunError
 log = logging.getLogger("ipsolve")
 
 TEMP_MARK = ".tmp"  # temporary files are ".<name>.tmp<suffix>"
+# where a run's results can go instead, by door (the Python API has no Hydra)
+ANOTHER_DIRECTORY = "hydra.run.dir=... on the command line, hydra.sweep.dir=... in a sweep, output_dir=... in Python"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -98,12 +100,12 @@ def prepare_resume(out: Path, names: Sequence[str], fp: str, config_yaml: str | 
         if rec.get("fingerprint") != fp:
             return done, (f"{out} holds results of different settings ({out / 'records' / (nm + '.json')}: "
                           f"fingerprint {rec.get('fingerprint')} != {fp}{settings_changed(out, config_yaml)}); use "
-                          f"another output directory (hydra.run.dir=..., in a sweep hydra.sweep.dir=...) or remove it")
+                          f"another output directory ({ANOTHER_DIRECTORY}) or remove it")
         recorded = rec.get("input_digest")
         if digest_of is not None and recorded is not None and digest_of(nm) not in (None, recorded):
             return done, (f"{out} holds a result for {nm} made from another input ({rec.get('file') or 'in memory'}, "
                           f"contents {recorded}; now {digest_of(nm)}): the data changed under the same names; use "
-                          f"another output directory (hydra.run.dir=..., in a sweep hydra.sweep.dir=...) or remove it")
+                          f"another output directory ({ANOTHER_DIRECTORY}) or remove it")
         done[nm] = rec
     if config_yaml is not None:
         atomic_write_text(out / "config.yaml", config_yaml)

@@ -23,6 +23,7 @@ from ..notices import shown
 from .errors import RunError, flag
 from .inputs import Item, Plan
 from .kspace import kspace_items
+from .reports import sigma_text
 from .rundir import atomic_write_text, check_writable
 from .run import check_some_usable, execute, integer_setting
 
@@ -63,7 +64,7 @@ def read_volumes(data, exclude=()):
 def image_volume_items(data, prior, volumes) -> tuple[list[Item], list[Plan]]:
     """Items and plans of the DICOM/NIfTI ``volumes`` (``data.window``, ``data.slices``)."""
     from ..io.sources import describe_volume
-    from ..io.volume import resized_affine, resolve_window, select_slices, slice_images
+    from ..io.volume import resized_affine, resolve_window, select_slices, slice_images, window_clip_note
 
     spec = data.get("window", "auto")
     items, plans = [], []
@@ -78,6 +79,9 @@ def image_volume_items(data, prior, volumes) -> tuple[list[Item], list[Plan]]:
         items += [Item(nm, tensor=x[i:i + 1], volume=v.name, z=first + i) for i, nm in enumerate(names)]
         headers = v.headers[first:last + 1] if v.kind == "dicom" else v.headers
         warnings = list(v.meta.get("warnings", []))
+        clipped = window_clip_note(v, window)
+        if clipped:  # logged by the caller (rank 0)
+            warnings.append(clipped)
         if crop[2] != size:
             warnings.append(f"slices resized from {crop[2]}×{crop[2]} (crop of {v.shape[0]}×{v.shape[1]}) to the "
                             f"prior's {size}×{size}; the output volume keeps that grid (its affine says where it is)")
@@ -143,8 +147,14 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
         if fmt == "fastmri":
             items, plans, operator, measurements, explicit = kspace_items(data, prior, cfg.operator, explicit, out,
                                                                           volumes)
+            if plans and plans[0].warnings[:1] and plans[0].warnings[0].startswith("the file's own sampled columns") \
+                    and state.process_index == 0:
+                log.info("%s", plans[0].warnings[0])
         else:
             items, plans = image_volume_items(data, prior, volumes)
+            for note in (w for plan in plans for w in plan.warnings if w.startswith("the window ")):
+                if state.process_index == 0:
+                    log.warning("%s", note)
         for plan in plans:  # nothing may be written over an input, checked before any work
             check_not_inputs(output_paths(out, plan, samples, write_dicom), plan.files)
     except (ValueError, FileNotFoundError, MissingDependency) as err:
@@ -282,7 +292,8 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
         from ..io.dicom import write_dicom_series
 
         description = (f"ipsolve {__version__}: {sv['name']} reconstruction with the prior {pr['source']} "
-                       f"({pr['image_size']} px) from simulated {op['name']} measurements (sigma {summary['sigma']}) "
+                       f"({pr['image_size']} px) from simulated {op['name']} measurements "
+                       f"(sigma {sigma_text(summary['sigma'])}) "
                        f"of series {plan.source.get('series_uid')}; intensity window [{plan.window.lo:g}, "
                        f"{plan.window.hi:g}] {plan.source.get('units') or ''}; in-plane "
                        f"{plan.crop[2] if plan.crop else '?'} -> {plan.size} px")
@@ -317,12 +328,19 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
 
     from .settings import load_preset
 
+    if isinstance(format, str) and format.lower() in FORMATS:
+        format = format.lower()  # 'DICOM'
     if format not in FORMATS:
         raise RunError(f"format must be one of {', '.join(FORMATS)}, got {shown(format)}")
     data = load_preset("data", format) or {"format": format}
-    unknown = sorted(set(data_options) - set(data))
+    options = sorted(set(data) - {"format", "path"})  # (those two are arguments of their own)
+    unknown = sorted(set(data_options) - set(options))
     if unknown:
-        raise RunError(f"unknown data option(s) {unknown} for {format}; options: {', '.join(sorted(data))}")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], options, n=1)
+        raise RunError(f"unknown data option(s) {', '.join(map(repr, unknown))} for {format}"
+                       + (f" (did you mean {close[0]!r}?)" if close else "") + f"; options: {', '.join(options)}")
     data.update(data_options, path=str(path))
     cfg = OmegaConf.create({"data": data, "operator": operator, "solver": solver, "prior": prior, "sigma": sigma,
                             "seed": seed, "samples": samples, "device": device or "auto", "progress": progress,
