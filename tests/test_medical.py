@@ -23,7 +23,7 @@ from ipsolve.io import MissingDependency, Window, parse_window, read_dicom, read
 from ipsolve.io.dicom import DicomError, write_dicom_series  # noqa: E402
 from ipsolve.io.nifti import write_nifti  # noqa: E402
 from ipsolve.io.volume import LPS_TO_RAS, resized_affine, resolve_window  # noqa: E402
-from ipsolve.runner import RunError  # noqa: E402
+from ipsolve.runner import RunError, report  # noqa: E402
 from ipsolve.runner.volumes import reconstruct_volumes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -658,6 +658,8 @@ def test_z_coupling_makes_neighbouring_slices_agree(tmp_path):
         batches = {tuple(r["batch"]) for r in res.records}
         assert len(batches) == (1 if weight else 2)
     assert tv[0.05] < 0.7 * tv[None]
+    assert "z-coupling: weight 0.05 (total variation along z" in report(res.summary)  # (in summary.json only before)
+    assert "operator ct (16 views over 0–180°)" in report(res.summary)
     with pytest.raises(RunError, match="dps, dmplug, fmplug"):
         reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "daps", z_coupling=0.05,
                             operator="ct_sparse", solver="daps_cpu", window=[0, 1000])
@@ -687,6 +689,7 @@ def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
     assert json.loads((tmp_path / "run" / "calibration.json").read_text())["coupling"] == cal["coupling"]
     assert {tuple(r["batch"]) for r in res.records} == {tuple(f"v_z{z:03d}" for z in range(6))}  # one batch
     assert (tmp_path / "run" / "calibration.png").is_file()
+    assert f"z-coupling: weight {cal['coupling']:g}, chosen from the measurements" in report(res.summary)
     (tmp_path / "run" / "records" / "v_z004.json").unlink()  # a slice unfinished: its volume is redone whole
     table = (tmp_path / "run" / "calibration.csv").read_text()
     again = reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "run", z_coupling="auto", **kw)

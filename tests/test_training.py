@@ -134,12 +134,23 @@ def test_what_the_training_data_and_export_folder_are_is_checked_before_training
     with pytest.raises(ValueError, match="img0.png is a file, not a folder"):
         script.check_out(photos / "img0.png" / "prior")
     script.check_out(tmp_path / "new" / "prior")  # a folder that can be made
+    # volumes of unequal size: the held-out share comes near --val-fraction (a count of volumes held out
+    # 48 of 73 slices for 10 %); none small enough, the smallest
+    import torch
+
+    sources = ["volume 0 (a)"] * 48 + ["volume 1 (b)"] * 25 + ["volume 2 (c)"] * 5
+    _, held, what = script.split_heldout(torch.zeros(len(sources), 1, 4, 4), sources, 0.1, seed=0)
+    assert len(held) == 5 and what.startswith("1 of 3 volume(s) (5 of 78 slice(s)/image(s), 6 %")
+    _, held, _ = script.split_heldout(torch.zeros(73, 1, 4, 4), sources[:73], 0.1, seed=0)
+    assert len(held) == 25
 
     started = train("--kind", "ddpm", "--data", str(photos), "--out", str(photos / "img0.png"), *TINY, cwd=tmp_path)
     assert started.returncode != 0 and "Traceback" not in started.stderr and "is a file" in started.stderr
     assert not (tmp_path / "outputs").exists()  # refused before any training state was made
     zero = train("--kind", "ddpm", "--data", str(photos), "--out", "p", "--steps", "0", cwd=tmp_path)
     assert zero.returncode != 0 and "--steps must be >= 1" in zero.stderr and not (tmp_path / "p").exists()
+    window = train("--kind", "ddpm", "--data", str(photos), "--out", "p", "--window", "ct_soft_tissue", cwd=tmp_path)
+    assert window.returncode != 0 and "--data " + str(photos) + " is a folder of images: drop them" in window.stderr
 
 
 def example_scan(name: str) -> Path:

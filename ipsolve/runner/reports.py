@@ -174,8 +174,18 @@ def report(summary: dict) -> str:
                  + f" | operator {op['name']}"
                  + (f" ({drawn['sampled_columns']} of {drawn['columns']} columns sampled: {drawn['acceleration']:g}×)"
                     if isinstance(drawn := summary.get("operator_realised"), dict) else "")
+                 + (f" ({op['views']} views over {op['angles'][0]:g}–{op['angles'][1]:g}°)"
+                    if op.get("name") == "ct" and op.get("views") and len(op.get("angles") or ()) == 2 else "")
                  + f" | solver {sv['name']} | prior {pr['source']} | sigma {sigma_text(summary['sigma'])}"
                  + f" | {summary['num_processes']} process(es)")
+    coupling, chosen = summary.get("z_coupling"), (summary.get("calibration") or {}).get("coupling")
+    if coupling == "auto" and isinstance(chosen, (int, float)):
+        coupling = f"weight {chosen:g}, chosen from the measurements (data.z_coupling=auto; 0: slice by slice)"
+    elif isinstance(coupling, (int, float)) and not isinstance(coupling, bool):
+        coupling = f"weight {coupling:g}" if coupling > 0 else None
+    if coupling:  # (the weight was in summary.json only)
+        lines.append(f"  z-coupling: {coupling} (total variation along z in the data term: each volume's slices "
+                     f"solved together)")
     m = summary["metrics"]
     if m:
         n = summary["num_finished"]
