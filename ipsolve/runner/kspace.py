@@ -151,10 +151,6 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
     if not use_file and not on_grid.all():  # fully sampled but padded: the operator's mask, less the padding
         from .rundir import save_array
 
-        preset = params.get("acceleration")
-        file_mask_note = (f"the file's own sampled columns are the mask ({int(first_mask.sum())} of {first_mask.size} "
-                          f"on the prior's grid: {first_mask.size / max(int(first_mask.sum()), 1):.2f}×)"
-                          + (f"; the operator preset's acceleration {preset:g}× is not used" if preset else ""))
         mask_path = out / "inputs" / "fastmri_mask.npy"
         save_array(mask.numpy() & on_grid, mask_path)
         operator = build_operator({"name": "mri", **params, "mask": str(mask_path)})
