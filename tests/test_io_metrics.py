@@ -1,4 +1,5 @@
 """Image I/O round trips and metrics against scikit-image; LPIPS offline behaviour."""
+import re
 import warnings
 
 import pytest
@@ -18,6 +19,11 @@ def test_save_load_round_trip(tmp_path):
     grey = load_image(tmp_path / "a.png", size=8, channels=1)
     assert grey.shape == (1, 1, 8, 8) and grey.min() >= -1 and grey.max() <= 1
     assert load_image(tmp_path / "a.png", channels=3).shape[1] == 3
+    # a size or channel count of the wrong kind is one line (size="32" was "'>' not supported ...")
+    for kw, needle in (({"size": "32"}, "size must be an integer >= 1 (pixels) or None, got '32'"),
+                       ({"channels": 2}, "channels must be 1, 3 or None (as stored), got 2")):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            load_image(tmp_path / "a.png", **kw)
 
 
 def test_folder_reading_and_errors(tmp_path):

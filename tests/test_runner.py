@@ -667,6 +667,14 @@ def test_run_settings_are_checked_before_any_work():
             ipsolve.reconstruct(torch.zeros(1, 1, 32, 32), solver="dps_cpu", progress=False, **kw)
         assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
 
+    # a caller's tensor on [0, 1] is said in the run's warnings (measure()'s InputWarning is filtered in a run)
+    x = ipsolve.datasets.heldout_phantoms(1, 32)
+    fast = {"name": "dps", "steps": 2}
+    run = ipsolve.reconstruct((x + 1) / 2, solver=fast, progress=False, metrics=["psnr"], return_images=False)
+    assert any(w.startswith("the image tensor lies in [0, 1] (its range is [0, 0.8") for w in run.summary["warnings"])
+    run = ipsolve.reconstruct(x, solver=fast, progress=False, metrics=["psnr"], return_images=False)
+    assert not any("lies in [0, 1]" in w for w in run.summary["warnings"])
+
 
 def test_report_warns_when_the_reconstructions_score_below_the_initial_guess():
     """With ground truth, a run whose mean PSNR is below the initial guess's says so (a prior that does

@@ -457,6 +457,14 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
         op.measure(x), op.measure(torch.zeros_like(x)), op.measure(torch.ones_like(x))
     with pytest.raises(TypeError, match="sigma must be a number"):
         solve(y, op, ddpm, dps, sigma=None)
+    with pytest.raises(ValueError, match=r"y has 3 channel\(s\) where the prior's images give 1 .*channels=1"):
+        solve(y.repeat(1, 3, 1, 1), op, ddpm, dps, sigma=0.01)  # a colour y for a grey prior: named as such
+    # a list of int seeds is a list of seeded generators (an AttributeError deep in the solve before)
+    seeded = solve(y, op, ddpm, dps, sigma=0.01, generator=[3, 4]).x
+    assert torch.equal(seeded, solve(y, op, ddpm, dps, sigma=0.01,
+                                     generator=[torch.Generator().manual_seed(s) for s in (3, 4)]).x)
+    with pytest.raises(TypeError, match=r"a list of them \(or of int seeds\), or an int seed, got a list holding str"):
+        solve(y, op, ddpm, dps, sigma=0.01, generator=[3, "4"])
     with pytest.warns(InputWarning, match=r"\[-1, 1\] scale.*0.02"):
         op.measure(x, sigma=np.float32(2.55))
     with pytest.raises(ValueError, match="zeta must be a finite number >= 0"):
@@ -468,7 +476,9 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
     with pytest.raises(ValueError, match="svd does not reproduce"):
         solve(y, BoxDownWrongSVD(), ddpm, make_solver("ddrm", steps=2, progress=False))
     # a run far from fitting y (two DPS steps) is named in info and in one Python warning
-    with pytest.warns(ResidualWarning, match="2 of 2 image"):
+    # (DPS at 2 steps with the 1000-step ζ: the warning names rescale_zeta, which a user of dps missed)
+    with pytest.warns(ResidualWarning, match=r"2 of 2 image.*; DPS at 2 steps with ζ per 1000 steps guides 500× "
+                                             r"weaker than the paper: rescale_zeta=True"):
         res = solve(y, op, ddpm, dps, sigma=0.01, generator=gens(2))
     assert all("does not fit" in i["warning"] for i in res.info)
     res = solve(y, op, ddpm, dps, sigma=0.0, generator=gens(2))  # no noise level: no residual ratio to report

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..notices import shown
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger("ipsolve")
@@ -48,6 +51,10 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
     from skimage import io as skio
     from skimage.color import rgb2gray, rgba2rgb
 
+    if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
+        raise ValueError(f"size must be an integer >= 1 (pixels) or None, got {shown(size)}")
+    if channels not in (None, 1, 3) or isinstance(channels, bool):
+        raise ValueError(f"channels must be 1, 3 or None (as stored), got {shown(channels)}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")

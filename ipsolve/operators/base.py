@@ -179,8 +179,13 @@ class Operator(nn.Module):
             raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} cannot take the prior's images "
                              f"{tuple(image_shape)}: {err}") from None
         if tuple(y.shape) != expected:
+            channels = ""
+            if len(expected) == y.ndim == 4 and y.shape[1] != expected[1] and y.shape[2:] == expected[2:]:
+                channels = (f": y has {y.shape[1]} channel(s) where the prior's images give {expected[1]} — measure "
+                            f"images with the prior's channels (ipsolve.io.load_image(path, size, channels="
+                            f"{image_shape[1]})), or use a prior with {y.shape[1]}")
             raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} maps the prior's images "
-                             f"{tuple(image_shape)} to measurements of shape {expected}")
+                             f"{tuple(image_shape)} to measurements of shape {expected}{channels}")
         return y
 
     def measure(self, x: torch.Tensor, sigma: float = 0.01, noise: str = "gaussian",

@@ -111,6 +111,9 @@ def check_device(device) -> torch.device | None:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {shown(device)}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "mps" and not torch.backends.mps.is_available():  # (torch's RuntimeError at the first .to())
+        raise ValueError(f"device {shown(device)}: Apple's MPS is not available here (torch {torch.__version__}); "
+                         f"use cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: no CUDA GPU is available here (torch {torch.__version__}, "
                          f"torch.cuda.is_available() is False); use cpu")

@@ -175,7 +175,8 @@ def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma:
         warn(f"{len(far)} of {len(result.info)} image(s) (index {', '.join(str(i) for i, _ in far)}) fit y only "
              f"at {span}× the noise level (‖y − A(x̂)‖/(σ√m), ≈ 1 for a good fit): "
              f"the reconstruction does not explain the measurement; check the operator's settings (mask, "
-             f"kernel, scale), sigma and the solver's steps (each image's info['warning'])", ResidualWarning)
+             f"kernel, scale), sigma and the solver's steps (each image's info['warning'])"
+             + (f"; {hint}" if (hint := solver.residual_hint()) else ""), ResidualWarning)
     return result
 
 

@@ -19,7 +19,7 @@ from ..priors import LatentPrior, Prior
 @dataclass
 class Result:
     """``x``: ``(B, C, H, W)`` reconstructions in [-1, 1] (with ``samples=k``: the mean of the
-    samples); ``info``: one dict per image with ``nfe``, ``iterations``, ``stop_reason``,
+    samples, or with ``select="residual"`` each image's sample of smallest residual); ``info``: one dict per image with ``nfe``, ``iterations``, ``stop_reason``,
     ``residual`` (‖y − A(x)‖ / (σ√m)), ``seconds``, ``reliability`` (see
     :func:`ipsolve.solvers.sampling.reliability`) and, if asked for, ``loss_trace``; ``kernel``:
     the estimated kernels of blind solvers; ``samples``: ``(B, k, C, H, W)`` and ``std``: the
@@ -34,19 +34,26 @@ class Result:
 
 
 def generators_for(generator, batch: int) -> list[torch.Generator] | torch.Generator:
-    """A list of per-image generators (the diffusers convention) or one shared generator."""
+    """A list of per-image generators (the diffusers convention; int seeds among them are seeded
+    generators) or one shared generator."""
     if generator is None:
         return torch.Generator().manual_seed(0)
     if isinstance(generator, (list, tuple)):
         if len(generator) != batch:
             raise ValueError(f"got {len(generator)} generators for a batch of {batch} images; expected one per image")
-        return list(generator)
+        bad = [type(g).__name__ for g in generator if isinstance(g, bool)
+               or not isinstance(g, (torch.Generator, numbers.Integral))]
+        if bad:  # (an AttributeError deep in the solve before)
+            raise TypeError(f"generator must be a torch.Generator, a list of them (or of int seeds), or an int seed, "
+                            f"got a list holding {', '.join(sorted(set(bad)))}")
+        return [g if isinstance(g, torch.Generator) else torch.Generator().manual_seed(int(g)) for g in generator]
     if isinstance(generator, bool):
-        raise TypeError("generator must be a torch.Generator, a list of them, or an int seed, got a bool")
+        raise TypeError("generator must be a torch.Generator, a list of them (or of int seeds), or an int seed, got a bool")
     if isinstance(generator, numbers.Integral):  # int, numpy integers
         return torch.Generator().manual_seed(int(generator))
     if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, a list of them, or an int seed, got {type(generator).__name__}")
+        raise TypeError(f"generator must be a torch.Generator, a list of them (or of int seeds), or an int seed, "
+                        f"got {type(generator).__name__}")
     return generator
 
 
@@ -185,6 +192,11 @@ class Solver:
         if warm_start is not None and not 0.0 < float(warm_start) <= 1.0:
             raise ValueError(f"warm_start must be None (cold start) or a fraction in (0, 1], got {shown(warm_start)}")
         self.warm_start, self.autocast, self.progress, self.record_trace = warm_start, autocast, progress, record_trace
+
+    def residual_hint(self) -> str:
+        """A setting of this solver that commonly explains a residual far above the noise level
+        (appended to the residual warning), or ""."""
+        return ""
 
     def start_timestep(self, num_timesteps: int) -> int:
         """The DDPM timestep a sampler starts from: ``T − 1`` cold, ``round(warm_start·(T − 1))`` warm

@@ -78,9 +78,11 @@ class Calibration:
     all of ``y`` that checked the chosen values (holdout; None when the solver's own values were
     kept) — :func:`ipsolve.solve` returns it instead of solving again; ``coupling``: the weight chosen with
     ``params=[..., "z_coupling"]`` (0 = slice by slice), else None; ``score`` (holdout): the returned
-    values' score, on the same scale as ``initial_guess_score``; ``against_initial_guess``: ``better``,
-    ``indistinguishable`` or ``worse`` (with ``warning``) — the returned values against the initial
-    guess on ``comparison_splits`` fresh splits (:func:`fresh_split_differences`): their mean per-entry
+    values' score on the split that chose them, on the same scale as ``initial_guess_score`` (the
+    guess's on that split); ``against_initial_guess``: ``better``, ``indistinguishable`` or ``worse``
+    (with ``warning``) — the returned values against the initial guess on ``comparison_splits`` fresh
+    splits (:func:`fresh_split_differences`; other held-out entries, so the verdict can differ from the
+    two scores'): their mean per-entry
     score difference ``initial_guess_difference`` beyond one standard error ``initial_guess_se``
     (:func:`compare_with_initial_guess`); ``blind_spot``: what held-out entries cannot see on this
     operator (MRI), else ""."""
