@@ -232,7 +232,7 @@ def _stub_fit(log):
     """The generation script's replacement of the two AdamW fits: ``max_iters // 500`` gradient steps
     of size 100·lr on mean((y − forward(v))²) — a smooth map, so the loop can be compared tightly."""
 
-    def stub(init, forward, y, lr, max_iters, stop, target, stagnation=None, taken=None):
+    def stub(init, forward, y, lr, max_iters, stop, target, stagnation=None, taken=None, progress=None):
         log.append((lr, max_iters, stop, stagnation))
         v = init.detach().clone()
         for _ in range(max_iters // 500):

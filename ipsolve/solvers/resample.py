@@ -21,7 +21,7 @@ FIT_STOPS = ("reference", "noise_level")
 
 def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, target: torch.Tensor,
                     stagnation: int | None = None, sync_every: int = 25,
-                    taken: torch.Tensor | None = None) -> torch.Tensor:
+                    taken: torch.Tensor | None = None, progress: str | None = None) -> torch.Tensor:
     """AdamW (lr ``lr``, torch's default weight decay as the reference) on each image's
     ``mean((y − forward(v))²)`` from ``init``, at most ``max_iters`` steps, each image frozen when
     it stops.  ``stop="reference"`` (soominkwon/resample ``ddim.py`` ``pixel_optimization`` /
@@ -30,7 +30,7 @@ def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, targ
     the loss exceeds the loss W iterations earlier (checked after the step, as the reference).
     ``stop="noise_level"`` (ipsolve's option): ‖y − forward(v)‖² is at or below ``target`` (τ²σ²m).
     ``taken``: a per-image integer tensor to which the optimiser steps each image took are added
-    (on the device, no synchronisation)."""
+    (on the device, no synchronisation).  ``progress``: a bar's label (None: no bar)."""
     if stop not in FIT_STOPS:
         raise ValueError(f"unknown stop {stop!r}; expected one of {FIT_STOPS}")
     v = init.detach().clone().requires_grad_()
@@ -38,7 +38,7 @@ def fit_measurement(init, forward, y, lr: float, max_iters: int, stop: str, targ
     b, m = v.shape[0], y[0].numel()
     active = torch.ones(b, dtype=torch.bool, device=v.device)
     history: list[torch.Tensor] = []
-    for it in range(max_iters):
+    for it in tqdm(range(max_iters), desc=progress, disable=progress is None, leave=False):
         sse = (y - forward(v)).pow(2).flatten(1).sum(1)
         mse = sse.detach() / m
         active = active & torch.isfinite(mse)
@@ -193,9 +193,9 @@ class ReSample(Solver):
         # optimiser steps of each image's fits, pixel and latent (info: how far the fit budgets were used)
         fit_steps = {kind: torch.zeros(b, dtype=torch.long, device=y.device) for kind in ("pixel", "latent")}
 
-        def latent_fit(init):
+        def latent_fit(init, progress=None):
             return fit_measurement(init, lambda v: operator(decode(v)), y, self.latent_lr, self.latent_iters,
-                                   self.fit_stop, target, self.stagnation, taken=fit_steps["latent"])
+                                   self.fit_stop, target, self.stagnation, taken=fit_steps["latent"], progress=progress)
 
         nfe, n = 0, len(ts)
         for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
@@ -233,8 +233,8 @@ class ReSample(Solver):
             if callback is not None:
                 callback(i, {"x": decode_raw(z0.detach()).clamp(-1, 1), "loss": norm.detach() ** 2 / m})
         if self.final_fit:  # the reference ends with a latent fit of the final latent (ddim.py L329-332)
-            with torch.enable_grad():
-                z = latent_fit(z.detach())
+            with torch.enable_grad():  # (a bar: up to latent_iters decoder back-propagations, minutes at 512 px)
+                z = latent_fit(z.detach(), f"{self.name}: final latent fit" if self.progress else None)
         with torch.no_grad():
             x = decode_raw(z).clamp(-1, 1)
             res = residual_ratio(y, operator(x), sigma).cpu()
