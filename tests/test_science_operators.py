@@ -335,6 +335,11 @@ def test_from_deepinv_tomography_runs_a_solver(images64):
     assert res.x.shape == x.shape and torch.isfinite(res.x).all()
     with pytest.raises(TypeError, match="must be a deepinv.physics.Physics"):
         from_deepinv(lambda v: v)
+    # the physics' own noise model is said not to be used (a docstring said so, nothing else)
+    from ipsolve.operators.base import InputWarning
+
+    with pytest.warns(InputWarning, match=r"the physics' noise model \(GaussianNoise\) is not used"):
+        from_deepinv(dinv.physics.Tomography(angles=16, img_width=32, noise_model=dinv.physics.GaussianNoise(0.1)))
 
 
 # --- quality on the held-out family ------------------------------------------------------

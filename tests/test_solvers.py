@@ -457,6 +457,8 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
         op.measure(x), op.measure(torch.zeros_like(x)), op.measure(torch.ones_like(x))
     with pytest.raises(TypeError, match="sigma must be a number"):
         solve(y, op, ddpm, dps, sigma=None)
+    with pytest.warns(InputWarning, match=r"sigma not given: 0.01 assumed"):  # (it was silent)
+        solve(y, op, ddpm, dps)
     with pytest.raises(ValueError, match=r"y has 3 channel\(s\) where the prior's images give 1 .*channels=1"):
         solve(y.repeat(1, 3, 1, 1), op, ddpm, dps, sigma=0.01)  # a colour y for a grey prior: named as such
     # a list of int seeds is a list of seeded generators (an AttributeError deep in the solve before)

@@ -46,6 +46,22 @@ class InputWarning(UserWarning):
     """An input that is allowed but probably not what was meant (σ above the [-1, 1] scale's range)."""
 
 
+class _AssumedSigma(float):
+    """The σ that ``solve`` and ``calibrate`` assume when none is given: 0.01, with a warning (the
+    residual check, the stopping rules and calibration all read y's noise through it)."""
+
+
+ASSUMED_SIGMA = _AssumedSigma(0.01)
+
+
+def assumed_sigma_note(sigma) -> None:
+    """An :class:`InputWarning` when ``sigma`` was left at :data:`ASSUMED_SIGMA` (measured at σ = 0.05
+    and solved without it, a result fitted y to 0.01 silently: residual 3.2, no warning)."""
+    if sigma is ASSUMED_SIGMA:
+        warn("sigma not given: 0.01 assumed (the noise std of y on the [-1, 1] scale); the residual check, the "
+             "stopping rules and calibration depend on it — give sigma=", InputWarning)
+
+
 def as_sigma(sigma) -> float:
     """``sigma`` as a float: a number, a numpy scalar or a one-element tensor, finite and ≥ 0;
     above 1 (noise larger than half of [-1, 1]) a warning: it is likely on another scale."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..notices import shown
+from ..notices import shown, warn
 from .base import Operator, display_scaled
 from .decomposition import DeepinvDecomposition, not_decomposable
 
@@ -40,6 +40,12 @@ class DeepinvOperator(Operator):
         if initial_guess == "A_adjoint" and not isinstance(physics, deepinv.physics.LinearPhysics):
             raise ValueError(f"{type(physics).__name__} is not linear: it has no A_adjoint; "
                              f"use initial_guess='A_dagger' or 'zeros'")
+        noise = getattr(physics, "noise_model", None)
+        if noise is not None and not isinstance(noise, getattr(deepinv.physics, "ZeroNoise", ())):
+            from .base import InputWarning
+
+            warn(f"the physics' noise model ({type(noise).__name__}) is not used: ipsolve adds Gaussian noise of std "
+                 f"sigma on y's [-1, 1] scale in measure(x, sigma), and solvers take sigma as given", InputWarning)
         self.physics, self.lo, self.hi = physics, lo, hi
         self.complex_image, self.guess = complex_image, initial_guess
         self.is_linear = isinstance(physics, deepinv.physics.LinearPhysics)

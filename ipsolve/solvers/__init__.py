@@ -10,7 +10,7 @@ from ..operators import Operator
 from ..parameters import expected_types, parameter_type_message, unknown_parameters_message
 from ..priors import Prior
 from .base import Result, ResidualWarning, Solver, generators_for, generators_on, residual_warning
-from ..operators.base import NonFiniteError
+from ..operators.base import ASSUMED_SIGMA, NonFiniteError, assumed_sigma_note
 from .calibration import (COUPLING, Calibration, CalibrationWarning, apply_auto, calibrate, declared_space, with_params,
                           fresh_generators as _copies)
 from .coupling import ZCoupling, check_solver
@@ -65,10 +65,11 @@ def make_solver(name: str, **params) -> Solver:
     return solver
 
 
-def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = 0.01,
+def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = ASSUMED_SIGMA,
           generator=None, callback=None, samples: int = 1, select: str = "mean",
           calibrate: bool | dict = False, penalty=None) -> Result:
-    """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale).
+    """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale;
+    not given: 0.01 assumed, with an ``InputWarning``).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
     runs with the same generators, up to float32 rounding of batched network calls), or an int seed.  ``callback(step, state)``: called after each
@@ -96,6 +97,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be an ipsolve Prior (load_prior(...)), got {type(prior).__name__}")
     solver.check(operator, prior)
+    assumed_sigma_note(sigma)
     y, sigma = check_inputs(y, operator, prior, sigma)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {shown(samples)}")

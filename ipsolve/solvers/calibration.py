@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..operators import BlindBlur, Operator
-from ..operators.base import NonFiniteError
+from ..operators.base import ASSUMED_SIGMA, NonFiniteError, assumed_sigma_note
 from ..operators.restrict import gather, restrict, split_entries
 from ..parameters import accepted_parameters
 from ..calibration_settings import COMPARISON_SPLITS, METHODS, check_calibration_settings
@@ -512,7 +512,7 @@ def coordinate_search(objective, chosen: dict, budget: int, method: str, extend:
 
 
 # ---------------------------------------------------------------------------------- calibrate
-def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sigma: float = 0.01, params=None,
+def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sigma: float = ASSUMED_SIGMA, params=None,
               budget: int | None = None, method: str = "auto", holdout: float = 0.2, seed: int = 0,
               generator=None, keep_preset: bool = True, penalty=None, extend: bool = True,
               comparison_splits: int = COMPARISON_SPLITS) -> Calibration:
@@ -570,6 +570,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         raise ValueError(f"budget {budget} is below two candidates per calibrated parameter ({', '.join(space)})"
                          f"{' and the solver as given' if needed % 2 else ''}: give at least {needed}")
     solver.check(operator, prior)
+    assumed_sigma_note(sigma)
     y, sigma = check_inputs(y, operator, prior, sigma)
     gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
     observed = operator.observed_entries(y.shape)
