@@ -62,6 +62,15 @@ def assumed_sigma_note(sigma) -> None:
              "stopping rules and calibration depend on it — give sigma=", InputWarning)
 
 
+def unit_range_note(low: float, high: float, what: str = "x") -> str | None:
+    """The note for images whose values (``low`` to ``high``) lie in [0, 1] and are not constant:
+    the field's most common slip (most datasets' scale), which ipsolve's [-1, 1] cannot refuse."""
+    if not 0 <= low < high <= 1:
+        return None
+    return (f"{what} lies in [0, 1] (its range is [{low:.3g}, {high:.3g}]): images are on [-1, 1] in ipsolve, so "
+            f"black is -1; if it is on [0, 1], use 2·x − 1")
+
+
 def as_sigma(sigma) -> float:
     """``sigma`` as a float: a number, a numpy scalar or a one-element tensor, finite and ≥ 0;
     above 1 (noise larger than half of [-1, 1]) a warning: it is likely on another scale."""
@@ -219,10 +228,9 @@ class Operator(nn.Module):
         if float(x.abs().amax()) > OTHER_SCALE:  # measure() is called once per batch, outside any loop
             raise ValueError(f"x has values up to {float(x.abs().amax()):.4g}: images are on [-1, 1] in ipsolve "
                              f"(from [0, 1] use 2·x − 1, from [0, 255] x/127.5 − 1)")
-        low, high = float(x.amin()), float(x.amax())
-        if 0 <= low < high <= 1:  # the field's most common slip: images on [0, 1], most datasets' scale
-            warn(f"x lies in [0, 1] (its range is [{low:.3g}, {high:.3g}]): images are on [-1, 1] in ipsolve, "
-                 f"so black is -1; if x is on [0, 1], use 2·x − 1", InputWarning)
+        note = unit_range_note(float(x.amin()), float(x.amax()))
+        if note:
+            warn(note, InputWarning)
         with torch.no_grad():
             y = self(x)
         if sigma == 0:

@@ -451,10 +451,13 @@ def input_warnings(items: list[Item], prior, measurements: bool, rank: int) -> l
                             f"{source} ({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''})")
     given = [it.tensor for it in items if it.tensor is not None and it.path is None and it.volume is None]
     if given and not measurements:  # a caller's own tensors (files and volumes are mapped to [-1, 1] here)
-        low, high = min(float(t.amin()) for t in given), max(float(t.amax()) for t in given)
-        if 0 <= low < high <= 1:  # (measure()'s InputWarning is filtered during a run: it was said nowhere)
-            notes.append(f"the image tensor lies in [0, 1] (its range is [{low:.3g}, {high:.3g}]): images are on "
-                         f"[-1, 1] in ipsolve, so black is -1; if it is on [0, 1], use 2·x − 1")
+        from ..operators.base import unit_range_note
+
+        # (measure()'s InputWarning is filtered during a run: it was said nowhere)
+        note = unit_range_note(min(float(t.amin()) for t in given), max(float(t.amax()) for t in given),
+                               "the image tensor")
+        if note:
+            notes.append(note)
     if rank == 0:
         for w in notes:
             log.warning("%s", w)
