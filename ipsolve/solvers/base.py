@@ -18,12 +18,12 @@ from ..priors import LatentPrior, Prior
 
 @dataclass
 class Result:
-    """``x``: ``(B, C, H, W)`` reconstructions in [-1, 1] (with ``samples=k``: the mean of the
-    samples, or with ``select="residual"`` each image's sample of smallest residual); ``info``: one dict per image with ``nfe``, ``iterations``, ``stop_reason``,
-    ``residual`` (‖y − A(x)‖ / (σ√m)), ``seconds``, ``reliability`` (see
-    :func:`ipsolve.solvers.sampling.reliability`) and, if asked for, ``loss_trace``; ``kernel``:
-    the estimated kernels of blind solvers; ``samples``: ``(B, k, C, H, W)`` and ``std``: the
-    per-pixel standard deviation ``(B, C, H, W)`` when k > 1 samples were drawn."""
+    """``x``: ``(B, C, H, W)`` reconstructions in [-1, 1] (with ``samples=k``: their mean, or with
+    ``select="residual"`` each image's sample of smallest residual); ``info``: one dict per image with
+    ``nfe``, ``iterations``, ``stop_reason``, ``residual`` (‖y − A(x)‖ / (σ√m)), ``seconds``,
+    ``reliability`` (:func:`ipsolve.solvers.sampling.reliability`) and, if asked for, ``loss_trace``;
+    ``kernel``: the estimated kernels of blind solvers; ``samples``: ``(B, k, C, H, W)`` and ``std``:
+    the per-pixel standard deviation ``(B, C, H, W)`` when k > 1 samples were drawn."""
 
     x: torch.Tensor
     info: list[dict] = field(default_factory=list)
