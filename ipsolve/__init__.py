@@ -14,6 +14,10 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
         from .runner import settings
 
         return getattr(settings, name)
+    if name == "estimate_sigma":  # sigma="auto": the noise of blurred measurements
+        from .operators.noise_level import estimate_sigma
+
+        return estimate_sigma
     if name in ("Calibration", "SOLVERS", "Result"):
         from . import solvers
 
@@ -31,4 +35,4 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
 
 __all__ = ["make_operator", "OPERATORS", "load_prior", "make_solver", "solve", "calibrate", "Calibration", "reconstruct",
            "reconstruct_volumes",
-           "SOLVERS", "Result"]
+           "SOLVERS", "Result", "estimate_sigma"]

@@ -143,6 +143,13 @@ class Operator(nn.Module):
     def initial_guess(self, y: torch.Tensor) -> torch.Tensor:
         return y.clamp(-1, 1)
 
+    def noise_estimate_note(self) -> str | None:
+        """None when σ can be estimated from ``y`` alone (``sigma=auto``: a blurred image,
+        :mod:`ipsolve.operators.noise_level`), else why not (said in the error)."""
+        return (f"{type(self).__name__}'s measurement is not a blurred image, so its fine detail and its noise cannot "
+                f"be told apart (sigma=auto takes gaussian_blur, motion_blur, blur, blind_blur and nonlinear_blur "
+                f"measurements)")
+
     def seeded_state(self) -> str | None:
         """What this operator draws from its ``seed`` that measurements depend on (a mask, a
         kernel), for the error when measurements of unknown provenance meet it; None if nothing."""

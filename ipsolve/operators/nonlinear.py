@@ -8,7 +8,7 @@ import torch
 
 from ..notices import shown
 from .base import Operator
-from .blur import convolve, gaussian_kernel, motion_kernel
+from .blur import convolve, gaussian_kernel, kernel_noise_note, motion_kernel
 
 
 class NonlinearBlur(Operator):
@@ -48,6 +48,11 @@ class NonlinearBlur(Operator):
             self.codes: dict[tuple[int, int], torch.Tensor] = {}
         else:
             raise ValueError(f"model must be 'camera' or 'bkse', got {shown(model)}")
+
+    def noise_estimate_note(self):
+        """The camera model: as its kernel blurs (the response bends values, not detail); BKSE's
+        learned blur (GOPRO motion) is taken to blur."""
+        return None if self.model == "bkse" else kernel_noise_note(self.kernel)
 
     def seeded_state(self):
         if self.model == "bkse":

@@ -96,6 +96,16 @@ def make_batches(job: Job, local: list[Item], batch_size: int) -> list[list[Item
     return [sorted(v, key=lambda it: it.z if it.z is not None else 0) for v in volumes.values()]
 
 
+def read_measurement(item: Item, operator, prior, device, own_measurements: bool):
+    """``item``'s measurement y on ``device`` as the solver gets it: an ipsolve run's own ``.npy``
+    exactly, any other file projected onto what the operator can produce (``OSError`` /
+    ``ValueError`` for an unreadable one)."""
+    operator.set_images([item.name])
+    y = load_measurement(item, operator, prior).to(device)
+    exact = own_measurements and item.path is not None and item.path.suffix.lower() == ".npy"
+    return y if exact else operator.project_measurement(y)
+
+
 def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict]]:
     """``(readable items, their truths or measurements on the device, unreadable ones with the reason)``."""
     from ..solvers.inputs import check_range
@@ -104,10 +114,7 @@ def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict
     for it in batch:
         try:
             if job.measurements:
-                job.operator.set_images([it.name])
-                y = load_measurement(it, job.operator, job.prior).to(job.device)
-                exact = job.own_measurements and it.path is not None and it.path.suffix.lower() == ".npy"
-                y = y if exact else job.operator.project_measurement(y)
+                y = read_measurement(it, job.operator, job.prior, job.device, job.own_measurements)
                 # one file on another scale is skipped by name, as an unreadable one (it stopped the whole run)
                 check_range(y, job.operator, (y.shape[0], *job.prior.shape), job.sigma)
                 tensors.append(y)

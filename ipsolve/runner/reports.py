@@ -177,6 +177,7 @@ def report(summary: dict) -> str:
                  + (f" ({op['views']} views over {op['angles'][0]:g}–{op['angles'][1]:g}°)"
                     if op.get("name") == "ct" and op.get("views") and len(op.get("angles") or ()) == 2 else "")
                  + f" | solver {sv['name']} | prior {pr['source']} | sigma {sigma_text(summary['sigma'])}"
+                 + (" (estimated: sigma=auto)" if (summary.get("sigma_estimate") or {}).get("auto") else "")
                  + f" | {summary['num_processes']} process(es)")
     coupling, chosen = summary.get("z_coupling"), (summary.get("calibration") or {}).get("coupling")
     if coupling == "auto" and isinstance(chosen, (int, float)):

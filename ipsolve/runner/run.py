@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..notices import shown
@@ -21,6 +21,7 @@ from .errors import RunError
 from ..solvers.base import RESIDUAL_WARNING
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
 from .grid import write_grid
+from .noise import measurement_sigma
 from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels, describe_spec,
                      input_digest, measurement_origin, recorded_settings)
 from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
@@ -86,7 +87,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     runs (:mod:`.determinism`; ``summary.json``'s ``deterministic`` names any operation without a
     deterministic kernel that ran anyway, as rank 0 met them)."""
     start = time.perf_counter()
-    batch_size, sigma = check_arguments(batch_size, noise, sigma)
+    batch_size, sigma = check_arguments(batch_size, noise, sigma, measurements)
     metrics = metric_names(metrics, lpips_net)
     seed = integer_setting("seed", seed, None, "the run's seed: each image's noise and solver seeds derive from it")
     grid_max = integer_setting("grid_max", grid_max, 0, "the most images in grid.png; 0: no grid")
@@ -147,7 +148,7 @@ class _Options:
     """:func:`execute`'s settings once checked (see its docstring); ``out`` is the checked output
     directory, ``start`` the run's start time, ``calibrate`` :func:`calibration_options`' mapping."""
 
-    sigma: float
+    sigma: float | str  # "auto" until _execute estimates it (given measurements)
     noise: str
     seed: int
     batch_size: int
@@ -203,6 +204,9 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
             raise RunError(str(err)) from None
     if o.measurements:
         check_measurement_provenance(operator, o.explicit_operator, measurement_origin(items))
+        sigma, estimate = measurement_sigma(o.sigma, items, operator, prior, device,
+                                            measurement_origin(items) is not None, state.process_index == 0)
+        o = replace(o, sigma=sigma, extra_summary={**o.extra_summary, **({"sigma_estimate": estimate} if estimate else {})})
     notes = input_warnings(items, prior, o.measurements, state.process_index)
     from ..solvers import SELECT_ONE_SAMPLE
 
@@ -412,15 +416,18 @@ def metric_names(metrics, lpips_net) -> list[str]:
     return list(metrics)
 
 
-def check_arguments(batch_size, noise: str, sigma) -> tuple[int, float]:
-    """``(batch_size, sigma)`` as numbers, or :class:`RunError` for an invalid argument."""
+def check_arguments(batch_size, noise: str, sigma, measurements: bool = False) -> tuple[int, float | str]:
+    """``(batch_size, sigma)`` as numbers (sigma ``"auto"`` for given measurements, estimated by
+    :func:`.noise.measurement_sigma`), or :class:`RunError` for an invalid argument."""
     batch_size = integer_setting("batch_size", batch_size, 1, "images solved together")
     if noise not in ("gaussian", "poisson"):
         raise RunError(f"noise must be 'gaussian' or 'poisson', got {shown(noise)}")
     if str(sigma) == "auto":
-        raise RunError("sigma=auto measures the noise of fastMRI k-space (data=fastmri, from its readout "
-                       "oversampling); elsewhere give sigma as a number (the noise std on the [-1, 1] image scale, "
-                       "e.g. 0.01)")
+        if measurements:
+            return int(batch_size), "auto"
+        raise RunError("sigma=auto estimates the noise of given measurements (data.measurements=true: blurred "
+                       "images; data=fastmri: k-space); this run measures its images itself and adds noise at the "
+                       "sigma you give: give sigma as a number (the noise std on the [-1, 1] image scale, e.g. 0.01)")
     from ..operators.base import InputWarning, as_sigma
 
     try:

@@ -65,11 +65,12 @@ def make_solver(name: str, **params) -> Solver:
     return solver
 
 
-def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float = ASSUMED_SIGMA,
+def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float | str = ASSUMED_SIGMA,
           generator=None, callback=None, samples: int = 1, select: str = "mean",
           calibrate: bool | dict = False, penalty=None) -> Result:
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale;
-    not given: 0.01 assumed, with an ``InputWarning``).
+    not given: 0.01 assumed, with an ``InputWarning``; ``"auto"``: estimated from a blurred ``y``,
+    :func:`ipsolve.estimate_sigma`, the batch's median).
 
     ``generator``: a ``torch.Generator``, a list with one per image (a batch then equals single
     runs with the same generators, up to float32 rounding of batched network calls), or an int seed.  ``callback(step, state)``: called after each

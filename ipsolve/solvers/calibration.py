@@ -512,11 +512,12 @@ def coordinate_search(objective, chosen: dict, budget: int, method: str, extend:
 
 
 # ---------------------------------------------------------------------------------- calibrate
-def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sigma: float = ASSUMED_SIGMA, params=None,
+def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sigma: float | str = ASSUMED_SIGMA, params=None,
               budget: int | None = None, method: str = "auto", holdout: float = 0.2, seed: int = 0,
               generator=None, keep_preset: bool = True, penalty=None, extend: bool = True,
               comparison_splits: int = COMPARISON_SPLITS) -> Calibration:
-    """Choose ``solver``'s parameters for this measurement batch ``y`` without the ground truth.
+    """Choose ``solver``'s parameters for this measurement batch ``y`` without the ground truth
+    (``sigma`` as :func:`ipsolve.solve`'s, ``"auto"`` included).
 
     ``params``: names of declared parameters (default: all of ``solver.search_space``);
     ``budget``: candidates in all (default :func:`default_budget`: 5 solves of ``y`` for one

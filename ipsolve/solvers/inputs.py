@@ -10,6 +10,7 @@ import torch
 from ..operators import Operator
 from ..operators.base import OTHER_SCALE, as_sigma, check_image
 from ..operators.decomposition import NotDecomposable
+from ..notices import shown
 
 # an image-like measurement of images in [-1, 1] stays within the operator's response to constant ±1
 # images (bicubic's negative lobes overshoot by ~10 %) plus noise; beyond OTHER_SCALE × that plus
@@ -26,13 +27,17 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
     """``(y as float32 on the prior's device, sigma as a float)`` once ``y`` is a floating
     ``(B, C, H, W)`` tensor of the operator's measurement shape for the prior's images, within the
     range an image in [-1, 1] can give (image-like measurements), and the operator can map it back
-    to the prior's image shape."""
+    to the prior's image shape.  ``sigma="auto"``: estimated from ``y`` (:func:`auto_sigma`)."""
     if isinstance(y, np.ndarray):
         raise TypeError("y must be a torch.Tensor (B, C, H, W) in [-1, 1], got a numpy array: use torch.from_numpy(y)")
     check_image(y, "y", finite=None)  # before the cast below: an integer y would otherwise pass as float
     if y.shape[0] == 0:  # (a raw torch error inside the operator or the network)
         raise ValueError("y holds no images (a batch of 0); expected (B >= 1, C, H, W)")
-    sigma = as_sigma(sigma)
+    auto = isinstance(sigma, str) and sigma == "auto"
+    if isinstance(sigma, str) and not auto:
+        raise TypeError(f"sigma must be a number (the noise std on the [-1, 1] scale) or 'auto' (estimated from a "
+                        f"blurred y), got {shown(sigma)}")
+    sigma = None if auto else as_sigma(sigma)
     y = y.to(prior.device, torch.float32)
     operator.to(prior.device)
     image_shape = (y.shape[0], *prior.shape)
@@ -50,8 +55,28 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
                              f"{image_shape}: override initial_guess (the default returns y itself)")
     if not is_builtin(operator) and type(operator).svd is not Operator.svd:
         check_decomposition(operator, image_shape, y.device)
+    if auto:
+        sigma = auto_sigma(y, operator)
     check_range(y, operator, image_shape, sigma)
     return y, sigma
+
+
+def auto_sigma(y: torch.Tensor, operator: Operator) -> float:
+    """``sigma="auto"``: the median over ``y``'s images of their noise estimates
+    (:func:`ipsolve.operators.noise_level.estimate_sigma`, blurred measurements only); an
+    ``InputWarning`` when they differ by more than 1.5× — one σ serves a batch (the residual check,
+    the stopping rules and calibration read it), so images of unlike noise are solved apart."""
+    from ..operators.base import InputWarning
+    from ..operators.noise_level import estimate_sigma
+
+    estimates = estimate_sigma(y, operator).numpy()
+    if estimates.max() > 1.5 * estimates.min():
+        import warnings
+
+        warnings.warn(f"sigma=auto: the images' noise estimates differ ({estimates.min():.3g} to {estimates.max():.3g}) "
+                      f"and one sigma ({float(np.median(estimates)):.3g}, the median) serves the batch: solve them "
+                      f"apart (ipsolve.estimate_sigma gives each one's)", InputWarning, stacklevel=4)
+    return float(np.median(estimates))
 
 
 def check_range(y: torch.Tensor, operator: Operator, image_shape, sigma: float) -> None:

@@ -1,0 +1,63 @@
+"""The noise level of a run on given measurements (``data.measurements=true``): ``sigma=auto``
+estimates it from the measurements (blurred images: :mod:`ipsolve.operators.noise_level`), and a
+given ``sigma`` far from that estimate is said — the residual flags, the stopping rules and
+calibration all read the measurement's noise through it.  (fastMRI k-space: :func:`.volumes.kspace_sigma`.)"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .batches import read_measurement
+from .errors import RunError
+
+log = logging.getLogger("ipsolve")
+
+METHOD = "patch PCA (Chen, Zhu & Heng, ICCV 2015)"
+
+
+def measurement_sigma(sigma, items, operator, prior, device, own_measurements: bool, main_process: bool):
+    """``(sigma as a number, the estimate's record for summary.json or None)``.  ``sigma="auto"``:
+    the median of the measurements' estimates (one σ serves the run; a warning when they differ by
+    more than 1.5×), or a one-line :class:`RunError` saying why there is none.  A number is kept,
+    with a warning when it is more than twice or less than half the estimate, where the operator
+    gives one.  Every process reads every measurement (2-D images: cheap), so all agree."""
+    auto = str(sigma) == "auto"
+    if not auto and operator.noise_estimate_note() is not None:
+        return sigma, None
+    from ..operators.noise_level import estimate_sigma
+
+    estimates = {}
+    for item in items:
+        try:
+            y = read_measurement(item, operator, prior, device, own_measurements)
+        except (OSError, ValueError):
+            continue  # the batch that reads it skips it, saying why
+        try:
+            estimates[item.name] = float(estimate_sigma(y, operator)[0])
+        except ValueError as err:
+            if auto:
+                raise RunError(f"{err}".replace("give sigma as a number", "give sigma=VALUE")) from None
+            return sigma, None
+    if not estimates:
+        if auto:
+            raise RunError("sigma=auto: none of the measurements could be read to estimate their noise")
+        return sigma, None
+    values = np.array(list(estimates.values()))
+    value = float(np.median(values))
+    # "auto": the run's sigma is "median" (one σ serves the run); else the given one, kept
+    record = {"auto": auto, "method": METHOD, "median": value, "per_image": estimates}
+    if auto:
+        if main_process:
+            log.info("sigma=auto: %.4g, estimated from the %d measurement(s) (%s; the median of %.4g to %.4g)",
+                     value, len(values), METHOD, values.min(), values.max())
+            if values.max() > 1.5 * values.min():
+                log.warning("sigma=auto: the measurements' noise estimates differ (%.4g to %.4g) and one sigma serves "
+                            "the run: run unlike ones separately (summary.json's sigma_estimate gives each one's)",
+                            values.min(), values.max())
+        return value, record
+    given = float(sigma)
+    if main_process and (given > 2 * value or given < value / 2):
+        log.warning("sigma is %g, but the measurements' noise is estimated at %.4g (sigma=auto takes it): the "
+                    "residual flags, the stopping rules and calibration assume sigma", given, value)
+    return sigma, record
