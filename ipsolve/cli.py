@@ -1,6 +1,6 @@
 """The ``ipsolve`` command: a Hydra main over :func:`ipsolve.runner.run_config`.
 
-    ipsolve                                    the demo job (phantom prior, SR ×4, dmplug_cpu)
+    ipsolve                                    the main job (4 demo phantoms, SR ×4, dmplug_quick)
     ipsolve operator=inpainting solver=dps_cpu
     ipsolve -m solver=dps_cpu,dmplug_cpu operator=super_resolution,inpainting   (a sweep)
     torchrun --nproc_per_node 2 -m ipsolve ...                                  (2 processes)

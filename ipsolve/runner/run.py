@@ -639,7 +639,7 @@ def recorded_operator(items: list[Item], operator, sigma, noise, *, keep_operato
 # ----------------------------------------------------------------------------------------
 # the Python API
 # ----------------------------------------------------------------------------------------
-def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="phantom_ddpm",
+def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="phantom_ddpm",
                 output_dir=None, *, sigma: float | None = None, noise: str | None = None, seed: int = 0,
                 batch_size: int = 4, measurements: bool = False, max_images: int | None = None, names=None,
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
@@ -652,7 +652,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
 
     ``operator``, ``solver``, ``prior``: objects, registry names (``"super_resolution"``,
     ``"dps"``, ...), config preset names (``"dmplug_cpu"``, ``"phantom_ddpm"``) or prior sources
-    (``"bundled:phantom-ddpm"``, a diffusers directory, ...).  ``measurements=True``: the
+    (``"bundled:phantom-ddpm"``, a diffusers directory, ...); by default the command line's main
+    job (``dmplug_quick`` on the phantom prior, super-resolution ×4).  ``measurements=True``: the
     inputs are measurements ``y`` (no ground truth; no PSNR/SSIM/LPIPS).  Each image's noise and
     solver seeds derive from (``seed``, its name), so results do not depend on batching or on the
     number of processes beyond float32 rounding (which DPS or LBFGS can amplify to tenths of a
@@ -662,7 +663,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_cpu", prior="pha
 
     ``operator=None``, ``sigma=None``, ``noise=None``: with measurements from an ipsolve run's
     ``measurement/`` folder, the ones that run recorded; otherwise ``"super_resolution"``,
-    0.01 and ``"gaussian"``.  ``threads``: torch's CPU threads during the run (``"auto"``: see
+    0.01 and ``"gaussian"``; ``sigma="auto"`` (with ``measurements=True``): estimated from blurred
+    measurements (:func:`ipsolve.estimate_sigma`; :mod:`.noise`).  ``threads``: torch's CPU threads during the run (``"auto"``: see
     :mod:`ipsolve.runner.threads`; restored afterwards).  ``calibrate=True`` (or a mapping of
     options): choose the solver's parameters from the first images' measurements first
     (:mod:`ipsolve.runner.calibration`).  ``deterministic=True``: torch's deterministic algorithms
