@@ -19,6 +19,13 @@ def warn(message: str, category: type[Warning]) -> None:
     warnings.warn(message, category, stacklevel=level + 1)
 
 
+def bars_render() -> bool:
+    """Whether a progress bar renders where it is written: a terminal or a notebook.  Elsewhere (a
+    log file, a pipe) every redraw is another line — thousands per solve — so bars are left out
+    there (the command line writes progress log lines instead)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
 def plain_number(value: float, digits: int = 3) -> str:
     """A score or score difference as a user reads it: ``digits`` significant digits, never exponent
     notation (1550 and 0.00005, not 1.55e+03 and 5e-05; σ = 0 scores are mean squared errors, not

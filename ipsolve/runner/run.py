@@ -6,14 +6,13 @@ import contextlib
 import json
 import logging
 import math
-import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..notices import shown
+from ..notices import bars_render, shown
 from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
 from .determinism import deterministic_algorithms
@@ -188,7 +187,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     """:func:`execute` once its arguments are checked (``o``) and the thread count is set."""
     from ..operators.base import sigma_scale_note
 
-    terminal = sys.stderr.isatty() or "ipykernel" in sys.modules
+    terminal = bars_render()
     log_progress = bool(o.progress) and not terminal  # output to a file: log lines instead of bar frames
     progress = bool(o.progress) and terminal
     device = process_device(o.device, state)

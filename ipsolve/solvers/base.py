@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..notices import shown
+from ..notices import bars_render, shown
 from ..operators import Operator
 from ..operators import BlindBlur
 from ..priors import LatentPrior, Prior
@@ -192,6 +192,11 @@ class Solver:
         if warm_start is not None and not 0.0 < float(warm_start) <= 1.0:
             raise ValueError(f"warm_start must be None (cold start) or a fraction in (0, 1], got {shown(warm_start)}")
         self.warm_start, self.autocast, self.progress, self.record_trace = warm_start, autocast, progress, record_trace
+
+    @property
+    def show_progress(self) -> bool:
+        """``progress`` where a bar renders (:func:`ipsolve.notices.bars_render`: not into a log file)."""
+        return bool(self.progress) and bars_render()
 
     def residual_hint(self) -> str:
         """A setting of this solver that commonly explains a residual far above the noise level

@@ -186,7 +186,7 @@ class DAPS(Solver):
         x = randn_like_batch(shape, gens, y.device) * self.sigma_max
         nan_resets = torch.zeros(y.shape[0], dtype=torch.long, device=y.device)
         steps = range(self.annealing_steps)
-        for k in tqdm(steps, desc="daps", leave=False, disable=not self.progress):
+        for k in tqdm(steps, desc="daps", leave=False, disable=not self.show_progress):
             s, s_next = float(sigmas[k]), float(sigmas[k + 1])
             with torch.no_grad(), autocast_context(self.autocast, y.device):
                 x0_hat = self.ode_x0(inner, x, s).to(x.dtype)  # the state's dtype (float32 unless run in float64)

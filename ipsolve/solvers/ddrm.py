@@ -85,7 +85,7 @@ class DDRM(Solver):
         ts = list(reversed(seq))
         nexts = list(reversed([-1] + seq[:-1]))
         x0 = x
-        for i, (t, t_next) in enumerate(tqdm(list(zip(ts, nexts)), desc=self.name, disable=not self.progress, leave=False)):
+        for i, (t, t_next) in enumerate(tqdm(list(zip(ts, nexts)), desc=self.name, disable=not self.show_progress, leave=False)):
             a, a_next = abar(t), abar(t_next)
             with torch.no_grad(), autocast_context(self.autocast, y.device):
                 eps = prior.eps(x, int(t)).to(x.dtype)

@@ -255,7 +255,7 @@ class DFlow(Solver):
                 coord.finished(i)
 
         threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(b)]
-        bar = tqdm(desc=self.name, disable=not self.progress, leave=False)
+        bar = tqdm(desc=self.name, disable=not self.show_progress, leave=False)
         for th in threads:
             th.start()
         try:

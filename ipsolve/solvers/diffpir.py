@@ -166,7 +166,7 @@ class DiffPIR(Solver):
                 eff = math.sqrt(a_start / a_y)
                 x = eff * guess + math.sqrt(max((1 - a_start) - eff ** 2 * (1 - a_y), 0.0)) * noise
         abar, reduced_host = table.tolist(), reduced.tolist()  # Python numbers: no tensor read per step
-        for i, t in enumerate(tqdm(ts[:-1], desc=self.name, disable=not self.progress, leave=False)):
+        for i, t in enumerate(tqdm(ts[:-1], desc=self.name, disable=not self.show_progress, leave=False)):
             t_next = ts[i + 1]
             a, a_next = abar[t], abar[t_next]
             beta = 1 - a / (abar[t - 1] if t > 0 else 1.0)

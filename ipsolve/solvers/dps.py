@@ -180,7 +180,7 @@ class DPS(Solver):
             size = self.kernel_size or operator.kernel_size
             kernel = torch.softmax(kernel_logits_init(b, size, y.device).flatten(1), 1).view(b, size, size)
         last_image = None
-        for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
+        for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.show_progress, leave=False)):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             x = x.detach().requires_grad_()
             with autocast_context(self.autocast, y.device):

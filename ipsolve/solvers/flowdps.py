@@ -127,7 +127,7 @@ class FlowDPS(Solver):
         gram = gram_inverse(operator, (b, *prior.shape), self.cg_iters) if space == "pinv" else None
         sigmas = flowdps_sigmas(self.steps, self.shift, self.train_shift)
         x = randn_like_batch(shape, gens, y.device).to(y.dtype)  # initialize_latent (L106-114)
-        for i in tqdm(range(self.steps), desc=self.name, disable=not self.progress, leave=False):
+        for i in tqdm(range(self.steps), desc=self.name, disable=not self.show_progress, leave=False):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             t = 1.0 - s
             with torch.no_grad(), autocast_context(self.autocast, y.device):

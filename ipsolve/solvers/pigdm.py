@@ -123,7 +123,7 @@ class PiGDM(Solver):
         x0 = x
         last_good = x.detach().clone()  # per image: the last finite x̂0 (a diverging image keeps it)
         alive = torch.ones(b, dtype=torch.bool, device=y.device)
-        for i, (t, s_) in enumerate(tqdm(steps, desc=self.name, disable=not self.progress, leave=False)):
+        for i, (t, s_) in enumerate(tqdm(steps, desc=self.name, disable=not self.show_progress, leave=False)):
             a_t, a_s = abar(t), abar(s_)
             c1 = math.sqrt(max((1 - a_t / a_s) * (1 - a_s) / (1 - a_t), 0.0)) * self.eta
             c2 = math.sqrt(max((1 - a_s) - c1 ** 2, 0.0))

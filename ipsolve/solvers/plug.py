@@ -111,7 +111,7 @@ class PlugSolver(Solver):
         out_x = out_k = last_x = None
         traces = []
         monitor = self._stopping.monitor(b, y[0].numel())
-        bar = tqdm(range(self.iterations), desc=self.name, disable=not self.progress, leave=False)
+        bar = tqdm(range(self.iterations), desc=self.name, disable=not self.show_progress, leave=False)
         run_iters = 0
 
         def finish(mask, why, value, it):
@@ -160,7 +160,7 @@ class PlugSolver(Solver):
                 if n_active == 0:
                     break
                 all_active = n_active == b
-                if self.progress:
+                if self.show_progress:
                     bar.set_postfix(active=n_active, loss=f"{float(image_mse.detach().mean()):.2e}")
             loss = torch.where(active & finite, objective, torch.zeros_like(objective)).sum()
             opt.zero_grad(set_to_none=True)

@@ -121,7 +121,7 @@ class PnPFlow(Solver):
         scale = torch.ones(b, dtype=y.dtype, device=y.device)
         if self.lipschitz:
             scale = 1 / self.lipschitz_constant(x, y, operator, decode)
-        for k in tqdm(range(self.steps), desc=self.name, disable=not self.progress, leave=False):
+        for k in tqdm(range(self.steps), desc=self.name, disable=not self.show_progress, leave=False):
             t = k / self.steps  # delta * iteration (L59, L107-108)
             gamma = step_size(self.lr, t, self.gamma_style, alpha) * scale.view(-1, 1, 1, 1)
             z = x - gamma * self.data_gradient(x, y, operator, decode)

@@ -108,7 +108,7 @@ class REDDiff(Solver):
         ts = self.timesteps(inner)
         weight = WEIGHTINGS[self.weighting]
         x0_pred = mu.detach()
-        for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
+        for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.show_progress, leave=False)):
             noise_x0 = randn_like_batch(mu.shape, gens, mu.device).to(mu.dtype)  # drawn even if σ_x0 = 0 (L64)
             noise_xt = randn_like_batch(mu.shape, gens, mu.device).to(mu.dtype)
             a = inner.alpha_bar(t, mu)

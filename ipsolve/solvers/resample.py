@@ -198,7 +198,7 @@ class ReSample(Solver):
                                    self.fit_stop, target, self.stagnation, taken=fit_steps["latent"], progress=progress)
 
         nfe, n = 0, len(ts)
-        for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.progress, leave=False)):
+        for i, t in enumerate(tqdm(ts, desc=self.name, disable=not self.show_progress, leave=False)):
             t_next = ts[i + 1] if i + 1 < n else t_last
             z = z.detach().requires_grad_()
             with autocast_context(self.autocast, y.device):
@@ -234,7 +234,7 @@ class ReSample(Solver):
                 callback(i, {"x": decode_raw(z0.detach()).clamp(-1, 1), "loss": norm.detach() ** 2 / m})
         if self.final_fit:  # the reference ends with a latent fit of the final latent (ddim.py L329-332)
             with torch.enable_grad():  # (a bar: up to latent_iters decoder back-propagations, minutes at 512 px)
-                z = latent_fit(z.detach(), f"{self.name}: final latent fit" if self.progress else None)
+                z = latent_fit(z.detach(), f"{self.name}: final latent fit" if self.show_progress else None)
         with torch.no_grad():
             x = decode_raw(z).clamp(-1, 1)
             res = residual_ratio(y, operator(x), sigma).cpu()
