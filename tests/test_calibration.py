@@ -477,6 +477,21 @@ def test_solve_with_auto_zeta_calibrates_dps():
     torch.testing.assert_close(res.x, again.x)
 
 
+def test_the_solvers_own_row_gives_the_value_it_ran_with():
+    """DPS's ζ left at None runs with its per-operator default: the table's row for the solver as
+    given says that number (it said None, which a reader cannot compare with the candidates)."""
+    from ipsolve.solvers.dps import default_zeta
+
+    prior = load_prior("bundled:phantom-ddpm")
+    op = make_operator("inpainting", missing=0.5)
+    y = op.measure(datasets.heldout_phantoms(2, 32), 0.05, generator=torch.Generator().manual_seed(0))
+    solver = make_solver("dps", steps=4, progress=False)
+    assert solver.zeta is None
+    cal = calibrate(y, op, prior, solver, sigma=0.05, budget=3, comparison_splits=0)
+    own = [r for r in cal.table if r.get("preset")]
+    assert len(own) == 1 and own[0]["zeta"] == default_zeta(op)
+
+
 # ------------------------------------------------------------------------------- the runner
 def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     """``calibrate=True``: the runner calibrates on the first images' measurements — exactly the y

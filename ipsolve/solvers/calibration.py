@@ -318,7 +318,7 @@ class HoldoutObjective(_Candidates):
 
         t0 = time.perf_counter()
         key = tuple(sorted(values.items()))
-        shown = values if not preset else {n: self.given(n) for n in self.space}
+        shown = values if not preset else {n: self.given(n, resolved=True) for n in self.space}  # the value it ran with
         try:
             res = self.run(cand, self.y_kept, self.op_kept, track if self.plug else None)
             with torch.no_grad():
