@@ -56,7 +56,7 @@ SVD_SOLVERS = {"ddrm": ("super_resolution", "inpainting", "gaussian_blur", "mri"
 PRESETS.update({name: ("bundled:phantom-ddpm", f"{name}_cpu") for name in SVD_SOLVERS})
 # the parameter that sets each solver's budget (--quick, the speed table); "iterations" otherwise
 BUDGET_KEY = {"dps": "steps", "resample": "steps", "reddiff": "steps", "pnp_flow": "steps", "flowdps": "steps",
-              "dflow": "max_iter", "ddrm": "steps", "pigdm": "steps", "diffpir": "steps"}
+              "dflow": "max_iter", "ddrm": "steps", "pigdm": "steps", "diffpir": "steps", "blind_dps": "steps"}
 SCIENCE_SOLVERS = ("dps", "dmplug", "fmplug", "reddiff", "pnp_flow", "dflow", "flowdps", *SVD_SOLVERS)
 NEW_SCIENCE_ROWS = ("CT 16 views", "MRI 4×")  # the science rows run for the flow / RED-diff baselines
 BLIND_PRESETS = {"blind_dps": ("bundled:phantom-ddpm", "blind_dps_cpu")}  # quality table only
@@ -207,7 +207,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sigma", type=float, default=0.01)
-    ap.add_argument("--speed-one", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--speed-one", nargs=3, metavar=("SOLVER", "BATCH", "BUDGET"),
+                    help="one row of the speed table in this process (JSON on stdout): a solver, batch size and "
+                         "budget; its overhead wall ÷ (NFE × network) is the CPU figure in docs/performance.md")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-photo", action="store_true")
     ap.add_argument("--same-generator", action="store_true", help="also the narrow ellipse generator's phantoms")

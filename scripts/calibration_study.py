@@ -19,6 +19,10 @@ Images: 3 held-out ``blobs`` phantoms + Shepp–Logan (32 px; the family the pri
 range (coordinate-wise for two parameters: the first at the preset's second, then the second),
 and for the plug-in solvers (DMPlug, FMPlug) each candidate's best iterate in hindsight over the
 preset's budget.  Rows are appended to a JSON-lines file as they finish (a rerun skips them).
+The other studies' JSON files in docs/figures/ (``calibration_second_family.json``,
+``calibration_iteration_rules.json``; ``calibration_fresh_splits.json`` adds ``command``, ``date``
+and ``machine`` around its ``rows``) are their ``.jsonl`` rows collected into one list, by hand:
+``python -c "import json, sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1])], indent=1))" ROWS.jsonl``.
 """
 from __future__ import annotations
 

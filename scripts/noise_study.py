@@ -1,7 +1,7 @@
 """How well does ``sigma=auto`` estimate the noise of a measurement?  (ipsolve.estimate_sigma:
 patch PCA, Chen, Zhu & Heng 2015; :mod:`ipsolve.operators.noise_level`.)
 
-    python scripts/noise_study.py                  # the table in docs/calibration.md (about a minute on 2 cores)
+    python scripts/noise_study.py                  # the table in docs/calibration.md (10–15 s on 2 cores)
     python scripts/noise_study.py --sizes 32 64    # fewer sizes
 
 Images: scikit-image's grey photos (the grey prior's held-out 128-px crops resized, up to 128 px;

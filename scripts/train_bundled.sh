@@ -31,3 +31,7 @@ fi
 if [ "$what" = photo ] || [ "$what" = all ]; then
   python scripts/train_prior.py --kind ddpm --data photo --out $B/photo-ddpm --steps 250 --max-minutes ${PHOTO_MIN:-15}
 fi
+if [ "$what" = kernel ] || [ "$what" = all ]; then  # blur kernels for BlindDPS (8 px; the model card's command)
+  python scripts/train_prior.py --kind ddpm --data kernels --size 8 --widths 32,64 --out $B/kernel-ddpm --steps 4500 \
+    --work outputs/training/kernel-ddpm
+fi

@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--phantoms", type=int, default=8, help="held-out blobs (+ Shepp–Logan)")
     ap.add_argument("--solver", default="dps_cpu")
-    ap.add_argument("--out", default=None, help="folder for risk_coverage.png/.csv and study.json")
+    ap.add_argument("--out", default=None, help="folder for risk_coverage.png/.csv and uncertainty_study.json")
     args = ap.parse_args()
     sigma = 0.01
     phantoms = torch.cat([datasets.heldout_phantoms(args.phantoms, 32), datasets.shepp_logan(32)])

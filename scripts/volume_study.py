@@ -11,6 +11,9 @@ on each test volume's own measurements, 4 middle slices, held-out entries: what 
 
     OMP_NUM_THREADS=1 nice python scripts/volume_study.py --out docs/figures/volume_study.json
 
+The README's table ran with the arguments docs/medical.md gives ("Made by ..."); the defaults run
+every operator × solver pair on a larger weight grid (hours) and add their rows to ``--out``.
+
 Reports per-slice PSNR/SSIM (mean ± std over all test slices), volume PSNR and 3-D SSIM (mean
 over the test volumes), seconds per slice (solver time, all slices of a volume in one batch in
 both modes, so the timing compares like with like).
