@@ -111,6 +111,8 @@ def test_solve_and_calibrate_take_sigma_auto(phantom_prior):
     given = ipsolve.solve(y, op, phantom_prior, solver(), sigma=value, generator=0)
     assert torch.equal(auto.x, given.x)
     assert [i["residual"] for i in auto.info] == [i["residual"] for i in given.info]  # read against the estimate
+    with pytest.warns(InputWarning, match=r'0.01 assumed .* \(or sigma="auto": estimated from this blurred y\)'):
+        ipsolve.solve(y, op, phantom_prior, solver(), generator=0)
     unlike = torch.cat([y[:1], op.measure(x[1:], 0.1, generator=torch.Generator().manual_seed(1))])
     with pytest.warns(InputWarning, match=r"noise estimates differ .* solve them apart"):
         ipsolve.solve(unlike, op, phantom_prior, solver(), sigma="auto", generator=0)

@@ -54,12 +54,15 @@ class _AssumedSigma(float):
 ASSUMED_SIGMA = _AssumedSigma(0.01)
 
 
-def assumed_sigma_note(sigma) -> None:
+def assumed_sigma_note(sigma, operator=None) -> None:
     """An :class:`InputWarning` when ``sigma`` was left at :data:`ASSUMED_SIGMA` (measured at σ = 0.05
-    and solved without it, a result fitted y to 0.01 silently: residual 3.2, no warning)."""
+    and solved without it, a result fitted y to 0.01 silently: residual 3.2, no warning); it names
+    ``sigma="auto"`` where ``operator`` can estimate it (a blurred y)."""
     if sigma is ASSUMED_SIGMA:
+        auto = operator is not None and operator.noise_estimate_note() is None
         warn("sigma not given: 0.01 assumed (the noise std of y on the [-1, 1] scale); the residual check, the "
-             "stopping rules and calibration depend on it — give sigma=", InputWarning)
+             "stopping rules and calibration depend on it — give sigma=" + (
+                 ' (or sigma="auto": estimated from this blurred y)' if auto else ""), InputWarning)
 
 
 def unit_range_note(low: float, high: float, what: str = "x") -> str | None:

@@ -98,7 +98,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be an ipsolve Prior (load_prior(...)), got {type(prior).__name__}")
     solver.check(operator, prior)
-    assumed_sigma_note(sigma)
+    assumed_sigma_note(sigma, operator)
     y, sigma = check_inputs(y, operator, prior, sigma)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {shown(samples)}")

@@ -571,7 +571,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         raise ValueError(f"budget {budget} is below two candidates per calibrated parameter ({', '.join(space)})"
                          f"{' and the solver as given' if needed % 2 else ''}: give at least {needed}")
     solver.check(operator, prior)
-    assumed_sigma_note(sigma)
+    assumed_sigma_note(sigma, operator)
     y, sigma = check_inputs(y, operator, prior, sigma)
     gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
     observed = operator.observed_entries(y.shape)
