@@ -329,3 +329,38 @@ def test_foundation_audit_findings(folders, caplog):
         caplog.clear()
         load_prior(str(folders["sd"]), prompt=PROMPT, image_size=IMAGE_SIZE, dtype="fp16")
     assert "gradients through the fp16 decoder underflow" in caplog.text and "fp16 on a CPU" in caplog.text
+
+
+def test_second_foundation_audit_findings(folders, tmp_path, monkeypatch):
+    """Audit 2026-12-06 (twenty-third session): a download folder named like its preset (the README's
+    ``--local-dir sd15``) beside the script: ``load_prior("sd15", source="sd15")`` is the preset on it
+    (it said "'sd15' is not a preset"), ``load_prior("sd15")`` loads the folder and says that the preset's
+    settings are not applied; a preset given a folder that is no prior, or a component of one, says
+    so (it said the folder was "unconditional"); FLUX without guidance embedding names the way out; a
+    prior the solver cannot use names the solvers that can (the API named prior kinds only); a misspelt
+    option or preset gets "did you mean"."""
+    from ipsolve.operators.base import InputWarning
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sd15").symlink_to(folders["sd"], target_is_directory=True)
+    prior = ipsolve.load_prior("sd15", source="sd15", image_size=IMAGE_SIZE)
+    assert next(prior.autoencoder.parameters()).dtype == torch.bfloat16  # the preset's dtype
+    with pytest.warns(InputWarning, match=r"'sd15' is a folder here and a preset .* source='sd15'\) loads it with"):
+        assert next(ipsolve.load_prior("sd15", image_size=IMAGE_SIZE).autoencoder.parameters()).dtype == torch.float32
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty is not a diffusers prior: expected a pipeline folder"):
+        ipsolve.load_prior("sd15", source=str(tmp_path / "empty"), image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match="is a pipeline component .*give the pipeline's folder"):
+        ipsolve.load_prior("sd15", source=str(folders["sd"] / "unet"), image_size=IMAGE_SIZE)
+    schnell = make_flux(tmp_path / "flux_nog", guidance_embeds=False)
+    with pytest.raises(ValueError, match=r"no guidance embedding .* give guidance_scale=null \(prior.guidance_scale=null"):
+        ipsolve.load_prior("flux_dev", source=str(schnell), image_size=IMAGE_SIZE)
+    sd3 = load_prior(str(folders["sd3"]), image_size=IMAGE_SIZE)
+    op = make_operator("super_resolution", scale=4)
+    y = op.measure(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE), 0.01, generator=0)
+    with pytest.raises(ValueError, match=r"cannot use a latent flow prior .*; the solvers that take this prior: fmplug, "):
+        ipsolve.solve(y, op, sd3, make_solver("dps_cpu"), sigma=0.01)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) gradient_checkpoint .*did you mean 'gradient_checkpointing'"):
+        load_prior(str(folders["sd"]), gradient_checkpoint=False, image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match=r"'sd3_meduim' is not a preset of conf/prior/ \(did you mean 'sd3_medium'\?\)"):
+        ipsolve.load_prior("sd3_meduim", source=str(folders["sd3"]))

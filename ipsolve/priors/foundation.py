@@ -333,7 +333,9 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
             guided = bool(network.config.guidance_embeds)
             if guidance_scale is not None and not guided:
                 raise ValueError("guidance_scale does not apply: this FLUX transformer has no guidance embedding "
-                                 "(e.g. FLUX.1-schnell), and ipsolve's FLUX prior does no classifier-free guidance")
+                                 "(e.g. FLUX.1-schnell), and ipsolve's FLUX prior does no classifier-free guidance; "
+                                 "give guidance_scale=null (prior.guidance_scale=null; the flux_dev preset sets 3.5) "
+                                 "or load the folder itself (prior=DIR)")
             net = FluxNetwork(network, {"prompt_embeds": pe, "pooled_prompt_embeds": ppe}, text_ids,
                               (3.5 if guidance_scale is None else float(guidance_scale)) if guided else None)
     for name in TEXT_COMPONENTS:  # release the text encoders and tokenizers

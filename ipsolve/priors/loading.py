@@ -220,7 +220,8 @@ def _load_diffusers_dir(root: Path, source: str, device, dtype, options: dict) -
         prior = load_foundation(root, index, dtype=dtype, device=device, **_check_options(source, options, True))
         prior.memory_options = memory  # recorded in summary.json (not in the resume fingerprint)
         return prior
-    _check_options(source, options, False)
+    _denoiser_component(root, index)  # the folder first: a preset's text options given a folder that is no
+    _check_options(source, options, False)  # prior (or a component of one) said "the prior is unconditional"
     prior = _load_unconditional_dir(root, index)
     prior.training_record = training_record(root)  # (not "training": nn.Module's train/eval flag)
     prior.memory_options = memory
@@ -261,7 +262,11 @@ def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
         raise ValueError(f"{source} is a diffusers folder, not a CompVis .ckpt: use it as prior={source} (the ldm "
                          f"presets' config/ema options are for .ckpt files)")
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for the prior {source}; options: {', '.join(allowed)}")
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for the prior {source}"
+                         f"{f' (did you mean {close[0]!r}?)' if close else ''}; options: {', '.join(allowed)}")
     return options
 
 
@@ -299,8 +304,9 @@ def training_record(root: Path) -> dict | None:
     return record
 
 
-def _load_unconditional_dir(root: Path, index: dict) -> Prior:
-    """DDPM/DDIM pipeline, LDM pipeline, or flow-matching UNet directory (diffusers layout)."""
+def _denoiser_component(root: Path, index: dict) -> tuple[str, Path]:
+    """``(class name, folder)`` of an unconditional prior's denoiser, or a ``ValueError`` saying what
+    ``root`` is instead (no prior; a component of a pipeline)."""
     unet = _component(root, index, ("unet", "transformer"))
     if unet is None and (root / "config.json").is_file():  # a bare model directory
         unet = (_read_json(root / "config.json").get("_class_name"), root)
@@ -309,7 +315,14 @@ def _load_unconditional_dir(root: Path, index: dict) -> Prior:
             raise ValueError(f"{root} is a pipeline component ({unet[0]}: {what}); give the pipeline's folder, the one "
                              f"with model_index.json ({root.parent} if this is one of its subfolders)")
     if unet is None:
-        raise ValueError(f"{root} is not a diffusers prior: expected model_index.json with a 'unet', or unet/config.json")
+        raise ValueError(f"{root} is not a diffusers prior: expected a pipeline folder (model_index.json naming a "
+                         f"'unet' or 'transformer') or a unet/ or transformer/ folder with config.json")
+    return unet
+
+
+def _load_unconditional_dir(root: Path, index: dict) -> Prior:
+    """DDPM/DDIM pipeline, LDM pipeline, or flow-matching UNet directory (diffusers layout)."""
+    unet = _denoiser_component(root, index)
     sched_dir = root / "scheduler"
     if "scheduler" in index and not (sched_dir / "scheduler_config.json").is_file():
         raise ValueError(f"{root}: model_index.json lists a scheduler but scheduler/scheduler_config.json is missing "

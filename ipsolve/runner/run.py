@@ -528,11 +528,13 @@ def log_start(job: Job, settings: dict, names: list[str], done: dict, pending: l
     """Rank 0's log lines: what runs where, and how much an earlier run already finished."""
     if job.rank != 0:
         return
+    from ..solvers.base import prior_key
+
     prior, out = job.prior, job.out
     log.info("%d image(s) | operator %s | solver %s | prior %s (%s, %d px, %d channel(s)) | sigma %g | "
              "seed %d | %d process(es) | device %s%s", len(names), settings["operator"]["name"],
-             settings["solver"]["name"], settings["prior"]["source"], prior.kind, prior.image_size,
-             prior.channels, job.sigma, int(job.seed), job.world, job.device, f" | output {out}" if out else "")
+             settings["solver"]["name"], settings["prior"]["source"], prior_key(prior).replace("-", " "),
+             prior.image_size, prior.channels, job.sigma, int(job.seed), job.world, job.device, f" | output {out}" if out else "")
     if done:
         log.info("resuming in %s: %d of %d images already finished, %d to do", out, len(done), len(names),
                  len(pending))

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..notices import warn
 from .errors import RunError
 from .rundir import file_digest
 
@@ -203,17 +204,27 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs):
     (``conf/prior/<name>.yaml``: ``load_prior("phantom_flow")`` is ``prior=phantom_flow``, and
     ``load_prior("sd3_medium")`` brings that preset's dtype, size and checkpointing), whose settings
     ``kwargs`` override — ``source=`` included: ``load_prior("sd3_medium", source="DIR")`` is
-    ``prior=sd3_medium prior.source=DIR``.  A file or folder of that name, or a hub id, is loaded as itself."""
+    ``prior=sd3_medium prior.source=DIR``.  Without ``source=``, a file or folder of that name, or a hub
+    id, is loaded as itself (a folder named like a preset — the README's ``--local-dir sd15`` — with a
+    warning naming ``source=``)."""
     from ..priors import load_prior as load_source
+    from ..operators.base import InputWarning
 
     if dtype is not None:
         kwargs["dtype"] = dtype
     override = kwargs.pop("source", None)
-    bare = isinstance(source, str) and "/" not in source and ":" not in source and not os.path.exists(source)
+    name = isinstance(source, str) and "/" not in source and ":" not in source
+    bare = name and (override is not None or not os.path.exists(source))  # with source=, the first argument is a preset
+    if name and not bare and load_preset("prior", source) is not None:
+        warn(f"{source!r} is a folder here and a preset of conf/prior/: the folder is loaded as itself, without the "
+             f"preset's dtype, size and checkpointing; load_prior({source!r}, source={source!r}) loads it with them",
+             InputWarning)
     preset = load_preset("prior", source) if bare else None
     if override is not None and preset is None:
+        close = difflib.get_close_matches(str(source), presets("prior"), n=1)
         raise ValueError(f"source= replaces a preset's source (load_prior('sd3_medium', source=DIR)); {source!r} is "
-                         f"not a preset of conf/prior/: {', '.join(presets('prior'))}")
+                         f"not a preset of conf/prior/{f' (did you mean {close[0]!r}?)' if close else ''}: "
+                         f"{', '.join(presets('prior'))}")
     if preset is not None:
         if override is not None:
             preset["source"] = str(override)
@@ -376,8 +387,9 @@ def check_fits(solver, operator, prior) -> None:
             root = conf_dir()
             presets = sorted(p.stem for p in (root / "prior").glob("*.yaml")) if root is not None else []
             priors = [p for p in presets if prior_kind_of_preset(p) in getattr(solver, "accepts", ())]
-            raise RunError(f"{err}" + (f"; the bundled prior that fits: {' or '.join(f'prior={p}' for p in priors)}"
-                                       if priors else "")
+            raise RunError(solver.prior_mismatch(prior)
+                           + (f"; the bundled prior that fits: {' or '.join(f'prior={p}' for p in priors)}"
+                              if priors else "")
                            + (f"; or keep this prior with one of its solvers: {', '.join(fits)} (or their *_cpu "
                               f"presets)" if fits else "")) from None
         if _takes(type(solver), operator, prior):  # its settings are the reason (solver.zeta=-1): the message says so

@@ -211,12 +211,20 @@ class Solver:
             return num_timesteps - 1
         return round(self.warm_start * (num_timesteps - 1))
 
+    def prior_mismatch(self, prior: Prior) -> str:
+        """What is wrong with ``prior`` for this solver (its kind is not one it accepts)."""
+        return (f"solver {self.name!r} cannot use a {prior_key(prior).replace('-', ' ')} prior ({prior.source}); "
+                f"it accepts: {', '.join(a.replace('-', ' ') for a in self.accepts)} priors")
+
     def check(self, operator: Operator, prior: Prior) -> None:
         """Reject a prior kind or operator this solver cannot use, before any work."""
         kind = prior_key(prior)
         if kind not in self.accepts:
-            raise ValueError(f"solver {self.name!r} cannot use a {kind.replace('-', ' ')} prior ({prior.source}); "
-                             f"it accepts: {', '.join(a.replace('-', ' ') for a in self.accepts)} priors")
+            from . import SOLVERS
+
+            fits = [n for n, cls in SOLVERS.items() if kind in cls.accepts]
+            raise ValueError(self.prior_mismatch(prior) + (f"; the solvers that take this prior: {', '.join(fits)}"
+                                                           if fits else ""))
         if isinstance(operator, BlindBlur) and not self.blind_capable:
             from . import SOLVERS  # the ones that estimate kernels with this kind of prior
 
