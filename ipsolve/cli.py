@@ -35,8 +35,19 @@ log = logging.getLogger("ipsolve")
 CONF_DIR = conf_dir()
 
 
-def _writable_target(path: Path) -> str | None:
-    """Why files cannot be written under ``path`` (which may not exist yet), or None."""
+def _did_you_mean(value: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _writable_target(path: str | Path) -> str | None:
+    """Why files cannot be written under ``path`` (which may not exist yet), or None.  A folder
+    that does not exist is created and removed again: a writable-looking parent can still refuse
+    (``/sys``, ``/proc``; a read-only mount), which Hydra met with a traceback."""
+    if not str(path).strip():
+        return "it is empty (the outputs would be mixed into the current directory); give a folder"
     path = Path(path).expanduser().absolute()
     probe = path
     while not probe.exists():
@@ -47,6 +58,14 @@ def _writable_target(path: Path) -> str | None:
         return f"{probe} is not a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
+    if probe != path:
+        try:
+            path.mkdir(parents=True)
+        except OSError as err:
+            return f"{path} cannot be created ({err.strerror or err})"
+        while path != probe:  # remove what the probe made: Hydra creates it when the run starts
+            path.rmdir()
+            path = path.parent
     return None
 
 
@@ -61,9 +80,10 @@ class Callbacks(Callback):
     included, and exit with status 1 if any failed."""
 
     def _check(self, folder) -> None:
-        why = _writable_target(Path(str(folder)))
+        why = _writable_target(str(folder))  # (not a Path: Path('') is '.')
         if why is not None:
-            print(f"ipsolve: error: cannot write to the output directory {folder}: {why}", file=sys.stderr)
+            print(f"ipsolve: error: cannot write to the output directory {folder or '(none given)'}: {why}",
+                  file=sys.stderr)
             sys.exit(2)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
@@ -213,18 +233,23 @@ def fail(message: str, run_dir: Path | None = None) -> None:
 
 def interrupted(run_dir: Path | None) -> None:
     """Ctrl-C: one line saying how to resume (the run directory, unless the user chose it), exit 130."""
-    where = ""
+    where, kept = "", True
     try:
         hc = HydraConfig.get()
         chose = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hc.overrides.hydra)
         folder = Path(run_dir) if run_dir is not None else Path(hc.runtime.output_dir)
         if not any((folder / "records").glob("[!.]*.json")):
             _remove_failed_start(folder, hc.job.name)
+            kept = False
         elif not chose and hc.mode.name != "MULTIRUN":
             where = f" with hydra.run.dir={folder}"
     except (ValueError, OSError):
         pass
-    print(f"\nipsolve: interrupted; run the same command again{where} to resume", file=sys.stderr)
+    if kept:
+        print(f"\nipsolve: interrupted; run the same command again{where} to resume", file=sys.stderr)
+    else:  # the folder held nothing finished and was removed: a rerun starts over
+        print("\nipsolve: interrupted before any image finished; nothing was kept (the same command starts over)",
+              file=sys.stderr)
     sys.exit(130)
 
 
@@ -403,11 +428,12 @@ def check_overrides(args: list[str]) -> list[str]:
                 if group == "prior":  # a source: a directory, a hub id, a checkpoint, bundled:<name>
                     out.append(f"prior.source={value}")
                     continue
-                fail(f"unknown {group} {value!r}; {group} presets: {', '.join(presets)} (conf/{group}/)")
+                fail(f"unknown {group} {value!r}{_did_you_mean(value, presets)}; {group} presets: "
+                     f"{', '.join(presets)} (conf/{group}/)")
             unknown = [v for v in _group_choices([arg], group) if v not in presets] if sweep and group != "prior" else []
             if unknown:
-                fail(f"unknown {group} {unknown[0]!r} in the sweep {arg}; {group} presets: {', '.join(presets)} "
-                     f"(conf/{group}/)")
+                fail(f"unknown {group} {unknown[0]!r}{_did_you_mean(unknown[0], presets)} in the sweep {arg}; {group} "
+                     f"presets: {', '.join(presets)} (conf/{group}/)")
         if not param and group not in GROUPS and not key.startswith(("+", "~")) and "/" not in group \
                 and group != "hydra":
             settings = _top_level_settings()

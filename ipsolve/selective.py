@@ -37,8 +37,9 @@ def review_decisions(scores: Sequence[float], threshold: float | None = None,
 
 
 def coverage_count(n: int, coverage: float) -> int:
-    """How many of ``n`` images ``review_coverage=coverage`` asks to accept (at least one)."""
-    return max(1, math.ceil(coverage * n)) if n else 0
+    """How many of ``n`` images ``review_coverage=coverage`` asks to accept: never more than that
+    fraction (rounded down: 0.6 of 4 accepts 2; it rounded up, accepting 75 %), at least one."""
+    return max(1, math.floor(coverage * n + 1e-9)) if n else 0
 
 
 def tied_at_cut(scores: Sequence[float], coverage: float | None) -> int:

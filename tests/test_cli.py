@@ -598,3 +598,27 @@ def test_per_image_inpainting_masks_follow_the_images_across_batches(tmp_path):
         assert np.abs(one[hole] - 127.5).max() <= 7, name  # σ = 0.01 → 1.3 grey levels
         fractions.append(float(hole.mean()))
     assert len(set(fractions)) == 2 and all(0.3 <= f <= 0.7 for f in fractions), fractions
+
+
+def test_output_folders_that_cannot_be_made_and_presets_misspelt_are_one_line(tmp_path):
+    """Audit 2026-12-06 (twenty-third session): an empty ``hydra.run.dir`` wrote every output into the
+    current directory; a folder under a parent that refuses it (``/proc``) was Hydra's traceback; a
+    misspelt preset listed the presets without "did you mean"."""
+    from ipsolve.cli import _writable_target
+
+    assert "is empty" in _writable_target("")
+    assert "cannot be created" in _writable_target(Path("/proc/ipsolve-audit/run"))
+    assert not Path("/proc/ipsolve-audit").exists()
+    check_error(ipsolve("operator=inpaintng", cwd=tmp_path), "unknown operator 'inpaintng' (did you mean 'inpainting'?)")
+
+
+def test_a_metric_asked_for_on_resume_is_said_missing_for_the_finished_images():
+    """Metrics are not in the resume fingerprint: ``metrics=[psnr,ssim]`` resuming a psnr run showed
+    SSIM for the new images only, unsaid; now the run's warnings say which images lack it."""
+    from ipsolve.runner.run import resumed_without_metrics
+
+    done = {"a": {"metrics": {"psnr": 20.0}}, "b": {"metrics": {"psnr": 21.0, "ssim": 0.5}}}
+    note = resumed_without_metrics(done, ["psnr", "ssim"], measurements=False)
+    assert note.startswith("ssim asked for now, not when 1 of the 2 image(s) the earlier run finished")
+    assert resumed_without_metrics(done, ["psnr"], False) is None
+    assert resumed_without_metrics(done, ["psnr", "ssim"], measurements=True) is None  # no truth: no metrics anyway

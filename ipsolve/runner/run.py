@@ -261,6 +261,11 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
         pending = [it.name for it in items if it.volume in unfinished]
         done = {nm: rec for nm, rec in done.items() if nm not in set(pending)}
     log_start(job, settings, names, done, pending)
+    note = resumed_without_metrics(done, job.metrics, o.measurements)
+    if note:
+        notes.append(note)
+        if state.process_index == 0:
+            log.warning("%s", note)
     calibration = calibrate_job(job, items, calibrate, state) if pending else finished_calibration(o.out, job)
     local = local_items(state, items, pending, by_volume=coupling is not None)
     records, skipped, images = run_batches(job, local, o.batch_size, progress, o.return_images, log_progress)
@@ -395,6 +400,20 @@ def check_operator_takes(operator, prior) -> None:
         operator.output_shape((1, prior.channels, prior.image_size, prior.image_size))
     except (ValueError, RuntimeError) as err:  # (RuntimeError: a deepinv physics built for another size)
         raise RunError(f"operator {name} on the prior's {prior.image_size}×{prior.image_size} images: {err}") from None
+
+
+def resumed_without_metrics(done: dict, metrics: Sequence[str], measurements: bool) -> str | None:
+    """The note for a resume asked for metrics the earlier run's finished images were not scored
+    with (metrics are taken beside each reconstruction; they are not in the resume fingerprint, so
+    ``metrics=[psnr,ssim]`` on a psnr run resumed and showed SSIM for the new images only, unsaid)."""
+    if measurements or not done:
+        return None
+    missing = [m for m in metrics if any(m not in (rec.get("metrics") or {}) for rec in done.values())]
+    if not missing:
+        return None
+    lacking = sum(any(m not in (rec.get("metrics") or {}) for m in missing) for rec in done.values())
+    return (f"{', '.join(missing)} asked for now, not when {lacking} of the {len(done)} image(s) the earlier run "
+            f"finished were solved: they show n/a (another output directory scores every image)")
 
 
 def metric_names(metrics, lpips_net) -> list[str]:
