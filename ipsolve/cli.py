@@ -44,8 +44,9 @@ def _did_you_mean(value: str, choices) -> str:
 
 def _writable_target(path: str | Path) -> str | None:
     """Why files cannot be written under ``path`` (which may not exist yet), or None.  A folder
-    that does not exist is created and removed again: a writable-looking parent can still refuse
-    (``/sys``, ``/proc``; a read-only mount), which Hydra met with a traceback."""
+    that does not exist is created (Hydra creates it next anyway; with ``exist_ok``, as every rank
+    of a multi-process run checks it): a writable-looking parent can still refuse (``/sys``,
+    ``/proc``; a read-only mount), which Hydra met with a traceback."""
     if not str(path).strip():
         return "it is empty (the outputs would be mixed into the current directory); give a folder"
     path = Path(path).expanduser().absolute()
@@ -60,12 +61,9 @@ def _writable_target(path: str | Path) -> str | None:
         return f"{probe} is not writable"
     if probe != path:
         try:
-            path.mkdir(parents=True)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             return f"{path} cannot be created ({err.strerror or err})"
-        while path != probe:  # remove what the probe made: Hydra creates it when the run starts
-            path.rmdir()
-            path = path.parent
     return None
 
 
@@ -87,10 +85,10 @@ class Callbacks(Callback):
             sys.exit(2)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config.hydra.run.dir)
-        folder = Path(str(config.hydra.run.dir)).absolute()
+        folder = Path(str(config.hydra.run.dir)).absolute()  # as it was: the check creates it
         _BEFORE_RUN.update(path=folder, existed=folder.is_dir(), parent_existed=folder.parent.is_dir(),
                            entries={p.name for p in folder.iterdir()} if folder.is_dir() else set())
+        self._check(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self._check(config.hydra.sweep.dir)
