@@ -70,6 +70,34 @@ def _writable_target(path: str | Path) -> str | None:
 # the run directory as it was before Hydra created it: (path, existed, its entries) — a failed
 # start removes only what the run added
 _BEFORE_RUN: dict = {}
+# Hydra's record of the settings (.hydra/*.yaml) of run folders that existed, by folder: Hydra rewrites
+# it before the run starts, so a refused resume would leave the refused settings recorded there
+_HYDRA_RECORDS: dict = {}
+
+
+def _hydra_record(folder: Path) -> dict:
+    """``{folder: {file name: contents}}`` of ``folder/.hydra`` ({} where there is none)."""
+    try:
+        files = {p.name: p.read_bytes() for p in (folder / ".hydra").iterdir() if p.is_file()}
+    except OSError:
+        return {}
+    return {folder: files} if files else {}
+
+
+def _restore_hydra_record(folder: Path) -> None:
+    """Put back ``folder/.hydra`` as it was before this (refused) run, where it held finished images."""
+    folder = Path(folder).absolute()
+    saved = _HYDRA_RECORDS.get(folder)
+    if not saved or not any((folder / "records").glob("[!.]*.json")):
+        return
+    try:
+        for p in (folder / ".hydra").iterdir():
+            if p.is_file() and p.name not in saved:
+                p.unlink()
+        for name, data in saved.items():
+            (folder / ".hydra" / name).write_bytes(data)
+    except OSError:
+        pass
 
 
 class Callbacks(Callback):
@@ -88,6 +116,7 @@ class Callbacks(Callback):
         folder = Path(str(config.hydra.run.dir)).absolute()  # as it was: the check creates it
         _BEFORE_RUN.update(path=folder, existed=folder.is_dir(), parent_existed=folder.parent.is_dir(),
                            entries={p.name for p in folder.iterdir()} if folder.is_dir() else set())
+        _HYDRA_RECORDS.update(_hydra_record(folder))
         self._check(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
@@ -96,6 +125,8 @@ class Callbacks(Callback):
         # jobs not run now (an earlier, larger sweep in the same folder) are left out
         for old in Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}"):
             old.unlink(missing_ok=True)
+        for job in Path(str(config.hydra.sweep.dir)).glob("*/.hydra"):
+            _HYDRA_RECORDS.update(_hydra_record(job.parent.absolute()))
         _SWEEP_START["files"] = sweep_files(Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -219,11 +250,13 @@ def fail(message: str, run_dir: Path | None = None) -> None:
                                                           "reason": message}, indent=1))
         except OSError:
             pass
+        _restore_hydra_record(folder)
         return
     print(f"ipsolve: error: {message}", file=sys.stderr)
     try:
         folder = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
         _remove_failed_start(folder, HydraConfig.get().job.name)
+        _restore_hydra_record(folder)  # a refused resume: the folder's .hydra keeps the settings its images had
     except (ValueError, OSError):  # no Hydra config (called outside a Hydra run)
         pass
     sys.exit(2)

@@ -196,6 +196,11 @@ def test_kill_and_resume(tmp_path):
     assert summary["num_finished"] == 3 and summary["num_skipped"] == 0
     # the killed run wrote no summary: its finished batches' time still counts (was: left out)
     assert summary["wall_seconds_all_runs"] > summary["wall_seconds"]
+    # resuming with another setting is refused, and Hydra's record keeps the settings the images had
+    # (Hydra rewrote .hydra/ with the refused settings before the run started)
+    hydra_record = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
+    check_error(ipsolve(*args, "seed=3", cwd=tmp_path), "holds results of different settings", "changed: seed (0 → 3)")
+    assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == hydra_record
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
