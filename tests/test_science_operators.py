@@ -413,3 +413,59 @@ def test_operator_audit_findings(tmp_path, caplog):
     assert run.summary["operator_realised"] == {"sampled_columns": 6, "columns": 32, "acceleration": 5.33}
     assert "(6 of 32 columns sampled: 5.33×)" in ipsolve.runner.report(run.summary)
 
+
+
+def test_science_audit_findings(tmp_path, monkeypatch):
+    """Audit 2026-12-06 (twenty-third session): coil-map files are checked (NaN maps were blamed on y,
+    all-zero maps measured pure noise and fitted it, ×5 maps made the guess 5× too bright, a 4-coil
+    file ran under coils=8 unsaid) and recorded with their absolute path and digest, which a
+    read-back from summary.json alone uses (the digest made make_operator fail; a relative path failed
+    from another directory) and checks; a picture of a data measurement is never read as the data
+    (an equal-shaped sinogram .png was used as the sinogram); HIO's beta is checked and too little
+    oversampling is said."""
+    import warnings
+
+    from ipsolve.operators.base import InputWarning
+    from ipsolve.runner import RunError
+    from ipsolve.runner.inputs import Item, load_measurement
+    from ipsolve.runner.run import recorded_operator_spec
+    from ipsolve.runner.settings import describe_operator
+    from ipsolve import load_prior
+
+    rng = np.random.default_rng(0)
+    sens = rng.normal(size=(4, 32, 32)) + 1j * rng.normal(size=(4, 32, 32))
+    sens /= np.sqrt((np.abs(sens) ** 2).sum(0, keepdims=True))
+    for name, maps, message in (("nan", np.where(np.arange(32) == 3, np.nan, sens), "hold NaN or inf"),
+                                ("zero", 0 * sens, "are all zero"), ("five", 5 * sens, "are not normalised")):
+        np.save(tmp_path / f"{name}.npy", maps.astype(np.complex64))
+        with pytest.raises(ValueError, match=message):
+            MRI(sensitivities=str(tmp_path / f"{name}.npy"))
+    np.save(tmp_path / "maps.npy", sens.astype(np.complex64))
+    with pytest.raises(ValueError, match=r"coils=8 but sensitivities .* hold 4 coil\(s\)"):
+        MRI(coils=8, sensitivities=str(tmp_path / "maps.npy"))
+    monkeypatch.chdir(tmp_path)
+    op = MRI(sensitivities="maps.npy")
+    described = describe_operator(op)
+    assert described["sensitivities"] == str(tmp_path / "maps.npy") and "sensitivities_sha256" in described
+    record = {"operator": described, "config": None, "file": "summary.json"}
+    spec = recorded_operator_spec(record)
+    assert spec["sensitivities"] == str(tmp_path / "maps.npy") and "sensitivities_sha256" not in spec
+    assert make_operator(**spec).sens.shape[0] == 4
+    np.save(tmp_path / "maps.npy", np.roll(sens, 1, 0).astype(np.complex64))
+    with pytest.raises(RunError, match="whose contents have changed since"):
+        recorded_operator_spec(record)
+    # a sinogram's picture of the sinogram's own shape is refused, not read as the data
+    ct = make_operator("ct", views=32, detectors=32)
+    prior = load_prior("bundled:phantom-ddpm")
+    from ipsolve.io import save_image
+
+    save_image(torch.zeros(1, 1, 32, 32), tmp_path / "sino.png")
+    with pytest.raises(ValueError, match=r"is a picture \(sino.png\); CT measurements are data, read from .npy"):
+        load_measurement(Item("sino", path=tmp_path / "sino.png"), ct, prior)
+    with pytest.raises(ValueError, match=r"beta must be a number in \(0, 1\]"):
+        PhaseRetrieval(beta=-1)
+    with pytest.warns(InputWarning, match="oversampling 1: the canvas is less than twice the image's area"):
+        PhaseRetrieval(oversampling=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        PhaseRetrieval(oversampling=1.5)

@@ -55,6 +55,23 @@ def column_mask(width: int, acceleration: float, center_fraction: float, kind: s
     return mask
 
 
+def check_sensitivities(s: torch.Tensor, what: str, coils: int = 1) -> None:
+    """Coil maps ``(coils, H, W)`` as the operator needs them: finite, not all zero, as many coils as
+    ``coils`` asks for (1: any), and Σ_c |S_c|² = 1 where the object is (its maximum within 10 %:
+    ESPIRiT-style maps; ×5 maps made the zero-filled guess 5× too bright) — a ``ValueError`` naming
+    ``what`` (maps of NaN were blamed on y, all-zero maps measured pure noise and fitted it)."""
+    if not torch.isfinite(torch.view_as_real(s)).all():
+        raise ValueError(f"sensitivities {what} hold NaN or inf values")
+    power = s.abs().pow(2).sum(0)
+    if not float(power.max()) > 0:
+        raise ValueError(f"sensitivities {what} are all zero: every coil would measure nothing but noise")
+    if coils != 1 and coils != s.shape[0]:
+        raise ValueError(f"coils={coils} but sensitivities {what} hold {s.shape[0]} coil(s): give one of them")
+    if abs(float(power.max()) - 1) > 0.1:
+        raise ValueError(f"sensitivities {what} are not normalised: Σ_c |S_c|² reaches {float(power.max()):.3g}, "
+                         f"expected 1 where the object is (divide the maps by the square root of their sum of squares)")
+
+
 def synthetic_sensitivities(coils: int, size: int, seed: int = 0) -> torch.Tensor:
     """Smooth complex coil sensitivities ``(coils, size, size)``: coil c sits on a circle of
     radius 1.5 (the image spans [-1, 1]²) at angle 2πc/coils, with a Gaussian magnitude profile
@@ -147,8 +164,11 @@ class MRI(Operator):
             if not s.is_complex() or s.ndim != 3:
                 raise ValueError(f"sensitivities {sensitivities} must be a complex array (coils, H, W), "
                                  f"got {s.dtype} {tuple(s.shape)}")
+            check_sensitivities(s, str(sensitivities), coils)
             self.sens, self.coils = s.to(torch.complex64), s.shape[0]
-            self.params["coils"] = self.coils
+            # the file is part of the operator (summary.json, the fingerprint with its contents, the operator a
+            # read-back rebuilds): an absolute path, so measurements read from elsewhere find it
+            self.params.update(coils=self.coils, sensitivities=str(Path(sensitivities).resolve()))
 
     # -- geometry -------------------------------------------------------------------
     def mask_for(self, shape) -> torch.Tensor:

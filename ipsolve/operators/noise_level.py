@@ -94,6 +94,8 @@ def estimate_sigma(y: torch.Tensor, operator) -> torch.Tensor:
         raise TypeError(f"operator must be an ipsolve Operator (make_operator(...)), got {type(operator).__name__}")
     why = operator.noise_estimate_note()
     if why is not None:
+        scale = "the [-1, 1] image scale, e.g. 0.01" if operator.measurement_is_image else \
+            "the scale of y as the operator computes it: README, What σ means here"
         raise ValueError(f"sigma=auto cannot estimate the noise of this measurement: {why}; give sigma as a number "
-                         f"(the noise std on the [-1, 1] image scale, e.g. 0.01)")
+                         f"(the noise std on {scale})")
     return patch_pca_noise_std(y)

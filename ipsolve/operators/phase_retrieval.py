@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..notices import shown
-from .base import Operator, display_scaled
+from ..notices import shown, warn
+from .base import InputWarning, Operator, display_scaled
 from .fourier import fft2c, ifft2c
 
 
@@ -115,6 +115,13 @@ class PhaseRetrieval(Operator):
         for name, v in (("hio_iterations", hio_iterations), ("er_iterations", er_iterations)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {shown(v)}")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta <= 1:
+            raise ValueError(f"beta must be a number in (0, 1] (HIO's feedback; 0.9 as Fienup), got {shown(beta)}")
+        if oversampling ** 2 < 2:  # (a warning: too few equations, but the user may know why)
+            warn(f"phase retrieval oversampling {oversampling:g}: the canvas is less than twice the image's area, "
+                 f"so |F| gives fewer equations than the image has unknowns and the phase is not determined "
+                 f"(Miao, Sayre & Chapman 1998: an oversampling ratio above 2; the default 2 per side gives 4)",
+                 InputWarning)
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
             raise ValueError(f"restarts must be an integer >= 1, got {shown(restarts)}")
         if not isinstance(signed, bool):

@@ -209,6 +209,10 @@ def load_measurement(item: Item, operator, prior):
         y = item.tensor
     elif item.path.suffix.lower() == ARRAY_SUFFIX:
         y = load_array(item.path)  # exact values, as the operator makes them
+    elif not operator.measurement_is_image:  # a picture of a sinogram / k-space / |F| is a display, never the data
+        raise ValueError(f"measurement {item.name} is a picture ({item.path.name}); {type(operator).__name__} "
+                         f"measurements are data, read from .npy files (a run's measurement/*.npy), not from pictures "
+                         f"(an equal-shaped one was used as the data)")
     else:
         y = load_image(item.path, channels=prior.channels)
     expected = tuple(operator.output_shape((1, *prior.shape)))
@@ -220,13 +224,8 @@ def load_measurement(item: Item, operator, prior):
         small = y[..., ::fh, ::fw]
         if torch_equal(small.repeat_interleave(fh, -2).repeat_interleave(fw, -1), y):
             return small
-    from_array = item.tensor is not None or item.path.suffix.lower() == ARRAY_SUFFIX
-    if not from_array and not operator.measurement_is_image:
-        hint = (f"; {type(operator).__name__} measurements are data, read from .npy files (a run's "
-                f"measurement/*.npy), not from pictures")
-    else:
-        hint = ("; were they made by another operator or preset? (the summary.json of the run that made them names "
-                "its operator)")
+    hint = ("; were they made by another operator or preset? (the summary.json of the run that made them names "
+            "its operator)")
     raise ValueError(f"measurement {item.name} has shape {tuple(y.shape)}; the operator makes {expected} from "
                      f"images of {tuple(prior.shape)}{hint}")
 

@@ -445,7 +445,8 @@ def check_arguments(batch_size, noise: str, sigma, measurements: bool = False) -
             return int(batch_size), "auto"
         raise RunError("sigma=auto estimates the noise of given measurements (data.measurements=true: blurred "
                        "images; data=fastmri: k-space); this run measures its images itself and adds noise at the "
-                       "sigma you give: give sigma as a number (the noise std on the [-1, 1] image scale, e.g. 0.01)")
+                       "sigma you give: give sigma as a number (the noise std of y: on the [-1, 1] image scale for blur, SR "
+                       "and inpainting, e.g. 0.01; README, What σ means here, for CT, MRI and phase retrieval)")
     from ..operators.base import InputWarning, as_sigma
 
     try:
@@ -626,6 +627,32 @@ def gather_images(state, images: dict, records: list[dict], out: Path | None):
 # ----------------------------------------------------------------------------------------
 # measurements made by an ipsolve run: its operator and noise
 # ----------------------------------------------------------------------------------------
+def recorded_operator_spec(recorded: dict) -> dict:
+    """The operator settings to rebuild a run's operator from: its ``config.yaml`` node, else its
+    ``summary.json`` record without the files' digests — a file setting (an MRI sensitivities file,
+    recorded with its absolute path) taken from the record, and refused in one line when the file is
+    gone or its contents changed since (the digests made ``make_operator`` fail on an unknown setting,
+    and a relative path in config.yaml failed from another directory)."""
+    from .rundir import file_digest
+
+    spec = dict(recorded["config"] or recorded["operator"])
+    described = recorded["operator"]
+    for key in [k for k in described if k.endswith("_sha256")]:
+        name = key.removesuffix("_sha256")
+        spec.pop(key, None)
+        path = described.get(name)
+        if not (isinstance(path, str) and Path(path).is_absolute()):
+            continue
+        if not Path(path).is_file():
+            raise RunError(f"the measurements were made with operator.{name}={path}, which is gone; give "
+                           f"operator.{name}=FILE (the same contents)")
+        if file_digest(path) != described[key]:
+            raise RunError(f"the measurements were made with operator.{name}={path}, whose contents have changed "
+                           f"since ({recorded['file']} records another digest)")
+        spec[name] = path
+    return spec
+
+
 def recorded_operator(items: list[Item], operator, sigma, noise, *, keep_operator: bool, keep_sigma: bool,
                       keep_noise: bool):
     """``(operator, sigma, noise)`` for measurements: the ones the run that made them recorded
@@ -636,7 +663,7 @@ def recorded_operator(items: list[Item], operator, sigma, noise, *, keep_operato
         return operator, sigma, noise
     taken = []
     if not keep_operator:
-        operator = recorded["config"] or dict(recorded["operator"])
+        operator = recorded_operator_spec(recorded)
         taken.append(f"operator {describe_spec(recorded['operator'])}")
     if not keep_sigma and recorded.get("sigma") is not None:
         sigma = recorded["sigma"]
