@@ -492,6 +492,20 @@ def test_the_solvers_own_row_gives_the_value_it_ran_with():
     assert len(own) == 1 and own[0]["zeta"] == default_zeta(op)
 
 
+def test_a_plug_in_solvers_score_is_its_table_rows():
+    """A plug-in candidate is scored by its held-out curve's trailing mean at the minimum: the score
+    the calibration returns (report, summary.json) is that row's, as its note says (it was the mean
+    of that iterate's entries alone: 36 against the note's 106 at a 3-iteration budget)."""
+    prior = load_prior("bundled:phantom-ddpm")
+    op = make_operator("ct_limited")  # (its held-out minimum lies inside the budget: measured 5.85 vs 5.47)
+    y = op.measure(datasets.heldout_phantoms(1, 32), 0.01, generator=torch.Generator().manual_seed(0))
+    cal = calibrate(y, op, prior, make_solver("dmplug_cpu", iterations=30, progress=False), sigma=0.01, budget=3,
+                    comparison_splits=0)
+    chosen = cal.changes.get("lr")
+    row = next(r for r in cal.table if (r.get("preset") if chosen is None else r.get("lr") == chosen))
+    assert cal.score == row["score"]
+
+
 # ------------------------------------------------------------------------------- the runner
 def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     """``calibrate=True``: the runner calibrates on the first images' measurements — exactly the y
