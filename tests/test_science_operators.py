@@ -462,6 +462,9 @@ def test_science_audit_findings(tmp_path, monkeypatch):
     save_image(torch.zeros(1, 1, 32, 32), tmp_path / "sino.png")
     with pytest.raises(ValueError, match=r"is a picture \(sino.png\); CT measurements are data, read from .npy"):
         load_measurement(Item("sino", path=tmp_path / "sino.png"), ct, prior)
+    with pytest.raises(ValueError, match="equispaced mask takes every acceleration-th column: .* got 2.5"):
+        MRI(acceleration=2.5, mask="equispaced")
+    assert MRI(acceleration=3.0, mask="equispaced").acceleration == 3
     with pytest.raises(ValueError, match=r"beta must be a number in \(0, 1\]"):
         PhaseRetrieval(beta=-1)
     with pytest.warns(InputWarning, match="oversampling 1: the canvas is less than twice the image's area"):

@@ -132,6 +132,9 @@ class MRI(Operator):
         if center_fraction * acceleration > 1 + 1e-9:
             raise ValueError(f"center_fraction {center_fraction} keeps more than 1/acceleration = "
                              f"{1 / acceleration:.3f} of the columns; expected center_fraction <= 1/acceleration")
+        if mask == "equispaced" and float(acceleration) != int(acceleration):  # (every 2nd column for 2.5: 1.78×)
+            raise ValueError(f"an equispaced mask takes every acceleration-th column: acceleration must be a whole "
+                             f"number, got {shown(acceleration)} (mask=equispaced_fraction or random take fractions)")
         if mask not in MASK_KINDS and not Path(str(mask)).is_file():
             raise FileNotFoundError(f"mask must be 'random', 'equispaced' or the path of a .npy column mask; "
                                     f"no file at {mask!r}")
