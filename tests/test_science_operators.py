@@ -472,3 +472,10 @@ def test_science_audit_findings(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)
         PhaseRetrieval(oversampling=1.5)
+    # the report's run line gives phase retrieval's canvas and what |F| is taken of, as it gives CT's views
+    from ipsolve.runner.reports import report
+
+    summary = {"num_finished": 1, "num_skipped": 0, "skipped": [], "solver": {"name": "dps"}, "prior": {"source": "p"},
+               "sigma": 0.01, "num_processes": 1, "nfe": None, "residual": None, "stop_reasons": {}, "metrics": {},
+               "operator": describe_operator(PhaseRetrieval(signed=True))}
+    assert "operator phase_retrieval (oversampling 2, |F| of x) |" in report(summary)

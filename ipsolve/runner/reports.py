@@ -176,6 +176,8 @@ def report(summary: dict) -> str:
                     if isinstance(drawn := summary.get("operator_realised"), dict) else "")
                  + (f" ({op['views']} views over {op['angles'][0]:g}–{op['angles'][1]:g}°)"
                     if op.get("name") == "ct" and op.get("views") and len(op.get("angles") or ()) == 2 else "")
+                 + (f" (oversampling {op['oversampling']:g}, |F| of {'x' if op.get('signed') else '(x + 1)/2'})"
+                    if op.get("name") == "phase_retrieval" and isinstance(op.get("oversampling"), (int, float)) else "")
                  + f" | solver {sv['name']} | prior {pr['source']} | sigma {sigma_text(summary['sigma'])}"
                  + (" (estimated: sigma=auto)" if (summary.get("sigma_estimate") or {}).get("auto") else "")
                  + f" | {summary['num_processes']} process(es)")
