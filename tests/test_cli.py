@@ -262,6 +262,18 @@ def test_measurements_only(single_run, tmp_path):
            "operator=super_resolution and sigma 0.01 read from" in log
     for name in names:  # a measurement read from its rounded 8-bit picture would change these
         assert np.array_equal(read_png(run / "recon" / f"{name}.png"), read_png(single / "recon" / f"{name}.png"))
+    # the measurements copied elsewhere with their run's summary.json and config.yaml beside them: recognised
+    # (the folder fell back to the default operator and said "the summary.json ... names its operator")
+    from ipsolve.runner.inputs import Item, recorded_settings
+
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    for name in names:
+        shutil.copy(single / "measurement" / f"{name}.npy", copied)
+    for f in ("summary.json", "config.yaml"):
+        shutil.copy(single / f, copied)
+    recorded = recorded_settings([Item(n, path=copied / f"{n}.npy") for n in names])
+    assert recorded["operator"]["name"] == "super_resolution" and recorded["config"]["name"] == "super_resolution"
 
 
 def test_measurements_need_the_operator_state_that_made_them(tmp_path):

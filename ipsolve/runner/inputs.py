@@ -284,16 +284,22 @@ def check_measurement_provenance(operator, explicit: Sequence[str],
 def recorded_settings(items: Sequence[Item]) -> dict | None:
     """What the ipsolve run whose ``measurement/`` folder holds the items recorded about how it
     measured them, else None: ``{"operator": its description (summary.json), "config": its
-    ``operator`` config node (config.yaml; None for a Python-API run), "sigma", "noise", "file"}``."""
+    ``operator`` config node (config.yaml; None for a Python-API run), "sigma", "noise", "file"}``.
+    The run's files are read beside ``measurement/``, or inside the items' folder when they were
+    copied there with the measurements (such a folder fell back to the default operator)."""
     import json
 
     folders = {it.path.parent for it in items if it.path is not None}
     if len(folders) != 1 or any(it.path is None for it in items):
         return None
     (folder,) = folders
-    if folder.name != "measurement":
+    if (folder / "summary.json").is_file():
+        run = folder
+    elif folder.name == "measurement":
+        run = folder.parent
+    else:
         return None
-    summary = folder.parent / "summary.json"
+    summary = run / "summary.json"
     try:
         data = json.loads(summary.read_text())
     except (OSError, ValueError):
@@ -304,7 +310,7 @@ def recorded_settings(items: Sequence[Item]) -> dict | None:
     try:
         from omegaconf import OmegaConf
 
-        node = OmegaConf.load(folder.parent / "config.yaml").get("operator")
+        node = OmegaConf.load(run / "config.yaml").get("operator")
         config = OmegaConf.to_container(node, resolve=True) if node is not None else None
     except Exception:  # noqa: BLE001 - no config.yaml (an API run), or not one ipsolve wrote
         config = None
