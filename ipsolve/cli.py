@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from .notices import did_you_mean
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
 from .runner.run import check_some_usable
 from .runner.reports import sweep_files
@@ -33,13 +34,6 @@ from .runner.settings import missing_source_message
 
 log = logging.getLogger("ipsolve")
 CONF_DIR = conf_dir()
-
-
-def _did_you_mean(value: str, choices) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _writable_target(path: str | Path) -> str | None:
@@ -459,11 +453,11 @@ def check_overrides(args: list[str]) -> list[str]:
                 if group == "prior":  # a source: a directory, a hub id, a checkpoint, bundled:<name>
                     out.append(f"prior.source={value}")
                     continue
-                fail(f"unknown {group} {value!r}{_did_you_mean(value, presets)}; {group} presets: "
+                fail(f"unknown {group} {value!r}{did_you_mean(value, presets)}; {group} presets: "
                      f"{', '.join(presets)} (conf/{group}/)")
             unknown = [v for v in _group_choices([arg], group) if v not in presets] if sweep and group != "prior" else []
             if unknown:
-                fail(f"unknown {group} {unknown[0]!r}{_did_you_mean(unknown[0], presets)} in the sweep {arg}; {group} "
+                fail(f"unknown {group} {unknown[0]!r}{did_you_mean(unknown[0], presets)} in the sweep {arg}; {group} "
                      f"presets: {', '.join(presets)} (conf/{group}/)")
         if not param and group not in GROUPS and not key.startswith(("+", "~")) and "/" not in group \
                 and group != "hydra":

@@ -26,6 +26,14 @@ def bars_render() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
+def did_you_mean(value, choices) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``value`` (difflib), or ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def plain_number(value: float, digits: int = 3) -> str:
     """A score or score difference as a user reads it: ``digits`` significant digits, never exponent
     notation (1550 and 0.00005, not 1.55e+03 and 5e-05; σ = 0 scores are mean squared errors, not

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..notices import shown
+from ..notices import did_you_mean, shown
 from .base import DiffusionPrior, FlowPrior, LatentPrior, Prior
 
 log = logging.getLogger("ipsolve")
@@ -262,11 +262,8 @@ def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
         raise ValueError(f"{source} is a diffusers folder, not a CompVis .ckpt: use it as prior={source} (the ldm "
                          f"presets' config/ema options are for .ckpt files)")
     if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], allowed, n=1)
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for the prior {source}"
-                         f"{f' (did you mean {close[0]!r}?)' if close else ''}; options: {', '.join(allowed)}")
+                         f"{did_you_mean(unknown[0], allowed)}; options: {', '.join(allowed)}")
     return options
 
 

@@ -3,13 +3,12 @@
 test), and the description of a run's settings."""
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..notices import warn
+from ..notices import did_you_mean, warn
 from .errors import RunError
 from .rundir import file_digest
 
@@ -129,8 +128,7 @@ def _preset_or_registered(group: str, name, params: dict, registry_first: bool =
     if preset is None and (not isinstance(name, str) or name in registry):
         return name, params
     if preset is None:
-        close = difflib.get_close_matches(name, [*registry, *presets(group)], n=1)
-        raise ValueError(f"unknown {group} {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}; known "
+        raise ValueError(f"unknown {group} {name!r}{did_you_mean(name, [*registry, *presets(group)])}; known "
                          f"{group}s: {', '.join(sorted(registry))}; presets (conf/{group}/): {', '.join(presets(group))}")
     if "name" not in preset:
         raise ValueError(f"conf/{group}/{name}.yaml needs a 'name' (one of {', '.join(sorted(registry))})")
@@ -221,9 +219,8 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs):
              InputWarning)
     preset = load_preset("prior", source) if bare else None
     if override is not None and preset is None:
-        close = difflib.get_close_matches(str(source), presets("prior"), n=1)
         raise ValueError(f"source= replaces a preset's source (load_prior('sd3_medium', source=DIR)); {source!r} is "
-                         f"not a preset of conf/prior/{f' (did you mean {close[0]!r}?)' if close else ''}: "
+                         f"not a preset of conf/prior/{did_you_mean(source, presets('prior'))}: "
                          f"{', '.join(presets('prior'))}")
     if preset is not None:
         if override is not None:
@@ -242,8 +239,7 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs):
 
 def prior_preset_hint(source: str) -> str:
     """``; or a preset of conf/prior/ (did you mean 'x'?): ...`` for a bare name that loaded nothing."""
-    close = difflib.get_close_matches(source, presets("prior"), n=1)
-    return (f"; or a preset of conf/prior/{f' (did you mean {close[0]!r}?)' if close else ''}: "
+    return (f"; or a preset of conf/prior/{did_you_mean(source, presets('prior'))}: "
             f"{', '.join(presets('prior'))}")
 
 
