@@ -1,5 +1,6 @@
-"""``python -m ipsolve ARGS`` for the command-line tests, each in its own process, without paying
-for a fresh interpreter's imports every time.
+"""``python -m ipsolve ARGS`` for the command-line tests (and ``python SCRIPT ARGS`` for the README's
+Python blocks and ``scripts/train_prior.py``), each in its own process, without paying for a fresh
+interpreter's imports every time.
 
 A 3-iteration CLI run takes 6.7 s on 2 cores, and 6.1 s of that is importing torch (1.6 s),
 diffusers' ``UNet2DModel`` (3.7 s: diffusers imports ``torch._dynamo`` and ``transformers`` with
@@ -7,15 +8,15 @@ it), Hydra and matplotlib.  The suite runs ~50 such commands.  A server process 
 test session, with the tests' environment, imports those libraries — not ipsolve — and forks one
 child per command.  The child sets its working directory, ``sys.argv``, stdin (/dev/null) and
 stdout/stderr (files), runs ``ipsolve``'s ``__main__`` as ``python -m ipsolve`` does
-(:func:`runpy.run_module`), runs the ``atexit`` handlers and exits with the status Python would
+(:func:`runpy.run_module`; a script as ``python SCRIPT`` does, :func:`runpy.run_path`), runs the ``atexit`` handlers and exits with the status Python would
 give (``SystemExit`` code, 1 on an uncaught exception).  The caller gets a
 :class:`subprocess.CompletedProcess` as from ``subprocess.run(..., capture_output=True, text=True)``.
 
 A forked child is a separate process with ipsolve imported afresh, so exit codes, output, files,
 logging set-up and per-process state are what a user gets.  What it does not test is the
 interpreter start-up itself; the tests of that (``--help`` through the console script, the wheel
-install, the README blocks, Ctrl-C, kill -9 and resume, the multi-process launcher) still start a
-fresh interpreter.  Forking is safe here because the server never runs a torch operation, so no
+install, Ctrl-C, kill -9 and resume, the multi-process launcher) still start a fresh interpreter.
+(Measured 2026-12-07: a README block 42–48 s fresh, 37 s forked; the training tests 86 → 62 s.)  Forking is safe here because the server never runs a torch operation, so no
 OpenMP/intra-op thread pool exists before the fork (checked: the server is single-threaded, else
 every command runs in a fresh interpreter, as it does where there is no ``os.fork``)."""
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 
 # what the server imports before forking: the slow third-party imports of every CLI run
 WARM = ("torch", "numpy", "hydra", "omegaconf", "matplotlib", "PIL.Image", "skimage.io", "safetensors.torch",
-        "tqdm.auto", "diffusers")
+        "tqdm.auto", "diffusers", "accelerate")
 WARM_ATTRS = (("diffusers", "UNet2DModel"), ("diffusers", "DDPMScheduler"))
 
 
@@ -70,13 +71,14 @@ class CommandRunner:
         line, self.pending = self.pending.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, args: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, args: list[str], cwd, env: dict, timeout: float, script=None) -> subprocess.CompletedProcess:
+        """``python -m ipsolve ARGS``, or with ``script`` ``python SCRIPT ARGS``, in a forked child."""
         if dict(env) != self.env:
             raise ValueError("a forked command runs with the server's environment; use subprocess for another one")
         with self.lock, tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
             self.proc.stdin.write((json.dumps({"args": list(map(str, args)), "cwd": str(cwd), "stdout": str(out),
-                                               "stderr": str(err)}) + "\n").encode())
+                                               "stderr": str(err), "script": script and str(script)}) + "\n").encode())
             pid = self._read(timeout=60)["pid"]
             try:
                 code = self._read(timeout=timeout)["returncode"]
@@ -86,7 +88,8 @@ class CommandRunner:
                 raise subprocess.TimeoutExpired(["ipsolve", *args], timeout,
                                                 output=out.read_text(errors="replace"),
                                                 stderr=err.read_text(errors="replace")) from None
-            return subprocess.CompletedProcess([sys.executable, "-m", "ipsolve", *args], code,
+            command = [sys.executable, str(script)] if script else [sys.executable, "-m", "ipsolve"]
+            return subprocess.CompletedProcess([*command, *args], code,
                                                out.read_text(errors="replace"), err.read_text(errors="replace"))
 
     def close(self):
@@ -101,9 +104,11 @@ class CommandRunner:
 _runners: dict = {}
 
 
-def run_ipsolve(args, cwd, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m ipsolve *args`` in ``cwd`` with ``env``, forked from the session's warm server;
-    where there is no fork (not POSIX) or the server cannot fork safely, a fresh interpreter."""
+def run_ipsolve(args, cwd, env: dict, timeout: float = 300, script=None) -> subprocess.CompletedProcess:
+    """``python -m ipsolve *args`` (with ``script``: ``python SCRIPT *args``, as a README block or
+    ``scripts/train_prior.py``) in ``cwd`` with ``env``, forked from the session's warm server for
+    that environment; where there is no fork (not POSIX) or the server cannot fork safely, a fresh
+    interpreter."""
     key = json.dumps(sorted(env.items()))
     if key not in _runners:
         try:
@@ -115,9 +120,10 @@ def run_ipsolve(args, cwd, env: dict, timeout: float = 300) -> subprocess.Comple
             print(f"cli_process: running each command in a fresh interpreter ({err})", file=sys.stderr)
             _runners[key] = None
     if _runners[key] is None:
-        return subprocess.run([sys.executable, "-m", "ipsolve", *map(str, args)], cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-    return _runners[key].run(list(args), cwd, env, timeout)
+        command = [sys.executable, str(script)] if script else [sys.executable, "-m", "ipsolve"]
+        return subprocess.run([*command, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    return _runners[key].run(list(args), cwd, env, timeout, script=script)
 
 
 # ------------------------------------------------------------------------------ the server side
@@ -153,7 +159,8 @@ def _serve() -> None:
 
 
 def _child(request: dict) -> None:
-    """Become ``python -m ipsolve ARGS`` in ``cwd`` with stdout/stderr to the given files; exit."""
+    """Become ``python -m ipsolve ARGS`` (or ``python SCRIPT ARGS``) in ``cwd`` with stdout/stderr to
+    the given files; exit."""
     code = 1
     try:
         os.setpgid(0, 0)
@@ -169,9 +176,11 @@ def _child(request: dict) -> None:
         sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1,
                                            closefd=False)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        sys.argv = ["ipsolve", *request["args"]]
-        sys.path[0] = request["cwd"]  # `python -m` puts the working directory first on the path
-        code = _run_main()
+        script = request.get("script")
+        sys.argv = [script or "ipsolve", *request["args"]]
+        # `python -m` puts the working directory first on the path, `python SCRIPT` the script's folder
+        sys.path[0] = str(Path(script).resolve().parent) if script else request["cwd"]
+        code = _run_main(script)
     except BaseException:  # noqa: BLE001 - anything the set-up raises is the child's failure, reported like Python would
         import traceback
 
@@ -186,13 +195,17 @@ def _child(request: dict) -> None:
             os._exit(code)
 
 
-def _run_main() -> int:
-    """Run ``ipsolve.__main__`` as ``python -m`` does; the exit status Python would give."""
+def _run_main(script: str | None = None) -> int:
+    """Run ``ipsolve.__main__`` as ``python -m`` does (or ``script`` as ``python SCRIPT`` does);
+    the exit status Python would give."""
     import runpy
     import traceback
 
     try:
-        runpy.run_module("ipsolve", run_name="__main__", alter_sys=True)
+        if script:
+            runpy.run_path(script, run_name="__main__")
+        else:
+            runpy.run_module("ipsolve", run_name="__main__", alter_sys=True)
     except SystemExit as exit_:
         if exit_.code is None:
             return 0

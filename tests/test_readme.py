@@ -7,10 +7,10 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_process import run_ipsolve
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -59,14 +59,15 @@ def test_command_line_composes(args):
 
 
 def run_fresh(code: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``code`` in its own fresh interpreter (as a reader pastes a block into a new session), so
-    that no earlier block's imports or state can hide a failure."""
+    """``code`` as ``python readme_block.py`` in its own process, with ipsolve imported afresh (as a
+    reader pastes a block into a new session), so that no earlier block's imports or state can hide a
+    failure: forked from a warm server that has imported torch, diffusers and the like but not ipsolve
+    (:mod:`cli_process`; a fresh interpreter spends ~6 s on those imports)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     script = cwd / "readme_block.py"
     script.write_text(code)
-    proc = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = run_ipsolve([], cwd=cwd, env=env, timeout=timeout, script=script)
     assert proc.returncode == 0, f"README block failed:\n{code}\nstderr:\n{proc.stderr[-4000:]}"
     return proc
 

@@ -8,11 +8,10 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_process import run_ipsolve
 
 import ipsolve
 from ipsolve.io import save_image
@@ -22,9 +21,10 @@ TINY = ["--steps", "2", "--batch-size", "2", "--widths", "16,32"]
 
 
 def train(*args, cwd):
+    """``python scripts/train_prior.py *args`` in its own process (forked from a warm server,
+    :mod:`cli_process`: a fresh interpreter spends ~6 s importing torch and diffusers)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train_prior.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_ipsolve(args, cwd=cwd, env=env, timeout=300, script=ROOT / "scripts" / "train_prior.py")
 
 
 @pytest.fixture(scope="module")
