@@ -154,10 +154,10 @@ def test_solvers_needing_an_svd_name_the_operators_that_have_one():
     assert "\n" not in message and message.startswith("solver 'ddrm' needs a decomposable operator")
     for name in ("super_resolution", "inpainting", "gaussian_blur", "mri (single coil)", "deepinv"):
         assert name in message
-    with pytest.raises(NotDecomposable, match="MotionBlur has no fast SVD: its kernel is not separable"):
+    with pytest.raises(NotDecomposable, match="operator 'motion_blur' has no fast SVD: its kernel is not separable"):
         make_operator("motion_blur", size=9).svd((1, 1, 16, 16))
     pr = make_operator("phase_retrieval")
-    with pytest.raises(ValueError, match="solver 'pigdm' needs a pseudo-inverse: PhaseRetrieval is nonlinear"):
+    with pytest.raises(ValueError, match="solver 'pigdm' needs a pseudo-inverse: operator 'phase_retrieval' is nonlinear"):
         solve(pr.measure(torch.zeros(1, 1, 8, 8), 0.01), pr, prior, make_solver("pigdm", progress=False))
     # ΠGDM and DiffPIR run on CT through conjugate gradients
     for name in ("pigdm", "diffpir"):

@@ -65,6 +65,24 @@ def assumed_sigma_note(sigma, operator=None) -> None:
                  ' (or sigma="auto": estimated from this blurred y)' if auto else ""), InputWarning)
 
 
+def operator_label(operator) -> str:
+    """How messages name ``operator``: ``operator 'phase_retrieval'`` (the name ``make_operator`` and
+    ``conf/operator`` use) for a built-in one, ``deepinv Tomography`` for an adapted deepinv physics,
+    ``operator BoxDown`` (its class) for your own."""
+    from . import OPERATORS
+
+    cls = type(operator)
+    if cls.__name__.startswith("Restricted") and len(cls.__mro__) > 2:  # restrict.py's class for held-out entries
+        cls = cls.__mro__[2]
+    name = next((key for key, registered in OPERATORS.items() if cls is registered), None)
+    if name is not None:
+        return f"operator {name!r}"
+    physics = getattr(operator, "physics", None)
+    if physics is not None and cls.__name__ == "DeepinvOperator":
+        return f"deepinv {type(physics).__name__}"
+    return f"operator {cls.__name__}"
+
+
 def unit_range_note(low: float, high: float, what: str = "x") -> str | None:
     """The note for images whose values (``low`` to ``high``) lie in [0, 1] and are not constant:
     the field's most common slip (most datasets' scale), which ipsolve's [-1, 1] cannot refuse."""
@@ -149,7 +167,7 @@ class Operator(nn.Module):
     def noise_estimate_note(self) -> str | None:
         """None when σ can be estimated from ``y`` alone (``sigma=auto``: a blurred image,
         :mod:`ipsolve.operators.noise_level`), else why not (said in the error)."""
-        return (f"{type(self).__name__}'s measurement is not a blurred image, so its fine detail and its noise cannot "
+        return (f"the measurement of {operator_label(self)} is not a blurred image, so its fine detail and its noise cannot "
                 f"be told apart (sigma=auto takes gaussian_blur, motion_blur, blur, blind_blur and nonlinear_blur "
                 f"measurements)")
 
@@ -211,7 +229,7 @@ class Operator(nn.Module):
         try:
             expected = tuple(self.output_shape(image_shape))
         except ValueError as err:  # (an inpainting mask drawn for y's size: y was made from other-sized images)
-            raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} cannot take the prior's images "
+            raise ValueError(f"y has shape {tuple(y.shape)}, but {operator_label(self)} cannot take the prior's images "
                              f"{tuple(image_shape)}: {err}") from None
         if tuple(y.shape) != expected:
             channels = ""
@@ -219,7 +237,7 @@ class Operator(nn.Module):
                 channels = (f": y has {y.shape[1]} channel(s) where the prior's images give {expected[1]} — measure "
                             f"images with the prior's channels (ipsolve.io.load_image(path, size, channels="
                             f"{image_shape[1]})), or use a prior with {y.shape[1]}")
-            raise ValueError(f"y has shape {tuple(y.shape)}, but {type(self).__name__} maps the prior's images "
+            raise ValueError(f"y has shape {tuple(y.shape)}, but {operator_label(self)} maps the prior's images "
                              f"{tuple(image_shape)} to measurements of shape {expected}{channels}")
         return y
 
@@ -264,7 +282,7 @@ class Operator(nn.Module):
     def adjoint(self, v: torch.Tensor) -> torch.Tensor:
         """``Aᵀ v``: the vector-Jacobian product of the linear map (exact for linear A)."""
         if not self.is_linear:
-            raise TypeError(f"{type(self).__name__} is not linear and has no adjoint")
+            raise TypeError(f"{operator_label(self)} is not linear and has no adjoint")
         check_image(v, "v", finite=None)  # solvers call it inside their loops: no device read per call
         shape = tuple(self.input_shape(tuple(v.shape)))
         if tuple(self.output_shape(shape)) != tuple(v.shape):
@@ -280,7 +298,7 @@ class Operator(nn.Module):
         """``A(x) = U(s · Vᵀx) + b`` as fast transforms for image batches of ``shape``
         ``(B, C, H, W)`` (:mod:`ipsolve.operators.decomposition`); operators without one raise
         :class:`NotDecomposable`, one line naming the operators that have one."""
-        raise not_decomposable(type(self).__name__)
+        raise not_decomposable(operator_label(self))
 
     def pinv(self, y: torch.Tensor, iters: int = 20) -> torch.Tensor:
         """The pseudo-inverse ``A⁺(y − A(0))``: exact through :meth:`svd` where the operator has
@@ -293,7 +311,7 @@ class Operator(nn.Module):
             return self.svd(shape).pinv(y)
         except NotDecomposable:
             if not self.is_linear:
-                raise TypeError(f"{type(self).__name__} is not linear and has no pseudo-inverse") from None
+                raise TypeError(f"{operator_label(self)} is not linear and has no pseudo-inverse") from None
             return pinv_cg(self, y, iters)
 
     def extra_repr(self) -> str:
@@ -307,5 +325,5 @@ def check_poisson(operator) -> None:
     noise (Beer–Lambert) is another model — so it is refused there (ValueError, one line)."""
     if not getattr(operator, "measurement_is_image", True):
         raise ValueError(f"noise=poisson models photon counts of a measurement on the image's [-1, 1] scale (blur, "
-                         f"super-resolution, inpainting); operator {type(operator).__name__}'s measurement is not "
+                         f"super-resolution, inpainting); the measurement of {operator_label(operator)} is not "
                          f"one (a sinogram, k-space, Fourier amplitudes): use noise=gaussian")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..notices import shown
-from .base import Operator
+from .base import Operator, operator_label
 from .decomposition import SeparableDecomposition, not_decomposable
 
 log = logging.getLogger("ipsolve")
@@ -215,7 +215,7 @@ class _KernelBlur(Operator):
         self.output_shape(shape)
         factors = separable_factors(self.kernel)
         if factors is None:
-            raise not_decomposable(type(self).__name__, "its kernel is not separable")
+            raise not_decomposable(operator_label(self), "its kernel is not separable")
         return SeparableDecomposition(shape, torch.from_numpy(correlation_matrix(factors[0], shape[-2])),
                                       torch.from_numpy(correlation_matrix(factors[1], shape[-1])))
 
@@ -336,7 +336,7 @@ class BlindBlur(_KernelBlur):
         return convolve(x, self.kernel, self.padding)
 
     def svd(self, shape):
-        raise not_decomposable(type(self).__name__, "its kernel is unknown")
+        raise not_decomposable(operator_label(self), "its kernel is unknown")
 
     def output_shape(self, shape):
         return tuple(shape) if self.padding == "zero" else super().output_shape(shape)

@@ -13,7 +13,7 @@ import torch
 
 from ..notices import shown
 from ..tensors import cached_on
-from .base import Operator, check_image
+from .base import Operator, check_image, operator_label
 from .decomposition import not_decomposable
 
 def split_entries(m: int, fraction: float, generator: torch.Generator, observed: torch.Tensor | None = None):
@@ -99,7 +99,7 @@ class _Restricted:
         return y
 
     def svd(self, shape):
-        raise not_decomposable(f"{type(self).__name__} (restricted to part of its measurement)")
+        raise not_decomposable(f"{operator_label(self)} (restricted to part of its measurement)")
 
 
 def restrict(operator: Operator, kept: torch.Tensor, full_shape) -> Operator:

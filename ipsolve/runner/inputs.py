@@ -204,14 +204,15 @@ def load_measurement(item: Item, operator, prior):
     pixels repeat in ``f×f`` blocks (ipsolve's own ``measurement/`` display of a smaller y) is
     taken back to the output size."""
     from ..io import ARRAY_SUFFIX, load_array, load_image
+    from ..operators.base import operator_label
 
     if item.tensor is not None:
         y = item.tensor
     elif item.path.suffix.lower() == ARRAY_SUFFIX:
         y = load_array(item.path)  # exact values, as the operator makes them
     elif not operator.measurement_is_image:  # a picture of a sinogram / k-space / |F| is a display, never the data
-        raise ValueError(f"measurement {item.name} is a picture ({item.path.name}); {type(operator).__name__} "
-                         f"measurements are data, read from .npy files (a run's measurement/*.npy), not from pictures "
+        raise ValueError(f"measurement {item.name} is a picture ({item.path.name}); the measurements of "
+                         f"{operator_label(operator)} are data, read from .npy files (a run's measurement/*.npy), not from pictures "
                          f"(an equal-shaped one was used as the data)")
     else:
         y = load_image(item.path, channels=prior.channels)

@@ -17,6 +17,7 @@ from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
 from .determinism import deterministic_algorithms
 from .errors import RunError
+from ..operators.base import operator_label
 from ..solvers.base import RESIDUAL_WARNING
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
 from .grid import write_grid
@@ -392,14 +393,14 @@ def check_operator_takes(operator, prior) -> None:
     images: their channel count (BKSE is RGB), or their size (a blur kernel wider than the image;
     BKSE's multiples of 128) — these were tracebacks from the first batch."""
     need = getattr(operator, "channels", None)
-    name = type(operator).__name__
+    name = operator_label(operator)
     if need is not None and need != prior.channels:
-        raise RunError(f"operator {name} takes {need}-channel images, but the prior {getattr(prior, 'source', '')} makes "
+        raise RunError(f"{name} takes {need}-channel images, but the prior {getattr(prior, 'source', '')} makes "
                        f"{prior.channels}-channel ones: use a {need}-channel prior")
     try:
         operator.output_shape((1, prior.channels, prior.image_size, prior.image_size))
     except (ValueError, RuntimeError) as err:  # (RuntimeError: a deepinv physics built for another size)
-        raise RunError(f"operator {name} on the prior's {prior.image_size}×{prior.image_size} images: {err}") from None
+        raise RunError(f"{name} on the prior's {prior.image_size}×{prior.image_size} images: {err}") from None
 
 
 def resumed_without_metrics(done: dict, metrics: Sequence[str], measurements: bool) -> str | None:

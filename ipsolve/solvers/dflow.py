@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..notices import shown
+from ..operators.base import operator_label
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import pseudo_inverse
 from .stopping import STOP_CODES, StoppingRule
@@ -181,7 +182,7 @@ class DFlow(Solver):
         with torch.no_grad():
             if self.init == "adjoint":
                 if not getattr(operator, "is_linear", False):
-                    raise ValueError(f"init='adjoint' needs a linear operator; {type(operator).__name__} is not "
+                    raise ValueError(f"init='adjoint' needs a linear operator; {operator_label(operator)} is not "
                                      f"(solver.init=initial_guess on the command line, init='initial_guess' in Python)")
                 return operator.adjoint(y)
             if self.init == "pinv":

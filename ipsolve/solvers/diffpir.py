@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..notices import shown
 from ..operators import SuperResolution
+from ..operators.base import operator_label
 from ..operators.decomposition import NotDecomposable, prox_cg
 from .base import Result, Solver, autocast_context, check_steps, randn_like_batch, residual_ratio, timer
 
@@ -117,7 +118,7 @@ class DiffPIR(Solver):
         super().check(operator, prior)
         if not operator.is_linear:
             raise ValueError(f"solver 'diffpir' needs a linear operator (a proximal data step by SVD or conjugate "
-                             f"gradients): {type(operator).__name__} is nonlinear, and the reference's first-order step "
+                             f"gradients): {operator_label(operator)} is nonlinear, and the reference's first-order step "
                              f"diverges at this noise level")
 
     def default_value(self, name: str, operator, prior=None):

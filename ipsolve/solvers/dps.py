@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from ..notices import shown
 from ..operators import BlindBlur
+from ..operators.base import operator_label
 from .base import (Result, Solver, autocast_context, check_steps, prior_parts, randn_like_batch, residual_ratio,
                    timer)
 from .plug import kernel_logits_init
@@ -263,5 +264,5 @@ class BlindDPS(DPS):
     def check(self, operator, prior) -> None:
         super().check(operator, prior)
         if not isinstance(operator, BlindBlur):
-            raise ValueError(f"blind_dps estimates a blur kernel and takes only blind_blur, not {type(operator).__name__}; "
+            raise ValueError(f"blind_dps estimates a blur kernel and takes only blind_blur, not {operator_label(operator)}; "
                              f"use dps for other operators")

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from ..notices import shown
 from ..operators import SuperResolution
+from ..operators.base import operator_label
 from .base import Result, Solver, autocast_context, prior_parts, randn_like_batch, residual_ratio, timer
 from .linalg import gram_inverse, gram_norm, jacobian_map
 
@@ -81,7 +82,7 @@ class FlowDPS(Solver):
     def space(self, operator) -> str:
         if self.loss_space != "auto":
             if self.loss_space != "measurement" and not getattr(operator, "is_linear", False):
-                raise ValueError(f"loss_space={self.loss_space!r} needs a linear operator; {type(operator).__name__} "
+                raise ValueError(f"loss_space={self.loss_space!r} needs a linear operator; {operator_label(operator)} "
                                  f"is not (use loss_space=measurement or auto)")
             return self.loss_space
         if not getattr(operator, "is_linear", False):

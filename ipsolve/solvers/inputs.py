@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..operators import Operator
-from ..operators.base import OTHER_SCALE, as_sigma, check_image
+from ..operators.base import OTHER_SCALE, as_sigma, check_image, operator_label
 from ..operators.decomposition import NotDecomposable
 from ..notices import shown
 
@@ -88,7 +88,7 @@ def check_range(y: torch.Tensor, operator: Operator, image_shape, sigma: float) 
             ones = torch.ones(image_shape, device=y.device)
             reach = max(float(operator(ones).abs().amax()), float(operator(-ones).abs().amax()), 1.0)
         if largest > OTHER_SCALE * reach + RANGE_NOISE * sigma:
-            raise ValueError(f"y has values up to {largest:.4g}, far more than {type(operator).__name__} gives for "
+            raise ValueError(f"y has values up to {largest:.4g}, far more than {operator_label(operator)} gives for "
                              f"images in [-1, 1] (|A(±1)| ≤ {reach:.3g}): ipsolve works on [-1, 1] — from [0, 1] use "
                              f"2·x − 1, from [0, 255] x/127.5 − 1 (and sigma on the same scale)")
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import torch
 
+from ..operators.base import operator_label
 from ..operators.decomposition import NotDecomposable, cg_solve, linear_part
 
 
 def _check_linear(operator) -> None:
     if not getattr(operator, "is_linear", False):
-        raise TypeError(f"{type(operator).__name__} is not linear: it has no adjoint or pseudo-inverse")
+        raise TypeError(f"{operator_label(operator)} is not linear: it has no adjoint or pseudo-inverse")
 
 
 def jacobian_map(operator, image_shape, like: torch.Tensor):

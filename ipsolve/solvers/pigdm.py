@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..notices import shown
+from ..operators.base import operator_label
 from ..operators.decomposition import NotDecomposable, cg_solve, linear_part, pinv_cg
 from .base import Result, Solver, autocast_context, randn_like_batch, residual_ratio, timer
 from .svd_common import skip_grid
@@ -80,7 +81,7 @@ class PiGDM(Solver):
             operator.svd((1, *prior.shape))
         except NotDecomposable:
             if not operator.is_linear:
-                raise ValueError(f"solver 'pigdm' needs a pseudo-inverse: {type(operator).__name__} is nonlinear and "
+                raise ValueError(f"solver 'pigdm' needs a pseudo-inverse: {operator_label(operator)} is nonlinear and "
                                  f"has none; use an operator with a fast SVD or a linear one (pseudo-inverse by CG)") from None
         except ValueError:
             pass
