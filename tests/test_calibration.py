@@ -89,8 +89,10 @@ def test_holdout_score_is_minimal_at_the_bayes_optimal_value(gaussian_problem):
     # a range that cannot fit the noise level (assumed noise 4–6× the true σ): no candidate reaches the
     # χ² level, and the note says the best-fitting one was taken (was silent)
     stiff = type("Stiff", (PosteriorMean,), {"search_space": {"noise": (0.2, 0.3)}})
-    miss = calibrate(y, op, prior, stiff(noise=0.25), sigma=sigma, budget=6, method="discrepancy")
-    assert min(r["score"] for r in miss.table) > 1 and "no candidate fit the noise level" in miss.note
+    with pytest.warns(CalibrationWarning, match="no candidate fit the noise level"):  # was said at INFO level only
+        miss = calibrate(y, op, prior, stiff(noise=0.25), sigma=sigma, budget=6, method="discrepancy")
+    assert min(r["score"] for r in miss.table) > 1 and "no candidate fit the noise level" in miss.warning
+    assert "no candidate fit" not in miss.note and "no candidate fit" not in disc.warning
 
 
 def test_the_one_se_rule_applies_only_once_the_best_beat_the_solver_as_given(gaussian_problem):
@@ -453,6 +455,25 @@ def test_auto_parameters_and_errors(gaussian_problem):
     for bad in (-1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="comparison_splits must be an integer >= 0"):
             calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, comparison_splits=bad)
+    # (audit 2026-12-07) an empty params list was a ZeroDivisionError here and silently no calibration in
+    # solve(); bad seed, flags, solver and penalty were torch errors or taken as given
+    with pytest.raises(ValueError, match=r"params must be a parameter name, a non-empty list of them"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, params=[])
+    with pytest.raises(ValueError, match=r"calibrate option params must be .* non-empty"):
+        solve(y[:2], op, prior, PosteriorMean(), sigma=sigma, calibrate={"params": []})
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, seed=1.5)
+    with pytest.raises(TypeError, match="keep_preset must be True or False, got 'no'"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, keep_preset="no")
+    with pytest.raises(TypeError, match="solver must be an ipsolve Solver"):
+        calibrate(y[:2], op, prior, None, sigma=sigma)
+    with pytest.raises(TypeError, match=r"penalty must be a ZCoupling\(weight, neighbour_pairs"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, penalty=3)
+    with pytest.raises(ValueError, match=r"cannot hold out 0.001 of 64 measurement entries .*at least 0.0078"):
+        calibrate(y[:2], op, prior, PosteriorMean(), sigma=sigma, holdout=0.001)
+    # solve() takes every option ipsolve.calibrate documents (comparison_splits was refused)
+    res = solve(y[:2], op, prior, PosteriorMean(), sigma=sigma, calibrate={"comparison_splits": 0, "budget": 3})
+    assert res.calibration.comparison_splits == 0 and res.sigma == sigma == res.calibration.sigma
 
 
 def test_solve_with_auto_zeta_calibrates_dps():
@@ -541,9 +562,10 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     # ζ as given and two golden-section points: the better of them is the lower one, so the range's end is tried
     assert (tmp_path / "calibration.csv").is_file() and (tmp_path / "calibration.png").is_file()
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
-    assert f"calibration score (held-out entries; lower is better): {cal['score']:.4g}, the operator's initial " \
-           f"guess {cal['initial_guess_score']:.4g}; on 2 fresh splits of y (other held-out entries) the solve scored " \
-           f"{abs(cal['initial_guess_difference']):.1f} per entry " in report(run.summary)
+    assert f"calibration score (σ² per entry: held-out entries' error, plus kept entries' misfit beyond it; lower is " \
+           f"better): {cal['score']:.4g}, the operator's initial guess {cal['initial_guess_score']:.4g}; on 2 fresh " \
+           f"splits of y (other held-out entries) the solve scored {abs(cal['initial_guess_difference']):.1f} σ² per " \
+           f"entry " in report(run.summary)
     assert cal["comparison_splits"] == 2 and cal["against_initial_guess"] in ("better", "indistinguishable", "worse")
     assert (cal["against_initial_guess"] == "worse") == bool(cal.get("warning"))  # the warning is the worse outcome
     # the check's solve of the 2 calibration images is the run's result for them, equal to solving them again
@@ -603,8 +625,9 @@ def test_runner_calibration_errors(tmp_path):
                              ("holdout", 2, "calibrate.holdout must be a fraction in (0, 0.5]"),
                              ("holdout", "abc", "got 'abc'"),
                              ("method", "xyz", "calibrate.method must be one of auto, holdout, discrepancy, got 'xyz'"),
-                             ("params", 3, "calibrate.params must be a parameter name, a list of them, or null"),
-                             ("params", ["zeta", 1], "got ['zeta', 1]")):
+                             ("params", 3, "calibrate.params must be a parameter name, a non-empty list of them, "
+                                           "or null"),
+                             ("params", ["zeta", 1], "got ['zeta', 1]"), ("params", [], "got []")):
         for enabled in (True, False):
             with pytest.raises(RunError) as err:
                 ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1,

@@ -273,6 +273,14 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
     assert set(review["decisions"].values()) == {"review"}
     assert review["flagged"]["fits"] == "calibration: the initial guess predicts held-out entries better"
     assert review["flagged"]["worse"] == "residual above the initial guess's"
+    # the discrepancy principle's warning (no candidate fit the noise level) is no such finding: each image's
+    # own residual decides
+    from ipsolve.runner.run import not_beating_initial
+
+    assert not_beating_initial({"method": "discrepancy", "warning": "no candidate fit the noise level"}) is None
+    assert not_beating_initial({"method": "holdout", "warning": "the operator's initial guess ..."}) == \
+        "the operator's initial guess ..."
+    assert not_beating_initial({"method": "holdout", "warning": ""}) is None and not_beating_initial(None) is None
 
 
 def test_summary_has_medians_and_honest_per_image_seconds():
@@ -708,9 +716,12 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
         return report(summary)
 
     tie = text()
-    assert "calibration score (held-out entries; lower is better): 10.4, the operator's initial guess 10.5; on 2 " \
-           "fresh splits of y (other held-out entries) the solve scored 0.2 per entry above the guess (one standard " \
-           "error 0.3: indistinguishable from the guess)" in tie
+    assert "calibration score (per entry: held-out entries' error, plus kept entries' misfit beyond it; lower is " \
+           "better): 10.4, the operator's initial guess 10.5; on 2 fresh splits of y (other held-out entries) the " \
+           "solve scored 0.2 per entry above the guess (one standard error 0.3: indistinguishable from the guess)" in tie
+    # with the run's σ recorded the unit is said: σ², or the mean squared error of a noise-free run
+    assert "calibration score (σ² per entry: held-out" in text(sigma=0.01) and "scored 0.2 σ² per entry" in text(sigma=0.01)
+    assert "scored 0.2 per entry (mean squared error: σ = 0" in text(sigma=0.0)
     assert "calibrated on 1 image(s) without the ground truth: zeta = 0.5 (holdout" in tie  # no "changes" recorded
     assert "note: calibration: the score cannot tell whether the solve beats the operator's initial guess" in tie
     assert "warning: calibration" not in tie
@@ -737,6 +748,8 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
     assert "on 2 fresh splits of y, by 1550 per entry, one standard error 585)" in warning
     assert "by 0.00012 per entry" in initial_guess_warning({"comparison_splits": 0, "initial_guess_difference": 0.00012,
                                                              "initial_guess_se": 0.00005})
+    assert "by 1550 σ² per entry" in initial_guess_warning({"comparison_splits": 2, "initial_guess_difference": 1550.0,
+                                                            "initial_guess_se": 585.04}, sigma=0.05)
 
 def test_api_tensors_of_another_channel_count_are_converted_like_files():
     """A grey tensor for a colour prior is replicated, a colour one for a grey prior converted by

@@ -154,17 +154,16 @@ def _calibrate(job, items, options: dict) -> dict:
     if cal.warning:
         source = str(getattr(job.prior, "source", ""))
         hint = ("; for grey images that are no phantoms: prior=grey_ddpm" if source.startswith("bundled:phantom")
-                and job.prior.channels == 1 else "")
+                and job.prior.channels == 1 and cal.method != "discrepancy" else "")
         log.warning("calibration: %s%s", cal.warning, hint)
-    else:
-        if cal.against_initial_guess == "indistinguishable":
-            log.info("calibration: %s", INDISTINGUISHABLE)
-        elif not cal.against_initial_guess:  # calibrate.comparison_splits had nothing to compare
-            log.info("calibration: no comparison with the operator's initial guess (%s)",
-                     "the discrepancy principle holds no entries out" if cal.method == "discrepancy"
-                     else "the operator has no initial guess to score: blind, or one that failed")
-        if cal.blind_spot:
-            log.info("calibration: %s", cal.blind_spot)
+    elif cal.against_initial_guess == "indistinguishable":
+        log.info("calibration: %s", INDISTINGUISHABLE)
+    if not cal.against_initial_guess:  # nothing to compare (the discrepancy principle's warning is another finding)
+        log.info("calibration: no comparison with the operator's initial guess (%s)",
+                 "the discrepancy principle holds no entries out" if cal.method == "discrepancy"
+                 else "the operator has no initial guess to score: blind, or one that failed")
+    if cal.blind_spot and not cal.warning:
+        log.info("calibration: %s", cal.blind_spot)
     if job.out is not None:
         write_calibration_files(job.out, record)
     return record
@@ -227,6 +226,18 @@ def write_calibration_files(out: Path, record: dict) -> None:
     plot_calibration(rows, record["params"], record["method"], out / "calibration.png", sigma=record.get("sigma"))
 
 
+def log_ticks(axis, values) -> None:
+    """Readable ticks on a log axis over ``values``: within about a decade matplotlib labels every
+    minor tick (2×10⁻¹, 3×10⁻¹, … overlapping); there, ticks at 1, 2 and 5 × 10^k as plain numbers."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if len(values) < 1 or max(values) / min(values) > 20:
+        return
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path, sigma: float | None = None) -> None:
     """Score against each calibrated parameter; ``sigma == 0`` labels the score as the mean squared
     error it then is (``criteria.holdout_error``)."""
@@ -254,11 +265,15 @@ def plot_calibration(rows: list[dict], chosen: dict, method: str, path: Path, si
             ax.axvline(chosen[name], color="tab:red", label=f"chosen {chosen[name]:.3g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        log_ticks(ax.xaxis, [r[name] for r in finite if isinstance(r.get(name), (int, float)) and r[name] > 0])
+        log_ticks(ax.yaxis, [r["score"] for r in finite if r["score"] > 0])
         ax.set_xlabel(name)
-        if sigma == 0:  # noise-free: the scores are not divided by a noise level
-            ax.set_ylabel("held-out mean squared error" if method == "holdout" else "residual (σ = 0)")
+        # the holdout score: held-out entries' squared error plus any excess misfit of the kept ones
+        # (HoldoutObjective.with_kept_misfit), per entry, divided by σ² (noise-free: not divided)
+        if sigma == 0:
+            ax.set_ylabel("score: squared error per entry" if method == "holdout" else "residual (σ = 0)")
         else:
-            ax.set_ylabel("held-out error / noise level" if method == "holdout" else "residual / χ² level")
+            ax.set_ylabel("score: squared error / σ² per entry" if method == "holdout" else "residual / χ² level")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -9,6 +9,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from ..calibration_settings import score_unit
 from ..notices import plain_number
 from .rundir import atomic_write_text
 
@@ -32,7 +33,7 @@ def against_guess(calibration: dict) -> str:
     where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries)" if splits
              else "on the calibration's own split")
     difference = calibration["initial_guess_difference"]
-    return (f"; {where} the solve scored {plain_number(abs(difference))} per entry "
+    return (f"; {where} the solve scored {plain_number(abs(difference))} {score_unit(calibration.get('sigma'))} "
             f"{'below' if difference < 0 else 'above'} the guess (one standard error "
             f"{plain_number(calibration['initial_guess_se'])}: {AGAINST_GUESS[verdict]})")
 
@@ -230,7 +231,8 @@ def report(summary: dict) -> str:
                      f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
                      f"; calibration.csv)")
         if calibration.get("score") is not None and calibration.get("initial_guess_score") is not None:
-            lines.append(f"  calibration score (held-out entries; lower is better): {plain_number(calibration['score'], 4)}, "
+            lines.append(f"  calibration score ({score_unit(calibration.get('sigma'))}: held-out entries' error, plus "
+                         f"kept entries' misfit beyond it; lower is better): {plain_number(calibration['score'], 4)}, "
                          f"the operator's initial guess {plain_number(calibration['initial_guess_score'], 4)}"
                          + against_guess(calibration))
         if calibration.get("warning"):

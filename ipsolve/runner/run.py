@@ -283,7 +283,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
                                "warnings": notes, "metrics_unavailable": unavailable, "samples": o.samples,
                                "resized": finished_only(resized, {r["name"] for r in ordered}),
                                "review": review_summary(ordered, o.review_below, o.review_coverage,
-                                                        (calibration or {}).get("warning")),
+                                                        not_beating_initial(calibration)),
                                "calibration": calibration,
                                **(o.extra_summary or {})})
     if summary.get("deterministic"):  # per image: a resume may have switched it (records say how each was made)
@@ -585,6 +585,15 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
 WORSE_THAN_INITIAL = "residual above the initial guess's"
 UNFIT = f"residual above {RESIDUAL_WARNING:g}× the noise level"
 NOT_BEATING_INITIAL = "calibration: the initial guess predicts held-out entries better"
+
+
+def not_beating_initial(calibration: dict | None) -> str | None:
+    """The calibration's warning that the solver is not expected to beat the initial guess (held-out
+    entries), or None — the discrepancy principle's warning (no candidate fit the noise level) is no
+    such finding: each image's own residual says how it fits."""
+    if not calibration or calibration.get("method") == "discrepancy":
+        return None
+    return calibration.get("warning") or None
 
 
 def review_summary(records: list[dict], review_below, review_coverage, calibration_warning: str | None = None) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..calibration_settings import check_calibration_settings
 from ..notices import shown, warn
 from ..operators import Operator
 from ..parameters import expected_types, parameter_type_message, unknown_parameters_message
@@ -113,12 +114,13 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         options, calibrate_all = dict(calibrate), True
         names = options.pop("params", None)
         if names is not None:  # calibrate only these (declared ones, and the z-coupling weight of ``penalty``)
-            names = [names] if isinstance(names, str) else list(names)
+            names = check_calibration_settings(params=names, prefix="calibrate option ")["params"]
             declared_space(solver, [n for n in names if n != COUPLING])
             solver = with_params(solver)
             solver.auto_params = tuple(names)
             calibrate_all = False
-        allowed = ("budget", "method", "holdout", "seed", "keep_preset")  # the rest solve() passes itself
+        allowed = ("budget", "method", "holdout", "seed", "keep_preset", "comparison_splits", "extend")  # the rest
+        # (sigma, generator, penalty) solve() passes itself
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(f"unknown calibrate option(s) {', '.join(unknown)}; options: params, {', '.join(allowed)}")
@@ -158,7 +160,7 @@ def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma:
     if bad:
         raise NonFiniteError(f"solver {solver.name!r} diverged: non-finite reconstruction of image(s) "
                              f"{', '.join(map(str, bad))}; use a smaller step size or guidance, or calibrate=True")
-    result.calibration = calibration
+    result.calibration, result.sigma = calibration, float(sigma)
     if calibration is not None:
         for info in result.info:
             info["calibrated"] = dict(calibration.params)

@@ -23,7 +23,8 @@ class Result:
     ``nfe``, ``iterations``, ``stop_reason``, ``residual`` (‖y − A(x)‖ / (σ√m)), ``seconds``,
     ``reliability`` (:func:`ipsolve.solvers.sampling.reliability`) and, if asked for, ``loss_trace``;
     ``kernel``: the estimated kernels of blind solvers; ``samples``: ``(B, k, C, H, W)`` and ``std``:
-    the per-pixel standard deviation ``(B, C, H, W)`` when k > 1 samples were drawn."""
+    the per-pixel standard deviation ``(B, C, H, W)`` when k > 1 samples were drawn; ``sigma``: the
+    noise level the solve and its residuals used (as given, or estimated from y by ``sigma="auto"``)."""
 
     x: torch.Tensor
     info: list[dict] = field(default_factory=list)
@@ -31,6 +32,7 @@ class Result:
     samples: torch.Tensor | None = None
     std: torch.Tensor | None = None
     calibration: object | None = None  # the Calibration that chose the solver's parameters, if any
+    sigma: float | None = None  # the σ used (solve sets it: sigma="auto" gives its estimate here)
 
 
 def generators_for(generator, batch: int) -> list[torch.Generator] | torch.Generator:

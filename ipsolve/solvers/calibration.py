@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import torch
 
@@ -45,8 +46,8 @@ from ..operators import BlindBlur, Operator
 from ..operators.base import ASSUMED_SIGMA, NonFiniteError, assumed_sigma_note
 from ..operators.restrict import gather, restrict, split_entries
 from ..parameters import accepted_parameters
-from ..calibration_settings import COMPARISON_SPLITS, METHODS, check_calibration_settings
-from ..notices import plain_number, warn
+from ..calibration_settings import COMPARISON_SPLITS, METHODS, check_calibration_settings, score_unit
+from ..notices import plain_number, shown, warn
 from .base import Solver, generators_for, generators_on
 from .criteria import discrepancy_ratio, holdout_error
 from .stopping import discrepancy_tau
@@ -105,9 +106,10 @@ class Calibration:
     initial_guess_difference: float | None = None  # mean per-entry score difference, the solve's − the guess's
     initial_guess_se: float | None = None  # its standard error (paired, per entry)
     comparison_splits: int | None = None  # the fresh splits compared on (0: the calibration's own split)
+    sigma: float | None = None  # the σ the scores are divided by (as given, or sigma="auto"'s estimate)
 
     def summary(self) -> dict:
-        return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe,
+        return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe, "sigma": self.sigma,
                 "seconds": round(self.seconds, 2), "candidates": len(self.table), "note": self.note,
                 **({"score": self.score} if self.score is not None else {}),
                 **({"initial_guess_score": self.initial_guess_score} if self.initial_guess_score is not None else {}),
@@ -558,10 +560,21 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     start = time.perf_counter()
     if isinstance(solver, str):
         solver = make_solver(solver)
+    if not isinstance(solver, Solver):
+        raise TypeError(f"solver must be an ipsolve Solver (make_solver(...)) or a preset name, got {shown(solver)}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be an integer (it draws the held-out entries), got {shown(seed)}")
+    seed = int(seed)
+    for flag, value in (("keep_preset", keep_preset), ("extend", extend)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {shown(value)}")
     checked = check_calibration_settings(method=method, budget=budget, holdout=holdout,
                                          comparison_splits=comparison_splits, params=params)
     method, budget, holdout, names = checked["method"], checked["budget"], checked["holdout"], checked["params"]
     couple = names is not None and COUPLING in names
+    if penalty is not None and not isinstance(penalty, ZCoupling):
+        raise TypeError(f"penalty must be a ZCoupling(weight, neighbour_pairs(...)) coupling the slices of y, or None, "
+                        f"got {shown(penalty)}")
     if couple or penalty is not None:
         if not isinstance(penalty, ZCoupling):
             raise ValueError("calibrating z_coupling needs the volume's slices: give penalty=ZCoupling(weight, "
@@ -594,14 +607,14 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     chosen = coordinate_search(objective, chosen, budget - int(keep_preset), method, extend)
 
     final = changes = accepted = score = None
-    blind_spot = ""
+    blind_spot = misfit = ""
     if method == "holdout":
         final, changes, accepted, reasons = objective.choose(keep_preset)
         note = "; ".join(p for p in (note, *reasons) if p)
         score = objective.chosen_score(accepted)
         blind_spot = getattr(operator, "holdout_blind_spot", None) or ""
-    else:
-        note = "; ".join(p for p in (note, objective.note()) if p)
+    else:  # the principle's premise failed where no candidate fits the noise level: a warning, as a worse guess is
+        misfit = objective.note()
     if final is None:  # the discrepancy principle's choice (or no candidate held out at all)
         final, changes = dict(chosen), dict(chosen)
         if method == "discrepancy" and objective.plug:
@@ -617,7 +630,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             verdict, se = compare_with_initial_guess(differences)
             comparison = dict(against_initial_guess=verdict, initial_guess_difference=float(differences.mean()),
                               initial_guess_se=se, comparison_splits=splits)
-    warning = initial_guess_warning(comparison) if comparison.get("against_initial_guess") == "worse" else ""
+    warning = initial_guess_warning(comparison, sigma) if comparison.get("against_initial_guess") == "worse" else misfit
     coupling = None
     if couple:  # not a solver parameter: the weight of the penalty the solve runs with
         coupling = float(changes.pop(COUPLING, None) or 0.0)
@@ -628,7 +641,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     return Calibration(params=final, solver=with_params(solver, **changes), table=objective.table, method=method,
                        nfe=objective.cost(), seconds=time.perf_counter() - start, note=note, changes=changes,
                        result=objective.checked.get(accepted) if accepted is not None else None,
-                       coupling=coupling, warning=warning, score=score, blind_spot=blind_spot, **comparison,
+                       coupling=coupling, warning=warning, score=score, blind_spot=blind_spot, **comparison, sigma=sigma,
                        initial_guess_score=None if baseline is None else float(baseline.mean()))
 
 
@@ -699,7 +712,7 @@ def compare_with_initial_guess(differences: torch.Tensor) -> tuple[str, float]:
     return ("worse" if mean > se else "better" if mean < -se else "indistinguishable"), se
 
 
-def initial_guess_warning(comparison: dict) -> str:
+def initial_guess_warning(comparison: dict, sigma: float | None = None) -> str:
     """The warning for a ``worse`` comparison (``Calibration``'s ``initial_guess_difference``,
     ``initial_guess_se``, ``comparison_splits``): the solver is then not expected to beat its initial
     guess on these images — usually a prior that does not fit them (a transfer audit: grey photos under
@@ -707,7 +720,7 @@ def initial_guess_warning(comparison: dict) -> str:
     splits = comparison["comparison_splits"]
     where = f"on {splits} fresh split{'s' if splits > 1 else ''} of y" if splits else "on the calibration's own split"
     return (f"the operator's initial guess predicts the held-out measurement entries better than the calibrated "
-            f"solver ({where}, by {plain_number(comparison['initial_guess_difference'])} per entry, one standard "
+            f"solver ({where}, by {plain_number(comparison['initial_guess_difference'])} {score_unit(sigma)}, one standard "
             f"error {plain_number(comparison['initial_guess_se'])}): on these images it is not expected to beat its initial guess "
             f"— compare them (a run's initial/ beside its recon/; operator.initial_guess(y) in Python), or use a prior "
             f"trained on images like these")
