@@ -239,7 +239,7 @@ def test_multiframe_rtdose_frames_become_slices():
     ds = pydicom.dcmread(path)
     frames = ds.pixel_array.astype(np.float64) * float(ds.DoseGridScaling)
     offsets = np.array([float(v) for v in ds.GridFrameOffsetVector])
-    assert vol.shape == (10, 10, 15) and vol.meta["units"] == "Gy"
+    assert vol.shape == (10, 10, 15) and ds.DoseUnits == "RELATIVE" and vol.meta["units"] == "relative"
     # GridFrameOffsetVector runs along row × column cosine; the volume ascends along nibabel's normal
     order = np.argsort(-offsets)
     np.testing.assert_allclose(vol.data, np.moveaxis(frames[order], 0, -1))
@@ -389,6 +389,80 @@ def test_nifti_complex_and_nan_voxels_are_said(tmp_path):
     nib.save(nib.Nifti1Image(real, np.eye(4)), tmp_path / "n.nii")
     (vol,), _ = read_nifti(tmp_path / "n.nii")
     assert vol.data[0, 0, 0] == 0 and any("1 non-finite voxel" in w for w in vol.meta["warnings"])
+
+
+def test_dicom_inputs_a_newcomer_has(tmp_path, caplog):
+    """(audit 2026-12-07) A palette-colour file is refused, not read as grey levels; data.series=all
+    leaves out a series with no readable image and reconstructs the others (it stopped the run); a
+    series an earlier run wrote into the data folder is left out (a second run found two series);
+    RT Dose units follow DoseUnits; missing positions are warned as read."""
+    import logging
+
+    with pytest.raises(DicomError, match=r"PALETTE COLOR image: its values are indices into a colour table"):
+        read_dicom(get_testdata_file("examples_palette.dcm"))
+    mixed = tmp_path / "mixed"
+    write_series(mixed, n=2, uid="1.2.826.0.1.3680043.8.498.11")
+    colour = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
+    colour.save_as(mixed / "colour.dcm")
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        volumes, skipped = read_dicom(mixed, series="all")
+    assert [v.shape[2] for v in volumes] == [2] and any("colour image" in s["reason"] for s in skipped)
+    assert "the series is left out" in caplog.text
+    with pytest.raises(DicomError, match=r"no readable images in series .*\(colour image"):  # alone: the reason said
+        read_dicom(mixed / "colour.dcm")
+    # an earlier run's dicom/ output inside the data folder
+    data = tmp_path / "data"
+    files, _ = write_series(data, n=3)
+    (vol,), _ = read_dicom(data)
+    write_dicom_series(data / "dicom" / "s", vol.data, vol.affine, vol.headers, resolve_window("auto", vol),
+                       "ipsolve 0.1: dps reconstruction", "ipsolve dps ct", protected=vol.files)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        (again,), skipped = read_dicom(data)
+    assert again.shape[2] == 3 and [Path(s["file"]).parent.name for s in skipped] == ["s"] * 3
+    assert "written by an earlier ipsolve run" in caplog.text and caplog.text.count("skipping") == 0
+    ours = str(pydicom.dcmread(next((data / "dicom" / "s").iterdir())).SeriesInstanceUID)
+    assert read_dicom(data, series=ours)[0][0].shape[2] == 3  # asked for by its UID: read
+    assert read_dicom(data / "dicom" / "s")[0][0].shape[2] == 3  # its own folder: read
+    # RT Dose: DoseUnits says Gy or RELATIVE (pydicom's rtdose.dcm is RELATIVE: was reported as Gy)
+    dose = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    dose.DoseUnits = "GY"
+    dose.save_as(tmp_path / "gray.dcm")
+    assert read_dicom(tmp_path / "gray.dcm")[0][0].meta["units"] == "Gy"
+
+
+def test_nifti_headers_a_newcomer_has(tmp_path):
+    """(audit 2026-12-07) Size-1 dimensions after the 4th are dropped (ITK/ANTs write them; refused
+    before); summary.json's voxel sizes are millimetres whatever the file's units; a qform in another
+    space than the sform (its own code) is kept, moved to the output grid as the sform is."""
+    from ipsolve.io.sources import describe_volume
+
+    data = np.arange(6 * 6 * 3, dtype=np.float32).reshape(6, 6, 3)
+    nib.save(nib.Nifti1Image(data[..., None, None], np.eye(4)), tmp_path / "five.nii")
+    (vol,), _ = read_nifti(tmp_path / "five.nii")
+    np.testing.assert_array_equal(vol.data, data)
+    img = nib.Nifti1Image(data, np.diag([2000.0, 2000.0, 3000.0, 1.0]))
+    img.header.set_xyzt_units("micron")
+    nib.save(img, tmp_path / "micron.nii")
+    (vol,), _ = read_nifti(tmp_path / "micron.nii")
+    assert describe_volume(vol)["voxel_sizes_mm"] == [2.0, 2.0, 3.0]
+    scanner = np.diag([1.0, 1.0, 2.0, 1.0])
+    aligned = scanner.copy()
+    aligned[:3, 3] = [10.0, 20.0, 30.0]
+    two = nib.Nifti1Image(data, aligned)
+    two.set_qform(scanner, code=1)
+    two.set_sform(aligned, code=2)
+    nib.save(two, tmp_path / "two.nii")
+    (vol,), _ = read_nifti(tmp_path / "two.nii")
+    moved = resized_affine(vol.affine, (1, 1, 4), 8, 1)  # a crop, a resize and a first slice
+    out = nib.load(write_nifti(tmp_path / "out.nii.gz", np.zeros((8, 8, 2)), moved,
+                               "ipsolve: a description longer than the header's 79 characters; window [-861, 785]",
+                               template=vol.headers[0]))
+    assert int(out.header["sform_code"]) == 2 and int(out.header["qform_code"]) == 1
+    np.testing.assert_allclose(out.get_sform(), moved, atol=1e-5)
+    np.testing.assert_allclose(out.get_qform(), scanner @ np.linalg.inv(aligned) @ moved, atol=1e-5)
+    assert out.header["descrip"].tobytes().decode().rstrip("\x00") == \
+        "ipsolve: a description longer than the header's 79 characters"  # cut between parts
 
 
 def test_input_inside_the_run_folder_is_found(tmp_path):
@@ -771,7 +845,9 @@ def test_readme_dicom_command(tmp_path):
     # a run directory inside the input folder: its own DICOM output is not a second input series on a rerun
     for _ in range(2):
         res = reconstruct_volumes(folder, "dicom", folder / "run", solver=CHEAP_DPS, write_dicom=True)
-    assert res.summary["num_resumed"] == 1 and len(read_dicom(folder, series="all")[0]) == 2
+    assert res.summary["num_resumed"] == 1
+    volumes, skipped = read_dicom(folder, series="all")  # (read elsewhere, the output is left out, named)
+    assert len(volumes) == 1 and any("earlier ipsolve run" in s["reason"] for s in skipped)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["inputs"]["volumes"]["CT_series1"]["window"] == pytest.approx(
         [summary["volumes"]["CT_series1"]["window"]["lo"], summary["volumes"]["CT_series1"]["window"]["hi"]])

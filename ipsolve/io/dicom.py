@@ -157,6 +157,11 @@ def _pixels(ds, path: Path) -> np.ndarray:
     if int(getattr(ds, "SamplesPerPixel", 1)) != 1:
         raise ValueError(f"colour image ({ds.SamplesPerPixel} samples per pixel, {getattr(ds, 'PhotometricInterpretation', '?')}); "
                          f"ipsolve reads grey-scale (one sample) DICOM images")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "") or "MONOCHROME2").upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):  # PALETTE COLOR: one sample, but an index into a colour table
+        raise ValueError(f"{photometric} image: its values are "
+                         f"{'indices into a colour table' if photometric == 'PALETTE COLOR' else 'no grey levels'}, not "
+                         f"intensities; ipsolve reads grey-scale (MONOCHROME1/MONOCHROME2) DICOM images")
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     arr = np.asarray(arr)
     if frames == 1 and arr.ndim == 2:
@@ -239,6 +244,30 @@ def _describe(series: dict) -> str:
         parts.append(repr(lab["description"]))
     parts.append(f"{len(series['files'])} file(s)")
     return f"{lab['uid']} ({', '.join(parts)})"
+
+
+OWN_OUTPUT = "ipsolve "  # how the DerivationDescription of a series ipsolve wrote begins (write_dicom_series)
+
+
+def _drop_own_output(groups: "OrderedDict[str, dict]", skipped: list, path: Path) -> None:
+    """Leave out series an earlier ipsolve run wrote (ImageType DERIVED, DerivationDescription
+    "ipsolve …": a run's ``dicom/`` output saved inside the data folder) where the folder holds
+    others; they are named in ``skipped`` and the log.  Only they: read as asked
+    (``data.series=UID`` or their own folder)."""
+    def own(group):
+        ds = group["datasets"][0]
+        image_type = [str(t).upper() for t in (getattr(ds, "ImageType", None) or [])]
+        return "DERIVED" in image_type and str(getattr(ds, "DerivationDescription", "")).startswith(OWN_OUTPUT)
+
+    ours = [uid for uid, g in groups.items() if own(g)]
+    if not ours or len(ours) == len(groups):
+        return
+    for uid in ours:
+        group = groups.pop(uid)
+        log.warning("%s: leaving out series %s, written by an earlier ipsolve run (its dicom/ output); "
+                    "data.series=%s reads it", path, _describe(group), uid)
+        skipped += [{"file": str(f), "reason": "written by an earlier ipsolve run (its dicom/ output)"}
+                    for f in group["files"]]
 
 
 def _choose(groups: "OrderedDict[str, dict]", series, path: Path) -> list[dict]:
@@ -349,7 +378,9 @@ def _assemble(series: dict, name: str) -> Volume:
     head = slices[0]["header"]
     modality = str(getattr(head, "Modality", "") or "")
     rescale_type = str(getattr(head, "RescaleType", "") or "")
-    units = "HU" if modality == "CT" or rescale_type == "HU" else ("Gy" if modality == "RTDOSE" else rescale_type)
+    dose_units = str(getattr(head, "DoseUnits", "") or "GY").upper()  # GY or RELATIVE (RT Dose module)
+    units = "HU" if modality == "CT" or rescale_type == "HU" else (
+        ("Gy" if dose_units == "GY" else dose_units.lower()) if modality == "RTDOSE" else rescale_type)
     meta = {"modality": modality, "units": units, "series_uid": series["label"]["uid"],
             "series_number": series["label"]["number"], "series_description": series["label"]["description"],
             "ordered_by": order_by, "warnings": warnings,
@@ -394,9 +425,13 @@ def read_dicom(path, series=None, exclude=()) -> tuple[list[Volume], list[dict]]
     if not groups:
         detail = "; ".join(f"{Path(s['file']).name}: {s['reason']}" for s in skipped[:5])
         raise DicomError(f"no DICOM images in {path}" + (f" ({detail}{', ...' if len(skipped) > 5 else ''})" if skipped else ""))
+    unread = len(skipped)  # files skipped before any pixel data was read (logged at the end; later ones as they go)
+    if series in (None, "", "all"):
+        _drop_own_output(groups, skipped, path)
     volumes, taken = [], set()
-    for group in _choose(groups, series, path):
-        group["slices"] = []
+    chosen = _choose(groups, series, path)
+    for group in chosen:
+        group["slices"], reasons = [], []
         for f, ds in zip(group["files"], group["datasets"]):
             try:
                 group["slices"] += _slices_of(ds, f)
@@ -404,14 +439,21 @@ def read_dicom(path, series=None, exclude=()) -> tuple[list[Volume], list[dict]]
                 raise
             except ValueError as err:
                 skipped.append({"file": str(f), "reason": str(err)})
+                reasons.append(str(err))
                 log.warning("skipping %s: %s", f, err)
         group.pop("datasets")
         if not group["slices"]:
-            raise DicomError(f"no readable images in series {_describe(group)} of {path}")
+            why = f"no readable images in series {_describe(group)} of {path} ({reasons[0] if reasons else 'no slices'})"
+            if len(chosen) == 1:
+                raise DicomError(why)
+            log.warning("%s: the series is left out", why)  # data.series=all: the readable series are reconstructed
+            continue
         volumes.append(_assemble(group, _name(group["label"], taken)))
-    for s in skipped:
-        if "broken" not in s["reason"]:
-            log.warning("skipping %s: %s", s["file"], s["reason"])
+    if not volumes:
+        raise DicomError(f"none of the {len(chosen)} series in {path} has readable images (each one's reason is in the "
+                         f"log above)")
+    for s in skipped[:unread]:
+        log.warning("skipping %s: %s", s["file"], s["reason"])
     return volumes, skipped
 
 

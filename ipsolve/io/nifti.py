@@ -60,6 +60,9 @@ def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
             continue
         if len(shape) == 2:
             shape = (*shape, 1)
+        squeezed = len(shape) > 4 and all(n == 1 for n in shape[4:])  # (x, y, z, t, 1, …): ITK/ANTs write these
+        while len(shape) > 3 and shape[-1] == 1 and (squeezed or len(shape) > 4):
+            shape = shape[:-1]
         if len(shape) == 3:
             if volume not in (0, None):
                 raise ValueError(f"{f.name} is 3-D {tuple(shape)}: it has one volume, data.volume={volume} asks for another")
@@ -72,7 +75,11 @@ def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
         else:
             raise ValueError(f"{f.name} has {len(shape)} dimensions {tuple(shape)}; ipsolve reads 3-D and 4-D NIfTI")
         try:
-            data = np.asarray(img.dataobj[..., index] if index is not None else img.dataobj)
+            if squeezed:  # size-1 dimensions after the 4th
+                data = np.asarray(img.dataobj).reshape(shape)
+                data = data[..., index] if index is not None else data
+            else:
+                data = np.asarray(img.dataobj[..., index] if index is not None else img.dataobj)
             slope, inter = img.dataobj.slope, img.dataobj.inter  # the proxy already applied them
         except Exception as err:  # noqa: BLE001
             skipped.append({"file": str(f), "reason": f"broken NIfTI data ({type(err).__name__}: {err})"})
@@ -108,7 +115,9 @@ def write_nifti(path, values: np.ndarray, affine: np.ndarray, description: str =
                 protected=()) -> Path:
     """Write ``values`` (float32) with ``affine`` to ``path`` (``.nii`` or ``.nii.gz``), under a
     temporary name then renamed; units and codes copied from ``template`` (an input NIfTI header)
-    when given, else millimetres and the scanner-based sform/qform (NIfTI code 1).  A ``path`` that
+    when given, else millimetres and the scanner-based sform/qform (NIfTI code 1).  ``affine`` is the
+    template's own affine (its sform) moved to the output grid; a template whose qform is another
+    space (its own code) keeps it, moved alike: ``q_out = q_in · s_in⁻¹ · affine``.  A ``path`` that
     is one of ``protected`` raises ValueError before anything is written."""
     nib = require("nibabel")
     path = Path(path)
@@ -124,8 +133,18 @@ def write_nifti(path, values: np.ndarray, affine: np.ndarray, description: str =
     else:
         hdr.set_xyzt_units("mm", "sec")
     img.set_sform(affine, code=code)
-    img.set_qform(affine, code=code)
-    hdr["descrip"] = description[:79].encode("ascii", "replace")
+    qform, qform_code = np.asarray(affine, dtype=np.float64), code
+    if template is not None and hasattr(template, "get_qform") and int(template["sform_code"]) \
+            and int(template["qform_code"]):
+        s_in, q_in = template.get_sform(), template.get_qform()
+        if not np.allclose(s_in, q_in, atol=1e-4):  # e.g. sform aligned (code 2), qform scanner (code 1)
+            qform = q_in @ np.linalg.inv(s_in) @ qform
+        qform_code = int(template["qform_code"])
+    img.set_qform(qform, code=qform_code)
+    # descrip holds 79 characters: cut at the last whole "; " part, not inside a value
+    text = description if len(description) <= 79 else (description[:79].rsplit("; ", 1)[0] if "; " in description[:79]
+                                                        else description[:79])
+    hdr["descrip"] = text.encode("ascii", "replace")
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
     tmp = path.with_name(f".{path.name[:-len(suffix)]}.tmp{suffix}")
     nib.save(img, str(tmp))

@@ -139,7 +139,9 @@ def _training_slices(path, size, window, series, volume, units=None):
 
 def describe_volume(v: Volume) -> dict:
     """What ``summary.json`` records about an input volume."""
-    return {"kind": v.kind, "shape": list(v.shape), "voxel_sizes_mm": v.voxel_sizes(),
+    # a NIfTI's affine is in its own spatial units (xyzt_units): micrometres, metres or mm
+    to_mm = {"micron": 1e-3, "meter": 1e3}.get(v.meta.get("spatial_units"), 1.0)
+    return {"kind": v.kind, "shape": list(v.shape), "voxel_sizes_mm": [s * to_mm for s in v.voxel_sizes()],
             "affine": np.round(v.affine, 6).tolist(), "files": [str(f) for f in v.files[:20]] +
             ([f"... {len(v.files) - 20} more"] if len(v.files) > 20 else []),
             **{k: val for k, val in v.meta.items() if k not in ("slice_files", "positions")}}

@@ -152,9 +152,11 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
                 log.info("%s", plans[0].warnings[0])
         else:
             items, plans = image_volume_items(data, prior, volumes)
-            for note in (w for plan in plans for w in plan.warnings if w.startswith("the window ")):
+            # what the input's reading found (no positions, a gap, complex or non-finite voxels) and the window's
+            # clipping: warned as read; the resize to the prior's size is the report's note only
+            for plan, note in ((p, w) for p in plans for w in p.warnings if not w.startswith("slices resized")):
                 if state.process_index == 0:
-                    log.warning("%s", note)
+                    log.warning("volume %s: %s", plan.name, note)
         for plan in plans:  # nothing may be written over an input, checked before any work
             check_not_inputs(output_paths(out, plan, samples, write_dicom), plan.files)
     except (ValueError, FileNotFoundError, MissingDependency) as err:
