@@ -27,9 +27,9 @@ def split_entries(m: int, fraction: float, generator: torch.Generator, observed:
     n_held = round(float(fraction) * len(candidates))
     if n_held < 1 or n_held >= len(candidates):
         least = 0.5 / len(candidates) if len(candidates) > 1 else None
-        raise ValueError(f"cannot hold out {fraction:g} of {len(candidates)} measurement entries (none would be held "
-                         f"out): " + (f"give a fraction of at least {least:.2g}, e.g. 0.2" if n_held < 1 and least
-                                      else "too few entries to split; use method='discrepancy'"))
+        raise ValueError(f"cannot hold out {fraction:g} of {len(candidates)} measurement entries: "
+                         + (f"none would be held out; give a fraction of at least {least:.2g}, e.g. 0.2"
+                            if n_held < 1 and least else "too few entries to split; use method='discrepancy'"))
     held = candidates[torch.randperm(len(candidates), generator=generator)[:n_held]].sort().values
     keep = torch.ones(m, dtype=torch.bool)
     keep[held] = False
