@@ -460,7 +460,7 @@ def test_science_audit_findings(tmp_path, monkeypatch):
     from ipsolve.io import save_image
 
     save_image(torch.zeros(1, 1, 32, 32), tmp_path / "sino.png")
-    with pytest.raises(ValueError, match=r"is a picture \(sino.png\); the measurements of operator 'ct' are data, read from .npy"):
+    with pytest.raises(ValueError, match=r"is a picture \(sino.png\); for operator 'ct' measurements are data, read from .npy"):
         load_measurement(Item("sino", path=tmp_path / "sino.png"), ct, prior)
     with pytest.raises(ValueError, match="equispaced mask takes every acceleration-th column: .* got 2.5"):
         MRI(acceleration=2.5, mask="equispaced")

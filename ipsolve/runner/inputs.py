@@ -211,8 +211,8 @@ def load_measurement(item: Item, operator, prior):
     elif item.path.suffix.lower() == ARRAY_SUFFIX:
         y = load_array(item.path)  # exact values, as the operator makes them
     elif not operator.measurement_is_image:  # a picture of a sinogram / k-space / |F| is a display, never the data
-        raise ValueError(f"measurement {item.name} is a picture ({item.path.name}); the measurements of "
-                         f"{operator_label(operator)} are data, read from .npy files (a run's measurement/*.npy), not from pictures "
+        raise ValueError(f"measurement {item.name} is a picture ({item.path.name}); for {operator_label(operator)} "
+                         f"measurements are data, read from .npy files (a run's measurement/*.npy), not from pictures "
                          f"(an equal-shaped one was used as the data)")
     else:
         y = load_image(item.path, channels=prior.channels)
