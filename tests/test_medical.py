@@ -179,6 +179,23 @@ def test_single_slice_affine_equals_nibabel_and_hu(tmp_path):
     np.testing.assert_array_equal(vol.data[:, :, 0], ds.pixel_array.astype(np.float64) - 1024)  # RescaleIntercept
 
 
+def test_what_reading_found_is_warned_as_read(tmp_path, caplog):
+    """docs/medical.md: without positions InstanceNumber orders the slices "and a warning says so" —
+    it was the report's note only (audit 2026-12-07)."""
+    import logging
+
+    files, _ = write_series(tmp_path / "s", n=2, oblique=False)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        del ds.ImagePositionPatient
+        ds.save_as(f)
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        run = reconstruct_volumes(tmp_path / "s", "dicom", tmp_path / "run", solver=CHEAP_DPS, operator="ct_sparse")
+    assert "no ImagePositionPatient/ImageOrientationPatient: slices ordered by InstanceNumber" in caplog.text
+    assert not any("slices resized" in r.getMessage() for r in caplog.records)  # the resize stays a report note
+    assert any("slices resized" in w for w in run.summary["volumes"]["CT_series1"]["warnings"])
+
+
 def test_corrupt_dicom_files_are_skipped_with_their_name(tmp_path):
     files, expected = write_series(tmp_path / "s", n=4, oblique=False)
     (tmp_path / "s" / "notes.dcm").write_bytes(b"not a dicom file at all")
