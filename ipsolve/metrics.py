@@ -24,6 +24,19 @@ def _to01(x: torch.Tensor) -> np.ndarray:
 
 
 def _check_pair(x, ref):
+    """Two float ``(B, C, H, W)`` tensors of one shape, the reference on [-1, 1] (a reconstruction or
+    an initial guess beyond it is clamped: scored as shown): else one line saying what is expected."""
+    for name, t in (("x", x), ("ref", ref)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"metrics take torch tensors (B, C, H, W) on [-1, 1]; {name} is a {type(t).__name__} "
+                            f"(torch.from_numpy(...))")
+        if not t.is_floating_point():
+            raise TypeError(f"metrics take float images on [-1, 1]; {name} has dtype {t.dtype} (from uint8: "
+                            f"x.float() / 127.5 - 1)")
+    top = float(ref.detach().abs().amax()) if ref.numel() else 0.0
+    if top > 1.0 + 1e-3:  # [0, 255] images scored as if on [-1, 1] came out 20 dB off, unsaid
+        raise ValueError(f"ref has values up to {top:.4g}: metrics take images on [-1, 1] (from [0, 255]: "
+                         f"x / 127.5 - 1; from [0, 1]: 2·x - 1)")
     if x.shape != ref.shape or x.ndim != 4:
         raise ValueError(f"metrics need two (B, C, H, W) tensors of the same shape, got {tuple(x.shape)} "
                          f"and {tuple(ref.shape)}")
@@ -43,6 +56,8 @@ def ssim(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     from skimage.metrics import structural_similarity
 
     _check_pair(x, ref)
+    if min(x.shape[-2:]) < 7:
+        raise ValueError(f"SSIM needs images of at least 7×7 pixels (its window), got {x.shape[-2]}x{x.shape[-1]}")
     a, b = _to01(x), _to01(ref)
     return torch.tensor([structural_similarity(r, i, data_range=1.0, channel_axis=0) for i, r in zip(a, b)])
 

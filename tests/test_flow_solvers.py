@@ -90,6 +90,7 @@ def test_dflow_fits_the_observed_pixels_and_samples_the_rest():
     res = solve(y, op, prior, solver, sigma=SIGMA, generator=gens(n), callback=lambda i, state: calls.append(i))
     # the progress log's budget bounds the callbacks (it read the ODE's `steps`: "iteration 200/6")
     assert 0 < len(calls) <= iteration_budget(solver) == 3 * (12 + 2)
+    assert calls == list(range(len(calls)))  # step indices, as every solver's (were evaluations summed over the batch)
     emp = res.x.double().flatten(1)
     assert (emp[:, observed] - y1.double().flatten()[observed]).abs().max() < 2e-3
     ratio = emp.std(0) / cov.diagonal().sqrt()

@@ -141,3 +141,28 @@ def test_npy_arrays_images_and_measurement_folders(tmp_path):
     np.save(tmp_path / "c.npy", np.zeros((8, 8), dtype=np.complex64))
     with pytest.raises(ValueError, match="expected real numbers"):
         load_array(tmp_path / "c.npy")
+
+
+def test_newcomers_inputs_to_metrics_and_image_files(tmp_path):
+    """(audit 2026-12-07) [0, 255] or uint8 images scored as if on [-1, 1] came out 20 dB off unsaid; a
+    numpy array and a 5-px SSIM were raw library errors; ``save_image`` to ``.npy`` wrote a TIFF under
+    that name; a channels-last ``.npy`` was read as 32 channels of 3-px images."""
+    import numpy as np
+
+    x = torch.linspace(-1, 1, 2 * 32 * 32).reshape(2, 1, 32, 32)
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    with pytest.raises(ValueError, match=r"ref has values up to 255: metrics take images on \[-1, 1\] \(from \[0, 255\]"):
+        metrics.psnr((noisy + 1) * 127.5, (x + 1) * 127.5)
+    with pytest.raises(TypeError, match="has dtype torch.uint8"):
+        metrics.psnr(((noisy + 1) * 127.5).to(torch.uint8), ((x + 1) * 127.5).to(torch.uint8))
+    with pytest.raises(TypeError, match="x is a ndarray"):
+        metrics.psnr(noisy.numpy(), x)
+    with pytest.raises(ValueError, match="SSIM needs images of at least 7×7 pixels"):
+        metrics.ssim(noisy[..., :5, :5], x[..., :5, :5])
+    metrics.psnr(noisy * 1.2, x)  # a reconstruction beyond [-1, 1] is scored clamped, as shown
+    save_image(x[:1], tmp_path / "exact.npy")
+    assert np.load(tmp_path / "exact.npy").shape == (1, 32, 32)
+    torch.testing.assert_close(load_image(tmp_path / "exact.npy"), x[:1], atol=1e-6, rtol=0)  # float, not 8-bit
+    np.save(tmp_path / "hwc.npy", np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match=r"channels last \(H, W, C\); ipsolve's arrays are \(C, H, W\)"):
+        load_image(tmp_path / "hwc.npy")

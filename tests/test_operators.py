@@ -403,3 +403,54 @@ def test_blur_with_your_own_kernel(tmp_path, caplog):
             make_operator("blur", kernel=bad)
     with pytest.raises(FileNotFoundError, match="no file"):
         make_operator("blur", kernel=str(tmp_path / "missing.npy"))
+
+
+def test_a_users_operator_is_checked_before_the_solve():
+    """(audit 2026-12-07) README's "Your own forward model": a wrong ``output_shape``, an ``apply`` that
+    is not differentiable, ``is_linear`` on a nonlinear map and a missing ``apply`` were torch errors
+    deep inside a solver (or, for is_linear, a silently wrong CG solve); each is now one line."""
+    import torch.nn.functional as F
+
+    import ipsolve
+    from ipsolve.operators import Operator
+
+    prior = ipsolve.load_prior("gaussian", image_size=8)
+    y = torch.zeros(1, 1, 4, 4)
+
+    class NoShape(Operator):  # output_shape forgotten: the default says y has the image's shape
+        is_linear = True
+
+        def apply(self, x):
+            return F.avg_pool2d(x, 2)
+
+    class Detached(NoShape):
+        def output_shape(self, shape):
+            return (*shape[:2], shape[2] // 2, shape[3] // 2)
+
+        def apply(self, x):
+            return torch.from_numpy(x.detach().numpy()[..., ::2, ::2].copy())
+
+    class Squared(Detached):
+        def apply(self, x):
+            return F.avg_pool2d(x, 2) ** 2
+
+    class Nothing(Detached):
+        apply = Operator.apply
+
+    solver = ipsolve.make_solver("dps", steps=2, progress=False)
+    for op, message in ((NoShape(), r"NoShape.apply gives \(1, 1, 4, 4\) for images \(1, 1, 8, 8\), but "
+                                    r"NoShape.output_shape says \(1, 1, 8, 8\)"),
+                        (Detached(), r"Detached.apply is not differentiable"),
+                        (Squared(), r"Squared sets is_linear = True, but A\(a \+ b\) differs"),
+                        (Nothing(), r"Nothing must implement apply\(x\)")):
+        with pytest.raises((ValueError, NotImplementedError), match=message):
+            ipsolve.solve(y, op, prior, solver, sigma=0.01)
+    with pytest.raises(TypeError, match=r"callback must take two arguments, callback\(step, state\)"):
+        ipsolve.solve(y, Squared.__base__(), prior, solver, sigma=0.01, callback=lambda i: None)
+    with pytest.raises(TypeError, match=r"mask must be 'random', 'box' or the path of a mask image .* got a Tensor"):
+        ipsolve.make_operator("inpainting", mask=torch.ones(8, 8))
+    for bad in (0, 1.0, 2, -0.5):
+        with pytest.raises(ValueError, match=r"box_fraction must be a fraction in \(0, 1\)"):
+            ipsolve.make_operator("inpainting", mask="box", box_fraction=bad)
+    with pytest.raises(TypeError, match=r"load_prior\('gaussian'\) has no option 'size'; its options: image_size, "):
+        ipsolve.load_prior("gaussian", size=16)

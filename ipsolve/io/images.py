@@ -28,6 +28,9 @@ def load_array(path) -> torch.Tensor:
         arr = arr[0]
     if arr.ndim == 2:
         arr = arr[None]
+    if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] not in (1, 3, 4):  # read as C = H, W = C
+        raise ValueError(f"{path} has shape {arr.shape}, channels last (H, W, C); ipsolve's arrays are (C, H, W): "
+                         f"np.save(path, np.moveaxis(a, -1, 0))")
     if arr.ndim != 3:
         raise ValueError(f"{path} has shape {arr.shape}; expected (H, W), (C, H, W) or (1, C, H, W)")
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
@@ -182,14 +185,27 @@ def image_size(path) -> tuple[int, int] | None:
 
 
 def save_image(x: torch.Tensor, path) -> Path:
-    """Write ``(1,C,H,W)`` / ``(C,H,W)`` in [-1, 1] as an 8-bit image, atomically
-    (temporary name, then rename) so that an interrupted run never leaves a truncated file."""
+    """Write ``(1,C,H,W)`` / ``(C,H,W)`` / ``(H,W)`` in [-1, 1] as an 8-bit image, or to a ``.npy``
+    path its exact float32 values ``(C,H,W)`` (what :func:`load_image` reads back unchanged; it was
+    written as a TIFF under that name), atomically (temporary name, then rename) so that an
+    interrupted run never leaves a truncated file."""
     from skimage import io as skio
 
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"save_image takes a torch tensor (1, C, H, W) on [-1, 1], got {type(x).__name__}")
+    if x.ndim == 2:
+        x = x[None]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    skio.imsave(tmp, to_uint8(x), check_contrast=False)
+    if path.suffix.lower() == ARRAY_SUFFIX:
+        if x.ndim == 4 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 3:
+            raise ValueError(f"expected a single image (1, C, H, W), got shape {tuple(x.shape)}")
+        np.save(tmp, x.detach().float().cpu().numpy())
+    else:
+        skio.imsave(tmp, to_uint8(x), check_contrast=False)
     os.replace(tmp, path)
     return path
 

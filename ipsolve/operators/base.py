@@ -61,7 +61,7 @@ def assumed_sigma_note(sigma, operator=None) -> None:
     if sigma is ASSUMED_SIGMA:
         auto = operator is not None and operator.noise_estimate_note() is None
         warn("sigma not given: 0.01 assumed (the noise std of y on the [-1, 1] scale); the residual check, the "
-             "stopping rules and calibration depend on it — give sigma=" + (
+             "stopping rules and calibration depend on it — give sigma=<y's noise std>" + (
                  ' (or sigma="auto": estimated from this blurred y)' if auto else ""), InputWarning)
 
 

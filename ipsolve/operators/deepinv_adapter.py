@@ -45,7 +45,9 @@ class DeepinvOperator(Operator):
             from .base import InputWarning
 
             warn(f"the physics' noise model ({type(noise).__name__}) is not used: ipsolve adds Gaussian noise of std "
-                 f"sigma on y's [-1, 1] scale in measure(x, sigma), and solvers take sigma as given", InputWarning)
+                 f"sigma on y's scale as the physics computes it (image-domain physics: [0, 1], so a sigma is twice "
+                 f"the relative noise it is on ipsolve's own [-1, 1] operators) in measure(x, sigma), and solvers take "
+                 f"sigma as given", InputWarning)
         self.physics, self.lo, self.hi = physics, lo, hi
         self.complex_image, self.guess = complex_image, initial_guess
         self.is_linear = isinstance(physics, deepinv.physics.LinearPhysics)

@@ -66,9 +66,16 @@ class Inpainting(Operator):
                 raise ValueError(f"missing=[lo, hi] (a per-image missing fraction) needs mask='random', got {shown(mask)}")
         elif not isinstance(missing, (int, float)) or not 0.0 <= missing < 1.0:
             raise ValueError(f"missing must be a fraction in [0, 1), got {shown(missing)}")
+        if not isinstance(mask, (str, Path)):  # (a tensor's repr filled the message)
+            raise TypeError(f"mask must be 'random', 'box' or the path of a mask image (.png, .npy: 1 = observed), "
+                            f"got a {type(mask).__name__}; save a mask array with np.save('mask.npy', m) and give "
+                            f"its path")
         if mask not in ("random", "box") and not Path(str(mask)).is_file():
             raise FileNotFoundError(f"mask must be 'random', 'box' or the path of a mask image; "
                                     f"no file at {mask!r}")
+        if isinstance(box_fraction, bool) or not isinstance(box_fraction, (int, float)) or not 0 < box_fraction < 1:
+            raise ValueError(f"box_fraction must be a fraction in (0, 1) (the hole's side per image side), got "
+                             f"{shown(box_fraction)}")
         self.kind, self.missing, self.box_fraction, self.seed = mask, missing, box_fraction, seed
         self.params = {"mask": mask, "missing": missing, "seed": seed}
         self.register_buffer("mask", None)

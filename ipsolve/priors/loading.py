@@ -61,8 +61,15 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs) -> Prior:
     check_device(device)
     speed = {"channels_last": "auto", **{k: kwargs.pop(k) for k in SPEED_OPTIONS if k in kwargs}}
     if source in ("gaussian", "gmm"):
+        import inspect
+
         from .analytic import make_analytic_prior
 
+        options = [k for k in inspect.signature(make_analytic_prior).parameters if k != "name"]
+        unknown = [k for k in kwargs if k not in options]
+        if unknown:  # (a raw "unexpected keyword argument" before)
+            raise TypeError(f"load_prior({source!r}) has no option {unknown[0]!r}{did_you_mean(unknown[0], options)}; "
+                            f"its options: {', '.join(options)} (image_size: the side in pixels, default 4)")
         prior = make_analytic_prior(source, **kwargs)
     elif source.startswith("bundled:"):
         name = source.split(":", 1)[1]

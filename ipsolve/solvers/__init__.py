@@ -99,6 +99,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if not isinstance(prior, Prior):
         raise TypeError(f"prior must be an ipsolve Prior (load_prior(...)), got {type(prior).__name__}")
     solver.check(operator, prior)
+    check_callback(callback)
     assumed_sigma_note(sigma, operator)
     y, sigma = check_inputs(y, operator, prior, sigma)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -150,6 +151,25 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     finally:
         solver._penalty = None
     return finish(result, y, prior, solver, sigma, calibration)
+
+
+def check_callback(callback) -> None:
+    """``callback(step, state)`` (README): a callable taking those two — said before the solve, not
+    as a TypeError after its first step."""
+    if callback is None:
+        return
+    if not callable(callback):
+        raise TypeError(f"callback must be a function callback(step, state) called after each step, got "
+                        f"{shown(callback)}")
+    import inspect
+
+    try:
+        inspect.signature(callback).bind(0, {})
+    except TypeError:
+        raise TypeError("callback must take two arguments, callback(step, state): the step's index and a dict with "
+                        "'x' (the estimate)") from None
+    except ValueError:  # a builtin without a signature: taken as given
+        pass
 
 
 def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma: float, calibration=None) -> Result:

@@ -259,6 +259,7 @@ class DFlow(Solver):
         bar = tqdm(desc=self.name, disable=not self.show_progress, leave=False)
         for th in threads:
             th.start()
+        step = 0  # the batched network evaluations so far: the callback's step index (0, 1, …, as other solvers')
         try:
             while True:
                 batch = coord.gather()
@@ -283,7 +284,8 @@ class DFlow(Solver):
                     evals[i] += 1
                 bar.update(1)
                 if callback is not None:
-                    callback(sum(evals), {"x": image.detach(), "loss": loss.detach()})
+                    callback(step, {"x": image.detach(), "loss": loss.detach()})
+                step += 1
                 coord.answer(answers)
         except BaseException as err:
             coord.abort(err)

@@ -23,6 +23,41 @@ def is_builtin(operator: Operator) -> bool:
     return type(operator).__module__.startswith("ipsolve.")
 
 
+def check_user_operator(operator: Operator, image_shape, device) -> None:
+    """Your own operator (README, "Your own forward model"), on one random image batch: ``apply``
+    exists and gives ``output_shape``'s shape, it is differentiable (solvers backpropagate through
+    A), and one that sets ``is_linear`` is additive, ``A(a+b) − A(a) − A(b) + A(0) = 0`` (an affine
+    map passes) — each a torch error or a silently wrong solve deep inside a solver before."""
+    name = type(operator).__name__
+    gen = torch.Generator().manual_seed(0)
+    a, b = ((torch.rand(tuple(image_shape), generator=gen) * 2 - 1).to(device) for _ in range(2))
+    expected = tuple(operator.output_shape(tuple(image_shape)))
+    with torch.enable_grad():
+        probe = a.clone().requires_grad_()
+        try:
+            out = operator.apply(probe)
+        except NotImplementedError:
+            raise NotImplementedError(f"{name} must implement apply(x): the forward model A on (B, C, H, W) images "
+                                      f"in [-1, 1], written with torch operations") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{name}.apply gives {got} for images {tuple(image_shape)}, but {name}.output_shape says "
+                         f"{expected}: output_shape must return the shape apply gives (y is always (B, C, H, W))")
+    if not out.requires_grad:
+        raise ValueError(f"{name}.apply is not differentiable (its output carries no gradient: a .numpy(), .detach() "
+                         f"or .item() inside?): solvers backpropagate through A, so write it with torch operations")
+    if operator.is_linear:
+        with torch.no_grad():
+            zero = operator.apply(torch.zeros_like(a))
+            fa, fb = operator.apply(a), operator.apply(b)
+            gap = float((operator.apply(a + b) - fa - fb + zero).abs().amax())
+            size = max(float(fa.abs().amax()), float(fb.abs().amax()), 1e-12)
+        if gap > 1e-3 * size:
+            raise ValueError(f"{name} sets is_linear = True, but A(a + b) differs from A(a) + A(b) − A(0) by "
+                             f"{gap / size:.3g} of |A(a)| on random images: set is_linear = False (solvers then use "
+                             f"no adjoint or pseudo-inverse), or make apply linear")
+
+
 def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, float]:
     """``(y as float32 on the prior's device, sigma as a float)`` once ``y`` is a floating
     ``(B, C, H, W)`` tensor of the operator's measurement shape for the prior's images, within the
@@ -41,6 +76,8 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
     y = y.to(prior.device, torch.float32)
     operator.to(prior.device)
     image_shape = (y.shape[0], *prior.shape)
+    if not is_builtin(operator):
+        check_user_operator(operator, image_shape, y.device)
     operator.check_measurement(y, image_shape)
     name = type(operator).__name__
     if operator.is_linear and tuple(operator.input_shape(tuple(y.shape))) != image_shape:
