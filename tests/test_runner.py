@@ -767,3 +767,40 @@ def test_api_tensors_of_another_channel_count_are_converted_like_files():
     fast = {"name": "dps", "steps": 2}
     run = ipsolve.reconstruct(colour, operator="super_resolution", solver=fast, progress=False, metrics=["psnr"])
     assert run.x.shape == (1, 1, 32, 32) and "converted to grey" in run.summary["warnings"][0]
+
+
+def test_uncertainty_outputs_a_newcomer_reads(tmp_path):
+    """(audit 2026-12-07) With ``select=residual`` ``mean/`` held the chosen sample, not the mean; at
+    σ = 0 the initial guess's and the samples' residuals came out ~10¹⁰ (the result's was n/a);
+    ``review_below`` took NaN, inf and positive values (non-standard JSON, every image flagged); a
+    solver that draws no randomness gave k identical samples and a std of 0 unsaid."""
+    import numpy as np
+
+    import ipsolve
+    from ipsolve.runner import RunError
+    from ipsolve.solvers.sampling import IdenticalSamplesWarning
+
+    fast = {"name": "dps", "steps": 3, "rescale_zeta": True}
+    run = ipsolve.reconstruct("bundled:phantom", solver=fast, max_images=1, samples=2, select="residual",
+                              output_dir=tmp_path / "sel", metrics=["psnr"], progress=False)
+    rec = run.records[0]
+    mean = ipsolve.io.load_image(tmp_path / "sel" / rec["outputs"]["mean"])
+    picks = [ipsolve.io.load_image(tmp_path / "sel" / rec["outputs"][f"samples/_s{j}"]) for j in range(2)]
+    assert (mean - (picks[0] + picks[1]) / 2).abs().max() <= 2 / 255 + 1e-6  # the mean (8-bit), not a sample
+    assert not torch.equal(mean, picks[rec["info"]["selected_sample"]])
+    zero = ipsolve.reconstruct("bundled:phantom", solver=fast, max_images=1, samples=2, sigma=0.0,
+                               output_dir=tmp_path / "zero", metrics=["psnr"], progress=False)
+    info = zero.records[0]
+    assert info["info"]["residual"] is None and info["info"]["sample_residuals"] is None
+    assert info["initial_residual"] is None
+    for bad in (float("nan"), float("inf"), 0.5):
+        with pytest.raises(RunError, match=r"review_below must be a finite number <= 0"):
+            ipsolve.reconstruct("bundled:phantom", solver=fast, max_images=1, review_below=bad)
+    op = ipsolve.make_operator("super_resolution", scale=4)
+    y = op.measure(ipsolve.datasets.heldout_phantoms(1, 32), 0.01, generator=0)
+    flow = ipsolve.load_prior("bundled:phantom-flow")
+    with pytest.warns(IdenticalSamplesWarning, match="the 2 samples are identical"):
+        res = ipsolve.solve(y, op, flow, ipsolve.make_solver("dflow", steps=2, max_iter=1, lbfgs_iter=1,
+                                                            inversion="euler", inversion_steps=2, alpha=1.0,
+                                                            progress=False), sigma=0.01, samples=2)
+    assert float(res.std.amax()) == 0.0 and np.isfinite(res.info[0]["residual"])

@@ -313,8 +313,12 @@ class NaNAfter(Operator):
 
 
 def test_nan_during_optimisation_stops_and_returns_last_finite_iterate():
+    from ipsolve.solvers.inputs import check_user_operator
+
     prior = prior_of("bundled:phantom-ddpm")
-    op = NaNAfter(5)
+    probe = NaNAfter(10 ** 6)  # solve() first checks a user's operator: its calls come before the solver's
+    check_user_operator(probe, (2, *prior.shape), "cpu")
+    op = NaNAfter(5 + probe.calls)
     y = make_operator("super_resolution", scale=4)(HELD_OUT[:2])
     res = solve(y, op, prior, make_solver("dmplug", iterations=20, warm_start=0.25, ddim_steps=2, progress=False),
                 generator=gens(2))

@@ -232,7 +232,7 @@ def initial_residual(operator, y, init, sigma: float):
     from ..operators import BlindBlur
     from ..solvers.base import residual_ratio
 
-    if isinstance(operator, BlindBlur):
+    if isinstance(operator, BlindBlur) or sigma == 0:  # (σ = 0: no noise level to measure against, as the result's)
         return None
     with torch.no_grad():
         return residual_ratio(y, operator(init.to(y)), sigma).cpu()
@@ -320,7 +320,8 @@ def output_images(job: Job, x, y, init, kernels, i: int) -> dict:
 def sample_images(result, i: int, keep_arrays: bool = False) -> dict:
     """With k > 1 samples: ``mean/``, ``std/`` (colour-mapped, see :func:`std_image`; with
     ``keep_arrays`` also its values, ``std/<name>.npy``) and one file per sample (``samples/<name>_s<j>``)."""
-    images = {"mean": result.x[i:i + 1].detach().cpu(), "std": std_image(result.std[i:i + 1].detach().cpu())}
+    # mean/ is the samples' mean also where select=residual returned one sample as the reconstruction (recon/)
+    images = {"mean": result.samples[i:i + 1].mean(1).detach().cpu(), "std": std_image(result.std[i:i + 1].detach().cpu())}
     if keep_arrays:
         images["std_data"] = result.std[i:i + 1].detach().cpu()
     for j in range(result.samples.shape[1]):

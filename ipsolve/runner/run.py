@@ -91,9 +91,11 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     metrics = metric_names(metrics, lpips_net)
     seed = integer_setting("seed", seed, None, "the run's seed: each image's noise and solver seeds derive from it")
     grid_max = integer_setting("grid_max", grid_max, 0, "the most images in grid.png; 0: no grid")
-    if review_below is not None and (isinstance(review_below, bool) or not isinstance(review_below, (int, float))):
-        raise RunError(f"review_below must be a number (a reliability threshold; reliability is <= 0) or null, "
-                       f"got {shown(review_below)}")
+    if review_below is not None and (isinstance(review_below, bool) or not isinstance(review_below, (int, float))
+                                     or not math.isfinite(review_below) or review_below > 0):
+        # (NaN and inf reached summary.json as non-standard JSON; a positive threshold flagged every image)
+        raise RunError(f"review_below must be a finite number <= 0 (a reliability threshold; reliability is <= 0, 0 "
+                       f"the best) or null, got {shown(review_below)}")
     if review_coverage is not None and (isinstance(review_coverage, bool) or not isinstance(review_coverage, (int, float))
                                         or not 0 < review_coverage <= 1):
         raise RunError(f"review_coverage must be a fraction in (0, 1] (of the images accepted, most reliable first) "

@@ -7,7 +7,7 @@ import zlib
 
 import torch
 
-from ..notices import shown
+from ..notices import shown, warn
 from ..operators import BlindBlur
 from .base import Result, residual_ratio
 from .stopping import discrepancy_tau
@@ -24,6 +24,10 @@ def sample_generators(gens, j: int):
 
 
 SELECT = ("mean", "residual")
+
+
+class IdenticalSamplesWarning(UserWarning):
+    """``samples=k`` from a solver that drew no randomness: k equal samples, a std of 0."""
 
 
 def combine_samples(runs: list[Result], y, operator, sigma: float, select: str = "mean") -> Result:
@@ -44,6 +48,10 @@ def combine_samples(runs: list[Result], y, operator, sigma: float, select: str =
     best = per_sample.nan_to_num(float("inf")).argmin(1)
     samples = aligned_samples(torch.stack([r.x for r in runs], 1), best, operator)
     std = samples.std(1, unbiased=False)
+    if samples.shape[1] > 1 and float(std.amax()) == 0.0:
+        warn(f"the {samples.shape[1]} samples are identical: this solver draws no randomness with these settings, so "
+             f"std is 0 and says nothing about the uncertainty (a sampling solver such as dps or daps draws different "
+             f"samples)", IdenticalSamplesWarning)
     picked = best if select == "residual" else None
     x = samples.mean(1) if picked is None else samples[torch.arange(samples.shape[0]), picked.to(samples.device)]
     if picked is not None:
@@ -65,7 +73,8 @@ def combine_samples(runs: list[Result], y, operator, sigma: float, select: str =
                      "iterations": sum(p["iterations"] for p in per) / len(per),
                      "stop_reason": per[0]["stop_reason"] if len({p["stop_reason"] for p in per}) == 1 else
                      ",".join(p["stop_reason"] for p in per),
-                     "residual": float(residual[i]), "sample_residuals": [float(p["residual"]) for p in per],
+                     "residual": float(residual[i]),
+                     "sample_residuals": [float(p["residual"]) for p in per] if sigma > 0 else None,
                      "samples": len(runs), **({"selected_sample": int(picked[i])} if picked is not None else {})})
     kernels = [r.kernel for r in runs if r.kernel is not None]
     kernel = None
