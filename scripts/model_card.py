@@ -151,7 +151,8 @@ def gains(prior, images):
             x_t = prior.add_noise(images, t, z)
             est = prior.x0(x_t, torch.full((images.shape[0],), t))
             rows.append((f"t = {t} (noise std {float(((1 - a) / a).sqrt()):.2f})", x_t / a.sqrt(), est))
-    return [(lbl, float(psnr(n.clamp(-1, 1), images).mean()), float(psnr(e.clamp(-1, 1), images).mean()))
+    ref = images.clamp(-1, 1)  # latents reach beyond [-1, 1]: psnr clamped them itself, and now refuses them
+    return [(lbl, float(psnr(n.clamp(-1, 1), ref).mean()), float(psnr(e.clamp(-1, 1), ref).mean()))
             for lbl, n, e in rows]
 
 

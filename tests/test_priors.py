@@ -191,7 +191,8 @@ def denoising_gain(prior, images, t, seed=0):
     with torch.no_grad():
         x0 = prior.x0(x_t, torch.full((images.shape[0],), t))
     noisy = x_t / prior.alphas_cumprod[t].sqrt().float()
-    return float(psnr(x0.clamp(-1, 1), images).mean() - psnr(noisy.clamp(-1, 1), images).mean())
+    ref = images.clamp(-1, 1)  # (latents: psnr clamps the reference as it always did; it now refuses one beyond [-1, 1])
+    return float(psnr(x0.clamp(-1, 1), ref).mean() - psnr(noisy.clamp(-1, 1), ref).mean())
 
 
 def test_all_bundled_priors_present():

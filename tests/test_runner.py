@@ -802,5 +802,5 @@ def test_uncertainty_outputs_a_newcomer_reads(tmp_path):
     with pytest.warns(IdenticalSamplesWarning, match="the 2 samples are identical"):
         res = ipsolve.solve(y, op, flow, ipsolve.make_solver("dflow", steps=2, max_iter=1, lbfgs_iter=1,
                                                             inversion="euler", inversion_steps=2, alpha=1.0,
-                                                            progress=False), sigma=0.01, samples=2)
-    assert float(res.std.amax()) == 0.0 and np.isfinite(res.info[0]["residual"])
+                                                            progress=False), sigma=0.01, samples=np.int64(2))
+    assert float(res.std.amax()) == 0.0 and np.isfinite(res.info[0]["residual"])  # (np.int64 samples: was refused)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import numbers
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -370,7 +371,7 @@ def check_coupling(coupling, items: list[Item], solver) -> float | str:
 def integer_setting(name: str, value, minimum: int | None, meaning: str) -> int:
     """``value`` as an int, or one line naming the setting: a whole number (``2.0`` passes, ``1.5``
     and ``"abc"`` do not — a seed of 1.5 was silently 1) of at least ``minimum``."""
-    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and float(value).is_integer())  # numpy too
     if isinstance(value, bool) or not whole or (minimum is not None and value < minimum):
         bound = f" >= {minimum}" if minimum is not None else ""
         raise RunError(f"{name} must be an integer{bound} ({meaning}), got {shown(value)}")

@@ -3,6 +3,8 @@ loads its kernel prior from a source name on first use, so that ``make_solver("b
 from Python as on the command line — :meth:`~.dps.DPS.kernel_prior_for`)."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from ..calibration_settings import check_calibration_settings
@@ -102,8 +104,9 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     check_callback(callback)
     assumed_sigma_note(sigma, operator)
     y, sigma = check_inputs(y, operator, prior, sigma)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:  # (np.int64 too)
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {shown(samples)}")
+    samples = int(samples)
     if select not in SELECT:
         raise ValueError(f"select must be one of {', '.join(SELECT)}, got {shown(select)}")
     if select == "residual" and samples == 1:
