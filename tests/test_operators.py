@@ -437,12 +437,17 @@ def test_a_users_operator_is_checked_before_the_solve():
     class Nothing(Detached):
         apply = Operator.apply
 
+    class Breaks(Detached):
+        def apply(self, x):
+            return x @ torch.ones(3, 3)
+
     solver = ipsolve.make_solver("dps", steps=2, progress=False)
     for op, message in ((NoShape(), r"NoShape.apply gives \(1, 1, 4, 4\) for images \(1, 1, 8, 8\), but "
                                     r"NoShape.output_shape says \(1, 1, 8, 8\)"),
                         (Detached(), r"Detached.apply is not differentiable"),
                         (Squared(), r"Squared sets is_linear = True, but A\(a \+ b\) differs"),
-                        (Nothing(), r"Nothing must implement apply\(x\)")):
+                        (Nothing(), r"Nothing must implement apply\(x\)"),
+                        (Breaks(), r"Breaks.apply fails on the prior's images \(1, 1, 8, 8\): RuntimeError: ")):
         with pytest.raises((ValueError, NotImplementedError), match=message):
             ipsolve.solve(y, op, prior, solver, sigma=0.01)
     with pytest.raises(TypeError, match=r"callback must take two arguments, callback\(step, state\)"):

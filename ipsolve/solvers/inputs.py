@@ -39,6 +39,10 @@ def check_user_operator(operator: Operator, image_shape, device) -> None:
         except NotImplementedError:
             raise NotImplementedError(f"{name} must implement apply(x): the forward model A on (B, C, H, W) images "
                                       f"in [-1, 1], written with torch operations") from None
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:  # a torch error from the user's own code
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ValueError(f"{name}.apply fails on the prior's images {tuple(image_shape)}: "
+                             f"{type(err).__name__}: {first}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{name}.apply gives {got} for images {tuple(image_shape)}, but {name}.output_shape says "
