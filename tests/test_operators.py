@@ -459,3 +459,21 @@ def test_a_users_operator_is_checked_before_the_solve():
             ipsolve.make_operator("inpainting", mask="box", box_fraction=bad)
     with pytest.raises(TypeError, match=r"load_prior\('gaussian'\) has no option 'size'; its options: image_size, "):
         ipsolve.load_prior("gaussian", size=16)
+
+
+def test_messages_name_operators_as_users_do():
+    """``operator 'motion_blur'`` (make_operator's name), also for the restricted copy calibration
+    makes, and the class for your own operator — not ``MotionBlur`` / ``RestrictedMotionBlur``."""
+    import ipsolve
+    from ipsolve.operators import Operator
+    from ipsolve.operators.base import operator_label
+    from ipsolve.operators.restrict import restrict
+
+    op = ipsolve.make_operator("motion_blur")
+    assert operator_label(op) == "operator 'motion_blur'"
+    assert operator_label(restrict(op, torch.arange(10), (1, 32, 32))) == "operator 'motion_blur'"
+
+    class Mine(Operator):
+        pass
+
+    assert operator_label(Mine()) == "operator Mine"

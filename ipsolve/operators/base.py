@@ -72,8 +72,8 @@ def operator_label(operator) -> str:
     from . import OPERATORS
 
     cls = type(operator)
-    if cls.__name__.startswith("Restricted") and len(cls.__mro__) > 2:  # restrict.py's class for held-out entries
-        cls = cls.__mro__[2]
+    if cls.__module__ == f"{__package__}.restrict" and len(cls.__mro__) > 2:  # restrict.py's (held-out entries):
+        cls = cls.__mro__[2]  # (_Restricted, the operator's own class, ...)
     name = next((key for key, registered in OPERATORS.items() if cls is registered), None)
     if name is not None:
         return f"operator {name!r}"
