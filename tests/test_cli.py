@@ -87,7 +87,16 @@ def check_run_dir(run: Path, names: list[str], ground_truth=True):
     # 32 px images enlarged ×3 (nearest), 2 px gaps, a 14 px header naming the columns
     assert grid.shape[:2] == (14 + 2 + len(names) * 98, 2 + cols * 98)
     assert (grid[:14] < 128).any()  # the header has text
+    assert framed_in_red(grid, len(names), cols - 1) == [r["decision"] == "review" for r in rows]
     return summary
+
+
+def framed_in_red(grid, n_rows: int, column: int) -> list[bool]:
+    """Per row of a 32-px run's grid.png: whether the tile in ``column`` has a red frame (the
+    middle of its left padding; white when not flagged)."""
+    px = [grid[14 + i * 98 + 49, column * 98][:3] for i in range(n_rows)]
+    assert all(tuple(p) in ((255, 255, 255), (220, 0, 0)) for p in px), px
+    return [tuple(p) == (220, 0, 0) for p in px]
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +254,7 @@ def test_reconstruction_worse_than_the_initial_guess_is_flagged(tmp_path):
     assert "explains the measurement worse than the initial guess" in (run / "ipsolve.log").read_text()
     row = next(csv.DictReader(open(run / "metrics.csv")))
     assert row["worse_than_initial"] == "yes" and row["decision"] == "review"
+    assert framed_in_red(read_png(run / "grid.png"), 1, 3) == [True]  # truth | measurement | initial | recon
 
 
 def test_measurements_only(single_run, tmp_path):

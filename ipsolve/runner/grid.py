@@ -33,8 +33,12 @@ def kernel_image(k):
 GRID_MIN_SIDE = 96  # small images are enlarged (nearest neighbour, pixels stay visible) to at least this
 
 
-def labelled(grid, labels: Sequence[str], tile: int, pad: int):
-    """``grid`` (``(C, H, W)`` in [-1, 1]) with a white header naming each column, as an 8-bit PIL image."""
+REVIEW_FRAME = (220, 0, 0)  # the frame around a reconstruction flagged for review
+
+
+def labelled(grid, labels: Sequence[str], tile: int, pad: int, framed: Sequence[tuple[int, int]] = ()):
+    """``grid`` (``(C, H, W)`` in [-1, 1]) with a white header naming each column, as an 8-bit PIL image;
+    the tiles at ``framed`` (row, column) get a red frame in their padding (images flagged for review)."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
@@ -50,14 +54,19 @@ def labelled(grid, labels: Sequence[str], tile: int, pad: int):
         left = pad + j * (tile + pad)
         width = draw.textlength(text, font=font)
         draw.text((left + max((tile - width) / 2, 0), 1), text, fill="black", font=font)
+    for i, j in framed:
+        top, left = header + pad + i * (tile + pad), pad + j * (tile + pad)
+        draw.rectangle((left - pad, top - pad, left + tile + pad - 1, top + tile + pad - 1), outline=REVIEW_FRAME,
+                       width=pad)
     return np.asarray(canvas)
 
 
 def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, measurements: bool,
-               grid_max: int) -> None:
+               grid_max: int, decisions: dict | None = None) -> None:
     """``grid.png``: one row per image (the first ``grid_max``): [truth |] measurement | initial
     guess | reconstruction [| uncertainty, with samples], read back from the run directory; labelled columns, small images
-    enlarged (nearest) so that they can be seen."""
+    enlarged (nearest) so that they can be seen; reconstructions whose ``decisions`` entry is "review"
+    framed in red."""
     import math
     import os
 
@@ -87,7 +96,11 @@ def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, mea
     labels = (["truth"] if with_truth else []) + ["measurement", "initial guess", "reconstruction"]
     if any(len(r) > len(labels) for r in rows):
         labels.append("std (0-0.25)")
-    image = labelled(make_grid(rows, pad)[0], labels, prior.image_size * factor, pad)
+    column = labels.index("reconstruction")
+    framed = [(i, column) for i, rec in enumerate(shown) if (decisions or {}).get(rec["name"]) == "review"]
+    if framed:
+        labels[column] = "recon (red: review)"
+    image = labelled(make_grid(rows, pad)[0], labels, prior.image_size * factor, pad, framed)
     tmp = out / ".grid.tmp.png"
     skio.imsave(tmp, image, check_contrast=False)
     os.replace(tmp, out / "grid.png")

@@ -576,7 +576,7 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
         atomic_write_text(job.out / "risk_coverage.csv", curves)
         plot_risk_coverage(curves, job.out / "risk_coverage.png")
     atomic_write_text(job.out / "summary.json", json.dumps(summary, indent=1, default=str))
-    write_grid(job.out, records, items, job.prior, job.measurements, grid_max)
+    write_grid(job.out, records, items, job.prior, job.measurements, grid_max, summary["review"]["decisions"])
     kernel = getattr(job.operator, "kernel", None)
     blind_given = job.measurements and hasattr(job.operator, "kernel_size")  # its true kernel made nothing here
     if torch.is_tensor(kernel) and kernel.ndim == 2 and not blind_given:  # the blur that made or explains y
