@@ -1,9 +1,17 @@
-"""Tensors made inside solver loops without waiting for the device, and where a loop may read one."""
+"""Tensors made inside solver loops without waiting for the device, where a loop may read one, and seeded generators."""
 from __future__ import annotations
 
 import numbers
 
 import torch
+
+
+def seeded_generator(seed) -> torch.Generator:
+    """A CPU generator seeded with the int ``seed``, which torch takes in [-2⁶³, 2⁶⁴) (beyond: a one-line error
+    here, not torch's "Overflow when unpacking long long")."""
+    if not -2**63 <= int(seed) < 2**64:
+        raise ValueError(f"generator seed must be an integer in [-2**63, 2**64) (torch.Generator's range), got {int(seed)}")
+    return torch.Generator().manual_seed(int(seed))
 
 
 def host_reads_are_free(device) -> bool:

@@ -471,6 +471,11 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
                                      generator=[torch.Generator().manual_seed(s) for s in (3, 4)]).x)
     with pytest.raises(TypeError, match=r"a list of them \(or of int seeds\), or an int seed, got a list holding str"):
         solve(y, op, ddpm, dps, sigma=0.01, generator=[3, "4"])
+    for seed in (2**70, [3, 2**64]):  # torch's "Overflow when unpacking long long" before
+        with pytest.raises(ValueError, match=r"generator seed must be an integer in \[-2\*\*63, 2\*\*64\)"):
+            solve(y, op, ddpm, dps, sigma=0.01, generator=seed)
+    with pytest.raises(ValueError, match="generator seed must be an integer in"):
+        op.measure(x, sigma=0.01, generator=-2**63 - 1)
     with pytest.warns(InputWarning, match=r"\[-1, 1\] scale.*0.02"):
         op.measure(x, sigma=np.float32(2.55))
     with pytest.raises(ValueError, match="zeta must be a finite number >= 0"):

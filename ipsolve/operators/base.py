@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..notices import shown, warn
-from ..tensors import host_reads_are_free
+from ..tensors import host_reads_are_free, seeded_generator
 from .decomposition import Decomposition, NotDecomposable, not_decomposable, pinv_cg
 
 
@@ -251,7 +251,7 @@ class Operator(nn.Module):
         if generator is not None and not isinstance(generator, torch.Generator):
             if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
                 raise TypeError(f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}")
-            generator = torch.Generator().manual_seed(int(generator))
+            generator = seeded_generator(generator)
         check_image(x, "x", self.channels)
         if float(x.abs().amax()) > OTHER_SCALE:  # measure() is called once per batch, outside any loop
             raise ValueError(f"x has values up to {float(x.abs().amax()):.4g}: images are on [-1, 1] in ipsolve "

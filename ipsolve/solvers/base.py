@@ -14,6 +14,7 @@ from ..notices import bars_render, shown
 from ..operators import Operator
 from ..operators import BlindBlur
 from ..priors import LatentPrior, Prior
+from ..tensors import seeded_generator
 
 
 @dataclass
@@ -48,11 +49,11 @@ def generators_for(generator, batch: int) -> list[torch.Generator] | torch.Gener
         if bad:  # (an AttributeError deep in the solve before)
             raise TypeError(f"generator must be a torch.Generator, a list of them (or of int seeds), or an int seed, "
                             f"got a list holding {', '.join(sorted(set(bad)))}")
-        return [g if isinstance(g, torch.Generator) else torch.Generator().manual_seed(int(g)) for g in generator]
+        return [g if isinstance(g, torch.Generator) else seeded_generator(g) for g in generator]
     if isinstance(generator, bool):
         raise TypeError("generator must be a torch.Generator, a list of them (or of int seeds), or an int seed, got a bool")
     if isinstance(generator, numbers.Integral):  # int, numpy integers
-        return torch.Generator().manual_seed(int(generator))
+        return seeded_generator(generator)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, a list of them (or of int seeds), or an int seed, "
                         f"got {type(generator).__name__}")
