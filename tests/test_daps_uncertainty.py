@@ -2,6 +2,7 @@
 against the exact Gaussian posterior, samples=k, the reliability score and risk–coverage."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -152,8 +153,11 @@ def test_cli_samples_write_uncertainty_outputs(tmp_path):
     assert worse <= set(summary["review"]["flagged"]) and max(2, len(worse)) <= flagged <= 2 + len(worse)
     assert set(summary["review"]["risk_coverage"]) >= {"reliability", "feasibility", "disagreement", "prior_consistency"}
     assert (run / "risk_coverage.png").is_file() and (run / "risk_coverage.csv").is_file()
-    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"reliability", "reliability_reason", "decision"} <= set(header)
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert {"reliability", "reliability_reason", "decision"} <= set(rows[0])
+    for row in rows:  # the score is minus the sum of its terms, each in the csv (samples=2: all three present)
+        terms = [float(row[k]) for k in ("feasibility", "disagreement", "prior_consistency")]
+        assert float(row["reliability"]) == pytest.approx(-sum(terms), rel=1e-4, abs=1e-5)
     assert f"review: {flagged} of 3 image(s) flagged" in proc.stdout
 
 

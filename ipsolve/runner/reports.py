@@ -115,17 +115,20 @@ CSV_INFO = ("nfe", "iterations", "stop_reason", "residual")
 CSV_TIMES = ("seconds_per_image", "batch_seconds")
 
 
+RELIABILITY_TERMS = ("feasibility", "disagreement", "prior_consistency")  # the score's terms (solvers/sampling.py)
+
+
 def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
     """One row per image: metrics (with ground truth), solver statistics, the initial guess's
     residual and whether the reconstruction fits worse (``worse_than_initial``) or far from the noise
     level (``residual_warning``), times, the
-    reliability score and the accept / review decision, seeds."""
+    reliability score, its terms and the accept / review decision, seeds."""
     has_truth = any("metrics" in r for r in records)
     cols = ["name", "rank"]
     if has_truth:
         cols += list(METRICS) + [f"{m}_initial" for m in METRICS]
     cols += list(CSV_INFO) + ["initial_residual", "worse_than_initial", "residual_warning", *CSV_TIMES, "reliability",
-                              "reliability_reason", "decision", "seed_noise", "seed_solver"]
+                              *RELIABILITY_TERMS, "reliability_reason", "decision", "seed_noise", "seed_solver"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -144,7 +147,9 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
         row += [fmt(r.get("initial_residual")), "yes" if r.get("worse_than_initial") else "no",
                 "yes" if r.get("warning") else "no"]  # residual above 5σ√m (summary.json: residual_warnings)
         row += [fmt(r.get(k)) for k in CSV_TIMES]
-        row += [fmt(r["info"].get("reliability")), fmt(r["info"].get("reliability_reason")),
+        terms = r["info"].get("reliability_terms") or {}  # n/a: a term that needs what the run lacks (samples)
+        row += [fmt(r["info"].get("reliability")), *(fmt(terms.get(k)) for k in RELIABILITY_TERMS),
+                fmt(r["info"].get("reliability_reason")),
                 (decisions or {}).get(r["name"], "accept")]
         row += [r["seed"]["noise"], r["seed"]["solver"]]
         w.writerow(row)
