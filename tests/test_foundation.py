@@ -364,3 +364,45 @@ def test_second_foundation_audit_findings(folders, tmp_path, monkeypatch):
         load_prior(str(folders["sd"]), gradient_checkpoint=False, image_size=IMAGE_SIZE)
     with pytest.raises(ValueError, match=r"'sd3_meduim' is not a preset of conf/prior/ \(did you mean 'sd3_medium'\?\)"):
         ipsolve.load_prior("sd3_meduim", source=str(folders["sd3"]))
+
+
+def test_third_foundation_audit_findings(folders, tmp_path, monkeypatch):
+    """Audit 2026-12-07 (twenty-fifth session): ``prior.device=cpu`` was a raw TypeError; the README's
+    ``prior.source=sd15`` without that folder said "(did you mean 'sd15'?)" and named no place; the
+    offline message for a preset's hub id suggested ``prior=sd15`` for SD3/FLUX and a download
+    without the preset's ``--exclude``; the prior's load warnings (SD3 without T5) were on the console
+    only, not in summary.json; its local path was kept as typed; an unknown option's list left out
+    ``dtype`` and listed T5 options for SD."""
+    from ipsolve.runner.errors import RunError
+    from ipsolve.runner.settings import build_prior
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RunError, match=r"prior.device is not a prior setting: the run's device is the top-level device="):
+        build_prior({"source": str(folders["sd"]), "device": "cpu"})
+    with pytest.raises(RunError, match=rf"prior.source=sd15: no folder 'sd15' in {tmp_path}.*download with: hf download "
+                                       rf"stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir sd15"):
+        build_prior({"source": "sd15", "dtype": "bf16"})
+    with pytest.raises(RunError, match=r"`hf download black-forest-labs/FLUX.1-dev --local-dir flux-dev --exclude .*`, "
+                                       r"copy the folder flux-dev here and use it: ipsolve prior=flux_dev prior.source=flux-dev$"):
+        build_prior("flux_dev")
+    with pytest.raises(FileNotFoundError, match=r"use it: load_prior\('sd3_medium', source='sd3-medium'\)$"):
+        ipsolve.load_prior("sd3_medium")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) use_t55 .*options: gradient_checkpointing, .*, dtype, ") as err:
+        load_prior(str(folders["sd"]), use_t55=True, image_size=IMAGE_SIZE)
+    assert "use_t5," not in str(err.value) and "max_sequence_length" not in str(err.value)  # SD has no T5
+    with pytest.raises(ValueError, match=r"use the FLUX preset on it \(prior=flux_dev prior.source=.*load_prior\('flux_dev'"):
+        ipsolve.load_prior("sd3_medium", source=str(folders["flux"]), image_size=IMAGE_SIZE)
+    (tmp_path / "no_t5").symlink_to(folders["sd3_no_t5"], target_is_directory=True)
+    out = tmp_path / "run"
+    ipsolve.reconstruct("bundled:photo", "super_resolution", make_solver("fmplug", iterations=1, progress=False),
+                        {"source": "no_t5", "prompt": PROMPT, "image_size": IMAGE_SIZE}, out, sigma=0.01,
+                        max_images=1, progress=False, metrics=["psnr"])
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert any("no T5 text encoder" in w for w in summary["warnings"]), summary["warnings"]
+    assert summary["prior"]["path"] == str(folders["sd3_no_t5"].resolve())
+    assert summary["prior"]["source"] == "no_t5"  # (the fingerprinted record: as given)
+    assert summary["prior"]["memory_options"] == {"gradient_checkpointing": False, "vae_tiling": False,
+                                                              "vae_slicing": False}

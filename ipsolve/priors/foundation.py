@@ -271,9 +271,10 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
         if str(expected) not in known.split(", "):
             raise ValueError(f"family must be one of {known}, got {shown(expected)}")
         preset = {"Stable Diffusion": "sd15", "Stable Diffusion 3": "sd3_medium", "FLUX": "flux_dev"}[family.name]
-        raise ValueError(f"{root} holds a {family.name} pipeline, but these settings are for {expected} (its preset's "
-                         f"dtype, guidance and size): use prior={preset} prior.source={root}, or prior={root} with "
-                         f"your own settings")
+        raise ValueError(f"{root} holds a {family.name} pipeline, but these settings are for {expected} (family="
+                         f"{expected}: a {expected} preset's dtype, guidance and size): use the {family.name} preset on "
+                         f"it (prior={preset} prior.source={root}; load_prior({preset!r}, source='{root}')), or the "
+                         f"folder with your own settings (prior={root}; load_prior('{root}'))")
     t5_prompt = family.pipeline in ("StableDiffusion3Pipeline", "FluxPipeline")  # T5 tokens (SD3 optionally)
     if max_sequence_length is not None:
         if not t5_prompt:
@@ -380,8 +381,8 @@ def load_foundation(root: Path, index: dict, *, prompt: str = "", negative_promp
         prior.conditioning.update(t5=t5_used, max_sequence_length=max_sequence_length or
                                   (512 if family.pipeline == "FluxPipeline" else 256))
     tile = getattr(vae, "tile_sample_min_size", None)
-    if vae_tiling and tile is not None and size > tile:  # tiled decoding changes the decoded image
-        prior.conditioning["vae_tiling"] = int(tile)
+    if vae_tiling and tile is not None and size > tile:  # tiled decoding changes the decoded image: its tile side
+        prior.conditioning["vae_tile_px"] = int(tile)
     elif vae_tiling and tile is not None:
         log.warning("vae_tiling: the VAE tiles only images larger than its %s px (tile_sample_min_size, its config's "
                     "sample_size); %s-px images are decoded whole, as without tiling", tile, size)

@@ -83,7 +83,8 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs) -> Prior:
     elif _looks_like_hub_id(source):
         prior = _load_diffusers_dir(_hub_snapshot(source), source, device, dtype, kwargs)
     else:
-        raise ValueError(f"cannot load a prior from {source!r}: no such file or directory, and not a known source. "
+        where = "" if os.path.isabs(os.path.expanduser(source)) else f" in {os.getcwd()}"
+        raise ValueError(f"cannot load a prior from {source!r}: no such file or directory{where}, and not a known source. "
                          f"Sources: {'; '.join(SOURCE_KINDS)}")
     prior.source = source
     prior.eval().requires_grad_(False)
@@ -161,6 +162,19 @@ def _looks_like_hub_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
 
 
+class HubUnavailable(FileNotFoundError):
+    """A hub id that is neither in the local cache nor downloadable (offline, or the download failed):
+    ``repo_id`` and ``why`` (the first sentence), so that a preset's caller can say how to get it."""
+
+    def __init__(self, repo_id: str, why: str):
+        self.repo_id, self.why = repo_id, why
+        super().__init__(f"{why}. On a machine with internet run `hf download {repo_id} --local-dir DIR`, copy DIR "
+                         f"here and use it as the source (ipsolve prior=DIR, or load_prior('DIR'); a Stable Diffusion, "
+                         f"SD3 or FLUX folder with its preset, which keeps the preset's dtype, size and checkpointing: "
+                         f"ipsolve prior=PRESET prior.source=DIR, load_prior('PRESET', source='DIR'), PRESET one of "
+                         f"sd15, sd3_medium, flux_dev)")
+
+
 def _hub_snapshot(repo_id: str) -> Path:
     """The local snapshot of a hub repository; downloads only when online is allowed."""
     from huggingface_hub import snapshot_download
@@ -171,17 +185,13 @@ def _hub_snapshot(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:  # noqa: BLE001 - not in the cache
         if offline:
-            raise FileNotFoundError(
-                f"prior {repo_id!r} is not available offline (HF_HUB_OFFLINE=1) and is not in the Hugging Face cache "
-                f"{HF_HUB_CACHE}. On a machine with internet run `hf download {repo_id} --local-dir DIR`, "
-                f"copy DIR here and use it as the source (ipsolve prior=DIR, or load_prior('DIR'); for Stable "
-                f"Diffusion, SD3 or FLUX keep their preset's dtype, size and checkpointing: ipsolve prior=sd15 "
-                f"prior.source=DIR, load_prior('sd15', source='DIR'))") from None
+            raise HubUnavailable(repo_id, f"prior {repo_id!r} is not available offline (HF_HUB_OFFLINE=1) and is not "
+                                          f"in the Hugging Face cache {HF_HUB_CACHE}") from None
     try:
         return Path(snapshot_download(repo_id))
     except Exception as err:  # noqa: BLE001
-        raise FileNotFoundError(f"could not download prior {repo_id!r}: {err}. Download it elsewhere with "
-                                f"`hf download {repo_id} --local-dir DIR` and use DIR as the source (ipsolve prior=DIR)") from None
+        first = " ".join(str(err).split())[:200]  # (httpx's multi-line "Got: ConnectError" block, on one line)
+        raise HubUnavailable(repo_id, f"could not download prior {repo_id!r} ({type(err).__name__}: {first})") from None
 
 
 def _read_json(path: Path) -> dict:
@@ -222,15 +232,19 @@ def _load_diffusers_dir(root: Path, source: str, device, dtype, options: dict) -
     from .foundation import family_of, load_foundation
 
     index = _read_json(root / "model_index.json") if (root / "model_index.json").is_file() else {}
-    memory = {k: True for k in ("gradient_checkpointing", "vae_tiling", "vae_slicing") if options.get(k)}
+    # as given, off included (summary.json's memory_options: "off" and "not given" read alike before)
+    memory = {k: bool(options.get(k)) for k in ("gradient_checkpointing", "vae_tiling", "vae_slicing")}
     if family_of(index) is not None:
-        prior = load_foundation(root, index, dtype=dtype, device=device, **_check_options(source, options, True))
+        prior = load_foundation(root, index, dtype=dtype, device=device,
+                                **_check_options(source, options, True, family_of(index)))
         prior.memory_options = memory  # recorded in summary.json (not in the resume fingerprint)
         return prior
     _denoiser_component(root, index)  # the folder first: a preset's text options given a folder that is no
     _check_options(source, options, False)  # prior (or a component of one) said "the prior is unconditional"
     prior = _load_unconditional_dir(root, index)
     prior.training_record = training_record(root)  # (not "training": nn.Module's train/eval flag)
+    if getattr(prior, "autoencoder", None) is None:  # a pixel prior: no VAE to tile or slice
+        memory = {k: v for k, v in memory.items() if not k.startswith("vae_")}
     prior.memory_options = memory
     if options.get("gradient_checkpointing"):
         for module in (getattr(prior, "network", None), getattr(prior, "autoencoder", None),
@@ -254,9 +268,14 @@ def _load_diffusers_dir(root: Path, source: str, device, dtype, options: dict) -
     return prior
 
 
-def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
-    """Reject options the prior cannot take: text options on unconditional priors, unknown names."""
+def _check_options(source: str, options: dict, text_conditioned: bool, family=None) -> dict:
+    """Reject options the prior cannot take: text options on unconditional priors, unknown names
+    (listing the options this prior takes: ``family``'s, T5's only for SD3 and FLUX)."""
     allowed = DIFFUSERS_OPTIONS + (TEXT_OPTIONS if text_conditioned else ())
+    pipeline = getattr(family, "pipeline", "StableDiffusion3Pipeline")  # (SD3 takes them all)
+    takes = tuple(k for k in allowed if (k != "use_t5" or pipeline == "StableDiffusion3Pipeline")
+                  and (k != "max_sequence_length" or pipeline != "StableDiffusionPipeline")
+                  and (k != "negative_prompt" or pipeline != "FluxPipeline"))  # what the error lists
     text = [k for k in options if k in TEXT_OPTIONS]
     if text and not text_conditioned:
         raise ValueError(f"{', '.join(text)} applies only to text-conditioned pipelines (Stable Diffusion, SD3, FLUX); "
@@ -269,8 +288,9 @@ def _check_options(source: str, options: dict, text_conditioned: bool) -> dict:
         raise ValueError(f"{source} is a diffusers folder, not a CompVis .ckpt: use it as prior={source} (the ldm "
                          f"presets' config/ema options are for .ckpt files)")
     if unknown:
+        listed = (*takes, "dtype", *SPEED_OPTIONS)  # (load_prior takes these before the folder's own)
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for the prior {source}"
-                         f"{did_you_mean(unknown[0], allowed)}; options: {', '.join(allowed)}")
+                         f"{did_you_mean(unknown[0], listed)}; options: {', '.join(listed)}")
     return options
 
 

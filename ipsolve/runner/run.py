@@ -195,7 +195,8 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     log_progress = bool(o.progress) and not terminal  # output to a file: log lines instead of bar frames
     progress = bool(o.progress) and terminal
     device = process_device(o.device, state)
-    operator, solver, prior = build_models(operator, solver, prior, state=state, device=device, progress=progress)
+    operator, solver, prior, load_warnings = build_models(operator, solver, prior, state=state, device=device,
+                                                          progress=progress)
     check_fits(solver, operator, prior)
     check_operator_takes(operator, prior)
     if o.noise == "poisson" and not o.measurements:
@@ -210,7 +211,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
         sigma, estimate = measurement_sigma(o.sigma, items, operator, prior, device,
                                             measurement_origin(items) is not None, state.process_index == 0)
         o = replace(o, sigma=sigma, extra_summary={**o.extra_summary, **({"sigma_estimate": estimate} if estimate else {})})
-    notes = input_warnings(items, prior, o.measurements, state.process_index)
+    notes = load_warnings + input_warnings(items, prior, o.measurements, state.process_index)
     from ..solvers import SELECT_ONE_SAMPLE
 
     for note in (operator.single_run_note if o.samples == 1 else None, sigma_scale_note(o.sigma),
@@ -255,6 +256,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     # recorded, not fingerprinted: the networks' layout (channels_last="auto": NHWC on a CPU) changes
     # rounding only, so a run may resume on another device
     settings["prior"]["memory_format"] = prior.memory_format
+    settings["prior"].update(prior_description(prior))
     if getattr(prior, "memory_options", None):  # gradient checkpointing, VAE tiling/slicing as given
         settings["prior"]["memory_options"] = prior.memory_options
     names = [it.name for it in items]
@@ -562,6 +564,22 @@ def log_start(job: Job, settings: dict, names: list[str], done: dict, pending: l
     if done:
         log.info("resuming in %s: %d of %d images already finished, %d to do", out, len(done), len(names),
                  len(pending))
+
+
+def prior_description(prior) -> dict:
+    """What summary.json says about the prior beyond its fingerprinted record: the absolute path of a
+    local source (as typed, ``prior.source=sd15`` named no place) and a diffusion network's prediction
+    type (an ε and a v folder with the same weights read alike before)."""
+    import os
+
+    out = {}
+    source = str(getattr(prior, "source", ""))
+    if source and os.path.exists(os.path.expanduser(source)):
+        out["path"] = str(Path(source).expanduser().resolve())
+    inner = getattr(prior, "inner", prior)
+    if getattr(inner, "prediction_type", None):
+        out["prediction_type"] = inner.prediction_type
+    return out
 
 
 def write_run_files(job: Job, records: list[dict], summary: dict, items: list[Item], grid_max: int) -> None:

@@ -3,6 +3,7 @@
 test), and the description of a run's settings."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Mapping
@@ -229,12 +230,46 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs):
             raise ValueError(missing_source_message(source, python=True))
         source = preset.pop("source")
         kwargs = {**preset, **kwargs}
+    from ..priors.loading import HubUnavailable
+
     try:
         return load_source(source, device=device, **kwargs)
+    except HubUnavailable as err:
+        raise FileNotFoundError(hub_preset_message(err, python=True) or str(err)) from None
     except ValueError as err:
         if not bare or preset is not None or source in ("gaussian", "gmm"):
             raise
         raise ValueError(f"{err}{prior_preset_hint(source)}") from None
+
+
+def download_command(preset: str) -> str | None:
+    """The ``hf download ...`` line in ``conf/prior/<preset>.yaml``'s header, or None."""
+    path = conf_dir() / "prior" / f"{preset}.yaml"
+    lines = [line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+    return next((line for line in lines if line.startswith("hf download")), None)
+
+
+def download_hint(preset: str) -> str:
+    """``; download with: hf download ...`` for ``preset``, or ""."""
+    command = download_command(preset)
+    return f"; download with: {command}" if command else ""
+
+
+def hub_preset_message(err, python: bool = False) -> str | None:
+    """For a preset's hub id that cannot be had here (:class:`~ipsolve.priors.loading.HubUnavailable`):
+    the preset's own download command (its ``--include``/``--exclude`` keep out the single-file
+    weights) and how to run the preset on the downloaded folder; None for a hub id no preset names."""
+    import shlex
+
+    preset = next((name for name in presets("prior") if (load_preset("prior", name) or {}).get("source") == err.repo_id),
+                  None)
+    if preset is None:
+        return None
+    command = download_command(preset) or f"hf download {err.repo_id} --local-dir DIR"
+    words = shlex.split(command)
+    folder = words[words.index("--local-dir") + 1] if "--local-dir" in words[:-1] else "DIR"
+    use = f"load_prior({preset!r}, source={folder!r})" if python else f"ipsolve prior={preset} prior.source={folder}"
+    return f"{err.why}. On a machine with internet run `{command}`, copy the folder {folder} here and use it: {use}"
 
 
 def prior_preset_hint(source: str) -> str:
@@ -258,6 +293,9 @@ def prior_source(spec) -> tuple[str, dict]:
         raise RunError("prior settings need a 'source' (bundled:<name>, a diffusers directory or hub id, "
                        "an ADM .pt file, gaussian or gmm)")
     source = str(params.pop("source"))
+    if "device" in params:  # (load_prior's own device= argument: a TypeError before)
+        raise RunError(f"prior.device is not a prior setting: the run's device is the top-level device= "
+                       f"(ipsolve device={params['device']}), which places the prior, the operator and the solve")
     return source, params
 
 
@@ -267,13 +305,21 @@ def build_prior(spec, device=None):
 
     if isinstance(spec, Prior):
         return spec.to(device) if device is not None else spec
+    from ..priors.loading import HubUnavailable
+
     source, kwargs = prior_source(spec)
     try:
         return load_prior(source, device=device, **kwargs)
+    except HubUnavailable as err:
+        raise RunError(hub_preset_message(err) or str(err)) from None
     except (FileNotFoundError, ValueError) as err:
         said = repr(source) in str(err) or str(source) in str(err)  # the message names it already
         bare = "/" not in source and ":" not in source and not os.path.exists(source) \
             and source not in ("gaussian", "gmm")  # a misspelt preset (prior=phantom-ddpm)
+        if bare and source in presets("prior"):  # prior.source=sd15: the README's download folder, not here
+            raise RunError(f"prior.source={source}: no folder {source!r} in {Path.cwd()} (prior.source is the folder "
+                           f"the weights were downloaded to, relative to where ipsolve runs, or an absolute path; "
+                           f"{source!r} is also the preset's name, which is not a source){download_hint(source)}") from None
         hint = prior_preset_hint(source) if bare else ""
         raise RunError((str(err) if said else f"cannot load prior {source!r}: {err}") + hint) from None
 
@@ -361,13 +407,35 @@ def describe(operator, solver, prior) -> dict:
 
 
 def build_models(operator, solver, prior, *, state, device, progress: bool):
-    """``(operator, solver, prior)`` of a run as objects, the operator and prior on ``device``."""
+    """``(operator, solver, prior, load_warnings)`` of a run: the operator and prior on ``device``, as
+    objects, and the warnings logged while the prior loaded (fp16 weights, SD3 without T5, tiling
+    that does not engage), which summary.json keeps with the run's other warnings."""
     # the first process of each machine first: a download or cache fill happens once per machine
-    with state.local_main_process_first():
+    with state.local_main_process_first(), logged_warnings() as load_warnings:
         prior = build_prior(prior, device)
     operator = build_operator(operator).to(device)
     solver = build_solver(solver, progress=(progress and state.process_index == 0) if not is_solver(solver) else None)
-    return operator, solver, prior
+    return operator, solver, prior, load_warnings
+
+
+@contextlib.contextmanager
+def logged_warnings():
+    """The messages the ``ipsolve`` logger warns with while the block runs (still logged as usual)."""
+    import logging
+
+    found: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            found.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    logger = logging.getLogger("ipsolve")
+    logger.addHandler(handler)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
 
 
 def check_fits(solver, operator, prior) -> None:
