@@ -117,13 +117,17 @@ class Callbacks(Callback):
         self._check(config.hydra.sweep.dir)
         # this sweep's summary lists this sweep's jobs: an earlier sweep's reasons are cleared and
         # jobs not run now (an earlier, larger sweep in the same folder) are left out
-        for old in Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}"):
+        for old in Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}") if _main_rank() else ():
             old.unlink(missing_ok=True)
         for job in Path(str(config.hydra.sweep.dir)).glob("*/.hydra"):
             _HYDRA_RECORDS.update(_hydra_record(job.parent.absolute()))
         _SWEEP_START["files"] = sweep_files(Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if not _main_rank():  # the first process writes and prints the summary (two wrote it, one lost rows)
+            if any(Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}")):
+                sys.exit(1)
+            return
         paths = summarize_sweep(Path(config.hydra.sweep.dir), before=_SWEEP_START.get("files"))
         if paths is None:
             print(f"ipsolve: no finished runs in {config.hydra.sweep.dir}", file=sys.stderr)
@@ -237,6 +241,8 @@ def fail(message: str, run_dir: Path | None = None) -> None:
     if _multirun():
         hc = HydraConfig.get()
         folder = Path(run_dir) if run_dir is not None else Path(hc.runtime.output_dir)
+        if not _main_rank():  # the first process says it and records it (its log has it too)
+            return
         print(f"ipsolve: error: sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): {message}", file=sys.stderr)
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -246,6 +252,8 @@ def fail(message: str, run_dir: Path | None = None) -> None:
             pass
         _restore_hydra_record(folder)
         return
+    if not _main_rank():  # one line per run, not one per process (each process's log has it)
+        sys.exit(2)
     print(f"ipsolve: error: {message}", file=sys.stderr)
     try:
         folder = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
@@ -320,11 +328,27 @@ def run(cfg: DictConfig) -> dict | None:
         log.exception("sweep job failed")
         fail(f"{type(err).__name__}: {err}".splitlines()[0], out)
     finally:
-        if state is not None and state.num_processes > 1:
+        if state is not None and state.num_processes > 1 and not _CLEANUP_REGISTERED:
+            # at exit, not after each run: a -m sweep's next job reuses the group (accelerate's state
+            # is a singleton: a destroyed group failed every job after the first)
+            import atexit
+
             import torch.distributed as dist
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
+            _CLEANUP_REGISTERED.append(True)
+
+
+_CLEANUP_REGISTERED: list = []  # the process group's destruction is registered once per process
+
+
+def _main_rank() -> bool:
+    """Whether this is the first process of a torchrun / accelerate launch (or the only one): it
+    alone prints errors and writes a sweep's summary (the others log them)."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
 
 
 if CONF_DIR is not None:

@@ -175,6 +175,25 @@ def test_two_processes_equal_one(single_run, tmp_path):
         assert ra["device"] == rb["device"] == "cpu"
 
 
+def test_two_process_sweep(tmp_path):
+    """torchrun, 2 CPU processes, a ``-m`` sweep: every job runs (the process group was destroyed
+    after the first job, which failed the others), the first process alone writes and prints the
+    sweep summary (both wrote it, and one lost rows), and a setting error is one line, not one per
+    process (audit 2026-12-07)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519"]
+    proc = check_ok(ipsolve("-m", "seed=0,1", "data.max_images=2", *TINY, "hydra.sweep.dir=sw", cwd=tmp_path,
+                            launcher=launcher))
+    rows = list(csv.DictReader(open(tmp_path / "sw" / "sweep_summary.csv")))
+    assert [r["overrides"] for r in rows] == ["seed=0", "seed=1"] and not list((tmp_path / "sw").glob("*/failed.json"))
+    for job in ("0", "1"):
+        assert json.loads((tmp_path / "sw" / job / "summary.json").read_text())["num_processes"] == 2
+    assert proc.stdout.count("sweep summary written to") == 1
+    proc = ipsolve("data.max_images=2", *TINY, "calibrate=true", "calibrate.method=crossval", "hydra.run.dir=bad",
+                   cwd=tmp_path, launcher=launcher)
+    assert proc.returncode != 0 and proc.stderr.count("ipsolve: error: calibrate.method must be one of") == 1, \
+        proc.stderr[-3000:]
+
+
 def test_kill_and_resume(tmp_path):
     run = tmp_path / "resume"
     args = ["data.max_images=3", "data.batch_size=1", "solver.iterations=12", "solver.stop=[]", "progress=false",
