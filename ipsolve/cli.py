@@ -299,6 +299,7 @@ def run(cfg: DictConfig) -> dict | None:
             raise RunError(missing_source_message(hc.runtime.choices.get("prior")))
         extra = {"overrides": list(hc.overrides.task), "job": hc.job.get("num") if hc.mode.name == "MULTIRUN" else None}
         given = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
+        check_auto_not_switched_off(cfg, hc.overrides.task)
         explicit = [key.split(".", 1)[1] for key in given if key.startswith("operator.")]
         result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit,
                             given={key.split(".", 1)[0] for key in given})
@@ -337,6 +338,23 @@ def run(cfg: DictConfig) -> dict | None:
 
             atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
             _CLEANUP_REGISTERED.append(True)
+
+
+def check_auto_not_switched_off(cfg: DictConfig, overrides) -> None:
+    """``solver.X=auto`` asks for calibration (the value chosen from the measurement); with
+    ``calibrate.enabled=false`` (or ``calibrate=false``) also given, one line saying the two
+    disagree — the auto value was calibrated silently before."""
+    off = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] in ("calibrate", "calibrate.enabled")
+           and o.split("=", 1)[-1].strip().lower() in ("false", "no", "off", "0")]
+    from .solvers import SOLVERS
+
+    solver = cfg.get("solver")
+    declared = getattr(SOLVERS.get(str(solver.get("name")), None), "search_space", None) or {} \
+        if OmegaConf.is_dict(solver) else {}  # (DAPS's timestep=auto and FlowDPS's loss_space=auto are no calibration)
+    autos = [k for k in declared if solver.get(k) == "auto"]
+    if off and autos:
+        raise RunError(f"{off[0]} turns calibration off, but solver.{autos[0]}=auto asks for it (the value chosen from "
+                       f"the measurement): give solver.{autos[0]} a number, or leave out {off[0]}")
 
 
 _CLEANUP_REGISTERED: list = []  # the process group's destruction is registered once per process

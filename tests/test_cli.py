@@ -525,6 +525,9 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     check_error(ipsolve("samples=0", f"hydra.run.dir={tmp_path / 'd'}", cwd=tmp_path), "samples must be an integer >= 1")
     check_error(ipsolve("review_coverage=2", f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path),
                 "review_coverage must be a fraction in (0, 1]")
+    # solver.lr=auto calibrated silently under calibrate.enabled=false (audit 2026-12-07)
+    check_error(ipsolve("solver.lr=auto", "calibrate.enabled=false", f"hydra.run.dir={tmp_path / 'auto'}", cwd=tmp_path),
+                "calibrate.enabled=false turns calibration off, but solver.lr=auto asks for it")
     check_error(ipsolve("threads=many", f"hydra.run.dir={tmp_path / 'f'}", cwd=tmp_path), "threads must be auto")
     # a seed of 1.5 ran as seed 1; review_below=abc was a TypeError (audit 2026-12-05)
     check_error(ipsolve("seed=1.5", "review_below=abc", f"hydra.run.dir={tmp_path / 'g'}", cwd=tmp_path),
