@@ -18,8 +18,8 @@ METRICS = ("psnr", "ssim", "lpips")
 # Calibration.against_initial_guess, as the report says it (compare_with_initial_guess)
 AGAINST_GUESS = {"better": "better than the guess", "indistinguishable": "indistinguishable from the guess",
                  "worse": "worse than the guess"}
-INDISTINGUISHABLE = ("the score cannot tell whether the solve beats the operator's initial guess (within one standard "
-                     "error): compare them (initial/ beside recon/)")
+INDISTINGUISHABLE = ("the score cannot tell whether the solve beats the operator's initial guess (below it by less than "
+                     "two standard errors, above it by less than one): compare them (initial/ beside recon/)")
 
 
 def against_guess(calibration: dict) -> str:
