@@ -274,7 +274,7 @@ def report(summary: dict) -> str:
         lines.append(f"  review: {review['num_flagged']} of {summary['num_finished']} image(s) flagged"
                      + (f" ({', '.join(f'{k}: {v}' for k, v in why.items())})" if why else "")
                      + (f": {', '.join(list(review['flagged'])[:5])}" if review["flagged"] else "")
-                     + (f", ... (all in summary.json, metrics.csv)" if len(review["flagged"]) > 5 else "")
+                     + (", ... (all in summary.json, metrics.csv)" if len(review["flagged"]) > 5 else "")
                      + (f"; {review['tied_at_cut']} of them reviewed because their reliability ties with the first "
                         f"image left out (accepted below the requested coverage)" if review.get("tied_at_cut") else ""))
     for name, vol in (summary.get("volumes") or {}).items():
