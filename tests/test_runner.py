@@ -335,6 +335,26 @@ def test_sweep_summary_lists_failed_jobs_with_their_reason(tmp_path):
     assert "failed: holds results of different settings" in text and "20.00" not in text and "fmplug" not in text
 
 
+def test_sweep_summary_gives_what_calibration_chose(tmp_path):
+    """A job that calibrated shows its chosen values and the comparison with the initial guess in
+    the sweep summary (it showed ``++solver.zeta=auto`` and nothing chosen: audit 2026-12-07); one
+    that did not, a dash."""
+    settings = {"operator": {"name": "inpainting"}, "solver": {"name": "dps"}, "prior": {"source": "p"}, "sigma": 0.01}
+    for job, calibration in (("0", {"params": {"zeta": 0.29781}, "method": "holdout", "against_initial_guess": "worse",
+                                    "warning": "the operator's initial guess predicts ..."}), ("1", None)):
+        (tmp_path / job).mkdir()
+        summary = summarize([record("a", 1.0)], settings=settings, skipped=[], num_processes=1, wall_seconds=1.0,
+                            extra={"overrides": [f"seed={job}"], "calibration": calibration})
+        (tmp_path / job / "summary.json").write_text(json.dumps(summary))
+    md, csv_path = summarize_sweep(tmp_path)
+    import csv
+
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [(r["calibrated"], r["against_initial_guess"]) for r in rows] == [("zeta=0.298", "worse"), ("n/a", "n/a")]
+    text = md.read_text()
+    assert "| calibrated |" in text and "| zeta=0.298 (worse) |" in text and text.rstrip().endswith("| - |")
+
+
 # -- parameters of the wrong type ----------------------------------------------------------
 def test_a_non_number_for_a_number_parameter_names_the_parameter():
     import ipsolve

@@ -308,6 +308,23 @@ def sweep_files(sweep_dir) -> dict[str, int]:
     return out
 
 
+def calibration_columns(calibration: dict | None) -> dict:
+    """A sweep row's ``calibrated`` (the chosen values, ``name=value`` joined by ``; ``) and
+    ``against_initial_guess`` (better / indistinguishable / worse) from a run's calibration record;
+    None where the run did not calibrate."""
+    if not calibration:
+        return {"calibrated": None, "against_initial_guess": None}
+    values = "; ".join(f"{k}={plain_number(v) if isinstance(v, float) else v}"
+                       for k, v in (calibration.get("params") or {}).items())
+    return {"calibrated": values or None, "against_initial_guess": calibration.get("against_initial_guess") or None}
+
+
+def calibrated_cell(row: dict) -> str:
+    """The sweep table's ``calibrated`` cell: the values and, in brackets, the comparison's outcome."""
+    verdict = row.get("against_initial_guess")
+    return (row.get("calibrated") or "-") + (f" ({verdict})" if verdict else "")
+
+
 def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Path, Path] | None:
     """Compare the runs of a sweep (every ``*/summary.json`` under ``sweep_dir``; a job that
     failed left ``*/failed.json`` with its one-line reason): writes ``sweep_summary.md`` and
@@ -342,7 +359,8 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
     runs.sort(key=lambda r: (0, int(r[0])) if r[0].isdigit() else (1, r[0]))
     cols = ["job", "overrides", "operator", "solver", "prior", "images", "psnr", "psnr_median", "psnr_std", "ssim",
             "ssim_std", "lpips", "psnr_initial", "psnr_initial_median", "nfe", "seconds_per_image", "residual",
-            "residual_warnings", "worse_than_initial", "flagged_for_review", "stop_reasons", "error"]
+            "residual_warnings", "worse_than_initial", "flagged_for_review", "stop_reasons", "calibrated",
+            "against_initial_guess", "error"]
     overrides = [s.get("overrides", []) for _, s, _ in runs]
     common = [o for o in overrides[0] if all(o in other for other in overrides[1:])] if len(runs) > 1 else []
     rows = []
@@ -369,7 +387,7 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
                      "worse_than_initial": len(s.get("worse_than_initial") or {}),
                      "flagged_for_review": (s.get("review") or {}).get("num_flagged", 0),
                      "stop_reasons": " ".join(f"{k}:{v}" for k, v in s.get("stop_reasons", {}).items()),
-                     "error": None})
+                     **calibration_columns(s.get("calibration")), "error": None})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
@@ -388,6 +406,7 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
     def num(v, d):
         return "n/a" if v is None else f"{v:.{d}f}"
 
+    calibrated = any(r.get("calibrated") for r in rows)  # a column only when some job calibrated
     md = [f"# Sweep summary: {sweep_dir}", "",
           "PSNR/SSIM: mean ± std (median) over the images (data range 1); PSNR (initial): the operator's initial "
           "guess; residual: ‖y − A(x)‖ / (σ√m), ≈ 1 at the noise level; s/image: the batch's time divided by its "
@@ -395,17 +414,21 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
           f"Overrides common to all runs: {' '.join(common) or '(none)'}", "",
           "flags: images whose residual is above 5σ√m / that fit y worse than the initial guess / flagged for review.",
           "",
-          "| job | overrides | images | PSNR (dB) | SSIM | LPIPS | PSNR (initial) | NFE | s/image | residual | flags | stop |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          *(["calibrated: the values calibrate=true chose from the measurement (and the comparison with the initial "
+             "guess: better / indistinguishable / worse, a warning).", ""] if calibrated else []),
+          "| job | overrides | images | PSNR (dB) | SSIM | LPIPS | PSNR (initial) | NFE | s/image | residual | flags | stop |"
+          + (" calibrated |" if calibrated else ""),
+          "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if calibrated else "")]
     for r in rows:
         if r["error"] is not None:
             md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | failed: {r['error'].replace('|', '/')} "
-                      f"| | | | | | | | | |")
+                      f"| | | | | | | | | |" + (" |" if calibrated else ""))
             continue
         md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | {r['images']} | {pm(r, 'psnr', 2)} | "
                   f"{pm(r, 'ssim', 3)} | {num(r['lpips'], 3)} | {num(r['psnr_initial'], 2)} | {r['nfe']:g} | "
                   f"{r['seconds_per_image']:g} | {r['residual']:g} | "
-                  f"{r['residual_warnings']} / {r['worse_than_initial']} / {r['flagged_for_review']} | {r['stop_reasons']} |")
+                  f"{r['residual_warnings']} / {r['worse_than_initial']} / {r['flagged_for_review']} | {r['stop_reasons']} |"
+                  + (f" {calibrated_cell(r)} |" if calibrated else ""))
     failed = [r for r in rows if r["error"] is not None]
     if failed:
         md += ["", f"{len(failed)} job(s) failed; each job's folder holds failed.json with the reason."]
