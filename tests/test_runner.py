@@ -204,6 +204,22 @@ def test_progress_lines_every_n_iterations_sized_from_the_measured_time(caplog):
     assert P.duration(3725) == "1 h 02 min" and P.iteration_budget(type("S", (), {"steps": 250})()) == 250
 
 
+def test_progress_estimate_leaves_out_images_calibration_solved(caplog):
+    """Images whose solve calibration made are done at no cost: the estimate extrapolates from the
+    images solved since (it said "2/8 images done | 0 s elapsed | about 0 s left": audit 2026-12-07)."""
+    clock = FakeClock()
+    lines = P.ProgressLog(total=8, num_batches=7, budget=None, clock=clock)
+    with caplog.at_level(logging.INFO, logger="ipsolve"):
+        lines.start_batch(2)
+        lines.end_batch(2, reused=2)
+        lines.start_batch(1)
+        clock.t += 3.0
+        lines.end_batch(1)
+    batch = [r.getMessage() for r in caplog.records if "finished" in r.getMessage()]
+    assert "2/8 images done | 0 s elapsed | time left unknown yet" in batch[0]
+    assert "3/8 images done | 3 s elapsed | about 15 s left" in batch[1]  # 5 left at 3 s each
+
+
 def test_progress_lines_count_skipped_inputs_apart_from_done_images(caplog):
     """A batch whose inputs could not be used is not reported as images done (it read "2/2 images
     done" for a run that solved none)."""

@@ -79,7 +79,7 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
         if skipped:
             bar.set_postfix(skipped=len(skipped))
         if lines is not None:
-            lines.end_batch(len(ok), len(unreadable))
+            lines.end_batch(len(ok), len(unreadable), sum(it.name in job.solved for it in ok))
     bar.close()
     return records, skipped, images
 

@@ -51,6 +51,7 @@ class ProgressLog:
         self.target, self.clock = target, clock
         self.start = clock()
         self.done, self.skipped, self.batch, self.batch_size = 0, 0, 0, 0
+        self.reused = 0  # images whose solve calibration had made: done at no cost, left out of the estimate
         self.every: int | None = None  # N, once measured
         self.calls, self.batch_start = 0, self.start
 
@@ -65,9 +66,9 @@ class ProgressLog:
     def _eta(self, fraction_of_batch: float) -> str:
         elapsed = self.clock() - self.start
         finished = self.done + self.skipped + self.batch_size * min(max(fraction_of_batch, 0.0), 1.0)
-        if finished <= 0:
+        if finished - self.reused <= 0:
             return "time left unknown yet"
-        left = elapsed * (self.total - finished) / finished  # (a skipped input counts as handled)
+        left = elapsed * (self.total - finished) / (finished - self.reused)  # (a skipped input counts as handled)
         return f"about {duration(left)} left"
 
     def callback(self, iteration: int, state=None) -> None:
@@ -91,10 +92,12 @@ class ProgressLog:
                  self.batch, self.num_batches, self.calls, of, self._done(),
                  duration(self.clock() - self.start), self._eta(fraction))
 
-    def end_batch(self, finished: int, skipped: int = 0) -> None:
-        """After a batch: ``finished`` images solved, ``skipped`` inputs of it that could not be used."""
+    def end_batch(self, finished: int, skipped: int = 0, reused: int = 0) -> None:
+        """After a batch: ``finished`` images solved, ``skipped`` inputs of it that could not be used,
+        ``reused`` of the finished ones taken from calibration's solve (they said "0 s left" before)."""
         self.done += finished
         self.skipped += skipped
+        self.reused += reused
         self.batch_size = 0
         log.info("%sprogress: batch %d/%d finished | %s | %s elapsed | %s", self.label, self.batch,
                  self.num_batches, self._done(), duration(self.clock() - self.start),
