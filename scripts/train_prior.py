@@ -58,39 +58,79 @@ BUILTIN_DATA = ("phantom", "ellipses", "photo", "grey", "kernels")
 
 
 def batches(data, size, batch_size, generator, window="auto", val_fraction=0.0, seed=0, units=None):
-    """``(next_batch, channels, validation, split)``: a function drawing a training batch in [-1, 1],
+    """``(next_batch, channels, validation, split, files)``: a function drawing a training batch in [-1, 1],
     its channel count, ``(held-out images, training images to compare with)`` for validation (None
-    for the built-in generators — their data are unlimited — or too few images) and how the held-out
-    images were chosen.  A built-in name that is also an existing path is
+    for the built-in generators — their data are unlimited — or too few images), how the held-out
+    images were chosen and, for data read from disk, ``{"count", "digest"}`` of its sources (a resume
+    on changed files is refused: the held-out split would change under the validation table).  A built-in name that is also an existing path is
     the path (with a note)."""
     if data in BUILTIN_DATA and Path(data).exists():
         print(f"note: --data {data} is a folder here: training on it, not on the built-in {data!r} data "
               f"(give ./{data}/ to silence this, or move it to use the built-in)")
         data = str(Path(data).resolve())
     elif data == "phantom":  # the broad family; its held-out family (blobs) is never drawn
-        return (lambda: datasets.phantoms(batch_size, size, generator)), 1, None, GENERATED
+        return (lambda: datasets.phantoms(batch_size, size, generator)), 1, None, GENERATED, None
     if data == "ellipses":  # the first bundled priors' narrow generator
-        return (lambda: datasets.random_ellipses(batch_size, size, generator)), 1, None, GENERATED
+        return (lambda: datasets.random_ellipses(batch_size, size, generator)), 1, None, GENERATED, None
     if data == "photo":
-        return (lambda: datasets.random_photo_crops(batch_size, size, generator)), 3, None, GENERATED
+        return (lambda: datasets.random_photo_crops(batch_size, size, generator)), 3, None, GENERATED, None
     if data == "grey":  # half phantoms, half grey crops of the training photos
-        return (lambda: datasets.phantoms_and_grey_crops(batch_size, size, generator)), 1, None, GENERATED
+        return (lambda: datasets.phantoms_and_grey_crops(batch_size, size, generator)), 1, None, GENERATED, None
     if data == "kernels":  # BlindDPS's kernel prior: a pool of motion (75 %) and Gaussian (25 %) kernels, resampled
         pool = datasets.blur_kernels(8000, size, generator)
-        return (lambda: pool[torch.randint(len(pool), (batch_size,), generator=generator)]), 1, None, GENERATED
+        return (lambda: pool[torch.randint(len(pool), (batch_size,), generator=generator)]), 1, None, GENERATED, None
     # a folder of images, DICOM series or NIfTI volumes (every slice, each volume windowed as a whole:
     # reconstruct with the same data.window)
     from ipsolve.io import load_training_slices
     images, sources = load_training_slices(data, size, window=window, groups=True, units=units)
+    note_image_changes(data, sources, size)
     train_images, heldout, split = split_heldout(images, sources, val_fraction, seed)
+    if heldout is not None and len(heldout) > len(train_images):
+        print(f"warning: --val-fraction {val_fraction:g} holds out {len(heldout)} image(s) and trains on "
+              f"{len(train_images)}: the prior learns from fewer images than it is checked on")
     print(f"training data: {len(train_images)} slice(s)/image(s) of {data}, {images.shape[1]} channel(s); "
           f"held out for validation: {split}")
     validation = None
     if heldout is not None:  # compared with up to 256 training images (seeded), the same for every check
         pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed + 104729))[:256]
         validation = (heldout, train_images[pick.sort().values])
+    import hashlib
+
+    names = sorted(dict.fromkeys(Path(src).name if Path(src).exists() else src for src in sources))
+    files = {"count": len(names), "digest": hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]}
     return ((lambda: train_images[torch.randint(len(train_images), (batch_size,), generator=generator)]),
-            images.shape[1], validation, split)
+            images.shape[1], validation, split, files)
+
+
+def note_image_changes(data, sources, size: int) -> None:
+    """Say what reading a folder of images did that the user did not ask for (as the ``ipsolve`` command
+    line does): files that are no images skipped, non-square images centre-cropped, small ones enlarged."""
+    from PIL import Image
+
+    from ipsolve.io.images import IMAGE_SUFFIXES
+
+    folder = Path(data)
+    if not folder.is_dir():
+        return
+    files = [Path(s) for s in dict.fromkeys(sources) if Path(s).suffix.lower() in IMAGE_SUFFIXES]
+    if not files:  # scans: their slices are windowed and resized as documented
+        return
+    others = [p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+              and p.suffix.lower() not in (*IMAGE_SUFFIXES, ".npy")]
+    sizes = {}
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                sizes[f.name] = im.size
+        except OSError:
+            continue
+    cropped = [n for n, (w, h) in sizes.items() if w != h]
+    enlarged = [n for n, (w, h) in sizes.items() if min(w, h) < size]
+    for what, names in (("file(s) that are not images skipped", others),
+                        (f"non-square image(s) centre-cropped to a square before resizing to {size} px", cropped),
+                        (f"image(s) smaller than {size} px enlarged", enlarged)):
+        if names:
+            print(f"note: {len(names)} {what}: {', '.join(sorted(names)[:5])}{', ...' if len(names) > 5 else ''}")
 
 
 GENERATED = "none (generated data: every batch is new)"
@@ -235,9 +275,34 @@ def main():
     args = ap.parse_args(argv)
 
     try:
+        check_numbers(args)
         train(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, TrainingMismatch) as err:
         raise SystemExit(f"train_prior: error: {as_flags(str(err))}") from None
+    except KeyboardInterrupt:  # before training began (train() saves what it has on Ctrl-C during it)
+        print("\ntrain_prior: interrupted before training began; nothing was saved", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def check_numbers(args) -> None:
+    """One line naming the flag for values that made tracebacks deep in training (``--batch-size 0``,
+    ``--widths 16,0``) or trained nothing (``--lr 0``, ``--max-minutes 0``: a random-weight prior)."""
+    try:
+        widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        raise ValueError(f"--widths must be comma-separated integers (e.g. 32,64,64), got {args.widths!r}") from None
+    if not widths or any(w < 8 or w % 8 for w in widths):  # GroupNorm in 8 groups (make_unet)
+        raise ValueError(f"--widths must be multiples of 8 (the UNet's normalisation groups), at least 8, got "
+                         f"{args.widths!r}")
+    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--save-every", args.save_every, 1),
+                               ("--size", args.size, 8)):
+        if value < least:
+            raise ValueError(f"{flag} must be an integer >= {least}, got {value}")
+    if not args.lr > 0 or not math.isfinite(args.lr):
+        raise ValueError(f"--lr must be a positive number (AdamW's learning rate, e.g. 2e-3), got {args.lr}")
+    if not args.max_minutes > 0:
+        raise ValueError(f"--max-minutes must be > 0 (it stops training after that long; a prior with no training "
+                         f"is random weights), got {args.max_minutes}")
 
 
 def as_flags(message: str) -> str:
@@ -252,9 +317,10 @@ def as_flags(message: str) -> str:
     return message
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path, resuming: bool = False) -> None:
     """``--out`` must be a folder that can be made and written, checked before any training (it was
-    checked at the first save, after the training: a traceback for a file given as --out)."""
+    checked at the first save, after the training: a traceback for a file given as --out), and new,
+    empty or this script's export (``training.json``; ``resuming``: its training state exists)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the exported prior")
     existing = next(p for p in (out, *out.parents) if p.exists())
@@ -262,6 +328,10 @@ def check_out(out: Path) -> None:
         raise ValueError(f"--out {out}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK):
         raise ValueError(f"--out {out}: cannot write in {existing}")
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if held and not (out / "training.json").is_file() and not resuming:  # (a downloaded prior, a user's files: overwritten)
+        raise ValueError(f"--out {out} holds files this script did not write ({', '.join(held[:4])}"
+                         f"{', ...' if len(held) > 4 else ''}): give a new or empty folder for the prior")
 
 
 class TrainingMismatch(Exception):
@@ -294,6 +364,13 @@ def check_resume(saved: dict, settings: dict, ckpt: Path) -> None:
     before = saved.get("settings")
     if before is None:
         return  # a state from before settings were recorded: taken as it is
+    if before.get("data_files") and settings.get("data_files") and before["data_files"] != settings["data_files"]:
+        was, now = before["data_files"]["count"], settings["data_files"]["count"]
+        raise TrainingMismatch(f"the training data changed since {ckpt} was made ({was} → {now} source file(s), or "
+                               f"others under the same count): the held-out images would change under the validation "
+                               f"table; continue on the same files, or start a new run from these weights on the new "
+                               f"data (--init-from {settings['out']} with another --out)")
+    settings = {k: v for k, v in settings.items() if k != "data_files"}
     legacy = {"val_fraction": 0.0, "val_seed": None, "units": None}  # states from before the validation split trained on every image
     flag = {"val_seed": "seed"}  # (the split is seeded by --seed)
     differ = [f"--{flag.get(k, k).replace('_', '-')} {before.get(k, legacy.get(k))!r} (now {v!r})"
@@ -306,11 +383,11 @@ def check_resume(saved: dict, settings: dict, ckpt: Path) -> None:
 def train(args):
     acc = Accelerator(mixed_precision=args.mixed_precision)
     out = Path(args.out)
-    check_out(out)
     if args.steps < 1 or (args.kind == "latent" and args.ae_steps < 1):
         raise ValueError(f"--steps must be >= 1 (got {args.steps}): a prior with no training is random weights"
                          + (f"; --ae-steps too (got {args.ae_steps})" if args.kind == "latent" else ""))
     work = work_dir(args, out)
+    check_out(out, resuming=(work / "train_state.pt").exists())
     gen = torch.Generator().manual_seed(args.seed + acc.process_index)
     widths = tuple(int(w) for w in args.widths.split(","))
     if args.size % 2 ** (len(widths) - 1) or (args.kind == "latent" and args.size % 2 ** len(widths)):
@@ -330,13 +407,14 @@ def train(args):
                          f"{'built-in data' if data_kind(args.data) == 'builtin' else 'a folder of images'}: drop them")
     if not 0 <= args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
-    next_batch, channels, validation, split = batches(args.data, args.size, args.batch_size, gen, args.window,
-                                                   args.val_fraction, args.seed, args.units)
+    next_batch, channels, validation, split, files = batches(args.data, args.size, args.batch_size, gen, args.window,
+                                                          args.val_fraction, args.seed, args.units)
     data = args.data if args.data in BUILTIN_DATA and not Path(args.data).exists() else str(Path(args.data).resolve())
     settings = {"kind": args.kind, "size": args.size, "widths": list(widths), "channels": channels, "data": data,
                 "window": args.window, "units": args.units, "out": str(out.resolve()),
                 "val_fraction": args.val_fraction if validation is not None else 0.0,
-                "val_seed": args.seed if validation is not None else None}  # the split's seed: the same held-out images
+                "val_seed": args.seed if validation is not None else None,  # the split's seed: the same held-out images
+                **({"data_files": files} if files else {})}
     ae_images = None
     if args.kind == "latent":  # the autoencoder's round trip: on held-out images, or a fresh draw of generated data
         ae_images = validation[0] if validation is not None else (
@@ -380,9 +458,23 @@ def train(args):
             vae.load_state_dict(saved["vae"]); ae_opt.load_state_dict(saved["ae_opt"])
         state = saved["state"]; gen.set_state(saved["gen"])
         state.setdefault("validation", [])  # a state from before the validation split
+        state.setdefault("schedule", [{"step": 0, "lr": saved["opt"]["param_groups"][0]["lr"], "batch_size": None}])
+        for group in opt.param_groups:  # the saved optimiser's lr was restored over --lr (and recorded as used)
+            group["lr"] = args.lr
         if vae is not None and "scaling_factor" in state:  # the factor the UNet's latents were scaled by
             vae.register_to_config(scaling_factor=state["scaling_factor"])
         acc.print(f"resumed from {ckpt} at step {state['step']} (ae {state['ae_step']})")
+    state.setdefault("schedule", [])
+    last = state["schedule"][-1] if state["schedule"] else None
+    if last is None or ((last["lr"], last["batch_size"]) != (args.lr, args.batch_size) and state["step"] < args.steps):
+        if last is not None:
+            acc.print(f"note: from step {state['step']} on: --lr {args.lr:g}, --batch-size {args.batch_size} (before: "
+                      f"lr {last['lr']:g}, batch {last['batch_size'] or 'not recorded'}); training.json and the model "
+                      f"card record which steps ran with which")
+        state["schedule"].append({"step": state["step"], "lr": args.lr, "batch_size": args.batch_size})
+    if state["step"] >= args.steps and (vae is None or state["ae_step"] >= args.ae_steps):
+        acc.print(f"already trained for {state['step']} steps (--steps {args.steps}): nothing to train; the prior is "
+                  f"exported again")
     acc.print(f"unet parameters: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M")
     unet, opt = acc.prepare(unet, opt)
     if vae is not None:
@@ -429,68 +521,88 @@ def train(args):
         write_model_card(out, record, sum(p.numel() for p in raw_unet.parameters()))
         acc.print(f"saved step {state['step']} (ae {state['ae_step']}) after {state['seconds'] / 60:.1f} min")
 
-    # Stage 1 (latent kind): the autoencoder, L1 + small KL; then fix its latent scaling.
-    if vae is not None and state["ae_step"] < args.ae_steps:
-        vae.train()
-        while state["ae_step"] < args.ae_steps and time.time() < budget_end:
-            x = next_batch().to(acc.device)
-            with acc.autocast():
-                post = acc.unwrap_model(vae).encode(x).latent_dist
-                rec = acc.unwrap_model(vae).decode(post.sample()).sample
-                loss = F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
-            ae_opt.zero_grad(set_to_none=True); acc.backward(loss); ae_opt.step()
-            state["ae_step"] += 1
-            if state["ae_step"] % 50 == 0 or state["ae_step"] == args.ae_steps:
-                acc.print(f"ae step {state['ae_step']} loss {loss.item():.4f}")
-        with torch.no_grad():
-            z = acc.unwrap_model(vae).encode(torch.cat([next_batch() for _ in range(4)]).to(acc.device)).latent_dist.mean
-        acc.unwrap_model(vae).register_to_config(scaling_factor=float(1.0 / z.std()))
-        state["scaling_factor"] = acc.unwrap_model(vae).config.scaling_factor  # restored on resume
-        save_and_export()
-        if state["ae_step"] < args.ae_steps:
-            acc.print(f"stopped by --max-minutes in the autoencoder stage (step {state['ae_step']} of "
-                      f"{args.ae_steps}); the exported prior's denoiser is untrained: run the same command again")
-            return
-
-    unet.train()
-    if vae is not None:
-        vae.eval()
-    last_save = state["step"]
-    window_losses = []  # detached, summed at each print: no host sync per step
-    while state["step"] < args.steps and time.time() < budget_end:
-        x = next_batch().to(acc.device)
-        if vae is not None:
+    try:  # Ctrl-C: the steps done are saved and exported (they were lost back to the last save, with a traceback)
+        # Stage 1 (latent kind): the autoencoder, L1 + small KL; then fix its latent scaling.
+        if vae is not None and state["ae_step"] < args.ae_steps:
+            vae.train()
+            while state["ae_step"] < args.ae_steps and time.time() < budget_end:
+                x = next_batch().to(acc.device)
+                with acc.autocast():
+                    post = acc.unwrap_model(vae).encode(x).latent_dist
+                    rec = acc.unwrap_model(vae).decode(post.sample()).sample
+                    loss = F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+                ae_opt.zero_grad(set_to_none=True); acc.backward(loss); ae_opt.step()
+                state["ae_step"] += 1
+                if state["ae_step"] % 50 == 0 or state["ae_step"] == args.ae_steps:
+                    acc.print(f"ae step {state['ae_step']} loss {loss.item():.4f}")
             with torch.no_grad():
-                v = acc.unwrap_model(vae)
-                x = v.encode(x).latent_dist.sample() * v.config.scaling_factor
-        noise = torch.randn(x.shape, generator=gen).to(acc.device)
-        with acc.autocast():
-            if args.kind == "flow":
-                sigma = torch.rand(x.shape[0], generator=gen).to(acc.device)
-                xs = (1 - sigma[:, None, None, None]) * x + sigma[:, None, None, None] * noise
-                loss = F.mse_loss(unet(xs, sigma * 1000).sample.float(), noise - x)
-            else:
-                t = torch.randint(0, 1000, (x.shape[0],), generator=gen).to(acc.device)
-                loss = F.mse_loss(unet(sched.add_noise(x, noise, t), t).sample.float(), noise)
-        opt.zero_grad(set_to_none=True); acc.backward(loss); opt.step()
-        ema.step(acc.unwrap_model(unet).parameters())
-        state["step"] += 1
-        window_losses.append(loss.detach())
-        if state["step"] % 50 == 0 or state["step"] == args.steps:  # (and the last step: a short run shows one)
-            state["loss"] = float(torch.stack(window_losses).mean())  # the mean since the last print, not one batch's
-            acc.print(f"step {state['step']} loss {state['loss']:.4f} (mean of the last {len(window_losses)} steps; "
-                      f"{(time.time() - t_start) / 60:.1f} min)")
-            window_losses = []
-        if state["step"] - last_save >= args.save_every:
-            save_and_export(); last_save = state["step"]
-    if not exported_steps or exported_steps[-1] != state["step"]:  # (not twice at one step; a finished run is exported again)
-        save_and_export()
-    if state["step"] < args.steps:
-        acc.print(f"stopped by --max-minutes at step {state['step']} of {args.steps}: the exported prior is "
-                  f"part-trained (its training.json says so); run the same command again to continue")
+                z = acc.unwrap_model(vae).encode(torch.cat([next_batch() for _ in range(4)]).to(acc.device)).latent_dist.mean
+            acc.unwrap_model(vae).register_to_config(scaling_factor=float(1.0 / z.std()))
+            state["scaling_factor"] = acc.unwrap_model(vae).config.scaling_factor  # restored on resume
+            save_and_export()
+            if state["ae_step"] < args.ae_steps:
+                acc.print(f"stopped by --max-minutes in the autoencoder stage (step {state['ae_step']} of "
+                          f"{args.ae_steps}); the exported prior's denoiser is untrained: run the same command again")
+                return
 
+        unet.train()
+        if vae is not None:
+            vae.eval()
+        last_save = state["step"]
+        window_losses = []  # detached, summed at each print: no host sync per step
+        while state["step"] < args.steps and time.time() < budget_end:
+            x = next_batch().to(acc.device)
+            if vae is not None:
+                with torch.no_grad():
+                    v = acc.unwrap_model(vae)
+                    x = v.encode(x).latent_dist.sample() * v.config.scaling_factor
+            noise = torch.randn(x.shape, generator=gen).to(acc.device)
+            with acc.autocast():
+                if args.kind == "flow":
+                    sigma = torch.rand(x.shape[0], generator=gen).to(acc.device)
+                    xs = (1 - sigma[:, None, None, None]) * x + sigma[:, None, None, None] * noise
+                    loss = F.mse_loss(unet(xs, sigma * 1000).sample.float(), noise - x)
+                else:
+                    t = torch.randint(0, 1000, (x.shape[0],), generator=gen).to(acc.device)
+                    loss = F.mse_loss(unet(sched.add_noise(x, noise, t), t).sample.float(), noise)
+            opt.zero_grad(set_to_none=True); acc.backward(loss); opt.step()
+            ema.step(acc.unwrap_model(unet).parameters())
+            state["step"] += 1
+            window_losses.append(loss.detach())
+            if state["step"] % 50 == 0 or state["step"] == args.steps:  # (and the last step: a short run shows one)
+                state["loss"] = float(torch.stack(window_losses).mean())  # the mean since the last print, not one batch's
+                acc.print(f"step {state['step']} loss {state['loss']:.4f} (mean of the last {len(window_losses)} steps; "
+                          f"{(time.time() - t_start) / 60:.1f} min)")
+                window_losses = []
+            if state["step"] - last_save >= args.save_every:
+                save_and_export(); last_save = state["step"]
+        if not exported_steps or exported_steps[-1] != state["step"]:  # (not twice at one step; a finished run is exported again)
+            save_and_export()
+        if state["step"] < args.steps:
+            acc.print(f"stopped by --max-minutes at step {state['step']} of {args.steps}: the exported prior is "
+                      f"part-trained (its training.json says so); run the same command again to continue")
+
+    except KeyboardInterrupt:
+        if not exported_steps or exported_steps[-1] != state["step"]:
+            save_and_export()
+        print(f"\ntrain_prior: interrupted at step {state['step']} of {args.steps}"
+              + (f" (autoencoder {state['ae_step']} of {args.ae_steps})" if vae is not None else "")
+              + "; saved and exported (part-trained): run the same command again to continue", file=sys.stderr)
+        raise SystemExit(130) from None
 
 CARD_MARK = "<!-- written by scripts/train_prior.py: rewritten at every save -->"
+_KEPT_CARDS: set = set()  # README.md files of --out not written here (noted once)
+
+
+def schedule_text(record: dict) -> str:
+    """``batch 64, lr 0.002``, or per segment when a resume changed them: ``batch 8, lr 0.0001 from
+    step 60 (steps 0–60: batch 4, lr 0.002)``."""
+    segments = record.get("schedule") or [{"step": 0, "lr": record["lr"], "batch_size": record["batch_size"]}]
+    last = segments[-1]
+    text = f"batch {last['batch_size']}, lr {last['lr']:g}" + (f" from step {last['step']}" if len(segments) > 1 else "")
+    earlier = [f"steps {a['step']}–{b['step']}: batch {a['batch_size'] or 'not recorded'}, lr {a['lr']:g}"
+               for a, b in zip(segments, segments[1:])]
+    return text + (f" ({'; '.join(earlier)})" if earlier else "")
 
 
 def write_model_card(out: Path, record: dict, parameters: int) -> None:
@@ -499,6 +611,9 @@ def write_model_card(out: Path, record: dict, parameters: int) -> None:
     priors' model cards, made by scripts/model_card.py) is left alone."""
     card = out / "README.md"
     if card.is_file() and CARD_MARK not in card.read_text():
+        if card not in _KEPT_CARDS:  # said once per run, not at every save
+            _KEPT_CARDS.add(card)
+            print(f"note: {card} is not this script's model card: kept, and no card written (training.json has the record)")
         return
     done, asked = record["step"], record["steps"]
     window = f", window {record['window']}" if record.get("data_kind") in ("dicom", "nifti") else ""
@@ -508,9 +623,10 @@ def write_model_card(out: Path, record: dict, parameters: int) -> None:
              f"* **Held out for validation**: {record['heldout']}.",
              f"* **Training**: {done} of {asked} steps" + (" — **part-trained**" if done < asked else "")
              + (f" (autoencoder {record['ae_step']} of {record['ae_steps']})" if record["kind"] == "latent" else "")
-             + f", batch {record['batch_size']}, lr {record['lr']}, UNet widths {record['widths']} "
+             + f", {schedule_text(record)}, UNet widths {record['widths']} "
              f"({parameters / 1e6:.2f} M parameters), {record['seconds'] / 60:.1f} min"
-             + (f"; last loss {record['loss']:.4f} (mean of the last steps)" if "loss" in record else "") + "."]
+             + (f"; last loss {record['loss']:.4f} (mean of the last steps)" if "loss" in record else "")
+             + (f"; started from the weights of {record['init_from']}" if record.get("init_from") else "") + "."]
     ae = record.get("autoencoder_psnr")
     if ae:
         lines.append(f"* **Autoencoder round trip**: {ae['psnr']:.2f} dB on {ae['images']} "

@@ -157,3 +157,113 @@ def example_scan(name: str) -> Path:
     from pydicom.data import get_testdata_file
 
     return Path(get_testdata_file(name))
+
+
+def load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_prior", ROOT / "scripts" / "train_prior.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_third_training_audit_findings(photos, tmp_path):
+    """Audit 2026-12-07 (twenty-fifth session): a resume with another ``--lr`` kept the saved
+    optimiser's rate while training.json and the card said the new one — now the new rate is used and
+    the record says which steps ran with which; an ``--out`` holding someone else's files was
+    overwritten; ``--batch-size 0`` / ``--widths 16,0`` were tracebacks; changed training files resumed
+    silently with another held-out set; class subfolders read as "no DICOM images"; cropping was silent."""
+    import argparse
+
+    import torch
+
+    from ipsolve.io.sources import guess_format
+
+    first = train("--kind", "ddpm", "--data", str(photos), "--out", "p", *TINY, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    more = train("--kind", "ddpm", "--data", str(photos), "--out", "p", "--steps", "3", "--batch-size", "3",
+                 "--lr", "1e-4", "--widths", "16,32", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "note: from step 2 on: --lr 0.0001, --batch-size 3 (before: lr 0.002, batch 2)" in more.stdout
+    record = json.loads((tmp_path / "p" / "training.json").read_text())
+    assert record["schedule"] == [{"step": 0, "lr": 0.002, "batch_size": 2}, {"step": 2, "lr": 1e-4, "batch_size": 3}]
+    saved = torch.load(Path(record["work"]) / "train_state.pt", map_location="cpu", weights_only=False)
+    assert saved["opt"]["param_groups"][0]["lr"] == 1e-4  # the rate the optimiser ran with
+    assert "batch 3, lr 0.0001 from step 2 (steps 0–2: batch 2, lr 0.002)" in (tmp_path / "p" / "README.md").read_text()
+    again = train("--kind", "ddpm", "--data", str(photos), "--out", "p", "--steps", "3", "--batch-size", "3",
+                  "--lr", "1e-4", "--widths", "16,32", cwd=tmp_path)
+    assert "already trained for 3 steps (--steps 3): nothing to train" in again.stdout
+    # the same folder with another image: the held-out split would change under the validation table
+    changed = tmp_path / "changed"
+    shutil.copytree(photos, changed)
+    first = train("--kind", "ddpm", "--data", str(changed), "--out", "q", *TINY, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    save_image(ipsolve.datasets.heldout_phantoms(1, 32, seed=9), changed / "img9.png")
+    refused = train("--kind", "ddpm", "--data", str(changed), "--out", "q", *TINY, cwd=tmp_path)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "the training data changed since" in refused.stderr and "(3 → 4 source file(s)" in refused.stderr
+    assert "--init-from" in refused.stderr
+    # someone else's files in --out
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "model_index.json").write_text("{}")
+    foreign = train("--kind", "flow", "--data", str(photos), "--out", "theirs", *TINY, cwd=tmp_path)
+    assert foreign.returncode != 0 and "holds files this script did not write (model_index.json)" in foreign.stderr
+    assert (tmp_path / "theirs" / "model_index.json").read_text() == "{}"
+    # numbers that made tracebacks deep in training, or trained nothing
+    script = load_script()
+    base = dict(widths="16,32", batch_size=2, save_every=10, size=32, lr=1e-3, max_minutes=float("inf"))
+    for change, message in (({"batch_size": 0}, "--batch-size must be an integer >= 1, got 0"),
+                            ({"widths": "16,0"}, "--widths must be multiples of 8"),
+                            ({"widths": "10,20"}, "--widths must be multiples of 8"),
+                            ({"widths": "abc"}, "--widths must be comma-separated integers"),
+                            ({"size": 0}, "--size must be an integer >= 8, got 0"),
+                            ({"lr": 0.0}, "--lr must be a positive number"),
+                            ({"save_every": 0}, "--save-every must be an integer >= 1"),
+                            ({"max_minutes": 0.0}, "--max-minutes must be > 0")):
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            script.check_numbers(argparse.Namespace(**{**base, **change}))
+    # images in class subfolders, a file that is none of the kinds; non-square images said to be cropped
+    nested = tmp_path / "nested"
+    shutil.copytree(photos, nested / "cats")
+    with pytest.raises(ValueError, match=r"holds no images itself: 3 are in its subfolders \(cats\)"):
+        guess_format(nested)
+    with pytest.raises(ValueError, match=r"README.txt is no image \(.png"):
+        guess_format(photos / "README.txt")
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for i in range(2):
+        save_image(torch.zeros(1, 1, 32, 48), wide / f"w{i}.png")
+    (wide / "notes.txt").write_text("x")
+    ok = train("--kind", "ddpm", "--data", str(wide), "--out", "w", *TINY, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "note: 1 file(s) that are not images skipped: notes.txt" in ok.stdout
+    assert "note: 2 non-square image(s) centre-cropped to a square before resizing to 32 px: w0.png, w1.png" in ok.stdout
+
+
+def test_ctrl_c_saves_the_steps_done(photos, tmp_path):
+    """Ctrl-C while training: the steps done are saved and exported, one line says how to continue,
+    exit 130 (it was a 40-line traceback, and the steps since the last save were lost)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train_prior.py"), "--kind", "ddpm", "--data",
+                             str(photos), "--out", "p", "--steps", "100000", "--save-every", "100000", "--batch-size",
+                             "2", "--widths", "16,32"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    line = ""
+    while "step 50 loss" not in line:  # training is under way (a line every 50 steps)
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, "no training step was reported"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "train_prior: interrupted at step " in err.strip().splitlines()[-1]
+    step = int(err.split("interrupted at step ")[1].split()[0])
+    record = json.loads((tmp_path / "p" / "training.json").read_text())
+    assert record["step"] == step >= 50

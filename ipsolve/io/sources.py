@@ -34,7 +34,11 @@ def guess_format(path) -> str:
     dropped without a word (a NIfTI beside PNGs trained on the NIfTI alone)."""
     path = Path(path).expanduser()
     if path.is_file():
-        return "nifti" if is_nifti(path) else ("images" if path.suffix.lower() in IMAGE_SUFFIXES else "dicom")
+        if is_nifti(path) or path.suffix.lower() in IMAGE_SUFFIXES:
+            return "nifti" if is_nifti(path) else "images"
+        if not is_dicom_file(path):  # (it was read as DICOM and said "not a DICOM file")
+            raise ValueError(f"{path} is no image ({', '.join(IMAGE_SUFFIXES)}), NIfTI or DICOM file")
+        return "dicom"
     if not path.is_dir():
         raise FileNotFoundError(f"no file or folder at {path}")
     files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
@@ -58,6 +62,14 @@ def guess_format(path) -> str:
         return "images"
     if not dicom and not any(p.is_file() for p in path.rglob("*")):
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}), DICOM or NIfTI files in {path}")
+    if not dicom:  # pictures in subfolders only (a class-per-folder layout): read as DICOM, "no DICOM images"
+        below = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        others = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES][:200]
+        if below and not any(is_dicom_file(p) for p in others):
+            where = sorted({p.parent.relative_to(path).as_posix() for p in below})
+            raise ValueError(f"{path} holds no images itself: {len(below)} are in its subfolders "
+                             f"({', '.join(where[:4])}{', ...' if len(where) > 4 else ''}), which are not read — a "
+                             f"folder of images is read without its subfolders: give a folder that holds the images")
     return "dicom"
 
 
