@@ -84,6 +84,10 @@ def test_unblurred_or_too_small_measurements_are_refused_saying_why():
             ipsolve.estimate_sigma(y, op)
         assert "\n" not in str(err.value) and "give sigma as a number" in str(err.value)
     assert "keeps 0.15 of the finest frequencies" in make_operator("blur", kernel=torch.ones(3, 3)).noise_estimate_note()
+    # a blind operator whose simulation kernel is sharp (an 8-px motion kernel: the estimate was 2.4× σ, and a
+    # correct given σ was warned against; audit 2026-12-07) is judged like a known blur
+    assert "its kernel (true_kernel, size) keeps" in make_operator("blind_blur_dmplug", size=8).noise_estimate_note()
+    assert make_operator("blind_blur", seed=5).noise_estimate_note() is None
     # the kernel bound passes DPS's kernels, and refuses a 3×3 box and a Gaussian of std 0.8
     assert max(high_frequency_gain(motion_kernel(61, 0.5, s)) for s in range(20)) <= SMOOTH_ENOUGH
     assert high_frequency_gain(gaussian_kernel(61, 3.0)) < 1e-3 < SMOOTH_ENOUGH < high_frequency_gain(

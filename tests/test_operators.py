@@ -477,3 +477,40 @@ def test_messages_name_operators_as_users_do():
         pass
 
     assert operator_label(Mine()) == "operator Mine"
+
+
+def test_blur_audit_findings(tmp_path):
+    """Audit 2026-12-07: a kernel side no image can take was a 74.5 GiB allocation; a PNG kernel gets
+    the way to an array; an even kernel under zero padding is the reflecting blur of that kernel padded
+    with a zero row and column at the top and left (README); a blind operator's kernel_size (what is
+    estimated) does not make other measurements; BlindDPS's missing kernel model is named as such."""
+    import torch.nn.functional as F
+
+    from ipsolve.operators.blur import convolve
+    from ipsolve.runner.inputs import same_operator
+
+    for name in ("gaussian_blur", "motion_blur"):
+        with pytest.raises(ValueError, match="size 100000 is too large for a blur kernel: at most 2049"):
+            make_operator(name, size=100000)
+    (tmp_path / "k.png").write_bytes(b"\x89PNG not an array")
+    with pytest.raises(ValueError, match=r"not a .npy array .*np.save\(PATH.npy, kernel\)"):
+        make_operator("blur", kernel=str(tmp_path / "k.png"))
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    k = torch.rand(8, 8, generator=torch.Generator().manual_seed(1))
+    k /= k.sum()
+    inner = (..., slice(8, 24), slice(8, 24))
+    assert torch.allclose(convolve(x, k, "zero")[inner], convolve(x, F.pad(k, (1, 0, 1, 0)))[inner], atol=1e-6)
+    assert not torch.allclose(convolve(x, k, "zero")[inner], convolve(x, k)[inner], atol=1e-2)
+    made = {"name": "blind_blur_dmplug", "size": 8, "kernel_size": 8, "seed": 123}
+    assert same_operator(made, {**made, "kernel_size": 10}) and not same_operator(made, {**made, "size": 10})
+    from ipsolve import make_solver
+
+    blind = make_solver("blind_dps", kernel_prior="/nope/kernel_checkpoint.pt", steps=2)
+    with pytest.raises(ValueError, match=r"kernel_prior: no file at '/nope/kernel_checkpoint.pt'; BlindDPS's kernel model"):
+        blind.check(make_operator("blind_blur_dmplug", size=8), ipsolve_prior())
+
+
+def ipsolve_prior():
+    import ipsolve
+
+    return ipsolve.load_prior("bundled:phantom-ddpm")

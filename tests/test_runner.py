@@ -492,6 +492,14 @@ def test_blind_runs_write_kernels_and_their_error(tmp_path):
         assert k.shape == (8, 8) and abs(k.sum() - 1) < 1e-4 and (tmp_path / "run" / rec["outputs"]["kernel"]).is_file()
         assert rec["kernel_error"] == pytest.approx(np.linalg.norm(k - true) / np.linalg.norm(true), rel=1e-4)
     assert run.summary["kernel_error"]["n"] == 2
+    # also in metrics.csv and the report (they were in the JSON files only: audit 2026-12-07)
+    import csv
+
+    from ipsolve.runner import report
+
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [float(r["kernel_error"]) for r in rows] == pytest.approx([r["kernel_error"] for r in run.records], rel=1e-5)
+    assert "kernel error ‖k̂ − k‖/‖k‖ " in report(run.summary)
 
 
 def test_blind_samples_report_the_residual_of_what_they_return():
@@ -840,3 +848,41 @@ def test_uncertainty_outputs_a_newcomer_reads(tmp_path):
                                                             inversion="euler", inversion_steps=2, alpha=1.0,
                                                             progress=False), sigma=0.01, samples=np.int64(2))
     assert float(res.std.amax()) == 0.0 and np.isfinite(res.info[0]["residual"])  # (np.int64 samples: was refused)
+
+
+def test_blur_measurements_are_reused_by_their_kernel(tmp_path, monkeypatch):
+    """Audit 2026-12-07: measurements made with ``operator.kernel=k.npy`` (a relative path) could not be
+    reused from another folder ("no file at 'k.npy'"), the same file by another path was "another
+    operator", and an in-memory kernel's measurements never could be.  The path is recorded absolute,
+    kernels compare by the kernel applied, and an array's run is rebuilt from its operator_kernel.npy."""
+    import numpy as np
+
+    import ipsolve
+    from ipsolve.runner.errors import RunError
+
+    kernel = np.outer([1.0, 2.0, 1.0], [1.0, 1.0, 2.0, 1.0])
+    made = tmp_path / "made"
+    made.mkdir()
+    np.save(made / "k.npy", kernel)
+    monkeypatch.chdir(made)
+    common = dict(solver=ipsolve.make_solver("dps", steps=5, progress=False), prior="phantom_ddpm", sigma=0.01,
+                  max_images=1, progress=False, metrics=["psnr"])
+    first = ipsolve.reconstruct("bundled:phantom", ipsolve.make_operator("blur", kernel="k.npy"), output_dir="run",
+                                **common)
+    from_array = ipsolve.reconstruct("bundled:phantom", ipsolve.make_operator("blur", kernel=kernel * 3),
+                                     output_dir=tmp_path / "arr", **common)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    del common["sigma"]
+    again = ipsolve.reconstruct(made / "run" / "measurement", measurements=True, output_dir="again", **common)
+    assert torch.equal(again.x, first.x)  # the recorded operator (and σ) rebuilt from here
+    np.save(elsewhere / "copy.npy", kernel)  # the same kernel by another path: the same operator
+    ipsolve.reconstruct(made / "run" / "measurement", ipsolve.make_operator("blur", kernel=str(elsewhere / "copy.npy")),
+                        measurements=True, output_dir="copy", sigma=0.01, **common)
+    arr = ipsolve.reconstruct(tmp_path / "arr" / "measurement", measurements=True, output_dir="arr_again", **common)
+    assert torch.equal(arr.x, from_array.x)  # rebuilt from the run's operator_kernel.npy
+    np.save(elsewhere / "other.npy", np.ones((3, 3)))
+    with pytest.raises(RunError, match="these measurements were made by the operator blur"):
+        ipsolve.reconstruct(made / "run" / "measurement", ipsolve.make_operator("blur", kernel="other.npy"),
+                            measurements=True, output_dir="other", sigma=0.01, **common)

@@ -253,6 +253,25 @@ def describe_spec(spec: dict) -> str:
     return f"{spec.get('name')} ({params})" + (f", i.e. operator={presets[0]}{same}" if presets else "")
 
 
+def same_operator(recorded: dict, ours: dict) -> bool:
+    """Whether two operator descriptions (``describe_operator``) describe the same measurement model: a
+    file setting by its contents (its ``_sha256``; the path the file was given by does not count), a
+    blur kernel by the kernel applied (``kernel_digest``: a file, an array or the run's
+    ``operator_kernel.npy`` with the same normalised kernel are the same operator)."""
+    def essence(spec: dict, other: dict) -> dict:
+        out = dict(spec)
+        for key in [k for k in spec if k.endswith("_sha256") and k in other]:
+            out.pop(key.removesuffix("_sha256"), None)
+        if "kernel_digest" in spec and "kernel_digest" in other:
+            for key in ("kernel", "kernel_sha256"):
+                out.pop(key, None)
+        if str(spec.get("name", "")).startswith("blind_blur"):  # the size of the kernel to estimate: y is the same
+            out.pop("kernel_size", None)
+        return out
+
+    return essence(recorded, ours) == essence(ours, recorded)
+
+
 def check_measurement_provenance(operator, explicit: Sequence[str],
                                  made_by: dict | None) -> None:
     """Measurements from an ipsolve run's ``measurement/`` folder meet the operator that made
@@ -267,7 +286,7 @@ def check_measurement_provenance(operator, explicit: Sequence[str],
 
     ours = json.loads(json.dumps(describe_operator(operator), default=str))  # as summary.json records it
     if made_by is not None:
-        if made_by == ours:
+        if same_operator(made_by, ours):
             return
         raise RunError(f"these measurements were made by the operator {describe_spec(made_by)} (recorded in the "
                        f"summary.json beside them), but this run's operator is {describe_spec(ours)}: leave out the "

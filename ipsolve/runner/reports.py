@@ -129,6 +129,8 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
         cols += list(METRICS) + [f"{m}_initial" for m in METRICS]
     cols += list(CSV_INFO) + ["initial_residual", "worse_than_initial", "residual_warning", *CSV_TIMES, "reliability",
                               *RELIABILITY_TERMS, "reliability_reason", "decision", "seed_noise", "seed_solver"]
+    kernels = any(r.get("kernel_error") is not None for r in records)  # blind, simulated
+    cols += ["kernel_error"] if kernels else []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -152,6 +154,7 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
                 fmt(r["info"].get("reliability_reason")),
                 (decisions or {}).get(r["name"], "accept")]
         row += [r["seed"]["noise"], r["seed"]["solver"]]
+        row += [fmt(r.get("kernel_error"))] if kernels else []
         w.writerow(row)
     return buf.getvalue()
 
@@ -224,6 +227,9 @@ def report(summary: dict) -> str:
                      f"{format_stats(summary.get('initial_residual'))}) | seconds per image "
                      f"{format_stats(per_image, 1)} (batch time / batch size) | "
                      f"stop: {', '.join(f'{k} {v}' for k, v in summary['stop_reasons'].items())}")
+    if summary.get("kernel_error"):  # blind, simulated: the estimated kernel against the true one
+        lines.append(f"  kernel error ‖k̂ − k‖/‖k‖ {format_stats(summary['kernel_error'], 3)} (estimated against the "
+                     f"true kernel; kernel/ holds the estimates)")
     calibration = summary.get("calibration")
     if calibration:
         changed = calibration.get("changes")  # absent from a record: say nothing of kept values

@@ -668,10 +668,16 @@ def recorded_operator_spec(recorded: dict) -> dict:
 
     spec = dict(recorded["config"] or recorded["operator"])
     described = recorded["operator"]
+    spec.pop("kernel_digest", None)  # (a blur's description of its kernel, no setting)
+    applied = Path(recorded["file"]).parent / "operator_kernel.npy"  # the kernel the run's blur applied
     for key in [k for k in described if k.endswith("_sha256")]:
         name = key.removesuffix("_sha256")
         spec.pop(key, None)
         path = described.get(name)
+        if name == "kernel" and "kernel_digest" in described and applied.is_file() and not (
+                isinstance(path, str) and Path(path).is_absolute() and Path(path).is_file()):
+            spec[name] = str(applied)  # an in-memory kernel, or a file gone: the same kernel (kernel_digest checks)
+            continue
         if not (isinstance(path, str) and Path(path).is_absolute()):
             continue
         if not Path(path).is_file():

@@ -465,7 +465,10 @@ def check_fits(solver, operator, prior) -> None:
 
 
 def _takes(cls, operator, prior) -> bool:
-    """Whether a default ``cls`` solver accepts ``operator`` with ``prior`` (its ``check``)."""
+    """Whether a default ``cls`` solver accepts ``operator`` with ``prior`` (its ``check``; a solver that
+    cannot be built bare — BlindDPS needs its kernel prior — by its ``takes``)."""
+    if callable(getattr(cls, "takes", None)):
+        return bool(cls.takes(operator, prior))
     try:
         cls().check(operator, prior)
     except Exception:  # noqa: BLE001 - any refusal (or a solver that cannot be built bare) means no

@@ -116,11 +116,15 @@ class DPS(Solver):
             spec = self.kernel_prior
             if isinstance(spec, Prior):
                 kp = spec
-            elif hasattr(spec, "keys"):  # {source: ..., **load_prior options}, e.g. an ADM kernel model's config
-                spec = dict(spec)
-                kp = load_prior(str(spec.pop("source")), **spec)
-            else:
-                kp = load_prior(str(spec))
+            else:  # a source, or {source: ..., **load_prior options} (e.g. an ADM kernel model's config)
+                spec = dict(spec) if hasattr(spec, "keys") else {"source": spec}
+                source = str(spec.pop("source"))
+                try:
+                    kp = load_prior(source, **spec)
+                except FileNotFoundError:  # (the ADM loader's hint named DPS's image model, ffhq_10m.pt)
+                    raise ValueError(f"kernel_prior: no file at {source!r}; BlindDPS's kernel model is "
+                                     f"models/kernel_checkpoint.pt of BlindDPS/blind-dps (its README's download), or "
+                                     f"use bundled:kernel-ddpm (8-px kernels, for 32-px images)") from None
             if not isinstance(kp, DiffusionPrior) or kp.channels != 1:
                 raise ValueError(f"kernel_prior must be a 1-channel pixel diffusion prior (e.g. bundled:kernel-ddpm), "
                                  f"got a {kp.kind} prior of shape {kp.shape}")
@@ -255,6 +259,13 @@ class BlindDPS(DPS):
     name = "blind_dps"
     search_space = {"blind_step": (0.1, 10.0)}  # a factor on the reference's √ᾱ_t step (1.0)
 
+    @classmethod
+    def takes(cls, operator, prior) -> bool:
+        """Whether it takes ``operator`` with ``prior`` without its kernel prior (a bare instance needs one)."""
+        from .base import prior_key
+
+        return isinstance(operator, BlindBlur) and prior_key(prior) in cls.accepts
+
     def __init__(self, kernel_prior=None, steps: int = 1000, **kw):
         if kernel_prior is None:
             raise ValueError("blind_dps needs a kernel_prior: bundled:kernel-ddpm (8-px kernels) or BlindDPS's "
@@ -266,3 +277,4 @@ class BlindDPS(DPS):
         if not isinstance(operator, BlindBlur):
             raise ValueError(f"blind_dps estimates a blur kernel and takes only blind_blur, not {operator_label(operator)}; "
                              f"use dps for other operators")
+        self.kernel_prior_for(operator, "cpu")  # loaded (once) before any work: a missing file is said up front
