@@ -816,14 +816,14 @@ def test_training_slices_from_dicom_and_nifti(tmp_path):
     spec = importlib.util.spec_from_file_location("train_prior", ROOT / "scripts" / "train_prior.py")
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
-    next_batch, channels, validation, split = train.batches(str(tmp_path / "dcm"), 32, 5, torch.Generator().manual_seed(0),
-                                                            val_fraction=0.1)
+    next_batch, channels, validation, split, _ = train.batches(str(tmp_path / "dcm"), 32, 5,
+                                                               torch.Generator().manual_seed(0), val_fraction=0.1)
     assert channels == 1 and next_batch().shape == (5, 1, 32, 32)
     assert validation is None and split.startswith("none (3 image(s) from one source")  # too few to hold out
     # the 4-D file's 20 frames are one scan (one source): a block of its last slices is held out, never drawn
     nii = str(tmp_path / "nii" / "functional.nii")
-    next_batch, _, (heldout, compared), split = train.batches(nii, 16, 64, torch.Generator().manual_seed(0),
-                                                              val_fraction=0.1)
+    next_batch, _, (heldout, compared), split, _ = train.batches(nii, 16, 64, torch.Generator().manual_seed(0),
+                                                                 val_fraction=0.1)
     assert split.startswith("the last 6 of the 60 slices") and heldout.shape == (6, 1, 16, 16)
     assert len(compared) == 54 and not any((compared[:, None] == heldout[None]).flatten(2).all(2).any(1))
     drawn = torch.cat([next_batch() for _ in range(10)])
