@@ -300,6 +300,7 @@ def run(cfg: DictConfig) -> dict | None:
         extra = {"overrides": list(hc.overrides.task), "job": hc.job.get("num") if hc.mode.name == "MULTIRUN" else None}
         given = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
         check_auto_not_switched_off(cfg, hc.overrides.task)
+        blind_preset_note(hc.runtime.choices.get("solver"), cfg.get("operator"))
         explicit = [key.split(".", 1)[1] for key in given if key.startswith("operator.")]
         result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit,
                             given={key.split(".", 1)[0] for key in given})
@@ -355,6 +356,17 @@ def check_auto_not_switched_off(cfg: DictConfig, overrides) -> None:
     if off and autos:
         raise RunError(f"{off[0]} turns calibration off, but solver.{autos[0]}=auto asks for it (the value chosen from "
                        f"the measurement): give solver.{autos[0]} a number, or leave out {off[0]}")
+
+
+def blind_preset_note(solver_choice, operator) -> None:
+    """A blind-deblurring solver preset (``dmplug_blind``) on an operator whose kernel is known runs as
+    the plain solver, its kernel settings unused: said (it ran silently; audit 2026-12-07).  BlindDPS
+    refuses such an operator itself."""
+    name = str(operator.get("name", "")) if OmegaConf.is_dict(operator) else ""
+    if solver_choice and "blind" in str(solver_choice) and name and not name.startswith("blind_blur"):
+        log.warning("solver=%s is a blind-deblurring preset, but operator %s knows its kernel: no kernel is estimated "
+                    "and the preset's kernel settings go unused (operator=blind_blur or blind_blur_dmplug estimates one)",
+                    solver_choice, name)
 
 
 _CLEANUP_REGISTERED: list = []  # the process group's destruction is registered once per process

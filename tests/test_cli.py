@@ -671,3 +671,19 @@ def test_a_metric_asked_for_on_resume_is_said_missing_for_the_finished_images():
     assert note.startswith("ssim asked for now, not when 1 of the 2 image(s) the earlier run finished")
     assert resumed_without_metrics(done, ["psnr"], False) is None
     assert resumed_without_metrics(done, ["psnr", "ssim"], measurements=True) is None  # no truth: no metrics anyway
+
+
+def test_a_blind_preset_on_a_known_kernel_is_said(caplog):
+    """``solver=dmplug_blind`` with ``operator=motion_blur`` ran as plain DMPlug without a word (audit 2026-12-07)."""
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from ipsolve.cli import blind_preset_note
+
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        blind_preset_note("dmplug_blind", OmegaConf.create({"name": "motion_blur", "size": 9}))
+        blind_preset_note("dmplug_blind", OmegaConf.create({"name": "blind_blur_dmplug", "size": 8}))
+        blind_preset_note("dmplug_cpu", OmegaConf.create({"name": "motion_blur"}))
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "solver=dmplug_blind is a blind-deblurring preset, but operator motion_blur knows its kernel"]

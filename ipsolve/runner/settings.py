@@ -309,7 +309,10 @@ def build_prior(spec, device=None):
 
     source, kwargs = prior_source(spec)
     try:
-        return load_prior(source, device=device, **kwargs)
+        with logged_warnings() as said:
+            prior = load_prior(source, device=device, **kwargs)
+        prior.load_warnings = said  # (fp16, SD3 without T5, ...: summary.json keeps them with the run's warnings)
+        return prior
     except HubUnavailable as err:
         raise RunError(hub_preset_message(err) or str(err)) from None
     except (FileNotFoundError, ValueError) as err:
@@ -408,11 +411,13 @@ def describe(operator, solver, prior) -> dict:
 
 def build_models(operator, solver, prior, *, state, device, progress: bool):
     """``(operator, solver, prior, load_warnings)`` of a run: the operator and prior on ``device``, as
-    objects, and the warnings logged while the prior loaded (fp16 weights, SD3 without T5, tiling
-    that does not engage), which summary.json keeps with the run's other warnings."""
+    objects, and the warnings logged while :func:`build_prior` loaded the prior (fp16 weights, SD3
+    without T5, tiling that does not engage; a volume run's prior, loaded before, keeps them too),
+    which summary.json keeps with the run's other warnings."""
     # the first process of each machine first: a download or cache fill happens once per machine
-    with state.local_main_process_first(), logged_warnings() as load_warnings:
+    with state.local_main_process_first():
         prior = build_prior(prior, device)
+    load_warnings = list(getattr(prior, "load_warnings", None) or [])
     operator = build_operator(operator).to(device)
     solver = build_solver(solver, progress=(progress and state.process_index == 0) if not is_solver(solver) else None)
     return operator, solver, prior, load_warnings
