@@ -703,7 +703,8 @@ def paired_standard_error(differences: torch.Tensor, single: float = 0.0) -> flo
 
 # "better" is a claim a user may rely on and skip the comparison: it needs two standard errors; "worse"
 # asks for a look (initial/ beside recon/): one.  On the 32 rows of docs/calibration.md one standard error
-# called a -0.09-dB loss and a +0.11-dB tie "better" (1.2 SE); two keeps 9 of the 11 gains' "better"
+# called a -0.09-dB loss and a +0.11-dB tie "better" (1.2 SE); two keeps 10 of the 11 gains' "better" on
+# split seeds 1-2 and 5 of 11 on seeds 3-4, and calls no loss "better" on either (one did on 3-4)
 # (audit 2026-12-07: 2 images, DPS at 20 steps, a -1.3-dB loss scored 1.4 SE "better")
 BETTER_SE, WORSE_SE = 2.0, 1.0
 
