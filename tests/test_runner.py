@@ -886,3 +886,41 @@ def test_blur_measurements_are_reused_by_their_kernel(tmp_path, monkeypatch):
     with pytest.raises(RunError, match="these measurements were made by the operator blur"):
         ipsolve.reconstruct(made / "run" / "measurement", ipsolve.make_operator("blur", kernel="other.npy"),
                             measurements=True, output_dir="other", sigma=0.01, **common)
+
+
+def test_operator_settings_their_mode_leaves_unused_are_refused_when_given(tmp_path):
+    """A setting given on the command line that the operator's mode does not use is one line
+    before any work (a BKSE checkpoint given to the camera model ran the camera model silently);
+    the same setting in a preset's defaults (not given) is not."""
+    import numpy as np
+
+    from ipsolve.operators.blur import BlindBlur
+    from ipsolve.operators.inpainting import Inpainting
+    from ipsolve.operators.mri import MRI
+    from ipsolve.operators.nonlinear import NonlinearBlur
+    from ipsolve.runner.run import check_settings_used
+
+    def said(op, explicit):
+        with pytest.raises(RunError) as err:
+            check_settings_used(op, explicit)
+        return str(err.value)
+
+    camera = NonlinearBlur(size=9)
+    assert said(camera, ["checkpoint", "size"]) == (
+        "operator 'nonlinear_blur' with model=camera, kernel=motion does not use operator.checkpoint (used with "
+        "model=bkse): leave it out or choose that mode")
+    assert "operator.seed (used with kernel=motion or model=bkse)" in said(NonlinearBlur(kernel="gaussian", size=9),
+                                                                          ["seed", "std"])
+    check_settings_used(camera, ["size", "intensity", "gain", "seed"])  # the camera's own: nothing said
+    check_settings_used(camera, [])                                      # the yaml's code_scale, not given
+    assert "operator.std (used with true_kernel=gaussian)" in said(BlindBlur(size=9), ["std"])
+    check_settings_used(BlindBlur(true_kernel="gaussian", size=9), ["std", "size"])
+    assert "with mask=random does not use operator.box_fraction (used with mask=box)" in said(Inpainting(), ["box_fraction"])
+    assert "operator.missing (used with mask=random)" in said(Inpainting(mask="box"), ["missing"])
+    mask = tmp_path / "cols.npy"
+    np.save(mask, (np.arange(16) % 2 == 0).astype(np.float32))
+    message = said(MRI(mask=str(mask)), ["acceleration", "seed", "mask"])
+    assert "operator.acceleration (used with mask=random or equispaced or equispaced_fraction (a mask file decides))" in message
+    assert "operator.seed" in message and message.endswith("leave them out or choose that mode")
+    check_settings_used(MRI(mask=str(mask), coils=2), ["seed"])  # the seed draws the coil maps
+    check_settings_used(MRI(), ["acceleration", "seed", "center_fraction"])

@@ -171,6 +171,12 @@ class Operator(nn.Module):
                 f"be told apart (sigma=auto takes gaussian_blur, motion_blur, blur, blind_blur and nonlinear_blur "
                 f"measurements)")
 
+    def unused_settings(self) -> dict[str, str]:
+        """The settings of this operator's config that its mode leaves unused, each with the mode that
+        uses it: given on the command line, one is a mistake said before any work (a checkpoint given
+        to the offline camera blur ran the camera model silently)."""
+        return {}
+
     def seeded_state(self) -> str | None:
         """What this operator draws from its ``seed`` that measurements depend on (a mask, a
         kernel), for the error when measurements of unknown provenance meet it; None if nothing."""

@@ -355,6 +355,11 @@ class BlindBlur(_KernelBlur):
                        "padding": padding, **({"intensity": intensity} if true_kernel == "motion" else {"std": std})}
         self.register_buffer("kernel", k)
 
+    def unused_settings(self):
+        motion = self.params["true_kernel"] == "motion"
+        return {"std": "true_kernel=gaussian"} if motion else {"intensity": "true_kernel=motion",
+                                                                 "seed": "true_kernel=motion"}
+
     def noise_estimate_note(self):
         """The kernel held here (the true kernel of measurements ipsolve simulated with these settings;
         else the best description of the unknown one there is) judged as a known blur's: an 8-px motion

@@ -184,6 +184,13 @@ class Inpainting(Operator):
         mask = self.mask_for(y_shape)
         return mask.expand(mask.shape[0], y_shape[-3], -1, -1)
 
+    def unused_settings(self):
+        if self.kind == "random":
+            return {"box_fraction": "mask=box"}
+        if self.kind == "box":
+            return {"missing": "mask=random"}
+        return {k: "mask=random or box (a mask file decides)" for k in ("missing", "box_fraction", "seed")}
+
     def seeded_state(self):
         if self.per_image:
             return "its per-image random masks (from the seed and each image's name)"

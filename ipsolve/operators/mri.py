@@ -310,6 +310,14 @@ class MRI(Operator):
             offset = self.apply(torch.zeros(1, *shape[1:], dtype=torch.float64))
         return HermitianFourierDecomposition(shape, self.mask_for(shape).cpu(), offset)
 
+    def unused_settings(self):
+        if self.kind in MASK_KINDS:
+            return {}
+        unused = {k: f"mask={' or '.join(MASK_KINDS)} (a mask file decides)" for k in ("acceleration", "center_fraction")}
+        if self.coils == 1 or self.sens is not None:  # the seed also draws synthetic coil maps
+            unused["seed"] = "a drawn mask or synthetic coil maps (coils > 1)"
+        return unused
+
     def seeded_state(self):
         return f"its {self.kind} column mask" if self.kind in MASK_KINDS else None
 

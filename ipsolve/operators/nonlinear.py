@@ -49,6 +49,14 @@ class NonlinearBlur(Operator):
         else:
             raise ValueError(f"model must be 'camera' or 'bkse', got {shown(model)}")
 
+    def unused_settings(self):
+        if self.model == "bkse":
+            return {k: "model=camera" for k in ("kernel", "size", "std", "intensity", "gain")}
+        kernel = self.params["kernel"]
+        return {"checkpoint": "model=bkse", "code_scale": "model=bkse",
+                **({"std": "kernel=gaussian"} if kernel == "motion" else
+                   {"intensity": "kernel=motion", "seed": "kernel=motion or model=bkse"})}
+
     def noise_estimate_note(self):
         """The camera model: as its kernel blurs (the response bends values, not detail); BKSE's
         learned blur (GOPRO motion) is taken to blur."""

@@ -199,6 +199,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
                                                           progress=progress)
     check_fits(solver, operator, prior)
     check_operator_takes(operator, prior)
+    check_settings_used(operator, o.explicit_operator)
     if o.noise == "poisson" and not o.measurements:
         from ..operators.base import check_poisson
 
@@ -406,6 +407,25 @@ def check_operator_takes(operator, prior) -> None:
         operator.output_shape((1, prior.channels, prior.image_size, prior.image_size))
     except (ValueError, RuntimeError) as err:  # (RuntimeError: a deepinv physics built for another size)
         raise RunError(f"{name} on the prior's {prior.image_size}×{prior.image_size} images: {err}") from None
+
+
+def check_settings_used(operator, explicit: Sequence[str]) -> None:
+    """:class:`RunError` (one line, before any work) for operator settings given on the command line
+    that the operator's mode leaves unused (:meth:`~ipsolve.operators.base.Operator.unused_settings`)."""
+    unused = {k: v for k, v in operator.unused_settings().items() if k in explicit}
+    if unused:
+        said = "; ".join(f"operator.{k} (used with {v})" for k, v in unused.items())
+        raise RunError(f"{operator_label(operator)} with {describe_mode(operator)} does not use {said}: leave "
+                       f"{'it' if len(unused) == 1 else 'them'} out or choose that mode")
+
+
+def describe_mode(operator) -> str:
+    """The settings that decide an operator's mode, as ``key=value`` (for :func:`check_settings_used`)."""
+    params = getattr(operator, "params", {}) or {}
+    keys = [k for k in ("model", "kernel", "true_kernel", "mask") if k in params]
+    if params.get("model") == "bkse":
+        keys = ["model"]
+    return ", ".join(f"{k}={params[k]}" for k in keys) or "these settings"
 
 
 def resumed_without_metrics(done: dict, metrics: Sequence[str], measurements: bool) -> str | None:
