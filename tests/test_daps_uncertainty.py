@@ -103,6 +103,10 @@ def test_samples_batched_equal_single_and_reliability(phantom_case, solver, para
         assert info1["reliability_terms"]["disagreement"] is None  # samples=1: no disagreement term
     with pytest.raises(ValueError, match="samples must be an integer >= 1"):
         solve(y, op, prior, s, sigma=0.01, samples=0)
+    with pytest.raises(ValueError, match="samples must be an integer >= 1"):
+        solve(y, op, prior, s, sigma=0.01, samples=1.5)
+    whole = solve(y, op, prior, s, sigma=0.01, samples=1.0, generator=gens(range(3)))  # as the command line takes 1.0
+    assert torch.equal(whole.x, plain.x)
 
 
 def test_selective_decisions_and_risk_coverage():

@@ -407,3 +407,16 @@ def test_cli_runs_the_cpu_presets(tmp_path):
     rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
     assert sorted(r["solver"] for r in rows) == ["ddrm", "diffpir", "pigdm"]
     assert all(r["psnr"] not in ("", "n/a") for r in rows)
+
+
+def test_a_steps_count_the_reference_grid_does_not_run_is_said(caplog):
+    """``range(0, T, T // steps)`` (DDRM, ΠGDM, RED-diff) runs steps + 1 or more where steps does not
+    divide T (the reference's rule, kept): said once, with the count run."""
+    from ipsolve.solvers.svd_common import skip_grid
+
+    with caplog.at_level("WARNING", logger="ipsolve"):
+        assert len(skip_grid(1000, 20)) == 20 and len(skip_grid(1000, 300)) == 334
+        assert len(skip_grid(1000, 300)) == 334  # the second time: not said again
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["steps=300 runs 334 steps on the reference's grid range(0, 1000, 3) (steps dividing 1000 run "
+                    "as asked)"]

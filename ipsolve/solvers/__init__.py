@@ -104,7 +104,8 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     check_callback(callback)
     assumed_sigma_note(sigma, operator)
     y, sigma = check_inputs(y, operator, prior, sigma)
-    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:  # (np.int64 too)
+    whole = isinstance(samples, numbers.Integral) or (isinstance(samples, numbers.Real) and float(samples).is_integer())
+    if isinstance(samples, bool) or not whole or samples < 1:  # np.int64 and 2.0 too, as the command line takes
         raise ValueError(f"samples must be an integer >= 1 (posterior samples per image), got {shown(samples)}")
     samples = int(samples)
     if select not in SELECT:

@@ -2,8 +2,13 @@
 and the skip-type timestep grid of DDRM's and RED-diff's code (DDRM, ΠGDM, RED-diff)."""
 from __future__ import annotations
 
+import logging
+
 from ..operators.decomposition import NotDecomposable
 from .base import check_steps
+
+log = logging.getLogger("ipsolve")
+_NOTED: set = set()  # grid notes already logged in this process
 
 
 def decomposition(solver_name: str, operator, shape, cutoff: float | None = None):
@@ -24,4 +29,9 @@ def skip_grid(num_timesteps: int, steps: int) -> list[int]:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     check_steps(steps, num_timesteps)
-    return list(range(0, num_timesteps, num_timesteps // steps))
+    grid = list(range(0, num_timesteps, num_timesteps // steps))
+    if len(grid) != steps and (num_timesteps, steps) not in _NOTED:  # said once: nfe counts the steps run
+        _NOTED.add((num_timesteps, steps))
+        log.warning("steps=%d runs %d steps on the reference's grid range(0, %d, %d) (steps dividing %d run as "
+                    "asked)", steps, len(grid), num_timesteps, num_timesteps // steps, num_timesteps)
+    return grid
