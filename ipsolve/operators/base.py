@@ -148,6 +148,9 @@ class Operator(nn.Module):
     single_run_note: str | None = None  # said to a user who runs one sample where one run is a draw (phase retrieval)
     # what held-out measurement entries cannot see on this operator, said with every holdout calibration (MRI)
     holdout_blind_spot: str | None = None
+    # why this operator's initial guess built from part of y is no fair yardstick (it loses much more than a
+    # solve when entries are held out): calibration then does not call a solve "better" than it
+    holdout_guess_handicap: str | None = None
     # Which standard problem this is (one of TASKS), for the per-task settings of the reference
     # configs: the one place an operator is mapped to a task; each solver maps tasks to its own
     # table.  None: an operator no paper configures (deepinv physics, your own).

@@ -20,7 +20,7 @@ from ..calibration_settings import COMPARISON_SPLITS, check_calibration_settings
 from ..notices import shown
 from .errors import RunError, flag
 from .inputs import input_digest
-from .reports import INDISTINGUISHABLE
+from .reports import indistinguishable_note
 from .rundir import atomic_write_text
 
 log = logging.getLogger("ipsolve")
@@ -157,7 +157,7 @@ def _calibrate(job, items, options: dict) -> dict:
                 and job.prior.channels == 1 and cal.method != "discrepancy" else "")
         log.warning("calibration: %s%s", cal.warning, hint)
     elif cal.against_initial_guess == "indistinguishable":
-        log.info("calibration: %s", INDISTINGUISHABLE)
+        log.info("calibration: %s", indistinguishable_note(cal.guess_handicap))
     if not cal.against_initial_guess:  # nothing to compare (the discrepancy principle's warning is another finding)
         log.info("calibration: no comparison with the operator's initial guess (%s)",
                  "the discrepancy principle holds no entries out" if cal.method == "discrepancy"

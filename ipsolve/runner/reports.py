@@ -22,6 +22,15 @@ INDISTINGUISHABLE = ("the score cannot tell whether the solve beats the operator
                      "two standard errors, above it by less than one): compare them (initial/ beside recon/)")
 
 
+def indistinguishable_note(handicap: str | None) -> str:
+    """What the log and the report say of an ``indistinguishable`` comparison: :data:`INDISTINGUISHABLE`,
+    or, where a ``better`` was withheld (``Calibration.guess_handicap``), why."""
+    if not handicap:
+        return INDISTINGUISHABLE
+    return (f"the solve scored below the operator's initial guess by more than two standard errors, but this is not "
+            f"called better: {handicap}; compare them (initial/ beside recon/)")
+
+
 def against_guess(calibration: dict) -> str:
     """The comparison with the initial guess, as the report says it (``Calibration.summary``).  On
     fresh splits the entries held out are others than the two scores' before it, so the difference
@@ -35,7 +44,8 @@ def against_guess(calibration: dict) -> str:
     difference = calibration["initial_guess_difference"]
     return (f"; {where} the solve scored {plain_number(abs(difference))} {score_unit(calibration.get('sigma'))} "
             f"{'below' if difference < 0 else 'above'} the guess (one standard error "
-            f"{plain_number(calibration['initial_guess_se'])}: {AGAINST_GUESS[verdict]})")
+            f"{plain_number(calibration['initial_guess_se'])}: "
+            f"{'not called better (note below)' if calibration.get('guess_handicap') else AGAINST_GUESS[verdict]})")
 
 
 def sigma_text(sigma) -> str:
@@ -250,7 +260,7 @@ def report(summary: dict) -> str:
             lines.append(f"  warning: calibration: {calibration['warning']}")
         else:
             if calibration.get("against_initial_guess") == "indistinguishable":
-                lines.append(f"  note: calibration: {INDISTINGUISHABLE}")
+                lines.append(f"  note: calibration: {indistinguishable_note(calibration.get('guess_handicap'))}")
             if calibration.get("blind_spot"):
                 lines.append(f"  note: calibration: {calibration['blind_spot']}")
     threads = summary.get("threads")

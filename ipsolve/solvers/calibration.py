@@ -86,7 +86,8 @@ class Calibration:
     two scores'): their mean per-entry
     score difference ``initial_guess_difference`` below two standard errors ``initial_guess_se``
     (better) or above one (worse: :func:`compare_with_initial_guess`); ``blind_spot``: what held-out entries cannot see on this
-    operator (MRI), else ""."""
+    operator (MRI), else ""; ``guess_handicap``: why ``better`` was withheld (an operator whose initial
+    guess from part of y is handicapped: CT, MRI, phase retrieval), else ""."""
 
     params: dict
     solver: Solver
@@ -102,6 +103,7 @@ class Calibration:
     warning: str = ""  # the initial guess predicts the held-out entries better than the chosen values
     score: float | None = None  # the returned values' score (holdout), beside initial_guess_score
     blind_spot: str = ""  # what held-out entries cannot see on this operator (Operator.holdout_blind_spot)
+    guess_handicap: str = ""  # why a 'better' was not claimed (Operator.holdout_guess_handicap), when one was withheld
     against_initial_guess: str = ""  # better / indistinguishable / worse (compare_with_initial_guess); "" without one
     initial_guess_difference: float | None = None  # mean per-entry score difference, the solve's − the guess's
     initial_guess_se: float | None = None  # its standard error (paired, per entry)
@@ -118,7 +120,8 @@ class Calibration:
                     "initial_guess_se": self.initial_guess_se,
                     "comparison_splits": self.comparison_splits} if self.against_initial_guess else {}),
                 **({"warning": self.warning} if self.warning else {}),
-                **({"blind_spot": self.blind_spot} if self.blind_spot else {})}
+                **({"blind_spot": self.blind_spot} if self.blind_spot else {}),
+                **({"guess_handicap": self.guess_handicap} if self.guess_handicap else {})}
 
 
 class CalibrationWarning(UserWarning):
@@ -628,7 +631,10 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             differences, splits = objective.own_split_differences(accepted), 0
         if differences is not None:
             verdict, se = compare_with_initial_guess(differences)
-            comparison = dict(against_initial_guess=verdict, initial_guess_difference=float(differences.mean()),
+            handicap = getattr(operator, "holdout_guess_handicap", None) or ""
+            if verdict == "better" and handicap:  # the guess's handicap, not the solve, may have made it
+                verdict, comparison["guess_handicap"] = "indistinguishable", handicap
+            comparison.update(against_initial_guess=verdict, initial_guess_difference=float(differences.mean()),
                               initial_guess_se=se, comparison_splits=splits)
     warning = initial_guess_warning(comparison, sigma) if comparison.get("against_initial_guess") == "worse" else misfit
     coupling = None
