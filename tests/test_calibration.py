@@ -963,3 +963,17 @@ def test_mri_calibration_says_what_held_out_entries_cannot_see(gaussian_problem)
     assert run.summary["calibration"]["blind_spot"] == cal.blind_spot
     run.summary["calibration"].pop("warning", None)  # without a warning, the report says what it cannot see
     assert "  note: calibration: held-out entries come from the sampled k-space lines" in report(run.summary)
+
+
+def test_calibration_says_each_candidate_as_it_is_scored(gaussian_problem, caplog):
+    """A line per candidate, the check and each fresh split (a run's calibration of minutes was silent
+    until it ended; audit 2026-12-07)."""
+    prior, op, x, y, sigma = gaussian_problem
+    with caplog.at_level("INFO", logger="ipsolve"):
+        cal = calibrate(y[:8], op, prior, PosteriorMean(noise=0.05), sigma=sigma, budget=5)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calibration: ")]
+    candidates = [s for s in said if s.startswith("calibration: candidate ")]
+    assert len(candidates) == len(cal.table) >= 5
+    assert candidates[0].startswith("calibration: candidate 1 of about 5 (the solver as given")
+    assert all(f"candidate {i + 1} of about 5 (" in s and ": score " in s for i, s in enumerate(candidates))
+    assert said.count("calibration: comparing with the operator's initial guess on fresh split 1 of 2 (one solve)") == 1

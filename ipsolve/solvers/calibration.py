@@ -35,6 +35,7 @@ the full one.  Nothing here sees the ground truth.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ from .stopping import discrepancy_tau
 from .inputs import check_inputs
 from .plug import PlugSolver
 from .search import default_budget, discrepancy_search, golden_section, split_budget
+
+log = logging.getLogger("ipsolve")
 
 # the chosen values are checked with one solve on all entries: an image whose fit of the kept entries is
 # worse than VERIFY_FACTOR × max(1, the restricted solve's) rejects them (a step size at the edge of
@@ -186,6 +189,18 @@ class _Candidates:
         self.space, self.penalty, self.couple = space, penalty, couple
         self.plug, self.blind = isinstance(solver, PlugSolver), isinstance(operator, BlindBlur)
         self.table: list[dict] = []
+        self.planned: int | None = None  # the candidates calibrate plans (its budget), for the progress lines
+
+    def scored(self, row: dict) -> None:
+        """Add a scored candidate to the table and say so at INFO: a run's log gets a line per candidate
+        (a calibration of a few minutes was silent until it ended; audit 2026-12-07)."""
+        self.table.append(row)
+        values = ", ".join(f"{k} = {plain_number(row[k], 4)}" for k in self.space if isinstance(row.get(k), (int, float)))
+        if row.get("preset"):
+            values = "the solver as given" + (f": {values}" if values else "")
+        score = "diverged" if row.get("diverged") else f"score {plain_number(row['score'], 4)}"
+        planned = f" of about {self.planned}" if self.planned else ""
+        log.info("calibration: candidate %d%s (%s): %s, %.1f s", len(self.table), planned, values, score, row["seconds"])
 
     def candidate(self, values: dict, **extra) -> Solver:
         """The solver with ``values`` (and ``extra``) set, and the z-coupling it runs with: the
@@ -207,8 +222,8 @@ class _Candidates:
 
     def diverged(self, shown: dict, t0: float, preset: bool = False) -> float:
         """Record a candidate that made the solver diverge: the worst possible score."""
-        self.table.append({**shown, "score": math.inf, "nfe": math.nan, "seconds": time.perf_counter() - t0,
-                           "diverged": True, **({"preset": True} if preset else {})})
+        self.scored({**shown, "score": math.inf, "nfe": math.nan, "seconds": time.perf_counter() - t0,
+                     "diverged": True, **({"preset": True} if preset else {})})
         return math.inf
 
     def cost(self) -> float:
@@ -234,7 +249,7 @@ class DiscrepancyObjective(_Candidates):
                 raise NonFiniteError("non-finite reconstruction")
         except NonFiniteError:  # diverged: never the weakest value that fits
             return self.diverged(values, t0)
-        self.table.append({**values, "score": ratio, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0})
+        self.scored({**values, "score": ratio, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0})
         return ratio
 
     def note(self) -> str:
@@ -352,7 +367,7 @@ class HoldoutObjective(_Candidates):
                    kept_fit=float(self.kept_fit[key].mean()))
         self.entries[key] = self.with_kept_misfit(errors, self.kept_fit[key]).detach()
         self.scores[key] = row["score"]
-        self.table.append(row)
+        self.scored(row)
         return row["score"]
 
     def cost(self) -> float:
@@ -391,6 +406,7 @@ class HoldoutObjective(_Candidates):
         """One solve of ``y`` on all entries with candidate ``key``: every image must fit the kept
         entries within VERIFY_FACTOR × max(1, the restricted solve's fit) (recorded in its row)."""
         cand = self.candidate(dict(key), **self.plug_changes(key))
+        log.info("calibration: checking the chosen values on all of y (one solve)")
         try:
             res = self.run(cand, self.y, self.operator)
             self.verify_nfe += _mean_nfe(res)
@@ -604,6 +620,7 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     objective = HoldoutObjective(*shared, holdout=holdout, seed=seed, observed=observed) if method == "holdout" \
         else DiscrepancyObjective(*shared)
     keep_preset = keep_preset and method == "holdout"
+    objective.planned = budget
     if keep_preset:
         objective.score({}, preset=True)  # the solver as given: the reference to beat
     chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
@@ -687,6 +704,8 @@ def fresh_split_differences(shared: tuple, objective: HoldoutObjective, changes:
         fold = HoldoutObjective(*shared, holdout=holdout, seed=split_seed, observed=observed)
         if fold.baseline_errors is None:
             continue
+        log.info("calibration: comparing with the operator's initial guess on fresh split %d of %d (one solve)",
+                 split_seed - seed, splits)
         try:
             res = fold.run(fold.candidate(changes), fold.y_kept, fold.op_kept)
         except NonFiniteError:
