@@ -193,7 +193,7 @@ def speed_table(budget):
                                  capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"  speed {name} batch {batch}: {rows[-1]['images_per_s']:.2f} img/s", file=sys.stderr, flush=True)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}"
     out = [f"### Speed (SR×4, 32 px, budget {budget} steps/iterations, CPU presets otherwise; {device})", "",
            "| solver | batch | NFE | wall s | network fwd+bwd s | wall ÷ (NFE × network + autoencoder) | images/s | peak memory MB |",
            "|---|---|---|---|---|---|---|---|"]

@@ -341,6 +341,8 @@ def test_dicom_to_nifti_to_volume_and_dicom_round_trips(tmp_path):
     np.testing.assert_allclose(window.apply(back.data), x, atol=1e-6)  # float32 of HU, within the window
     np.testing.assert_allclose(back.affine, vol.affine, atol=1e-4)  # stored as float32
     # DICOM series: new UIDs, the patient and study kept, 16-bit quantisation of the window
+    for h in vol.headers:
+        h.SliceLocation = "0"  # (the input's, now no longer true: written anew from the slice's position)
     written = write_dicom_series(tmp_path / "out" / "dcm", window.invert(x), vol.affine, vol.headers, window,
                                  "ipsolve test derivation", "ipsolve test", protected=vol.files)
     (again,), _ = read_dicom(tmp_path / "out" / "dcm")
@@ -353,6 +355,11 @@ def test_dicom_to_nifti_to_volume_and_dicom_round_trips(tmp_path):
     for tag in ("PatientName", "PatientID", "StudyInstanceUID", "FrameOfReferenceUID"):
         assert out[tag].value == src[tag].value, tag
     assert out.DerivationDescription == "ipsolve test derivation"
+    for f in written:  # the position along the slice normal (it was dropped)
+        d = pydicom.dcmread(f)
+        normal = np.cross(np.asarray(d.ImageOrientationPatient[:3], float), np.asarray(d.ImageOrientationPatient[3:], float))
+        assert float(d.SliceLocation) == pytest.approx(float(np.dot(np.asarray(d.ImagePositionPatient, float), normal)),
+                                                       abs=1e-4)
     assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
 
 
@@ -599,6 +606,8 @@ def test_single_coil_kspace_with_phase(tmp_path):
         # the file's own mask replaces the preset's acceleration: said (only a column count showed it)
         assert any(w.startswith("the file's own sampled columns are the mask (") and
                    "the operator preset's acceleration 4× is not used" in w for w in vol["warnings"]), vol["warnings"]
+        assert "mask" in result.summary["operator"]
+        assert not {"acceleration", "center_fraction"} & set(result.summary["operator"])  # (recorded, unused)
         assert vol["metrics"]["psnr"] > vol["initial_metrics"]["psnr"] + 3.0  # measured +4.6 / +5.6 dB
     with pytest.raises(RunError, match=r"drop operator.acceleration"):
         reconstruct_volumes(path, "fastmri", tmp_path / "acc", operator={"name": "mri", "acceleration": 8},
@@ -647,6 +656,10 @@ def test_sigma_auto_measures_the_kspace_noise(tmp_path, caplog):
         added = 0.02 * 1e-4 * 32 / width / vol["window"]["hi"]
         assert result.summary["sigma"] == pytest.approx(added, rel=0.05)  # measured: within 2.5 %
         assert vol["input"]["noise_sigma"] == pytest.approx(result.summary["sigma"])
+        estimate = result.summary["sigma_estimate"]  # as a 2-D run's sigma=auto records it (it was in volumes/ only)
+        assert estimate["auto"] and estimate["median"] == result.summary["sigma"]
+        assert estimate["per_image"] == {f"os{coils}": vol["input"]["noise_sigma"]}
+        assert "(estimated: sigma=auto)" in report(result.summary)
     with caplog.at_level("WARNING", logger="ipsolve"):  # a given sigma far from the file's noise: said
         reconstruct_volumes(path, "fastmri", tmp_path / "given", operator="mri", solver=CHEAP_DPS, sigma=0.2)
     assert "sigma=auto takes it" in caplog.text
@@ -751,6 +764,8 @@ def test_z_coupling_makes_neighbouring_slices_agree(tmp_path):
     assert tv[0.05] < 0.7 * tv[None]
     assert "z-coupling: weight 0.05 (total variation along z" in report(res.summary)  # (in summary.json only before)
     assert "operator ct (16 views over 0–180°)" in report(res.summary)
+    one = {**res.summary, "z_coupling": "auto (one slice per volume: none)"}  # (said "auto ... each volume's slices
+    assert "z-coupling: none (data.z_coupling=auto, but every volume has one slice)" in report(one)  # solved together")
     with pytest.raises(RunError, match="dps, dmplug, fmplug"):
         reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "daps", z_coupling=0.05,
                             operator="ct_sparse", solver="daps_cpu", window=[0, 1000])

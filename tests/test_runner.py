@@ -924,3 +924,25 @@ def test_operator_settings_their_mode_leaves_unused_are_refused_when_given(tmp_p
     assert "operator.seed" in message and message.endswith("leave them out or choose that mode")
     check_settings_used(MRI(mask=str(mask), coils=2), ["seed"])  # the seed draws the coil maps
     check_settings_used(MRI(), ["acceleration", "seed", "center_fraction"])
+
+
+def test_a_strip_that_loses_most_of_itself_in_the_centre_crop_is_said(tmp_path, caplog):
+    """Files are centre-cropped to a square: a 3×300 strip kept a 3×3 crop, enlarged to the prior's
+    size, said only as "resized" (audit 2026-12-07); now said with the files concerned."""
+    import numpy as np
+    from skimage import io as skio
+    from types import SimpleNamespace
+
+    from ipsolve.runner.inputs import Item
+    from ipsolve.runner.run import resized_inputs
+
+    for name, shape in (("strip", (3, 300)), ("wide", (40, 56)), ("fits", (32, 32))):
+        skio.imsave(tmp_path / f"{name}.png", np.full(shape, 128, np.uint8), check_contrast=False)
+    items = [Item(name, path=tmp_path / f"{name}.png") for name in ("strip", "wide", "fits")]
+    with caplog.at_level("WARNING", logger="ipsolve"):
+        record = resized_inputs(items, SimpleNamespace(image_size=32), rank=0)
+    assert record["images"] == ["strip", "wide"] and record["from"] == {"3x300": 1, "40x56": 1}
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0] == ("1 image file(s) keep less than half of their area in the square centre crop (strip: 3×300): "
+                       "crop or pad them yourself to keep what matters")
+    assert said[1].startswith("2 image file(s) will be centre-cropped to a square and resized to the prior's 32×32")

@@ -478,4 +478,7 @@ def test_science_audit_findings(tmp_path, monkeypatch):
     summary = {"num_finished": 1, "num_skipped": 0, "skipped": [], "solver": {"name": "dps"}, "prior": {"source": "p"},
                "sigma": 0.01, "num_processes": 1, "nfe": None, "residual": None, "stop_reasons": {}, "metrics": {},
                "operator": describe_operator(PhaseRetrieval(signed=True))}
-    assert "operator phase_retrieval (oversampling 2, |F| of x) |" in report(summary)
+    assert "operator phase_retrieval (oversampling 2, |F| of x) |" in report(summary)  # no ground truth
+    summary["metrics"] = {"psnr": {"mean": 20.0, "std": 0.0, "median": 20.0}}
+    assert ("operator phase_retrieval (oversampling 2, |F| of x; metrics after aligning to the truth's translation and "
+            "flip, recon/ as solved) |") in report(summary)

@@ -581,6 +581,9 @@ def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: 
             ds.ImageOrientationPatient = [f"{v:.8g}" for v in iop]
             ds.ImagePositionPatient = [f"{v:.8g}" for v in position]
             ds.SpacingBetweenSlices = f"{dz:.8g}"
+            if "SliceLocation" in src:  # (dropped with the copied header: readers sort and label by it) the
+                # position along the row × column normal, as scanners write it
+                ds.SliceLocation = f"{float(np.dot(position, np.cross(iop[:3], iop[3:]))):.8g}"
         if geometry or "PixelSpacing" in src:
             ds.PixelSpacing = [f"{dr:.8g}", f"{dc:.8g}"]
         ds.SamplesPerPixel = 1

@@ -33,7 +33,7 @@ def check_image(x, name: str = "x", channels: int | None = None, finite: bool | 
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"{name} must have {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)})")
     if (finite or (finite is None and host_reads_are_free(x.device))) and not torch.isfinite(x).all():
-        raise NonFiniteError(f"{name} contains NaN or inf values; expected finite values in [-1, 1]")
+        raise NonFiniteError(f"{name} contains NaN or inf values; expected finite values")
     return x
 
 

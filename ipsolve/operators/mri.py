@@ -141,7 +141,8 @@ class MRI(Operator):
             raise ValueError(f"an equispaced mask takes every acceleration-th column: acceleration must be a whole "
                              f"number, got {shown(acceleration)} (mask=equispaced_fraction or random take fractions)")
         if mask not in MASK_KINDS and not Path(str(mask)).is_file():
-            raise FileNotFoundError(f"mask must be 'random', 'equispaced' or the path of a .npy column mask; "
+            raise FileNotFoundError(f"mask must be 'random', 'equispaced', 'equispaced_fraction' or the path of a .npy "
+                                    f"column mask; "
                                     f"no file at {mask!r}")
         if isinstance(coils, bool) or not isinstance(coils, int) or coils < 1:
             raise ValueError(f"coils must be an integer >= 1, got {shown(coils)}")

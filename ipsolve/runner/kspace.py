@@ -136,6 +136,9 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
         except ValueError as err:
             raise ValueError(f"the k-space ({ncoils} coil(s), {size}×{size} on the prior's grid) does not fit the "
                              f"operator: {err}") from None
+        if use_file:  # the file's columns decide: the preset's acceleration and centre fraction went into
+            for unused in ("acceleration", "center_fraction"):  # summary.json unused (audit 2026-12-07)
+                operator.params.pop(unused, None)
         if operator.sens is not None and operator.sens.shape[0] != ncoils:
             raise ValueError(f"operator.sensitivities has {operator.sens.shape[0]} coil maps but the k-space has "
                              f"{ncoils} coils")

@@ -195,7 +195,9 @@ def report(summary: dict) -> str:
                     if isinstance(drawn := summary.get("operator_realised"), dict) else "")
                  + (f" ({op['views']} views over {op['angles'][0]:g}–{op['angles'][1]:g}°)"
                     if op.get("name") == "ct" and op.get("views") and len(op.get("angles") or ()) == 2 else "")
-                 + (f" (oversampling {op['oversampling']:g}, |F| of {'x' if op.get('signed') else '(x + 1)/2'})"
+                 + (f" (oversampling {op['oversampling']:g}, |F| of {'x' if op.get('signed') else '(x + 1)/2'}"
+                    + ("; metrics after aligning to the truth's translation and flip, recon/ as solved)"
+                       if summary.get("metrics") else ")")
                     if op.get("name") == "phase_retrieval" and isinstance(op.get("oversampling"), (int, float)) else "")
                  + f" | solver {sv['name']} | prior {pr['source']} | sigma {sigma_text(summary['sigma'])}"
                  + (" (estimated: sigma=auto)" if (summary.get("sigma_estimate") or {}).get("auto") else "")
@@ -205,7 +207,9 @@ def report(summary: dict) -> str:
         coupling = f"weight {chosen:g}, chosen from the measurements (data.z_coupling=auto; 0: slice by slice)"
     elif isinstance(coupling, (int, float)) and not isinstance(coupling, bool):
         coupling = f"weight {coupling:g}" if coupling > 0 else None
-    if coupling:  # (the weight was in summary.json only)
+    if isinstance(coupling, str) and coupling.startswith("auto (one slice"):
+        lines.append("  z-coupling: none (data.z_coupling=auto, but every volume has one slice)")
+    elif coupling:  # (the weight was in summary.json only)
         lines.append(f"  z-coupling: {coupling} (total variation along z in the data term: each volume's slices "
                      f"solved together)")
     m = summary["metrics"]

@@ -535,9 +535,15 @@ def resized_inputs(items: list[Item], prior, rank: int) -> dict | None:
     names = list(size_of)
     if not names:
         return None
+    narrow = [nm for nm, key in size_of.items() if (lambda h, w: min(h, w) < max(h, w) / 2)(*map(int, key.split("x")))]
+    if rank == 0 and narrow:  # (a 3×300 strip became a 3×3 crop enlarged to the prior's size, said as "resized")
+        log.warning("%d image file(s) keep less than half of their area in the square centre crop (%s%s): crop or pad "
+                    "them yourself to keep what matters", len(narrow),
+                    ", ".join(f"{nm}: {size_of[nm].replace('x', '×')}" for nm in narrow[:4]), ", ..." if len(narrow) > 4 else "")
     if rank == 0:
-        log.warning("%d image(s) centre-cropped to a square and resized to the prior's %d×%d (%s); reconstructions "
-                    "and metrics are at %d×%d", len(names), *size,
+        log.warning("%d image file(s) will be centre-cropped to a square and resized to the prior's %d×%d as read (%s; "
+                    "summary.json's resized counts those reconstructed); reconstructions and metrics are at %d×%d",
+                    len(names), *size,
                     ", ".join(f"{k.replace('x', '×')} → {size[0]}×{size[1]}: {n}" for k, n in sizes.items()), *size)
     return {"to": list(size), "count": len(names), "from": sizes, "images": names, "_size_of": size_of}
 

@@ -170,7 +170,9 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
             log.warning("%s", note)
         for plan in plans:
             plan.warnings.append(note)
-    sigma = kspace_sigma(cfg.sigma, plans, state.process_index == 0) if fmt == "fastmri" else cfg.sigma
+    sigma, estimate = kspace_sigma(cfg.sigma, plans, state.process_index == 0) if fmt == "fastmri" else (cfg.sigma, None)
+    if estimate is not None:  # summary.json's sigma_estimate, as a 2-D run's sigma=auto records it
+        extra_summary = {**(extra_summary or {}), "sigma_estimate": estimate}
     inputs = {"format": fmt, "path": str(data.path), "window": str(data.get("window", "auto")),
               "volumes": {p.name: p.settings() for p in plans}}
     result = execute(items, operator=operator, solver=cfg.solver, prior=prior, sigma=sigma,
@@ -197,8 +199,11 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
     return result
 
 
+KSPACE_METHOD = "k-space noise in the readout-oversampling margin (ipsolve.io.fastmri.kspace_noise_std)"
+
+
 def kspace_sigma(sigma, plans: list, main_process: bool):
-    """The noise level of a fastMRI run: ``sigma=auto`` takes each file's estimate from its
+    """``(the noise level of a fastMRI run, the estimate's record for summary.json or None)``: ``sigma=auto`` takes each file's estimate from its
     readout-oversampling margin (:func:`ipsolve.io.fastmri.kspace_noise_std`, on the solver's scale;
     the median over files, which should agree: one σ serves the run) — a one-line
     :class:`RunError` where a file has none; a number is kept, with a warning when it is more than
@@ -213,23 +218,26 @@ def kspace_sigma(sigma, plans: list, main_process: bool):
                            f"give sigma=VALUE (the std of one real or imaginary part of the k-space noise, × size/W, "
                            f"divided by the window's hi)")
         value = float(np.median(known))
+        record = {"auto": True, "method": KSPACE_METHOD, "median": value, "per_image": estimates}
         if main_process:
             log.info("sigma=auto: %.4g, the k-space noise in the readout-oversampling margin (%s)", value,
                      ", ".join(f"{n} {v:.4g}" for n, v in estimates.items()))
             if max(known) > 1.5 * min(known):
                 log.warning("sigma=auto: the files' noise levels differ (%.4g to %.4g) and one sigma serves the run: "
                             "run them separately", min(known), max(known))
-        return value
+        return value, record
     if known and main_process:
         try:
             given, est = float(sigma), float(np.median(known))
         except (TypeError, ValueError):
-            return sigma  # execute names what is wrong with it
+            return sigma, None  # execute names what is wrong with it
         if given > 2 * est or given < est / 2:
             log.warning("sigma is %g, but the k-space noise in the files' readout-oversampling margin is %.4g on "
                         "this scale (sigma=auto takes it): the residual flags and calibration assume sigma",
                         given, est)
-    return sigma
+    record = {"auto": False, "method": KSPACE_METHOD, "median": float(np.median(known)), "per_image": estimates} \
+        if known else None
+    return sigma, record
 
 
 def _stack(out: Path, records: dict, names: list[str], key: str) -> np.ndarray | None:
