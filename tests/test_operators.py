@@ -450,6 +450,9 @@ def test_a_users_operator_is_checked_before_the_solve():
                         (Breaks(), r"Breaks.apply fails on the prior's images \(1, 1, 8, 8\): RuntimeError: ")):
         with pytest.raises((ValueError, NotImplementedError), match=message):
             ipsolve.solve(y, op, prior, solver, sigma=0.01)
+    with pytest.raises(ValueError, match=r"NoShape.apply gives \(1, 1, 4, 4\) for images \(1, 1, 8, 8\), but "
+                                         r"NoShape.output_shape says \(1, 1, 8, 8\)"):
+        NoShape().measure(torch.zeros(1, 1, 8, 8), sigma=0.01)  # (it measured silently: an audit, 2026-12-07)
     with pytest.raises(TypeError, match=r"callback must take two arguments, callback\(step, state\)"):
         ipsolve.solve(y, Squared.__base__(), prior, solver, sigma=0.01, callback=lambda i: None)
     with pytest.raises(TypeError, match=r"mask must be 'random', 'box' or the path of a mask image .* got a Tensor"):

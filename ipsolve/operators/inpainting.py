@@ -47,6 +47,9 @@ class Inpainting(Operator):
     runner sets each image's name as its key (:meth:`set_images`), so a mask follows its image
     whatever the batch; without keys, the images of a batch are keyed by position 0, 1, …"""
 
+    # the initial guess from 80 % of y loses no more than a solve does (4 phantoms, 32 px, DPS 100 steps; guess /
+    # DPS, dB): 70 % missing −0.75 / −0.44: "better" may be claimed (Operator.holdout_guess_handicap)
+    holdout_guess_handicap = None
     is_linear = True
 
     @property

@@ -99,7 +99,8 @@ def build_solver(spec, progress: bool | None = None):
     try:
         return make_solver(name, **params)
     except (TypeError, ValueError) as err:
-        raise RunError(f"cannot build solver {name!r}: {err}") from None
+        text = str(err)  # (make_solver names the solver already where it can)
+        raise RunError(text if text.startswith(f"solver {name!r}") else f"cannot build solver {name!r}: {text}") from None
 
 
 def presets(group: str) -> list[str]:

@@ -63,7 +63,11 @@ def make_solver(name: str, **params) -> Solver:
                or parameter_type_message("solver", name, SOLVERS[name], {k: v for k, v in params.items() if k not in auto}))
     if message:
         raise TypeError(message)
-    solver = SOLVERS[name](**{k: v for k, v in params.items() if k not in auto})
+    try:
+        solver = SOLVERS[name](**{k: v for k, v in params.items() if k not in auto})
+    except ValueError as err:  # each class's own checks: named as the parameter-type errors are
+        text = str(err)
+        raise ValueError(text if text.startswith(f"solver {name!r}") else f"solver {name!r}: {text}") from None
     solver.auto_params = auto
     return solver
 
