@@ -196,3 +196,30 @@ def test_uncertainty_and_reliability_evidence():
     assert rho > 0.5
     assert rel[:n].mean() > rel[n:].mean()  # out-of-distribution inputs rank as less reliable on average
     assert p[half].mean() > p.mean() + 0.5
+
+
+def test_samples_that_mostly_do_not_fit_are_flagged_though_their_mean_fits():
+    """samples=k: the mean of k unconverged samples can fit y (their misfits partly cancel): an audit
+    had samples at 6.28 / 6.16 / 5.21× the noise level, their mean at 2.25×, ranked most reliable and
+    accepted.  An image is flagged when its returned x or the median of its samples is above 5×."""
+    from ipsolve.io import load_image
+    from ipsolve.solvers.base import RESIDUAL_WARNING, sample_residual_median, samples_warning
+
+    info = {"residual": 2.25, "sample_residuals": [6.28, 6.16, 5.21]}
+    assert sample_residual_median(info) == 6.16
+    assert samples_warning(info) == ("the samples fit the measurement only at 6.2× the noise level (median of 3; their "
+                                     "mean at 2.2×): the solver did not converge in most samples (check its steps, step "
+                                     "size or guidance, sigma and the operator's settings)")
+    assert samples_warning({"residual": 2.25, "sample_residuals": [6.28, 4.9, 5.21]}) is not None  # median 5.21
+    assert samples_warning({"residual": 2.25, "sample_residuals": [6.28, 4.9, 4.8]}) is None
+    assert samples_warning({"residual": 2.25, "sample_residuals": None}) is None  # σ = 0
+    root = Path(__file__).parent.parent / "ipsolve" / "demo_data" / "phantom"
+    x = torch.cat([load_image(root / f"blobs_{i}.png") for i in range(4)])
+    op, prior = make_operator("super_resolution"), load_prior("bundled:phantom-ddpm")
+    y = op.measure(x, sigma=0.01, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(Warning):
+        res = solve(y, op, prior, make_solver("dps_cpu", steps=20, progress=False), sigma=0.01, samples=3,
+                    generator=[0, 1, 2, 3])
+    for info in res.info:  # a real run: the flag is exactly "the mean or most samples above 5×"
+        unfit = info["residual"] > RESIDUAL_WARNING or sample_residual_median(info) > RESIDUAL_WARNING
+        assert ("warning" in info) == unfit, info

@@ -165,6 +165,10 @@ def test_guidance_counts_two_evaluations_per_call(folders):
     y = op.measure(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE), 0.03, generator=torch.Generator().manual_seed(0))
     result = ipsolve.solve(y, op, prior, make_solver("dps", steps=4, progress=False), sigma=0.03, generator=0)
     assert result.info[0]["nfe"] == 8 and prior.conditioning["evaluations_per_call"] == 2
+    # calibration counts them alike (it counted the calls: half; audit 2026-12-07)
+    cal = ipsolve.calibrate(y, op, prior, make_solver("dps", steps=4, progress=False), sigma=0.03, budget=3,
+                            comparison_splits=0)
+    assert [row["nfe"] for row in cal.table] == [8.0] * len(cal.table) and cal.nfe >= 8.0 * len(cal.table)
 
 
 def test_command_line_runs_fmplug_on_an_sd3_folder(folders, tmp_path):

@@ -615,6 +615,9 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
 
     atomic_write_text(job.out / "metrics.csv", metrics_csv(records, summary["review"]["decisions"]))
     curves, aurc = risk_coverage_table(records)
+    if not curves and any("psnr" not in (r.get("metrics") or {}) for r in records) and \
+            any(r.get("metrics") for r in records):  # (it was left out unsaid: audit 2026-12-07)
+        log.info("no risk_coverage.csv/.png: the risk-coverage table ranks PSNR, which metrics= left out")
     if curves:  # ground truth present: how well the score ranks the reconstructions
         summary["review"]["risk_coverage"] = aurc
         atomic_write_text(job.out / "risk_coverage.csv", curves)

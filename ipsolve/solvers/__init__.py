@@ -12,7 +12,8 @@ from ..notices import shown, warn
 from ..operators import Operator
 from ..parameters import expected_types, parameter_type_message, unknown_parameters_message
 from ..priors import Prior
-from .base import Result, ResidualWarning, Solver, generators_for, generators_on, residual_warning
+from .base import (RESIDUAL_WARNING, Result, ResidualWarning, Solver, generators_for, generators_on, residual_warning,
+                   sample_residual_median, samples_warning)
 from ..operators.base import ASSUMED_SIGMA, NonFiniteError, assumed_sigma_note
 from .calibration import (COUPLING, Calibration, CalibrationWarning, apply_auto, calibrate, declared_space, with_params,
                           fresh_generators as _copies)
@@ -199,9 +200,10 @@ def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma:
             info["nfe"] *= per_call
         if sigma == 0:  # no noise level to measure the misfit against
             info["residual"] = None
-        elif (text := residual_warning(info.get("residual"))) is not None:
+        elif (text := residual_warning(info.get("residual")) or samples_warning(info)) is not None:
             info["warning"] = text
-    far = [(i, info["residual"]) for i, info in enumerate(result.info) if "warning" in info]
+    far = [(i, info["residual"] if info["residual"] > RESIDUAL_WARNING else sample_residual_median(info))
+           for i, info in enumerate(result.info) if "warning" in info]
     if far:
         lo, hi = min(r for _, r in far), max(r for _, r in far)
         span = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"

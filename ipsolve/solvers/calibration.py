@@ -249,7 +249,7 @@ class DiscrepancyObjective(_Candidates):
                 raise NonFiniteError("non-finite reconstruction")
         except NonFiniteError:  # diverged: never the weakest value that fits
             return self.diverged(values, t0)
-        self.scored({**values, "score": ratio, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0})
+        self.scored({**values, "score": ratio, "nfe": _mean_nfe(res, self.prior), "seconds": time.perf_counter() - t0})
         return ratio
 
     def note(self) -> str:
@@ -348,7 +348,7 @@ class HoldoutObjective(_Candidates):
                 raise NonFiniteError("non-finite reconstruction")
         except NonFiniteError:  # this value makes the solver diverge: the worst possible score
             return self.diverged(shown, t0, preset)
-        row = {**shown, "nfe": _mean_nfe(res), "seconds": time.perf_counter() - t0,
+        row = {**shown, "nfe": _mean_nfe(res, self.prior), "seconds": time.perf_counter() - t0,
                **({"preset": True} if preset else {})}
         held_out = float(errors.mean())
         if self.plug and curve.best is not None:
@@ -409,7 +409,7 @@ class HoldoutObjective(_Candidates):
         log.info("calibration: checking the chosen values on all of y (one solve)")
         try:
             res = self.run(cand, self.y, self.operator)
-            self.verify_nfe += _mean_nfe(res)
+            self.verify_nfe += _mean_nfe(res, self.prior)
             self.checked[key] = res
             with torch.no_grad():
                 fit = self.fit_errors(res.x, res.kernel)[1]
@@ -710,7 +710,7 @@ def fresh_split_differences(shared: tuple, objective: HoldoutObjective, changes:
             res = fold.run(fold.candidate(changes), fold.y_kept, fold.op_kept)
         except NonFiniteError:
             continue
-        objective.verify_nfe += _mean_nfe(res)
+        objective.verify_nfe += _mean_nfe(res, fold.prior)
         with torch.no_grad():
             errors, kept = fold.fit_errors(res.x, res.kernel)
             d = (fold.with_kept_misfit(errors, kept) - fold.baseline_errors).flatten()
@@ -781,8 +781,12 @@ def _current(solver, name, lo, hi) -> float:
     return float(value) if isinstance(value, (int, float)) and value > 0 else math.sqrt(lo * hi)
 
 
-def _mean_nfe(res) -> float:
-    return sum(i.get("nfe", 0) for i in res.info) / max(len(res.info), 1)
+def _mean_nfe(res, prior) -> float:
+    """A candidate's network evaluations per image, counted as :func:`ipsolve.solve` counts them
+    (classifier-free guidance evaluates the network twice per call: the foundation priors' count was
+    half; audit 2026-12-07)."""
+    per_call = (getattr(prior, "conditioning", None) or {}).get("evaluations_per_call", 1)
+    return per_call * sum(i.get("nfe", 0) for i in res.info) / max(len(res.info), 1)
 
 
 class HeldOutCurve:
