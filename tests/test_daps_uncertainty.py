@@ -223,3 +223,19 @@ def test_samples_that_mostly_do_not_fit_are_flagged_though_their_mean_fits():
     for info in res.info:  # a real run: the flag is exactly "the mean or most samples above 5×"
         unfit = info["residual"] > RESIDUAL_WARNING or sample_residual_median(info) > RESIDUAL_WARNING
         assert ("warning" in info) == unfit, info
+
+
+def test_feasibility_counts_the_entries_the_residual_counts():
+    """A measurement read from elsewhere has its inpainting holes at exactly 0: the residual leaves them
+    out (residual_ratio), and so does the feasibility term's χ² level τ (it took every entry)."""
+    from ipsolve.solvers.base import Result
+    from ipsolve.solvers.sampling import feasibility_term, reliability
+
+    prior = load_prior("gaussian", image_size=8, channels=1)
+    y = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.1
+    y[0].view(-1)[:45] = 0  # 45 of 64 entries are holes in image 0
+    res = Result(x=torch.zeros(2, 1, 8, 8), info=[{"residual": 1.2}, {"residual": 1.2}])
+    rel = reliability(y, prior, res, sigma=0.1)
+    assert rel[0]["reliability_terms"]["feasibility"] == pytest.approx(float(feasibility_term(torch.tensor([1.2]), 19)))
+    assert rel[1]["reliability_terms"]["feasibility"] == pytest.approx(float(feasibility_term(torch.tensor([1.2]), 64)))
+    assert rel[0]["reliability_terms"]["feasibility"] < rel[1]["reliability_terms"]["feasibility"]  # τ grows as m falls
