@@ -143,8 +143,9 @@ class CT(Operator):
     # measured (audit 2026-12-07; DPS 100 steps, 4 held-out phantoms, 32 px, 20 % of y held out, split seed 1):
     # the initial guess from the kept entries loses 1.11 dB against the one from all of y, DPS 0.26 dB; a
     # 2-image CT calibration called a -0.58-dB loss to FBP "better" (2.9 standard errors)
-    holdout_guess_handicap = ("FBP of the sinogram with its held-out entries filled in loses far more from part of y than a solve does (1.11 dB against DPS's "
-                              "0.26 dB with 20 % held out, on phantoms): the held-out comparison favours the solver")
+    holdout_guess_handicap = ("FBP of the sinogram with its held-out entries filled in loses far more from part of y "
+                              "than a solve does (1.11 dB against DPS's 0.26 dB with 20 % held out, on phantoms): the "
+                              "held-out comparison favours the solver")
     is_linear = True
     measurement_is_image = False
 

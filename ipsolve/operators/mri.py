@@ -118,9 +118,9 @@ class MRI(Operator):
     # measured (docs/calibration.md, transfer): DPS on grey photo crops lost 1.32 dB to zero-filling, unwarned
     # measured (audit 2026-12-07; DPS 100 steps, 4 held-out phantoms, 32 px, 20 % of y held out, split seed 1):
     # the initial guess from the kept entries loses 3.49 dB against the one from all of y, DPS 2.07 dB; a
-    # 2-image CT calibration called a -0.58-dB loss to FBP "better" (2.9 standard errors)
-    holdout_guess_handicap = ("the zero-filled guess loses far more from part of y than a solve does (3.49 dB against DPS's "
-                              "2.07 dB with 20 % held out, on phantoms): the held-out comparison favours the solver")
+    # 2-image CT calibration (the case found) called a -0.58-dB loss to FBP "better" (2.9 standard errors)
+    holdout_guess_handicap = ("the zero-filled guess loses far more from part of y than a solve does (3.49 dB against "
+                              "DPS's 2.07 dB with 20 % held out, on phantoms): the held-out comparison favours the solver")
     holdout_blind_spot = ("held-out entries come from the sampled k-space lines (many in the fully sampled centre): "
                           "errors at the lines never sampled, where most of an undersampled image's error is, change "
                           "neither the score nor the comparison with the zero-filled initial guess, so neither "

@@ -103,9 +103,10 @@ class PhaseRetrieval(Operator):
     task = "phase_retrieval"
     # measured (audit 2026-12-07; DPS 100 steps, 4 held-out phantoms, 32 px, 20 % of y held out, split seed 1):
     # the initial guess from the kept entries loses 5.44 dB against the one from all of y, DPS 0.33 dB; a
-    # 2-image CT calibration called a -0.58-dB loss to FBP "better" (2.9 standard errors)
-    holdout_guess_handicap = ("HIO + ER on magnitudes with their held-out entries filled in loses far more from part of y than a solve does (5.44 dB against DPS's "
-                              "0.33 dB with 20 % held out, on phantoms): the held-out comparison favours the solver")
+    # 2-image CT calibration (the case found) called a -0.58-dB loss to FBP "better" (2.9 standard errors)
+    holdout_guess_handicap = ("HIO + ER on magnitudes with their held-out entries filled in loses far more from part "
+                              "of y than a solve does (5.44 dB against DPS's 0.33 dB with 20 % held out, on phantoms): "
+                              "the held-out comparison favours the solver")
     single_run_note = ("phase retrieval: one run of any solver is a draw (twin image, translation, sign; single DPS "
                        "runs spread over 8-31 dB per image); samples=4 select=residual returns each image's run of smallest misfit "
                        "|y - A(x)| (the papers report the best of 4-5 by ground truth; docs/calibration.md, Best of k)")

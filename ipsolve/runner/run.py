@@ -535,7 +535,8 @@ def resized_inputs(items: list[Item], prior, rank: int) -> dict | None:
     names = list(size_of)
     if not names:
         return None
-    narrow = [nm for nm, key in size_of.items() if (lambda h, w: min(h, w) < max(h, w) / 2)(*map(int, key.split("x")))]
+    sides = {nm: tuple(map(int, key.split("x"))) for nm, key in size_of.items()}
+    narrow = [nm for nm, (h, w) in sides.items() if min(h, w) < max(h, w) / 2]
     if rank == 0 and narrow:  # (a 3×300 strip became a 3×3 crop enlarged to the prior's size, said as "resized")
         log.warning("%d image file(s) keep less than half of their area in the square centre crop (%s%s): crop or pad "
                     "them yourself to keep what matters", len(narrow),

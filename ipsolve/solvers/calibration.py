@@ -90,7 +90,8 @@ class Calibration:
     score difference ``initial_guess_difference`` below two standard errors ``initial_guess_se``
     (better) or above one (worse: :func:`compare_with_initial_guess`); ``blind_spot``: what held-out entries cannot see on this
     operator (MRI), else ""; ``guess_handicap``: why ``better`` was withheld (an operator whose initial
-    guess from part of y is handicapped: CT, MRI, phase retrieval), else ""."""
+    guess from part of y is handicapped — CT, MRI, phase retrieval — or not measured: deepinv's, your
+    own; :attr:`Operator.holdout_guess_handicap`), else ""."""
 
     params: dict
     solver: Solver
