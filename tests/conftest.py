@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ipsolve.runner.threads import choose_threads, usable_cores  # noqa: E402
 
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # pytest-xdist's worker processes (-n)
-if _workers > 1:
+if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
     # the workers share the cores: each gets its share, as the runner gives each of several processes
     # (two threads in each of two processes on 2 cores is the several-fold slowdown above)
     torch.set_num_threads(max(1, usable_cores() // _workers))
