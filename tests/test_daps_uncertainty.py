@@ -213,6 +213,19 @@ def test_samples_that_mostly_do_not_fit_are_flagged_though_their_mean_fits():
     assert samples_warning({"residual": 2.25, "sample_residuals": [6.28, 4.9, 5.21]}) is not None  # median 5.21
     assert samples_warning({"residual": 2.25, "sample_residuals": [6.28, 4.9, 4.8]}) is None
     assert samples_warning({"residual": 2.25, "sample_residuals": None}) is None  # σ = 0
+    # select=residual returns the best-fitting sample itself: its fit is real (phase retrieval's best of 4)
+    assert samples_warning({**info, "residual": 1.1, "selected_sample": 0}) is None
+    # what solve() adds (finish): the warning, the review's "unfit", and one ResidualWarning naming the median
+    from ipsolve.solvers import finish
+    from ipsolve.solvers.base import Result, ResidualWarning
+
+    y0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.1
+    stub = Result(x=torch.zeros(2, 1, 8, 8), info=[{**info, "nfe": 3, "iterations": 1, "stop_reason": "budget"},
+                                                   {"residual": 1.0, "sample_residuals": [1.1, 0.9, 1.0], "nfe": 3,
+                                                    "iterations": 1, "stop_reason": "budget"}])
+    with pytest.warns(ResidualWarning, match=r"1 of 2 image\(s\) \(index 0\) fit y only at 6\.2× the noise level"):
+        finish(stub, y0, load_prior("gaussian", image_size=8, channels=1), make_solver("dps", progress=False), 0.1)
+    assert stub.info[0]["warning"] == samples_warning(info) and "warning" not in stub.info[1]
     root = Path(__file__).parent.parent / "ipsolve" / "demo_data" / "phantom"
     x = torch.cat([load_image(root / f"blobs_{i}.png") for i in range(4)])
     op, prior = make_operator("super_resolution"), load_prior("bundled:phantom-ddpm")

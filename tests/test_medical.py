@@ -622,6 +622,16 @@ def test_fully_sampled_kspace_is_undersampled_retrospectively(tmp_path):
     path, _ = fastmri_phantom_file(tmp_path / "full.h5", vol, coils=4, sigma=0.01, seed=0, phase=1.0,
                                    undersample=False, pad_columns=5)
     result = reconstruct_volumes(path, "fastmri", tmp_path / "run", operator="mri", solver=CHEAP_DPS)
+    # the operator's acceleration and seed drew the mask (then saved as a file): used, not refused as a mask
+    # file's would be (a review of 2026-12-07: check_settings_used refused them)
+    from ipsolve import make_operator
+    from ipsolve.runner.run import check_settings_used
+
+    op = make_operator("mri", mask=str(tmp_path / "run" / "inputs" / "fastmri_mask.npy"))
+    with pytest.raises(RunError, match="does not use operator.acceleration"):
+        check_settings_used(op, ["acceleration"])
+    op.mask_drawn_from_settings = True
+    check_settings_used(op, ["acceleration", "seed", "center_fraction"])
     source = result.summary["volumes"]["full"]["input"]
     assert source["mask"].startswith("operator") and result.summary["volumes"]["full"]["metrics"]
     assert source["padding_columns"] == 2  # 5 zero columns at each edge of 40, 1 of them inside the central 32

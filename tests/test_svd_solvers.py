@@ -409,10 +409,13 @@ def test_cli_runs_the_cpu_presets(tmp_path):
     assert all(r["psnr"] not in ("", "n/a") for r in rows)
 
 
-def test_a_steps_count_the_reference_grid_does_not_run_is_said(caplog):
+def test_a_steps_count_the_reference_grid_does_not_run_is_said(caplog, monkeypatch):
     """``range(0, T, T // steps)`` (DDRM, ΠGDM, RED-diff) runs steps + 1 or more where steps does not
     divide T (the reference's rule, kept): said once, with the count run."""
+    from ipsolve.solvers import svd_common
     from ipsolve.solvers.svd_common import skip_grid
+
+    monkeypatch.setattr(svd_common, "_NOTED", set())  # (said once per process: not after another test's)
 
     with caplog.at_level("WARNING", logger="ipsolve"):
         assert len(skip_grid(1000, 20)) == 20 and len(skip_grid(1000, 300)) == 334

@@ -316,8 +316,12 @@ class MRI(Operator):
             offset = self.apply(torch.zeros(1, *shape[1:], dtype=torch.float64))
         return HermitianFourierDecomposition(shape, self.mask_for(shape).cpu(), offset)
 
+    # set where the mask file was drawn from this operator's own settings (a padded fastMRI file: its
+    # acceleration, centre fraction and seed made it), so they are used
+    mask_drawn_from_settings = False
+
     def unused_settings(self):
-        if self.kind in MASK_KINDS:
+        if self.kind in MASK_KINDS or self.mask_drawn_from_settings:
             return {}
         unused = {k: f"mask={' or '.join(MASK_KINDS)} (a mask file decides)" for k in ("acceleration", "center_fraction")}
         if self.coils == 1 or self.sens is not None:  # the seed also draws synthetic coil maps

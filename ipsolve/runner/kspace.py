@@ -157,6 +157,7 @@ def kspace_items(data, prior, op_spec, explicit: tuple, out: Path, files: list):
         mask_path = out / "inputs" / "fastmri_mask.npy"
         save_array(mask.numpy() & on_grid, mask_path)
         operator = build_operator({"name": "mri", **params, "mask": str(mask_path)})
+        operator.mask_drawn_from_settings = True  # (check_settings_used: acceleration and seed drew it)
         mask = operator.mask_for((1, 1, size, size))
         explicit = (*explicit, "mask")
     if not use_file:  # the measurements are made here, with the operator's own mask (its seed's)

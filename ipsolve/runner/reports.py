@@ -311,7 +311,8 @@ def report(summary: dict) -> str:
                      + (" ..." if len(summary["input_skipped"]) > 5 else ""))
     far = summary.get("residual_warnings", {})
     if far:
-        lines.append(f"  warning: {len(far)} image(s) far from the noise level (residual > 5× σ√m): "
+        lines.append(f"  warning: {len(far)} image(s) far from the noise level (residual > 5× σ√m; with samples=k "
+                     f"also most samples'): "
                      f"{', '.join(list(far)[:5])}{', ...' if len(far) > 5 else ''} — see summary.json")
     return "\n".join(lines)
 

@@ -61,7 +61,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             return_images: bool = True, explicit_operator: Sequence[str] = (), samples: int = 1,
             review_below: float | None = None, review_coverage: float | None = None,
             threads="auto", calibrate=False, select: str = "mean", input_settings: dict | None = None,
-            keep_arrays: bool = False, coupling: float | str | None = None, deterministic: bool = False) -> Reconstruction:
+            keep_arrays: bool = False, coupling: float | str | None = None, deterministic: bool = False,
+            settings_given: Sequence[str] | None = None) -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -70,7 +71,9 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     skipped with a logged reason.  Rank 0 writes ``metrics.csv``, ``summary.json`` and
     ``grid.png``; every rank returns the full list of records.  ``explicit_operator``: the
     operator settings the user gave (``seed``, ``mask``; ``*`` for an operator object), which
-    measurements need when the operator draws hidden state from its seed.  ``samples=k``: k
+    measurements need when the operator draws hidden state from its seed; ``settings_given``: those the
+    user gave, where they differ (a recorded operator, fastMRI's mask file: :func:`check_settings_used`;
+    None: ``explicit_operator``).  ``samples=k``: k
     posterior samples per image (``mean/``, ``std/``, ``samples/``).  ``review_below`` (a
     reliability threshold) or ``review_coverage`` (the fraction to accept, most reliable first)
     flags the other images for review in ``summary.json`` and ``metrics.csv``; a reconstruction
@@ -142,7 +145,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                            explicit_operator=explicit_operator, samples=samples, review_below=review_below,
                            review_coverage=review_coverage, start=start, calibrate=calibrate, select=select,
                            input_settings=input_settings, keep_arrays=keep_arrays, coupling=coupling,
-                           deterministic=determinism["enabled"])
+                           deterministic=determinism["enabled"],
+                           settings_given=explicit_operator if settings_given is None else settings_given)
         return _execute(items, operator, solver, prior, state, options)
 
 
@@ -166,6 +170,7 @@ class _Options:
     extra_summary: dict
     return_images: bool
     explicit_operator: Sequence[str]
+    settings_given: Sequence[str]  # the operator settings the user gave (check_settings_used)
     samples: int
     review_below: float | None
     review_coverage: float | None
@@ -199,7 +204,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
                                                           progress=progress)
     check_fits(solver, operator, prior)
     check_operator_takes(operator, prior)
-    check_settings_used(operator, o.explicit_operator)
+    check_settings_used(operator, o.settings_given)
     if o.noise == "poisson" and not o.measurements:
         from ..operators.base import check_poisson
 
@@ -634,7 +639,7 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
 
 
 WORSE_THAN_INITIAL = "residual above the initial guess's"
-UNFIT = f"residual above {RESIDUAL_WARNING:g}× the noise level"
+UNFIT = f"residual above {RESIDUAL_WARNING:g}× the noise level (with samples=k: the mean's or most samples')"
 NOT_BEATING_INITIAL = "calibration: the initial guess predicts held-out entries better"
 
 
@@ -798,10 +803,14 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
         explicit = tuple(operator)
     else:  # an operator object: the user built it
         explicit = ("*",)
+    # check_settings_used is for settings typed on the command line: a mapping here may be a whole preset (all
+    # its keys present), and a recorded operator's keys are its config, none of them the user's
+    settings_given = ()
     result = execute(items, operator=operator, solver=solver, prior=prior, sigma=sigma, noise=noise, seed=seed,
                      batch_size=batch_size, measurements=measurements, output_dir=output_dir, metrics=metrics,
                      lpips_net=lpips_net, grid_max=grid_max, progress=progress, device=device,
-                     return_images=return_images, explicit_operator=explicit, samples=samples,
+                     return_images=return_images, explicit_operator=explicit, settings_given=settings_given,
+                     samples=samples,
                      review_below=review_below, review_coverage=review_coverage, threads=threads,
                      calibrate=calibrate, select=select, deterministic=deterministic)
     check_some_usable(result.summary)

@@ -105,8 +105,9 @@ def output_paths(out: Path, plan: Plan, samples: int, write_dicom: bool) -> list
 
 
 def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = None,
-                      explicit_operator=()):
-    """:func:`ipsolve.runner.run_config` for ``data.format`` dicom / nifti / fastmri."""
+                      explicit_operator=(), settings_given=None):
+    """:func:`ipsolve.runner.run_config` for ``data.format`` dicom / nifti / fastmri (``settings_given``: the
+    operator settings the user typed, checked against the operator's mode; None: ``explicit_operator``)."""
     from omegaconf import OmegaConf
 
     from ..io import MissingDependency
@@ -182,6 +183,8 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
                      progress=flag("progress", cfg.get("progress", True)), state=state, device=device,
                      config_yaml=OmegaConf.to_yaml(cfg, resolve=True), extra_summary=extra_summary,
                      return_images=False, explicit_operator=explicit, samples=samples,
+                     # (kspace_items adds the mask file's provenance to explicit: not the user's)
+                     settings_given=tuple(explicit_operator) if settings_given is None else tuple(settings_given),
                      review_below=cfg.get("review_below"), review_coverage=cfg.get("review_coverage"),
                      input_settings=inputs, keep_arrays=True, coupling=data.get("z_coupling"),
                      threads=cfg.get("threads", "auto"), calibrate=to_plain(cfg.get("calibrate")),
@@ -357,6 +360,6 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
                             "metrics": metrics, "calibrate": calibrate, "threads": threads,
                             "deterministic": deterministic})
     result = run_volume_config(cfg, Path(output_dir), explicit_operator=tuple(operator) if isinstance(operator, dict)
-                               else ())
+                               else (), settings_given=())  # (a mapping may be a whole preset: its keys all present)
     check_some_usable(result.summary)
     return result

@@ -208,7 +208,8 @@ def finish(result: Result, y: torch.Tensor, prior: Prior, solver: Solver, sigma:
         lo, hi = min(r for _, r in far), max(r for _, r in far)
         span = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}–{hi:.1f}"
         warn(f"{len(far)} of {len(result.info)} image(s) (index {', '.join(str(i) for i, _ in far)}) fit y only "
-             f"at {span}× the noise level (‖y − A(x̂)‖/(σ√m), ≈ 1 for a good fit): "
+             f"at {span}× the noise level (‖y − A(x̂)‖/(σ√m), with samples=k the mean's or most samples'; ≈ 1 "
+             f"for a good fit): "
              f"the reconstruction does not explain the measurement; check the operator's settings (mask, "
              f"kernel, scale), sigma and the solver's steps (each image's info['warning'])"
              + (f"; {hint}" if (hint := solver.residual_hint()) else ""), ResidualWarning)

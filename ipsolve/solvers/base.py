@@ -157,8 +157,8 @@ def samples_warning(info: dict) -> str | None:
     part of their misfit: an audit, 2026-12-07, had samples at 6.3, 6.2 and 5.2× the noise level and
     their mean at 2.3×, ranked the run's most reliable and accepted — with one sample it was reviewed)."""
     median = sample_residual_median(info)
-    if median is None or median <= RESIDUAL_WARNING:
-        return None
+    if median is None or median <= RESIDUAL_WARNING or "selected_sample" in info:  # select=residual returns the
+        return None                                                                # best sample itself: its fit is real
     return (f"the samples fit the measurement only at {median:.1f}× the noise level (median of "
             f"{len(info['sample_residuals'])}; their mean at "
             f"{info['residual']:.1f}×): the solver did not converge in most samples (check its steps, step size or "
