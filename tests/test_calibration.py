@@ -613,10 +613,22 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     fresh = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver={**fast, **cal["changes"]},
                                 max_images=2, sigma=0.05, progress=False, metrics=["psnr"])
     torch.testing.assert_close(run.x[:2], fresh.x, atol=1e-3, rtol=0)
+    # a record saying 'better' reused on an operator whose guess is no fair yardstick (records from before the
+    # handicap rule): the verdict as calibrate gives it now
+    import json
+
+    from ipsolve.operators.inpainting import Inpainting
+
+    record = json.loads((tmp_path / "calibration.json").read_text())
+    (tmp_path / "calibration.json").write_text(json.dumps({**record, "against_initial_guess": "better"}))
+    monkeypatch.setattr(Inpainting, "holdout_guess_handicap", "handicapped here")
     again = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver=fast, output_dir=tmp_path,
                                 max_images=4, sigma=0.05, calibrate={"images": 2, "budget": 3},
                                 progress=False, return_images=False, metrics=["psnr"])
     assert len(seen) == 1 and again.summary["calibration"]["params"] == cal["params"]  # resumed: reused
+    assert again.summary["calibration"]["against_initial_guess"] == "indistinguishable"
+    assert again.summary["calibration"]["guess_handicap"] == "handicapped here"
+    monkeypatch.setattr(Inpainting, "holdout_guess_handicap", None)
     assert again.summary["wall_seconds_all_runs"] == pytest.approx(again.summary["wall_seconds"]
                                                                    + run.summary["wall_seconds_all_runs"])
     # nothing left to solve: the summary written again keeps the calibration (its values, and a warning's reviews)

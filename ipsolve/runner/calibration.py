@@ -93,6 +93,10 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
                     reusable = None
             if reusable is not None:
                 record = reusable
+                handicap = getattr(job.operator, "holdout_guess_handicap", None)
+                if record.get("against_initial_guess") == "better" and handicap:  # a record from before
+                    # 2026-12-07 on an operator whose guess is no fair yardstick: the verdict as calibrate gives it now
+                    record.update(against_initial_guess="indistinguishable", guess_handicap=handicap)
                 log.info("calibration: reusing %s (%s)", previous, _describe(record))
             else:
                 record = _calibrate(job, items, options)
