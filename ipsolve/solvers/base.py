@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import numbers
 import time
 from dataclasses import dataclass, field
@@ -145,10 +146,10 @@ def residual_warning(residual) -> str | None:
 
 def sample_residual_median(info: dict) -> float | None:
     """The median of an image's ``sample_residuals`` (``samples=k``, k ≥ 2, all finite), else None."""
-    per = sorted(r for r in info.get("sample_residuals") or () if r is not None)
+    per = [r for r in info.get("sample_residuals") or () if r is not None]
     if len(per) < 2 or len(per) != len(info["sample_residuals"]) or not all(math.isfinite(r) for r in per):
         return None
-    return per[len(per) // 2] if len(per) % 2 else (per[len(per) // 2 - 1] + per[len(per) // 2]) / 2
+    return statistics.median(per)
 
 
 def samples_warning(info: dict) -> str | None:
