@@ -66,7 +66,13 @@ def test_images_as_they_are_meant_to_be_seen(tmp_path, caplog):
     Image.fromarray(bits).save(tmp_path / "mask.png")
     assert load_image(tmp_path / "mask.png")[0, 0].tolist() == [[1.0] * 4 + [-1.0] * 4] * 8
     Image.fromarray(np.dstack([np.full((16, 16), 255, np.uint8), np.full((16, 16), 0, np.uint8)]), "LA").save(tmp_path / "la.png")
-    assert load_image(tmp_path / "la.png").shape == (1, 1, 16, 16)  # transparent: white
+    import ipsolve.io.images as images
+
+    images._TRANSPARENCY_SAID.clear()
+    with caplog.at_level("WARNING", logger="ipsolve"):
+        assert load_image(tmp_path / "la.png").shape == (1, 1, 16, 16)  # transparent: white
+        load_image(tmp_path / "la.png")
+    assert caplog.text.count("la.png has transparent pixels (alpha down to 0.00): composited on white") == 1
     Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
     assert image_channels(tmp_path / "p.png") == 3 and load_image(tmp_path / "p.png").shape[1] == 3
     Image.fromarray(np.full((4, 4), 409.0, np.float32), "F").save(tmp_path / "f.tif")

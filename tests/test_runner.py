@@ -258,6 +258,7 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
         review = review_summary(recs, below, coverage)
         assert review["decisions"]["worse"] == "review" and review["decisions"]["fits"] == "accept"
         assert review["flagged"]["worse"] == "residual above the initial guess's"
+        assert review["accepted_by_score_but_flagged"] == 1  # and the report says so (below)
     summary = summarize(recs, settings={"operator": {"name": "inpainting"}, "solver": {"name": "dps"},
                                         "prior": {"source": "p"}, "sigma": 0.01},
                         skipped=[], num_processes=1, wall_seconds=9.0,
@@ -265,6 +266,8 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
     assert list(summary["worse_than_initial"]) == ["worse"]
     text = report(summary)
     assert "1 of 4 reconstruction(s) fit the measurement worse than the initial guess" in text and "worse" in text
+    assert ("review: 1 of 4 image(s) flagged (residual above the initial guess's: 1): worse; 1 of them ranked for "
+            "acceptance by their reliability but flagged (a flagged image is never accepted") in text
     rows = metrics_csv(recs, summary["review"]["decisions"]).splitlines()
     head = rows[0].split(",")
     worse = dict(zip(head, rows[2].split(",")))
@@ -349,6 +352,12 @@ def test_sweep_summary_lists_failed_jobs_with_their_reason(tmp_path):
     md, _ = summarize_sweep(tmp_path, before=before)
     text = md.read_text()
     assert "failed: holds results of different settings" in text and "20.00" not in text and "fmplug" not in text
+    # ... and the earlier sweep's table, whose finished job 0 this one lists as failed, is kept beside it
+    kept = sorted(tmp_path.glob("sweep_summary.*-*.md"))
+    assert len(kept) == 1 and "| 0 | solver=dmplug_cpu | 1 | 20.00" in kept[0].read_text()
+    assert kept[0].with_suffix(".csv").is_file()
+    summarize_sweep(tmp_path, before=before)  # the same sweep resumed: nothing more to keep
+    assert len(list(tmp_path.glob("sweep_summary.*-*.md"))) == 1
 
 
 def test_sweep_summary_gives_what_calibration_chose(tmp_path):
@@ -761,8 +770,8 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
 
     tie = text()
     assert "calibration score (per entry: held-out entries' error, plus kept entries' misfit beyond it; lower is " \
-           "better): 10.4, the operator's initial guess 10.5; on 2 fresh splits of y (other held-out entries) the " \
-           "solve scored 0.2 per entry above the guess (one standard error 0.3: indistinguishable from the guess)" in tie
+           "better): 10.4, the operator's initial guess 10.5; on 2 fresh splits of y (other held-out entries; the " \
+           "split that chose the values flatters them) the solve scored 0.2 per entry above the guess (one standard error 0.3: indistinguishable from the guess)" in tie
     # with the run's σ recorded the unit is said: σ², or the mean squared error of a noise-free run
     assert "calibration score (σ² per entry: held-out" in text(sigma=0.01) and "scored 0.2 σ² per entry" in text(sigma=0.01)
     assert "scored 0.2 per entry (mean squared error: σ = 0" in text(sigma=0.0)

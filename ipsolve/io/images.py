@@ -13,6 +13,7 @@ from ..notices import shown
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger("ipsolve")
+_TRANSPARENCY_SAID: list[str] = []  # the first file read with transparent pixels (said once per process)
 ARRAY_SUFFIX = ".npy"  # exact values: an image on the [-1, 1] scale, or a measurement as the operator makes it
 
 
@@ -89,6 +90,10 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
                              f"image as [0, 1] intensities — rescale it, or save a .npy on the [-1, 1] scale")
     else:
         img = img / 255.0
+    if img.ndim == 3 and img.shape[-1] in (2, 4) and img[..., -1].min() < 1 and not _TRANSPARENCY_SAID:
+        log.warning("%s has transparent pixels (alpha down to %.2f): composited on white, as scikit-image's rgba2rgb "
+                    "(said for the first such file only)", path.name, float(img[..., -1].min()))
+        _TRANSPARENCY_SAID.append(path.name)
     if img.ndim == 3 and img.shape[-1] == 4:
         img = rgba2rgb(img)
     elif img.ndim == 3 and img.shape[-1] == 2:  # grey + alpha: over white, as rgba2rgb does colour

@@ -178,6 +178,14 @@ class Operator(nn.Module):
     def initial_guess(self, y: torch.Tensor) -> torch.Tensor:
         return y.clamp(-1, 1)
 
+    def initial_guess_from_part(self, filled: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """The initial guess from the entries of a measurement where ``known`` (bool, ``(1, *y_shape[1:])``)
+        only — calibration's yardstick, whose held-out entries are unknown (:mod:`.restrict`);
+        ``filled`` holds the known entries and the others filled in (``holdout_fill``).  Default:
+        ``initial_guess(filled)``; CT, MRI and phase retrieval, whose guess of a filled measurement
+        lost far more than a solve does, estimate the unknown entries from the known ones instead."""
+        return self.initial_guess(filled)
+
     def noise_estimate_note(self) -> str | None:
         """None when σ can be estimated from ``y`` alone (``sigma=auto``: a blurred image,
         :mod:`ipsolve.operators.noise_level`), else why not (said in the error)."""

@@ -92,8 +92,22 @@ class _Restricted:
             mask = mask * observed.to(mask)
         return harmonic_fill(full, mask.expand_as(full))
 
+    def kept_mask(self, like: torch.Tensor) -> torch.Tensor:
+        """``(1, *full_shape)`` bool on ``like``'s device: True at the kept entries."""
+        mask = torch.zeros(int(torch.tensor(self._full_shape).prod()), dtype=torch.bool, device=like.device)
+        mask[cached_on(self, "kept", self._kept, like.device)] = True
+        return mask.view(1, *self._full_shape)
+
+    def unrestricted(self) -> Operator:
+        """The operator itself, all of its measurement (a shallow copy sharing its parameters,
+        buffers and state)."""
+        out = copy.copy(self)
+        out.__class__ = type(self).__bases__[1]  # restrict(): (_Restricted, the operator's class)
+        return out
+
     def initial_guess(self, y):
-        return super().initial_guess(self.scatter(y))
+        filled = self.scatter(y)
+        return self.unrestricted().initial_guess_from_part(filled, self.kept_mask(filled))
 
     def display(self, y, size):
         return super().display(self.scatter(y), size)

@@ -92,11 +92,7 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
                     log.warning("calibration: %s was made %s; calibrating again", previous, why)
                     reusable = None
             if reusable is not None:
-                record = reusable
-                handicap = getattr(job.operator, "holdout_guess_handicap", None)
-                if record.get("against_initial_guess") == "better" and handicap:  # a record from before
-                    # 2026-12-07 on an operator whose guess is no fair yardstick: the verdict as calibrate gives it now
-                    record.update(against_initial_guess="indistinguishable", guess_handicap=handicap)
+                record = with_todays_verdict(reusable, job.operator)
                 log.info("calibration: reusing %s (%s)", previous, _describe(record))
             else:
                 record = _calibrate(job, items, options)
@@ -170,6 +166,22 @@ def _calibrate(job, items, options: dict) -> dict:
         log.info("calibration: %s", cal.blind_spot)
     if job.out is not None:
         write_calibration_files(job.out, record)
+    return record
+
+
+def with_todays_verdict(record: dict, operator) -> dict:
+    """A ``calibration.json`` record reused (a resume) with the comparison's verdict as ``calibrate``
+    gives it today: a ``better`` from before 2026-12-07 against an initial guess that is no fair yardstick
+    (``Operator.holdout_guess_handicap``; a guess whose held-out error is mostly its misfit,
+    :func:`~ipsolve.solvers.calibration.guess_misfit_handicap`) becomes ``indistinguishable``, with why."""
+    from ..solvers.calibration import guess_misfit_handicap
+
+    fit = record.get("initial_guess_fit")
+    handicap = getattr(operator, "holdout_guess_handicap", None) or guess_misfit_handicap(
+        (fit["held_out"], fit["kept"]) if isinstance(fit, dict) and {"held_out", "kept"} <= set(fit) else None,
+        record.get("sigma"))
+    if record.get("against_initial_guess") == "better" and handicap:
+        record = {**record, "against_initial_guess": "indistinguishable", "guess_handicap": handicap}
     return record
 
 

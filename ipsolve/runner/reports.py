@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -39,7 +41,8 @@ def against_guess(calibration: dict) -> str:
     if verdict not in AGAINST_GUESS or calibration.get("initial_guess_se") is None or splits is None:
         # a calibration.json from before 2026-12-06 (twentieth session)
         return " (a warning only where the guess is better by more than one standard error)"
-    where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries)" if splits
+    where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries; the split that chose "
+             f"the values flatters them)" if splits
              else "on the calibration's own split")
     difference = calibration["initial_guess_difference"]
     return (f"; {where} the solve scored {plain_number(abs(difference))} {score_unit(calibration.get('sigma'))} "
@@ -296,7 +299,10 @@ def report(summary: dict) -> str:
                      + (f": {', '.join(list(review['flagged'])[:5])}" if review["flagged"] else "")
                      + (", ... (all in summary.json, metrics.csv)" if len(review["flagged"]) > 5 else "")
                      + (f"; {review['tied_at_cut']} of them reviewed because their reliability ties with the first "
-                        f"image left out (accepted below the requested coverage)" if review.get("tied_at_cut") else ""))
+                        f"image left out (accepted below the requested coverage)" if review.get("tied_at_cut") else "")
+                     + (f"; {review['accepted_by_score_but_flagged']} of them ranked for acceptance by their reliability "
+                        f"but flagged (a flagged image is never accepted, whatever review_coverage or review_below)"
+                        if review.get("accepted_by_score_but_flagged") else ""))
     for name, vol in (summary.get("volumes") or {}).items():
         m, m0 = vol.get("metrics"), vol.get("initial_metrics")
         lines.append(f"  volume {name}: slices {vol['slices'][0]}-{vol['slices'][1]} at {vol['size']} px, window "
@@ -344,6 +350,27 @@ def calibrated_cell(row: dict) -> str:
     """The sweep table's ``calibrated`` cell: the values and, in brackets, the comparison's outcome."""
     verdict = row.get("against_initial_guess")
     return (row.get("calibrated") or "-") + (f" ({verdict})" if verdict else "")
+
+
+def keep_earlier_summary(csv_path: Path, md_path: Path, rows: list[dict]) -> None:
+    """Before a sweep's summary replaces an earlier one in the same folder: keep the earlier pair as
+    ``sweep_summary.<its time>.md`` / ``.csv`` when it lists a finished job that this summary does
+    not (another sweep refused in the folder of a finished one: its table would be lost).  A resumed
+    or extended sweep, whose earlier finished jobs are finished again, just replaces it."""
+    try:
+        earlier = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(csv_path.stat().st_mtime))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return
+    finished_now = {str(r["job"]) for r in rows if r["error"] is None}
+    lost = [r.get("job") for r in earlier if not r.get("error") and r.get("job") not in finished_now]
+    if not lost:
+        return
+    for path in (csv_path, md_path):
+        if path.is_file():
+            path.replace(path.with_name(f"{path.stem}.{stamp}{path.suffix}"))
+    print(f"ipsolve: the earlier sweep summary in {csv_path.parent} lists finished job(s) {', '.join(map(str, lost))} "
+          f"that this sweep does not: kept as sweep_summary.{stamp}.md / .csv", file=sys.stderr)
 
 
 def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Path, Path] | None:
@@ -416,6 +443,7 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
         w.writerow({k: ("" if k == "error" and v is None else "n/a" if v is None else round(v, 4) if isinstance(v, float)
                         else v) for k, v in r.items()})
     csv_path, md_path = sweep_dir / "sweep_summary.csv", sweep_dir / "sweep_summary.md"
+    keep_earlier_summary(csv_path, md_path, rows)
     atomic_write_text(csv_path, buf.getvalue())
 
     def pm(r, k, d):

@@ -328,9 +328,10 @@ def finished_calibration(out: Path | None, job) -> dict | None:
     if record.get("fingerprint") != job.fingerprint:
         return None
     from ..solvers.calibration import with_params
+    from .calibration import with_todays_verdict
 
     job.solver = with_params(job.solver, **record.get("changes", {}))  # the values its images were solved with
-    return record
+    return with_todays_verdict(record, job.operator)
 
 
 def earlier_wall_seconds(out: Path | None, done: dict[str, dict]) -> float:
@@ -661,16 +662,18 @@ def review_summary(records: list[dict], review_below, review_coverage, calibrati
     found the solver not expected to beat the initial guess (``calibration_warning``: held-out entries,
     :func:`ipsolve.solvers.calibration.initial_guess_warning`)."""
     scores = [r["info"].get("reliability", float("-inf")) for r in records]
-    decisions = review_decisions(scores, review_below, review_coverage)
+    by_score = review_decisions(scores, review_below, review_coverage)
     # a residual above RESIDUAL_WARNING·σ√m is reviewed whatever the score and the initial guess's fit
     unfit = [bool(r.get("warning")) for r in records]
     decisions = ["review" if r.get("worse_than_initial") or bad or calibration_warning else d
-                 for r, d, bad in zip(records, decisions, unfit)]
+                 for r, d, bad in zip(records, by_score, unfit)]
     flagged = {r["name"]: (WORSE_THAN_INITIAL if r.get("worse_than_initial") else UNFIT if bad
                            else NOT_BEATING_INITIAL if calibration_warning else r["info"].get("reliability_reason"))
                for r, d, bad in zip(records, decisions, unfit) if d == "review"}
     return {"review_below": review_below, "review_coverage": review_coverage, "num_flagged": len(flagged),
             "tied_at_cut": tied_at_cut(scores, review_coverage),
+            # accepted by their reliability, reviewed for a flag (so fewer are accepted than review_coverage asks)
+            "accepted_by_score_but_flagged": sum(a == "accept" and d == "review" for a, d in zip(by_score, decisions)),
             "flagged": flagged, "decisions": {r["name"]: d for r, d in zip(records, decisions)}}
 
 
