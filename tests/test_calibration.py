@@ -208,8 +208,10 @@ def test_better_is_not_claimed_where_the_guess_misfits_every_entry(gaussian_prob
     assert cal.against_initial_guess == "indistinguishable" and "a blur's guess is y itself" in cal.guess_handicap
     assert cal.summary()["initial_guess_fit"] == fit
     assert guess_misfit_handicap((10.0, 4.0)) == "" and guess_misfit_handicap(None) == ""
-    assert guess_misfit_handicap((5.0, 4.0), 0.01).startswith("the initial guess fits the entries it was built from "
-                                                              "hardly better than it predicts the held-out ones (4 against 5 σ² per entry)")
+    assert guess_misfit_handicap((5.0, 4.0), 0.01).startswith("the initial guess misfits the entries it was built "
+                                                              "from about as much as the held-out ones (kept 4, "
+                                                              "held-out 5 σ² per entry)")
+    assert "(kept 4, held-out 5 per entry)" in guess_misfit_handicap((5.0, 4.0), 0.0)
 
 
 def test_the_comparison_with_the_initial_guess_has_three_outcomes():
@@ -412,6 +414,9 @@ def test_restricted_inpainting_guess_treats_held_out_pixels_as_missing(per_image
     keep = torch.zeros(y[0].numel())
     keep[kept] = 1
     expected = harmonic_fill(y, op.mask_for(y.shape).expand_as(y) * keep.view(1, *y.shape[1:])).clamp(-1, 1)
+    # what an operator's initial_guess_from_part is told is known: kept entries that are no hole
+    known = restrict(op, kept, tuple(y.shape[1:])).kept_mask(y)
+    assert torch.equal(known.expand_as(y), (op.mask_for(y.shape).expand_as(y) * keep.view(1, *y.shape[1:])) > 0)
     assert (guess - expected).abs().max() < 0.02
     truth_held, guess_held = gather(x, held), gather(guess, held)
     assert (guess_held - truth_held).abs().mean() < 0.5 * truth_held.abs().mean()  # not pulled to the holes' 0
@@ -489,6 +494,20 @@ def test_phase_retrieval_guess_from_part_imposes_the_known_magnitudes_only():
     assert torch.isfinite(part).all() and part.abs().max() <= 1 and not torch.equal(part, plain)
     assert torch.equal(part, hio_er(torch.where(known, y, torch.zeros_like(y)), support,
                                     generator=torch.Generator().manual_seed(1), known=known, **run))
+    each = torch.cat([known, torch.ones_like(known)])  # a mask per measurement: the second one's all known
+    both = hio_er(y, support, generator=torch.Generator().manual_seed(1), known=each, **run)
+    assert torch.equal(both[1:], hio_er(y, support, generator=torch.Generator().manual_seed(1), **run)[1:])
+    # the restricted operator's guess (calibration's yardstick) is HIO + ER on the kept magnitudes
+    op = make_operator("phase_retrieval", hio_iterations=20, er_iterations=5, restarts=2)
+    x = datasets.heldout_phantoms(2, 16)
+    meas = op(x)
+    kept, _ = split_entries(meas[0].numel(), 0.2, torch.Generator().manual_seed(0))
+    sub = restrict(op, kept, tuple(meas.shape[1:]))
+    guess = sub.initial_guess(gather(meas, kept))
+    filled, mask = sub.scatter(gather(meas, kept)), sub.kept_mask(meas)
+    assert mask.shape == (1, *meas.shape[1:]) and int(mask.sum()) == len(kept)
+    assert torch.equal(guess, op.initial_guess(filled, known=mask))
+    assert not torch.equal(guess, op.initial_guess(filled))  # not HIO imposing the harmonically filled magnitudes
 
 
 @pytest.mark.parametrize("name,params", [
@@ -710,7 +729,7 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
                                progress=False, return_images=False, metrics=["psnr"])
     assert done.summary["calibration"]["params"] == cal["params"] and done.summary["solver"]["zeta"] == cal["changes"]["zeta"]
     assert done.summary["calibration"]["against_initial_guess"] == "indistinguishable"
-    assert "hardly better than it predicts the held-out ones" in done.summary["calibration"]["guess_handicap"]
+    assert "about as much as the held-out ones (kept 4, held-out 5" in done.summary["calibration"]["guess_handicap"]
 
 
 def datasets_demo():

@@ -182,8 +182,9 @@ class Operator(nn.Module):
         """The initial guess from the entries of a measurement where ``known`` (bool, ``(1, *y_shape[1:])``)
         only — calibration's yardstick, whose held-out entries are unknown (:mod:`.restrict`);
         ``filled`` holds the known entries and the others filled in (``holdout_fill``).  Default:
-        ``initial_guess(filled)``; CT, MRI and phase retrieval, whose guess of a filled measurement
-        lost far more than a solve does, estimate the unknown entries from the known ones instead."""
+        ``initial_guess(filled)``; MRI (POCS) and phase retrieval (HIO on the known magnitudes), whose
+        guess of a filled measurement lost far more than a solve does, estimate the unknown entries from
+        the known ones instead.  Solvers that start from the initial guess start there on the kept entries."""
         return self.initial_guess(filled)
 
     def noise_estimate_note(self) -> str | None:

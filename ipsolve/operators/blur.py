@@ -208,7 +208,8 @@ def kernel_noise_note(kernel: torch.Tensor) -> str | None:
 class _KernelBlur(Operator):
     is_linear = True
     # the initial guess from 80 % of y loses no more than a solve does (4 phantoms, 32 px, DPS 100 steps; guess /
-    # DPS, dB): Gaussian 9 px −0.40 / −0.20, motion 9 px −0.10 / −0.10: "better" may be claimed (Operator.holdout_guess_handicap)
+    # DPS, dB): Gaussian 9 px −0.40 / −0.20, motion 9 px −0.10 / −0.10; "better" is still withheld: the guess y misfits
+    # every entry as much as the held-out ones (solvers.calibration.guess_misfit_handicap)
     holdout_guess_handicap = None
 
     def noise_estimate_note(self):

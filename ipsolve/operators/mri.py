@@ -118,10 +118,11 @@ class MRI(Operator):
     is_linear = True
     measurement_is_image = False
     holdout_fill = "zero"  # held-out k-space samples: zero-filled, like the unsampled ones
-    # measured (docs/calibration.md, transfer): DPS on grey photo crops lost 1.32 dB to zero-filling, unwarned
+    # measured (docs/calibration.md, transfer): DPS on grey photo crops lost 1.32 dB to zero-filling, and with zeros
+    # in the held-out samples scored below the guess on the choosing split (with POCS: above it, warned)
     # measured (2026-12-07, DPS 100 steps, 20 % of y held out, split seeds 1 and 2, σ 0.01 and 0.05, blobs and textured
     # phantoms): the zero-filled guess from the kept samples lost 3.49 dB where DPS lost 2.07; with the held-out
-    # samples filled by POCS (initial_guess_from_part) -0.34 to -1.49 dB where DPS lost -0.38 to -1.65
+    # samples filled by POCS (initial_guess_from_part) it loses 0.34-1.49 dB where DPS loses 0.38-1.65
     holdout_guess_handicap = ("the held-out k-space samples are blind to the lines never sampled, and their differences "
                               "are heavy-tailed (a few centre samples carry most of the energy): the comparison's "
                               "standard error is unreliable and a 'better' would not mean the image is (the zero-filled "

@@ -39,7 +39,11 @@ def hio_er(magnitude: torch.Tensor, support: torch.Tensor, hio_iterations: int =
     y = magnitude.clamp_min(0).double().repeat_interleave(restarts, 0)
     s = support.to(y.device)
     g = (lo + (hi - lo) * torch.rand(y.shape, generator=generator, dtype=torch.float64).to(y.device)) * s
-    measured = None if known is None else known.to(y.device).expand_as(y)
+    measured = None
+    if known is not None:  # one mask for all, or one per measurement (each repeated for its restarts)
+        measured = known.to(y.device)
+        measured = (measured.repeat_interleave(restarts, 0) if measured.dim() == 4 and measured.shape[0] > 1
+                    else measured).expand_as(y)
 
     def fourier_projection(x):
         k = fft2c(x.to(torch.complex128))
@@ -108,11 +112,11 @@ class PhaseRetrieval(Operator):
 
     task = "phase_retrieval"
     # measured (2026-12-07, 3 held-out phantoms + Shepp-Logan, 20 % held out, split seeds 1-2): HIO + ER on magnitudes
-    # with the held-out ones filled harmonically lost 5.44-8.14 dB where DPS lost 0.05-0.33; imposing the kept
+    # with the held-out ones filled harmonically lost 5.44-8.14 dB where DPS moved by -0.33 to +0.17; imposing the kept
     # magnitudes only (initial_guess_from_part) +0.01 dB on average over 3 HIO seeds, but -1.72 to +1.47 per draw
     holdout_guess_handicap = ("HIO + ER from part of the magnitudes loses about as much as a solve on average, but one "
-                              "draw of its random starts moves it by up to 1.7 dB either way (a solve's loss: 0.05-0.33 "
-                              "dB, on phantoms): the held-out comparison can favour the solver")
+                              "draw of its random starts moves it by up to 1.7 dB either way (a solve's PSNR moves by "
+                              "-0.33 to +0.17 dB, on phantoms): the held-out comparison can favour the solver")
     single_run_note = ("phase retrieval: one run of any solver is a draw (twin image, translation, sign; single DPS "
                        "runs spread over 8-31 dB per image); samples=4 select=residual returns each image's run of smallest misfit "
                        "|y - A(x)| (the papers report the best of 4-5 by ground truth; docs/calibration.md, Best of k)")
@@ -180,8 +184,8 @@ class PhaseRetrieval(Operator):
         """HIO + ER from the ``known`` magnitudes only (:func:`hio_er`'s ``known``: the others left to
         the iterate): with the held-out magnitudes filled in harmonically the guess lost 5.44 dB from
         20 % held out where DPS lost 0.33 (4 phantoms); imposing the known ones only loses about as much
-        as a solve on average, but one HIO draw moves it by ±2 dB (docs/calibration.md, "A handicapped
-        initial guess")."""
+        as a solve on average, but one HIO draw moves it by up to 1.7 dB either way (docs/calibration.md,
+        "A handicapped initial guess")."""
         return self.initial_guess(filled, known=known)
 
     def align(self, x, truth):

@@ -44,6 +44,7 @@ class _Restricted:
 
     _kept: torch.Tensor
     _full_shape: tuple
+    _operator_class: type  # the class restrict() derived this one from
     _probing = False  # True while the wrapped class probes its own output shape with apply
 
     def apply(self, x):
@@ -93,16 +94,20 @@ class _Restricted:
         return harmonic_fill(full, mask.expand_as(full))
 
     def kept_mask(self, like: torch.Tensor) -> torch.Tensor:
-        """``(1, *full_shape)`` bool on ``like``'s device: True at the kept entries."""
+        """Bool on ``like``'s device, True at the kept entries that carry information: ``(1, *full_shape)``,
+        or ``(B, *full_shape)`` where the operator's observed entries differ per image (inpainting's holes
+        are kept but are no data: :meth:`Operator.observed_mask`)."""
         mask = torch.zeros(int(torch.tensor(self._full_shape).prod()), dtype=torch.bool, device=like.device)
         mask[cached_on(self, "kept", self._kept, like.device)] = True
-        return mask.view(1, *self._full_shape)
+        mask = mask.view(1, *self._full_shape)
+        observed = super().observed_mask((like.shape[0], *self._full_shape))
+        return mask if observed is None else mask & (observed.to(like.device) != 0)
 
     def unrestricted(self) -> Operator:
         """The operator itself, all of its measurement (a shallow copy sharing its parameters,
         buffers and state)."""
         out = copy.copy(self)
-        out.__class__ = type(self).__bases__[1]  # restrict(): (_Restricted, the operator's class)
+        out.__class__ = self._operator_class
         return out
 
     def initial_guess(self, y):
@@ -128,7 +133,7 @@ def restrict(operator: Operator, kept: torch.Tensor, full_shape) -> Operator:
     restricted_cls = type(f"Restricted{cls.__name__}", (_Restricted, cls), {})
     out = copy.copy(operator)
     out.__class__ = restricted_cls
-    out._kept, out._full_shape = kept.clone(), tuple(int(s) for s in full_shape)
+    out._kept, out._full_shape, out._operator_class = kept.clone(), tuple(int(s) for s in full_shape), cls
     return out
 
 

@@ -173,7 +173,8 @@ def with_todays_verdict(record: dict, operator) -> dict:
     """A ``calibration.json`` record reused (a resume) with the comparison's verdict as ``calibrate``
     gives it today: a ``better`` from before 2026-12-07 against an initial guess that is no fair yardstick
     (``Operator.holdout_guess_handicap``; a guess whose held-out error is mostly its misfit,
-    :func:`~ipsolve.solvers.calibration.guess_misfit_handicap`) becomes ``indistinguishable``, with why."""
+    :func:`~ipsolve.solvers.calibration.guess_misfit_handicap`, where the record holds the guess's fits:
+    written since 2026-12-07 — an older blur record keeps its verdict) becomes ``indistinguishable``, with why."""
     from ..solvers.calibration import guess_misfit_handicap
 
     fit = record.get("initial_guess_fit")

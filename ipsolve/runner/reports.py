@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import sys
@@ -366,11 +367,14 @@ def keep_earlier_summary(csv_path: Path, md_path: Path, rows: list[dict]) -> Non
     lost = [r.get("job") for r in earlier if not r.get("error") and r.get("job") not in finished_now]
     if not lost:
         return
+    suffix = next(f"{stamp}{'' if n == 0 else f'-{n}'}" for n in itertools.count()
+                  if not any((p.parent / f"{p.stem}.{stamp}{'' if n == 0 else f'-{n}'}{p.suffix}").exists()
+                             for p in (csv_path, md_path)))  # two kept the same second: none overwritten
     for path in (csv_path, md_path):
         if path.is_file():
-            path.replace(path.with_name(f"{path.stem}.{stamp}{path.suffix}"))
+            path.replace(path.with_name(f"{path.stem}.{suffix}{path.suffix}"))
     print(f"ipsolve: the earlier sweep summary in {csv_path.parent} lists finished job(s) {', '.join(map(str, lost))} "
-          f"that this sweep does not: kept as sweep_summary.{stamp}.md / .csv", file=sys.stderr)
+          f"that this sweep does not: kept as sweep_summary.{suffix}.md / .csv", file=sys.stderr)
 
 
 def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Path, Path] | None:

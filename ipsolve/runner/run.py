@@ -673,7 +673,8 @@ def review_summary(records: list[dict], review_below, review_coverage, calibrati
     return {"review_below": review_below, "review_coverage": review_coverage, "num_flagged": len(flagged),
             "tied_at_cut": tied_at_cut(scores, review_coverage),
             # accepted by their reliability, reviewed for a flag (so fewer are accepted than review_coverage asks)
-            "accepted_by_score_but_flagged": sum(a == "accept" and d == "review" for a, d in zip(by_score, decisions)),
+            "accepted_by_score_but_flagged": sum(a == "accept" and d == "review" for a, d in zip(by_score, decisions))
+            if review_below is not None or review_coverage is not None else 0,
             "flagged": flagged, "decisions": {r["name"]: d for r, d in zip(records, decisions)}}
 
 

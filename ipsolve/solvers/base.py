@@ -141,7 +141,8 @@ def residual_warning(residual) -> str | None:
         return None
     return (f"residual {residual:.1f}× the noise level: the reconstruction does not fit the measurement "
             f"(check sigma, the operator's settings — mask, kernel, scale — and the solver's steps, step size or "
-            f"guidance)")
+            f"guidance; with all of them right, the prior cannot produce an image that fits: one trained on images "
+            f"like these)")
 
 
 def sample_residual_median(info: dict) -> float | None:

@@ -115,7 +115,8 @@ class Calibration:
     initial_guess_se: float | None = None  # its standard error (paired, per entry)
     comparison_splits: int | None = None  # the fresh splits compared on (0: the calibration's own split)
     sigma: float | None = None  # the σ the scores are divided by (as given, or sigma="auto"'s estimate)
-    initial_guess_fit: dict | None = None  # the initial guess's mean held_out / kept squared errors / σ² (own split)
+    initial_guess_fit: dict | None = None  # the initial guess's mean held_out / kept squared errors / σ² (σ = 0: not
+    # divided), on the calibration's own split
 
     def summary(self) -> dict:
         return {"params": self.params, "method": self.method, "nfe_per_image": self.nfe, "sigma": self.sigma,
@@ -758,7 +759,8 @@ def compare_with_initial_guess(differences: torch.Tensor) -> tuple[str, float]:
 
 # the initial guess's held-out error must exceed its misfit of the entries it was built from by this factor for
 # its score to measure prediction (measured, 20 % held out, σ 0.01 / 0.05, blobs, photos, textures: the blurs'
-# guess y 0.9-1.4, CT's FBP 1.5-4.6, SR's bicubic 9-22, MRI's zero-filling 7-15, inpainting's harmonic fill > 100)
+# guess y 0.9-1.4, CT's FBP 1.5-4.6, SR's bicubic 9-22, MRI's zero-filled guess (POCS) 7-15, inpainting's harmonic
+# fill > 100)
 GUESS_PREDICTION_RATIO = 2.0
 
 
@@ -771,10 +773,11 @@ def guess_misfit_handicap(fit: tuple[float, float] | None, sigma: float | None =
     'better')."""
     if fit is None or not fit[0] < GUESS_PREDICTION_RATIO * fit[1]:
         return ""
-    return (f"the initial guess fits the entries it was built from hardly better than it predicts the held-out ones "
-            f"({plain_number(fit[1])} against {plain_number(fit[0])} {score_unit(sigma)}): its score measures a misfit "
-            f"it has everywhere (a blur's guess is y itself, which the operator blurs again), which any solve that "
-            f"fits y avoids, not how well it predicts unseen entries")
+    unit = "σ² per entry" if sigma else "per entry"
+    return (f"the initial guess misfits the entries it was built from about as much as the held-out ones (kept "
+            f"{plain_number(fit[1])}, held-out {plain_number(fit[0])} {unit}): its score measures a misfit it has "
+            f"everywhere (a blur's guess is y itself, which the operator blurs again), which any solve that fits y "
+            f"avoids, not how well it predicts unseen entries")
 
 
 def initial_guess_warning(comparison: dict, sigma: float | None = None) -> str:
