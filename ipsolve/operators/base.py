@@ -179,7 +179,7 @@ class Operator(nn.Module):
         return y.clamp(-1, 1)
 
     def initial_guess_from_part(self, filled: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-        """The initial guess from the entries of a measurement where ``known`` (bool, ``(1, *y_shape[1:])``)
+        """The initial guess from the entries of a measurement where ``known`` (bool, ``(1 or B, *y_shape[1:])``)
         only — calibration's yardstick, whose held-out entries are unknown (:mod:`.restrict`);
         ``filled`` holds the known entries and the others filled in (``holdout_fill``).  Default:
         ``initial_guess(filled)``; MRI (POCS) and phase retrieval (HIO on the known magnitudes), whose
