@@ -14,8 +14,9 @@ thread, bit-identical).  ``threads=auto`` therefore chooses:
   second; the 1-minute load average where that file does not exist), split between this
   machine's processes, at most :data:`MAX_AUTO_THREADS`.
 
-Results do not depend on the count (the tests compare 1 and 2 threads bit for bit); only the
-speed does.
+Results can differ in the last bits between counts — a float reduction split over 1 or 2 threads
+rounds differently (DPS on a blur, 5 steps: 5·10⁻⁶) — so a run records its count (``summary.json``)
+and ``threads=N`` pins it for bit-for-bit repeats; the speed is what the count is chosen for.
 """
 from __future__ import annotations
 
