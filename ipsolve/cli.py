@@ -194,7 +194,8 @@ def _log_file_only(message: str) -> None:
 
 FAILED_FILE = "failed.json"  # a sweep job's one-line reason, read by the sweep summary
 _SWEEP_START: dict = {}  # the job files as this process's -m sweep started (its summary lists the jobs it wrote)
-RUN_FILES = ("config.yaml", "summary.json", "metrics.csv", "grid.png", "risk_coverage.csv", "risk_coverage.png")
+RUN_FILES = ("config.yaml", "report.txt", "summary.json", "metrics.csv", "grid.png", "risk_coverage.csv",
+             "risk_coverage.png")
 
 
 def _multirun() -> bool:
@@ -309,7 +310,7 @@ def run(cfg: DictConfig) -> dict | None:
             print(report(result.summary))
             print(f"ipsolve: results written to {out}")
             files = ["grid.png"] if (out / "grid.png").is_file() else []
-            files += ["summary.json", "metrics.csv", "config.yaml"]
+            files += ["report.txt", "summary.json", "metrics.csv", "config.yaml"]
             files += ["risk_coverage.png", "risk_coverage.csv"] if (out / "risk_coverage.csv").is_file() else []
             files += ["calibration.json", "calibration.csv", "calibration.png"] if (out / "calibration.csv").is_file() else []
             folders = ["recon/", "measurement/", "initial/", "records/"]
@@ -463,6 +464,11 @@ def _hydra_values(arg: str) -> tuple[bool, list] | None:
         return None
 
 
+# Hydra's own command-line flags (hydra/_internal/utils.py get_args_parser): everything else is key=value
+HYDRA_FLAGS = {"--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run", "--multirun",
+               "--shell-completion", "--config-path", "--config-name", "--config-dir", "--experimental-rerun", "--info"}
+
+
 def check_overrides(args: list[str]) -> list[str]:
     """Check and normalise the command line before Hydra sees it, so that a mistake gets one
     line naming what exists (Hydra's own errors suggest ``+key=`` and end in a bare TypeError):
@@ -478,7 +484,13 @@ def check_overrides(args: list[str]) -> list[str]:
     from .runner import load_preset
 
     out, calibrate_keys = [], set()
-    for arg in args:
+    for i, arg in enumerate(args):
+        if arg.startswith("--") and arg.split("=", 1)[0] not in HYDRA_FLAGS:  # argparse's "unrecognized arguments"
+            name, _, value = arg[2:].partition("=")
+            if not value and i + 1 < len(args) and not args[i + 1].startswith("-") and "=" not in args[i + 1]:
+                value = args[i + 1]
+            fail(f"unknown option {arg.split('=', 1)[0]}: ipsolve takes its settings as key=value (Hydra), e.g. "
+                 f"{name}={value or '...'}; its own options: --help, --multirun (-m), --cfg job")
         if arg.startswith("-") or "=" not in arg:
             out.append(arg)
             continue

@@ -25,7 +25,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 # tiny settings: 3 DMPlug iterations, 2 images per batch
 TINY = ["solver.iterations=3", "data.batch_size=2", "progress=false"]
 OUTPUTS = ("recon", "measurement", "initial")
-PER_RUN = ("metrics.csv", "summary.json", "grid.png", "config.yaml")
+PER_RUN = ("metrics.csv", "summary.json", "grid.png", "config.yaml", "report.txt")
 
 
 def ipsolve(*args, cwd, timeout=300, launcher=()):
@@ -126,6 +126,8 @@ def test_default_command_writes_every_output(single_run):
     assert summary["prior"]["source"] == "bundled:phantom-ddpm" and summary["sigma"] == 0.01
     assert summary["prior"]["memory_format"] == "channels_last"  # channels_last="auto" on a CPU
     assert f"results written to {run}" in proc.stdout and "PSNR" in proc.stdout
+    # the report the console showed is kept with the run (it was printed only: audit 2026-12-08)
+    assert (run / "report.txt").read_text() in proc.stdout
     # SR ×4: the 8×8 measurement is shown at 32×32 (nearest), like every other image
     assert read_png(run / "measurement" / f"{names[0]}.png").shape == read_png(run / "recon" / f"{names[0]}.png").shape
     cfg = (run / "config.yaml").read_text()
@@ -487,6 +489,14 @@ def test_overrides_are_read_with_hydras_grammar(capsys):
                 ["calibrate={enabled:false,budget:3}"]):
         assert "calibrate.enabled=true" not in check_overrides(off)
     assert check_overrides(["sigma=0.05"]) == ["sigma=0.05"]
+    # an argparse habit gets Hydra's form (it got argparse's usage block and "unrecognized arguments")
+    for args, needle in ((["--sigma", "0.05"], "unknown option --sigma: ipsolve takes its settings as key=value "
+                                                "(Hydra), e.g. sigma=0.05"),
+                         (["--data.path=my_images"], "e.g. data.path=my_images")):
+        with pytest.raises(SystemExit):
+            check_overrides(args)
+        assert needle in capsys.readouterr().err
+    assert check_overrides(["--multirun", "sigma=0.01,0.05"]) == ["--multirun", "sigma=0.01,0.05"]
     # a group given twice: the last wins, as in Hydra, for the checks too (they used the first)
     assert check_overrides(["solver=dps_cpu", "solver=daps_cpu", "solver.mcmc=hmc"])[-1] == "++solver.mcmc=hmc"
     with pytest.raises(SystemExit):

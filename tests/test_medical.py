@@ -212,6 +212,32 @@ def test_corrupt_dicom_files_are_skipped_with_their_name(tmp_path):
     np.testing.assert_array_equal(vol.data, expected)
 
 
+def test_ct_without_rescale_and_many_unreadable_files_are_said_once(tmp_path, caplog):
+    """(audit 2026-12-08) A CT series without RescaleSlope/Intercept (type 1 for CT) was labelled HU in silence,
+    though its stored values may be HU + 1024; the files of an earlier run in the data folder were skipped with one
+    warning each (45 lines): one per reason now, naming the first three."""
+    import logging
+
+    files, _ = write_series(tmp_path / "s", n=3, oblique=False)
+    for f in files[:2]:
+        ds = pydicom.dcmread(f)
+        del ds.RescaleSlope, ds.RescaleIntercept
+        ds.save_as(f)
+    for k in range(5):
+        (tmp_path / "s" / f"x{k}.png").write_bytes(b"png")
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        (vol,), skipped = read_dicom(tmp_path / "s")
+    assert vol.meta["units"] == "HU" and len(skipped) == 5
+    assert any(w.startswith("2 of 3 CT slice(s) have no RescaleSlope/RescaleIntercept (required for CT)")
+               for w in vol.meta["warnings"])
+    assert caplog.text.count("skipping") == 1 and "skipping 5 files (not a DICOM file): " in caplog.text
+    assert "and 2 more" in caplog.text
+    # the series' files in slice order in summary.json's input (they are listed by name otherwise)
+    from ipsolve.io.sources import describe_volume
+
+    assert describe_volume(vol)["slice_files"] == [str(f) for f in files]
+
+
 def test_two_series_need_a_choice(tmp_path):
     write_series(tmp_path / "mixed", n=2, uid="1.2.826.0.1.3680043.8.498.1")
     write_series(tmp_path / "mixed", n=3, uid="1.2.826.0.1.3680043.8.498.2")
@@ -324,6 +350,9 @@ def test_nifti_4d_picks_the_asked_volume(tmp_path):
     np.testing.assert_allclose(vol.data, np.asarray(img.dataobj[..., 7], dtype=np.float64))
     np.testing.assert_array_equal(vol.affine, img.affine)
     assert vol.name == "functional_t7"
+    # which volume of the 4-D file is said (data.volume's default 0 passed unnoticed: audit 2026-12-08)
+    assert vol.meta["warnings"] == ["functional.nii is 4-D (17, 21, 3, 20): volume 7 of its 20 is reconstructed "
+                                    "(data.volume=0 … 19 chooses another; one per run)"]
     with pytest.raises(ValueError) as err:
         read_nifti(path, volume=20)
     assert "\n" not in str(err.value) and "0 … 19" in str(err.value)
@@ -772,6 +801,14 @@ def test_z_coupling_makes_neighbouring_slices_agree(tmp_path):
         batches = {tuple(r["batch"]) for r in res.records}
         assert len(batches) == (1 if weight else 2)
     assert tv[0.05] < 0.7 * tv[None]
+    # the weight is written with the pixels it changed: a DICOM series' DerivationDescription (the NIfTI's 79
+    # characters hold no more) and summary.json (audit 2026-12-08: the same description with and without)
+    write_series(tmp_path / "s", n=2, oblique=False, size=64)
+    coupled = reconstruct_volumes(tmp_path / "s", "dicom", tmp_path / "dcm", operator="ct_sparse", solver=CHEAP_DPS,
+                                  z_coupling=0.05, write_dicom=True)
+    assert coupled.summary["z_coupling_weight"] == coupled.summary["volumes"]["CT_series1"]["z_coupling"] == 0.05
+    first = next((tmp_path / "dcm" / "dicom" / "CT_series1").iterdir())
+    assert str(pydicom.dcmread(first).DerivationDescription).endswith("-> 32 px; z-coupling weight 0.05")
     assert "z-coupling: weight 0.05 (total variation along z" in report(res.summary)  # (in summary.json only before)
     assert "operator ct (16 views over 0–180°)" in report(res.summary)
     one = {**res.summary, "z_coupling": "auto (one slice per volume: none)"}  # (said "auto ... each volume's slices
@@ -806,10 +843,15 @@ def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
     assert {tuple(r["batch"]) for r in res.records} == {tuple(f"v_z{z:03d}" for z in range(6))}  # one batch
     assert (tmp_path / "run" / "calibration.png").is_file()
     assert f"z-coupling: weight {cal['coupling']:g}, chosen from the measurements" in report(res.summary)
+    # the weight the volume was solved with, beside settings' "auto": in summary.json, the volume's record and the
+    # NIfTI's description (audit 2026-12-08: in the calibration's record only)
+    assert res.summary["z_coupling"] == "auto" and res.summary["z_coupling_weight"] == cal["coupling"]
+    assert res.summary["volumes"]["v"]["z_coupling"] == cal["coupling"]
     (tmp_path / "run" / "records" / "v_z004.json").unlink()  # a slice unfinished: its volume is redone whole
     table = (tmp_path / "run" / "calibration.csv").read_text()
     again = reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "run", z_coupling="auto", **kw)
     assert again.summary["num_resumed"] == 0 and again.summary["calibration"]["coupling"] == cal["coupling"]
+    assert again.summary["z_coupling_weight"] == cal["coupling"]
     assert (tmp_path / "run" / "calibration.csv").read_text() == table  # reused, not calibrated again
     with pytest.raises(RunError, match="auto"):
         reconstruct_volumes(tmp_path / "v.nii.gz", "nifti", tmp_path / "bad", z_coupling="sometimes", **kw)

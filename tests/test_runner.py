@@ -217,6 +217,8 @@ def test_progress_estimate_leaves_out_images_calibration_solved(caplog):
         lines.end_batch(1)
     batch = [r.getMessage() for r in caplog.records if "finished" in r.getMessage()]
     assert "2/8 images done | 0 s elapsed | time left unknown yet" in batch[0]
+    assert "batch 1/7 finished (solved by calibration's check, taken from it) |" in batch[0]  # (why 0 s)
+    assert "batch 2/7 finished |" in batch[1]
     assert "3/8 images done | 3 s elapsed | about 15 s left" in batch[1]  # 5 left at 3 s each
 
 
@@ -269,6 +271,12 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
     assert "1 of 4 reconstruction(s) fit the measurement worse than the initial guess" in text and "worse" in text
     assert ("review: 1 of 4 image(s) flagged (residual above the initial guess's: 1): worse; 1 of them ranked for "
             "acceptance by their reliability but flagged (a flagged image is never accepted") in text
+    # the ground truth, where given, evaluates the decisions (never makes them): accepted images below their initial
+    # guess in PSNR are named (every record here scores 20 against its guess's 21 dB)
+    assert summary["review"]["accepted_below_initial_psnr"] == ["fits", "both_bad", "below_noise"]
+    assert "note: 3 accepted image(s) score below their initial guess in PSNR: fits, both_bad, below_noise" in text
+    bare = [{**r, "metrics": {}} for r in recs]
+    assert review_summary(bare, None, 1.0)["accepted_below_initial_psnr"] is None  # no ground truth: nothing to say
     rows = metrics_csv(recs, summary["review"]["decisions"]).splitlines()
     head = rows[0].split(",")
     worse = dict(zip(head, rows[2].split(",")))
@@ -770,11 +778,11 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
         return report(summary)
 
     tie = text()
-    assert "calibration score (per entry: held-out entries' error, plus kept entries' misfit beyond it; lower is " \
+    assert "calibration score on the split that chose the values (per entry: held-out entries' error, plus kept entries' misfit beyond it; lower is " \
            "better): 10.4, the operator's initial guess 10.5; on 2 fresh splits of y (other held-out entries; the " \
            "split that chose the values flatters them) the solve scored 0.2 per entry above the guess (one standard error 0.3: indistinguishable from the guess)" in tie
     # with the run's σ recorded the unit is said: σ², or the mean squared error of a noise-free run
-    assert "calibration score (σ² per entry: held-out" in text(sigma=0.01) and "scored 0.2 σ² per entry" in text(sigma=0.01)
+    assert "calibration score on the split that chose the values (σ² per entry: held-out" in text(sigma=0.01) and "scored 0.2 σ² per entry" in text(sigma=0.01)
     assert "scored 0.2 per entry (mean squared error: σ = 0" in text(sigma=0.0)
     assert "calibrated on 1 image(s) without the ground truth: zeta = 0.5 (holdout" in tie  # no "changes" recorded
     assert "note: calibration: the score cannot tell whether the solve beats the operator's initial guess" in tie

@@ -478,8 +478,14 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
         op.measure(x, sigma=0.01, generator=-2**63 - 1)
     with pytest.warns(InputWarning, match=r"\[-1, 1\] scale.*0.02"):
         op.measure(x, sigma=np.float32(2.55))
+    with pytest.raises(ValueError, match="zeta must be a finite number >= 0"):  # at once, as the command line
+        make_solver("dps", steps=2, zeta=-1.0, progress=False)                # (it waited for solve: audit 2026-12-08)
+    bad = make_solver("dps", steps=2, progress=False)
+    bad.zeta = -1.0
     with pytest.raises(ValueError, match="zeta must be a finite number >= 0"):
-        solve(y, op, ddpm, make_solver("dps", steps=2, zeta=-1.0, progress=False))
+        solve(y, op, ddpm, bad)
+    with pytest.raises(ValueError, match=r"solver 'dmplug': lr must be a finite number > 0 \(its calibration range"):
+        make_solver("dmplug", lr=0)  # an optimisation that never moves (it ran 300 iterations from its start)
     with pytest.raises(ValueError, match="override input_shape"):
         solve(y, BoxDown(), ddpm, dps)
     with pytest.raises(ValueError, match="override input_shape"):

@@ -223,7 +223,10 @@ def _slices_of(ds, path: Path) -> list[dict]:
         elif offsets is not None and ipp is not None and iop is not None:
             # GridFrameOffsetVector (RT Dose, C.8.8.3.2): offsets along the normal row × column cosine
             pos = ipp + offsets[f] * np.cross(iop[:3], iop[3:])
-        out.append({"pixels": _modality_lut(ds, arr[f], slope, intercept), "position": pos, "orientation": ori,
+        rescaled = (slope is not None or intercept is not None
+                    or any(tag in ds for tag in ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence")))
+        out.append({"pixels": _modality_lut(ds, arr[f], slope, intercept), "rescaled": rescaled,
+                    "position": pos, "orientation": ori,
                     "spacing": sp, "thickness": float(th) if th not in (None, "") else None,
                     "instance": getattr(ds, "InstanceNumber", None), "frame": f, "file": path, "header": header})
     return out
@@ -381,6 +384,12 @@ def _assemble(series: dict, name: str) -> Volume:
     dose_units = str(getattr(head, "DoseUnits", "") or "GY").upper()  # GY or RELATIVE (RT Dose module)
     units = "HU" if modality == "CT" or rescale_type == "HU" else (
         ("Gy" if dose_units == "GY" else dose_units.lower()) if modality == "RTDOSE" else rescale_type)
+    if modality == "CT" and not all(s["rescaled"] for s in slices):  # type 1 in CT Image Storage (C.8.2.1)
+        missing = sum(not s["rescaled"] for s in slices)
+        warnings.append(f"{missing} of {len(slices)} CT slice(s) have no RescaleSlope/RescaleIntercept (required for CT): "
+                        f"their stored values are taken as HU as they are, which they may not be (a scanner's raw values "
+                        f"are often HU + 1024: a named HU window, e.g. ct_soft_tissue, then shows the wrong tissue); "
+                        f"data.window=auto fits the values whatever their units")
     meta = {"modality": modality, "units": units, "series_uid": series["label"]["uid"],
             "series_number": series["label"]["number"], "series_description": series["label"]["description"],
             "ordered_by": order_by, "warnings": warnings,
@@ -452,9 +461,26 @@ def read_dicom(path, series=None, exclude=()) -> tuple[list[Volume], list[dict]]
     if not volumes:
         raise DicomError(f"none of the {len(chosen)} series in {path} has readable images (each one's reason is in the "
                          f"log above)")
-    for s in skipped[:unread]:
-        log.warning("skipping %s: %s", s["file"], s["reason"])
+    log_skipped(skipped[:unread])
     return volumes, skipped
+
+
+SKIPPED_NAMED = 3  # files named per reason in the log (an earlier run's outputs in the folder are dozens)
+
+
+def log_skipped(skipped: list[dict]) -> None:
+    """One warning per reason for the files :func:`read_dicom` skipped, naming the first
+    :data:`SKIPPED_NAMED` (``summary.json`` lists them all)."""
+    by_reason: "OrderedDict[str, list[str]]" = OrderedDict()
+    for s in skipped:
+        by_reason.setdefault(s["reason"], []).append(s["file"])
+    for reason, files in by_reason.items():
+        if len(files) == 1:
+            log.warning("skipping %s: %s", files[0], reason)
+        else:
+            more = len(files) - SKIPPED_NAMED
+            log.warning("skipping %d files (%s): %s%s", len(files), reason, ", ".join(files[:SKIPPED_NAMED]),
+                        f" and {more} more" if more > 0 else "")
 
 
 # ----------------------------------------------------------------------------------------

@@ -87,6 +87,9 @@ def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
         if data.ndim == 2:
             data = data[:, :, None]
         warnings = []
+        if index is not None and shape[3] > 1:  # data.volume's default 0 would otherwise pass unnoticed
+            warnings.append(f"{f.name} is 4-D {tuple(shape)}: volume {index} of its {shape[3]} is reconstructed "
+                            f"(data.volume=0 … {shape[3] - 1} chooses another; one per run)")
         if np.iscomplexobj(data):  # complex (MR) data: the magnitude, as a reader of magnitude images expects
             data = np.abs(data)
             warnings.append(f"{f.name} holds complex values: their magnitude is reconstructed")

@@ -252,8 +252,9 @@ def flag_against_initial(rec: dict, init_residual: float | None, m: int, sigma: 
     level = discrepancy_tau(m) if sigma > 0 else 0.0
     if residual > max(init_residual, level) and math.isfinite(init_residual):
         rec["worse_than_initial"] = (f"residual {residual:.2f}× the noise level, above the initial guess's "
-                                     f"{init_residual:.2f}× (and the noise level's {level:.2f}): the reconstruction "
-                                     f"explains the measurement worse than the initial guess")
+                                     f"{init_residual:.2f}× and above {level:.2f}×, the most a fit at the noise level "
+                                     f"reaches (χ² 95 %): the reconstruction explains the measurement worse than the "
+                                     f"initial guess")
         log.warning("%s: %s", rec["name"], rec["worse_than_initial"])
 
 

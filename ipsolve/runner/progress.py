@@ -99,6 +99,7 @@ class ProgressLog:
         self.skipped += skipped
         self.reused += reused
         self.batch_size = 0
-        log.info("%sprogress: batch %d/%d finished | %s | %s elapsed | %s", self.label, self.batch,
-                 self.num_batches, self._done(), duration(self.clock() - self.start),
+        log.info("%sprogress: batch %d/%d finished%s | %s | %s elapsed | %s", self.label, self.batch,
+                 self.num_batches, " (solved by calibration's check, taken from it)" if 0 < finished == reused else "",
+                 self._done(), duration(self.clock() - self.start),
                  "done" if self.done + self.skipped >= self.total else self._eta(0.0))

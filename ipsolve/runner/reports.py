@@ -260,7 +260,8 @@ def report(summary: dict) -> str:
                      f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
                      f"; calibration.csv)")
         if calibration.get("score") is not None and calibration.get("initial_guess_score") is not None:
-            lines.append(f"  calibration score ({score_unit(calibration.get('sigma'))}: held-out entries' error, plus "
+            lines.append(f"  calibration score on the split that chose the values ({score_unit(calibration.get('sigma'))}: "
+                         f"held-out entries' error, plus "
                          f"kept entries' misfit beyond it; lower is better): {plain_number(calibration['score'], 4)}, "
                          f"the operator's initial guess {plain_number(calibration['initial_guess_score'], 4)}"
                          + against_guess(calibration))
@@ -304,6 +305,12 @@ def report(summary: dict) -> str:
                      + (f"; {review['accepted_by_score_but_flagged']} of them ranked for acceptance by their reliability "
                         f"but flagged (a flagged image is never accepted, whatever review_coverage or review_below)"
                         if review.get("accepted_by_score_but_flagged") else ""))
+    below = review.get("accepted_below_initial_psnr")
+    if below:
+        lines.append(f"  note: {len(below)} accepted image(s) score below their initial guess in PSNR: "
+                     f"{', '.join(below[:5])}{', ...' if len(below) > 5 else ''} (accept/review is decided from the "
+                     f"measurement alone; the ground truth, which a user of real data lacks, shows it: metrics.csv "
+                     f"psnr against psnr_initial)")
     for name, vol in (summary.get("volumes") or {}).items():
         m, m0 = vol.get("metrics"), vol.get("initial_metrics")
         lines.append(f"  volume {name}: slices {vol['slices'][0]}-{vol['slices'][1]} at {vol['size']} px, window "

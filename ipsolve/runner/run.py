@@ -26,7 +26,7 @@ from .noise import measurement_sigma
 from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels, describe_spec,
                      input_digest, measurement_origin, recorded_settings)
 from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
-from .reports import METRICS, metrics_csv, summarize
+from .reports import METRICS, metrics_csv, report, summarize
 from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
 from .settings import build_models, check_fits, run_settings
 from .threads import torch_threads
@@ -279,6 +279,8 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
         if state.process_index == 0:
             log.warning("%s", note)
     calibration = calibrate_job(job, items, calibrate, state) if pending else finished_calibration(o.out, job)
+    if job.coupling == "auto" and (calibration or {}).get("coupling") is not None:  # a finished run summarised again
+        job.coupling = float(calibration["coupling"])
     local = local_items(state, items, pending, by_volume=coupling is not None)
     records, skipped, images = run_batches(job, local, o.batch_size, progress, o.return_images, log_progress)
     state.wait_for_everyone()
@@ -296,6 +298,8 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
                                "review": review_summary(ordered, o.review_below, o.review_coverage,
                                                         not_beating_initial(calibration)),
                                "calibration": calibration,
+                               # the weight the volumes were solved with (settings' z_coupling may say "auto")
+                               **({"z_coupling_weight": float(job.coupling)} if isinstance(job.coupling, float) else {}),
                                **(o.extra_summary or {})})
     if summary.get("deterministic"):  # per image: a resume may have switched it (records say how each was made)
         summary["deterministic"] = {**summary["deterministic"],
@@ -630,6 +634,7 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
         atomic_write_text(job.out / "risk_coverage.csv", curves)
         plot_risk_coverage(curves, job.out / "risk_coverage.png")
     atomic_write_text(job.out / "summary.json", json.dumps(summary, indent=1, default=str))
+    atomic_write_text(job.out / "report.txt", report(summary) + "\n")  # what the console showed, kept with the run
     write_grid(job.out, records, items, job.prior, job.measurements, grid_max, summary["review"]["decisions"])
     kernel = getattr(job.operator, "kernel", None)
     blind_given = job.measurements and hasattr(job.operator, "kernel_size")  # its true kernel made nothing here
@@ -675,7 +680,20 @@ def review_summary(records: list[dict], review_below, review_coverage, calibrati
             # accepted by their reliability, reviewed for a flag (so fewer are accepted than review_coverage asks)
             "accepted_by_score_but_flagged": sum(a == "accept" and d == "review" for a, d in zip(by_score, decisions))
             if review_below is not None or review_coverage is not None else 0,
-            "flagged": flagged, "decisions": {r["name"]: d for r, d in zip(records, decisions)}}
+            "flagged": flagged, "decisions": {r["name"]: d for r, d in zip(records, decisions)},
+            # evaluation only (the decisions above never see it): accepted images that the ground truth, where given,
+            # scores below their initial guess in PSNR (an audit read "accept" as "better than the guess")
+            "accepted_below_initial_psnr": accepted_below_initial(records, decisions)}
+
+
+def accepted_below_initial(records: list[dict], decisions: list[str]) -> list[str] | None:
+    """The accepted images whose PSNR against the ground truth is below their initial guess's
+    (None without ground truth).  Evaluation of the decisions, which are made from the measurement."""
+    scored = [(r, d) for r, d in zip(records, decisions)
+              if (r.get("metrics") or {}).get("psnr") is not None and (r.get("initial_metrics") or {}).get("psnr") is not None]
+    if not scored:
+        return None
+    return [r["name"] for r, d in scored if d == "accept" and r["metrics"]["psnr"] < r["initial_metrics"]["psnr"]]
 
 
 def gather_images(state, images: dict, records: list[dict], out: Path | None):

@@ -231,8 +231,9 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs):
             raise ValueError(missing_source_message(source, python=True))
         source = preset.pop("source")
         kwargs = {**preset, **kwargs}
-    from ..priors.loading import HubUnavailable
+    from ..priors.loading import HubUnavailable, check_device
 
+    check_device(device)  # its own one line first: a missing GPU was followed by a guess at the prior's name
     try:
         return load_source(source, device=device, **kwargs)
     except HubUnavailable as err:

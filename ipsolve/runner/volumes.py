@@ -286,8 +286,12 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
     recon = _stack(out, by_name, plan.slice_names, "recon_data")
     initial = _stack(out, by_name, plan.slice_names, "initial_data")
     op, sv, pr = summary["operator"], summary["solver"], summary["prior"]
+    weight = summary.get("z_coupling_weight")  # the slices' coupling changes the pixels: said with them
+    coupled = "" if weight is None else f"; z-coupling weight {weight:g}"
+    if weight is not None:
+        info["z_coupling"] = weight
     made = (f"ipsolve {__version__} {sv['name']} prior {pr['source']} from {op['name']} data; "
-            f"window [{plan.window.lo:g}, {plan.window.hi:g}]")
+            f"window [{plan.window.lo:g}, {plan.window.hi:g}]{coupled}")
     template = plan.headers[0] if plan.kind == "nifti" else None
     vol_dir = out / "volumes"
     outputs = info["outputs"]
@@ -309,7 +313,7 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
                        f"(sigma {sigma_text(summary['sigma'])}) "
                        f"of series {plan.source.get('series_uid')}; intensity window [{plan.window.lo:g}, "
                        f"{plan.window.hi:g}] {plan.source.get('units') or ''}; in-plane "
-                       f"{plan.crop[2] if plan.crop else '?'} -> {plan.size} px")
+                       f"{plan.crop[2] if plan.crop else '?'} -> {plan.size} px{coupled}")
         files = write_dicom_series(out / "dicom" / plan.name, plan.window.invert(recon), plan.affine, plan.headers,
                                    plan.window, description, f"ipsolve {sv['name']} {op['name']}",
                                    protected=plan.files, positions=plan.positions)

@@ -69,6 +69,7 @@ def make_solver(name: str, **params) -> Solver:
     except ValueError as err:  # each class's own checks: named as the parameter-type errors are
         text = str(err)
         raise ValueError(text if text.startswith(f"solver {name!r}") else f"solver {name!r}: {text}") from None
+    solver.check_values()  # at once, as the command line does (it waited for solve)
     solver.auto_params = auto
     return solver
 
