@@ -464,6 +464,14 @@ def _hydra_values(arg: str) -> tuple[bool, list] | None:
         return None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 # Hydra's own command-line flags (hydra/_internal/utils.py get_args_parser): everything else is key=value
 HYDRA_FLAGS = {"--help", "--hydra-help", "--version", "--cfg", "--resolve", "--package", "--run", "--multirun",
                "--shell-completion", "--config-path", "--config-name", "--config-dir", "--experimental-rerun", "--info"}
@@ -485,9 +493,12 @@ def check_overrides(args: list[str]) -> list[str]:
 
     out, calibrate_keys = [], set()
     for i, arg in enumerate(args):
-        if arg.startswith("--") and arg.split("=", 1)[0] not in HYDRA_FLAGS:  # argparse's "unrecognized arguments"
+        flag_name = arg.split("=", 1)[0]
+        if arg.startswith("--") and len(arg) > 2 and not any(f.startswith(flag_name) for f in HYDRA_FLAGS):
+            # (argparse's "unrecognized arguments"; Hydra's flags may be abbreviated, as argparse allows)
             name, _, value = arg[2:].partition("=")
-            if not value and i + 1 < len(args) and not args[i + 1].startswith("-") and "=" not in args[i + 1]:
+            if not value and i + 1 < len(args) and "=" not in args[i + 1] \
+                    and (not args[i + 1].startswith("-") or _is_number(args[i + 1])):
                 value = args[i + 1]
             fail(f"unknown option {arg.split('=', 1)[0]}: ipsolve takes its settings as key=value (Hydra), e.g. "
                  f"{name}={value or '...'}; its own options: --help, --multirun (-m), --cfg job")

@@ -687,7 +687,7 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     assert "calibrated on 2 image(s) without the ground truth: zeta = " in report(run.summary)
     assert f"calibration score on the split that chose the values (σ² per entry: held-out entries' error, plus kept entries' misfit beyond it; lower is " \
            f"better): {cal['score']:.4g}, the operator's initial guess {cal['initial_guess_score']:.4g}; on 2 fresh " \
-           f"splits of y (other held-out entries; the split that chose the values flatters them) the solve scored {abs(cal['initial_guess_difference']):.1f} σ² per " \
+           f"splits of y (other held-out entries, which do not flatter the values) the solve scored {abs(cal['initial_guess_difference']):.1f} σ² per " \
            f"entry " in report(run.summary)
     assert cal["comparison_splits"] == 2 and cal["against_initial_guess"] in ("better", "indistinguishable", "worse")
     assert (cal["against_initial_guess"] == "worse") == bool(cal.get("warning"))  # the warning is the worse outcome

@@ -127,7 +127,8 @@ def test_default_command_writes_every_output(single_run):
     assert summary["prior"]["memory_format"] == "channels_last"  # channels_last="auto" on a CPU
     assert f"results written to {run}" in proc.stdout and "PSNR" in proc.stdout
     # the report the console showed is kept with the run (it was printed only: audit 2026-12-08)
-    assert (run / "report.txt").read_text() in proc.stdout
+    saved = (run / "report.txt").read_text()
+    assert saved.startswith("ipsolve: 4 image(s) reconstructed") and "PSNR" in saved and saved in proc.stdout
     # SR ×4: the 8×8 measurement is shown at 32×32 (nearest), like every other image
     assert read_png(run / "measurement" / f"{names[0]}.png").shape == read_png(run / "recon" / f"{names[0]}.png").shape
     cfg = (run / "config.yaml").read_text()
@@ -496,7 +497,11 @@ def test_overrides_are_read_with_hydras_grammar(capsys):
         with pytest.raises(SystemExit):
             check_overrides(args)
         assert needle in capsys.readouterr().err
-    assert check_overrides(["--multirun", "sigma=0.01,0.05"]) == ["--multirun", "sigma=0.01,0.05"]
+    for flags in (["--multirun"], ["-m"], ["--multi"], ["--cfg", "job"], ["--cfg=job"], ["--info", "config"], ["--"]):
+        assert check_overrides([*flags, "sigma=0.01,0.05"]) == [*flags, "sigma=0.01,0.05"]  # Hydra's (abbreviated too)
+    with pytest.raises(SystemExit):
+        check_overrides(["--sigma", "-0.05"])
+    assert "e.g. sigma=-0.05" in capsys.readouterr().err
     # a group given twice: the last wins, as in Hydra, for the checks too (they used the first)
     assert check_overrides(["solver=dps_cpu", "solver=daps_cpu", "solver.mcmc=hmc"])[-1] == "++solver.mcmc=hmc"
     with pytest.raises(SystemExit):

@@ -232,6 +232,12 @@ def test_ct_without_rescale_and_many_unreadable_files_are_said_once(tmp_path, ca
                for w in vol.meta["warnings"])
     assert caplog.text.count("skipping") == 1 and "skipping 5 files (not a DICOM file): " in caplog.text
     assert "and 2 more" in caplog.text
+    from ipsolve.io.dicom import log_skipped
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        log_skipped([{"file": "a", "reason": "r1"}, {"file": "b", "reason": "r2"}, {"file": "c", "reason": "r2"}])
+    assert [r.getMessage() for r in caplog.records] == ["skipping a: r1", "skipping 2 files (r2): b, c"]
     # the series' files in slice order in summary.json's input (they are listed by name otherwise)
     from ipsolve.io.sources import describe_volume
 
@@ -338,6 +344,18 @@ def test_ct_window_needs_hu(tmp_path):
 
     note = window_clip_note(hu, resolve_window("ct_soft_tissue", hu))
     assert note.startswith("the window ct_soft_tissue (-160 to 240) clips ") and "data.window=auto fits" in note
+    # a CT's air and bone clipped by the soft-tissue window is its purpose, not said (62 % of a series was warned
+    # about, "its slices are nearly constant": audit 2026-12-08); above 90 % it is said
+    import dataclasses
+
+    from ipsolve.io.volume import CLIPPED_NOTE
+
+    window = resolve_window([-160, 240], hu)
+    for inside, said in ((0.38, False), (0.05, True)):
+        values = np.where(np.arange(hu.data.size).reshape(hu.data.shape) < inside * hu.data.size, 40.0, -1000.0)
+        clipped = dataclasses.replace(hu, data=values)
+        assert (window_clip_note(clipped, window) is not None) == said, inside
+    assert CLIPPED_NOTE == 0.9
     lo, hi = np.percentile(hu.data, (0.5, 99.5))
     assert window_clip_note(hu, resolve_window([lo, hi], hu)) is None
     assert window_clip_note(hu, resolve_window("auto", hu)) is None
@@ -809,6 +827,8 @@ def test_z_coupling_makes_neighbouring_slices_agree(tmp_path):
     assert coupled.summary["z_coupling_weight"] == coupled.summary["volumes"]["CT_series1"]["z_coupling"] == 0.05
     first = next((tmp_path / "dcm" / "dicom" / "CT_series1").iterdir())
     assert str(pydicom.dcmread(first).DerivationDescription).endswith("-> 32 px; z-coupling weight 0.05")
+    saved = (tmp_path / "dcm" / "report.txt").read_text()  # the volumes' lines too (written before them: review)
+    assert saved == report(coupled.summary) + "\n" and "volume CT_series1: slices 0-1" in saved
     assert "z-coupling: weight 0.05 (total variation along z" in report(res.summary)  # (in summary.json only before)
     assert "operator ct (16 views over 0–180°)" in report(res.summary)
     one = {**res.summary, "z_coupling": "auto (one slice per volume: none)"}  # (said "auto ... each volume's slices

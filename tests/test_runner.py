@@ -779,8 +779,9 @@ def test_report_gives_the_calibration_score_against_the_initial_guess_with_its_s
 
     tie = text()
     assert "calibration score on the split that chose the values (per entry: held-out entries' error, plus kept entries' misfit beyond it; lower is " \
-           "better): 10.4, the operator's initial guess 10.5; on 2 fresh splits of y (other held-out entries; the " \
-           "split that chose the values flatters them) the solve scored 0.2 per entry above the guess (one standard error 0.3: indistinguishable from the guess)" in tie
+           "better): 10.4, the operator's initial guess 10.5; on 2 fresh splits of y (other held-out entries, which do " \
+           "not flatter the values) the solve scored 0.2 per entry above the guess (one standard error 0.3: " \
+           "indistinguishable from the guess)" in tie
     # with the run's σ recorded the unit is said: σ², or the mean squared error of a noise-free run
     assert "calibration score on the split that chose the values (σ² per entry: held-out" in text(sigma=0.01) and "scored 0.2 σ² per entry" in text(sigma=0.01)
     assert "scored 0.2 per entry (mean squared error: σ = 0" in text(sigma=0.0)

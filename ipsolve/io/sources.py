@@ -156,6 +156,6 @@ def describe_volume(v: Volume) -> dict:
     return {"kind": v.kind, "shape": list(v.shape), "voxel_sizes_mm": [s * to_mm for s in v.voxel_sizes()],
             "affine": np.round(v.affine, 6).tolist(), "files": [str(f) for f in v.files[:20]] +
             ([f"... {len(v.files) - 20} more"] if len(v.files) > 20 else []),
-            **{k: val for k, val in v.meta.items() if k not in ("slice_files", "positions")},
-            # a DICOM series' files in slice order (z = 0 first: the order of ImagePositionPatient, not of file names)
-            **({"slice_files": v.meta["slice_files"]} if v.meta.get("slice_files") else {})}
+            # (a DICOM series' slice_files: its files in slice order, z = 0 first — ImagePositionPatient's order, not
+            # the file names')
+            **{k: val for k, val in v.meta.items() if k != "positions"}}

@@ -251,10 +251,11 @@ def flag_against_initial(rec: dict, init_residual: float | None, m: int, sigma: 
         return
     level = discrepancy_tau(m) if sigma > 0 else 0.0
     if residual > max(init_residual, level) and math.isfinite(init_residual):
+        above_level = (f" and above {level:.2f}×, the most a fit at the noise level reaches (χ² 95 %)"
+                       if level > 0 else "")
         rec["worse_than_initial"] = (f"residual {residual:.2f}× the noise level, above the initial guess's "
-                                     f"{init_residual:.2f}× and above {level:.2f}×, the most a fit at the noise level "
-                                     f"reaches (χ² 95 %): the reconstruction explains the measurement worse than the "
-                                     f"initial guess")
+                                     f"{init_residual:.2f}×{above_level}: the reconstruction explains the measurement "
+                                     f"worse than the initial guess")
         log.warning("%s: %s", rec["name"], rec["worse_than_initial"])
 
 

@@ -42,8 +42,8 @@ def against_guess(calibration: dict) -> str:
     if verdict not in AGAINST_GUESS or calibration.get("initial_guess_se") is None or splits is None:
         # a calibration.json from before 2026-12-06 (twentieth session)
         return " (a warning only where the guess is better by more than one standard error)"
-    where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries; the split that chose "
-             f"the values flatters them)" if splits
+    where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries, which do not flatter "
+             f"the values)" if splits
              else "on the calibration's own split")
     difference = calibration["initial_guess_difference"]
     return (f"; {where} the solve scored {plain_number(abs(difference))} {score_unit(calibration.get('sigma'))} "

@@ -620,7 +620,8 @@ def prior_description(prior) -> dict:
 
 
 def write_run_files(job: Job, records: list[dict], summary: dict, items: list[Item], grid_max: int) -> None:
-    """Rank 0's files about the whole run: ``metrics.csv``, ``summary.json``, ``grid.png`` and, for
+    """Rank 0's files about the whole run: ``metrics.csv``, ``summary.json``, ``report.txt`` (what the
+    console shows; a volume run writes it again with its volumes), ``grid.png`` and, for
     a blur, ``operator_kernel.npy`` (the kernel the operator applies: a blind one's true kernel)."""
     import torch
 

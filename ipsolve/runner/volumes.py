@@ -23,7 +23,7 @@ from ..notices import shown
 from .errors import RunError, flag
 from .inputs import Item, Plan
 from .kspace import kspace_items
-from .reports import sigma_text
+from .reports import report, sigma_text
 from .rundir import atomic_write_text, check_writable
 from .run import check_some_usable, execute, integer_setting
 
@@ -199,6 +199,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
             except (ValueError, MissingDependency) as err:
                 raise RunError(str(err)) from None
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
+        atomic_write_text(out / "report.txt", report(summary) + "\n")  # again, with the volumes' lines
     return result
 
 
@@ -286,7 +287,8 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
     recon = _stack(out, by_name, plan.slice_names, "recon_data")
     initial = _stack(out, by_name, plan.slice_names, "initial_data")
     op, sv, pr = summary["operator"], summary["solver"], summary["prior"]
-    weight = summary.get("z_coupling_weight")  # the slices' coupling changes the pixels: said with them
+    # the slices' coupling changes the pixels: said with them (a volume of one slice has no neighbour: not coupled)
+    weight = summary.get("z_coupling_weight") if len(plan.slice_names) > 1 else None
     coupled = "" if weight is None else f"; z-coupling weight {weight:g}"
     if weight is not None:
         info["z_coupling"] = weight
