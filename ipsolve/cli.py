@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .notices import did_you_mean
+from .notices import did_you_mean, main_process
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
 from .runner.run import check_some_usable
 from .runner.reports import sweep_files
@@ -126,7 +127,7 @@ class Callbacks(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if not _main_rank():  # the first process writes and prints the summary (two wrote it, one lost rows)
             if any(Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}")):
-                sys.exit(1)
+                _exit_after_main(1)
             return
         paths = summarize_sweep(Path(config.hydra.sweep.dir), before=_SWEEP_START.get("files"))
         if paths is None:
@@ -143,7 +144,7 @@ class Callbacks(Callback):
 def _hydra_files_only(folder: Path, job_name: str) -> bool:
     """True when ``folder`` holds nothing but what Hydra creates for a run (safe to remove)."""
     allowed = {".hydra", f"{job_name}.log"}
-    return folder.is_dir() and all(p.name in allowed for p in folder.iterdir())
+    return folder.is_dir() and all(p.name in allowed or p.name.startswith(f"{job_name}_rank") for p in folder.iterdir())
 
 
 def _redirect_file_logs(target: Path, console_level: int | None = None) -> None:
@@ -217,9 +218,10 @@ def _remove_failed_start(folder: Path, job_name: str) -> None:
     ours = {".hydra", f"{job_name}.log", *RUN_FILES}
     logging.shutdown()
     for p in folder.iterdir():
-        if p.name in before:
+        rank_log = p.name.startswith(f"{job_name}_rank")  # another process's, perhaps opened before the first noted
+        if p.name in before and not rank_log:            # what was there (a folder without finished images)
             continue
-        if p.name in ours or p.name.startswith(f"{job_name}_rank"):
+        if p.name in ours or rank_log:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         elif p.is_dir() and not any(f.is_file() and not f.name.startswith(".") for f in p.rglob("*")):
             shutil.rmtree(p, ignore_errors=True)  # an output folder without a finished file
@@ -254,7 +256,7 @@ def fail(message: str, run_dir: Path | None = None) -> None:
         _restore_hydra_record(folder)
         return
     if not _main_rank():  # one line per run, not one per process (each process's log has it)
-        sys.exit(2)
+        _exit_after_main(2)
     print(f"ipsolve: error: {message}", file=sys.stderr)
     try:
         folder = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
@@ -266,7 +268,10 @@ def fail(message: str, run_dir: Path | None = None) -> None:
 
 
 def interrupted(run_dir: Path | None) -> None:
-    """Ctrl-C: one line saying how to resume (the run directory, unless the user chose it), exit 130."""
+    """Ctrl-C (or SIGTERM): one line saying how to resume (the run directory, unless the user chose it),
+    exit 130; said by the first process only."""
+    if not _main_rank():
+        sys.exit(130)
     where, kept = "", True
     try:
         hc = HydraConfig.get()
@@ -376,10 +381,35 @@ _CLEANUP_REGISTERED: list = []  # the process group's destruction is registered 
 def _main_rank() -> bool:
     """Whether this is the first process of a torchrun / accelerate launch (or the only one): it
     alone prints errors and writes a sweep's summary (the others log them)."""
-    try:
-        return int(os.environ.get("RANK", "0")) == 0
-    except ValueError:
-        return True
+    return main_process()
+
+
+# a process other than the first that stops waits this long before it exits: torchrun ends the others
+# when one exits with an error, and the first was cut off in 3 of 4 runs while it printed, cleaned and
+# summarised (an audit, 2026-12-08: exit code -15)
+RANK_EXIT_GRACE_SECONDS = 5.0
+
+
+def _exit_after_main(code: int) -> None:
+    """``sys.exit(code)`` on a process other than the first, after giving the first time to finish."""
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+        import time
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # ended by torchrun meanwhile: quietly, not "interrupted"
+        time.sleep(RANK_EXIT_GRACE_SECONDS)
+    sys.exit(code)
+
+
+def rank_overrides() -> list[str]:
+    """Hydra settings for a process other than the first: no ``.hydra`` record of its own and its
+    log in ``<job>_rank<N>.log`` from the start.  With ``hydra.run.dir`` given, every process's Hydra
+    wrote into the one folder — a refused resume's settings over the record the first process had
+    restored, and files a failed start's clean-up did not know were new (an audit, 2026-12-08)."""
+    if main_process():
+        return []
+    rank = os.environ.get("RANK", "1")
+    return ["hydra.output_subdir=null",
+            f"hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/${{hydra.job.name}}_rank{rank}.log"]
 
 
 if CONF_DIR is not None:
@@ -585,14 +615,20 @@ def check_overrides(args: list[str]) -> list[str]:
     return out
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point (``ipsolve``) and ``python -m ipsolve``."""
     try:
         if CONF_DIR is not None:
-            sys.argv[1:] = check_overrides(sys.argv[1:])
+            sys.argv[1:] = check_overrides(sys.argv[1:]) + rank_overrides()
+        signal.signal(signal.SIGTERM, _terminated)  # SLURM's scancel, timeout, torchrun: as Ctrl-C (the resume line)
         _main()
     except KeyboardInterrupt:  # before or after the run (the run itself reports its directory)
-        print("\nipsolve: interrupted; run the same command again to resume", file=sys.stderr)
+        if main_process():
+            print("\nipsolve: interrupted; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
 
 

@@ -89,9 +89,12 @@ def lpips(x: torch.Tensor, ref: torch.Tensor, net: str = "alex") -> torch.Tensor
     _check_pair(x, ref)
     if net not in _lpips_models:
         if not lpips_available(net):
-            if net not in _warned:  # a log line (no source line), once per process
+            if net not in _warned:  # a log line (no source line), once per process; on the console once per run
                 _warned.add(net)
-                logging.getLogger("ipsolve").warning(lpips_unavailable_message(net))
+                from .notices import main_process
+
+                logging.getLogger("ipsolve").log(logging.WARNING if main_process() else logging.INFO,
+                                                 lpips_unavailable_message(net))
             return None
         import lpips as lpips_pkg
 

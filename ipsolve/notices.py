@@ -19,6 +19,15 @@ def warn(message: str, category: type[Warning]) -> None:
     warnings.warn(message, category, stacklevel=level + 1)
 
 
+def main_process() -> bool:
+    """Whether this is the first process of a torchrun / accelerate launch (``RANK``), or the only
+    one: what concerns the whole run is said by it alone (each process logs to its own file)."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
 def bars_render() -> bool:
     """Whether a progress bar renders where it is written: a terminal or a notebook.  Elsewhere (a
     log file, a pipe) every redraw is another line — thousands per solve — so bars are left out

@@ -176,6 +176,31 @@ def test_two_processes_equal_one(single_run, tmp_path):
         assert ra["metrics"]["psnr"] == pytest.approx(rb["metrics"]["psnr"], abs=0.05)
         # accelerate names a torchrun CPU process's device "cpu:0": kept, it changed results by up to 0.02 dB
         assert ra["device"] == rb["device"] == "cpu"
+    # a refused resume into the shared folder (hydra.run.dir given): rank 1's Hydra wrote its settings over the
+    # .hydra record rank 0 had restored (an audit, 2026-12-08); now only rank 0 keeps one, and says the error once
+    record = (run / ".hydra" / "overrides.yaml").read_text()
+    refused = ipsolve("data.max_images=4", *TINY, f"hydra.run.dir={run}", "sigma=0.05", cwd=tmp_path,
+                      launcher=[*launcher[:-1], "29518"])
+    assert refused.returncode != 0 and refused.stderr.count("ipsolve: error: ") == 1, refused.stderr[-3000:]
+    assert "interrupted" not in refused.stderr  # (rank 1, ended by torchrun while it waited for rank 0)
+    assert (run / ".hydra" / "overrides.yaml").read_text() == record
+
+
+def test_other_ranks_leave_hydra_to_the_first(monkeypatch, tmp_path):
+    """Rank > 0 writes no .hydra record and logs to its own file from the start; a folder holding only
+    Hydra's files and a rank log is a stray one (removed), and a failed start removes a rank's log."""
+    from ipsolve import cli
+
+    monkeypatch.setenv("RANK", "0")
+    assert cli.rank_overrides() == []
+    monkeypatch.setenv("RANK", "1")
+    assert cli.rank_overrides() == ["hydra.output_subdir=null", "hydra.job_logging.handlers.file.filename="
+                                    "${hydra.runtime.output_dir}/${hydra.job.name}_rank1.log"]
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "ipsolve_rank1.log").write_text("")
+    assert cli._hydra_files_only(tmp_path, "ipsolve")
+    (tmp_path / "recon").mkdir()
+    assert not cli._hydra_files_only(tmp_path, "ipsolve")
 
 
 def test_two_process_sweep(tmp_path):
@@ -388,6 +413,7 @@ def test_sweep_writes_comparison(tmp_path):
     assert all(r["residual_warnings"].isdigit() and r["flagged_for_review"].isdigit() for r in ok)
     failed = [r for r in rows if r["error"]]
     assert len(failed) == 2 and all("fmplug" in r["overrides"] and "prior=phantom_flow" in r["error"] for r in failed)
+    assert all(r["solver"] == "fmplug" and r["operator"] for r in failed)  # known: from the job's .hydra (was n/a)
     md = (sweep / "sweep_summary.md").read_text()
     assert "operator=inpainting" in md and md.count("failed: solver 'fmplug' cannot use a diffusion prior") == 2
     assert "sweep summary written" in proc.stdout and "2 sweep job(s) failed" in proc.stderr

@@ -331,6 +331,21 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def failed_job_choices(folder: Path) -> dict:
+    """A failed sweep job's operator, solver and prior as its composed configuration
+    (``.hydra/config.yaml``) names them — its row said n/a for what was known; {} without one."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    part = {k: cfg.get(k) if isinstance(cfg.get(k), dict) else {} for k in ("operator", "solver", "prior")}
+    out = {"operator": part["operator"].get("name"), "solver": part["solver"].get("name"),
+           "prior": part["prior"].get("source")}
+    return {k: str(v) for k, v in out.items() if v not in (None, "???")}
+
+
 def sweep_files(sweep_dir) -> dict[str, int]:
     """Every job's ``summary.json`` / ``failed.json`` under ``sweep_dir`` with its modification
     time (ns): taken when a sweep starts, so that its summary can leave out what it did not write."""
@@ -426,7 +441,8 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
     for job, s, failed in runs:
         shown = " ".join(o for o in s.get("overrides", []) if o not in common)
         if failed:
-            rows.append({**{c: None for c in cols}, "job": job, "overrides": shown, "error": s.get("reason")})
+            rows.append({**{c: None for c in cols}, **failed_job_choices(sweep_dir / job), "job": job,
+                         "overrides": shown, "error": s.get("reason")})
             continue
         m = s.get("metrics") or {}
 
