@@ -386,7 +386,7 @@ def _main_rank() -> bool:
 
 # a process other than the first that stops waits this long before it exits: torchrun ends the others
 # when one exits with an error, and the first was cut off in 3 of 4 runs while it printed, cleaned and
-# summarised (an audit, 2026-12-08: exit code -15)
+# summarised (an audit, 2026-12-07: exit code -15)
 RANK_EXIT_GRACE_SECONDS = 5.0
 
 
@@ -404,7 +404,7 @@ def rank_overrides() -> list[str]:
     """Hydra settings for a process other than the first: no ``.hydra`` record of its own and its
     log in ``<job>_rank<N>.log`` from the start.  With ``hydra.run.dir`` given, every process's Hydra
     wrote into the one folder — a refused resume's settings over the record the first process had
-    restored, and files a failed start's clean-up did not know were new (an audit, 2026-12-08)."""
+    restored, and files a failed start's clean-up did not know were new (an audit, 2026-12-07)."""
     if main_process():
         return []
     rank = os.environ.get("RANK", "1")

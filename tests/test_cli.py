@@ -126,7 +126,7 @@ def test_default_command_writes_every_output(single_run):
     assert summary["prior"]["source"] == "bundled:phantom-ddpm" and summary["sigma"] == 0.01
     assert summary["prior"]["memory_format"] == "channels_last"  # channels_last="auto" on a CPU
     assert f"results written to {run}" in proc.stdout and "PSNR" in proc.stdout
-    # the report the console showed is kept with the run (it was printed only: audit 2026-12-08)
+    # the report the console showed is kept with the run (it was printed only: audit 2026-12-07)
     saved = (run / "report.txt").read_text()
     assert saved.startswith("ipsolve: 4 image(s) reconstructed") and "PSNR" in saved and saved in proc.stdout
     # SR ×4: the 8×8 measurement is shown at 32×32 (nearest), like every other image
@@ -177,7 +177,7 @@ def test_two_processes_equal_one(single_run, tmp_path):
         # accelerate names a torchrun CPU process's device "cpu:0": kept, it changed results by up to 0.02 dB
         assert ra["device"] == rb["device"] == "cpu"
     # a refused resume into the shared folder (hydra.run.dir given): rank 1's Hydra wrote its settings over the
-    # .hydra record rank 0 had restored (an audit, 2026-12-08); now only rank 0 keeps one, and says the error once
+    # .hydra record rank 0 had restored (an audit, 2026-12-07); now only rank 0 keeps one, and says the error once
     record = (run / ".hydra" / "overrides.yaml").read_text()
     refused = ipsolve("data.max_images=4", *TINY, f"hydra.run.dir={run}", "sigma=0.05", cwd=tmp_path,
                       launcher=[*launcher[:-1], "29518"])

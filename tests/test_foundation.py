@@ -272,7 +272,7 @@ def test_what_a_foundation_user_gets_wrong_is_one_line(folders, tmp_path):
         with pytest.raises(ValueError, match="no CUDA GPU is available"):
             load_prior(str(sd), device="cuda")
         with pytest.raises(ValueError, match=r"no CUDA GPU is available here \(.*\); use cpu$"):  # (a guess at the
-            ipsolve.load_prior("sd3-medium", device="cuda")  # prior's name followed it: audit 2026-12-08)
+            ipsolve.load_prior("sd3-medium", device="cuda")  # prior's name followed it: audit 2026-12-07)
     if not torch.backends.mps.is_available():  # (torch's RuntimeError at the first .to() before)
         with pytest.raises(ValueError, match="device 'mps': Apple's MPS is not available here"):
             load_prior(str(sd), device="mps")

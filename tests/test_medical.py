@@ -213,7 +213,7 @@ def test_corrupt_dicom_files_are_skipped_with_their_name(tmp_path):
 
 
 def test_ct_without_rescale_and_many_unreadable_files_are_said_once(tmp_path, caplog):
-    """(audit 2026-12-08) A CT series without RescaleSlope/Intercept (type 1 for CT) was labelled HU in silence,
+    """(audit 2026-12-07) A CT series without RescaleSlope/Intercept (type 1 for CT) was labelled HU in silence,
     though its stored values may be HU + 1024; the files of an earlier run in the data folder were skipped with one
     warning each (45 lines): one per reason now, naming the first three."""
     import logging
@@ -345,7 +345,7 @@ def test_ct_window_needs_hu(tmp_path):
     note = window_clip_note(hu, resolve_window("ct_soft_tissue", hu))
     assert note.startswith("the window ct_soft_tissue (-160 to 240) clips ") and "data.window=auto fits" in note
     # a CT's air and bone clipped by the soft-tissue window is its purpose, not said (62 % of a series was warned
-    # about, "its slices are nearly constant": audit 2026-12-08); above 90 % it is said
+    # about, "its slices are nearly constant": audit 2026-12-07); above 90 % it is said
     import dataclasses
 
     from ipsolve.io.volume import CLIPPED_NOTE
@@ -368,7 +368,7 @@ def test_nifti_4d_picks_the_asked_volume(tmp_path):
     np.testing.assert_allclose(vol.data, np.asarray(img.dataobj[..., 7], dtype=np.float64))
     np.testing.assert_array_equal(vol.affine, img.affine)
     assert vol.name == "functional_t7"
-    # which volume of the 4-D file is said (data.volume's default 0 passed unnoticed: audit 2026-12-08)
+    # which volume of the 4-D file is said (data.volume's default 0 passed unnoticed: audit 2026-12-07)
     assert vol.meta["warnings"] == ["functional.nii is 4-D (17, 21, 3, 20): volume 7 of its 20 is reconstructed "
                                     "(data.volume=0 … 19 chooses another; one per run)"]
     with pytest.raises(ValueError) as err:
@@ -820,7 +820,7 @@ def test_z_coupling_makes_neighbouring_slices_agree(tmp_path):
         assert len(batches) == (1 if weight else 2)
     assert tv[0.05] < 0.7 * tv[None]
     # the weight is written with the pixels it changed: a DICOM series' DerivationDescription (the NIfTI's 79
-    # characters hold no more) and summary.json (audit 2026-12-08: the same description with and without)
+    # characters hold no more) and summary.json (audit 2026-12-07: the same description with and without)
     write_series(tmp_path / "s", n=2, oblique=False, size=64)
     coupled = reconstruct_volumes(tmp_path / "s", "dicom", tmp_path / "dcm", operator="ct_sparse", solver=CHEAP_DPS,
                                   z_coupling=0.05, write_dicom=True)
@@ -864,7 +864,7 @@ def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
     assert (tmp_path / "run" / "calibration.png").is_file()
     assert f"z-coupling: weight {cal['coupling']:g}, chosen from the measurements" in report(res.summary)
     # the weight the volume was solved with, beside settings' "auto": in summary.json, the volume's record and the
-    # NIfTI's description (audit 2026-12-08: in the calibration's record only)
+    # NIfTI's description (audit 2026-12-07: in the calibration's record only)
     assert res.summary["z_coupling"] == "auto" and res.summary["z_coupling_weight"] == cal["coupling"]
     assert res.summary["volumes"]["v"]["z_coupling"] == cal["coupling"]
     (tmp_path / "run" / "records" / "v_z004.json").unlink()  # a slice unfinished: its volume is redone whole

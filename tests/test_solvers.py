@@ -479,7 +479,7 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
     with pytest.warns(InputWarning, match=r"\[-1, 1\] scale.*0.02"):
         op.measure(x, sigma=np.float32(2.55))
     with pytest.raises(ValueError, match="zeta must be a finite number >= 0"):  # at once, as the command line
-        make_solver("dps", steps=2, zeta=-1.0, progress=False)                # (it waited for solve: audit 2026-12-08)
+        make_solver("dps", steps=2, zeta=-1.0, progress=False)                # (it waited for solve: audit 2026-12-07)
     bad = make_solver("dps", steps=2, progress=False)
     bad.zeta = -1.0
     with pytest.raises(ValueError, match="zeta must be a finite number >= 0"):
