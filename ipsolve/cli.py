@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .notices import did_you_mean, main_process
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
+from .runner.errors import flag
 from .runner.run import check_some_usable
 from .runner.reports import sweep_files
 from .runner.settings import missing_source_message
@@ -298,6 +299,7 @@ def run(cfg: DictConfig) -> dict | None:
 
     state, out = None, None
     try:
+        strict = flag("strict", cfg.get("strict", False))  # (checked before any work)
         state = process_state(cfg.get("device", "auto"))
         out = pin_run_dir(state)
         hc = HydraConfig.get()
@@ -325,6 +327,15 @@ def run(cfg: DictConfig) -> dict | None:
             folders += ["kernel/"] if (out / "kernel").is_dir() else []  # a blind solver's kernels (.png, .npy)
             files += ["operator_kernel.npy"] if (out / "operator_kernel.npy").is_file() else []
             print(f"  {', '.join(files)}; {', '.join(folders)}")
+        skipped = [s.get("file") or s.get("name") for s in [*result.summary["skipped"],
+                                                             *(result.summary.get("input_skipped") or [])]]
+        if strict and skipped and not _multirun():  # a script or a SLURM job sees it (exit status 0 before)
+            if state.is_main_process:
+                print(f"ipsolve: error: strict=true: {len(skipped)} input(s) skipped ({', '.join(map(str, skipped[:3]))}"
+                      f"{', ...' if len(skipped) > 3 else ''}; reasons in summary.json); the other results are written "
+                      f"to {out}", file=sys.stderr)
+                sys.exit(1)
+            _exit_after_main(1)
         return result.summary
     except RunError as err:
         fail(str(err), out)

@@ -465,6 +465,13 @@ def test_corrupt_image_is_skipped(tmp_path):
     assert "broken.png" in (run / "ipsolve.log").read_text()
     assert "broken.png" in proc.stdout + proc.stderr
     assert sorted(p.stem for p in (run / "records").glob("*.json")) == ["blobs_0", "blobs_1", "wide"]
+    # strict=true: the same run (resumed) ends with status 1 and one line, for a script or a SLURM job to notice
+    strict = ipsolve("data=folder", f"data.path={data}", *TINY, f"hydra.run.dir={run}", "strict=true", cwd=tmp_path)
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr, strict.stderr[-2000:]
+    assert "ipsolve: error: strict=true: 1 input(s) skipped (" in strict.stderr and "broken.png" in strict.stderr
+    assert json.loads((run / "summary.json").read_text())["num_finished"] == 3  # the others' results kept
+    check_error(ipsolve("data=folder", f"data.path={data}", *TINY, f"hydra.run.dir={run}", "strict=yes", cwd=tmp_path),
+                "strict must be true or false")
 
 
 def check_error(proc, *needles):

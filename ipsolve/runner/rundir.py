@@ -153,7 +153,7 @@ def settings_changed(out: Path, config_yaml: str | None) -> str:
 
 
 # settings that do not change an image's result (not in the resume fingerprint): left out of the list
-NOT_RESULTS = ("device", "grid_max", "metrics", "threads", "deterministic", "progress", "lpips_net", "review_below",
+NOT_RESULTS = ("device", "grid_max", "metrics", "threads", "deterministic", "progress", "strict", "lpips_net", "review_below",
                "review_coverage", "calibrate.comparison_splits", "data.batch_size", "data.max_images", "data.write_dicom", "hydra",
                "prior.gradient_checkpointing", "prior.vae_slicing", "prior.vae_tiling")  # (memory only: README)
 
