@@ -412,14 +412,14 @@ def _exit_after_main(code: int) -> None:
 
 
 def rank_overrides() -> list[str]:
-    """Hydra settings for a process other than the first: no ``.hydra`` record of its own and its
-    log in ``<job>_rank<N>.log`` from the start.  With ``hydra.run.dir`` given, every process's Hydra
+    """Hydra settings for a process other than the first: no ``.hydra`` record of its own, no Hydra
+    console lines, and its log in ``<job>_rank<N>.log`` from the start.  With ``hydra.run.dir`` given, every process's Hydra
     wrote into the one folder — a refused resume's settings over the record the first process had
     restored, and files a failed start's clean-up did not know were new (an audit, 2026-12-07)."""
     if main_process():
         return []
     rank = os.environ.get("RANK", "1")
-    return ["hydra.output_subdir=null",
+    return ["hydra.output_subdir=null", "hydra/hydra_logging=none",  # (a sweep's "Launching N jobs" lines: rank 0's)
             f"hydra.job_logging.handlers.file.filename=${{hydra.runtime.output_dir}}/${{hydra.job.name}}_rank{rank}.log"]
 
 

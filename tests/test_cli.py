@@ -194,7 +194,8 @@ def test_other_ranks_leave_hydra_to_the_first(monkeypatch, tmp_path):
     monkeypatch.setenv("RANK", "0")
     assert cli.rank_overrides() == []
     monkeypatch.setenv("RANK", "1")
-    assert cli.rank_overrides() == ["hydra.output_subdir=null", "hydra.job_logging.handlers.file.filename="
+    assert cli.rank_overrides() == ["hydra.output_subdir=null", "hydra/hydra_logging=none",
+                                    "hydra.job_logging.handlers.file.filename="
                                     "${hydra.runtime.output_dir}/${hydra.job.name}_rank1.log"]
     (tmp_path / ".hydra").mkdir()
     (tmp_path / "ipsolve_rank1.log").write_text("")
