@@ -635,7 +635,10 @@ def main() -> None:
     try:
         if CONF_DIR is not None:
             sys.argv[1:] = check_overrides(sys.argv[1:]) + rank_overrides()
-        signal.signal(signal.SIGTERM, _terminated)  # SLURM's scancel, timeout, torchrun: as Ctrl-C (the resume line)
+        try:  # SLURM's scancel, timeout, torchrun: as Ctrl-C (the resume line)
+            signal.signal(signal.SIGTERM, _terminated)
+        except ValueError:  # main() called outside the main thread: signals stay as they are
+            pass
         _main()
     except KeyboardInterrupt:  # before or after the run (the run itself reports its directory)
         if main_process():
