@@ -863,8 +863,8 @@ def test_z_coupling_auto_is_chosen_from_the_measurements(tmp_path):
     assert {tuple(r["batch"]) for r in res.records} == {tuple(f"v_z{z:03d}" for z in range(6))}  # one batch
     assert (tmp_path / "run" / "calibration.png").is_file()
     assert f"z-coupling: weight {cal['coupling']:g}, chosen from the measurements" in report(res.summary)
-    # the weight the volume was solved with, beside settings' "auto": in summary.json, the volume's record and the
-    # NIfTI's description (audit 2026-12-07: in the calibration's record only)
+    # the weight the volume was solved with, beside settings' "auto": in summary.json and the volume's record (audit
+    # 2026-12-07: in the calibration's record only; the DICOM description: test_z_coupling_makes_neighbouring_slices_agree)
     assert res.summary["z_coupling"] == "auto" and res.summary["z_coupling_weight"] == cal["coupling"]
     assert res.summary["volumes"]["v"]["z_coupling"] == cal["coupling"]
     (tmp_path / "run" / "records" / "v_z004.json").unlink()  # a slice unfinished: its volume is redone whole
