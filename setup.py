@@ -1,7 +1,7 @@
 """Packaging glue that pyproject.toml alone cannot express.
 
-The Hydra configs live in ``conf/`` at the repository's top level (the layout DESIGN.md asks
-for; a checkout and an editable install read them there).  A wheel must carry them too, so
+The Hydra configs live in ``conf/`` at the repository's top level (a checkout and an editable
+install read them there).  A wheel must carry them too, so
 ``conf/`` is mapped onto the package ``ipsolve.conf``: a regular install finds them in
 ``ipsolve/conf`` (``ipsolve.runner.conf_dir`` looks there first).  A package-dir mapping was
 chosen over Hydra's ``pkg://`` search path because the runner also reads presets directly

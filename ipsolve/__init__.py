@@ -1,7 +1,10 @@
 """ipsolve: imaging inverse problems with pretrained diffusion and flow-matching priors.
 
 Every image inside ipsolve is a ``(B, C, H, W)`` tensor in [-1, 1]; the measurement noise
-``sigma`` is on that scale."""
+``sigma`` is on that scale.
+
+``OPERATORS`` and ``SOLVERS`` are the registries (name → class) that ``make_operator`` and
+``make_solver`` build from; ``help(ipsolve.solve)`` and the others document the API (README, Python)."""
 from __future__ import annotations
 
 from .operators import OPERATORS
@@ -31,6 +34,10 @@ def __getattr__(name):  # solvers and the runner are imported on first use (they
 
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'ipsolve' has no attribute {name!r}")
+
+
+def __dir__():  # the lazily imported API too: help(ipsolve) and tab completion list it
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = ["make_operator", "OPERATORS", "load_prior", "make_solver", "solve", "calibrate", "Calibration", "reconstruct",

@@ -57,7 +57,7 @@ def random_ellipses(n: int, size: int = 32, generator: torch.Generator | None = 
 # Every phantom is painted shape by shape at ``supersample``× resolution on a background, in
 # [0, 1], then average-pooled and mapped to [-1, 1].  Training draws the families in
 # ``PHANTOM_TRAIN_FAMILIES``; ``blobs`` (smooth, non-convex star-shaped curves) is never drawn
-# in training: it is the held-out *distribution* every quality figure and test uses (DESIGN §8).
+# in training: it is the held-out *distribution* every quality figure and test uses (README, Benchmark).
 PHANTOM_TRAIN_FAMILIES = ("ellipses", "polygons", "nested", "head")
 PHANTOM_HELDOUT_FAMILY = "blobs"
 HELDOUT_SEED = 99_999

@@ -33,7 +33,7 @@ OPERATORS = {
     # seed 1 is held out from bundled:kernel-ddpm's training
     "blind_blur": dict(true_kernel="motion", size=8, seed=1, padding="zero"),
 }
-# Science operators (DESIGN §10) on the same held-out phantoms: registry name, parameters, baseline
+# Science operators (README, CT, MRI and phase retrieval) on the same held-out phantoms: registry name, parameters, baseline
 SCIENCE_OPERATORS = {
     "CT 16 views": ("ct", dict(views=16)),
     "CT 8 views": ("ct", dict(views=8)),
@@ -205,18 +205,18 @@ def speed_table(budget):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sigma", type=float, default=0.01)
+    ap.add_argument("--quick", action="store_true", help="3 phantoms and 10-step budgets: a smoke run")
+    ap.add_argument("--sigma", type=float, default=0.01, help="measurement noise std on the [-1, 1] scale")
     ap.add_argument("--speed-one", nargs=3, metavar=("SOLVER", "BATCH", "BUDGET"),
                     help="one row of the speed table in this process (JSON on stdout): a solver, batch size and "
                          "budget; its overhead wall ÷ (NFE × network) is the CPU figure in docs/performance.md")
-    ap.add_argument("--skip-speed", action="store_true")
-    ap.add_argument("--skip-photo", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true", help="without the speed table")
+    ap.add_argument("--skip-photo", action="store_true", help="without the photo prior's table")
     ap.add_argument("--same-generator", action="store_true", help="also the narrow ellipse generator's phantoms")
     ap.add_argument("--images", type=int, default=8, help="random phantoms in the held-out set (+ Shepp–Logan)")
     ap.add_argument("--science-only", action="store_true", help="only the CT / MRI / phase-retrieval table")
     ap.add_argument("--speed-only", action="store_true", help="only the speed table")
-    ap.add_argument("--skip-science", action="store_true")
+    ap.add_argument("--skip-science", action="store_true", help="without the CT / MRI / phase-retrieval table")
     ap.add_argument("--solvers", nargs="+", help="only these solvers' rows of the quality tables")
     ap.add_argument("--stopping", action="store_true",
                     help="only the stopping study: gap to the best iterate and iterations used, per solver, operator "

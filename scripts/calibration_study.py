@@ -60,7 +60,7 @@ SOLVERS = {"dps": ("bundled:phantom-ddpm", "dps_cpu", {}), "daps": ("bundled:pha
            "dps@1000": ("bundled:phantom-ddpm", "dps_cpu", {"steps": 1000}),
            "daps (paper)": ("bundled:phantom-ddpm", "daps", {})}
 MAIN = ("dps", "daps", "dmplug", "fmplug", "resample")
-# the standard baselines (DESIGN §14) where their CPU presets were not tuned: the science operators
+# the standard baselines (README, Solvers) where their CPU presets were not tuned: the science operators
 # (the presets were chosen on SR, inpainting and blur; on CT three of them lose 6–7 dB to FBP)
 BASELINES = ("reddiff", "pnp_flow", "flowdps", "dflow", "pigdm", "diffpir")
 SOLVERS.update({name: ("bundled:phantom-flow" if name in ("pnp_flow", "flowdps", "dflow") else "bundled:phantom-ddpm",
@@ -395,7 +395,7 @@ ITERATION_RULES = {
 }
 
 
-# the initial-guess warning where the prior does not fit (DESIGN §12): (family, solver, operator) at σ = 0.01
+# the initial-guess warning where the prior does not fit (README, Tuning without the ground truth): (family, solver, operator) at σ = 0.01
 TRANSFER_FAMILIES = {"photos": "heldout_grey_crops(names=brick, coins, grass, moon)",
                      "textures": "unseen_structures(4)", "blobs": "the study's images"}
 TRANSFER_AUDIT_ROWS = ([(f, s, o) for f in ("photos", "textures") for o in ("SR ×4", "inpainting 70 %") for s in MAIN]

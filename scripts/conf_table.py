@@ -19,10 +19,29 @@ GROUPS = ("operator", "solver", "prior", "data")
 BEGIN, END = "<!-- options:begin (scripts/conf_table.py) -->", "<!-- options:end -->"
 
 
+ABBREVIATIONS = ("e.g", "i.e", "cf", "vs", "etc", "approx", "Fig", "Eq", "Alg", "al")
+LONGEST = 240  # characters of a description: a longer first sentence is cut at a word, with "…"
+
+
 def header_line(path: Path) -> str:
-    """The first line of a config file's header comment."""
-    first = path.read_text().splitlines()[0] if path.read_text() else ""
-    return first.lstrip("#").strip().rstrip(".,;:").replace("|", "\\|") if first.startswith("#") else ""
+    """The first sentence of a config file's header comment (its lines up to the first blank or
+    setting line, joined): up to the first full stop outside parentheses that does not end an
+    abbreviation.  (The first line alone stopped mid-sentence for ~20 presets: audit 2026-12-07.)"""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#") or not line.lstrip("#").strip():
+            break
+        lines.append(line.lstrip("#").strip())
+    text, depth = " ".join(lines), 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "." and depth <= 0 and (i + 1 == len(text) or text[i + 1] == " ") \
+                and not text[:i].endswith(ABBREVIATIONS):
+            text = text[:i]
+            break
+    if len(text) > LONGEST:
+        text = text[:LONGEST].rsplit(" ", 1)[0].rstrip(",;:(") + " …"
+    return text.rstrip(".,;:").replace("|", "\\|")
 
 
 def preset_rows() -> list[str]:

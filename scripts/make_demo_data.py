@@ -54,9 +54,10 @@ def demo_phantoms(count: int, size: int = 32, min_object: float = MIN_OBJECT, se
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "ipsolve" / "demo_data"))
-    ap.add_argument("--size", type=int, default=32)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "ipsolve" / "demo_data"),
+                    help="folder for phantom/ and photo/ (default: the package's ipsolve/demo_data)")
+    ap.add_argument("--size", type=int, default=32, help="image side in pixels (the bundled priors' 32)")
     ap.add_argument("--num", type=int, default=8, help="phantom demo images, Shepp-Logan included (default 8)")
     ap.add_argument("--min-object", type=float, default=MIN_OBJECT,
                     help="reject a phantom whose object covers less than this fraction of the image")

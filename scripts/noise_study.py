@@ -35,8 +35,8 @@ def families(size: int) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 256])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 256], help="image sides in pixels")
     args = ap.parse_args()
     operators = {"gaussian_blur": make_operator("gaussian_blur"), "motion_blur": make_operator("motion_blur"),
                  "none (refused)": Blur(kernel=torch.ones(1, 1))}

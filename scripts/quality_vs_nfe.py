@@ -26,8 +26,8 @@ FRACTIONS = (0.25, 0.5, 1.0)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="docs/figures")
-    ap.add_argument("--solvers", nargs="+", default=list(PRESETS))
+    ap.add_argument("--out", default="docs/figures", help="folder for quality_vs_nfe.csv and the figure")
+    ap.add_argument("--solvers", nargs="+", default=list(PRESETS), help="benchmark presets (default: all of them)")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out's quality_vs_nfe.csv")
     args = ap.parse_args(argv)
     if args.plot_only:

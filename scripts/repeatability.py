@@ -37,12 +37,13 @@ def repeat(solver: str, prior: str, deterministic: bool, device: str, images: in
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="outputs/repeatability")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="outputs/repeatability", help="folder for repeatability.json")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cuda (the default where there is one) or cpu")
     ap.add_argument("--steps", type=int, default=250, help="DPS's steps (its CPU preset's budget)")
-    ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--solvers", nargs="+", choices=list(SOLVERS), default=list(SOLVERS))
+    ap.add_argument("--images", type=int, default=4, help="bundled phantom demo images per run")
+    ap.add_argument("--solvers", nargs="+", choices=list(SOLVERS), default=list(SOLVERS), help="which solvers (default: both)")
     args = ap.parse_args()
     logging.getLogger("ipsolve").setLevel(logging.ERROR)  # the runs' logs are not what this measures
     warnings.simplefilter("ignore")

@@ -33,6 +33,7 @@ from ipsolve.metrics import psnr
 OPERATORS = {"SR ×4": ("super_resolution", dict(scale=4)),
              "inpainting 70 %": ("inpainting", dict(mask="random")),
              "Gaussian blur 9 px": ("gaussian_blur", dict(size=9, std=1.0))}
+SHORT = {"sr": "SR ×4", "inpainting": "inpainting 70 %", "blur": "Gaussian blur 9 px"}  # --operators' names
 # per-image seconds of ReSample's components, SD 1.5 (UNet + VAE) at 512 px, H200, batch 4, bf16
 # (docs/performance.md, the ReSample row's note)
 H200_SECONDS = {"dps_step": 0.072, "lookahead": 0.041, "pixel_iteration": 0.00050, "latent_iteration": 0.037}
@@ -66,13 +67,14 @@ def measure(images: torch.Tensor, prior, op_label: str, fit_stop: str, sigma: fl
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=4, help="held-out blobs phantoms (+ Shepp–Logan)")
-    ap.add_argument("--operators", nargs="+", default=list(OPERATORS), choices=list(OPERATORS))
-    ap.add_argument("--out", default="docs/figures/resample_fits.json")
+    ap.add_argument("--operators", nargs="+", default=list(SHORT), choices=list(SHORT),
+                    help="which operators (" + ", ".join(f"{k}: {v}" for k, v in SHORT.items()).replace("%", "%%") + ")")
+    ap.add_argument("--out", default="docs/figures/resample_fits.json", help="the results (JSON)")
     args = ap.parse_args(argv)
     images = torch.cat([datasets.heldout_phantoms(args.images, 32), datasets.shepp_logan(32)])
     prior = load_prior("bundled:phantom-latent")
     rows = []
-    for op_label in args.operators:
+    for op_label in (SHORT[k] for k in args.operators):
         for fit_stop in ("reference", "noise_level"):
             rows.append(measure(images, prior, op_label, fit_stop))
             r = rows[-1]

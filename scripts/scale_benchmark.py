@@ -568,15 +568,17 @@ def merge(folders, out: Path) -> list[dict]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge earlier runs' folders into --out and stop")
-    ap.add_argument("--scale", choices=("paper", "tiny"), default="paper")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--scale", choices=("paper", "tiny"), default="paper",
+                    help="paper: the real architectures' configs; tiny: small random networks (a smoke run)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cuda (the default where there is one) or cpu")
     ap.add_argument("--size", type=int, default=None, help="image size (default: each model's paper size)")
     ap.add_argument("--budget", type=int, default=20, help="steps/iterations timed before extrapolating")
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
-    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help="batch sizes (as memory allows)")
+    ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="fp32 and/or bf16 (autocast)")
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS), help="which tables to measure")
     ap.add_argument("--deadline", type=float, default=None, help="seconds: skip sections that would not finish")
-    ap.add_argument("--out", default="outputs/scale")
+    ap.add_argument("--out", default="outputs/scale", help="folder for the CSV, markdown tables, plot and environment")
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.merge, Path(args.out))

@@ -236,7 +236,8 @@ def main():
         """The module docstring as written, and each flag's default."""
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=Help)
-    ap.add_argument("--kind", choices=["ddpm", "flow", "latent"], required=True)
+    ap.add_argument("--kind", choices=["ddpm", "flow", "latent"], required=True,
+                    help="pixel DDPM (DPS, DAPS, DMPlug, …), flow matching (FMPlug, PnP-Flow, …) or latent diffusion (ReSample)")
     ap.add_argument("--data", default="phantom",
                     help="phantom (broad family) | ellipses (narrow) | photo | grey (half phantoms, half grey photo crops) | kernels (motion + Gaussian kernels, "
                          "BlindDPS kernel prior) | a folder of images, a DICOM folder or NIfTI file/folder (every slice)")

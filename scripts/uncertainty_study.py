@@ -1,4 +1,4 @@
-"""Evidence for samples=k and the reliability score (DESIGN §11), on held-out data only.
+"""Evidence for samples=k and the reliability score (README, Uncertainty and selective reconstruction), on held-out data only.
 
     python scripts/uncertainty_study.py --samples 4 --out docs/figures
 
@@ -40,9 +40,9 @@ def auroc(scores_in: list[float], scores_out: list[float]) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=4, help="posterior samples per image (k)")
     ap.add_argument("--phantoms", type=int, default=8, help="held-out blobs (+ Shepp–Logan)")
-    ap.add_argument("--solver", default="dps_cpu")
+    ap.add_argument("--solver", default="dps_cpu", help="a solver preset or registry name")
     ap.add_argument("--out", default=None, help="folder for risk_coverage.png/.csv and uncertainty_study.json")
     args = ap.parse_args()
     sigma = 0.01

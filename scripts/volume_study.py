@@ -64,12 +64,12 @@ def run(path: Path, out: Path, operator: str, solver: str, weight, depth: int) -
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="docs/figures/volume_study.json")
-    ap.add_argument("--work", default="outputs/volume_study")
-    ap.add_argument("--depth", type=int, default=16)
-    ap.add_argument("--operators", default="ct_sparse,mri_4x")
-    ap.add_argument("--solvers", default="dps_cpu,dmplug_cpu")
-    ap.add_argument("--weights", default="0.001,0.003,0.01,0.03")
+    ap.add_argument("--out", default="docs/figures/volume_study.json", help="the results (JSON)")
+    ap.add_argument("--work", default="outputs/volume_study", help="folder for the volumes and the runs (kept: a rerun resumes)")
+    ap.add_argument("--depth", type=int, default=16, help="slices per generated 32-px volume")
+    ap.add_argument("--operators", default="ct_sparse,mri_4x", help="operator presets, comma-separated")
+    ap.add_argument("--solvers", default="dps_cpu,dmplug_cpu", help="solver presets, comma-separated")
+    ap.add_argument("--weights", default="0.001,0.003,0.01,0.03", help="z-coupling weights tried on the validation volume, comma-separated")
     ap.add_argument("--modes", default="slice,coupled,auto", help="test-volume runs to make (missing ones only)")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -219,6 +219,10 @@ def test_conf_readme_option_tables_match_the_configs():
     for group in module.GROUPS:
         for preset in (CONF / group).glob("*.yaml"):
             assert f"| `{group}` | `{preset.stem}` |" in readme
+            # a whole first sentence (the first line alone stopped mid-sentence: audit 2026-12-07)
+            said = module.header_line(preset)
+            assert said.count("(") == said.count(")") or said.endswith(" …"), (preset.name, said)
+            assert not said.endswith((" the", " a", " of", " with", " for", " by", " or")), said
     for key in OmegaConf.load(CONF / "config.yaml"):
         if key not in ("defaults", "hydra"):
             assert f"| `{key}` |" in readme, key

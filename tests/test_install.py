@@ -46,3 +46,15 @@ def test_wheel_install_runs_outside_the_checkout(tmp_path):
     summary = json.loads((elsewhere / "run" / "summary.json").read_text())
     assert summary["num_finished"] == 2 and summary["prior"]["source"] == "bundled:phantom-ddpm"
     assert (elsewhere / "run" / "grid.png").is_file() and (elsewhere / "run" / "config.yaml").is_file()
+
+
+def test_help_lists_the_public_api():
+    """``help(ipsolve)`` shows the lazily imported functions (it listed only ``__getattr__``: audit 2026-12-07)."""
+    import pydoc
+
+    import ipsolve
+
+    assert set(ipsolve.__all__) <= set(dir(ipsolve))
+    text = pydoc.render_doc(ipsolve, renderer=pydoc.plaintext)
+    for name in ("solve(", "calibrate(", "reconstruct(", "make_solver(", "estimate_sigma(", "class Result("):
+        assert name in text, name

@@ -744,6 +744,12 @@ def test_run_settings_are_checked_before_any_work():
     assert any(w.startswith("the image tensor lies in [0, 1] (its range is [0, 0.8") for w in run.summary["warnings"])
     run = ipsolve.reconstruct(x, solver=fast, progress=False, metrics=["psnr"], return_images=False)
     assert not any("lies in [0, 1]" in w for w in run.summary["warnings"])
+    # so is a measurement tensor on [0, 1] (up to its noise), with the fix for y and sigma
+    y = ipsolve.make_operator("super_resolution").measure(x, sigma=0.01, generator=0)
+    run = ipsolve.reconstruct((y + 1) / 2, measurements=True, sigma=0.005, solver=fast, progress=False,
+                              return_images=False)
+    assert any(w.startswith("the measurement tensor lies in [0, 1] (its range is [-0.0") and
+               w.endswith("use 2·y − 1 and 2·sigma") for w in run.summary["warnings"]), run.summary["warnings"]
 
 
 def test_report_warns_when_the_reconstructions_score_below_the_initial_guess():

@@ -459,6 +459,13 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)
         op.measure(x), op.measure(torch.zeros_like(x)), op.measure(torch.ones_like(x))
+    # a measurement of an image on [0, 1] (below 0 by its noise only) is said; the same y on [-1, 1] is not
+    # (a residual warning 10–40× the noise level was all a user saw: audit 2026-12-07)
+    with pytest.warns(InputWarning, match=r"y lies in \[0, 1\] \(its range is \[-0\.0.*use 2·y − 1 and 2·sigma"):
+        solve((y + 1) / 2, op, ddpm, dps, sigma=0.005)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        solve(y, op, ddpm, dps, sigma=0.01)
     with pytest.raises(TypeError, match="sigma must be a number"):
         solve(y, op, ddpm, dps, sigma=None)
     with pytest.warns(InputWarning, match=r"sigma not given: 0.01 assumed"):  # (it was silent)

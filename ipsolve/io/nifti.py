@@ -40,9 +40,10 @@ def nifti_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
 
 
-def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
+def read_nifti(path, volume: int | None = None) -> tuple[list[Volume], list[dict]]:
     """The volumes of a NIfTI file, or of every ``.nii``/``.nii.gz`` file in a folder:
-    ``(volumes, skipped)``.  A 4-D file gives its volume number ``volume`` (0-based); files nibabel
+    ``(volumes, skipped)``.  A 4-D file gives its volume number ``volume`` (0-based; None: volume 0,
+    with a warning naming it, as a user who gave none may not know the file is 4-D); files nibabel
     cannot read are skipped with their name."""
     nib = require("nibabel")
     if volume is not None and (isinstance(volume, bool) or not isinstance(volume, int) or volume < 0):
@@ -87,7 +88,7 @@ def read_nifti(path, volume: int = 0) -> tuple[list[Volume], list[dict]]:
         if data.ndim == 2:
             data = data[:, :, None]
         warnings = []
-        if index is not None and shape[3] > 1:  # data.volume's default 0 would otherwise pass unnoticed
+        if index is not None and shape[3] > 1 and volume is None:  # volume 0 taken without being asked for
             warnings.append(f"{f.name} is 4-D {tuple(shape)}: volume {index} of its {shape[3]} is reconstructed "
                             f"(data.volume=0 … {shape[3] - 1} chooses another; one per run)")
         if np.iscomplexobj(data):  # complex (MR) data: the magnitude, as a reader of magnitude images expects

@@ -73,7 +73,7 @@ def guess_format(path) -> str:
     return "dicom"
 
 
-def load_volumes(kind: str, path, series=None, volume: int = 0, exclude=()) -> tuple[list[Volume], list[dict]]:
+def load_volumes(kind: str, path, series=None, volume: int | None = None, exclude=()) -> tuple[list[Volume], list[dict]]:
     """``(volumes, skipped files)`` of a DICOM folder/file or NIfTI file/folder (``exclude``: folders
     a DICOM search skips)."""
     if kind == "dicom":

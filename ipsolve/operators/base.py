@@ -83,13 +83,15 @@ def operator_label(operator) -> str:
     return f"operator {cls.__name__}"
 
 
-def unit_range_note(low: float, high: float, what: str = "x") -> str | None:
-    """The note for images whose values (``low`` to ``high``) lie in [0, 1] and are not constant:
-    the field's most common slip (most datasets' scale), which ipsolve's [-1, 1] cannot refuse."""
-    if not 0 <= low < high <= 1:
+def unit_range_note(low: float, high: float, what: str = "x", slack: float = 0.0,
+                    fix: str = "use 2·x − 1") -> str | None:
+    """The note for images whose values (``low`` to ``high``) lie in [0, 1] (widened by ``slack``
+    on both sides: a noisy measurement's) and are not constant: the field's most common slip (most
+    datasets' scale), which ipsolve's [-1, 1] cannot refuse."""
+    if not -slack <= low < high <= 1 + slack:
         return None
     return (f"{what} lies in [0, 1] (its range is [{low:.3g}, {high:.3g}]): images are on [-1, 1] in ipsolve, so "
-            f"black is -1; if it is on [0, 1], use 2·x − 1")
+            f"black is -1; if it is on [0, 1], {fix}")
 
 
 def as_sigma(sigma) -> float:
@@ -169,6 +171,8 @@ class Operator(nn.Module):
 
     # -- subclasses implement ------------------------------------------------------
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward model A without noise: images ``(B, C, H, W)`` in [-1, 1] → ``y`` of
+        :meth:`output_shape`, in torch operations (solvers backpropagate through it)."""
         raise NotImplementedError
 
     def output_shape(self, shape) -> tuple:
@@ -176,6 +180,9 @@ class Operator(nn.Module):
         return tuple(shape)
 
     def initial_guess(self, y: torch.Tensor) -> torch.Tensor:
+        """The classical estimate of the images from ``y`` (bicubic, harmonic fill, FBP, zero-filling
+        …): where solvers start and the baseline every report compares with.  Default: ``y`` clamped
+        to [-1, 1] (a measurement that is an image of the same shape)."""
         return y.clamp(-1, 1)
 
     def initial_guess_from_part(self, filled: torch.Tensor, known: torch.Tensor) -> torch.Tensor:

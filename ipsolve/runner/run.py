@@ -217,7 +217,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
         sigma, estimate = measurement_sigma(o.sigma, items, operator, prior, device,
                                             measurement_origin(items) is not None, state.process_index == 0)
         o = replace(o, sigma=sigma, extra_summary={**o.extra_summary, **({"sigma_estimate": estimate} if estimate else {})})
-    notes = load_warnings + input_warnings(items, prior, o.measurements, state.process_index)
+    notes = load_warnings + input_warnings(items, prior, o.measurements, state.process_index, operator, o.sigma)
     from ..solvers import SELECT_ONE_SAMPLE
 
     for note in (operator.single_run_note if o.samples == 1 else None, sigma_scale_note(o.sigma),
@@ -495,7 +495,7 @@ def check_arguments(batch_size, noise: str, sigma, measurements: bool = False) -
     return int(batch_size), sigma
 
 
-def input_warnings(items: list[Item], prior, measurements: bool, rank: int) -> list[str]:
+def input_warnings(items: list[Item], prior, measurements: bool, rank: int, operator=None, sigma: float = 0.0) -> list[str]:
     """What the user should know about the inputs before trusting the results (logged by rank 0)."""
     notes = []
     converted = converted_channels(items, prior.channels)  # measurements too: a grey y was replicated silently
@@ -512,12 +512,16 @@ def input_warnings(items: list[Item], prior, measurements: bool, rank: int) -> l
             notes.append(f"{len(converted)} grey {what}(s) replicated to {prior.channels} channels for the prior "
                             f"{source} ({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''})")
     given = [it.tensor for it in items if it.tensor is not None and it.path is None and it.volume is None]
-    if given and not measurements:  # a caller's own tensors (files and volumes are mapped to [-1, 1] here)
+    image_like = not measurements or getattr(operator, "measurement_is_image", False)
+    if given and image_like:  # a caller's own tensors (files and volumes are mapped to [-1, 1] here)
         from ..operators.base import unit_range_note
+        from ..solvers.inputs import MEASUREMENT_FIX, UNIT_RANGE_NOISE
 
-        # (measure()'s InputWarning is filtered during a run: it was said nowhere)
-        note = unit_range_note(min(float(t.amin()) for t in given), max(float(t.amax()) for t in given),
-                               "the image tensor")
+        # (measure()'s and solve()'s InputWarnings are filtered during a run: they were said nowhere)
+        low, high = min(float(t.amin()) for t in given), max(float(t.amax()) for t in given)
+        note = (unit_range_note(low, high, "the measurement tensor", UNIT_RANGE_NOISE * float(sigma or 0),
+                                MEASUREMENT_FIX) if measurements
+                else unit_range_note(low, high, "the image tensor"))
         if note:
             notes.append(note)
     if rank == 0:
@@ -782,7 +786,7 @@ def recorded_operator(items: list[Item], operator, sigma, noise, *, keep_operato
 # the Python API
 # ----------------------------------------------------------------------------------------
 def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="phantom_ddpm",
-                output_dir=None, *, sigma: float | None = None, noise: str | None = None, seed: int = 0,
+                output_dir=None, *, sigma: float | str | None = None, noise: str | None = None, seed: int = 0,
                 batch_size: int = 4, measurements: bool = False, max_images: int | None = None, names=None,
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
                 progress: bool = True, return_images: bool = True, samples: int = 1,
@@ -810,7 +814,16 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
     :mod:`ipsolve.runner.threads`; restored afterwards).  ``calibrate=True`` (or a mapping of
     options): choose the solver's parameters from the first images' measurements first
     (:mod:`ipsolve.runner.calibration`).  ``deterministic=True``: torch's deterministic algorithms
-    for the run (bit-reproducible on a GPU, slower; :mod:`ipsolve.runner.determinism`)."""
+    for the run (bit-reproducible on a GPU, slower; :mod:`ipsolve.runner.determinism`).
+
+    The rest: ``names`` (one per image of a tensor; default ``image_0000`` …), ``batch_size`` (images
+    per solve), ``max_images`` (the first N of a folder), ``device`` (``"cuda"``, ``"cpu"``; default
+    CUDA where there is one), ``metrics`` / ``lpips_net`` (with ground truth), ``grid_max`` (rows of
+    ``grid.png``), ``progress`` (bars or log lines), ``return_images`` (False: ``x`` is None, for runs
+    too large to hold), ``samples`` / ``select`` (k posterior samples per image; the mean or the sample
+    of smallest residual), ``review_below`` / ``review_coverage`` (flag images for review by
+    reliability: a threshold, or the fraction accepted) — as the command line's keys of the same name
+    (conf/config.yaml)."""
     if output_dir is not None:
         check_writable(Path(output_dir))  # before any work
     items = collect_items(images_or_folder, max_images=max_images, names=names)

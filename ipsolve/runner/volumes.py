@@ -53,7 +53,7 @@ def read_volumes(data, exclude=()):
     units = data.get("units")
     if units not in (None, "HU"):
         raise ValueError(f"data.units must be HU (a NIfTI holding Hounsfield units) or null, got {shown(units)}")
-    volumes, skipped = load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume", 0),
+    volumes, skipped = load_volumes(data.format, data.path, series=data.get("series"), volume=data.get("volume"),
                                     exclude=exclude)
     if units:  # NIfTI stores no units: the user says the values are HU (window presets such as ct_soft_tissue apply)
         for v in volumes:
@@ -332,7 +332,7 @@ def write_volume(out: Path, plan: Plan, records: list[dict], summary: dict, samp
 # the Python API
 # ----------------------------------------------------------------------------------------
 def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", solver="dmplug_cpu",
-                        prior="phantom_ddpm", sigma: float = 0.01, seed: int = 0, samples: int = 1, device=None,
+                        prior="phantom_ddpm", sigma: float | str = 0.01, seed: int = 0, samples: int = 1, device=None,
                         progress: bool = False, metrics=("psnr", "ssim"), calibrate=False, threads="auto",
                         deterministic: bool = False, **data_options):
     """Reconstruct the volumes of ``path`` (``format``: dicom, nifti or fastmri) into
@@ -341,7 +341,10 @@ def reconstruct_volumes(path, format: str, output_dir, *, operator="ct_sparse", 
     ``z_coupling``, ``write_dicom``, ``mask``, ``batch_size``).  ``operator`` / ``solver`` /
     ``prior``: preset names or mappings; ``calibrate``: as :func:`ipsolve.reconstruct`'s (with
     ``z_coupling="auto"`` its options also size the weight's calibration); ``threads`` and
-    ``deterministic`` as :func:`ipsolve.reconstruct`'s.  Returns the :class:`~ipsolve.runner.Reconstruction`
+    ``deterministic`` as :func:`ipsolve.reconstruct`'s.  ``sigma``: the noise std of the measurements
+    (README, "What σ means here"); ``"auto"`` for fastMRI k-space (estimated from the file's noise).
+    ``seed``, ``samples``, ``metrics`` (with a volume's ground truth), ``device``, ``progress``: as
+    :func:`ipsolve.reconstruct`'s.  Returns the :class:`~ipsolve.runner.Reconstruction`
     (``summary["volumes"]`` says what was written where)."""
     from omegaconf import OmegaConf
 

@@ -34,9 +34,9 @@ from .diffpir import DiffPIR
 from .pigdm import PiGDM
 
 SOLVERS = {"dps": DPS, "resample": ReSample, "dmplug": DMPlug, "fmplug": FMPlug, "daps": DAPS, "blind_dps": BlindDPS}
-SOLVERS.update({"ddrm": DDRM, "pigdm": PiGDM, "diffpir": DiffPIR})  # decomposable-operator baselines (DESIGN §14)
+SOLVERS.update({"ddrm": DDRM, "pigdm": PiGDM, "diffpir": DiffPIR})  # decomposable-operator baselines (README, Solvers)
 
-# the field's standard baselines for diffusion (RED-diff) and flow priors (DESIGN §14)
+# the field's standard baselines for diffusion (RED-diff) and flow priors (README, Solvers)
 from .dflow import DFlow  # noqa: E402
 from .flowdps import FlowDPS  # noqa: E402
 from .pnp_flow import PnPFlow  # noqa: E402

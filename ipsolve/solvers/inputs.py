@@ -4,6 +4,8 @@ error deep inside a solver or a silently wrong result (a [0, 255] measurement, �
 an operator whose measurement changes the image's shape without saying how to go back)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -16,6 +18,8 @@ from ..notices import shown
 # images (bicubic's negative lobes overshoot by ~10 %) plus noise; beyond OTHER_SCALE × that plus
 # RANGE_NOISE σ it is on another scale ([0, 255]) — loose, as analytic priors' samples leave [-1, 1]
 RANGE_NOISE = 10.0
+MEASUREMENT_FIX = "use 2·y − 1 and 2·sigma"
+UNIT_RANGE_NOISE = 6.0  # a measurement of an image on [0, 1] reaches below 0 by its noise: ~4.5 σ at 256² × 3 entries
 
 
 def is_builtin(operator: Operator) -> bool:
@@ -112,8 +116,6 @@ def auto_sigma(y: torch.Tensor, operator: Operator) -> float:
 
     estimates = estimate_sigma(y, operator).numpy()
     if estimates.max() > 1.5 * estimates.min():
-        import warnings
-
         warnings.warn(f"sigma=auto: the images' noise estimates differ ({estimates.min():.3g} to {estimates.max():.3g}) "
                       f"and one sigma ({float(np.median(estimates)):.3g}, the median) serves the batch: solve them "
                       f"apart (ipsolve.estimate_sigma gives each one's)", InputWarning, stacklevel=4)
@@ -122,8 +124,15 @@ def auto_sigma(y: torch.Tensor, operator: Operator) -> float:
 
 def check_range(y: torch.Tensor, operator: Operator, image_shape, sigma: float) -> None:
     """ValueError when an image-like ``y`` holds values far beyond what the operator gives for
-    images in [-1, 1] (a measurement in [0, 255] or another scale)."""
+    images in [-1, 1] (a measurement in [0, 255] or another scale); an ``InputWarning`` when it lies
+    in [0, 1] up to the noise (:data:`UNIT_RANGE_NOISE` σ) — an image on [0, 1] measured as it is."""
+    from ..operators.base import InputWarning, unit_range_note
+
     largest = float(y.abs().amax()) if operator.measurement_is_image else 0.0
+    note = unit_range_note(float(y.amin()), float(y.amax()), "y", UNIT_RANGE_NOISE * sigma, MEASUREMENT_FIX) \
+        if operator.measurement_is_image else None
+    if note:  # (a residual warning 10–40× the noise level was all a user saw: audit 2026-12-07)
+        warnings.warn(note, InputWarning, stacklevel=4)
     if largest > OTHER_SCALE + RANGE_NOISE * sigma:  # beyond what a gain-1 operator gives: ask this one
         with torch.no_grad():
             ones = torch.ones(image_shape, device=y.device)
