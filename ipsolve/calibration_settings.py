@@ -36,10 +36,9 @@ def check_calibration_settings(*, method="auto", budget=None, holdout=0.2, compa
         raise bad("comparison_splits", "an integer >= 0 (fresh splits of y on which the result is compared with the "
                   "operator's initial guess; 0: the calibration's own split)", comparison_splits)
     names = None if params is None else [params] if isinstance(params, str) else params
-    if names is not None and (not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names)
-                              or len(names) == 0):
-        raise bad("params", "a parameter name, a non-empty list of them, or null (all the solver declares)",
-                  list(names) if isinstance(names, Sequence) else names)
+    if names is not None and (not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names)):
+        raise bad("params", "a parameter name, a list of them ([]: none, the solver as given only compared with the "
+                  "initial guess), or null (all the solver declares)", list(names) if isinstance(names, Sequence) else names)
     return {"method": method, "budget": None if budget is None else int(budget), "holdout": float(holdout),
             "comparison_splits": int(comparison_splits), "params": None if names is None else list(names)}
 

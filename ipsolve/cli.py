@@ -319,7 +319,7 @@ def run(cfg: DictConfig) -> dict | None:
             files = ["grid.png"] if (out / "grid.png").is_file() else []
             files += ["report.txt", "summary.json", "metrics.csv", "config.yaml"]
             files += ["risk_coverage.png", "risk_coverage.csv"] if (out / "risk_coverage.csv").is_file() else []
-            files += ["calibration.json", "calibration.csv", "calibration.png"] if (out / "calibration.csv").is_file() else []
+            files += [f for f in ("calibration.json", "calibration.csv", "calibration.png") if (out / f).is_file()]
             folders = ["recon/", "measurement/", "initial/", "records/"]
             folders += ["mean/", "std/", "samples/"] if result.summary.get("samples", 1) > 1 else []
             folders += ["volumes/"] if result.summary.get("volumes") else []

@@ -267,9 +267,17 @@ def test_reconstruction_fitting_worse_than_the_initial_guess_is_flagged_and_neve
                         skipped=[], num_processes=1, wall_seconds=9.0,
                         extra={"review": review_summary(recs, None, 1.0), "warnings": []})
     assert list(summary["worse_than_initial"]) == ["worse"]
+    # nothing flagged and no review rule: the report says what accept then means (an audit read it as "good")
+    clean = [r for r in recs if r["name"] != "worse"]
+    calm = report(summarize(clean, settings={"operator": {"name": "inpainting"}, "solver": {"name": "dps"},
+                                            "prior": {"source": "p"}, "sigma": 0.01}, skipped=[], num_processes=1, wall_seconds=1.0,
+                            extra={"review": review_summary(clean, None, None), "warnings": []}))
+    assert ("review: no image flagged; with no review rule set, accept means only that no flag was raised (residual "
+            "within 5× the noise level and the initial guess's)") in calm
     text = report(summary)
+    assert "review: no image flagged" not in text
     assert "1 of 4 reconstruction(s) fit the measurement worse than the initial guess" in text and "worse" in text
-    assert ("review: 1 of 4 image(s) flagged (residual above the initial guess's: 1): worse; 1 of them ranked for "
+    assert ("review: 1 of 4 image(s) flagged (each by its first reason: residual above the initial guess's: 1): worse; 1 of them ranked for "
             "acceptance by their reliability but flagged (a flagged image is never accepted") in text
     # the ground truth, where given, evaluates the decisions (never makes them): accepted images below their initial
     # guess in PSNR are named (every record here scores 20 against its guess's 21 dB)

@@ -250,10 +250,13 @@ def test_ctrl_c_saves_the_steps_done(photos, tmp_path):
     import time
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    # SIGINT's default disposition in the child: a suite started in the background (``cmd &``) inherits
+    # SIGINT ignored, and the script then trained on through the signal (as tests/test_cli.py's Ctrl-C test)
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train_prior.py"), "--kind", "ddpm", "--data",
                              str(photos), "--out", "p", "--steps", "100000", "--save-every", "100000", "--batch-size",
                              "2", "--widths", "16,32"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     line = ""
     while "step 50 loss" not in line:  # training is under way (a line every 50 steps)

@@ -59,6 +59,10 @@ def effective_options(options: dict, solver, coupling) -> dict:
     from ..solvers.calibration import COUPLING, declared_space
 
     auto = tuple(getattr(solver, "auto_params", ()) or ())
+    if options["enabled"] and options["params"] == [] and (auto or coupling == "auto"):
+        asked = ", ".join([*(f"solver.{p}=auto" for p in auto), *(["data.z_coupling=auto"] if coupling == "auto" else [])])
+        raise RunError(f"calibrate.params=[] compares the solver as given with the initial guess, but {asked} asks to "
+                       f"choose values: drop one of them")
     if coupling == "auto":
         given = options["params"] if options["enabled"] else list(auto)
         if options["enabled"] and given is None:
@@ -221,6 +225,9 @@ def calibration_items(job, items: list, count: int) -> list:
 
 
 def _describe(record: dict) -> str:
+    if (record.get("options") or {}).get("params") == []:
+        return (f"the solver as given against the initial guess: {record.get('against_initial_guess') or 'no comparison'} "
+                f"({record['nfe_per_image']:.0f} network evaluations per image, {record['seconds']:.0f} s)")
     values = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in record["params"].items())
     return (f"{values} by {record['method']} ({record['candidates']} candidates, {record['nfe_per_image']:.0f} "
             f"network evaluations per image, {record['seconds']:.0f} s){'; ' + record['note'] if record['note'] else ''}")
@@ -234,6 +241,8 @@ def write_calibration_files(out: Path, record: dict) -> None:
     rejected candidate marked)."""
     atomic_write_text(out / "calibration.json", json.dumps(record, indent=1, default=str))
     rows = record["table"]
+    if not rows:  # calibrate.params=[]: nothing searched, nothing to tabulate
+        return
     cols = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols)

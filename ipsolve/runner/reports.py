@@ -34,17 +34,17 @@ def indistinguishable_note(handicap: str | None) -> str:
             f"called better: {handicap}; compare them (initial/ beside recon/)")
 
 
-def against_guess(calibration: dict) -> str:
+def against_guess(calibration: dict, searched: bool = True) -> str:
     """The comparison with the initial guess, as the report says it (``Calibration.summary``).  On
     fresh splits the entries held out are others than the two scores' before it, so the difference
-    is not theirs."""
+    is not theirs (``searched=False``: ``calibrate.params=[]``, no values chosen on any split)."""
     verdict, splits = calibration.get("against_initial_guess"), calibration.get("comparison_splits")
     if verdict not in AGAINST_GUESS or calibration.get("initial_guess_se") is None or splits is None:
         # a calibration.json from before 2026-12-06 (twentieth session)
         return " (a warning only where the guess is better by more than one standard error)"
-    where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries, which do not flatter "
-             f"the values)" if splits
-             else "on the calibration's own split")
+    where = ((f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries, which do not flatter "
+              f"the values)" if searched else f"on {splits} split{'s' if splits > 1 else ''} of y (held-out entries)")
+             if splits else "on the calibration's own split" if searched else "on one split of y (held-out entries)")
     difference = calibration["initial_guess_difference"]
     return (f"; {where} the solve scored {plain_number(abs(difference))} {score_unit(calibration.get('sigma'))} "
             f"{'below' if difference < 0 else 'above'} the guess (one standard error "
@@ -255,10 +255,16 @@ def report(summary: dict) -> str:
                            + (" (the solver's own, kept)" if changed is not None and k not in changed
                               and k != "z_coupling" else "")  # (the coupling weight is no solver setting)
                            for k, v in calibration["params"].items())
-        lines.append(f"  calibrated on {len(calibration['images'])} image(s) without the ground truth: {values} "
-                     f"({calibration['method']}, {calibration['candidates']} candidates, "
-                     f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
-                     f"; calibration.csv)")
+        if calibration.get("options", {}).get("params") == []:  # calibrate.params=[]: compared only
+            lines.append(f"  compared with the operator's initial guess on {len(calibration['images'])} image(s) without "
+                         f"the ground truth (calibrate.params=[]: the solver as given, no values searched; "
+                         f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
+                         f"){against_guess(calibration, searched=False).replace('; ', ': ', 1)}")
+        else:
+            lines.append(f"  calibrated on {len(calibration['images'])} image(s) without the ground truth: {values} "
+                         f"({calibration['method']}, {calibration['candidates']} candidates, "
+                         f"{calibration['nfe_per_image']:.0f} network evaluations per image, {calibration['seconds']:.0f} s"
+                         f"; calibration.csv)")
         if calibration.get("score") is not None and calibration.get("initial_guess_score") is not None:
             lines.append(f"  calibration score on the split that chose the values ({score_unit(calibration.get('sigma'))}: "
                          f"held-out entries' error, plus "
@@ -297,7 +303,7 @@ def report(summary: dict) -> str:
     if review.get("review_below") is not None or review.get("review_coverage") is not None or review.get("flagged"):
         why = Counter(review["flagged"].values())
         lines.append(f"  review: {review['num_flagged']} of {summary['num_finished']} image(s) flagged"
-                     + (f" ({', '.join(f'{k}: {v}' for k, v in why.items())})" if why else "")
+                     + (f" (each by its first reason: {', '.join(f'{k}: {v}' for k, v in why.items())})" if why else "")
                      + (f": {', '.join(list(review['flagged'])[:5])}" if review["flagged"] else "")
                      + (", ... (all in summary.json, metrics.csv)" if len(review["flagged"]) > 5 else "")
                      + (f"; {review['tied_at_cut']} of them reviewed because their reliability ties with the first "
@@ -305,6 +311,13 @@ def report(summary: dict) -> str:
                      + (f"; {review['accepted_by_score_but_flagged']} of them ranked for acceptance by their reliability "
                         f"but flagged (a flagged image is never accepted, whatever review_coverage or review_below)"
                         if review.get("accepted_by_score_but_flagged") else ""))
+    elif review and not summary.get("calibration"):  # every image accepted, by no rule but the flags
+        from ..solvers.base import RESIDUAL_WARNING
+
+        lines.append(f"  review: no image flagged; with no review rule set, accept means only that no flag was raised "
+                     f"(residual within {RESIDUAL_WARNING:g}× the noise level and the initial guess's): "
+                     f"review_coverage=0.8 also reviews the least reliable, 'calibrate.params=[]' compares the solver "
+                     f"with the initial guess")
     below = review.get("accepted_below_initial_psnr")
     if below:
         lines.append(f"  note: {len(below)} accepted image(s) score below their initial guess in PSNR: "

@@ -96,7 +96,9 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     ``y`` (``Result.calibration``).  ``penalty``: a per-image energy ``x → (B,)`` added to the
     solver's data term (z-coupling of a volume's slices, :class:`ipsolve.solvers.coupling.ZCoupling`;
     DPS, DMPlug, FMPlug); ``calibrate={"params": [..., "z_coupling"]}`` chooses its weight too (0:
-    slice by slice; ``Result.calibration.coupling``).  Never sees the ground truth."""
+    slice by slice; ``Result.calibration.coupling``); ``calibrate={"params": []}`` chooses nothing and
+    compares the solver as given with the operator's initial guess on held-out entries
+    (``Result.calibration.against_initial_guess``).  Never sees the ground truth."""
     if isinstance(solver, str):
         solver = make_solver(solver)
     if not isinstance(solver, Solver):
@@ -121,10 +123,13 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
 
         warn(SELECT_ONE_SAMPLE, InputWarning)
     gens = generators_on(generators_for(generator, y.shape[0]), prior.device)
+    compare_only = False
     if isinstance(calibrate, dict):  # options of ipsolve.calibrate; {} = its defaults
         options, calibrate_all = dict(calibrate), True
         names = options.pop("params", None)
-        if names is not None:  # calibrate only these (declared ones, and the z-coupling weight of ``penalty``)
+        if names is not None and check_calibration_settings(params=names, prefix="calibrate option ")["params"] == []:
+            compare_only, calibrate_all = True, False  # params=[]: the solver as given, compared with the guess only
+        elif names is not None:  # calibrate only these (declared ones, and the z-coupling weight of ``penalty``)
             names = check_calibration_settings(params=names, prefix="calibrate option ")["params"]
             declared_space(solver, [n for n in names if n != COUPLING])
             solver = with_params(solver)
@@ -142,7 +147,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if penalty is not None:  # calibration's candidates run with the coupling the solve uses
         options["penalty"] = penalty
     solver, calibration = apply_auto(solver, y, operator, prior, sigma, _copies(gens), calibrate_all=calibrate_all,
-                                     **options)
+                                     compare_only=compare_only, **options)
     if calibration is not None and calibration.coupling is not None:  # params=[..., "z_coupling"]: its chosen weight
         penalty = ZCoupling(calibration.coupling, penalty.pairs, penalty.eps) if calibration.coupling > 0 else None
     if penalty is not None:
