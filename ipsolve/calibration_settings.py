@@ -39,6 +39,9 @@ def check_calibration_settings(*, method="auto", budget=None, holdout=0.2, compa
     if names is not None and (not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names)):
         raise bad("params", "a parameter name, a list of them ([]: none, the solver as given only compared with the "
                   "initial guess), or null (all the solver declares)", list(names) if isinstance(names, Sequence) else names)
+    if names is not None and len(names) == 0 and method == "discrepancy":  # (known before any work)
+        raise ValueError(f"{prefix}params=[] compares the solver with the initial guess on held-out measurement "
+                         f"entries, which the discrepancy principle holds none of: give {prefix}method=holdout or auto")
     return {"method": method, "budget": None if budget is None else int(budget), "holdout": float(holdout),
             "comparison_splits": int(comparison_splits), "params": None if names is None else list(names)}
 

@@ -1,5 +1,5 @@
 """The option tables of ``conf/README.md``, generated from the config files themselves: one row
-per preset of each group (``conf/<group>/*.yaml``, described by the first line of its header
+per preset of each group (``conf/<group>/*.yaml``, described by the first sentence of its header
 comment) and one per setting of ``conf/config.yaml`` and of the data presets (its default and inline
 comment).
 
@@ -19,7 +19,7 @@ GROUPS = ("operator", "solver", "prior", "data")
 BEGIN, END = "<!-- options:begin (scripts/conf_table.py) -->", "<!-- options:end -->"
 
 
-ABBREVIATIONS = ("e.g", "i.e", "cf", "vs", "etc", "approx", "Fig", "Eq", "Alg", "al")
+ABBREVIATION = re.compile(r"(?:^|[^A-Za-z])(?:e\.g|i\.e|cf|vs|etc|approx|Fig|Eq|Alg|et al)$")  # a stop that ends no sentence
 LONGEST = 240  # characters of a description: a longer first sentence is cut at a word, with "…"
 
 
@@ -36,7 +36,7 @@ def header_line(path: Path) -> str:
     for i, ch in enumerate(text):
         depth += {"(": 1, ")": -1}.get(ch, 0)
         if ch == "." and depth <= 0 and (i + 1 == len(text) or text[i + 1] == " ") \
-                and not text[:i].endswith(ABBREVIATIONS):
+                and not ABBREVIATION.search(text[:i]):
             text = text[:i]
             break
     if len(text) > LONGEST:

@@ -774,6 +774,11 @@ def test_runner_calibration_errors(tmp_path):
                 ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1,
                                     calibrate={"enabled": enabled, key: bad})
             assert needle in str(err.value) and "\n" not in str(err.value), (key, bad, str(err.value))
+    # compare only needs held-out entries: said before any work, in the command line's words
+    with pytest.raises(RunError, match=r"calibrate.params=\[\] compares the solver with the initial guess on held-out "
+                                       r"measurement entries, .* give calibrate.method=holdout or auto"):
+        ipsolve.reconstruct("bundled:phantom", solver="dps_cpu", max_images=1,
+                            calibrate={"params": [], "method": "discrepancy"})
 
 
 def test_runner_comparison_splits_option(tmp_path, monkeypatch, caplog):
@@ -1146,11 +1151,20 @@ def test_compare_only_judges_the_solver_as_given_against_the_initial_guess(gauss
     assert bad.against_initial_guess == "worse" and bad.initial_guess_difference > bad.initial_guess_se > 0
     own = calibrate(y[:8], op, prior, PosteriorMean(noise=1.0), sigma=sigma, params=[], comparison_splits=0)
     assert own.comparison_splits == 0 and len(own.table) == 1 and own.table[0]["preset"]  # the split's one solve
+    assert own.initial_guess_score is not None and bad.initial_guess_score is None  # (scored on the split compared on)
+    unkept = calibrate(y[:8], op, prior, PosteriorMean(noise=1.0), sigma=sigma, params=[], comparison_splits=0,
+                       keep_preset=False)  # (it compared nothing, silently: review 2026-12-07)
+    assert unkept.against_initial_guess == "worse" and len(unkept.table) == 1
     plain = solve(y[:8], op, prior, PosteriorMean(noise=sigma), sigma=sigma)
     compared = solve(y[:8], op, prior, PosteriorMean(noise=sigma), sigma=sigma, calibrate={"params": []})
     assert torch.equal(compared.x, plain.x) and compared.calibration.against_initial_guess == "better"
     with pytest.raises(ValueError, match=r"params=\[\] compares the solver with the initial guess on held-out"):
         calibrate(y[:8], op, prior, PosteriorMean(noise=sigma), sigma=sigma, params=[], method="discrepancy")
+    failing = make_operator("super_resolution", scale=2)
+    failing.initial_guess_from_part = lambda filled, known: 1 / 0  # no guess from part of y: nothing to compare with
+    with pytest.raises(ValueError, match=r"params=\[\] compares the solver with the operator's initial guess, and "
+                                         r"SuperResolution has none to score from part of y"):
+        calibrate(y[:8], failing, prior, PosteriorMean(noise=sigma), sigma=sigma, params=[])
     auto = PosteriorMean(noise=sigma)
     auto.auto_params = ("noise",)  # as make_solver(..., noise="auto") marks it
     with pytest.raises(ValueError, match=r"compares the solver as given with the initial guess, but its noise is 'auto'"):
@@ -1172,7 +1186,7 @@ def test_compare_only_in_a_run_flags_a_solver_that_loses_to_the_initial_guess(tm
     text = report(run.summary)
     assert ("compared with the operator's initial guess on 2 image(s) without the ground truth (calibrate.params=[]: "
             "the solver as given, no values searched;") in text
-    assert "on 2 splits of y (held-out entries) the solve scored" in text and "worse than the guess" in text
+    assert "on 2 fresh splits of y (held-out entries) the solve scored" in text and "worse than the guess" in text
     assert "better than the solver as given (on 2 fresh splits of y" in text
     assert (tmp_path / "run" / "calibration.json").is_file() and not (tmp_path / "run" / "calibration.csv").exists()
     with pytest.raises(RunError, match=r"calibrate.params=\[\] compares the solver as given .* but solver.zeta=auto asks"):

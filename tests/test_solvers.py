@@ -466,6 +466,8 @@ def test_user_input_mistakes_get_one_line_errors_and_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)
         solve(y, op, ddpm, dps, sigma=0.01)
+        noisy = op.measure(x, sigma=0.3, generator=torch.Generator().manual_seed(0))  # spread over [-1.7, 1.8]
+        solve(noisy, op, ddpm, dps, sigma=0.3)  # (its 6σ slack once took it for [0, 1]: review 2026-12-07)
     with pytest.raises(TypeError, match="sigma must be a number"):
         solve(y, op, ddpm, dps, sigma=None)
     with pytest.warns(InputWarning, match=r"sigma not given: 0.01 assumed"):  # (it was silent)

@@ -40,10 +40,12 @@ def against_guess(calibration: dict, searched: bool = True) -> str:
     is not theirs (``searched=False``: ``calibrate.params=[]``, no values chosen on any split)."""
     verdict, splits = calibration.get("against_initial_guess"), calibration.get("comparison_splits")
     if verdict not in AGAINST_GUESS or calibration.get("initial_guess_se") is None or splits is None:
+        if not searched:  # compare only, and no split's solve gave finite scores
+            return "; no comparison made: the solves of the kept entries diverged"
         # a calibration.json from before 2026-12-06 (twentieth session)
         return " (a warning only where the guess is better by more than one standard error)"
     where = ((f"on {splits} fresh split{'s' if splits > 1 else ''} of y (other held-out entries, which do not flatter "
-              f"the values)" if searched else f"on {splits} split{'s' if splits > 1 else ''} of y (held-out entries)")
+              f"the values)" if searched else f"on {splits} fresh split{'s' if splits > 1 else ''} of y (held-out entries)")
              if splits else "on the calibration's own split" if searched else "on one split of y (held-out entries)")
     difference = calibration["initial_guess_difference"]
     return (f"; {where} the solve scored {plain_number(abs(difference))} {score_unit(calibration.get('sigma'))} "
@@ -379,6 +381,8 @@ def calibration_columns(calibration: dict | None) -> dict:
         return {"calibrated": None, "against_initial_guess": None}
     values = "; ".join(f"{k}={plain_number(v) if isinstance(v, float) else v}"
                        for k, v in (calibration.get("params") or {}).items())
+    if (calibration.get("options") or {}).get("params") == []:  # calibrate.params=[]: nothing chosen, compared only
+        values = "compared only"
     return {"calibrated": values or None, "against_initial_guess": calibration.get("against_initial_guess") or None}
 
 

@@ -515,11 +515,11 @@ def input_warnings(items: list[Item], prior, measurements: bool, rank: int, oper
     image_like = not measurements or getattr(operator, "measurement_is_image", False)
     if given and image_like:  # a caller's own tensors (files and volumes are mapped to [-1, 1] here)
         from ..operators.base import unit_range_note
-        from ..solvers.inputs import MEASUREMENT_FIX, UNIT_RANGE_NOISE
+        from ..solvers.inputs import MEASUREMENT_FIX, unit_range_slack
 
         # (measure()'s and solve()'s InputWarnings are filtered during a run: they were said nowhere)
         low, high = min(float(t.amin()) for t in given), max(float(t.amax()) for t in given)
-        note = (unit_range_note(low, high, "the measurement tensor", UNIT_RANGE_NOISE * float(sigma or 0),
+        note = (unit_range_note(low, high, "the measurement tensor", unit_range_slack(sigma),
                                 MEASUREMENT_FIX) if measurements
                 else unit_range_note(low, high, "the image tensor"))
         if note:

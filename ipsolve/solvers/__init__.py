@@ -127,10 +127,11 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if isinstance(calibrate, dict):  # options of ipsolve.calibrate; {} = its defaults
         options, calibrate_all = dict(calibrate), True
         names = options.pop("params", None)
-        if names is not None and check_calibration_settings(params=names, prefix="calibrate option ")["params"] == []:
-            compare_only, calibrate_all = True, False  # params=[]: the solver as given, compared with the guess only
-        elif names is not None:  # calibrate only these (declared ones, and the z-coupling weight of ``penalty``)
+        if names is not None:
             names = check_calibration_settings(params=names, prefix="calibrate option ")["params"]
+        if names == []:  # params=[]: the solver as given, compared with the guess only
+            compare_only, calibrate_all = True, False
+        elif names is not None:  # calibrate only these (declared ones, and the z-coupling weight of ``penalty``)
             declared_space(solver, [n for n in names if n != COUPLING])
             solver = with_params(solver)
             solver.auto_params = tuple(names)

@@ -567,7 +567,8 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
 
     ``params``: names of declared parameters (default: all of ``solver.search_space``; ``[]``: none —
     the solver as given is only compared with the operator's initial guess, on ``comparison_splits``
-    fresh splits, at one solve of the kept entries each: :data:`COMPARE_ONLY`);
+    fresh splits at one solve of the kept entries each, or with 0 on the split of ``seed``: holdout
+    only, ``budget``, ``keep_preset`` and ``extend`` unused; :data:`COMPARE_ONLY`);
     ``budget``: candidates in all (default :func:`default_budget`: 5 solves of ``y`` for one
     parameter, 9 for two; at least two per parameter, plus one for the solver as given with
     ``keep_preset``; holdout tries one more per parameter, its range's end, when its best point is
@@ -643,10 +644,13 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     shared = (solver, operator, prior, y, sigma, gens, space, penalty, couple)
     objective = HoldoutObjective(*shared, holdout=holdout, seed=seed, observed=observed) if method == "holdout" \
         else DiscrepancyObjective(*shared)
+    if compare_only and objective.baseline_errors is None:
+        raise ValueError(f"params=[] compares the solver with the operator's initial guess, and {type(operator).__name__} "
+                         f"has none to score from part of y (a blind operator, or a guess that failed)")
     keep_preset = keep_preset and method == "holdout"
     objective.planned = budget
-    if keep_preset and not (compare_only and comparison_splits > 0):
-        objective.score({}, preset=True)  # the solver as given: the reference to beat (compare-only: the split to compare on)
+    if (keep_preset and not compare_only) or (compare_only and comparison_splits == 0):
+        objective.score({}, preset=True)  # the solver as given: the reference to beat (compare-only: the split compared on)
     chosen = {name: _current(solver, name, lo, hi) for name, (lo, hi) in space.items()}
     if not compare_only:
         chosen = coordinate_search(objective, chosen, budget - int(keep_preset), method, extend)
@@ -694,6 +698,8 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     if warning:
         warn(warning, CalibrationWarning)
     baseline = getattr(objective, "baseline_errors", None)
+    if compare_only and comparison.get("comparison_splits"):
+        baseline = None  # (its split was not compared on: the fresh splits were)
     return Calibration(params=final, solver=with_params(solver, **changes), table=objective.table, method=method,
                        nfe=objective.cost(), seconds=time.perf_counter() - start, note=note, changes=changes,
                        result=objective.checked.get(accepted) if accepted is not None else None,

@@ -20,6 +20,12 @@ from ..notices import shown
 RANGE_NOISE = 10.0
 MEASUREMENT_FIX = "use 2·y − 1 and 2·sigma"
 UNIT_RANGE_NOISE = 6.0  # a measurement of an image on [0, 1] reaches below 0 by its noise: ~4.5 σ at 256² × 3 entries
+UNIT_RANGE_SLACK = 0.25  # at most (σ = 0.3 on [-1, 1] spreads a right y over [-1.7, 1.8]: "lies in [0, 1]" was said)
+
+
+def unit_range_slack(sigma: float) -> float:
+    """How far beyond [0, 1] a measurement of an image on [0, 1] may reach by its noise."""
+    return min(UNIT_RANGE_NOISE * float(sigma or 0.0), UNIT_RANGE_SLACK)
 
 
 def is_builtin(operator: Operator) -> bool:
@@ -129,7 +135,7 @@ def check_range(y: torch.Tensor, operator: Operator, image_shape, sigma: float) 
     from ..operators.base import InputWarning, unit_range_note
 
     largest = float(y.abs().amax()) if operator.measurement_is_image else 0.0
-    note = unit_range_note(float(y.amin()), float(y.amax()), "y", UNIT_RANGE_NOISE * sigma, MEASUREMENT_FIX) \
+    note = unit_range_note(float(y.amin()), float(y.amax()), "y", unit_range_slack(sigma), MEASUREMENT_FIX) \
         if operator.measurement_is_image else None
     if note:  # (a residual warning 10–40× the noise level was all a user saw: audit 2026-12-07)
         warnings.warn(note, InputWarning, stacklevel=4)
