@@ -1192,3 +1192,16 @@ def test_compare_only_in_a_run_flags_a_solver_that_loses_to_the_initial_guess(tm
     with pytest.raises(RunError, match=r"calibrate.params=\[\] compares the solver as given .* but solver.zeta=auto asks"):
         ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver={"name": "dps", "steps": 5, "zeta": "auto"},
                             max_images=1, calibrate={"params": []}, progress=False)
+
+
+def test_sweep_cells_say_a_run_compared_only():
+    """A sweep row's ``calibrated`` cell names the chosen values, or "compared only" for a
+    ``calibrate.params=[]`` run (its empty values read "-", as if nothing had run: review 2026-12-07)."""
+    from ipsolve.runner.reports import calibrated_cell, calibration_columns
+
+    searched = calibration_columns({"params": {"zeta": 0.568457}, "against_initial_guess": "better",
+                                    "options": {"params": None}})
+    compared = calibration_columns({"params": {}, "against_initial_guess": "worse", "options": {"params": []}})
+    assert calibrated_cell(searched) == "zeta=0.568 (better)", calibrated_cell(searched)
+    assert calibrated_cell(compared) == "compared only (worse)"
+    assert calibrated_cell(calibration_columns(None)) == "-"
