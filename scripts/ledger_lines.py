@@ -75,16 +75,11 @@ def line_map(path: str, base: str) -> dict[int, int]:
     return mapping
 
 
-def same_file(path: str, named: str) -> bool:
-    """Whether ``named`` (as written in the ledger: ``dps.py``, ``solvers/dps.py``) is ``path``."""
-    return ("/" + path).endswith("/" + named)
-
-
 def moved(cell: str, ledger, index: dict, base: str, ipsolve_column: bool, unmoved: list) -> str:
     """``cell`` with the line numbers after each of ipsolve's symbols mapped to the working tree."""
     out, pos = [], 0
     for match in ledger.SYMBOL.finditer(cell):
-        where = index.get(match.group(1), [])
+        where = ledger.locate(match.group(1), cell, cell[:match.start()], index)
         if len(where) != 1:
             continue
         path = where[0][0]
@@ -94,7 +89,7 @@ def moved(cell: str, ledger, index: dict, base: str, ipsolve_column: bool, unmov
         end = len(cell) if end < 0 else end
         segment = cell[match.end(1) + 1:end]
         for named in re.finditer(r"(?<![\w/])[\w/]+\.(?:py|yaml)\b", segment):  # another file: not this one's numbers
-            if not same_file(path, named.group(0)):
+            if not ledger.same_file(path, named.group(0)):
                 segment = segment[:named.start()]
                 break
         if not NUMBER.search(segment):

@@ -2,7 +2,8 @@
 first line is no longer inside the symbol's definition is stale (the ledger's line numbers drift with every
 edit; an audit on 2026-12-05 found ~70).  Checked for the first line range after every symbol in a
 table's ipsolve column that names exactly one function, method or class of ipsolve, its tests or
-scripts (drift inside a long function is not caught)."""
+scripts — a method several classes define by the class cited before it or the file the cell names
+(:func:`locate`) — (drift inside a long function is not caught)."""
 from __future__ import annotations
 
 import ast
@@ -34,6 +35,27 @@ def definitions() -> dict[str, list[tuple[str, int, int]]]:
     return index
 
 
+def same_file(path: str, named: str) -> bool:
+    """Whether ``named`` (as written in the ledger: ``dps.py``, ``solvers/dps.py``) is ``path``."""
+    return ("/" + path).endswith("/" + named)
+
+
+def locate(name: str, cell: str, before: str, index: dict) -> list[tuple[str, int, int]]:
+    """Where ``name`` (cited in ``cell`` after the text ``before``) is defined.  A bare method name
+    that several classes define is read as the method of the class cited last before it in the cell
+    (```FlowPrior` (…; `velocity` L…)``), else of the one class in a file the cell names."""
+    where = index.get(name, [])
+    if len(where) > 1 and "." not in name:
+        for cls in reversed(re.findall(r"`([A-Z]\w*)`", before)):
+            if len(index.get(f"{cls}.{name}", [])) == 1:
+                return index[f"{cls}.{name}"]
+        files = re.findall(r"(?<![\w/])[\w/]+\.py\b", cell)
+        narrowed = [w for w in where if any(same_file(w[0], f) for f in files)]
+        if len(narrowed) == 1:
+            return narrowed
+    return where
+
+
 def ipsolve_cells() -> list[tuple[int, str]]:
     """(ledger line, text) of every table cell under a header column that starts with "ipsolve"."""
     cells, column = [], None
@@ -56,7 +78,7 @@ def test_ledger_line_citations_stay_inside_the_cited_definition():
     for n, cell in ipsolve_cells():
         for match in SYMBOL.finditer(cell):
             name, tail = match.group(1), match.group(2)
-            where = index.get(name, [])
+            where = locate(name, cell, cell[:match.start()], index)
             if len(where) != 1:  # not ipsolve's, or ambiguous
                 continue
             path, first, last = where[0]

@@ -27,6 +27,12 @@ def test_ddpm_round_trip(tmp_path):
     torch.testing.assert_close(prior.alphas_cumprod.float(), DDPMScheduler(beta_schedule="linear").alphas_cumprod)
     # Tweedie and DDIM are consistent: a DDIM step to t=-1 returns x0
     torch.testing.assert_close(prior.ddim_step(x, t, -1, prior.eps(x, t)), prior.x0(x, t))
+    # unconditional DDIM: clip_x0 (diffusers' clip_sample) ends on [-1, 1], off by default; a random network
+    # leaves it (its x̂0 is noise over ±1)
+    def draw(**kw):
+        return prior.sample(3, steps=4, generator=torch.Generator().manual_seed(0), eta=1.0, **kw)
+    assert draw(clip_x0=True).abs().max() <= 1 < draw().abs().max()
+    assert torch.equal(draw(), draw(clip_x0=False))
 
 
 def test_flow_round_trip_and_convention(tmp_path):
