@@ -1205,3 +1205,40 @@ def test_sweep_cells_say_a_run_compared_only():
     assert calibrated_cell(searched) == "zeta=0.568 (better)", calibrated_cell(searched)
     assert calibrated_cell(compared) == "compared only (worse)"
     assert calibrated_cell(calibration_columns(None)) == "-"
+
+
+def test_calibrate_refuses_what_it_cannot_do_before_any_solve():
+    """(audit 2026-12-07) ``calibrate`` checks its operator and prior as ``solve`` does (a name
+    passed for either was an AttributeError); a parameter given as ``"auto"`` that ``params`` leaves
+    out is refused (``params=[]`` dropped ``zeta="auto"`` silently, the solve ran with none); DDRM,
+    which works in the operator's SVD, is refused before the first split's solve (its error blamed the
+    operator); a quoted or empty ``params`` names no parameter; ``sigma="auto"`` that estimates 0 is refused."""
+    prior, sr = load_prior("bundled:phantom-ddpm"), make_operator("super_resolution")
+    y = sr.measure(datasets.heldout_phantoms(1, 32), 0.05, generator=torch.Generator().manual_seed(0))
+    dps = make_solver("dps", steps=2)
+    with pytest.raises(TypeError, match=r"operator must be an ipsolve Operator \(make_operator\('inpainting'\)\), got str"):
+        calibrate(y, "inpainting", prior, dps, sigma=0.05, params=[])
+    with pytest.raises(TypeError, match=r"prior must be an ipsolve Prior \(load_prior\('bundled:phantom-ddpm'\)\)"):
+        calibrate(y, sr, "bundled:phantom-ddpm", dps, sigma=0.05, params=[])
+    auto = make_solver("dps", steps=2, zeta="auto")
+    with pytest.raises(ValueError, match=r"zeta is 'auto' \(to be chosen\), but params=\[\] leaves it out \(compare only\)"):
+        calibrate(y, sr, prior, auto, sigma=0.05, params=[])
+    with pytest.raises(ValueError, match=r"tau is 'auto' \(to be chosen\), but calibrate's params=\['lr'\] leaves it"):
+        solve(y, sr, prior, make_solver("daps_cpu", tau="auto"), sigma=0.05, calibrate={"params": ["lr"]})
+    with pytest.raises(ValueError, match=r"params=\[\] compares with the initial guess on held-out entries of y, "
+                                         r"solving from the rest, which solver 'ddrm' cannot: it works in the "
+                                         r"operator's SVD"):
+        calibrate(y, sr, prior, make_solver("ddrm", steps=2), sigma=0.05, params=[])
+    for quoted in ("[]", ""):
+        with pytest.raises(ValueError, match=r"params must be a parameter name or a list of them \(params=\[\] for "
+                                             r"none: compare only, unquoted\), got '"):
+            calibrate(y, sr, prior, dps, sigma=0.05, params=quoted)
+    blur = make_operator("gaussian_blur", size=9, std=1.0)
+    with pytest.raises(ValueError, match=r"sigma=auto estimated 0 from y: it looks noiseless, or too flat"):
+        solve(torch.zeros(1, 1, 32, 32), blur, prior, dps, sigma="auto")
+    with pytest.raises(TypeError, match=r"penalty must be a per-image energy x → \(B,\) \(a callable"):
+        solve(y, sr, prior, dps, sigma=0.05, penalty="x")
+    with pytest.raises(ValueError, match="dtype must be a floating-point type for the networks"):
+        load_prior("bundled:phantom-ddpm", dtype=torch.int32)
+    with pytest.raises(TypeError, match=r"source must be a prior's name or path .*, got NoneType"):
+        load_prior(None)

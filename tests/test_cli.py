@@ -523,6 +523,12 @@ def test_overrides_are_read_with_hydras_grammar(capsys):
     for off in (["calibrate=false", "calibrate.budget=3"], ["calibrate.budget=3", "calibrate.enabled=false"],
                 ["calibrate={enabled:false,budget:3}"]):
         assert "calibrate.enabled=true" not in check_overrides(off)
+    capsys.readouterr()
+    check_overrides(["calibrate=false", "calibrate.params=[]"])  # nothing is compared: said (audit 2026-12-07)
+    assert "note: calibration is off (calibrate=false), so calibrate.params is not used" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a dotted typo of a setting (Hydra's "Key 'review' is not in struct" before)
+        check_overrides(["review.coverage=0.5"])
+    assert "unknown setting 'review.coverage'; did you mean 'review_coverage'?" in capsys.readouterr().err
     assert check_overrides(["sigma=0.05"]) == ["sigma=0.05"]
     # an argparse habit gets Hydra's form (it got argparse's usage block and "unrecognized arguments")
     for args, needle in ((["--sigma", "0.05"], "unknown option --sigma: ipsolve takes its settings as key=value "

@@ -78,6 +78,9 @@ def test_images_as_they_are_meant_to_be_seen(tmp_path, caplog):
     Image.fromarray(np.full((4, 4), 409.0, np.float32), "F").save(tmp_path / "f.tif")
     with pytest.raises(ValueError, match=r"f.tif holds floating-point values in \[409, 409\]"):
         load_image(tmp_path / "f.tif")
+    Image.fromarray(np.where(np.eye(4) > 0, np.nan, 0.5).astype(np.float32), "F").save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match=r"nan.tif holds 4 NaN or inf value\(s\); expected finite \[0, 1\] intensities"):
+        load_image(tmp_path / "nan.tif")  # (it was told to rescale its range: audit 2026-12-07)
     Image.fromarray(np.full((4, 4), 4000, np.uint16)).save(tmp_path / "twelve.png")
     with caplog.at_level("WARNING", logger="ipsolve"):
         load_image(tmp_path / "twelve.png")

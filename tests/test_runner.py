@@ -981,3 +981,55 @@ def test_a_strip_that_loses_most_of_itself_in_the_centre_crop_is_said(tmp_path, 
     assert said[0] == ("1 image file(s) keep less than half of their area in the square centre crop (strip: 3×300): "
                        "crop or pad them yourself to keep what matters")
     assert said[1].startswith("2 image file(s) will be centre-cropped to a square and resized to the prior's 32×32")
+
+
+def test_bad_input_audit_findings(tmp_path, caplog):
+    """Bad input gets one line and the other inputs are solved (audit 2026-12-07): an empty ``.npy``
+    (numpy's EOFError stopped the run) and one holding NaN are skipped by name, also from a tensor;
+    ``.npy`` measurements on [0, 1] are warned about (only tensors were); an empty ``data.path``
+    is refused (it read the current folder); a folder whose images lie in subfolders says so;
+    ``sigma=auto`` that estimates 0 is refused (the run went on with every residual check off)."""
+    import numpy as np
+
+    import ipsolve
+    from ipsolve import datasets
+
+    prior = ipsolve.load_prior("bundled:phantom-ddpm")
+    sr, dps = ipsolve.make_operator("super_resolution"), ipsolve.make_solver("dps_cpu", steps=2)
+    x = datasets.heldout_phantoms(3, 32)
+    ys = sr.measure(x, 0.01, generator=0)
+    folder = tmp_path / "y"
+    folder.mkdir()
+    np.save(folder / "a_good.npy", ys[0].numpy())
+    (folder / "b_empty.npy").write_bytes(b"")
+    nan = ys[1].numpy().copy()
+    nan[0, 0, 0] = np.nan
+    np.save(folder / "c_nan.npy", nan)
+    np.save(folder / "d_unit.npy", ((ys[2] + 1) / 2).numpy())  # on [0, 1]: solved, and said
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        run = ipsolve.reconstruct(folder, operator=sr, solver=dps, prior=prior, measurements=True, sigma=0.01,
+                                  threads=1, batch_size=4)
+    assert [r["name"] for r in run.records] == ["a_good", "d_unit"]
+    reasons = {s["name"]: s["reason"] for s in run.skipped}
+    assert reasons["b_empty"].endswith("b_empty.npy: the file is empty"), reasons
+    assert reasons["c_nan"].endswith("c_nan.npy holds 1 NaN or inf value(s); expected finite numbers"), reasons
+    assert "d_unit.npy lies in [0, 1]" in caplog.text and "(1 of 2 measurement .npy files, read exactly, lie in" \
+        in caplog.text and "a_good.npy lies" not in caplog.text
+    ys[1, 0, 0, 0] = float("nan")  # a tensor's NaN image: skipped, the others solved (it stopped the run)
+    run = ipsolve.reconstruct(ys, operator=sr, solver=dps, prior=prior, measurements=True, sigma=0.01, threads=1)
+    assert [r["name"] for r in run.records] == ["image_0000", "image_0002"]
+    assert run.skipped[0]["reason"] == "its measurement holds NaN or inf values; expected finite numbers"
+    with pytest.raises(RunError, match="data.path is empty; expected a folder"):
+        ipsolve.reconstruct("", solver=dps, prior=prior, threads=1)
+    nested = tmp_path / "nested"
+    (nested / "class_a").mkdir(parents=True)
+    np.save(nested / "class_a" / "x.npy", x[0].numpy())
+    with pytest.raises(RunError, match=r"no images .*\.npy\) in data folder .*nested \(1 in its subfolders, which are "
+                                       r"not read"):
+        ipsolve.reconstruct(nested, solver=dps, prior=prior, threads=1)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    np.save(flat / "const.npy", np.zeros((1, 32, 32), np.float32))
+    with pytest.raises(RunError, match="sigma=auto estimated 0 from the measurements .* give sigma=VALUE"):
+        ipsolve.reconstruct(flat, operator=ipsolve.make_operator("gaussian_blur", size=9, std=1.0), solver=dps,
+                            prior=prior, measurements=True, sigma="auto", threads=1)

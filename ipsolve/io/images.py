@@ -21,10 +21,14 @@ def load_array(path) -> torch.Tensor:
     """A ``.npy`` array ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)`` as a float32 ``(1, C, H, W)`` tensor."""
     try:
         arr = np.load(path, allow_pickle=False)
+    except EOFError:  # numpy's "No data left in file": a 0-byte file
+        raise ValueError(f"cannot read array {path}: the file is empty") from None
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read array {path}: {err}") from None
     if np.iscomplexobj(arr) or arr.dtype.kind not in "fiu":
         raise ValueError(f"{path} holds {arr.dtype} values; expected real numbers (complex data as real channels)")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{path} holds {int((~np.isfinite(arr)).sum())} NaN or inf value(s); expected finite numbers")
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim == 2:
@@ -84,8 +88,11 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
                         "so it looks dark; scale it to the 16-bit range if it is 12-bit", path.name, img.max(), img.max())
         img = img / 65535.0
     elif img.dtype.kind == "f":
-        lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
-        if lo < -1e-3 or hi > 1 + 1e-3 or not np.isfinite(img).all():
+        if not np.isfinite(img).all():
+            raise ValueError(f"{path.name} holds {int((~np.isfinite(img)).sum())} NaN or inf value(s); expected finite "
+                             f"[0, 1] intensities")
+        lo, hi = float(img.min()), float(img.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"{path.name} holds floating-point values in [{lo:g}, {hi:g}]; ipsolve reads a float "
                              f"image as [0, 1] intensities — rescale it, or save a .npy on the [-1, 1] scale")
     else:
@@ -177,7 +184,7 @@ def image_size(path) -> tuple[int, int] | None:
     if path.suffix.lower() == ARRAY_SUFFIX:
         try:
             shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # EOFError: a 0-byte file
             return None
         return (int(shape[-2]), int(shape[-1])) if len(shape) >= 2 else None
     try:

@@ -82,6 +82,19 @@ def noise_eigenvalue_mean(eig: torch.Tensor) -> float:
     return float(mean)
 
 
+# below this σ̂ (on [-1, 1]; 8-bit rounding alone is 2/255/√12 ≈ 0.0023) a measurement is noiseless or too flat
+# for the estimator (a constant y gives 0): the run would go on with σ = 0, every residual check off
+NOISELESS = 1e-4
+
+
+def checked_estimate(value: float, what: str = "y") -> float:
+    """``value`` (a σ̂ :func:`estimate_sigma` gave) or a ValueError when it is below :data:`NOISELESS`."""
+    if not value >= NOISELESS:
+        raise ValueError(f"sigma=auto estimated {value:.2g} from {what}: it looks noiseless, or too flat (constant or "
+                         f"smooth) for the estimator to see its noise; give sigma as a number (0 for noiseless data)")
+    return value
+
+
 def estimate_sigma(y: torch.Tensor, operator) -> torch.Tensor:
     """σ̂ of each measurement in ``y`` (``(B,)`` float64 on the CPU) for an ``operator`` whose
     output is blurred (:meth:`~ipsolve.operators.base.Operator.noise_estimate_note` is None); a

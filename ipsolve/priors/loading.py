@@ -35,6 +35,8 @@ TEXT_OPTIONS = ("prompt", "negative_prompt", "guidance_scale", "image_size", "us
 
 def as_dtype(dtype) -> torch.dtype | None:
     """A torch dtype from a dtype or its name (``bf16``, ``float16``, ... as configs write it)."""
+    if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:  # torch's own error named nn.Module.to
+        raise ValueError(f"dtype must be a floating-point type for the networks ({', '.join(DTYPES)}), got {dtype}")
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     name = str(dtype).removeprefix("torch.").lower()
@@ -56,6 +58,9 @@ def load_prior(source: str, /, *, device=None, dtype=None, **kwargs) -> Prior:
     ``dtype``: the networks' dtype (a torch dtype or a name such as ``bf16``).
     ``channels_last`` (default ``"auto"``: on a CPU) / ``compile``: speed options for any prior
     (:meth:`Prior.optimize`)."""
+    if not isinstance(source, (str, os.PathLike)):  # (str(None) became the source 'None')
+        raise TypeError(f"source must be a prior's name or path (bundled:<name>, a folder, a hub id, a checkpoint), "
+                        f"got {type(source).__name__}")
     source = str(source)
     dtype = as_dtype(dtype)
     check_device(device)

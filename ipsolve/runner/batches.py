@@ -108,6 +108,8 @@ def read_measurement(item: Item, operator, prior, device, own_measurements: bool
 
 def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict]]:
     """``(readable items, their truths or measurements on the device, unreadable ones with the reason)``."""
+    import torch
+
     from ..solvers.inputs import check_range
 
     ok, tensors, skipped = [], [], []
@@ -117,9 +119,12 @@ def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict
                 y = read_measurement(it, job.operator, job.prior, job.device, job.own_measurements)
                 # one file on another scale is skipped by name, as an unreadable one (it stopped the whole run)
                 check_range(y, job.operator, (y.shape[0], *job.prior.shape), job.sigma)
-                tensors.append(y)
             else:
-                tensors.append(load_truth(it, job.prior).to(job.device))
+                y = load_truth(it, job.prior).to(job.device)
+            if not bool(torch.isfinite(y).all()):  # one NaN image of a tensor stopped the whole run (audit 2026-12-07)
+                raise ValueError(f"its {'measurement' if job.measurements else 'image'} holds NaN or inf values; "
+                                 f"expected finite numbers")
+            tensors.append(y)
             ok.append(it)
         except (OSError, ValueError) as err:
             log.warning("skipping %s: %s", it.path or it.name, err)

@@ -2,6 +2,7 @@
 loading an image's ground truth or measurement, and the per-image seeds."""
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from collections import Counter
@@ -135,6 +136,8 @@ def collect_items(source, max_images: int | None = None, names: Sequence[str] | 
         items = [Item(nm, tensor=source[i:i + 1].detach().float().cpu()) for i, nm in enumerate(names)]
     else:
         if isinstance(source, (str, os.PathLike)):
+            if not str(source).strip():  # `data.path=` from an unset shell variable: not the current folder
+                raise RunError("data.path is empty; expected a folder of images, an image file or bundled:<name>")
             folder = resolve_data_path(source)
             if folder.is_file():
                 hint = _scan_hint([folder]) if folder.suffix.lower() not in (*IMAGE_SUFFIXES, ARRAY_SUFFIX) else ""
@@ -146,8 +149,11 @@ def collect_items(source, max_images: int | None = None, names: Sequence[str] | 
             else:
                 paths = list_images(folder)
                 if not paths:
-                    raise RunError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in data folder {folder}"
-                                   + _scan_hint(list(folder.iterdir())))
+                    below = sum(1 for p in itertools.islice(folder.rglob("*"), 10_000)
+                                if p.suffix.lower() in (*IMAGE_SUFFIXES, ARRAY_SUFFIX) and p.parent != folder)
+                    raise RunError(f"no images ({', '.join(IMAGE_SUFFIXES)}, {ARRAY_SUFFIX}) in data folder {folder}"
+                                   + (f" ({below} in its subfolders, which are not read: give the folder that holds "
+                                      f"them)" if below else "") + _scan_hint(list(folder.iterdir())))
         else:
             if not isinstance(source, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in source):
                 got = (f"a list holding {', '.join(sorted({type(p).__name__ for p in source}))}"

@@ -25,7 +25,7 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
     auto = str(sigma) == "auto"
     if not auto and operator.noise_estimate_note() is not None:
         return sigma, None
-    from ..operators.noise_level import estimate_sigma
+    from ..operators.noise_level import checked_estimate, estimate_sigma
 
     estimates = {}
     for item in items:
@@ -48,6 +48,10 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
     # "auto": the run's sigma is "median" (one σ serves the run); else the given one, kept
     record = {"auto": auto, "method": METHOD, "median": value, "per_image": estimates}
     if auto:
+        try:
+            checked_estimate(value, "the measurements (their median)")
+        except ValueError as err:
+            raise RunError(f"{err}".replace("give sigma as a number", "give sigma=VALUE")) from None
         if main_process:
             log.info("sigma=auto: %.4g, estimated from the %d measurement(s) (%s; the median of %.4g to %.4g)",
                      value, len(values), METHOD, values.min(), values.max())

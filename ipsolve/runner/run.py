@@ -513,21 +513,43 @@ def input_warnings(items: list[Item], prior, measurements: bool, rank: int, oper
                             f"{source} ({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''})")
     given = [it.tensor for it in items if it.tensor is not None and it.path is None and it.volume is None]
     image_like = not measurements or getattr(operator, "measurement_is_image", False)
-    if given and image_like:  # a caller's own tensors (files and volumes are mapped to [-1, 1] here)
+    if image_like:  # a caller's own tensors and .npy files, read as they are (pictures and volumes are mapped to [-1, 1])
         from ..operators.base import unit_range_note
         from ..solvers.inputs import MEASUREMENT_FIX, unit_range_slack
 
+        def unit_range(low, high, what):
+            return (unit_range_note(low, high, what, unit_range_slack(sigma), MEASUREMENT_FIX) if measurements
+                    else unit_range_note(low, high, what))
+
         # (measure()'s and solve()'s InputWarnings are filtered during a run: they were said nowhere)
-        low, high = min(float(t.amin()) for t in given), max(float(t.amax()) for t in given)
-        note = (unit_range_note(low, high, "the measurement tensor", unit_range_slack(sigma),
-                                MEASUREMENT_FIX) if measurements
-                else unit_range_note(low, high, "the image tensor"))
-        if note:
+        if given and (note := unit_range(min(float(t.amin()) for t in given), max(float(t.amax()) for t in given),
+                                         f"the {what} tensor")):
             notes.append(note)
+        arrays = [(it.path, array_range(it.path)) for it in items
+                  if it.path is not None and it.volume is None and it.path.suffix.lower() == ".npy"]
+        readable = [(p, r) for p, r in arrays if r is not None]
+        on_unit = [(p, r) for p, r in readable if unit_range(*r, p.name)]
+        if on_unit:  # per file: one file on [0, 1] among right ones is as wrong (audit 2026-12-07: said nowhere)
+            path, (low, high) = on_unit[0]
+            notes.append(f"{unit_range(low, high, path.name)} ({len(on_unit)} of {len(readable)} {what} .npy files, "
+                         f"read exactly, lie in [0, 1])")
     if rank == 0:
         for w in notes:
             log.warning("%s", w)
     return notes
+
+
+def array_range(path) -> tuple[float, float] | None:
+    """``(min, max)`` of a ``.npy`` file's values, or None where it cannot be read or is not finite
+    (the batch loop skips it with the reason)."""
+    import numpy as np
+
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        low, high = float(np.min(arr)), float(np.max(arr))
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    return (low, high) if math.isfinite(low) and math.isfinite(high) else None
 
 
 def resized_inputs(items: list[Item], prior, rank: int) -> dict | None:

@@ -21,7 +21,7 @@ from .coupling import ZCoupling, check_solver
 
 SELECT_ONE_SAMPLE = ("select='residual' picks the best of k samples and needs samples > 1 "
                      "(with samples=1 the one run is returned)")
-from .inputs import check_inputs
+from .inputs import check_inputs, check_models
 from .stopping import ESWMV, StoppingRule
 from .daps import DAPS
 from .dmplug import DMPlug
@@ -104,10 +104,10 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     if not isinstance(solver, Solver):
         raise TypeError(f"solver must be an ipsolve Solver (make_solver(...)) or a solver or preset name, got "
                         f"{type(solver).__name__}")
-    if not isinstance(operator, Operator):
-        raise TypeError(f"operator must be an ipsolve Operator (make_operator(...)), got {type(operator).__name__}")
-    if not isinstance(prior, Prior):
-        raise TypeError(f"prior must be an ipsolve Prior (load_prior(...)), got {type(prior).__name__}")
+    check_models(operator, prior)
+    if penalty is not None and not callable(penalty):
+        raise TypeError(f"penalty must be a per-image energy x → (B,) (a callable, e.g. ZCoupling(...)) or None, got "
+                        f"{shown(penalty)}")
     solver.check(operator, prior)
     check_callback(callback)
     assumed_sigma_note(sigma, operator)
@@ -133,6 +133,10 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
             compare_only, calibrate_all = True, False
         elif names is not None:  # calibrate only these (declared ones, and the z-coupling weight of ``penalty``)
             declared_space(solver, [n for n in names if n != COUPLING])
+            left = [p for p in getattr(solver, "auto_params", ()) or () if p not in names]
+            if left:  # they would run with no value at all
+                raise ValueError(f"the solver's {', '.join(left)} {'is' if len(left) == 1 else 'are'} 'auto' (to be "
+                                 f"chosen), but calibrate's params={names} leaves it out: add it to params or give a value")
             solver = with_params(solver)
             solver.auto_params = tuple(names)
             calibrate_all = False

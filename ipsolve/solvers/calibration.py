@@ -52,7 +52,7 @@ from ..notices import plain_number, shown, warn
 from .base import Solver, generators_for, generators_on
 from .criteria import discrepancy_ratio, holdout_error
 from .stopping import discrepancy_tau
-from .inputs import check_inputs
+from .inputs import check_inputs, check_models
 from .plug import PlugSolver
 from .search import default_budget, discrepancy_search, golden_section, split_budget
 
@@ -616,6 +616,14 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
     if penalty is not None and not isinstance(penalty, ZCoupling):
         raise TypeError(f"penalty must be a ZCoupling(weight, neighbour_pairs(...)) coupling the slices of y, or None, "
                         f"got {shown(penalty)}")
+    check_models(operator, prior)
+    auto = tuple(getattr(solver, "auto_params", ()) or ())
+    left = [p for p in auto if names is not None and p not in names]
+    if left:  # they would run with no value at all (audit 2026-12-07: params=[] dropped a zeta="auto" silently)
+        raise ValueError(f"the solver's {', '.join(left)} {'is' if len(left) == 1 else 'are'} 'auto' (to be chosen), "
+                         f"but params={names} leaves {'it' if len(left) == 1 else 'them'} out"
+                         f"{' (compare only)' if compare_only else ''}: add {'it' if len(left) == 1 else 'them'} to "
+                         f"params or give a value")
     if couple or penalty is not None:
         if not isinstance(penalty, ZCoupling):
             raise ValueError("calibrating z_coupling needs the volume's slices: give penalty=ZCoupling(weight, "
@@ -641,6 +649,8 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         raise ValueError("params=[] compares the solver with the initial guess on held-out measurement entries: "
                          + (f"this measurement has too few ({note})" if note else "give method='holdout' (or auto)"))
 
+    if method == "holdout":
+        check_restricted_solver(solver, operator, prior, tuple(y.shape[1:]), compare_only)
     shared = (solver, operator, prior, y, sigma, gens, space, penalty, couple)
     objective = HoldoutObjective(*shared, holdout=holdout, seed=seed, observed=observed) if method == "holdout" \
         else DiscrepancyObjective(*shared)
@@ -878,6 +888,23 @@ class HeldOutCurve:
         self.best_iteration = torch.where(better, it, self.best_iteration)
         if kept is not None:
             self.best_kept = torch.where(better, kept, self.best_kept)
+
+
+def check_restricted_solver(solver: Solver, operator: Operator, prior, full_shape, compare_only: bool) -> None:
+    """A one-line ValueError, before any solve, when ``solver`` cannot run on part of y (DDRM works
+    in the operator's SVD, which :func:`~ipsolve.operators.restrict.restrict` has none of: the first
+    split's solve failed with a message that blamed the operator, audit 2026-12-07)."""
+    probe = restrict(operator, torch.zeros(1, dtype=torch.long), full_shape)
+    try:
+        solver.check(probe, prior)
+    except ValueError as err:
+        reason = ("it works in the operator's SVD, and an operator restricted to part of y has none"
+                  if "no fast SVD" in str(err) else str(err))
+        what = "params=[] compares with the initial guess on" if compare_only else "calibration scores"
+        hint = "" if compare_only else ("; the discrepancy principle calibrates on all of y: method='discrepancy' "
+                                        "(calibrate.method=discrepancy on the command line)")
+        raise ValueError(f"{what} held-out entries of y, solving from the rest, which solver {solver.name!r} cannot: "
+                         f"{reason}{hint}") from None
 
 
 def apply_auto(solver: Solver, y, operator, prior, sigma: float, generator, calibrate_all: bool = False,

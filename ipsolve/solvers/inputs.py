@@ -72,6 +72,19 @@ def check_user_operator(operator: Operator, image_shape, device) -> None:
                              f"no adjoint or pseudo-inverse), or make apply linear")
 
 
+def check_models(operator, prior) -> None:
+    """A TypeError naming the argument when ``operator`` or ``prior`` is not ipsolve's (a name given
+    where the object is expected: ``"inpainting"``, ``"bundled:phantom-ddpm"``)."""
+    from ..priors import Prior
+
+    if not isinstance(operator, Operator):
+        hint = f" (make_operator({operator!r}))" if isinstance(operator, str) else " (make_operator(...))"
+        raise TypeError(f"operator must be an ipsolve Operator{hint}, got {type(operator).__name__}")
+    if not isinstance(prior, Prior):
+        hint = f" (load_prior({prior!r}))" if isinstance(prior, str) else " (load_prior(...))"
+        raise TypeError(f"prior must be an ipsolve Prior{hint}, got {type(prior).__name__}")
+
+
 def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, float]:
     """``(y as float32 on the prior's device, sigma as a float)`` once ``y`` is a floating
     ``(B, C, H, W)`` tensor of the operator's measurement shape for the prior's images, within the
@@ -118,9 +131,10 @@ def auto_sigma(y: torch.Tensor, operator: Operator) -> float:
     ``InputWarning`` when they differ by more than 1.5× — one σ serves a batch (the residual check,
     the stopping rules and calibration read it), so images of unlike noise are solved apart."""
     from ..operators.base import InputWarning
-    from ..operators.noise_level import estimate_sigma
+    from ..operators.noise_level import checked_estimate, estimate_sigma
 
     estimates = estimate_sigma(y, operator).numpy()
+    checked_estimate(float(np.median(estimates)))
     if estimates.max() > 1.5 * estimates.min():
         warnings.warn(f"sigma=auto: the images' noise estimates differ ({estimates.min():.3g} to {estimates.max():.3g}) "
                       f"and one sigma ({float(np.median(estimates)):.3g}, the median) serves the batch: solve them "
