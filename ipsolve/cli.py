@@ -13,6 +13,7 @@ the shared directory.
 """
 from __future__ import annotations
 
+import csv
 import difflib
 import json
 import logging
@@ -31,7 +32,7 @@ from .notices import did_you_mean, main_process
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
 from .runner.errors import flag
 from .runner.run import check_some_usable
-from .runner.reports import sweep_files
+from .runner.reports import job_files, sweep_files
 from .runner.settings import missing_source_message
 
 log = logging.getLogger("ipsolve")
@@ -119,15 +120,15 @@ class Callbacks(Callback):
         self._check(config.hydra.sweep.dir)
         # this sweep's summary lists this sweep's jobs: an earlier sweep's reasons are cleared and
         # jobs not run now (an earlier, larger sweep in the same folder) are left out
-        for old in Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}") if _main_rank() else ():
+        for old in job_files(config.hydra.sweep.dir, FAILED_FILE) if _main_rank() else ():
             old.unlink(missing_ok=True)
-        for job in Path(str(config.hydra.sweep.dir)).glob("*/.hydra"):
+        for job in job_files(config.hydra.sweep.dir, ".hydra"):
             _HYDRA_RECORDS.update(_hydra_record(job.parent.absolute()))
         _SWEEP_START["files"] = sweep_files(Path(str(config.hydra.sweep.dir)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if not _main_rank():  # the first process writes and prints the summary (two wrote it, one lost rows)
-            if any(Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}")):
+            if job_files(config.hydra.sweep.dir, FAILED_FILE):
                 _exit_after_main(1)
             return
         paths = summarize_sweep(Path(config.hydra.sweep.dir), before=_SWEEP_START.get("files"))
@@ -136,9 +137,18 @@ class Callbacks(Callback):
             return
         print(f"ipsolve: sweep summary written to {paths[0]} and {paths[1]}")
         print(paths[0].read_text())
-        failed = sorted(Path(str(config.hydra.sweep.dir)).glob(f"*/{FAILED_FILE}"))
+        failed = job_files(config.hydra.sweep.dir, FAILED_FILE)
         if failed:
             print(f"ipsolve: {len(failed)} sweep job(s) failed (reasons in {paths[0]})", file=sys.stderr)
+        skipping = []
+        if config.get("strict") is True:  # as a single run's strict=true (a sweep's exit status was 0)
+            with open(paths[1], newline="") as f:
+                skipping = [r["job"] for r in csv.DictReader(f) if r["skipped"] not in ("", "n/a", "0")]
+            if skipping:
+                print(f"ipsolve: error: strict=true: {len(skipping)} sweep job(s) skipped inputs (job(s) "
+                      f"{', '.join(skipping[:5])}{', ...' if len(skipping) > 5 else ''}; reasons in their summary.json)",
+                      file=sys.stderr)
+        if failed or skipping:
             sys.exit(1)
 
 
@@ -268,12 +278,22 @@ def fail(message: str, run_dir: Path | None = None) -> None:
     sys.exit(2)
 
 
+def _stopped() -> str:
+    """How the run was stopped, as the resume line says it: Ctrl-C, or SIGTERM (a crashed process
+    was reported as "interrupted" while torchrun's report below named the real cause: audit 2026-12-07)."""
+    if _SIGNAL.get("name") == "SIGTERM":
+        return ("stopped by SIGTERM (a time limit, scancel, or a launcher stopping every process because one of them "
+                "failed: its report says which)")
+    return "interrupted"
+
+
 def interrupted(run_dir: Path | None) -> None:
     """Ctrl-C (or SIGTERM): one line saying how to resume (the run directory, unless the user chose it),
-    exit 130; said by the first process only."""
+    exit 130; said by the first process only.  In a ``-m`` sweep the finished jobs are summarised
+    first (``sweep_summary.md``) and kept: the same command resumes the sweep."""
     if not _main_rank():
         sys.exit(130)
-    where, kept = "", True
+    where, kept, sweep = "", True, None
     try:
         hc = HydraConfig.get()
         chose = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hc.overrides.hydra)
@@ -283,12 +303,17 @@ def interrupted(run_dir: Path | None) -> None:
             kept = False
         elif not chose and hc.mode.name != "MULTIRUN":
             where = f" with hydra.run.dir={folder}"
+        if hc.mode.name == "MULTIRUN":
+            sweep = summarize_sweep(Path(hc.sweep.dir), before=_SWEEP_START.get("files"))
     except (ValueError, OSError):
         pass
-    if kept:
-        print(f"\nipsolve: interrupted; run the same command again{where} to resume", file=sys.stderr)
+    if sweep is not None:  # the jobs finished before it are kept (it said "nothing was kept")
+        print(f"\nipsolve: {_stopped()}; the sweep's finished jobs are kept (summary: {sweep[0]}); run the same "
+              f"command again to resume", file=sys.stderr)
+    elif kept:
+        print(f"\nipsolve: {_stopped()}; run the same command again{where} to resume", file=sys.stderr)
     else:  # the folder held nothing finished and was removed: a rerun starts over
-        print("\nipsolve: interrupted before any image finished; nothing was kept (the same command starts over)",
+        print(f"\nipsolve: {_stopped()} before any image finished; nothing was kept (the same command starts over)",
               file=sys.stderr)
     sys.exit(130)
 
@@ -633,7 +658,11 @@ def check_overrides(args: list[str]) -> list[str]:
     return out
 
 
+_SIGNAL: dict = {}  # the signal that stopped the run, when not Ctrl-C
+
+
 def _terminated(signum, frame) -> None:
+    _SIGNAL["name"] = "SIGTERM"
     raise KeyboardInterrupt
 
 
@@ -649,7 +678,7 @@ def main() -> None:
         _main()
     except KeyboardInterrupt:  # before or after the run (the run itself reports its directory)
         if main_process():
-            print("\nipsolve: interrupted; run the same command again to resume", file=sys.stderr)
+            print(f"\nipsolve: {_stopped()}; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
 
 

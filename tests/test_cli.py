@@ -420,6 +420,41 @@ def test_sweep_writes_comparison(tmp_path):
     assert "sweep summary written" in proc.stdout and "2 sweep job(s) failed" in proc.stderr
 
 
+def test_a_sweep_named_by_settings_with_a_path_is_summarised_and_strict_fails_it(tmp_path):
+    """``hydra.sweep.subdir=${hydra.job.override_dirname}`` with ``data.path=/…`` nests each job's
+    folder; the summary looked one level down and found none (no summary, exit 0 with a failed job).
+    ``strict=true`` fails a sweep whose jobs skipped inputs, which the images column counts (a sweep's
+    exit status was 0 and only each job's summary.json said so: audit 2026-12-07)."""
+    data = tmp_path / "images"
+    data.mkdir()
+    shutil.copy(DEMO / "blobs_0.png", data / "blobs_0.png")
+    (data / "broken.png").write_bytes(b"this is not a png")
+    sweep = tmp_path / "sweep"
+    proc = ipsolve("-m", "data=folder", f"data.path={data}", "sigma=0.01,0.05", "strict=true", *TINY,
+                   f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.override_dirname}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(list(sweep.rglob("summary.json"))) == 2 and all(p.parent.parent != sweep for p in sweep.rglob("summary.json"))
+    rows = list(csv.DictReader(open(sweep / "sweep_summary.csv")))
+    assert [(r["images"], r["skipped"], r["error"]) for r in rows] == [("1", "1", ""), ("1", "1", "")]
+    assert "| 1 (1 skipped) |" in (sweep / "sweep_summary.md").read_text()
+    assert "ipsolve: error: strict=true: 2 sweep job(s) skipped inputs" in proc.stderr
+
+
+def test_the_resume_line_names_sigterm():
+    """SIGTERM (a time limit, scancel, a launcher stopping the others after one process failed) is
+    not reported as Ctrl-C's "interrupted" (audit 2026-12-07: a killed rank read as an interruption)."""
+    from ipsolve import cli
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli._terminated(signal.SIGTERM, None)
+        assert cli._stopped().startswith("stopped by SIGTERM (a time limit, scancel, or a launcher stopping")
+    finally:
+        cli._SIGNAL.clear()
+    assert cli._stopped() == "interrupted"
+
+
 # -- bad input ------------------------------------------------------------------------
 def test_missing_data_folder(tmp_path):
     missing = tmp_path / "no_such_folder"

@@ -1033,3 +1033,39 @@ def test_bad_input_audit_findings(tmp_path, caplog):
     with pytest.raises(RunError, match="sigma=auto estimated 0 from the measurements .* give sigma=VALUE"):
         ipsolve.reconstruct(flat, operator=ipsolve.make_operator("gaussian_blur", size=9, std=1.0), solver=dps,
                             prior=prior, measurements=True, sigma="auto", threads=1)
+
+
+def test_one_run_at_a_time_writes_to_a_folder(tmp_path, caplog):
+    """A second run into a folder a live run holds stops in one line (two runs a second apart mixed
+    steps-60 results with a steps-20 config.yaml, both "written": audit 2026-12-07); a lock left by a
+    process that is gone is taken over, one from another host with a warning; the run removes its own."""
+    import os
+    import subprocess
+    import sys
+
+    import ipsolve
+    from ipsolve.runner.lock import LOCK_FILE, run_lock
+
+    x = ipsolve.datasets.heldout_phantoms(1, 32)
+    dps = ipsolve.make_solver("dps_cpu", steps=2)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with run_lock(tmp_path):  # held by this process: a second taker on this host with a live holder stops
+            lock = json.loads((tmp_path / LOCK_FILE).read_text())
+            assert lock["pid"] == os.getpid()
+        assert not (tmp_path / LOCK_FILE).exists()
+        (tmp_path / LOCK_FILE).write_text(json.dumps({**lock, "pid": holder.pid}))
+        with pytest.raises(RunError, match=rf"another ipsolve run \(process {holder.pid}, started .*\) is writing to "
+                                           rf".*: wait for it to end, or give another output directory"):
+            ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1)
+        assert not (tmp_path / "records").exists()  # stopped before any work
+    finally:
+        holder.kill()
+        holder.wait()
+    run = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1)  # its process is gone: taken over
+    assert len(run.records) == 1 and not (tmp_path / LOCK_FILE).exists()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({**lock, "host": "elsewhere", "pid": 1}))
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1)
+    assert "holds the lock of a run on host elsewhere (process 1" in caplog.text
+    assert not (tmp_path / LOCK_FILE).exists()

@@ -361,11 +361,20 @@ def failed_job_choices(folder: Path) -> dict:
     return {k: str(v) for k, v in out.items() if v not in (None, "???")}
 
 
+def job_files(sweep_dir, name: str) -> list[Path]:
+    """The sweep jobs' files called ``name`` (``summary.json``, ``failed.json``, ``.hydra``) at any
+    depth below ``sweep_dir``: ``hydra.sweep.subdir=${hydra.job.override_dirname}`` nests a job whose
+    setting holds a "/" (``data.path=/data/x``) — one level down, such a sweep had no summary and a
+    failed job went unseen (audit 2026-12-07)."""
+    sweep_dir = Path(sweep_dir)
+    return sorted(p for p in sweep_dir.rglob(name) if p.parent != sweep_dir)
+
+
 def sweep_files(sweep_dir) -> dict[str, int]:
     """Every job's ``summary.json`` / ``failed.json`` under ``sweep_dir`` with its modification
     time (ns): taken when a sweep starts, so that its summary can leave out what it did not write."""
     out = {}
-    for p in [*Path(sweep_dir).glob("*/summary.json"), *Path(sweep_dir).glob("*/failed.json")]:
+    for p in [*job_files(sweep_dir, "summary.json"), *job_files(sweep_dir, "failed.json")]:
         try:
             out[str(p)] = p.stat().st_mtime_ns
         except OSError:
@@ -431,7 +440,7 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
         return str(path) in now and (before is None or before.get(str(path)) != now[str(path)])
 
     runs = []
-    for p in [*sweep_dir.glob("*/summary.json"), *sweep_dir.glob("*/failed.json")]:
+    for p in [*job_files(sweep_dir, "summary.json"), *job_files(sweep_dir, "failed.json")]:
         try:
             data = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
@@ -444,11 +453,11 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
                 or (before is None and (now[str(other)] > now[str(p)]
                                         or (now[str(other)] == now[str(p)] and p.name == "failed.json")))):
             continue  # the job's other file says what happened
-        runs.append((p.parent.name, data, p.name == "failed.json"))
+        runs.append((p.parent.relative_to(sweep_dir).as_posix(), data, p.name == "failed.json"))
     if not runs:
         return None
     runs.sort(key=lambda r: (0, int(r[0])) if r[0].isdigit() else (1, r[0]))
-    cols = ["job", "overrides", "operator", "solver", "prior", "images", "psnr", "psnr_median", "psnr_std", "ssim",
+    cols = ["job", "overrides", "operator", "solver", "prior", "images", "skipped", "psnr", "psnr_median", "psnr_std", "ssim",
             "ssim_std", "lpips", "psnr_initial", "psnr_initial_median", "nfe", "seconds_per_image", "residual",
             "residual_warnings", "worse_than_initial", "flagged_for_review", "stop_reasons", "calibrated",
             "against_initial_guess", "error"]
@@ -469,6 +478,8 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
         per_image = s.get("seconds_per_image") or s.get("seconds") or {}  # "seconds": summaries before 2026-12
         rows.append({"job": job, "overrides": shown, "operator": s["operator"]["name"],
                      "solver": s["solver"]["name"], "prior": s["prior"]["source"], "images": s["num_finished"],
+                     # inputs that could not be used (only the job's own summary said so: audit 2026-12-07)
+                     "skipped": len(s.get("skipped") or []) + len(s.get("input_skipped") or []),
                      "psnr": g("psnr"), "psnr_median": g("psnr", "median"), "psnr_std": g("psnr", "std"),
                      "ssim": g("ssim"), "ssim_std": g("ssim", "std"), "lpips": g("lpips"),
                      "psnr_initial": g("psnr_initial"), "psnr_initial_median": g("psnr_initial", "median"),
@@ -517,7 +528,8 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
             md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | failed: {r['error'].replace('|', '/')} "
                       f"| | | | | | | | | |" + (" |" if calibrated else ""))
             continue
-        md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | {r['images']} | {pm(r, 'psnr', 2)} | "
+        images = f"{r['images']}" + (f" ({r['skipped']} skipped)" if r["skipped"] else "")
+        md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | {images} | {pm(r, 'psnr', 2)} | "
                   f"{pm(r, 'ssim', 3)} | {num(r['lpips'], 3)} | {num(r['psnr_initial'], 2)} | {r['nfe']:g} | "
                   f"{r['seconds_per_image']:g} | {r['residual']:g} | "
                   f"{r['residual_warnings']} / {r['worse_than_initial']} / {r['flagged_for_review']} | {r['stop_reasons']} |"

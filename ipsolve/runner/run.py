@@ -18,6 +18,7 @@ from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
 from .determinism import deterministic_algorithms
 from .errors import RunError
+from .lock import run_lock
 from ..operators.base import operator_label
 from ..solvers.base import RESIDUAL_WARNING
 from ..selective import plot_risk_coverage, review_decisions, risk_coverage_table, tied_at_cut
@@ -147,7 +148,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                            input_settings=input_settings, keep_arrays=keep_arrays, coupling=coupling,
                            deterministic=determinism["enabled"],
                            settings_given=explicit_operator if settings_given is None else settings_given)
-        return _execute(items, operator, solver, prior, state, options)
+        with run_lock(out, state.process_index == 0):  # one run at a time per output directory
+            return _execute(items, operator, solver, prior, state, options)
 
 
 @dataclass(frozen=True)

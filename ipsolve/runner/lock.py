@@ -1,0 +1,88 @@
+"""One run at a time per output directory.
+
+Two runs into one folder mix their results silently: an audit (2026-12-07) started the same
+4-image run twice a second apart with ``solver.steps=60`` and ``20``; both ended "results written",
+with steps-60 records and summary beside a ``config.yaml`` saying 20 (and a SLURM requeue or a
+double launch does all the work twice).  The first process of a run writes ``.ipsolve.lock``
+(its host and process id) with ``O_EXCL`` and removes it when the run ends, however it ends; a
+second run on the same host finds the process alive and stops with one line.  A lock whose process
+is gone (killed, out of memory) is taken over; one written on another host cannot be checked, so
+it is said and taken over — a requeued SLURM job must resume after its node died.  Written here
+rather than with ``filelock`` (installed with huggingface_hub): its OS lock dies with the process,
+but it cannot say which run holds the folder, and fcntl locks on a cluster's network file system are
+not to be relied on."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from .errors import RunError
+
+LOCK_FILE = ".ipsolve.lock"
+log = logging.getLogger("ipsolve")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def _holder(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+
+
+def _create(path: Path, me: dict) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path | None, main_process: bool = True):
+    """Hold ``folder``'s lock for the run (nothing without an output directory, or on processes
+    other than the first: a run's processes share its folder)."""
+    if folder is None or not main_process:
+        yield
+        return
+    path = Path(folder) / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):  # a stale lock is removed once, then created as ours
+        if _create(path, me):
+            break
+        other = _holder(path)
+        if other is not None and other.get("host") == me["host"] and other["pid"] != me["pid"] \
+                and _alive(other["pid"]):
+            raise RunError(f"another ipsolve run (process {other['pid']}, started {other.get('started', '?')}) is "
+                           f"writing to {folder}: wait for it to end, or give another output directory "
+                           f"(hydra.run.dir=... / output_dir=...); two runs into one folder mix their results")
+        if other is not None and other.get("host") != me["host"]:
+            log.warning("%s holds the lock of a run on host %s (process %s, started %s), which cannot be checked "
+                        "from here: taken over; if that run is still going, stop one of the two (they would mix "
+                        "their results)", folder, other.get("host"), other["pid"], other.get("started", "?"))
+        path.unlink(missing_ok=True)  # its process is gone (or it was unreadable, or it is this process's own)
+    else:
+        raise RunError(f"cannot take the lock {path}: another run keeps creating it")
+    try:
+        yield
+    finally:
+        held = _holder(path)
+        if held is not None and held["pid"] == me["pid"] and held.get("host") == me["host"]:
+            path.unlink(missing_ok=True)
