@@ -32,7 +32,7 @@ from .notices import did_you_mean, main_process
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
 from .runner.errors import flag
 from .runner.run import check_some_usable
-from .runner.reports import job_files, sweep_files
+from .runner.reports import failed_job_choices, job_files, sweep_files
 from .runner.settings import missing_source_message
 
 log = logging.getLogger("ipsolve")
@@ -260,8 +260,11 @@ def fail(message: str, run_dir: Path | None = None) -> None:
         print(f"ipsolve: error: sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): {message}", file=sys.stderr)
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            # this job's operator/solver/prior, read before a refused resume restores the folder's own .hydra (its
+            # row named the earlier job's solver: audit 2026-12-07)
             (folder / FAILED_FILE).write_text(json.dumps({"job": hc.job.num, "overrides": list(hc.overrides.task),
-                                                          "reason": message}, indent=1))
+                                                          "reason": message, "choices": failed_job_choices(folder)},
+                                                         indent=1))
         except OSError:
             pass
         _restore_hydra_record(folder)

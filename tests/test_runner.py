@@ -375,6 +375,14 @@ def test_sweep_summary_lists_failed_jobs_with_their_reason(tmp_path):
     assert kept[0].with_suffix(".csv").is_file()
     summarize_sweep(tmp_path, before=before)  # the same sweep resumed: nothing more to keep
     assert len(list(tmp_path.glob("sweep_summary.*-*.md"))) == 1
+    # the refused job's own operator/solver/prior, recorded as it failed (the folder's .hydra is put back to the
+    # earlier job's, whose solver its row named)
+    (ok / ".hydra").mkdir()
+    (ok / ".hydra" / "config.yaml").write_text("solver:\n  name: dmplug\n")
+    (ok / "failed.json").write_text(json.dumps({"job": 0, "overrides": ["solver=ddrm_cpu"], "reason": "refused",
+                                                "choices": {"solver": "ddrm"}}))
+    _, csv_path = summarize_sweep(tmp_path, before=before)
+    assert [r["solver"] for r in csv.DictReader(open(csv_path))] == ["ddrm"]
 
 
 def test_sweep_summary_gives_what_calibration_chose(tmp_path):
@@ -1069,3 +1077,18 @@ def test_one_run_at_a_time_writes_to_a_folder(tmp_path, caplog):
         ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1)
     assert "holds the lock of a run on host elsewhere (process 1" in caplog.text
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_resume_at_another_thread_count_says_how_each_image_was_made(tmp_path):
+    """summary.json's ``threads`` described the last invocation only; a run's images repeat bit for bit
+    only at the thread count each was made with (audit 2026-12-07): each record keeps it, and a mix is
+    given per count in the summary and the report."""
+    import ipsolve
+
+    x = ipsolve.datasets.heldout_phantoms(2, 32)
+    dps = ipsolve.make_solver("dps_cpu", steps=2)
+    first = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1, max_images=1)
+    assert first.records[0]["threads"] == 1 and "images_by_threads" not in first.summary["threads"]
+    run = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=2)
+    assert run.summary["threads"]["images_by_threads"] == {"1": 1, "2": 1}
+    assert "the images were made with 1 thread(s): 1, 2 thread(s): 1 (a resume)" in report(run.summary)

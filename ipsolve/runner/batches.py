@@ -281,8 +281,11 @@ def score(job: Job, x, init, truth) -> dict:
 def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict, i: int, info: dict,
                  has_truth: bool | None = None) -> dict:
     """The record of ``it``, the ``i``-th image of its batch (its outputs are added when written)."""
+    import torch
+
     rec = {"name": it.name, "file": str(it.path) if it.path else None, "rank": job.rank,
-           "num_processes": job.world, "seed": seed, "run_seed": int(job.seed), "batch": batch,
+           "num_processes": job.world, "threads": torch.get_num_threads(), "seed": seed, "run_seed": int(job.seed),
+           "batch": batch,
            "device": str(job.device), "deterministic": job.deterministic, "fingerprint": job.fingerprint,
            "input_digest": input_digest(it)}
     if it.volume is not None:

@@ -282,7 +282,10 @@ def report(summary: dict) -> str:
                 lines.append(f"  note: calibration: {calibration['blind_spot']}")
     threads = summary.get("threads")
     if threads:
-        lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})")
+        mixed = threads.get("images_by_threads")
+        lines.append(f"  torch threads: {threads['threads']} per process ({threads['reason']})"
+                     + (f"; the images were made with {', '.join(f'{k} thread(s): {v}' for k, v in mixed.items())} "
+                        f"(a resume)" if mixed else ""))
     determinism = summary.get("deterministic") or {}
     made, finished = determinism.get("images"), summary.get("num_finished")
     if determinism.get("enabled") or made:
@@ -467,7 +470,7 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
     for job, s, failed in runs:
         shown = " ".join(o for o in s.get("overrides", []) if o not in common)
         if failed:
-            rows.append({**{c: None for c in cols}, **failed_job_choices(sweep_dir / job), "job": job,
+            rows.append({**{c: None for c in cols}, **(s.get("choices") or failed_job_choices(sweep_dir / job)), "job": job,
                          "overrides": shown, "error": s.get("reason")})
             continue
         m = s.get("metrics") or {}

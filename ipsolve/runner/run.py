@@ -9,6 +9,7 @@ import math
 import numbers
 import time
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -303,6 +304,10 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
                                # the weight the volumes were solved with (settings' z_coupling may say "auto")
                                **({"z_coupling_weight": float(job.coupling)} if isinstance(job.coupling, float) else {}),
                                **(o.extra_summary or {})})
+    made_with = Counter(int(r["threads"]) for r in ordered if isinstance(r.get("threads"), int))
+    if isinstance(summary.get("threads"), dict) and set(made_with) - {summary["threads"].get("threads")}:
+        # a resume at another thread count: summary.json gave the last run's only (float32's last bits differ)
+        summary["threads"] = {**summary["threads"], "images_by_threads": {str(k): v for k, v in sorted(made_with.items())}}
     if summary.get("deterministic"):  # per image: a resume may have switched it (records say how each was made)
         summary["deterministic"] = {**summary["deterministic"],
                                     "images": sum(bool(r.get("deterministic")) for r in ordered)}
@@ -356,8 +361,6 @@ def earlier_wall_seconds(out: Path | None, done: dict[str, dict]) -> float:
 
 def has_neighbours(items: list[Item]) -> bool:
     """Some volume has two or more slices (z-coupling has a pair to act on)."""
-    from collections import Counter
-
     return any(n > 1 for n in Counter(it.volume for it in items).values())
 
 
