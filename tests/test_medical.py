@@ -60,7 +60,8 @@ def rotation(a: float, b: float, c: float) -> np.ndarray:
 
 
 def write_series(folder: Path, n: int = 5, spacing: float = 2.5, slope: float = 2.0, intercept: float = -1000.0,
-                 oblique: bool = True, uid: str | None = None, size: int | None = None) -> tuple[list[Path], np.ndarray]:
+                 oblique: bool = True, uid: str | None = None, size: int | None = None,
+                 tilt: float = 0.0) -> tuple[list[Path], np.ndarray]:
     """A CT series built from pydicom's CT_small.dcm: slice k's stored pixels are CT_small's + 7k
     (so each slice is identifiable), positions k·spacing along the slice normal of an oblique
     orientation, InstanceNumbers and file names shuffled (neither follows the positions).
@@ -89,7 +90,7 @@ def write_series(folder: Path, n: int = 5, spacing: float = 2.5, slope: float = 
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.ImageOrientationPatient = [f"{v:.10f}" for v in (*x_dir, *y_dir)]
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in origin + k * spacing * normal]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in origin + k * (spacing * normal + tilt * y_dir)]  # tilt: mm sideways
         ds.InstanceNumber = int(order[k]) + 1
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
         ds.SliceThickness = spacing
@@ -450,6 +451,45 @@ def test_written_dicom_keeps_each_slice_in_place_and_its_attributes(tmp_path):
     out = pydicom.dcmread(write(tmp_path / "c", bare, [None] * len(bare))[0])
     assert out.PhotometricInterpretation == "MONOCHROME1"
     assert "ImagePositionPatient" not in out and "ImageOrientationPatient" not in out
+
+
+def test_a_gantry_tilt_keeps_every_slice_in_place_in_both_outputs(tmp_path):
+    """Positions that advance sideways as well as along the normal (a gantry tilt: 0.65 mm per 2.5 mm
+    slice) were put on the normal, up to 2.6 mm off at 5 slices in both outputs, silently (audit
+    2026-12-07): the affine's slice axis is now the step between positions (sheared; the NIfTI's qform,
+    which cannot shear, is unset) and the written DICOM keeps each slice's own position."""
+    files, _ = write_series(tmp_path / "s", n=5, tilt=0.65, size=16)
+    (vol,), _ = read_dicom(tmp_path / "s")
+    assert any("advance 0.65 mm sideways per slice" in w and "gantry tilt" in w for w in vol.meta["warnings"])
+    positions = np.array([pydicom.dcmread(f).ImagePositionPatient for f in files], float)
+    for k, lps in enumerate(positions):  # the voxel (0, 0, k) sits at slice k's ImagePositionPatient
+        np.testing.assert_allclose(np.linalg.inv(LPS_TO_RAS) @ vol.affine @ [0, 0, k, 1], [*lps, 1], atol=1e-4)
+    nifti = write_nifti(tmp_path / "v.nii.gz", vol.data.astype(np.float32), vol.affine, "tilt")
+    header = nib.load(nifti).header
+    assert int(header["qform_code"]) == 0 and int(header["sform_code"]) == 1
+    np.testing.assert_allclose(header.get_sform(), vol.affine, atol=1e-4)
+    window = resolve_window("ct_soft_tissue", vol)
+    written = write_dicom_series(tmp_path / "d", window.invert(window.apply(vol.data)), vol.affine, vol.headers, window,
+                                 "test", "ipsolve test", protected=vol.files, positions=vol.meta["positions"])
+    for out, lps in zip(written, positions):
+        out = pydicom.dcmread(out)
+        np.testing.assert_allclose(np.array(out.ImagePositionPatient, float), lps, atol=1e-4)
+        assert float(out.SpacingBetweenSlices) == pytest.approx(2.5, abs=1e-4)  # along the normal, not the step
+    straight, _ = write_series(tmp_path / "t", n=3, size=16)  # no tilt: no shear, no warning, a qform
+    (vol,), _ = read_dicom(tmp_path / "t")
+    assert not any("sideways" in w for w in vol.meta["warnings"])
+    assert int(nib.load(write_nifti(tmp_path / "t.nii.gz", vol.data.astype(np.float32), vol.affine, "t")).header[
+        "qform_code"]) == 1
+
+
+def test_a_run_folder_that_is_the_input_folder_is_named(tmp_path):
+    """hydra.run.dir = the input folder: its dicom/ is left out as the run's own output, and the error
+    said only "no DICOM images (ipsolve.log: not a DICOM file)" (audit 2026-12-07)."""
+    write_series(tmp_path / "dicom" / "CT_series1", n=2, size=8)
+    (tmp_path / "ipsolve.log").write_text("a log\n")
+    with pytest.raises(DicomError, match=r"no DICOM images in .*; .*dicom is left out as this run's output \(the run "
+                                         r"folder is the input folder: give another hydra.run.dir\)"):
+        read_dicom(tmp_path, exclude=[tmp_path / "dicom", tmp_path / "volumes"])
 
 
 def test_nifti_complex_and_nan_voxels_are_said(tmp_path):

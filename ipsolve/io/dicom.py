@@ -364,6 +364,15 @@ def _assemble(series: dict, name: str) -> Volume:
             spacing = np.ones(2)
             warnings.append("no PixelSpacing: 1 mm assumed")
         affine = dicom_affine(ref, spacing, slices[0]["position"], dz)
+        if len(slices) > 1:  # a gantry tilt: the positions advance sideways too (they were put on the normal: audit
+            step = np.median(np.diff([s["position"] for s in slices], axis=0), axis=0)  # 2026-12-07, 2.6 mm off at 5)
+            sideways = step - float(np.dot(step, normal)) * normal
+            if np.linalg.norm(sideways) > max(1e-3, 0.01 * dz):
+                affine[:3, 2] = LPS_TO_RAS[:3, :3] @ step  # a sheared affine: each slice at its own position
+                warnings.append(f"the slices advance {np.linalg.norm(sideways):.3g} mm sideways per slice besides "
+                                f"{dz:.4g} mm along their normal (a gantry tilt): the NIfTI output's affine is sheared "
+                                f"to keep every slice in place (its sform; a qform cannot shear, so it is left unset), "
+                                f"and z_coupling takes the slices as neighbours as they are stacked")
         order_by = "ImagePositionPatient"
     else:
         if all(s["instance"] not in (None, "") for s in slices):
@@ -433,7 +442,12 @@ def read_dicom(path, series=None, exclude=()) -> tuple[list[Volume], list[dict]]
         groups[label["uid"]]["datasets"].append(ds)
     if not groups:
         detail = "; ".join(f"{Path(s['file']).name}: {s['reason']}" for s in skipped[:5])
-        raise DicomError(f"no DICOM images in {path}" + (f" ({detail}{', ...' if len(skipped) > 5 else ''})" if skipped else ""))
+        left_out = [e for e in map(Path, exclude) if e.is_dir() and path.is_dir()
+                    and e.resolve().is_relative_to(path.resolve()) and any(f.is_file() for f in e.rglob("*"))]
+        raise DicomError(f"no DICOM images in {path}" + (f" ({detail}{', ...' if len(skipped) > 5 else ''})" if skipped else "")
+                         + (f"; {', '.join(map(str, left_out))} {'is' if len(left_out) == 1 else 'are'} left out as this "
+                            f"run's output (the run folder is the input folder: give another hydra.run.dir)"
+                            if left_out else ""))
     unread = len(skipped)  # files skipped before any pixel data was read (logged at the end; later ones as they go)
     if series in (None, "", "all"):
         _drop_own_output(groups, skipped, path)
@@ -565,7 +579,6 @@ def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: 
     col_dir, row_dir = lps[:3, 0], lps[:3, 1]  # moving down a column (rows), along a row (columns)
     dr, dc = float(np.linalg.norm(col_dir)), float(np.linalg.norm(row_dir))
     iop = [*(row_dir / dc), *(col_dir / dr)]
-    dz = float(np.linalg.norm(lps[:3, 2]))
     # the values as written (DS strings): quantise with exactly what a reader will apply
     slope_text, intercept_text = f"{(window.hi - window.lo) / 65535.0:.10g}", f"{window.lo:.10g}"
     slope, intercept = float(slope_text), float(intercept_text)
@@ -575,7 +588,11 @@ def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: 
         np.array2string(np.round(affine, 6))]
     series_uid = generate_uid(entropy_srcs=identity)
     geometry = positions is None or any(p is not None for p in positions)
-    normal = lps[:3, 2] / dz if dz > 0 else lps[:3, 2]
+    normal = np.cross(col_dir / dr, row_dir / dc)  # the slices' normal (a gantry tilt's step is not along it)
+    normal = normal if float(np.dot(normal, lps[:3, 2])) >= 0 else -normal
+    dz = abs(float(np.dot(lps[:3, 2], normal)))
+    # the input slices' own positions, moved as the first one was by the crop and resize (in-plane)
+    shift = lps[:3, 3] - np.asarray(positions[0], float) if positions is not None and positions[0] is not None else None
     now = datetime.datetime.now()
     written = []
     for k, target in enumerate(targets):
@@ -602,7 +619,9 @@ def write_dicom_series(folder, values: np.ndarray, affine: np.ndarray, headers: 
         if geometry:
             position = lps[:3, 3] + k * lps[:3, 2]
             own = positions[k] if positions is not None else None
-            if own is not None:  # the input slice's own place along the normal (in-plane: the output grid's)
+            if own is not None and shift is not None:  # the input slice's own place (a gap, a gantry tilt kept)
+                position = np.asarray(own, float) + shift
+            elif own is not None:  # (no first position to move by) its own place along the normal
                 position = position + normal * float(np.dot(np.asarray(own, float) - position, normal))
             ds.ImageOrientationPatient = [f"{v:.8g}" for v in iop]
             ds.ImagePositionPatient = [f"{v:.8g}" for v in position]
