@@ -36,8 +36,8 @@ def check_calibration_settings(*, method="auto", budget=None, holdout=0.2, compa
         raise bad("comparison_splits", "an integer >= 0 (fresh splits of y on which the result is compared with the "
                   "operator's initial guess; 0: the calibration's own split)", comparison_splits)
     if isinstance(params, str) and not params.strip("[]() \t\"'"):  # '', "[]" (quoted on the command line): no name
-        raise bad("params", f"a parameter name or a list of them ({prefix}params=[] for none: compare only, unquoted)",
-                  params)
+        raise bad("params", f"a parameter name or a list of them ({prefix}params=[] for none, to compare only: a list, "
+                            f"not the string '[]')", params)
     names = None if params is None else [params] if isinstance(params, str) else params
     if names is not None and (not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names)):
         raise bad("params", "a parameter name, a list of them ([]: none, the solver as given only compared with the "

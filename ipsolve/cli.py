@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from .notices import did_you_mean, main_process
 from .runner import RunError, conf_dir, report, run_config, summarize_sweep
 from .runner.errors import flag
+from .runner.lock import LockHeld, run_lock
 from .runner.run import check_some_usable
 from .runner.reports import failed_job_choices, job_files, sweep_files
 from .runner.settings import missing_source_message
@@ -81,11 +82,12 @@ def _hydra_record(folder: Path) -> dict:
     return {folder: files} if files else {}
 
 
-def _restore_hydra_record(folder: Path) -> None:
-    """Put back ``folder/.hydra`` as it was before this (refused) run, where it held finished images."""
+def _restore_hydra_record(folder: Path, always: bool = False) -> None:
+    """Put back ``folder/.hydra`` as it was before this (refused) run, where it held finished images
+    (``always``: whatever it holds — another live run's folder)."""
     folder = Path(folder).absolute()
     saved = _HYDRA_RECORDS.get(folder)
-    if not saved or not any((folder / "records").glob("[!.]*.json")):
+    if not saved or not (always or any((folder / "records").glob("[!.]*.json"))):
         return
     try:
         for p in (folder / ".hydra").iterdir():
@@ -134,12 +136,16 @@ class Callbacks(Callback):
         paths = summarize_sweep(Path(config.hydra.sweep.dir), before=_SWEEP_START.get("files"))
         if paths is None:
             print(f"ipsolve: no finished runs in {config.hydra.sweep.dir}", file=sys.stderr)
+            if _REFUSED_JOBS:  # (every job found another run in its folder)
+                sys.exit(1)
             return
         print(f"ipsolve: sweep summary written to {paths[0]} and {paths[1]}")
         print(paths[0].read_text())
-        failed = job_files(config.hydra.sweep.dir, FAILED_FILE)
+        failed = job_files(config.hydra.sweep.dir, FAILED_FILE) + _REFUSED_JOBS
         if failed:
-            print(f"ipsolve: {len(failed)} sweep job(s) failed (reasons in {paths[0]})", file=sys.stderr)
+            print(f"ipsolve: {len(failed)} sweep job(s) failed (reasons in {paths[0]}"
+                  + (f"; job(s) {', '.join(map(str, _REFUSED_JOBS))} found another run writing to their folder: above)"
+                     if _REFUSED_JOBS else ")"), file=sys.stderr)
         skipping = []
         if config.get("strict") is True:  # as a single run's strict=true (a sweep's exit status was 0)
             with open(paths[1], newline="") as f:
@@ -205,6 +211,7 @@ def _log_file_only(message: str) -> None:
 
 
 FAILED_FILE = "failed.json"  # a sweep job's one-line reason, read by the sweep summary
+_REFUSED_JOBS: list = []  # sweep jobs whose folder another live run held (no failed.json written into it)
 _SWEEP_START: dict = {}  # the job files as this process's -m sweep started (its summary lists the jobs it wrote)
 RUN_FILES = ("config.yaml", "report.txt", "summary.json", "metrics.csv", "grid.png", "risk_coverage.csv",
              "risk_coverage.png")
@@ -247,10 +254,12 @@ def _remove_failed_start(folder: Path, job_name: str) -> None:
             break
 
 
-def fail(message: str, run_dir: Path | None = None) -> None:
+def fail(message: str, run_dir: Path | None = None, held: bool = False) -> None:
     """One line on stderr, exit code 2; what the failed run added to its run directory is
     removed (:func:`_remove_failed_start`) unless it finished images.  In a ``-m`` sweep the job
-    instead records its reason (``failed.json``, read by the sweep summary) and the sweep goes on."""
+    instead records its reason (``failed.json``, read by the sweep summary) and the sweep goes on.
+    ``held``: the folder is another live run's — nothing is removed or written there, and its
+    ``.hydra`` record (which Hydra rewrote for this run) is put back."""
     _log_file_only(message)
     if _multirun():
         hc = HydraConfig.get()
@@ -258,6 +267,10 @@ def fail(message: str, run_dir: Path | None = None) -> None:
         if not _main_rank():  # the first process says it and records it (its log has it too)
             return
         print(f"ipsolve: error: sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): {message}", file=sys.stderr)
+        if held:
+            _REFUSED_JOBS.append(hc.job.num)
+            _restore_hydra_record(folder, always=True)
+            return
         try:
             folder.mkdir(parents=True, exist_ok=True)
             # this job's operator/solver/prior, read before a refused resume restores the folder's own .hydra (its
@@ -274,6 +287,9 @@ def fail(message: str, run_dir: Path | None = None) -> None:
     print(f"ipsolve: error: {message}", file=sys.stderr)
     try:
         folder = Path(run_dir) if run_dir is not None else Path(HydraConfig.get().runtime.output_dir)
+        if held:
+            _restore_hydra_record(folder, always=True)
+            sys.exit(2)
         _remove_failed_start(folder, HydraConfig.get().job.name)
         _restore_hydra_record(folder)  # a refused resume: the folder's .hydra keeps the settings its images had
     except (ValueError, OSError):  # no Hydra config (called outside a Hydra run)
@@ -300,6 +316,7 @@ def interrupted(run_dir: Path | None) -> None:
     try:
         hc = HydraConfig.get()
         chose = any(o.split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in hc.overrides.hydra)
+        chose_sweep = any(o.split("=", 1)[0].lstrip("+~") == "hydra.sweep.dir" for o in hc.overrides.hydra)
         folder = Path(run_dir) if run_dir is not None else Path(hc.runtime.output_dir)
         if not any((folder / "records").glob("[!.]*.json")):
             _remove_failed_start(folder, hc.job.name)
@@ -308,11 +325,13 @@ def interrupted(run_dir: Path | None) -> None:
             where = f" with hydra.run.dir={folder}"
         if hc.mode.name == "MULTIRUN":
             sweep = summarize_sweep(Path(hc.sweep.dir), before=_SWEEP_START.get("files"))
+            if not chose_sweep:  # the default folder is named by the clock: the same command would start anew
+                where = f" with hydra.sweep.dir={Path(hc.sweep.dir).absolute()}"
     except (ValueError, OSError):
         pass
     if sweep is not None:  # the jobs finished before it are kept (it said "nothing was kept")
         print(f"\nipsolve: {_stopped()}; the sweep's finished jobs are kept (summary: {sweep[0]}); run the same "
-              f"command again to resume", file=sys.stderr)
+              f"command again{where} to resume", file=sys.stderr)
     elif kept:
         print(f"\nipsolve: {_stopped()}; run the same command again{where} to resume", file=sys.stderr)
     else:  # the folder held nothing finished and was removed: a rerun starts over
@@ -338,8 +357,9 @@ def run(cfg: DictConfig) -> dict | None:
         check_auto_not_switched_off(cfg, hc.overrides.task)
         blind_preset_note(hc.runtime.choices.get("solver"), cfg.get("operator"))
         explicit = [key.split(".", 1)[1] for key in given if key.startswith("operator.")]
-        result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit,
-                            given={key.split(".", 1)[0] for key in given})
+        with run_lock(out, state.is_main_process):  # the whole run: a volume's files are written around the runner's
+            result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit,
+                                given={key.split(".", 1)[0] for key in given})
         check_some_usable(result.summary)
         if state.is_main_process:
             print(report(result.summary))
@@ -365,6 +385,8 @@ def run(cfg: DictConfig) -> dict | None:
                 sys.exit(1)
             _exit_after_main(1)
         return result.summary
+    except LockHeld as err:  # another live run's folder: nothing of it is removed or rewritten
+        fail(str(err), out, held=True)
     except RunError as err:
         fail(str(err), out)
     except KeyboardInterrupt:

@@ -1231,7 +1231,7 @@ def test_calibrate_refuses_what_it_cannot_do_before_any_solve():
         calibrate(y, sr, prior, make_solver("ddrm", steps=2), sigma=0.05, params=[])
     for quoted in ("[]", ""):
         with pytest.raises(ValueError, match=r"params must be a parameter name or a list of them \(params=\[\] for "
-                                             r"none: compare only, unquoted\), got '"):
+                                             r"none, to compare only: a list, not the string '\[\]'\), got '"):
             calibrate(y, sr, prior, dps, sigma=0.05, params=quoted)
     blur = make_operator("gaussian_blur", size=9, std=1.0)
     with pytest.raises(ValueError, match=r"sigma=auto estimated 0 from y: it looks noiseless, or too flat"):

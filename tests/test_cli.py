@@ -427,8 +427,8 @@ def test_a_sweep_named_by_settings_with_a_path_is_summarised_and_strict_fails_it
     exit status was 0 and only each job's summary.json said so: audit 2026-12-07)."""
     data = tmp_path / "images"
     data.mkdir()
-    shutil.copy(DEMO / "blobs_0.png", data / "blobs_0.png")
-    (data / "broken.png").write_bytes(b"this is not a png")
+    shutil.copy(DEMO / "blobs_0.png", data / "failed.png")  # its records/failed.json is no job's (the review of
+    (data / "broken.png").write_bytes(b"this is not a png")  # 2026-12-07: it was taken for a failed job)
     sweep = tmp_path / "sweep"
     proc = ipsolve("-m", "data=folder", f"data.path={data}", "sigma=0.01,0.05", "strict=true", *TINY,
                    f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.override_dirname}", cwd=tmp_path)
@@ -439,6 +439,29 @@ def test_a_sweep_named_by_settings_with_a_path_is_summarised_and_strict_fails_it
     assert [(r["images"], r["skipped"], r["error"]) for r in rows] == [("1", "1", ""), ("1", "1", "")]
     assert "| 1 (1 skipped) |" in (sweep / "sweep_summary.md").read_text()
     assert "ipsolve: error: strict=true: 2 sweep job(s) skipped inputs" in proc.stderr
+
+
+def test_a_run_into_a_folder_another_live_run_holds_changes_nothing_there(tmp_path):
+    """The second of two runs into one folder stops in one line and leaves the first's files as they were:
+    its config.yaml, records and Hydra's record of its settings (the refusal went through the failed-start
+    clean-up, which removed them, and Hydra's rewrite of .hydra stayed: the review of 2026-12-07)."""
+    run = tmp_path / "run"
+    check_ok(ipsolve("data.max_images=1", *TINY, f"hydra.run.dir={run}", cwd=tmp_path))
+    for record in (run / "records").glob("*.json"):  # as a live run looks before its first image is done
+        record.unlink()
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "ipsolve.log"}
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (run / ".ipsolve.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
+                                                       "started": "2026-12-07 12:00:00"}))
+        proc = ipsolve("data.max_images=2", "solver.iterations=5", "data.batch_size=2", "progress=false",
+                       f"hydra.run.dir={run}", cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    check_error(proc, f"another ipsolve run (process {holder.pid}, started 2026-12-07 12:00:00) is writing to")
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "ipsolve.log"}
+    assert after.pop(Path(".ipsolve.lock")) and after == {k: v for k, v in before.items()}
 
 
 def test_the_resume_line_names_sigterm():

@@ -144,10 +144,8 @@ def write_nifti(path, values: np.ndarray, affine: np.ndarray, description: str =
         if not np.allclose(s_in, q_in, atol=1e-4):  # e.g. sform aligned (code 2), qform scanner (code 1)
             qform = q_in @ np.linalg.inv(s_in) @ qform
         qform_code = int(template["qform_code"])
-    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
-    cosines = axes / np.linalg.norm(axes, axis=0)
-    if np.abs(cosines.T @ cosines - np.eye(3)).max() > 1e-4:  # a sheared grid (a DICOM gantry tilt): a qform holds
-        qform_code = 0                                         # rotation and zooms only, so readers take the sform
+    # a sheared grid (a DICOM gantry tilt): the qform holds nibabel's nearest unsheared one (rotation and zooms
+    # only) with its code kept — ITK refuses a file whose qform is unset and sform sheared (the review of 2026-12-07)
     img.set_qform(qform, code=qform_code)
     # descrip holds 79 characters: cut at the last whole "; " part, not inside a value
     text = description if len(description) <= 79 else (description[:79].rsplit("; ", 1)[0] if "; " in description[:79]

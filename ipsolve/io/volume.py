@@ -42,7 +42,14 @@ class Volume:
         return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
 
     def voxel_sizes(self) -> list[float]:
-        return [float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0)]
+        """The voxel's sides: the in-plane columns' lengths, and the slice spacing along the slices'
+        normal (a gantry tilt's sheared slice axis is longer than the spacing)."""
+        axes = np.asarray(self.affine[:3, :3], float)
+        sizes = np.linalg.norm(axes, axis=0)
+        normal = np.cross(axes[:, 0], axes[:, 1])
+        if np.linalg.norm(normal) > 0:
+            sizes[2] = abs(float(np.dot(axes[:, 2], normal / np.linalg.norm(normal))))
+        return [float(v) for v in sizes]
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,18 @@ from pathlib import Path
 from .errors import RunError
 
 LOCK_FILE = ".ipsolve.lock"
+FRESH_SECONDS = 5.0  # a lock file younger than this that cannot be read yet is being written by its run
 log = logging.getLogger("ipsolve")
+_HELD: set[str] = set()  # the folders this process holds (the command line takes the lock before the runner does)
+
+
+class LockHeld(RunError):
+    """Another live run holds the folder: nothing of it may be removed or rewritten."""
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # (os.kill(0, …) signals this process group)
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,6 +53,13 @@ def _holder(path: Path) -> dict | None:
     return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
 
 
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
 def _create(path: Path, me: dict) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -59,20 +74,29 @@ def _create(path: Path, me: dict) -> bool:
 def run_lock(folder: Path | None, main_process: bool = True):
     """Hold ``folder``'s lock for the run (nothing without an output directory, or on processes
     other than the first: a run's processes share its folder)."""
-    if folder is None or not main_process:
+    if folder is None or not main_process or str(Path(folder).resolve()) in _HELD:
         yield
         return
     path = Path(folder) / LOCK_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # the run's own check of its output directory says why, in one line
+        yield
+        return
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     for _ in range(2):  # a stale lock is removed once, then created as ours
         if _create(path, me):
             break
         other = _holder(path)
+        if other is None and _age(path) < FRESH_SECONDS:  # created, not yet written: another run is taking it
+            raise LockHeld(f"another ipsolve run is starting in {folder} (its lock {path} is being written): wait for "
+                           f"it to end, or give another output directory")
         if other is not None and other.get("host") == me["host"] and other["pid"] != me["pid"] \
                 and _alive(other["pid"]):
-            raise RunError(f"another ipsolve run (process {other['pid']}, started {other.get('started', '?')}) is "
+            raise LockHeld(f"another ipsolve run (process {other['pid']}, started {other.get('started', '?')}) is "
                            f"writing to {folder}: wait for it to end, or give another output directory "
-                           f"(hydra.run.dir=... / output_dir=...); two runs into one folder mix their results")
+                           f"(hydra.run.dir=... / output_dir=...); two runs into one folder mix their results (if "
+                           f"no such run is going, delete {path})")
         if other is not None and other.get("host") != me["host"]:
             log.warning("%s holds the lock of a run on host %s (process %s, started %s), which cannot be checked "
                         "from here: taken over; if that run is still going, stop one of the two (they would mix "
@@ -80,9 +104,11 @@ def run_lock(folder: Path | None, main_process: bool = True):
         path.unlink(missing_ok=True)  # its process is gone (or it was unreadable, or it is this process's own)
     else:
         raise RunError(f"cannot take the lock {path}: another run keeps creating it")
+    _HELD.add(str(Path(folder).resolve()))
     try:
         yield
     finally:
+        _HELD.discard(str(Path(folder).resolve()))
         held = _holder(path)
         if held is not None and held["pid"] == me["pid"] and held.get("host") == me["host"]:
             path.unlink(missing_ok=True)

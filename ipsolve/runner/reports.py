@@ -370,7 +370,10 @@ def job_files(sweep_dir, name: str) -> list[Path]:
     setting holds a "/" (``data.path=/data/x``) — one level down, such a sweep had no summary and a
     failed job went unseen (audit 2026-12-07)."""
     sweep_dir = Path(sweep_dir)
-    return sorted(p for p in sweep_dir.rglob(name) if p.parent != sweep_dir)
+    # a job folder: one level down (as Hydra numbers them), or deeper with Hydra's .hydra beside the file — not a
+    # job's records/ (an image named "failed" has records/failed.json: the review of 2026-12-07)
+    return sorted(p for p in sweep_dir.rglob(name) if p.parent != sweep_dir
+                  and (p.parent.parent == sweep_dir or (p.parent / ".hydra").is_dir()))
 
 
 def sweep_files(sweep_dir) -> dict[str, int]:

@@ -307,7 +307,9 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     made_with = Counter(int(r["threads"]) for r in ordered if isinstance(r.get("threads"), int))
     if isinstance(summary.get("threads"), dict) and set(made_with) - {summary["threads"].get("threads")}:
         # a resume at another thread count: summary.json gave the last run's only (float32's last bits differ)
-        summary["threads"] = {**summary["threads"], "images_by_threads": {str(k): v for k, v in sorted(made_with.items())}}
+        unknown = len(ordered) - sum(made_with.values())  # records written before they kept it
+        summary["threads"] = {**summary["threads"], "images_by_threads": {
+            **{str(k): v for k, v in sorted(made_with.items())}, **({"unknown": unknown} if unknown else {})}}
     if summary.get("deterministic"):  # per image: a resume may have switched it (records say how each was made)
         summary["deterministic"] = {**summary["deterministic"],
                                     "images": sum(bool(r.get("deterministic")) for r in ordered)}

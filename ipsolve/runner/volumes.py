@@ -107,7 +107,18 @@ def output_paths(out: Path, plan: Plan, samples: int, write_dicom: bool) -> list
 def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = None,
                       explicit_operator=(), settings_given=None):
     """:func:`ipsolve.runner.run_config` for ``data.format`` dicom / nifti / fastmri (``settings_given``: the
-    operator settings the user typed, checked against the operator's mode; None: ``explicit_operator``)."""
+    operator settings the user typed, checked against the operator's mode; None: ``explicit_operator``).
+    The output directory's lock is held throughout: the mask, the volumes and the summary are written
+    around the slices' run."""
+    from ..notices import main_process
+    from .lock import run_lock
+
+    with run_lock(Path(output_dir), main_process()):
+        return _run_volume_config(cfg, output_dir, state, extra_summary, explicit_operator, settings_given)
+
+
+def _run_volume_config(cfg, output_dir: Path, state, extra_summary, explicit_operator, settings_given):
+    """:func:`run_volume_config` once its folder is held."""
     from omegaconf import OmegaConf
 
     from ..io import MissingDependency
