@@ -164,7 +164,7 @@ def _hydra_files_only(folder: Path, job_name: str) -> bool:
     return folder.is_dir() and all(p.name in allowed or p.name.startswith(f"{job_name}_rank") for p in folder.iterdir())
 
 
-def _redirect_file_logs(target: Path, console_level: int | None = None) -> None:
+def _redirect_file_logs(target: Path, console_level: int | None = None, console_prefix: str = "") -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         if isinstance(h, logging.FileHandler):
@@ -176,6 +176,9 @@ def _redirect_file_logs(target: Path, console_level: int | None = None) -> None:
             root.addHandler(new)
         elif console_level is not None and isinstance(h, logging.StreamHandler):
             h.setLevel(console_level)
+            if console_prefix:  # another process's warnings on the shared console say whose they are (audit 2026-12-07)
+                fmt = getattr(h.formatter, "_fmt", None) or "%(message)s"
+                h.setFormatter(logging.Formatter(console_prefix + fmt))
 
 
 def pin_run_dir(state) -> Path:
@@ -191,7 +194,8 @@ def pin_run_dir(state) -> Path:
     shared = Path(box[0])
     if state.process_index != 0:
         # rank > 0: log to its own file in the shared directory, console warnings only
-        _redirect_file_logs(shared / f"{hc.job.name}_rank{state.process_index}.log", console_level=logging.WARNING)
+        _redirect_file_logs(shared / f"{hc.job.name}_rank{state.process_index}.log", console_level=logging.WARNING,
+                            console_prefix=f"[rank {state.process_index}]")
         if mine != shared and _hydra_files_only(mine, hc.job.name):
             shutil.rmtree(mine, ignore_errors=True)
             try:

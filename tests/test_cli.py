@@ -164,6 +164,9 @@ def test_two_processes_equal_one(single_run, tmp_path):
     assert summary["num_processes"] == 2
     assert sorted(summary["rank"].values()) == [0, 0, 1, 1]
     assert (run / "ipsolve_rank1.log").is_file()
+    # rank 1's warnings on the shared console say whose they are (they read as rank 0's: audit 2026-12-07)
+    rank1 = [line for line in (proc.stdout + proc.stderr).splitlines() if "blobs_2:" in line or "blobs_3:" in line]
+    assert rank1 and all(line.startswith("[rank 1][") for line in rank1), rank1
     assert proc.stdout.count("results written to") == 1  # rank 0 reports
     one = json.loads((single / "summary.json").read_text())
     assert summary["seeds"] == one["seeds"]
