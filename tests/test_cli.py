@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -455,7 +456,7 @@ def test_a_run_into_a_folder_another_live_run_holds_changes_nothing_there(tmp_pa
     before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "ipsolve.log"}
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        (run / ".ipsolve.lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename,
+        (run / ".ipsolve.lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
                                                        "started": "2026-12-07 12:00:00"}))
         proc = ipsolve("data.max_images=2", "solver.iterations=5", "data.batch_size=2", "progress=false",
                        f"hydra.run.dir={run}", cwd=tmp_path)
