@@ -133,18 +133,17 @@ class Callbacks(Callback):
             if job_files(config.hydra.sweep.dir, FAILED_FILE):
                 _exit_after_main(1)
             return
-        paths = summarize_sweep(Path(config.hydra.sweep.dir), before=_SWEEP_START.get("files"))
+        paths = summarize_sweep(Path(config.hydra.sweep.dir), before=_SWEEP_START.get("files"), refused=_REFUSED_JOBS)
         if paths is None:
             print(f"ipsolve: no finished runs in {config.hydra.sweep.dir}", file=sys.stderr)
-            if _REFUSED_JOBS:  # (every job found another run in its folder)
-                sys.exit(1)
             return
         print(f"ipsolve: sweep summary written to {paths[0]} and {paths[1]}")
         print(paths[0].read_text())
         failed = job_files(config.hydra.sweep.dir, FAILED_FILE) + _REFUSED_JOBS
         if failed:
             print(f"ipsolve: {len(failed)} sweep job(s) failed (reasons in {paths[0]}"
-                  + (f"; job(s) {', '.join(map(str, _REFUSED_JOBS))} found another run writing to their folder: above)"
+                  + (f"; job(s) {', '.join(str(j['job']) for j in _REFUSED_JOBS)} found another run writing to their "
+                     f"folder)"
                      if _REFUSED_JOBS else ")"), file=sys.stderr)
         skipping = []
         if config.get("strict") is True:  # as a single run's strict=true (a sweep's exit status was 0)
@@ -271,8 +270,9 @@ def fail(message: str, run_dir: Path | None = None, held: bool = False) -> None:
         if not _main_rank():  # the first process says it and records it (its log has it too)
             return
         print(f"ipsolve: error: sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): {message}", file=sys.stderr)
-        if held:
-            _REFUSED_JOBS.append(hc.job.num)
+        if held:  # its row: this job's choices, read before the other run's .hydra record is put back
+            _REFUSED_JOBS.append({"job": hc.job.num, "folder": str(folder.absolute()), "reason": message,
+                                  "overrides": list(hc.overrides.task), "choices": failed_job_choices(folder)})
             _restore_hydra_record(folder, always=True)
             return
         try:
@@ -328,7 +328,7 @@ def interrupted(run_dir: Path | None) -> None:
         elif not chose and hc.mode.name != "MULTIRUN":
             where = f" with hydra.run.dir={folder}"
         if hc.mode.name == "MULTIRUN":
-            sweep = summarize_sweep(Path(hc.sweep.dir), before=_SWEEP_START.get("files"))
+            sweep = summarize_sweep(Path(hc.sweep.dir), before=_SWEEP_START.get("files"), refused=_REFUSED_JOBS)
             if not chose_sweep:  # the default folder is named by the clock: the same command would start anew
                 where = f" with hydra.sweep.dir={Path(hc.sweep.dir).absolute()}"
     except (ValueError, OSError):
@@ -361,7 +361,7 @@ def run(cfg: DictConfig) -> dict | None:
         check_auto_not_switched_off(cfg, hc.overrides.task)
         blind_preset_note(hc.runtime.choices.get("solver"), cfg.get("operator"))
         explicit = [key.split(".", 1)[1] for key in given if key.startswith("operator.")]
-        with run_lock(out, state.is_main_process):  # the whole run: a volume's files are written around the runner's
+        with run_lock(out, state.is_main_process, state):  # the whole run: a volume's files are written around the runner's
             result = run_config(cfg, out, state=state, extra_summary=extra, explicit_operator=explicit,
                                 given={key.split(".", 1)[0] for key in given})
         check_some_usable(result.summary)

@@ -190,6 +190,25 @@ def test_two_processes_equal_one(single_run, tmp_path):
     assert (run / ".hydra" / "overrides.yaml").read_text() == record
 
 
+def test_accelerates_one_process_cpu_launch_is_named(monkeypatch):
+    """``accelerate launch --cpu --num_processes 2`` starts one process (its simple launcher sets
+    ACCELERATE_USE_CPU and a MASTER_ADDR, nothing else): said at run time (it went on silently);
+    not said for ``--cpu`` alone, nor under torchrun or mpirun."""
+    from ipsolve.runner.processes import one_of_many_asked
+
+    for var in ("ACCELERATE_USE_CPU", "MASTER_ADDR", "WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    assert not one_of_many_asked()  # --cpu, one process asked for
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert one_of_many_asked()
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # mpirun started them
+    assert not one_of_many_asked()
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")  # a GPU launch
+    assert not one_of_many_asked()
+
+
 def test_other_ranks_leave_hydra_to_the_first(monkeypatch, tmp_path):
     """Rank > 0 writes no .hydra record and logs to its own file from the start; a folder holding only
     Hydra's files and a rank log is a stray one (removed), and a failed start removes a rank's log."""
@@ -212,18 +231,31 @@ def test_two_process_sweep(tmp_path):
     """torchrun, 2 CPU processes, a ``-m`` sweep: every job runs (the process group was destroyed
     after the first job, which failed the others), the first process alone writes and prints the
     sweep summary (both wrote it, and one lost rows), and a setting error is one line, not one per
-    process (audit 2026-12-07)."""
+    process (audit 2026-12-07).  A job whose folder another live run holds is refused on every
+    process: only the first process used to learn of it, went on to the next job while the others
+    waited in the refused job's first collective, and the sweep hung until killed (2026-12-07)."""
+    from ipsolve.runner.lock import LOCK_FILE
+
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519"]
-    # job 1 runs after job 0 in the same processes; job 2's setting fails it (samples=0), said once
-    proc = ipsolve("-m", "samples=1,1,0", "data.max_images=2", *TINY, "hydra.sweep.dir=sw", cwd=tmp_path,
-                   launcher=launcher)
+    (tmp_path / "sw" / "2").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    (tmp_path / "sw" / "2" / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname()}))
+    try:  # job 1 runs after job 0 in the same processes; job 2's folder is held; job 3's setting fails it (samples=0)
+        proc = ipsolve("-m", "samples=1,1,1,0", "data.max_images=2", *TINY, "hydra.sweep.dir=sw", cwd=tmp_path,
+                       launcher=launcher)
+    finally:
+        holder.kill()
+        holder.wait()
     assert proc.returncode != 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "sw" / "sweep_summary.csv")))
-    assert [bool(r["error"]) for r in rows] == [False, False, True], rows
+    assert [bool(r["error"]) for r in rows] == [False, False, True, True], rows
+    # the held job has its row (it had none), with its own settings, not those of the run holding its folder
+    assert "another ipsolve run" in rows[2]["error"] and rows[2]["solver"] == "dmplug", rows[2]
     for job in ("0", "1"):
         assert json.loads((tmp_path / "sw" / job / "summary.json").read_text())["num_processes"] == 2
     assert proc.stdout.count("sweep summary written to") == 1
-    assert proc.stderr.count("ipsolve: error: sweep job 2") == 1 and "samples must be" in proc.stderr
+    assert proc.stderr.count("ipsolve: error: sweep job 2") == 1 and "another ipsolve run" in proc.stderr
+    assert proc.stderr.count("ipsolve: error: sweep job 3") == 1 and "samples must be" in proc.stderr
 
 
 def test_kill_and_resume(tmp_path):

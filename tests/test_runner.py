@@ -1079,6 +1079,22 @@ def test_one_run_at_a_time_writes_to_a_folder(tmp_path, caplog):
     assert not (tmp_path / LOCK_FILE).exists()
 
 
+def test_a_rerun_on_fewer_images_says_the_folder_holds_more(tmp_path):
+    """A rerun with a smaller max_images summarised the images it selected, silently, beside the others'
+    files: its summary and report now say how many finished images they leave out, and which."""
+    import ipsolve
+
+    x = ipsolve.datasets.heldout_phantoms(3, 32)
+    dps = ipsolve.make_solver("dps_cpu", steps=2)
+    first = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1, progress=False, return_images=False)
+    assert not any("did not select" in w for w in first.summary["warnings"])
+    again = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1, progress=False, max_images=1,
+                                return_images=False)
+    assert again.summary["num_finished"] == 1
+    assert f"{tmp_path} also holds 2 finished image(s) this run did not select (image_0001, image_0002)" in \
+        report(again.summary)
+
+
 def test_a_resume_at_another_thread_count_says_how_each_image_was_made(tmp_path):
     """summary.json's ``threads`` described the last invocation only; a run's images repeat bit for bit
     only at the thread count each was made with (audit 2026-12-07): each record keeps it, and a mix is

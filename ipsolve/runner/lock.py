@@ -71,9 +71,26 @@ def _create(path: Path, me: dict) -> bool:
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path | None, main_process: bool = True):
+def run_lock(folder: Path | None, main_process: bool = True, state=None):
     """Hold ``folder``'s lock for the run (nothing without an output directory, or on processes
-    other than the first: a run's processes share its folder)."""
+    other than the first: a run's processes share its folder).  With ``state`` (accelerate's, every
+    process calling) a refusal is shared: each process raises it, where the others used to wait in
+    the run's first collective until the launcher ended them (and a ``-m`` sweep's ranks parted ways)."""
+    if state is not None and getattr(state, "num_processes", 1) > 1:
+        from .processes import broadcast
+
+        with contextlib.ExitStack() as stack:
+            refusal = None
+            if main_process:
+                try:
+                    stack.enter_context(run_lock(folder, True))
+                except RunError as err:
+                    refusal = (isinstance(err, LockHeld), str(err))
+            refusal = broadcast(refusal, state)
+            if refusal is not None:
+                raise (LockHeld if refusal[0] else RunError)(refusal[1])
+            yield
+        return
     if folder is None or not main_process or str(Path(folder).resolve()) in _HELD:
         yield
         return

@@ -17,7 +17,29 @@ def process_state(device=None):
 
     dev = None if device in (None, "auto") else checked_device(device)
     cpu = (dev is not None and dev.type == "cpu") or not torch.cuda.is_available()
-    return PartialState(cpu=cpu)
+    state = PartialState(cpu=cpu)
+    if state.num_processes == 1 and one_of_many_asked():
+        log.warning("one process: `accelerate launch --cpu --num_processes N` starts a single process (its CPU "
+                    "launcher spreads over processes only through mpirun, --mpirun_hostfile); for N CPU processes use "
+                    "`torchrun --nproc_per_node N -m ipsolve ...`")
+    return state
+
+
+def one_of_many_asked() -> bool:
+    """``accelerate launch --cpu --num_processes N`` (N > 1) without mpirun: its simple launcher sets
+    ``ACCELERATE_USE_CPU`` and, for N > 1, a ``MASTER_ADDR``, and starts one process that is told
+    nothing else (accelerate's ``prepare_simple_launcher_cmd_env``) — the run went on as one process
+    silently (the README said so; nothing did at run time)."""
+    import os
+
+    from accelerate.utils import str_to_bool
+
+    try:
+        on_cpu = str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false"))
+    except ValueError:
+        return False
+    launched = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    return bool(on_cpu) and "MASTER_ADDR" in os.environ and not any(os.environ.get(v) for v in launched)
 
 
 def checked_device(device):

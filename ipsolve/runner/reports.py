@@ -431,14 +431,17 @@ def keep_earlier_summary(csv_path: Path, md_path: Path, rows: list[dict]) -> Non
           f"that this sweep does not: kept as sweep_summary.{suffix}.md / .csv", file=sys.stderr)
 
 
-def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Path, Path] | None:
+def summarize_sweep(sweep_dir, before: dict[str, int] | None = None,
+                    refused: list[dict] = ()) -> tuple[Path, Path] | None:
     """Compare the runs of a sweep (every ``*/summary.json`` under ``sweep_dir``; a job that
     failed left ``*/failed.json`` with its one-line reason): writes ``sweep_summary.md`` and
     ``sweep_summary.csv`` there.  ``before`` (:func:`sweep_files` at the sweep's start): files
     still as they were then are not this sweep's — a job folder left by an earlier sweep in the
     same folder (compared by identity, not by clock, so jobs on other machines count alike).  A
     job with both files from this sweep is shown by its summary (it failed after finishing
-    images); without ``before``, by the newer of the two."""
+    images); without ``before``, by the newer of the two.  ``refused``: jobs whose folder another live
+    run held (``folder``, ``overrides``, ``reason``, ``choices``; nothing was written there), each
+    shown as a failed job — they had no row."""
     sweep_dir = Path(sweep_dir)
     now = sweep_files(sweep_dir)
 
@@ -460,6 +463,12 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None) -> tuple[Pa
                                         or (now[str(other)] == now[str(p)] and p.name == "failed.json")))):
             continue  # the job's other file says what happened
         runs.append((p.parent.relative_to(sweep_dir).as_posix(), data, p.name == "failed.json"))
+    for job in refused:  # (whatever that folder holds is the other run's)
+        try:
+            folder = Path(job["folder"]).absolute().relative_to(sweep_dir.absolute()).as_posix()
+        except ValueError:
+            folder = str(job["folder"])
+        runs = [r for r in runs if r[0] != folder] + [(folder, job, True)]
     if not runs:
         return None
     runs.sort(key=lambda r: (0, int(r[0])) if r[0].isdigit() else (1, r[0]))

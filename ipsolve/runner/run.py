@@ -29,7 +29,7 @@ from .inputs import (Item, check_measurement_provenance, collect_items, converte
                      input_digest, measurement_origin, recorded_settings)
 from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
 from .reports import METRICS, metrics_csv, report, summarize
-from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume
+from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume, unselected_records
 from .settings import build_models, check_fits, run_settings
 from .threads import torch_threads
 
@@ -149,7 +149,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                            input_settings=input_settings, keep_arrays=keep_arrays, coupling=coupling,
                            deterministic=determinism["enabled"],
                            settings_given=explicit_operator if settings_given is None else settings_given)
-        with run_lock(out, state.process_index == 0):  # one run at a time per output directory
+        with run_lock(out, state.process_index == 0, state):  # one run at a time per output directory
             return _execute(items, operator, solver, prior, state, options)
 
 
@@ -276,6 +276,13 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
         pending = [it.name for it in items if it.volume in unfinished]
         done = {nm: rec for nm, rec in done.items() if nm not in set(pending)}
     log_start(job, settings, names, done, pending)
+    others = unselected_records(o.out, names) if state.process_index == 0 else []
+    if others:
+        notes.append(f"{o.out} also holds {len(others)} finished image(s) this run did not select "
+                     f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): this summary, metrics.csv, the "
+                     f"report and the grid cover the {len(names)} selected (data.max_images, the inputs); run again "
+                     f"without the limit to summarise all")
+        log.warning("%s", notes[-1])
     note = resumed_without_metrics(done, job.metrics, o.measurements)
     if note:
         notes.append(note)

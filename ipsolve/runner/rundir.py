@@ -112,6 +112,18 @@ def prepare_resume(out: Path, names: Sequence[str], fp: str, config_yaml: str | 
     return done, None
 
 
+def unselected_records(out: Path | None, names: Sequence[str]) -> list[str]:
+    """The finished images in ``out/records`` that are not among ``names`` (a rerun with a smaller
+    ``data.max_images`` or fewer inputs): its summary, metrics.csv, report and grid covered the
+    selection only, silently, beside the others' recon/ files."""
+    folder = None if out is None else Path(out) / "records"
+    if folder is None or not folder.is_dir():
+        return []
+    chosen = set(names)
+    found = (p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("[!.]*.json"))
+    return sorted(nm for nm in found if nm not in chosen)
+
+
 def settings_changed(out: Path, config_yaml: str | None) -> str:
     """What differs between the run directory's ``config.yaml`` (the earlier run's) and this run's
     configuration, as ``"; changed: key (old → new), ..."`` (settings that change results only:

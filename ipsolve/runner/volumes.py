@@ -113,7 +113,7 @@ def run_volume_config(cfg, output_dir: Path, state=None, extra_summary: dict | N
     from ..notices import main_process
     from .lock import run_lock
 
-    with run_lock(Path(output_dir), main_process()):
+    with run_lock(Path(output_dir), main_process(), state):
         return _run_volume_config(cfg, output_dir, state, extra_summary, explicit_operator, settings_given)
 
 
