@@ -1052,7 +1052,7 @@ def test_one_run_at_a_time_writes_to_a_folder(tmp_path, caplog):
     import sys
 
     import ipsolve
-    from ipsolve.runner.lock import LOCK_FILE, run_lock
+    from ipsolve.runner.lock import LOCK_FILE, _start_ticks, run_lock
 
     x = ipsolve.datasets.heldout_phantoms(1, 32)
     dps = ipsolve.make_solver("dps_cpu", steps=2)
@@ -1062,7 +1062,7 @@ def test_one_run_at_a_time_writes_to_a_folder(tmp_path, caplog):
             lock = json.loads((tmp_path / LOCK_FILE).read_text())
             assert lock["pid"] == os.getpid()
         assert not (tmp_path / LOCK_FILE).exists()
-        (tmp_path / LOCK_FILE).write_text(json.dumps({**lock, "pid": holder.pid}))
+        (tmp_path / LOCK_FILE).write_text(json.dumps({**lock, "pid": holder.pid, "start_ticks": _start_ticks(holder.pid)}))
         with pytest.raises(RunError, match=rf"another ipsolve run \(process {holder.pid}, started .*\) is writing to "
                                            rf".*: wait for it to end, or give another output directory"):
             ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1)
@@ -1072,6 +1072,10 @@ def test_one_run_at_a_time_writes_to_a_folder(tmp_path, caplog):
         holder.wait()
     run = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1)  # its process is gone: taken over
     assert len(run.records) == 1 and not (tmp_path / LOCK_FILE).exists()
+    if lock["start_ticks"] is not None:  # (Linux) a live process under the lock's id, started after it: id reused
+        (tmp_path / LOCK_FILE).write_text(json.dumps({**lock, "pid": os.getppid(), "start_ticks": lock["start_ticks"] + 1}))
+        ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1)
+        assert not (tmp_path / LOCK_FILE).exists()
     (tmp_path / LOCK_FILE).write_text(json.dumps({**lock, "host": "elsewhere", "pid": 1}))
     with caplog.at_level(logging.WARNING, logger="ipsolve"):
         ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1)

@@ -6,7 +6,7 @@ with steps-60 records and summary beside a ``config.yaml`` saying 20 (and a SLUR
 double launch does all the work twice).  The first process of a run writes ``.ipsolve.lock``
 (its host and process id) with ``O_EXCL`` and removes it when the run ends, however it ends; a
 second run on the same host finds the process alive and stops with one line.  A lock whose process
-is gone (killed, out of memory) is taken over; one written on another host cannot be checked, so
+is gone (killed, out of memory), or whose process id now belongs to a process started later, is taken over; one written on another host cannot be checked, so
 it is said and taken over — a requeued SLURM job must resume after its node died.  Written here
 rather than with ``filelock`` (installed with huggingface_hub): its OS lock dies with the process,
 but it cannot say which run holds the folder, and fcntl locks on a cluster's network file system are
@@ -43,6 +43,25 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # another user's process: it exists
         return True
     return True
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22), None where
+    there is no /proc: with it a lock whose process id was reused by another process (a restarted
+    container numbers its processes from 1 again) is known to be stale."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # (the name in parentheses may hold spaces)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _still_running(other: dict) -> bool:
+    """The lock's process is alive and is the one that wrote it (same start time, where both are known)."""
+    if not _alive(other["pid"]):
+        return False
+    recorded, now = other.get("start_ticks"), _start_ticks(other["pid"])
+    return not (isinstance(recorded, int) and now is not None and now != recorded)
 
 
 def _holder(path: Path) -> dict | None:
@@ -100,7 +119,8 @@ def run_lock(folder: Path | None, main_process: bool = True, state=None):
     except OSError:  # the run's own check of its output directory says why, in one line
         yield
         return
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+          "start_ticks": _start_ticks(os.getpid())}
     for _ in range(2):  # a stale lock is removed once, then created as ours
         if _create(path, me):
             break
@@ -109,7 +129,7 @@ def run_lock(folder: Path | None, main_process: bool = True, state=None):
             raise LockHeld(f"another ipsolve run is starting in {folder} (its lock {path} is being written): wait for "
                            f"it to end, or give another output directory")
         if other is not None and other.get("host") == me["host"] and other["pid"] != me["pid"] \
-                and _alive(other["pid"]):
+                and _still_running(other):
             raise LockHeld(f"another ipsolve run (process {other['pid']}, started {other.get('started', '?')}) is "
                            f"writing to {folder}: wait for it to end, or give another output directory "
                            f"(hydra.run.dir=... / output_dir=...); two runs into one folder mix their results (if "
