@@ -2,7 +2,8 @@
 
 PSNR and SSIM are scikit-image's; LPIPS is the ``lpips`` package (AlexNet by default, as
 DMPlug reports; VGG as DPS/ReSample report).  LPIPS needs torchvision's ImageNet backbone
-in the torch hub cache; offline and without it, ``lpips`` returns None and warns once."""
+in the torch hub cache; it is downloaded there once when missing (as ``lpips`` would), except
+with ``HF_HUB_OFFLINE=1``; without it ``lpips`` returns None and warns once."""
 from __future__ import annotations
 
 import os
@@ -15,8 +16,12 @@ from .notices import shown
 
 # torchvision's backbone files that lpips loads (pretrained=True) for each network.
 LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
+BACKBONE_URL = "https://download.pytorch.org/models/"  # torchvision's weights (AlexNet_Weights.IMAGENET1K_V1.url)
+BACKBONE_MB = {"alex": 233, "vgg": 528}
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _lpips_models: dict = {}
 _warned: set = set()
+_not_fetched: dict[str, str] = {}  # net -> why its backbone is not in the cache (asked once per process)
 
 
 def _to01(x: torch.Tensor) -> np.ndarray:
@@ -69,16 +74,49 @@ def lpips_backbone_path(net: str = "alex") -> str:
 
 
 def lpips_available(net: str = "alex") -> bool:
-    """Whether LPIPS can run offline: its ImageNet backbone is in the torch hub cache."""
-    return os.path.isfile(lpips_backbone_path(net))
+    """Whether LPIPS can run: its ImageNet backbone is in the torch hub cache, or was just downloaded
+    there (tried once per process, not with ``HF_HUB_OFFLINE=1``).  The cache was only looked at
+    before: a user with a network got n/a on every run unless they placed the file by hand."""
+    path = lpips_backbone_path(net)
+    if os.path.isfile(path):
+        return True
+    if net not in _not_fetched:
+        _not_fetched[net] = fetch_backbone(net, path)
+    return os.path.isfile(path)
+
+
+def fetch_backbone(net: str, path: str) -> str:
+    """Download ``net``'s torchvision backbone to ``path`` (hash-checked, written under a temporary
+    name first, as torchvision does); ``""`` on success, else the reason, for the notice."""
+    offline = [v for v in OFFLINE_VARIABLES if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")]
+    if offline:
+        return f"{offline[0]}={os.environ[offline[0]]}: not downloaded"
+    import socket
+
+    url = BACKBONE_URL + LPIPS_BACKBONES[net]
+    logging.getLogger("ipsolve").info("downloading LPIPS's %s backbone (%d MB, once) from %s to %s", net,
+                                      BACKBONE_MB[net], url, os.path.dirname(path))
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)  # (torch.hub's urlopen has none: an unreachable host must not stall a run)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.hub.download_url_to_file(url, path, hash_prefix=LPIPS_BACKBONES[net].rsplit("-", 1)[1].split(".")[0],
+                                       progress=False)
+        return ""
+    except Exception as err:  # noqa: BLE001 - no network, a proxy, a full disk: LPIPS is n/a, said once
+        return f"could not be downloaded from {url} ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+    finally:
+        socket.setdefaulttimeout(before)
 
 
 def lpips_unavailable_message(net: str = "alex") -> str:
-    """The one-line notice when LPIPS cannot run offline: the missing backbone file and the folder to
-    place it in (LPIPS is then reported as n/a)."""
+    """The one-line notice when LPIPS cannot run: the missing backbone file, why it was not
+    downloaded, and the folder to place it in (LPIPS is then reported as n/a)."""
     path = lpips_backbone_path(net)
+    why = _not_fetched.get(net)
     return (f"LPIPS ({net}) unavailable: torchvision's ImageNet weights {LPIPS_BACKBONES[net]} are not in "
-            f"{os.path.dirname(path)}; place the file there to enable LPIPS (reported as n/a)")
+            f"{os.path.dirname(path)}{f' ({why})' if why else ''}; place the file there to enable LPIPS "
+            f"(reported as n/a)")
 
 
 def lpips(x: torch.Tensor, ref: torch.Tensor, net: str = "alex") -> torch.Tensor | None:

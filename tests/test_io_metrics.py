@@ -102,6 +102,8 @@ def test_psnr_ssim_equal_scikit_image():
 
 def test_lpips_unavailable_offline_returns_none_and_warns_once(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(metrics, "_not_fetched", {})
     metrics._lpips_models.clear()
     metrics._warned.clear()
     x = torch.zeros(1, 3, 32, 32)
@@ -113,6 +115,44 @@ def test_lpips_unavailable_offline_returns_none_and_warns_once(tmp_path, monkeyp
     assert len(lines) == 1 and "alexnet-owt-7be5be79.pth" in lines[0] and "checkpoints" in lines[0]  # once
     with pytest.raises(ValueError, match="net"):
         metrics.lpips(x, x, net="squeezenet")
+
+
+def test_lpips_backbone_is_downloaded_once_where_allowed(tmp_path, monkeypatch):
+    """A missing backbone is downloaded into the hub cache (hash-checked) as lpips itself would — it was
+    only looked for, so LPIPS was n/a on every run with a network too; tried once per process, not
+    with HF_HUB_OFFLINE=1, and a failed download is named in the notice."""
+    import urllib.error
+    from pathlib import Path
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    calls = []
+
+    def no_network(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(metrics, "_not_fetched", {})
+    assert not metrics.lpips_available("alex") and not metrics.lpips_available("alex")
+    assert calls == [("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "7be5be79")]  # once
+    assert "(could not be downloaded from https://download.pytorch.org/models/alexnet-owt-7be5be79.pth (URLError: " \
+           in metrics.lpips_unavailable_message("alex")
+
+    def download(url, dst, hash_prefix=None, progress=True):
+        calls.append((url, hash_prefix))
+        Path(dst).write_bytes(b"weights")  # (what is loaded from the cache: test_lpips_with_backbone_in_cache)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not metrics.lpips_available("vgg") and len(calls) == 1  # offline: not tried
+    assert "(HF_HUB_OFFLINE=1: not downloaded)" in metrics.lpips_unavailable_message("vgg")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    metrics._not_fetched.clear()
+    assert metrics.lpips_available("vgg") and calls[-1] == ("https://download.pytorch.org/models/vgg16-397923af.pth",
+                                                            "397923af")
+    assert (tmp_path / "checkpoints" / "vgg16-397923af.pth").is_file()
 
 
 def test_lpips_with_backbone_in_cache(tmp_path, monkeypatch):
