@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -152,7 +154,15 @@ def speed_one(solver_name, batch, budget):
     op = make_operator("super_resolution", scale=4)
     images = datasets.random_ellipses(batch, 32, torch.Generator().manual_seed(7))
     y = op.measure(images, 0.01, generator=torch.Generator().manual_seed(0))
-    solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}))  # warm-up (ReSample needs 3)
+    quiet = logging.getLogger("ipsolve")
+    with warnings.catch_warnings():  # (3 steps neither fit y nor divide a step grid: the warm-up's notes are no news)
+        warnings.simplefilter("ignore")
+        quiet.disabled = True
+        try:
+            solve(y[:1], op, prior, make_solver(solver_name, progress=False, **{**params, key: 3}),  # (ReSample needs 3)
+                  sigma=0.01)
+        finally:
+            quiet.disabled = False
     # the network's sustained cost is timed just before and just after the solves and averaged: on a
     # shared CPU it drifts by a few per cent within minutes, as much as the overhead being measured
     # FMPlug's network call also differentiates with respect to the time (its learnable start t0):
@@ -165,7 +175,7 @@ def speed_one(solver_name, batch, budget):
     for _ in range(3):  # the median of three solves: one in a few meets a 0.2-s stall on this shared CPU
         synchronize()
         t0 = time.perf_counter()
-        res = solve(y, op, prior, make_solver(solver_name, progress=False, **params), generator=gens(batch))
+        res = solve(y, op, prior, make_solver(solver_name, progress=False, **params), generator=gens(batch), sigma=0.01)
         synchronize()
         walls.append(time.perf_counter() - t0)
     wall = sorted(walls)[1]
@@ -217,7 +227,9 @@ def main():
     ap.add_argument("--science-only", action="store_true", help="only the CT / MRI / phase-retrieval table")
     ap.add_argument("--speed-only", action="store_true", help="only the speed table")
     ap.add_argument("--skip-science", action="store_true", help="without the CT / MRI / phase-retrieval table")
-    ap.add_argument("--solvers", nargs="+", help="only these solvers' rows of the quality tables")
+    ap.add_argument("--solvers", nargs="+", choices=sorted({*QUALITY_SOLVERS, *SCIENCE_SOLVERS}), metavar="SOLVER",
+                    help="only these solvers' rows of the quality tables: "
+                         f"{', '.join(sorted({*QUALITY_SOLVERS, *SCIENCE_SOLVERS}))}")
     ap.add_argument("--stopping", action="store_true",
                     help="only the stopping study: gap to the best iterate and iterations used, per solver, operator "
                          "and σ (scripts/stopping_study.py record + analyse; minutes on a GPU, hours on 2 CPU cores)")
@@ -225,6 +237,8 @@ def main():
     ap.add_argument("--calibration", action="store_true",
                     help="only tuning without the ground truth: preset vs calibrated vs oracle per solver, operator and σ "
                          "(scripts/calibration_study.py run + report + curves; hours on 2 CPU cores)")
+    ap.add_argument("--docs", default="docs", help="with --calibration: the folder whose figures/ receives the report's "
+                                                   "JSON and the curves (default: the committed docs/, REWRITTEN)")
     ap.add_argument("--scale", choices=("paper", "tiny"),
                     help="the paper-scale speed and memory tables instead (scripts/scale_benchmark.py; "
                          "further arguments are passed on to it)")
@@ -239,14 +253,19 @@ def main():
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.speed_one:
         name, batch, budget = args.speed_one
+        if name not in SOLVERS:
+            ap.error(f"--speed-one: unknown solver {name!r}; one of {', '.join(SOLVERS)}")
+        if not (batch.isdigit() and budget.isdigit() and int(batch) > 0 and int(budget) > 0):
+            ap.error(f"--speed-one SOLVER BATCH BUDGET: BATCH and BUDGET are positive whole numbers, got {batch!r} "
+                     f"and {budget!r}")
         print(json.dumps(speed_one(name, int(batch), int(budget))))
         return
     if args.calibration:
         study = [sys.executable, str(Path(__file__).with_name("calibration_study.py"))]
         rows = "outputs/calibration/rows.jsonl"
         subprocess.run([*study, "run", "--out", rows], check=True)
-        subprocess.run([*study, "report", rows, "--out", "docs"], check=True)
-        subprocess.run([*study, "curves", "--out", "docs"], check=True)
+        subprocess.run([*study, "report", rows, "--out", args.docs], check=True)
+        subprocess.run([*study, "curves", "--out", args.docs], check=True)
         return
     if args.stopping:
         study = [sys.executable, str(Path(__file__).with_name("stopping_study.py"))]
@@ -266,7 +285,8 @@ def main():
     if args.quick:
         solvers = {k: (s, {**p, BUDGET_KEY.get(k, "iterations"): 2 if k == "dflow" else 20})
                    for k, (s, p) in QUALITY_SOLVERS.items()}
-    print(f"## ipsolve benchmark ({time.strftime('%Y-%m-%d')}, {torch.get_num_threads()} threads, "
+    threads = torch.get_num_threads()
+    print(f"## ipsolve benchmark ({time.strftime('%Y-%m-%d')}, {threads} thread{'s' if threads > 1 else ''}, "
           f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, σ = {args.sigma})\n")
     science = [(op, s) for op in SCIENCE_OPERATORS for s in SCIENCE_SOLVERS
                if s in (args.solvers or SCIENCE_SOLVERS) and applies(op, s)]
@@ -301,4 +321,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from ipsolve.runner.errors import script_main
+
+    script_main(main)

@@ -768,4 +768,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ipsolve.runner.errors import script_main
+
+    sys.exit(script_main(main))

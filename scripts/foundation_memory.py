@@ -674,4 +674,6 @@ def write_report(path, size, params, checks, per_block, net, unet_half, dec, dec
 
 
 if __name__ == "__main__":
-    main()
+    from ipsolve.runner.errors import script_main
+
+    script_main(main)

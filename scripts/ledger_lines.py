@@ -141,4 +141,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ipsolve.runner.errors import script_main
+
+    script_main(main)

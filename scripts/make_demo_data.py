@@ -80,4 +80,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ipsolve.runner.errors import script_main
+
+    script_main(main)

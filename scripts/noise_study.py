@@ -36,8 +36,12 @@ def families(size: int) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 256], help="image sides in pixels")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 256],
+                    help="image sides in pixels, at least 31 (the motion blur's 61-px kernel with reflection padding)")
     args = ap.parse_args()
+    if min(args.sizes) < 31:
+        ap.error(f"--sizes: {min(args.sizes)} is too small; at least 31 pixels (the motion blur's 61-px kernel "
+                 "with reflection padding)")
     operators = {"gaussian_blur": make_operator("gaussian_blur"), "motion_blur": make_operator("motion_blur"),
                  "none (refused)": Blur(kernel=torch.ones(1, 1))}
     print("| size | images | operator | " + " | ".join(f"σ = {s}" for s in SIGMAS) + " |")
@@ -56,4 +60,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ipsolve.runner.errors import script_main
+
+    script_main(main)

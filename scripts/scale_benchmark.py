@@ -610,4 +610,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    main()
+    from ipsolve.runner.errors import script_main
+
+    script_main(main)

@@ -672,4 +672,6 @@ def data_kind(data: str) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from ipsolve.runner.errors import script_main
+
+    script_main(main)

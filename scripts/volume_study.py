@@ -145,4 +145,6 @@ def table(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from ipsolve.runner.errors import script_main
+
+    script_main(main)

@@ -52,3 +52,32 @@ def test_every_script_option_has_help(monkeypatch):
     assert all(p.description for p in parsers.values()), [n for n, p in parsers.items() if not p.description]
     missing = [m for name, parser in parsers.items() for m in undocumented(parser, name)]
     assert not missing, missing
+
+
+def run_script(monkeypatch, capsys, name: str, *args: str) -> tuple[int, str]:
+    """``python scripts/NAME *args`` in this process: its exit status and stderr."""
+    monkeypatch.syspath_prepend(str(SCRIPTS[0].parent))
+    monkeypatch.setattr(sys, "argv", [str(SCRIPTS[0].parent / name), *args])
+    try:
+        runpy.run_path(str(SCRIPTS[0].parent / name), run_name="__main__")
+        code = 0
+    except SystemExit as end:
+        code = end.code
+    return code, capsys.readouterr().err
+
+
+def test_a_scripts_plain_mistakes_are_one_line(monkeypatch, capsys, tmp_path):
+    """A missing file, an unknown solver, a wrong number: ``<script>: error: …`` and exit status 2, as
+    argparse's own (they were tracebacks, or an empty table with status 0: an audit, 2026-12-07)."""
+    cases = [("stopping_study.py", ("analyse", str(tmp_path / "none.npz")), "No such file or directory: "),
+             ("calibration_study.py", ("report", str(tmp_path / "none.jsonl")), "No such file or directory: "),
+             ("quality_vs_nfe.py", ("--plot-only", "--out", str(tmp_path)), "No such file or directory: "),
+             ("benchmark.py", ("--solvers", "dsp"), "invalid choice: 'dsp'"),
+             ("benchmark.py", ("--speed-one", "nosuch", "1", "10"), "unknown solver 'nosuch'"),
+             ("benchmark.py", ("--speed-one", "dps", "one", "10"), "BATCH and BUDGET are positive whole numbers"),
+             ("noise_study.py", ("--sizes", "7"), "7 is too small; at least 31 pixels")]
+    for name, args, expected in cases:
+        code, err = run_script(monkeypatch, capsys, name, *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and lines[-1].startswith(f"{name}: error: ") and expected in lines[-1], (name, err)
+        assert "Traceback" not in err, (name, err)

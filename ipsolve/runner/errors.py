@@ -18,3 +18,20 @@ def flag(name: str, value) -> bool:
     if isinstance(value, bool):
         return value
     raise RunError(f"{name} must be true or false, got {shown(value)}")
+
+
+def script_main(main, argv=None):
+    """Run a study script's ``main`` with its plain mistakes — a missing file, a setting ipsolve
+    refuses (:class:`RunError`) — as one ``<script>: error: …`` line and exit status 2, as argparse
+    reports its own (they were tracebacks: an audit of the scripts, 2026-12-07).  Other errors keep
+    their traceback: they are bugs to report."""
+    import sys
+    from pathlib import Path
+
+    try:
+        return main() if argv is None else main(argv)
+    except (RunError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:
+        text = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) and err.filename else str(err)
+        print(f"{Path(sys.argv[0]).name}: error: {text.splitlines()[0] if text else type(err).__name__}",
+              file=sys.stderr)
+        sys.exit(2)
