@@ -269,17 +269,17 @@ def fail(message: str, run_dir: Path | None = None, held: bool = False) -> None:
         folder = Path(run_dir) if run_dir is not None else Path(hc.runtime.output_dir)
         if not _main_rank():  # the first process says it and records it (its log has it too)
             return
-        print(f"ipsolve: error: sweep job {hc.job.num} ({' '.join(hc.overrides.task)}): {message}", file=sys.stderr)
+        print(f"ipsolve: error: sweep job {hc.job.num} ({' '.join(as_typed(hc.overrides.task))}): {message}", file=sys.stderr)
         if held:  # its row: this job's choices, read before the other run's .hydra record is put back
             _REFUSED_JOBS.append({"job": hc.job.num, "folder": str(folder.absolute()), "reason": message,
-                                  "overrides": list(hc.overrides.task), "choices": failed_job_choices(folder)})
+                                  "overrides": as_typed(hc.overrides.task), "choices": failed_job_choices(folder)})
             _restore_hydra_record(folder, always=True)
             return
         try:
             folder.mkdir(parents=True, exist_ok=True)
             # this job's operator/solver/prior, read before a refused resume restores the folder's own .hydra (its
             # row named the earlier job's solver: audit 2026-12-07)
-            (folder / FAILED_FILE).write_text(json.dumps({"job": hc.job.num, "overrides": list(hc.overrides.task),
+            (folder / FAILED_FILE).write_text(json.dumps({"job": hc.job.num, "overrides": as_typed(hc.overrides.task),
                                                           "reason": message, "choices": failed_job_choices(folder)},
                                                          indent=1))
         except OSError:
@@ -356,7 +356,7 @@ def run(cfg: DictConfig) -> dict | None:
         hc = HydraConfig.get()
         if OmegaConf.is_missing(cfg.prior, "source"):
             raise RunError(missing_source_message(hc.runtime.choices.get("prior")))
-        extra = {"overrides": list(hc.overrides.task), "job": hc.job.get("num") if hc.mode.name == "MULTIRUN" else None}
+        extra = {"overrides": as_typed(hc.overrides.task), "job": hc.job.get("num") if hc.mode.name == "MULTIRUN" else None}
         given = [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
         check_auto_not_switched_off(cfg, hc.overrides.task)
         blind_preset_note(hc.runtime.choices.get("solver"), cfg.get("operator"))
@@ -685,6 +685,14 @@ def check_overrides(args: list[str]) -> list[str]:
         print(f"ipsolve: note: calibration is off (calibrate=false), so {', '.join(f'calibrate.{k}' for k in unused)} "
               f"{'is' if len(unused) == 1 else 'are'} not used", file=sys.stderr)
     return out
+
+
+def as_typed(overrides) -> list[str]:
+    """The run's settings as the user typed them: the ``++`` that :func:`check_overrides` puts before a
+    solver or prior parameter (valid, maybe absent from the preset's yaml) is left out of what is
+    shown and recorded (summaries and sweep tables read ``++solver.steps=60`` for ``solver.steps=60``;
+    typed either way, the setting is the same)."""
+    return [o[2:] if o.startswith("++") else o for o in overrides]
 
 
 _SIGNAL: dict = {}  # the signal that stopped the run, when not Ctrl-C

@@ -251,6 +251,9 @@ def test_two_process_sweep(tmp_path):
     assert [bool(r["error"]) for r in rows] == [False, False, True, True], rows
     # the held job has its row (it had none), with its own settings, not those of the run holding its folder
     assert "another ipsolve run" in rows[2]["error"] and rows[2]["solver"] == "dmplug", rows[2]
+    # the settings as typed: the "++" the command line puts before a solver parameter is not shown
+    table = (tmp_path / "sw" / "sweep_summary.md").read_text()
+    assert "Overrides common to all runs: data.max_images=2 solver.iterations=3" in table and "++" not in table
     for job in ("0", "1"):
         assert json.loads((tmp_path / "sw" / job / "summary.json").read_text())["num_processes"] == 2
     assert proc.stdout.count("sweep summary written to") == 1
