@@ -113,8 +113,12 @@ class Callbacks(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         folder = Path(str(config.hydra.run.dir)).absolute()  # as it was: the check creates it
-        _BEFORE_RUN.update(path=folder, existed=folder.is_dir(), parent_existed=folder.parent.is_dir(),
-                           entries={p.name for p in folder.iterdir()} if folder.is_dir() else set())
+        entries = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        # another process of this launch, started the same second, may have made it (its log only): not there before
+        sibling = folder.is_dir() and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and \
+            all(name.startswith(f"{config.hydra.job.name}_rank") for name in entries)
+        _BEFORE_RUN.update(path=folder, created=_levels_created(folder, sibling, config.hydra.job.name),
+                           entries=set() if sibling else entries)
         _HYDRA_RECORDS.update(_hydra_record(folder))
         self._check(config.hydra.run.dir)
 
@@ -227,6 +231,31 @@ def _multirun() -> bool:
         return False
 
 
+def _levels_created(folder: Path, sibling: bool, job_name: str) -> list[Path]:
+    """The folders a run into ``folder`` creates — the folder, its date folder, ``outputs/`` — removed
+    again, when empty, after a failed start (``outputs/`` was left behind, and after a multi-process
+    start the date folder).  ``sibling``: another process of the launch made ``folder``; in a
+    multi-process launch a level above that holds nothing but the level below and the other processes'
+    own folders (their rank log only, removed as they join this one's) counts as made by the launch."""
+    launch = os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1")
+    cwd = Path.cwd().absolute()
+
+    def made_by_launch(level: Path) -> bool:
+        if level == folder:
+            return sibling
+        if not (launch and level != cwd and level.is_relative_to(cwd)):  # (the folder the user started in was there)
+            return False
+        others = [p for p in level.iterdir() if p.name != created[-1].name]
+        return all(p.is_dir() and all(f.name.startswith(f"{job_name}_rank") for f in p.iterdir()) for p in others)
+
+    created: list[Path] = []
+    for level in (folder, *folder.parents):
+        if level.is_dir() and not made_by_launch(level):
+            break
+        created.append(level)
+    return created
+
+
 def _remove_failed_start(folder: Path, job_name: str) -> None:
     """After a run that finished no image: remove what it added to ``folder`` (Hydra's files, the
     log, ``config.yaml`` and the run's summaries, empty output folders) — never what was there
@@ -248,9 +277,7 @@ def _remove_failed_start(folder: Path, job_name: str) -> None:
             shutil.rmtree(p, ignore_errors=True)  # an output folder without a finished file
     if _BEFORE_RUN.get("path") != folder:  # not the directory noted at the start: leave it
         return
-    for level, existed in ((folder, _BEFORE_RUN["existed"]), (folder.parent, _BEFORE_RUN["parent_existed"])):
-        if existed:
-            break
+    for level in _BEFORE_RUN["created"]:  # the folder, then the folders above it that the run created
         try:
             level.rmdir()  # only if empty
         except OSError:

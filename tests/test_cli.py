@@ -188,6 +188,13 @@ def test_two_processes_equal_one(single_run, tmp_path):
     assert refused.returncode != 0 and refused.stderr.count("ipsolve: error: ") == 1, refused.stderr[-3000:]
     assert "interrupted" not in refused.stderr  # (rank 1, ended by torchrun while it waited for rank 0)
     assert (run / ".hydra" / "overrides.yaml").read_text() == record
+    # a failed start in the default folder leaves nothing (an empty outputs/<date>/ was left: each process's
+    # Hydra makes its own timed folder, and the first noted the date folder the other had made as there before)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    failed = ipsolve("samples=0", cwd=fresh, launcher=[*launcher[:-1], "29520"])
+    assert failed.returncode != 0 and "samples must be an integer >= 1" in failed.stderr
+    assert not any(fresh.iterdir()), sorted(fresh.rglob("*"))
 
 
 def test_accelerates_one_process_cpu_launch_is_named(monkeypatch):
@@ -686,6 +693,10 @@ def test_bad_settings_are_one_line_errors(tmp_path):
     check_error(ipsolve("-m", "solver=dps_cpu,fmplug_cpu", "solver.steps=20", cwd=tmp_path),
                 "solver 'fmplug' has no parameter 'steps'", "(preset solver=fmplug_cpu)")
     assert not any((tmp_path / d).exists() for d in "bdef")
+    fresh = tmp_path / "fresh"  # the default folder: no empty outputs/ is left either (it was)
+    fresh.mkdir()
+    check_error(ipsolve("samples=0", cwd=fresh), "samples must be an integer >= 1")
+    assert not any(fresh.iterdir()), sorted(fresh.rglob("*"))
     import torch
 
     if not torch.cuda.is_available():
