@@ -198,6 +198,10 @@ def test_determinism_and_noise_std():
     assert torch.equal(y1, y2)
     assert abs(float(y1.std()) - 0.05) < 0.002
     assert torch.equal(op.measure(x, sigma=0), op(x))
+    # no generator: seed 0, as solve's (it drew from torch's global generator: DESIGN §2, an audit 2026-12-07)
+    torch.manual_seed(1)
+    y0 = op.measure(x, sigma=0.05)
+    assert torch.equal(y0, op.measure(x, sigma=0.05)) and torch.equal(y0, op.measure(x, sigma=0.05, generator=0))
     # Poisson noise: std at white equals sigma on the [-1, 1] scale
     yp = op.measure(torch.ones(4, 3, 128, 128), sigma=0.05, noise="poisson", generator=torch.Generator().manual_seed(0))
     assert abs(float(yp.std()) - 0.05) < 0.003 and abs(float(yp.mean()) - 1) < 0.01

@@ -282,9 +282,13 @@ class Operator(nn.Module):
         """``y = A(x) + n`` with Gaussian noise of std ``sigma`` (on the [-1, 1] scale), or
         Poisson noise whose std at white (x = 1) equals ``sigma``: with ``peak = 4 / sigma²``
         photons at white, ``y01 = Poisson(peak · A(x)01) / peak``.  ``generator``: a
-        ``torch.Generator`` or an int seed."""
+        ``torch.Generator`` or an int seed; None is seed 0, as in ``solve`` (DESIGN §2: randomness only
+        through a generator or a seed — it drew from torch's global generator, so two calls differed
+        unless ``torch.manual_seed`` came first); pass another seed for another noise draw."""
         sigma = as_sigma(sigma)
-        if generator is not None and not isinstance(generator, torch.Generator):
+        if generator is None:
+            generator = 0
+        if not isinstance(generator, torch.Generator):
             if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
                 raise TypeError(f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}")
             generator = seeded_generator(generator)
@@ -307,13 +311,12 @@ class Operator(nn.Module):
             return y
         if noise == "gaussian":
             return y + sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype,
-                                           device="cpu" if generator is None else generator.device).to(y.device)
+                                           device=generator.device).to(y.device)
         if noise == "poisson":
             check_poisson(self)
             peak = 4.0 / sigma ** 2
             rate = ((y + 1) / 2).clamp_min(0) * peak
-            counts = torch.poisson(rate.cpu() if generator is not None and generator.device.type == "cpu" else rate,
-                                   generator=generator).to(y.device)
+            counts = torch.poisson(rate.cpu() if generator.device.type == "cpu" else rate, generator=generator).to(y.device)
             return counts / peak * 2 - 1
         raise ValueError(f"unknown noise model {noise!r}; expected 'gaussian' or 'poisson'")
 

@@ -52,9 +52,11 @@ class DPS(Solver):
     one backward per step.  ``steps`` < 1000 uses respaced DDPM.  ``zeta`` defaults per operator
     (:func:`default_zeta`, for 1000 steps): the reference configs — 0.5 inpainting, 1.0 phase retrieval
     on DPS's operator (``signed``; on ipsolve's (x+1)/2 operator 5.0, which gives DPS's median step), 0.3
-    otherwise — and, where the paper has none, ipsolve's measured values: CT 1.0, MRI 0.6 (held-out phantoms,
-    σ = 0.01, 250 steps rescaled: CT 16 views ζ·4 = 1.2 / 3 / 6 / 12 → −3.9 / +1.2 / +4.5 / +2.8 dB over FBP;
-    MRI 4× 1.2 / 2.4 / 4.8 → +3.5 / +4.8 / +2.5 dB over zero-filled).  ``rescale_zeta``:
+    otherwise — and, where the paper has none, values set from a sweep (held-out phantoms, σ = 0.01, 250 steps
+    rescaled; ground-truth PSNR, so an oracle for those images): MRI 0.6, the best of 4× 1.2 / 2.4 / 4.8 →
+    +3.5 / +4.8 / +2.5 dB over zero-filled; CT 1.0 (ζ·4 = 4), between the two best of 16 views ζ·4 = 1.2 / 3 /
+    6 / 12 → −3.9 / +1.2 / +4.5 / +2.8 dB over FBP, not the best (6, ζ 1.5) — ``calibrate=true`` chooses ζ from
+    the measurement instead (1.69 on the calibration study's CT images, +1.31 dB: docs/calibration.md).  ``rescale_zeta``:
     multiply ζ by 1000/``steps`` (ipsolve's option): ζ is a step size per DDPM step, so with k×
     fewer steps the same total guidance needs k× larger steps.  Latent priors: the same on latents
     with ``A(D(ẑ0))``.
