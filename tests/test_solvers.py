@@ -67,8 +67,9 @@ def test_plug_solvers_minimise_data_term_in_prior_range(solver, kind):
 
 
 # ------------------------------------------------------------------ bundled priors
-# the held-out family (never drawn in training, see the model cards) and Shepp–Logan
-HELD_OUT = torch.cat([datasets.heldout_phantoms(2, 32), datasets.shepp_logan(32)])
+# the held-out family (never drawn in training, see the model cards); Shepp–Logan, the last image until
+# 2026-12-07, is not held out: the `head` training family perturbs it (DESIGN §8)
+HELD_OUT = datasets.heldout_phantoms(3, 32)
 OPERATORS = {"super_resolution": dict(scale=4), "inpainting": dict(mask="random")}
 SOLVER_CASES = {
     "dps": ("bundled:phantom-ddpm", dict(steps=250, rescale_zeta=True)),  # = dps_cpu: ζ·1000/steps
