@@ -104,7 +104,9 @@ def fetch_backbone(net: str, path: str) -> str:
                                        progress=False)
         return ""
     except Exception as err:  # noqa: BLE001 - no network, a proxy, a full disk: LPIPS is n/a, said once
-        return f"could not be downloaded from {url} ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+        why = getattr(err, "reason", None) or err  # (urllib's URLError: "<urlopen error [Errno -2] …>" around it)
+        why = getattr(why, "strerror", None) or str(why) or type(err).__name__
+        return f"could not be downloaded from {url}: {why.splitlines()[0][:120]}"
     finally:
         socket.setdefaulttimeout(before)
 
