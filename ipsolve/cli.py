@@ -87,7 +87,16 @@ def _restore_hydra_record(folder: Path, always: bool = False) -> None:
     (``always``: whatever it holds — another live run's folder)."""
     folder = Path(folder).absolute()
     saved = _HYDRA_RECORDS.get(folder)
-    if not saved or not (always or any((folder / "records").glob("[!.]*.json"))):
+    if not (always or any((folder / "records").glob("[!.]*.json"))):
+        return
+    if not saved:  # a folder without one (the Python API's): what Hydra wrote for the refused run goes
+        if _BEFORE_RUN.get("path") == folder:
+            before = _BEFORE_RUN.get("entries", {".hydra"})
+            if ".hydra" not in before:
+                shutil.rmtree(folder / ".hydra", ignore_errors=True)
+            for log_file in folder.glob("*.log"):
+                if log_file.name not in before:
+                    log_file.unlink(missing_ok=True)
         return
     try:
         for p in (folder / ".hydra").iterdir():

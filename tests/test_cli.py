@@ -510,6 +510,20 @@ def test_a_run_into_a_folder_another_live_run_holds_changes_nothing_there(tmp_pa
     assert after.pop(Path(".ipsolve.lock")) and after == {k: v for k, v in before.items()}
 
 
+def test_a_refused_run_into_a_python_api_folder_leaves_it_as_it_was(tmp_path):
+    """A command-line run into a folder the Python API wrote (other images, other settings) mixed its
+    results with the folder's; refused now, it leaves no Hydra record or log behind (2026-12-07)."""
+    import ipsolve as api
+
+    run = tmp_path / "api"
+    api.reconstruct(api.datasets.heldout_phantoms(1, 32), solver=api.make_solver("dps_cpu", steps=2), output_dir=run,
+                    threads=1, progress=False, return_images=False)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    check_error(ipsolve("data.max_images=1", *TINY, f"hydra.run.dir={run}", cwd=tmp_path),
+                "holds results of different settings", "another input's")
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_the_resume_line_names_sigterm():
     """SIGTERM (a time limit, scancel, a launcher stopping the others after one process failed) is
     not reported as Ctrl-C's "interrupted" (audit 2026-12-07: a killed rank read as an interruption)."""

@@ -1089,14 +1089,24 @@ def test_a_rerun_on_fewer_images_says_the_folder_holds_more(tmp_path):
     import ipsolve
 
     x = ipsolve.datasets.heldout_phantoms(3, 32)
+    run = tmp_path / "run"
     dps = ipsolve.make_solver("dps_cpu", steps=2)
-    first = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1, progress=False, return_images=False)
+    first = ipsolve.reconstruct(x, solver=dps, output_dir=run, threads=1, progress=False, return_images=False)
     assert not any("did not select" in w for w in first.summary["warnings"])
-    again = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=1, progress=False, max_images=1,
+    again = ipsolve.reconstruct(x, solver=dps, output_dir=run, threads=1, progress=False, max_images=1,
                                 return_images=False)
     assert again.summary["num_finished"] == 1
-    assert f"{tmp_path} also holds 2 finished image(s) this run did not select (image_0001, image_0002)" in \
-        report(again.summary)
+    assert f"{run} also holds 2 finished image(s) this run did not select (image_0001, image_0002; a smaller " \
+        "data.max_images, or other inputs)" in report(again.summary)
+    # other images with other settings: refused (a CLI run into a Python folder mixed DMPlug's results with DPS's)
+    import numpy as np
+    from skimage.io import imsave
+
+    (tmp_path / "other").mkdir()
+    imsave(tmp_path / "other" / "z.png", (np.linspace(0, 255, 32 * 32).reshape(32, 32)).astype(np.uint8))
+    with pytest.raises(RunError, match=r"holds results of different settings .*image_0000.json: .*another input's"):
+        ipsolve.reconstruct(tmp_path / "other", solver=ipsolve.make_solver("dps_cpu", steps=3),
+                            output_dir=run, threads=1, progress=False)
 
 
 def test_a_resume_at_another_thread_count_says_how_each_image_was_made(tmp_path):

@@ -279,9 +279,9 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     others = unselected_records(o.out, names) if state.process_index == 0 else []
     if others:
         notes.append(f"{o.out} also holds {len(others)} finished image(s) this run did not select "
-                     f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): this summary, metrics.csv, the "
-                     f"report and the grid cover the {len(names)} selected (data.max_images, the inputs); run again "
-                     f"without the limit to summarise all")
+                     f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}; a smaller data.max_images, or "
+                     f"other inputs): this summary, metrics.csv, the report and the grid cover the {len(names)} "
+                     f"selected; run again on all of the inputs to summarise all")
         log.warning("%s", notes[-1])
     note = resumed_without_metrics(done, job.metrics, o.measurements)
     if note:

@@ -107,6 +107,13 @@ def prepare_resume(out: Path, names: Sequence[str], fp: str, config_yaml: str | 
                           f"contents {recorded}; now {digest_of(nm)}): the data changed under the same names; use "
                           f"another output directory ({ANOTHER_DIRECTORY}) or remove it")
         done[nm] = rec
+    for nm in unselected_records(out, names):  # another input's result in the folder: the same settings or none
+        rec = read_record(out / "records" / f"{nm}.json")
+        if rec is not None and rec.get("fingerprint") not in (None, fp):
+            return done, (f"{out} holds results of different settings ({out / 'records' / (nm + '.json')}: "
+                          f"fingerprint {rec.get('fingerprint')} != {fp}{settings_changed(out, config_yaml)}; another "
+                          f"input's, so they would be mixed in one folder); use another output directory "
+                          f"({ANOTHER_DIRECTORY}) or remove it")
     if config_yaml is not None:
         atomic_write_text(out / "config.yaml", config_yaml)
     return done, None
