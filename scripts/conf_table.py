@@ -113,7 +113,5 @@ def main(argv=None) -> None:
     print(f"rewrote the option tables in {readme}")
 
 
-if __name__ == "__main__":
-    from ipsolve.runner.errors import script_main
-
-    script_main(main)
+if __name__ == "__main__":  # (no ipsolve import: a maintainer tool that runs with any Python)
+    main()

@@ -140,7 +140,5 @@ def main() -> None:
     print(f"{changed} cell(s) {'would change' if args.dry_run else 'changed'}")
 
 
-if __name__ == "__main__":
-    from ipsolve.runner.errors import script_main
-
-    script_main(main)
+if __name__ == "__main__":  # (no ipsolve import: a maintainer tool that runs with any Python)
+    main()

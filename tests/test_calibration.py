@@ -696,6 +696,7 @@ def test_runner_calibrates_on_measurements_only(tmp_path, monkeypatch):
     # summary.json's solver entry holds the values the images were solved with, and says which were calibrated
     assert run.summary["solver"]["zeta"] == cal["changes"]["zeta"] != fast["zeta"]
     assert run.summary["solver"]["calibrated"] == ["zeta"]
+    assert all(r["info"]["calibrated"] == cal["changes"] for r in run.records)  # each record says what it used
     assert [r["info"].get("reused_from_calibration", False) for r in run.records] == [True, True, False]
     assert all(r["seconds_per_image"] > 0.05 for r in run.records)  # the reused solve's time is still counted
     fresh = ipsolve.reconstruct("bundled:phantom", operator="inpainting", solver={**fast, **cal["changes"]},

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from cli_process import run_ipsolve
 
+from ipsolve.runner.grid import row_labels
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "ipsolve" / "demo_data" / "phantom"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -85,17 +87,18 @@ def check_run_dir(run: Path, names: list[str], ground_truth=True):
         read_png(run / "recon" / f"{name}.png")
     grid = read_png(run / "grid.png")
     cols = 4 if ground_truth else 3  # one row per image: [truth |] measurement | initial guess | reconstruction
-    # 32 px images enlarged ×3 (nearest), 2 px gaps, a 14 px header naming the columns
-    assert grid.shape[:2] == (14 + 2 + len(names) * 98, 2 + cols * 98)
-    assert (grid[:14] < 128).any()  # the header has text
-    assert framed_in_red(grid, len(names), cols - 1) == [r["decision"] == "review" for r in rows]
+    # 32 px images enlarged ×3 (nearest), 2 px gaps, a 14 px header naming the columns, a margin naming the rows
+    margin = row_labels(names)[1]
+    assert grid.shape[:2] == (14 + 2 + len(names) * 98, margin + 2 + cols * 98) and margin > 6
+    assert (grid[:14] < 128).any() and (grid[14:, :margin] < 128).any()  # the header and the margin have text
+    assert framed_in_red(grid, len(names), cols - 1, margin) == [r["decision"] == "review" for r in rows]
     return summary
 
 
-def framed_in_red(grid, n_rows: int, column: int) -> list[bool]:
+def framed_in_red(grid, n_rows: int, column: int, margin: int) -> list[bool]:
     """Per row of a 32-px run's grid.png: whether the tile in ``column`` has a red frame (the
-    middle of its left padding; white when not flagged)."""
-    px = [grid[14 + i * 98 + 49, column * 98][:3] for i in range(n_rows)]
+    middle of its left padding; white when not flagged); ``margin``: the row names' width."""
+    px = [grid[14 + i * 98 + 49, margin + column * 98][:3] for i in range(n_rows)]
     assert all(tuple(p) in ((255, 255, 255), (220, 0, 0)) for p in px), px
     return [tuple(p) == (220, 0, 0) for p in px]
 
@@ -347,7 +350,7 @@ def test_reconstruction_worse_than_the_initial_guess_is_flagged(tmp_path):
     assert "explains the measurement worse than the initial guess" in (run / "ipsolve.log").read_text()
     row = next(csv.DictReader(open(run / "metrics.csv")))
     assert row["worse_than_initial"] == "yes" and row["decision"] == "review"
-    assert framed_in_red(read_png(run / "grid.png"), 1, 3) == [True]  # truth | measurement | initial | recon
+    assert framed_in_red(read_png(run / "grid.png"), 1, 3, row_labels([name])[1]) == [True]  # truth | … | recon
 
 
 def test_measurements_only(single_run, tmp_path):

@@ -736,8 +736,11 @@ def test_fully_sampled_kspace_is_undersampled_retrospectively(tmp_path):
     assert source["padding_columns"] == 2  # 5 zero columns at each edge of 40, 1 of them inside the central 32
     from skimage import io as skio
 
+    from ipsolve.runner.grid import row_labels
+
     grid = skio.imread(tmp_path / "run" / "grid.png")  # truth | measurement | initial | reconstruction
-    assert grid.shape[1] == 394  # 4 columns (without the truth, as before: 296)
+    margin = row_labels([r["name"] for r in result.records][:8])[1]  # (the rows' names)
+    assert grid.shape[1] == 394 + margin  # 4 columns (without the truth, as before: 296)
     op_mask = np.load(tmp_path / "run" / "inputs" / "fastmri_mask.npy")
     from ipsolve.io.fastmri import open_fastmri, read_slice, square_kspace
 

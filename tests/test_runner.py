@@ -1122,3 +1122,24 @@ def test_a_resume_at_another_thread_count_says_how_each_image_was_made(tmp_path)
     run = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path, threads=2)
     assert run.summary["threads"]["images_by_threads"] == {"1": 1, "2": 1}
     assert "the images were made with 1 thread(s): 1, 2 thread(s): 1 (a resume)" in report(run.summary)
+
+
+def test_save_arrays_keeps_the_exact_values_the_metrics_were_computed_on(tmp_path):
+    """The PNGs are 8-bit: PSNR recomputed from them differs by up to ~0.01 dB, a residual near the noise
+    level by far more (an audit, 2026-12-07).  ``save_arrays`` also writes recon/ and initial/ as float32
+    ``.npy``; the reported PSNR is the one these give."""
+    import numpy as np
+
+    import ipsolve
+    from ipsolve.metrics import psnr
+
+    x = ipsolve.datasets.heldout_phantoms(2, 32)
+    run = ipsolve.reconstruct(x, solver=ipsolve.make_solver("dps_cpu", steps=2), output_dir=tmp_path, threads=1,
+                              progress=False, save_arrays=True, return_images=False)
+    for i, rec in enumerate(run.records):
+        recon = torch.from_numpy(np.load(tmp_path / "recon" / f"{rec['name']}.npy"))[None]
+        assert (tmp_path / "initial" / f"{rec['name']}.npy").is_file()
+        assert float(psnr(recon, x[i:i + 1])) == pytest.approx(rec["metrics"]["psnr"], abs=1e-4)
+    plain = ipsolve.reconstruct(x, solver=ipsolve.make_solver("dps_cpu", steps=2), output_dir=tmp_path / "plain",
+                                threads=1, progress=False, return_images=False)
+    assert plain.records and not any((tmp_path / "plain" / "recon").glob("*.npy"))

@@ -47,6 +47,9 @@ class Job:
     # image), not solved again
     solved: dict = field(default_factory=dict)
     deterministic: bool = False  # torch's deterministic algorithms on (recorded per image: a resume may switch it)
+    # the values calibration chose (the solver holds them): each record says so, as solve()'s info does — only
+    # summary.json did, and config.yaml keeps the settings as given (an audit, 2026-12-07)
+    calibrated: dict = field(default_factory=dict)
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -294,6 +297,8 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
         rec["metrics"] = {m: (None if v[0] is None else float(v[0][i])) for m, v in scores.items()}
         rec["initial_metrics"] = {m: (None if v[1] is None else float(v[1][i])) for m, v in scores.items()}
     rec["info"] = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
+    if job.calibrated:
+        rec["info"]["calibrated"] = dict(job.calibrated)
     rec["reliability"] = rec["info"].get("reliability")
     warning = rec["info"].pop("warning", None)  # solve()'s (ipsolve.solvers.base.residual_warning)
     if warning:

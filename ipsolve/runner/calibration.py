@@ -108,6 +108,7 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
     if error is not None:
         raise RunError(f"calibration failed: {error}")
     job.solver = with_params(job.solver, **record["changes"])
+    job.calibrated = dict(record["changes"])
     if job.coupling == "auto":
         job.coupling = float(record["coupling"])
     return record

@@ -30,15 +30,42 @@ def kernel_image(k):
     return (k / k.max().clamp_min(1e-12) * 2 - 1)[None, None]
 
 
+def row_labels(names: Sequence[str]) -> tuple[list[str], int]:
+    """The rows' names as drawn (shortened to :data:`ROW_LABEL_MAX`) and the margin's width in pixels
+    (0 without names)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    shown = [fitted(str(name), lambda t: draw.textlength(t, font=font), ROW_LABEL_MAX - 6) for name in names]
+    return shown, (int(max(draw.textlength(n, font=font) for n in shown)) + 6 if shown else 0)
+
+
+def fitted(text: str, width_of, limit: float) -> str:
+    """``text``, or its start and end around "...", as long as ``width_of`` keeps it within ``limit``."""
+    if width_of(text) <= limit:
+        return text
+    keep = len(text)
+    while keep > 2 and width_of(text[:keep // 2] + "..." + text[len(text) - (keep - keep // 2):]) > limit:
+        keep -= 1
+    return text[:keep // 2] + "..." + text[len(text) - (keep - keep // 2):]
+
+
 GRID_MIN_SIDE = 96  # small images are enlarged (nearest neighbour, pixels stay visible) to at least this
 
 
 REVIEW_FRAME = (220, 0, 0)  # the frame around a reconstruction flagged for review
 
 
-def labelled(grid, labels: Sequence[str], tile: int, pad: int, framed: Sequence[tuple[int, int]] = ()):
-    """``grid`` (``(C, H, W)`` in [-1, 1]) with a white header naming each column, as an 8-bit PIL image;
-    the tiles at ``framed`` (row, column) get a red frame in their padding (images flagged for review)."""
+ROW_LABEL_MAX = 160  # pixels for the images' names left of the rows (longer names are shortened with "...")
+
+
+def labelled(grid, labels: Sequence[str], tile: int, pad: int, framed: Sequence[tuple[int, int]] = (),
+             rows: Sequence[str] = ()):
+    """``grid`` (``(C, H, W)`` in [-1, 1]) with a white header naming each column and, with ``rows``, a
+    white margin naming each row's image (a grid of 8 rows said nothing of which image was which: an
+    audit, 2026-12-07), as an 8-bit PIL image; the tiles at ``framed`` (row, column) get a red frame in
+    their padding (images flagged for review)."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
@@ -47,15 +74,18 @@ def labelled(grid, labels: Sequence[str], tile: int, pad: int, framed: Sequence[
     body = Image.fromarray(to_uint8(grid)).convert("RGB")
     font = ImageFont.load_default()
     header = 14
-    canvas = Image.new("RGB", (body.width, body.height + header), "white")
-    canvas.paste(body, (0, header))
+    names, margin = row_labels(rows)
+    canvas = Image.new("RGB", (body.width + margin, body.height + header), "white")
+    canvas.paste(body, (margin, header))
     draw = ImageDraw.Draw(canvas)
     for j, text in enumerate(labels):
-        left = pad + j * (tile + pad)
+        left = margin + pad + j * (tile + pad)
         width = draw.textlength(text, font=font)
         draw.text((left + max((tile - width) / 2, 0), 1), text, fill="black", font=font)
+    for i, name in enumerate(names):
+        draw.text((3, header + pad + i * (tile + pad) + tile / 2 - 6), name, fill="black", font=font)
     for i, j in framed:
-        top, left = header + pad + i * (tile + pad), pad + j * (tile + pad)
+        top, left = header + pad + i * (tile + pad), margin + pad + j * (tile + pad)
         draw.rectangle((left - pad, top - pad, left + tile + pad - 1, top + tile + pad - 1), outline=REVIEW_FRAME,
                        width=pad)
     return np.asarray(canvas)
@@ -100,7 +130,8 @@ def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, mea
     framed = [(i, column) for i, rec in enumerate(shown) if (decisions or {}).get(rec["name"]) == "review"]
     if framed:
         labels[column] = "recon (red: review)"
-    image = labelled(make_grid(rows, pad)[0], labels, prior.image_size * factor, pad, framed)
+    image = labelled(make_grid(rows, pad)[0], labels, prior.image_size * factor, pad, framed,
+                     rows=[rec["name"] for rec in shown])
     tmp = out / ".grid.tmp.png"
     skio.imsave(tmp, image, check_contrast=False)
     os.replace(tmp, out / "grid.png")

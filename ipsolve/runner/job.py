@@ -45,6 +45,7 @@ def run_config(cfg, output_dir: Path, state=None, extra_summary: dict | None = N
                    samples=cfg.get("samples", 1), review_below=cfg.get("review_below"),
                    review_coverage=cfg.get("review_coverage"), threads=cfg.get("threads", "auto"),
                    calibrate=to_plain(cfg.get("calibrate")), select=cfg.get("select", "mean"),
-                   deterministic=cfg.get("deterministic", False))
+                   deterministic=cfg.get("deterministic", False),
+                   keep_arrays=flag("save_arrays", cfg.get("save_arrays", False)))
 
 

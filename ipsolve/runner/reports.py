@@ -527,7 +527,8 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None,
 
     calibrated = any(r.get("calibrated") for r in rows)  # a column only when some job calibrated
     md = [f"# Sweep summary: {sweep_dir}", "",
-          "PSNR/SSIM: mean ± std (median) over the images (data range 1); PSNR (initial): the operator's initial "
+          "PSNR/SSIM: mean ± std (median) over the images (data range 1; std: the sample standard deviation, "
+          "÷ (n − 1)); PSNR (initial): the operator's initial "
           "guess; residual: ‖y − A(x)‖ / (σ√m), ≈ 1 at the noise level; s/image: the batch's time divided by its "
           "images.",
           f"Overrides common to all runs: {' '.join(common) or '(none)'}", "",

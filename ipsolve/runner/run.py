@@ -18,7 +18,7 @@ from ..notices import bars_render, shown
 from .batches import Job, run_batches
 from .calibration import calibrate_job, calibration_options, effective_options
 from .determinism import deterministic_algorithms
-from .errors import RunError
+from .errors import RunError, flag
 from .lock import run_lock
 from ..operators.base import operator_label
 from ..solvers.base import RESIDUAL_WARNING
@@ -85,7 +85,8 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
     ``params``; :mod:`.calibration`) — choose the solver's parameters from the first images'
     measurements, never their ground truth, then solve all.  ``input_settings``: how the inputs
     were made (e.g. a volume's window), part of the settings and the resume fingerprint.
-    ``keep_arrays``: also write float ``.npy`` reconstructions (volume runs).  ``coupling``: a
+    ``keep_arrays``: also write ``recon/``, ``initial/`` (and ``std/``) as float32 ``.npy``, the exact
+    values (the PNGs are 8-bit; the command line's ``save_arrays=true``; volume runs always).  ``coupling``: a
     z-coupling weight, or ``"auto"`` to choose it from the first volume's measurements
     (:mod:`.calibration`); the items' ``volume``/``z`` say which slices are neighbours, each volume
     is solved in one batch and handed to one process (see :mod:`ipsolve.solvers.coupling`).
@@ -827,7 +828,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
                 progress: bool = True, return_images: bool = True, samples: int = 1,
                 review_below: float | None = None, review_coverage: float | None = None,
-                threads="auto", calibrate=False, select: str = "mean", deterministic: bool = False) -> Reconstruction:
+                threads="auto", calibrate=False, select: str = "mean", deterministic: bool = False,
+                save_arrays: bool = False) -> Reconstruction:
     """Reconstruct a folder of images (a path or ``bundled:phantom`` / ``bundled:photo``), a
     list of image paths, or a tensor ``(N, C, H, W)`` in [-1, 1] (the prior's size and
     channels).  Files are centre-cropped and resized to the prior's size.
@@ -849,7 +851,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
     measurements (:func:`ipsolve.estimate_sigma`; :mod:`.noise`).  ``threads``: torch's CPU threads during the run (``"auto"``: see
     :mod:`ipsolve.runner.threads`; restored afterwards).  ``calibrate=True`` (or a mapping of
     options): choose the solver's parameters from the first images' measurements first
-    (:mod:`ipsolve.runner.calibration`).  ``deterministic=True``: torch's deterministic algorithms
+    (:mod:`ipsolve.runner.calibration`).  ``save_arrays=True``: with ``output_dir``, also ``recon/``,
+    ``initial/`` (and ``std/``) as float32 ``.npy`` (the PNGs are 8-bit).  ``deterministic=True``: torch's deterministic algorithms
     for the run (bit-reproducible on a GPU, slower; :mod:`ipsolve.runner.determinism`).
 
     The rest: ``names`` (one per image of a tensor; default ``image_0000`` …), ``batch_size`` (images
@@ -884,7 +887,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
                      return_images=return_images, explicit_operator=explicit, settings_given=settings_given,
                      samples=samples,
                      review_below=review_below, review_coverage=review_coverage, threads=threads,
-                     calibrate=calibrate, select=select, deterministic=deterministic)
+                     calibrate=calibrate, select=select, deterministic=deterministic,
+                     keep_arrays=flag("save_arrays", save_arrays))
     check_some_usable(result.summary)
     return result
 
