@@ -1143,3 +1143,36 @@ def test_save_arrays_keeps_the_exact_values_the_metrics_were_computed_on(tmp_pat
     plain = ipsolve.reconstruct(x, solver=ipsolve.make_solver("dps_cpu", steps=2), output_dir=tmp_path / "plain",
                                 threads=1, progress=False, return_images=False)
     assert plain.records and not any((tmp_path / "plain" / "recon").glob("*.npy"))
+
+
+def test_a_batch_out_of_memory_is_solved_in_halves(tmp_path, caplog, monkeypatch):
+    """Out of (GPU) memory on a batch was a traceback: the batch is solved as two halves instead — each
+    image's seeds are its own, so the results equal a run at that batch size — and the later batches take
+    the smaller size; on one image, one line saying what lowers the memory, the finished images kept."""
+    import ipsolve
+
+    x = ipsolve.datasets.heldout_phantoms(5, 32)
+    dps = ipsolve.make_solver("dps_cpu", steps=2)
+    real_run = type(dps).run
+
+    def small_memory(self, y, *args, **kwargs):  # room for 2 images at a time
+        if y.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(self, y, *args, **kwargs)
+
+    monkeypatch.setattr(type(dps), "run", small_memory)
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        run = ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path / "a", batch_size=4, threads=1, progress=False)
+    assert "on a batch of 4 image(s) (CUDA out of memory. Tried to allocate 2.00 GiB): solving it as 2 + 2" in caplog.text
+    assert [r["batch"] for r in run.records] == [["image_0000", "image_0001"]] * 2 + [["image_0002", "image_0003"]] * 2 \
+        + [["image_0004"]]
+    pairs = ipsolve.reconstruct(x, solver=dps, batch_size=2, threads=1, progress=False)
+    assert torch.equal(run.x, pairs.x)
+
+    def no_memory(self, y, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(type(dps), "run", no_memory)
+    with pytest.raises(RunError, match=r"out of .*memory solving one image \(CUDA out of memory\. Tried to allocate "
+                                       r"9\.00 GiB\): finished images are kept and a rerun resumes; lower the memory"):
+        ipsolve.reconstruct(x[:1], solver=dps, output_dir=tmp_path / "b", threads=1, progress=False)

@@ -68,13 +68,27 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
         lines = ProgressLog(len(local), len(batches), iteration_budget(job.solver),
                             samples=job.samples, label="" if job.world == 1 else f"rank 0 of {job.world}: ")
     records, skipped, images = [], [], {}
-    for batch in batches:
+    queue = list(batches)
+    while queue:
+        batch = queue.pop(0)
         if lines is not None:
             lines.start_batch(len(batch))
         ok, inputs, unreadable = load_batch(job, batch)
         skipped += unreadable
         if ok:
-            for rec, x in run_batch(job, ok, inputs, callback=lines.callback if lines is not None else None):
+            try:
+                done = run_batch(job, ok, inputs, callback=lines.callback if lines is not None else None)
+            except RuntimeError as err:  # (torch.OutOfMemoryError is one)
+                if not out_of_memory(err):
+                    raise
+                del inputs
+                parts = split_for_memory(job, ok, err)
+                queue = parts + [b[k:k + len(parts[0])] for b in queue for k in range(0, len(b), len(parts[0]))]
+                bar.update(len(unreadable))
+                if lines is not None:
+                    lines.split_batch(len(parts), len(unreadable))
+                continue
+            for rec, x in done:
                 records.append(rec)
                 if return_images:
                     images[rec["name"]] = x
@@ -85,6 +99,42 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
             lines.end_batch(len(ok), len(unreadable), sum(it.name in job.solved for it in ok))
     bar.close()
     return records, skipped, images
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """torch's out-of-memory error (a GPU's), or the CPU allocator's failure to allocate."""
+    import torch
+
+    return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError)
+                                                       and "can't allocate memory" in str(err))
+
+
+def split_for_memory(job: Job, ok: list[Item], err: BaseException) -> list[list[Item]]:
+    """A batch that ran out of memory as two halves to solve instead (each image's seeds are its own,
+    so the results do not depend on batching; the later batches take the smaller size) — it was a
+    traceback, and a paper-size prior's batch of 16 is often one.  :class:`RunError` where nothing is
+    left to split (one image, or a volume whose
+    slices z-coupling solves together)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    where = f"{torch.device(job.device).type.upper()} memory" if job.device is not None else "memory"
+    first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    if len(ok) == 1 or job.coupling is not None:
+        what = "one image" if len(ok) == 1 else f"volume {ok[0].volume}'s {len(ok)} slices (z-coupling solves them together)"
+        raise RunError(f"out of {where} solving {what} ({first}): finished images are kept and a rerun resumes; "
+                       f"lower the memory per image — a prior's memory options (gradient checkpointing, VAE "
+                       f"slicing/tiling: README, Memory), a smaller prior.image_size, fewer samples"
+                       + ("" if job.coupling is None else ", or data.z_coupling=0 (slice by slice)")) from None
+    half = (len(ok) + 1) // 2
+    log.warning("out of %s on a batch of %d image(s) (%s): solving it as %d + %d; later batches take at most %d "
+                "(each image's seeds are its own: the results do not depend on batching)", where, len(ok), first, half,
+                len(ok) - half, half)
+    return [ok[:half], ok[half:]]
 
 
 def make_batches(job: Job, local: list[Item], batch_size: int) -> list[list[Item]]:

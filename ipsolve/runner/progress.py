@@ -92,6 +92,14 @@ class ProgressLog:
                  self.batch, self.num_batches, self.calls, of, self._done(),
                  duration(self.clock() - self.start), self._eta(fraction))
 
+    def split_batch(self, parts: int, skipped: int = 0) -> None:
+        """The batch just started did not fit in memory and is solved as ``parts`` smaller ones
+        (``skipped``: its inputs that could not be used, counted now)."""
+        self.batch -= 1
+        self.num_batches += parts - 1
+        self.skipped += skipped
+        self.batch_size = 0
+
     def end_batch(self, finished: int, skipped: int = 0, reused: int = 0) -> None:
         """After a batch: ``finished`` images solved, ``skipped`` inputs of it that could not be used,
         ``reused`` of the finished ones taken from calibration's solve (they said "0 s left" before)."""
