@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
 from ipsolve import datasets, load_prior
 from ipsolve.io import save_image
 from ipsolve.metrics import psnr
-from ipsolve.priors import BUNDLED_DIR, FlowPrior, LatentPrior
+from ipsolve.priors import BUNDLED_DIR, DiffusionPrior, FlowPrior, LatentPrior
 
 # (an audit of DESIGN §8, 2026-12-07: it was listed as held out)
 SHEPP_LOGAN_NOTE = ("The tables below also include scikit-image's Shepp–Logan phantom, which is **not** held out: "
@@ -163,6 +164,36 @@ def gains(prior, images):
             for lbl, n, e in rows]
 
 
+SAMPLES_LINE = "**Unconditional samples**"
+
+
+def write_samples(prior, root: Path) -> str:
+    """``root/samples.png``: 16 unconditional samples (50 deterministic steps, seed 0; a pixel diffusion
+    prior's x̂0 clipped to [-1, 1] at every step, as its solvers do — unclipped, the phantom prior drew
+    all-black and all-white tiles it does not give a solver); the model card's line about them."""
+    clip = isinstance(prior, DiffusionPrior)
+    kwargs = {"clip_x0": True} if clip else {}
+    samples = prior.sample(16, steps=50, generator=torch.Generator().manual_seed(0), **kwargs).clamp(-1, 1)
+    side = samples.shape[-1]
+    grid = samples.view(4, 4, *samples.shape[1:]).permute(2, 0, 3, 1, 4).reshape(1, samples.shape[1], 4 * side, 4 * side)
+    if side < 32:  # kernels: enlarged ×4 (nearest) to be visible
+        grid = grid.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    save_image(grid, root / "samples.png")
+    return (f"{SAMPLES_LINE} (50 deterministic steps, seed 0{', x̂0 clipped to [-1, 1] at every step, as the solvers do' if clip else ''}): "
+            "`samples.png`.")
+
+
+def refresh_samples(names) -> None:
+    """Only ``samples.png`` and its line in each model card (seconds; the measured tables stay)."""
+    for name in names:
+        root = BUNDLED_DIR / name
+        line = write_samples(load_prior(f"bundled:{name}"), root)
+        text = (root / "README.md").read_text()
+        card = [line if row.startswith(SAMPLES_LINE) else row for row in text.splitlines()]
+        (root / "README.md").write_text("\n".join(card) + ("\n" if text.endswith("\n") else ""))
+        print(f"{name}: {line}")
+
+
 def main(names):
     for name in names:
         root = BUNDLED_DIR / name
@@ -250,13 +281,7 @@ def main(names):
             lines += ["", "On the phantom prior's held-out family (8 `blobs` + Shepp–Logan), where it is at home:", "",
                       "| solver | operator | grey-ddpm | phantom-ddpm | initial guess |", "|---|---|---|---|---|"]
             lines += [f"| {s} | {op} | {a:.2f} | {c:.2f} | {b:.2f} |" for (s, op, a, b), (_, _, c, _) in zip(mine, theirs)]
-        samples = prior.sample(16, steps=50, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
-        side = samples.shape[-1]
-        grid = samples.view(4, 4, *samples.shape[1:]).permute(2, 0, 3, 1, 4).reshape(1, samples.shape[1], 4 * side, 4 * side)
-        if side < 32:  # kernels: enlarged ×4 (nearest) to be visible
-            grid = grid.repeat_interleave(4, -1).repeat_interleave(4, -2)
-        save_image(grid, root / "samples.png")
-        lines += ["", "**Unconditional samples** (50 deterministic steps, seed 0): `samples.png`.", ""]
+        lines += ["", write_samples(prior, root), ""]
         if name in NOTES:
             lines += [NOTES[name], ""]
         if name.startswith("photo"):
@@ -272,7 +297,13 @@ if __name__ == "__main__":
 
     bundled = [p.name for p in sorted(BUNDLED_DIR.iterdir()) if (p / "model_index.json").exists()]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("priors", nargs="*", choices=bundled, metavar="PRIOR",
+    ap.add_argument("priors", nargs="*", metavar="PRIOR",  # (choices= with nargs="*" refuses none: Python 3.11)
                     help=f"bundled priors to measure (default: all): {', '.join(bundled)}; each one's README.md "
                          "(model card) and samples are REWRITTEN")
-    main(ap.parse_args().priors or bundled)
+    ap.add_argument("--samples-only", action="store_true",
+                    help="only redraw each card's samples.png and its line (seconds), not the measured tables")
+    args = ap.parse_args()
+    unknown = [name for name in args.priors if name not in bundled]
+    if unknown:
+        ap.error(f"argument PRIOR: invalid choice: {unknown[0]!r} (choose from {', '.join(bundled)})")
+    (refresh_samples if args.samples_only else main)(args.priors or bundled)
