@@ -113,8 +113,7 @@ def split_for_memory(job: Job, ok: list[Item], err: BaseException) -> list[list[
     """A batch that ran out of memory as two halves to solve instead (each image's seeds are its own,
     so the results do not depend on batching; the later batches take the smaller size) — it was a
     traceback, and a paper-size prior's batch of 16 is often one.  :class:`RunError` where nothing is
-    left to split (one image, or a volume whose
-    slices z-coupling solves together)."""
+    left to split (one image, or a volume whose slices z-coupling solves together)."""
     import gc
 
     import torch
@@ -128,7 +127,7 @@ def split_for_memory(job: Job, ok: list[Item], err: BaseException) -> list[list[
         what = "one image" if len(ok) == 1 else f"volume {ok[0].volume}'s {len(ok)} slices (z-coupling solves them together)"
         raise RunError(f"out of {where} solving {what} ({first}): finished images are kept and a rerun resumes; "
                        f"lower the memory per image — a prior's memory options (gradient checkpointing, VAE "
-                       f"slicing/tiling: README, Memory), a smaller prior.image_size, fewer samples"
+                       f"slicing/tiling: README, 'Memory at 512 px'), a smaller prior.image_size, fewer samples"
                        + ("" if job.coupling is None else ", or data.z_coupling=0 (slice by slice)")) from None
     half = (len(ok) + 1) // 2
     log.warning("out of %s on a batch of %d image(s) (%s): solving it as %d + %d; later batches take at most %d "

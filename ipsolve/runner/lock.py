@@ -6,8 +6,9 @@ with steps-60 records and summary beside a ``config.yaml`` saying 20 (and a SLUR
 double launch does all the work twice).  The first process of a run writes ``.ipsolve.lock``
 (its host and process id) with ``O_EXCL`` and removes it when the run ends, however it ends; a
 second run on the same host finds the process alive and stops with one line.  A lock whose process
-is gone (killed, out of memory), or whose process id now belongs to a process started later, is taken over; one written on another host cannot be checked, so
-it is said and taken over — a requeued SLURM job must resume after its node died.  Written here
+is gone (killed, out of memory), or whose process id now belongs to a process started later, is
+taken over; one written on another host cannot be checked, so it is said and taken over — a
+requeued SLURM job must resume after its node died.  Written here
 rather than with ``filelock`` (installed with huggingface_hub): its OS lock dies with the process,
 but it cannot say which run holds the folder, and fcntl locks on a cluster's network file system are
 not to be relied on."""
