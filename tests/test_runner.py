@@ -614,7 +614,6 @@ def test_api_audit_findings(tmp_path):
 
     import ipsolve
     from ipsolve import datasets
-    from ipsolve.operators.base import InputWarning
 
     prior = ipsolve.load_prior("bundled:phantom-ddpm")
     op = ipsolve.make_operator("inpainting", missing=[0.3, 0.7])
@@ -626,9 +625,14 @@ def test_api_audit_findings(tmp_path):
     ipsolve.reconstruct(x, operator=op, solver=ipsolve.make_solver("dps_cpu", steps=2), prior=prior, threads=1,
                         metrics=["psnr"])
     assert op.image_names() is None and torch.equal(op.mask_for(x.shape), masks)
-    op.apply(x)  # the batch as measured, then a slice of it: warned
-    with pytest.warns(InputWarning, match="keyed by position"):
-        op.apply(x[1:2])
+    # a slice of the measured batch solved alone gets image 0's mask (keyed by position): refused, as y's holes show
+    # (a size-change warning fired on new batches too, and a same-size reorder was solved silently wrong)
+    with pytest.raises(ValueError, match=r"y's image 0 holds image content where its inpainting mask has holes .*"
+                                         r"keyed by position in the batch"):
+        ipsolve.solve(y[1:2], op, prior, ipsolve.make_solver("dps_cpu", steps=2), sigma=0.01)
+    with pytest.raises(ValueError, match=r"holds image content where its inpainting mask has holes"):  # reordered
+        ipsolve.solve(y[[1, 0]], op, prior, ipsolve.make_solver("dps_cpu", steps=2), sigma=0.01)
+    ipsolve.solve(y[:1], op, prior, ipsolve.make_solver("dps_cpu", steps=2), sigma=0.01)  # the first alone: its mask
     with pytest.raises(RunError, match=r"none of the 2 image\(s\) could be used; image_0000: .*64"):
         ipsolve.reconstruct(torch.zeros(2, 1, 64, 64), solver="dps_cpu", threads=1)
     with pytest.raises(RunError, match="path separator"):

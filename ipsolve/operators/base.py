@@ -259,6 +259,11 @@ class Operator(nn.Module):
         self.output_shape(x.shape)
         return self.apply(x)
 
+    def check_consistent(self, y: torch.Tensor, sigma: float) -> None:
+        """ValueError where ``y``'s values show it was not made by this operator as it stands (its
+        shape is checked by :meth:`check_measurement`); nothing by default (per-image inpainting masks:
+        :class:`~ipsolve.operators.inpainting.Inpainting`)."""
+
     def check_measurement(self, y: torch.Tensor, image_shape) -> torch.Tensor:
         """Check that ``y`` is what this operator produces from images of ``image_shape``."""
         check_image(y, "y")

@@ -116,35 +116,36 @@ class Inpainting(Operator):
         """Name the images of the next batches (their masks are drawn from these keys); ``None``:
         key by position in the batch."""
         self.image_keys = None if keys is None else [str(k) for k in keys]
-        self._positional_batch = None  # named or renamed: position keys start afresh
 
     def image_names(self) -> list[str] | None:
         return None if self.image_keys is None else list(self.image_keys)
 
-    def _check_positional_batch(self, b: int) -> None:
-        """Masks keyed by position: a batch of another size than the first (e.g. ``y[1:2]`` of a
-        measured batch) gives its images other masks than they were measured with (warnings shows
-        it once per place)."""
-        first = getattr(self, "_positional_batch", None)
-        if first is None:
-            self._positional_batch = b
-        elif b != first:
-            import warnings
+    HOLE_CONTENT = 0.05  # RMS in a hole beyond 3σ by this: image content, not noise (images span [-1, 1])
 
-            from .base import InputWarning
+    def check_consistent(self, y: torch.Tensor, sigma: float) -> None:
+        """Per-image masks: each image's holes in ``y`` hold noise only (zeros once projected); image
+        content there means the masks are not those ``y`` was measured with — a reordered batch keyed by
+        position got other images' masks and was solved silently wrong (an audit, 2026-12-07: residuals
+        7–10× the noise level, told only to check sigma and the solver)."""
+        if not self.per_image:  # (a shared or file mask: a measurement from elsewhere may fill its holes)
+            return
+        holes = (self.mask_for(tuple(y.shape)) == 0).to(y.device).expand_as(y)
+        count = holes.flatten(1).sum(1)
+        rms = ((y * holes).pow(2).flatten(1).sum(1) / count.clamp_min(1)).sqrt()
+        bad = [i for i in range(y.shape[0]) if count[i] > 0 and float(rms[i]) > 3 * sigma + self.HOLE_CONTENT]
+        if bad:
+            keyed = ("keyed by position in the batch" if self.image_keys is None
+                     else f"drawn for the images named {self.image_keys[bad[0]]!r}, …")
+            raise ValueError(f"y's image {bad[0]} holds image content where its inpainting mask has holes (RMS "
+                             f"{float(rms[bad[0]]):.3g} there, noise σ {sigma:g}; {len(bad)} of {y.shape[0]} image(s)): "
+                             f"the per-image masks ({keyed}) are not those y was measured with — a reordered or sliced "
+                             f"batch; name the images with op.set_images([...]) before measure and solve")
 
-            warnings.warn(f"per-image inpainting masks are keyed by position in the batch (image i gets mask i): this "
-                          f"batch has {b} image(s), the first had {first}, so a sliced or reordered batch gets other "
-                          f"masks than it was measured with; name the images with op.set_images([...]) before "
-                          f"measure and solve", InputWarning, stacklevel=3)
-
-    def mask_for(self, shape, data: bool = False) -> torch.Tensor:
+    def mask_for(self, shape) -> torch.Tensor:
         h, w = shape[-2:]
         if self.per_image:
             b = shape[0] if len(shape) == 4 else 1
             keys = self.image_keys if self.image_keys is not None else [str(i) for i in range(b)]
-            if self.image_keys is None and data:  # applied to images, not a shape probe (svd, output_shape)
-                self._check_positional_batch(b)
             if len(keys) != b:
                 raise ValueError(f"per-image inpainting masks: {len(keys)} image keys were set (set_images) but the "
                                  f"batch has {b} images; expected one key per image")
@@ -167,7 +168,7 @@ class Inpainting(Operator):
         return tuple(shape)
 
     def apply(self, x):
-        return x * cached_on(self, "mask", self.mask_for(x.shape, data=True), x.device, x.dtype)
+        return x * cached_on(self, "mask", self.mask_for(x.shape), x.device, x.dtype)
 
     def svd(self, shape):
         """V = U = I and the mask as singular values (per image with per-image masks)."""
@@ -204,4 +205,4 @@ class Inpainting(Operator):
 
     def initial_guess(self, y):
         """Harmonic fill of the missing pixels."""
-        return harmonic_fill(y, self.mask_for(y.shape, data=True).to(y).expand_as(y)).clamp(-1, 1)
+        return harmonic_fill(y, self.mask_for(y.shape).to(y).expand_as(y)).clamp(-1, 1)

@@ -122,6 +122,7 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
     if auto:
         sigma = auto_sigma(y, operator)
     check_range(y, operator, image_shape, sigma)
+    operator.check_consistent(y, sigma)
     return y, sigma
 
 
