@@ -841,7 +841,7 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
     inputs are measurements ``y`` (no ground truth; no PSNR/SSIM/LPIPS).  Each image's noise and
     solver seeds derive from (``seed``, its name), so results do not depend on batching or on the
     number of processes beyond float32 rounding (which DPS or LBFGS can amplify to tenths of a
-    dB on one image; float64 priors give identical digits).  With ``output_dir`` the same files as the command line are written
+    dB on one image; float64 priors — float64 networks, float32 iterates — give identical digits).  With ``output_dir`` the same files as the command line are written
     and a rerun resumes.  Under ``accelerate launch`` / ``torchrun`` the images are split across
     the processes.  Returns a :class:`Reconstruction` (``x, records = reconstruct(...)``).
 
