@@ -215,3 +215,39 @@ def test_newcomers_inputs_to_metrics_and_image_files(tmp_path):
     np.save(tmp_path / "hwc.npy", np.zeros((32, 32, 3), np.float32))
     with pytest.raises(ValueError, match=r"channels last \(H, W, C\); ipsolve's arrays are \(C, H, W\)"):
         load_image(tmp_path / "hwc.npy")
+
+
+def test_cmyk_wide_integer_and_multi_page_files(tmp_path, caplog):
+    """A CMYK JPEG was read as RGBA — its black channel taken for alpha — and came out white; an int32
+    TIFF of 0…25500 was divided by 255 and clipped to white, scored and accepted; a multi-page TIFF gave
+    its first page silently (an audit, 2026-12-07).  Now: CMYK as Pillow's RGB, the wide integers refused
+    in one line, the pages said; a .npy's channels come from its header (its conversion is reported)."""
+    import logging
+
+    import numpy as np
+    import tifffile
+    from PIL import Image
+    from skimage import data
+
+    from ipsolve.io import load_image
+    from ipsolve.io.images import image_channels
+
+    rgb = data.astronaut()[::8, ::8]
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")  # (lossless: the same pixels as the PNG)
+    assert torch.allclose(load_image(tmp_path / "cmyk.tif"), load_image(tmp_path / "rgb.png"), atol=2 / 255)
+    assert image_channels(tmp_path / "cmyk.tif") == 3
+    tifffile.imwrite(tmp_path / "wide.tif", data.camera()[::8, ::8].astype(np.int32) * 100)
+    with pytest.raises(ValueError, match=r"wide.tif holds int32 values from \d+ to 25\d00; ipsolve reads 8-bit"):
+        load_image(tmp_path / "wide.tif")
+    tifffile.imwrite(tmp_path / "narrow.tif", data.camera()[::8, ::8].astype(np.int32))  # 8-bit values, wider type
+    assert torch.allclose(load_image(tmp_path / "narrow.tif"), torch.from_numpy(data.camera()[::8, ::8] / 127.5 - 1)
+                          .float()[None, None], atol=1e-6)
+    page = Image.fromarray(data.camera()[::8, ::8])
+    page.save(tmp_path / "pages.tif", save_all=True, append_images=[page, page])
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        assert load_image(tmp_path / "pages.tif").shape == (1, 1, 64, 64)
+    assert "pages.tif holds 3 pages (a multi-page TIFF): only the first is read" in caplog.text
+    np.save(tmp_path / "chw.npy", np.zeros((3, 8, 8), np.float32))
+    np.save(tmp_path / "hw.npy", np.zeros((8, 8), np.float32))
+    assert image_channels(tmp_path / "chw.npy") == 3 and image_channels(tmp_path / "hw.npy") == 1

@@ -79,7 +79,7 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
             reason = "" if "Could not find a backend" in str(err) else f": {str(err).splitlines()[0]}"
             raise ValueError(f"cannot read image {path}: not a readable {path.suffix.lstrip('.').upper() or 'image'} "
                              f"file (damaged, empty or in another format){reason}") from None
-        img = exif_oriented(img, path)
+        img = exif_oriented(pil_checked(img, path), path)
     if img.dtype == bool:  # 1-bit images (and masks): 0/1, not 0/255
         img = img.astype(np.float64)
     elif img.dtype == np.uint16:
@@ -95,8 +95,12 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"{path.name} holds floating-point values in [{lo:g}, {hi:g}]; ipsolve reads a float "
                              f"image as [0, 1] intensities — rescale it, or save a .npy on the [-1, 1] scale")
-    else:
+    elif img.dtype == np.uint8 or (img.size and 0 <= img.min() and img.max() <= 255):
         img = img / 255.0
+    else:  # an int32 TIFF of 0…25500 was divided by 255: white, scored and accepted (an audit, 2026-12-07)
+        raise ValueError(f"{path.name} holds {img.dtype} values from {img.min()} to {img.max()}; ipsolve reads 8-bit "
+                         f"(/255) and 16-bit (/65535) integer images — save it as one of those, as a float TIFF in "
+                         f"[0, 1], or as a .npy on the [-1, 1] scale")
     if img.ndim == 3 and img.shape[-1] in (2, 4) and img[..., -1].min() < 1 and not _TRANSPARENCY_SAID:
         log.warning("%s has transparent pixels (alpha down to %.2f): composited on white, as scikit-image's rgba2rgb "
                     "(said for the first such file only)", path.name, float(img[..., -1].min()))
@@ -117,6 +121,28 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
         img, _ = square_crop_resize(img, size)
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
     return x.clamp(0, 1) * 2 - 1
+
+
+def pil_checked(img: np.ndarray, path: Path) -> np.ndarray:
+    """``img`` as read, except what PIL's header shows to be otherwise: a CMYK file (JPEG, TIFF) as RGB
+    through PIL's conversion — read as RGBA, its black channel was taken for alpha and the image came out
+    white, silently (an audit, 2026-12-07) — and a multi-page TIFF's first page, with a warning (its
+    pages were stacked as channels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as pil:
+            mode, pages = pil.mode, getattr(pil, "n_frames", 1)
+            if mode == "CMYK":
+                img = np.asarray(pil.convert("RGB"))
+            elif pages > 1:  # (scikit-image stacks the pages: 3 pages read as 3 channels)
+                img = np.asarray(pil)
+    except (OSError, UnidentifiedImageError):
+        return img
+    if pages > 1:
+        log.warning("%s holds %d pages (a multi-page TIFF): only the first is read; save each page (slice) as its "
+                    "own file, or a volume as NIfTI (data=nifti)", path.name, pages)
+    return img
 
 
 def exif_oriented(img: np.ndarray, path: Path) -> np.ndarray:
@@ -164,12 +190,18 @@ def image_channels(path) -> int | None:
     counted), or None if it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
+    if Path(path).suffix.lower() == ARRAY_SUFFIX:  # (H, W), (C, H, W), (1, C, H, W): its conversion is said too
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError, EOFError):
+            return None
+        return 1 if len(shape) == 2 else int(shape[-3]) if len(shape) in (3, 4) and shape[-3] in (1, 3) else None
     try:
         with Image.open(path) as img:
             bands = img.getbands()
     except (OSError, UnidentifiedImageError):
         return None
-    if bands == ("P",):  # a palette image is read as colour
+    if bands == ("P",) or bands == ("C", "M", "Y", "K"):  # a palette or CMYK image is read as colour
         return 3
     colour = [b for b in bands if b != "A"]
     return 1 if len(colour) == 1 else 3

@@ -520,7 +520,8 @@ def input_warnings(items: list[Item], prior, measurements: bool, rank: int, oper
         if prior.channels == 1:
             which = ("" if "grey-ddpm" in str(source) else "the bundled phantom priors suit CT-like grey images, "
                      "prior=grey_ddpm grey natural ones; ")
-            notes.append(f"{len(converted)} colour {what}(s) converted to grey for the 1-channel prior {source} "
+            notes.append(f"{len(converted)} colour {what}(s) converted to grey (luminance, scikit-image's rgb2gray: "
+                         f"0.2125 R + 0.7154 G + 0.0721 B) for the 1-channel prior {source} "
                          f"({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''}); {which}colour photos "
                          f"need a colour photo prior (prior=photo_ddpm, or a diffusers model: prior=DIR)")
         else:
