@@ -1180,3 +1180,17 @@ def test_a_batch_out_of_memory_is_solved_in_halves(tmp_path, caplog, monkeypatch
     with pytest.raises(RunError, match=r"out of .*memory solving one image \(CUDA out of memory\. Tried to allocate "
                                        r"9\.00 GiB\): finished images are kept and a rerun resumes; lower the memory"):
         ipsolve.reconstruct(x[:1], solver=dps, output_dir=tmp_path / "b", threads=1, progress=False)
+
+
+def test_a_measurement_array_with_other_channels_says_so(tmp_path):
+    """A 1-channel .npy measurement for a 3-channel prior was skipped as "made by another operator or
+    preset?" (an inputs audit, 2026-12-07); the reason is its channel count, and arrays are not converted."""
+    import numpy as np
+
+    import ipsolve
+
+    np.save(tmp_path / "hw.npy", np.zeros((8, 8), np.float32))
+    with pytest.raises(RunError, match=r"hw: measurement hw has 1 channel\(s\) where the prior's images give 3: an "
+                                       r"array \(\.npy, a tensor\) is read exactly"):
+        ipsolve.reconstruct(tmp_path, prior="photo_ddpm", solver=ipsolve.make_solver("dps_cpu", steps=2),
+                            measurements=True, threads=1, progress=False)

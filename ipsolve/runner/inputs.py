@@ -231,6 +231,11 @@ def load_measurement(item: Item, operator, prior):
         small = y[..., ::fh, ::fw]
         if torch_equal(small.repeat_interleave(fh, -2).repeat_interleave(fw, -1), y):
             return small
+    if len(expected) == y.dim() == 4 and tuple(y.shape[-2:]) == tuple(expected[-2:]) and y.shape[1] != expected[1]:
+        raise ValueError(f"measurement {item.name} has {y.shape[1]} channel(s) where the prior's images give "
+                         f"{expected[1]}: an array (.npy, a tensor) is read exactly, not converted as a picture is "
+                         f"— save it with {expected[1]} channel(s) (np.repeat / a luminance average), or use a "
+                         f"{y.shape[1]}-channel prior")
     hint = ("; were they made by another operator or preset? (the summary.json of the run that made them names "
             "its operator)")
     raise ValueError(f"measurement {item.name} has shape {tuple(y.shape)}; the operator makes {expected} from "
