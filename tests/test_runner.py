@@ -508,6 +508,22 @@ def test_the_resized_count_holds_only_reconstructed_images():
     assert finished_only(resized, set()) is None and finished_only(None, {"a"}) is None
 
 
+def test_each_record_gives_its_files_size(tmp_path):
+    """Which image was centre-cropped and resized, from what size: each record's ``input_size`` (only
+    summary.json's counts said so; an inputs audit, 2026-12-07)."""
+    import numpy as np
+    from skimage.io import imsave
+
+    import ipsolve
+
+    imsave(tmp_path / "wide.png", (np.linspace(0, 255, 40 * 56).reshape(40, 56)).astype(np.uint8))
+    imsave(tmp_path / "square.png", (np.linspace(0, 255, 32 * 32).reshape(32, 32)).astype(np.uint8))
+    run = ipsolve.reconstruct(tmp_path, solver=ipsolve.make_solver("dps_cpu", steps=2), threads=1, progress=False,
+                              return_images=False, metrics=["psnr"])
+    assert {r["name"]: r["input_size"] for r in run.records} == {"square": [32, 32], "wide": [40, 56]}
+    assert run.summary["resized"]["images"] == ["wide"]
+
+
 def test_blind_runs_write_kernels_and_their_error(tmp_path):
     """A blind run writes each estimated kernel's values (``kernel/<name>.npy``, beside the picture
     scaled to its maximum), the operator's true kernel (``operator_kernel.npy``) and, the

@@ -342,6 +342,12 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
            "input_digest": input_digest(it)}
     if it.volume is not None:
         rec["volume"], rec["z"] = it.volume, it.z
+    elif it.path is not None and not job.measurements:  # the file's own size: centre-cropped and resized from it
+        from ..io import image_size                      # to the prior's when they differ (only summary.json counted)
+
+        hw = image_size(it.path)
+        if hw is not None:
+            rec["input_size"] = [int(hw[0]), int(hw[1])]
     if (not job.measurements) if has_truth is None else has_truth:
         rec["metrics"] = {m: (None if v[0] is None else float(v[0][i])) for m, v in scores.items()}
         rec["initial_metrics"] = {m: (None if v[1] is None else float(v[1][i])) for m, v in scores.items()}
