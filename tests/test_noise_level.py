@@ -157,3 +157,39 @@ def test_a_run_on_given_measurements_estimates_or_checks_sigma(tmp_path, phantom
     sr = make_operator("super_resolution")
     with pytest.raises(RunError, match=r"sigma=auto cannot estimate .* give sigma=VALUE"):
         ipsolve.reconstruct(sr.measure(x, 0.01, generator=0), **{**cheap, "operator": sr}, sigma="auto")
+
+
+def test_sigma_auto_each_solves_each_image_with_its_own_estimate(tmp_path, phantom_prior, caplog):
+    """``sigma=auto_each`` (given measurements): each image is solved alone with its own estimate — the
+    same result as a run of that image with that σ — its records and metrics.csv say which; the report
+    gives the range; calibration (one set of values for one σ) and simulated measurements refuse it."""
+    op = make_operator("gaussian_blur", size=9, std=1.5)
+    x = datasets.heldout_phantoms(2, 32)
+    y = torch.cat([op.measure(x[:1], 0.01, generator=torch.Generator().manual_seed(0)),
+                   op.measure(x[1:], 0.1, generator=torch.Generator().manual_seed(1))])
+    cheap = dict(operator=op, prior=phantom_prior, solver={"name": "dps", "steps": 2}, measurements=True,
+                 progress=False, threads=1)
+    with caplog.at_level(logging.INFO, logger="ipsolve"):
+        run = ipsolve.reconstruct(y, sigma="auto_each", batch_size=2, output_dir=tmp_path / "each", **cheap)
+    estimates = ipsolve.estimate_sigma(y, op).tolist()
+    assert [r["sigma"] for r in run.records] == estimates and [r["batch"] for r in run.records] == [["image_0000"],
+                                                                                                     ["image_0001"]]
+    assert estimates[0] == pytest.approx(0.01, rel=0.3) and estimates[1] == pytest.approx(0.1, rel=0.3)
+    assert "batch_size 2 not used" in caplog.text and "sigma=auto: the measurements' noise estimates differ" \
+        not in caplog.text
+    assert run.summary["sigma_estimate"]["each"] and run.summary["sigma"] == pytest.approx(float(np.median(estimates)))
+    assert "sigma each image's own, " in report(run.summary)
+    header, *rows = (tmp_path / "each" / "metrics.csv").read_text().splitlines()
+    assert header.split(",")[-1] == "sigma" and [float(r.split(",")[-1]) for r in rows] == pytest.approx(estimates, rel=1e-5)
+    alone = ipsolve.reconstruct(y[:1], sigma=estimates[0], **cheap)  # image_0000 as a run of its own at its σ
+    assert torch.equal(alone.x, run.x[:1])
+    median = ipsolve.reconstruct(y, sigma="auto", **cheap)  # one σ for both: another result
+    assert not torch.equal(median.x, run.x)
+    with pytest.raises(RunError, match="calibrate=true chooses one set of values for one sigma, and sigma=auto_each"):
+        ipsolve.reconstruct(y, sigma="auto_each", calibrate=True, **cheap)
+    with pytest.raises(RunError, match="sigma=auto_each estimates the noise of given measurements"):
+        ipsolve.reconstruct(x, operator=op, sigma="auto_each", solver="dps_cpu", progress=False)
+    from ipsolve.runner.volumes import kspace_sigma
+
+    with pytest.raises(RunError, match="sigma=auto_each is for folders of 2-D measurements; a fastMRI run takes one"):
+        kspace_sigma("auto_each", [], True)

@@ -508,7 +508,7 @@ def test_the_resized_count_holds_only_reconstructed_images():
     assert finished_only(resized, set()) is None and finished_only(None, {"a"}) is None
 
 
-def test_each_record_gives_its_files_size(tmp_path):
+def test_each_record_gives_its_files_size(tmp_path, caplog):
     """Which image was centre-cropped and resized, from what size: each record's ``input_size`` (only
     summary.json's counts said so; an inputs audit, 2026-12-07)."""
     import numpy as np
@@ -522,6 +522,13 @@ def test_each_record_gives_its_files_size(tmp_path):
                               return_images=False, metrics=["psnr"])
     assert {r["name"]: r["input_size"] for r in run.records} == {"square": [32, 32], "wide": [40, 56]}
     assert run.summary["resized"]["images"] == ["wide"]
+    (tmp_path / "small").mkdir()  # a square file is only resized (it was said to be "centre-cropped")
+    imsave(tmp_path / "small" / "ten.png", (np.linspace(0, 255, 100).reshape(10, 10)).astype(np.uint8))
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        small = ipsolve.reconstruct(tmp_path / "small", solver=ipsolve.make_solver("dps_cpu", steps=2), threads=1,
+                                    progress=False, return_images=False, metrics=["psnr"])
+    assert "1 image file(s) will be resized to the prior's 32×32 as read (10×10 → 32×32: 1;" in caplog.text
+    assert "1 image(s) were resized from 10×10" in report(small.summary)
 
 
 def test_blind_runs_write_kernels_and_their_error(tmp_path):
@@ -1196,6 +1203,26 @@ def test_a_batch_out_of_memory_is_solved_in_halves(tmp_path, caplog, monkeypatch
     with pytest.raises(RunError, match=r"out of .*memory solving one image \(CUDA out of memory\. Tried to allocate "
                                        r"9\.00 GiB\): finished images are kept and a rerun resumes; lower the memory"):
         ipsolve.reconstruct(x[:1], solver=dps, output_dir=tmp_path / "b", threads=1, progress=False)
+
+
+def test_out_of_memory_in_calibration_is_one_line_naming_fewer_images(tmp_path, monkeypatch):
+    """Calibration solves its images as one batch, which the batch loop's halving does not reach: running out of
+    memory there was torch's multi-line message; it names calibrate.images and the memory options."""
+    import ipsolve
+
+    x = ipsolve.datasets.heldout_phantoms(4, 32)
+    dps = ipsolve.make_solver("dps_cpu", steps=2)
+
+    def no_memory(self, y, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nGPU 0 has a total capacity ...")
+
+    monkeypatch.setattr(type(dps), "run", no_memory)
+    with pytest.raises(RunError) as caught:
+        ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path / "a", calibrate=True, threads=1, progress=False)
+    assert str(caught.value) == ("calibration failed: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB): "
+                                 "lower it with calibrate.images=2 (its images are solved as one batch), or the memory "
+                                 "per image — a prior's memory options (README, 'Memory at 512 px'), a smaller "
+                                 "prior.image_size")
 
 
 def test_a_measurement_array_with_other_channels_says_so(tmp_path):

@@ -50,6 +50,8 @@ class Job:
     # the values calibration chose (the solver holds them): each record says so, as solve()'s info does — only
     # summary.json did, and config.yaml keeps the settings as given (an audit, 2026-12-07)
     calibrated: dict = field(default_factory=dict)
+    # sigma=auto_each: each image's own σ̂ by name (its batch of one is solved with it; ``sigma`` is their median)
+    sigma_each: dict | None = None
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -71,18 +73,19 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
     queue = list(batches)
     while queue:
         batch = queue.pop(0)
+        this = own_sigma(job, batch)  # (sigma=auto_each: the image's own σ)
         if lines is not None:
             lines.start_batch(len(batch))
-        ok, inputs, unreadable = load_batch(job, batch)
+        ok, inputs, unreadable = load_batch(this, batch)
         skipped += unreadable
         if ok:
             try:
-                done = run_batch(job, ok, inputs, callback=lines.callback if lines is not None else None)
+                done = run_batch(this, ok, inputs, callback=lines.callback if lines is not None else None)
             except RuntimeError as err:  # (torch.OutOfMemoryError is one)
                 if not out_of_memory(err):
                     raise
                 del inputs
-                parts = split_for_memory(job, ok, err)
+                parts = split_for_memory(this, ok, err)
                 queue = parts + [b[k:k + len(parts[0])] for b in queue for k in range(0, len(b), len(parts[0]))]
                 bar.update(len(unreadable))
                 if lines is not None:
@@ -99,6 +102,15 @@ def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
             lines.end_batch(len(ok), len(unreadable), sum(it.name in job.solved for it in ok))
     bar.close()
     return records, skipped, images
+
+
+def own_sigma(job: Job, batch: list[Item]) -> Job:
+    """``job`` with σ set to the batch's image's own estimate under ``sigma=auto_each`` (batches of one)."""
+    from dataclasses import replace
+
+    if job.sigma_each is None or not batch:
+        return job
+    return replace(job, sigma=float(job.sigma_each.get(batch[0].name, job.sigma)))
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -138,6 +150,8 @@ def split_for_memory(job: Job, ok: list[Item], err: BaseException) -> list[list[
 
 def make_batches(job: Job, local: list[Item], batch_size: int) -> list[list[Item]]:
     """``batch_size`` images at a time; with z-coupling, one volume (all its slices, in z order) at a time."""
+    if job.sigma_each is not None:  # sigma=auto_each: each image alone, with its own σ
+        batch_size = 1
     if job.coupling is None:  # the images calibration already solved come first, in batches of their own
         first = [it for it in local if it.name in job.solved]
         rest = [it for it in local if it.name not in job.solved]
@@ -354,6 +368,8 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
     rec["info"] = {k: (float(v) if isinstance(v, float) else v) for k, v in info.items()}
     if job.calibrated:
         rec["info"]["calibrated"] = dict(job.calibrated)
+    if job.sigma_each is not None:  # sigma=auto_each: the σ this image was solved with (its own estimate)
+        rec["sigma"] = float(job.sigma)
     rec["reliability"] = rec["info"].get("reliability")
     warning = rec["info"].pop("warning", None)  # solve()'s (ipsolve.solvers.base.residual_warning)
     if warning:

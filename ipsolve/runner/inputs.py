@@ -345,7 +345,9 @@ def recorded_settings(items: Sequence[Item]) -> dict | None:
         config = OmegaConf.to_container(node, resolve=True) if node is not None else None
     except Exception:  # noqa: BLE001 - no config.yaml (an API run), or not one ipsolve wrote
         config = None
-    return {"operator": data["operator"], "config": config, "sigma": data.get("sigma"),
+    # a run that solved each image with its own estimate (sigma=auto_each) recorded their median as its sigma
+    each = isinstance(data.get("sigma_estimate"), dict) and data["sigma_estimate"].get("each")
+    return {"operator": data["operator"], "config": config, "sigma": "auto_each" if each else data.get("sigma"),
             "noise": data.get("noise"), "file": str(summary)}
 
 

@@ -19,10 +19,11 @@ METHOD = "patch PCA (Chen, Zhu & Heng, ICCV 2015)"
 def measurement_sigma(sigma, items, operator, prior, device, own_measurements: bool, main_process: bool):
     """``(sigma as a number, the estimate's record for summary.json or None)``.  ``sigma="auto"``:
     the median of the measurements' estimates (one σ serves the run; a warning when they differ by
-    more than 1.5×), or a one-line :class:`RunError` saying why there is none.  A number is kept,
+    more than 1.5×), or a one-line :class:`RunError` saying why there is none.  ``"auto_each"``: the
+    same median, and the record's ``per_image`` estimates (each checked) are the σ each image is solved with.  A number is kept,
     with a warning when it is more than twice or less than half the estimate, where the operator
     gives one.  Every process reads every measurement (2-D images: cheap), so all agree."""
-    auto = str(sigma) == "auto"
+    auto, each = str(sigma) in ("auto", "auto_each"), str(sigma) == "auto_each"
     if not auto and operator.noise_estimate_note() is not None:
         return sigma, None
     from ..operators.noise_level import checked_estimate, estimate_sigma
@@ -45,8 +46,20 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
         return sigma, None
     values = np.array(list(estimates.values()))
     value = float(np.median(values))
-    # "auto": the run's sigma is "median" (one σ serves the run); else the given one, kept
+    # "auto": the run's sigma is "median" (one σ serves the run); "auto_each": each image's own, in per_image
+    # (the median stands for the run where one number is asked for); else the given one, kept
     record = {"auto": auto, "method": METHOD, "median": value, "per_image": estimates}
+    if each:
+        record["each"] = True
+        for name, estimate in estimates.items():
+            try:
+                checked_estimate(estimate, f"measurement {name}")
+            except ValueError as err:
+                raise RunError(f"{err}".replace("give sigma as a number", "give sigma=VALUE")) from None
+        if main_process:
+            log.info("sigma=auto_each: each image is solved with its own noise level, estimated from its measurement "
+                     "(%s): %.4g to %.4g, median %.4g (records' sigma)", METHOD, values.min(), values.max(), value)
+        return value, record
     if auto:
         try:
             checked_estimate(value, "the measurements (their median)")
@@ -57,8 +70,8 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
                      value, len(values), METHOD, values.min(), values.max())
             if values.max() > 1.5 * values.min():
                 log.warning("sigma=auto: the measurements' noise estimates differ (%.4g to %.4g) and one sigma serves "
-                            "the run: run unlike ones separately (summary.json's sigma_estimate gives each one's)",
-                            values.min(), values.max())
+                            "the run: sigma=auto_each solves each with its own (summary.json's sigma_estimate gives "
+                            "each one's)", values.min(), values.max())
         return value, record
     given = float(sigma)
     if main_process and (given > 2 * value or given < value / 2):

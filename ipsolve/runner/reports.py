@@ -54,6 +54,23 @@ def against_guess(calibration: dict, searched: bool = True) -> str:
             f"{'not called better (note below)' if calibration.get('guess_handicap') else AGAINST_GUESS[verdict]})")
 
 
+def resize_words(sizes) -> str:
+    """How files of these ``"HxW"`` sizes reach the prior's: a square one is resized, another centre-cropped first."""
+    square = all(h == w for h, w in (key.split("x") for key in sizes))
+    return "resized" if square else "centre-cropped to a square and resized"
+
+
+def sigma_range_text(summary: dict) -> str:
+    """The run's σ for the report's first line: as given, estimated (``sigma=auto``), or each image's own
+    (``sigma=auto_each``: their range and median; metrics.csv's ``sigma`` gives each)."""
+    estimate = summary.get("sigma_estimate") or {}
+    if estimate.get("each"):
+        values = [float(v) for v in (estimate.get("per_image") or {}).values()] or [float(summary["sigma"])]
+        return (f"each image's own, {sigma_text(min(values))} to {sigma_text(max(values))} (median "
+                f"{sigma_text(summary['sigma'])}; estimated: sigma=auto_each)")
+    return sigma_text(summary["sigma"]) + (" (estimated: sigma=auto)" if estimate.get("auto") else "")
+
+
 def sigma_text(sigma) -> str:
     """σ as the report prints it: six significant digits (``sigma=auto`` measures it to 17)."""
     return f"{sigma:.6g}" if isinstance(sigma, (int, float)) and not isinstance(sigma, bool) else str(sigma)
@@ -147,6 +164,8 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
                               *RELIABILITY_TERMS, "reliability_reason", "decision", "seed_noise", "seed_solver"]
     kernels = any(r.get("kernel_error") is not None for r in records)  # blind, simulated
     cols += ["kernel_error"] if kernels else []
+    own_sigma = any("sigma" in r for r in records)  # sigma=auto_each: the σ each image was solved with
+    cols += ["sigma"] if own_sigma else []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -171,6 +190,7 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
                 (decisions or {}).get(r["name"], "accept")]
         row += [r["seed"]["noise"], r["seed"]["solver"]]
         row += [fmt(r.get("kernel_error"))] if kernels else []
+        row += [fmt(r.get("sigma"))] if own_sigma else []
         w.writerow(row)
     return buf.getvalue()
 
@@ -205,8 +225,7 @@ def report(summary: dict) -> str:
                     + ("; metrics after aligning to the truth's translation and flip, recon/ as solved)"
                        if summary.get("metrics") else ")")
                     if op.get("name") == "phase_retrieval" and isinstance(op.get("oversampling"), (int, float)) else "")
-                 + f" | solver {sv['name']} | prior {pr['source']} | sigma {sigma_text(summary['sigma'])}"
-                 + (" (estimated: sigma=auto)" if (summary.get("sigma_estimate") or {}).get("auto") else "")
+                 + f" | solver {sv['name']} | prior {pr['source']} | sigma {sigma_range_text(summary)}"
                  + f" | {summary['num_processes']} process(es)")
     coupling, chosen = summary.get("z_coupling"), (summary.get("calibration") or {}).get("coupling")
     if coupling == "auto" and isinstance(chosen, (int, float)):
@@ -235,8 +254,9 @@ def report(summary: dict) -> str:
         resized = summary.get("resized")
         if resized:
             size = "×".join(str(v) for v in resized["to"])
-            lines.append(f"  metrics are at the prior's size {size}: {resized['count']} image(s) were centre-cropped "
-                         f"and resized from {', '.join(k.replace('x', '×') for k in resized['from'])}")
+            lines.append(f"  metrics are at the prior's size {size}: {resized['count']} image(s) were "
+                         f"{resize_words(resized['from']).replace(' to a square', '')} from "
+                         f"{', '.join(k.replace('x', '×') for k in resized['from'])}")
     if summary["num_finished"]:
         per_image = summary.get("seconds_per_image")
         ae = summary.get("autoencoder_passes")

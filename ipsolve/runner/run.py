@@ -28,7 +28,7 @@ from .noise import measurement_sigma
 from .inputs import (Item, check_measurement_provenance, collect_items, converted_channels, describe_spec,
                      input_digest, measurement_origin, recorded_settings)
 from .processes import all_gather, broadcast, gather_records, local_items, process_device, process_state
-from .reports import METRICS, metrics_csv, report, summarize
+from .reports import METRICS, metrics_csv, report, resize_words, summarize
 from .rundir import atomic_write_text, check_writable, fingerprint, prepare_resume, unselected_records
 from .settings import build_models, check_fits, run_settings
 from .threads import torch_threads
@@ -159,7 +159,7 @@ class _Options:
     """:func:`execute`'s settings once checked (see its docstring); ``out`` is the checked output
     directory, ``start`` the run's start time, ``calibrate`` :func:`calibration_options`' mapping."""
 
-    sigma: float | str  # "auto" until _execute estimates it (given measurements)
+    sigma: float | str  # "auto" / "auto_each" until _execute estimates it (given measurements)
     noise: str
     seed: int
     batch_size: int
@@ -200,6 +200,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     """:func:`execute` once its arguments are checked (``o``) and the thread count is set."""
     from ..operators.base import sigma_scale_note
 
+    sigma_each = None  # sigma=auto_each: each image's own estimate, by name
     terminal = bars_render()
     log_progress = bool(o.progress) and not terminal  # output to a file: log lines instead of bar frames
     progress = bool(o.progress) and terminal
@@ -220,6 +221,8 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
         check_measurement_provenance(operator, o.explicit_operator, measurement_origin(items))
         sigma, estimate = measurement_sigma(o.sigma, items, operator, prior, device,
                                             measurement_origin(items) is not None, state.process_index == 0)
+        if o.sigma == "auto_each":
+            sigma_each = dict(estimate["per_image"])
         o = replace(o, sigma=sigma, extra_summary={**o.extra_summary, **({"sigma_estimate": estimate} if estimate else {})})
     notes = load_warnings + input_warnings(items, prior, o.measurements, state.process_index, operator, o.sigma)
     from ..solvers import SELECT_ONE_SAMPLE
@@ -253,6 +256,9 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
             coupling = None
             settings["z_coupling"] = "auto (one slice per volume: none)"
     calibrate = effective_options(o.calibrate, solver, coupling)
+    if sigma_each is not None:
+        check_sigma_each(calibrate["enabled"], coupling, o.batch_size, state.process_index == 0)
+        settings["sigma_each"] = True  # fingerprinted: the images' σ are their own, not the median's
     if calibrate["enabled"]:  # recorded as it runs (solver.X=auto turns it on); a resume calibrates alike
         # comparison_splits changes no reconstruction, only the comparison calibration.json reports: not fingerprinted
         settings["calibrate"] = {**{k: v for k, v in calibrate.items() if k != "comparison_splits"},
@@ -262,7 +268,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
               rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=o.out,
               samples=o.samples, select=o.select, keep_arrays=o.keep_arrays, coupling=coupling,
               own_measurements=bool(o.measurements and measurement_origin(items) is not None),
-              deterministic=o.deterministic)
+              deterministic=o.deterministic, sigma_each=sigma_each)
     # recorded, not fingerprinted: the networks' layout (channels_last="auto": NHWC on a CPU) changes
     # rounding only, so a run may resume on another device
     settings["prior"]["memory_format"] = prior.memory_format
@@ -485,16 +491,30 @@ def metric_names(metrics, lpips_net) -> list[str]:
     return list(metrics)
 
 
+def check_sigma_each(calibrate: bool, coupling, batch_size: int, main_process: bool) -> None:
+    """``sigma=auto_each`` solves each image alone with its own σ̂ (the solvers take one σ per call): a
+    :class:`RunError` where the run needs one σ for several images — calibration's choice, z-coupled slices."""
+    if calibrate:
+        raise RunError("calibrate=true chooses one set of values for one sigma, and sigma=auto_each gives each image "
+                       "its own: use sigma=auto (their median) with calibration, or run images of unlike noise "
+                       "separately")
+    if coupling is not None:
+        raise RunError("data.z_coupling solves a volume's slices together with one sigma, and sigma=auto_each gives "
+                       "each slice its own: use sigma=auto, or data.z_coupling=0 (slice by slice)")
+    if batch_size > 1 and main_process:
+        log.info("sigma=auto_each: each image is solved alone with its own sigma (batch_size %d not used)", batch_size)
+
+
 def check_arguments(batch_size, noise: str, sigma, measurements: bool = False) -> tuple[int, float | str]:
-    """``(batch_size, sigma)`` as numbers (sigma ``"auto"`` for given measurements, estimated by
-    :func:`.noise.measurement_sigma`), or :class:`RunError` for an invalid argument."""
+    """``(batch_size, sigma)`` as numbers (sigma ``"auto"`` / ``"auto_each"`` for given measurements,
+    estimated by :func:`.noise.measurement_sigma`), or :class:`RunError` for an invalid argument."""
     batch_size = integer_setting("batch_size", batch_size, 1, "images solved together")
     if noise not in ("gaussian", "poisson"):
         raise RunError(f"noise must be 'gaussian' or 'poisson', got {shown(noise)}")
-    if str(sigma) == "auto":
+    if str(sigma) in ("auto", "auto_each"):
         if measurements:
-            return int(batch_size), "auto"
-        raise RunError("sigma=auto estimates the noise of given measurements (data.measurements=true: blurred "
+            return int(batch_size), str(sigma)
+        raise RunError(f"sigma={sigma} estimates the noise of given measurements (data.measurements=true: blurred "
                        "images; data=fastmri: k-space); this run measures its images itself and adds noise at the "
                        "sigma you give: give sigma as a number (the noise std of y: on the [-1, 1] image scale for blur, SR "
                        "and inpainting, e.g. 0.01; README, What σ means here, for CT, MRI and phase retrieval)")
@@ -593,10 +613,10 @@ def resized_inputs(items: list[Item], prior, rank: int) -> dict | None:
         log.warning("%d image file(s) keep less than half of their area in the square centre crop (%s%s): crop or pad "
                     "them yourself to keep what matters", len(narrow),
                     ", ".join(f"{nm}: {size_of[nm].replace('x', '×')}" for nm in narrow[:4]), ", ..." if len(narrow) > 4 else "")
-    if rank == 0:
-        log.warning("%d image file(s) will be centre-cropped to a square and resized to the prior's %d×%d as read (%s; "
+    if rank == 0:  # (square files are only resized: a 10×10 one was said to be "centre-cropped")
+        log.warning("%d image file(s) will be %s to the prior's %d×%d as read (%s; "
                     "summary.json's resized counts those reconstructed); reconstructions and metrics are at %d×%d",
-                    len(names), *size,
+                    len(names), resize_words(sizes), *size,
                     ", ".join(f"{k.replace('x', '×')} → {size[0]}×{size[1]}: {n}" for k, n in sizes.items()), *size)
     return {"to": list(size), "count": len(names), "from": sizes, "images": names, "_size_of": size_of}
 
@@ -636,10 +656,11 @@ def log_start(job: Job, settings: dict, names: list[str], done: dict, pending: l
     from ..solvers.base import prior_key
 
     prior, out = job.prior, job.out
-    log.info("%d image(s) | operator %s | solver %s | prior %s (%s, %d px, %d channel(s)) | sigma %g | "
+    sigma = f"{job.sigma:g}" if job.sigma_each is None else f"each image's own (median {job.sigma:.4g})"
+    log.info("%d image(s) | operator %s | solver %s | prior %s (%s, %d px, %d channel(s)) | sigma %s | "
              "seed %d | %d process(es) | device %s%s", len(names), settings["operator"]["name"],
              settings["solver"]["name"], settings["prior"]["source"], prior_key(prior).replace("-", " "),
-             prior.image_size, prior.channels, job.sigma, int(job.seed), job.world, job.device, f" | output {out}" if out else "")
+             prior.image_size, prior.channels, sigma, int(job.seed), job.world, job.device, f" | output {out}" if out else "")
     if done:
         log.info("resuming in %s: %d of %d images already finished, %d to do", out, len(done), len(names),
                  len(pending))
@@ -804,8 +825,9 @@ def recorded_operator(items: list[Item], operator, sigma, noise, *, keep_operato
         taken.append(f"operator {describe_spec(recorded['operator'])}")
     if not keep_sigma and recorded.get("sigma") is not None:
         sigma = recorded["sigma"]
-        taken.append(f"sigma {sigma:g}")
-    elif keep_sigma and recorded.get("sigma") is not None and _as_number(sigma) not in (None, float(recorded["sigma"])):
+        taken.append(f"sigma {sigma:g}" if isinstance(sigma, (int, float)) else f"sigma={sigma}")
+    elif keep_sigma and isinstance(recorded.get("sigma"), (int, float)) \
+            and _as_number(sigma) not in (None, float(recorded["sigma"])):
         log.warning("sigma %g given; the measurements were made with sigma %g (%s)", float(sigma),
                     float(recorded["sigma"]), recorded["file"])
     if not keep_noise and recorded.get("noise"):
@@ -849,7 +871,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
     ``operator=None``, ``sigma=None``, ``noise=None``: with measurements from an ipsolve run's
     ``measurement/`` folder, the ones that run recorded; otherwise ``"super_resolution"``,
     0.01 and ``"gaussian"``; ``sigma="auto"`` (with ``measurements=True``): estimated from blurred
-    measurements (:func:`ipsolve.estimate_sigma`; :mod:`.noise`).  ``threads``: torch's CPU threads during the run (``"auto"``: see
+    measurements (:func:`ipsolve.estimate_sigma`; :mod:`.noise`), their median; ``"auto_each"``: each image
+    solved alone with its own estimate (records' ``sigma``).  ``threads``: torch's CPU threads during the run (``"auto"``: see
     :mod:`ipsolve.runner.threads`; restored afterwards).  ``calibrate=True`` (or a mapping of
     options): choose the solver's parameters from the first images' measurements first
     (:mod:`ipsolve.runner.calibration`).  ``save_arrays=True``: with ``output_dir``, also ``recon/``,

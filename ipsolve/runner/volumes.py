@@ -225,6 +225,9 @@ def kspace_sigma(sigma, plans: list, main_process: bool):
     twice or less than half the files' estimate (the residual flags and calibration assume it)."""
     estimates = {p.name: p.source.get("noise_sigma") for p in plans}
     known = [v for v in estimates.values() if v is not None]
+    if str(sigma) == "auto_each":
+        raise RunError("sigma=auto_each is for folders of 2-D measurements; a fastMRI run takes one sigma: sigma=auto "
+                       "(the files' median; run files of unlike noise separately) or sigma=VALUE")
     if str(sigma) == "auto":
         missing = [p for p in plans if p.source.get("noise_sigma") is None]
         if missing:
