@@ -531,6 +531,35 @@ def test_each_record_gives_its_files_size(tmp_path, caplog):
     assert "1 image(s) were resized from 10×10" in report(small.summary)
 
 
+def test_what_reading_changed_about_a_file_is_in_its_record(tmp_path, caplog):
+    """Transparency composited on white, a 16-bit file holding 12-bit values: the log said them (transparency
+    for the first file only) and no record, summary.json or report did (an inputs audit, 2026-12-07)."""
+    import numpy as np
+    from PIL import Image
+
+    import ipsolve
+    import ipsolve.io.images as images
+
+    grey = np.linspace(0, 255, 32 * 32).reshape(32, 32).astype(np.uint8)
+    for name in ("a", "b"):
+        Image.fromarray(np.dstack([grey, np.full((32, 32), 128, np.uint8)]), "LA").save(tmp_path / f"{name}.png")
+    Image.fromarray((grey.astype(np.uint16) * 16)).save(tmp_path / "c.png")  # values up to 4080: 12-bit data
+    Image.fromarray(grey).save(tmp_path / "d.png")
+    images._TRANSPARENCY_SAID.clear()
+    with caplog.at_level(logging.WARNING, logger="ipsolve"):
+        run = ipsolve.reconstruct(tmp_path, solver=ipsolve.make_solver("dps_cpu", steps=2), threads=1, progress=False,
+                                  return_images=False, metrics=["psnr"], output_dir=tmp_path / "out")
+    assert caplog.text.count("has transparent pixels") == 1
+    notes = {r["name"]: r.get("input_notes") for r in run.records}
+    assert notes["a"] == ["a.png has transparent pixels (alpha down to 0.50): composited on white, as scikit-image's "
+                          "rgba2rgb"] and notes["b"][0].startswith("b.png has transparent pixels")
+    assert notes["c"] == ["c.png is 16-bit with values up to 4080 only (12-bit data?): read as 4080/65535 of full "
+                          "scale, so it looks dark; scale it to the 16-bit range if it is 12-bit"] and notes["d"] is None
+    assert set(run.summary["input_notes"]) == {"a", "b", "c"}
+    assert "  note: 3 input file(s) changed as read: a.png has transparent pixels (alpha down to 0.50): composited " \
+           "on white, as scikit-image's rgba2rgb; 2 more (summary.json input_notes)" in report(run.summary)
+
+
 def test_blind_runs_write_kernels_and_their_error(tmp_path):
     """A blind run writes each estimated kernel's values (``kernel/<name>.npy``, beside the picture
     scaled to its maximum), the operator's true kernel (``operator_kernel.npy``) and, the

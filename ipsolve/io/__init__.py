@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 from .images import (ARRAY_SUFFIX, IMAGE_SUFFIXES, image_channels, image_size, list_images, load_array, load_folder,
-                     load_image, save_image, square_crop, square_crop_resize, to_uint8)
+                     load_image, read_notices, save_image, square_crop, square_crop_resize, to_uint8)
 from .optional import MissingDependency, require
 from .volume import Volume, Window, parse_window
 
 __all__ = ["ARRAY_SUFFIX", "IMAGE_SUFFIXES", "image_channels", "image_size", "list_images", "load_array", "load_folder",
-           "load_image", "save_image", "square_crop", "square_crop_resize", "to_uint8", "MissingDependency",
+           "load_image", "read_notices", "save_image", "square_crop", "square_crop_resize", "to_uint8", "MissingDependency",
            "require", "Volume", "Window", "parse_window", "read_dicom", "read_nifti", "read_fastmri",
            "write_nifti", "write_dicom_series", "load_volumes", "load_training_slices"]
 

@@ -1,6 +1,7 @@
 """Image I/O: the only place (with metrics) where [0, 1] / uint8 meets ipsolve's [-1, 1]."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import os
@@ -14,6 +15,30 @@ from ..notices import shown
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger("ipsolve")
 _TRANSPARENCY_SAID: list[str] = []  # the first file read with transparent pixels (said once per process)
+_COLLECTING: list[list[str]] = []  # open read_notices() lists: every notice reaches them, also those logged once
+
+
+@contextlib.contextmanager
+def read_notices():
+    """Collect what reading images inside the ``with`` block changed about them (transparency composited on
+    white, a 16-bit file holding 12-bit values, a multi-page TIFF's first page): a list of one-line notices,
+    each file's — the log says them (transparency for the first file only), and a run records them per image
+    (they were in the log only: an inputs audit, 2026-12-07)."""
+    notes: list[str] = []
+    _COLLECTING.append(notes)
+    try:
+        yield notes
+    finally:
+        _COLLECTING.remove(notes)
+
+
+def _notice(note: str, *, logged: str | None = "") -> None:
+    """``note`` given to every open :func:`read_notices`, and logged as a warning — as ``logged`` where
+    that is given, not at all where it is None."""
+    if logged is not None:
+        log.warning("%s", logged or note)
+    for notes in _COLLECTING:
+        notes.append(note)
 ARRAY_SUFFIX = ".npy"  # exact values: an image on the [-1, 1] scale, or a measurement as the operator makes it
 
 
@@ -84,8 +109,8 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
         img = img.astype(np.float64)
     elif img.dtype == np.uint16:
         if 0 < img.max() <= 4095:
-            log.warning("%s is 16-bit with values up to %d only (12-bit data?): read as %d/65535 of full scale, "
-                        "so it looks dark; scale it to the 16-bit range if it is 12-bit", path.name, img.max(), img.max())
+            _notice(f"{path.name} is 16-bit with values up to {img.max()} only (12-bit data?): read as "
+                    f"{img.max()}/65535 of full scale, so it looks dark; scale it to the 16-bit range if it is 12-bit")
         img = img / 65535.0
     elif img.dtype.kind == "f":
         if not np.isfinite(img).all():
@@ -101,10 +126,11 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
         raise ValueError(f"{path.name} holds {img.dtype} values from {img.min()} to {img.max()}; ipsolve reads 8-bit "
                          f"(/255) and 16-bit (/65535) integer images — save it as one of those, as a float TIFF in "
                          f"[0, 1], or as a .npy on the [-1, 1] scale")
-    if img.ndim == 3 and img.shape[-1] in (2, 4) and img[..., -1].min() < 1 and not _TRANSPARENCY_SAID:
-        log.warning("%s has transparent pixels (alpha down to %.2f): composited on white, as scikit-image's rgba2rgb "
-                    "(said for the first such file only)", path.name, float(img[..., -1].min()))
-        _TRANSPARENCY_SAID.append(path.name)
+    if img.ndim == 3 and img.shape[-1] in (2, 4) and img[..., -1].min() < 1:
+        note = (f"{path.name} has transparent pixels (alpha down to {float(img[..., -1].min()):.2f}): composited on "
+                f"white, as scikit-image's rgba2rgb")
+        _notice(note, logged=None if _TRANSPARENCY_SAID else note + " (said for the first such file only)")
+        _TRANSPARENCY_SAID[:] = [path.name]
     if img.ndim == 3 and img.shape[-1] == 4:
         img = rgba2rgb(img)
     elif img.ndim == 3 and img.shape[-1] == 2:  # grey + alpha: over white, as rgba2rgb does colour
@@ -140,8 +166,8 @@ def pil_checked(img: np.ndarray, path: Path) -> np.ndarray:
     except (OSError, UnidentifiedImageError):
         return img
     if pages > 1:
-        log.warning("%s holds %d pages (a multi-page TIFF): only the first is read; save each page (slice) as its "
-                    "own file, or a volume as NIfTI (data=nifti)", path.name, pages)
+        _notice(f"{path.name} holds {pages} pages (a multi-page TIFF): only the first is read; save each page "
+                f"(slice) as its own file, or a volume as NIfTI (data=nifti)")
     return img
 
 

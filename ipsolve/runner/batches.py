@@ -52,6 +52,9 @@ class Job:
     calibrated: dict = field(default_factory=dict)
     # sigma=auto_each: each image's own σ̂ by name (its batch of one is solved with it; ``sigma`` is their median)
     sigma_each: dict | None = None
+    # what reading a file changed about it (ipsolve.io.read_notices: transparency, 12-bit values, a TIFF's
+    # first page), by name: each record says it (the log said it, transparency for the first file only)
+    input_notes: dict = field(default_factory=dict)
 
 
 def run_batches(job: Job, local: list[Item], batch_size: int, progress: bool,
@@ -176,17 +179,21 @@ def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict
     """``(readable items, their truths or measurements on the device, unreadable ones with the reason)``."""
     import torch
 
+    from ..io import read_notices
     from ..solvers.inputs import check_range
 
     ok, tensors, skipped = [], [], []
     for it in batch:
         try:
-            if job.measurements:
-                y = read_measurement(it, job.operator, job.prior, job.device, job.own_measurements)
-                # one file on another scale is skipped by name, as an unreadable one (it stopped the whole run)
-                check_range(y, job.operator, (y.shape[0], *job.prior.shape), job.sigma)
-            else:
-                y = load_truth(it, job.prior).to(job.device)
+            with read_notices() as notes:
+                if job.measurements:
+                    y = read_measurement(it, job.operator, job.prior, job.device, job.own_measurements)
+                else:
+                    y = load_truth(it, job.prior).to(job.device)
+            if notes:
+                job.input_notes[it.name] = notes
+            if job.measurements:  # one file on another scale is skipped by name, as an unreadable one (it stopped
+                check_range(y, job.operator, (y.shape[0], *job.prior.shape), job.sigma)  # the whole run)
             if not bool(torch.isfinite(y).all()):  # one NaN image of a tensor stopped the whole run (audit 2026-12-07)
                 raise ValueError(f"its {'measurement' if job.measurements else 'image'} holds NaN or inf values; "
                                  f"expected finite numbers")
@@ -370,6 +377,8 @@ def image_record(job: Job, it: Item, batch: list[str], seed: dict, scores: dict,
         rec["info"]["calibrated"] = dict(job.calibrated)
     if job.sigma_each is not None:  # sigma=auto_each: the σ this image was solved with (its own estimate)
         rec["sigma"] = float(job.sigma)
+    if job.input_notes.get(it.name):
+        rec["input_notes"] = list(job.input_notes[it.name])
     rec["reliability"] = rec["info"].get("reliability")
     warning = rec["info"].pop("warning", None)  # solve()'s (ipsolve.solvers.base.residual_warning)
     if warning:

@@ -132,6 +132,9 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
         "stop_reasons": dict(Counter(r["info"]["stop_reason"] for r in records)),
         "residual_warnings": {r["name"]: r["warning"] for r in records if "warning" in r},
         "worse_than_initial": {r["name"]: r["worse_than_initial"] for r in records if r.get("worse_than_initial")},
+        # what reading a file changed about it (transparency composited, 12-bit values, a TIFF's first page)
+        **({"input_notes": {r["name"]: r["input_notes"] for r in records if r.get("input_notes")}}
+           if any(r.get("input_notes") for r in records) else {}),
         "seeds": {r["name"]: r["seed"] for r in records},
         "num_processes": num_processes,
         # a resume on another process count: each record keeps the count (and rank) it was made with
@@ -267,6 +270,11 @@ def report(summary: dict) -> str:
                      f"{format_stats(summary.get('initial_residual'))}) | seconds per image "
                      f"{format_stats(per_image, 1)} (batch time / batch size) | "
                      f"stop: {', '.join(f'{k} {v}' for k, v in summary['stop_reasons'].items())}")
+    read = summary.get("input_notes") or {}
+    if read:  # what reading a file changed about it (transparency, 12-bit values, pages): the log said it
+        notes = [n for ns in read.values() for n in ns]
+        lines.append(f"  note: {len(read)} input file(s) changed as read: {notes[0]}"
+                     + (f"; {len(notes) - 1} more (summary.json input_notes)" if len(notes) > 1 else ""))
     if summary.get("kernel_error"):  # blind, simulated: the estimated kernel against the true one
         lines.append(f"  kernel error ‖k̂ − k‖/‖k‖ {format_stats(summary['kernel_error'], 3)} (estimated against the "
                      f"true kernel; kernel/ holds the estimates)")
