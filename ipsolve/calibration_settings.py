@@ -28,8 +28,8 @@ def check_calibration_settings(*, method="auto", budget=None, holdout=0.2, compa
     if not isinstance(method, str) or method not in METHODS:
         raise bad("method", f"one of {', '.join(METHODS)}", method)
     if budget is not None and not (_integer(budget) and budget >= 1):
-        raise bad("budget", "an integer >= 1 (candidate solves in all) or null (5 for one parameter, 9 for two)",
-                  budget)
+        raise bad("budget", "an integer >= 1 (candidate solves in all: at least 2 per calibrated parameter and 1 for "
+                  "the solver as given, so 3 for one) or null (5 for one parameter, 9 for two)", budget)
     if isinstance(holdout, bool) or not isinstance(holdout, Real) or not 0.0 < float(holdout) <= 0.5:
         raise bad("holdout", "a fraction in (0, 0.5] (of the measurement entries held out)", holdout)
     if not (_integer(comparison_splits) and comparison_splits >= 0):

@@ -150,7 +150,9 @@ def test_a_run_on_given_measurements_estimates_or_checks_sigma(tmp_path, phantom
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ipsolve"):
         given = ipsolve.reconstruct(y, sigma=0.005, output_dir=tmp_path / "given", **cheap)
-    assert "sigma is 0.005, but the measurements' noise is estimated at 0.0" in caplog.text
+    assert "sigma is 0.005, but the noise of the measurements (their median) is estimated at 0.0" in caplog.text
+    assert [w for w in given.summary["warnings"] if w.startswith("sigma is 0.005, but the noise")]  # (log only, once)
+    assert "warning: sigma is 0.005, but the noise of the measurements" in report(given.summary)
     assert given.summary["sigma"] == 0.005 and not given.summary["sigma_estimate"]["auto"]
     with pytest.raises(RunError, match="sigma=auto estimates the noise of given measurements"):
         ipsolve.reconstruct(x, operator=op, sigma="auto", solver="dps_cpu", progress=False)
@@ -193,3 +195,31 @@ def test_sigma_auto_each_solves_each_image_with_its_own_estimate(tmp_path, phant
 
     with pytest.raises(RunError, match="sigma=auto_each is for folders of 2-D measurements; a fastMRI run takes one"):
         kspace_sigma("auto_each", [], True)
+
+
+def test_a_low_estimate_is_said_to_be_an_upper_bound_and_a_given_sigma_is_checked_in_python(phantom_prior):
+    """Below LOW_ESTIMATE the detail a narrow blur leaves reads as noise (σ = 0.001 read 3–6×): sigma=auto says
+    its estimate is an upper bound, and a correct small σ is not warned against (it was, on the command line);
+    Python's solve warns about a given σ far from the estimate as the command line did (it was silent)."""
+    from ipsolve.operators.noise_level import LOW_ESTIMATE, given_sigma_note
+
+    op = make_operator("gaussian_blur", size=9, std=1.0)
+    x = datasets.heldout_phantoms(2, 32)
+    quiet = op.measure(x, 0.001, generator=torch.Generator().manual_seed(0))
+    estimate = float(np.median(ipsolve.estimate_sigma(quiet, op).numpy()))
+    assert 0.002 < estimate < LOW_ESTIMATE  # (3–6× the true σ: why it is only an upper bound)
+    solver = lambda: ipsolve.make_solver("dps", steps=2, rescale_zeta=True, progress=False)  # noqa: E731
+    with pytest.warns(InputWarning, match=r"sigma=auto estimated 0\.00\d+ from y \(the images' median\): below 0\.0075 "
+                                          r"the detail a blur leaves reads as noise"):
+        ipsolve.solve(quiet, op, phantom_prior, solver(), sigma="auto", generator=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        ipsolve.solve(quiet, op, phantom_prior, solver(), sigma=0.001, generator=0)
+    noisy = op.measure(x, 0.05, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(InputWarning, match=r"sigma is 0\.01, but the noise of y \(the images' median\) is estimated at "
+                                          r"0\.0\d+ \(the estimate can exceed the true sigma where a narrow kernel"):
+        ipsolve.solve(noisy, op, phantom_prior, solver(), sigma=0.01, generator=0)
+    with pytest.warns(InputWarning, match=r"sigma is 0\.2, but the noise of y \(the images' median\) is estimated at "
+                                          r"0\.0\d+: the residual flags"):
+        ipsolve.solve(noisy, op, phantom_prior, solver(), sigma=0.2, generator=0)
+    assert given_sigma_note(0.0, 0.05) is None and given_sigma_note(0.04, 0.05) is None

@@ -10,8 +10,9 @@ median, Donoho & Johnstone 1994) needs PyWavelets, which ipsolve does not instal
 sharp images by the same detail; neither library has Chen's estimator.
 
 Measured (``python scripts/noise_study.py``, docs/calibration.md): on blurred photos and phantoms
-at 32 px the estimate is 0.90–1.32× the true σ for σ = 0.005–0.1 (Gaussian blur std 3, motion blur;
-the worst at σ = 0.005), within 3 % at 256 px.  On unblurred measurements (super-resolution,
+at 32 px the estimate is 0.90–1.55× the true σ for σ = 0.005–0.1 (Gaussian blurs of std 3 and 1, motion
+blur; the worst at σ = 0.005), within 3 % at 256 px; below, detail a narrow kernel leaves reads as noise
+(:data:`LOW_ESTIMATE`).  On unblurred measurements (super-resolution,
 inpainting, an identity) the image's own fine detail counts as noise — 1.05–38× σ at σ = 0.005 on
 32-px images — so only operators that blur give an estimate."""
 from __future__ import annotations
@@ -93,6 +94,36 @@ def checked_estimate(value: float, what: str = "y") -> float:
         raise ValueError(f"sigma=auto estimated {value:.2g} from {what}: it looks noiseless, or too flat (constant or "
                          f"smooth) for the estimator to see its noise; give sigma as a number (0 for noiseless data)")
     return value
+
+
+# below this σ̂ the estimate is an upper bound rather than an estimate: fine detail the kernel leaves reads as noise
+# (scripts/noise_study.py, docs/calibration.md: at σ = 0.001–0.002 up to 6.0× the true σ at 32 px through the 9-px
+# Gaussian blur of std 1, 4.0× through DPS's motion blur; up to 2.2× at 64 px, 1.3× at 256 px; 0.90–1.55× at σ >= 0.005
+# — an audit, 2026-12-07): every estimate measured from σ <= 0.002 is below 0.0065
+LOW_ESTIMATE = 0.0075
+
+
+def low_estimate_note(value: float, what: str = "y") -> str | None:
+    """What ``sigma=auto`` should say when its estimate ``value`` is below :data:`LOW_ESTIMATE` (None above)."""
+    if not NOISELESS <= value < LOW_ESTIMATE:
+        return None
+    return (f"sigma=auto estimated {value:.2g} from {what}: below {LOW_ESTIMATE:g} the detail a blur leaves reads as "
+            f"noise, and the estimate can be several times the true sigma (measured up to 6× at 32 px, 2.2× at 64 px, "
+            f"1.3× at 256 px for sigma 0.001–0.002; docs/calibration.md): give sigma=VALUE if you know it")
+
+
+def given_sigma_note(given: float, estimate: float, what: str = "y") -> str | None:
+    """What to say about a ``sigma`` given as a number whose measurement is estimated at ``estimate``
+    (None: nothing): more than 2× above it, or less than half of it where the estimate is at least
+    :data:`LOW_ESTIMATE` (below, the estimate is an upper bound: a smaller σ may be right)."""
+    if not estimate >= NOISELESS or given == 0:  # (0: noiseless data, as the user says)
+        return None
+    if given > 2 * estimate or (given < estimate / 2 and estimate >= LOW_ESTIMATE):
+        caveat = "" if given > 2 * estimate else \
+            " (the estimate can exceed the true sigma where a narrow kernel keeps fine detail)"
+        return (f"sigma is {given:g}, but the noise of {what} is estimated at {estimate:.4g}{caveat}: the residual "
+                f"flags, the stopping rules and calibration assume the sigma given (sigma=auto takes the estimate)")
+    return None
 
 
 def estimate_sigma(y: torch.Tensor, operator) -> torch.Tensor:

@@ -70,7 +70,29 @@ def effective_options(options: dict, solver, coupling) -> dict:
         return {**options, "enabled": True, "params": [*(p for p in given if p != COUPLING), COUPLING]}
     if auto and not options["enabled"]:
         return {**options, "enabled": True, "params": list(auto)}
+    if options["enabled"] and options["params"] is None and not getattr(type(solver), "search_space", None):
+        # a solver with nothing to choose (DDRM): compared as given with the initial guess, as calibrate.params=[]
+        # does — a calibrate=true sweep over solvers failed that job (an audit, 2026-12-07)
+        return {**options, "params": []}
     return options
+
+
+def nothing_to_choose(asked: dict, options: dict, solver, operator, prior) -> str | None:
+    """Where ``calibrate=true`` met a solver that declares no parameters (``options``, from
+    :func:`effective_options`, compare it as given, ``params=[]``): None when it can be compared on held-out
+    entries, else why not (DDRM works in the operator's SVD) — the run then goes on uncalibrated, saying so."""
+    if not (options["enabled"] and options["params"] == [] and asked.get("params") is None):
+        return None
+    from ..solvers.calibration import check_restricted_solver
+
+    try:
+        shape = tuple(operator.output_shape((1, *prior.shape))[1:])
+        check_restricted_solver(solver, operator, prior, shape, True)
+    except ValueError as err:
+        why = str(err).split(" cannot: ", 1)[-1]
+        return (f"calibrate=true: solver {solver.name} declares no parameters to choose and cannot be compared with "
+                f"the initial guess on held-out entries ({why}): the run goes on uncalibrated")
+    return None
 
 
 def calibrate_job(job, items, options: dict, state) -> dict | None:
@@ -97,7 +119,11 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
                     reusable = None
             if reusable is not None:
                 record = with_todays_verdict(reusable, job.operator)
-                log.info("calibration: reusing %s (%s)", previous, _describe(record))
+                made_on, now = len(record.get("images") or ()), len(calibration_items(job, items, int(options["images"])))
+                fewer = (f"; made on {made_on} image(s) where this run has {now} to calibrate on — kept, so that every "
+                         f"image of the folder is solved with the same values (a new output folder calibrates on {now})"
+                         if 0 < made_on < now else "")
+                log.info("calibration: reusing %s (%s)%s", previous, _describe(record), fewer)
             else:
                 record = _calibrate(job, items, options)
         except (ValueError, TypeError, RunError) as err:

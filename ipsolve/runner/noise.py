@@ -17,38 +17,42 @@ METHOD = "patch PCA (Chen, Zhu & Heng, ICCV 2015)"
 
 
 def measurement_sigma(sigma, items, operator, prior, device, own_measurements: bool, main_process: bool):
-    """``(sigma as a number, the estimate's record for summary.json or None)``.  ``sigma="auto"``:
-    the median of the measurements' estimates (one σ serves the run; a warning when they differ by
-    more than 1.5×), or a one-line :class:`RunError` saying why there is none.  ``"auto_each"``: the
-    same median, and the record's ``per_image`` estimates (each checked) are the σ each image is solved with.  A number is kept,
-    with a warning when it is more than twice or less than half the estimate, where the operator
-    gives one.  Every process reads every measurement (2-D images: cheap), so all agree."""
+    """``(sigma as a number, the estimate's record for summary.json or None, notes)``.  ``sigma="auto"``:
+    the median of the measurements' estimates (one σ serves the run; a note when they differ by more
+    than 1.5×), or a one-line :class:`RunError` saying why there is none.  ``"auto_each"``: the same
+    median, and the record's ``per_image`` estimates (each checked) are the σ each image is solved with.
+    A number is kept, with a note when the estimate says it is wrong (:func:`given_sigma_note`), where
+    the operator gives one; an estimate below ``LOW_ESTIMATE`` is said to be an upper bound.  The notes
+    are logged (``main_process``) and go into summary.json and the report (they were in the log only:
+    an audit, 2026-12-07).  Every process reads every measurement (2-D images: cheap), so all agree."""
     auto, each = str(sigma) in ("auto", "auto_each"), str(sigma) == "auto_each"
     if not auto and operator.noise_estimate_note() is not None:
-        return sigma, None
-    from ..operators.noise_level import checked_estimate, estimate_sigma
+        return sigma, None, []
+    from ..operators.noise_level import checked_estimate, estimate_sigma, given_sigma_note, low_estimate_note
 
-    estimates = {}
+    estimates, unread = {}, None
     for item in items:
         try:
             y = read_measurement(item, operator, prior, device, own_measurements)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as err:
+            unread = unread or f"{item.name}: {err}"
             continue  # the batch that reads it skips it, saying why
         try:
             estimates[item.name] = float(estimate_sigma(y, operator)[0])
         except ValueError as err:
             if auto:
                 raise RunError(f"{err}".replace("give sigma as a number", "give sigma=VALUE")) from None
-            return sigma, None
+            return sigma, None, []
     if not estimates:
-        if auto:
-            raise RunError("sigma=auto: none of the measurements could be read to estimate their noise")
-        return sigma, None
+        if auto:  # (why they could not be read was dropped: an audit, 2026-12-07)
+            raise RunError(f"sigma={sigma}: none of the measurements could be read to estimate their noise ({unread})")
+        return sigma, None, []
     values = np.array(list(estimates.values()))
     value = float(np.median(values))
     # "auto": the run's sigma is "median" (one σ serves the run); "auto_each": each image's own, in per_image
     # (the median stands for the run where one number is asked for); else the given one, kept
     record = {"auto": auto, "method": METHOD, "median": value, "per_image": estimates}
+    notes = []
     if each:
         record["each"] = True
         for name, estimate in estimates.items():
@@ -56,11 +60,14 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
                 checked_estimate(estimate, f"measurement {name}")
             except ValueError as err:
                 raise RunError(f"{err}".replace("give sigma as a number", "give sigma=VALUE")) from None
+        low = [name for name, v in estimates.items() if low_estimate_note(v)]
+        if low:
+            notes.append(low_estimate_note(min(estimates[n] for n in low), f"{len(low)} measurement(s) (the lowest; "
+                                           f"{', '.join(low[:3])}{', ...' if len(low) > 3 else ''})"))
         if main_process:
             log.info("sigma=auto_each: each image is solved with its own noise level, estimated from its measurement "
                      "(%s): %.4g to %.4g, median %.4g (records' sigma)", METHOD, values.min(), values.max(), value)
-        return value, record
-    if auto:
+    elif auto:
         try:
             checked_estimate(value, "the measurements (their median)")
         except ValueError as err:
@@ -68,13 +75,15 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
         if main_process:
             log.info("sigma=auto: %.4g, estimated from the %d measurement(s) (%s; the median of %.4g to %.4g)",
                      value, len(values), METHOD, values.min(), values.max())
-            if values.max() > 1.5 * values.min():
-                log.warning("sigma=auto: the measurements' noise estimates differ (%.4g to %.4g) and one sigma serves "
-                            "the run: sigma=auto_each solves each with its own (summary.json's sigma_estimate gives "
-                            "each one's)", values.min(), values.max())
-        return value, record
-    given = float(sigma)
-    if main_process and (given > 2 * value or given < value / 2):
-        log.warning("sigma is %g, but the measurements' noise is estimated at %.4g (sigma=auto takes it): the "
-                    "residual flags, the stopping rules and calibration assume sigma", given, value)
-    return sigma, record
+        if values.max() > 1.5 * values.min():
+            notes.append(f"sigma=auto: the measurements' noise estimates differ ({values.min():.4g} to "
+                         f"{values.max():.4g}) and one sigma ({value:.4g}, their median) serves the run: sigma=auto_each "
+                         f"solves each with its own (summary.json's sigma_estimate gives each one's)")
+        notes.append(low_estimate_note(value, "the measurements (their median)"))
+    else:
+        notes.append(given_sigma_note(float(sigma), value, "the measurements (their median)"))
+    notes = [n for n in notes if n]
+    if main_process:
+        for note in notes:
+            log.warning("%s", note)
+    return (value if auto else sigma), record, notes

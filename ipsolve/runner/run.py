@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..notices import bars_render, shown
 from .batches import Job, run_batches
-from .calibration import calibrate_job, calibration_options, effective_options
+from .calibration import calibrate_job, calibration_options, effective_options, nothing_to_choose
 from .determinism import deterministic_algorithms
 from .errors import RunError, flag
 from .lock import run_lock
@@ -201,6 +201,7 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     from ..operators.base import sigma_scale_note
 
     sigma_each = None  # sigma=auto_each: each image's own estimate, by name
+    sigma_notes = []  # what the measurements' noise estimate says about sigma (given measurements)
     terminal = bars_render()
     log_progress = bool(o.progress) and not terminal  # output to a file: log lines instead of bar frames
     progress = bool(o.progress) and terminal
@@ -219,12 +220,14 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
             raise RunError(str(err)) from None
     if o.measurements:
         check_measurement_provenance(operator, o.explicit_operator, measurement_origin(items))
-        sigma, estimate = measurement_sigma(o.sigma, items, operator, prior, device,
-                                            measurement_origin(items) is not None, state.process_index == 0)
+        sigma, estimate, sigma_notes = measurement_sigma(o.sigma, items, operator, prior, device,
+                                                         measurement_origin(items) is not None,
+                                                         state.process_index == 0)
         if o.sigma == "auto_each":
             sigma_each = dict(estimate["per_image"])
         o = replace(o, sigma=sigma, extra_summary={**o.extra_summary, **({"sigma_estimate": estimate} if estimate else {})})
-    notes = load_warnings + input_warnings(items, prior, o.measurements, state.process_index, operator, o.sigma)
+    notes = load_warnings + sigma_notes + input_warnings(items, prior, o.measurements, state.process_index, operator,
+                                                         o.sigma)
     from ..solvers import SELECT_ONE_SAMPLE
 
     for note in (operator.single_run_note if o.samples == 1 else None, sigma_scale_note(o.sigma),
@@ -256,6 +259,16 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
             coupling = None
             settings["z_coupling"] = "auto (one slice per volume: none)"
     calibrate = effective_options(o.calibrate, solver, coupling)
+    note = nothing_to_choose(o.calibrate, calibrate, solver, operator, prior)
+    if note:  # (a calibrate=true sweep over solvers failed DDRM's job: an audit, 2026-12-07)
+        calibrate = {**calibrate, "enabled": False}
+        notes.append(note)
+        if state.process_index == 0:
+            log.warning("%s", note)
+    elif calibrate["enabled"] and calibrate["params"] == [] and o.calibrate.get("params") is None \
+            and state.process_index == 0:
+        log.info("calibrate=true: solver %s declares no parameters to choose; it is compared as given with the "
+                 "operator's initial guess (as calibrate.params=[])", solver.name)
     if sigma_each is not None:
         check_sigma_each(calibrate["enabled"], coupling, o.batch_size, state.process_index == 0)
         settings["sigma_each"] = True  # fingerprinted: the images' σ are their own, not the median's

@@ -76,7 +76,7 @@ def make_solver(name: str, **params) -> Solver:
 
 def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | str, *, sigma: float | str = ASSUMED_SIGMA,
           generator=None, callback=None, samples: int = 1, select: str = "mean",
-          calibrate: bool | dict = False, penalty=None) -> Result:
+          calibrate: bool | dict | None = None, penalty=None) -> Result:
     """Reconstruct ``x`` from ``y = A(x) + n`` (``y`` in [-1, 1], noise std ``sigma`` on that scale;
     not given: 0.01 assumed, with an ``InputWarning``; ``"auto"``: estimated from a blurred ``y``,
     :func:`ipsolve.estimate_sigma`, the batch's median).
@@ -92,8 +92,8 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     ``select="residual"`` each image's sample of smallest misfit ‖y − A(x)‖), ``.std``.
     Every image gets a ``reliability`` score in its ``info`` (:mod:`ipsolve.solvers.sampling`).
     ``calibrate=True`` (or a dict of :func:`ipsolve.calibrate` options) — and any parameter given
-    as ``"auto"`` to :func:`make_solver` — first chooses the solver's declared parameters from
-    ``y`` (``Result.calibration``).  ``penalty``: a per-image energy ``x → (B,)`` added to the
+    as ``"auto"`` to :func:`make_solver`, unless ``calibrate=False`` says otherwise (a ValueError) — first
+    chooses the solver's declared parameters from ``y`` (``Result.calibration``).  ``penalty``: a per-image energy ``x → (B,)`` added to the
     solver's data term (z-coupling of a volume's slices, :class:`ipsolve.solvers.coupling.ZCoupling`;
     DPS, DMPlug, FMPlug); ``calibrate={"params": [..., "z_coupling"]}`` chooses its weight too (0:
     slice by slice; ``Result.calibration.coupling``); ``calibrate={"params": []}`` chooses nothing and
@@ -145,8 +145,13 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(f"unknown calibrate option(s) {', '.join(unknown)}; options: params, {', '.join(allowed)}")
-    elif isinstance(calibrate, bool):
-        options, calibrate_all = {}, calibrate
+    elif calibrate is None or isinstance(calibrate, bool):
+        auto = tuple(getattr(solver, "auto_params", ()) or ())
+        if calibrate is False and auto:  # (it calibrated them anyway, silently: an audit, 2026-12-07)
+            raise ValueError(f"calibrate=False, but the solver's {', '.join(auto)} {'is' if len(auto) == 1 else 'are'} "
+                             f"'auto' (to be chosen from y by calibration): give {'it' if len(auto) == 1 else 'them'} a "
+                             f"value, or leave calibrate out")
+        options, calibrate_all = {}, bool(calibrate)
     else:
         raise TypeError(f"calibrate must be True/False or a dict of ipsolve.calibrate options, got {shown(calibrate)}")
     if penalty is not None:  # calibration's candidates run with the coupling the solve uses

@@ -121,6 +121,8 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
         check_decomposition(operator, image_shape, y.device)
     if auto:
         sigma = auto_sigma(y, operator)
+    else:
+        check_given_sigma(y, operator, sigma)
     check_range(y, operator, image_shape, sigma)
     operator.check_consistent(y, sigma)
     return y, sigma
@@ -132,15 +134,37 @@ def auto_sigma(y: torch.Tensor, operator: Operator) -> float:
     ``InputWarning`` when they differ by more than 1.5× — one σ serves a batch (the residual check,
     the stopping rules and calibration read it), so images of unlike noise are solved apart."""
     from ..operators.base import InputWarning
-    from ..operators.noise_level import checked_estimate, estimate_sigma
+    from ..operators.noise_level import checked_estimate, estimate_sigma, low_estimate_note
 
     estimates = estimate_sigma(y, operator).numpy()
-    checked_estimate(float(np.median(estimates)))
+    value = checked_estimate(float(np.median(estimates)))
     if estimates.max() > 1.5 * estimates.min():
         warnings.warn(f"sigma=auto: the images' noise estimates differ ({estimates.min():.3g} to {estimates.max():.3g}) "
-                      f"and one sigma ({float(np.median(estimates)):.3g}, the median) serves the batch: solve them "
+                      f"and one sigma ({value:.3g}, the median) serves the batch: solve them "
                       f"apart (ipsolve.estimate_sigma gives each one's)", InputWarning, stacklevel=4)
-    return float(np.median(estimates))
+    note = low_estimate_note(value, "y" if len(estimates) == 1 else "y (the images' median)")
+    if note:
+        warnings.warn(note, InputWarning, stacklevel=4)
+    return value
+
+
+def check_given_sigma(y: torch.Tensor, operator: Operator, sigma: float) -> None:
+    """An ``InputWarning`` when ``sigma``, given as a number, is far from the noise a blurred ``y``
+    shows (:func:`~ipsolve.operators.noise_level.given_sigma_note` on the images' median estimate) —
+    the command line said so and Python did not (an audit, 2026-12-07); nothing for other operators or
+    for a ``y`` too small to estimate from."""
+    from ..operators.base import InputWarning
+    from ..operators.noise_level import estimate_sigma, given_sigma_note
+
+    if operator.noise_estimate_note() is not None:
+        return
+    try:
+        estimate = float(np.median(estimate_sigma(y, operator).numpy()))
+    except ValueError:
+        return
+    note = given_sigma_note(sigma, estimate, "y" if y.shape[0] == 1 else "y (the images' median)")
+    if note:
+        warnings.warn(note, InputWarning, stacklevel=4)
 
 
 def check_range(y: torch.Tensor, operator: Operator, image_shape, sigma: float) -> None:

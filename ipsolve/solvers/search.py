@@ -53,14 +53,18 @@ def discrepancy_search(evaluate, lo: float, hi: float, evaluations: int, directi
     """The weakest guidance whose discrepancy ratio is ≤ 1: bisection on a log scale between ``lo``
     and ``hi`` (``direction`` +1: a larger value guides more strongly).  ``evaluate(value)`` returns
     the median ratio, ``inf`` for a value that made the solver diverge (too strong: the search
-    moves towards weaker guidance).  If no candidate fits, the best-fitting one."""
+    moves towards weaker guidance).  A value that fits worse than a weaker one already tried overshoots
+    (DPS's residual rises again past some ζ): the search moves weaker, as after a fit — it went on
+    stronger, and returned the bracket's weak end (an audit, 2026-12-07).  If no candidate fits, the
+    best-fitting one."""
     a, b = math.log(lo), math.log(hi)
     tried = []
     for _ in range(evaluations):
         mid = (a + b) / 2
         ratio = evaluate(math.exp(mid))
+        overshoot = any(r < ratio for m, r in tried if (m < mid if direction > 0 else m > mid))
         tried.append((mid, ratio))
-        fits = ratio <= 1.0 or not math.isfinite(ratio)  # (diverged: weaker, as after a fit)
+        fits = ratio <= 1.0 or not math.isfinite(ratio) or overshoot  # (diverged: weaker, as after a fit)
         if (direction > 0) == fits:  # fits: move towards weaker guidance
             b = mid
         else:
