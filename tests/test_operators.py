@@ -521,3 +521,19 @@ def ipsolve_prior():
     import ipsolve
 
     return ipsolve.load_prior("bundled:phantom-ddpm")
+
+
+def test_cg_pseudo_inverse_stops_where_it_converged_on_a_singular_system():
+    """CG on SR's normal equations (AᵀA of rank 1/16) converges by ~10 iterations in float32; its recurrences went
+    on past that and x grew from 22 to 1.6e5 by 20 (ΠGDM without an SVD — a super-resolution restricted to part
+    of y for calibration — fitted its kept entries at ~7000σ²: an audit, 2026-12-07).  Now it equals the SVD's
+    pseudo-inverse and stays there."""
+    from ipsolve import datasets
+    from ipsolve.operators.decomposition import pinv_cg
+
+    op = make_operator("super_resolution")
+    y = op.measure(datasets.heldout_phantoms(2, 32), 0.01, generator=0)
+    exact = op.svd((2, 1, 32, 32)).truncated(3e-2).pinv(y, keep_cut=True)
+    for iters in (20, 60):
+        cg = pinv_cg(op, y, iters)
+        assert float((cg - exact).norm() / exact.norm()) < 1e-4, iters
