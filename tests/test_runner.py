@@ -1266,3 +1266,18 @@ def test_a_measurement_array_with_other_channels_says_so(tmp_path):
                                        r"array \(\.npy, a tensor\) is read exactly"):
         ipsolve.reconstruct(tmp_path, prior="photo_ddpm", solver=ipsolve.make_solver("dps_cpu", steps=2),
                             measurements=True, threads=1, progress=False)
+
+
+def test_calibrate_true_with_a_solver_that_declares_nothing_runs_uncalibrated_saying_why(tmp_path):
+    """A calibrate=true sweep over solvers failed DDRM's job ("declares no parameters to calibrate"); DDRM can
+    neither be calibrated nor compared on part of y (it works in the operator's SVD): the run goes on
+    uncalibrated and its summary and report say why."""
+    import ipsolve
+
+    run = ipsolve.reconstruct(ipsolve.datasets.heldout_phantoms(2, 32), solver={"name": "ddrm", "steps": 2},
+                              calibrate=True, threads=1, progress=False, metrics=["psnr"], output_dir=tmp_path)
+    said = [w for w in run.summary["warnings"] if "declares no parameters to choose" in w]
+    assert said == ["calibrate=true: solver ddrm declares no parameters to choose and cannot be compared with the "
+                    "initial guess on held-out entries (it works in the operator's SVD, and an operator restricted to "
+                    "part of y has none): the run goes on uncalibrated"]
+    assert not run.summary.get("calibration") and len(run.records) == 2 and said[0] in report(run.summary)
