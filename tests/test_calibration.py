@@ -397,6 +397,9 @@ def test_search_routines():
     seen.clear()
     assert golden_section(lambda v: (seen.append(v), -v)[1], 1e-3, 0.1, 4) == pytest.approx(0.1) and len(seen) == 5
     assert golden_section(lambda v: v, 1e-3, 0.1, 4) == pytest.approx(1e-3)
+    seen.clear()  # a large budget stops once its points are within 2 % (25 candidates: 15 lay within 1 %)
+    golden_section(lambda v: (seen.append(v), (math.log(v) - math.log(0.155)) ** 2)[1], 0.05, 5.0, 25, extend=False)
+    assert 8 <= len(seen) <= 12 and max(seen[-2:]) / min(seen[-2:]) < 1.06
     boundary = discrepancy_search(lambda v: v / 0.3, 0.01, 10.0, 10, direction=-1)  # fits (≤ 1) below 0.3
     assert 0.25 < boundary <= 0.3
     # a ratio that falls, then rises again with stronger guidance (DPS overshooting) and never fits: the search
