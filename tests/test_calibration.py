@@ -1290,4 +1290,6 @@ def test_super_resolution_claims_no_better(gaussian_problem):
     cal = calibrate(y[:8], op, prior, PosteriorMean(noise=sigma), sigma=sigma, params=[])
     assert cal.against_initial_guess == "indistinguishable" and not cal.warning
     assert cal.guess_handicap.startswith("held-out low-resolution pixels see only what the downsampling keeps")
+    assert "scored below the initial guess by more than two standard errors, not called better: held-out " \
+           "low-resolution pixels" in cal.note
     assert cal.blind_spot.startswith("held-out entries are low-resolution pixels: the detail super-resolution adds")

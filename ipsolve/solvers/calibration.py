@@ -708,6 +708,9 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         final[COUPLING] = coupling
     if warning:
         warn(warning, CalibrationWarning)
+    if comparison.get("guess_handicap"):  # (said in a run's report only: in Python it read as a plain tie)
+        note = (f"{note}; " if note else "") + ("scored below the initial guess by more than two standard errors, "
+                                                f"not called better: {comparison['guess_handicap']}")
     baseline = getattr(objective, "baseline_errors", None)
     if compare_only and comparison.get("comparison_splits"):
         baseline = None  # (its split was not compared on: the fresh splits were)
