@@ -1277,6 +1277,12 @@ def test_per_image_masks_count_the_image_with_fewest_pixels_and_calibrate_false_
     with pytest.raises(ValueError, match=r"calibrate=False, but the solver's zeta is 'auto' \(to be chosen from y by "
                                          r"calibration\): give it a value, or leave calibrate out"):
         ipsolve.solve(y, op, prior, ipsolve.make_solver("dps", steps=2, zeta="auto"), sigma=0.01, calibrate=False)
+    from ipsolve.runner.errors import RunError
+
+    with pytest.raises(RunError, match=r"calibrate=False, but the solver's zeta is 'auto' \(to be chosen from the "
+                                       r"measurements by calibration\)"):  # reconstruct too (it calibrated anyway)
+        ipsolve.reconstruct(x[:1], solver=ipsolve.make_solver("dps", steps=2, zeta="auto"), calibrate=False,
+                            progress=False, threads=1)
 
 
 def test_super_resolution_claims_no_better(gaussian_problem):

@@ -177,7 +177,7 @@ def test_sigma_auto_each_solves_each_image_with_its_own_estimate(tmp_path, phant
     assert [r["sigma"] for r in run.records] == estimates and [r["batch"] for r in run.records] == [["image_0000"],
                                                                                                      ["image_0001"]]
     assert estimates[0] == pytest.approx(0.01, rel=0.3) and estimates[1] == pytest.approx(0.1, rel=0.3)
-    assert "batch_size 2 not used" in caplog.text and "sigma=auto: the measurements' noise estimates differ" \
+    assert "(a batch of one, not 2)" in caplog.text and "sigma=auto: the measurements' noise estimates differ" \
         not in caplog.text
     assert run.summary["sigma_estimate"]["each"] and run.summary["sigma"] == pytest.approx(float(np.median(estimates)))
     assert "sigma each image's own, " in report(run.summary)
@@ -185,9 +185,23 @@ def test_sigma_auto_each_solves_each_image_with_its_own_estimate(tmp_path, phant
     assert header.split(",")[-1] == "sigma" and [float(r.split(",")[-1]) for r in rows] == pytest.approx(estimates, rel=1e-5)
     alone = ipsolve.reconstruct(y[:1], sigma=estimates[0], **cheap)  # image_0000 as a run of its own at its σ
     assert torch.equal(alone.x, run.x[:1])
+    # the run resumes on a selection whose median differs (it was refused as "different settings"), and a flat
+    # measurement, which has no noise to estimate, is skipped with its reason, not the whole run refused
+    fewer = ipsolve.reconstruct(y[:1], sigma="auto_each", output_dir=tmp_path / "each", **cheap)
+    assert torch.allclose(fewer.x, run.x[:1], atol=1 / 255)  # (resumed: read back from its 8-bit recon/ picture)
+    flat = torch.cat([y, torch.full_like(y[:1], 0.2)])
+    more = ipsolve.reconstruct(flat, sigma="auto_each", output_dir=tmp_path / "each", **cheap)
+    assert [r["name"] for r in more.records] == ["image_0000", "image_0001"]
+    assert [r["sigma"] for r in more.records] == estimates
+    assert more.summary["skipped"][0]["name"] == "image_0002" and "sigma=auto_each estimated 0" in \
+        more.summary["skipped"][0]["reason"]
+    given = ipsolve.reconstruct(y, sigma=0.03, **cheap)  # near the median, far from each (the median hid it)
+    assert any(w.startswith("sigma is 0.03, but 2 of the 2 measurements' noise is estimated far from it (image_0000 "
+                            "0.01") for w in given.summary["warnings"]), given.summary["warnings"]
     median = ipsolve.reconstruct(y, sigma="auto", **cheap)  # one σ for both: another result
     assert not torch.equal(median.x, run.x)
-    with pytest.raises(RunError, match="calibrate=true chooses one set of values for one sigma, and sigma=auto_each"):
+    with pytest.raises(RunError, match=r"calibration \(calibrate=true, or a solver value given as auto\) chooses one set "
+                                       r"of values for one sigma, and sigma=auto_each"):
         ipsolve.reconstruct(y, sigma="auto_each", calibrate=True, **cheap)
     with pytest.raises(RunError, match="sigma=auto_each estimates the noise of given measurements"):
         ipsolve.reconstruct(x, operator=op, sigma="auto_each", solver="dps_cpu", progress=False)
@@ -223,3 +237,9 @@ def test_a_low_estimate_is_said_to_be_an_upper_bound_and_a_given_sigma_is_checke
                                           r"0\.0\d+: the residual flags"):
         ipsolve.solve(noisy, op, phantom_prior, solver(), sigma=0.2, generator=0)
     assert given_sigma_note(0.0, 0.05) is None and given_sigma_note(0.04, 0.05) is None
+    assert given_sigma_note(0.001, 0.004) is None and given_sigma_note(0.0001, 0.004)  # an upper bound, up to 10×
+    with warnings.catch_warnings():  # not given: "0.01 assumed" only (it was also called far off)
+        warnings.simplefilter("always")
+        with pytest.warns(InputWarning) as said:
+            ipsolve.solve(noisy, op, phantom_prior, solver(), generator=0)
+    assert [str(w.message)[:16] for w in said if issubclass(w.category, InputWarning)] == ["sigma not given:"]

@@ -1249,7 +1249,7 @@ def test_out_of_memory_in_calibration_is_one_line_naming_fewer_images(tmp_path, 
     with pytest.raises(RunError) as caught:
         ipsolve.reconstruct(x, solver=dps, output_dir=tmp_path / "a", calibrate=True, threads=1, progress=False)
     assert str(caught.value) == ("calibration failed: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB): "
-                                 "lower it with calibrate.images=2 (its images are solved as one batch), or the memory "
+                                 "lower it with calibrate.images=2 (its 4 images are solved as one batch), or the memory "
                                  "per image — a prior's memory options (README, 'Memory at 512 px'), a smaller "
                                  "prior.image_size")
 
@@ -1281,3 +1281,4 @@ def test_calibrate_true_with_a_solver_that_declares_nothing_runs_uncalibrated_sa
                     "initial guess on held-out entries (it works in the operator's SVD, and an operator restricted to "
                     "part of y has none): the run goes on uncalibrated"]
     assert not run.summary.get("calibration") and len(run.records) == 2 and said[0] in report(run.summary)
+    assert "calibrate.params=[]" not in report(run.summary)  # (the review line suggested it, which DDRM cannot do)

@@ -16,26 +16,30 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 log = logging.getLogger("ipsolve")
 _TRANSPARENCY_SAID: list[str] = []  # the first file read with transparent pixels (said once per process)
 _COLLECTING: list[list[str]] = []  # open read_notices() lists: every notice reaches them, also those logged once
+_QUIET: list[bool] = []  # read_notices(quiet=...) of the open blocks: the innermost one decides whether notices log
 
 
 @contextlib.contextmanager
-def read_notices():
+def read_notices(quiet: bool = False):
     """Collect what reading images inside the ``with`` block changed about them (transparency composited on
     white, a 16-bit file holding 12-bit values, a multi-page TIFF's first page): a list of one-line notices,
-    each file's — the log says them (transparency for the first file only), and a run records them per image
-    (they were in the log only: an inputs audit, 2026-12-07)."""
+    each file's — the log says them (transparency for the first file only; not at all with ``quiet``: a
+    first read whose reads are repeated later, as σ's estimate before the batches), and a run records them
+    per image (they were in the log only: an inputs audit, 2026-12-07)."""
     notes: list[str] = []
     _COLLECTING.append(notes)
+    _QUIET.append(quiet)
     try:
         yield notes
     finally:
         _COLLECTING.remove(notes)
+        _QUIET.pop()
 
 
 def _notice(note: str, *, logged: str | None = "") -> None:
     """``note`` given to every open :func:`read_notices`, and logged as a warning — as ``logged`` where
     that is given, not at all where it is None."""
-    if logged is not None:
+    if logged is not None and not (_QUIET and _QUIET[-1]):
         log.warning("%s", logged or note)
     for notes in _COLLECTING:
         notes.append(note)
@@ -130,7 +134,8 @@ def load_image(path, size: int | None = None, channels: int | None = None) -> to
         note = (f"{path.name} has transparent pixels (alpha down to {float(img[..., -1].min()):.2f}): composited on "
                 f"white, as scikit-image's rgba2rgb")
         _notice(note, logged=None if _TRANSPARENCY_SAID else note + " (said for the first such file only)")
-        _TRANSPARENCY_SAID[:] = [path.name]
+        if not (_QUIET and _QUIET[-1]):  # (a quiet read says nothing, so the next read still says it)
+            _TRANSPARENCY_SAID[:] = [path.name]
     if img.ndim == 3 and img.shape[-1] == 4:
         img = rgba2rgb(img)
     elif img.ndim == 3 and img.shape[-1] == 2:  # grey + alpha: over white, as rgba2rgb does colour

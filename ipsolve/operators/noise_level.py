@@ -115,10 +115,13 @@ def low_estimate_note(value: float, what: str = "y") -> str | None:
 def given_sigma_note(given: float, estimate: float, what: str = "y") -> str | None:
     """What to say about a ``sigma`` given as a number whose measurement is estimated at ``estimate``
     (None: nothing): more than 2× above it, or less than half of it where the estimate is at least
-    :data:`LOW_ESTIMATE` (below, the estimate is an upper bound: a smaller σ may be right)."""
+    :data:`LOW_ESTIMATE` (below, the estimate is an upper bound: a smaller σ may be right, down to a tenth)."""
     if not estimate >= NOISELESS or given == 0:  # (0: noiseless data, as the user says)
         return None
-    if given > 2 * estimate or (given < estimate / 2 and estimate >= LOW_ESTIMATE):
+    # below LOW_ESTIMATE the estimate is an upper bound, but one measured at most 6× the true σ: far below it is said
+    # too (0.0001 against 0.0041 was not: an audit, 2026-12-07)
+    low = given < estimate / 2 if estimate >= LOW_ESTIMATE else given < estimate / 10
+    if given > 2 * estimate or low:
         caveat = "" if given > 2 * estimate else \
             " (the estimate can exceed the true sigma where a narrow kernel keeps fine detail)"
         return (f"sigma is {given:g}, but the noise of {what} is estimated at {estimate:.4g}{caveat}: the residual "

@@ -50,7 +50,8 @@ class Job:
     # the values calibration chose (the solver holds them): each record says so, as solve()'s info does — only
     # summary.json did, and config.yaml keeps the settings as given (an audit, 2026-12-07)
     calibrated: dict = field(default_factory=dict)
-    # sigma=auto_each: each image's own σ̂ by name (its batch of one is solved with it; ``sigma`` is their median)
+    # sigma=auto_each: each image's own σ̂ by name (its batch of one is solved with it; ``sigma`` is their median),
+    # or why it has none (a flat measurement: that image is skipped with the reason)
     sigma_each: dict | None = None
     # what reading a file changed about it (ipsolve.io.read_notices: transparency, 12-bit values, a TIFF's
     # first page), by name: each record says it (the log said it, transparency for the first file only)
@@ -111,9 +112,9 @@ def own_sigma(job: Job, batch: list[Item]) -> Job:
     """``job`` with σ set to the batch's image's own estimate under ``sigma=auto_each`` (batches of one)."""
     from dataclasses import replace
 
-    if job.sigma_each is None or not batch:
-        return job
-    return replace(job, sigma=float(job.sigma_each.get(batch[0].name, job.sigma)))
+    if job.sigma_each is None or not batch or not isinstance(job.sigma_each.get(batch[0].name), float):
+        return job  # (no estimate: load_batch skips it, saying why)
+    return replace(job, sigma=job.sigma_each[batch[0].name])
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -192,6 +193,8 @@ def load_batch(job: Job, batch: list[Item]) -> tuple[list[Item], list, list[dict
                     y = load_truth(it, job.prior).to(job.device)
             if notes:
                 job.input_notes[it.name] = notes
+            if job.sigma_each is not None and isinstance(job.sigma_each.get(it.name), str):
+                raise ValueError(job.sigma_each[it.name])  # sigma=auto_each found no noise to estimate in it
             if job.measurements:  # one file on another scale is skipped by name, as an unreadable one (it stopped
                 check_range(y, job.operator, (y.shape[0], *job.prior.shape), job.sigma)  # the whole run)
             if not bool(torch.isfinite(y).all()):  # one NaN image of a tensor stopped the whole run (audit 2026-12-07)

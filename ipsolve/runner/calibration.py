@@ -129,7 +129,8 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
         except (ValueError, TypeError, RunError) as err:
             error = str(err)
         except Exception as err:  # noqa: BLE001 - any failure must reach the other ranks, not leave them waiting
-            error = out_of_memory_note(err, options) or f"{type(err).__name__}: {err}"
+            error = out_of_memory_note(err, len(calibration_items(job, items, int(options["images"])))) \
+                or f"{type(err).__name__}: {err}"
     record, error = broadcast((record, error), state)
     if error is not None:
         raise RunError(f"calibration failed: {error}")
@@ -140,17 +141,16 @@ def calibrate_job(job, items, options: dict, state) -> dict | None:
     return record
 
 
-def out_of_memory_note(err: BaseException, options: dict) -> str | None:
+def out_of_memory_note(err: BaseException, images: int) -> str | None:
     """Why calibration stopped when ``err`` is running out of memory (None otherwise): its solves take all
-    its images as one batch, which the batch loop's halving (:func:`.batches.split_for_memory`) does not
+    its ``images`` as one batch, which the batch loop's halving (:func:`.batches.split_for_memory`) does not
     reach, so the way out is fewer calibration images — a multi-line torch message was the error."""
     from .batches import out_of_memory
 
     if not out_of_memory(err):
         return None
     first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-    images = int(options.get("images", 1))
-    fewer = (f"calibrate.images={max(1, images // 2)} (its images are solved as one batch), or " if images > 1
+    fewer = (f"calibrate.images={images // 2} (its {images} images are solved as one batch), or " if images > 1
              else "")
     return (f"out of memory ({first}): lower it with {fewer}the memory per image — a prior's memory options "
             f"(README, 'Memory at 512 px'), a smaller prior.image_size")

@@ -30,20 +30,33 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
         return sigma, None, []
     from ..operators.noise_level import checked_estimate, estimate_sigma, given_sigma_note, low_estimate_note
 
-    estimates, unread = {}, None
+    from ..io import read_notices
+
+    estimates, unread, failed = {}, None, {}
     for item in items:
         try:
-            y = read_measurement(item, operator, prior, device, own_measurements)
+            with read_notices(quiet=True):  # (the batch that reads it again says what reading changed)
+                y = read_measurement(item, operator, prior, device, own_measurements)
         except (OSError, ValueError) as err:
             unread = unread or f"{item.name}: {err}"
             continue  # the batch that reads it skips it, saying why
         try:
             estimates[item.name] = float(estimate_sigma(y, operator)[0])
+            if each:
+                checked_estimate(estimates[item.name], f"measurement {item.name}")
         except ValueError as err:
+            if each and operator.noise_estimate_note() is None:  # this image's own (flat, too small): it is skipped
+                failed[item.name] = str(err).replace("sigma=auto", "sigma=auto_each").split("; give sigma")[0]
+                estimates.pop(item.name, None)
+                continue
             if auto:
-                raise RunError(f"{err}".replace("give sigma as a number", "give sigma=VALUE")) from None
+                raise RunError(f"{err}".replace("give sigma as a number", "give sigma=VALUE")
+                               .replace("sigma=auto ", f"sigma={sigma} ")) from None
             return sigma, None, []
     if not estimates:
+        if failed:
+            raise RunError(f"sigma=auto_each: no measurement's noise could be estimated ({next(iter(failed.items()))[0]}: "
+                           f"{next(iter(failed.values()))}); give sigma=VALUE")
         if auto:  # (why they could not be read was dropped: an audit, 2026-12-07)
             raise RunError(f"sigma={sigma}: none of the measurements could be read to estimate their noise ({unread})")
         return sigma, None, []
@@ -55,15 +68,13 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
     notes = []
     if each:
         record["each"] = True
-        for name, estimate in estimates.items():
-            try:
-                checked_estimate(estimate, f"measurement {name}")
-            except ValueError as err:
-                raise RunError(f"{err}".replace("give sigma as a number", "give sigma=VALUE")) from None
+        if failed:  # (one flat file stopped the whole run, where sigma=auto went on: an audit, 2026-12-07)
+            record["not_estimated"] = failed
         low = [name for name, v in estimates.items() if low_estimate_note(v)]
         if low:
             notes.append(low_estimate_note(min(estimates[n] for n in low), f"{len(low)} measurement(s) (the lowest; "
-                                           f"{', '.join(low[:3])}{', ...' if len(low) > 3 else ''})"))
+                                           f"{', '.join(low[:3])}{', ...' if len(low) > 3 else ''})")
+                         .replace("sigma=auto ", "sigma=auto_each "))
         if main_process:
             log.info("sigma=auto_each: each image is solved with its own noise level, estimated from its measurement "
                      "(%s): %.4g to %.4g, median %.4g (records' sigma)", METHOD, values.min(), values.max(), value)
@@ -82,6 +93,14 @@ def measurement_sigma(sigma, items, operator, prior, device, own_measurements: b
         notes.append(low_estimate_note(value, "the measurements (their median)"))
     else:
         notes.append(given_sigma_note(float(sigma), value, "the measurements (their median)"))
+        off = [name for name, v in estimates.items() if given_sigma_note(float(sigma), v)]
+        if not notes[-1] and off:  # (the median alone hid 3 of 6 measurements 5× off: an audit, 2026-12-07)
+            notes.append(f"sigma is {float(sigma):g}, but {len(off)} of the {len(estimates)} measurements' noise is "
+                         f"estimated far from it ({', '.join(f'{n} {estimates[n]:.4g}' for n in off[:3])}"
+                         f"{', ...' if len(off) > 3 else ''}): sigma=auto_each solves each with its own estimate")
+        elif notes[-1] and values.max() > 1.5 * values.min():
+            notes[-1] += (f"; the measurements' estimates differ ({values.min():.4g} to {values.max():.4g}): "
+                          f"sigma=auto_each solves each with its own")
     notes = [n for n in notes if n]
     if main_process:
         for note in notes:

@@ -347,10 +347,11 @@ def report(summary: dict) -> str:
     elif review and not summary.get("calibration"):  # every image accepted, by no rule but the flags
         from ..solvers.base import RESIDUAL_WARNING
 
+        uncomparable = any("cannot be compared with the initial guess" in w for w in summary.get("warnings", []))
         lines.append(f"  review: no image flagged; with no review rule set, accept means only that no flag was raised "
                      f"(residual within {RESIDUAL_WARNING:g}× the noise level and the initial guess's): "
-                     f"review_coverage=0.8 also reviews the least reliable, 'calibrate.params=[]' compares the solver "
-                     f"with the initial guess")
+                     f"review_coverage=0.8 also reviews the least reliable"
+                     + ("" if uncomparable else ", 'calibrate.params=[]' compares the solver with the initial guess"))
     below = review.get("accepted_below_initial_psnr")
     if below:
         lines.append(f"  note: {len(below)} accepted image(s) score below their initial guess in PSNR: "

@@ -64,7 +64,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
             review_below: float | None = None, review_coverage: float | None = None,
             threads="auto", calibrate=False, select: str = "mean", input_settings: dict | None = None,
             keep_arrays: bool = False, coupling: float | str | None = None, deterministic: bool = False,
-            settings_given: Sequence[str] | None = None) -> Reconstruction:
+            settings_given: Sequence[str] | None = None, calibrate_off: bool = False) -> Reconstruction:
     """Reconstruct ``items``: split across processes, batched within each, every image seeded
     from (``seed``, name), skipping the images whose record already exists in ``output_dir``.
 
@@ -148,7 +148,7 @@ def execute(items: list[Item], *, operator, solver, prior, sigma: float = 0.01, 
                            explicit_operator=explicit_operator, samples=samples, review_below=review_below,
                            review_coverage=review_coverage, start=start, calibrate=calibrate, select=select,
                            input_settings=input_settings, keep_arrays=keep_arrays, coupling=coupling,
-                           deterministic=determinism["enabled"],
+                           deterministic=determinism["enabled"], calibrate_off=calibrate_off,
                            settings_given=explicit_operator if settings_given is None else settings_given)
         with run_lock(out, state.process_index == 0, state):  # one run at a time per output directory
             return _execute(items, operator, solver, prior, state, options)
@@ -185,6 +185,7 @@ class _Options:
     keep_arrays: bool
     coupling: float | str | None
     deterministic: bool = False
+    calibrate_off: bool = False  # reconstruct(calibrate=False) given: a solver's "auto" values are refused, not calibrated
 
 
 @contextlib.contextmanager
@@ -209,6 +210,11 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     operator, solver, prior, load_warnings = build_models(operator, solver, prior, state=state, device=device,
                                                           progress=progress)
     check_fits(solver, operator, prior)
+    auto = tuple(getattr(solver, "auto_params", ()) or ())
+    if o.calibrate_off and auto:  # (it calibrated them anyway: an audit, 2026-12-07; solve() refuses alike)
+        raise RunError(f"calibrate=False, but the solver's {', '.join(auto)} {'is' if len(auto) == 1 else 'are'} "
+                       f"'auto' (to be chosen from the measurements by calibration): give "
+                       f"{'it' if len(auto) == 1 else 'them'} a value, or leave calibrate out")
     check_operator_takes(operator, prior)
     check_settings_used(operator, o.settings_given)
     if o.noise == "poisson" and not o.measurements:
@@ -223,8 +229,8 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
         sigma, estimate, sigma_notes = measurement_sigma(o.sigma, items, operator, prior, device,
                                                          measurement_origin(items) is not None,
                                                          state.process_index == 0)
-        if o.sigma == "auto_each":
-            sigma_each = dict(estimate["per_image"])
+        if o.sigma == "auto_each":  # each image's σ̂, or why it has none (skipped by the batch that reads it)
+            sigma_each = {**dict(estimate["per_image"]), **estimate.get("not_estimated", {})}
         o = replace(o, sigma=sigma, extra_summary={**o.extra_summary, **({"sigma_estimate": estimate} if estimate else {})})
     notes = load_warnings + sigma_notes + input_warnings(items, prior, o.measurements, state.process_index, operator,
                                                          o.sigma)
@@ -278,7 +284,10 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
                                  "auto": list(getattr(solver, "auto_params", ()) or ())}
     job = Job(operator=operator, solver=solver, prior=prior, sigma=o.sigma, noise=o.noise, seed=o.seed,
               measurements=o.measurements, metrics=list(o.metrics), lpips_net=o.lpips_net, device=device,
-              rank=state.process_index, world=state.num_processes, fingerprint=fingerprint(settings), out=o.out,
+              rank=state.process_index, world=state.num_processes, out=o.out,
+              # sigma=auto_each: no image is solved with the median, which moves with the selection (a resume on more
+              # or fewer images was refused as "different settings": an audit, 2026-12-07); each image's σ is its own
+              fingerprint=fingerprint(settings if sigma_each is None else {**settings, "sigma": "auto_each"}),
               samples=o.samples, select=o.select, keep_arrays=o.keep_arrays, coupling=coupling,
               own_measurements=bool(o.measurements and measurement_origin(items) is not None),
               deterministic=o.deterministic, sigma_each=sigma_each)
@@ -508,14 +517,14 @@ def check_sigma_each(calibrate: bool, coupling, batch_size: int, main_process: b
     """``sigma=auto_each`` solves each image alone with its own σ̂ (the solvers take one σ per call): a
     :class:`RunError` where the run needs one σ for several images — calibration's choice, z-coupled slices."""
     if calibrate:
-        raise RunError("calibrate=true chooses one set of values for one sigma, and sigma=auto_each gives each image "
-                       "its own: use sigma=auto (their median) with calibration, or run images of unlike noise "
-                       "separately")
+        raise RunError("calibration (calibrate=true, or a solver value given as auto) chooses one set of values for one "
+                       "sigma, and sigma=auto_each gives each image its own: use sigma=auto (their median) with "
+                       "calibration, or run images of unlike noise separately")
     if coupling is not None:
         raise RunError("data.z_coupling solves a volume's slices together with one sigma, and sigma=auto_each gives "
                        "each slice its own: use sigma=auto, or data.z_coupling=0 (slice by slice)")
     if batch_size > 1 and main_process:
-        log.info("sigma=auto_each: each image is solved alone with its own sigma (batch_size %d not used)", batch_size)
+        log.info("sigma=auto_each: each image is solved alone with its own sigma (a batch of one, not %d)", batch_size)
 
 
 def check_arguments(batch_size, noise: str, sigma, measurements: bool = False) -> tuple[int, float | str]:
@@ -864,7 +873,7 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
                 device=None, metrics: Sequence[str] = METRICS, lpips_net: str = "alex", grid_max: int = 8,
                 progress: bool = True, return_images: bool = True, samples: int = 1,
                 review_below: float | None = None, review_coverage: float | None = None,
-                threads="auto", calibrate=False, select: str = "mean", deterministic: bool = False,
+                threads="auto", calibrate=None, select: str = "mean", deterministic: bool = False,
                 save_arrays: bool = False) -> Reconstruction:
     """Reconstruct a folder of images (a path or ``bundled:phantom`` / ``bundled:photo``), a
     list of image paths, or a tensor ``(N, C, H, W)`` in [-1, 1] (the prior's size and
@@ -924,8 +933,8 @@ def reconstruct(images_or_folder, operator=None, solver="dmplug_quick", prior="p
                      return_images=return_images, explicit_operator=explicit, settings_given=settings_given,
                      samples=samples,
                      review_below=review_below, review_coverage=review_coverage, threads=threads,
-                     calibrate=calibrate, select=select, deterministic=deterministic,
-                     keep_arrays=flag("save_arrays", save_arrays))
+                     calibrate=False if calibrate is None else calibrate, select=select, deterministic=deterministic,
+                     keep_arrays=flag("save_arrays", save_arrays), calibrate_off=calibrate is False)
     check_some_usable(result.summary)
     return result
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..operators import Operator
-from ..operators.base import OTHER_SCALE, as_sigma, check_image, operator_label
+from ..operators.base import ASSUMED_SIGMA, OTHER_SCALE, as_sigma, check_image, operator_label
 from ..operators.decomposition import NotDecomposable
 from ..notices import shown
 
@@ -95,7 +95,7 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
     check_image(y, "y", finite=None)  # before the cast below: an integer y would otherwise pass as float
     if y.shape[0] == 0:  # (a raw torch error inside the operator or the network)
         raise ValueError("y holds no images (a batch of 0); expected (B >= 1, C, H, W)")
-    auto = isinstance(sigma, str) and sigma == "auto"
+    auto, given_sigma = isinstance(sigma, str) and sigma == "auto", sigma
     if isinstance(sigma, str) and not auto:
         raise TypeError(f"sigma must be a number (the noise std on the [-1, 1] scale) or 'auto' (estimated from a "
                         f"blurred y), got {shown(sigma)}")
@@ -121,7 +121,7 @@ def check_inputs(y, operator: Operator, prior, sigma) -> tuple[torch.Tensor, flo
         check_decomposition(operator, image_shape, y.device)
     if auto:
         sigma = auto_sigma(y, operator)
-    else:
+    elif given_sigma is not ASSUMED_SIGMA:  # (not given: assumed_sigma_note says so; it was also "far off")
         check_given_sigma(y, operator, sigma)
     check_range(y, operator, image_shape, sigma)
     operator.check_consistent(y, sigma)
