@@ -4,7 +4,6 @@ error deep inside a solver or a silently wrong result (a [0, 255] measurement, �
 an operator whose measurement changes the image's shape without saying how to go back)."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import torch
@@ -12,7 +11,7 @@ import torch
 from ..operators import Operator
 from ..operators.base import ASSUMED_SIGMA, OTHER_SCALE, as_sigma, check_image, operator_label
 from ..operators.decomposition import NotDecomposable
-from ..notices import shown
+from ..notices import shown, warn
 
 # an image-like measurement of images in [-1, 1] stays within the operator's response to constant ±1
 # images (bicubic's negative lobes overshoot by ~10 %) plus noise; beyond OTHER_SCALE × that plus
@@ -139,12 +138,12 @@ def auto_sigma(y: torch.Tensor, operator: Operator) -> float:
     estimates = estimate_sigma(y, operator).numpy()
     value = checked_estimate(float(np.median(estimates)))
     if estimates.max() > 1.5 * estimates.min():
-        warnings.warn(f"sigma=auto: the images' noise estimates differ ({estimates.min():.3g} to {estimates.max():.3g}) "
-                      f"and one sigma ({value:.3g}, the median) serves the batch: solve them "
-                      f"apart (ipsolve.estimate_sigma gives each one's)", InputWarning, stacklevel=4)
+        warn(f"sigma=auto: the images' noise estimates differ ({estimates.min():.3g} to {estimates.max():.3g}) "
+             f"and one sigma ({value:.3g}, the median) serves the batch: solve them "
+             f"apart (ipsolve.estimate_sigma gives each one's)", InputWarning)
     note = low_estimate_note(value, "y" if len(estimates) == 1 else "y (the images' median)")
     if note:
-        warnings.warn(note, InputWarning, stacklevel=4)
+        warn(note, InputWarning)  # (attributed to the caller's line)
     return value
 
 
@@ -164,7 +163,7 @@ def check_given_sigma(y: torch.Tensor, operator: Operator, sigma: float) -> None
         return
     note = given_sigma_note(sigma, estimate, "y" if y.shape[0] == 1 else "y (the images' median)")
     if note:
-        warnings.warn(note, InputWarning, stacklevel=4)
+        warn(note, InputWarning)  # (attributed to the caller's line)
 
 
 def check_range(y: torch.Tensor, operator: Operator, image_shape, sigma: float) -> None:
@@ -177,7 +176,7 @@ def check_range(y: torch.Tensor, operator: Operator, image_shape, sigma: float) 
     note = unit_range_note(float(y.amin()), float(y.amax()), "y", unit_range_slack(sigma), MEASUREMENT_FIX) \
         if operator.measurement_is_image else None
     if note:  # (a residual warning 10–40× the noise level was all a user saw: audit 2026-12-07)
-        warnings.warn(note, InputWarning, stacklevel=4)
+        warn(note, InputWarning)  # (attributed to the caller's line)
     if largest > OTHER_SCALE + RANGE_NOISE * sigma:  # beyond what a gain-1 operator gives: ask this one
         with torch.no_grad():
             ones = torch.ones(image_shape, device=y.device)
