@@ -157,11 +157,12 @@ class Operator(nn.Module):
     measurement_is_image: bool = True  # False: y is data (sinogram, k-space...), shown via display()
     holdout_fill: str = "harmonic"  # how measurement entries held out for validation are filled in (restrict.py)
     single_run_note: str | None = None  # said to a user who runs one sample where one run is a draw (phase retrieval)
-    # what held-out measurement entries cannot see on this operator, said with every holdout calibration (MRI)
+    # what held-out measurement entries cannot see on this operator, said with every holdout calibration (MRI, SR)
     holdout_blind_spot: str | None = None
     # why this operator's initial guess built from part of y is no fair yardstick (it loses much more than a
     # solve when entries are held out): calibration then does not call a solve "better" than it.  None only
-    # where it was measured not to (super-resolution, inpainting, the blurs); your own operator sets None
+    # where it was measured not to (inpainting; the blurs, whose y-guess guess_misfit_handicap judges; not
+    # super-resolution since 2026-12-07, whose held-out pixels cannot see the detail it adds); your own operator sets None
     # when its guess from part of y loses no more than a solve does (README, "Your own forward model")
     holdout_guess_handicap: str | None = UNMEASURED_GUESS
     # Which standard problem this is (one of TASKS), for the per-task settings of the reference
