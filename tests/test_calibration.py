@@ -1220,6 +1220,9 @@ def test_sweep_cells_say_a_run_compared_only():
     assert calibrated_cell(searched) == "zeta=0.568 (better)", calibrated_cell(searched)
     assert calibrated_cell(compared) == "compared only (worse)"
     assert calibrated_cell(calibration_columns(None)) == "-"
+    ddrm = calibration_columns(None, ["calibrate=true: solver ddrm declares no parameters to choose and cannot be "
+                                      "compared with the initial guess on held-out entries (...)"])
+    assert calibrated_cell(ddrm) == "none (nothing to choose)"  # (it read "-", no reason)
 
 
 def test_calibrate_refuses_what_it_cannot_do_before_any_solve():

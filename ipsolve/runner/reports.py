@@ -417,12 +417,14 @@ def sweep_files(sweep_dir) -> dict[str, int]:
     return out
 
 
-def calibration_columns(calibration: dict | None) -> dict:
+def calibration_columns(calibration: dict | None, warnings: list | None = None) -> dict:
     """A sweep row's ``calibrated`` (the chosen values, ``name=value`` joined by ``; ``) and
     ``against_initial_guess`` (better / indistinguishable / worse) from a run's calibration record;
-    None where the run did not calibrate."""
+    None where the run did not calibrate — "none (nothing to choose)" where calibrate=true met a solver
+    that declares no parameters and cannot be compared (DDRM: its row showed "-" with no reason)."""
     if not calibration:
-        return {"calibrated": None, "against_initial_guess": None}
+        nothing = any("declares no parameters to choose and cannot be compared" in w for w in warnings or ())
+        return {"calibrated": "none (nothing to choose)" if nothing else None, "against_initial_guess": None}
     values = "; ".join(f"{k}={plain_number(v) if isinstance(v, float) else v}"
                        for k, v in (calibration.get("params") or {}).items())
     if (calibration.get("options") or {}).get("params") == []:  # calibrate.params=[]: nothing chosen, compared only
@@ -534,7 +536,7 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None,
                      "worse_than_initial": len(s.get("worse_than_initial") or {}),
                      "flagged_for_review": (s.get("review") or {}).get("num_flagged", 0),
                      "stop_reasons": " ".join(f"{k}:{v}" for k, v in s.get("stop_reasons", {}).items()),
-                     **calibration_columns(s.get("calibration")), "error": None})
+                     **calibration_columns(s.get("calibration"), s.get("warnings")), "error": None})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
