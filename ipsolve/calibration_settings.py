@@ -49,6 +49,19 @@ def check_calibration_settings(*, method="auto", budget=None, holdout=0.2, compa
             "comparison_splits": int(comparison_splits), "params": None if names is None else list(names)}
 
 
+def auto_switched_off(auto, source: str = "y") -> str:
+    """The refusal of ``calibrate=False`` beside solver values given as ``"auto"`` (``solve`` and ``reconstruct``
+    both calibrated them anyway: an audit, 2026-12-07); ``source``: what calibration would read."""
+    one = len(auto) == 1
+    return (f"calibrate=False, but the solver's {', '.join(auto)} {'is' if one else 'are'} 'auto' (to be chosen from "
+            f"{source} by calibration): give {'it' if one else 'them'} a value, or leave calibrate out")
+
+
+# a run's note (summary.json warnings, the report) where calibrate=true met a solver with nothing to choose that
+# cannot run on part of y (DDRM); the report and the sweep table recognise it by this phrase
+NOTHING_TO_CHOOSE = "declares no parameters to choose and cannot be compared with the initial guess"
+
+
 def score_unit(sigma: float | None) -> str:
     """The unit of a calibration score and of differences of scores (:func:`ipsolve.solvers.criteria.holdout_error`:
     squared errors per measurement entry, divided by σ² — mean squared errors when σ = 0)."""

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..calibration_settings import COMPARISON_SPLITS, check_calibration_settings
+from ..calibration_settings import COMPARISON_SPLITS, NOTHING_TO_CHOOSE, check_calibration_settings
 from ..notices import shown
 from .errors import RunError, flag
 from .inputs import input_digest
@@ -90,8 +90,8 @@ def nothing_to_choose(asked: dict, options: dict, solver, operator, prior) -> st
         check_restricted_solver(solver, operator, prior, shape, True)
     except ValueError as err:
         why = str(err).split(" cannot: ", 1)[-1]
-        return (f"calibrate=true: solver {solver.name} declares no parameters to choose and cannot be compared with "
-                f"the initial guess on held-out entries ({why}): the run goes on uncalibrated")
+        return (f"calibrate=true: solver {solver.name} {NOTHING_TO_CHOOSE} on held-out entries ({why}): the run goes "
+                f"on uncalibrated")
     return None
 
 

@@ -347,7 +347,9 @@ def report(summary: dict) -> str:
     elif review and not summary.get("calibration"):  # every image accepted, by no rule but the flags
         from ..solvers.base import RESIDUAL_WARNING
 
-        uncomparable = any("cannot be compared with the initial guess" in w for w in summary.get("warnings", []))
+        from ..calibration_settings import NOTHING_TO_CHOOSE
+
+        uncomparable = any(NOTHING_TO_CHOOSE in w for w in summary.get("warnings", []))
         lines.append(f"  review: no image flagged; with no review rule set, accept means only that no flag was raised "
                      f"(residual within {RESIDUAL_WARNING:g}× the noise level and the initial guess's): "
                      f"review_coverage=0.8 also reviews the least reliable"
@@ -423,7 +425,9 @@ def calibration_columns(calibration: dict | None, warnings: list | None = None) 
     None where the run did not calibrate — "none (nothing to choose)" where calibrate=true met a solver
     that declares no parameters and cannot be compared (DDRM: its row showed "-" with no reason)."""
     if not calibration:
-        nothing = any("declares no parameters to choose and cannot be compared" in w for w in warnings or ())
+        from ..calibration_settings import NOTHING_TO_CHOOSE
+
+        nothing = any(NOTHING_TO_CHOOSE in w for w in warnings or ())
         return {"calibrated": "none (nothing to choose)" if nothing else None, "against_initial_guess": None}
     values = "; ".join(f"{k}={plain_number(v) if isinstance(v, float) else v}"
                        for k, v in (calibration.get("params") or {}).items())

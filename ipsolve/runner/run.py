@@ -212,9 +212,9 @@ def _execute(items, operator, solver, prior, state, o: _Options) -> Reconstructi
     check_fits(solver, operator, prior)
     auto = tuple(getattr(solver, "auto_params", ()) or ())
     if o.calibrate_off and auto:  # (it calibrated them anyway: an audit, 2026-12-07; solve() refuses alike)
-        raise RunError(f"calibrate=False, but the solver's {', '.join(auto)} {'is' if len(auto) == 1 else 'are'} "
-                       f"'auto' (to be chosen from the measurements by calibration): give "
-                       f"{'it' if len(auto) == 1 else 'them'} a value, or leave calibrate out")
+        from ..calibration_settings import auto_switched_off
+
+        raise RunError(auto_switched_off(auto, "the measurements"))
     check_operator_takes(operator, prior)
     check_settings_used(operator, o.settings_given)
     if o.noise == "poisson" and not o.measurements:

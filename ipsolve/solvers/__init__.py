@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-from ..calibration_settings import check_calibration_settings
+from ..calibration_settings import auto_switched_off, check_calibration_settings
 from ..notices import shown, warn
 from ..operators import Operator
 from ..parameters import expected_types, parameter_type_message, unknown_parameters_message
@@ -148,9 +148,7 @@ def solve(y: torch.Tensor, operator: Operator, prior: Prior, solver: Solver | st
     elif calibrate is None or isinstance(calibrate, bool):
         auto = tuple(getattr(solver, "auto_params", ()) or ())
         if calibrate is False and auto:  # (it calibrated them anyway, silently: an audit, 2026-12-07)
-            raise ValueError(f"calibrate=False, but the solver's {', '.join(auto)} {'is' if len(auto) == 1 else 'are'} "
-                             f"'auto' (to be chosen from y by calibration): give {'it' if len(auto) == 1 else 'them'} a "
-                             f"value, or leave calibrate out")
+            raise ValueError(auto_switched_off(auto))
         options, calibrate_all = {}, bool(calibrate)
     else:
         raise TypeError(f"calibrate must be True/False or a dict of ipsolve.calibrate options, got {shown(calibrate)}")
