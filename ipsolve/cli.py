@@ -408,7 +408,9 @@ def run(cfg: DictConfig) -> dict | None:
             files += ["report.txt", "summary.json", "metrics.csv", "config.yaml"]
             files += ["risk_coverage.png", "risk_coverage.csv"] if (out / "risk_coverage.csv").is_file() else []
             files += [f for f in ("calibration.json", "calibration.csv", "calibration.png") if (out / f).is_file()]
-            folders = ["recon/", "measurement/", "initial/", "records/"]
+            folders = ["recon/", "measurement/", "initial/"]
+            folders += ["classical/"] if (out / "classical").is_dir() else []  # a blur's Tikhonov deconvolution
+            folders += ["records/"]
             folders += ["mean/", "std/", "samples/"] if result.summary.get("samples", 1) > 1 else []
             folders += ["volumes/"] if result.summary.get("volumes") else []
             folders += ["dicom/"] if (out / "dicom").is_dir() else []

@@ -165,6 +165,8 @@ class Operator(nn.Module):
     # super-resolution since 2026-12-07, whose held-out pixels cannot see the detail it adds); your own operator sets None
     # when its guess from part of y loses no more than a solve does (README, "Your own forward model")
     holdout_guess_handicap: str | None = UNMEASURED_GUESS
+    # what classical_estimate computes, for reports (None: nothing beyond the initial guess)
+    classical_name: str | None = None
     # Which standard problem this is (one of TASKS), for the per-task settings of the reference
     # configs: the one place an operator is mapped to a task; each solver maps tasks to its own
     # table.  None: an operator no paper configures (deepinv physics, your own).
@@ -185,6 +187,20 @@ class Operator(nn.Module):
         …): where solvers start and the baseline every report compares with.  Default: ``y`` clamped
         to [-1, 1] (a measurement that is an image of the same shape)."""
         return y.clamp(-1, 1)
+
+    def classical_estimate(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The field's classical method for this problem where it differs from :meth:`initial_guess`
+        and needs neither the ground truth nor σ — reported beside it, never a solver's start; None
+        where there is none (default).  The blurs with a doubly symmetric kernel: Tikhonov deconvolution
+        (:mod:`.deconvolution`), named by ``classical_name``."""
+        return None
+
+    def classical_from_part(self, filled: torch.Tensor, known: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`classical_estimate` from the entries of a measurement where ``known`` only (as
+        :meth:`initial_guess_from_part`; calibration's second yardstick).  Default: of ``filled``; the blurs
+        solve their deconvolution from the known entries alone (filled-in entries would be predicted by
+        the fill, a handicap: 15σ² against 2–3σ² per held-out pixel, measured)."""
+        return self.classical_estimate(filled)
 
     def initial_guess_from_part(self, filled: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """The initial guess from the entries of a measurement where ``known`` (bool, ``(1 or B, *y_shape[1:])``)

@@ -212,8 +212,26 @@ class _KernelBlur(Operator):
     # every entry as much as the held-out ones (solvers.calibration.guess_misfit_handicap)
     holdout_guess_handicap = None
 
+    classical_name = "Tikhonov deconvolution (gradient penalty, reflexive boundary, weight by GCV)"
+
     def noise_estimate_note(self):
         return kernel_noise_note(self.kernel)
+
+    def classical_estimate(self, y):
+        """Tikhonov deconvolution with λ by GCV (:func:`.deconvolution.reflexive_tikhonov`) for a kernel
+        symmetric along each axis; None for the others (motion: no closed form under reflection padding)."""
+        from .deconvolution import doubly_symmetric, reflexive_tikhonov
+
+        return reflexive_tikhonov(y, self.kernel)[0] if doubly_symmetric(self.kernel) else None
+
+    def classical_from_part(self, filled, known):
+        """The deconvolution of the known entries alone (:func:`.deconvolution.masked_tikhonov`), its weight
+        chosen by GCV on ``filled`` (the known entries and the fill between them: no unknown entry's value)."""
+        from .deconvolution import doubly_symmetric, masked_tikhonov, reflexive_tikhonov
+
+        if not doubly_symmetric(self.kernel):
+            return None
+        return masked_tikhonov(filled, self.kernel, known, reflexive_tikhonov(filled, self.kernel)[1])
 
     def output_shape(self, shape):
         kh, kw = self.kernel.shape[-2:]
@@ -370,6 +388,11 @@ class BlindBlur(_KernelBlur):
         kernel estimated σ 2.4× too high and warned against a correct given σ (audit 2026-12-07)."""
         note = kernel_noise_note(self.kernel)
         return None if note is None else note.replace("its kernel keeps", "its kernel (true_kernel, size) keeps")
+
+    classical_name = None  # its kernel is unknown: a deconvolution by the true one would be an oracle
+
+    def classical_estimate(self, y):
+        return None
 
     def apply(self, x):
         return convolve(x, self.kernel, self.padding)

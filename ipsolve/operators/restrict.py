@@ -114,6 +114,12 @@ class _Restricted:
         filled = self.scatter(y)
         return self.unrestricted().initial_guess_from_part(filled, self.kept_mask(filled))
 
+    def classical_estimate(self, y):
+        """The operator's classical estimate (a blur's deconvolution) from the kept entries
+        (:meth:`Operator.classical_from_part`), or None: calibration's second yardstick."""
+        filled = self.scatter(y)
+        return self.unrestricted().classical_from_part(filled, self.kept_mask(filled))
+
     def display(self, y, size):
         return super().display(self.scatter(y), size)
 

@@ -224,11 +224,19 @@ def run_batch(job: Job, ok: list[Item], inputs: list, callback=None) -> list[tup
     truth = torch.cat(inputs) if not job.measurements else \
         (torch.cat([it.truth for it in ok]).to(result.x) if all(it.truth is not None for it in ok) else None)
     scores = score(job, result.x, init, truth) if truth is not None else {}
+    # the field's classical method where it is not the initial guess (a blur's Tikhonov deconvolution): its
+    # metrics beside the initial guess's, so a gain over y is not read as a gain over deconvolution
+    classical = classical_estimate(job.operator, y)
+    classical_scores = score(job, classical, None, truth) if classical is not None and truth is not None else {}
     # a reused solve (calibration's check) still cost its share of that solve's time
     batch_seconds = time.perf_counter() - start + sum(job.solved[it.name][3] for it in ok if it.name in job.solved)
     finished = []
     for i, it in enumerate(ok):
         rec = image_record(job, it, [o.name for o in ok], seeds[i], scores, i, result.info[i], truth is not None)
+        if classical is not None:  # what classical/ and the *_classical metrics hold
+            rec["classical"] = job.operator.classical_name
+        if classical_scores:
+            rec["classical_metrics"] = {m: (None if v[0] is None else float(v[0][i])) for m, v in classical_scores.items()}
         if result.kernel is not None and not job.measurements:  # simulated: the true kernel is known
             rec["kernel_error"] = kernel_error(result.kernel[i], job.operator)
         rec["batch_seconds"] = batch_seconds
@@ -238,6 +246,8 @@ def run_batch(job: Job, ok: list[Item], inputs: list, callback=None) -> list[tup
         x = result.x[i:i + 1].detach().cpu()
         if job.out is not None:
             images = output_images(job, x, y[i:i + 1], init[i:i + 1], result.kernel, i)
+            if classical is not None:  # classical/<name>.png beside initial/ (a blur's Tikhonov deconvolution)
+                images["classical"] = classical[i:i + 1].cpu()
             if result.samples is not None:
                 images.update(sample_images(result, i, job.keep_arrays))
             write_image_outputs(job.out, rec, images)
@@ -305,6 +315,16 @@ def initial_guess(operator, y):
         return operator.initial_guess(y).clamp(-1, 1)
 
 
+def classical_estimate(operator, y):
+    """The operator's classical estimate from ``y`` (:meth:`~ipsolve.operators.Operator.classical_estimate`),
+    clamped to [-1, 1]; None where it has none."""
+    import torch
+
+    with torch.no_grad():
+        est = operator.classical_estimate(y)
+    return None if est is None else est.clamp(-1, 1)
+
+
 def initial_residual(operator, y, init, sigma: float):
     """‖y − A(x₀)‖/(σ√m) per image for the initial guess x₀ — what a reconstruction should at least
     match, known without the ground truth; None for a blind operator (its A needs the unknown kernel)."""
@@ -341,16 +361,18 @@ def flag_against_initial(rec: dict, init_residual: float | None, m: int, sigma: 
 
 
 def score(job: Job, x, init, truth) -> dict:
-    """``{metric: (values for x, values for the initial guess)}`` against the ground truth."""
+    """``{metric: (values for x, values for the initial guess)}`` against the ground truth (``init``
+    None: ``(values for x, None)``)."""
     from .. import metrics as M
 
     scores = {}
     # modulo the operator's true ambiguities (phase retrieval: translation, twin image); identity otherwise
-    x, init = job.operator.align(x, truth.to(x)), job.operator.align(init, truth.to(init))
+    x = job.operator.align(x, truth.to(x))
+    init = None if init is None else job.operator.align(init, truth.to(init))
     for m in job.metrics:
         fn = getattr(M, m)
         kw = {"net": job.lpips_net} if m == "lpips" else {}
-        scores[m] = (fn(x, truth, **kw), fn(init, truth, **kw))
+        scores[m] = (fn(x, truth, **kw), None if init is None else fn(init, truth, **kw))
     return scores
 
 

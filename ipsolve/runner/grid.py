@@ -94,7 +94,7 @@ def labelled(grid, labels: Sequence[str], tile: int, pad: int, framed: Sequence[
 def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, measurements: bool,
                grid_max: int, decisions: dict | None = None) -> None:
     """``grid.png``: one row per image (the first ``grid_max``): [truth |] measurement | initial
-    guess | reconstruction [| uncertainty, with samples], read back from the run directory; labelled columns, small images
+    guess [| classical estimate, a blur's deconvolution] | reconstruction [| uncertainty, with samples], read back from the run directory; labelled columns, small images
     enlarged (nearest) so that they can be seen; reconstructions whose ``decisions`` entry is "review"
     framed in red."""
     import math
@@ -110,11 +110,15 @@ def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, mea
     # measurements given with their ground truth (a fastMRI file's target) show it too
     with_truth = not measurements or (bool(shown) and all(getattr(by_name[r["name"]], "truth", None) is not None
                                                           for r in shown))
+    classical = bool(shown) and all("classical" in rec.get("outputs", {}) for rec in shown)
     rows = []
     for rec in shown:
         item = by_name[rec["name"]]
         row = [] if not with_truth else [item.truth if measurements else load_truth(item, prior)]
-        row += [load_image(out / rec["outputs"][k]) for k in ("measurement", "initial", "recon")]
+        row += [load_image(out / rec["outputs"][k]) for k in ("measurement", "initial")]
+        if classical:  # a blur's Tikhonov deconvolution (its initial guess is the measurement)
+            row.append(load_image(out / rec["outputs"]["classical"]))
+        row.append(load_image(out / rec["outputs"]["recon"]))
         if "std" in rec["outputs"]:  # samples=k: the uncertainty map
             row.append(load_image(out / rec["outputs"]["std"]))
         rows.append(row)
@@ -123,7 +127,8 @@ def write_grid(out: Path, records: list[dict], items: Sequence[Item], prior, mea
     factor = max(1, math.ceil(GRID_MIN_SIDE / prior.image_size))
     rows = [[F.interpolate(t, scale_factor=factor, mode="nearest") for t in row] for row in rows]
     pad = 2
-    labels = (["truth"] if with_truth else []) + ["measurement", "initial guess", "reconstruction"]
+    labels = (["truth"] if with_truth else []) + ["measurement", "initial guess"] + (["classical"] if classical else []) \
+        + ["reconstruction"]
     if any(len(r) > len(labels) for r in rows):
         labels.append("std (0-0.25)")
     column = labels.index("reconstruction")

@@ -54,6 +54,21 @@ def against_guess(calibration: dict, searched: bool = True) -> str:
             f"{'not called better (note below)' if calibration.get('guess_handicap') else AGAINST_GUESS[verdict]})")
 
 
+def against_classical(calibration: dict, name: str | None) -> str | None:
+    """The comparison with the operator's classical estimate (a blur's deconvolution, on the same splits
+    as :func:`against_guess`), as the report's line says it, or None where there was none."""
+    verdict, difference, se = (calibration.get(k) for k in ("against_classical", "classical_difference", "classical_se"))
+    if verdict not in AGAINST_GUESS or difference is None or se is None:
+        return None
+    splits = calibration.get("comparison_splits")
+    where = f"on {splits} fresh split{'s' if splits > 1 else ''} of y" if splits else "on the calibration's own split"
+    words = {"better": "better than it", "indistinguishable": "indistinguishable from it (compare classical/ beside "
+             "recon/)", "worse": "worse than it"}[verdict]
+    return (f"  against the classical {name or 'estimate'} (held-out entries {where}): the solve scored "
+            f"{plain_number(abs(difference))} {score_unit(calibration.get('sigma'))} {'below' if difference < 0 else 'above'} "
+            f"it (one standard error {plain_number(se)}: {words})")
+
+
 def resize_words(sizes) -> str:
     """How files of these ``"HxW"`` sizes reach the prior's: a square one is resized, another centre-cropped first."""
     square = all(h == w for h, w in (key.split("x") for key in sizes))
@@ -107,6 +122,9 @@ def summarize(records: list[dict], *, settings: dict, skipped: list[dict], num_p
         for m in METRICS:
             metrics[m] = _stats(r["metrics"].get(m) for r in records)
             metrics[f"{m}_initial"] = _stats(r.get("initial_metrics", {}).get(m) for r in records)
+        if any(r.get("classical_metrics") for r in records):  # a blur's Tikhonov deconvolution (batches.classical_estimate)
+            for m in METRICS:
+                metrics[f"{m}_classical"] = _stats((r.get("classical_metrics") or {}).get(m) for r in records)
     return {
         "num_images": len(records) + len(skipped),
         "num_finished": len(records),
@@ -160,9 +178,11 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
     level (``residual_warning``), times, the
     reliability score, its terms and the accept / review decision, seeds."""
     has_truth = any("metrics" in r for r in records)
+    classical = any(r.get("classical_metrics") for r in records)  # the operator's classical estimate, scored
     cols = ["name", "rank"]
     if has_truth:
         cols += list(METRICS) + [f"{m}_initial" for m in METRICS]
+        cols += [f"{m}_classical" for m in METRICS] if classical else []
     cols += list(CSV_INFO) + ["initial_residual", "worse_than_initial", "residual_warning", *CSV_TIMES, "reliability",
                               *RELIABILITY_TERMS, "reliability_reason", "decision", "seed_noise", "seed_solver"]
     kernels = any(r.get("kernel_error") is not None for r in records)  # blind, simulated
@@ -183,6 +203,7 @@ def metrics_csv(records: list[dict], decisions: dict | None = None) -> str:
         if has_truth:
             row += [fmt(r["metrics"].get(m)) for m in METRICS]
             row += [fmt(r.get("initial_metrics", {}).get(m)) for m in METRICS]
+            row += [fmt((r.get("classical_metrics") or {}).get(m)) for m in METRICS] if classical else []
         row += [fmt(r["info"].get(k)) for k in CSV_INFO]
         row += [fmt(r.get("initial_residual")), "yes" if r.get("worse_than_initial") else "no",
                 "yes" if r.get("warning") else "no"]  # residual above 5σ√m (summary.json: residual_warnings)
@@ -254,6 +275,16 @@ def report(summary: dict) -> str:
                          f"{ours['mean']:.2f} against {initial['mean']:.2f} dB): the prior does not fit these images "
                          f"or the solver's settings do not suit them (README: Which prior for which images; "
                          f"calibrate=true chooses the settings from the measurement)")
+        classical = m.get("psnr_classical")
+        if classical:  # the field's classical method where it is not the initial guess (a blur's deconvolution)
+            name = summary.get("classical") or "the classical estimate"
+            lines.append(f"  {name}: PSNR {format_stats(classical, median=True, of=n)} dB | SSIM "
+                         f"{format_stats(m.get('ssim_classical'), 3, median=True, of=n)} — the yardstick a "
+                         f"reconstruction should beat (the initial guess is the measurement itself)")
+            if ours and ours["mean"] < classical["mean"]:
+                lines.append(f"  warning: the reconstructions score below the classical estimate (mean PSNR "
+                             f"{ours['mean']:.2f} against {classical['mean']:.2f} dB): the prior or the solver's "
+                             f"settings do not suit these images at this noise level")
         resized = summary.get("resized")
         if resized:
             size = "×".join(str(v) for v in resized["to"])
@@ -301,11 +332,15 @@ def report(summary: dict) -> str:
                          f"kept entries' misfit beyond it; lower is better): {plain_number(calibration['score'], 4)}, "
                          f"the operator's initial guess {plain_number(calibration['initial_guess_score'], 4)}"
                          + against_guess(calibration))
+        classical = against_classical(calibration, summary.get("classical"))
+        if classical:
+            lines.append(classical)
         if calibration.get("warning"):
             lines.append(f"  warning: calibration: {calibration['warning']}")
-        else:
-            if calibration.get("against_initial_guess") == "indistinguishable":
-                lines.append(f"  note: calibration: {indistinguishable_note(calibration.get('guess_handicap'))}")
+        if calibration.get("against_initial_guess") == "indistinguishable" and (
+                not calibration.get("warning") or calibration.get("against_classical") == "worse"):
+            lines.append(f"  note: calibration: {indistinguishable_note(calibration.get('guess_handicap'))}")
+        if not calibration.get("warning"):
             if calibration.get("blind_spot"):
                 lines.append(f"  note: calibration: {calibration['blind_spot']}")
     threads = summary.get("threads")

@@ -96,7 +96,10 @@ class Calibration:
     guess from part of y is handicapped — CT, MRI, phase retrieval — or not measured: deepinv's, your
     own; :attr:`Operator.holdout_guess_handicap`; or a guess whose held-out error is mostly a misfit it
     has at every entry, as a blur's: :func:`guess_misfit_handicap`), else ""; ``initial_guess_fit``:
-    the guess's mean squared errors / σ² at the held-out and the kept entries of the calibration's split."""
+    the guess's mean squared errors / σ² at the held-out and the kept entries of the calibration's split;
+    ``against_classical``, ``classical_difference``, ``classical_se``: the same comparison with the
+    operator's classical estimate from the kept entries where it has one (a blur's Tikhonov deconvolution,
+    :meth:`Operator.classical_estimate`; its ``worse`` also warns), else ""."""
 
     params: dict
     solver: Solver
@@ -117,6 +120,10 @@ class Calibration:
     initial_guess_difference: float | None = None  # mean per-entry score difference, the solve's − the guess's
     initial_guess_se: float | None = None  # its standard error (paired, per entry)
     comparison_splits: int | None = None  # the fresh splits compared on (0: the calibration's own split)
+    # the same against the operator's classical estimate (a blur's Tikhonov deconvolution; "" where it has none)
+    against_classical: str = ""
+    classical_difference: float | None = None
+    classical_se: float | None = None
     sigma: float | None = None  # the σ the scores are divided by (as given, or sigma="auto"'s estimate)
     initial_guess_fit: dict | None = None  # the initial guess's mean held_out / kept squared errors / σ² (σ = 0: not
     # divided), on the calibration's own split
@@ -130,6 +137,8 @@ class Calibration:
                     "initial_guess_difference": self.initial_guess_difference,
                     "initial_guess_se": self.initial_guess_se,
                     "comparison_splits": self.comparison_splits} if self.against_initial_guess else {}),
+                **({"against_classical": self.against_classical, "classical_difference": self.classical_difference,
+                    "classical_se": self.classical_se} if self.against_classical else {}),
                 **({"warning": self.warning} if self.warning else {}),
                 **({"blind_spot": self.blind_spot} if self.blind_spot else {}),
                 **({"guess_handicap": self.guess_handicap} if self.guess_handicap else {}),
@@ -312,12 +321,24 @@ class HoldoutObjective(_Candidates):
         # not noise-fitting (a transfer audit: DMPlug stopped at 13 of 300 iterations at 12.7σ√m, −0.83 dB)
         self.fit_floor = None if baseline_kept is None else \
             max(float(baseline_kept.mean()), discrepancy_tau(len(self.informative)) ** 2)
+        # the operator's classical estimate from the kept entries (a blur's Tikhonov deconvolution; its initial
+        # guess is y): the second yardstick, scored alike, never a floor or a candidate
+        self.classical_errors = None
+        if not self.blind:
+            with torch.no_grad():
+                classical = self.op_kept.classical_estimate(self.y_kept)
+                if classical is not None:
+                    errors, kept = self.fit_errors(classical.clamp(-1, 1))
+                    if torch.isfinite(errors).all() and torch.isfinite(kept).all():
+                        self.classical_errors = (errors, kept)
         # the score counts every entry of y once: a held-out entry by its prediction error, a kept one by
         # the larger of its misfit and that (held-out entries are a random part of y, like the kept ones)
         self.kept_weight = len(self.informative) / max(len(self.held), 1)
         if self.baseline_errors is not None:
             self.baseline_fit = (float(self.baseline_errors.mean()), float(baseline_kept.mean()))
             self.baseline_errors = self.with_kept_misfit(self.baseline_errors, baseline_kept)
+        if self.classical_errors is not None:
+            self.classical_errors = self.with_kept_misfit(*self.classical_errors)
 
     def with_kept_misfit(self, errors: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
         """Each held-out entry's error (B, m_H) plus, per image, by how much its kept entries fit worse
@@ -522,13 +543,15 @@ class HoldoutObjective(_Candidates):
             return float(self.scores[key])
         return float(self.entries[key].mean()) if key in self.entries else None
 
-    def own_split_differences(self, accepted) -> torch.Tensor | None:
-        """The returned values' per-entry score minus the initial guess's on this split (the one that
-        chose them, so biased their way: :func:`fresh_split_differences`), or None without a guess."""
+    def own_split_differences(self, accepted, against: str = "initial") -> torch.Tensor | None:
+        """The returned values' per-entry score minus the initial guess's (``against="classical"``: the
+        classical estimate's) on this split (the one that chose them, so biased their way:
+        :func:`fresh_split_differences`), or None without that yardstick."""
         key = accepted if accepted is not None else ()
-        if self.baseline_errors is None or key not in self.entries:
+        reference = self.baseline_errors if against == "initial" else self.classical_errors
+        if reference is None or key not in self.entries:
             return None
-        return (self.entries[key] - self.baseline_errors).flatten()
+        return (self.entries[key] - reference).flatten()
 
 
 def coordinate_search(objective, chosen: dict, budget: int, method: str, extend: bool) -> dict:
@@ -685,11 +708,16 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
             changes.update(stop=("discrepancy",), tau=None, combine="first")
     comparison = {}
     if method == "holdout" and objective.baseline_errors is not None:
-        differences, splits = None, int(comparison_splits)
+        differences, classical, splits = None, None, int(comparison_splits)
         if splits > 0:
-            differences = fresh_split_differences(shared, objective, changes, splits, holdout, seed, observed)
+            differences, classical = fresh_split_differences(shared, objective, changes, splits, holdout, seed,
+                                                             observed)
         if differences is None:  # none asked for, or none usable: the calibration's own split
             differences, splits = objective.own_split_differences(accepted), 0
+            classical = objective.own_split_differences(accepted, "classical")
+        if classical is not None:  # a blur's deconvolution: no handicap (it fits the entries it was built from)
+            verdict, se = compare_with_initial_guess(classical)
+            comparison.update(against_classical=verdict, classical_difference=float(classical.mean()), classical_se=se)
         if differences is not None:
             verdict, se = compare_with_initial_guess(differences)
             handicap = (getattr(operator, "holdout_guess_handicap", None)
@@ -701,7 +729,9 @@ def calibrate(y: torch.Tensor, operator: Operator, prior, solver: Solver, *, sig
         if objective.baseline_fit is not None:
             comparison["initial_guess_fit"] = dict(zip(("held_out", "kept"), objective.baseline_fit))
     warning = initial_guess_warning(comparison, sigma, searched=not compare_only) \
-        if comparison.get("against_initial_guess") == "worse" else misfit
+        if comparison.get("against_initial_guess") == "worse" else \
+        classical_warning(comparison, operator, sigma, searched=not compare_only) \
+        if comparison.get("against_classical") == "worse" else misfit
     coupling = None
     if couple:  # not a solver parameter: the weight of the penalty the solve runs with
         coupling = float(changes.pop(COUPLING, None) or 0.0)
@@ -752,7 +782,7 @@ def choose_method(method: str, n_split: int, holdout: float, sigma: float) -> tu
 
 
 def fresh_split_differences(shared: tuple, objective: HoldoutObjective, changes: dict, splits: int,
-                            holdout: float, seed: int, observed) -> torch.Tensor | None:
+                            holdout: float, seed: int, observed) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The returned settings (``changes``, as :attr:`Calibration.solver` has them) on ``splits`` fresh
     splits (seeds ``seed + 1``, …): each split's kept entries solved and its entries scored as a
     candidate's (:meth:`HoldoutObjective.with_kept_misfit`), minus that split's initial guess's — the
@@ -762,8 +792,9 @@ def fresh_split_differences(shared: tuple, objective: HoldoutObjective, changes:
     and model assessment use different data (nested cross-validation).  Measured on the 32 transfer rows
     (docs/calibration.md): on the own split 10 of the 15 losses scored worse than the guess and 1 of the
     12 gains did; on two fresh splits 14 of 15 and none.  Their network evaluations count in
-    ``Calibration.nfe``."""
-    pooled = []
+    ``Calibration.nfe``.  Second: the same against the split's classical estimate (a blur's
+    deconvolution, :attr:`HoldoutObjective.classical_errors`), or None where there is none."""
+    pooled, classical = [], []
     for split_seed in range(seed + 1, seed + 1 + splits):
         fold = HoldoutObjective(*shared, holdout=holdout, seed=split_seed, observed=observed)
         if fold.baseline_errors is None:
@@ -777,10 +808,14 @@ def fresh_split_differences(shared: tuple, objective: HoldoutObjective, changes:
         objective.verify_nfe += _mean_nfe(res, fold.prior)
         with torch.no_grad():
             errors, kept = fold.fit_errors(res.x, res.kernel)
-            d = (fold.with_kept_misfit(errors, kept) - fold.baseline_errors).flatten()
+            scored = fold.with_kept_misfit(errors, kept)
+            d = (scored - fold.baseline_errors).flatten()
         if torch.isfinite(d).all():
             pooled.append(d)
-    return torch.cat(pooled) if pooled else None
+            if fold.classical_errors is not None:
+                classical.append((scored - fold.classical_errors).flatten())
+    return (torch.cat(pooled) if pooled else None,
+            torch.cat(classical) if classical and len(classical) == len(pooled) else None)
 
 
 def paired_standard_error(differences: torch.Tensor, single: float = 0.0) -> float:
@@ -831,6 +866,27 @@ def guess_misfit_handicap(fit: tuple[float, float] | None, sigma: float | None =
             f"{plain_number(fit[1])}, held-out {plain_number(fit[0])} {unit}): its score measures a misfit it has "
             f"everywhere (a blur's guess is y itself, which the operator blurs again), which any solve that fits y "
             f"avoids, not how well it predicts unseen entries")
+
+
+CLASSICAL_WARNING = "the classical "  # how classical_warning's text starts (a run's review names its reason by it)
+
+
+def classical_warning(comparison: dict, operator, sigma: float | None = None, searched: bool = True) -> str:
+    """The warning for a ``worse`` comparison with the operator's classical estimate (``against_classical``:
+    a blur's Tikhonov deconvolution, whose initial guess is y itself): the solve beats the blurred image,
+    perhaps, but not the method a reader would compare it with."""
+    splits = comparison["comparison_splits"]
+    where = (f"on {splits} fresh split{'s' if splits > 1 else ''} of y" if splits
+             else "on the calibration's own split" if searched else "on one split of y")
+    name = getattr(operator, "classical_name", None) or "the operator's classical estimate"
+    return (f"{CLASSICAL_WARNING}{name} predicts the held-out measurement entries better than the "
+            f"{'calibrated solver' if searched else 'solver as given'} ({where}, by "
+            f"{plain_number(comparison['classical_difference'])} {score_unit(sigma)}, one standard error "
+            f"{plain_number(comparison['classical_se'])}): on these images it is not expected to beat that deconvolution "
+            f"— compare them (a run's classical/ beside its recon/; operator.classical_estimate(y) in Python), "
+            + ("give calibration a larger budget" if searched else
+               "let calibration choose the solver's settings (calibrate=true without params=[])")
+            + ", or use a prior trained on images like these")
 
 
 def initial_guess_warning(comparison: dict, sigma: float | None = None, searched: bool = True) -> str:
