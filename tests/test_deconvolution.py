@@ -125,3 +125,35 @@ def test_calibration_compares_with_the_deconvolution():
     assert dmplug.warning.startswith(CLASSICAL_WARNING) and "classical/ beside its recon/" in dmplug.warning
     records = [{"name": "a", "info": {"reliability": 0.0}}]
     assert review_summary(records, None, None, dmplug.warning)["flagged"] == {"a": NOT_BEATING_CLASSICAL}
+
+
+def test_sweep_and_csv_carry_the_deconvolution(tmp_path):
+    """A sweep's table gives each blur job's deconvolution PSNR beside its initial guess's, and the calibrated
+    cell both verdicts; metrics.csv has the *_classical columns only where a run scored one."""
+    import csv
+    import json
+
+    from ipsolve.runner.reports import metrics_csv, summarize, summarize_sweep
+
+    rec = {"name": "a", "rank": 0, "seed": {"noise": 1, "solver": 2}, "metrics": {"psnr": 28.0},
+           "initial_metrics": {"psnr": 21.0}, "classical_metrics": {"psnr": 27.0},
+           "classical": GaussianBlur.classical_name,
+           "info": {"nfe": 10, "iterations": 5, "stop_reason": "budget", "residual": 1.0, "seconds": 4.0},
+           "seconds_per_image": 2.0, "batch_seconds": 4.0}
+    summary = summarize([rec], settings={"operator": {"name": "gaussian_blur"}, "solver": {"name": "dps"},
+                                         "prior": {"source": "bundled:phantom-ddpm"}, "sigma": 0.01},
+                        skipped=[], num_processes=1, wall_seconds=9.0,
+                        extra={"calibration": {"params": {"zeta": 0.5}, "against_initial_guess": "indistinguishable",
+                                               "against_classical": "worse"}})
+    assert summary["metrics"]["psnr_classical"]["mean"] == 27.0
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "summary.json").write_text(json.dumps(summary))
+    md, csv_path = summarize_sweep(tmp_path)
+    row = next(csv.DictReader(open(csv_path)))
+    assert row["psnr_classical"] == "27.0" and row["against_classical"] == "worse"
+    text = md.read_text()
+    assert "21.00 (deconvolution 27.00)" in text and "zeta=0.5 (indistinguishable; deconvolution: worse)" in text
+    header = metrics_csv([rec]).splitlines()[0]
+    assert "psnr_classical" in header
+    plain = {k: v for k, v in rec.items() if k not in ("classical_metrics", "classical")}
+    assert "classical" not in metrics_csv([plain]).splitlines()[0]

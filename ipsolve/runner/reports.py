@@ -463,17 +463,21 @@ def calibration_columns(calibration: dict | None, warnings: list | None = None) 
         from ..calibration_settings import NOTHING_TO_CHOOSE
 
         nothing = any(NOTHING_TO_CHOOSE in w for w in warnings or ())
-        return {"calibrated": "none (nothing to choose)" if nothing else None, "against_initial_guess": None}
+        return {"calibrated": "none (nothing to choose)" if nothing else None, "against_initial_guess": None,
+                "against_classical": None}
     values = "; ".join(f"{k}={plain_number(v) if isinstance(v, float) else v}"
                        for k, v in (calibration.get("params") or {}).items())
     if (calibration.get("options") or {}).get("params") == []:  # calibrate.params=[]: nothing chosen, compared only
         values = "compared only"
-    return {"calibrated": values or None, "against_initial_guess": calibration.get("against_initial_guess") or None}
+    return {"calibrated": values or None, "against_initial_guess": calibration.get("against_initial_guess") or None,
+            "against_classical": calibration.get("against_classical") or None}
 
 
 def calibrated_cell(row: dict) -> str:
     """The sweep table's ``calibrated`` cell: the values and, in brackets, the comparison's outcome."""
     verdict = row.get("against_initial_guess")
+    if verdict and row.get("against_classical"):  # a symmetric blur: also against its deconvolution
+        verdict += f"; deconvolution: {row['against_classical']}"
     return (row.get("calibrated") or "-") + (f" ({verdict})" if verdict else "")
 
 
@@ -543,9 +547,9 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None,
         return None
     runs.sort(key=lambda r: (0, int(r[0])) if r[0].isdigit() else (1, r[0]))
     cols = ["job", "overrides", "operator", "solver", "prior", "images", "skipped", "psnr", "psnr_median", "psnr_std", "ssim",
-            "ssim_std", "lpips", "psnr_initial", "psnr_initial_median", "nfe", "seconds_per_image", "residual",
+            "ssim_std", "lpips", "psnr_initial", "psnr_initial_median", "psnr_classical", "nfe", "seconds_per_image", "residual",
             "residual_warnings", "worse_than_initial", "flagged_for_review", "stop_reasons", "calibrated",
-            "against_initial_guess", "error"]
+            "against_initial_guess", "against_classical", "error"]
     overrides = [s.get("overrides", []) for _, s, _ in runs]
     common = [o for o in overrides[0] if all(o in other for other in overrides[1:])] if len(runs) > 1 else []
     rows = []
@@ -568,6 +572,7 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None,
                      "psnr": g("psnr"), "psnr_median": g("psnr", "median"), "psnr_std": g("psnr", "std"),
                      "ssim": g("ssim"), "ssim_std": g("ssim", "std"), "lpips": g("lpips"),
                      "psnr_initial": g("psnr_initial"), "psnr_initial_median": g("psnr_initial", "median"),
+                     "psnr_classical": g("psnr_classical"),  # a symmetric blur's deconvolution
                      "nfe": round((s.get("nfe") or {}).get("mean", 0), 1),
                      "seconds_per_image": round(per_image.get("mean", 0), 2),
                      "residual": round((s.get("residual") or {}).get("mean", 0), 3),
@@ -599,7 +604,7 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None,
     md = [f"# Sweep summary: {sweep_dir}", "",
           "PSNR/SSIM: mean ± std (median) over the images (data range 1; std: the sample standard deviation, "
           "÷ (n − 1)); PSNR (initial): the operator's initial "
-          "guess; residual: ‖y − A(x)‖ / (σ√m), ≈ 1 at the noise level; s/image: the batch's time divided by its "
+          "guess (for a symmetric blur also its classical deconvolution); residual: ‖y − A(x)‖ / (σ√m), ≈ 1 at the noise level; s/image: the batch's time divided by its "
           "images.",
           f"Overrides common to all runs: {' '.join(common) or '(none)'}", "",
           "flags: images whose residual is above 5σ√m / that fit y worse than the initial guess / flagged for review.",
@@ -616,7 +621,9 @@ def summarize_sweep(sweep_dir, before: dict[str, int] | None = None,
             continue
         images = f"{r['images']}" + (f" ({r['skipped']} skipped)" if r["skipped"] else "")
         md.append(f"| {r['job']} | {r['overrides'] or '(defaults)'} | {images} | {pm(r, 'psnr', 2)} | "
-                  f"{pm(r, 'ssim', 3)} | {num(r['lpips'], 3)} | {num(r['psnr_initial'], 2)} | {r['nfe']:g} | "
+                  f"{pm(r, 'ssim', 3)} | {num(r['lpips'], 3)} | {num(r['psnr_initial'], 2)}"
+                  + (f" (deconvolution {r['psnr_classical']:.2f})" if r.get("psnr_classical") is not None else "")
+                  + f" | {r['nfe']:g} | "
                   f"{r['seconds_per_image']:g} | {r['residual']:g} | "
                   f"{r['residual_warnings']} / {r['worse_than_initial']} / {r['flagged_for_review']} | {r['stop_reasons']} |"
                   + (f" {calibrated_cell(r)} |" if calibrated else ""))
