@@ -11,7 +11,7 @@ import ipsolve
 from ipsolve import datasets
 from ipsolve.metrics import psnr
 from ipsolve.operators.blur import BlindBlur, Blur, GaussianBlur, MotionBlur
-from ipsolve.operators.deconvolution import (LAMBDAS, doubly_symmetric, reflexive_tikhonov, symmetric_extension,
+from ipsolve.operators.deconvolution import (DECONVOLUTION, LAMBDAS, doubly_symmetric, reflexive_tikhonov, symmetric_extension,
                                              transfer_function)
 
 
@@ -29,6 +29,8 @@ def test_circular_model_of_the_extension_is_the_blur(op):
 def test_symmetry_decides_where_it_applies():
     assert doubly_symmetric(GaussianBlur(9, 1.0).kernel) and doubly_symmetric(Blur(np.ones((5, 3))).kernel)
     assert not doubly_symmetric(MotionBlur(9, 0.5, 0).kernel)
+    assert GaussianBlur(9, 1.0).classical_name == DECONVOLUTION and MotionBlur(9).classical_name is None
+    assert Blur(np.ones((4, 4))).classical_name is None and BlindBlur("gaussian", size=9).classical_name is None
     assert not doubly_symmetric(torch.ones(4, 4))  # even sides: blur.convolve centres them off the middle
     y = torch.zeros(1, 1, 32, 32)
     assert MotionBlur(9, 0.5, 0).classical_estimate(y) is None
@@ -36,6 +38,10 @@ def test_symmetry_decides_where_it_applies():
     assert ipsolve.make_operator("inpainting", missing=0.7).classical_estimate(y) is None
     with pytest.raises(ValueError, match="symmetric along each axis"):
         reflexive_tikhonov(y, MotionBlur(9, 0.5, 0).kernel)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        reflexive_tikhonov(torch.full((1, 1, 8, 8), float("nan")), GaussianBlur(3, 1.0).kernel)
+    blind = BlindBlur("gaussian", size=9, std=1.0)  # its true kernel would be an oracle, also from part of y
+    assert blind.classical_from_part(y, torch.ones_like(y)) is None
 
 
 @pytest.mark.parametrize("sigma", [0.01, 0.05])
@@ -69,7 +75,8 @@ def test_run_reports_the_classical_deconvolution(tmp_path):
     assert "psnr_classical" in header and header.index("psnr_classical") > header.index("psnr_initial")
     text = (run.output_dir / "report.txt").read_text()
     assert "Tikhonov deconvolution" in text and "yardstick" in text
-    assert "score below the classical estimate" in text  # two DPS steps are no deconvolution
+    # two DPS steps score below the blurred image too: that warning is said, not the deconvolution's as well
+    assert "score below the operator's initial guess" in text and "below the classical estimate" not in text
     motion = ipsolve.reconstruct("bundled:phantom", operator={"name": "motion_blur", "size": 9},
                                  solver={"name": "dps", "steps": 2}, max_images=1, progress=False, metrics=["psnr"])
     assert "classical_metrics" not in motion.records[0] and "classical" not in motion.summary
@@ -105,10 +112,12 @@ def test_calibration_compares_with_the_deconvolution():
     """On a blur, params=[] compares the solver with the classical deconvolution on fresh splits (its
     initial guess is y, a handicapped yardstick): DPS's preset, +2.1 dB over the deconvolution on these 4
     phantoms, is called better (measured 5 standard errors); DMPlug stopped at 60 iterations, −3.8 dB, worse
-    (11 standard errors on 2 of them), with the warning that reviews every image of a run."""
+    (11 standard errors on 2 of them) — a note, not a warning (held-out blurred pixels favour a deconvolution:
+    gains up to about 1 dB scored worse), so a run does not review its images for it."""
+    import warnings
+
     from ipsolve.runner import build_solver
-    from ipsolve.runner.run import NOT_BEATING_CLASSICAL, review_summary
-    from ipsolve.solvers.calibration import CLASSICAL_WARNING, CalibrationWarning, with_params
+    from ipsolve.solvers.calibration import with_params
 
     x = datasets.heldout_phantoms(4, 32)
     op = GaussianBlur(9, 1.0)
@@ -117,14 +126,14 @@ def test_calibration_compares_with_the_deconvolution():
     gens = [torch.Generator().manual_seed(i) for i in range(4)]
     dps = ipsolve.calibrate(y, op, prior, build_solver("dps_cpu", progress=False), sigma=0.01, params=[], generator=gens)
     assert dps.against_classical == "better" and dps.classical_difference < -2 * dps.classical_se
-    assert not dps.warning and dps.summary()["against_classical"] == "better"
+    assert not dps.warning and dps.summary()["against_classical"] == "better" and "not shown better" not in dps.note
     weak = with_params(build_solver("dmplug_cpu", progress=False), iterations=60)
-    with pytest.warns(CalibrationWarning, match="deconvolution"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ipsolve.solvers.calibration.CalibrationWarning)  # no warning raised
         dmplug = ipsolve.calibrate(y[:2], op, prior, weak, sigma=0.01, params=[], generator=gens[:2])
-    assert dmplug.against_classical == "worse" and dmplug.against_initial_guess != "worse"
-    assert dmplug.warning.startswith(CLASSICAL_WARNING) and "classical/ beside its recon/" in dmplug.warning
-    records = [{"name": "a", "info": {"reliability": 0.0}}]
-    assert review_summary(records, None, None, dmplug.warning)["flagged"] == {"a": NOT_BEATING_CLASSICAL}
+    assert dmplug.against_classical == "worse" and dmplug.against_initial_guess != "worse" and not dmplug.warning
+    assert "not shown better than the classical Tikhonov deconvolution" in dmplug.note
+    assert dmplug.classical_difference > dmplug.classical_se > 0
 
 
 def test_sweep_and_csv_carry_the_deconvolution(tmp_path):
@@ -137,7 +146,7 @@ def test_sweep_and_csv_carry_the_deconvolution(tmp_path):
 
     rec = {"name": "a", "rank": 0, "seed": {"noise": 1, "solver": 2}, "metrics": {"psnr": 28.0},
            "initial_metrics": {"psnr": 21.0}, "classical_metrics": {"psnr": 27.0},
-           "classical": GaussianBlur.classical_name,
+           "classical": DECONVOLUTION,
            "info": {"nfe": 10, "iterations": 5, "stop_reason": "budget", "residual": 1.0, "seconds": 4.0},
            "seconds_per_image": 2.0, "batch_seconds": 4.0}
     summary = summarize([rec], settings={"operator": {"name": "gaussian_blur"}, "solver": {"name": "dps"},
@@ -157,3 +166,12 @@ def test_sweep_and_csv_carry_the_deconvolution(tmp_path):
     assert "psnr_classical" in header
     plain = {k: v for k, v in rec.items() if k not in ("classical_metrics", "classical")}
     assert "classical" not in metrics_csv([plain]).splitlines()[0]
+    # a resume of images scored before the deconvolution existed: the warning compares images that have both
+    from ipsolve.runner.reports import report
+
+    worse = {**rec, "name": "b", "metrics": {"psnr": 26.0}}
+    settings = {"operator": {"name": "gaussian_blur"}, "solver": {"name": "dps"}, "prior": {"source": "p"}, "sigma": 0.01}
+    mixed = summarize([{**plain, "metrics": {"psnr": 10.0}, "initial_metrics": {"psnr": 5.0}}, worse], settings=settings,
+                      skipped=[], num_processes=1, wall_seconds=1.0, extra={"classical": DECONVOLUTION})
+    assert mixed["metrics"]["psnr_minus_classical"] == {**mixed["metrics"]["psnr_minus_classical"], "mean": -1.0, "n": 1}
+    assert "1.00 dB lower on average over the 1 image(s) with both" in report(mixed)

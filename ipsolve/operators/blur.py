@@ -212,7 +212,12 @@ class _KernelBlur(Operator):
     # every entry as much as the held-out ones (solvers.calibration.guess_misfit_handicap)
     holdout_guess_handicap = None
 
-    classical_name = "Tikhonov deconvolution (gradient penalty, reflexive boundary, weight by GCV)"
+    @property
+    def classical_name(self):
+        """What :meth:`classical_estimate` computes, for reports; None where it returns None."""
+        from .deconvolution import DECONVOLUTION, doubly_symmetric
+
+        return DECONVOLUTION if doubly_symmetric(self.kernel) else None
 
     def noise_estimate_note(self):
         return kernel_noise_note(self.kernel)
@@ -392,6 +397,9 @@ class BlindBlur(_KernelBlur):
     classical_name = None  # its kernel is unknown: a deconvolution by the true one would be an oracle
 
     def classical_estimate(self, y):
+        return None
+
+    def classical_from_part(self, filled, known):
         return None
 
     def apply(self, x):

@@ -25,6 +25,8 @@ import math
 
 import torch
 
+DECONVOLUTION = "Tikhonov deconvolution (gradient penalty, reflexive boundary, weight by GCV)"  # as reports name it
+
 # λ's grid for GCV: 10^-7 … 10^1 in tenths of a decade (|H|² ≤ 1, |D|² ≤ 8: the filter passes almost
 # everything at the bottom, almost nothing but the mean at the top)
 LAMBDAS = tuple(10.0 ** (e / 10) for e in range(-70, 11))
@@ -78,6 +80,8 @@ def reflexive_tikhonov(y: torch.Tensor, kernel: torch.Tensor, lambdas=LAMBDAS) -
     h, w = y.shape[-2:]
     if min(h, w) < 2:
         raise ValueError(f"need images of at least 2×2 pixels, got {h}×{w}")
+    if not bool(torch.isfinite(y).all()):  # (every GCV score would be NaN: λ would stay 0, no regularisation)
+        raise ValueError("y holds NaN or inf values; expected a finite measurement")
     size = (2 * h - 2, 2 * w - 2)
     transfer = transfer_function(kernel.to(y.device), size)
     power, penalty = transfer.abs() ** 2, gradient_symbol(size, y.device)

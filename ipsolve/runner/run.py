@@ -736,7 +736,6 @@ def write_run_files(job: Job, records: list[dict], summary: dict, items: list[It
 WORSE_THAN_INITIAL = "residual above the initial guess's"
 UNFIT = f"residual above {RESIDUAL_WARNING:g}× the noise level (with samples=k: the mean's or most samples')"
 NOT_BEATING_INITIAL = "calibration: the initial guess predicts held-out entries better"
-NOT_BEATING_CLASSICAL = "calibration: the classical deconvolution predicts held-out entries better"
 
 
 def not_beating_initial(calibration: dict | None) -> str | None:
@@ -754,20 +753,16 @@ def review_summary(records: list[dict], review_below, review_coverage, calibrati
     (``worse_than_initial``, :func:`~.batches.flag_against_initial`) or leaves a residual above 5×
     the noise level (its residual warning: it does not explain y at the assumed σ — wrong operator
     settings, σ or too short a solve) is never accepted; nor is any image of a run whose calibration
-    found the solver not expected to beat the initial guess or a blur's classical deconvolution
-    (``calibration_warning``: held-out entries, :func:`ipsolve.solvers.calibration.initial_guess_warning`,
-    :func:`~ipsolve.solvers.calibration.classical_warning`)."""
-    from ..solvers.calibration import CLASSICAL_WARNING
-
+    found the solver not expected to beat the initial guess (``calibration_warning``: held-out entries,
+    :func:`ipsolve.solvers.calibration.initial_guess_warning`)."""
     scores = [r["info"].get("reliability", float("-inf")) for r in records]
     by_score = review_decisions(scores, review_below, review_coverage)
-    not_beating = NOT_BEATING_CLASSICAL if (calibration_warning or "").startswith(CLASSICAL_WARNING) else NOT_BEATING_INITIAL
     # a residual above RESIDUAL_WARNING·σ√m is reviewed whatever the score and the initial guess's fit
     unfit = [bool(r.get("warning")) for r in records]
     decisions = ["review" if r.get("worse_than_initial") or bad or calibration_warning else d
                  for r, d, bad in zip(records, by_score, unfit)]
     flagged = {r["name"]: (WORSE_THAN_INITIAL if r.get("worse_than_initial") else UNFIT if bad
-                           else not_beating if calibration_warning else r["info"].get("reliability_reason"))
+                           else NOT_BEATING_INITIAL if calibration_warning else r["info"].get("reliability_reason"))
                for r, d, bad in zip(records, decisions, unfit) if d == "review"}
     return {"review_below": review_below, "review_coverage": review_coverage, "num_flagged": len(flagged),
             "tied_at_cut": tied_at_cut(scores, review_coverage),
