@@ -175,3 +175,31 @@ def test_sweep_and_csv_carry_the_deconvolution(tmp_path):
                       skipped=[], num_processes=1, wall_seconds=1.0, extra={"classical": DECONVOLUTION})
     assert mixed["metrics"]["psnr_minus_classical"] == {**mixed["metrics"]["psnr_minus_classical"], "mean": -1.0, "n": 1}
     assert "1.00 dB lower on average over the 1 image(s) with both" in report(mixed)
+
+
+def test_warm_start_from_the_deconvolution():
+    """start=classical: a warm start begins from the deconvolution instead of the blurred y (FMPlug at 30
+    iterations on 2 phantoms: +1.3 / +3.0 dB, measured); refused where it would change nothing or where the
+    operator has no deconvolution; at its default it stays out of the solver's settings (fingerprints)."""
+    from ipsolve.runner import build_solver
+    from ipsolve.solvers.calibration import with_params
+
+    x = datasets.heldout_phantoms(2, 32)
+    op = GaussianBlur(9, 1.0)
+    y = op.measure(x, 0.01, generator=torch.Generator().manual_seed(1234))
+    flow = ipsolve.load_prior("bundled:phantom-flow")
+    gains = []
+    for start in ("initial_guess", "classical"):
+        solver = with_params(build_solver("fmplug_cpu", progress=False), iterations=30, start=start)
+        res = ipsolve.solve(y, op, flow, solver, sigma=0.01, generator=[torch.Generator().manual_seed(i) for i in range(2)])
+        gains.append(psnr(res.x, x))
+    assert float((gains[1] - gains[0]).mean()) > 0.5
+    assert "start" not in ipsolve.make_solver("fmplug").params()
+    assert ipsolve.make_solver("fmplug", start="classical").params()["start"] == "classical"
+    with pytest.raises(ValueError, match="start must be one of initial_guess, classical"):
+        ipsolve.make_solver("dps", start="deconvolution")
+    ddpm = ipsolve.load_prior("bundled:phantom-ddpm")
+    with pytest.raises(ValueError, match="does not start from the operator's initial guess .give warm_start"):
+        ipsolve.solve(y, op, ddpm, ipsolve.make_solver("dps", steps=2, start="classical"), sigma=0.01)
+    with pytest.raises(ValueError, match="'motion_blur' has no classical estimate"):
+        ipsolve.solve(y, MotionBlur(9), flow, ipsolve.make_solver("fmplug", iterations=1, start="classical"), sigma=0.01)

@@ -116,6 +116,9 @@ class DFlow(Solver):
     accepts = ("flow", "latent-flow")
     search_space = {"lam": (1e-4, 1e-1)}  # reference: 0.01 (config) / 0.001 (script_test.sh)
 
+    def uses_initial_guess(self) -> bool:
+        return self.init == "initial_guess"
+
     def __init__(self, steps: int = 6, lam: float = 0.01, alpha: float = 0.1, max_iter: int = 20, lbfgs_iter: int = 20,
                  history_size: int = 100, start_time: float = 0.0, init: str = "adjoint", inversion: str = "dopri5",
                  inversion_steps: int = 20, inversion_tol: float = 1e-5, stop=(), window: int = 5, patience: int = 3,
@@ -187,7 +190,7 @@ class DFlow(Solver):
                 return operator.adjoint(y)
             if self.init == "pinv":
                 return pseudo_inverse(operator, y, image_shape)
-            return operator.initial_guess(y)
+            return self.start_image(operator, y)
 
     # -- the loop -------------------------------------------------------------------------------
     def callback_budget(self) -> int:

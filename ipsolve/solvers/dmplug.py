@@ -25,6 +25,9 @@ class DMPlug(PlugSolver):
     search_space = {"lr": (1e-3, 1e-1)}  # Adam lr 1e-2 in the reference; the iteration count by calibration's held-out curve
     accepts = ("diffusion", "latent-diffusion")
 
+    def uses_initial_guess(self) -> bool:
+        return self.warm_start is not None  # (where warm_start draws x_t around it)
+
     def __init__(self, iterations: int = 5000, ddim_steps: int = 3, clip_x0: bool = True, **kw):
         super().__init__(iterations=iterations, **kw)
         if ddim_steps < 1:
@@ -48,12 +51,12 @@ class DMPlug(PlugSolver):
         first_t = self.reverse_timesteps(inner.num_timesteps)[0]
         with torch.no_grad():
             if isinstance(prior, LatentPrior):
-                init_image = operator.initial_guess(y) if self.warm_start is not None else None
+                init_image = self.start_image(operator, y) if self.warm_start is not None else None
                 shape = (y.shape[0], inner.channels, inner.image_size, inner.image_size)
                 init = prior.encode(init_image) if init_image is not None else None
             else:
                 shape = (y.shape[0], *prior.shape)
-                init = operator.initial_guess(y) if self.warm_start is not None else None
+                init = self.start_image(operator, y) if self.warm_start is not None else None
             noise = randn_like_batch(shape, gens, y.device)
             z = noise if init is None else inner.add_noise(init, first_t, noise)
         self._z = z.requires_grad_()

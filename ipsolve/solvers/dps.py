@@ -89,6 +89,9 @@ class DPS(Solver):
     weakest_within_one_se = ("zeta",)  # a tie at σ 0.05 on SR ×4 (ζ 0.86 / 1.69) cost 0.83 dB (docs/calibration.md)
     accepts_penalty = True  # z-coupling: ‖y − A(x̂0)‖ becomes √(‖y − A(x̂0)‖² + penalty(x̂0))
 
+    def uses_initial_guess(self) -> bool:
+        return self.warm_start is not None  # (where warm_start draws x_t around it)
+
     def __init__(self, steps: int = 1000, zeta: float | None = None, rescale_zeta: bool = False,
                  kernel_lr: float = 1e-3, kernel_size: int | None = None, kernel_prior=None,
                  kernel_reg: float = 1.0, kernel_reg_ord: int = 1, blind_scale: str = "sqrt_alpha_bar",
@@ -175,7 +178,7 @@ class DPS(Solver):
         x = randn_like_batch(shape, gens, y.device)
         if self.warm_start is not None:
             with torch.no_grad():
-                init = operator.initial_guess(y)
+                init = self.start_image(operator, y)
                 x = inner.add_noise(prior.encode(init) if latent else init, t_start, x)
         blind = isinstance(operator, BlindBlur)
         kprior = self.kernel_prior_for(operator, y.device) if blind and self.kernel_prior is not None else None

@@ -29,6 +29,9 @@ class FMPlug(PlugSolver):
     search_space = {"lr": (1e-3, 1e-1)}  # Adam lr 1e-2 (FMPlug's code); the iteration count by calibration's held-out curve
     accepts = ("flow", "latent-flow")
 
+    def uses_initial_guess(self) -> bool:
+        return True  # the Euler steps start from t0 between the guess and the seed
+
     def __init__(self, iterations: int = 5000, ode_steps: int = 3, time_lr: float = 1e-2, shell_eps: float = 0.025,
                  max_time: float = 0.95, warm_start: float | None = 0.5, **kw):
         super().__init__(iterations=iterations, warm_start=warm_start, **kw)
@@ -41,7 +44,7 @@ class FMPlug(PlugSolver):
         inner = prior.inner if isinstance(prior, LatentPrior) else prior
         self._inner = inner
         with torch.no_grad():
-            guess = operator.initial_guess(y)
+            guess = self.start_image(operator, y)
             self._y_hat = prior.encode(guess) if isinstance(prior, LatentPrior) else guess
         self._z = randn_like_batch(self._y_hat.shape, gens, y.device)
         self.project()

@@ -52,6 +52,9 @@ class REDDiff(Solver):
     accepts = ("diffusion", "latent-diffusion")
     search_space = {"lam": (0.025, 2.5), "lr": (0.01, 1.0)}  # reference values: λ 0.25 / 1.0, lr 0.1 / 0.25 / 0.5
 
+    def uses_initial_guess(self) -> bool:
+        return self.init == "initial_guess"
+
     def __init__(self, steps: int = 1000, lam: float = 0.25, lr: float = 0.1, sigma_x0: float = 0.0,
                  obs_weight: float = 1.0, weighting: str = "linear", betas=(0.9, 0.99), init: str = "pinv",
                  init_iters: int = 50, output: str = "x0_pred", svd_cutoff: float = 3e-2, **kw):
@@ -94,7 +97,7 @@ class REDDiff(Solver):
             dec = dec.truncated(self.svd_cutoff) if self.svd_cutoff else dec
             return dec.pinv(y, keep_cut=True), "pinv"
         with torch.no_grad():
-            return operator.initial_guess(y), "initial_guess"
+            return self.start_image(operator, y), "initial_guess" if self.start == "initial_guess" else "classical"
 
     def run(self, y, operator, prior, gens, sigma: float, callback=None) -> Result:
         start = timer()

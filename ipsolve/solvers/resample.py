@@ -96,6 +96,9 @@ class ReSample(Solver):
     search_space = {"gamma_scale": (4.0, 400.0)}  # the reference's γ factor 40
     accepts = ("latent-diffusion", "diffusion")
 
+    def uses_initial_guess(self) -> bool:
+        return self.warm_start is not None  # (where warm_start draws x_t around it)
+
     def __init__(self, steps: int = 500, hdc_every: int = 10, lookahead: int = 5, pixel_lr: float = 1e-2,
                  pixel_iters: int = 2000, latent_lr: float = 5e-3, latent_iters: int = 500, gamma_scale: float = 40.0,
                  dps_scale: float = 0.5, x0_estimate: str = "reference", fit_stop: str = "reference",
@@ -186,7 +189,7 @@ class ReSample(Solver):
         z = randn_like_batch(shape, gens, y.device)
         if self.warm_start is not None:
             with torch.no_grad():
-                z = inner.add_noise(encode(operator.initial_guess(y)), t_start, z)
+                z = inner.add_noise(encode(self.start_image(operator, y)), t_start, z)
         m = y[0].numel()  # noise_level fits stop at ‖y − A(x)‖ ≤ τσ√m, τ from the χ²_m 95 % quantile
         target = torch.full((b,), (discrepancy_tau(m) * sigma) ** 2 * m, device=y.device)
 
