@@ -190,8 +190,8 @@ class Operator(nn.Module):
 
     def classical_estimate(self, y: torch.Tensor) -> torch.Tensor | None:
         """The field's classical method for this problem where it differs from :meth:`initial_guess`
-        and needs neither the ground truth nor σ — reported beside it, never a solver's start; None
-        where there is none (default).  The blurs with a doubly symmetric kernel: Tikhonov deconvolution
+        and needs neither the ground truth nor σ — reported beside it, a solver's start only with
+        ``start="classical"``; None where there is none (default).  The blurs with a doubly symmetric kernel: Tikhonov deconvolution
         (:mod:`.deconvolution`), named by ``classical_name``."""
         return None
 

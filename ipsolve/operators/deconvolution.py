@@ -103,7 +103,6 @@ def reflexive_tikhonov(y: torch.Tensor, kernel: torch.Tensor, lambdas=LAMBDAS) -
     return torch.stack(out).to(y.dtype), torch.stack(chosen)
 
 
-
 def _fold_last(z: torch.Tensor, n: int) -> torch.Tensor:
     out = z[..., :n].clone()
     out[..., 1:n - 1] += z[..., n:].flip(-1)
