@@ -117,6 +117,8 @@ class _Restricted:
     def classical_estimate(self, y):
         """The operator's classical estimate (a blur's deconvolution) from the kept entries
         (:meth:`Operator.classical_from_part`), or None: calibration's second yardstick."""
+        if self.classical_name is None:  # none to make (no fill computed for nothing)
+            return None
         filled = self.scatter(y)
         return self.unrestricted().classical_from_part(filled, self.kept_mask(filled))
 
